@@ -1,0 +1,11 @@
+//! ctcore — ctgate's connection-tracking engine: what the kernel's nf_conntrack
+//! does, in pure Rust, with no DPDK, no I/O and no clock of its own (the caller
+//! injects `now` in milliseconds).
+#![forbid(unsafe_code)]
+
+pub mod checksum;
+pub mod conn;
+pub mod proto;
+pub mod timeout;
+pub mod tuple;
+pub mod wire;

@@ -1,0 +1,3 @@
+//! Per-protocol trackers (the kernel's l4proto `packet` / `new` methods).
+
+pub mod tcp;
