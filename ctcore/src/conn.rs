@@ -38,3 +38,115 @@ impl Status {
         self.0 &= !bit;
     }
 }
+
+use crate::proto::tcp::TcpState;
+use crate::tuple::{Dir, Tuple};
+
+/// Per-packet conntrack information (the kernel's `enum ip_conntrack_info`,
+/// plus INVALID and UNTRACKED, which the kernel encodes as "no ct" / a template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum CtInfo {
+    Established = 0,
+    Related = 1,
+    #[default]
+    New = 2,
+    EstablishedReply = 3,
+    RelatedReply = 4,
+    Invalid = 5,
+    Untracked = 6,
+}
+
+impl CtInfo {
+    /// The nft `ct state` this ctinfo matches.
+    pub fn state(self) -> CtState {
+        match self {
+            CtInfo::Established | CtInfo::EstablishedReply => CtState::Established,
+            CtInfo::Related | CtInfo::RelatedReply => CtState::Related,
+            CtInfo::New => CtState::New,
+            CtInfo::Invalid => CtState::Invalid,
+            CtInfo::Untracked => CtState::Untracked,
+        }
+    }
+    pub fn is_reply(self) -> bool {
+        matches!(self, CtInfo::EstablishedReply | CtInfo::RelatedReply)
+    }
+}
+
+/// `ct state` values as nftables names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum CtState {
+    Invalid = 0,
+    Established = 1,
+    Related = 2,
+    New = 3,
+    Untracked = 4,
+}
+
+impl CtState {
+    pub const ALL: [CtState; 5] = [CtState::Invalid, CtState::Established, CtState::Related, CtState::New, CtState::Untracked];
+    pub fn name(self) -> &'static str {
+        match self {
+            CtState::Invalid => "invalid",
+            CtState::Established => "established",
+            CtState::Related => "related",
+            CtState::New => "new",
+            CtState::Untracked => "untracked",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<CtState> {
+        CtState::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// Packet and byte counters of one direction (nf_conn_acct).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Protocol-private state (the kernel's `union nf_conntrack_proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtoState {
+    #[default]
+    Generic,
+    Tcp(TcpState),
+    /// UDP / UDP-Lite / GRE: when the connection counts as a stream (first packet + 2 s).
+    Stream { stream_ts_ms: u64 },
+    Icmp,
+}
+
+/// One connection (`struct nf_conn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Conn {
+    /// `tuples[Dir::Orig]` and `tuples[Dir::Reply]` (the kernel's tuplehash[2]).
+    pub tuples: [Tuple; 2],
+    pub status: Status,
+    pub mark: u32,
+    /// When the connection expires, in the engine's clock (ms).
+    pub deadline_ms: u64,
+    /// When it was created (ms), for listings (like nf_conntrack_timestamp).
+    pub start_ms: u64,
+    /// A unique id (like the kernel's ct id).
+    pub id: u32,
+    pub counters: [Counter; 2],
+    pub proto: ProtoState,
+}
+
+impl Conn {
+    pub fn tuple(&self, dir: Dir) -> &Tuple {
+        &self.tuples[dir.index()]
+    }
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        now_ms >= self.deadline_ms
+    }
+    /// The protocol state name `conntrack -L` prints, if the protocol has one.
+    pub fn state_name(&self) -> Option<&'static str> {
+        match &self.proto {
+            ProtoState::Tcp(t) => Some(t.state.name()),
+            _ => None,
+        }
+    }
+}

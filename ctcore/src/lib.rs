@@ -6,6 +6,7 @@
 pub mod checksum;
 pub mod conn;
 pub mod proto;
+pub mod table;
 pub mod timeout;
 pub mod tuple;
 pub mod wire;

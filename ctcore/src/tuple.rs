@@ -66,3 +66,157 @@ impl Addr {
         }
     }
 }
+
+/// One direction of a connection: the kernel's `nf_conntrack_tuple` plus the zone.
+///
+/// Per protocol, `src_port`/`dst_port` hold what the kernel's `u.all` union holds:
+/// ports for TCP/UDP/UDP-Lite/SCTP/DCCP; for ICMP/ICMPv6 `src_port` is the echo id
+/// and `dst_port` is `(type << 8) | code`; for GRE the source and destination keys;
+/// 0 for the generic tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct Tuple {
+    pub src: Addr,
+    pub dst: Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub family: Family,
+    pub zone: u16,
+}
+
+/// The kernel's ICMP invmap: the reply type to a request type.
+fn icmp_reply_type(family: Family, t: u8) -> Option<u8> {
+    match family {
+        // echo, timestamp, info request, address mask (nf_conntrack_proto_icmp.c)
+        Family::V4 => match t {
+            8 => Some(0),
+            0 => Some(8),
+            13 => Some(14),
+            14 => Some(13),
+            15 => Some(16),
+            16 => Some(15),
+            17 => Some(18),
+            18 => Some(17),
+            _ => None,
+        },
+        // echo, node information (nf_conntrack_proto_icmpv6.c)
+        Family::V6 => match t {
+            128 => Some(129),
+            129 => Some(128),
+            139 => Some(140),
+            140 => Some(139),
+            _ => None,
+        },
+    }
+}
+
+impl Tuple {
+    pub fn is_icmp(&self) -> bool {
+        self.proto == IPPROTO_ICMP || self.proto == IPPROTO_ICMPV6
+    }
+    pub fn icmp_type(&self) -> u8 {
+        (self.dst_port >> 8) as u8
+    }
+    pub fn icmp_code(&self) -> u8 {
+        self.dst_port as u8
+    }
+
+    /// The tuple a reply would carry (nf_ct_invert_tuple); `None` where the kernel
+    /// cannot invert it (an ICMP type with no reply type).
+    pub fn invert(&self) -> Option<Tuple> {
+        let mut r = *self;
+        r.src = self.dst;
+        r.dst = self.src;
+        if self.is_icmp() {
+            let t = icmp_reply_type(self.family, self.icmp_type())?;
+            r.src_port = self.src_port;
+            r.dst_port = ((t as u16) << 8) | self.icmp_code() as u16;
+        } else {
+            r.src_port = self.dst_port;
+            r.dst_port = self.src_port;
+        }
+        Some(r)
+    }
+
+    /// Seeded hash, symmetric in the two endpoints: a tuple and its inversion
+    /// hash alike, so both directions of an un-NATed connection share a bucket.
+    /// For ICMP only the id counts (the type differs between the directions).
+    pub fn hash(&self, seed: u64) -> u64 {
+        let (sp, dp) = if self.is_icmp() { (self.src_port, self.src_port) } else { (self.src_port, self.dst_port) };
+        let a = endpoint_word(&self.src, sp);
+        let b = endpoint_word(&self.dst, dp);
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let tail = (self.proto as u64) | ((self.family as u64) << 8) | ((self.zone as u64) << 16);
+        let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
+        h = mix(h ^ lo.0);
+        h = mix(h ^ lo.1);
+        h = mix(h ^ hi.0);
+        h = mix(h ^ hi.1);
+        mix(h ^ tail)
+    }
+}
+
+/// An endpoint (address + port) folded into two words.
+fn endpoint_word(a: &Addr, port: u16) -> (u64, u64) {
+    let w0 = u64::from_le_bytes([a.0[0], a.0[1], a.0[2], a.0[3], a.0[4], a.0[5], a.0[6], a.0[7]]);
+    let w1 = u64::from_le_bytes([a.0[8], a.0[9], a.0[10], a.0[11], a.0[12], a.0[13], a.0[14], a.0[15]]);
+    (w0, w1 ^ ((port as u64) << 48).rotate_left(7))
+}
+
+/// A 64-bit multiply-xorshift mixer (splitmix64's finaliser).
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_tuple() -> impl Strategy<Value = Tuple> {
+        (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<u16>(), any::<u16>(), prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), Just(47u8)], any::<bool>(), any::<u16>())
+            .prop_map(|(s, d, sp, dp, proto, v6, zone)| {
+                let family = if v6 { Family::V6 } else { Family::V4 };
+                let fix = |mut a: [u8; 16]| {
+                    if !v6 {
+                        a[4..].fill(0)
+                    }
+                    Addr(a)
+                };
+                let dp = if proto == 1 { 8 << 8 } else if proto == 58 { 128 << 8 } else { dp };
+                let proto = if proto == 58 && !v6 { 1 } else if proto == 1 && v6 { 58 } else { proto };
+                let dp = if proto == 58 { 128 << 8 } else if proto == 1 { 8 << 8 } else { dp };
+                Tuple { src: fix(s), dst: fix(d), src_port: sp, dst_port: dp, proto, family, zone }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn invert_is_an_involution(t in arb_tuple()) {
+            let r = t.invert().unwrap();
+            prop_assert_eq!(r.invert().unwrap(), t);
+        }
+
+        #[test]
+        fn hash_is_symmetric(t in arb_tuple(), seed in any::<u64>()) {
+            let r = t.invert().unwrap();
+            prop_assert_eq!(t.hash(seed), r.hash(seed));
+        }
+    }
+
+    #[test]
+    fn icmp_without_reply_type_does_not_invert() {
+        let t = Tuple { proto: IPPROTO_ICMP, dst_port: 3 << 8, ..Default::default() };
+        assert!(t.invert().is_none());
+    }
+
+    #[test]
+    fn seed_changes_hash() {
+        let t = Tuple { src: Addr::from_v4([192, 0, 2, 1]), dst: Addr::from_v4([198, 51, 100, 1]), src_port: 1, dst_port: 2, proto: 6, ..Default::default() };
+        assert_ne!(t.hash(1), t.hash(2));
+    }
+}
