@@ -5,7 +5,13 @@
 
 pub mod checksum;
 pub mod conn;
+pub mod engine;
+pub mod event;
+pub mod forward;
+pub mod listing;
+pub mod policy;
 pub mod proto;
+pub mod stats;
 pub mod table;
 pub mod timeout;
 pub mod tuple;

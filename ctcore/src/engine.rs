@@ -1,0 +1,620 @@
+//! The conntrack engine: nf_conntrack_in for bursts of frames.
+//!
+//! Per packet, as the kernel: parse (L3 errors are dropped before conntrack, as
+//! ip_rcv does), validate the L4 header and checksum (INVALID), find the
+//! connection (expired entries count as absent and are reclaimed), or build an
+//! unconfirmed one; run the protocol tracker; derive ctinfo; then the caller's
+//! verdict (routing + policy) decides whether a new connection is confirmed into
+//! the table — a dropped first packet leaves nothing behind.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::checksum;
+use crate::conn::{Conn, CtInfo, ProtoState, Status};
+use crate::event::{EventBuf, EventKind};
+use crate::proto::tcp::{TcpConfig, TcpOutcome, TcpSegment, TcpState};
+use crate::proto::{generic, icmp, udp, Outcome};
+use crate::stats::CtStats;
+use crate::table::{InsertError, Key, Local, Locked, Table};
+use crate::timeout::Timeouts;
+use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE};
+use crate::wire::{self, Frag, InnerTuple, Parsed, ParseError, L4};
+
+/// Settings that may change at runtime (like the nf_conntrack sysctls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    pub timeouts: Timeouts,
+    pub tcp: TcpConfig,
+    /// nf_conntrack_checksum: verify L4 checksums, bad ones are INVALID.
+    pub checksum: bool,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Tunables { timeouts: Timeouts::default(), tcp: TcpConfig::default(), checksum: true }
+    }
+}
+
+/// Engine construction parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Table capacity (nf_conntrack_max).
+    pub capacity_conns: u32,
+    /// Hash seed; use a random one outside tests.
+    pub seed: u64,
+    pub tunables: Tunables,
+}
+
+/// One frame offered to the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Pkt<'a> {
+    pub frame: &'a [u8],
+    pub zone: u16,
+}
+
+/// A reference to a connection that stays valid while the connection lives:
+/// its place in the table plus its id (checked on use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnHandle {
+    pub stripe: u32,
+    pub local: Local,
+    pub id: u32,
+}
+
+/// What the engine decided for one packet.
+#[derive(Debug, Clone, Copy)]
+pub struct CtResult {
+    pub parsed: Result<Parsed, ParseError>,
+    pub ctinfo: CtInfo,
+    pub dir: Dir,
+    /// The connection (after confirm for new ones); None for INVALID/UNTRACKED.
+    pub conn: Option<ConnHandle>,
+    /// Why the packet is INVALID, if it is.
+    pub invalid_reason: Option<&'static str>,
+    /// Set when conntrack itself dropped the packet (table full, clash).
+    pub ct_drop: Option<&'static str>,
+}
+
+impl Default for CtResult {
+    fn default() -> Self {
+        CtResult { parsed: Err(ParseError::TruncatedEthernet), ctinfo: CtInfo::Invalid, dir: Dir::Orig, conn: None, invalid_reason: None, ct_drop: None }
+    }
+}
+
+/// The caller's verdict on a packet before confirmation (routing + policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    Drop,
+}
+
+const FRAG_SLOTS: usize = 1024;
+/// How long a first fragment's translation is remembered (ipfrag_time).
+const FRAG_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FragKey {
+    family: Family,
+    src: wire::Addr,
+    dst: wire::Addr,
+    proto: u8,
+    id: u32,
+    zone: u16,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct FragEntry {
+    key: FragKey,
+    /// The tuple the first fragment carried (its direction's tuple).
+    tuple: Tuple,
+    expires_ms: u64,
+}
+
+/// Per-worker state: counters, events, and the fragment memory. Owned by one
+/// lcore; nothing in it is shared.
+pub struct Worker {
+    pub stats: CtStats,
+    pub events: EventBuf,
+    tun: Tunables,
+    tun_gen: u64,
+    frags: Box<[FragEntry]>,
+}
+
+/// The engine: the table plus the runtime tunables; shared by all workers.
+pub struct Engine {
+    table: Table,
+    tunables: Mutex<Tunables>,
+    tunables_gen: AtomicU64,
+}
+
+fn frag_key(p: &Parsed, f: &Frag, zone: u16) -> FragKey {
+    FragKey { family: p.family, src: p.src, dst: p.dst, proto: p.proto, id: f.id, zone }
+}
+
+fn frag_slot(k: &FragKey) -> usize {
+    let t = Tuple { src: k.src, dst: k.dst, src_port: k.id as u16, dst_port: (k.id >> 16) as u16, proto: k.proto, family: k.family, zone: k.zone };
+    (t.hash(0x5eed) as usize) % FRAG_SLOTS
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine { table: Table::new(cfg.capacity_conns, cfg.seed), tunables: Mutex::new(cfg.tunables), tunables_gen: AtomicU64::new(0) }
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub fn tunables(&self) -> Tunables {
+        *self.tunables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the tunables; workers pick them up at their next burst.
+    pub fn set_tunables(&self, t: Tunables) {
+        *self.tunables.lock().unwrap_or_else(|e| e.into_inner()) = t;
+        self.tunables_gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// A worker context with room for `event_capacity` buffered events.
+    pub fn worker(&self, event_capacity: usize) -> Worker {
+        Worker {
+            stats: CtStats::default(),
+            events: EventBuf::new(event_capacity),
+            tun: self.tunables(),
+            tun_gen: self.tunables_gen.load(Ordering::Acquire),
+            frags: vec![FragEntry::default(); FRAG_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    fn refresh_tunables(&self, w: &mut Worker) {
+        let g = self.tunables_gen.load(Ordering::Acquire);
+        if g != w.tun_gen {
+            w.tun = self.tunables();
+            w.tun_gen = g;
+        }
+    }
+
+    /// Runs conntrack over a burst. For each packet, in order, the engine looks
+    /// up / creates its connection, asks `decide(i, &result)` for the verdict
+    /// (routing and policy), and confirms a new connection only if the verdict
+    /// is `Accept`. `results[i]` gets the outcome; `ct_drop` is set if conntrack
+    /// itself had to drop an accepted packet (table full).
+    pub fn process_burst<F>(&self, w: &mut Worker, now_ms: u64, pkts: &[Pkt<'_>], results: &mut [CtResult], mut decide: F)
+    where
+        F: FnMut(usize, &CtResult) -> Decision,
+    {
+        self.refresh_tunables(w);
+        for (i, pkt) in pkts.iter().enumerate() {
+            let (mut res, pending) = self.track(w, now_ms, pkt);
+            let d = decide(i, &res);
+            if let Some(conn) = pending {
+                if d == Decision::Accept {
+                    self.confirm(w, now_ms, conn, &mut res);
+                }
+            }
+            results[i] = res;
+        }
+    }
+
+    /// One packet: lookup or create. Returns the result and, for a new
+    /// connection, the unconfirmed connection to confirm if the packet is accepted.
+    fn track(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>) -> (CtResult, Option<Conn>) {
+        let mut res = CtResult { parsed: wire::parse(pkt.frame), ..CtResult::default() };
+        let p = match res.parsed {
+            Ok(p) => p,
+            Err(e) => {
+                // L3 errors never reach conntrack (ip_rcv / ipv6_rcv drop them);
+                // a malformed L4 header is INVALID.
+                if matches!(e, ParseError::TruncatedL4 | ParseError::BadTcpHeaderLen | ParseError::BadUdpLen | ParseError::BadIpv6ExtHeader) {
+                    w.stats.invalid += 1;
+                    res.invalid_reason = Some(e.name());
+                }
+                return (res, None);
+            }
+        };
+        if let Some(f) = p.frag {
+            if f.offset != 0 {
+                self.follow_fragment(w, now_ms, pkt, &p, &f, &mut res);
+                return (res, None);
+            }
+        }
+        if w.tun.checksum && !checksum::l4_checksum_ok(pkt.frame, &p) {
+            return (invalid(w, res, "bad L4 checksum"), None);
+        }
+        let tuple = match self.tuple_of(w, now_ms, pkt, &p, &mut res) {
+            Some(t) => t,
+            None => return (res, None),
+        };
+        let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, &mut res);
+        if let Some(f) = p.frag {
+            if res.conn.is_some() || pending.is_some() {
+                // A first fragment: the rest of the datagram follows this connection.
+                let k = frag_key(&p, &f, pkt.zone);
+                w.frags[frag_slot(&k)] = FragEntry { key: k, tuple, expires_ms: now_ms + FRAG_TIMEOUT_MS };
+            }
+        }
+        (res, pending)
+    }
+
+    /// The tuple of a packet, or None (with `res` filled in) for packets that are
+    /// INVALID, UNTRACKED or RELATED (ICMP errors) and need no lookup of their own.
+    fn tuple_of(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, res: &mut CtResult) -> Option<Tuple> {
+        let mut t = Tuple { src: p.src, dst: p.dst, src_port: 0, dst_port: 0, proto: p.proto, family: p.family, zone: pkt.zone };
+        match p.l4 {
+            L4::Tcp(info) => {
+                if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
+                    *res = invalid(w, *res, "tcp: invalid flag combination");
+                    return None;
+                }
+                t.src_port = info.src_port;
+                t.dst_port = info.dst_port;
+            }
+            L4::Udp { src_port, dst_port } | L4::Dccp { src_port, dst_port, .. } | L4::Sctp { src_port, dst_port, .. } => {
+                t.src_port = src_port;
+                t.dst_port = dst_port;
+            }
+            L4::Icmp(ic) => {
+                if ic.is_error {
+                    self.related(w, now_ms, pkt, p, ic.inner, res);
+                    return None;
+                }
+                if p.family == Family::V6 && icmp::icmpv6_untracked(ic.icmp_type) {
+                    w.stats.ignore += 1;
+                    res.ctinfo = CtInfo::Untracked;
+                    return None;
+                }
+                if p.family == Family::V4 && ic.icmp_type > icmp::NR_ICMP_TYPES {
+                    *res = invalid(w, *res, "icmp: invalid type");
+                    return None;
+                }
+                t.src_port = ic.id;
+                t.dst_port = ((ic.icmp_type as u16) << 8) | ic.code as u16;
+            }
+            L4::Gre { version, call_id, .. } => {
+                // Without the PPTP helper's key map the source key is 0 (gre_keymap_lookup).
+                if version == 1 {
+                    t.dst_port = call_id;
+                }
+            }
+            L4::Other | L4::None => {}
+        }
+        Some(t)
+    }
+
+    /// Lookup + tracker for a packet with tuple `t`.
+    fn track_tuple(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, t: Tuple, res: &mut CtResult) -> Option<Conn> {
+        let key = self.table.key(&t);
+        let mut l = self.table.lock(key.stripe);
+        if let Some((local, dir)) = self.find_live(w, now_ms, &mut l, key, &t) {
+            w.stats.found += 1;
+            let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(local), dir);
+            match outcome {
+                Tracked::Accept { timeout_ms, kill } => {
+                    let before = (l.conn(local).status, l.conn(local).proto);
+                    let c = l.conn_mut(local);
+                    account(c, dir, p);
+                    c.deadline_ms = now_ms + timeout_ms;
+                    res.ctinfo = ctinfo_for(c, dir);
+                    res.dir = dir;
+                    if dir == Dir::Reply {
+                        c.status.set(Status::SEEN_REPLY);
+                    }
+                    if kill {
+                        let dead = l.remove(local);
+                        w.events.push(EventKind::Destroy, now_ms, &dead);
+                    } else {
+                        let c = *l.conn(local);
+                        res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+                        if (c.status, c.proto) != before {
+                            w.events.push(EventKind::Update, now_ms, &c);
+                        }
+                    }
+                    None
+                }
+                Tracked::Ignore => {
+                    let c = l.conn(local);
+                    res.ctinfo = ctinfo_for(c, dir);
+                    res.dir = dir;
+                    res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+                    None
+                }
+                Tracked::Invalid(why) => {
+                    *res = invalid(w, *res, why);
+                    None
+                }
+                Tracked::Repeat => {
+                    // A SYN reopening a closed connection: kill it, track as new.
+                    w.stats.search_restart += 1;
+                    let dead = l.remove(local);
+                    w.events.push(EventKind::Destroy, now_ms, &dead);
+                    drop(l);
+                    self.new_conn(w, now_ms, pkt, p, t, res)
+                }
+            }
+        } else {
+            drop(l);
+            self.new_conn(w, now_ms, pkt, p, t, res)
+        }
+    }
+
+    /// Finds a live connection; an expired one is reclaimed on the spot.
+    fn find_live(&self, w: &mut Worker, now_ms: u64, l: &mut Locked<'_>, key: Key, t: &Tuple) -> Option<(Local, Dir)> {
+        let (local, dir) = l.find(key, t)?;
+        if l.conn(local).is_expired(now_ms) {
+            let dead = l.remove(local);
+            w.stats.expired += 1;
+            w.events.push(EventKind::Destroy, now_ms, &dead);
+            return None;
+        }
+        Some((local, dir))
+    }
+
+    /// init_conntrack + the tracker's first packet: an unconfirmed connection.
+    fn new_conn(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, t: Tuple, res: &mut CtResult) -> Option<Conn> {
+        let Some(reply) = t.invert() else {
+            *res = invalid(w, *res, "cannot invert tuple");
+            return None;
+        };
+        let proto = match p.l4 {
+            L4::Tcp(info) => match TcpState::new(&TcpSegment { info, options: options(pkt.frame, &info) }, &w.tun.tcp) {
+                Ok(s) => ProtoState::Tcp(s),
+                Err(why) => {
+                    *res = invalid(w, *res, why);
+                    return None;
+                }
+            },
+            L4::Udp { .. } => ProtoState::Stream { stream_ts_ms: now_ms + udp::STREAM_AFTER_MS },
+            L4::Icmp(_) => ProtoState::Icmp,
+            _ => ProtoState::Generic,
+        };
+        let mut conn = Conn { tuples: [t, reply], start_ms: now_ms, proto, ..Conn::default() };
+        match self.run_tracker(w, now_ms, pkt, p, &mut conn, Dir::Orig) {
+            Tracked::Accept { timeout_ms, kill } => {
+                if kill {
+                    // Accepted, but nothing to keep.
+                    res.ctinfo = CtInfo::New;
+                    return None;
+                }
+                w.stats.new += 1;
+                account(&mut conn, Dir::Orig, p);
+                conn.deadline_ms = now_ms + timeout_ms;
+                res.ctinfo = CtInfo::New;
+                res.dir = Dir::Orig;
+                Some(conn)
+            }
+            Tracked::Ignore => {
+                res.ctinfo = CtInfo::New;
+                None
+            }
+            Tracked::Invalid(why) => {
+                *res = invalid(w, *res, why);
+                None
+            }
+            Tracked::Repeat => {
+                *res = invalid(w, *res, "tcp: repeat on a new connection");
+                None
+            }
+        }
+    }
+
+    /// __nf_conntrack_confirm: insert a new connection, evicting a non-assured
+    /// one if the table is full (early_drop).
+    fn confirm(&self, w: &mut Worker, now_ms: u64, conn: Conn, res: &mut CtResult) {
+        let key = self.table.key(&conn.tuples[0]);
+        let mut l = self.table.lock(key.stripe);
+        let mut attempt = l.insert(conn);
+        if attempt == Err(InsertError::Full) {
+            if let Some(victim) = l.early_drop_candidate(key) {
+                let dead = l.remove(victim);
+                w.stats.early_drop += 1;
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+                attempt = l.insert(conn);
+            }
+        }
+        match attempt {
+            Ok(local) => {
+                w.stats.insert += 1;
+                let c = *l.conn(local);
+                res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+                w.events.push(EventKind::New, now_ms, &c);
+            }
+            Err(InsertError::Full) => {
+                w.stats.drop += 1;
+                w.stats.insert_failed += 1;
+                res.ct_drop = Some("table_full");
+            }
+            Err(InsertError::Clash) => {
+                w.stats.insert_failed += 1;
+                res.ct_drop = Some("insert_clash");
+            }
+        }
+    }
+
+    fn run_tracker(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, c: &mut Conn, dir: Dir) -> Tracked {
+        let tun = &w.tun;
+        let from = |o: Outcome| match o {
+            Outcome::Accept { timeout_ms } => Tracked::Accept { timeout_ms, kill: false },
+            Outcome::Invalid(why) => Tracked::Invalid(why),
+        };
+        match (&mut c.proto, p.l4) {
+            (ProtoState::Tcp(s), L4::Tcp(info)) => {
+                let seg = TcpSegment { info, options: options(pkt.frame, &info) };
+                match s.packet(dir, &seg, &mut c.status, &tun.tcp, &tun.timeouts) {
+                    TcpOutcome::Accept { timeout_ms } => Tracked::Accept { timeout_ms, kill: false },
+                    TcpOutcome::AcceptAndKill => Tracked::Accept { timeout_ms: 0, kill: true },
+                    TcpOutcome::Ignore => Tracked::Ignore,
+                    TcpOutcome::Invalid(why) => Tracked::Invalid(why),
+                    TcpOutcome::Repeat => Tracked::Repeat,
+                }
+            }
+            (ProtoState::Stream { stream_ts_ms }, _) if c.tuples[0].proto == IPPROTO_GRE => {
+                let _ = stream_ts_ms;
+                from(generic::gre_packet(&mut c.status, &tun.timeouts))
+            }
+            (ProtoState::Stream { stream_ts_ms }, _) => from(udp::packet(now_ms, *stream_ts_ms, &mut c.status, &tun.timeouts)),
+            (ProtoState::Icmp, _) => from(icmp::packet(&c.tuples[0], &tun.timeouts)),
+            (ProtoState::Generic, _) if c.tuples[0].proto == IPPROTO_GRE => from(generic::gre_packet(&mut c.status, &tun.timeouts)),
+            (ProtoState::Generic, _) => from(generic::packet(&tun.timeouts)),
+            // A packet whose L4 does not fit the connection's protocol state
+            // (cannot happen: the tuple carries the protocol).
+            (ProtoState::Tcp(_), _) => Tracked::Invalid("tcp: not a tcp segment"),
+        }
+    }
+
+    /// ICMP errors: RELATED to the connection of the quoted datagram
+    /// (nf_conntrack_inet_error), INVALID when none matches.
+    fn related(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, inner: Option<InnerTuple>, res: &mut CtResult) {
+        let Some(inner) = inner else {
+            *res = invalid(w, *res, "icmp: error quotes no parseable datagram");
+            return;
+        };
+        let quoted = Tuple { src: inner.src, dst: inner.dst, src_port: inner.src_port, dst_port: inner.dst_port, proto: inner.proto, family: inner.family, zone: pkt.zone };
+        let Some(lookup) = quoted.invert() else {
+            *res = invalid(w, *res, "icmp: quoted tuple cannot be inverted");
+            return;
+        };
+        let key = self.table.key(&lookup);
+        let mut l = self.table.lock(key.stripe);
+        let Some((local, dir)) = self.find_live(w, now_ms, &mut l, key, &lookup) else {
+            drop(l);
+            *res = invalid(w, *res, "icmp: error for no known connection");
+            return;
+        };
+        let c = l.conn(local);
+        // The error must go to the host that sent the quoted datagram.
+        if c.tuples[dir.index()].dst != p.dst {
+            drop(l);
+            *res = invalid(w, *res, "icmp: outer destination is not the quoted source");
+            return;
+        }
+        w.stats.found += 1;
+        res.ctinfo = if dir == Dir::Reply { CtInfo::RelatedReply } else { CtInfo::Related };
+        res.dir = dir;
+        res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+    }
+
+    /// A non-first fragment follows its first fragment's connection.
+    fn follow_fragment(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, f: &Frag, res: &mut CtResult) {
+        let k = frag_key(p, f, pkt.zone);
+        let e = w.frags[frag_slot(&k)];
+        if e.key != k || now_ms >= e.expires_ms {
+            w.stats.frag_orphan += 1;
+            *res = invalid(w, *res, "fragment without its first fragment");
+            return;
+        }
+        let key = self.table.key(&e.tuple);
+        let mut l = self.table.lock(key.stripe);
+        match self.find_live(w, now_ms, &mut l, key, &e.tuple) {
+            Some((local, dir)) => {
+                w.stats.frag_followed += 1;
+                let c = l.conn_mut(local);
+                account(c, dir, p);
+                res.ctinfo = ctinfo_for(c, dir);
+                res.dir = dir;
+                res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+            }
+            None => {
+                drop(l);
+                w.stats.frag_orphan += 1;
+                *res = invalid(w, *res, "fragment of a datagram whose connection is gone");
+            }
+        }
+    }
+
+    /// Runs `f` on a live connection by handle (None if it is gone).
+    pub fn with_conn<R>(&self, h: ConnHandle, f: impl FnOnce(&mut Conn) -> R) -> Option<R> {
+        let mut l = self.table.lock(h.stripe);
+        let c = l.conn_mut(h.local);
+        (c.status.has(Status::CONFIRMED) && c.id == h.id).then(|| f(c))
+    }
+
+    /// One GC slice: visits up to `budget` slab entries across the stripes,
+    /// starting at `*cursor` (a stripe index the caller keeps), removing expired
+    /// connections. Returns how many were reclaimed.
+    pub fn gc_step(&self, w: &mut Worker, now_ms: u64, cursor: &mut u32, budget: usize) -> usize {
+        let mut reclaimed = 0;
+        let mut left = budget;
+        while left > 0 {
+            let s = *cursor % self.table.stripe_count();
+            let mut l = self.table.lock(s);
+            let visited = l.gc_step(now_ms, left.min(256), |dead| {
+                reclaimed += 1;
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+            });
+            drop(l);
+            left = left.saturating_sub(visited.max(1));
+            *cursor = (s + 1) % self.table.stripe_count();
+        }
+        w.stats.expired += reclaimed as u64;
+        reclaimed
+    }
+
+    /// A snapshot of every live connection (for listings), stripe by stripe:
+    /// each stripe is locked only while it is copied.
+    pub fn snapshot(&self, now_ms: u64, mut f: impl FnMut(&Conn)) {
+        for s in 0..self.table.stripe_count() {
+            let l = self.table.lock(s);
+            l.for_each(|_, c| {
+                if !c.is_expired(now_ms) {
+                    f(c)
+                }
+            });
+        }
+    }
+
+    /// Removes the connections `pred` selects (conntrack -D / -F); returns them.
+    pub fn delete_where(&self, w: &mut Worker, now_ms: u64, mut pred: impl FnMut(&Conn) -> bool) -> usize {
+        let mut n = 0;
+        for s in 0..self.table.stripe_count() {
+            let mut l = self.table.lock(s);
+            let mut victims = Vec::new();
+            l.for_each(|local, c| {
+                if pred(c) {
+                    victims.push(local)
+                }
+            });
+            for v in victims {
+                let dead = l.remove(v);
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+enum Tracked {
+    Accept { timeout_ms: u64, kill: bool },
+    Ignore,
+    Invalid(&'static str),
+    Repeat,
+}
+
+fn invalid(w: &mut Worker, mut res: CtResult, why: &'static str) -> CtResult {
+    w.stats.invalid += 1;
+    res.ctinfo = CtInfo::Invalid;
+    res.conn = None;
+    res.invalid_reason = Some(why);
+    res
+}
+
+fn options<'a>(frame: &'a [u8], info: &wire::TcpInfo) -> &'a [u8] {
+    frame.get(info.options.0 as usize..info.options.1 as usize).unwrap_or(&[])
+}
+
+/// nf_ct_acct_update: packets and L3 bytes per direction.
+fn account(c: &mut Conn, dir: Dir, p: &Parsed) {
+    let ctr = &mut c.counters[dir.index()];
+    ctr.packets += 1;
+    ctr.bytes += p.l3_len as u64;
+}
+
+/// The ctinfo of a packet on a known connection (resolve_normal_ct).
+fn ctinfo_for(c: &Conn, dir: Dir) -> CtInfo {
+    match dir {
+        Dir::Reply => CtInfo::EstablishedReply,
+        Dir::Orig if c.status.has(Status::SEEN_REPLY) => CtInfo::Established,
+        Dir::Orig => CtInfo::New,
+    }
+}

@@ -1,0 +1,71 @@
+//! What a router does with a packet after conntrack saw it but before it is
+//! forwarded: the checks of the kernel's ip_route_input_slow / ip_forward /
+//! ip6_forward. A packet these drop is never forwarded, so its new connection is
+//! never confirmed (the kernel confirms at POSTROUTING / INPUT).
+
+use crate::tuple::Family;
+use crate::wire::Parsed;
+
+/// Where the router sends a packet, or why it drops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// A unicast packet to forward (TTL permitting).
+    Forward,
+    /// Delivered to the router itself (limited broadcast, all-nodes multicast).
+    Local,
+    /// Dropped, with the kernel's reason.
+    Drop(&'static str),
+}
+
+/// Classifies a parsed packet by its addresses and TTL as the kernel's input
+/// routing does.
+pub fn classify(p: &Parsed) -> RouteClass {
+    match p.family {
+        Family::V4 => {
+            let s = p.src.v4_octets();
+            let d = p.dst.v4_octets();
+            let lbcast = |a: [u8; 4]| a == [255, 255, 255, 255];
+            let zeronet = |a: [u8; 4]| a[0] == 0;
+            let loopback = |a: [u8; 4]| a[0] == 127;
+            let multicast = |a: [u8; 4]| (224..240).contains(&a[0]);
+            if multicast(d) {
+                return RouteClass::Drop("multicast_not_forwarded");
+            }
+            if multicast(s) || lbcast(s) {
+                return RouteClass::Drop("martian_source");
+            }
+            if lbcast(d) || (s == [0; 4] && d == [0; 4]) {
+                return RouteClass::Local;
+            }
+            if zeronet(s) || loopback(s) {
+                return RouteClass::Drop("martian_source");
+            }
+            if zeronet(d) || loopback(d) {
+                return RouteClass::Drop("martian_destination");
+            }
+            if p.ttl <= 1 {
+                return RouteClass::Drop("ttl_exceeded");
+            }
+            RouteClass::Forward
+        }
+        Family::V6 => {
+            let s = std::net::Ipv6Addr::from(p.src.0);
+            let d = std::net::Ipv6Addr::from(p.dst.0);
+            let link_local = |a: &std::net::Ipv6Addr| (a.segments()[0] & 0xffc0) == 0xfe80;
+            if s.is_loopback() || d.is_loopback() || s.is_multicast() {
+                return RouteClass::Drop("martian_source");
+            }
+            if d.is_multicast() {
+                // ff02::1 (all nodes) reaches every host, the router too.
+                return if d.segments() == [0xff02, 0, 0, 0, 0, 0, 0, 1] { RouteClass::Local } else { RouteClass::Drop("multicast_not_forwarded") };
+            }
+            if s.is_unspecified() || link_local(&s) || link_local(&d) {
+                return RouteClass::Drop("link_local_not_forwarded");
+            }
+            if p.ttl <= 1 {
+                return RouteClass::Drop("ttl_exceeded");
+            }
+            RouteClass::Forward
+        }
+    }
+}

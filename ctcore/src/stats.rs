@@ -1,0 +1,70 @@
+//! Counters, named like /proc/net/stat/nf_conntrack. One `CtStats` per worker
+//! (the appliance keeps each in its own cache line); the control thread sums them.
+
+/// Per-worker conntrack counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CtStats {
+    /// Packets that matched a connection in the table.
+    pub found: u64,
+    /// Connections created (unconfirmed) for a first packet.
+    pub new: u64,
+    /// Packets conntrack could not track (INVALID).
+    pub invalid: u64,
+    /// Packets conntrack was not asked to track (UNTRACKED: e.g. IPv6 ND).
+    pub ignore: u64,
+    /// Connections confirmed into the table.
+    pub insert: u64,
+    /// Confirms that failed: the tuple was already there (a clash) or no room.
+    pub insert_failed: u64,
+    /// Packets dropped by conntrack itself (table full and nothing to evict).
+    pub drop: u64,
+    /// Connections evicted to make room (the kernel's early_drop).
+    pub early_drop: u64,
+    /// Lookups restarted (a TCP SYN reopening a closed connection: -NF_REPEAT).
+    pub search_restart: u64,
+    /// Connections removed because they expired (found on lookup or by GC).
+    pub expired: u64,
+    /// Events lost because the event buffer was full.
+    pub events_dropped: u64,
+    /// Packets that followed their datagram's first fragment.
+    pub frag_followed: u64,
+    /// Non-first fragments whose first fragment was not seen (INVALID).
+    pub frag_orphan: u64,
+}
+
+impl CtStats {
+    pub fn add(&mut self, o: &CtStats) {
+        self.found += o.found;
+        self.new += o.new;
+        self.invalid += o.invalid;
+        self.ignore += o.ignore;
+        self.insert += o.insert;
+        self.insert_failed += o.insert_failed;
+        self.drop += o.drop;
+        self.early_drop += o.early_drop;
+        self.search_restart += o.search_restart;
+        self.expired += o.expired;
+        self.events_dropped += o.events_dropped;
+        self.frag_followed += o.frag_followed;
+        self.frag_orphan += o.frag_orphan;
+    }
+
+    /// (name, value) pairs in a fixed order, for printing and metrics.
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
+        [
+            ("found", self.found),
+            ("new", self.new),
+            ("invalid", self.invalid),
+            ("ignore", self.ignore),
+            ("insert", self.insert),
+            ("insert_failed", self.insert_failed),
+            ("drop", self.drop),
+            ("early_drop", self.early_drop),
+            ("search_restart", self.search_restart),
+            ("expired", self.expired),
+            ("events_dropped", self.events_dropped),
+            ("frag_followed", self.frag_followed),
+            ("frag_orphan", self.frag_orphan),
+        ]
+    }
+}
