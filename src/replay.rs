@@ -1,0 +1,141 @@
+//! `ctgate replay`: the engine run offline over captures, clocked by their
+//! timestamps. Prints the final table as `conntrack -L -o extended` does
+//! (stdout) and the counters (stderr); forwarded frames go to `--out`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ctcore::conn::Conn;
+use ctcore::engine::{CtResult, Decision, Engine, EngineConfig, Pkt, Tunables};
+use ctcore::forward::{classify, RouteClass};
+use ctcore::listing::format_conn;
+use ctcore::policy::{Action, Policy};
+
+use crate::pcap;
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Every packet at the first packet's timestamp (like `tcpreplay --topspeed` into a kernel).
+    #[arg(long)]
+    pub topspeed: bool,
+    /// Put each VLAN's traffic in its own zone (zone = outermost VLAN id).
+    #[arg(long)]
+    pub vlan_zones: bool,
+    /// Table capacity (nf_conntrack_max).
+    #[arg(long, default_value_t = 262_144)]
+    pub max_conns: u32,
+    /// Do not verify L4 checksums (nf_conntrack_checksum=0).
+    #[arg(long)]
+    pub no_checksum: bool,
+    /// Write the frames ctgate forwards to this capture.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Captures, replayed one after the other.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Counters of a replay beyond the engine's own.
+#[derive(Debug, Default)]
+struct ReplayCounts {
+    read: u64,
+    forwarded: u64,
+    local: u64,
+    dropped_header: u64,
+    dropped_route: u64,
+    dropped_policy: u64,
+    dropped_ct: u64,
+}
+
+pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let mut records = Vec::new();
+    for f in &args.files {
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let recs = pcap::parse(&bytes).with_context(|| format!("{}", f.display()))?;
+        records.extend(recs);
+    }
+    let mut tunables = Tunables::default();
+    tunables.checksum = !args.no_checksum;
+    let engine = Engine::new(EngineConfig { capacity_conns: args.max_conns, seed: 0x00c7_6a7e_5eed, tunables });
+    let policy = Policy::default();
+    let mut w = engine.worker(0);
+    let mut out = match &args.out {
+        Some(p) => Some(pcap::Writer::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?))?),
+        None => None,
+    };
+    let t0 = records.first().map(|r| r.ts_ns / 1_000_000).unwrap_or(0);
+    let mut now_ms = t0;
+    let mut counts = ReplayCounts::default();
+    let mut result = [CtResult::default()];
+    for rec in &records {
+        counts.read += 1;
+        if !args.topspeed {
+            now_ms = now_ms.max(rec.ts_ns / 1_000_000);
+        }
+        let zone = if args.vlan_zones { vlan_zone(&rec.data) } else { 0 };
+        let pkts = [Pkt { frame: &rec.data, zone }];
+        let mut class = RouteClass::Drop("bad_header");
+        engine.process_burst(&mut w, now_ms, &pkts, &mut result, |_, r| {
+            let Ok(p) = &r.parsed else { return Decision::Drop };
+            class = classify(p);
+            match class {
+                RouteClass::Drop(_) => Decision::Drop,
+                RouteClass::Forward | RouteClass::Local => match policy.evaluate(0, 1, r.ctinfo).0 {
+                    Action::Accept => Decision::Accept,
+                    Action::Drop => Decision::Drop,
+                },
+            }
+        });
+        let r = &result[0];
+        if r.parsed.is_err() {
+            counts.dropped_header += 1;
+        } else if r.ct_drop.is_some() {
+            counts.dropped_ct += 1;
+        } else {
+            match class {
+                RouteClass::Drop(_) => counts.dropped_route += 1,
+                RouteClass::Local => counts.local += 1,
+                RouteClass::Forward => {
+                    if policy.evaluate(0, 1, r.ctinfo).0 == Action::Drop {
+                        counts.dropped_policy += 1;
+                    } else {
+                        counts.forwarded += 1;
+                        if let Some(o) = out.as_mut() {
+                            o.write(rec.ts_ns, rec.orig_len, &rec.data)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(o) = out {
+        o.finish()?;
+    }
+    let mut conns: Vec<Conn> = Vec::new();
+    engine.snapshot(now_ms, |c| conns.push(*c));
+    let mut lines: Vec<String> = conns.iter().map(|c| format_conn(c, now_ms)).collect();
+    lines.sort();
+    let stdout = std::io::stdout();
+    let mut so = stdout.lock();
+    for l in &lines {
+        writeln!(so, "{l}")?;
+    }
+    let mut e = std::io::stderr().lock();
+    writeln!(
+        e,
+        "replay: {} packets read, {} forwarded, {} delivered locally, dropped: {} bad header, {} by routing, {} by policy, {} by conntrack; {} connections",
+        counts.read, counts.forwarded, counts.local, counts.dropped_header, counts.dropped_route, counts.dropped_policy, counts.dropped_ct, lines.len()
+    )?;
+    let fields: Vec<String> = w.stats.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    writeln!(e, "conntrack: {}", fields.join(" "))?;
+    Ok(())
+}
+
+/// The outermost VLAN id of a frame, 0 if untagged.
+fn vlan_zone(frame: &[u8]) -> u16 {
+    match frame.get(12..16) {
+        Some([0x81, 0x00, hi, lo]) | Some([0x88, 0xa8, hi, lo]) | Some([0x91, 0x00, hi, lo]) => u16::from_be_bytes([*hi, *lo]) & 0x0fff,
+        _ => 0,
+    }
+}
