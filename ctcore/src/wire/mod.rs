@@ -16,7 +16,25 @@
 //! - ICMP / ICMPv6 error messages carry the quoted datagram's tuple fields in
 //!   `IcmpInfo::inner` (only the first 8 bytes of the quoted L4 header are needed).
 
+pub mod dccp;
+pub mod ethernet;
+pub mod gre;
+pub mod icmp;
+pub mod icmpv6;
+pub mod ipv4;
+pub mod ipv6;
+pub mod sctp;
+pub mod tcp;
+pub mod udp;
+pub mod vlan;
+#[cfg(test)]
+mod tests;
+
 pub use crate::tuple::{Addr, Family};
+use crate::tuple::{
+    IPPROTO_DCCP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+    IPPROTO_UDP, IPPROTO_UDPLITE,
+};
 
 /// Why a frame was not parsed. Each variant is a counter label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -177,7 +195,93 @@ pub struct Parsed {
 }
 
 /// Parses an Ethernet frame. See the module contract.
+///
+/// Representation details the engine relies on:
+/// - `frag` is `Some` for IPv4 when MF is set or the offset is non-zero, and for
+///   IPv6 whenever a Fragment header is present (an atomic fragment has
+///   `offset == 0 && !more`). `offset != 0` means `l4 == L4::None`; `proto` and
+///   `l4_offset` still name the upper-layer protocol and where its bytes start.
+/// - For a first fragment the L4 header must be complete in this fragment;
+///   `TcpInfo::payload_len` then counts only the bytes in this fragment, and the
+///   UDP length field is not compared with the (partial) payload.
+/// - Offsets are `u16`: a packet whose L3 end lies beyond byte 65535 of the
+///   frame is `BadIpTotalLen` (jumbograms are not supported either).
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
-    let _ = frame;
-    todo!("wire parser")
+    let mut p = Parsed::default();
+    let (ethertype, l3_offset) = ethernet::walk(frame, &mut p.vlan_ids, &mut p.vlan_count)?;
+    let l3 = &frame[l3_offset..];
+    let hdr = match ethertype {
+        ethernet::ETHERTYPE_IPV4 => ipv4::parse_header(l3)?,
+        ethernet::ETHERTYPE_IPV6 => ipv6::parse_header(l3)?,
+        _ => return Err(ParseError::NotIp),
+    };
+    let l3_end = l3_offset + hdr.l3_len;
+    if l3_end > usize::from(u16::MAX) {
+        return Err(ParseError::BadIpTotalLen);
+    }
+    let l4_offset = l3_offset + hdr.l4_rel;
+    p.l3_offset = l3_offset as u16;
+    p.family = hdr.family;
+    p.src = hdr.src;
+    p.dst = hdr.dst;
+    p.ttl = hdr.ttl;
+    p.l3_len = hdr.l3_len as u16;
+    p.proto = hdr.proto;
+    p.l4_offset = l4_offset as u16;
+    p.frag = hdr.frag;
+    let first_fragment = hdr.frag.is_some_and(|f| f.more);
+    if !matches!(hdr.frag, Some(f) if f.offset != 0) {
+        p.l4 = parse_l4(frame, hdr.family, hdr.proto, l4_offset, l3_end, first_fragment)?;
+    }
+    Ok(p)
+}
+
+/// Parses the L4 header at `frame[l4_offset..l3_end]`. `partial` is true for a
+/// first fragment: the payload is incomplete, so length fields are not checked.
+fn parse_l4(
+    frame: &[u8],
+    family: Family,
+    proto: u8,
+    l4_offset: usize,
+    l3_end: usize,
+    partial: bool,
+) -> Result<L4, ParseError> {
+    let seg = &frame[l4_offset..l3_end];
+    match (family, proto) {
+        (_, IPPROTO_TCP) => tcp::parse(seg, l4_offset),
+        (_, IPPROTO_UDP) => udp::parse(seg, partial),
+        (_, IPPROTO_UDPLITE) => udp::parse_lite(seg, partial),
+        (Family::V4, IPPROTO_ICMP) => icmp::parse_v4(frame, l4_offset, l3_end),
+        (Family::V6, IPPROTO_ICMPV6) => icmpv6::parse(frame, l4_offset, l3_end),
+        (_, IPPROTO_SCTP) => sctp::parse(seg),
+        (_, IPPROTO_DCCP) => dccp::parse(seg),
+        (_, IPPROTO_GRE) => gre::parse(seg),
+        _ => Ok(L4::Other),
+    }
+}
+
+/// What the IPv4 / IPv6 header parsers hand back to `parse`.
+pub(crate) struct L3Header {
+    pub family: Family,
+    pub src: Addr,
+    pub dst: Addr,
+    pub ttl: u8,
+    /// Total length from the header (padding excluded), at most the bytes present.
+    pub l3_len: usize,
+    pub proto: u8,
+    /// Offset of the L4 header from the start of the IP header.
+    pub l4_rel: usize,
+    pub frag: Option<Frag>,
+}
+
+/// Big-endian u16 at `off`; the caller has checked the bounds.
+#[inline]
+pub(crate) fn be16(buf: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([buf[off], buf[off + 1]])
+}
+
+/// Big-endian u32 at `off`; the caller has checked the bounds.
+#[inline]
+pub(crate) fn be32(buf: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
 }
