@@ -103,12 +103,28 @@ struct FragKey {
     zone: u16,
 }
 
+/// Virtual reassembly of one datagram: which connection its fragments follow,
+/// and how many of its bytes have passed. As the kernel (which defragments before
+/// conntrack) creates a connection only from a complete datagram, a connection
+/// started by a first fragment waits here, unconfirmed, until the set completes.
 #[derive(Debug, Clone, Copy, Default)]
 struct FragEntry {
     key: FragKey,
-    /// The tuple the first fragment carried (its direction's tuple).
-    tuple: Tuple,
+    /// The tuple the first fragment carried, once seen.
+    tuple: Option<Tuple>,
+    /// The unconfirmed connection the first fragment started.
+    pending: Option<Conn>,
+    /// Fragment payload bytes seen.
+    bytes: u32,
+    /// The datagram's payload length, once the last fragment was seen.
+    total: Option<u32>,
     expires_ms: u64,
+}
+
+impl FragEntry {
+    fn complete(&self) -> bool {
+        self.total.is_some_and(|t| self.bytes >= t)
+    }
 }
 
 /// Per-worker state: counters, events, and the fragment memory. Owned by one
@@ -186,20 +202,41 @@ impl Engine {
     {
         self.refresh_tunables(w);
         for (i, pkt) in pkts.iter().enumerate() {
-            let (mut res, pending) = self.track(w, now_ms, pkt);
+            let (mut res, pending, park) = self.track(w, now_ms, pkt);
             let d = decide(i, &res);
             if let Some(conn) = pending {
                 if d == Decision::Accept {
-                    self.confirm(w, now_ms, conn, &mut res);
+                    match park {
+                        Some(slot) => w.frags[slot].pending = Some(conn),
+                        None => self.confirm(w, now_ms, conn, &mut res),
+                    }
                 }
             }
             results[i] = res;
         }
     }
 
+    /// Notes a fragment's bytes in its datagram's reassembly entry; returns the slot.
+    fn frag_note(&self, w: &mut Worker, now_ms: u64, p: &Parsed, f: &Frag, zone: u16) -> usize {
+        let k = frag_key(p, f, zone);
+        let slot = frag_slot(&k);
+        let e = &mut w.frags[slot];
+        if e.key != k || now_ms >= e.expires_ms {
+            *e = FragEntry { key: k, expires_ms: now_ms + FRAG_TIMEOUT_MS, ..FragEntry::default() };
+        }
+        let payload = (p.l3_offset as u32 + p.l3_len as u32).saturating_sub(p.l4_offset as u32);
+        e.bytes += payload;
+        if !f.more {
+            e.total = Some(f.offset as u32 + payload);
+        }
+        slot
+    }
+
     /// One packet: lookup or create. Returns the result and, for a new
-    /// connection, the unconfirmed connection to confirm if the packet is accepted.
-    fn track(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>) -> (CtResult, Option<Conn>) {
+    /// connection, the unconfirmed connection to confirm if the packet is accepted
+    /// (or, for a first fragment of an incomplete datagram, to park until the
+    /// datagram completes: the slot).
+    fn track(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>) -> (CtResult, Option<Conn>, Option<usize>) {
         let mut res = CtResult { parsed: wire::parse(pkt.frame), ..CtResult::default() };
         let p = match res.parsed {
             Ok(p) => p,
@@ -210,31 +247,34 @@ impl Engine {
                     w.stats.invalid += 1;
                     res.invalid_reason = Some(e.name());
                 }
-                return (res, None);
+                return (res, None, None);
             }
         };
-        if let Some(f) = p.frag {
+        let frag_slot = p.frag.map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
+        if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
-                self.follow_fragment(w, now_ms, pkt, &p, &f, &mut res);
-                return (res, None);
+                let pending = self.follow_fragment(w, now_ms, &p, slot, &mut res);
+                return (res, pending, None);
             }
         }
         if w.tun.checksum && !checksum::l4_checksum_ok(pkt.frame, &p) {
-            return (invalid(w, res, "bad L4 checksum"), None);
+            return (invalid(w, res, "bad L4 checksum"), None, None);
         }
         let tuple = match self.tuple_of(w, now_ms, pkt, &p, &mut res) {
             Some(t) => t,
-            None => return (res, None),
+            None => return (res, None, None),
         };
         let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, &mut res);
-        if let Some(f) = p.frag {
+        if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
-                let k = frag_key(&p, &f, pkt.zone);
-                w.frags[frag_slot(&k)] = FragEntry { key: k, tuple, expires_ms: now_ms + FRAG_TIMEOUT_MS };
+                w.frags[slot].tuple = Some(tuple);
+                if pending.is_some() && !w.frags[slot].complete() {
+                    return (res, pending, Some(slot));
+                }
             }
         }
-        (res, pending)
+        (res, pending, None)
     }
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are
@@ -313,8 +353,11 @@ impl Engine {
                     None
                 }
                 Tracked::Ignore => {
-                    let c = l.conn(local);
+                    let c = l.conn_mut(local);
                     res.ctinfo = ctinfo_for(c, dir);
+                    if dir == Dir::Reply {
+                        c.status.set(Status::SEEN_REPLY);
+                    }
                     res.dir = dir;
                     res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
                     None
@@ -445,6 +488,14 @@ impl Engine {
                     TcpOutcome::AcceptAndKill => Tracked::Accept { timeout_ms: 0, kill: true },
                     TcpOutcome::Ignore => Tracked::Ignore,
                     TcpOutcome::Invalid(why) => Tracked::Invalid(why),
+                    TcpOutcome::InvalidLowerTimeout { reason, timeout_ms } => {
+                        // nf_tcp_handle_invalid: shorten a long-lived entry's life.
+                        let remaining = c.deadline_ms.saturating_sub(now_ms);
+                        if remaining >= crate::proto::tcp::INVALID_LOWER_MIN_REMAINING_MS && remaining > timeout_ms {
+                            c.deadline_ms = now_ms + timeout_ms;
+                        }
+                        Tracked::Invalid(reason)
+                    }
                     TcpOutcome::Repeat => Tracked::Repeat,
                 }
             }
@@ -494,20 +545,33 @@ impl Engine {
         res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
     }
 
-    /// A non-first fragment follows its first fragment's connection.
-    fn follow_fragment(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, f: &Frag, res: &mut CtResult) {
-        let k = frag_key(p, f, pkt.zone);
-        let e = w.frags[frag_slot(&k)];
-        if e.key != k || now_ms >= e.expires_ms {
+    /// A non-first fragment follows its first fragment's connection. If it
+    /// completes a datagram whose first fragment started a connection, that
+    /// connection is returned for confirmation.
+    fn follow_fragment(&self, w: &mut Worker, now_ms: u64, p: &Parsed, slot: usize, res: &mut CtResult) -> Option<Conn> {
+        let e = w.frags[slot];
+        let Some(tuple) = e.tuple else {
             w.stats.frag_orphan += 1;
-            *res = invalid(w, *res, "fragment without its first fragment");
-            return;
+            *res = invalid(w, *res, "fragment before its first fragment");
+            return None;
+        };
+        w.stats.frag_followed += 1;
+        if let Some(mut conn) = e.pending {
+            let dir = if conn.tuples[0] == tuple { Dir::Orig } else { Dir::Reply };
+            account(&mut conn, dir, p);
+            res.ctinfo = CtInfo::New;
+            res.dir = dir;
+            if e.complete() {
+                w.frags[slot].pending = None;
+                return Some(conn);
+            }
+            w.frags[slot].pending = Some(conn);
+            return None;
         }
-        let key = self.table.key(&e.tuple);
+        let key = self.table.key(&tuple);
         let mut l = self.table.lock(key.stripe);
-        match self.find_live(w, now_ms, &mut l, key, &e.tuple) {
+        match self.find_live(w, now_ms, &mut l, key, &tuple) {
             Some((local, dir)) => {
-                w.stats.frag_followed += 1;
                 let c = l.conn_mut(local);
                 account(c, dir, p);
                 res.ctinfo = ctinfo_for(c, dir);
@@ -520,6 +584,7 @@ impl Engine {
                 *res = invalid(w, *res, "fragment of a datagram whose connection is gone");
             }
         }
+        None
     }
 
     /// Runs `f` on a live connection by handle (None if it is gone).

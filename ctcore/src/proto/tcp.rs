@@ -1865,11 +1865,3 @@ mod tests {
     }
 }
 
-/// tcp_error's flag check (tcp_valid_flags); PSH, ECE and CWR are always allowed.
-pub fn tcp_error_flags_ok(flags: u8) -> bool {
-    use crate::wire::tcp_flags::*;
-    matches!(
-        flags & (FIN | SYN | RST | ACK | URG),
-        x if x == SYN || x == SYN | URG || x == SYN | ACK || x == RST || x == RST | ACK || x == FIN | ACK || x == FIN | ACK | URG || x == ACK || x == ACK | URG
-    )
-}
