@@ -8,7 +8,11 @@ mod replay;
 static GLOBAL: MiMalloc = MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(name = "ctgate", version, about = "DPDK connection tracking and NAT appliance")]
+#[command(
+    name = "ctgate",
+    version,
+    about = "DPDK connection tracking and NAT appliance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

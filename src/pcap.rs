@@ -67,7 +67,11 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>, PcapError> {
             return Err(PcapError::Truncated(off));
         }
         let ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
-        out.push(Record { ts_ns, orig_len, data: buf[off..off + caplen].to_vec() });
+        out.push(Record {
+            ts_ns,
+            orig_len,
+            data: buf[off..off + caplen].to_vec(),
+        });
         off += caplen;
     }
     Ok(out)

@@ -57,11 +57,17 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let mut tunables = Tunables::default();
     tunables.checksum = !args.no_checksum;
-    let engine = Engine::new(EngineConfig { capacity_conns: args.max_conns, seed: 0x00c7_6a7e_5eed, tunables });
+    let engine = Engine::new(EngineConfig {
+        capacity_conns: args.max_conns,
+        seed: 0x00c7_6a7e_5eed,
+        tunables,
+    });
     let policy = Policy::default();
     let mut w = engine.worker(0);
     let mut out = match &args.out {
-        Some(p) => Some(pcap::Writer::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?))?),
+        Some(p) => Some(pcap::Writer::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ))?),
         None => None,
     };
     let t0 = records.first().map(|r| r.ts_ns / 1_000_000).unwrap_or(0);
@@ -73,18 +79,29 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         if !args.topspeed {
             now_ms = now_ms.max(rec.ts_ns / 1_000_000);
         }
-        let zone = if args.vlan_zones { vlan_zone(&rec.data) } else { 0 };
-        let pkts = [Pkt { frame: &rec.data, zone }];
+        let zone = if args.vlan_zones {
+            vlan_zone(&rec.data)
+        } else {
+            0
+        };
+        let pkts = [Pkt {
+            frame: &rec.data,
+            zone,
+        }];
         let mut class = RouteClass::Drop("bad_header");
         engine.process_burst(&mut w, now_ms, &pkts, &mut result, |_, r| {
-            let Ok(p) = &r.parsed else { return Decision::Drop };
+            let Ok(p) = &r.parsed else {
+                return Decision::Drop;
+            };
             class = classify(p);
             match class {
                 RouteClass::Drop(_) => Decision::Drop,
-                RouteClass::Forward | RouteClass::Local => match policy.evaluate(0, 1, r.ctinfo).0 {
-                    Action::Accept => Decision::Accept,
-                    Action::Drop => Decision::Drop,
-                },
+                RouteClass::Forward | RouteClass::Local => {
+                    match policy.evaluate(0, 1, r.ctinfo).0 {
+                        Action::Accept => Decision::Accept,
+                        Action::Drop => Decision::Drop,
+                    }
+                }
             }
         });
         let r = &result[0];
@@ -127,7 +144,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         "replay: {} packets read, {} forwarded, {} delivered locally, dropped: {} bad header, {} by routing, {} by policy, {} by conntrack; {} connections",
         counts.read, counts.forwarded, counts.local, counts.dropped_header, counts.dropped_route, counts.dropped_policy, counts.dropped_ct, lines.len()
     )?;
-    let fields: Vec<String> = w.stats.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let fields: Vec<String> = w
+        .stats
+        .fields()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     writeln!(e, "conntrack: {}", fields.join(" "))?;
     Ok(())
 }
@@ -135,7 +157,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
 /// The outermost VLAN id of a frame, 0 if untagged.
 fn vlan_zone(frame: &[u8]) -> u16 {
     match frame.get(12..16) {
-        Some([0x81, 0x00, hi, lo]) | Some([0x88, 0xa8, hi, lo]) | Some([0x91, 0x00, hi, lo]) => u16::from_be_bytes([*hi, *lo]) & 0x0fff,
+        Some([0x81, 0x00, hi, lo]) | Some([0x88, 0xa8, hi, lo]) | Some([0x91, 0x00, hi, lo]) => {
+            u16::from_be_bytes([*hi, *lo]) & 0x0fff
+        }
         _ => 0,
     }
 }

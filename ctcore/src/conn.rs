@@ -85,7 +85,13 @@ pub enum CtState {
 }
 
 impl CtState {
-    pub const ALL: [CtState; 5] = [CtState::Invalid, CtState::Established, CtState::Related, CtState::New, CtState::Untracked];
+    pub const ALL: [CtState; 5] = [
+        CtState::Invalid,
+        CtState::Established,
+        CtState::Related,
+        CtState::New,
+        CtState::Untracked,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             CtState::Invalid => "invalid",
@@ -114,7 +120,9 @@ pub enum ProtoState {
     Generic,
     Tcp(TcpState),
     /// UDP / UDP-Lite / GRE: when the connection counts as a stream (first packet + 2 s).
-    Stream { stream_ts_ms: u64 },
+    Stream {
+        stream_ts_ms: u64,
+    },
     Icmp,
 }
 

@@ -19,7 +19,7 @@ use crate::stats::CtStats;
 use crate::table::{InsertError, Key, Local, Locked, Table};
 use crate::timeout::Timeouts;
 use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE};
-use crate::wire::{self, Frag, InnerTuple, Parsed, ParseError, L4};
+use crate::wire::{self, Frag, InnerTuple, ParseError, Parsed, L4};
 
 /// Settings that may change at runtime (like the nf_conntrack sysctls).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,11 @@ pub struct Tunables {
 
 impl Default for Tunables {
     fn default() -> Self {
-        Tunables { timeouts: Timeouts::default(), tcp: TcpConfig::default(), checksum: true }
+        Tunables {
+            timeouts: Timeouts::default(),
+            tcp: TcpConfig::default(),
+            checksum: true,
+        }
     }
 }
 
@@ -78,7 +82,14 @@ pub struct CtResult {
 
 impl Default for CtResult {
     fn default() -> Self {
-        CtResult { parsed: Err(ParseError::TruncatedEthernet), ctinfo: CtInfo::Invalid, dir: Dir::Orig, conn: None, invalid_reason: None, ct_drop: None }
+        CtResult {
+            parsed: Err(ParseError::TruncatedEthernet),
+            ctinfo: CtInfo::Invalid,
+            dir: Dir::Orig,
+            conn: None,
+            invalid_reason: None,
+            ct_drop: None,
+        }
     }
 }
 
@@ -145,17 +156,36 @@ pub struct Engine {
 }
 
 fn frag_key(p: &Parsed, f: &Frag, zone: u16) -> FragKey {
-    FragKey { family: p.family, src: p.src, dst: p.dst, proto: p.proto, id: f.id, zone }
+    FragKey {
+        family: p.family,
+        src: p.src,
+        dst: p.dst,
+        proto: p.proto,
+        id: f.id,
+        zone,
+    }
 }
 
 fn frag_slot(k: &FragKey) -> usize {
-    let t = Tuple { src: k.src, dst: k.dst, src_port: k.id as u16, dst_port: (k.id >> 16) as u16, proto: k.proto, family: k.family, zone: k.zone };
+    let t = Tuple {
+        src: k.src,
+        dst: k.dst,
+        src_port: k.id as u16,
+        dst_port: (k.id >> 16) as u16,
+        proto: k.proto,
+        family: k.family,
+        zone: k.zone,
+    };
     (t.hash(0x5eed) as usize) % FRAG_SLOTS
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        Engine { table: Table::new(cfg.capacity_conns, cfg.seed), tunables: Mutex::new(cfg.tunables), tunables_gen: AtomicU64::new(0) }
+        Engine {
+            table: Table::new(cfg.capacity_conns, cfg.seed),
+            tunables: Mutex::new(cfg.tunables),
+            tunables_gen: AtomicU64::new(0),
+        }
     }
 
     pub fn table(&self) -> &Table {
@@ -196,8 +226,14 @@ impl Engine {
     /// (routing and policy), and confirms a new connection only if the verdict
     /// is `Accept`. `results[i]` gets the outcome; `ct_drop` is set if conntrack
     /// itself had to drop an accepted packet (table full).
-    pub fn process_burst<F>(&self, w: &mut Worker, now_ms: u64, pkts: &[Pkt<'_>], results: &mut [CtResult], mut decide: F)
-    where
+    pub fn process_burst<F>(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkts: &[Pkt<'_>],
+        results: &mut [CtResult],
+        mut decide: F,
+    ) where
         F: FnMut(usize, &CtResult) -> Decision,
     {
         self.refresh_tunables(w);
@@ -222,7 +258,11 @@ impl Engine {
         let slot = frag_slot(&k);
         let e = &mut w.frags[slot];
         if e.key != k || now_ms >= e.expires_ms {
-            *e = FragEntry { key: k, expires_ms: now_ms + FRAG_TIMEOUT_MS, ..FragEntry::default() };
+            *e = FragEntry {
+                key: k,
+                expires_ms: now_ms + FRAG_TIMEOUT_MS,
+                ..FragEntry::default()
+            };
         }
         let payload = (p.l3_offset as u32 + p.l3_len as u32).saturating_sub(p.l4_offset as u32);
         e.bytes += payload;
@@ -236,21 +276,37 @@ impl Engine {
     /// connection, the unconfirmed connection to confirm if the packet is accepted
     /// (or, for a first fragment of an incomplete datagram, to park until the
     /// datagram completes: the slot).
-    fn track(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>) -> (CtResult, Option<Conn>, Option<usize>) {
-        let mut res = CtResult { parsed: wire::parse(pkt.frame), ..CtResult::default() };
+    fn track(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+    ) -> (CtResult, Option<Conn>, Option<usize>) {
+        let mut res = CtResult {
+            parsed: wire::parse(pkt.frame),
+            ..CtResult::default()
+        };
         let p = match res.parsed {
             Ok(p) => p,
             Err(e) => {
                 // L3 errors never reach conntrack (ip_rcv / ipv6_rcv drop them);
                 // a malformed L4 header is INVALID.
-                if matches!(e, ParseError::TruncatedL4 | ParseError::BadTcpHeaderLen | ParseError::BadUdpLen | ParseError::BadIpv6ExtHeader) {
+                if matches!(
+                    e,
+                    ParseError::TruncatedL4
+                        | ParseError::BadTcpHeaderLen
+                        | ParseError::BadUdpLen
+                        | ParseError::BadIpv6ExtHeader
+                ) {
                     w.stats.invalid += 1;
                     res.invalid_reason = Some(e.name());
                 }
                 return (res, None, None);
             }
         };
-        let frag_slot = p.frag.map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
+        let frag_slot = p
+            .frag
+            .map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
                 let pending = self.follow_fragment(w, now_ms, &p, slot, &mut res);
@@ -279,8 +335,23 @@ impl Engine {
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are
     /// INVALID, UNTRACKED or RELATED (ICMP errors) and need no lookup of their own.
-    fn tuple_of(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, res: &mut CtResult) -> Option<Tuple> {
-        let mut t = Tuple { src: p.src, dst: p.dst, src_port: 0, dst_port: 0, proto: p.proto, family: p.family, zone: pkt.zone };
+    fn tuple_of(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        res: &mut CtResult,
+    ) -> Option<Tuple> {
+        let mut t = Tuple {
+            src: p.src,
+            dst: p.dst,
+            src_port: 0,
+            dst_port: 0,
+            proto: p.proto,
+            family: p.family,
+            zone: pkt.zone,
+        };
         match p.l4 {
             L4::Tcp(info) => {
                 if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
@@ -290,7 +361,13 @@ impl Engine {
                 t.src_port = info.src_port;
                 t.dst_port = info.dst_port;
             }
-            L4::Udp { src_port, dst_port } | L4::Dccp { src_port, dst_port, .. } | L4::Sctp { src_port, dst_port, .. } => {
+            L4::Udp { src_port, dst_port }
+            | L4::Dccp {
+                src_port, dst_port, ..
+            }
+            | L4::Sctp {
+                src_port, dst_port, ..
+            } => {
                 t.src_port = src_port;
                 t.dst_port = dst_port;
             }
@@ -311,7 +388,9 @@ impl Engine {
                 t.src_port = ic.id;
                 t.dst_port = ((ic.icmp_type as u16) << 8) | ic.code as u16;
             }
-            L4::Gre { version, call_id, .. } => {
+            L4::Gre {
+                version, call_id, ..
+            } => {
                 // Without the PPTP helper's key map the source key is 0 (gre_keymap_lookup).
                 if version == 1 {
                     t.dst_port = call_id;
@@ -323,7 +402,15 @@ impl Engine {
     }
 
     /// Lookup + tracker for a packet with tuple `t`.
-    fn track_tuple(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, t: Tuple, res: &mut CtResult) -> Option<Conn> {
+    fn track_tuple(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        t: Tuple,
+        res: &mut CtResult,
+    ) -> Option<Conn> {
         let key = self.table.key(&t);
         let mut l = self.table.lock(key.stripe);
         if let Some((local, dir)) = self.find_live(w, now_ms, &mut l, key, &t) {
@@ -345,7 +432,11 @@ impl Engine {
                         w.events.push(EventKind::Destroy, now_ms, &dead);
                     } else {
                         let c = *l.conn(local);
-                        res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+                        res.conn = Some(ConnHandle {
+                            stripe: key.stripe,
+                            local,
+                            id: c.id,
+                        });
                         if (c.status, c.proto) != before {
                             w.events.push(EventKind::Update, now_ms, &c);
                         }
@@ -359,7 +450,11 @@ impl Engine {
                         c.status.set(Status::SEEN_REPLY);
                     }
                     res.dir = dir;
-                    res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+                    res.conn = Some(ConnHandle {
+                        stripe: key.stripe,
+                        local,
+                        id: c.id,
+                    });
                     None
                 }
                 Tracked::Invalid(why) => {
@@ -382,7 +477,14 @@ impl Engine {
     }
 
     /// Finds a live connection; an expired one is reclaimed on the spot.
-    fn find_live(&self, w: &mut Worker, now_ms: u64, l: &mut Locked<'_>, key: Key, t: &Tuple) -> Option<(Local, Dir)> {
+    fn find_live(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        l: &mut Locked<'_>,
+        key: Key,
+        t: &Tuple,
+    ) -> Option<(Local, Dir)> {
         let (local, dir) = l.find(key, t)?;
         if l.conn(local).is_expired(now_ms) {
             let dead = l.remove(local);
@@ -394,24 +496,45 @@ impl Engine {
     }
 
     /// init_conntrack + the tracker's first packet: an unconfirmed connection.
-    fn new_conn(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, t: Tuple, res: &mut CtResult) -> Option<Conn> {
+    fn new_conn(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        t: Tuple,
+        res: &mut CtResult,
+    ) -> Option<Conn> {
         let Some(reply) = t.invert() else {
             *res = invalid(w, *res, "cannot invert tuple");
             return None;
         };
         let proto = match p.l4 {
-            L4::Tcp(info) => match TcpState::new(&TcpSegment { info, options: options(pkt.frame, &info) }, &w.tun.tcp) {
+            L4::Tcp(info) => match TcpState::new(
+                &TcpSegment {
+                    info,
+                    options: options(pkt.frame, &info),
+                },
+                &w.tun.tcp,
+            ) {
                 Ok(s) => ProtoState::Tcp(s),
                 Err(why) => {
                     *res = invalid(w, *res, why);
                     return None;
                 }
             },
-            L4::Udp { .. } => ProtoState::Stream { stream_ts_ms: now_ms + udp::STREAM_AFTER_MS },
+            L4::Udp { .. } => ProtoState::Stream {
+                stream_ts_ms: now_ms + udp::STREAM_AFTER_MS,
+            },
             L4::Icmp(_) => ProtoState::Icmp,
             _ => ProtoState::Generic,
         };
-        let mut conn = Conn { tuples: [t, reply], start_ms: now_ms, proto, ..Conn::default() };
+        let mut conn = Conn {
+            tuples: [t, reply],
+            start_ms: now_ms,
+            proto,
+            ..Conn::default()
+        };
         match self.run_tracker(w, now_ms, pkt, p, &mut conn, Dir::Orig) {
             Tracked::Accept { timeout_ms, kill } => {
                 if kill {
@@ -459,7 +582,11 @@ impl Engine {
             Ok(local) => {
                 w.stats.insert += 1;
                 let c = *l.conn(local);
-                res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+                res.conn = Some(ConnHandle {
+                    stripe: key.stripe,
+                    local,
+                    id: c.id,
+                });
                 w.events.push(EventKind::New, now_ms, &c);
             }
             Err(InsertError::Full) => {
@@ -474,24 +601,46 @@ impl Engine {
         }
     }
 
-    fn run_tracker(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, c: &mut Conn, dir: Dir) -> Tracked {
+    fn run_tracker(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        c: &mut Conn,
+        dir: Dir,
+    ) -> Tracked {
         let tun = &w.tun;
         let from = |o: Outcome| match o {
-            Outcome::Accept { timeout_ms } => Tracked::Accept { timeout_ms, kill: false },
+            Outcome::Accept { timeout_ms } => Tracked::Accept {
+                timeout_ms,
+                kill: false,
+            },
             Outcome::Invalid(why) => Tracked::Invalid(why),
         };
         match (&mut c.proto, p.l4) {
             (ProtoState::Tcp(s), L4::Tcp(info)) => {
-                let seg = TcpSegment { info, options: options(pkt.frame, &info) };
+                let seg = TcpSegment {
+                    info,
+                    options: options(pkt.frame, &info),
+                };
                 match s.packet(dir, &seg, &mut c.status, &tun.tcp, &tun.timeouts) {
-                    TcpOutcome::Accept { timeout_ms } => Tracked::Accept { timeout_ms, kill: false },
-                    TcpOutcome::AcceptAndKill => Tracked::Accept { timeout_ms: 0, kill: true },
+                    TcpOutcome::Accept { timeout_ms } => Tracked::Accept {
+                        timeout_ms,
+                        kill: false,
+                    },
+                    TcpOutcome::AcceptAndKill => Tracked::Accept {
+                        timeout_ms: 0,
+                        kill: true,
+                    },
                     TcpOutcome::Ignore => Tracked::Ignore,
                     TcpOutcome::Invalid(why) => Tracked::Invalid(why),
                     TcpOutcome::InvalidLowerTimeout { reason, timeout_ms } => {
                         // nf_tcp_handle_invalid: shorten a long-lived entry's life.
                         let remaining = c.deadline_ms.saturating_sub(now_ms);
-                        if remaining >= crate::proto::tcp::INVALID_LOWER_MIN_REMAINING_MS && remaining > timeout_ms {
+                        if remaining >= crate::proto::tcp::INVALID_LOWER_MIN_REMAINING_MS
+                            && remaining > timeout_ms
+                        {
                             c.deadline_ms = now_ms + timeout_ms;
                         }
                         Tracked::Invalid(reason)
@@ -503,9 +652,16 @@ impl Engine {
                 let _ = stream_ts_ms;
                 from(generic::gre_packet(&mut c.status, &tun.timeouts))
             }
-            (ProtoState::Stream { stream_ts_ms }, _) => from(udp::packet(now_ms, *stream_ts_ms, &mut c.status, &tun.timeouts)),
+            (ProtoState::Stream { stream_ts_ms }, _) => from(udp::packet(
+                now_ms,
+                *stream_ts_ms,
+                &mut c.status,
+                &tun.timeouts,
+            )),
             (ProtoState::Icmp, _) => from(icmp::packet(&c.tuples[0], &tun.timeouts)),
-            (ProtoState::Generic, _) if c.tuples[0].proto == IPPROTO_GRE => from(generic::gre_packet(&mut c.status, &tun.timeouts)),
+            (ProtoState::Generic, _) if c.tuples[0].proto == IPPROTO_GRE => {
+                from(generic::gre_packet(&mut c.status, &tun.timeouts))
+            }
             (ProtoState::Generic, _) => from(generic::packet(&tun.timeouts)),
             // A packet whose L4 does not fit the connection's protocol state
             // (cannot happen: the tuple carries the protocol).
@@ -515,12 +671,28 @@ impl Engine {
 
     /// ICMP errors: RELATED to the connection of the quoted datagram
     /// (nf_conntrack_inet_error), INVALID when none matches.
-    fn related(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, p: &Parsed, inner: Option<InnerTuple>, res: &mut CtResult) {
+    fn related(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        inner: Option<InnerTuple>,
+        res: &mut CtResult,
+    ) {
         let Some(inner) = inner else {
             *res = invalid(w, *res, "icmp: error quotes no parseable datagram");
             return;
         };
-        let quoted = Tuple { src: inner.src, dst: inner.dst, src_port: inner.src_port, dst_port: inner.dst_port, proto: inner.proto, family: inner.family, zone: pkt.zone };
+        let quoted = Tuple {
+            src: inner.src,
+            dst: inner.dst,
+            src_port: inner.src_port,
+            dst_port: inner.dst_port,
+            proto: inner.proto,
+            family: inner.family,
+            zone: pkt.zone,
+        };
         let Some(lookup) = quoted.invert() else {
             *res = invalid(w, *res, "icmp: quoted tuple cannot be inverted");
             return;
@@ -540,15 +712,30 @@ impl Engine {
             return;
         }
         w.stats.found += 1;
-        res.ctinfo = if dir == Dir::Reply { CtInfo::RelatedReply } else { CtInfo::Related };
+        res.ctinfo = if dir == Dir::Reply {
+            CtInfo::RelatedReply
+        } else {
+            CtInfo::Related
+        };
         res.dir = dir;
-        res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+        res.conn = Some(ConnHandle {
+            stripe: key.stripe,
+            local,
+            id: c.id,
+        });
     }
 
     /// A non-first fragment follows its first fragment's connection. If it
     /// completes a datagram whose first fragment started a connection, that
     /// connection is returned for confirmation.
-    fn follow_fragment(&self, w: &mut Worker, now_ms: u64, p: &Parsed, slot: usize, res: &mut CtResult) -> Option<Conn> {
+    fn follow_fragment(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        p: &Parsed,
+        slot: usize,
+        res: &mut CtResult,
+    ) -> Option<Conn> {
         let e = w.frags[slot];
         let Some(tuple) = e.tuple else {
             w.stats.frag_orphan += 1;
@@ -557,7 +744,11 @@ impl Engine {
         };
         w.stats.frag_followed += 1;
         if let Some(mut conn) = e.pending {
-            let dir = if conn.tuples[0] == tuple { Dir::Orig } else { Dir::Reply };
+            let dir = if conn.tuples[0] == tuple {
+                Dir::Orig
+            } else {
+                Dir::Reply
+            };
             account(&mut conn, dir, p);
             res.ctinfo = CtInfo::New;
             res.dir = dir;
@@ -576,7 +767,11 @@ impl Engine {
                 account(c, dir, p);
                 res.ctinfo = ctinfo_for(c, dir);
                 res.dir = dir;
-                res.conn = Some(ConnHandle { stripe: key.stripe, local, id: c.id });
+                res.conn = Some(ConnHandle {
+                    stripe: key.stripe,
+                    local,
+                    id: c.id,
+                });
             }
             None => {
                 drop(l);
@@ -629,7 +824,12 @@ impl Engine {
     }
 
     /// Removes the connections `pred` selects (conntrack -D / -F); returns them.
-    pub fn delete_where(&self, w: &mut Worker, now_ms: u64, mut pred: impl FnMut(&Conn) -> bool) -> usize {
+    pub fn delete_where(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        mut pred: impl FnMut(&Conn) -> bool,
+    ) -> usize {
         let mut n = 0;
         for s in 0..self.table.stripe_count() {
             let mut l = self.table.lock(s);
@@ -665,7 +865,9 @@ fn invalid(w: &mut Worker, mut res: CtResult, why: &'static str) -> CtResult {
 }
 
 fn options<'a>(frame: &'a [u8], info: &wire::TcpInfo) -> &'a [u8] {
-    frame.get(info.options.0 as usize..info.options.1 as usize).unwrap_or(&[])
+    frame
+        .get(info.options.0 as usize..info.options.1 as usize)
+        .unwrap_or(&[])
 }
 
 /// nf_ct_acct_update: packets and L3 bytes per direction.
@@ -681,5 +883,270 @@ fn ctinfo_for(c: &Conn, dir: Dir) -> CtInfo {
         Dir::Reply => CtInfo::EstablishedReply,
         Dir::Orig if c.status.has(Status::SEEN_REPLY) => CtInfo::Established,
         Dir::Orig => CtInfo::New,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    use crate::proto::tcp::TcpConntrack;
+    use crate::tuple::Addr;
+    use crate::wire::build::{frame, L4Spec};
+    use crate::wire::tcp_flags::{ACK, FIN, SYN};
+
+    const C: [u8; 4] = [192, 0, 2, 10];
+    const S: [u8; 4] = [198, 51, 100, 20];
+
+    fn engine(cap: u32) -> Engine {
+        Engine::new(EngineConfig {
+            capacity_conns: cap,
+            seed: 1,
+            tunables: Tunables::default(),
+        })
+    }
+
+    fn tcp(from_client: bool, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+        let (s, d, sp, dp) = if from_client {
+            (C, S, 40000, 80)
+        } else {
+            (S, C, 80, 40000)
+        };
+        frame(
+            Family::V4,
+            Addr::from_v4(s),
+            Addr::from_v4(d),
+            64,
+            L4Spec::Tcp {
+                src_port: sp,
+                dst_port: dp,
+                seq,
+                ack,
+                flags,
+                window: 65535,
+                payload,
+            },
+        )
+    }
+
+    fn run(e: &Engine, w: &mut Worker, now: u64, f: &[u8], d: Decision) -> CtResult {
+        let mut out = [CtResult::default()];
+        e.process_burst(w, now, &[Pkt { frame: f, zone: 0 }], &mut out, |_, _| d);
+        out[0]
+    }
+
+    fn only_conn(e: &Engine) -> Conn {
+        let mut v = vec![];
+        e.snapshot(0, |c| v.push(*c));
+        assert_eq!(v.len(), 1, "exactly one connection");
+        v[0]
+    }
+
+    #[test]
+    fn handshake_data_teardown() {
+        let e = engine(1000);
+        let mut w = e.worker(64);
+        let r = run(
+            &e,
+            &mut w,
+            0,
+            &tcp(true, SYN, 100, 0, b""),
+            Decision::Accept,
+        );
+        assert_eq!(r.ctinfo, CtInfo::New);
+        assert!(r.conn.is_some());
+        let r = run(
+            &e,
+            &mut w,
+            1,
+            &tcp(false, SYN | ACK, 500, 101, b""),
+            Decision::Accept,
+        );
+        assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
+        let r = run(
+            &e,
+            &mut w,
+            2,
+            &tcp(true, ACK, 101, 501, b""),
+            Decision::Accept,
+        );
+        assert_eq!(r.ctinfo, CtInfo::Established);
+        let c = only_conn(&e);
+        assert!(c.status.has(Status::ASSURED) && c.status.has(Status::SEEN_REPLY));
+        assert!(matches!(c.proto, ProtoState::Tcp(t) if t.state == TcpConntrack::Established));
+        run(
+            &e,
+            &mut w,
+            3,
+            &tcp(true, FIN | ACK, 101, 501, b""),
+            Decision::Accept,
+        );
+        run(
+            &e,
+            &mut w,
+            4,
+            &tcp(false, FIN | ACK, 501, 102, b""),
+            Decision::Accept,
+        );
+        run(
+            &e,
+            &mut w,
+            5,
+            &tcp(true, ACK, 102, 502, b""),
+            Decision::Accept,
+        );
+        let c = only_conn(&e);
+        assert!(matches!(c.proto, ProtoState::Tcp(t) if t.state == TcpConntrack::TimeWait));
+        assert_eq!(c.deadline_ms, 5 + 120_000);
+        assert_eq!(c.counters[0].packets, 4);
+        assert_eq!(c.counters[1].packets, 2);
+        let mut kinds = vec![];
+        w.events.drain(|ev| kinds.push(ev.kind));
+        assert_eq!(kinds.first(), Some(&EventKind::New));
+        assert!(kinds.iter().skip(1).all(|k| *k == EventKind::Update));
+    }
+
+    #[test]
+    fn dropped_first_packet_leaves_nothing() {
+        let e = engine(1000);
+        let mut w = e.worker(0);
+        let r = run(&e, &mut w, 0, &tcp(true, SYN, 100, 0, b""), Decision::Drop);
+        assert_eq!(r.ctinfo, CtInfo::New);
+        assert!(r.conn.is_none());
+        assert!(e.table().is_empty());
+        // The server's answer to a SYN nobody saw is INVALID (SYN/ACK cannot start a connection).
+        let r = run(
+            &e,
+            &mut w,
+            0,
+            &tcp(false, SYN | ACK, 500, 101, b""),
+            Decision::Accept,
+        );
+        assert_eq!(r.ctinfo, CtInfo::Invalid);
+        assert!(e.table().is_empty());
+    }
+
+    #[test]
+    fn icmp_error_is_related_to_its_connection() {
+        let e = engine(1000);
+        let mut w = e.worker(0);
+        let udp = frame(
+            Family::V4,
+            Addr::from_v4(C),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
+        run(&e, &mut w, 0, &udp, Decision::Accept);
+        // Port unreachable from the server quoting the datagram.
+        let quoted = &udp[14..14 + 28];
+        let err = frame(
+            Family::V4,
+            Addr::from_v4(S),
+            Addr::from_v4(C),
+            64,
+            L4Spec::Icmp {
+                icmp_type: 3,
+                code: 3,
+                id: 0,
+                seq: 0,
+                payload: quoted,
+            },
+        );
+        let r = run(&e, &mut w, 1, &err, Decision::Accept);
+        assert_eq!(r.ctinfo, CtInfo::RelatedReply);
+        // The same error to a third host is INVALID.
+        let stray = frame(
+            Family::V4,
+            Addr::from_v4(S),
+            Addr::from_v4([203, 0, 113, 9]),
+            64,
+            L4Spec::Icmp {
+                icmp_type: 3,
+                code: 3,
+                id: 0,
+                seq: 0,
+                payload: quoted,
+            },
+        );
+        assert_eq!(
+            run(&e, &mut w, 1, &stray, Decision::Accept).ctinfo,
+            CtInfo::Invalid
+        );
+        assert_eq!(e.table().len(), 1);
+    }
+
+    #[test]
+    fn expiry_and_gc() {
+        let e = engine(1000);
+        let mut w = e.worker(16);
+        let udp = frame(
+            Family::V4,
+            Addr::from_v4(C),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
+        run(&e, &mut w, 0, &udp, Decision::Accept);
+        let mut cursor = 0;
+        assert_eq!(e.gc_step(&mut w, 29_999, &mut cursor, 1 << 20), 0);
+        assert_eq!(e.gc_step(&mut w, 30_000, &mut cursor, 1 << 20), 1);
+        assert!(e.table().is_empty());
+        // An expired entry found by lookup is replaced by a new connection.
+        run(&e, &mut w, 40_000, &udp, Decision::Accept);
+        let r = run(&e, &mut w, 80_000, &udp, Decision::Accept);
+        assert_eq!(r.ctinfo, CtInfo::New);
+        assert_eq!(w.stats.expired, 2);
+    }
+
+    #[test]
+    fn full_table_early_drops_unassured() {
+        let e = engine(16);
+        let mut w = e.worker(0);
+        for i in 0..40u16 {
+            let udp = frame(
+                Family::V4,
+                Addr::from_v4(C),
+                Addr::from_v4(S),
+                64,
+                L4Spec::Udp {
+                    src_port: 1000 + i,
+                    dst_port: 53,
+                    payload: b"q",
+                },
+            );
+            let r = run(&e, &mut w, 0, &udp, Decision::Accept);
+            assert!(r.ct_drop.is_none(), "packet {i} dropped: {:?}", r.ct_drop);
+        }
+        assert_eq!(e.table().len(), 16);
+        assert_eq!(w.stats.early_drop, 24);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let e = engine(64);
+        let mut w = e.worker(0);
+        let mut x: u64 = 0x1234_5678;
+        for len in 0..400usize {
+            let mut f = tcp(true, SYN, 1, 0, &[0u8; 40]);
+            f.truncate(len.min(f.len()));
+            for b in f.iter_mut().skip(14) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(7) {
+                    *b = x as u8;
+                }
+            }
+            run(&e, &mut w, len as u64, &f, Decision::Accept);
+        }
     }
 }

@@ -42,14 +42,22 @@ pub struct EventBuf {
 impl EventBuf {
     /// A buffer for `capacity` events; capacity 0 disables events.
     pub fn new(capacity: usize) -> EventBuf {
-        EventBuf { events: Vec::with_capacity(capacity), enabled: capacity > 0, dropped: 0 }
+        EventBuf {
+            events: Vec::with_capacity(capacity),
+            enabled: capacity > 0,
+            dropped: 0,
+        }
     }
     pub fn push(&mut self, kind: EventKind, at_ms: u64, conn: &Conn) {
         if !self.enabled {
             return;
         }
         if self.events.len() < self.events.capacity() {
-            self.events.push(Event { kind, at_ms, conn: *conn });
+            self.events.push(Event {
+                kind,
+                at_ms,
+                conn: *conn,
+            });
         } else {
             self.dropped += 1;
         }

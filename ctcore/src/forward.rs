@@ -57,7 +57,11 @@ pub fn classify(p: &Parsed) -> RouteClass {
             }
             if d.is_multicast() {
                 // ff02::1 (all nodes) reaches every host, the router too.
-                return if d.segments() == [0xff02, 0, 0, 0, 0, 0, 0, 1] { RouteClass::Local } else { RouteClass::Drop("multicast_not_forwarded") };
+                return if d.segments() == [0xff02, 0, 0, 0, 0, 0, 0, 1] {
+                    RouteClass::Local
+                } else {
+                    RouteClass::Drop("multicast_not_forwarded")
+                };
             }
             if s.is_unspecified() || link_local(&s) || link_local(&d) {
                 return RouteClass::Drop("link_local_not_forwarded");

@@ -4,7 +4,10 @@
 use std::fmt::Write;
 
 use crate::conn::{Conn, Status};
-use crate::tuple::{Family, Tuple, IPPROTO_DCCP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE};
+use crate::tuple::{
+    Family, Tuple, IPPROTO_DCCP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
+    IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
+};
 
 /// The name conntrack prints for an L4 protocol.
 pub fn proto_name(proto: u8) -> &'static str {
@@ -22,13 +25,24 @@ pub fn proto_name(proto: u8) -> &'static str {
 }
 
 fn write_tuple(out: &mut String, t: &Tuple) {
-    let _ = write!(out, "src={} dst={} ", t.src.to_ip(t.family), t.dst.to_ip(t.family));
+    let _ = write!(
+        out,
+        "src={} dst={} ",
+        t.src.to_ip(t.family),
+        t.dst.to_ip(t.family)
+    );
     match t.proto {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP => {
             let _ = write!(out, "sport={} dport={} ", t.src_port, t.dst_port);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let _ = write!(out, "type={} code={} id={} ", t.icmp_type(), t.icmp_code(), t.src_port);
+            let _ = write!(
+                out,
+                "type={} code={} id={} ",
+                t.icmp_type(),
+                t.icmp_code(),
+                t.src_port
+            );
         }
         IPPROTO_GRE => {
             let _ = write!(out, "srckey=0x{:x} dstkey=0x{:x} ", t.src_port, t.dst_port);
@@ -46,18 +60,31 @@ pub fn format_conn(c: &Conn, now_ms: u64) -> String {
         Family::V4 => ("ipv4", 2),
         Family::V6 => ("ipv6", 10),
     };
-    let _ = write!(out, "{l3:<8} {l3num} {:<8} {} ", proto_name(o.proto), o.proto);
+    let _ = write!(
+        out,
+        "{l3:<8} {l3num} {:<8} {} ",
+        proto_name(o.proto),
+        o.proto
+    );
     let _ = write!(out, "{} ", c.deadline_ms.saturating_sub(now_ms) / 1000);
     if let Some(state) = c.state_name() {
         let _ = write!(out, "{state} ");
     }
     write_tuple(&mut out, o);
-    let _ = write!(out, "packets={} bytes={} ", c.counters[0].packets, c.counters[0].bytes);
+    let _ = write!(
+        out,
+        "packets={} bytes={} ",
+        c.counters[0].packets, c.counters[0].bytes
+    );
     if !c.status.has(Status::SEEN_REPLY) {
         out.push_str("[UNREPLIED] ");
     }
     write_tuple(&mut out, &c.tuples[1]);
-    let _ = write!(out, "packets={} bytes={} ", c.counters[1].packets, c.counters[1].bytes);
+    let _ = write!(
+        out,
+        "packets={} bytes={} ",
+        c.counters[1].packets, c.counters[1].bytes
+    );
     if c.status.has(Status::ASSURED) {
         out.push_str("[ASSURED] ");
     }
@@ -76,9 +103,24 @@ mod tests {
 
     #[test]
     fn tcp_line_matches_conntrack() {
-        let t = Tuple { src: Addr::from_v4([192, 0, 2, 1]), dst: Addr::from_v4([198, 51, 100, 2]), src_port: 40000, dst_port: 80, proto: 6, family: Family::V4, zone: 0 };
-        let mut c = Conn { tuples: [t, t.invert().unwrap()], deadline_ms: 432_000_500, ..Default::default() };
-        c.proto = crate::conn::ProtoState::Tcp(crate::proto::tcp::TcpState { state: crate::proto::tcp::TcpConntrack::Established, ..Default::default() });
+        let t = Tuple {
+            src: Addr::from_v4([192, 0, 2, 1]),
+            dst: Addr::from_v4([198, 51, 100, 2]),
+            src_port: 40000,
+            dst_port: 80,
+            proto: 6,
+            family: Family::V4,
+            zone: 0,
+        };
+        let mut c = Conn {
+            tuples: [t, t.invert().unwrap()],
+            deadline_ms: 432_000_500,
+            ..Default::default()
+        };
+        c.proto = crate::conn::ProtoState::Tcp(crate::proto::tcp::TcpState {
+            state: crate::proto::tcp::TcpConntrack::Established,
+            ..Default::default()
+        });
         c.status.set(Status::SEEN_REPLY | Status::ASSURED);
         c.counters[0].packets = 3;
         c.counters[0].bytes = 180;
@@ -90,8 +132,30 @@ mod tests {
 
     #[test]
     fn icmpv6_unreplied_with_zone() {
-        let t = Tuple { src: Addr("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets()), dst: Addr("2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets()), src_port: 7, dst_port: 128 << 8, proto: 58, family: Family::V6, zone: 5 };
-        let c = Conn { tuples: [t, t.invert().unwrap()], deadline_ms: 30_000, ..Default::default() };
+        let t = Tuple {
+            src: Addr(
+                "2001:db8::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            ),
+            dst: Addr(
+                "2001:db8::2"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            ),
+            src_port: 7,
+            dst_port: 128 << 8,
+            proto: 58,
+            family: Family::V6,
+            zone: 5,
+        };
+        let c = Conn {
+            tuples: [t, t.invert().unwrap()],
+            deadline_ms: 30_000,
+            ..Default::default()
+        };
         assert_eq!(
             format_conn(&c, 0),
             "ipv6     10 icmpv6   58 30 src=2001:db8::1 dst=2001:db8::2 type=128 code=0 id=7 packets=0 bytes=0 [UNREPLIED] src=2001:db8::2 dst=2001:db8::1 type=129 code=0 id=7 packets=0 bytes=0 mark=0 zone=5 use=1"

@@ -38,8 +38,11 @@ impl StateSet {
     pub fn parse(s: &str) -> Result<StateSet, String> {
         let mut set = 0u8;
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let st = CtState::from_name(part)
-                .ok_or_else(|| format!("unknown ct state {part:?} (use new, established, related, invalid, untracked)"))?;
+            let st = CtState::from_name(part).ok_or_else(|| {
+                format!(
+                    "unknown ct state {part:?} (use new, established, related, invalid, untracked)"
+                )
+            })?;
             set |= 1 << st as u8;
         }
         if set == 0 {
@@ -70,7 +73,10 @@ pub struct Policy {
 impl Default for Policy {
     /// Accept everything (no rules): what a bare forwarding router does.
     fn default() -> Self {
-        Policy { rules: Vec::new(), default_action: Action::Accept }
+        Policy {
+            rules: Vec::new(),
+            default_action: Action::Accept,
+        }
     }
 }
 
@@ -79,7 +85,10 @@ impl Policy {
     pub fn evaluate(&self, in_port: u16, out_port: u16, ctinfo: CtInfo) -> (Action, usize) {
         let st = ctinfo.state();
         for (i, r) in self.rules.iter().enumerate() {
-            if r.in_port.is_none_or(|p| p == in_port) && r.out_port.is_none_or(|p| p == out_port) && r.states.contains(st) {
+            if r.in_port.is_none_or(|p| p == in_port)
+                && r.out_port.is_none_or(|p| p == out_port)
+                && r.states.contains(st)
+            {
                 return (r.action, i);
             }
         }
@@ -88,7 +97,11 @@ impl Policy {
 
     /// Counter labels: each rule's name, then "default".
     pub fn labels(&self) -> Vec<String> {
-        self.rules.iter().map(|r| r.name.clone()).chain(std::iter::once("default".to_string())).collect()
+        self.rules
+            .iter()
+            .map(|r| r.name.clone())
+            .chain(std::iter::once("default".to_string()))
+            .collect()
     }
 }
 
@@ -100,13 +113,34 @@ mod tests {
     fn first_match_wins() {
         let p = Policy {
             rules: vec![
-                Rule { name: "est".into(), in_port: None, out_port: None, states: StateSet::parse("established,related").unwrap(), action: Action::Accept },
-                Rule { name: "inv".into(), in_port: None, out_port: None, states: StateSet::parse("invalid").unwrap(), action: Action::Drop },
-                Rule { name: "new-in".into(), in_port: Some(0), out_port: None, states: StateSet::parse("new").unwrap(), action: Action::Accept },
+                Rule {
+                    name: "est".into(),
+                    in_port: None,
+                    out_port: None,
+                    states: StateSet::parse("established,related").unwrap(),
+                    action: Action::Accept,
+                },
+                Rule {
+                    name: "inv".into(),
+                    in_port: None,
+                    out_port: None,
+                    states: StateSet::parse("invalid").unwrap(),
+                    action: Action::Drop,
+                },
+                Rule {
+                    name: "new-in".into(),
+                    in_port: Some(0),
+                    out_port: None,
+                    states: StateSet::parse("new").unwrap(),
+                    action: Action::Accept,
+                },
             ],
             default_action: Action::Drop,
         };
-        assert_eq!(p.evaluate(1, 0, CtInfo::EstablishedReply), (Action::Accept, 0));
+        assert_eq!(
+            p.evaluate(1, 0, CtInfo::EstablishedReply),
+            (Action::Accept, 0)
+        );
         assert_eq!(p.evaluate(1, 0, CtInfo::RelatedReply), (Action::Accept, 0));
         assert_eq!(p.evaluate(0, 1, CtInfo::Invalid), (Action::Drop, 1));
         assert_eq!(p.evaluate(0, 1, CtInfo::New), (Action::Accept, 2));

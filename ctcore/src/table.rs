@@ -101,7 +101,9 @@ impl Table {
         // Slack for uneven stripes: 25% plus a little for small stripes.
         let per_cap = per + per / 4 + 16;
         // Two entries per connection, buckets of 8, keep load <= 50%.
-        let nbuckets = ((per_cap as usize * 2) / (SLOTS / 2)).next_power_of_two().max(2);
+        let nbuckets = ((per_cap as usize * 2) / (SLOTS / 2))
+            .next_power_of_two()
+            .max(2);
         let stripes = (0..nstripes)
             .map(|_| {
                 CachePadded::new(Mutex::new(Stripe {
@@ -151,27 +153,49 @@ impl Table {
     /// The stripe of a tuple given its parts: symmetric in the endpoints, and
     /// for a fixed address pair a bijection of each port, so NAT can solve it.
     pub fn stripe_of_parts(&self, t: &Tuple) -> u32 {
-        let (a, b) = if t.src <= t.dst { (t.src, t.dst) } else { (t.dst, t.src) };
-        let addr_only = Tuple { src: a, dst: b, src_port: 0, dst_port: 0, proto: t.proto, family: t.family, zone: t.zone };
+        let (a, b) = if t.src <= t.dst {
+            (t.src, t.dst)
+        } else {
+            (t.dst, t.src)
+        };
+        let addr_only = Tuple {
+            src: a,
+            dst: b,
+            src_port: 0,
+            dst_port: 0,
+            proto: t.proto,
+            family: t.family,
+            zone: t.zone,
+        };
         let base = (addr_only.hash(self.seed) >> 32) as u32;
         let ports = if t.is_icmp() {
             permute_port(t.src_port, self.port_key) as u32
         } else {
-            permute_port(t.src_port, self.port_key) as u32 + permute_port(t.dst_port, self.port_key) as u32
+            permute_port(t.src_port, self.port_key) as u32
+                + permute_port(t.dst_port, self.port_key) as u32
         };
         base.wrapping_add(ports) & self.stripe_mask
     }
 
     pub fn key(&self, t: &Tuple) -> Key {
-        Key { hash: t.hash(self.seed), stripe: self.stripe_of_parts(t) }
+        Key {
+            hash: t.hash(self.seed),
+            stripe: self.stripe_of_parts(t),
+        }
     }
 
     /// Locks one stripe. Hold at most one stripe lock at a time.
     pub fn lock(&self, stripe: u32) -> Locked<'_> {
         // A worker that panicked while holding the lock leaves the table as it
         // was between two complete operations: keep going.
-        let guard = self.stripes[stripe as usize].lock().unwrap_or_else(|e| e.into_inner());
-        Locked { guard, stripe, table: self }
+        let guard = self.stripes[stripe as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Locked {
+            guard,
+            stripe,
+            table: self,
+        }
     }
 
     fn alloc_id(&self) -> u32 {
@@ -252,7 +276,9 @@ impl Locked<'_> {
         let home = (key.hash as usize) & s.bucket_mask;
         let mut b = home;
         for probe in 0..=MAX_PROBE {
-            if let Some(i) = (0..SLOTS).find(|&i| s.buckets[b].sig[i] != EMPTY_SIG && s.buckets[b].slot[i] == slot) {
+            if let Some(i) = (0..SLOTS)
+                .find(|&i| s.buckets[b].sig[i] != EMPTY_SIG && s.buckets[b].slot[i] == slot)
+            {
                 s.buckets[b].sig[i] = EMPTY_SIG;
                 let mut m = home;
                 for _ in 0..probe {
@@ -270,9 +296,17 @@ impl Locked<'_> {
     /// Sets CONFIRMED and assigns an id. Fails if either tuple is present (a clash:
     /// the kernel's insert_failed) or the table or stripe is full.
     pub fn insert(&mut self, mut conn: Conn) -> Result<Local, InsertError> {
-        let keys = [self.table.key(&conn.tuples[0]), self.table.key(&conn.tuples[1])];
-        debug_assert!(keys.iter().all(|k| k.stripe == self.stripe), "NAT broke the stripe invariant");
-        if self.find(keys[0], &conn.tuples[0]).is_some() || self.find(keys[1], &conn.tuples[1]).is_some() {
+        let keys = [
+            self.table.key(&conn.tuples[0]),
+            self.table.key(&conn.tuples[1]),
+        ];
+        debug_assert!(
+            keys.iter().all(|k| k.stripe == self.stripe),
+            "NAT broke the stripe invariant"
+        );
+        if self.find(keys[0], &conn.tuples[0]).is_some()
+            || self.find(keys[1], &conn.tuples[1]).is_some()
+        {
             return Err(InsertError::Clash);
         }
         let count = &self.table.count;
@@ -339,7 +373,10 @@ impl Locked<'_> {
         let n = s.conns.len();
         (0..n.min(64))
             .map(|i| ((s.gc_cursor as usize + i) % n) as Local)
-            .find(|&l| s.conns[l as usize].status.has(Status::CONFIRMED) && early_droppable(&s.conns[l as usize]))
+            .find(|&l| {
+                s.conns[l as usize].status.has(Status::CONFIRMED)
+                    && early_droppable(&s.conns[l as usize])
+            })
     }
 
     /// Walks up to `budget` slab entries from this stripe's GC cursor, calling
@@ -397,12 +434,24 @@ mod tests {
 
     fn tuple(i: u32) -> Tuple {
         let b = i.to_be_bytes();
-        Tuple { src: Addr::from_v4([192, 0, b[2], b[3]]), dst: Addr::from_v4([198, 51, 100, 1]), src_port: (i % 60000) as u16 + 1024, dst_port: 80, proto: 6, family: Family::V4, zone: 0 }
+        Tuple {
+            src: Addr::from_v4([192, 0, b[2], b[3]]),
+            dst: Addr::from_v4([198, 51, 100, 1]),
+            src_port: (i % 60000) as u16 + 1024,
+            dst_port: 80,
+            proto: 6,
+            family: Family::V4,
+            zone: 0,
+        }
     }
 
     fn conn(i: u32) -> Conn {
         let t = tuple(i);
-        Conn { tuples: [t, t.invert().unwrap()], deadline_ms: 1000, ..Default::default() }
+        Conn {
+            tuples: [t, t.invert().unwrap()],
+            deadline_ms: 1000,
+            ..Default::default()
+        }
     }
 
     fn insert(table: &Table, c: Conn) -> Result<Local, InsertError> {

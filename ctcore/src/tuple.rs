@@ -143,7 +143,11 @@ impl Tuple {
     /// hash alike, so both directions of an un-NATed connection share a bucket.
     /// For ICMP only the id counts (the type differs between the directions).
     pub fn hash(&self, seed: u64) -> u64 {
-        let (sp, dp) = if self.is_icmp() { (self.src_port, self.src_port) } else { (self.src_port, self.dst_port) };
+        let (sp, dp) = if self.is_icmp() {
+            (self.src_port, self.src_port)
+        } else {
+            (self.src_port, self.dst_port)
+        };
         let a = endpoint_word(&self.src, sp);
         let b = endpoint_word(&self.dst, dp);
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
@@ -159,8 +163,12 @@ impl Tuple {
 
 /// An endpoint (address + port) folded into two words.
 fn endpoint_word(a: &Addr, port: u16) -> (u64, u64) {
-    let w0 = u64::from_le_bytes([a.0[0], a.0[1], a.0[2], a.0[3], a.0[4], a.0[5], a.0[6], a.0[7]]);
-    let w1 = u64::from_le_bytes([a.0[8], a.0[9], a.0[10], a.0[11], a.0[12], a.0[13], a.0[14], a.0[15]]);
+    let w0 = u64::from_le_bytes([
+        a.0[0], a.0[1], a.0[2], a.0[3], a.0[4], a.0[5], a.0[6], a.0[7],
+    ]);
+    let w1 = u64::from_le_bytes([
+        a.0[8], a.0[9], a.0[10], a.0[11], a.0[12], a.0[13], a.0[14], a.0[15],
+    ]);
     (w0, w1 ^ ((port as u64) << 48).rotate_left(7))
 }
 
@@ -178,7 +186,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_tuple() -> impl Strategy<Value = Tuple> {
-        (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<u16>(), any::<u16>(), prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), Just(47u8)], any::<bool>(), any::<u16>())
+        (
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<u16>(),
+            any::<u16>(),
+            prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), Just(47u8)],
+            any::<bool>(),
+            any::<u16>(),
+        )
             .prop_map(|(s, d, sp, dp, proto, v6, zone)| {
                 let family = if v6 { Family::V6 } else { Family::V4 };
                 let fix = |mut a: [u8; 16]| {
@@ -187,10 +203,36 @@ mod tests {
                     }
                     Addr(a)
                 };
-                let dp = if proto == 1 { 8 << 8 } else if proto == 58 { 128 << 8 } else { dp };
-                let proto = if proto == 58 && !v6 { 1 } else if proto == 1 && v6 { 58 } else { proto };
-                let dp = if proto == 58 { 128 << 8 } else if proto == 1 { 8 << 8 } else { dp };
-                Tuple { src: fix(s), dst: fix(d), src_port: sp, dst_port: dp, proto, family, zone }
+                let dp = if proto == 1 {
+                    8 << 8
+                } else if proto == 58 {
+                    128 << 8
+                } else {
+                    dp
+                };
+                let proto = if proto == 58 && !v6 {
+                    1
+                } else if proto == 1 && v6 {
+                    58
+                } else {
+                    proto
+                };
+                let dp = if proto == 58 {
+                    128 << 8
+                } else if proto == 1 {
+                    8 << 8
+                } else {
+                    dp
+                };
+                Tuple {
+                    src: fix(s),
+                    dst: fix(d),
+                    src_port: sp,
+                    dst_port: dp,
+                    proto,
+                    family,
+                    zone,
+                }
             })
     }
 
@@ -210,13 +252,24 @@ mod tests {
 
     #[test]
     fn icmp_without_reply_type_does_not_invert() {
-        let t = Tuple { proto: IPPROTO_ICMP, dst_port: 3 << 8, ..Default::default() };
+        let t = Tuple {
+            proto: IPPROTO_ICMP,
+            dst_port: 3 << 8,
+            ..Default::default()
+        };
         assert!(t.invert().is_none());
     }
 
     #[test]
     fn seed_changes_hash() {
-        let t = Tuple { src: Addr::from_v4([192, 0, 2, 1]), dst: Addr::from_v4([198, 51, 100, 1]), src_port: 1, dst_port: 2, proto: 6, ..Default::default() };
+        let t = Tuple {
+            src: Addr::from_v4([192, 0, 2, 1]),
+            dst: Addr::from_v4([198, 51, 100, 1]),
+            src_port: 1,
+            dst_port: 2,
+            proto: 6,
+            ..Default::default()
+        };
         assert_ne!(t.hash(1), t.hash(2));
     }
 }

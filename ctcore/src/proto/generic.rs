@@ -7,7 +7,9 @@ use crate::timeout::Timeouts;
 
 /// generic_packet: refresh with the generic timeout.
 pub fn packet(t: &Timeouts) -> Outcome {
-    Outcome::Accept { timeout_ms: t.generic_ms }
+    Outcome::Accept {
+        timeout_ms: t.generic_ms,
+    }
 }
 
 /// gre_packet: the stream timeout and ASSURED once traffic went both ways
@@ -17,8 +19,12 @@ pub fn gre_packet(status: &mut Status, t: &Timeouts) -> Outcome {
         if !status.has(Status::NAT_CLASH) {
             status.set(Status::ASSURED);
         }
-        Outcome::Accept { timeout_ms: t.gre_stream_ms }
+        Outcome::Accept {
+            timeout_ms: t.gre_stream_ms,
+        }
     } else {
-        Outcome::Accept { timeout_ms: t.gre_unreplied_ms }
+        Outcome::Accept {
+            timeout_ms: t.gre_unreplied_ms,
+        }
     }
 }

@@ -35,5 +35,11 @@ pub fn packet(orig: &Tuple, t: &Timeouts) -> Outcome {
     if !valid_new(orig.family, orig.icmp_type()) {
         return Outcome::Invalid("icmp: cannot create a connection with this type");
     }
-    Outcome::Accept { timeout_ms: if orig.family == Family::V4 { t.icmp_ms } else { t.icmpv6_ms } }
+    Outcome::Accept {
+        timeout_ms: if orig.family == Family::V4 {
+            t.icmp_ms
+        } else {
+            t.icmpv6_ms
+        },
+    }
 }

@@ -13,7 +13,9 @@ pub const STREAM_AFTER_MS: u64 = 2000;
 /// still gets the unreplied timeout, as in the kernel.
 pub fn packet(now_ms: u64, stream_ts_ms: u64, status: &mut Status, t: &Timeouts) -> Outcome {
     if !status.has(Status::SEEN_REPLY) {
-        return Outcome::Accept { timeout_ms: t.udp_unreplied_ms };
+        return Outcome::Accept {
+            timeout_ms: t.udp_unreplied_ms,
+        };
     }
     // time_after(jiffies, stream_ts): strictly later.
     if now_ms > stream_ts_ms {
@@ -21,9 +23,13 @@ pub fn packet(now_ms: u64, stream_ts_ms: u64, status: &mut Status, t: &Timeouts)
         if stream && !status.has(Status::NAT_CLASH) {
             status.set(Status::ASSURED);
         }
-        Outcome::Accept { timeout_ms: t.udp_stream_ms }
+        Outcome::Accept {
+            timeout_ms: t.udp_stream_ms,
+        }
     } else {
-        Outcome::Accept { timeout_ms: t.udp_unreplied_ms }
+        Outcome::Accept {
+            timeout_ms: t.udp_unreplied_ms,
+        }
     }
 }
 
@@ -35,12 +41,26 @@ mod tests {
     fn assured_only_after_reply_and_two_seconds() {
         let t = Timeouts::default();
         let mut st = Status::default();
-        assert_eq!(packet(0, 2000, &mut st, &t), Outcome::Accept { timeout_ms: 30_000 });
+        assert_eq!(
+            packet(0, 2000, &mut st, &t),
+            Outcome::Accept { timeout_ms: 30_000 }
+        );
         st.set(Status::SEEN_REPLY);
-        assert_eq!(packet(1000, 2000, &mut st, &t), Outcome::Accept { timeout_ms: 30_000 });
+        assert_eq!(
+            packet(1000, 2000, &mut st, &t),
+            Outcome::Accept { timeout_ms: 30_000 }
+        );
         assert!(!st.has(Status::ASSURED));
-        assert_eq!(packet(2000, 2000, &mut st, &t), Outcome::Accept { timeout_ms: 30_000 });
-        assert_eq!(packet(2001, 2000, &mut st, &t), Outcome::Accept { timeout_ms: 120_000 });
+        assert_eq!(
+            packet(2000, 2000, &mut st, &t),
+            Outcome::Accept { timeout_ms: 30_000 }
+        );
+        assert_eq!(
+            packet(2001, 2000, &mut st, &t),
+            Outcome::Accept {
+                timeout_ms: 120_000
+            }
+        );
         assert!(st.has(Status::ASSURED));
     }
 }

@@ -8,8 +8,16 @@ use crate::checksum::l4_checksum_ok;
 /// headers) into its frames.
 pub(crate) fn read_pcap(bytes: &[u8]) -> Vec<Vec<u8>> {
     assert!(bytes.len() >= 24, "pcap global header");
-    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian microsecond pcap");
-    assert_eq!(u32::from_le_bytes(bytes[20..24].try_into().unwrap()), 1, "link type Ethernet");
+    assert_eq!(
+        &bytes[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "little-endian microsecond pcap"
+    );
+    assert_eq!(
+        u32::from_le_bytes(bytes[20..24].try_into().unwrap()),
+        1,
+        "link type Ethernet"
+    );
     let mut frames = vec![];
     let mut off = 24;
     while off < bytes.len() {
