@@ -823,6 +823,20 @@ impl Engine {
         }
     }
 
+    /// Removes the connection holding tuple `t` (either direction); true if one was.
+    pub fn delete_tuple(&self, w: &mut Worker, now_ms: u64, t: &Tuple) -> bool {
+        let key = self.table.key(t);
+        let mut l = self.table.lock(key.stripe);
+        match l.find(key, t) {
+            Some((local, _)) => {
+                let dead = l.remove(local);
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes the connections `pred` selects (conntrack -D / -F); returns them.
     pub fn delete_where(
         &self,

@@ -1,0 +1,305 @@
+//! Conntrack benchmarks, each beside a baseline doing the same work in the same
+//! run: a `DashMap<Tuple, Conn>` keyed by the original tuple.
+//!
+//! Groups (sizes from CTGATE_BENCH_SIZES, default 1000,100000,1000000,4000000):
+//! - `established/<n>`: bursts of 32 packets of established UDP flows drawn in a
+//!   random order from all `n` connections: parse, lookup, tracker, counters.
+//! - `new/<fill>`: create + confirm of new connections with the table at 10% / 90%.
+//! - `gc/<n>`: reclaiming `n` expired connections (time per connection).
+//! Memory per connection is printed at start (bytes allocated / connections).
+//! `scripts/bench-ctcore.sh` runs this and prints the table with the ratios.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ctcore::conn::{Conn, ProtoState};
+use ctcore::engine::{CtResult, Decision, Engine, EngineConfig, Pkt, Tunables, Worker};
+use ctcore::proto::{udp, Outcome};
+use ctcore::timeout::Timeouts;
+use ctcore::tuple::{Addr, Family, Tuple};
+use ctcore::wire::build::{frame, L4Spec};
+use ctcore::wire::{self, L4};
+use dashmap::DashMap;
+
+/// Counts live heap bytes, to measure memory per connection.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: forwarding the caller's layout to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: `p` came from `alloc` with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: `p` came from `alloc` with layout `l`.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const BURST: usize = 32;
+
+fn sizes() -> Vec<u32> {
+    std::env::var("CTGATE_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,100000,1000000,4000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// Flow `i`: a distinct UDP 5-tuple between TEST-NET hosts.
+fn flow_frame(i: u32, reply: bool) -> Vec<u8> {
+    let c = Addr::from_v4([192, 0, 2, (i % 251) as u8 + 1]);
+    let s = Addr::from_v4([198, 51, 100, ((i / 251) % 251) as u8 + 1]);
+    let sport = 1024 + ((i / 63001) % 60000) as u16;
+    let dport = 1 + (i % 63001 / 251) as u16 * 0 + ((i / 251) / 251 % 251) as u16 + 1000;
+    let (src, dst, sp, dp) = if reply { (s, c, dport, sport) } else { (c, s, sport, dport) };
+    frame(Family::V4, src, dst, 64, L4Spec::Udp { src_port: sp, dst_port: dp, payload: &[0u8; 18] })
+}
+
+fn tuple_of(f: &[u8]) -> Tuple {
+    let p = wire::parse(f).expect("bench frame parses");
+    let (sp, dp) = match p.l4 {
+        L4::Udp { src_port, dst_port } => (src_port, dst_port),
+        _ => unreachable!(),
+    };
+    Tuple { src: p.src, dst: p.dst, src_port: sp, dst_port: dp, proto: p.proto, family: p.family, zone: 0 }
+}
+
+/// A deterministic shuffle (xorshift), so runs are comparable.
+fn shuffled(n: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+fn engine(cap: u32) -> Engine {
+    let mut t = Tunables::default();
+    // The bench frames carry valid checksums; checking them is part of the work.
+    t.checksum = true;
+    Engine::new(EngineConfig { capacity_conns: cap, seed: 0xbe_7c_4, tunables: t })
+}
+
+fn feed(e: &Engine, w: &mut Worker, now: u64, frames: &[Vec<u8>]) {
+    let mut out = [CtResult::default(); BURST];
+    for chunk in frames.chunks(BURST) {
+        let pkts: Vec<Pkt<'_>> = chunk.iter().map(|f| Pkt { frame: f, zone: 0 }).collect();
+        e.process_burst(w, now, &pkts, &mut out[..pkts.len()], |_, _| Decision::Accept);
+    }
+}
+
+/// The baseline's per-packet work: parse, lookup, the same UDP tracker, counters.
+fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) -> bool {
+    let Ok(p) = wire::parse(f) else { return false };
+    if !ctcore::checksum::l4_checksum_ok(f, &p) {
+        return false;
+    }
+    let L4::Udp { src_port, dst_port } = p.l4 else { return false };
+    let key = Tuple { src: p.src, dst: p.dst, src_port, dst_port, proto: p.proto, family: p.family, zone: 0 };
+    match map.get_mut(&key) {
+        Some(mut c) => {
+            let ProtoState::Stream { stream_ts_ms } = c.proto else { return false };
+            let c = &mut *c;
+            if let Outcome::Accept { timeout_ms } = udp::packet(now, stream_ts_ms, &mut c.status, t) {
+                c.deadline_ms = now + timeout_ms;
+            }
+            c.counters[0].packets += 1;
+            c.counters[0].bytes += p.l3_len as u64;
+            true
+        }
+        None => {
+            let mut c = Conn { tuples: [key, key.invert().unwrap_or(key)], proto: ProtoState::Stream { stream_ts_ms: now + 2000 }, deadline_ms: now + t.udp_unreplied_ms, ..Conn::default() };
+            c.counters[0].packets = 1;
+            map.insert(key, c);
+            true
+        }
+    }
+}
+
+fn established(c: &mut Criterion) {
+    let mut g = c.benchmark_group("established");
+    g.throughput(Throughput::Elements(BURST as u64)).sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let t = Timeouts::default();
+    for n in sizes() {
+        let order = shuffled(n);
+        let frames: Vec<Vec<u8>> = order.iter().map(|&i| flow_frame(i, false)).collect();
+        {
+            let before = LIVE.load(Ordering::Relaxed);
+            let e = engine(n + n / 8);
+            let mut w = e.worker(0);
+            feed(&e, &mut w, 0, &frames);
+            let replies: Vec<Vec<u8>> = order.iter().take(n as usize).map(|&i| flow_frame(i, true)).collect();
+            feed(&e, &mut w, 1, &replies);
+            drop(replies);
+            assert_eq!(e.table().len(), n, "every flow is in the table");
+            let bytes = LIVE.load(Ordering::Relaxed) - before - frames.len() * 0;
+            eprintln!("memory ctgate n={n}: {} bytes/conn allocated (table reserves {} bytes/conn of capacity)", bytes / n as usize, e.table().bytes_per_conn());
+            let mut i = 0usize;
+            let mut out = [CtResult::default(); BURST];
+            g.bench_function(BenchmarkId::new("ctgate", n), |b| {
+                b.iter(|| {
+                    if i + BURST > frames.len() {
+                        i = 0;
+                    }
+                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt { frame: &frames[i + k.min(frames.len() - 1 - i)], zone: 0 });
+                    e.process_burst(&mut w, 2, &pkts, &mut out, |_, _| Decision::Accept);
+                    i += BURST;
+                })
+            });
+        }
+        {
+            let before = LIVE.load(Ordering::Relaxed);
+            let map: DashMap<Tuple, Conn> = DashMap::with_capacity(n as usize);
+            for f in &frames {
+                dashmap_packet(&map, 0, f, &t);
+            }
+            let bytes = LIVE.load(Ordering::Relaxed) - before;
+            eprintln!("memory dashmap n={n}: {} bytes/conn allocated", bytes / n as usize);
+            let mut i = 0usize;
+            g.bench_function(BenchmarkId::new("dashmap", n), |b| {
+                b.iter(|| {
+                    if i + BURST > frames.len() {
+                        i = 0;
+                    }
+                    for k in 0..BURST {
+                        dashmap_packet(&map, 2, &frames[i + k.min(frames.len() - 1 - i)], &t);
+                    }
+                    i += BURST;
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn new_conns(c: &mut Criterion) {
+    let mut g = c.benchmark_group("new");
+    g.throughput(Throughput::Elements(1)).sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let cap: u32 = 1_000_000;
+    let batch = 4096u32;
+    let t = Timeouts::default();
+    for pct in [10u32, 90] {
+        let fill = cap / 100 * pct;
+        let pre: Vec<Vec<u8>> = (0..fill).map(|i| flow_frame(i, false)).collect();
+        let fresh: Vec<Vec<u8>> = (0..batch).map(|i| flow_frame(cap * 2 + i, false)).collect();
+        let fresh_tuples: Vec<Tuple> = fresh.iter().map(|f| tuple_of(f)).collect();
+        {
+            let e = engine(cap);
+            let mut w = e.worker(0);
+            feed(&e, &mut w, 0, &pre);
+            g.bench_function(BenchmarkId::new("ctgate", format!("{pct}pct")), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    let mut done = 0u64;
+                    while done < iters {
+                        let start = Instant::now();
+                        feed(&e, &mut w, 0, &fresh);
+                        total += start.elapsed();
+                        for t in &fresh_tuples {
+                            e.delete_tuple(&mut w, 0, t);
+                        }
+                        done += batch as u64;
+                    }
+                    total.mul_f64(iters as f64 / done as f64)
+                })
+            });
+        }
+        {
+            let map: DashMap<Tuple, Conn> = DashMap::with_capacity(cap as usize);
+            for f in &pre {
+                dashmap_packet(&map, 0, f, &t);
+            }
+            g.bench_function(BenchmarkId::new("dashmap", format!("{pct}pct")), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    let mut done = 0u64;
+                    while done < iters {
+                        let start = Instant::now();
+                        for f in &fresh {
+                            dashmap_packet(&map, 0, f, &t);
+                        }
+                        total += start.elapsed();
+                        for t in &fresh_tuples {
+                            map.remove(t);
+                        }
+                        done += batch as u64;
+                    }
+                    total.mul_f64(iters as f64 / done as f64)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn gc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gc");
+    g.throughput(Throughput::Elements(1)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    let n: u32 = 200_000;
+    let frames: Vec<Vec<u8>> = (0..n).map(|i| flow_frame(i, false)).collect();
+    let t = Timeouts::default();
+    let e = engine(n + n / 8);
+    let mut w = e.worker(0);
+    g.bench_function(BenchmarkId::new("ctgate", n), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            while done < iters {
+                feed(&e, &mut w, 0, &frames);
+                let mut cursor = 0;
+                let start = Instant::now();
+                let mut reclaimed = 0;
+                while reclaimed < n as usize {
+                    reclaimed += e.gc_step(&mut w, 60_000, &mut cursor, 4096);
+                }
+                total += start.elapsed();
+                done += n as u64;
+            }
+            total.mul_f64(iters as f64 / done as f64)
+        })
+    });
+    let map: DashMap<Tuple, Conn> = DashMap::with_capacity(n as usize);
+    g.bench_function(BenchmarkId::new("dashmap", n), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            while done < iters {
+                for f in &frames {
+                    dashmap_packet(&map, 0, f, &t);
+                }
+                let start = Instant::now();
+                map.retain(|_, c| c.deadline_ms > 60_000);
+                total += start.elapsed();
+                done += n as u64;
+            }
+            total.mul_f64(iters as f64 / done as f64)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, established, new_conns, gc);
+criterion_main!(benches);
