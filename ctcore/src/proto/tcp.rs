@@ -792,7 +792,10 @@ impl TcpState {
         }
         // RST answering a SYN (a) or half-open ACK (c) we let through: skip
         // the window check, it may ack what we ignored.
-        let answers_ignored = (status.has(Status::SEEN_REPLY) && self.last_index == TcpIndex::Syn)
+        // (6.18 stable: the SYN must have come from the other side.)
+        let answers_ignored = (status.has(Status::SEEN_REPLY)
+            && self.last_index == TcpIndex::Syn
+            && self.last_dir != dir as u8)
             || (!status.has(Status::ASSURED) && self.last_index == TcpIndex::Ack);
         if answers_ignored && th.ack == self.last_end {
             return RstCheck::SkipWindow(new_state);
@@ -1669,6 +1672,24 @@ mod tests {
         let out = c.send(Dir::Reply, &seg(info(RST | ACK, 0, 31_338, 0, 0)));
         assert_eq!(out, accept(t.tcp_close_ms));
         assert_eq!(c.st.state, TcpConntrack::Close);
+    }
+
+    #[test]
+    fn rst_from_the_syn_side_does_not_skip_the_window() {
+        let t = Timeouts::default();
+        let mut c = established(TcpConfig::default(), t);
+        assert_eq!(
+            c.send(Dir::Orig, &seg(info(SYN, 31_337, 0, 65535, 0))),
+            TcpOutcome::Ignore
+        );
+        // Same direction as the SYN: no skip, and its ack is beyond anything
+        // the server sent.
+        let out = c.send(Dir::Orig, &seg(info(RST | ACK, C_ISN + 1, 31_338, 0, 0)));
+        assert!(
+            matches!(out, TcpOutcome::Invalid(r) if r.starts_with("ACK is over")),
+            "{out:?}"
+        );
+        assert_eq!(c.st.state, TcpConntrack::Established);
     }
 
     #[test]
