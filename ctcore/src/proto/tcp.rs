@@ -138,9 +138,11 @@ pub enum TcpOutcome {
     /// timeout and packet/byte counters are left alone. Returned for packets the
     /// state table marks sIG (which the tracker notes in `last_*` to resync
     /// later), packets `tcp_in_window` ignores, an RFC 5961 challenge ACK in
-    /// LAST_ACK, and a SYN retransmitted in SYN_SENT before any reply (the
-    /// kernel deliberately does not renew the timeout then). Never returned for
-    /// a just-created state.
+    /// LAST_ACK, and any in-window SYN processed in SYN_SENT before a reply was
+    /// seen (a retransmitted SYN, or the reply SYN of a simultaneous open,
+    /// which does move the state to SYN_SENT2): the kernel deliberately does
+    /// not renew the timeout then. Never returned for a just-created state.
+    /// A reply-direction `Ignore` still sets SEEN_REPLY.
     Ignore,
     /// -NF_ACCEPT: the packet is INVALID. Detach it from the connection (no
     /// ctinfo, no NAT, no refresh, no counters, no SEEN_REPLY) and count
@@ -876,7 +878,7 @@ impl TcpState {
             } else {
                 // First packet from this side of a picked-up connection.
                 sender.td_end = end;
-                let swin = win << sender.td_scale;
+                let swin = win.wrapping_shl(u32::from(sender.td_scale));
                 sender.td_maxwin = swin.max(1);
                 sender.td_maxend = end.wrapping_add(sender.td_maxwin);
                 if receiver.td_maxwin == 0 {
@@ -977,7 +979,7 @@ impl TcpState {
 
         // RFC 1323: windows in SYNs are never scaled.
         if !syn {
-            win <<= sender.td_scale;
+            win = win.wrapping_shl(u32::from(sender.td_scale));
         }
 
         let swin = win.wrapping_add(sack.wrapping_sub(ack));
