@@ -2,6 +2,7 @@
 
 pub mod generic;
 pub mod icmp;
+pub mod sctp;
 pub mod tcp;
 pub mod udp;
 

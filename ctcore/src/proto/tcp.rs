@@ -138,9 +138,11 @@ pub enum TcpOutcome {
     /// timeout and packet/byte counters are left alone. Returned for packets the
     /// state table marks sIG (which the tracker notes in `last_*` to resync
     /// later), packets `tcp_in_window` ignores, an RFC 5961 challenge ACK in
-    /// LAST_ACK, and a SYN retransmitted in SYN_SENT before any reply (the
-    /// kernel deliberately does not renew the timeout then). Never returned for
-    /// a just-created state.
+    /// LAST_ACK, and any in-window SYN processed in SYN_SENT before a reply was
+    /// seen (a retransmitted SYN, or the reply SYN of a simultaneous open,
+    /// which does move the state to SYN_SENT2): the kernel deliberately does
+    /// not renew the timeout then. Never returned for a just-created state.
+    /// A reply-direction `Ignore` still sets SEEN_REPLY.
     Ignore,
     /// -NF_ACCEPT: the packet is INVALID. Detach it from the connection (no
     /// ctinfo, no NAT, no refresh, no counters, no SEEN_REPLY) and count
@@ -792,7 +794,10 @@ impl TcpState {
         }
         // RST answering a SYN (a) or half-open ACK (c) we let through: skip
         // the window check, it may ack what we ignored.
-        let answers_ignored = (status.has(Status::SEEN_REPLY) && self.last_index == TcpIndex::Syn)
+        // (6.18 stable: the SYN must have come from the other side.)
+        let answers_ignored = (status.has(Status::SEEN_REPLY)
+            && self.last_index == TcpIndex::Syn
+            && self.last_dir != dir as u8)
             || (!status.has(Status::ASSURED) && self.last_index == TcpIndex::Ack);
         if answers_ignored && th.ack == self.last_end {
             return RstCheck::SkipWindow(new_state);
@@ -873,7 +878,7 @@ impl TcpState {
             } else {
                 // First packet from this side of a picked-up connection.
                 sender.td_end = end;
-                let swin = win << sender.td_scale;
+                let swin = win.wrapping_shl(u32::from(sender.td_scale));
                 sender.td_maxwin = swin.max(1);
                 sender.td_maxend = end.wrapping_add(sender.td_maxwin);
                 if receiver.td_maxwin == 0 {
@@ -974,7 +979,7 @@ impl TcpState {
 
         // RFC 1323: windows in SYNs are never scaled.
         if !syn {
-            win <<= sender.td_scale;
+            win = win.wrapping_shl(u32::from(sender.td_scale));
         }
 
         let swin = win.wrapping_add(sack.wrapping_sub(ack));
@@ -1669,6 +1674,24 @@ mod tests {
         let out = c.send(Dir::Reply, &seg(info(RST | ACK, 0, 31_338, 0, 0)));
         assert_eq!(out, accept(t.tcp_close_ms));
         assert_eq!(c.st.state, TcpConntrack::Close);
+    }
+
+    #[test]
+    fn rst_from_the_syn_side_does_not_skip_the_window() {
+        let t = Timeouts::default();
+        let mut c = established(TcpConfig::default(), t);
+        assert_eq!(
+            c.send(Dir::Orig, &seg(info(SYN, 31_337, 0, 65535, 0))),
+            TcpOutcome::Ignore
+        );
+        // Same direction as the SYN: no skip, and its ack is beyond anything
+        // the server sent.
+        let out = c.send(Dir::Orig, &seg(info(RST | ACK, C_ISN + 1, 31_338, 0, 0)));
+        assert!(
+            matches!(out, TcpOutcome::Invalid(r) if r.starts_with("ACK is over")),
+            "{out:?}"
+        );
+        assert_eq!(c.st.state, TcpConntrack::Established);
     }
 
     #[test]
