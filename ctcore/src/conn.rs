@@ -124,6 +124,7 @@ pub enum ProtoState {
         stream_ts_ms: u64,
     },
     Icmp,
+    Sctp(crate::proto::sctp::SctpState),
 }
 
 /// One connection (`struct nf_conn`).
@@ -154,6 +155,7 @@ impl Conn {
     pub fn state_name(&self) -> Option<&'static str> {
         match &self.proto {
             ProtoState::Tcp(t) => Some(t.state.name()),
+            ProtoState::Sctp(s) => Some(s.state.name()),
             _ => None,
         }
     }

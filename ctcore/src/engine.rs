@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use crate::checksum;
 use crate::conn::{Conn, CtInfo, ProtoState, Status};
 use crate::event::{EventBuf, EventKind};
+use crate::proto::sctp::{SctpOutcome, SctpState};
 use crate::proto::tcp::{TcpConfig, TcpOutcome, TcpSegment, TcpState};
 use crate::proto::{generic, icmp, udp, Outcome};
 use crate::stats::CtStats;
@@ -527,6 +528,13 @@ impl Engine {
                 stream_ts_ms: now_ms + udp::STREAM_AFTER_MS,
             },
             L4::Icmp(_) => ProtoState::Icmp,
+            L4::Sctp { .. } => match SctpState::new(l4_bytes(pkt.frame, p)) {
+                Ok(s) => ProtoState::Sctp(s),
+                Err(why) => {
+                    *res = invalid(w, *res, why);
+                    return None;
+                }
+            },
             _ => ProtoState::Generic,
         };
         let mut conn = Conn {
@@ -659,6 +667,11 @@ impl Engine {
                 &tun.timeouts,
             )),
             (ProtoState::Icmp, _) => from(icmp::packet(&c.tuples[0], &tun.timeouts)),
+            (ProtoState::Sctp(s), _) => match s.packet(dir, l4_bytes(pkt.frame, p), &mut c.status, &tun.timeouts) {
+                SctpOutcome::Accept { timeout_ms } => Tracked::Accept { timeout_ms, kill: false },
+                SctpOutcome::Ignore => Tracked::Ignore,
+                SctpOutcome::Invalid(why) => Tracked::Invalid(why),
+            },
             (ProtoState::Generic, _) if c.tuples[0].proto == IPPROTO_GRE => {
                 from(generic::gre_packet(&mut c.status, &tun.timeouts))
             }
@@ -876,6 +889,12 @@ fn invalid(w: &mut Worker, mut res: CtResult, why: &'static str) -> CtResult {
     res.conn = None;
     res.invalid_reason = Some(why);
     res
+}
+
+/// The L4 header and payload of a packet, within its L3 length.
+fn l4_bytes<'a>(frame: &'a [u8], p: &Parsed) -> &'a [u8] {
+    let end = (p.l3_offset as usize + p.l3_len as usize).min(frame.len());
+    frame.get(p.l4_offset as usize..end).unwrap_or(&[])
 }
 
 fn options<'a>(frame: &'a [u8], info: &wire::TcpInfo) -> &'a [u8] {
