@@ -413,8 +413,8 @@ impl Engine {
         res: &mut CtResult,
     ) -> Option<Conn> {
         let key = self.table.key(&t);
-        let mut l = self.table.lock(key.stripe);
-        if let Some((local, dir)) = self.find_live(w, now_ms, &mut l, key, &t) {
+        if let Some((mut l, local, dir)) = self.find_live(w, now_ms, key, &t) {
+            let home = l.stripe();
             w.stats.found += 1;
             let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(local), dir);
             match outcome {
@@ -434,7 +434,7 @@ impl Engine {
                     } else {
                         let c = *l.conn(local);
                         res.conn = Some(ConnHandle {
-                            stripe: key.stripe,
+                            stripe: home,
                             local,
                             id: c.id,
                         });
@@ -452,7 +452,7 @@ impl Engine {
                     }
                     res.dir = dir;
                     res.conn = Some(ConnHandle {
-                        stripe: key.stripe,
+                        stripe: home,
                         local,
                         id: c.id,
                     });
@@ -472,28 +472,20 @@ impl Engine {
                 }
             }
         } else {
-            drop(l);
             self.new_conn(w, now_ms, pkt, p, t, res)
         }
     }
 
     /// Finds a live connection; an expired one is reclaimed on the spot.
-    fn find_live(
-        &self,
-        w: &mut Worker,
-        now_ms: u64,
-        l: &mut Locked<'_>,
-        key: Key,
-        t: &Tuple,
-    ) -> Option<(Local, Dir)> {
-        let (local, dir) = l.find(key, t)?;
+    fn find_live(&self, w: &mut Worker, now_ms: u64, key: Key, t: &Tuple) -> Option<(Locked<'_>, Local, Dir)> {
+        let (mut l, local, dir) = self.table.lookup(key, t)?;
         if l.conn(local).is_expired(now_ms) {
             let dead = l.remove(local);
             w.stats.expired += 1;
             w.events.push(EventKind::Destroy, now_ms, &dead);
             return None;
         }
-        Some((local, dir))
+        Some((l, local, dir))
     }
 
     /// init_conntrack + the tracker's first packet: an unconfirmed connection.
@@ -575,26 +567,15 @@ impl Engine {
     /// __nf_conntrack_confirm: insert a new connection, evicting a non-assured
     /// one if the table is full (early_drop).
     fn confirm(&self, w: &mut Worker, now_ms: u64, conn: Conn, res: &mut CtResult) {
-        let key = self.table.key(&conn.tuples[0]);
-        let mut l = self.table.lock(key.stripe);
-        let mut attempt = l.insert(conn);
-        if attempt == Err(InsertError::Full) {
-            if let Some(victim) = l.early_drop_candidate(key) {
-                let dead = l.remove(victim);
-                w.stats.early_drop += 1;
-                w.events.push(EventKind::Destroy, now_ms, &dead);
-                attempt = l.insert(conn);
-            }
-        }
-        match attempt {
-            Ok(local) => {
+        match self.table.insert(conn, true) {
+            Ok((l, local, evicted)) => {
+                if let Some(dead) = evicted {
+                    w.stats.early_drop += 1;
+                    w.events.push(EventKind::Destroy, now_ms, &dead);
+                }
                 w.stats.insert += 1;
                 let c = *l.conn(local);
-                res.conn = Some(ConnHandle {
-                    stripe: key.stripe,
-                    local,
-                    id: c.id,
-                });
+                res.conn = Some(ConnHandle { stripe: l.stripe(), local, id: c.id });
                 w.events.push(EventKind::New, now_ms, &c);
             }
             Err(InsertError::Full) => {
@@ -711,9 +692,7 @@ impl Engine {
             return;
         };
         let key = self.table.key(&lookup);
-        let mut l = self.table.lock(key.stripe);
-        let Some((local, dir)) = self.find_live(w, now_ms, &mut l, key, &lookup) else {
-            drop(l);
+        let Some((l, local, dir)) = self.find_live(w, now_ms, key, &lookup) else {
             *res = invalid(w, *res, "icmp: error for no known connection");
             return;
         };
@@ -732,7 +711,7 @@ impl Engine {
         };
         res.dir = dir;
         res.conn = Some(ConnHandle {
-            stripe: key.stripe,
+            stripe: l.stripe(),
             local,
             id: c.id,
         });
@@ -773,21 +752,20 @@ impl Engine {
             return None;
         }
         let key = self.table.key(&tuple);
-        let mut l = self.table.lock(key.stripe);
-        match self.find_live(w, now_ms, &mut l, key, &tuple) {
-            Some((local, dir)) => {
+        match self.find_live(w, now_ms, key, &tuple) {
+            Some((mut l, local, dir)) => {
+                let home = l.stripe();
                 let c = l.conn_mut(local);
                 account(c, dir, p);
                 res.ctinfo = ctinfo_for(c, dir);
                 res.dir = dir;
                 res.conn = Some(ConnHandle {
-                    stripe: key.stripe,
+                    stripe: home,
                     local,
                     id: c.id,
                 });
             }
             None => {
-                drop(l);
                 w.stats.frag_orphan += 1;
                 *res = invalid(w, *res, "fragment of a datagram whose connection is gone");
             }
@@ -838,10 +816,8 @@ impl Engine {
 
     /// Removes the connection holding tuple `t` (either direction); true if one was.
     pub fn delete_tuple(&self, w: &mut Worker, now_ms: u64, t: &Tuple) -> bool {
-        let key = self.table.key(t);
-        let mut l = self.table.lock(key.stripe);
-        match l.find(key, t) {
-            Some((local, _)) => {
+        match self.table.lookup(self.table.key(t), t) {
+            Some((mut l, local, _)) => {
                 let dead = l.remove(local);
                 w.events.push(EventKind::Destroy, now_ms, &dead);
                 true

@@ -5,13 +5,17 @@
 //!   owning a slab of connections (addressed by a `u32` index) and an array of
 //!   cache-line buckets. A bucket holds 8 slots: a 16-bit signature and a slot word
 //!   `(local index << 1) | dir`.
-//! - Invariant: both directions of a connection live in the same stripe (its home),
-//!   so one lock covers a packet's whole update. The stripe is a function of the
-//!   tuple that is symmetric (a tuple and its inversion agree) and that a NAT port
-//!   allocator can solve for (`stripe_of_parts`): NAT picks reply ports that keep
-//!   the translated reply tuple in the original tuple's stripe.
-//! - The bucket index and signature come from the seeded symmetric tuple hash, so
-//!   crafted tuples cannot flood one bucket.
+//! - A connection lives in the slab of its home stripe: the stripe of its original
+//!   tuple. Its reply entry lives in the stripe of the reply tuple. The hash is
+//!   symmetric, so for un-NATed connections both are the same stripe and one lock
+//!   covers a packet's whole update. A NATed reply tuple may hash elsewhere: its
+//!   slot then points into another stripe, and a lookup follows it by taking that
+//!   stripe's lock (never two at once). Inserts take both stripes in index order
+//!   (like the kernel's nf_conntrack_double_lock); removals never hold two: the
+//!   remote reply entry is queued on its stripe and unlinked at that stripe's next
+//!   lock.
+//! - The stripe, bucket index and signature all come from the seeded symmetric
+//!   tuple hash, so crafted tuples cannot flood one bucket.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -22,6 +26,9 @@ use crate::conn::{Conn, Status};
 use crate::tuple::{Dir, Tuple};
 
 const SLOTS: usize = 8;
+/// Bits of a slab index within a stripe; a slot word is `(stripe << LOCAL_BITS | local) << 1 | dir`.
+const LOCAL_BITS: u32 = 25;
+const MAX_STRIPES: u32 = 64;
 const EMPTY_SIG: u16 = 0;
 /// Buckets probed past the home bucket when it is full.
 const MAX_PROBE: usize = 4;
@@ -62,6 +69,13 @@ pub enum InsertError {
     Clash,
 }
 
+/// Reply entries to unlink from a stripe, queued by removals in other stripes.
+#[derive(Default)]
+struct Unlink {
+    pending: std::sync::atomic::AtomicBool,
+    queue: Mutex<Vec<(Key, u32)>>,
+}
+
 struct Stripe {
     buckets: Box<[Bucket]>,
     bucket_mask: usize,
@@ -73,21 +87,12 @@ struct Stripe {
 /// The connection table, shared by all workers and the control thread.
 pub struct Table {
     stripes: Box<[CachePadded<Mutex<Stripe>>]>,
+    unlink: Box<[CachePadded<Unlink>]>,
     stripe_mask: u32,
     seed: u64,
-    port_key: [u16; 2],
     capacity: u32,
     count: CachePadded<AtomicU32>,
     next_id: CachePadded<AtomicU32>,
-}
-
-/// A seeded bijection on u16 whose low bits depend on every input bit, so that
-/// ports stepping by the stripe count still spread over stripes.
-#[inline]
-fn permute_port(p: u16, key: [u16; 2]) -> u16 {
-    let x = (p ^ key[0]).wrapping_mul(0x9e37 | 1);
-    let x = x.rotate_right(7) ^ key[1];
-    x.wrapping_mul(0x6a09 | 1).rotate_right(5)
 }
 
 impl Table {
@@ -95,11 +100,11 @@ impl Table {
     /// memory reserved now. `seed` keys the hash (use a random one).
     pub fn new(capacity_conns: u32, seed: u64) -> Table {
         let capacity = capacity_conns.max(1);
-        // ~1k connections per stripe for big tables, at least one stripe.
-        let nstripes = (capacity / 1024).clamp(1, 4096).next_power_of_two();
+        // Enough stripes that workers and the control thread rarely meet.
+        let nstripes = (capacity / 256).clamp(1, MAX_STRIPES).next_power_of_two();
         let per = capacity / nstripes;
         // Slack for uneven stripes: 25% plus a little for small stripes.
-        let per_cap = per + per / 4 + 16;
+        let per_cap = (per + per / 4 + 16).min(1 << LOCAL_BITS);
         // Two entries per connection, buckets of 8, keep load <= 50%.
         let nbuckets = ((per_cap as usize * 2) / (SLOTS / 2))
             .next_power_of_two()
@@ -115,12 +120,11 @@ impl Table {
                 }))
             })
             .collect();
-        let port_key = [(seed >> 16) as u16, (seed >> 32) as u16];
         Table {
             stripes,
+            unlink: (0..nstripes).map(|_| CachePadded::new(Unlink::default())).collect(),
             stripe_mask: nstripes - 1,
             seed,
-            port_key,
             capacity,
             count: CachePadded::new(AtomicU32::new(0)),
             next_id: CachePadded::new(AtomicU32::new(1)),
@@ -150,52 +154,130 @@ impl Table {
         per_stripe * self.stripes.len() / self.capacity as usize
     }
 
-    /// The stripe of a tuple given its parts: symmetric in the endpoints, and
-    /// for a fixed address pair a bijection of each port, so NAT can solve it.
-    pub fn stripe_of_parts(&self, t: &Tuple) -> u32 {
-        let (a, b) = if t.src <= t.dst {
-            (t.src, t.dst)
-        } else {
-            (t.dst, t.src)
-        };
-        let addr_only = Tuple {
-            src: a,
-            dst: b,
-            src_port: 0,
-            dst_port: 0,
-            proto: t.proto,
-            family: t.family,
-            zone: t.zone,
-        };
-        let base = (addr_only.hash(self.seed) >> 32) as u32;
-        let ports = if t.is_icmp() {
-            permute_port(t.src_port, self.port_key) as u32
-        } else {
-            permute_port(t.src_port, self.port_key) as u32
-                + permute_port(t.dst_port, self.port_key) as u32
-        };
-        base.wrapping_add(ports) & self.stripe_mask
-    }
-
     pub fn key(&self, t: &Tuple) -> Key {
-        Key {
-            hash: t.hash(self.seed),
-            stripe: self.stripe_of_parts(t),
-        }
+        let hash = t.hash(self.seed);
+        Key { hash, stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask }
     }
 
-    /// Locks one stripe. Hold at most one stripe lock at a time.
+    /// Locks one stripe (first unlinking reply entries queued for it).
     pub fn lock(&self, stripe: u32) -> Locked<'_> {
         // A worker that panicked while holding the lock leaves the table as it
         // was between two complete operations: keep going.
-        let guard = self.stripes[stripe as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        Locked {
-            guard,
-            stripe,
-            table: self,
+        let guard = self.stripes[stripe as usize].lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = Locked { guard, stripe, table: self };
+        l.apply_unlinks();
+        l
+    }
+
+    fn try_lock(&self, stripe: u32) -> Option<Locked<'_>> {
+        let guard = match self.stripes[stripe as usize].try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let mut l = Locked { guard, stripe, table: self };
+        l.apply_unlinks();
+        Some(l)
+    }
+
+    /// Finds the connection holding `t` and returns it with its home stripe
+    /// locked. Expired connections are found too: the caller decides.
+    pub fn lookup(&self, key: Key, t: &Tuple) -> Option<(Locked<'_>, Local, Dir)> {
+        let l = self.lock(key.stripe);
+        let mut remote = Remote::default();
+        if let Some((local, dir)) = l.scan(key, t, &mut remote) {
+            return Some((l, local, dir));
         }
+        drop(l);
+        for &(stripe, local, dir) in &remote.cands[..remote.n] {
+            let h = self.lock(stripe);
+            if h.holds(local, dir, t) {
+                return Some((h, local, dir));
+            }
+        }
+        None
+    }
+
+    /// Is `t` in the table, in either direction (nf_conntrack_tuple_taken)?
+    pub fn contains(&self, t: &Tuple) -> bool {
+        self.lookup(self.key(t), t).is_some()
+    }
+
+    /// Confirms a connection: inserts both directions, taking the home and reply
+    /// stripes in index order. Fails on a clash (either tuple present) or when
+    /// the table is full and `early_drop` found nothing to evict. Returns the
+    /// home stripe locked, the new index, and the evicted connection if any.
+    pub fn insert(&self, mut conn: Conn, early_drop: bool) -> Result<(Locked<'_>, Local, Option<Conn>), InsertError> {
+        let keys = [self.key(&conn.tuples[0]), self.key(&conn.tuples[1])];
+        let (hs, rs) = (keys[0].stripe, keys[1].stripe);
+        let (mut home, mut other) = if hs == rs {
+            (self.lock(hs), None)
+        } else if hs < rs {
+            let h = self.lock(hs);
+            (h, Some(self.lock(rs)))
+        } else {
+            let o = self.lock(rs);
+            (self.lock(hs), Some(o))
+        };
+        for (d, key) in keys.iter().enumerate() {
+            let l = if key.stripe == hs { &home } else { other.as_ref().unwrap_or(&home) };
+            if self.taken_locked(l, &home, other.as_ref(), *key, &conn.tuples[d]) {
+                return Err(InsertError::Clash);
+            }
+        }
+        let mut evicted = None;
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.capacity || home.guard.free.is_empty() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            let victim = if early_drop { home.early_drop_candidate(keys[0]) } else { None };
+            let Some(victim) = victim else { return Err(InsertError::Full) };
+            evicted = Some(home.remove_with(victim, other.as_mut()));
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(local) = home.guard.free.pop() else {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return Err(InsertError::Full);
+        };
+        let gid = (hs << LOCAL_BITS) | local;
+        let placed = Locked::place(&mut home.guard, keys[0], gid << 1)
+            && match other.as_mut() {
+                None => Locked::place(&mut home.guard, keys[1], (gid << 1) | 1),
+                Some(o) => Locked::place(&mut o.guard, keys[1], (gid << 1) | 1),
+            };
+        if !placed {
+            // A bucket chain overflowed: undo whatever was placed.
+            Locked::unplace(&mut home.guard, keys[0], gid << 1);
+            match other.as_mut() {
+                None => Locked::unplace(&mut home.guard, keys[1], (gid << 1) | 1),
+                Some(o) => Locked::unplace(&mut o.guard, keys[1], (gid << 1) | 1),
+            }
+            home.guard.free.push(local);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return Err(InsertError::Full);
+        }
+        conn.status.set(Status::CONFIRMED);
+        conn.id = self.alloc_id();
+        home.guard.conns[local as usize] = conn;
+        drop(other);
+        Ok((home, local, evicted))
+    }
+
+    /// Is `t` present? Looks through stripes already held where candidates point
+    /// into them; another stripe is only tried (a held stripe must not wait on
+    /// it), and one that is busy counts as taken.
+    fn taken_locked(&self, l: &Locked<'_>, home: &Locked<'_>, other: Option<&Locked<'_>>, key: Key, t: &Tuple) -> bool {
+        let mut remote = Remote::default();
+        if l.scan(key, t, &mut remote).is_some() {
+            return true;
+        }
+        remote.cands[..remote.n].iter().any(|&(s, local, dir)| {
+            if s == home.stripe {
+                home.holds(local, dir, t)
+            } else if let Some(o) = other.filter(|o| o.stripe == s) {
+                o.holds(local, dir, t)
+            } else {
+                self.try_lock(s).is_none_or(|x| x.holds(local, dir, t))
+            }
+        })
     }
 
     fn alloc_id(&self) -> u32 {
@@ -213,14 +295,44 @@ pub struct Locked<'a> {
 /// A connection's index within its stripe.
 pub type Local = u32;
 
+/// Signature matches whose connection lives in another stripe.
+#[derive(Default)]
+struct Remote {
+    cands: [(u32, Local, Dir); 4],
+    n: usize,
+}
+
+fn slot_parts(slot: u32) -> (u32, Local, Dir) {
+    let gid = slot >> 1;
+    let dir = if slot & 1 == 0 { Dir::Orig } else { Dir::Reply };
+    (gid >> LOCAL_BITS, gid & ((1 << LOCAL_BITS) - 1), dir)
+}
+
 impl Locked<'_> {
     pub fn stripe(&self) -> u32 {
         self.stripe
     }
 
-    /// Finds the connection holding `t` (whose key is `key`, in this stripe).
-    /// Expired connections are found too: the caller decides (see `Engine`).
-    pub fn find(&self, key: Key, t: &Tuple) -> Option<(Local, Dir)> {
+    fn apply_unlinks(&mut self) {
+        let side = &self.table.unlink[self.stripe as usize];
+        if side.pending.load(Ordering::Acquire) {
+            let mut q = side.queue.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, slot) in q.drain(..) {
+                Self::unplace(&mut self.guard, key, slot);
+            }
+            side.pending.store(false, Ordering::Release);
+        }
+    }
+
+    /// Does slab entry `local` of this stripe hold `t` in direction `dir`?
+    fn holds(&self, local: Local, dir: Dir, t: &Tuple) -> bool {
+        let c = &self.guard.conns[local as usize];
+        c.status.has(Status::CONFIRMED) && c.tuples[dir.index()] == *t
+    }
+
+    /// Looks for `t` among this stripe's buckets. Matches homed here are
+    /// verified; signature matches homed elsewhere go to `remote`.
+    fn scan(&self, key: Key, t: &Tuple, remote: &mut Remote) -> Option<(Local, Dir)> {
         debug_assert_eq!(key.stripe, self.stripe);
         let s = &*self.guard;
         let sig = key.sig();
@@ -229,10 +341,13 @@ impl Locked<'_> {
             let bucket = &s.buckets[b];
             for i in 0..SLOTS {
                 if bucket.sig[i] == sig {
-                    let slot = bucket.slot[i];
-                    let local = slot >> 1;
-                    let dir = if slot & 1 == 0 { Dir::Orig } else { Dir::Reply };
-                    if s.conns[local as usize].tuples[dir.index()] == *t {
+                    let (stripe, local, dir) = slot_parts(bucket.slot[i]);
+                    if stripe != self.stripe {
+                        if remote.n < remote.cands.len() {
+                            remote.cands[remote.n] = (stripe, local, dir);
+                            remote.n += 1;
+                        }
+                    } else if s.conns[local as usize].tuples[dir.index()] == *t {
                         return Some((local, dir));
                     }
                 }
@@ -282,69 +397,40 @@ impl Locked<'_> {
                 s.buckets[b].sig[i] = EMPTY_SIG;
                 let mut m = home;
                 for _ in 0..probe {
-                    s.buckets[m].overflow -= 1;
+                    s.buckets[m].overflow = s.buckets[m].overflow.saturating_sub(1);
                     m = (m + 1) & s.bucket_mask;
                 }
                 return;
             }
             b = (b + 1) & s.bucket_mask;
         }
-        debug_assert!(false, "unplace: slot not found");
-    }
-
-    /// Inserts a new connection (confirm). Both tuples must belong to this stripe.
-    /// Sets CONFIRMED and assigns an id. Fails if either tuple is present (a clash:
-    /// the kernel's insert_failed) or the table or stripe is full.
-    pub fn insert(&mut self, mut conn: Conn) -> Result<Local, InsertError> {
-        let keys = [
-            self.table.key(&conn.tuples[0]),
-            self.table.key(&conn.tuples[1]),
-        ];
-        debug_assert!(
-            keys.iter().all(|k| k.stripe == self.stripe),
-            "NAT broke the stripe invariant"
-        );
-        if self.find(keys[0], &conn.tuples[0]).is_some()
-            || self.find(keys[1], &conn.tuples[1]).is_some()
-        {
-            return Err(InsertError::Clash);
-        }
-        let count = &self.table.count;
-        if count.fetch_add(1, Ordering::Relaxed) >= self.table.capacity {
-            count.fetch_sub(1, Ordering::Relaxed);
-            return Err(InsertError::Full);
-        }
-        let s = &mut *self.guard;
-        let Some(local) = s.free.pop() else {
-            count.fetch_sub(1, Ordering::Relaxed);
-            return Err(InsertError::Full);
-        };
-        if !Self::place(s, keys[0], local << 1) {
-            s.free.push(local);
-            count.fetch_sub(1, Ordering::Relaxed);
-            return Err(InsertError::Full);
-        }
-        if !Self::place(s, keys[1], (local << 1) | 1) {
-            Self::unplace(s, keys[0], local << 1);
-            s.free.push(local);
-            count.fetch_sub(1, Ordering::Relaxed);
-            return Err(InsertError::Full);
-        }
-        conn.status.set(Status::CONFIRMED);
-        conn.id = self.table.alloc_id();
-        s.conns[local as usize] = conn;
-        Ok(local)
     }
 
     /// Removes a connection, returning it (with DYING set) for the DESTROY event.
     pub fn remove(&mut self, local: Local) -> Conn {
+        self.remove_with(local, None)
+    }
+
+    /// Removes a connection; `other` is a second stripe the caller holds, where
+    /// the reply entry may be unplaced directly.
+    fn remove_with(&mut self, local: Local, other: Option<&mut Locked<'_>>) -> Conn {
         let keys = {
             let c = &self.guard.conns[local as usize];
             [self.table.key(&c.tuples[0]), self.table.key(&c.tuples[1])]
         };
+        let gid = (self.stripe << LOCAL_BITS) | local;
+        Self::unplace(&mut self.guard, keys[0], gid << 1);
+        let reply_slot = (gid << 1) | 1;
+        match other {
+            _ if keys[1].stripe == self.stripe => Self::unplace(&mut self.guard, keys[1], reply_slot),
+            Some(o) if o.stripe == keys[1].stripe => Self::unplace(&mut o.guard, keys[1], reply_slot),
+            _ => {
+                let side = &self.table.unlink[keys[1].stripe as usize];
+                side.queue.lock().unwrap_or_else(|e| e.into_inner()).push((keys[1], reply_slot));
+                side.pending.store(true, Ordering::Release);
+            }
+        }
         let s = &mut *self.guard;
-        Self::unplace(s, keys[0], local << 1);
-        Self::unplace(s, keys[1], (local << 1) | 1);
         let mut conn = std::mem::take(&mut s.conns[local as usize]);
         conn.status.set(Status::DYING);
         s.free.push(local);
@@ -354,14 +440,14 @@ impl Locked<'_> {
 
     /// The kernel's early_drop: a connection near `key` that may be evicted to
     /// make room — not ASSURED, or a TCP connection that is closing.
-    pub fn early_drop_candidate(&self, key: Key) -> Option<Local> {
+    fn early_drop_candidate(&self, key: Key) -> Option<Local> {
         let s = &*self.guard;
         let mut b = (key.hash as usize) & s.bucket_mask;
         for _ in 0..EVICTION_RANGE {
             for i in 0..SLOTS {
                 if s.buckets[b].sig[i] != EMPTY_SIG {
-                    let local = s.buckets[b].slot[i] >> 1;
-                    if early_droppable(&s.conns[local as usize]) {
+                    let (stripe, local, _) = slot_parts(s.buckets[b].slot[i]);
+                    if stripe == self.stripe && early_droppable(&s.conns[local as usize]) {
                         return Some(local);
                     }
                 }
@@ -455,8 +541,7 @@ mod tests {
     }
 
     fn insert(table: &Table, c: Conn) -> Result<Local, InsertError> {
-        let k = table.key(&c.tuples[0]);
-        table.lock(k.stripe).insert(c)
+        table.insert(c, false).map(|(_, l, _)| l)
     }
 
     #[test]
@@ -470,8 +555,7 @@ mod tests {
             let c = conn(i);
             for (d, t) in c.tuples.iter().enumerate() {
                 let k = table.key(t);
-                let l = table.lock(k.stripe);
-                let (local, dir) = l.find(k, t).expect("found");
+                let (l, local, dir) = table.lookup(k, t).expect("found");
                 assert_eq!(dir.index(), d);
                 assert_eq!(l.conn(local).tuples[0], c.tuples[0]);
             }
@@ -503,11 +587,11 @@ mod tests {
         for i in 0..250 {
             let t = tuple(i);
             let k = table.key(&t);
-            let mut l = table.lock(k.stripe);
-            let (local, _) = l.find(k, &t).unwrap();
+            let (mut l, local, _) = table.lookup(k, &t).unwrap();
             let c = l.remove(local);
             assert!(c.status.has(Status::DYING));
-            assert!(l.find(k, &t).is_none());
+            drop(l);
+            assert!(table.lookup(k, &t).is_none());
         }
         assert_eq!(table.len(), 250);
         // GC at t=999 reclaims nothing; at 1000 everything.
@@ -525,15 +609,48 @@ mod tests {
 
     #[test]
     fn early_drop_prefers_unassured() {
-        let table = Table::new(64, 9);
+        let table = Table::new(2, 9);
         let mut c = conn(1);
         c.status.set(Status::ASSURED);
         insert(&table, c).unwrap();
-        let k = table.key(&c.tuples[0]);
-        assert_eq!(table.lock(k.stripe).early_drop_candidate(k), None);
-        let c2 = conn(2);
+        let mut c2 = conn(2);
+        c2.status.set(Status::ASSURED);
+        insert(&table, c2).unwrap();
+        // Full of assured connections: nothing to evict.
+        assert!(matches!(table.insert(conn(3), true), Err(InsertError::Full)));
         let k2 = table.key(&c2.tuples[0]);
-        let l2 = insert(&table, c2).unwrap();
-        assert_eq!(table.lock(k2.stripe).early_drop_candidate(k2), Some(l2));
+        let (mut l, local, _) = table.lookup(k2, &c2.tuples[0]).unwrap();
+        l.conn_mut(local).status.clear(Status::ASSURED);
+        drop(l);
+        let (_, _, evicted) = table.insert(conn(3), true).unwrap();
+        assert_eq!(evicted.unwrap().tuples[0], c2.tuples[0]);
+    }
+
+    #[test]
+    fn nat_reply_in_another_stripe_is_found_and_unlinked() {
+        let table = Table::new(64 * 256, 11);
+        assert!(table.stripe_count() > 1);
+        let t = tuple(5);
+        // A reply tuple as SNAT makes it: server -> NAT address, new port.
+        let mut found_remote = false;
+        for port in 1024..2048u16 {
+            let reply = Tuple { src: t.dst, dst: Addr::from_v4([203, 0, 113, 1]), src_port: t.dst_port, dst_port: port, ..t };
+            if table.key(&reply).stripe == table.key(&t).stripe {
+                continue;
+            }
+            found_remote = true;
+            let c = Conn { tuples: [t, reply], deadline_ms: 10, ..Default::default() };
+            insert(&table, c).unwrap();
+            assert!(table.contains(&reply) && table.contains(&t));
+            assert_eq!(insert(&table, Conn { tuples: [tuple(6), reply], ..Default::default() }), Err(InsertError::Clash));
+            let (mut l, local, dir) = table.lookup(table.key(&reply), &reply).unwrap();
+            assert_eq!(dir, Dir::Reply);
+            l.remove(local);
+            drop(l);
+            assert!(!table.contains(&reply) && !table.contains(&t));
+            assert!(table.is_empty());
+            break;
+        }
+        assert!(found_remote);
     }
 }

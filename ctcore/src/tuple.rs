@@ -2,9 +2,10 @@
 //! `struct nf_conntrack_tuple` (`tuplehash[2]` holds the original and the reply).
 
 /// Direction of a packet relative to the connection that owns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
 pub enum Dir {
+    #[default]
     Orig = 0,
     Reply = 1,
 }
