@@ -40,12 +40,18 @@ pub fn pseudo_header(family: Family, src: &Addr, dst: &Addr, proto: u8, len: u32
 /// The checksum to store in the upper-layer header `segment` (its checksum
 /// field zero), pseudo-header included, with the segment's length.
 pub fn l4_checksum(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &[u8]) -> u16 {
-    !combine(pseudo_header(family, src, dst, proto, segment.len() as u32), sum(segment))
+    !combine(
+        pseudo_header(family, src, dst, proto, segment.len() as u32),
+        sum(segment),
+    )
 }
 
 /// True if `segment` (checksum field included) verifies with its pseudo-header.
 pub fn verify_l4(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &[u8]) -> bool {
-    combine(pseudo_header(family, src, dst, proto, segment.len() as u32), sum(segment)) == 0xffff
+    combine(
+        pseudo_header(family, src, dst, proto, segment.len() as u32),
+        sum(segment),
+    ) == 0xffff
 }
 
 /// RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'): the checksum after a 16-bit word
@@ -92,11 +98,7 @@ pub fn l4_checksum_ok(frame: &[u8], p: &Parsed) -> bool {
     let Some(seg) = frame.get(usize::from(p.l4_offset)..l3_end) else {
         return false;
     };
-    let needs_check = match p.l4 {
-        L4::Tcp(_) | L4::Udp { .. } => true,
-        L4::Icmp(_) => true,
-        _ => false,
-    };
+    let needs_check = matches!(p.l4, L4::Tcp(_) | L4::Udp { .. } | L4::Icmp(_));
     if !needs_check {
         return true;
     }
@@ -193,8 +195,14 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         // RFC 1071 section 3: the sum of 00 01 f2 03 f4 f5 f6 f7 is ddf2.
-        assert_eq!(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0xddf2);
-        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0x220d);
+        assert_eq!(
+            sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0xddf2
+        );
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0x220d
+        );
         assert_eq!(sum(&[]), 0);
         assert_eq!(sum(&[0xab]), 0xab00);
     }
@@ -220,12 +228,16 @@ mod tests {
         // payload 0x6162+0x6364.
         let src = Addr::from_v4([192, 0, 2, 1]);
         let dst = Addr::from_v4([192, 0, 2, 2]);
-        let mut seg = [0x04, 0xd2, 0x00, 0x35, 0x00, 0x0c, 0, 0, b'a', b'b', b'c', b'd'];
+        let mut seg = [
+            0x04, 0xd2, 0x00, 0x35, 0x00, 0x0c, 0, 0, b'a', b'b', b'c', b'd',
+        ];
         let c = l4_checksum(Family::V4, &src, &dst, IPPROTO_UDP, &seg);
-        let by_hand = [0xc000u32, 0x0201, 0xc000, 0x0202, 0x0011, 0x000c, 0x04d2, 0x0035, 0x000c]
-            .iter()
-            .chain(&[0x6162, 0x6364])
-            .sum::<u32>();
+        let by_hand = [
+            0xc000u32, 0x0201, 0xc000, 0x0202, 0x0011, 0x000c, 0x04d2, 0x0035, 0x000c,
+        ]
+        .iter()
+        .chain(&[0x6162, 0x6364])
+        .sum::<u32>();
         let by_hand = !(((by_hand & 0xffff) + (by_hand >> 16)) as u16);
         assert_eq!(c, by_hand);
         seg[6..8].copy_from_slice(&c.to_be_bytes());
@@ -237,7 +249,8 @@ mod tests {
     /// Random data of even length with a checksum field at an even offset.
     fn data_and_field() -> impl Strategy<Value = (Vec<u8>, usize)> {
         (1usize..400).prop_flat_map(|words| {
-            (proptest::collection::vec(any::<u8>(), words * 2), 0..words).prop_map(|(d, w)| (d, w * 2))
+            (proptest::collection::vec(any::<u8>(), words * 2), 0..words)
+                .prop_map(|(d, w)| (d, w * 2))
         })
     }
 

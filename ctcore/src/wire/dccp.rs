@@ -42,11 +42,23 @@ mod tests {
     #[test]
     fn request_fixture() {
         // DCCP-Request (type 0, X=1) from 40000 to 5001, doff 7.
-        let h = [0x9c, 0x40, 0x13, 0x89, 0x07, 0x00, 0x12, 0x34, 0x01, 0x00, 0x00, 0x00, 0, 0];
-        assert_eq!(parse(&h), Ok(L4::Dccp { src_port: 40000, dst_port: 5001, pkt_type: 0 }));
+        let h = [
+            0x9c, 0x40, 0x13, 0x89, 0x07, 0x00, 0x12, 0x34, 0x01, 0x00, 0x00, 0x00, 0, 0,
+        ];
+        assert_eq!(
+            parse(&h),
+            Ok(L4::Dccp {
+                src_port: 40000,
+                dst_port: 5001,
+                pkt_type: 0
+            })
+        );
         let mut ack = h;
         ack[8] = 3 << 1 | 1; // DCCP-Ack
-        assert_eq!(parse(&ack).map(|l| matches!(l, L4::Dccp { pkt_type: 3, .. })), Ok(true));
+        assert_eq!(
+            parse(&ack).map(|l| matches!(l, L4::Dccp { pkt_type: 3, .. })),
+            Ok(true)
+        );
         assert_eq!(parse(&h[..11]), Err(ParseError::TruncatedL4));
     }
 }

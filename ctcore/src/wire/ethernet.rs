@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn short_frame() {
         let (mut ids, mut n) = ([0; 2], 0);
-        assert_eq!(walk(&[0u8; 13], &mut ids, &mut n), Err(ParseError::TruncatedEthernet));
+        assert_eq!(
+            walk(&[0u8; 13], &mut ids, &mut n),
+            Err(ParseError::TruncatedEthernet)
+        );
     }
 
     #[test]
@@ -109,7 +112,10 @@ mod tests {
         assert_eq!(walk(&f, &mut ids, &mut n), Ok((ETHERTYPE_IPV6, 22)));
         assert_eq!((ids, n), ([10, 0xfff], 2));
 
-        let f = frame(0x9100, &[0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00, 0, 3, 0x08, 0x00]);
+        let f = frame(
+            0x9100,
+            &[0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00, 0, 3, 0x08, 0x00],
+        );
         assert_eq!(walk(&f, &mut ids, &mut n), Err(ParseError::BadVlan));
         // A tag cut short.
         let f = frame(0x8100, &[0, 1, 0x08]);

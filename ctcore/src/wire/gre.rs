@@ -33,7 +33,11 @@ pub(crate) fn parse(seg: &[u8]) -> Result<L4, ParseError> {
     } else {
         0
     };
-    Ok(L4::Gre { version, protocol, call_id })
+    Ok(L4::Gre {
+        version,
+        protocol,
+        call_id,
+    })
 }
 
 #[cfg(test)]
@@ -44,11 +48,22 @@ mod tests {
     fn plain_and_pptp() {
         assert_eq!(
             parse(&[0, 0, 0x08, 0x00]),
-            Ok(L4::Gre { version: 0, protocol: 0x0800, call_id: 0 })
+            Ok(L4::Gre {
+                version: 0,
+                protocol: 0x0800,
+                call_id: 0
+            })
         );
         // Enhanced GRE: K and S set, version 1, PPP, payload 0x20, call id 0x4001.
         let pptp = [0x30, 0x81, 0x88, 0x0b, 0x00, 0x20, 0x40, 0x01, 0, 0, 0, 1];
-        assert_eq!(parse(&pptp), Ok(L4::Gre { version: 1, protocol: 0x880b, call_id: 0x4001 }));
+        assert_eq!(
+            parse(&pptp),
+            Ok(L4::Gre {
+                version: 1,
+                protocol: 0x880b,
+                call_id: 0x4001
+            })
+        );
         assert_eq!(parse(&pptp[..7]), Err(ParseError::TruncatedL4));
         assert_eq!(parse(&[0, 0, 8]), Err(ParseError::TruncatedL4));
     }

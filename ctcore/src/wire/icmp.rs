@@ -39,7 +39,10 @@ pub fn has_id(icmp_type: u8) -> bool {
 
 /// The kernel's `icmp_is_err`.
 pub fn is_error(icmp_type: u8) -> bool {
-    matches!(icmp_type, DEST_UNREACH | SOURCE_QUENCH | REDIRECT | TIME_EXCEEDED | PARAMETER_PROB)
+    matches!(
+        icmp_type,
+        DEST_UNREACH | SOURCE_QUENCH | REDIRECT | TIME_EXCEEDED | PARAMETER_PROB
+    )
 }
 
 /// Parses the ICMP message at `frame[l4_offset..l3_end]`: 8 bytes are needed
@@ -54,8 +57,16 @@ pub(crate) fn parse_v4(frame: &[u8], l4_offset: usize, l3_end: usize) -> Result<
     Ok(L4::Icmp(IcmpInfo {
         icmp_type,
         code: msg[field::CODE],
-        id: if has_id(icmp_type) { be16(msg, field::ID) } else { 0 },
-        inner: if is_error { quoted_v4(frame, l4_offset + field::QUOTED, l3_end) } else { None },
+        id: if has_id(icmp_type) {
+            be16(msg, field::ID)
+        } else {
+            0
+        },
+        inner: if is_error {
+            quoted_v4(frame, l4_offset + field::QUOTED, l3_end)
+        } else {
+            None
+        },
         is_error,
     }))
 }
@@ -130,12 +141,20 @@ fn quoted_ports(family: Family, proto: u8, l4: &[u8]) -> Option<(u16, u16)> {
         }
         (Family::V4, IPPROTO_ICMP) => {
             let h = l4.get(..QUOTED_L4_LEN)?;
-            let id = if has_id(h[field::TYPE]) { be16(h, field::ID) } else { 0 };
+            let id = if has_id(h[field::TYPE]) {
+                be16(h, field::ID)
+            } else {
+                0
+            };
             Some((id, be16(h, field::TYPE)))
         }
         (Family::V6, IPPROTO_ICMPV6) => {
             let h = l4.get(..QUOTED_L4_LEN)?;
-            let id = if super::icmpv6::has_id(h[field::TYPE]) { be16(h, field::ID) } else { 0 };
+            let id = if super::icmpv6::has_id(h[field::TYPE]) {
+                be16(h, field::ID)
+            } else {
+                0
+            };
             Some((id, be16(h, field::TYPE)))
         }
         _ => Some((0, 0)),
@@ -157,19 +176,37 @@ mod tests {
     #[test]
     fn echo() {
         let f = frame_with(&[8, 0, 0xf7, 0xfe, 0x12, 0x34, 0, 1, b'h', b'i']);
-        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else { panic!() };
+        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else {
+            panic!()
+        };
         assert_eq!(
             i,
-            IcmpInfo { icmp_type: 8, code: 0, id: 0x1234, inner: None, is_error: false }
+            IcmpInfo {
+                icmp_type: 8,
+                code: 0,
+                id: 0x1234,
+                inner: None,
+                is_error: false
+            }
         );
         assert_eq!(parse_v4(&f, 20, 27), Err(ParseError::TruncatedL4));
     }
 
     #[test]
     fn id_only_for_query_types() {
-        for (t, id) in [(0u8, 7u16), (13, 7), (17, 7), (18, 7), (9, 0), (19, 0), (3, 0)] {
+        for (t, id) in [
+            (0u8, 7u16),
+            (13, 7),
+            (17, 7),
+            (18, 7),
+            (9, 0),
+            (19, 0),
+            (3, 0),
+        ] {
             let f = frame_with(&[t, 0, 0, 0, 0, 7, 0, 0]);
-            let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else { panic!() };
+            let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else {
+                panic!()
+            };
             assert_eq!(i.id, id, "type {t}");
         }
     }
@@ -181,17 +218,24 @@ mod tests {
         let mut msg = vec![3, 3, 0, 0, 0, 0, 0, 0];
         msg.extend_from_slice(&quote);
         let f = frame_with(&msg);
-        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else { panic!() };
+        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else {
+            panic!()
+        };
         assert!(i.is_error);
         let inner = i.inner.unwrap();
-        assert_eq!((inner.proto, inner.src_port, inner.dst_port), (17, 53124, 53));
+        assert_eq!(
+            (inner.proto, inner.src_port, inner.dst_port),
+            (17, 53124, 53)
+        );
         assert_eq!(inner.src, Addr::from_v4([192, 0, 2, 1]));
         assert_eq!(inner.dst, Addr::from_v4([198, 51, 100, 2]));
         assert_eq!((inner.l3_offset, inner.l4_offset), (28, 48));
 
         // Only 7 bytes of the quoted UDP header: an error without a tuple.
         let f = frame_with(&msg[..msg.len() - 1]);
-        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else { panic!() };
+        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else {
+            panic!()
+        };
         assert!(i.is_error && i.inner.is_none());
     }
 
@@ -202,15 +246,22 @@ mod tests {
         let mut msg = vec![11, 0, 0, 0, 0, 0, 0, 0];
         msg.extend_from_slice(&quote);
         let f = frame_with(&msg);
-        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else { panic!() };
+        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else {
+            panic!()
+        };
         let inner = i.inner.unwrap();
-        assert_eq!((inner.proto, inner.src_port, inner.dst_port), (1, 0xbeef, 0x0800));
+        assert_eq!(
+            (inner.proto, inner.src_port, inner.dst_port),
+            (1, 0xbeef, 0x0800)
+        );
 
         // A quoted GRE header without L4 bytes still yields a portless tuple.
         let mut msg = vec![3, 0, 0, 0, 0, 0, 0, 0];
         msg.extend_from_slice(&header(1000, 47, 0, &[]));
         let f = frame_with(&msg);
-        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else { panic!() };
+        let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else {
+            panic!()
+        };
         let inner = i.inner.unwrap();
         assert_eq!((inner.proto, inner.src_port, inner.dst_port), (47, 0, 0));
     }
@@ -218,16 +269,22 @@ mod tests {
     #[test]
     fn quote_that_is_not_usable() {
         // A quoted non-first fragment, a quoted header cut short, a bad version.
-        for quote in [header(40, 6, 10, &[]), header(40, 6, 0, &[])[..19].to_vec(), {
-            let mut q = header(40, 6, 0, &[]);
-            q[0] = 0x65;
-            q
-        }] {
+        for quote in [
+            header(40, 6, 10, &[]),
+            header(40, 6, 0, &[])[..19].to_vec(),
+            {
+                let mut q = header(40, 6, 0, &[]);
+                q[0] = 0x65;
+                q
+            },
+        ] {
             let mut msg = vec![3, 1, 0, 0, 0, 0, 0, 0];
             msg.extend_from_slice(&quote);
             msg.extend_from_slice(&[0; 8]);
             let f = frame_with(&msg);
-            let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else { panic!() };
+            let Ok(L4::Icmp(i)) = parse_v4(&f, 20, f.len()) else {
+                panic!()
+            };
             assert!(i.is_error && i.inner.is_none());
         }
     }

@@ -106,7 +106,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// `Some` when this is a fragment (MF set or non-zero offset).
     pub fn frag(&self) -> Option<Frag> {
         let (more, offset) = (self.more_frags(), self.frag_offset());
-        (more || offset != 0).then_some(Frag { id: u32::from(self.ident()), offset, more })
+        (more || offset != 0).then_some(Frag {
+            id: u32::from(self.ident()),
+            offset,
+            more,
+        })
     }
 }
 
@@ -170,7 +174,15 @@ pub(crate) mod tests {
         ];
         let ip = Ipv4Packet::new_checked(&h[..]).unwrap();
         assert_eq!((ip.version(), ip.header_len(), ip.total_len()), (4, 20, 84));
-        assert_eq!((ip.ident(), ip.dont_frag(), ip.more_frags(), ip.frag_offset()), (0x4b3c, true, false, 0));
+        assert_eq!(
+            (
+                ip.ident(),
+                ip.dont_frag(),
+                ip.more_frags(),
+                ip.frag_offset()
+            ),
+            (0x4b3c, true, false, 0)
+        );
         assert_eq!((ip.ttl(), ip.protocol()), (64, 1));
         assert_eq!(ip.src_addr(), Addr::from_v4([192, 0, 2, 1]));
         assert_eq!(ip.dst_addr(), Addr::from_v4([192, 0, 2, 2]));
@@ -182,7 +194,10 @@ pub(crate) mod tests {
     fn header_checks_in_kernel_order() {
         let good = header(20, 6, 0, &[]);
         assert!(parse_header(&good).is_ok());
-        assert_eq!(parse_header(&good[..19]).err(), Some(ParseError::TruncatedIp));
+        assert_eq!(
+            parse_header(&good[..19]).err(),
+            Some(ParseError::TruncatedIp)
+        );
 
         let mut v6 = good.clone();
         v6[0] = 0x65;
@@ -193,15 +208,27 @@ pub(crate) mod tests {
         assert_eq!(parse_header(&ihl4).err(), Some(ParseError::BadIpHeaderLen));
 
         let opts = header(24, 6, 0, &[1, 1, 1, 0]);
-        assert_eq!(parse_header(&opts[..22]).err(), Some(ParseError::TruncatedIp));
+        assert_eq!(
+            parse_header(&opts[..22]).err(),
+            Some(ParseError::TruncatedIp)
+        );
         assert_eq!(parse_header(&opts).map(|h| h.l4_rel).ok(), Some(24));
 
         let mut bad_sum = good.clone();
         bad_sum[11] ^= 1;
-        assert_eq!(parse_header(&bad_sum).err(), Some(ParseError::BadIpChecksum));
+        assert_eq!(
+            parse_header(&bad_sum).err(),
+            Some(ParseError::BadIpChecksum)
+        );
 
-        assert_eq!(parse_header(&header(21, 6, 0, &[])).err(), Some(ParseError::BadIpTotalLen));
-        assert_eq!(parse_header(&header(19, 6, 0, &[])).err(), Some(ParseError::BadIpTotalLen));
+        assert_eq!(
+            parse_header(&header(21, 6, 0, &[])).err(),
+            Some(ParseError::BadIpTotalLen)
+        );
+        assert_eq!(
+            parse_header(&header(19, 6, 0, &[])).err(),
+            Some(ParseError::BadIpTotalLen)
+        );
 
         // Trailing Ethernet padding is not part of the packet.
         let mut padded = header(20, 6, 0, &[]);
@@ -212,9 +239,23 @@ pub(crate) mod tests {
     #[test]
     fn fragments() {
         let first = parse_header(&header(20, 17, FLAG_MF, &[])).ok().unwrap();
-        assert_eq!(first.frag, Some(Frag { id: 0x1234, offset: 0, more: true }));
+        assert_eq!(
+            first.frag,
+            Some(Frag {
+                id: 0x1234,
+                offset: 0,
+                more: true
+            })
+        );
         let last = parse_header(&header(20, 17, 185, &[])).ok().unwrap();
-        assert_eq!(last.frag, Some(Frag { id: 0x1234, offset: 1480, more: false }));
+        assert_eq!(
+            last.frag,
+            Some(Frag {
+                id: 0x1234,
+                offset: 1480,
+                more: false
+            })
+        );
         let df = parse_header(&header(20, 17, FLAG_DF, &[])).ok().unwrap();
         assert_eq!(df.frag, None);
     }

@@ -125,7 +125,10 @@ pub struct ExtWalk {
 /// `BadIpv6ExtHeader`.
 pub fn walk_ext(pkt: &[u8]) -> Result<ExtWalk, ParseError> {
     let mut w = ExtWalk {
-        proto: pkt.get(field::NEXT_HEADER).copied().ok_or(ParseError::TruncatedIp)?,
+        proto: pkt
+            .get(field::NEXT_HEADER)
+            .copied()
+            .ok_or(ParseError::TruncatedIp)?,
         l4_rel: HEADER_LEN,
         frag: None,
         final_dst: None,
@@ -147,7 +150,9 @@ pub fn walk_ext(pkt: &[u8]) -> Result<ExtWalk, ParseError> {
             NEXTHDR_AUTH => (usize::from(hdr[ext::HDR_EXT_LEN]) + 2) * 4,
             _ => (usize::from(hdr[ext::HDR_EXT_LEN]) + 1) * 8,
         };
-        let body = pkt.get(off..off + len).ok_or(ParseError::BadIpv6ExtHeader)?;
+        let body = pkt
+            .get(off..off + len)
+            .ok_or(ParseError::BadIpv6ExtHeader)?;
         match w.proto {
             NEXTHDR_FRAGMENT => {
                 let offset_flags = be16(body, ext::FRAG_OFFSET);
@@ -268,14 +273,23 @@ pub(crate) mod tests {
         p[2] = 0x45;
         p[3] = 0x67;
         let ip = Ipv6Packet::new_checked(&p[..]).unwrap();
-        assert_eq!((ip.version(), ip.traffic_class(), ip.flow_label()), (6, 0x0a, 0x34567));
-        assert_eq!((ip.payload_len(), ip.next_header(), ip.hop_limit()), (8, 17, 64));
+        assert_eq!(
+            (ip.version(), ip.traffic_class(), ip.flow_label()),
+            (6, 0x0a, 0x34567)
+        );
+        assert_eq!(
+            (ip.payload_len(), ip.next_header(), ip.hop_limit()),
+            (8, 17, 64)
+        );
         assert_eq!((ip.src_addr(), ip.dst_addr()), (addr(1), addr(2)));
     }
 
     #[test]
     fn header_checks() {
-        assert_eq!(parse_header(&packet(6, &[])[..39]).err(), Some(ParseError::TruncatedIp));
+        assert_eq!(
+            parse_header(&packet(6, &[])[..39]).err(),
+            Some(ParseError::TruncatedIp)
+        );
         let mut v4 = packet(6, &[]);
         v4[0] = 0x40;
         assert_eq!(parse_header(&v4).err(), Some(ParseError::BadIpVersion));
@@ -283,7 +297,10 @@ pub(crate) mod tests {
         long[5] = 9;
         assert_eq!(parse_header(&long).err(), Some(ParseError::BadIpTotalLen));
         // Jumbogram: payload length 0 with a hop-by-hop header.
-        assert_eq!(parse_header(&packet(0, &[])).err(), Some(ParseError::BadIpTotalLen));
+        assert_eq!(
+            parse_header(&packet(0, &[])).err(),
+            Some(ParseError::BadIpTotalLen)
+        );
         // Payload length 0 otherwise is an empty packet, as in ipv6_rcv.
         let h = parse_header(&packet(59, &[])).ok().unwrap();
         assert_eq!((h.l3_len, h.proto, h.l4_rel), (40, 59, 40));
@@ -307,7 +324,14 @@ pub(crate) mod tests {
         let w = walk_ext(&p).unwrap();
         assert_eq!(w.proto, 17);
         assert_eq!(w.l4_rel, 40 + 8 + 24 + 8 + 12 + 8);
-        assert_eq!(w.frag, Some(Frag { id: 0xdeadbeef, offset: 0, more: true }));
+        assert_eq!(
+            w.frag,
+            Some(Frag {
+                id: 0xdeadbeef,
+                offset: 0,
+                more: true
+            })
+        );
         assert_eq!(w.final_dst, Some(addr(9)));
         assert_eq!(w.home_addr, None);
     }
@@ -315,9 +339,19 @@ pub(crate) mod tests {
     #[test]
     fn non_first_fragment_stops_the_walk() {
         // Offset 1480 (185 * 8), no more fragments, then a hop-by-hop that must not be walked.
-        let p = packet(NEXTHDR_FRAGMENT, &[NEXTHDR_HOP, 0, 0x05, 0xc8, 0, 0, 0, 7, 0xff, 0xff]);
+        let p = packet(
+            NEXTHDR_FRAGMENT,
+            &[NEXTHDR_HOP, 0, 0x05, 0xc8, 0, 0, 0, 7, 0xff, 0xff],
+        );
         let w = walk_ext(&p).unwrap();
-        assert_eq!(w.frag, Some(Frag { id: 7, offset: 1480, more: false }));
+        assert_eq!(
+            w.frag,
+            Some(Frag {
+                id: 7,
+                offset: 1480,
+                more: false
+            })
+        );
         assert_eq!((w.proto, w.l4_rel), (NEXTHDR_HOP, 48));
     }
 
@@ -329,7 +363,14 @@ pub(crate) mod tests {
         let w = walk_ext(&packet(NEXTHDR_DEST, &d)).unwrap();
         assert_eq!((w.proto, w.l4_rel, w.home_addr), (6, 64, Some(addr(7))));
         // Pad1s and an option cut by the header's end.
-        let mut d = vec![6, 1, ext::OPT_PAD1, ext::OPT_PAD1, ext::OPT_HOME_ADDRESS, 16];
+        let mut d = vec![
+            6,
+            1,
+            ext::OPT_PAD1,
+            ext::OPT_PAD1,
+            ext::OPT_HOME_ADDRESS,
+            16,
+        ];
         d.extend_from_slice(&addr(7).0[..10]);
         let w = walk_ext(&packet(NEXTHDR_DEST, &d)).unwrap();
         assert_eq!((w.proto, w.l4_rel, w.home_addr), (6, 56, None));
@@ -341,7 +382,10 @@ pub(crate) mod tests {
         let p = packet(NEXTHDR_DEST, &[6, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(walk_ext(&p).err(), Some(ParseError::BadIpv6ExtHeader));
         // Only one byte of a header.
-        assert_eq!(walk_ext(&packet(NEXTHDR_HOP, &[6])).err(), Some(ParseError::BadIpv6ExtHeader));
+        assert_eq!(
+            walk_ext(&packet(NEXTHDR_HOP, &[6])).err(),
+            Some(ParseError::BadIpv6ExtHeader)
+        );
         // Nine destination-options headers.
         let mut payload = vec![];
         for _ in 0..9 {
@@ -353,12 +397,19 @@ pub(crate) mod tests {
         payload.truncate(64);
         payload[56] = NEXTHDR_NONE;
         let p = packet(NEXTHDR_DEST, &payload);
-        assert_eq!(walk_ext(&p).map(|w| (w.proto, w.l4_rel)).ok(), Some((NEXTHDR_NONE, 104)));
+        assert_eq!(
+            walk_ext(&p).map(|w| (w.proto, w.l4_rel)).ok(),
+            Some((NEXTHDR_NONE, 104))
+        );
     }
 
     #[test]
     fn esp_and_no_next_header_end_the_walk() {
-        let w = walk_ext(&packet(NEXTHDR_HOP, &[NEXTHDR_ESP, 0, 1, 4, 0, 0, 0, 0, 1, 2, 3, 4])).unwrap();
+        let w = walk_ext(&packet(
+            NEXTHDR_HOP,
+            &[NEXTHDR_ESP, 0, 1, 4, 0, 0, 0, 0, 1, 2, 3, 4],
+        ))
+        .unwrap();
         assert_eq!((w.proto, w.l4_rel), (NEXTHDR_ESP, 48));
         let w = walk_ext(&packet(NEXTHDR_NONE, &[1, 2, 3])).unwrap();
         assert_eq!((w.proto, w.l4_rel), (NEXTHDR_NONE, 40));

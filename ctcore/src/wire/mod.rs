@@ -25,10 +25,10 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod sctp;
 pub mod tcp;
-pub mod udp;
-pub mod vlan;
 #[cfg(test)]
 mod tests;
+pub mod udp;
+pub mod vlan;
 
 pub use crate::tuple::{Addr, Family};
 use crate::tuple::{
@@ -156,16 +156,34 @@ pub enum L4 {
     None,
     Tcp(TcpInfo),
     /// UDP or UDP-Lite (`Parsed::proto` says which).
-    Udp { src_port: u16, dst_port: u16 },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
     /// ICMP or ICMPv6 (`Parsed::family` says which).
     Icmp(IcmpInfo),
     /// SCTP: ports, verification tag, and a bitmap of the chunk types present
     /// (bit n = chunk type n, for n < 32), plus the first chunk's type and flags.
-    Sctp { src_port: u16, dst_port: u16, vtag: u32, chunk_map: u32, first_chunk: u8, first_flags: u8 },
+    Sctp {
+        src_port: u16,
+        dst_port: u16,
+        vtag: u32,
+        chunk_map: u32,
+        first_chunk: u8,
+        first_flags: u8,
+    },
     /// DCCP: ports and packet type.
-    Dccp { src_port: u16, dst_port: u16, pkt_type: u8 },
+    Dccp {
+        src_port: u16,
+        dst_port: u16,
+        pkt_type: u8,
+    },
     /// GRE: version (0 or 1), protocol, and for version 1 (PPTP) the call id.
-    Gre { version: u8, protocol: u16, call_id: u16 },
+    Gre {
+        version: u8,
+        protocol: u16,
+        call_id: u16,
+    },
     /// Any other protocol: tracked by the generic tracker.
     Other,
 }
@@ -231,7 +249,14 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     p.frag = hdr.frag;
     let first_fragment = hdr.frag.is_some_and(|f| f.more);
     if !matches!(hdr.frag, Some(f) if f.offset != 0) {
-        p.l4 = parse_l4(frame, hdr.family, hdr.proto, l4_offset, l3_end, first_fragment)?;
+        p.l4 = parse_l4(
+            frame,
+            hdr.family,
+            hdr.proto,
+            l4_offset,
+            l3_end,
+            first_fragment,
+        )?;
     }
     Ok(p)
 }

@@ -32,8 +32,13 @@ pub(crate) fn parse(seg: &[u8]) -> Result<L4, ParseError> {
     let (mut first_chunk, mut first_flags) = (0u8, 0u8);
     let mut off = field::CHUNKS;
     for n in 0..MAX_CHUNKS {
-        let Some(chunk) = seg.get(off..off + CHUNK_HEADER_LEN) else { break };
-        let (kind, len) = (chunk[field::CHUNK_TYPE], usize::from(be16(chunk, field::CHUNK_LEN)));
+        let Some(chunk) = seg.get(off..off + CHUNK_HEADER_LEN) else {
+            break;
+        };
+        let (kind, len) = (
+            chunk[field::CHUNK_TYPE],
+            usize::from(be16(chunk, field::CHUNK_LEN)),
+        );
         if n == 0 {
             (first_chunk, first_flags) = (kind, chunk[field::CHUNK_FLAGS]);
         }
@@ -87,7 +92,15 @@ mod tests {
         s.extend_from_slice(&[0, 3, 0, 17]); // DATA, B|E flags, 17 bytes, padded to 20
         s.extend_from_slice(&[0; 16]);
         s.extend_from_slice(&[14, 0, 0, 4]); // SHUTDOWN-COMPLETE
-        let Ok(L4::Sctp { chunk_map, first_chunk, first_flags, .. }) = parse(&s) else { panic!() };
+        let Ok(L4::Sctp {
+            chunk_map,
+            first_chunk,
+            first_flags,
+            ..
+        }) = parse(&s)
+        else {
+            panic!()
+        };
         assert_eq!(chunk_map, (1 << 3) | (1 << 0) | (1 << 14));
         assert_eq!((first_chunk, first_flags), (3, 0));
     }
@@ -95,17 +108,28 @@ mod tests {
     #[test]
     fn bounded_and_short() {
         assert_eq!(parse(&common()[..11]), Err(ParseError::TruncatedL4));
-        let Ok(L4::Sctp { chunk_map, .. }) = parse(&common()) else { panic!() };
+        let Ok(L4::Sctp { chunk_map, .. }) = parse(&common()) else {
+            panic!()
+        };
         assert_eq!(chunk_map, 0);
         // A zero-length chunk must not loop forever.
         let mut s = common();
         s.extend_from_slice(&[6, 0, 0, 0, 7, 0, 0, 4]);
-        let Ok(L4::Sctp { chunk_map, .. }) = parse(&s) else { panic!() };
+        let Ok(L4::Sctp { chunk_map, .. }) = parse(&s) else {
+            panic!()
+        };
         assert_eq!(chunk_map, 1 << 6);
         // Chunk types >= 32 (FORWARD-TSN 192) are not in the map.
         let mut s = common();
         s.extend_from_slice(&[192, 0, 0, 8, 0, 0, 0, 0]);
-        let Ok(L4::Sctp { chunk_map, first_chunk, .. }) = parse(&s) else { panic!() };
+        let Ok(L4::Sctp {
+            chunk_map,
+            first_chunk,
+            ..
+        }) = parse(&s)
+        else {
+            panic!()
+        };
         assert_eq!((chunk_map, first_chunk), (0, 192));
     }
 }

@@ -93,7 +93,10 @@ pub(crate) fn parse(seg: &[u8], offset: usize) -> Result<L4, ParseError> {
         window: tcp.window_len(),
         header_len: header_len as u8,
         payload_len: (seg.len() - header_len) as u16,
-        options: ((offset + field::OPTIONS) as u16, (offset + header_len) as u16),
+        options: (
+            (offset + field::OPTIONS) as u16,
+            (offset + header_len) as u16,
+        ),
     }))
 }
 
@@ -110,9 +113,17 @@ mod tests {
 
     #[test]
     fn syn_fixture() {
-        let Ok(L4::Tcp(t)) = parse(&SYN, 34) else { panic!("SYN did not parse") };
-        assert_eq!((t.src_port, t.dst_port, t.seq, t.ack), (49152, 80, 0x12345678, 0));
-        assert_eq!((t.flags, t.window, t.header_len, t.payload_len), (tcp_flags::SYN, 64240, 28, 0));
+        let Ok(L4::Tcp(t)) = parse(&SYN, 34) else {
+            panic!("SYN did not parse")
+        };
+        assert_eq!(
+            (t.src_port, t.dst_port, t.seq, t.ack),
+            (49152, 80, 0x12345678, 0)
+        );
+        assert_eq!(
+            (t.flags, t.window, t.header_len, t.payload_len),
+            (tcp_flags::SYN, 64240, 28, 0)
+        );
         assert_eq!(t.options, (54, 62));
         assert_eq!(TcpPacket::new_checked(&SYN[..]).unwrap().checksum(), 0xabcd);
     }
@@ -122,7 +133,9 @@ mod tests {
         let mut seg = SYN.to_vec();
         seg[12] = 0x50;
         seg[13] = tcp_flags::ACK | tcp_flags::PSH;
-        let Ok(L4::Tcp(t)) = parse(&seg, 0) else { panic!() };
+        let Ok(L4::Tcp(t)) = parse(&seg, 0) else {
+            panic!()
+        };
         assert_eq!((t.header_len, t.payload_len, t.options), (20, 8, (20, 20)));
     }
 

@@ -65,7 +65,10 @@ pub(crate) fn parse(seg: &[u8], partial: bool) -> Result<L4, ParseError> {
     if !partial && (len < HEADER_LEN || len > seg.len()) {
         return Err(ParseError::BadUdpLen);
     }
-    Ok(L4::Udp { src_port: udp.src_port(), dst_port: udp.dst_port() })
+    Ok(L4::Udp {
+        src_port: udp.src_port(),
+        dst_port: udp.dst_port(),
+    })
 }
 
 /// Like `udplite_error`: a checksum coverage below 8 or past the datagram is
@@ -75,7 +78,10 @@ pub(crate) fn parse_lite(seg: &[u8], partial: bool) -> Result<L4, ParseError> {
     if !partial && udplite_coverage(udp.len_field(), seg.len()).is_none() {
         return Err(ParseError::BadUdpLen);
     }
-    Ok(L4::Udp { src_port: udp.src_port(), dst_port: udp.dst_port() })
+    Ok(L4::Udp {
+        src_port: udp.src_port(),
+        dst_port: udp.dst_port(),
+    })
 }
 
 #[cfg(test)]
@@ -87,7 +93,13 @@ mod tests {
 
     #[test]
     fn udp_fixture() {
-        assert_eq!(parse(&DNS, false), Ok(L4::Udp { src_port: 53124, dst_port: 53 }));
+        assert_eq!(
+            parse(&DNS, false),
+            Ok(L4::Udp {
+                src_port: 53124,
+                dst_port: 53
+            })
+        );
         let u = UdpPacket::new_checked(&DNS[..]).unwrap();
         assert_eq!((u.len_field(), u.checksum()), (12, 0x1234));
     }

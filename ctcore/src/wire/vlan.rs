@@ -20,7 +20,10 @@ const VID_MASK: u16 = 0x0fff;
 
 /// True for the EtherTypes that announce a VLAN tag.
 pub fn is_tag(ethertype: u16) -> bool {
-    matches!(ethertype, ETHERTYPE_8021Q | ETHERTYPE_8021AD | ETHERTYPE_QINQ_9100)
+    matches!(
+        ethertype,
+        ETHERTYPE_8021Q | ETHERTYPE_8021AD | ETHERTYPE_QINQ_9100
+    )
 }
 
 /// A read-only view of one VLAN tag: TCI and the EtherType that follows.
