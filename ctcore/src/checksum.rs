@@ -34,7 +34,7 @@ pub fn pseudo_header(family: Family, src: &Addr, dst: &Addr, proto: u8, len: u32
     };
     let acc = add_words(0, &src.0[..addr_len]);
     let acc = add_words(acc, &dst.0[..addr_len]);
-    fold(acc + u64::from(proto) + u64::from(len))
+    fold(add_carry(add_carry(acc, u64::from(proto)), u64::from(len)))
 }
 
 /// The checksum to store in the upper-layer header `segment` (its checksum
@@ -152,8 +152,7 @@ fn add_words(mut acc: u64, data: &[u8]) -> u64 {
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let (s, carry) = acc.overflowing_add(w);
-        acc = s + u64::from(carry);
+        acc = add_carry(acc, w);
     }
     let mut tail = 0u64;
     let mut pairs = chunks.remainder().chunks_exact(2);
@@ -163,7 +162,13 @@ fn add_words(mut acc: u64, data: &[u8]) -> u64 {
     if let [last] = pairs.remainder() {
         tail += u64::from(*last) << 8;
     }
-    let (s, carry) = acc.overflowing_add(tail);
+    add_carry(acc, tail)
+}
+
+/// One's-complement addition modulo 2^64 - 1 (end-around carry). Never
+/// overflows: `s` is at most 2^64 - 2 when `carry` is set.
+fn add_carry(acc: u64, w: u64) -> u64 {
+    let (s, carry) = acc.overflowing_add(w);
     s + u64::from(carry)
 }
 
@@ -210,6 +215,17 @@ mod tests {
         );
         assert_eq!(sum(&[]), 0);
         assert_eq!(sum(&[0xab]), 0xab00);
+    }
+
+    #[test]
+    fn pseudo_header_of_all_ones_addresses() {
+        // Found by the l4_checksum_ok fuzz target: the 64-bit accumulator is
+        // all ones here, and adding the protocol overflowed.
+        let ones = Addr([0xff; 16]);
+        let by_words = reference_sum(&[[0xff; 32].as_slice(), &[0, 0, 0, 20, 0, 0, 0, 6]].concat());
+        assert_eq!(pseudo_header(Family::V6, &ones, &ones, 6, 20), by_words);
+        assert_eq!(sum(&[0xff; 64]), 0xffff);
+        assert_eq!(sum(&[0xff; 63]), 0xff00);
     }
 
     #[test]
@@ -271,6 +287,24 @@ mod tests {
         #[test]
         fn sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..1500)) {
             prop_assert_eq!(sum(&data), reference_sum(&data));
+        }
+
+        #[test]
+        fn pseudo_header_matches_reference(
+            src in prop_oneof![Just([0xff; 16]), any::<[u8; 16]>()],
+            dst in prop_oneof![Just([0xff; 16]), any::<[u8; 16]>()],
+            proto in any::<u8>(), len in any::<u16>(),
+        ) {
+            let mut v6 = src.to_vec();
+            v6.extend_from_slice(&dst);
+            v6.extend_from_slice(&u32::from(len).to_be_bytes());
+            v6.extend_from_slice(&[0, 0, 0, proto]);
+            prop_assert_eq!(pseudo_header(Family::V6, &Addr(src), &Addr(dst), proto, u32::from(len)), reference_sum(&v6));
+            let mut v4 = src[..4].to_vec();
+            v4.extend_from_slice(&dst[..4]);
+            v4.extend_from_slice(&[0, proto]);
+            v4.extend_from_slice(&len.to_be_bytes());
+            prop_assert_eq!(pseudo_header(Family::V4, &Addr(src), &Addr(dst), proto, u32::from(len)), reference_sum(&v4));
         }
 
         #[test]

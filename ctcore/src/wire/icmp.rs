@@ -102,7 +102,8 @@ pub(crate) fn quoted_v4(frame: &[u8], off: usize, end: usize) -> Option<InnerTup
 
 /// The tuple of the IPv6 datagram quoted at `frame[off..end]`: the fixed header,
 /// the extension headers (walked within the bytes present; the quoted payload
-/// length is not looked at), then the quoted L4 header as for IPv4.
+/// length is not looked at), then the quoted L4 header as for IPv4. A quoted
+/// non-first fragment or No Next Header gives no tuple.
 pub(crate) fn quoted_v6(frame: &[u8], off: usize, end: usize) -> Option<InnerTuple> {
     let q = frame.get(off..end)?;
     let ip = ipv6::Ipv6Packet::new_checked(q).ok()?;
@@ -110,7 +111,8 @@ pub(crate) fn quoted_v6(frame: &[u8], off: usize, end: usize) -> Option<InnerTup
         return None;
     }
     let w = ipv6::walk_ext(q).ok()?;
-    if w.frag.is_some_and(|f| f.offset != 0) {
+    // ipv6_skip_exthdr fails on No Next Header: the kernel gets no tuple.
+    if w.frag.is_some_and(|f| f.offset != 0) || w.proto == ipv6::NEXTHDR_NONE {
         return None;
     }
     let l4_offset = off + w.l4_rel;

@@ -356,6 +356,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn routing_header_final_destination() {
+        let rh = |kind: u8, left: u8, addrs: &[u8]| {
+            let mut h = vec![6, (addrs.len() * 2) as u8, kind, left, 0, 0, 0, 0];
+            for a in addrs {
+                h.extend_from_slice(&addr(*a).0);
+            }
+            walk_ext(&packet(NEXTHDR_ROUTING, &h)).map(|w| w.final_dst)
+        };
+        assert_eq!(
+            rh(0, 2, &[3, 4]),
+            Ok(Some(addr(4))),
+            "type 0: the last address"
+        );
+        assert_eq!(
+            rh(0, 0, &[3, 4]),
+            Ok(None),
+            "no segments left: the header's destination"
+        );
+        assert_eq!(
+            rh(2, 1, &[5]),
+            Ok(Some(addr(5))),
+            "type 2: the home address"
+        );
+        assert_eq!(rh(4, 1, &[6, 7]), Ok(Some(addr(6))), "SRH: Segment List[0]");
+        assert_eq!(rh(3, 1, &[8]), Ok(None), "RPL (compressed) is not decoded");
+    }
+
+    #[test]
     fn home_address_option() {
         // PadN (4 bytes), then the Home Address option: 24 bytes in all.
         let mut d = vec![6, 2, 1, 2, 0, 0, ext::OPT_HOME_ADDRESS, 16];

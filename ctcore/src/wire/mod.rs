@@ -3,7 +3,7 @@
 //! `ParseError`, never a panic.
 //!
 //! CONTRACT (the engine relies on it):
-//! - `parse(frame)` walks Ethernet, up to two VLAN tags (0x8100 / 0x88a8, QinQ),
+//! - `parse(frame)` walks Ethernet, up to two VLAN tags (0x8100 / 0x88a8 / 0x9100, QinQ),
 //!   IPv4 (options, fragments) or IPv6 (hop-by-hop, routing, fragment,
 //!   destination options, AH walked until the upper-layer protocol), then the
 //!   L4 header of the protocol when present (not for non-first fragments).
@@ -15,6 +15,19 @@
 //!   length, else `ParseError::TruncatedL4` (the kernel's skb_header_pointer fails).
 //! - ICMP / ICMPv6 error messages carry the quoted datagram's tuple fields in
 //!   `IcmpInfo::inner` (only the first 8 bytes of the quoted L4 header are needed).
+//!
+//! How the engine should read a `Parsed` (details on `parse`):
+//! - Fragments: `frag.is_some_and(|f| f.offset != 0)` means no L4 header
+//!   (`L4::None`); `frag` with `more` is a first fragment whose L4 header is
+//!   complete. An IPv6 atomic fragment (`offset == 0 && !more`) is a whole datagram.
+//! - ICMP errors: `is_error` with `inner == None` means the quote was unusable
+//!   (cut short, a non-first fragment, No Next Header); the kernel then finds
+//!   no related connection. Quoted protocols without ports (GRE, ESP, ...) give
+//!   a tuple with ports 0, as the kernel's generic tracker does.
+//! - IPv6 No Next Header (59) and ESP (50) are `L4::Other` with that `proto`
+//!   (the kernel does not track 59 at all: `ipv6_skip_exthdr` fails).
+//! - Views over each header (`ipv4::Ipv4Packet`, `tcp::TcpPacket`, ...) name
+//!   every field offset once, in the `field` module of each submodule.
 
 pub mod build;
 pub mod dccp;

@@ -106,6 +106,25 @@ mod tests {
     }
 
     #[test]
+    fn walk_stops_after_max_chunks() {
+        let mut s = common();
+        for kind in 0..MAX_CHUNKS as u8 {
+            s.extend_from_slice(&[kind % 2, 0, 0, 4]);
+        }
+        s.extend_from_slice(&[9, 0, 0, 4]); // ERROR, one past the bound
+        let Ok(L4::Sctp { chunk_map, .. }) = parse(&s) else {
+            panic!()
+        };
+        assert_eq!(chunk_map, 0b11);
+        s.truncate(s.len() - 8);
+        s.extend_from_slice(&[9, 0, 0, 4]);
+        let Ok(L4::Sctp { chunk_map, .. }) = parse(&s) else {
+            panic!()
+        };
+        assert_eq!(chunk_map, 0b11 | 1 << 9);
+    }
+
+    #[test]
     fn bounded_and_short() {
         assert_eq!(parse(&common()[..11]), Err(ParseError::TruncatedL4));
         let Ok(L4::Sctp { chunk_map, .. }) = parse(&common()) else {
