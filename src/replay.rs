@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use ctcore::conn::Conn;
-use ctcore::engine::{CtResult, Decision, Engine, EngineConfig, Pkt, Tunables};
+use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
 use ctcore::forward::{classify, RouteClass};
 use ctcore::listing::format_conn;
 use ctcore::policy::{Action, Policy};
@@ -85,6 +85,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             0
         };
         let pkts = [Pkt {
+            in_port: 0,
             frame: &rec.data,
             zone,
         }];
@@ -98,7 +99,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 RouteClass::Drop(_) => Decision::Drop,
                 RouteClass::Forward | RouteClass::Local => {
                     match policy.evaluate(0, 1, r.ctinfo).0 {
-                        Action::Accept => Decision::Accept,
+                        Action::Accept => Decision::Accept(Egress::NONE),
                         Action::Drop => Decision::Drop,
                     }
                 }

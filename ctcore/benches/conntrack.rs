@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ctcore::conn::{Conn, ProtoState};
-use ctcore::engine::{CtResult, Decision, Engine, EngineConfig, Pkt, Tunables, Worker};
+use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables, Worker};
 use ctcore::proto::{udp, Outcome};
 use ctcore::timeout::Timeouts;
 use ctcore::tuple::{Addr, Family, Tuple};
@@ -80,7 +80,7 @@ fn tuple_of(f: &[u8]) -> Tuple {
         L4::Udp { src_port, dst_port } => (src_port, dst_port),
         _ => unreachable!(),
     };
-    Tuple { src: p.src, dst: p.dst, src_port: sp, dst_port: dp, proto: p.proto, family: p.family, zone: 0 }
+    Tuple { src: p.src, dst: p.dst, src_port: sp, dst_port: dp, proto: p.proto, family: p.family, zone: 0, in_port: 0 }
 }
 
 /// A deterministic shuffle (xorshift), so runs are comparable.
@@ -106,8 +106,8 @@ fn engine(cap: u32) -> Engine {
 fn feed(e: &Engine, w: &mut Worker, now: u64, frames: &[Vec<u8>]) {
     let mut out = [CtResult::default(); BURST];
     for chunk in frames.chunks(BURST) {
-        let pkts: Vec<Pkt<'_>> = chunk.iter().map(|f| Pkt { frame: f, zone: 0 }).collect();
-        e.process_burst(w, now, &pkts, &mut out[..pkts.len()], |_, _| Decision::Accept);
+        let pkts: Vec<Pkt<'_>> = chunk.iter().map(|f| Pkt { frame: f, zone: 0, in_port: 0 }).collect();
+        e.process_burst(w, now, &pkts, &mut out[..pkts.len()], |_, _| Decision::Accept(Egress::NONE));
     }
 }
 
@@ -118,7 +118,7 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
         return false;
     }
     let L4::Udp { src_port, dst_port } = p.l4 else { return false };
-    let key = Tuple { src: p.src, dst: p.dst, src_port, dst_port, proto: p.proto, family: p.family, zone: 0 };
+    let key = Tuple { src: p.src, dst: p.dst, src_port, dst_port, proto: p.proto, family: p.family, zone: 0, in_port: 0 };
     match map.get_mut(&key) {
         Some(mut c) => {
             let ProtoState::Stream { stream_ts_ms } = c.proto else { return false };
@@ -164,8 +164,8 @@ fn established(c: &mut Criterion) {
                     if i + BURST > frames.len() {
                         i = 0;
                     }
-                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt { frame: &frames[i + k.min(frames.len() - 1 - i)], zone: 0 });
-                    e.process_burst(&mut w, 2, &pkts, &mut out, |_, _| Decision::Accept);
+                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt { frame: &frames[i + k.min(frames.len() - 1 - i)], zone: 0, in_port: 0 });
+                    e.process_burst(&mut w, 2, &pkts, &mut out, |_, _| Decision::Accept(Egress::NONE));
                     i += BURST;
                 })
             });

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::checksum;
+use crate::nat::alloc::{self, Rng};
+use crate::nat::rewrite::Rewrite;
+use crate::nat::Nat;
 use crate::conn::{Conn, CtInfo, ProtoState, Status};
 use crate::event::{EventBuf, EventKind};
 use crate::proto::sctp::{SctpOutcome, SctpState};
@@ -56,6 +59,8 @@ pub struct EngineConfig {
 pub struct Pkt<'a> {
     pub frame: &'a [u8],
     pub zone: u16,
+    /// The ingress port (NAT and policy rules match on it).
+    pub in_port: u16,
 }
 
 /// A reference to a connection that stays valid while the connection lives:
@@ -77,8 +82,18 @@ pub struct CtResult {
     pub conn: Option<ConnHandle>,
     /// Why the packet is INVALID, if it is.
     pub invalid_reason: Option<&'static str>,
-    /// Set when conntrack itself dropped the packet (table full, clash).
+    /// Set when conntrack itself dropped the packet (table full, clash, no NAT port).
     pub ct_drop: Option<&'static str>,
+    /// The translation to apply to this packet, if its connection is NATed.
+    pub rewrite: Option<Rewrite>,
+}
+
+impl CtResult {
+    /// The destination the packet will have after translation: what routing uses.
+    pub fn route_dst(&self) -> Option<wire::Addr> {
+        let p = self.parsed.as_ref().ok()?;
+        Some(self.rewrite.and_then(|r| r.dst).map(|(a, _)| a).unwrap_or(p.dst))
+    }
 }
 
 impl Default for CtResult {
@@ -90,14 +105,28 @@ impl Default for CtResult {
             conn: None,
             invalid_reason: None,
             ct_drop: None,
+            rewrite: None,
         }
     }
+}
+
+/// Where an accepted packet leaves: the egress port and its address of the
+/// packet's family (what MASQUERADE translates to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Egress {
+    pub port: u16,
+    pub addr: Option<wire::Addr>,
+}
+
+impl Egress {
+    /// Port 0, no address: for callers without ports (tests, NAT-less replay).
+    pub const NONE: Egress = Egress { port: 0, addr: None };
 }
 
 /// The caller's verdict on a packet before confirmation (routing + policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    Accept,
+    Accept(Egress),
     Drop,
 }
 
@@ -144,6 +173,12 @@ impl FragEntry {
 pub struct Worker {
     pub stats: CtStats,
     pub events: EventBuf,
+    /// New connections dropped because NAT found no free port / id.
+    pub nat_out_of_ports: u64,
+    /// RSS steering for NAT: a reply tuple is acceptable only if this says it
+    /// reaches this worker (the appliance installs its Toeplitz key and RETA).
+    pub reply_steering: Option<Box<dyn Fn(&Tuple) -> bool + Send>>,
+    rng: Rng,
     tun: Tunables,
     tun_gen: u64,
     frags: Box<[FragEntry]>,
@@ -154,6 +189,9 @@ pub struct Engine {
     table: Table,
     tunables: Mutex<Tunables>,
     tunables_gen: AtomicU64,
+    nat: Option<Nat>,
+    seed: u64,
+    workers: AtomicU64,
 }
 
 fn frag_key(p: &Parsed, f: &Frag, zone: u16) -> FragKey {
@@ -182,10 +220,18 @@ fn frag_slot(k: &FragKey) -> usize {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
+        Engine::with_nat(cfg, None)
+    }
+
+    /// An engine that also translates, by `nat`'s rules.
+    pub fn with_nat(cfg: EngineConfig, nat: Option<Nat>) -> Engine {
         Engine {
             table: Table::new(cfg.capacity_conns, cfg.seed),
             tunables: Mutex::new(cfg.tunables),
             tunables_gen: AtomicU64::new(0),
+            nat,
+            seed: cfg.seed,
+            workers: AtomicU64::new(0),
         }
     }
 
@@ -205,9 +251,13 @@ impl Engine {
 
     /// A worker context with room for `event_capacity` buffered events.
     pub fn worker(&self, event_capacity: usize) -> Worker {
+        let n = self.workers.fetch_add(1, Ordering::Relaxed);
         Worker {
             stats: CtStats::default(),
             events: EventBuf::new(event_capacity),
+            nat_out_of_ports: 0,
+            reply_steering: None,
+            rng: Rng::new(self.seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             tun: self.tunables(),
             tun_gen: self.tunables_gen.load(Ordering::Acquire),
             frags: vec![FragEntry::default(); FRAG_SLOTS].into_boxed_slice(),
@@ -227,22 +277,19 @@ impl Engine {
     /// (routing and policy), and confirms a new connection only if the verdict
     /// is `Accept`. `results[i]` gets the outcome; `ct_drop` is set if conntrack
     /// itself had to drop an accepted packet (table full).
-    pub fn process_burst<F>(
-        &self,
-        w: &mut Worker,
-        now_ms: u64,
-        pkts: &[Pkt<'_>],
-        results: &mut [CtResult],
-        mut decide: F,
-    ) where
+    pub fn process_burst<F>(&self, w: &mut Worker, now_ms: u64, pkts: &[Pkt<'_>], results: &mut [CtResult], mut decide: F)
+    where
         F: FnMut(usize, &CtResult) -> Decision,
     {
         self.refresh_tunables(w);
         for (i, pkt) in pkts.iter().enumerate() {
-            let (mut res, pending, park) = self.track(w, now_ms, pkt);
+            let (mut res, mut pending, park) = self.track(w, now_ms, pkt);
+            if let Some(c) = pending.as_mut() {
+                self.nat_prerouting(c, pkt.in_port, &mut res);
+            }
             let d = decide(i, &res);
-            if let Some(conn) = pending {
-                if d == Decision::Accept {
+            if let (Some(mut conn), Decision::Accept(egress)) = (pending, d) {
+                if self.nat_postrouting(w, &mut conn, pkt.in_port, egress, &mut res) {
                     match park {
                         Some(slot) => w.frags[slot].pending = Some(conn),
                         None => self.confirm(w, now_ms, conn, &mut res),
@@ -251,6 +298,49 @@ impl Engine {
             }
             results[i] = res;
         }
+    }
+
+    /// Destination NAT for a new connection (before routing).
+    fn nat_prerouting(&self, c: &mut Conn, in_port: u16, res: &mut CtResult) {
+        let Some(nat) = &self.nat else { return };
+        if c.status.has(Status::DST_NAT_DONE) {
+            return;
+        }
+        nat.prerouting(c, in_port);
+        c.status.set(Status::DST_NAT_DONE);
+        res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
+    }
+
+    /// Source NAT for a new connection (after routing). False if the packet must
+    /// be dropped (no free port).
+    #[cold]
+    fn nat_postrouting(&self, w: &mut Worker, c: &mut Conn, in_port: u16, egress: Egress, res: &mut CtResult) -> bool {
+        let Some(nat) = &self.nat else { return true };
+        if c.status.has(Status::SRC_NAT_DONE) {
+            return true;
+        }
+        c.status.set(Status::SRC_NAT_DONE);
+        let Some(rule) = nat.postrouting_rule(c, in_port, egress.port) else { return true };
+        let steer = w.reply_steering.take();
+        let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
+        let r = alloc::snat(&self.table, c, rule, egress.addr, &mut w.rng, &accept);
+        w.reply_steering = steer;
+        match r {
+            Ok(()) => {
+                rule.hits.fetch_add(1, Ordering::Relaxed);
+                res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
+                true
+            }
+            Err(_) => {
+                w.nat_out_of_ports += 1;
+                res.ct_drop = Some("nat_out_of_ports");
+                false
+            }
+        }
+    }
+
+    pub fn nat(&self) -> Option<&Nat> {
+        self.nat.as_ref()
     }
 
     /// Notes a fragment's bytes in its datagram's reassembly entry; returns the slot.
@@ -430,9 +520,11 @@ impl Engine {
                     }
                     if kill {
                         let dead = l.remove(local);
+                        res.rewrite = Rewrite::for_packet(&dead, dir, false);
                         w.events.push(EventKind::Destroy, now_ms, &dead);
                     } else {
                         let c = *l.conn(local);
+                        res.rewrite = Rewrite::for_packet(&c, dir, false);
                         res.conn = Some(ConnHandle {
                             stripe: home,
                             local,
@@ -451,6 +543,7 @@ impl Engine {
                         c.status.set(Status::SEEN_REPLY);
                     }
                     res.dir = dir;
+                    res.rewrite = Rewrite::for_packet(c, dir, false);
                     res.conn = Some(ConnHandle {
                         stripe: home,
                         local,
@@ -710,6 +803,7 @@ impl Engine {
             CtInfo::Related
         };
         res.dir = dir;
+        res.rewrite = Rewrite::for_packet(c, dir, true);
         res.conn = Some(ConnHandle {
             stripe: l.stripe(),
             local,
@@ -744,6 +838,7 @@ impl Engine {
             account(&mut conn, dir, p);
             res.ctinfo = CtInfo::New;
             res.dir = dir;
+            res.rewrite = Rewrite::for_packet(&conn, dir, false);
             if e.complete() {
                 w.frags[slot].pending = None;
                 return Some(conn);
@@ -759,6 +854,7 @@ impl Engine {
                 account(c, dir, p);
                 res.ctinfo = ctinfo_for(c, dir);
                 res.dir = dir;
+                res.rewrite = Rewrite::for_packet(c, dir, false);
                 res.conn = Some(ConnHandle {
                     stripe: home,
                     local,
@@ -940,7 +1036,7 @@ mod tests {
 
     fn run(e: &Engine, w: &mut Worker, now: u64, f: &[u8], d: Decision) -> CtResult {
         let mut out = [CtResult::default()];
-        e.process_burst(w, now, &[Pkt { frame: f, zone: 0 }], &mut out, |_, _| d);
+        e.process_burst(w, now, &[Pkt { frame: f, zone: 0, in_port: 0 }], &mut out, |_, _| d);
         out[0]
     }
 
@@ -960,7 +1056,7 @@ mod tests {
             &mut w,
             0,
             &tcp(true, SYN, 100, 0, b""),
-            Decision::Accept,
+            Decision::Accept(Egress::NONE),
         );
         assert_eq!(r.ctinfo, CtInfo::New);
         assert!(r.conn.is_some());
@@ -969,7 +1065,7 @@ mod tests {
             &mut w,
             1,
             &tcp(false, SYN | ACK, 500, 101, b""),
-            Decision::Accept,
+            Decision::Accept(Egress::NONE),
         );
         assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
         let r = run(
@@ -977,7 +1073,7 @@ mod tests {
             &mut w,
             2,
             &tcp(true, ACK, 101, 501, b""),
-            Decision::Accept,
+            Decision::Accept(Egress::NONE),
         );
         assert_eq!(r.ctinfo, CtInfo::Established);
         let c = only_conn(&e);
@@ -988,21 +1084,21 @@ mod tests {
             &mut w,
             3,
             &tcp(true, FIN | ACK, 101, 501, b""),
-            Decision::Accept,
+            Decision::Accept(Egress::NONE),
         );
         run(
             &e,
             &mut w,
             4,
             &tcp(false, FIN | ACK, 501, 102, b""),
-            Decision::Accept,
+            Decision::Accept(Egress::NONE),
         );
         run(
             &e,
             &mut w,
             5,
             &tcp(true, ACK, 102, 502, b""),
-            Decision::Accept,
+            Decision::Accept(Egress::NONE),
         );
         let c = only_conn(&e);
         assert!(matches!(c.proto, ProtoState::Tcp(t) if t.state == TcpConntrack::TimeWait));
@@ -1029,7 +1125,7 @@ mod tests {
             &mut w,
             0,
             &tcp(false, SYN | ACK, 500, 101, b""),
-            Decision::Accept,
+            Decision::Accept(Egress::NONE),
         );
         assert_eq!(r.ctinfo, CtInfo::Invalid);
         assert!(e.table().is_empty());
@@ -1050,7 +1146,7 @@ mod tests {
                 payload: b"q",
             },
         );
-        run(&e, &mut w, 0, &udp, Decision::Accept);
+        run(&e, &mut w, 0, &udp, Decision::Accept(Egress::NONE));
         // Port unreachable from the server quoting the datagram.
         let quoted = &udp[14..14 + 28];
         let err = frame(
@@ -1066,7 +1162,7 @@ mod tests {
                 payload: quoted,
             },
         );
-        let r = run(&e, &mut w, 1, &err, Decision::Accept);
+        let r = run(&e, &mut w, 1, &err, Decision::Accept(Egress::NONE));
         assert_eq!(r.ctinfo, CtInfo::RelatedReply);
         // The same error to a third host is INVALID.
         let stray = frame(
@@ -1083,7 +1179,7 @@ mod tests {
             },
         );
         assert_eq!(
-            run(&e, &mut w, 1, &stray, Decision::Accept).ctinfo,
+            run(&e, &mut w, 1, &stray, Decision::Accept(Egress::NONE)).ctinfo,
             CtInfo::Invalid
         );
         assert_eq!(e.table().len(), 1);
@@ -1104,14 +1200,14 @@ mod tests {
                 payload: b"q",
             },
         );
-        run(&e, &mut w, 0, &udp, Decision::Accept);
+        run(&e, &mut w, 0, &udp, Decision::Accept(Egress::NONE));
         let mut cursor = 0;
         assert_eq!(e.gc_step(&mut w, 29_999, &mut cursor, 1 << 20), 0);
         assert_eq!(e.gc_step(&mut w, 30_000, &mut cursor, 1 << 20), 1);
         assert!(e.table().is_empty());
         // An expired entry found by lookup is replaced by a new connection.
-        run(&e, &mut w, 40_000, &udp, Decision::Accept);
-        let r = run(&e, &mut w, 80_000, &udp, Decision::Accept);
+        run(&e, &mut w, 40_000, &udp, Decision::Accept(Egress::NONE));
+        let r = run(&e, &mut w, 80_000, &udp, Decision::Accept(Egress::NONE));
         assert_eq!(r.ctinfo, CtInfo::New);
         assert_eq!(w.stats.expired, 2);
     }
@@ -1132,7 +1228,7 @@ mod tests {
                     payload: b"q",
                 },
             );
-            let r = run(&e, &mut w, 0, &udp, Decision::Accept);
+            let r = run(&e, &mut w, 0, &udp, Decision::Accept(Egress::NONE));
             assert!(r.ct_drop.is_none(), "packet {i} dropped: {:?}", r.ct_drop);
         }
         assert_eq!(e.table().len(), 16);
@@ -1155,7 +1251,7 @@ mod tests {
                     *b = x as u8;
                 }
             }
-            run(&e, &mut w, len as u64, &f, Decision::Accept);
+            run(&e, &mut w, len as u64, &f, Decision::Accept(Egress::NONE));
         }
     }
 }

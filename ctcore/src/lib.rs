@@ -9,6 +9,7 @@ pub mod engine;
 pub mod event;
 pub mod forward;
 pub mod listing;
+pub mod nat;
 pub mod policy;
 pub mod proto;
 pub mod stats;

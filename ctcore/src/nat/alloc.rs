@@ -1,0 +1,142 @@
+//! Source NAT bindings: the address from the rule's range and a port (or ICMP
+//! id) that makes the reply tuple unique in the table — the kernel's
+//! get_unique_tuple / nf_nat_l4proto_unique_tuple: keep the original port when
+//! it is free, else search the range from a random start (RFC 6056), a bounded
+//! number of attempts, halving them in each further round.
+
+use std::sync::atomic::Ordering;
+
+use super::{has_ports, is_icmp_echo, Action, Rule};
+use crate::conn::{Conn, Status};
+use crate::table::Table;
+use crate::tuple::{Addr, Family, Tuple};
+
+/// The kernel's NF_NAT_MAX_ATTEMPTS.
+pub const MAX_PORT_ATTEMPTS: u32 = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("no free port in the NAT range")]
+    OutOfPorts,
+    #[error("masquerade: the egress port has no address of this family")]
+    NoAddress,
+    #[error("the rule's addresses are of the other family")]
+    FamilyMismatch,
+}
+
+/// A worker's random source for port search starts (xorshift64*).
+#[derive(Debug, Clone, Copy)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+}
+
+/// The address at `index` of an inclusive range.
+fn addr_in_range(family: Family, lo: &Addr, hi: &Addr, pick: u64) -> Addr {
+    match family {
+        Family::V4 => {
+            let (a, b) = (u32::from_be_bytes(lo.v4_octets()), u32::from_be_bytes(hi.v4_octets()));
+            let size = (b - a) as u64 + 1;
+            Addr::from_v4((a + (pick % size) as u32).to_be_bytes())
+        }
+        Family::V6 => {
+            let (a, b) = (u128::from_be_bytes(lo.0), u128::from_be_bytes(hi.0));
+            let size = (b - a).saturating_add(1);
+            Addr((a + (pick as u128 % size)).to_be_bytes())
+        }
+    }
+}
+
+/// The port range to search when the rule names none (nf_nat_l4proto_unique_tuple):
+/// privileged ports stay privileged.
+fn default_range(orig_port: u16, icmp: bool) -> (u16, u16) {
+    if icmp {
+        (0, u16::MAX)
+    } else if orig_port < 512 {
+        (1, 511)
+    } else if orig_port < 1024 {
+        (600, 1023)
+    } else {
+        (1024, u16::MAX)
+    }
+}
+
+/// Chooses the source NAT binding for a new connection `c` under `rule` and
+/// writes it into the reply tuple (setting SRC_NAT). `egress_addr` is the egress
+/// port's address (for masquerade); `accept` may veto candidates (RSS steering:
+/// the reply must reach this worker's queue).
+pub fn snat(table: &Table, c: &mut Conn, rule: &Rule, egress_addr: Option<Addr>, rng: &mut Rng, accept: &dyn Fn(&Tuple) -> bool) -> Result<(), AllocError> {
+    let orig = c.tuples[0];
+    let (addr, ports, random) = match &rule.action {
+        Action::Snat { family, addrs, ports, random, persistent } => {
+            if *family != orig.family {
+                return Err(AllocError::FamilyMismatch);
+            }
+            // find_best_ips_proto: a hash of the source (and destination unless
+            // persistent) picks the address, so a client keeps its address.
+            let key = Tuple { src: orig.src, dst: if *persistent { Addr::default() } else { orig.dst }, src_port: 0, dst_port: 0, proto: 0, family: orig.family, zone: 0 };
+            (addr_in_range(orig.family, &addrs.0, &addrs.1, key.hash(0x5a17)), *ports, *random)
+        }
+        Action::Masquerade { ports, random } => (egress_addr.ok_or(AllocError::NoAddress)?, *ports, *random),
+        _ => return Ok(()),
+    };
+    let mut cand = c.tuples[1];
+    cand.dst = addr;
+    let icmp = is_icmp_echo(orig.proto);
+    if !has_ports(orig.proto) && !icmp {
+        // Address-only translation (GRE, generic protocols).
+        return take(table, c, cand, accept).ok_or(AllocError::OutOfPorts);
+    }
+    // The field NAT changes: the destination port of the reply, or the id.
+    let orig_port = orig.src_port;
+    let set = |t: &mut Tuple, p: u16| {
+        if icmp {
+            t.src_port = p;
+        } else {
+            t.dst_port = p;
+        }
+    };
+    let (lo, hi) = ports.unwrap_or_else(|| default_range(orig_port, icmp));
+    if !random && (lo..=hi).contains(&orig_port) {
+        set(&mut cand, orig_port);
+        if take(table, c, cand, accept).is_some() {
+            return Ok(());
+        }
+    }
+    let size = hi as u32 - lo as u32 + 1;
+    let mut attempts = size.min(MAX_PORT_ATTEMPTS);
+    loop {
+        let mut off = rng.next_u32();
+        for _ in 0..attempts {
+            set(&mut cand, (lo as u32 + off % size) as u16);
+            if take(table, c, cand, accept).is_some() {
+                return Ok(());
+            }
+            off = off.wrapping_add(1);
+        }
+        attempts /= 2;
+        if attempts < 16 {
+            rule.out_of_ports.fetch_add(1, Ordering::Relaxed);
+            return Err(AllocError::OutOfPorts);
+        }
+    }
+}
+
+/// Takes `cand` as the reply tuple if no connection uses it (nf_nat_used_tuple).
+fn take(table: &Table, c: &mut Conn, cand: Tuple, accept: &dyn Fn(&Tuple) -> bool) -> Option<()> {
+    if !accept(&cand) || table.contains(&cand) {
+        return None;
+    }
+    c.tuples[1] = cand;
+    c.status.set(Status::SRC_NAT);
+    Some(())
+}
