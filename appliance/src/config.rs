@@ -421,7 +421,7 @@ impl Config {
             v.push("--no-pci".to_owned());
         }
         if !self.eal_args.iter().any(|a| a.starts_with("--log-level")) {
-            v.push("--log-level=*:warning".to_owned());
+            v.push("--log-level=*:error".to_owned());
         }
         v.extend(self.eal_args.iter().cloned());
         v

@@ -162,6 +162,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             mac: p.mac.as_deref().map(|m| parse_mac(m).expect("validated")),
         };
         let port = Port::setup(&eal, *id, &conf, &pool)?;
+        if conf.mac.is_some() && !port.info().mac_set {
+            tracing::info!(port = %p.name, "the PMD cannot change its MAC address: the configured one is used in software");
+        }
         let info = port.info();
         let link = port.link();
         tracing::info!(
@@ -204,7 +207,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             let info = port.info();
             pctx.push(PortCtx {
                 id: info.id,
-                mac: info.mac,
+                mac: cfg.ports[pi].mac_addr().unwrap_or(info.mac),
                 rxq: (wi < info.rx_queues as usize).then_some(QueueId(wi as u16)),
                 txq: QueueId(wi as u16),
                 v4: cfg.ports[pi].ipv4.as_ref().and_then(v4_u32),
@@ -276,7 +279,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         port_reports.push(PortReport {
             name: p.name.clone(),
             driver: port.info().driver.clone(),
-            mac: format_mac(&port.info().mac),
+            mac: format_mac(&p.mac_addr().unwrap_or(port.info().mac)),
             ipackets: s.ipackets,
             opackets: s.opackets,
             imissed: s.imissed,

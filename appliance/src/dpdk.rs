@@ -396,6 +396,8 @@ pub struct PortInfo {
     /// RSS hash functions enabled (0 if RSS is off: one RX queue, or the PMD has none).
     pub rss_hf: u64,
     pub socket: i32,
+    /// True if the MAC of `PortConf::mac` was set on the device.
+    pub mac_set: bool,
 }
 
 /// Link state.
@@ -512,13 +514,14 @@ impl Port {
                 return Err(port_err(id, "rte_eth_tx_queue_setup", ret));
             }
         }
+        let mut mac_set = false;
         if let Some(mac) = conf.mac {
             let mut addr = sys::rte_ether_addr { addr_bytes: mac };
             // SAFETY: addr is a valid pointer for the call.
             let ret = unsafe { sys::rte_eth_dev_default_mac_addr_set(id.0, &mut addr) };
-            if ret != 0 {
-                return Err(port_err(id, "setting the MAC address", ret));
-            }
+            // Virtual PMDs (net_pcap, net_af_packet) cannot change their MAC;
+            // the caller then uses the configured one in software (see PortInfo::mac_set).
+            mac_set = ret == 0;
         }
         // SAFETY: all queues are set up.
         let ret = unsafe { sys::rte_eth_dev_start(id.0) };
@@ -545,6 +548,7 @@ impl Port {
                 tx_queues: conf.tx_queues,
                 rss_hf,
                 socket,
+                mac_set,
             },
         })
     }
