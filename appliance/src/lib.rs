@@ -13,6 +13,7 @@ pub mod control;
 pub mod dpdk;
 pub mod neigh;
 pub mod net;
+pub mod pcap;
 pub mod pipeline;
 pub mod route;
 pub mod stats;
