@@ -53,11 +53,18 @@ fn main() {
             .args(["--cflags", "libdpdk"])
             .output()
             .expect("pkg-config ran a moment ago");
-        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     };
 
     let mut build = cc::Build::new();
-    build.file("shim/ct_shim.c").include("shim").opt_level(3).warnings(false);
+    build
+        .file("shim/ct_shim.c")
+        .include("shim")
+        .opt_level(3)
+        .warnings(false);
     for flag in &cflags {
         build.flag(flag);
     }
@@ -85,5 +92,7 @@ fn main() {
             std::process::exit(1);
         });
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    bindings.write_to_file(out.join("bindings.rs")).expect("OUT_DIR is writable");
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("OUT_DIR is writable");
 }

@@ -70,13 +70,22 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
 }
 
 fn seconds(v: Option<f64>, what: &str) -> anyhow::Result<Option<Duration>> {
-    v.map(|s| Duration::try_from_secs_f64(s).with_context(|| format!("{what} must be a non-negative number of seconds")))
-        .transpose()
+    v.map(|s| {
+        Duration::try_from_secs_f64(s)
+            .with_context(|| format!("{what} must be a non-negative number of seconds"))
+    })
+    .transpose()
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config, duration, stats_interval, stats_json, xstats } => {
+        Command::Run {
+            config,
+            duration,
+            stats_interval,
+            stats_json,
+            xstats,
+        } => {
             let cfg = load(config.as_ref())?;
             let opts = RunOptions {
                 duration: seconds(duration, "--duration")?,
@@ -91,9 +100,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { file } => {
             let cfg = Config::load(&file)?;
             println!("{}: OK", file.display());
-            println!("  lcores: main {}, workers {:?}; mempool {} mbufs", cfg.main_lcore, cfg.workers, cfg.mempool_mbufs);
+            println!(
+                "  lcores: main {}, workers {:?}; mempool {} mbufs",
+                cfg.main_lcore, cfg.workers, cfg.mempool_mbufs
+            );
             for p in &cfg.ports {
-                let addrs: Vec<String> = [p.ipv4, p.ipv6].iter().flatten().map(|a| a.to_string()).collect();
+                let addrs: Vec<String> = [p.ipv4, p.ipv6]
+                    .iter()
+                    .flatten()
+                    .map(|a| a.to_string())
+                    .collect();
                 println!("  port {}: {} [{}]", p.name, p.devargs, addrs.join(", "));
             }
             for r in &cfg.routes {
@@ -117,7 +133,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

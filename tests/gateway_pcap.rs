@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use appliance::pcap::{self, Frame};
+use appliance::pcap;
 use support::*;
 
 const GW_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -39,7 +39,20 @@ fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
 
 fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, proto: u8, payload: &[u8]) -> Vec<u8> {
     let len = 20 + payload.len();
-    let mut h = vec![0x45, 0, (len >> 8) as u8, len as u8, 0x12, 0x34, 0x40, 0, ttl, proto, 0, 0];
+    let mut h = vec![
+        0x45,
+        0,
+        (len >> 8) as u8,
+        len as u8,
+        0x12,
+        0x34,
+        0x40,
+        0,
+        ttl,
+        proto,
+        0,
+        0,
+    ];
     h.extend_from_slice(&src);
     h.extend_from_slice(&dst);
     let c = csum(&h);
@@ -90,6 +103,10 @@ fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u
     a
 }
 
+fn read_pcap(path: &std::path::Path) -> Vec<pcap::Record> {
+    pcap::parse(&std::fs::read(path).unwrap()).unwrap()
+}
+
 fn v6(s: &str) -> u128 {
     u128::from(s.parse::<std::net::Ipv6Addr>().unwrap())
 }
@@ -126,14 +143,32 @@ fn pcap_in_pcap_out() {
     let h_b = [198, 51, 100, 10];
     let payload = b"ctgate forwards this";
 
-    let udp4 = eth(GW_A, HOST_A, 0x0800, &ipv4(h_a, h_b, 64, 17, &udp(1000, 2000, payload)));
+    let udp4 = eth(
+        GW_A,
+        HOST_A,
+        0x0800,
+        &ipv4(h_a, h_b, 64, 17, &udp(1000, 2000, payload)),
+    );
     let tcp4 = {
         // A TCP SYN (checksum left as built: the forwarder must not touch L4).
-        let mut t = vec![0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0xab, 0xcd, 0, 0];
+        let mut t = vec![
+            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0xab, 0xcd, 0, 0,
+        ];
         t.extend_from_slice(b"");
         eth(GW_A, HOST_A, 0x0800, &ipv4(h_a, h_b, 5, 6, &t))
     };
-    let udp6 = eth(GW_A, HOST_A, 0x86dd, &ipv6(v6("2001:db8:1::10"), v6("2001:db8:2::10"), 64, 17, &udp(1, 2, payload)));
+    let udp6 = eth(
+        GW_A,
+        HOST_A,
+        0x86dd,
+        &ipv6(
+            v6("2001:db8:1::10"),
+            v6("2001:db8:2::10"),
+            64,
+            17,
+            &udp(1, 2, payload),
+        ),
+    );
     let bad_csum = {
         let mut f = udp4.clone();
         f[14 + 10] ^= 0x55;
@@ -150,21 +185,81 @@ fn pcap_in_pcap_out() {
         f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
         f
     };
-    let ttl1 = eth(GW_A, HOST_A, 0x0800, &ipv4(h_a, h_b, 1, 17, &udp(1000, 2000, payload)));
-    let ping = eth(GW_A, HOST_A, 0x0800, &ipv4(h_a, gw_a, 64, 1, &icmp_echo(0x77, 1, b"abcdefgh")));
-    let no_route = eth(GW_A, HOST_A, 0x0800, &ipv4(h_a, [10, 9, 9, 9], 64, 17, &udp(1, 2, payload)));
-    let other_host = eth(OTHER, HOST_A, 0x0800, &ipv4(h_a, h_b, 64, 17, &udp(1, 2, payload)));
-    let arp_req = eth([0xff; 6], HOST_A, 0x0806, &arp(1, HOST_A, h_a, [0; 6], gw_a));
-    let unresolved = eth(GW_A, HOST_A, 0x0800, &ipv4(h_a, [203, 0, 113, 5], 64, 17, &udp(1, 2, payload)));
-    let hop1_v6 = eth(GW_A, HOST_A, 0x86dd, &ipv6(v6("2001:db8:1::10"), v6("2001:db8:2::10"), 1, 17, &udp(1, 2, payload)));
+    let ttl1 = eth(
+        GW_A,
+        HOST_A,
+        0x0800,
+        &ipv4(h_a, h_b, 1, 17, &udp(1000, 2000, payload)),
+    );
+    let ping = eth(
+        GW_A,
+        HOST_A,
+        0x0800,
+        &ipv4(h_a, gw_a, 64, 1, &icmp_echo(0x77, 1, b"abcdefgh")),
+    );
+    let no_route = eth(
+        GW_A,
+        HOST_A,
+        0x0800,
+        &ipv4(h_a, [10, 9, 9, 9], 64, 17, &udp(1, 2, payload)),
+    );
+    let other_host = eth(
+        OTHER,
+        HOST_A,
+        0x0800,
+        &ipv4(h_a, h_b, 64, 17, &udp(1, 2, payload)),
+    );
+    let arp_req = eth(
+        [0xff; 6],
+        HOST_A,
+        0x0806,
+        &arp(1, HOST_A, h_a, [0; 6], gw_a),
+    );
+    let unresolved = eth(
+        GW_A,
+        HOST_A,
+        0x0800,
+        &ipv4(h_a, [203, 0, 113, 5], 64, 17, &udp(1, 2, payload)),
+    );
+    let hop1_v6 = eth(
+        GW_A,
+        HOST_A,
+        0x86dd,
+        &ipv6(
+            v6("2001:db8:1::10"),
+            v6("2001:db8:2::10"),
+            1,
+            17,
+            &udp(1, 2, payload),
+        ),
+    );
     let lldp = eth([0x01, 0x80, 0xc2, 0, 0, 0x0e], HOST_A, 0x88cc, &[0u8; 46]);
 
     let input = [
-        &udp4, &tcp4, &udp6, &bad_csum, &truncated, &ttl1, &ping, &no_route, &other_host, &arp_req, &unresolved, &hop1_v6, &lldp,
+        &udp4,
+        &tcp4,
+        &udp6,
+        &bad_csum,
+        &truncated,
+        &ttl1,
+        &ping,
+        &no_route,
+        &other_host,
+        &arp_req,
+        &unresolved,
+        &hop1_v6,
+        &lldp,
     ];
-    let frames: Vec<Frame> = input.iter().enumerate().map(|(i, f)| Frame { ts_ns: i as u64 * 1000, data: f.to_vec() }).collect();
-    pcap::write(&dir.path("in.pcap"), &frames).unwrap();
-    pcap::write(&dir.path("empty.pcap"), &[]).unwrap();
+    let mut w = pcap::Writer::new(Vec::new()).unwrap();
+    for (i, f) in input.iter().enumerate() {
+        w.write(i as u64 * 1000, f.len() as u32, f).unwrap();
+    }
+    std::fs::write(dir.path("in.pcap"), w.finish().unwrap()).unwrap();
+    std::fs::write(
+        dir.path("empty.pcap"),
+        pcap::Writer::new(Vec::new()).unwrap().finish().unwrap(),
+    )
+    .unwrap();
 
     let config = format!(
         r#"
@@ -217,34 +312,62 @@ port = "b"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ctgate failed: {}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "ctgate failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
 
     // Port B: the three routed packets, then the ARP request for the unresolved next hop.
-    let out_b: Vec<Vec<u8>> = pcap::read(&dir.path("out_b.pcap")).unwrap().into_iter().map(|f| f.data).collect();
+    let out_b: Vec<Vec<u8>> = read_pcap(&dir.path("out_b.pcap"))
+        .into_iter()
+        .map(|f| f.data)
+        .collect();
     assert_eq!(out_b.len(), 4, "port b sent {out_b:02x?}");
     assert_eq!(out_b[0], routed_v4(&udp4, HOST_B, GW_B));
     assert_eq!(out_b[1], routed_v4(&tcp4, HOST_B, GW_B));
     assert_eq!(out_b[1][14 + 8], 4, "TTL 5 -> 4");
     assert_eq!(csum(&out_b[0][14..34]), 0, "IPv4 header checksum verifies");
     assert_eq!(out_b[2], routed_v6(&udp6, HOST_B, GW_B));
-    let mut want_arp = eth([0xff; 6], GW_B, 0x0806, &arp(1, GW_B, [198, 51, 100, 1], [0; 6], [198, 51, 100, 20]));
+    let mut want_arp = eth(
+        [0xff; 6],
+        GW_B,
+        0x0806,
+        &arp(1, GW_B, [198, 51, 100, 1], [0; 6], [198, 51, 100, 20]),
+    );
     want_arp.resize(60, 0);
     assert_eq!(out_b[3], want_arp);
 
     // Port A: the ARP reply (ARP is answered while the burst is classified,
     // before the IP packets go through the pipeline), then time exceeded for
     // the TTL 1 packet, the echo reply, and ICMPv6 time exceeded.
-    let out_a: Vec<Vec<u8>> = pcap::read(&dir.path("out_a.pcap")).unwrap().into_iter().map(|f| f.data).collect();
+    let out_a: Vec<Vec<u8>> = read_pcap(&dir.path("out_a.pcap"))
+        .into_iter()
+        .map(|f| f.data)
+        .collect();
     assert_eq!(out_a.len(), 4, "port a sent {out_a:02x?}");
     let te = &out_a[1];
     assert_eq!(&te[0..12], &[HOST_A, GW_A].concat()[..]);
     assert_eq!(&te[14 + 12..14 + 20], &[gw_a, h_a].concat()[..]);
     assert_eq!(csum(&te[14..34]), 0);
-    assert_eq!((te[34], te[35]), (11, 0), "ICMP time exceeded, TTL exceeded in transit");
+    assert_eq!(
+        (te[34], te[35]),
+        (11, 0),
+        "ICMP time exceeded, TTL exceeded in transit"
+    );
     assert_eq!(csum(&te[34..]), 0, "ICMP checksum verifies");
-    assert_eq!(&te[42..], &ttl1[14..14 + 28], "quotes the IP header and 8 bytes");
+    assert_eq!(
+        &te[42..],
+        &ttl1[14..14 + 28],
+        "quotes the IP header and 8 bytes"
+    );
 
-    let mut want_reply = eth(HOST_A, GW_A, 0x0800, &ipv4(gw_a, h_a, 64, 1, &icmp_echo(0x77, 1, b"abcdefgh")));
+    let mut want_reply = eth(
+        HOST_A,
+        GW_A,
+        0x0800,
+        &ipv4(gw_a, h_a, 64, 1, &icmp_echo(0x77, 1, b"abcdefgh")),
+    );
     want_reply[34] = 0; // ICMP type 0: echo reply
     let c = {
         let mut m = want_reply[34..].to_vec();
@@ -262,7 +385,11 @@ port = "b"
     assert_eq!(te6[14 + 6], 58);
     assert_eq!(&te6[14 + 8..14 + 24], &v6("2001:db8:1::1").to_be_bytes());
     assert_eq!(te6[54], 3, "ICMPv6 time exceeded");
-    assert_eq!(&te6[62..], &hop1_v6[14..], "quotes the whole (small) packet");
+    assert_eq!(
+        &te6[62..],
+        &hop1_v6[14..],
+        "quotes the whole (small) packet"
+    );
 
     // The counters: every packet accounted for under its reason.
     let s = stats(&dir.path("stats.json"));
@@ -281,6 +408,12 @@ port = "b"
     assert_eq!(d["unsupported"], 1);
     assert_eq!(d["no_neighbour"], 1);
     assert_eq!(t["tx"], 8);
-    assert_eq!(t["rx"].as_u64().unwrap() + t["generated"].as_u64().unwrap(), t["tx"].as_u64().unwrap() + t["dropped"].as_u64().unwrap());
-    assert!(stdout.contains("accounting: rx 13 + created 3 = tx 8 + freed 8 (+ 0 unaccounted)"), "{stdout}");
+    assert_eq!(
+        t["rx"].as_u64().unwrap() + t["generated"].as_u64().unwrap(),
+        t["tx"].as_u64().unwrap() + t["dropped"].as_u64().unwrap()
+    );
+    assert!(
+        stdout.contains("accounting: rx 13 + created 3 = tx 8 + freed 8 (+ 0 unaccounted)"),
+        "{stdout}"
+    );
 }

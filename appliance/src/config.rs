@@ -33,7 +33,11 @@ pub enum ConfigError {
     #[error("cannot read config {path}: {reason}")]
     Read { path: String, reason: String },
     #[error("config {path}, line {line}: {reason}")]
-    Syntax { path: String, line: usize, reason: String },
+    Syntax {
+        path: String,
+        line: usize,
+        reason: String,
+    },
     #[error("config: {0}")]
     Invalid(String),
 }
@@ -54,11 +58,19 @@ impl Prefix {
     pub fn network_u128(&self) -> (u128, u128) {
         match self.addr {
             IpAddr::V4(a) => {
-                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len)
+                };
                 ((u32::from(a) & mask) as u128, mask as u128)
             }
             IpAddr::V6(a) => {
-                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - self.len) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len)
+                };
                 (u128::from(a) & mask, mask)
             }
         }
@@ -77,9 +89,15 @@ impl Prefix {
 impl FromStr for Prefix {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?} is not address/prefix-length (e.g. 192.0.2.1/24)"))?;
-        let addr: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IP address"))?;
-        let len: u8 = l.parse().map_err(|_| format!("{l:?} is not a prefix length"))?;
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not address/prefix-length (e.g. 192.0.2.1/24)"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| format!("{l:?} is not a prefix length"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if len > max {
             return Err(format!("prefix length {len} > {max} in {s:?}"));
@@ -115,13 +133,17 @@ pub fn parse_mac(s: &str) -> Result<Mac, String> {
     }
     let mut m = [0u8; 6];
     for (i, p) in parts.iter().enumerate() {
-        m[i] = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+        m[i] = u8::from_str_radix(p, 16)
+            .map_err(|_| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
     }
     Ok(m)
 }
 
 pub fn format_mac(m: &Mac) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// One port.
@@ -160,7 +182,13 @@ impl PortConfig {
     /// The device name DPDK gives the port: the vdev name (before the first
     /// comma), or the PCI address with the domain added when missing.
     pub fn device_name(&self) -> String {
-        let name = self.devargs.split(',').next().unwrap_or("").trim().to_owned();
+        let name = self
+            .devargs
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
         if self.is_pci() && name.matches(':').count() == 1 {
             format!("0000:{name}")
         } else {
@@ -175,7 +203,9 @@ impl PortConfig {
     }
 
     pub fn mac_addr(&self) -> Option<Mac> {
-        self.mac.as_deref().map(|m| parse_mac(m).expect("validated"))
+        self.mac
+            .as_deref()
+            .map(|m| parse_mac(m).expect("validated"))
     }
 }
 
@@ -269,16 +299,25 @@ ipv6 = "2001:db8:2::1/64"
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(0);
-            ConfigError::Syntax { path: origin.to_owned(), line, reason: e.message().replace('\n', " ") }
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(0);
+            ConfigError::Syntax {
+                path: origin.to_owned(),
+                line,
+                reason: e.message().replace('\n', " "),
+            }
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -291,34 +330,55 @@ impl Config {
 
     fn validate(&mut self) -> Result<(), ConfigError> {
         if self.ports.is_empty() {
-            return Err(invalid("no [[port]]: add at least one (see README, Configuration reference)"));
+            return Err(invalid(
+                "no [[port]]: add at least one (see README, Configuration reference)",
+            ));
         }
         if self.ports.len() > MAX_PORTS {
-            return Err(invalid(format!("{} ports configured, at most {MAX_PORTS} are supported", self.ports.len())));
+            return Err(invalid(format!(
+                "{} ports configured, at most {MAX_PORTS} are supported",
+                self.ports.len()
+            )));
         }
         if self.workers.is_empty() {
-            return Err(invalid("workers is empty: list at least one worker lcore, e.g. workers = [1]"));
+            return Err(invalid(
+                "workers is empty: list at least one worker lcore, e.g. workers = [1]",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for w in &self.workers {
             if *w == self.main_lcore {
-                return Err(invalid(format!("lcore {w} is both main_lcore and a worker: give workers other lcores")));
+                return Err(invalid(format!(
+                    "lcore {w} is both main_lcore and a worker: give workers other lcores"
+                )));
             }
             if !seen.insert(*w) {
                 return Err(invalid(format!("lcore {w} is listed twice in workers")));
             }
             if *w >= 128 {
-                return Err(invalid(format!("lcore {w} is out of range (DPDK's RTE_MAX_LCORE is 128)")));
+                return Err(invalid(format!(
+                    "lcore {w} is out of range (DPDK's RTE_MAX_LCORE is 128)"
+                )));
             }
         }
         if self.mempool_mbufs < 1024 {
-            return Err(invalid(format!("mempool_mbufs = {} is too small: use at least 1024", self.mempool_mbufs)));
+            return Err(invalid(format!(
+                "mempool_mbufs = {} is too small: use at least 1024",
+                self.mempool_mbufs
+            )));
         }
         if self.neighbour_queue == 0 || self.neighbour_queue > MAX_NEIGH_QUEUE {
-            return Err(invalid(format!("neighbour_queue must be 1..={MAX_NEIGH_QUEUE}")));
+            return Err(invalid(format!(
+                "neighbour_queue must be 1..={MAX_NEIGH_QUEUE}"
+            )));
         }
         for a in &self.eal_args {
-            if a == "-l" || a.starts_with("--lcores") || a == "-c" || a.starts_with("--main-lcore") || a == "--vdev" {
+            if a == "-l"
+                || a.starts_with("--lcores")
+                || a == "-c"
+                || a.starts_with("--main-lcore")
+                || a == "--vdev"
+            {
                 return Err(invalid(format!(
                     "eal_args must not contain {a:?}: ctgate derives lcores from workers/main_lcore and vdevs from [[port]] devargs"
                 )));
@@ -342,22 +402,34 @@ impl Config {
                 )));
             }
             if p.ipv4.is_none() && p.ipv6.is_none() {
-                return Err(invalid(format!("port {:?}: give it an ipv4 and/or ipv6 address/prefix", p.name)));
+                return Err(invalid(format!(
+                    "port {:?}: give it an ipv4 and/or ipv6 address/prefix",
+                    p.name
+                )));
             }
             if let Some(v4) = p.ipv4 {
                 if !v4.addr.is_ipv4() {
-                    return Err(invalid(format!("port {:?}: ipv4 = {v4} is not IPv4", p.name)));
+                    return Err(invalid(format!(
+                        "port {:?}: ipv4 = {v4} is not IPv4",
+                        p.name
+                    )));
                 }
             }
             if let Some(v6) = p.ipv6 {
                 if !v6.addr.is_ipv6() {
-                    return Err(invalid(format!("port {:?}: ipv6 = {v6} is not IPv6", p.name)));
+                    return Err(invalid(format!(
+                        "port {:?}: ipv6 = {v6} is not IPv6",
+                        p.name
+                    )));
                 }
             }
             if let Some(m) = &p.mac {
                 let mac = parse_mac(m).map_err(|e| invalid(format!("port {:?}: {e}", p.name)))?;
                 if mac[0] & 1 != 0 {
-                    return Err(invalid(format!("port {:?}: mac {m} is a multicast address", p.name)));
+                    return Err(invalid(format!(
+                        "port {:?}: mac {m} is a multicast address",
+                        p.name
+                    )));
                 }
             }
         }
@@ -369,13 +441,22 @@ impl Config {
         }
         for r in &self.routes {
             let Some(port) = self.ports.iter().find(|p| p.name == r.port) else {
-                return Err(invalid(format!("route {}: no port named {:?}", r.prefix, r.port)));
+                return Err(invalid(format!(
+                    "route {}: no port named {:?}",
+                    r.prefix, r.port
+                )));
             };
             if let Some(via) = r.via {
                 if via.is_ipv4() != r.prefix.addr.is_ipv4() {
-                    return Err(invalid(format!("route {}: via {via} is another address family", r.prefix)));
+                    return Err(invalid(format!(
+                        "route {}: via {via} is another address family",
+                        r.prefix
+                    )));
                 }
-                let connected = [port.ipv4, port.ipv6].into_iter().flatten().any(|p| p.contains(via));
+                let connected = [port.ipv4, port.ipv6]
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p.contains(via));
                 if !connected {
                     return Err(invalid(format!(
                         "route {}: next hop {via} is not in a prefix of port {:?}: the next hop must be on the port's link",
@@ -386,7 +467,10 @@ impl Config {
         }
         for n in &self.neighbours {
             if !self.ports.iter().any(|p| p.name == n.port) {
-                return Err(invalid(format!("neighbour {}: no port named {:?}", n.ip, n.port)));
+                return Err(invalid(format!(
+                    "neighbour {}: no port named {:?}",
+                    n.ip, n.port
+                )));
             }
             parse_mac(&n.mac).map_err(|e| invalid(format!("neighbour {}: {e}", n.ip)))?;
         }
@@ -404,7 +488,11 @@ impl Config {
         lcores.extend(&self.workers);
         let mut v = vec![
             "-l".to_owned(),
-            lcores.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+            lcores
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             format!("--main-lcore={}", self.main_lcore),
         ];
         let mut any_pci = false;
@@ -481,10 +569,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let e = Config::parse("workers = [1]\n[[port]]\ndevargs = 3\n", "x.toml").unwrap_err().to_string();
+        let e = Config::parse("workers = [1]\n[[port]]\ndevargs = 3\n", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("config x.toml, line 3:"), "{e}");
         assert!(!e.contains('\n'));
-        let e = Config::parse("bogus = 1\n", "x.toml").unwrap_err().to_string();
+        let e = Config::parse("bogus = 1\n", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
     }
 
@@ -499,20 +591,41 @@ mod tests {
             ("eal_args = [\"-l\", \"0\"]\n", "must not contain"),
         ];
         for (pre, want) in cases {
-            let e = Config::parse(&format!("{pre}{base}"), "t").unwrap_err().to_string();
+            let e = Config::parse(&format!("{pre}{base}"), "t")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{pre}: {e}");
         }
-        let e = Config::parse("[[port]]\ndevargs=\"net_null0\"\n", "t").unwrap_err().to_string();
-        assert!(e.contains("ipv4 and/or ipv6"), "{e}");
-        let e = Config::parse(&format!("{base}[[route]]\nprefix=\"203.0.113.0/24\"\nvia=\"198.51.100.2\"\nport=\"a\"\n"), "t")
+        let e = Config::parse("[[port]]\ndevargs=\"net_null0\"\n", "t")
             .unwrap_err()
             .to_string();
+        assert!(e.contains("ipv4 and/or ipv6"), "{e}");
+        let e = Config::parse(
+            &format!(
+                "{base}[[route]]\nprefix=\"203.0.113.0/24\"\nvia=\"198.51.100.2\"\nport=\"a\"\n"
+            ),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not in a prefix"), "{e}");
-        let e = Config::parse(&format!("{base}[[route]]\nprefix=\"203.0.113.0/24\"\nport=\"b\"\n"), "t").unwrap_err().to_string();
+        let e = Config::parse(
+            &format!("{base}[[route]]\nprefix=\"203.0.113.0/24\"\nport=\"b\"\n"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no port named"), "{e}");
-        let e = Config::parse("[[port]]\ndevargs=\"eth0\"\nipv4=\"192.0.2.1/24\"\n", "t").unwrap_err().to_string();
+        let e = Config::parse("[[port]]\ndevargs=\"eth0\"\nipv4=\"192.0.2.1/24\"\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("neither a PCI address"), "{e}");
-        let e = Config::parse("[[port]]\ndevargs=\"net_null0\"\nipv4=\"192.0.2.1/33\"\n", "t").unwrap_err().to_string();
+        let e = Config::parse(
+            "[[port]]\ndevargs=\"net_null0\"\nipv4=\"192.0.2.1/33\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("prefix length 33"), "{e}");
     }
 
@@ -529,7 +642,10 @@ mod tests {
         };
         assert!(p.is_pci());
         assert_eq!(p.device_name(), "0000:01:00.0");
-        let v = PortConfig { devargs: "net_pcap0,rx_pcap=a:b.pcap".into(), ..p };
+        let v = PortConfig {
+            devargs: "net_pcap0,rx_pcap=a:b.pcap".into(),
+            ..p
+        };
         assert!(!v.is_pci());
         assert_eq!(v.device_name(), "net_pcap0");
     }

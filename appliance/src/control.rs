@@ -72,9 +72,15 @@ pub struct PortReport {
 
 fn preflight(cfg: &Config) -> Result<(), RunError> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next()).unwrap_or("0");
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("0");
     if uid != "0" {
-        return Err(RunError::Preflight("ctgate needs root for DPDK (hugepages, raw sockets, devices): run it with sudo".into()));
+        return Err(RunError::Preflight(
+            "ctgate needs root for DPDK (hugepages, raw sockets, devices): run it with sudo".into(),
+        ));
     }
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
     let cpus = parse_cpu_list(online.trim());
@@ -92,7 +98,10 @@ fn preflight(cfg: &Config) -> Result<(), RunError> {
         return Ok(());
     }
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs")) {
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
+    {
         return Err(RunError::Preflight(
             "no hugetlbfs is mounted: run `sudo scripts/setup.sh` (or `mount -t hugetlbfs nodev /dev/hugepages`), or add \"--no-huge\" to eal_args".into(),
         ));
@@ -150,7 +159,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         ids.push(eal.port_by_name(&p.device_name(), &p.devargs)?);
     }
     let socket = eal.lcore_socket(LcoreId(cfg.workers[0]));
-    let pool = Arc::new(Mempool::new(&eal, "ctgate_pool", cfg.mempool_mbufs, 256, socket)?);
+    let pool = Arc::new(Mempool::new(
+        &eal,
+        "ctgate_pool",
+        cfg.mempool_mbufs,
+        256,
+        socket,
+    )?);
     let nworkers = cfg.workers.len() as u16;
     let mut ports = Vec::new();
     for (p, id) in cfg.ports.iter().zip(&ids) {
@@ -193,7 +208,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 1, term.clone()).map_err(RunError::Signal)?;
+        signal_hook::flag::register_conditional_shutdown(sig, 1, term.clone())
+            .map_err(RunError::Signal)?;
         signal_hook::flag::register(sig, term.clone()).map_err(RunError::Signal)?;
     }
 
@@ -304,10 +320,18 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     if let Some(e) = worker_err {
         return Err(e);
     }
-    let report = Report { totals, ports: port_reports, seconds, tsc_hz };
+    let report = Report {
+        totals,
+        ports: port_reports,
+        seconds,
+        tsc_hz,
+    };
     if let Some(path) = &opts.stats_json {
         let json = serde_json::to_string_pretty(&report).expect("plain data serialises");
-        std::fs::write(path, json).map_err(|e| RunError::Write { path: path.display().to_string(), reason: e.to_string() })?;
+        std::fs::write(path, json).map_err(|e| RunError::Write {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(report)
 }
@@ -326,18 +350,49 @@ impl Report {
                 p.name, p.driver, p.mac, t.rx_per_port[i], t.tx_per_port[i], p.ipackets, p.opackets, p.imissed, p.ierrors, p.oerrors
             );
         }
-        let _ = writeln!(s, "  forwarded {}   echo replies {}   icmp errors {}", t.forwarded, t.echo_replies_sent, t.icmp_errors_sent);
+        let _ = writeln!(
+            s,
+            "  forwarded {}   echo replies {}   icmp errors {}",
+            t.forwarded, t.echo_replies_sent, t.icmp_errors_sent
+        );
         let _ = writeln!(
             s,
             "  arp: requests sent {} replies sent {}   nd: solicits sent {} adverts sent {}   queued for a neighbour {}",
             t.arp_requests_sent, t.arp_replies_sent, t.nd_solicits_sent, t.nd_adverts_sent, t.neigh_queued
         );
-        let drops: Vec<String> = t.drops.iter().filter(|(_, v)| **v != 0).map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(s, "  dropped {} ({})", t.dropped, if drops.is_empty() { "none".into() } else { drops.join(", ") });
+        let drops: Vec<String> = t
+            .drops
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  dropped {} ({})",
+            t.dropped,
+            if drops.is_empty() {
+                "none".into()
+            } else {
+                drops.join(", ")
+            }
+        );
         if t.busy_packets > 0 {
-            let _ = writeln!(s, "  cycles/packet {:.1} (busy cycles over packets, {} workers)", t.busy_cycles as f64 / t.busy_packets as f64, cfg.workers.len());
+            let _ = writeln!(
+                s,
+                "  cycles/packet {:.1} (busy cycles over packets, {} workers)",
+                t.busy_cycles as f64 / t.busy_packets as f64,
+                cfg.workers.len()
+            );
         }
-        let _ = write!(s, "  accounting: rx {} + created {} = tx {} + freed {} (+ {} unaccounted)", t.rx, t.generated, t.tx, t.dropped, t.unaccounted());
+        let _ = write!(
+            s,
+            "  accounting: rx {} + created {} = tx {} + freed {} (+ {} unaccounted)",
+            t.rx,
+            t.generated,
+            t.tx,
+            t.dropped,
+            t.unaccounted()
+        );
         s
     }
 }

@@ -35,10 +35,16 @@ pub enum DpdkError {
     #[error("DPDK found no port named {name:?} (from devargs {devargs:?}): check the devargs string and that its PMD is installed (apt-get install dpdk)")]
     PortNotFound { name: String, devargs: String },
     #[error("port {port}: {what} failed: {reason}")]
-    Port { port: u16, what: &'static str, reason: String },
+    Port {
+        port: u16,
+        what: &'static str,
+        reason: String,
+    },
     #[error("mempool {name}: creation failed ({reason}): reserve more hugepages (scripts/setup.sh) or lower mempool_mbufs")]
     Mempool { name: String, reason: String },
-    #[error("lcore {lcore}: launch failed ({reason}): is it listed in the EAL core list and idle?")]
+    #[error(
+        "lcore {lcore}: launch failed ({reason}): is it listed in the EAL core list and idle?"
+    )]
     Launch { lcore: u32, reason: String },
     #[error("string contains a NUL byte: {0:?}")]
     Nul(String),
@@ -60,7 +66,11 @@ fn strerror(err: c_int) -> String {
 }
 
 fn port_err(port: PortId, what: &'static str, ret: c_int) -> DpdkError {
-    DpdkError::Port { port: port.0, what, reason: strerror(ret) }
+    DpdkError::Port {
+        port: port.0,
+        what,
+        reason: strerror(ret),
+    }
 }
 
 /// The DPDK runtime version string (e.g. "DPDK 22.11.11").
@@ -97,7 +107,10 @@ impl Eal {
         // rte_eal_init may permute argv and keeps pointers into it: leak it on
         // purpose (once per process).
         let owned: &'static mut [CString] = owned.leak();
-        let argv: Vec<*mut c_char> = owned.iter_mut().map(|s| s.as_ptr() as *mut c_char).collect();
+        let argv: Vec<*mut c_char> = owned
+            .iter_mut()
+            .map(|s| s.as_ptr() as *mut c_char)
+            .collect();
         let argv: &'static mut [*mut c_char] = argv.leak();
         // SAFETY: argv holds argc valid NUL-terminated strings that live for the
         // rest of the process; this is the only EAL init (guarded above).
@@ -105,7 +118,9 @@ impl Eal {
         if ret < 0 {
             return Err(DpdkError::EalInit(errno_text()));
         }
-        Ok(Eal { _not_send: std::marker::PhantomData })
+        Ok(Eal {
+            _not_send: std::marker::PhantomData,
+        })
     }
 
     /// Number of ethdev ports DPDK probed.
@@ -122,7 +137,10 @@ impl Eal {
         // SAFETY: c is a valid C string; id is a valid out pointer.
         let ret = unsafe { sys::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
         if ret != 0 {
-            return Err(DpdkError::PortNotFound { name: name.to_owned(), devargs: devargs.to_owned() });
+            return Err(DpdkError::PortNotFound {
+                name: name.to_owned(),
+                devargs: devargs.to_owned(),
+            });
         }
         Ok(PortId(id))
     }
@@ -140,7 +158,11 @@ impl Eal {
     }
 
     /// Runs `f` on worker lcore `lcore` (which must be idle and in the core list).
-    pub fn launch(&self, lcore: LcoreId, f: Box<dyn FnOnce() -> i32 + Send>) -> Result<(), DpdkError> {
+    pub fn launch(
+        &self,
+        lcore: LcoreId,
+        f: Box<dyn FnOnce() -> i32 + Send>,
+    ) -> Result<(), DpdkError> {
         unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
             // SAFETY: arg is the Box<Box<dyn FnOnce>> leaked by launch() below and
             // is consumed exactly once here.
@@ -154,7 +176,10 @@ impl Eal {
         if ret != 0 {
             // SAFETY: the launch failed, so trampoline never ran and we still own arg.
             drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() -> i32 + Send>) });
-            return Err(DpdkError::Launch { lcore: lcore.0, reason: strerror(ret) });
+            return Err(DpdkError::Launch {
+                lcore: lcore.0,
+                reason: strerror(ret),
+            });
         }
         Ok(())
     }
@@ -202,7 +227,13 @@ unsafe impl Sync for Mempool {}
 
 impl Mempool {
     /// Creates a pool of `n` mbufs with the default 2 KiB data room.
-    pub fn new(_eal: &Eal, name: &str, n: u32, cache: u32, socket: i32) -> Result<Mempool, DpdkError> {
+    pub fn new(
+        _eal: &Eal,
+        name: &str,
+        n: u32,
+        cache: u32,
+        socket: i32,
+    ) -> Result<Mempool, DpdkError> {
         let c = CString::new(name).map_err(|_| DpdkError::Nul(name.to_owned()))?;
         // SAFETY: c is a valid C string; the EAL is initialised (_eal).
         let p = unsafe {
@@ -217,7 +248,10 @@ impl Mempool {
         };
         match NonNull::new(p) {
             Some(ptr) => Ok(Mempool { ptr }),
-            None => Err(DpdkError::Mempool { name: name.to_owned(), reason: errno_text() }),
+            None => Err(DpdkError::Mempool {
+                name: name.to_owned(),
+                reason: errno_text(),
+            }),
         }
     }
 
@@ -265,7 +299,10 @@ impl Mbuf {
         // which lives as long as self.
         unsafe {
             let m = self.0.as_ptr();
-            std::slice::from_raw_parts(sys::ct_shim_pktmbuf_mtod(m) as *const u8, sys::ct_shim_pktmbuf_data_len(m) as usize)
+            std::slice::from_raw_parts(
+                sys::ct_shim_pktmbuf_mtod(m) as *const u8,
+                sys::ct_shim_pktmbuf_data_len(m) as usize,
+            )
         }
     }
 
@@ -275,7 +312,10 @@ impl Mbuf {
         // SAFETY: as in data(); &mut self guarantees exclusive access.
         unsafe {
             let m = self.0.as_ptr();
-            std::slice::from_raw_parts_mut(sys::ct_shim_pktmbuf_mtod(m) as *mut u8, sys::ct_shim_pktmbuf_data_len(m) as usize)
+            std::slice::from_raw_parts_mut(
+                sys::ct_shim_pktmbuf_mtod(m) as *mut u8,
+                sys::ct_shim_pktmbuf_data_len(m) as usize,
+            )
         }
     }
 
@@ -335,7 +375,11 @@ impl Drop for Mbuf {
 /// Receives up to the free capacity of `out` packets from `port`/`queue`,
 /// appending them. Returns how many arrived.
 #[inline(always)]
-pub fn rx_burst<const N: usize>(port: PortId, queue: QueueId, out: &mut ArrayVec<Mbuf, N>) -> usize {
+pub fn rx_burst<const N: usize>(
+    port: PortId,
+    queue: QueueId,
+    out: &mut ArrayVec<Mbuf, N>,
+) -> usize {
     let len = out.len();
     let room = (N - len).min(u16::MAX as usize) as u16;
     if room == 0 {
@@ -355,7 +399,11 @@ pub fn rx_burst<const N: usize>(port: PortId, queue: QueueId, out: &mut ArrayVec
 /// Sends the packets of `pkts` from the front; the driver takes ownership of
 /// the sent ones. The unsent ones stay in `pkts` (in order). Returns how many were sent.
 #[inline(always)]
-pub fn tx_burst<const N: usize>(port: PortId, queue: QueueId, pkts: &mut ArrayVec<Mbuf, N>) -> usize {
+pub fn tx_burst<const N: usize>(
+    port: PortId,
+    queue: QueueId,
+    pkts: &mut ArrayVec<Mbuf, N>,
+) -> usize {
     let len = pkts.len();
     if len == 0 {
         return 0;
@@ -365,7 +413,9 @@ pub fn tx_burst<const N: usize>(port: PortId, queue: QueueId, pkts: &mut ArrayVe
     // them by moving the unsent tail to the front and shortening the vector.
     unsafe {
         let base = pkts.as_mut_ptr();
-        let sent = sys::ct_shim_tx_burst(port.0, queue.0, base as *mut *mut sys::rte_mbuf, len as u16) as usize;
+        let sent =
+            sys::ct_shim_tx_burst(port.0, queue.0, base as *mut *mut sys::rte_mbuf, len as u16)
+                as usize;
         if sent > 0 {
             std::ptr::copy(base.add(sent), base, len - sent);
             pkts.set_len(len - sent);
@@ -442,7 +492,12 @@ impl Port {
     /// Configures `id` with the queues of `conf` (RSS over the IP/TCP/UDP fields
     /// the PMD supports, with [`SYMMETRIC_RSS_KEY`], when there is more than one
     /// RX queue), sets up every queue on `pool`, and starts it.
-    pub fn setup(_eal: &Eal, id: PortId, conf: &PortConf, pool: &Mempool) -> Result<Port, DpdkError> {
+    pub fn setup(
+        _eal: &Eal,
+        id: PortId,
+        conf: &PortConf,
+        pool: &Mempool,
+    ) -> Result<Port, DpdkError> {
         let mut dev_info = sys::rte_eth_dev_info::default();
         // SAFETY: dev_info is a valid out pointer; the port id came from the EAL.
         let ret = unsafe { sys::rte_eth_dev_info_get(id.0, &mut dev_info) };
@@ -453,7 +508,9 @@ impl Port {
             String::from("?")
         } else {
             // SAFETY: driver_name is a static NUL-terminated string owned by the PMD.
-            unsafe { CStr::from_ptr(dev_info.driver_name) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(dev_info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
         };
         // Fewer RX queues than asked is fine (some workers then poll nothing on
         // this port); every worker needs its own TX queue.
@@ -472,13 +529,18 @@ impl Port {
         let mut eth_conf = sys::rte_eth_conf::default();
         let mut key = SYMMETRIC_RSS_KEY;
         let rss_hf = if rx_queues > 1 {
-            dev_info.flow_type_rss_offloads & (sys::RTE_ETH_RSS_IP | sys::RTE_ETH_RSS_TCP | sys::RTE_ETH_RSS_UDP)
+            dev_info.flow_type_rss_offloads
+                & (sys::RTE_ETH_RSS_IP | sys::RTE_ETH_RSS_TCP | sys::RTE_ETH_RSS_UDP)
         } else {
             0
         };
         if rss_hf != 0 {
             eth_conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
-            let key_len = if dev_info.hash_key_size == 0 { 40 } else { dev_info.hash_key_size.min(52) };
+            let key_len = if dev_info.hash_key_size == 0 {
+                40
+            } else {
+                dev_info.hash_key_size.min(52)
+            };
             eth_conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
             eth_conf.rx_adv_conf.rss_conf.rss_key_len = key_len;
             eth_conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
@@ -502,14 +564,25 @@ impl Port {
         for q in 0..rx_queues {
             // SAFETY: configured port; NULL rxconf means the PMD default; pool is live
             // and outlives the port (control drops ports first).
-            let ret = unsafe { sys::rte_eth_rx_queue_setup(id.0, q, nb_rxd, socket as c_uint, std::ptr::null(), pool.as_ptr()) };
+            let ret = unsafe {
+                sys::rte_eth_rx_queue_setup(
+                    id.0,
+                    q,
+                    nb_rxd,
+                    socket as c_uint,
+                    std::ptr::null(),
+                    pool.as_ptr(),
+                )
+            };
             if ret != 0 {
                 return Err(port_err(id, "rte_eth_rx_queue_setup", ret));
             }
         }
         for q in 0..conf.tx_queues {
             // SAFETY: configured port; NULL txconf means the PMD default.
-            let ret = unsafe { sys::rte_eth_tx_queue_setup(id.0, q, nb_txd, socket as c_uint, std::ptr::null()) };
+            let ret = unsafe {
+                sys::rte_eth_tx_queue_setup(id.0, q, nb_txd, socket as c_uint, std::ptr::null())
+            };
             if ret != 0 {
                 return Err(port_err(id, "rte_eth_tx_queue_setup", ret));
             }
@@ -567,9 +640,15 @@ impl Port {
         // SAFETY: valid out pointer; started port.
         let ret = unsafe { sys::rte_eth_link_get_nowait(self.info.id.0, &mut link) };
         if ret != 0 {
-            return LinkStatus { up: false, speed_mbps: 0 };
+            return LinkStatus {
+                up: false,
+                speed_mbps: 0,
+            };
         }
-        LinkStatus { up: link.link_status() as u32 == sys::RTE_ETH_LINK_UP, speed_mbps: link.link_speed }
+        LinkStatus {
+            up: link.link_status() as u32 == sys::RTE_ETH_LINK_UP,
+            speed_mbps: link.link_speed,
+        }
     }
 
     /// Basic counters.
@@ -603,7 +682,8 @@ impl Port {
         let mut names = vec![sys::rte_eth_xstat_name { name: [0; 64] }; n as usize];
         let mut vals = vec![sys::rte_eth_xstat::default(); n as usize];
         // SAFETY: the buffers hold n entries each.
-        let got_names = unsafe { sys::rte_eth_xstats_get_names(port, names.as_mut_ptr(), n as c_uint) };
+        let got_names =
+            unsafe { sys::rte_eth_xstats_get_names(port, names.as_mut_ptr(), n as c_uint) };
         // SAFETY: as above.
         let got_vals = unsafe { sys::rte_eth_xstats_get(port, vals.as_mut_ptr(), n as c_uint) };
         if got_names != n || got_vals != n {
@@ -613,7 +693,9 @@ impl Port {
             .filter_map(|v| {
                 let name = names.get(v.id as usize)?;
                 // SAFETY: the PMD wrote a NUL-terminated name into the 64-byte array.
-                let s = unsafe { CStr::from_ptr(name.name.as_ptr()) }.to_string_lossy().into_owned();
+                let s = unsafe { CStr::from_ptr(name.name.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned();
                 Some((s, v.value))
             })
             .collect()
@@ -645,13 +727,23 @@ mod tests {
 
     #[test]
     fn mbuf_is_pointer_sized() {
-        assert_eq!(std::mem::size_of::<Mbuf>(), std::mem::size_of::<*mut sys::rte_mbuf>());
-        assert_eq!(std::mem::size_of::<Option<Mbuf>>(), std::mem::size_of::<*mut sys::rte_mbuf>());
+        assert_eq!(
+            std::mem::size_of::<Mbuf>(),
+            std::mem::size_of::<*mut sys::rte_mbuf>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Option<Mbuf>>(),
+            std::mem::size_of::<*mut sys::rte_mbuf>()
+        );
     }
 
     #[test]
     fn build_version_is_at_least_22_11() {
-        let v: Vec<u32> = build_version().split('.').take(2).map(|x| x.parse().unwrap()).collect();
+        let v: Vec<u32> = build_version()
+            .split('.')
+            .take(2)
+            .map(|x| x.parse().unwrap())
+            .collect();
         assert!(v[0] > 22 || (v[0] == 22 && v[1] >= 11), "{v:?}");
     }
 }

@@ -35,7 +35,11 @@ pub struct NeighKey {
 
 impl NeighKey {
     pub fn v4(port: u8, ip: u32) -> NeighKey {
-        NeighKey { port, v6: false, ip: ip as u128 }
+        NeighKey {
+            port,
+            v6: false,
+            ip: ip as u128,
+        }
     }
     pub fn v6(port: u8, ip: u128) -> NeighKey {
         NeighKey { port, v6: true, ip }
@@ -44,7 +48,10 @@ impl NeighKey {
         ((self.port as u64) << 48) | if self.v6 { V6 } else { 0 } | VALID
     }
     fn hash(&self) -> usize {
-        let x = (self.ip as u64) ^ ((self.ip >> 64) as u64).rotate_left(17) ^ ((self.port as u64) << 40) ^ self.v6 as u64;
+        let x = (self.ip as u64)
+            ^ ((self.ip >> 64) as u64).rotate_left(17)
+            ^ ((self.port as u64) << 40)
+            ^ self.v6 as u64;
         (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize
     }
 }
@@ -60,7 +67,11 @@ impl NeighTable {
     /// A table of at least `capacity` slots (rounded up to a power of two).
     pub fn new(capacity: usize) -> NeighTable {
         let n = capacity.max(PROBE).next_power_of_two();
-        NeighTable { slots: (0..n).map(|_| Slot::default()).collect(), mask: n - 1, generation: AtomicU64::new(0) }
+        NeighTable {
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            mask: n - 1,
+            generation: AtomicU64::new(0),
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -92,7 +103,10 @@ impl NeighTable {
                 if val & VALID == 0 {
                     return None;
                 }
-                if hi == (key.ip >> 64) as u64 && lo == key.ip as u64 && val & !0xffff_ffff_ffff == tag {
+                if hi == (key.ip >> 64) as u64
+                    && lo == key.ip as u64
+                    && val & !0xffff_ffff_ffff == tag
+                {
                     let b = val.to_be_bytes();
                     return Some([b[2], b[3], b[4], b[5], b[6], b[7]]);
                 }
@@ -141,7 +155,12 @@ impl NeighTable {
         let slot = &self.slots[idx];
         loop {
             let s = slot.seq.load(Ordering::Relaxed);
-            if s & 1 == 0 && slot.seq.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if s & 1 == 0
+                && slot
+                    .seq
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
                 break;
             }
             std::hint::spin_loop();
@@ -169,7 +188,11 @@ mod tests {
         t.learn(&k4, &[2, 0, 0, 0, 0, 2]);
         assert_eq!(t.lookup(&k4), Some([2, 0, 0, 0, 0, 2]));
         assert_eq!(t.lookup(&k6), None, "families are distinct");
-        assert_eq!(t.lookup(&NeighKey::v4(0, 0xc633_6402)), None, "ports are distinct");
+        assert_eq!(
+            t.lookup(&NeighKey::v4(0, 0xc633_6402)),
+            None,
+            "ports are distinct"
+        );
         let g = t.generation();
         t.learn(&k4, &[2, 0, 0, 0, 0, 3]);
         assert_eq!(t.lookup(&k4), Some([2, 0, 0, 0, 0, 3]));
@@ -181,7 +204,10 @@ mod tests {
         let t = NeighTable::new(8);
         for i in 0..100u32 {
             t.learn(&NeighKey::v4(0, i), &[2, 0, 0, 0, 0, i as u8]);
-            assert_eq!(t.lookup(&NeighKey::v4(0, i)), Some([2, 0, 0, 0, 0, i as u8]));
+            assert_eq!(
+                t.lookup(&NeighKey::v4(0, i)),
+                Some([2, 0, 0, 0, 0, i as u8])
+            );
         }
     }
 

@@ -62,7 +62,11 @@ impl Meta {
     /// IPv6 ICMPv6 neighbour discovery (router/neighbour solicit/advert, redirect).
     pub fn nd_type(&self, frame: &[u8]) -> Option<u8> {
         match *self {
-            Meta::Ipv6 { next_header: IPPROTO_ICMPV6, payload_len, .. } if payload_len >= 4 => {
+            Meta::Ipv6 {
+                next_header: IPPROTO_ICMPV6,
+                payload_len,
+                ..
+            } if payload_len >= 4 => {
                 let t = frame[ETH_HLEN + 40];
                 (ND_ROUTER_SOLICIT..=ND_REDIRECT).contains(&t).then_some(t)
             }
@@ -227,7 +231,15 @@ pub fn parse_arp(frame: &[u8]) -> Option<Arp> {
 }
 
 /// Writes a complete ARP frame (42 bytes) into `frame`.
-pub fn write_arp(frame: &mut [u8], eth_dst: &Mac, op: u16, sha: &Mac, spa: u32, tha: &Mac, tpa: u32) {
+pub fn write_arp(
+    frame: &mut [u8],
+    eth_dst: &Mac,
+    op: u16,
+    sha: &Mac,
+    spa: u32,
+    tha: &Mac,
+    tpa: u32,
+) {
     write_eth(frame, eth_dst, sha, ETHERTYPE_ARP);
     let a = &mut frame[ETH_HLEN..ETH_HLEN + ARP_LEN];
     put16(a, 0, 1);
@@ -256,7 +268,14 @@ pub fn ipv6_multicast_mac(addr: u128) -> Mac {
 }
 
 /// Writes an IPv6 header (hop limit `hops`) at `ip`.
-pub fn write_ipv6(ip: &mut [u8], payload_len: u16, next_header: u8, hops: u8, src: u128, dst: u128) {
+pub fn write_ipv6(
+    ip: &mut [u8],
+    payload_len: u16,
+    next_header: u8,
+    hops: u8,
+    src: u128,
+    dst: u128,
+) {
     ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
     put16(ip, 4, payload_len);
     ip[6] = next_header;
@@ -273,18 +292,51 @@ pub const ND_FRAME_LEN: usize = ETH_HLEN + 40 + 32;
 pub fn write_neighbor_solicit(frame: &mut [u8], src_mac: &Mac, src: u128, target: u128) {
     let dst = solicited_node(target);
     write_eth(frame, &ipv6_multicast_mac(dst), src_mac, ETHERTYPE_IPV6);
-    write_nd(&mut frame[ETH_HLEN..], ND_NEIGHBOR_SOLICIT, 0, src, dst, target, 1, src_mac);
+    write_nd(
+        &mut frame[ETH_HLEN..],
+        ND_NEIGHBOR_SOLICIT,
+        0,
+        src,
+        dst,
+        target,
+        1,
+        src_mac,
+    );
 }
 
 /// Writes a solicited neighbour advertisement (RFC 4861 section 4.4) for our
 /// `target` address, with the Router, Solicited and Override flags.
-pub fn write_neighbor_advert(frame: &mut [u8], src_mac: &Mac, dst_mac: &Mac, target: u128, dst: u128) {
+pub fn write_neighbor_advert(
+    frame: &mut [u8],
+    src_mac: &Mac,
+    dst_mac: &Mac,
+    target: u128,
+    dst: u128,
+) {
     write_eth(frame, dst_mac, src_mac, ETHERTYPE_IPV6);
-    write_nd(&mut frame[ETH_HLEN..], ND_NEIGHBOR_ADVERT, 0xe000_0000, target, dst, target, 2, src_mac);
+    write_nd(
+        &mut frame[ETH_HLEN..],
+        ND_NEIGHBOR_ADVERT,
+        0xe000_0000,
+        target,
+        dst,
+        target,
+        2,
+        src_mac,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_nd(ip: &mut [u8], icmp_type: u8, flags: u32, src: u128, dst: u128, target: u128, opt_type: u8, mac: &Mac) {
+fn write_nd(
+    ip: &mut [u8],
+    icmp_type: u8,
+    flags: u32,
+    src: u128,
+    dst: u128,
+    target: u128,
+    opt_type: u8,
+    mac: &Mac,
+) {
     write_ipv6(ip, 32, IPPROTO_ICMPV6, 255, src, dst);
     let icmp = &mut ip[40..72];
     icmp[0] = icmp_type;
@@ -336,7 +388,11 @@ pub fn parse_nd(frame: &[u8]) -> Option<Nd> {
         }
         opts = &opts[len..];
     }
-    Some(Nd { icmp_type: icmp[0], target: u128::from_be_bytes(t), lladdr })
+    Some(Nd {
+        icmp_type: icmp[0],
+        target: u128::from_be_bytes(t),
+        lladdr,
+    })
 }
 
 /// Turns an IPv4 ICMP echo request frame into the echo reply, in place
@@ -380,7 +436,14 @@ pub fn ipv6_echo_reply_in_place(frame: &mut [u8], payload_len: usize, port_mac: 
 /// Writes an ICMP time exceeded (type 11 code 0, RFC 792) into `out`, quoting
 /// the original IPv4 header and the first 8 bytes of its payload; returns the
 /// frame length. `out` must hold at least 14 + 20 + 8 + 60 + 8 bytes.
-pub fn write_icmp4_time_exceeded(out: &mut [u8], orig: &[u8], ihl: usize, total_len: usize, port_mac: &Mac, port_ip: u32) -> usize {
+pub fn write_icmp4_time_exceeded(
+    out: &mut [u8],
+    orig: &[u8],
+    ihl: usize,
+    total_len: usize,
+    port_mac: &Mac,
+    port_ip: u32,
+) -> usize {
     let quote_len = total_len.min(ihl + 8);
     let mut dst_mac = [0u8; 6];
     dst_mac.copy_from_slice(&orig[6..12]);
@@ -413,8 +476,16 @@ pub fn write_icmp4_time_exceeded(out: &mut [u8], orig: &[u8], ihl: usize, total_
 /// Writes an ICMPv6 time exceeded (type 3 code 0, RFC 4443 section 3.3) into
 /// `out`, quoting as much of the original packet as keeps the error within
 /// the IPv6 minimum MTU (1280); returns the frame length.
-pub fn write_icmp6_time_exceeded(out: &mut [u8], orig: &[u8], payload_len: usize, port_mac: &Mac, port_ip: u128) -> usize {
-    let quote_len = (40 + payload_len).min(1280 - 48).min(out.len() - ETH_HLEN - 48);
+pub fn write_icmp6_time_exceeded(
+    out: &mut [u8],
+    orig: &[u8],
+    payload_len: usize,
+    port_mac: &Mac,
+    port_ip: u128,
+) -> usize {
+    let quote_len = (40 + payload_len)
+        .min(1280 - 48)
+        .min(out.len() - ETH_HLEN - 48);
     let mut dst_mac = [0u8; 6];
     dst_mac.copy_from_slice(&orig[6..12]);
     write_eth(out, &dst_mac, port_mac, ETHERTYPE_IPV6);
@@ -423,7 +494,14 @@ pub fn write_icmp6_time_exceeded(out: &mut [u8], orig: &[u8], payload_len: usize
     osrc.copy_from_slice(&oip[8..24]);
     let icmp_len = 8 + quote_len;
     let ip = &mut out[ETH_HLEN..ETH_HLEN + 40 + icmp_len];
-    write_ipv6(ip, icmp_len as u16, IPPROTO_ICMPV6, 64, port_ip, u128::from_be_bytes(osrc));
+    write_ipv6(
+        ip,
+        icmp_len as u16,
+        IPPROTO_ICMPV6,
+        64,
+        port_ip,
+        u128::from_be_bytes(osrc),
+    );
     let (hdr, icmp) = ip.split_at_mut(40);
     icmp[0] = ICMPV6_TIME_EXCEEDED;
     icmp[1] = 0;
@@ -448,7 +526,8 @@ mod tests {
         f.extend_from_slice(&MAC_A);
         f.extend_from_slice(&[0x08, 0x00]);
         let mut ip = vec![
-            0x45, 0x00, 0x00, 0x24, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 192, 0, 2, 10, 192, 0, 2, 1,
+            0x45, 0x00, 0x00, 0x24, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 192, 0, 2, 10,
+            192, 0, 2, 1,
         ];
         let c = checksum(&ip);
         put16(&mut ip, 10, c);
@@ -463,7 +542,10 @@ mod tests {
     #[test]
     fn checksum_rfc1071_example() {
         // RFC 1071 section 3 example: sum of 0001 f203 f4f5 f6f7 is ddf2 -> checksum 220d.
-        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2u16);
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2u16
+        );
     }
 
     #[test]
@@ -483,8 +565,20 @@ mod tests {
     fn classify_checks_headers() {
         let f = ping4();
         let m = classify(&f, &MAC_G).unwrap();
-        assert!(matches!(m, Meta::Ipv4 { ihl: 20, total_len: 36, ttl: 64, proto: 1, .. }));
-        assert_eq!(classify(&f, &[2, 0, 0, 0, 0, 9]), Err(DropReason::OtherHost));
+        assert!(matches!(
+            m,
+            Meta::Ipv4 {
+                ihl: 20,
+                total_len: 36,
+                ttl: 64,
+                proto: 1,
+                ..
+            }
+        ));
+        assert_eq!(
+            classify(&f, &[2, 0, 0, 0, 0, 9]),
+            Err(DropReason::OtherHost)
+        );
         let mut bad = f.clone();
         bad[ETH_HLEN + 10] ^= 1;
         assert_eq!(classify(&bad, &MAC_G), Err(DropReason::BadHeader));
@@ -535,7 +629,14 @@ mod tests {
         let m = classify(&f, &MAC_G).unwrap();
         assert_eq!(m.nd_type(&f), Some(ND_NEIGHBOR_SOLICIT));
         let nd = parse_nd(&f).unwrap();
-        assert_eq!(nd, Nd { icmp_type: ND_NEIGHBOR_SOLICIT, target, lladdr: Some(MAC_G) });
+        assert_eq!(
+            nd,
+            Nd {
+                icmp_type: ND_NEIGHBOR_SOLICIT,
+                target,
+                lladdr: Some(MAC_G)
+            }
+        );
         let mut bad = f;
         bad[ETH_HLEN + 50] ^= 1;
         assert_eq!(parse_nd(&bad), None);
@@ -547,16 +648,39 @@ mod tests {
         let target = 0x2001_0db8_0002_0000_0000_0000_0000_0001u128;
         write_neighbor_advert(&mut f, &MAC_G, &MAC_A, target, 0xfe80 << 112 | 5);
         let nd = parse_nd(&f).unwrap();
-        assert_eq!(nd, Nd { icmp_type: ND_NEIGHBOR_ADVERT, target, lladdr: Some(MAC_G) });
+        assert_eq!(
+            nd,
+            Nd {
+                icmp_type: ND_NEIGHBOR_ADVERT,
+                target,
+                lladdr: Some(MAC_G)
+            }
+        );
         assert_eq!(f[ETH_HLEN + 44], 0xe0);
     }
 
     #[test]
     fn arp_roundtrip() {
         let mut f = [0u8; ARP_FRAME_LEN];
-        write_arp(&mut f, &BROADCAST, ARP_REQUEST, &MAC_G, 0xc0000201, &[0; 6], 0xc000020a);
+        write_arp(
+            &mut f,
+            &BROADCAST,
+            ARP_REQUEST,
+            &MAC_G,
+            0xc0000201,
+            &[0; 6],
+            0xc000020a,
+        );
         assert_eq!(classify(&f, &MAC_G), Ok(Meta::Arp));
-        assert_eq!(parse_arp(&f), Some(Arp { op: ARP_REQUEST, sha: MAC_G, spa: 0xc0000201, tpa: 0xc000020a }));
+        assert_eq!(
+            parse_arp(&f),
+            Some(Arp {
+                op: ARP_REQUEST,
+                sha: MAC_G,
+                spa: 0xc0000201,
+                tpa: 0xc000020a
+            })
+        );
         f[ETH_HLEN + 5] = 16;
         assert_eq!(parse_arp(&f), None);
     }
@@ -564,6 +688,9 @@ mod tests {
     #[test]
     fn solicited_node_address() {
         let a = 0x2001_0db8_0000_0000_0000_0000_0abc_def1u128;
-        assert_eq!(solicited_node(a), 0xff02_0000_0000_0000_0000_0001_ffbc_def1u128);
+        assert_eq!(
+            solicited_node(a),
+            0xff02_0000_0000_0000_0000_0001_ffbc_def1u128
+        );
     }
 }

@@ -1,91 +1,119 @@
-//! Reading and writing classic pcap files (Ethernet link type), for tests and
-//! offline replay. Control path only: these allocate and do I/O.
+//! Classic pcap files (libpcap format): reading any byte order and timestamp
+//! resolution, writing microsecond little-endian Ethernet captures.
+//!
+//! The one pcap module of the project: the same code and API as the binary's
+//! `src/pcap.rs` on main, moved here so that the appliance, its integration
+//! tests and `ctgate replay` share it (`use appliance::pcap;`).
 
-use std::io::{self, Read, Write};
-use std::path::Path;
+use std::io::{self, Write};
 
-const MAGIC_US: u32 = 0xa1b2_c3d4;
-const MAGIC_NS: u32 = 0xa1b2_3c4d;
-const LINKTYPE_ETHERNET: u32 = 1;
-
-/// One captured frame and its timestamp in nanoseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Capture time in nanoseconds since the epoch.
     pub ts_ns: u64,
+    /// Original length on the wire (may exceed `data.len()` when cut by snaplen).
+    pub orig_len: u32,
     pub data: Vec<u8>,
 }
 
-/// Writes `frames` as a microsecond pcap file with Ethernet link type.
-pub fn write(path: &Path, frames: &[Frame]) -> io::Result<()> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&MAGIC_US.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes()); // version 2.4
-    out.extend_from_slice(&4u16.to_le_bytes());
-    for v in [0u32, 0, 65535, LINKTYPE_ETHERNET] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    for f in frames {
-        let sec = (f.ts_ns / 1_000_000_000) as u32;
-        let usec = ((f.ts_ns % 1_000_000_000) / 1000) as u32;
-        for v in [sec, usec, f.data.len() as u32, f.data.len() as u32] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&f.data);
-    }
-    std::fs::File::create(path)?.write_all(&out)
+pub const LINKTYPE_ETHERNET: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PcapError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("not a classic pcap file (magic {0:#010x}); convert pcapng with `editcap -F pcap`")]
+    BadMagic(u32),
+    #[error("link type {0} is not supported (only Ethernet, 1)")]
+    LinkType(u32),
+    #[error("truncated record at byte {0}")]
+    Truncated(usize),
 }
 
-/// Reads a pcap file (either byte order, micro- or nanosecond timestamps).
-pub fn read(path: &Path) -> io::Result<Vec<Frame>> {
-    let mut buf = Vec::new();
-    std::fs::File::open(path)?.read_to_end(&mut buf)?;
-    parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
-}
-
-/// Parses pcap file bytes.
-pub fn parse(buf: &[u8]) -> Result<Vec<Frame>, String> {
+/// Parses a capture held in memory.
+pub fn parse(buf: &[u8]) -> Result<Vec<Record>, PcapError> {
     if buf.len() < 24 {
-        return Err("shorter than a pcap header".into());
+        return Err(PcapError::Truncated(0));
     }
-    let magic_le = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let magic_be = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let (be, nanos) = match (magic_le, magic_be) {
-        (MAGIC_US, _) => (false, false),
-        (MAGIC_NS, _) => (false, true),
-        (_, MAGIC_US) => (true, false),
-        (_, MAGIC_NS) => (true, true),
-        _ => return Err("not a pcap file (bad magic)".into()),
+    let magic_le = u32::from_le_bytes(buf[0..4].try_into().unwrap_or_default());
+    let (big_endian, nanos) = match magic_le {
+        0xa1b2_c3d4 => (false, false),
+        0xa1b2_3c4d => (false, true),
+        0xd4c3_b2a1 => (true, false),
+        0x4d3c_b2a1 => (true, true),
+        m => return Err(PcapError::BadMagic(m)),
     };
-    let u32_at = |off: usize| -> u32 {
-        let b = [buf[off], buf[off + 1], buf[off + 2], buf[off + 3]];
-        if be {
-            u32::from_be_bytes(b)
+    let u32_at = |b: &[u8], o: usize| -> u32 {
+        let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        if big_endian {
+            u32::from_be_bytes(a)
         } else {
-            u32::from_le_bytes(b)
+            u32::from_le_bytes(a)
         }
     };
-    let linktype = u32_at(20);
+    let linktype = u32_at(buf, 20) & 0x0fff_ffff;
     if linktype != LINKTYPE_ETHERNET {
-        return Err(format!("link type {linktype}, only Ethernet (1) is supported"));
+        return Err(PcapError::LinkType(linktype));
     }
-    let mut frames = Vec::new();
+    let mut out = Vec::new();
     let mut off = 24;
-    while off + 16 <= buf.len() {
-        let sec = u32_at(off) as u64;
-        let frac = u32_at(off + 4) as u64;
-        let caplen = u32_at(off + 8) as usize;
+    while off < buf.len() {
+        if off + 16 > buf.len() {
+            return Err(PcapError::Truncated(off));
+        }
+        let sec = u32_at(buf, off) as u64;
+        let frac = u32_at(buf, off + 4) as u64;
+        let caplen = u32_at(buf, off + 8) as usize;
+        let orig_len = u32_at(buf, off + 12);
         off += 16;
         if off + caplen > buf.len() {
-            return Err(format!("record at byte {} runs past the end of the file", off - 16));
+            return Err(PcapError::Truncated(off));
         }
         let ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
-        frames.push(Frame { ts_ns, data: buf[off..off + caplen].to_vec() });
+        out.push(Record {
+            ts_ns,
+            orig_len,
+            data: buf[off..off + caplen].to_vec(),
+        });
         off += caplen;
     }
-    if off != buf.len() {
-        return Err("trailing bytes after the last record".into());
+    Ok(out)
+}
+
+/// Writes an Ethernet capture (microsecond timestamps, snaplen 65535).
+pub struct Writer<W: Write> {
+    w: W,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(mut w: W) -> io::Result<Self> {
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&0i32.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&65535u32.to_le_bytes());
+        h.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
+        w.write_all(&h)?;
+        Ok(Writer { w })
     }
-    Ok(frames)
+
+    pub fn write(&mut self, ts_ns: u64, orig_len: u32, data: &[u8]) -> io::Result<()> {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&(((ts_ns % 1_000_000_000) / 1000) as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
+        self.w.write_all(&h)?;
+        self.w.write_all(data)
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        self.w.flush()?;
+        Ok(self.w)
+    }
 }
 
 #[cfg(test)]
@@ -93,16 +121,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roundtrip() {
-        let dir = std::env::temp_dir().join(format!("ctgate-pcap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("a.pcap");
-        let frames = vec![Frame { ts_ns: 1_500_000_000, data: vec![1, 2, 3] }, Frame { ts_ns: 2_000_001_000, data: vec![0xff; 60] }];
-        write(&p, &frames).unwrap();
-        let raw = std::fs::read(&p).unwrap();
-        assert_eq!(&raw[..8], &[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]);
-        assert_eq!(read(&p).unwrap(), frames);
-        assert!(parse(&raw[..raw.len() - 1]).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn write_then_read_round_trips() {
+        let mut w = Writer::new(Vec::new()).unwrap();
+        w.write(1_500_000_123_000, 60, &[1, 2, 3]).unwrap();
+        w.write(1_500_000_124_000, 4, &[4, 5, 6, 7]).unwrap();
+        let bytes = w.finish().unwrap();
+        let recs = parse(&bytes).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].ts_ns, 1_500_000_123_000);
+        assert_eq!(recs[0].orig_len, 60);
+        assert_eq!(recs[1].data, vec![4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(matches!(parse(&[0u8; 30]), Err(PcapError::BadMagic(0))));
+        assert!(matches!(parse(&[1u8; 3]), Err(PcapError::Truncated(0))));
     }
 }

@@ -63,7 +63,14 @@ impl<'a> Pipeline<'a> {
     /// Decides `verdicts[i]` for `pkts[i]` (see the module contract).
     /// `verdicts` arrives filled with `Verdict::Forward`.
     #[inline]
-    pub fn process_burst(&mut self, now_ms: u64, in_port: u8, pkts: &mut [Mbuf], meta: &[Meta], verdicts: &mut [Verdict]) {
+    pub fn process_burst(
+        &mut self,
+        now_ms: u64,
+        in_port: u8,
+        pkts: &mut [Mbuf],
+        meta: &[Meta],
+        verdicts: &mut [Verdict],
+    ) {
         debug_assert_eq!(pkts.len(), meta.len());
         debug_assert_eq!(pkts.len(), verdicts.len());
         let _ = (now_ms, in_port);

@@ -41,7 +41,15 @@ impl Routes {
             let mut addrs = PortAddrs::default();
             for pre in [p.ipv4, p.ipv6].into_iter().flatten() {
                 let (net, mask) = pre.network_u128();
-                let e = Entry { net, mask, len: pre.len, hop: NextHop { port: i as u8, gateway: None } };
+                let e = Entry {
+                    net,
+                    mask,
+                    len: pre.len,
+                    hop: NextHop {
+                        port: i as u8,
+                        gateway: None,
+                    },
+                };
                 if pre.addr.is_ipv4() {
                     addrs.v4 = v4_u32(&pre);
                     r.v4.push(e);
@@ -59,7 +67,12 @@ impl Routes {
                 std::net::IpAddr::V4(a) => u32::from(a) as u128,
                 std::net::IpAddr::V6(a) => u128::from(a),
             });
-            let e = Entry { net, mask, len: rt.prefix.len, hop: NextHop { port, gateway } };
+            let e = Entry {
+                net,
+                mask,
+                len: rt.prefix.len,
+                hop: NextHop { port, gateway },
+            };
             if rt.prefix.addr.is_ipv4() {
                 r.v4.push(e);
             } else {
@@ -68,8 +81,8 @@ impl Routes {
         }
         // Longest prefix first; a stable sort keeps connected routes ahead of
         // static ones of the same length.
-        r.v4.sort_by(|a, b| b.len.cmp(&a.len));
-        r.v6.sort_by(|a, b| b.len.cmp(&a.len));
+        r.v4.sort_by_key(|e| std::cmp::Reverse(e.len));
+        r.v6.sort_by_key(|e| std::cmp::Reverse(e.len));
         r
     }
 
@@ -81,7 +94,10 @@ impl Routes {
 
     #[inline]
     pub fn lookup_v6(&self, dst: u128) -> Option<NextHop> {
-        self.v6.iter().find(|e| dst & e.mask == e.net).map(|e| e.hop)
+        self.v6
+            .iter()
+            .find(|e| dst & e.mask == e.net)
+            .map(|e| e.hop)
     }
 
     /// The port whose IPv4 address is `a`.
@@ -136,13 +152,43 @@ port = "b"
     fn longest_prefix_wins() {
         let r = Routes::from_config(&cfg());
         let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
-        assert_eq!(r.lookup_v4(ip("192.0.2.77")), Some(NextHop { port: 0, gateway: None }));
-        assert_eq!(r.lookup_v4(ip("203.0.113.5")), Some(NextHop { port: 1, gateway: Some(ip("198.51.100.2") as u128) }));
-        assert_eq!(r.lookup_v4(ip("203.0.113.200")), Some(NextHop { port: 0, gateway: Some(ip("192.0.2.7") as u128) }));
+        assert_eq!(
+            r.lookup_v4(ip("192.0.2.77")),
+            Some(NextHop {
+                port: 0,
+                gateway: None
+            })
+        );
+        assert_eq!(
+            r.lookup_v4(ip("203.0.113.5")),
+            Some(NextHop {
+                port: 1,
+                gateway: Some(ip("198.51.100.2") as u128)
+            })
+        );
+        assert_eq!(
+            r.lookup_v4(ip("203.0.113.200")),
+            Some(NextHop {
+                port: 0,
+                gateway: Some(ip("192.0.2.7") as u128)
+            })
+        );
         assert_eq!(r.lookup_v4(ip("10.0.0.1")), None);
         let ip6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
-        assert_eq!(r.lookup_v6(ip6("2001:db8:2::55")), Some(NextHop { port: 1, gateway: None }));
-        assert_eq!(r.lookup_v6(ip6("2001:db8:99:1::1")), Some(NextHop { port: 1, gateway: Some(ip6("2001:db8:2::2")) }));
+        assert_eq!(
+            r.lookup_v6(ip6("2001:db8:2::55")),
+            Some(NextHop {
+                port: 1,
+                gateway: None
+            })
+        );
+        assert_eq!(
+            r.lookup_v6(ip6("2001:db8:99:1::1")),
+            Some(NextHop {
+                port: 1,
+                gateway: Some(ip6("2001:db8:2::2"))
+            })
+        );
         assert_eq!(r.lookup_v6(ip6("2001:db8:3::1")), None);
         assert_eq!(r.local_v4(ip("198.51.100.1")), Some(1));
         assert_eq!(r.local_v6(ip6("2001:db8:1::1")), Some(0));

@@ -84,7 +84,10 @@ pub struct Counter(AtomicU64);
 impl Counter {
     #[inline(always)]
     pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
     #[inline(always)]
     pub fn get(&self) -> u64 {
@@ -133,7 +136,9 @@ impl LcoreStats {
 pub type SharedStats = Box<[CachePadded<LcoreStats>]>;
 
 pub fn new_shared(workers: usize) -> SharedStats {
-    (0..workers).map(|_| CachePadded::new(LcoreStats::default())).collect()
+    (0..workers)
+        .map(|_| CachePadded::new(LcoreStats::default()))
+        .collect()
 }
 
 /// A snapshot summed over all workers (control thread only).
@@ -161,7 +166,11 @@ pub struct Totals {
 
 impl Totals {
     pub fn sum(stats: &[CachePadded<LcoreStats>], ports: usize) -> Totals {
-        let mut t = Totals { rx_per_port: vec![0; ports], tx_per_port: vec![0; ports], ..Default::default() };
+        let mut t = Totals {
+            rx_per_port: vec![0; ports],
+            tx_per_port: vec![0; ports],
+            ..Default::default()
+        };
         for r in DropReason::ALL {
             t.drops.insert(r.name(), 0);
         }
@@ -208,7 +217,8 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
-        let names: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        let names: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(names.len(), DropReason::COUNT);
     }
 

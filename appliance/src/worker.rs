@@ -183,12 +183,15 @@ impl Worker<'_> {
         let mut verdicts = [Verdict::Forward; BURST];
         let n = ip_pkts.len();
         let now_ms = self.now_ms();
-        self.pipeline.process_burst(now_ms, in_port, &mut ip_pkts, &ip_meta, &mut verdicts[..n]);
+        self.pipeline
+            .process_burst(now_ms, in_port, &mut ip_pkts, &ip_meta, &mut verdicts[..n]);
         for ((m, meta), v) in ip_pkts.drain(..).zip(ip_meta.drain(..)).zip(verdicts) {
             match v {
                 Verdict::Forward => self.forward(in_port, m, meta),
                 Verdict::ForwardRewritten => match net::classify(m.data(), &mac) {
-                    Ok(meta @ (Meta::Ipv4 { .. } | Meta::Ipv6 { .. })) => self.forward(in_port, m, meta),
+                    Ok(meta @ (Meta::Ipv4 { .. } | Meta::Ipv6 { .. })) => {
+                        self.forward(in_port, m, meta)
+                    }
                     Ok(Meta::Arp) => self.drop_pkt(m, DropReason::BadHeader),
                     Err(r) => self.drop_pkt(m, r),
                 },
@@ -199,7 +202,14 @@ impl Worker<'_> {
 
     fn forward(&mut self, in_port: u8, mut m: Mbuf, meta: Meta) {
         match meta {
-            Meta::Ipv4 { ihl, total_len, ttl, proto, src, dst } => {
+            Meta::Ipv4 {
+                ihl,
+                total_len,
+                ttl,
+                proto,
+                src,
+                dst,
+            } => {
                 if self.routes.local_v4(dst).is_some() {
                     let ihl = ihl as usize;
                     let d = m.data();
@@ -231,11 +241,21 @@ impl Worker<'_> {
                 let nh = hop.gateway.unwrap_or(dst as u128) as u32;
                 self.send_to_neighbour(m, hop.port, NeighKey::v4(hop.port, nh));
             }
-            Meta::Ipv6 { payload_len, hop_limit, next_header, src, dst } => {
+            Meta::Ipv6 {
+                payload_len,
+                hop_limit,
+                next_header,
+                src,
+                dst,
+            } => {
                 if self.routes.local_v6(dst).is_some() {
                     let d = m.data();
                     let icmp = net::ETH_HLEN + 40;
-                    if next_header == net::IPPROTO_ICMPV6 && payload_len >= 8 && d[icmp] == net::ICMPV6_ECHO_REQUEST && d[icmp + 1] == 0 {
+                    if next_header == net::IPPROTO_ICMPV6
+                        && payload_len >= 8
+                        && d[icmp] == net::ICMPV6_ECHO_REQUEST
+                        && d[icmp + 1] == 0
+                    {
                         let mac = self.ports[in_port as usize].mac;
                         net::ipv6_echo_reply_in_place(m.data_mut(), payload_len as usize, &mac);
                         self.stats.echo_replies_sent.add(1);
@@ -283,7 +303,11 @@ impl Worker<'_> {
         if self.pending.len() >= self.pending_cap {
             return self.drop_pkt(m, DropReason::NoNeighbour);
         }
-        let earlier = self.pending.iter().find(|p| p.key == key).map(|p| p.solicited_at);
+        let earlier = self
+            .pending
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.solicited_at);
         let solicited_at = match earlier {
             Some(t) => t,
             None => {
@@ -292,7 +316,13 @@ impl Worker<'_> {
             }
         };
         self.stats.neigh_queued.add(1);
-        self.pending.push(Pending { mbuf: m, port, key, deadline: self.now + self.neigh_timeout, solicited_at });
+        self.pending.push(Pending {
+            mbuf: m,
+            port,
+            key,
+            deadline: self.now + self.neigh_timeout,
+            solicited_at,
+        });
     }
 
     /// Sends what became resolvable, expires what waited too long, repeats
@@ -346,16 +376,32 @@ impl Worker<'_> {
         // Counted as created now, so that a failure below is a counted drop.
         self.stats.generated.add(1);
         if key.v6 {
-            let Some(src) = port.v6 else { return self.drop_pkt(m, DropReason::NoNeighbour) };
-            let Some(buf) = m.append(net::ND_FRAME_LEN as u16) else { return self.drop_pkt(m, DropReason::NoNeighbour) };
+            let Some(src) = port.v6 else {
+                return self.drop_pkt(m, DropReason::NoNeighbour);
+            };
+            let Some(buf) = m.append(net::ND_FRAME_LEN as u16) else {
+                return self.drop_pkt(m, DropReason::NoNeighbour);
+            };
             net::write_neighbor_solicit(buf, &port.mac, src, key.ip);
             self.stats.nd_solicits_sent.add(1);
         } else {
-            let Some(src) = port.v4 else { return self.drop_pkt(m, DropReason::NoNeighbour) };
+            let Some(src) = port.v4 else {
+                return self.drop_pkt(m, DropReason::NoNeighbour);
+            };
             // 60 bytes: the Ethernet minimum, zero padded.
-            let Some(buf) = m.append(60) else { return self.drop_pkt(m, DropReason::NoNeighbour) };
+            let Some(buf) = m.append(60) else {
+                return self.drop_pkt(m, DropReason::NoNeighbour);
+            };
             buf.fill(0);
-            net::write_arp(buf, &net::BROADCAST, net::ARP_REQUEST, &port.mac, src, &[0; 6], key.ip as u32);
+            net::write_arp(
+                buf,
+                &net::BROADCAST,
+                net::ARP_REQUEST,
+                &port.mac,
+                src,
+                &[0; 6],
+                key.ip as u32,
+            );
             self.stats.arp_requests_sent.add(1);
         }
         self.push_tx(key.port, m);
@@ -377,11 +423,22 @@ impl Worker<'_> {
                 self.neigh.learn(&NeighKey::v4(in_port, arp.spa), &arp.sha);
             }
             if arp.op == net::ARP_REQUEST && sender_ok {
-                net::write_arp(m.data_mut(), &arp.sha, net::ARP_REPLY, &port.mac, mine, &arp.sha, arp.spa);
+                net::write_arp(
+                    m.data_mut(),
+                    &arp.sha,
+                    net::ARP_REPLY,
+                    &port.mac,
+                    mine,
+                    &arp.sha,
+                    arp.spa,
+                );
                 self.stats.arp_replies_sent.add(1);
                 return self.push_tx(in_port, m);
             }
-        } else if sender_ok && arp.spa == arp.tpa && self.neigh.lookup(&NeighKey::v4(in_port, arp.spa)).is_some() {
+        } else if sender_ok
+            && arp.spa == arp.tpa
+            && self.neigh.lookup(&NeighKey::v4(in_port, arp.spa)).is_some()
+        {
             // Gratuitous ARP refreshes an entry we already have.
             self.neigh.learn(&NeighKey::v4(in_port, arp.spa), &arp.sha);
         }
@@ -396,7 +453,9 @@ impl Worker<'_> {
         let Some(nd) = net::parse_nd(m.data()) else {
             return self.drop_pkt(m, DropReason::BadHeader);
         };
-        let Meta::Ipv6 { src, .. } = *meta else { unreachable!("nd_type is only Some for IPv6") };
+        let Meta::Ipv6 { src, .. } = *meta else {
+            unreachable!("nd_type is only Some for IPv6")
+        };
         let port = self.ports[in_port as usize];
         if nd_type == net::ND_NEIGHBOR_ADVERT {
             if let Some(ll) = nd.lladdr {
@@ -429,8 +488,12 @@ impl Worker<'_> {
     #[cold]
     fn time_exceeded(&mut self, in_port: u8, orig: &Mbuf, meta: Meta) {
         let port = self.ports[in_port as usize];
-        let src4 = port.v4.or_else(|| self.routes.ports.iter().find_map(|p| p.v4));
-        let src6 = port.v6.or_else(|| self.routes.ports.iter().find_map(|p| p.v6));
+        let src4 = port
+            .v4
+            .or_else(|| self.routes.ports.iter().find_map(|p| p.v4));
+        let src6 = port
+            .v6
+            .or_else(|| self.routes.ports.iter().find_map(|p| p.v6));
         let Some(mut m) = self.pool.alloc() else {
             self.stats.alloc_failed.add(1);
             return;
@@ -438,14 +501,35 @@ impl Worker<'_> {
         self.stats.generated.add(1);
         let len = match meta {
             Meta::Ipv4 { ihl, total_len, .. } => {
-                let Some(src) = src4 else { return self.drop_pkt(m, DropReason::TtlExceeded) };
-                let Some(buf) = m.append(14 + 20 + 8 + 60 + 8) else { return self.drop_pkt(m, DropReason::TtlExceeded) };
-                net::write_icmp4_time_exceeded(buf, orig.data(), ihl as usize, total_len as usize, &port.mac, src)
+                let Some(src) = src4 else {
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                };
+                let Some(buf) = m.append(14 + 20 + 8 + 60 + 8) else {
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                };
+                net::write_icmp4_time_exceeded(
+                    buf,
+                    orig.data(),
+                    ihl as usize,
+                    total_len as usize,
+                    &port.mac,
+                    src,
+                )
             }
             Meta::Ipv6 { payload_len, .. } => {
-                let Some(src) = src6 else { return self.drop_pkt(m, DropReason::TtlExceeded) };
-                let Some(buf) = m.append(14 + 48 + 1232) else { return self.drop_pkt(m, DropReason::TtlExceeded) };
-                net::write_icmp6_time_exceeded(buf, orig.data(), payload_len as usize, &port.mac, src)
+                let Some(src) = src6 else {
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                };
+                let Some(buf) = m.append(14 + 48 + 1232) else {
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                };
+                net::write_icmp6_time_exceeded(
+                    buf,
+                    orig.data(),
+                    payload_len as usize,
+                    &port.mac,
+                    src,
+                )
             }
             Meta::Arp => return self.drop_pkt(m, DropReason::BadHeader),
         };
@@ -502,7 +586,14 @@ pub fn v4_forwardable(src: u32, dst: u32) -> bool {
 pub fn v6_forwardable(src: u128, dst: u128) -> bool {
     let link_scoped = |a: u128| a >> 118 == 0x3fa; // fe80::/10
     let multicast = |a: u128| a >> 120 == 0xff;
-    !(dst == 0 || dst == 1 || multicast(dst) || link_scoped(dst) || src == 0 || src == 1 || multicast(src) || link_scoped(src))
+    !(dst == 0
+        || dst == 1
+        || multicast(dst)
+        || link_scoped(dst)
+        || src == 0
+        || src == 1
+        || multicast(src)
+        || link_scoped(src))
 }
 
 #[cfg(test)]

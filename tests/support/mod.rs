@@ -21,8 +21,18 @@ pub fn repo() -> PathBuf {
 
 pub fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap().to_owned();
-    assert_eq!(uid, "0", "this test starts DPDK and needs root: run it with sudo (scripts/test.sh does)");
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        uid, "0",
+        "this test starts DPDK and needs root: run it with sudo (scripts/test.sh does)"
+    );
 }
 
 fn free_hugepages() -> u64 {
@@ -37,10 +47,22 @@ fn free_hugepages() -> u64 {
 /// hugetlbfs and reserving pages when they are missing, or `--no-huge` when
 /// the kernel cannot give them.
 pub fn eal_args() -> Vec<String> {
-    let mounted = std::fs::read_to_string("/proc/mounts").unwrap().lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
     if !mounted {
         std::fs::create_dir_all("/dev/hugepages").unwrap();
-        let _ = Command::new("mount").args(["-t", "hugetlbfs", "-o", "pagesize=2M", "nodev", "/dev/hugepages"]).status();
+        let _ = Command::new("mount")
+            .args([
+                "-t",
+                "hugetlbfs",
+                "-o",
+                "pagesize=2M",
+                "nodev",
+                "/dev/hugepages",
+            ])
+            .status();
     }
     let nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
     if free_hugepages() < 128 {
@@ -49,11 +71,19 @@ pub fn eal_args() -> Vec<String> {
             let _ = std::fs::write(nr, format!("{}", cur + 128 - free_hugepages()));
         }
     }
-    let mounted = std::fs::read_to_string("/proc/mounts").unwrap().lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
     if mounted && free_hugepages() >= 128 {
         vec!["--in-memory".into()]
     } else {
-        vec!["--in-memory".into(), "--no-huge".into(), "-m".into(), "256".into()]
+        vec![
+            "--in-memory".into(),
+            "--no-huge".into(),
+            "-m".into(),
+            "256".into(),
+        ]
     }
 }
 
@@ -87,13 +117,23 @@ impl Drop for TempDir {
 /// Runs a command to completion, with a time limit.
 pub fn run_for(cmd: &mut Command, secs: u64) -> Output {
     let mut c = Command::new("timeout");
-    c.arg(secs.to_string()).arg(cmd.get_program()).args(cmd.get_args());
+    c.arg(secs.to_string())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
     c.output().unwrap()
 }
 
 /// Sends SIGTERM to a child (std's kill() is SIGKILL, which skips the drain).
 pub fn sigterm(child: &Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
 }
 
 /// The final counters ctgate wrote with --stats-json.
