@@ -12,7 +12,7 @@ use ctcore::forward::{classify, RouteClass};
 use ctcore::listing::format_conn;
 use ctcore::policy::{Action, Policy};
 
-use crate::pcap;
+use appliance::pcap;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {

@@ -1,5 +1,9 @@
 //! Classic pcap files (libpcap format): reading any byte order and timestamp
 //! resolution, writing microsecond little-endian Ethernet captures.
+//!
+//! The one pcap module of the project: the same code and API as the binary's
+//! `src/pcap.rs` on main, moved here so that the appliance, its integration
+//! tests and `ctgate replay` share it (`use appliance::pcap;`).
 
 use std::io::{self, Write};
 

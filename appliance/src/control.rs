@@ -1,0 +1,410 @@
+//! The control side: checks the machine, brings up the EAL, the mempool and
+//! the ports, launches one pinned worker per lcore, aggregates the per-lcore
+//! counters while they run, and on SIGINT / SIGTERM (or after a set duration)
+//! stops them, drains, prints the final statistics and releases DPDK.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrayvec::ArrayVec;
+
+use crate::config::{format_mac, parse_mac, v4_u32, v6_u128, Config};
+use crate::dpdk::{DpdkError, Eal, LcoreId, Mempool, Port, PortConf, PortStats, QueueId};
+use crate::neigh::{NeighKey, NeighTable};
+use crate::pipeline;
+use crate::route::Routes;
+use crate::stats::{self, Totals};
+use crate::worker::{self, PortCtx, WorkerArgs};
+
+/// Why the appliance could not run; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Dpdk(#[from] DpdkError),
+    #[error("{0}")]
+    Preflight(String),
+    #[error("DPDK probed no port: check the devargs of every [[port]] (for net_af_packet the interface must exist: scripts/testbed.sh up)")]
+    NoPorts,
+    #[error("cannot install the signal handlers: {0}")]
+    Signal(std::io::Error),
+    #[error("worker on lcore {0} failed (returned {1})")]
+    Worker(u32, i32),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// How `run` behaves besides the config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop by itself after this long (else on SIGINT / SIGTERM).
+    pub duration: Option<Duration>,
+    /// Print a stats line this often.
+    pub stats_interval: Option<Duration>,
+    /// Write the final counters as JSON here.
+    pub stats_json: Option<PathBuf>,
+    /// Print the ports' non-zero xstats at the end.
+    pub xstats: bool,
+}
+
+/// What a run leaves behind: the counters summed over the workers, and each port's.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub totals: Totals,
+    pub ports: Vec<PortReport>,
+    pub seconds: f64,
+    pub tsc_hz: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PortReport {
+    pub name: String,
+    pub driver: String,
+    pub mac: String,
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub oerrors: u64,
+    pub rx_nombuf: u64,
+}
+
+fn preflight(cfg: &Config) -> Result<(), RunError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("0");
+    if uid != "0" {
+        return Err(RunError::Preflight(
+            "ctgate needs root for DPDK (hugepages, raw sockets, devices): run it with sudo".into(),
+        ));
+    }
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let cpus = parse_cpu_list(online.trim());
+    if !cpus.is_empty() {
+        for l in std::iter::once(&cfg.main_lcore).chain(&cfg.workers) {
+            if !cpus.contains(l) {
+                return Err(RunError::Preflight(format!(
+                    "lcore {l} does not exist: this machine's CPUs are {}: change workers / main_lcore",
+                    online.trim()
+                )));
+            }
+        }
+    }
+    if cfg.no_huge() {
+        return Ok(());
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
+    {
+        return Err(RunError::Preflight(
+            "no hugetlbfs is mounted: run `sudo scripts/setup.sh` (or `mount -t hugetlbfs nodev /dev/hugepages`), or add \"--no-huge\" to eal_args".into(),
+        ));
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let free = field("HugePages_Free:") * field("Hugepagesize:") * 1024;
+    let need = cfg.hugepage_bytes_needed();
+    if free < need {
+        return Err(RunError::Preflight(format!(
+            "only {} MiB of hugepages are free, ctgate needs about {} MiB (mempool_mbufs = {}): run `sudo scripts/setup.sh` \
+             (or `echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`), lower mempool_mbufs, or add \"--no-huge\" to eal_args",
+            free >> 20,
+            need.div_ceil(1 << 20),
+            cfg.mempool_mbufs
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a CPU list like `0-3,6`.
+pub fn parse_cpu_list(s: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    v.extend(a..=b);
+                }
+            }
+            None => v.extend(part.parse::<u32>().ok()),
+        }
+    }
+    v
+}
+
+/// Runs the appliance until a signal (or `opts.duration`), then returns the report.
+pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
+    preflight(cfg)?;
+    let argv = cfg.eal_argv();
+    tracing::info!(eal_args = %argv.join(" "), "starting the DPDK EAL");
+    let eal = Eal::init(&argv)?;
+    if eal.ports_available() == 0 {
+        return Err(RunError::NoPorts);
+    }
+    let mut ids = Vec::new();
+    for p in &cfg.ports {
+        ids.push(eal.port_by_name(&p.device_name(), &p.devargs)?);
+    }
+    let socket = eal.lcore_socket(LcoreId(cfg.workers[0]));
+    let pool = Arc::new(Mempool::new(
+        &eal,
+        "ctgate_pool",
+        cfg.mempool_mbufs,
+        256,
+        socket,
+    )?);
+    let nworkers = cfg.workers.len() as u16;
+    let mut ports = Vec::new();
+    for (p, id) in cfg.ports.iter().zip(&ids) {
+        let conf = PortConf {
+            rx_queues: nworkers,
+            tx_queues: nworkers,
+            rx_desc: p.rx_desc,
+            tx_desc: p.tx_desc,
+            mac: p.mac.as_deref().map(|m| parse_mac(m).expect("validated")),
+        };
+        let port = Port::setup(&eal, *id, &conf, &pool)?;
+        if conf.mac.is_some() && !port.info().mac_set {
+            tracing::info!(port = %p.name, "the PMD cannot change its MAC address: the configured one is used in software");
+        }
+        let info = port.info();
+        let link = port.link();
+        tracing::info!(
+            port = %p.name, id = id.0, driver = %info.driver, mac = %format_mac(&info.mac),
+            rx_queues = info.rx_queues, tx_queues = info.tx_queues, rss_hf = info.rss_hf,
+            link_up = link.up, speed_mbps = link.speed_mbps, "port started"
+        );
+        ports.push(port);
+    }
+
+    let routes = Arc::new(Routes::from_config(cfg));
+    let neigh = Arc::new(NeighTable::new(4096));
+    for n in &cfg.neighbours {
+        let port = cfg.port_index(&n.port).expect("validated") as u8;
+        let mac = parse_mac(&n.mac).expect("validated");
+        let key = match n.ip {
+            std::net::IpAddr::V4(a) => NeighKey::v4(port, u32::from(a)),
+            std::net::IpAddr::V6(a) => NeighKey::v6(port, u128::from(a)),
+        };
+        neigh.learn(&key, &mac);
+    }
+    let stats = Arc::new(stats::new_shared(cfg.workers.len()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(pipeline::Shared::new(cfg));
+
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, term.clone())
+            .map_err(RunError::Signal)?;
+        signal_hook::flag::register(sig, term.clone()).map_err(RunError::Signal)?;
+    }
+
+    let tsc_hz = eal.tsc_hz();
+    let started = Instant::now();
+    let mut launched = Vec::new();
+    let mut launch_err = None;
+    for (wi, lcore) in cfg.workers.iter().enumerate() {
+        let mut pctx = ArrayVec::new();
+        for (pi, port) in ports.iter().enumerate() {
+            let info = port.info();
+            pctx.push(PortCtx {
+                id: info.id,
+                mac: cfg.ports[pi].mac_addr().unwrap_or(info.mac),
+                rxq: (wi < info.rx_queues as usize).then_some(QueueId(wi as u16)),
+                txq: QueueId(wi as u16),
+                v4: cfg.ports[pi].ipv4.as_ref().and_then(v4_u32),
+                v6: cfg.ports[pi].ipv6.as_ref().and_then(v6_u128),
+            });
+        }
+        let args = WorkerArgs {
+            index: wi,
+            ports: pctx,
+            routes: routes.clone(),
+            neigh: neigh.clone(),
+            pool: pool.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+            pipeline: shared.clone(),
+            tsc_hz,
+            neigh_queue: cfg.neighbour_queue,
+            neigh_timeout_ms: cfg.neighbour_timeout_ms,
+        };
+        match eal.launch(LcoreId(*lcore), Box::new(move || worker::run(args))) {
+            Ok(()) => launched.push(*lcore),
+            Err(e) => {
+                launch_err = Some(e);
+                break;
+            }
+        }
+    }
+    if launch_err.is_none() {
+        tracing::info!(workers = ?cfg.workers, "forwarding; SIGINT or SIGTERM stops");
+        let mut next_print = opts.stats_interval.map(|i| Instant::now() + i);
+        while !term.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            if opts.duration.is_some_and(|d| started.elapsed() >= d) {
+                break;
+            }
+            if let (Some(at), Some(interval)) = (next_print, opts.stats_interval) {
+                if Instant::now() >= at {
+                    let t = Totals::sum(&stats, ports.len());
+                    println!(
+                        "[{:>6.1}s] rx {} tx {} forwarded {} dropped {} (no_route {} no_neighbour {} ttl {} bad {})",
+                        started.elapsed().as_secs_f64(),
+                        t.rx,
+                        t.tx,
+                        t.forwarded,
+                        t.dropped,
+                        t.drops["no_route"],
+                        t.drops["no_neighbour"],
+                        t.drops["ttl_exceeded"],
+                        t.drops["bad_header"]
+                    );
+                    next_print = Some(at + interval);
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut worker_err = None;
+    for l in &launched {
+        let ret = eal.wait(LcoreId(*l));
+        if ret != 0 {
+            worker_err.get_or_insert(RunError::Worker(*l, ret));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let totals = Totals::sum(&stats, ports.len());
+    let mut port_reports = Vec::new();
+    for (p, port) in cfg.ports.iter().zip(&ports) {
+        let s: PortStats = port.stats();
+        port_reports.push(PortReport {
+            name: p.name.clone(),
+            driver: port.info().driver.clone(),
+            mac: format_mac(&p.mac_addr().unwrap_or(port.info().mac)),
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        });
+        if opts.xstats {
+            for (name, v) in port.xstats().into_iter().filter(|(_, v)| *v != 0) {
+                println!("xstat {} {name} {v}", p.name);
+            }
+        }
+    }
+    // Release in order: ports (stop flushes PMD output such as tx_pcap files),
+    // then the pool, then the EAL.
+    drop(ports);
+    drop(pool);
+    drop(eal);
+    if let Some(e) = launch_err {
+        return Err(e.into());
+    }
+    if let Some(e) = worker_err {
+        return Err(e);
+    }
+    let report = Report {
+        totals,
+        ports: port_reports,
+        seconds,
+        tsc_hz,
+    };
+    if let Some(path) = &opts.stats_json {
+        let json = serde_json::to_string_pretty(&report).expect("plain data serialises");
+        std::fs::write(path, json).map_err(|e| RunError::Write {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(report)
+}
+
+impl Report {
+    /// The final statistics, for people.
+    pub fn render(&self, cfg: &Config) -> String {
+        use std::fmt::Write;
+        let t = &self.totals;
+        let mut s = String::new();
+        let _ = writeln!(s, "ctgate stats after {:.1} s", self.seconds);
+        for (i, p) in self.ports.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  port {:<6} {:<14} {}  rx {:>10}  tx {:>10}  (nic: in {} out {} missed {} errors {}/{})",
+                p.name, p.driver, p.mac, t.rx_per_port[i], t.tx_per_port[i], p.ipackets, p.opackets, p.imissed, p.ierrors, p.oerrors
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  forwarded {}   echo replies {}   icmp errors {}",
+            t.forwarded, t.echo_replies_sent, t.icmp_errors_sent
+        );
+        let _ = writeln!(
+            s,
+            "  arp: requests sent {} replies sent {}   nd: solicits sent {} adverts sent {}   queued for a neighbour {}",
+            t.arp_requests_sent, t.arp_replies_sent, t.nd_solicits_sent, t.nd_adverts_sent, t.neigh_queued
+        );
+        let drops: Vec<String> = t
+            .drops
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  dropped {} ({})",
+            t.dropped,
+            if drops.is_empty() {
+                "none".into()
+            } else {
+                drops.join(", ")
+            }
+        );
+        if t.busy_packets > 0 {
+            let _ = writeln!(
+                s,
+                "  cycles/packet {:.1} (busy cycles over packets, {} workers)",
+                t.busy_cycles as f64 / t.busy_packets as f64,
+                cfg.workers.len()
+            );
+        }
+        let _ = write!(
+            s,
+            "  accounting: rx {} + created {} = tx {} + freed {} (+ {} unaccounted)",
+            t.rx,
+            t.generated,
+            t.tx,
+            t.dropped,
+            t.unaccounted()
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1"), vec![0, 1]);
+        assert_eq!(parse_cpu_list("0,2-4,7"), vec![0, 2, 3, 4, 7]);
+        assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
+    }
+}

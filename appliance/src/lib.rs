@@ -1,0 +1,23 @@
+//! ctgate's DPDK application as a library: configuration, the EAL and ports
+//! (`dpdk`), the per-lcore workers (`worker`) with the pipeline slot for
+//! conntrack / policy / NAT (`pipeline`), ARP / ND (`neigh`), routing
+//! (`route`), counters (`stats`) and the control side (`control`).
+//!
+//! Unsafe code is confined to `dpdk`; the rest of the crate denies it.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod config;
+pub mod control;
+#[allow(unsafe_code)]
+pub mod dpdk;
+pub mod neigh;
+pub mod net;
+pub mod pcap;
+pub mod pipeline;
+pub mod route;
+pub mod stats;
+pub mod worker;
+
+pub use config::Config;
+pub use control::{run, Report, RunError, RunOptions};

@@ -1,0 +1,197 @@
+//! The routing table: connected prefixes of the ports plus static routes,
+//! longest prefix first. Built once at start, read-only afterwards, so workers
+//! read it without any synchronisation.
+
+use crate::config::{v4_u32, v6_u128, Config};
+
+/// Where a packet goes: out of `port` (index into the config's ports), to
+/// `gateway` if the route has one, else to the destination itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    pub port: u8,
+    pub gateway: Option<u128>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    net: u128,
+    mask: u128,
+    len: u8,
+    hop: NextHop,
+}
+
+/// Local addresses of one port.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PortAddrs {
+    pub v4: Option<u32>,
+    pub v6: Option<u128>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    v4: Vec<Entry>,
+    v6: Vec<Entry>,
+    pub ports: Vec<PortAddrs>,
+}
+
+impl Routes {
+    pub fn from_config(cfg: &Config) -> Routes {
+        let mut r = Routes::default();
+        for (i, p) in cfg.ports.iter().enumerate() {
+            let mut addrs = PortAddrs::default();
+            for pre in [p.ipv4, p.ipv6].into_iter().flatten() {
+                let (net, mask) = pre.network_u128();
+                let e = Entry {
+                    net,
+                    mask,
+                    len: pre.len,
+                    hop: NextHop {
+                        port: i as u8,
+                        gateway: None,
+                    },
+                };
+                if pre.addr.is_ipv4() {
+                    addrs.v4 = v4_u32(&pre);
+                    r.v4.push(e);
+                } else {
+                    addrs.v6 = v6_u128(&pre);
+                    r.v6.push(e);
+                }
+            }
+            r.ports.push(addrs);
+        }
+        for rt in &cfg.routes {
+            let (net, mask) = rt.prefix.network_u128();
+            let port = cfg.port_index(&rt.port).expect("validated") as u8;
+            let gateway = rt.via.map(|v| match v {
+                std::net::IpAddr::V4(a) => u32::from(a) as u128,
+                std::net::IpAddr::V6(a) => u128::from(a),
+            });
+            let e = Entry {
+                net,
+                mask,
+                len: rt.prefix.len,
+                hop: NextHop { port, gateway },
+            };
+            if rt.prefix.addr.is_ipv4() {
+                r.v4.push(e);
+            } else {
+                r.v6.push(e);
+            }
+        }
+        // Longest prefix first; a stable sort keeps connected routes ahead of
+        // static ones of the same length.
+        r.v4.sort_by_key(|e| std::cmp::Reverse(e.len));
+        r.v6.sort_by_key(|e| std::cmp::Reverse(e.len));
+        r
+    }
+
+    #[inline]
+    pub fn lookup_v4(&self, dst: u32) -> Option<NextHop> {
+        let d = dst as u128;
+        self.v4.iter().find(|e| d & e.mask == e.net).map(|e| e.hop)
+    }
+
+    #[inline]
+    pub fn lookup_v6(&self, dst: u128) -> Option<NextHop> {
+        self.v6
+            .iter()
+            .find(|e| dst & e.mask == e.net)
+            .map(|e| e.hop)
+    }
+
+    /// The port whose IPv4 address is `a`.
+    #[inline]
+    pub fn local_v4(&self, a: u32) -> Option<usize> {
+        self.ports.iter().position(|p| p.v4 == Some(a))
+    }
+
+    /// The port whose IPv6 address is `a`.
+    #[inline]
+    pub fn local_v6(&self, a: u128) -> Option<usize> {
+        self.ports.iter().position(|p| p.v6 == Some(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::parse(
+            r#"
+[[port]]
+name = "a"
+devargs = "net_null0"
+ipv4 = "192.0.2.1/24"
+ipv6 = "2001:db8:1::1/64"
+[[port]]
+name = "b"
+devargs = "net_null1"
+ipv4 = "198.51.100.1/24"
+ipv6 = "2001:db8:2::1/64"
+[[route]]
+prefix = "203.0.113.0/24"
+via = "198.51.100.2"
+port = "b"
+[[route]]
+prefix = "203.0.113.128/25"
+via = "192.0.2.7"
+port = "a"
+[[route]]
+prefix = "2001:db8:99::/48"
+via = "2001:db8:2::2"
+port = "b"
+"#,
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let r = Routes::from_config(&cfg());
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        assert_eq!(
+            r.lookup_v4(ip("192.0.2.77")),
+            Some(NextHop {
+                port: 0,
+                gateway: None
+            })
+        );
+        assert_eq!(
+            r.lookup_v4(ip("203.0.113.5")),
+            Some(NextHop {
+                port: 1,
+                gateway: Some(ip("198.51.100.2") as u128)
+            })
+        );
+        assert_eq!(
+            r.lookup_v4(ip("203.0.113.200")),
+            Some(NextHop {
+                port: 0,
+                gateway: Some(ip("192.0.2.7") as u128)
+            })
+        );
+        assert_eq!(r.lookup_v4(ip("10.0.0.1")), None);
+        let ip6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(
+            r.lookup_v6(ip6("2001:db8:2::55")),
+            Some(NextHop {
+                port: 1,
+                gateway: None
+            })
+        );
+        assert_eq!(
+            r.lookup_v6(ip6("2001:db8:99:1::1")),
+            Some(NextHop {
+                port: 1,
+                gateway: Some(ip6("2001:db8:2::2"))
+            })
+        );
+        assert_eq!(r.lookup_v6(ip6("2001:db8:3::1")), None);
+        assert_eq!(r.local_v4(ip("198.51.100.1")), Some(1));
+        assert_eq!(r.local_v6(ip6("2001:db8:1::1")), Some(0));
+        assert_eq!(r.local_v4(ip("198.51.100.2")), None);
+    }
+}

@@ -1,0 +1,240 @@
+//! Per-lcore counters (one cache-padded block per worker, written only by its
+//! worker, read by the control thread) and the named reasons a packet is freed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+
+/// Why a packet was freed instead of transmitted. Each variant is a counter
+/// and a label (`name()`). Every mbuf a worker frees is counted under one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Malformed Ethernet / ARP / IPv4 / IPv6 header (length, version, checksum), or a multi-segment mbuf.
+    BadHeader,
+    /// Unicast to another MAC address (seen in promiscuous mode).
+    OtherHost,
+    /// An EtherType the gateway does not handle (VLAN, LLDP, ...).
+    Unsupported,
+    /// No route to the destination.
+    NoRoute,
+    /// Not forwardable: multicast / broadcast / link-local / loopback / unspecified addresses.
+    NotRoutable,
+    /// TTL or hop limit would reach zero (an ICMP time exceeded was sent).
+    TtlExceeded,
+    /// The next hop did not answer ARP / ND in time, or the wait queue was full.
+    NoNeighbour,
+    /// The TX queue was full.
+    TxFull,
+    /// Addressed to the appliance but not something it answers (only echo is).
+    LocalUnhandled,
+    /// ARP that needs no answer (a reply, a request for another address): learned from, then freed.
+    ArpConsumed,
+    /// Neighbour discovery that needs no answer (NA, RS, RA, redirect, NS for another address).
+    NdConsumed,
+    /// Dropped by the conntrack / policy / NAT stage (`pipeline`).
+    Policy,
+    /// Still queued (waiting for a neighbour) when the appliance stopped.
+    Shutdown,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 13;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::BadHeader,
+        DropReason::OtherHost,
+        DropReason::Unsupported,
+        DropReason::NoRoute,
+        DropReason::NotRoutable,
+        DropReason::TtlExceeded,
+        DropReason::NoNeighbour,
+        DropReason::TxFull,
+        DropReason::LocalUnhandled,
+        DropReason::ArpConsumed,
+        DropReason::NdConsumed,
+        DropReason::Policy,
+        DropReason::Shutdown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::BadHeader => "bad_header",
+            DropReason::OtherHost => "other_host",
+            DropReason::Unsupported => "unsupported",
+            DropReason::NoRoute => "no_route",
+            DropReason::NotRoutable => "not_routable",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::NoNeighbour => "no_neighbour",
+            DropReason::TxFull => "tx_full",
+            DropReason::LocalUnhandled => "local_unhandled",
+            DropReason::ArpConsumed => "arp_consumed",
+            DropReason::NdConsumed => "nd_consumed",
+            DropReason::Policy => "policy",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A counter with one writer: the add is a plain load + store (no locked
+/// instruction); readers on other threads see a recent value.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    #[inline(always)]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Most ports the appliance handles.
+pub const MAX_PORTS: usize = 8;
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+pub struct LcoreStats {
+    pub rx: [Counter; MAX_PORTS],
+    pub tx: [Counter; MAX_PORTS],
+    /// Packets routed to another port (the rest of tx is locally generated).
+    pub forwarded: Counter,
+    /// Packets the appliance created: ARP / ND requests and answers, echo
+    /// replies are counted in `replies` (they reuse the request's mbuf).
+    pub generated: Counter,
+    pub arp_requests_sent: Counter,
+    pub arp_replies_sent: Counter,
+    pub nd_solicits_sent: Counter,
+    pub nd_adverts_sent: Counter,
+    pub echo_replies_sent: Counter,
+    pub icmp_errors_sent: Counter,
+    /// Mbuf allocations that failed (an ARP / ND / ICMP error not sent).
+    pub alloc_failed: Counter,
+    /// Packets queued to wait for a neighbour.
+    pub neigh_queued: Counter,
+    pub drops: [Counter; DropReason::COUNT],
+    /// TSC cycles spent on non-empty bursts, and those bursts' packet count.
+    pub busy_cycles: Counter,
+    pub busy_packets: Counter,
+}
+
+impl LcoreStats {
+    #[inline(always)]
+    pub fn drop(&self, reason: DropReason) {
+        self.drops[reason as usize].add(1);
+    }
+}
+
+/// Per-lcore counters, one padded block per worker so no two workers write a
+/// cache line in common.
+pub type SharedStats = Box<[CachePadded<LcoreStats>]>;
+
+pub fn new_shared(workers: usize) -> SharedStats {
+    (0..workers)
+        .map(|_| CachePadded::new(LcoreStats::default()))
+        .collect()
+}
+
+/// A snapshot summed over all workers (control thread only).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub rx: u64,
+    pub tx: u64,
+    pub rx_per_port: Vec<u64>,
+    pub tx_per_port: Vec<u64>,
+    pub forwarded: u64,
+    pub generated: u64,
+    pub arp_requests_sent: u64,
+    pub arp_replies_sent: u64,
+    pub nd_solicits_sent: u64,
+    pub nd_adverts_sent: u64,
+    pub echo_replies_sent: u64,
+    pub icmp_errors_sent: u64,
+    pub alloc_failed: u64,
+    pub neigh_queued: u64,
+    pub dropped: u64,
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+    pub busy_cycles: u64,
+    pub busy_packets: u64,
+}
+
+impl Totals {
+    pub fn sum(stats: &[CachePadded<LcoreStats>], ports: usize) -> Totals {
+        let mut t = Totals {
+            rx_per_port: vec![0; ports],
+            tx_per_port: vec![0; ports],
+            ..Default::default()
+        };
+        for r in DropReason::ALL {
+            t.drops.insert(r.name(), 0);
+        }
+        for s in stats {
+            for p in 0..ports {
+                t.rx_per_port[p] += s.rx[p].get();
+                t.tx_per_port[p] += s.tx[p].get();
+            }
+            t.forwarded += s.forwarded.get();
+            t.generated += s.generated.get();
+            t.arp_requests_sent += s.arp_requests_sent.get();
+            t.arp_replies_sent += s.arp_replies_sent.get();
+            t.nd_solicits_sent += s.nd_solicits_sent.get();
+            t.nd_adverts_sent += s.nd_adverts_sent.get();
+            t.echo_replies_sent += s.echo_replies_sent.get();
+            t.icmp_errors_sent += s.icmp_errors_sent.get();
+            t.alloc_failed += s.alloc_failed.get();
+            t.neigh_queued += s.neigh_queued.get();
+            t.busy_cycles += s.busy_cycles.get();
+            t.busy_packets += s.busy_packets.get();
+            for r in DropReason::ALL {
+                *t.drops.get_mut(r.name()).expect("inserted above") += s.drops[r as usize].get();
+            }
+        }
+        t.rx = t.rx_per_port.iter().sum();
+        t.tx = t.tx_per_port.iter().sum();
+        t.dropped = t.drops.values().sum();
+        t
+    }
+
+    /// Packets received or created that are neither transmitted nor freed
+    /// (in flight; 0 once the workers stopped and drained).
+    pub fn unaccounted(&self) -> i64 {
+        (self.rx + self.generated) as i64 - (self.tx + self.dropped) as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_are_complete_and_distinct() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        let names: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn totals_sum_workers() {
+        let s = new_shared(2);
+        s[0].rx[0].add(5);
+        s[1].rx[1].add(3);
+        s[0].tx[1].add(4);
+        s[1].drop(DropReason::NoRoute);
+        s[0].drop(DropReason::NoRoute);
+        s[0].generated.add(1);
+        s[1].drop(DropReason::BadHeader);
+        let t = Totals::sum(&s, 2);
+        assert_eq!((t.rx, t.tx, t.dropped), (8, 4, 3));
+        assert_eq!(t.drops["no_route"], 2);
+        assert_eq!(t.unaccounted(), 2);
+    }
+}

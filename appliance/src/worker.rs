@@ -1,0 +1,619 @@
+//! One worker per lcore: RX burst -> classify -> pipeline stage -> L3
+//! forwarding (routes, TTL, neighbours) -> TX, plus the ARP / ND / echo
+//! answers of the appliance's own addresses. Every mbuf a worker receives or
+//! creates is transmitted or freed under a [`DropReason`].
+//!
+//! Nothing here allocates from the heap, takes a lock, or makes a system call:
+//! buffers are fixed arrays or vectors sized at start, time is the TSC, the
+//! neighbour table is read lock-free, counters are per-lcore.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arrayvec::ArrayVec;
+
+use crate::dpdk::{self, Mbuf, Mempool, PortId, QueueId};
+use crate::neigh::{NeighKey, NeighTable};
+use crate::net::{self, Mac, Meta};
+use crate::pipeline::{self, Pipeline, Verdict};
+use crate::route::Routes;
+use crate::stats::{DropReason, LcoreStats, SharedStats, MAX_PORTS};
+
+/// Packets per RX burst.
+pub const BURST: usize = 32;
+/// Packets buffered per TX port before a tx_burst.
+const TX_BUF: usize = 64;
+/// How often waiting packets are re-checked for expiry / re-solicitation.
+const MAINTENANCE_MS: u64 = 10;
+/// How often an unanswered ARP / NS is repeated.
+const RESOLICIT_MS: u64 = 1000;
+
+/// A port as a worker sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PortCtx {
+    pub id: PortId,
+    pub mac: Mac,
+    /// The RX queue this worker polls on the port (None if the port has fewer queues than workers).
+    pub rxq: Option<QueueId>,
+    /// This worker's own TX queue on the port.
+    pub txq: QueueId,
+    pub v4: Option<u32>,
+    pub v6: Option<u128>,
+}
+
+/// Everything a worker needs; moved onto its lcore.
+pub struct WorkerArgs {
+    pub index: usize,
+    pub ports: ArrayVec<PortCtx, MAX_PORTS>,
+    pub routes: Arc<Routes>,
+    pub neigh: Arc<NeighTable>,
+    pub pool: Arc<Mempool>,
+    pub stats: Arc<SharedStats>,
+    pub stop: Arc<AtomicBool>,
+    pub pipeline: Arc<pipeline::Shared>,
+    pub tsc_hz: u64,
+    pub neigh_queue: usize,
+    pub neigh_timeout_ms: u64,
+}
+
+struct Pending {
+    mbuf: Mbuf,
+    port: u8,
+    key: NeighKey,
+    deadline: u64,
+    solicited_at: u64,
+}
+
+struct Worker<'a> {
+    ports: &'a [PortCtx],
+    routes: &'a Routes,
+    neigh: &'a NeighTable,
+    pool: &'a Mempool,
+    stats: &'a LcoreStats,
+    pipeline: Pipeline<'a>,
+    tx: [ArrayVec<Mbuf, TX_BUF>; MAX_PORTS],
+    pending: Vec<Pending>,
+    pending_cap: usize,
+    neigh_gen: u64,
+    tsc_per_ms: u64,
+    start_tsc: u64,
+    now: u64,
+    neigh_timeout: u64,
+}
+
+/// The worker's main loop; returns when `args.stop` is set, after draining.
+pub fn run(args: WorkerArgs) -> i32 {
+    let tsc_per_ms = (args.tsc_hz / 1000).max(1);
+    let start = dpdk::tsc();
+    let mut w = Worker {
+        ports: &args.ports,
+        routes: &args.routes,
+        neigh: &args.neigh,
+        pool: &args.pool,
+        stats: &args.stats[args.index],
+        pipeline: Pipeline::new(&args.pipeline, args.index),
+        tx: Default::default(),
+        pending: Vec::with_capacity(args.neigh_queue),
+        pending_cap: args.neigh_queue,
+        neigh_gen: args.neigh.generation(),
+        tsc_per_ms,
+        start_tsc: start,
+        now: start,
+        neigh_timeout: args.neigh_timeout_ms * tsc_per_ms,
+    };
+    let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
+    let mut next_maintenance = start;
+    while !args.stop.load(Ordering::Relaxed) {
+        for pi in 0..w.ports.len() {
+            let port = w.ports[pi];
+            let Some(q) = port.rxq else { continue };
+            let t0 = dpdk::tsc();
+            let n = dpdk::rx_burst(port.id, q, &mut rx);
+            if n == 0 {
+                continue;
+            }
+            w.now = t0;
+            w.stats.rx[pi].add(n as u64);
+            w.handle_burst(pi as u8, &mut rx);
+            w.flush_all();
+            w.stats.busy_cycles.add(dpdk::tsc() - t0);
+            w.stats.busy_packets.add(n as u64);
+        }
+        let now = dpdk::tsc();
+        if now >= next_maintenance && !w.pending.is_empty() {
+            w.now = now;
+            w.maintain();
+            w.flush_all();
+            next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
+        } else if now >= next_maintenance {
+            next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
+        }
+    }
+    // Drain: what is buffered goes out, what waits for a neighbour is freed.
+    w.now = dpdk::tsc();
+    w.maintain();
+    w.flush_all();
+    for p in w.pending.drain(..) {
+        w.stats.drop(DropReason::Shutdown);
+        drop(p.mbuf);
+    }
+    0
+}
+
+impl Worker<'_> {
+    #[inline(always)]
+    fn drop_pkt(&self, m: Mbuf, reason: DropReason) {
+        self.stats.drop(reason);
+        drop(m);
+    }
+
+    #[inline(always)]
+    fn now_ms(&self) -> u64 {
+        (self.now - self.start_tsc) / self.tsc_per_ms
+    }
+
+    fn handle_burst(&mut self, in_port: u8, rx: &mut ArrayVec<Mbuf, BURST>) {
+        let mac = self.ports[in_port as usize].mac;
+        for m in rx.iter() {
+            m.prefetch();
+        }
+        let mut ip_pkts: ArrayVec<Mbuf, BURST> = ArrayVec::new();
+        let mut ip_meta: ArrayVec<Meta, BURST> = ArrayVec::new();
+        for m in rx.drain(..) {
+            if !m.is_contiguous() {
+                self.drop_pkt(m, DropReason::BadHeader);
+                continue;
+            }
+            match net::classify(m.data(), &mac) {
+                Err(reason) => self.drop_pkt(m, reason),
+                Ok(Meta::Arp) => self.handle_arp(in_port, m),
+                Ok(meta) => {
+                    if let Some(t) = meta.nd_type(m.data()) {
+                        self.handle_nd(in_port, m, &meta, t);
+                    } else {
+                        ip_pkts.push(m);
+                        ip_meta.push(meta);
+                    }
+                }
+            }
+        }
+        if ip_pkts.is_empty() {
+            return;
+        }
+        let mut verdicts = [Verdict::Forward; BURST];
+        let n = ip_pkts.len();
+        let now_ms = self.now_ms();
+        self.pipeline
+            .process_burst(now_ms, in_port, &mut ip_pkts, &ip_meta, &mut verdicts[..n]);
+        for ((m, meta), v) in ip_pkts.drain(..).zip(ip_meta.drain(..)).zip(verdicts) {
+            match v {
+                Verdict::Forward => self.forward(in_port, m, meta),
+                Verdict::ForwardRewritten => match net::classify(m.data(), &mac) {
+                    Ok(meta @ (Meta::Ipv4 { .. } | Meta::Ipv6 { .. })) => {
+                        self.forward(in_port, m, meta)
+                    }
+                    Ok(Meta::Arp) => self.drop_pkt(m, DropReason::BadHeader),
+                    Err(r) => self.drop_pkt(m, r),
+                },
+                Verdict::Drop(r) => self.drop_pkt(m, r),
+            }
+        }
+    }
+
+    fn forward(&mut self, in_port: u8, mut m: Mbuf, meta: Meta) {
+        match meta {
+            Meta::Ipv4 {
+                ihl,
+                total_len,
+                ttl,
+                proto,
+                src,
+                dst,
+            } => {
+                if self.routes.local_v4(dst).is_some() {
+                    let ihl = ihl as usize;
+                    let d = m.data();
+                    if proto == net::IPPROTO_ICMP
+                        && total_len as usize >= ihl + 8
+                        && d[net::ETH_HLEN + ihl] == net::ICMP_ECHO_REQUEST
+                        && d[net::ETH_HLEN + ihl + 1] == 0
+                    {
+                        let mac = self.ports[in_port as usize].mac;
+                        net::ipv4_echo_reply_in_place(m.data_mut(), ihl, total_len as usize, &mac);
+                        self.stats.echo_replies_sent.add(1);
+                        self.push_tx(in_port, m);
+                    } else {
+                        self.drop_pkt(m, DropReason::LocalUnhandled);
+                    }
+                    return;
+                }
+                if !v4_forwardable(src, dst) {
+                    return self.drop_pkt(m, DropReason::NotRoutable);
+                }
+                let Some(hop) = self.routes.lookup_v4(dst) else {
+                    return self.drop_pkt(m, DropReason::NoRoute);
+                };
+                if ttl <= 1 {
+                    self.time_exceeded(in_port, &m, meta);
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                }
+                net::ipv4_dec_ttl(&mut m.data_mut()[net::ETH_HLEN..]);
+                let nh = hop.gateway.unwrap_or(dst as u128) as u32;
+                self.send_to_neighbour(m, hop.port, NeighKey::v4(hop.port, nh));
+            }
+            Meta::Ipv6 {
+                payload_len,
+                hop_limit,
+                next_header,
+                src,
+                dst,
+            } => {
+                if self.routes.local_v6(dst).is_some() {
+                    let d = m.data();
+                    let icmp = net::ETH_HLEN + 40;
+                    if next_header == net::IPPROTO_ICMPV6
+                        && payload_len >= 8
+                        && d[icmp] == net::ICMPV6_ECHO_REQUEST
+                        && d[icmp + 1] == 0
+                    {
+                        let mac = self.ports[in_port as usize].mac;
+                        net::ipv6_echo_reply_in_place(m.data_mut(), payload_len as usize, &mac);
+                        self.stats.echo_replies_sent.add(1);
+                        self.push_tx(in_port, m);
+                    } else {
+                        self.drop_pkt(m, DropReason::LocalUnhandled);
+                    }
+                    return;
+                }
+                if !v6_forwardable(src, dst) {
+                    return self.drop_pkt(m, DropReason::NotRoutable);
+                }
+                let Some(hop) = self.routes.lookup_v6(dst) else {
+                    return self.drop_pkt(m, DropReason::NoRoute);
+                };
+                if hop_limit <= 1 {
+                    self.time_exceeded(in_port, &m, meta);
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                }
+                m.data_mut()[net::ETH_HLEN + 7] -= 1;
+                let nh = hop.gateway.unwrap_or(dst);
+                self.send_to_neighbour(m, hop.port, NeighKey::v6(hop.port, nh));
+            }
+            Meta::Arp => self.drop_pkt(m, DropReason::BadHeader),
+        }
+    }
+
+    #[inline]
+    fn send_to_neighbour(&mut self, mut m: Mbuf, port: u8, key: NeighKey) {
+        match self.neigh.lookup(&key) {
+            Some(mac) => {
+                let src = self.ports[port as usize].mac;
+                let d = m.data_mut();
+                d[0..6].copy_from_slice(&mac);
+                d[6..12].copy_from_slice(&src);
+                self.stats.forwarded.add(1);
+                self.push_tx(port, m);
+            }
+            None => self.enqueue_pending(m, port, key),
+        }
+    }
+
+    #[cold]
+    fn enqueue_pending(&mut self, m: Mbuf, port: u8, key: NeighKey) {
+        if self.pending.len() >= self.pending_cap {
+            return self.drop_pkt(m, DropReason::NoNeighbour);
+        }
+        let earlier = self
+            .pending
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.solicited_at);
+        let solicited_at = match earlier {
+            Some(t) => t,
+            None => {
+                self.solicit(key);
+                self.now
+            }
+        };
+        self.stats.neigh_queued.add(1);
+        self.pending.push(Pending {
+            mbuf: m,
+            port,
+            key,
+            deadline: self.now + self.neigh_timeout,
+            solicited_at,
+        });
+    }
+
+    /// Sends what became resolvable, expires what waited too long, repeats
+    /// unanswered solicitations.
+    #[cold]
+    fn maintain(&mut self) {
+        let generation = self.neigh.generation();
+        let learned = generation != self.neigh_gen;
+        self.neigh_gen = generation;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            if learned {
+                if let Some(mac) = self.neigh.lookup(&p.key) {
+                    let p = self.pending.remove(i);
+                    let mut m = p.mbuf;
+                    let src = self.ports[p.port as usize].mac;
+                    let d = m.data_mut();
+                    d[0..6].copy_from_slice(&mac);
+                    d[6..12].copy_from_slice(&src);
+                    self.stats.forwarded.add(1);
+                    self.push_tx(p.port, m);
+                    continue;
+                }
+            }
+            if self.now >= p.deadline {
+                let p = self.pending.remove(i);
+                self.drop_pkt(p.mbuf, DropReason::NoNeighbour);
+                continue;
+            }
+            if self.now - p.solicited_at >= RESOLICIT_MS * self.tsc_per_ms {
+                let key = p.key;
+                self.solicit(key);
+                let now = self.now;
+                for q in self.pending.iter_mut().filter(|q| q.key == key) {
+                    q.solicited_at = now;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Sends an ARP request or an IPv6 neighbour solicitation for `key`.
+    #[cold]
+    fn solicit(&mut self, key: NeighKey) {
+        let port = self.ports[key.port as usize];
+        let Some(mut m) = self.pool.alloc() else {
+            self.stats.alloc_failed.add(1);
+            return;
+        };
+        // Counted as created now, so that a failure below is a counted drop.
+        self.stats.generated.add(1);
+        if key.v6 {
+            let Some(src) = port.v6 else {
+                return self.drop_pkt(m, DropReason::NoNeighbour);
+            };
+            let Some(buf) = m.append(net::ND_FRAME_LEN as u16) else {
+                return self.drop_pkt(m, DropReason::NoNeighbour);
+            };
+            net::write_neighbor_solicit(buf, &port.mac, src, key.ip);
+            self.stats.nd_solicits_sent.add(1);
+        } else {
+            let Some(src) = port.v4 else {
+                return self.drop_pkt(m, DropReason::NoNeighbour);
+            };
+            // 60 bytes: the Ethernet minimum, zero padded.
+            let Some(buf) = m.append(60) else {
+                return self.drop_pkt(m, DropReason::NoNeighbour);
+            };
+            buf.fill(0);
+            net::write_arp(
+                buf,
+                &net::BROADCAST,
+                net::ARP_REQUEST,
+                &port.mac,
+                src,
+                &[0; 6],
+                key.ip as u32,
+            );
+            self.stats.arp_requests_sent.add(1);
+        }
+        self.push_tx(key.port, m);
+    }
+
+    #[cold]
+    fn handle_arp(&mut self, in_port: u8, mut m: Mbuf) {
+        let Some(arp) = net::parse_arp(m.data()) else {
+            return self.drop_pkt(m, DropReason::BadHeader);
+        };
+        let port = self.ports[in_port as usize];
+        let Some(mine) = port.v4 else {
+            return self.drop_pkt(m, DropReason::ArpConsumed);
+        };
+        let sender_ok = arp.spa != 0 && arp.sha[0] & 1 == 0;
+        if arp.tpa == mine {
+            // RFC 826: a packet for us updates / adds the sender.
+            if sender_ok {
+                self.neigh.learn(&NeighKey::v4(in_port, arp.spa), &arp.sha);
+            }
+            if arp.op == net::ARP_REQUEST && sender_ok {
+                net::write_arp(
+                    m.data_mut(),
+                    &arp.sha,
+                    net::ARP_REPLY,
+                    &port.mac,
+                    mine,
+                    &arp.sha,
+                    arp.spa,
+                );
+                self.stats.arp_replies_sent.add(1);
+                return self.push_tx(in_port, m);
+            }
+        } else if sender_ok
+            && arp.spa == arp.tpa
+            && self.neigh.lookup(&NeighKey::v4(in_port, arp.spa)).is_some()
+        {
+            // Gratuitous ARP refreshes an entry we already have.
+            self.neigh.learn(&NeighKey::v4(in_port, arp.spa), &arp.sha);
+        }
+        self.drop_pkt(m, DropReason::ArpConsumed)
+    }
+
+    #[cold]
+    fn handle_nd(&mut self, in_port: u8, mut m: Mbuf, meta: &Meta, nd_type: u8) {
+        if nd_type != net::ND_NEIGHBOR_SOLICIT && nd_type != net::ND_NEIGHBOR_ADVERT {
+            return self.drop_pkt(m, DropReason::NdConsumed);
+        }
+        let Some(nd) = net::parse_nd(m.data()) else {
+            return self.drop_pkt(m, DropReason::BadHeader);
+        };
+        let Meta::Ipv6 { src, .. } = *meta else {
+            unreachable!("nd_type is only Some for IPv6")
+        };
+        let port = self.ports[in_port as usize];
+        if nd_type == net::ND_NEIGHBOR_ADVERT {
+            if let Some(ll) = nd.lladdr {
+                self.neigh.learn(&NeighKey::v6(in_port, nd.target), &ll);
+            }
+            return self.drop_pkt(m, DropReason::NdConsumed);
+        }
+        // A solicitation: answer it if it asks for our address and is not
+        // duplicate address detection (unspecified source).
+        if port.v6 != Some(nd.target) || src == 0 {
+            return self.drop_pkt(m, DropReason::NdConsumed);
+        }
+        if let Some(ll) = nd.lladdr {
+            self.neigh.learn(&NeighKey::v6(in_port, src), &ll);
+        }
+        let mut eth_src = [0u8; 6];
+        eth_src.copy_from_slice(&m.data()[6..12]);
+        let dst_mac = nd.lladdr.unwrap_or(eth_src);
+        let len = m.data().len();
+        if len < net::ND_FRAME_LEN && m.append((net::ND_FRAME_LEN - len) as u16).is_none() {
+            return self.drop_pkt(m, DropReason::NdConsumed);
+        }
+        m.truncate(net::ND_FRAME_LEN);
+        net::write_neighbor_advert(m.data_mut(), &port.mac, &dst_mac, nd.target, src);
+        self.stats.nd_adverts_sent.add(1);
+        self.push_tx(in_port, m);
+    }
+
+    /// Sends ICMP / ICMPv6 time exceeded for `orig` back out of its input port.
+    #[cold]
+    fn time_exceeded(&mut self, in_port: u8, orig: &Mbuf, meta: Meta) {
+        let port = self.ports[in_port as usize];
+        let src4 = port
+            .v4
+            .or_else(|| self.routes.ports.iter().find_map(|p| p.v4));
+        let src6 = port
+            .v6
+            .or_else(|| self.routes.ports.iter().find_map(|p| p.v6));
+        let Some(mut m) = self.pool.alloc() else {
+            self.stats.alloc_failed.add(1);
+            return;
+        };
+        self.stats.generated.add(1);
+        let len = match meta {
+            Meta::Ipv4 { ihl, total_len, .. } => {
+                let Some(src) = src4 else {
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                };
+                let Some(buf) = m.append(14 + 20 + 8 + 60 + 8) else {
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                };
+                net::write_icmp4_time_exceeded(
+                    buf,
+                    orig.data(),
+                    ihl as usize,
+                    total_len as usize,
+                    &port.mac,
+                    src,
+                )
+            }
+            Meta::Ipv6 { payload_len, .. } => {
+                let Some(src) = src6 else {
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                };
+                let Some(buf) = m.append(14 + 48 + 1232) else {
+                    return self.drop_pkt(m, DropReason::TtlExceeded);
+                };
+                net::write_icmp6_time_exceeded(
+                    buf,
+                    orig.data(),
+                    payload_len as usize,
+                    &port.mac,
+                    src,
+                )
+            }
+            Meta::Arp => return self.drop_pkt(m, DropReason::BadHeader),
+        };
+        m.truncate(len);
+        self.stats.icmp_errors_sent.add(1);
+        self.push_tx(in_port, m);
+    }
+
+    #[inline(always)]
+    fn push_tx(&mut self, port: u8, m: Mbuf) {
+        let p = port as usize;
+        if self.tx[p].is_full() {
+            self.flush(p);
+        }
+        // flush() leaves the buffer empty.
+        self.tx[p].push(m);
+    }
+
+    #[inline]
+    fn flush(&mut self, p: usize) {
+        if self.tx[p].is_empty() {
+            return;
+        }
+        let port = self.ports[p];
+        let sent = dpdk::tx_burst(port.id, port.txq, &mut self.tx[p]);
+        self.stats.tx[p].add(sent as u64);
+        let unsent = self.tx[p].len();
+        if unsent > 0 {
+            self.stats.drops[DropReason::TxFull as usize].add(unsent as u64);
+            self.tx[p].clear();
+        }
+    }
+
+    #[inline]
+    fn flush_all(&mut self) {
+        for p in 0..self.ports.len() {
+            self.flush(p);
+        }
+    }
+}
+
+/// RFC 1812 section 5.3.7 / 5.2.1: never forward to or from these.
+#[inline]
+pub fn v4_forwardable(src: u32, dst: u32) -> bool {
+    let bad = |a: u32| {
+        let first = a >> 24;
+        first == 0 || first == 127 || first >= 224
+    };
+    !bad(dst) && !bad(src)
+}
+
+/// RFC 4291: multicast, loopback, unspecified and link-local addresses stay on their link.
+#[inline]
+pub fn v6_forwardable(src: u128, dst: u128) -> bool {
+    let link_scoped = |a: u128| a >> 118 == 0x3fa; // fe80::/10
+    let multicast = |a: u128| a >> 120 == 0xff;
+    !(dst == 0
+        || dst == 1
+        || multicast(dst)
+        || link_scoped(dst)
+        || src == 0
+        || src == 1
+        || multicast(src)
+        || link_scoped(src))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwardable_addresses() {
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        assert!(v4_forwardable(ip("192.0.2.10"), ip("198.51.100.10")));
+        assert!(!v4_forwardable(ip("192.0.2.10"), ip("224.0.0.1")));
+        assert!(!v4_forwardable(ip("192.0.2.10"), ip("255.255.255.255")));
+        assert!(!v4_forwardable(ip("127.0.0.1"), ip("198.51.100.10")));
+        assert!(!v4_forwardable(ip("0.0.0.0"), ip("198.51.100.10")));
+        let ip6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        assert!(v6_forwardable(ip6("2001:db8:1::10"), ip6("2001:db8:2::10")));
+        assert!(!v6_forwardable(ip6("fe80::1"), ip6("2001:db8:2::10")));
+        assert!(!v6_forwardable(ip6("2001:db8:1::10"), ip6("febf::1")));
+        assert!(!v6_forwardable(ip6("2001:db8:1::10"), ip6("ff02::1")));
+        assert!(!v6_forwardable(ip6("::"), ip6("2001:db8:2::10")));
+        assert!(!v6_forwardable(ip6("2001:db8:1::10"), ip6("::1")));
+    }
+}

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The demo: set up the machine, bring up the netns test bed, run ctgate
+# between the two test hosts and send real traffic through it:
+#   ping (IPv4, IPv6, to the far host and to ctgate itself), a TCP transfer
+#   (Python http.server -> curl, content checked by SHA-256), UDP (echo, checked),
+# then print what went through and ctgate's counters, and clean up.
+#
+# usage: sudo scripts/demo.sh [--keep] [--no-setup]
+#   --keep      leave ctgate and the test bed running until Ctrl-C
+#   --no-setup  skip scripts/setup.sh (packages, hugepages, build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+KEEP=0
+SETUP=1
+for a in "$@"; do
+    case "$a" in
+    --keep) KEEP=1 ;;
+    --no-setup) SETUP=0 ;;
+    *) echo "usage: $0 [--keep] [--no-setup]" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "demo: needs root: sudo $0 $*" >&2; exit 1; }
+
+[ "$SETUP" = 1 ] && scripts/setup.sh
+CTGATE=$ROOT/target/release/ctgate
+[ -x "$CTGATE" ] || { echo "demo: $CTGATE missing: run scripts/setup.sh" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/ctgate-demo.XXXXXX)
+CT_PID=
+cleanup() {
+    if [ -n "$CT_PID" ] && kill -0 "$CT_PID" 2>/dev/null; then
+        kill -TERM "$CT_PID" 2>/dev/null || true
+        wait "$CT_PID" 2>/dev/null || true
+    fi
+    scripts/testbed.sh down >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+scripts/testbed.sh up
+CLI=(ip netns exec ctgw-cli)
+SRV=(ip netns exec ctgw-srv)
+
+# The built-in config is the test bed (ctgate default-config shows it); without
+# free hugepages, fall back to --no-huge (slower, works everywhere).
+CONFIG=$WORK/ctgate.toml
+"$CTGATE" default-config >"$CONFIG"
+if [ "$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)" -lt 64 ]; then
+    echo "demo: fewer than 64 hugepages free: running ctgate with --no-huge"
+    sed -i 's/^eal_args = .*/eal_args = ["--in-memory", "--no-huge", "-m", "256"]/' "$CONFIG"
+fi
+"$CTGATE" run --config "$CONFIG" --stats-json "$WORK/stats.json" >"$WORK/ctgate.out" 2>"$WORK/ctgate.log" &
+CT_PID=$!
+for _ in $(seq 1 100); do
+    grep -q "forwarding;" "$WORK/ctgate.log" 2>/dev/null && break
+    kill -0 "$CT_PID" 2>/dev/null || { cat "$WORK/ctgate.log" "$WORK/ctgate.out" >&2; exit 1; }
+    sleep 0.1
+done
+grep -q "forwarding;" "$WORK/ctgate.log" || { echo "demo: ctgate did not start" >&2; cat "$WORK/ctgate.log" >&2; exit 1; }
+echo "demo: ctgate is running (pid $CT_PID)"
+
+FAIL=0
+step() { # name command...
+    local name=$1; shift
+    if out=$("$@" 2>&1); then
+        echo "  ok    $name: $(echo "$out" | grep -E 'packets transmitted|datagrams|bytes' | tail -1)"
+    else
+        echo "  FAIL  $name"; echo "$out" | sed 's/^/        /'; FAIL=1
+    fi
+}
+
+echo "demo: traffic between ctgw-cli (192.0.2.2, 2001:db8:1::2) and ctgw-srv (198.51.100.2, 2001:db8:2::2):"
+step "ping ctgate 192.0.2.1"        "${CLI[@]}" ping -c 3 -i 0.2 -W 2 192.0.2.1
+step "ping ctgate 2001:db8:1::1"    "${CLI[@]}" ping -6 -c 3 -i 0.2 -W 2 2001:db8:1::1
+step "ping 198.51.100.2 via ctgate" "${CLI[@]}" ping -c 5 -i 0.2 -W 2 198.51.100.2
+step "ping 2001:db8:2::2 via ctgate" "${CLI[@]}" ping -6 -c 5 -i 0.2 -W 2 2001:db8:2::2
+
+# TCP: a 4 MiB random file served by Python's http.server, fetched with curl.
+mkdir -p "$WORK/www"
+head -c 4194304 /dev/urandom >"$WORK/www/blob.bin"
+WANT=$(sha256sum <"$WORK/www/blob.bin" | cut -d' ' -f1)
+"${SRV[@]}" timeout 120 python3 -m http.server 8080 --bind :: --directory "$WORK/www" >"$WORK/http.log" 2>&1 &
+HTTP_PID=$!
+tcp_check() { # url
+    for _ in $(seq 1 50); do
+        "${CLI[@]}" curl -s -I -o /dev/null --max-time 1 "$1" && break
+        sleep 0.1
+    done
+    "${CLI[@]}" curl -sS --max-time 60 -o "$WORK/got.bin" -w '%{size_download} bytes in %{time_total} s\n' "$1"
+    GOT=$(sha256sum <"$WORK/got.bin" | cut -d' ' -f1)
+    [ "$GOT" = "$WANT" ] || { echo "content differs: sha256 $GOT, want $WANT"; return 1; }
+    echo "sha256 matches"
+}
+step "TCP http.server -> curl, IPv4, 4 MiB" tcp_check http://198.51.100.2:8080/blob.bin
+step "TCP http.server -> curl, IPv6, 4 MiB" tcp_check "http://[2001:db8:2::2]:8080/blob.bin"
+kill "$HTTP_PID" 2>/dev/null || true
+
+# UDP: 50 datagrams each way through an echo server, every answer checked.
+udp_check() { # addr
+    "${SRV[@]}" timeout 60 python3 "$ROOT/scripts/udp_check.py" serve "$1" 5353 30 &
+    local srv=$!
+    sleep 0.5
+    "${CLI[@]}" timeout 60 python3 "$ROOT/scripts/udp_check.py" send "$1" 5353 50
+    local rc=$?
+    wait "$srv" 2>/dev/null || true
+    return $rc
+}
+step "UDP echo, IPv4" udp_check 198.51.100.2
+step "UDP echo, IPv6" udp_check 2001:db8:2::2
+
+# TTL: a ping with TTL 1 must come back as time exceeded from ctgate.
+ttl_check() {
+    local out
+    out=$("${CLI[@]}" ping -c 1 -t 1 -W 2 198.51.100.2 2>&1 || true)
+    echo "$out" | grep -q "From 192.0.2.1 .*Time to live exceeded" || { echo "$out"; return 1; }
+    echo "time exceeded from 192.0.2.1 (1 packets transmitted)"
+}
+step "TTL 1 -> ICMP time exceeded" ttl_check
+
+if [ "$KEEP" = 1 ]; then
+    echo "demo: --keep: ctgate keeps running; try: ip netns exec ctgw-cli ping 198.51.100.2. Ctrl-C stops."
+    wait "$CT_PID" || true
+fi
+kill -TERM "$CT_PID"
+wait "$CT_PID" || FAIL=1
+CT_PID=
+echo
+cat "$WORK/ctgate.out"
+echo
+if [ "$FAIL" = 0 ]; then
+    echo "demo: all traffic went through ctgate"
+else
+    echo "demo: FAILED (see above)"
+fi
+exit "$FAIL"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up the machine and runs every test:
+#   1. scripts/setup.sh (packages, hugepages, release build);
+#   2. the demo (scripts/demo.sh --no-setup): real hosts talking through ctgate;
+#   3. cargo test --workspace: unit tests of every crate and the integration
+#      tests in tests/ (pcap in -> pcap out, the netns test bed, the CLI),
+#      which start the real appliance.
+#
+# usage: sudo scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "test: needs root (DPDK, network namespaces): sudo $0" >&2; exit 1; }
+
+scripts/setup.sh
+for d in "$HOME/.cargo/bin" "${SUDO_USER:+$(getent passwd "$SUDO_USER" | cut -d: -f6)/.cargo/bin}"; do
+    [ -n "$d" ] && [ -d "$d" ] && PATH="$d:$PATH"
+done
+
+echo "test: demo"
+scripts/demo.sh --no-setup
+
+echo "test: cargo test --workspace"
+cargo test --workspace 2>&1

@@ -1,0 +1,101 @@
+//! The CLI's contract: --version names DPDK, check-config accepts good files
+//! and rejects bad ones in one line, and `run` fails in one line (no panic, no
+//! backtrace, non-zero exit) when a port cannot be probed.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn one_line_error(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected failure: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ctgate: error:"))
+        .collect();
+    assert_eq!(ours.len(), 1, "exactly one error line: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    ours[0].to_owned()
+}
+
+#[test]
+fn version_names_dpdk() {
+    let out = Command::new(ctgate()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(v.starts_with("ctgate 0."), "{v}");
+    assert!(v.contains("DPDK 2"), "{v}");
+}
+
+#[test]
+fn check_config_accepts_the_default_and_rejects_errors() {
+    let dir = TempDir::new("cli");
+    let out = Command::new(ctgate())
+        .arg("default-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path("good.toml"), &out.stdout).unwrap();
+    let out = Command::new(ctgate())
+        .arg("check-config")
+        .arg(dir.path("good.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "port cli: net_af_packet0,iface=ctgw-cli-gw [192.0.2.1/24, 2001:db8:1::1/64]"
+        ),
+        "{text}"
+    );
+
+    let cases = [
+        ("workers = [1]\n[[port]]\ndevargs = 7\n", "line 3"),
+        ("[[port]]\ndevargs = \"net_null0\"\nipv4 = \"192.0.2.1/24\"\n[[route]]\nprefix = \"203.0.113.0/24\"\nport = \"nope\"\n", "no port named \"nope\""),
+        ("[[port]]\ndevargs = \"net_null0\"\nipv4 = \"192.0.2.300/24\"\n", "not an IP address"),
+    ];
+    for (text, want) in cases {
+        std::fs::write(dir.path("bad.toml"), text).unwrap();
+        let out = Command::new(ctgate())
+            .arg("check-config")
+            .arg(dir.path("bad.toml"))
+            .output()
+            .unwrap();
+        let line = one_line_error(&out);
+        assert!(line.contains(want), "{line}");
+    }
+    let out = Command::new(ctgate())
+        .args(["check-config", "/nonexistent/ctgate.toml"])
+        .output()
+        .unwrap();
+    assert!(one_line_error(&out).contains("cannot read config"));
+}
+
+#[test]
+fn run_without_the_port_interface_fails_in_one_line() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("cli-run");
+    let config = format!(
+        "{}\nmempool_mbufs = 2047\n[[port]]\ndevargs = \"net_af_packet0,iface=ctgt-missing0\"\nipv4 = \"192.0.2.1/24\"\n",
+        eal_args_toml()
+    );
+    std::fs::write(dir.path("c.toml"), config).unwrap();
+    let out = run_for(
+        Command::new(ctgate())
+            .args(["run", "--duration", "5", "--config"])
+            .arg(dir.path("c.toml")),
+        60,
+    );
+    let line = one_line_error(&out);
+    assert!(
+        line.contains("no port") || line.contains("probed no port"),
+        "{line}"
+    );
+}
