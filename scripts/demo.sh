@@ -66,7 +66,10 @@ FAIL=0
 step() { # name command...
     local name=$1; shift
     if out=$("$@" 2>&1); then
-        echo "  ok    $name: $(echo "$out" | grep -E 'packets transmitted|datagrams|bytes' | tail -1)"
+        local summary
+        summary=$(echo "$out" | grep -E 'packets transmitted|datagrams|bytes' | tail -1)
+        [ -n "$summary" ] || summary=$(echo "$out" | tail -1)
+        echo "  ok    $name: $summary"
     else
         echo "  FAIL  $name"; echo "$out" | sed 's/^/        /'; FAIL=1
     fi
@@ -97,6 +100,15 @@ tcp_check() { # url
 step "TCP http.server -> curl, IPv4, 4 MiB" tcp_check http://198.51.100.2:8080/blob.bin
 step "TCP http.server -> curl, IPv6, 4 MiB" tcp_check "http://[2001:db8:2::2]:8080/blob.bin"
 kill "$HTTP_PID" 2>/dev/null || true
+# Masquerade: the server saw ctgate's outside addresses, not the client's.
+masq_check() {
+    # http.server listens on :: and logs IPv4 clients as ::ffff:a.b.c.d.
+    grep -qE '^(::ffff:)?198\.51\.100\.1 ' "$WORK/http.log" || { cat "$WORK/http.log"; return 1; }
+    grep -q '^2001:db8:2::1 ' "$WORK/http.log" || { cat "$WORK/http.log"; return 1; }
+    if grep -qE '^((::ffff:)?192\.0\.2\.2|2001:db8:1::2) ' "$WORK/http.log"; then cat "$WORK/http.log"; return 1; fi
+    echo "the server saw 198.51.100.1 and 2001:db8:2::1: $(wc -l <"$WORK/http.log") requests, no client address"
+}
+step "masquerade (server's log)" masq_check
 
 # UDP: 50 datagrams each way through an echo server, every answer checked.
 udp_check() { # addr
@@ -119,6 +131,15 @@ ttl_check() {
     echo "time exceeded from 192.0.2.1 (1 packets transmitted)"
 }
 step "TTL 1 -> ICMP time exceeded" ttl_check
+
+# Policy: the outside may answer but not open connections (policy_default drop).
+policy_check() {
+    local out
+    out=$("${SRV[@]}" ping -c 2 -i 0.2 -W 1 192.0.2.2 2>&1 || true)
+    echo "$out" | grep -q " 0 received" || { echo "$out"; return 1; }
+    echo "ping from ctgw-srv to 192.0.2.2: 2 packets transmitted, 0 received (dropped by policy)"
+}
+step "policy: outside cannot open connections" policy_check
 
 if [ "$KEEP" = 1 ]; then
     echo "demo: --keep: ctgate keeps running; try: ip netns exec ctgw-cli ping 198.51.100.2. Ctrl-C stops."

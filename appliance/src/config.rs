@@ -258,6 +258,18 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "neighbour")]
     pub neighbours: Vec<NeighbourConfig>,
+    /// Connection tracking (`[conntrack]`).
+    #[serde(default)]
+    pub conntrack: crate::ctconfig::ConntrackConfig,
+    /// Stateful filtering rules, in order (`[[policy]]`).
+    #[serde(default)]
+    pub policy: Vec<crate::ctconfig::PolicyConfig>,
+    /// NAT rules, in order (`[[nat]]`).
+    #[serde(default)]
+    pub nat: Vec<crate::ctconfig::NatConfig>,
+    /// Load-balancing backend pools (`[[pool]]`).
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<crate::ctconfig::PoolConfig>,
 }
 
 fn default_workers() -> Vec<u32> {
@@ -294,6 +306,41 @@ name = "srv"
 devargs = "net_af_packet1,iface=ctgw-srv-gw"
 ipv4 = "198.51.100.1/24"
 ipv6 = "2001:db8:2::1/64"
+
+# Connection tracking and a stateful policy: the inside (cli) may open
+# connections, the outside (srv) only answers them.
+[conntrack]
+max_connections = 65536
+policy_default = "drop"
+
+[[policy]]
+name = "established"
+states = "established,related"
+action = "accept"
+
+[[policy]]
+name = "invalid"
+states = "invalid"
+action = "drop"
+
+[[policy]]
+name = "new-from-inside"
+in_port = "cli"
+states = "new"
+action = "accept"
+
+# Masquerade: what leaves by srv carries ctgate's srv address (v4 and v6).
+[[nat]]
+name = "masquerade-v4"
+out_port = "srv"
+src = "192.0.2.0/24"
+action = "masquerade"
+
+[[nat]]
+name = "masquerade-v6"
+out_port = "srv"
+src = "2001:db8:1::/64"
+action = "masquerade"
 "#;
 
 impl Config {
@@ -474,7 +521,7 @@ impl Config {
             }
             parse_mac(&n.mac).map_err(|e| invalid(format!("neighbour {}: {e}", n.ip)))?;
         }
-        Ok(())
+        crate::ctconfig::check(self)
     }
 
     pub fn port_index(&self, name: &str) -> Option<usize> {

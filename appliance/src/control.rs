@@ -52,9 +52,66 @@ pub struct RunOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub totals: Totals,
+    pub conntrack: CtReport,
     pub ports: Vec<PortReport>,
     pub seconds: f64,
     pub tsc_hz: u64,
+}
+
+/// Connection tracking at the end of a run: counters, policy and NAT rule
+/// figures, and the table in `conntrack -L -o extended` format.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CtReport {
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub connections: u32,
+    pub capacity: u32,
+    /// (rule, packets), the default last.
+    pub policy: Vec<(String, u64)>,
+    /// (rule, connections translated, dropped for lack of a port).
+    pub nat: Vec<(String, u64, u64)>,
+    pub nat_out_of_ports: u64,
+    pub table: Vec<String>,
+}
+
+impl CtReport {
+    pub fn from_shared(shared: &pipeline::Shared) -> CtReport {
+        let t = shared.totals();
+        let nat = shared
+            .engine
+            .nat()
+            .map(|n| {
+                n.rules
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.name.clone(),
+                            r.hits.load(Ordering::Relaxed),
+                            r.out_of_ports.load(Ordering::Relaxed),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        CtReport {
+            counters: t
+                .ct
+                .fields()
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            connections: shared.engine.table().len(),
+            capacity: shared.engine.table().capacity(),
+            policy: shared
+                .policy
+                .labels()
+                .into_iter()
+                .zip(t.policy_hits.iter().copied())
+                .collect(),
+            nat,
+            nat_out_of_ports: t.nat_out_of_ports,
+            table: shared.listing(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -322,6 +379,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     }
     let report = Report {
         totals,
+        conntrack: CtReport::from_shared(&shared),
         ports: port_reports,
         seconds,
         tsc_hz,
@@ -383,6 +441,37 @@ impl Report {
                 t.busy_cycles as f64 / t.busy_packets as f64,
                 cfg.workers.len()
             );
+        }
+        let ct = &self.conntrack;
+        let counters: Vec<String> = ct
+            .counters
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  conntrack: {} of {} connections; {}",
+            ct.connections,
+            ct.capacity,
+            counters.join(", ")
+        );
+        if ct.policy.len() > 1 {
+            let p: Vec<String> = ct.policy.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(s, "  policy: {}", p.join(", "));
+        }
+        for (name, hits, oop) in &ct.nat {
+            let _ = writeln!(
+                s,
+                "  nat {name}: {hits} connections translated, {oop} dropped for lack of a port"
+            );
+        }
+        const SHOWN: usize = 40;
+        for line in ct.table.iter().take(SHOWN) {
+            let _ = writeln!(s, "    {line}");
+        }
+        if ct.table.len() > SHOWN {
+            let _ = writeln!(s, "    ... {} more", ct.table.len() - SHOWN);
         }
         let _ = write!(
             s,

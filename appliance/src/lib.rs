@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod control;
+pub mod ctconfig;
 #[allow(unsafe_code)]
 pub mod dpdk;
 pub mod neigh;

@@ -33,14 +33,17 @@ pub enum DropReason {
     ArpConsumed,
     /// Neighbour discovery that needs no answer (NA, RS, RA, redirect, NS for another address).
     NdConsumed,
-    /// Dropped by the conntrack / policy / NAT stage (`pipeline`).
+    /// Refused by a `[[policy]]` rule or the policy default.
     Policy,
+    /// Dropped by conntrack itself: table full with nothing to evict, an insert
+    /// clash, or no free NAT port.
+    Conntrack,
     /// Still queued (waiting for a neighbour) when the appliance stopped.
     Shutdown,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::BadHeader,
         DropReason::OtherHost,
@@ -54,6 +57,7 @@ impl DropReason {
         DropReason::ArpConsumed,
         DropReason::NdConsumed,
         DropReason::Policy,
+        DropReason::Conntrack,
         DropReason::Shutdown,
     ];
 
@@ -71,6 +75,7 @@ impl DropReason {
             DropReason::ArpConsumed => "arp_consumed",
             DropReason::NdConsumed => "nd_consumed",
             DropReason::Policy => "policy",
+            DropReason::Conntrack => "conntrack",
             DropReason::Shutdown => "shutdown",
         }
     }

@@ -70,8 +70,22 @@ fn flow_frame(i: u32, reply: bool) -> Vec<u8> {
     let s = Addr::from_v4([198, 51, 100, ((i / 251) % 251) as u8 + 1]);
     let sport = 1024 + ((i / 63001) % 60000) as u16;
     let dport = 1 + (i % 63001 / 251) as u16 * 0 + ((i / 251) / 251 % 251) as u16 + 1000;
-    let (src, dst, sp, dp) = if reply { (s, c, dport, sport) } else { (c, s, sport, dport) };
-    frame(Family::V4, src, dst, 64, L4Spec::Udp { src_port: sp, dst_port: dp, payload: &[0u8; 18] })
+    let (src, dst, sp, dp) = if reply {
+        (s, c, dport, sport)
+    } else {
+        (c, s, sport, dport)
+    };
+    frame(
+        Family::V4,
+        src,
+        dst,
+        64,
+        L4Spec::Udp {
+            src_port: sp,
+            dst_port: dp,
+            payload: &[0u8; 18],
+        },
+    )
 }
 
 fn tuple_of(f: &[u8]) -> Tuple {
@@ -80,7 +94,16 @@ fn tuple_of(f: &[u8]) -> Tuple {
         L4::Udp { src_port, dst_port } => (src_port, dst_port),
         _ => unreachable!(),
     };
-    Tuple { src: p.src, dst: p.dst, src_port: sp, dst_port: dp, proto: p.proto, family: p.family, zone: 0, in_port: 0 }
+    Tuple {
+        src: p.src,
+        dst: p.dst,
+        src_port: sp,
+        dst_port: dp,
+        proto: p.proto,
+        family: p.family,
+        zone: 0,
+        in_port: 0,
+    }
 }
 
 /// A deterministic shuffle (xorshift), so runs are comparable.
@@ -100,14 +123,27 @@ fn engine(cap: u32) -> Engine {
     let mut t = Tunables::default();
     // The bench frames carry valid checksums; checking them is part of the work.
     t.checksum = true;
-    Engine::new(EngineConfig { capacity_conns: cap, seed: 0xbe_7c_4, tunables: t })
+    Engine::new(EngineConfig {
+        capacity_conns: cap,
+        seed: 0xbe_7c_4,
+        tunables: t,
+    })
 }
 
 fn feed(e: &Engine, w: &mut Worker, now: u64, frames: &[Vec<u8>]) {
     let mut out = [CtResult::default(); BURST];
     for chunk in frames.chunks(BURST) {
-        let pkts: Vec<Pkt<'_>> = chunk.iter().map(|f| Pkt { frame: f, zone: 0, in_port: 0 }).collect();
-        e.process_burst(w, now, &pkts, &mut out[..pkts.len()], |_, _| Decision::Accept(Egress::NONE));
+        let pkts: Vec<Pkt<'_>> = chunk
+            .iter()
+            .map(|f| Pkt {
+                frame: f,
+                zone: 0,
+                in_port: 0,
+            })
+            .collect();
+        e.process_burst(w, now, &pkts, &mut out[..pkts.len()], |_, _| {
+            Decision::Accept(Egress::NONE)
+        });
     }
 }
 
@@ -117,13 +153,27 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
     if !ctcore::checksum::l4_checksum_ok(f, &p) {
         return false;
     }
-    let L4::Udp { src_port, dst_port } = p.l4 else { return false };
-    let key = Tuple { src: p.src, dst: p.dst, src_port, dst_port, proto: p.proto, family: p.family, zone: 0, in_port: 0 };
+    let L4::Udp { src_port, dst_port } = p.l4 else {
+        return false;
+    };
+    let key = Tuple {
+        src: p.src,
+        dst: p.dst,
+        src_port,
+        dst_port,
+        proto: p.proto,
+        family: p.family,
+        zone: 0,
+        in_port: 0,
+    };
     match map.get_mut(&key) {
         Some(mut c) => {
-            let ProtoState::Stream { stream_ts_ms } = c.proto else { return false };
+            let ProtoState::Stream { stream_ts_ms } = c.proto else {
+                return false;
+            };
             let c = &mut *c;
-            if let Outcome::Accept { timeout_ms } = udp::packet(now, stream_ts_ms, &mut c.status, t) {
+            if let Outcome::Accept { timeout_ms } = udp::packet(now, stream_ts_ms, &mut c.status, t)
+            {
                 c.deadline_ms = now + timeout_ms;
             }
             c.counters[0].packets += 1;
@@ -131,7 +181,14 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
             true
         }
         None => {
-            let mut c = Conn { tuples: [key, key.invert().unwrap_or(key)], proto: ProtoState::Stream { stream_ts_ms: now + 2000 }, deadline_ms: now + t.udp_unreplied_ms, ..Conn::default() };
+            let mut c = Conn {
+                tuples: [key, key.invert().unwrap_or(key)],
+                proto: ProtoState::Stream {
+                    stream_ts_ms: now + 2000,
+                },
+                deadline_ms: now + t.udp_unreplied_ms,
+                ..Conn::default()
+            };
             c.counters[0].packets = 1;
             map.insert(key, c);
             true
@@ -141,7 +198,10 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
 
 fn established(c: &mut Criterion) {
     let mut g = c.benchmark_group("established");
-    g.throughput(Throughput::Elements(BURST as u64)).sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(BURST as u64))
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     let t = Timeouts::default();
     for n in sizes() {
         let order = shuffled(n);
@@ -151,7 +211,11 @@ fn established(c: &mut Criterion) {
             let e = engine(n + n / 8);
             let mut w = e.worker(0);
             feed(&e, &mut w, 0, &frames);
-            let replies: Vec<Vec<u8>> = order.iter().take(n as usize).map(|&i| flow_frame(i, true)).collect();
+            let replies: Vec<Vec<u8>> = order
+                .iter()
+                .take(n as usize)
+                .map(|&i| flow_frame(i, true))
+                .collect();
             feed(&e, &mut w, 1, &replies);
             drop(replies);
             assert_eq!(e.table().len(), n, "every flow is in the table");
@@ -164,8 +228,14 @@ fn established(c: &mut Criterion) {
                     if i + BURST > frames.len() {
                         i = 0;
                     }
-                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt { frame: &frames[i + k.min(frames.len() - 1 - i)], zone: 0, in_port: 0 });
-                    e.process_burst(&mut w, 2, &pkts, &mut out, |_, _| Decision::Accept(Egress::NONE));
+                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt {
+                        frame: &frames[i + k.min(frames.len() - 1 - i)],
+                        zone: 0,
+                        in_port: 0,
+                    });
+                    e.process_burst(&mut w, 2, &pkts, &mut out, |_, _| {
+                        Decision::Accept(Egress::NONE)
+                    });
                     i += BURST;
                 })
             });
@@ -177,7 +247,10 @@ fn established(c: &mut Criterion) {
                 dashmap_packet(&map, 0, f, &t);
             }
             let bytes = LIVE.load(Ordering::Relaxed) - before;
-            eprintln!("memory dashmap n={n}: {} bytes/conn allocated", bytes / n as usize);
+            eprintln!(
+                "memory dashmap n={n}: {} bytes/conn allocated",
+                bytes / n as usize
+            );
             let mut i = 0usize;
             g.bench_function(BenchmarkId::new("dashmap", n), |b| {
                 b.iter(|| {
@@ -197,7 +270,10 @@ fn established(c: &mut Criterion) {
 
 fn new_conns(c: &mut Criterion) {
     let mut g = c.benchmark_group("new");
-    g.throughput(Throughput::Elements(1)).sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1))
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     let cap: u32 = 1_000_000;
     let batch = 4096u32;
     let t = Timeouts::default();
@@ -257,7 +333,10 @@ fn new_conns(c: &mut Criterion) {
 
 fn gc(c: &mut Criterion) {
     let mut g = c.benchmark_group("gc");
-    g.throughput(Throughput::Elements(1)).sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     let n: u32 = 200_000;
     let frames: Vec<Vec<u8>> = (0..n).map(|i| flow_frame(i, false)).collect();
     let t = Timeouts::default();

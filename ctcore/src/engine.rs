@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::checksum;
+use crate::conn::{Conn, CtInfo, ProtoState, Status};
+use crate::event::{EventBuf, EventKind};
 use crate::nat::alloc::{self, Rng};
 use crate::nat::rewrite::Rewrite;
 use crate::nat::Nat;
-use crate::conn::{Conn, CtInfo, ProtoState, Status};
-use crate::event::{EventBuf, EventKind};
 use crate::proto::sctp::{SctpOutcome, SctpState};
 use crate::proto::tcp::{TcpConfig, TcpOutcome, TcpSegment, TcpState};
 use crate::proto::{generic, icmp, udp, Outcome};
@@ -92,7 +92,12 @@ impl CtResult {
     /// The destination the packet will have after translation: what routing uses.
     pub fn route_dst(&self) -> Option<wire::Addr> {
         let p = self.parsed.as_ref().ok()?;
-        Some(self.rewrite.and_then(|r| r.dst).map(|(a, _)| a).unwrap_or(p.dst))
+        Some(
+            self.rewrite
+                .and_then(|r| r.dst)
+                .map(|(a, _)| a)
+                .unwrap_or(p.dst),
+        )
     }
 }
 
@@ -120,7 +125,10 @@ pub struct Egress {
 
 impl Egress {
     /// Port 0, no address: for callers without ports (tests, NAT-less replay).
-    pub const NONE: Egress = Egress { port: 0, addr: None };
+    pub const NONE: Egress = Egress {
+        port: 0,
+        addr: None,
+    };
 }
 
 /// The caller's verdict on a packet before confirmation (routing + policy).
@@ -277,8 +285,14 @@ impl Engine {
     /// (routing and policy), and confirms a new connection only if the verdict
     /// is `Accept`. `results[i]` gets the outcome; `ct_drop` is set if conntrack
     /// itself had to drop an accepted packet (table full).
-    pub fn process_burst<F>(&self, w: &mut Worker, now_ms: u64, pkts: &[Pkt<'_>], results: &mut [CtResult], mut decide: F)
-    where
+    pub fn process_burst<F>(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkts: &[Pkt<'_>],
+        results: &mut [CtResult],
+        mut decide: F,
+    ) where
         F: FnMut(usize, &CtResult) -> Decision,
     {
         self.refresh_tunables(w);
@@ -314,13 +328,22 @@ impl Engine {
     /// Source NAT for a new connection (after routing). False if the packet must
     /// be dropped (no free port).
     #[cold]
-    fn nat_postrouting(&self, w: &mut Worker, c: &mut Conn, in_port: u16, egress: Egress, res: &mut CtResult) -> bool {
+    fn nat_postrouting(
+        &self,
+        w: &mut Worker,
+        c: &mut Conn,
+        in_port: u16,
+        egress: Egress,
+        res: &mut CtResult,
+    ) -> bool {
         let Some(nat) = &self.nat else { return true };
         if c.status.has(Status::SRC_NAT_DONE) {
             return true;
         }
         c.status.set(Status::SRC_NAT_DONE);
-        let Some(rule) = nat.postrouting_rule(c, in_port, egress.port) else { return true };
+        let Some(rule) = nat.postrouting_rule(c, in_port, egress.port) else {
+            return true;
+        };
         let steer = w.reply_steering.take();
         let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
         let r = alloc::snat(&self.table, c, rule, egress.addr, &mut w.rng, &accept);
@@ -570,7 +593,13 @@ impl Engine {
     }
 
     /// Finds a live connection; an expired one is reclaimed on the spot.
-    fn find_live(&self, w: &mut Worker, now_ms: u64, key: Key, t: &Tuple) -> Option<(Locked<'_>, Local, Dir)> {
+    fn find_live(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        key: Key,
+        t: &Tuple,
+    ) -> Option<(Locked<'_>, Local, Dir)> {
         let (mut l, local, dir) = self.table.lookup(key, t)?;
         if l.conn(local).is_expired(now_ms) {
             let dead = l.remove(local);
@@ -668,7 +697,11 @@ impl Engine {
                 }
                 w.stats.insert += 1;
                 let c = *l.conn(local);
-                res.conn = Some(ConnHandle { stripe: l.stripe(), local, id: c.id });
+                res.conn = Some(ConnHandle {
+                    stripe: l.stripe(),
+                    local,
+                    id: c.id,
+                });
                 w.events.push(EventKind::New, now_ms, &c);
             }
             Err(InsertError::Full) => {
@@ -741,11 +774,16 @@ impl Engine {
                 &tun.timeouts,
             )),
             (ProtoState::Icmp, _) => from(icmp::packet(&c.tuples[0], &tun.timeouts)),
-            (ProtoState::Sctp(s), _) => match s.packet(dir, l4_bytes(pkt.frame, p), &mut c.status, &tun.timeouts) {
-                SctpOutcome::Accept { timeout_ms } => Tracked::Accept { timeout_ms, kill: false },
-                SctpOutcome::Ignore => Tracked::Ignore,
-                SctpOutcome::Invalid(why) => Tracked::Invalid(why),
-            },
+            (ProtoState::Sctp(s), _) => {
+                match s.packet(dir, l4_bytes(pkt.frame, p), &mut c.status, &tun.timeouts) {
+                    SctpOutcome::Accept { timeout_ms } => Tracked::Accept {
+                        timeout_ms,
+                        kill: false,
+                    },
+                    SctpOutcome::Ignore => Tracked::Ignore,
+                    SctpOutcome::Invalid(why) => Tracked::Invalid(why),
+                }
+            }
             (ProtoState::Generic, _) if c.tuples[0].proto == IPPROTO_GRE => {
                 from(generic::gre_packet(&mut c.status, &tun.timeouts))
             }
@@ -1036,7 +1074,17 @@ mod tests {
 
     fn run(e: &Engine, w: &mut Worker, now: u64, f: &[u8], d: Decision) -> CtResult {
         let mut out = [CtResult::default()];
-        e.process_burst(w, now, &[Pkt { frame: f, zone: 0, in_port: 0 }], &mut out, |_, _| d);
+        e.process_burst(
+            w,
+            now,
+            &[Pkt {
+                frame: f,
+                zone: 0,
+                in_port: 0,
+            }],
+            &mut out,
+            |_, _| d,
+        );
         out[0]
     }
 

@@ -122,7 +122,9 @@ impl Table {
             .collect();
         Table {
             stripes,
-            unlink: (0..nstripes).map(|_| CachePadded::new(Unlink::default())).collect(),
+            unlink: (0..nstripes)
+                .map(|_| CachePadded::new(Unlink::default()))
+                .collect(),
             stripe_mask: nstripes - 1,
             seed,
             capacity,
@@ -156,15 +158,24 @@ impl Table {
 
     pub fn key(&self, t: &Tuple) -> Key {
         let hash = t.hash(self.seed);
-        Key { hash, stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask }
+        Key {
+            hash,
+            stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask,
+        }
     }
 
     /// Locks one stripe (first unlinking reply entries queued for it).
     pub fn lock(&self, stripe: u32) -> Locked<'_> {
         // A worker that panicked while holding the lock leaves the table as it
         // was between two complete operations: keep going.
-        let guard = self.stripes[stripe as usize].lock().unwrap_or_else(|e| e.into_inner());
-        let mut l = Locked { guard, stripe, table: self };
+        let guard = self.stripes[stripe as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut l = Locked {
+            guard,
+            stripe,
+            table: self,
+        };
         l.apply_unlinks();
         l
     }
@@ -175,7 +186,11 @@ impl Table {
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        let mut l = Locked { guard, stripe, table: self };
+        let mut l = Locked {
+            guard,
+            stripe,
+            table: self,
+        };
         l.apply_unlinks();
         Some(l)
     }
@@ -207,7 +222,11 @@ impl Table {
     /// stripes in index order. Fails on a clash (either tuple present) or when
     /// the table is full and `early_drop` found nothing to evict. Returns the
     /// home stripe locked, the new index, and the evicted connection if any.
-    pub fn insert(&self, mut conn: Conn, early_drop: bool) -> Result<(Locked<'_>, Local, Option<Conn>), InsertError> {
+    pub fn insert(
+        &self,
+        mut conn: Conn,
+        early_drop: bool,
+    ) -> Result<(Locked<'_>, Local, Option<Conn>), InsertError> {
         let keys = [self.key(&conn.tuples[0]), self.key(&conn.tuples[1])];
         let (hs, rs) = (keys[0].stripe, keys[1].stripe);
         let (mut home, mut other) = if hs == rs {
@@ -220,16 +239,27 @@ impl Table {
             (self.lock(hs), Some(o))
         };
         for (d, key) in keys.iter().enumerate() {
-            let l = if key.stripe == hs { &home } else { other.as_ref().unwrap_or(&home) };
+            let l = if key.stripe == hs {
+                &home
+            } else {
+                other.as_ref().unwrap_or(&home)
+            };
             if self.taken_locked(l, &home, other.as_ref(), *key, &conn.tuples[d]) {
                 return Err(InsertError::Clash);
             }
         }
         let mut evicted = None;
-        if self.count.fetch_add(1, Ordering::Relaxed) >= self.capacity || home.guard.free.is_empty() {
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.capacity || home.guard.free.is_empty()
+        {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            let victim = if early_drop { home.early_drop_candidate(keys[0]) } else { None };
-            let Some(victim) = victim else { return Err(InsertError::Full) };
+            let victim = if early_drop {
+                home.early_drop_candidate(keys[0])
+            } else {
+                None
+            };
+            let Some(victim) = victim else {
+                return Err(InsertError::Full);
+            };
             evicted = Some(home.remove_with(victim, other.as_mut()));
             self.count.fetch_add(1, Ordering::Relaxed);
         }
@@ -264,7 +294,14 @@ impl Table {
     /// Is `t` present? Looks through stripes already held where candidates point
     /// into them; another stripe is only tried (a held stripe must not wait on
     /// it), and one that is busy counts as taken.
-    fn taken_locked(&self, l: &Locked<'_>, home: &Locked<'_>, other: Option<&Locked<'_>>, key: Key, t: &Tuple) -> bool {
+    fn taken_locked(
+        &self,
+        l: &Locked<'_>,
+        home: &Locked<'_>,
+        other: Option<&Locked<'_>>,
+        key: Key,
+        t: &Tuple,
+    ) -> bool {
         let mut remote = Remote::default();
         if l.scan(key, t, &mut remote).is_some() {
             return true;
@@ -422,11 +459,18 @@ impl Locked<'_> {
         Self::unplace(&mut self.guard, keys[0], gid << 1);
         let reply_slot = (gid << 1) | 1;
         match other {
-            _ if keys[1].stripe == self.stripe => Self::unplace(&mut self.guard, keys[1], reply_slot),
-            Some(o) if o.stripe == keys[1].stripe => Self::unplace(&mut o.guard, keys[1], reply_slot),
+            _ if keys[1].stripe == self.stripe => {
+                Self::unplace(&mut self.guard, keys[1], reply_slot)
+            }
+            Some(o) if o.stripe == keys[1].stripe => {
+                Self::unplace(&mut o.guard, keys[1], reply_slot)
+            }
             _ => {
                 let side = &self.table.unlink[keys[1].stripe as usize];
-                side.queue.lock().unwrap_or_else(|e| e.into_inner()).push((keys[1], reply_slot));
+                side.queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((keys[1], reply_slot));
                 side.pending.store(true, Ordering::Release);
             }
         }
@@ -617,7 +661,10 @@ mod tests {
         c2.status.set(Status::ASSURED);
         insert(&table, c2).unwrap();
         // Full of assured connections: nothing to evict.
-        assert!(matches!(table.insert(conn(3), true), Err(InsertError::Full)));
+        assert!(matches!(
+            table.insert(conn(3), true),
+            Err(InsertError::Full)
+        ));
         let k2 = table.key(&c2.tuples[0]);
         let (mut l, local, _) = table.lookup(k2, &c2.tuples[0]).unwrap();
         l.conn_mut(local).status.clear(Status::ASSURED);
@@ -634,15 +681,34 @@ mod tests {
         // A reply tuple as SNAT makes it: server -> NAT address, new port.
         let mut found_remote = false;
         for port in 1024..2048u16 {
-            let reply = Tuple { src: t.dst, dst: Addr::from_v4([203, 0, 113, 1]), src_port: t.dst_port, dst_port: port, ..t };
+            let reply = Tuple {
+                src: t.dst,
+                dst: Addr::from_v4([203, 0, 113, 1]),
+                src_port: t.dst_port,
+                dst_port: port,
+                ..t
+            };
             if table.key(&reply).stripe == table.key(&t).stripe {
                 continue;
             }
             found_remote = true;
-            let c = Conn { tuples: [t, reply], deadline_ms: 10, ..Default::default() };
+            let c = Conn {
+                tuples: [t, reply],
+                deadline_ms: 10,
+                ..Default::default()
+            };
             insert(&table, c).unwrap();
             assert!(table.contains(&reply) && table.contains(&t));
-            assert_eq!(insert(&table, Conn { tuples: [tuple(6), reply], ..Default::default() }), Err(InsertError::Clash));
+            assert_eq!(
+                insert(
+                    &table,
+                    Conn {
+                        tuples: [tuple(6), reply],
+                        ..Default::default()
+                    }
+                ),
+                Err(InsertError::Clash)
+            );
             let (mut l, local, dir) = table.lookup(table.key(&reply), &reply).unwrap();
             assert_eq!(dir, Dir::Reply);
             l.remove(local);

@@ -44,7 +44,10 @@ impl Rng {
 fn addr_in_range(family: Family, lo: &Addr, hi: &Addr, pick: u64) -> Addr {
     match family {
         Family::V4 => {
-            let (a, b) = (u32::from_be_bytes(lo.v4_octets()), u32::from_be_bytes(hi.v4_octets()));
+            let (a, b) = (
+                u32::from_be_bytes(lo.v4_octets()),
+                u32::from_be_bytes(hi.v4_octets()),
+            );
             let size = (b - a) as u64 + 1;
             Addr::from_v4((a + (pick % size) as u32).to_be_bytes())
         }
@@ -74,19 +77,50 @@ fn default_range(orig_port: u16, icmp: bool) -> (u16, u16) {
 /// writes it into the reply tuple (setting SRC_NAT). `egress_addr` is the egress
 /// port's address (for masquerade); `accept` may veto candidates (RSS steering:
 /// the reply must reach this worker's queue).
-pub fn snat(table: &Table, c: &mut Conn, rule: &Rule, egress_addr: Option<Addr>, rng: &mut Rng, accept: &dyn Fn(&Tuple) -> bool) -> Result<(), AllocError> {
+pub fn snat(
+    table: &Table,
+    c: &mut Conn,
+    rule: &Rule,
+    egress_addr: Option<Addr>,
+    rng: &mut Rng,
+    accept: &dyn Fn(&Tuple) -> bool,
+) -> Result<(), AllocError> {
     let orig = c.tuples[0];
     let (addr, ports, random) = match &rule.action {
-        Action::Snat { family, addrs, ports, random, persistent } => {
+        Action::Snat {
+            family,
+            addrs,
+            ports,
+            random,
+            persistent,
+        } => {
             if *family != orig.family {
                 return Err(AllocError::FamilyMismatch);
             }
             // find_best_ips_proto: a hash of the source (and destination unless
             // persistent) picks the address, so a client keeps its address.
-            let key = Tuple { src: orig.src, dst: if *persistent { Addr::default() } else { orig.dst }, src_port: 0, dst_port: 0, proto: 0, family: orig.family, zone: 0 };
-            (addr_in_range(orig.family, &addrs.0, &addrs.1, key.hash(0x5a17)), *ports, *random)
+            let key = Tuple {
+                src: orig.src,
+                dst: if *persistent {
+                    Addr::default()
+                } else {
+                    orig.dst
+                },
+                src_port: 0,
+                dst_port: 0,
+                proto: 0,
+                family: orig.family,
+                zone: 0,
+            };
+            (
+                addr_in_range(orig.family, &addrs.0, &addrs.1, key.hash(0x5a17)),
+                *ports,
+                *random,
+            )
         }
-        Action::Masquerade { ports, random } => (egress_addr.ok_or(AllocError::NoAddress)?, *ports, *random),
+        Action::Masquerade { ports, random } => {
+            (egress_addr.ok_or(AllocError::NoAddress)?, *ports, *random)
+        }
         _ => return Ok(()),
     };
     let mut cand = c.tuples[1];

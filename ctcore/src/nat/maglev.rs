@@ -23,11 +23,25 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(family: Family, addr: Addr, port: Option<u16>, weight: u32) -> Backend {
-        Backend { family, addr, port, weight: weight.max(1), healthy: AtomicBool::new(true) }
+        Backend {
+            family,
+            addr,
+            port,
+            weight: weight.max(1),
+            healthy: AtomicBool::new(true),
+        }
     }
 
     fn seeds(&self) -> (u64, u64) {
-        let t = crate::tuple::Tuple { src: self.addr, dst: Addr::default(), src_port: self.port.unwrap_or(0), dst_port: 0, proto: 0, family: self.family, zone: 0 };
+        let t = crate::tuple::Tuple {
+            src: self.addr,
+            dst: Addr::default(),
+            src_port: self.port.unwrap_or(0),
+            dst_port: 0,
+            proto: 0,
+            family: self.family,
+            zone: 0,
+        };
         (t.hash(0x6d61_676c_6576_0001), t.hash(0x6d61_676c_6576_0002))
     }
 }
@@ -42,7 +56,9 @@ pub struct Pool {
 
 /// Builds the Maglev table over the healthy backends; empty if none is.
 fn populate(backends: &[Backend]) -> Vec<u16> {
-    let live: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].healthy.load(Ordering::Relaxed)).collect();
+    let live: Vec<usize> = (0..backends.len())
+        .filter(|&i| backends[i].healthy.load(Ordering::Relaxed))
+        .collect();
     if live.is_empty() {
         return Vec::new();
     }
@@ -81,7 +97,11 @@ fn populate(backends: &[Backend]) -> Vec<u16> {
 impl Pool {
     pub fn new(name: String, backends: Vec<Backend>) -> Pool {
         let table = RwLock::new(populate(&backends));
-        Pool { name, backends, table }
+        Pool {
+            name,
+            backends,
+            table,
+        }
     }
 
     /// The backend for a flow hash, or None if no backend is healthy.
@@ -94,7 +114,9 @@ impl Pool {
     /// Marks a backend up or down and rebuilds the table. Existing connections
     /// keep their backend (the binding lives in the connection).
     pub fn set_healthy(&self, index: usize, healthy: bool) -> bool {
-        let Some(b) = self.backends.get(index) else { return false };
+        let Some(b) = self.backends.get(index) else {
+            return false;
+        };
         b.healthy.store(healthy, Ordering::Relaxed);
         let t = populate(&self.backends);
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = t;
@@ -107,7 +129,19 @@ mod tests {
     use super::*;
 
     fn pool(n: u8) -> Pool {
-        Pool::new("p".into(), (0..n).map(|i| Backend::new(Family::V4, Addr::from_v4([198, 51, 100, 10 + i]), Some(80), 1)).collect())
+        Pool::new(
+            "p".into(),
+            (0..n)
+                .map(|i| {
+                    Backend::new(
+                        Family::V4,
+                        Addr::from_v4([198, 51, 100, 10 + i]),
+                        Some(80),
+                        1,
+                    )
+                })
+                .collect(),
+        )
     }
 
     fn spread(p: &Pool, flows: u64) -> Vec<usize> {
@@ -133,7 +167,11 @@ mod tests {
         let before: Vec<u16> = p.table.read().unwrap().clone();
         p.set_healthy(1, false);
         let after: Vec<u16> = p.table.read().unwrap().clone();
-        let moved_others = before.iter().zip(&after).filter(|(b, a)| **b != 1 && b != a).count();
+        let moved_others = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| **b != 1 && b != a)
+            .count();
         // Maglev: a few percent of the survivors' slots may move; none must go to the dead one.
         assert!(moved_others < TABLE_SIZE / 50, "{moved_others}");
         assert!(after.iter().all(|&i| i != 1));
@@ -144,7 +182,9 @@ mod tests {
 
     #[test]
     fn weights_count() {
-        let mut b: Vec<Backend> = (0..2).map(|i| Backend::new(Family::V4, Addr::from_v4([198, 51, 100, 10 + i]), None, 1)).collect();
+        let mut b: Vec<Backend> = (0..2)
+            .map(|i| Backend::new(Family::V4, Addr::from_v4([198, 51, 100, 10 + i]), None, 1))
+            .collect();
         b[1] = Backend::new(Family::V4, Addr::from_v4([198, 51, 100, 11]), None, 3);
         let p = Pool::new("w".into(), b);
         let c = spread(&p, 40_000);

@@ -14,7 +14,10 @@ pub mod rewrite;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::conn::{Conn, Status};
-use crate::tuple::{Addr, Family, Tuple, IPPROTO_DCCP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE};
+use crate::tuple::{
+    Addr, Family, Tuple, IPPROTO_DCCP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+    IPPROTO_UDP, IPPROTO_UDPLITE,
+};
 pub use maglev::{Backend, Pool};
 
 /// An address prefix (`192.0.2.0/24`, `2001:db8::/32`).
@@ -28,7 +31,13 @@ pub struct Prefix {
 impl Prefix {
     pub fn parse(s: &str) -> Result<Prefix, String> {
         let (a, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| format!("bad prefix length in {s:?}"))?)),
+            Some((a, l)) => (
+                a,
+                Some(
+                    l.parse::<u8>()
+                        .map_err(|_| format!("bad prefix length in {s:?}"))?,
+                ),
+            ),
             None => (s, None),
         };
         let ip: std::net::IpAddr = a.trim().parse().map_err(|_| format!("bad address {a:?}"))?;
@@ -74,25 +83,43 @@ impl Match {
             && self.src.is_none_or(|p| p.contains(t.family, &t.src))
             && self.dst.is_none_or(|p| p.contains(t.family, &t.dst))
             && self.proto.is_none_or(|p| p == t.proto)
-            && self.dports.is_none_or(|(lo, hi)| has_ports(t.proto) && (lo..=hi).contains(&t.dst_port))
+            && self
+                .dports
+                .is_none_or(|(lo, hi)| has_ports(t.proto) && (lo..=hi).contains(&t.dst_port))
             && self.zone.is_none_or(|z| z == t.zone)
     }
 }
 
 /// Protocols whose tuples carry ports NAT may change.
 pub fn has_ports(proto: u8) -> bool {
-    matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP)
+    matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP
+    )
 }
 
 /// A rule's translation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// `snat to A[-B][:P[-Q]] [random] [persistent]`
-    Snat { family: Family, addrs: (Addr, Addr), ports: Option<(u16, u16)>, random: bool, persistent: bool },
+    Snat {
+        family: Family,
+        addrs: (Addr, Addr),
+        ports: Option<(u16, u16)>,
+        random: bool,
+        persistent: bool,
+    },
     /// `masquerade [to :P-Q] [random]`: the egress port's address.
-    Masquerade { ports: Option<(u16, u16)>, random: bool },
+    Masquerade {
+        ports: Option<(u16, u16)>,
+        random: bool,
+    },
     /// `dnat to A[:P]`
-    Dnat { family: Family, addr: Addr, port: Option<u16> },
+    Dnat {
+        family: Family,
+        addr: Addr,
+        port: Option<u16>,
+    },
     /// `dnat to pool NAME`: a backend by consistent hashing.
     DnatPool { pool: usize },
 }
@@ -112,7 +139,9 @@ impl Action {
                 match *w {
                     "random" | "fully-random" => random = true,
                     "persistent" => persistent = true,
-                    other => return Err(format!("unknown NAT flag {other:?} (random, persistent)")),
+                    other => {
+                        return Err(format!("unknown NAT flag {other:?} (random, persistent)"))
+                    }
                 }
             }
             Ok((random, persistent))
@@ -159,7 +188,9 @@ impl Action {
 /// Splits `ADDR[:PORTS]`, with IPv6 addresses in brackets (`[2001:db8::1]:80`).
 fn split_addr_ports(s: &str) -> Result<(&str, Option<&str>), String> {
     if let Some(rest) = s.strip_prefix('[') {
-        let (a, tail) = rest.split_once(']').ok_or_else(|| format!("unclosed [ in {s:?}"))?;
+        let (a, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed [ in {s:?}"))?;
         return Ok((a, tail.strip_prefix(':')));
     }
     if s.matches(':').count() > 1 {
@@ -195,7 +226,13 @@ pub struct Rule {
 
 impl Rule {
     pub fn new(name: String, m: Match, action: Action) -> Rule {
-        Rule { name, m, action, hits: AtomicU64::new(0), out_of_ports: AtomicU64::new(0) }
+        Rule {
+            name,
+            m,
+            action,
+            hits: AtomicU64::new(0),
+            out_of_ports: AtomicU64::new(0),
+        }
     }
 }
 
@@ -218,7 +255,11 @@ impl Nat {
             let (family, addr, port) = match &r.action {
                 Action::Dnat { family, addr, port } => (*family, *addr, *port),
                 Action::DnatPool { pool } => {
-                    let Some(b) = self.pools.get(*pool).and_then(|p| p.pick(orig.hash(0x1b_9001))) else {
+                    let Some(b) = self
+                        .pools
+                        .get(*pool)
+                        .and_then(|p| p.pick(orig.hash(0x1b_9001)))
+                    else {
                         // No healthy backend: the rule does not apply.
                         continue;
                     };
@@ -244,7 +285,10 @@ impl Nat {
     /// tuple after destination NAT) leaving by `out_port`.
     pub fn postrouting_rule(&self, c: &Conn, in_port: u16, out_port: u16) -> Option<&Rule> {
         let after_dnat = c.tuples[1].invert()?;
-        self.rules.iter().filter(|r| !r.action.is_dnat()).find(|r| r.m.matches(&after_dnat, in_port, Some(out_port)))
+        self.rules
+            .iter()
+            .filter(|r| !r.action.is_dnat())
+            .find(|r| r.m.matches(&after_dnat, in_port, Some(out_port)))
     }
 
     pub fn pool_by_name(&self, name: &str) -> Option<&Pool> {
@@ -262,13 +306,50 @@ mod tests {
 
     #[test]
     fn parses_actions() {
-        assert_eq!(Action::parse("masquerade", &[]).unwrap(), Action::Masquerade { ports: None, random: false });
-        assert_eq!(Action::parse("masquerade to :2000-2010 random", &[]).unwrap(), Action::Masquerade { ports: Some((2000, 2010)), random: true });
+        assert_eq!(
+            Action::parse("masquerade", &[]).unwrap(),
+            Action::Masquerade {
+                ports: None,
+                random: false
+            }
+        );
+        assert_eq!(
+            Action::parse("masquerade to :2000-2010 random", &[]).unwrap(),
+            Action::Masquerade {
+                ports: Some((2000, 2010)),
+                random: true
+            }
+        );
         let a = Action::parse("snat to 203.0.113.1-203.0.113.4:1024-2047 persistent", &[]).unwrap();
-        assert_eq!(a, Action::Snat { family: Family::V4, addrs: (Addr::from_v4([203, 0, 113, 1]), Addr::from_v4([203, 0, 113, 4])), ports: Some((1024, 2047)), random: false, persistent: true });
-        assert!(matches!(Action::parse("dnat to [2001:db8:2::10]:8080", &[]).unwrap(), Action::Dnat { family: Family::V6, port: Some(8080), .. }));
-        assert!(matches!(Action::parse("dnat to 198.51.100.10", &[]).unwrap(), Action::Dnat { port: None, .. }));
-        assert_eq!(Action::parse("dnat to pool web", &["db", "web"]).unwrap(), Action::DnatPool { pool: 1 });
+        assert_eq!(
+            a,
+            Action::Snat {
+                family: Family::V4,
+                addrs: (
+                    Addr::from_v4([203, 0, 113, 1]),
+                    Addr::from_v4([203, 0, 113, 4])
+                ),
+                ports: Some((1024, 2047)),
+                random: false,
+                persistent: true
+            }
+        );
+        assert!(matches!(
+            Action::parse("dnat to [2001:db8:2::10]:8080", &[]).unwrap(),
+            Action::Dnat {
+                family: Family::V6,
+                port: Some(8080),
+                ..
+            }
+        ));
+        assert!(matches!(
+            Action::parse("dnat to 198.51.100.10", &[]).unwrap(),
+            Action::Dnat { port: None, .. }
+        ));
+        assert_eq!(
+            Action::parse("dnat to pool web", &["db", "web"]).unwrap(),
+            Action::DnatPool { pool: 1 }
+        );
         assert!(Action::parse("dnat to pool nope", &["web"]).is_err());
         assert!(Action::parse("snat to 203.0.113.9-203.0.113.1", &[]).is_err());
         assert!(Action::parse("teleport", &[]).is_err());
@@ -282,6 +363,14 @@ mod tests {
         assert!(!p.contains(Family::V6, &Addr::from_v4([192, 0, 2, 1])));
         assert!(Prefix::parse("192.0.2.0/33").is_err());
         let p6 = Prefix::parse("2001:db8:1::/64").unwrap();
-        assert!(p6.contains(Family::V6, &Addr("2001:db8:1::5".parse::<std::net::Ipv6Addr>().unwrap().octets())));
+        assert!(p6.contains(
+            Family::V6,
+            &Addr(
+                "2001:db8:1::5"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets()
+            )
+        ));
     }
 }

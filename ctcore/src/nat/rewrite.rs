@@ -4,7 +4,10 @@
 
 use crate::checksum::{checksum, l4_checksum, update_addr, update_u16};
 use crate::conn::{Conn, Status};
-use crate::tuple::{Addr, Dir, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE};
+use crate::tuple::{
+    Addr, Dir, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_UDPLITE,
+};
 use crate::wire::{Parsed, L4};
 
 /// What to change in one packet: the new source and/or destination endpoint.
@@ -42,7 +45,10 @@ impl Rewrite {
             Dir::Orig => (snat, dnat),
             Dir::Reply => (dnat, snat),
         };
-        let mut rw = Rewrite { related, ..Rewrite::default() };
+        let mut rw = Rewrite {
+            related,
+            ..Rewrite::default()
+        };
         if change_src {
             rw.src = Some((target.src, target.src_port));
         }
@@ -131,7 +137,12 @@ fn rewrite_l3(f: &mut [u8], family: Family, l3: usize, src: Option<Addr>, dst: O
 /// Applies `rw` to `frame` (parsed as `p`). Non-first fragments get the L3 part
 /// only. With `Offload`, TCP/UDP checksums are left to the NIC (set to the
 /// pseudo-header sum); ICMP checksums are always updated here.
-pub fn apply(frame: &mut [u8], p: &Parsed, rw: &Rewrite, mode: ChecksumMode) -> Result<(), RewriteError> {
+pub fn apply(
+    frame: &mut [u8],
+    p: &Parsed,
+    rw: &Rewrite,
+    mode: ChecksumMode,
+) -> Result<(), RewriteError> {
     let l3 = p.l3_offset as usize;
     let l4 = p.l4_offset as usize;
     let end = l3 + p.l3_len as usize;
@@ -153,7 +164,8 @@ pub fn apply(frame: &mut [u8], p: &Parsed, rw: &Rewrite, mode: ChecksumMode) -> 
         return Ok(());
     }
     let csum_off = csum_off.unwrap_or(0);
-    let udp_no_csum = p.family == Family::V4 && p.proto == IPPROTO_UDP && get16(frame, csum_off) == 0;
+    let udp_no_csum =
+        p.family == Family::V4 && p.proto == IPPROTO_UDP && get16(frame, csum_off) == 0;
     let pseudo_covered = p.proto != IPPROTO_ICMP;
     let mut c = get16(frame, csum_off);
     if pseudo_covered {
@@ -190,7 +202,10 @@ pub fn apply(frame: &mut [u8], p: &Parsed, rw: &Rewrite, mode: ChecksumMode) -> 
     if udp_no_csum {
         return Ok(());
     }
-    if mode == ChecksumMode::Offload && matches!(p.l4, L4::Tcp(_) | L4::Udp { .. }) && p.frag.is_none() {
+    if mode == ChecksumMode::Offload
+        && matches!(p.l4, L4::Tcp(_) | L4::Udp { .. })
+        && p.frag.is_none()
+    {
         // NICs want the pseudo-header sum (not complemented) in the field.
         let (s, d) = (addr_at(frame, so, w), addr_at(frame, dof, w));
         let seed = crate::checksum::pseudo_header(p.family, &s, &d, p.proto, (end - l4) as u32);
@@ -243,7 +258,8 @@ fn rewrite_icmp_error(f: &mut [u8], p: &Parsed, rw: &Rewrite) -> Result<(), Rewr
         match inner.proto {
             IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE => {
                 let csum_off = il4 + if inner.proto == IPPROTO_TCP { 16 } else { 6 };
-                let has_csum = csum_off + 2 <= end && !(inner.proto == IPPROTO_UDP && get16(f, csum_off) == 0);
+                let has_csum =
+                    csum_off + 2 <= end && !(inner.proto == IPPROTO_UDP && get16(f, csum_off) == 0);
                 let mut c = if has_csum { get16(f, csum_off) } else { 0 };
                 for (new, old) in [(new_isrc, old_isrc), (new_idst, old_idst)] {
                     if let Some(a) = new {
@@ -278,7 +294,13 @@ fn rewrite_icmp_error(f: &mut [u8], p: &Parsed, rw: &Rewrite) -> Result<(), Rewr
         Family::V4 => checksum(&f[l4..end]),
         Family::V6 => {
             let (so, dof, w) = addr_offsets(p.family, p.l3_offset as usize);
-            l4_checksum(p.family, &addr_at(f, so, w), &addr_at(f, dof, w), IPPROTO_ICMPV6, &f[l4..end])
+            l4_checksum(
+                p.family,
+                &addr_at(f, so, w),
+                &addr_at(f, dof, w),
+                IPPROTO_ICMPV6,
+                &f[l4..end],
+            )
         }
     };
     put16(f, l4 + 2, c);
