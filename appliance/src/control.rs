@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
@@ -31,6 +31,8 @@ pub enum RunError {
     Signal(std::io::Error),
     #[error("worker on lcore {0} failed (returned {1})")]
     Worker(u32, i32),
+    #[error(transparent)]
+    Rest(#[from] crate::rest::RestError),
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
 }
@@ -261,6 +263,20 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let stats = Arc::new(stats::new_shared(cfg.workers.len()));
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(pipeline::Shared::new(cfg));
+    // The REST API reads the ports too; control takes them back to close them.
+    let rest_ports = Arc::new(RwLock::new(ports));
+    let ports = rest_ports.read().unwrap_or_else(|e| e.into_inner());
+    let rest = crate::rest::start(
+        &cfg.rest,
+        crate::rest::Context {
+            shared: shared.clone(),
+            stats: stats.clone(),
+            ports: rest_ports.clone(),
+            port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+            workers: cfg.workers.clone(),
+            tsc_hz: eal.tsc_hz(),
+        },
+    )?;
 
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -347,7 +363,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let seconds = started.elapsed().as_secs_f64();
     let totals = Totals::sum(&stats, ports.len());
     let mut port_reports = Vec::new();
-    for (p, port) in cfg.ports.iter().zip(&ports) {
+    for (p, port) in cfg.ports.iter().zip(ports.iter()) {
         let s: PortStats = port.stats();
         port_reports.push(PortReport {
             name: p.name.clone(),
@@ -368,6 +384,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     }
     // Release in order: ports (stop flushes PMD output such as tx_pcap files),
     // then the pool, then the EAL.
+    drop(ports);
+    drop(rest);
+    let ports = std::mem::take(&mut *rest_ports.write().unwrap_or_else(|e| e.into_inner()));
     drop(ports);
     drop(pool);
     drop(eal);

@@ -17,12 +17,21 @@
 //!   the table is lock-striped and preallocated; the counters a worker
 //!   publishes for the control thread sit behind a per-worker lock taken with
 //!   `try_lock` (a busy reader only delays the copy to the next burst).
+//! - Connection events (NEW / UPDATE / DESTROY) collect in the worker's
+//!   preallocated `EventBuf`; after each burst they feed the worker's top
+//!   sources of new connections and, while someone subscribes, move into the
+//!   worker's bounded lock-free queue, which the REST side drains. A full queue
+//!   loses the event, counted (`events_dropped`); the worker never waits.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use crossbeam_queue::ArrayQueue;
 
 use crossbeam_utils::CachePadded;
 use ctcore::conn::Conn;
 use ctcore::engine::{CtResult, Decision, Egress, Engine, Pkt, Worker};
+use ctcore::event::{Event, EventKind};
 use ctcore::forward::{classify, RouteClass};
 use ctcore::listing::format_conn;
 use ctcore::nat::rewrite::{apply, ChecksumMode};
@@ -49,14 +58,57 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// Events one burst may produce at most (a packet makes up to three: an
+/// expired or reopened connection's DESTROY, an eviction's DESTROY, a NEW).
+pub const EVENTS_PER_BURST: usize = 4 * BURST;
+/// Events a worker's queue holds for the REST side.
+pub const EVENT_QUEUE: usize = 8192;
+/// Sources of new connections each worker keeps count of.
+pub const TOP_SOURCES: usize = 16;
+
+/// A source address and (an estimate from above of) the connections it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopSource {
+    pub family: Family,
+    pub addr: Addr,
+    pub new_conns: u64,
+}
+
+/// Counts `addr` in the space-saving summary `top` (Metwally, Agrawal, El
+/// Abbadi, "Efficient computation of frequent and top-k elements in data
+/// streams", 2005): a source not in the summary replaces the smallest entry and
+/// inherits its count, so any source that opened more than 1/len of the
+/// connections is in it. No allocation; len compares per new connection.
+pub fn note_source(top: &mut [TopSource], family: Family, addr: Addr) {
+    let mut min = 0;
+    for i in 0..top.len() {
+        let e = &mut top[i];
+        if e.new_conns > 0 && e.addr == addr && e.family == family {
+            e.new_conns += 1;
+            return;
+        }
+        if e.new_conns < top[min].new_conns {
+            min = i;
+        }
+    }
+    top[min] = TopSource {
+        family,
+        addr,
+        new_conns: top[min].new_conns + 1,
+    };
+}
+
 /// What one worker has published for the control thread.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
+    /// The worker's counters; `events_dropped` includes events its queue had no room for.
     pub ct: CtStats,
     pub nat_out_of_ports: u64,
     /// Per policy rule (then the default), packets decided.
     pub policy_hits: Vec<u64>,
     pub now_ms: u64,
+    /// The sources that opened the most connections on this worker since start.
+    pub top_sources: [TopSource; TOP_SOURCES],
 }
 
 /// State shared by every worker's stage, built once before the workers start.
@@ -67,6 +119,14 @@ pub struct Shared {
     /// Per port: its IPv4 and IPv6 address (masquerade's source).
     port_addrs: Vec<(Option<Addr>, Option<Addr>)>,
     published: Vec<CachePadded<Mutex<Published>>>,
+    /// Per worker: its events waiting for the REST side (see the module contract).
+    pub events: Vec<CachePadded<ArrayQueue<Event>>>,
+    /// Set while at least one event subscriber listens; the workers queue
+    /// events only then.
+    pub events_wanted: AtomicBool,
+    /// Per worker: the TSC when its clock started (its `now_ms` 0), so the
+    /// control side can read the workers' clock without them.
+    pub clock_start_tsc: Vec<AtomicU64>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -105,6 +165,34 @@ impl Shared {
                     }))
                 })
                 .collect(),
+            events: (0..cfg.workers.len())
+                .map(|_| CachePadded::new(ArrayQueue::new(EVENT_QUEUE)))
+                .collect(),
+            events_wanted: AtomicBool::new(false),
+            clock_start_tsc: (0..cfg.workers.len()).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// What each worker published (a copy per worker, in worker order).
+    pub fn per_worker(&self) -> Vec<Published> {
+        self.published
+            .iter()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+
+    /// The workers' clock (ms since the first worker started), read from the
+    /// TSC: valid also while no packet arrives. `tsc_hz` is the EAL's.
+    pub fn now_ms(&self, tsc_hz: u64) -> u64 {
+        let start = self
+            .clock_start_tsc
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .min();
+        match start {
+            Some(s) => crate::dpdk::tsc().saturating_sub(s) / (tsc_hz / 1000).max(1),
+            None => self.totals().now_ms,
         }
     }
 
@@ -229,6 +317,9 @@ pub struct Pipeline<'a> {
     pub worker: usize,
     ct: Worker,
     hits: Vec<u64>,
+    top_sources: [TopSource; TOP_SOURCES],
+    /// Events the queue had no room for.
+    events_dropped: u64,
 }
 
 impl std::fmt::Debug for Pipeline<'_> {
@@ -240,12 +331,16 @@ impl std::fmt::Debug for Pipeline<'_> {
 }
 
 impl<'a> Pipeline<'a> {
+    /// The stage of worker `worker`; its clock starts now (see [`Shared::now_ms`]).
     pub fn new(shared: &'a Shared, worker: usize) -> Pipeline<'a> {
+        shared.clock_start_tsc[worker].store(crate::dpdk::tsc(), Ordering::Relaxed);
         Pipeline {
             shared,
             worker,
-            ct: shared.engine.worker(0),
+            ct: shared.engine.worker(EVENTS_PER_BURST),
             hits: vec![0; shared.policy.rules.len() + 1],
+            top_sources: [TopSource::default(); TOP_SOURCES],
+            events_dropped: 0,
         }
     }
 
@@ -300,12 +395,36 @@ impl<'a> Pipeline<'a> {
                 };
             }
         }
+        self.move_events();
         self.publish(now_ms);
+    }
+
+    /// Empties the burst's events: counts NEW ones by source, and queues them
+    /// for the REST side while someone listens.
+    fn move_events(&mut self) {
+        if self.ct.events.is_empty() {
+            return;
+        }
+        let wanted = self.shared.events_wanted.load(Ordering::Relaxed);
+        let queue = &self.shared.events[self.worker];
+        let top = &mut self.top_sources;
+        let dropped = &mut self.events_dropped;
+        self.ct.events.drain(|e| {
+            if e.kind == EventKind::New {
+                let t = &e.conn.tuples[0];
+                note_source(top, t.family, t.src);
+            }
+            if wanted && queue.push(e).is_err() {
+                *dropped += 1;
+            }
+        });
     }
 
     fn publish(&mut self, now_ms: u64) {
         if let Ok(mut p) = self.shared.published[self.worker].try_lock() {
             p.ct = self.ct.stats;
+            p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
+            p.top_sources = self.top_sources;
             p.nat_out_of_ports = self.ct.nat_out_of_ports;
             p.policy_hits.copy_from_slice(&self.hits);
             p.now_ms = now_ms;
