@@ -529,10 +529,12 @@ impl Engine {
         if let Some((mut l, local, dir)) = self.find_live(w, now_ms, key, &t) {
             let home = l.stripe();
             w.stats.found += 1;
+            // An UPDATE event when the state or a status bit changes (like the
+            // kernel's IPCT_PROTOINFO / IPCT_STATUS), judged across the tracker.
+            let before = (l.conn(local).status, l.conn(local).state_name());
             let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(local), dir);
             match outcome {
                 Tracked::Accept { timeout_ms, kill } => {
-                    let before = (l.conn(local).status, l.conn(local).proto);
                     let c = l.conn_mut(local);
                     account(c, dir, p);
                     c.deadline_ms = now_ms + timeout_ms;
@@ -553,7 +555,7 @@ impl Engine {
                             local,
                             id: c.id,
                         });
-                        if (c.status, c.proto) != before {
+                        if (c.status, c.state_name()) != before {
                             w.events.push(EventKind::Update, now_ms, &c);
                         }
                     }
@@ -1154,9 +1156,19 @@ mod tests {
         assert_eq!(c.counters[0].packets, 4);
         assert_eq!(c.counters[1].packets, 2);
         let mut kinds = vec![];
-        w.events.drain(|ev| kinds.push(ev.kind));
+        let mut states = vec![];
+        w.events.drain(|ev| {
+            kinds.push(ev.kind);
+            states.push(ev.conn.state_name().unwrap());
+        });
         assert_eq!(kinds.first(), Some(&EventKind::New));
         assert!(kinds.iter().skip(1).all(|k| *k == EventKind::Update));
+        // One UPDATE per state change (and status change), in order.
+        assert_eq!(
+            states,
+            ["SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_WAIT"],
+            "{kinds:?}"
+        );
     }
 
     #[test]
