@@ -13,13 +13,13 @@ use serde_json::Value;
 #[derive(Args, Debug, Clone)]
 pub struct Api {
     /// The REST API of the running ctgate.
-    #[arg(long, env = "CTGATE_API", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, env = "CTGATE_API", default_value = "http://127.0.0.1:8080")]
     api: String,
     /// Bearer token for changes (delete, flush).
-    #[arg(long, env = "CTGATE_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "CTGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// File holding the token [default: /run/ctgate/rest-token, which ctgate creates].
-    #[arg(long, env = "CTGATE_TOKEN_FILE")]
+    #[arg(long, global = true, env = "CTGATE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
 }
 
@@ -178,9 +178,7 @@ impl Client {
     }
 
     fn request(&self, method: &str, path: &str, query: &[(&str, String)]) -> ureq::Request {
-        let mut r = self
-            .agent
-            .request(method, &format!("{}{path}", self.base));
+        let mut r = self.agent.request(method, &format!("{}{path}", self.base));
         for (k, v) in query {
             r = r.query(k, v);
         }
@@ -284,8 +282,8 @@ pub fn ct(args: CtArgs) -> anyhow::Result<()> {
                 if let Some(e) = line.strip_prefix("event:") {
                     event = e.trim().to_owned();
                 } else if let Some(d) = line.strip_prefix("data:") {
-                    let v: Value = serde_json::from_str(d.trim())
-                        .context("an event that is not JSON")?;
+                    let v: Value =
+                        serde_json::from_str(d.trim()).context("an event that is not JSON")?;
                     if event == "dropped" {
                         eprintln!(
                             "ctgate: {} events lost: this client fell behind",
@@ -340,7 +338,11 @@ fn render_stats(s: &Value, health: &Value, prev: Option<(&Value, f64)>) -> Strin
             o,
             "{:<8} {:>5} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}{}",
             p["name"].as_str().unwrap_or("?"),
-            if p["link_up"].as_bool() == Some(true) { "up" } else { "down" },
+            if p["link_up"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "down"
+            },
             n(&p["rx_packets"]),
             n(&p["tx_packets"]),
             n(&p["nic"]["ipackets"]),
@@ -390,7 +392,11 @@ fn render_stats(s: &Value, health: &Value, prev: Option<(&Value, f64)>) -> Strin
         n(&t["forwarded"]),
         rate(&|v: &Value| n(&v["totals"]["forwarded"])),
         n(&t["dropped"]),
-        if drops.is_empty() { "none".into() } else { drops.join(", ") }
+        if drops.is_empty() {
+            "none".into()
+        } else {
+            drops.join(", ")
+        }
     );
     let ct = &s["conntrack"];
     let _ = writeln!(
@@ -420,7 +426,13 @@ fn render_stats(s: &Value, health: &Value, prev: Option<(&Value, f64)>) -> Strin
         .into_iter()
         .flatten()
         .take(5)
-        .map(|h| format!("{} {}", h["src"].as_str().unwrap_or("?"), h["new_connections"]))
+        .map(|h| {
+            format!(
+                "{} {}",
+                h["src"].as_str().unwrap_or("?"),
+                h["new_connections"]
+            )
+        })
         .collect();
     if !hh.is_empty() {
         let _ = writeln!(o, "  top sources of new connections: {}", hh.join(", "));
@@ -453,7 +465,11 @@ fn render_stats(s: &Value, health: &Value, prev: Option<(&Value, f64)>) -> Strin
                 format!(
                     "{}{}",
                     b["backend"].as_str().unwrap_or("?"),
-                    if b["healthy"].as_bool() == Some(true) { "" } else { " (down)" }
+                    if b["healthy"].as_bool() == Some(true) {
+                        ""
+                    } else {
+                        " (down)"
+                    }
                 )
             })
             .collect();
@@ -496,8 +512,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
         let text = render_stats(
             &s,
             &h,
-            prev.as_ref()
-                .map(|(p, t)| (p, (now - *t).as_secs_f64())),
+            prev.as_ref().map(|(p, t)| (p, (now - *t).as_secs_f64())),
         );
         // Clear the screen, then the table.
         print!("\x1b[2J\x1b[H{text}");

@@ -32,7 +32,13 @@ struct Cli {
     #[arg(long, global = true, env = "CTGATE_LOG", default_value = "info")]
     log: String,
     /// Log line format: text, or json (one JSON object per line, for log collectors).
-    #[arg(long, global = true, env = "CTGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "CTGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,

@@ -1166,7 +1166,14 @@ mod tests {
         // One UPDATE per state change (and status change), in order.
         assert_eq!(
             states,
-            ["SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_WAIT"],
+            [
+                "SYN_SENT",
+                "SYN_RECV",
+                "ESTABLISHED",
+                "FIN_WAIT",
+                "LAST_ACK",
+                "TIME_WAIT"
+            ],
             "{kinds:?}"
         );
     }

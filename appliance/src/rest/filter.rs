@@ -67,8 +67,12 @@ impl Side {
     fn matches(&self, t: &Tuple) -> bool {
         self.src.is_none_or(|p| p.contains(t.family, &t.src))
             && self.dst.is_none_or(|p| p.contains(t.family, &t.dst))
-            && self.sport.is_none_or(|p| has_ports(t.proto) && p == t.src_port)
-            && self.dport.is_none_or(|p| has_ports(t.proto) && p == t.dst_port)
+            && self
+                .sport
+                .is_none_or(|p| has_ports(t.proto) && p == t.src_port)
+            && self
+                .dport
+                .is_none_or(|p| has_ports(t.proto) && p == t.dst_port)
     }
 }
 
@@ -277,7 +281,9 @@ mod tests {
     use ctcore::tuple::Addr;
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        q.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     fn tcp_conn() -> Conn {
@@ -302,7 +308,8 @@ mod tests {
             state: ctcore::proto::tcp::TcpConntrack::Established,
             ..Default::default()
         });
-        c.status.set(Status::SEEN_REPLY | Status::ASSURED | Status::SRC_NAT);
+        c.status
+            .set(Status::SEEN_REPLY | Status::ASSURED | Status::SRC_NAT);
         c
     }
 
@@ -314,12 +321,22 @@ mod tests {
     #[test]
     fn filters_select_like_conntrack() {
         assert!(check(&[]));
-        assert!(check(&[("proto", "tcp"), ("dport", "80"), ("src", "192.0.2.0/24")]));
+        assert!(check(&[
+            ("proto", "tcp"),
+            ("dport", "80"),
+            ("src", "192.0.2.0/24")
+        ]));
         assert!(!check(&[("proto", "udp")]));
         assert!(!check(&[("dport", "81")]));
-        assert!(check(&[("reply-dst", "198.51.100.1"), ("reply-port-dst", "61000")]));
+        assert!(check(&[
+            ("reply-dst", "198.51.100.1"),
+            ("reply-port-dst", "61000")
+        ]));
         assert!(!check(&[("reply-dst", "198.51.100.2")]));
-        assert!(check(&[("state", "established"), ("status", "ASSURED,SRC_NAT")]));
+        assert!(check(&[
+            ("state", "established"),
+            ("status", "ASSURED,SRC_NAT")
+        ]));
         assert!(!check(&[("status", "UNREPLIED")]));
         assert!(!check(&[("state", "TIME_WAIT")]));
         assert!(check(&[("mark", "0x10/0xf0")]));

@@ -36,9 +36,13 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     let lcores: Vec<String> = state.ctx.workers.iter().map(|l| l.to_string()).collect();
     let names = &state.ctx.port_names;
 
-    out.gauge("ctgate_uptime_seconds", "Seconds since the appliance started.", &[])
-        .with_label_values::<&str>(&[])
-        .set(state.started.elapsed().as_secs() as i64);
+    out.gauge(
+        "ctgate_uptime_seconds",
+        "Seconds since the appliance started.",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(state.started.elapsed().as_secs() as i64);
 
     // Per lcore forwarding counters.
     let rx = out.counter(
@@ -104,19 +108,24 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
 
     // Conntrack: the /proc/net/stat/nf_conntrack counters, per lcore.
     if let Some(first) = snap.ct.first() {
-        for (field, _) in first.ct.fields() {
+        // events_dropped is ctgate_conntrack_events_dropped_total{stage="worker"}.
+        for (field, _) in first
+            .ct
+            .fields()
+            .into_iter()
+            .filter(|(f, _)| *f != "events_dropped")
+        {
             let c = out.counter(
                 &format!("ctgate_conntrack_{field}_total"),
                 &format!("Conntrack counter {field} (as /proc/net/stat/nf_conntrack), per lcore."),
                 &["lcore"],
             );
             for (i, p) in snap.ct.iter().enumerate() {
-                let v = p
-                    .ct
-                    .fields()
-                    .iter()
-                    .find(|(f, _)| *f == field)
-                    .map_or(0, |(_, v)| *v);
+                let v =
+                    p.ct.fields()
+                        .iter()
+                        .find(|(f, _)| *f == field)
+                        .map_or(0, |(_, v)| *v);
                 c.with_label_values(&[lcores[i].as_str()]).inc_by(v);
             }
         }
@@ -148,7 +157,8 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         "Connection events lost: in a worker (its queue full) or for a slow subscriber.",
         &["stage"],
     );
-    ev.with_label_values(&["worker"]).inc_by(snap.worker_events_dropped);
+    ev.with_label_values(&["worker"])
+        .inc_by(snap.worker_events_dropped);
     ev.with_label_values(&["subscriber"])
         .inc_by(state.events.subscriber_dropped());
     out.gauge(
@@ -208,21 +218,46 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     }
 
     // Ports, as the NIC counts.
-    let up = out.gauge("ctgate_port_link_up", "1 if the port's link is up.", &["port"]);
+    let up = out.gauge(
+        "ctgate_port_link_up",
+        "1 if the port's link is up.",
+        &["port"],
+    );
     let speed = out.gauge(
         "ctgate_port_link_speed_bits_per_second",
         "The port's link speed.",
         &["port"],
     );
     let nic = [
-        ("ctgate_port_rx_packets_total", "Packets the port received (NIC counter)."),
-        ("ctgate_port_tx_packets_total", "Packets the port sent (NIC counter)."),
-        ("ctgate_port_rx_bytes_total", "Bytes the port received (NIC counter)."),
-        ("ctgate_port_tx_bytes_total", "Bytes the port sent (NIC counter)."),
-        ("ctgate_port_rx_missed_packets_total", "Packets the NIC dropped: no RX descriptor free."),
+        (
+            "ctgate_port_rx_packets_total",
+            "Packets the port received (NIC counter).",
+        ),
+        (
+            "ctgate_port_tx_packets_total",
+            "Packets the port sent (NIC counter).",
+        ),
+        (
+            "ctgate_port_rx_bytes_total",
+            "Bytes the port received (NIC counter).",
+        ),
+        (
+            "ctgate_port_tx_bytes_total",
+            "Bytes the port sent (NIC counter).",
+        ),
+        (
+            "ctgate_port_rx_missed_packets_total",
+            "Packets the NIC dropped: no RX descriptor free.",
+        ),
         ("ctgate_port_rx_errors_total", "Erroneous packets received."),
-        ("ctgate_port_tx_errors_total", "Packets the port failed to send."),
-        ("ctgate_port_rx_nombuf_total", "RX mbuf allocation failures."),
+        (
+            "ctgate_port_tx_errors_total",
+            "Packets the port failed to send.",
+        ),
+        (
+            "ctgate_port_rx_nombuf_total",
+            "RX mbuf allocation failures.",
+        ),
     ]
     .map(|(n, h)| out.counter(n, h, &["port"]));
     for p in &snap.ports {

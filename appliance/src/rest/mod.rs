@@ -398,12 +398,7 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
                         return;
                     }
                 };
-                tokio::spawn(
-                    state
-                        .events
-                        .clone()
-                        .pump(state.ctx.shared.clone()),
-                );
+                tokio::spawn(state.events.clone().pump(state.ctx.shared.clone()));
                 let watcher = state.clone();
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -667,7 +662,11 @@ fn pool_json(p: &ctcore::nat::Pool) -> Value {
             })
         })
         .collect();
-    let healthy = p.backends.iter().filter(|b| b.healthy.load(Relaxed)).count();
+    let healthy = p
+        .backends
+        .iter()
+        .filter(|b| b.healthy.load(Relaxed))
+        .count();
     json!({ "name": p.name, "healthy_backends": healthy, "backends": backends })
 }
 
@@ -788,9 +787,7 @@ async fn ct_list(AxState(st): St, RawQuery(q): RawQuery) -> Result<Json<Value>, 
 async fn ct_count(AxState(st): St, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     let (f, _) = Filter::parse(&query_pairs(&q), &[]).map_err(bad)?;
     if f.is_empty() {
-        return Ok(Json(
-            json!({ "count": st.ctx.shared.engine.table().len() }),
-        ));
+        return Ok(Json(json!({ "count": st.ctx.shared.engine.table().len() })));
     }
     let n = tokio::task::spawn_blocking(move || {
         let mut n = 0u64;
@@ -942,11 +939,8 @@ async fn ports(AxState(st): St) -> Json<Value> {
         .enumerate()
         .map(|(i, (p, d))| {
             let mut j = port_json(p, &s, i);
-            let x: Map<String, Value> = d
-                .xstats()
-                .into_iter()
-                .map(|(k, v)| (k, json!(v)))
-                .collect();
+            let x: Map<String, Value> =
+                d.xstats().into_iter().map(|(k, v)| (k, json!(v))).collect();
             j["xstats"] = Value::Object(x);
             j
         })
