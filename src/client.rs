@@ -13,7 +13,12 @@ use serde_json::Value;
 #[derive(Args, Debug, Clone)]
 pub struct Api {
     /// The REST API of the running ctgate.
-    #[arg(long, global = true, env = "CTGATE_API", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "CTGATE_API",
+        default_value = "http://127.0.0.1:8080"
+    )]
     api: String,
     /// Bearer token for changes (delete, flush).
     #[arg(long, global = true, env = "CTGATE_TOKEN", hide_env_values = true)]

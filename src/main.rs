@@ -83,7 +83,7 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// The connection table of a running ctgate, through its REST API:
     /// list, count, delete, flush, events (like conntrack -L/-C/-D/-F/-E).
-    Ct(client::CtArgs),
+    Ct(Box<client::CtArgs>),
     /// The counters of a running ctgate, through its REST API.
     Stats(client::StatsArgs),
 }
@@ -155,7 +155,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay(args) => replay::run(args),
-        Command::Ct(args) => client::ct(args),
+        Command::Ct(args) => client::ct(*args),
         Command::Stats(args) => client::stats(args),
     }
 }

@@ -508,9 +508,7 @@ fn rest_api_against_the_running_appliance() {
             && line.contains(&format!(
                 " TIME_WAIT src=192.0.2.2 dst=198.51.100.2 sport={sport} dport=8080 packets="
             ))
-            && line.contains(&format!(
-                "src=198.51.100.2 dst=198.51.100.1 sport=8080 dport="
-            ))
+            && line.contains("src=198.51.100.2 dst=198.51.100.1 sport=8080 dport=")
             && line.ends_with(" [ASSURED] mark=0 use=1"),
         "{line}"
     );
@@ -784,6 +782,31 @@ fn rest_api_against_the_running_appliance() {
         assert!(name.starts_with("ctgate_"), "{name}");
     }
 
+    // Every metric the Grafana dashboard (docker/) queries exists.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docker/grafana/dashboards/ctgate.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("ctgate_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    types.contains_key(name.as_str()),
+                    "dashboard panel {:?} queries {name}, which /metrics lacks",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried > 20);
+
     // Flush through the CLI (token from the environment): every connection
     // goes, each with a DESTROY event.
     let flush = Command::new(ctgate())
@@ -830,4 +853,88 @@ fn rest_api_against_the_running_appliance() {
     let mut out = String::new();
     let _ = BufReader::new(gate_out).read_to_string(&mut out);
     assert!(status.success(), "ctgate exit {status}: {out}");
+}
+
+/// A full table is impossible to miss: a log line, /healthz, a metric.
+#[test]
+fn table_pressure_is_reported() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("rest-full");
+    let mut bed = Bed::up();
+    const API2: &str = "127.0.0.1:18182";
+    let config = format!(
+        "{}\n[rest]\nbind = \"{API2}\"\ntoken = \"{TOKEN}\"\n",
+        appliance::config::TESTBED_DEFAULT
+            .replace("ctgw-", &format!("{P}-"))
+            .replace("eal_args = [\"--in-memory\"]", &eal_args_toml())
+            .replace("max_connections = 65536", "max_connections = 8")
+    );
+    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
+    let mut gate = Command::new(ctgate())
+        .args(["run", "--duration", "120", "--config"])
+        .arg(dir.path("ctgate.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = lines_of(gate.stderr.take().unwrap());
+    bed.children.push(gate);
+    wait_line(&log, 30, "ctgate forwarding", |l| l.contains("forwarding;"));
+    let health = || -> Value {
+        ureq::get(&format!("http://{API2}/healthz"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    };
+    assert_eq!(health()["status"], "ok");
+
+    // 40 UDP flows from distinct source ports into an 8-connection table:
+    // unreplied (unassured) connections are evicted (early_drop).
+    let flood = r#"
+import socket
+for i in range(40):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", ("198.51.100.2", 9))
+    s.close()
+"#;
+    let out = run_for(&mut in_ns("cli", &["python3", "-c", flood]), 30);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let h = loop {
+        let h = health();
+        if h["table_pressure_recent"] == true {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no table pressure reported: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(h["status"], "warning", "{h}");
+    assert!(h["early_drop_total"].as_u64().unwrap() > 0, "{h}");
+    assert!(
+        h["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("conntrack table full"),
+        "{h}"
+    );
+    assert_eq!(h["connections"], 8, "{h}");
+    let metrics = ureq::get(&format!("http://{API2}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "ctgate_conntrack_table_pressure 1"),
+        "{metrics}"
+    );
+    assert!(metrics.lines().any(|l| l
+        .starts_with("ctgate_conntrack_early_drop_total{lcore=\"1\"} ")
+        && !l.ends_with(" 0")));
+    wait_line(&log, 30, "table pressure log line", |l| {
+        l.contains("WARN") && l.contains("conntrack table pressure")
+    });
 }

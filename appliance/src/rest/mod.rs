@@ -586,7 +586,7 @@ fn top_sources(per_worker: &[Published]) -> Vec<TopSource> {
             None => all.push(*t),
         }
     }
-    all.sort_by(|a, b| b.new_conns.cmp(&a.new_conns));
+    all.sort_by_key(|t| std::cmp::Reverse(t.new_conns));
     all.truncate(TOP_SOURCES);
     all
 }
