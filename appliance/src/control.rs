@@ -210,6 +210,20 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let argv = cfg.eal_argv();
     tracing::info!(eal_args = %argv.join(" "), "starting the DPDK EAL");
     let eal = Eal::init(&argv)?;
+    // DPDK tooling needs the multi-process runtime directory, which
+    // --in-memory does without.
+    let in_memory = argv.iter().any(|a| a == "--in-memory");
+    let pdump = if in_memory {
+        None
+    } else {
+        match eal.pdump_init() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "dpdk-dumpcap will not work");
+                None
+            }
+        }
+    };
     if eal.ports_available() == 0 {
         return Err(RunError::NoPorts);
     }
@@ -263,6 +277,11 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let stats = Arc::new(stats::new_shared(cfg.workers.len()));
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(pipeline::Shared::new(cfg));
+    if !in_memory {
+        if let Err(e) = crate::rest::telemetry::register(&eal, &shared, &stats, cfg.ports.len()) {
+            tracing::warn!(error = %e, "no /ctgate telemetry commands");
+        }
+    }
     // The REST API reads the ports too; control takes them back to close them.
     let rest_ports = Arc::new(RwLock::new(ports));
     let ports = rest_ports.read().unwrap_or_else(|e| e.into_inner());
@@ -389,6 +408,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let ports = std::mem::take(&mut *rest_ports.write().unwrap_or_else(|e| e.into_inner()));
     drop(ports);
     drop(pool);
+    drop(pdump);
     drop(eal);
     if let Some(e) = launch_err {
         return Err(e.into());

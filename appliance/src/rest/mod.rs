@@ -25,6 +25,7 @@
 pub mod events;
 pub mod filter;
 pub mod metrics;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
