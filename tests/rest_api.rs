@@ -938,3 +938,113 @@ for i in range(40):
         l.contains("WARN") && l.contains("conntrack table pressure")
     });
 }
+
+/// DPDK tooling on a multi-process run (not --in-memory): the /ctgate
+/// telemetry commands answer, and dpdk-dumpcap captures on a port.
+#[test]
+fn telemetry_and_dumpcap() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("rest-tooling");
+    let mut bed = Bed::up();
+    let prefix = format!("ctgate-tooling-{}", std::process::id());
+    let mut eal: Vec<String> = eal_args()
+        .into_iter()
+        .filter(|a| a != "--in-memory")
+        .collect();
+    eal.extend(["--file-prefix".to_string(), prefix.clone()]);
+    let eal_toml: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();
+    let config = format!(
+        "{}\n[rest]\nbind = \"127.0.0.1:18183\"\ntoken = \"{TOKEN}\"\n",
+        appliance::config::TESTBED_DEFAULT
+            .replace("ctgw-", &format!("{P}-"))
+            .replace(
+                "eal_args = [\"--in-memory\"]",
+                &format!("eal_args = [{}]", eal_toml.join(", "))
+            )
+    );
+    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
+    let mut gate = Command::new(ctgate())
+        .args(["run", "--duration", "120", "--config"])
+        .arg(dir.path("ctgate.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = lines_of(gate.stderr.take().unwrap());
+    let pid = gate.id();
+    bed.children.push(gate);
+    wait_line(&log, 30, "ctgate forwarding", |l| l.contains("forwarding;"));
+    let ping = in_ns(
+        "cli",
+        &["ping", "-c", "40", "-i", "0.2", "-W", "1", "198.51.100.2"],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    bed.children.push(ping);
+
+    // Telemetry: query the socket as dpdk-telemetry.py does.
+    let query = format!(
+        r#"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect("/var/run/dpdk/{prefix}/dpdk_telemetry.v2")
+s.recv(1024)
+out = {{}}
+for c in sys.argv[1:]:
+    s.send(c.encode())
+    out.update(json.loads(s.recv(65536)))
+print(json.dumps(out))
+"#
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let t = loop {
+        let out = run_for(
+            Command::new("python3").args(["-c", &query, "/ctgate/stats", "/ctgate/ct_count"]),
+            20,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if t["/ctgate/stats"]["ct_new"].as_u64().unwrap() >= 1 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no connection counted: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(t["/ctgate/stats"]["rx"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(t["/ctgate/stats"]["ct_capacity"], 65536, "{t}");
+    assert_eq!(t["/ctgate/ct_count"]["capacity"], 65536, "{t}");
+    assert!(
+        t["/ctgate/ct_count"]["connections"].as_u64().unwrap() >= 1,
+        "{t}"
+    );
+
+    // dpdk-dumpcap (a secondary process) captures the pings on port cli.
+    let cap = dir.path("cap.pcapng");
+    let out = run_for(
+        Command::new("dpdk-dumpcap")
+            .arg(format!("--file-prefix={prefix}"))
+            .args(["-i", "net_af_packet0", "-c", "4", "-q", "-w"])
+            .arg(&cap),
+        60,
+    );
+    assert!(out.status.success(), "dpdk-dumpcap: {out:?}");
+    let bytes = std::fs::read(&cap).unwrap();
+    // pcapng: a section header block, then packets (4 ICMP frames > 4 * 98 bytes).
+    assert_eq!(&bytes[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "pcapng magic");
+    assert!(bytes.len() > 4 * 98, "{} bytes", bytes.len());
+
+    sigterm(bed.children.iter().find(|c| c.id() == pid).unwrap());
+    let gate = bed.children.iter_mut().find(|c| c.id() == pid).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = gate.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ctgate did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+}

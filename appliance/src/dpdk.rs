@@ -740,10 +740,7 @@ extern "C" fn telemetry_cb(
     };
     // SAFETY: d is the reply the library owns for this call.
     unsafe { sys::rte_tel_data_start_dict(d) };
-    for (k, v) in pairs
-        .iter()
-        .take(sys::RTE_TEL_MAX_DICT_ENTRIES as usize)
-    {
+    for (k, v) in pairs.iter().take(sys::RTE_TEL_MAX_DICT_ENTRIES as usize) {
         if let Ok(k) = CString::new(k.as_str()) {
             // SAFETY: d as above; the library copies the name.
             unsafe { sys::rte_tel_data_add_dict_u64(d, k.as_ptr(), *v) };
@@ -769,7 +766,12 @@ impl Eal {
     /// Registers the telemetry command `cmd` (e.g. `/ctgate/stats`), answered
     /// with the dict `f` returns, on DPDK's telemetry thread
     /// (`dpdk-telemetry.py`; the socket exists only without `--in-memory`).
-    pub fn register_telemetry(&self, cmd: &str, help: &str, f: TelemetryFn) -> Result<(), DpdkError> {
+    pub fn register_telemetry(
+        &self,
+        cmd: &str,
+        help: &str,
+        f: TelemetryFn,
+    ) -> Result<(), DpdkError> {
         let c = CString::new(cmd).map_err(|_| DpdkError::Nul(cmd.into()))?;
         let h = CString::new(help).map_err(|_| DpdkError::Nul(help.into()))?;
         let cmd_ptr = c.as_ptr();
@@ -782,7 +784,8 @@ impl Eal {
         // SAFETY: cmd_ptr points into a CString now owned by TELEMETRY (moving
         // a CString does not move its heap buffer) and is copied by the call;
         // the callback has the telemetry_cb signature.
-        let ret = unsafe { sys::rte_telemetry_register_cmd(cmd_ptr, Some(telemetry_cb), h.as_ptr()) };
+        let ret =
+            unsafe { sys::rte_telemetry_register_cmd(cmd_ptr, Some(telemetry_cb), h.as_ptr()) };
         if ret != 0 {
             return Err(DpdkError::Tooling {
                 what: "rte_telemetry_register_cmd",

@@ -27,7 +27,10 @@ pub fn stats_pairs(shared: &Shared, stats: &SharedStats, ports: usize) -> Vec<(S
             .map(|(k, n)| (format!("ct_{k}"), *n)),
     );
     v.push(("ct_connections".into(), shared.engine.table().len() as u64));
-    v.push(("ct_capacity".into(), shared.engine.table().capacity() as u64));
+    v.push((
+        "ct_capacity".into(),
+        shared.engine.table().capacity() as u64,
+    ));
     v
 }
 
