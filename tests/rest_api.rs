@@ -374,6 +374,17 @@ fn rest_api_against_the_running_appliance() {
         .collect();
     assert_eq!(get("/healthz")["status"], "ok");
     drop(slow);
+    // A client that never finishes its headers loses its connection (EOF,
+    // with or without a 408), rather than holding it.
+    let mut silent = TcpStream::connect(API).unwrap();
+    silent.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    silent
+        .read_to_end(&mut rest)
+        .expect("the server closes a connection whose headers never complete");
 
     // Subscribe to events (raw SSE, and the CLI) before any TCP connection.
     let sse = ureq::get(&format!("http://{API}/api/v1/conntrack/events?proto=tcp"))

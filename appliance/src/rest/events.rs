@@ -89,8 +89,16 @@ impl Hub {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let listening = self.subscribers() > 0;
-            shared.events_wanted.store(listening, Ordering::Relaxed);
+            let mut listening = self.subscribers() > 0;
+            if !listening {
+                shared.events_wanted.store(false, Ordering::Relaxed);
+                // A subscriber that came in between turned it on before this
+                // store: look again (subscribe counts first, then turns on).
+                listening = self.subscribers() > 0;
+                if listening {
+                    shared.events_wanted.store(true, Ordering::Relaxed);
+                }
+            }
             for q in &shared.events {
                 while let Some(e) = q.pop() {
                     if listening {

@@ -20,7 +20,10 @@
 //!
 //! Mutating calls need `Authorization: Bearer TOKEN` (compared in constant
 //! time): 401 without it. Malformed requests get 400, unknown paths 404,
-//! always with a JSON body `{"error": "..."}`.
+//! always with a JSON body `{"error": "..."}`. Malformed HTTP gets 400 from
+//! the HTTP layer; a client has 10 s to send a request's headers; at most 512
+//! connections are served at once (more are closed at accept), so slow or
+//! many clients cannot queue the others behind them.
 
 pub mod events;
 pub mod filter;
@@ -409,11 +412,7 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
                     }
                 });
                 tokio::select! {
-                    r = axum::serve(listener, router(state)) => {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "REST API stopped");
-                        }
-                    }
+                    _ = serve(listener, router(state)) => {}
                     _ = stop_rx => {}
                 }
             });
@@ -427,6 +426,51 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
         thread: Some(thread),
         addr,
     }))
+}
+
+/// Most client connections at once (event streams included); more are closed
+/// at accept, so a flood cannot queue up behind them.
+const MAX_CONNECTIONS: usize = 512;
+/// A client must send a request's headers within this (slow clients lose
+/// their connection instead of holding it).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The accept loop: one task per connection, HTTP/1.1 with a header timeout.
+async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused_logged: Option<Instant> = None;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::debug!(error = %e, "REST API: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if refused_logged.is_none_or(|t| t.elapsed() >= PRESSURE_LOG_EVERY) {
+                tracing::warn!(
+                    max = MAX_CONNECTIONS,
+                    "REST API: too many client connections, refusing more"
+                );
+                refused_logged = Some(Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            drop(slot);
+        });
+    }
 }
 
 type St = AxState<Arc<State>>;
