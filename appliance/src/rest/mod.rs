@@ -73,9 +73,11 @@ const DEFAULT_LIMIT: usize = 1000;
 pub struct RestConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Listen address; keep it on loopback or a management network.
-    #[serde(default = "default_bind")]
-    pub bind: String,
+    /// Listen address; keep it on loopback or a management network. Default
+    /// 127.0.0.1:8080; if that is taken, ctgate runs without the API (and
+    /// says so), while a configured address it cannot take is an error.
+    #[serde(default)]
+    pub bind: Option<String>,
     /// The bearer token of mutating calls.
     #[serde(default)]
     pub token: Option<String>,
@@ -91,9 +93,8 @@ pub struct RestConfig {
 fn yes() -> bool {
     true
 }
-fn default_bind() -> String {
-    "127.0.0.1:8080".into()
-}
+/// The API's address when `[rest] bind` is not set.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 fn default_subscriber_queue() -> usize {
     4096
 }
@@ -102,7 +103,7 @@ impl Default for RestConfig {
     fn default() -> Self {
         RestConfig {
             enabled: true,
-            bind: default_bind(),
+            bind: None,
             token: None,
             token_file: None,
             subscriber_queue: default_subscriber_queue(),
@@ -112,12 +113,11 @@ impl Default for RestConfig {
 
 impl RestConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.bind.parse::<SocketAddr>().map_err(|_| {
-            format!(
-                "[rest] bind = {:?}: use ADDRESS:PORT, e.g. \"127.0.0.1:8080\"",
-                self.bind
-            )
-        })?;
+        if let Some(b) = &self.bind {
+            b.parse::<SocketAddr>().map_err(|_| {
+                format!("[rest] bind = {b:?}: use ADDRESS:PORT, e.g. \"127.0.0.1:8080\"")
+            })?;
+        }
         if self.token.as_deref().is_some_and(|t| t.trim().len() < 8) {
             return Err("[rest] token: use at least 8 characters".into());
         }
@@ -160,9 +160,19 @@ fn load_token(cfg: &RestConfig) -> Result<String, RestError> {
         Ok(_) => Err(err("holds fewer than 8 characters".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let token = random_token().map_err(|e| err(e.to_string()))?;
-            write_private(&path, &token).map_err(|e| err(format!("cannot create it: {e}")))?;
-            tracing::info!(path = %path.display(), "REST API: created a token file for mutating calls");
-            Ok(token)
+            match write_private(&path, &token) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "REST API: created a token file for mutating calls");
+                    Ok(token)
+                }
+                // Another ctgate created it meanwhile (complete: see write_private).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::fs::read_to_string(&path)
+                        .map(|s| s.trim().to_owned())
+                        .map_err(|e| err(e.to_string()))
+                }
+                Err(e) => Err(err(format!("cannot create it: {e}"))),
+            }
         }
         Err(e) => Err(err(e.to_string())),
     }
@@ -174,6 +184,8 @@ fn random_token() -> std::io::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// Creates `path` (mode 0600) holding `text`, atomically: written to a
+/// temporary file, then linked into place (AlreadyExists if it appeared).
 fn write_private(path: &FsPath, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -182,12 +194,18 @@ fn write_private(path: &FsPath, text: &str) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir)?;
     }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes())
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes())?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked
 }
 
 /// What the control side hands the REST API.
@@ -368,11 +386,19 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
         return Ok(None);
     }
     let token = load_token(cfg)?;
+    let bind = cfg.bind.as_deref().unwrap_or(DEFAULT_BIND);
     let bind_err = |e: std::io::Error| RestError::Bind {
-        bind: cfg.bind.clone(),
+        bind: bind.to_owned(),
         reason: e.to_string(),
     };
-    let listener = std::net::TcpListener::bind(&cfg.bind).map_err(bind_err)?;
+    let listener = match std::net::TcpListener::bind(bind) {
+        Ok(l) => l,
+        Err(e) if cfg.bind.is_none() => {
+            tracing::warn!(error = %e, bind, "REST API not started: its default address is taken; set [rest] bind");
+            return Ok(None);
+        }
+        Err(e) => return Err(bind_err(e)),
+    };
     listener.set_nonblocking(true).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1038,7 +1064,7 @@ mod tests {
     fn rest_config_validation() {
         assert!(RestConfig::default().validate().is_ok());
         let bad_bind = RestConfig {
-            bind: "localhost".into(),
+            bind: Some("localhost".into()),
             ..RestConfig::default()
         };
         assert!(bad_bind.validate().is_err());
