@@ -431,3 +431,28 @@ impl<'a> Pipeline<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heavy_source_stays_among_many_light_ones() {
+        let mut top = [TopSource::default(); TOP_SOURCES];
+        let heavy = Addr::from_v4([192, 0, 2, 66]);
+        for i in 0..10_000u32 {
+            // Every 4th new connection is from the heavy source, the rest from
+            // 7500 distinct ones.
+            if i % 4 == 0 {
+                note_source(&mut top, Family::V4, heavy);
+            } else {
+                note_source(&mut top, Family::V4, Addr::from_v4(i.to_be_bytes()));
+            }
+        }
+        let best = top.iter().max_by_key(|t| t.new_conns).unwrap();
+        assert_eq!(best.addr, heavy);
+        // Space-saving never undercounts.
+        assert!(best.new_conns >= 2500, "{best:?}");
+        assert_eq!(top.iter().map(|t| t.new_conns).sum::<u64>(), 10_000);
+    }
+}
