@@ -154,8 +154,10 @@ impl Shared {
         let dst = r.route_dst().unwrap_or(p.dst);
         let mut routed = *p;
         routed.dst = dst;
-        if let RouteClass::Drop(_) = classify(&routed) {
-            return Decision::Drop;
+        match classify(&routed) {
+            RouteClass::Drop(_) => return Decision::Drop,
+            RouteClass::Local => return Decision::Local,
+            RouteClass::Forward => {}
         }
         let out = match p.family {
             Family::V4 => {

@@ -134,7 +134,10 @@ impl Egress {
 /// The caller's verdict on a packet before confirmation (routing + policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// Forward it out of `Egress` (source NAT rules apply: POSTROUTING).
     Accept(Egress),
+    /// Deliver it to the appliance itself (INPUT: confirmed, no source NAT).
+    Local,
     Drop,
 }
 
@@ -302,8 +305,14 @@ impl Engine {
                 self.nat_prerouting(c, pkt.in_port, &mut res);
             }
             let d = decide(i, &res);
-            if let (Some(mut conn), Decision::Accept(egress)) = (pending, d) {
-                if self.nat_postrouting(w, &mut conn, pkt.in_port, egress, &mut res) {
+            let egress = match d {
+                Decision::Accept(e) => Some(e),
+                Decision::Local | Decision::Drop => None,
+            };
+            if let (Some(mut conn), true) = (pending, d != Decision::Drop) {
+                if egress
+                    .is_none_or(|e| self.nat_postrouting(w, &mut conn, pkt.in_port, e, &mut res))
+                {
                     match park {
                         Some(slot) => w.frags[slot].pending = Some(conn),
                         None => self.confirm(w, now_ms, conn, &mut res),
