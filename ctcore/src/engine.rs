@@ -179,6 +179,9 @@ impl FragEntry {
     }
 }
 
+/// Says whether a NAT reply tuple would reach this worker (RSS steering).
+pub type ReplySteering = Box<dyn Fn(&Tuple) -> bool + Send>;
+
 /// Per-worker state: counters, events, and the fragment memory. Owned by one
 /// lcore; nothing in it is shared.
 pub struct Worker {
@@ -188,7 +191,7 @@ pub struct Worker {
     pub nat_out_of_ports: u64,
     /// RSS steering for NAT: a reply tuple is acceptable only if this says it
     /// reaches this worker (the appliance installs its Toeplitz key and RETA).
-    pub reply_steering: Option<Box<dyn Fn(&Tuple) -> bool + Send>>,
+    pub reply_steering: Option<ReplySteering>,
     rng: Rng,
     tun: Tunables,
     tun_gen: u64,
@@ -311,7 +314,7 @@ impl Engine {
             };
             if let (Some(mut conn), true) = (pending, d != Decision::Drop) {
                 if egress
-                    .is_none_or(|e| self.nat_postrouting(w, &mut conn, pkt.in_port, e, &mut res))
+                    .is_none_or(|e| self.nat_postrouting(w, now_ms, &mut conn, pkt.in_port, e, &mut res))
                 {
                     match park {
                         Some(slot) => w.frags[slot].pending = Some(conn),
@@ -340,6 +343,7 @@ impl Engine {
     fn nat_postrouting(
         &self,
         w: &mut Worker,
+        now_ms: u64,
         c: &mut Conn,
         in_port: u16,
         egress: Egress,
@@ -355,7 +359,18 @@ impl Engine {
         };
         let steer = w.reply_steering.take();
         let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
-        let r = alloc::snat(&self.table, c, rule, egress.addr, &mut w.rng, &accept);
+        let mut reclaimed: [Option<Conn>; 4] = [None; 4];
+        let mut n = 0;
+        let r = alloc::snat(&self.table, now_ms, c, rule, egress.addr, &mut w.rng, &accept, &mut |d| {
+            if n < reclaimed.len() {
+                reclaimed[n] = Some(d);
+            }
+            n += 1;
+        });
+        w.stats.expired += n as u64;
+        for d in reclaimed.iter().flatten() {
+            w.events.push(EventKind::Destroy, now_ms, d);
+        }
         w.reply_steering = steer;
         match r {
             Ok(()) => {
@@ -698,6 +713,14 @@ impl Engine {
     /// __nf_conntrack_confirm: insert a new connection, evicting a non-assured
     /// one if the table is full (early_drop).
     fn confirm(&self, w: &mut Worker, now_ms: u64, conn: Conn, res: &mut CtResult) {
+        // An expired connection still holding either tuple gives way (the
+        // kernel's lookups never see expired entries).
+        for t in &conn.tuples {
+            if let (_, Some(dead)) = self.table.taken(t, now_ms) {
+                w.stats.expired += 1;
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+            }
+        }
         match self.table.insert(conn, true) {
             Ok((l, local, evicted)) => {
                 if let Some(dead) = evicted {
@@ -1046,6 +1069,7 @@ mod tests {
     use crate::tuple::Addr;
     use crate::wire::build::{frame, L4Spec};
     use crate::wire::tcp_flags::{ACK, FIN, SYN};
+    use crate::tuple::Family;
 
     const C: [u8; 4] = [192, 0, 2, 10];
     const S: [u8; 4] = [198, 51, 100, 20];
@@ -1309,6 +1333,88 @@ mod tests {
                 }
             }
             run(&e, &mut w, len as u64, &f, Decision::Accept(Egress::NONE));
+        }
+    }
+
+    fn nat_engine(rules: Vec<crate::nat::Rule>) -> Engine {
+        let cfg = EngineConfig { capacity_conns: 1000, seed: 5, tunables: Tunables::default() };
+        Engine::with_nat(cfg, Some(Nat { rules, pools: vec![] }))
+    }
+
+    fn masq_rule(ports: Option<(u16, u16)>) -> crate::nat::Rule {
+        crate::nat::Rule::new("masq".into(), crate::nat::Match::default(), crate::nat::Action::Masquerade { ports, random: false })
+    }
+
+    fn out(addr: [u8; 4]) -> Decision {
+        Decision::Accept(Egress { port: 1, addr: Some(Addr::from_v4(addr)) })
+    }
+
+    #[test]
+    fn masquerade_keeps_the_port_when_free_and_picks_another_on_a_clash() {
+        let e = nat_engine(vec![masq_rule(None)]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        // Two clients using the same source port to the same server.
+        let a = frame(Family::V4, Addr::from_v4([192, 0, 2, 10]), Addr::from_v4(S), 64, L4Spec::Udp { src_port: 5000, dst_port: 53, payload: b"q" });
+        let b = frame(Family::V4, Addr::from_v4([192, 0, 2, 11]), Addr::from_v4(S), 64, L4Spec::Udp { src_port: 5000, dst_port: 53, payload: b"q" });
+        let ra = run(&e, &mut w, 0, &a, out(n));
+        let rb = run(&e, &mut w, 0, &b, out(n));
+        let pa = ra.rewrite.unwrap().src.unwrap();
+        let pb = rb.rewrite.unwrap().src.unwrap();
+        assert_eq!(pa, (Addr::from_v4(n), 5000), "the first keeps its port");
+        assert_eq!(pb.0, Addr::from_v4(n));
+        assert_ne!(pb.1, 5000, "the second gets another");
+        assert!(pb.1 >= 1024);
+        // The reply to the second comes back to it.
+        let reply = frame(Family::V4, Addr::from_v4(S), Addr::from_v4(n), 64, L4Spec::Udp { src_port: 53, dst_port: pb.1, payload: b"a" });
+        let r = run(&e, &mut w, 1, &reply, out(C));
+        assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
+        assert_eq!(r.rewrite.unwrap().dst, Some((Addr::from_v4([192, 0, 2, 11]), 5000)));
+    }
+
+    #[test]
+    fn exhausted_port_range_drops_with_a_counter_and_recovers() {
+        let e = nat_engine(vec![masq_rule(Some((20000, 20001)))]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let pkt = |sport: u16| frame(Family::V4, Addr::from_v4(C), Addr::from_v4(S), 64, L4Spec::Udp { src_port: sport, dst_port: 53, payload: b"q" });
+        assert!(run(&e, &mut w, 0, &pkt(1000), out(n)).ct_drop.is_none());
+        assert!(run(&e, &mut w, 0, &pkt(1001), out(n)).ct_drop.is_none());
+        let r = run(&e, &mut w, 0, &pkt(1002), out(n));
+        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
+        assert_eq!(w.nat_out_of_ports, 1);
+        assert_eq!(e.nat().unwrap().rules[0].out_of_ports.load(Ordering::Relaxed), 1);
+        assert_eq!(e.table().len(), 2);
+        // Once the first two expire, the range is free again.
+        let r = run(&e, &mut w, 31_000, &pkt(1002), out(n));
+        assert!(r.ct_drop.is_none());
+        let mut live = 0;
+        e.snapshot(31_000, |_| live += 1);
+        assert_eq!(live, 1);
+    }
+
+    #[test]
+    fn dnat_pool_sticks_to_its_backend() {
+        use crate::nat::{Action, Backend, Match, Pool, Rule};
+        let backends = (0..3).map(|i| Backend::new(Family::V4, Addr::from_v4([198, 51, 100, 10 + i]), Some(8080), 1)).collect();
+        let rule = Rule::new("lb".into(), Match { dports: Some((80, 80)), ..Match::default() }, Action::DnatPool { pool: 0 });
+        let cfg = EngineConfig { capacity_conns: 10_000, seed: 5, tunables: Tunables::default() };
+        let e = Engine::with_nat(cfg, Some(Nat { rules: vec![rule], pools: vec![Pool::new("web".into(), backends)] }));
+        let mut w = e.worker(0);
+        let vip = Addr::from_v4([203, 0, 113, 80]);
+        let mut per_backend = [0u32; 3];
+        for i in 0..3000u16 {
+            let syn = frame(Family::V4, Addr::from_v4(C), vip, 64, L4Spec::Tcp { src_port: 10_000 + i, dst_port: 80, seq: 1, ack: 0, flags: SYN, window: 1000, payload: b"" });
+            let r = run(&e, &mut w, 0, &syn, out([192, 0, 2, 1]));
+            let (b, port) = r.rewrite.unwrap().dst.unwrap();
+            assert_eq!(port, 8080);
+            per_backend[(b.0[3] - 10) as usize] += 1;
+            // A retransmitted SYN of the same connection goes to the same backend.
+            let again = run(&e, &mut w, 1, &syn, out([192, 0, 2, 1]));
+            assert_eq!(again.rewrite.unwrap().dst.unwrap().0, b);
+        }
+        for n in per_backend {
+            assert!((800..=1200).contains(&n), "{per_backend:?}");
         }
     }
 }

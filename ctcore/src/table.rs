@@ -213,9 +213,24 @@ impl Table {
         None
     }
 
-    /// Is `t` in the table, in either direction (nf_conntrack_tuple_taken)?
+    /// Is `t` in the table, in either direction?
     pub fn contains(&self, t: &Tuple) -> bool {
         self.lookup(self.key(t), t).is_some()
+    }
+
+    /// nf_conntrack_tuple_taken: is `t` held by a live connection? An expired
+    /// holder is removed on the spot (and returned, for its DESTROY event).
+    pub fn taken(&self, t: &Tuple, now_ms: u64) -> (bool, Option<Conn>) {
+        match self.lookup(self.key(t), t) {
+            None => (false, None),
+            Some((mut l, local, _)) => {
+                if l.conn(local).is_expired(now_ms) {
+                    (false, Some(l.remove(local)))
+                } else {
+                    (true, None)
+                }
+            }
+        }
     }
 
     /// Confirms a connection: inserts both directions, taking the home and reply

@@ -77,13 +77,16 @@ fn default_range(orig_port: u16, icmp: bool) -> (u16, u16) {
 /// writes it into the reply tuple (setting SRC_NAT). `egress_addr` is the egress
 /// port's address (for masquerade); `accept` may veto candidates (RSS steering:
 /// the reply must reach this worker's queue).
+#[allow(clippy::too_many_arguments)]
 pub fn snat(
     table: &Table,
+    now_ms: u64,
     c: &mut Conn,
     rule: &Rule,
     egress_addr: Option<Addr>,
     rng: &mut Rng,
     accept: &dyn Fn(&Tuple) -> bool,
+    expired: &mut dyn FnMut(Conn),
 ) -> Result<(), AllocError> {
     let orig = c.tuples[0];
     let (addr, ports, random) = match &rule.action {
@@ -128,7 +131,7 @@ pub fn snat(
     let icmp = is_icmp_echo(orig.proto);
     if !has_ports(orig.proto) && !icmp {
         // Address-only translation (GRE, generic protocols).
-        return take(table, c, cand, accept).ok_or(AllocError::OutOfPorts);
+        return take(table, now_ms, c, cand, accept, expired).ok_or(AllocError::OutOfPorts);
     }
     // The field NAT changes: the destination port of the reply, or the id.
     let orig_port = orig.src_port;
@@ -142,7 +145,7 @@ pub fn snat(
     let (lo, hi) = ports.unwrap_or_else(|| default_range(orig_port, icmp));
     if !random && (lo..=hi).contains(&orig_port) {
         set(&mut cand, orig_port);
-        if take(table, c, cand, accept).is_some() {
+        if take(table, now_ms, c, cand, accept, expired).is_some() {
             return Ok(());
         }
     }
@@ -152,7 +155,7 @@ pub fn snat(
         let mut off = rng.next_u32();
         for _ in 0..attempts {
             set(&mut cand, (lo as u32 + off % size) as u16);
-            if take(table, c, cand, accept).is_some() {
+            if take(table, now_ms, c, cand, accept, expired).is_some() {
                 return Ok(());
             }
             off = off.wrapping_add(1);
@@ -165,9 +168,17 @@ pub fn snat(
     }
 }
 
-/// Takes `cand` as the reply tuple if no connection uses it (nf_nat_used_tuple).
-fn take(table: &Table, c: &mut Conn, cand: Tuple, accept: &dyn Fn(&Tuple) -> bool) -> Option<()> {
-    if !accept(&cand) || table.contains(&cand) {
+/// Takes `cand` as the reply tuple if no live connection uses it
+/// (nf_nat_used_tuple); expired holders are reclaimed and handed to `expired`.
+fn take(table: &Table, now_ms: u64, c: &mut Conn, cand: Tuple, accept: &dyn Fn(&Tuple) -> bool, expired: &mut dyn FnMut(Conn)) -> Option<()> {
+    if !accept(&cand) {
+        return None;
+    }
+    let (taken, dead) = table.taken(&cand, now_ms);
+    if let Some(d) = dead {
+        expired(d);
+    }
+    if taken {
         return None;
     }
     c.tuples[1] = cand;
