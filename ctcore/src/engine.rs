@@ -20,7 +20,7 @@ use crate::proto::sctp::{SctpOutcome, SctpState};
 use crate::proto::tcp::{TcpConfig, TcpOutcome, TcpSegment, TcpState};
 use crate::proto::{generic, icmp, udp, Outcome};
 use crate::stats::CtStats;
-use crate::table::{InsertError, Key, Local, Locked, Table};
+use crate::table::{Found, InsertError, Key, Local, Table};
 use crate::timeout::Timeouts;
 use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE};
 use crate::wire::{self, Frag, InnerTuple, ParseError, Parsed, L4};
@@ -129,6 +129,24 @@ impl Egress {
         port: 0,
         addr: None,
     };
+}
+
+/// Packets per processing stage (a burst).
+const STAGE: usize = 32;
+
+/// The tuple of a plain (unfragmented TCP/UDP) packet, for stage 1; anything
+/// else is worked out in stage 3.
+#[inline]
+fn simple_tuple(p: &Parsed, zone: u16) -> Option<Tuple> {
+    if p.frag.is_some() {
+        return None;
+    }
+    let (src_port, dst_port) = match p.l4 {
+        L4::Tcp(t) => (t.src_port, t.dst_port),
+        L4::Udp { src_port, dst_port } => (src_port, dst_port),
+        _ => return None,
+    };
+    Some(Tuple { src: p.src, dst: p.dst, src_port, dst_port, proto: p.proto, family: p.family, zone })
 }
 
 /// The caller's verdict on a packet before confirmation (routing + policy).
@@ -302,8 +320,39 @@ impl Engine {
         F: FnMut(usize, &CtResult) -> Decision,
     {
         self.refresh_tunables(w);
-        for (i, pkt) in pkts.iter().enumerate() {
-            let (mut res, mut pending, park) = self.track(w, now_ms, pkt);
+        for (c, chunk) in pkts.chunks(STAGE).enumerate() {
+            // Stage 1: parse and hash every packet, reading its bucket; stage 2:
+            // read each first candidate connection. The misses of the burst
+            // overlap instead of adding up; stage 3 then finds them in cache.
+            let mut parsed = [Err(ParseError::TruncatedEthernet); STAGE];
+            let mut keys: [Option<Key>; STAGE] = [None; STAGE];
+            for (i, pkt) in chunk.iter().enumerate() {
+                parsed[i] = wire::parse(pkt.frame);
+                if let Some(t) = parsed[i].as_ref().ok().and_then(|p| simple_tuple(p, pkt.zone)) {
+                    let k = self.table.key(&t);
+                    self.table.touch(k);
+                    keys[i] = Some(k);
+                }
+            }
+            for k in keys[..chunk.len()].iter().flatten() {
+                self.table.touch_conn(*k);
+            }
+            for (j, pkt) in chunk.iter().enumerate() {
+                let i = c * STAGE + j;
+                self.stage3(w, now_ms, pkt, parsed[j], keys[j], i, &mut results[i], &mut decide);
+            }
+        }
+    }
+
+    /// Stage 3 of `process_burst` for one packet: track, NAT, decide, confirm.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn stage3<F>(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, parsed: Result<Parsed, ParseError>, key: Option<Key>, i: usize, out: &mut CtResult, decide: &mut F)
+    where
+        F: FnMut(usize, &CtResult) -> Decision,
+    {
+        {
+            let (mut res, mut pending, park) = self.track(w, now_ms, pkt, parsed, key);
             if let Some(c) = pending.as_mut() {
                 self.nat_prerouting(c, pkt.in_port, &mut res);
             }
@@ -322,7 +371,7 @@ impl Engine {
                     }
                 }
             }
-            results[i] = res;
+            *out = res;
         }
     }
 
@@ -419,11 +468,10 @@ impl Engine {
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
+        parsed: Result<Parsed, ParseError>,
+        key: Option<Key>,
     ) -> (CtResult, Option<Conn>, Option<usize>) {
-        let mut res = CtResult {
-            parsed: wire::parse(pkt.frame),
-            ..CtResult::default()
-        };
+        let mut res = CtResult { parsed, ..CtResult::default() };
         let p = match res.parsed {
             Ok(p) => p,
             Err(e) => {
@@ -458,7 +506,7 @@ impl Engine {
             Some(t) => t,
             None => return (res, None, None),
         };
-        let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, &mut res);
+        let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, key, &mut res);
         if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
@@ -547,17 +595,18 @@ impl Engine {
         pkt: &Pkt<'_>,
         p: &Parsed,
         t: Tuple,
+        key: Option<Key>,
         res: &mut CtResult,
     ) -> Option<Conn> {
-        let key = self.table.key(&t);
+        let key = key.unwrap_or_else(|| self.table.key(&t));
         if let Some((mut l, local, dir)) = self.find_live(w, now_ms, key, &t) {
             let home = l.stripe();
             w.stats.found += 1;
-            let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(local), dir);
+            let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(), dir);
             match outcome {
                 Tracked::Accept { timeout_ms, kill } => {
-                    let before = (l.conn(local).status, l.conn(local).proto);
-                    let c = l.conn_mut(local);
+                    let before = (l.conn().status, l.conn().proto);
+                    let c = l.conn_mut();
                     account(c, dir, p);
                     c.deadline_ms = now_ms + timeout_ms;
                     res.ctinfo = ctinfo_for(c, dir);
@@ -566,11 +615,12 @@ impl Engine {
                         c.status.set(Status::SEEN_REPLY);
                     }
                     if kill {
-                        let dead = l.remove(local);
-                        res.rewrite = Rewrite::for_packet(&dead, dir, false);
-                        w.events.push(EventKind::Destroy, now_ms, &dead);
+                        res.rewrite = Rewrite::for_packet(l.conn(), dir, false);
+                        if let Some(dead) = l.remove() {
+                            w.events.push(EventKind::Destroy, now_ms, &dead);
+                        }
                     } else {
-                        let c = *l.conn(local);
+                        let c = *l.conn();
                         res.rewrite = Rewrite::for_packet(&c, dir, false);
                         res.conn = Some(ConnHandle {
                             stripe: home,
@@ -584,7 +634,7 @@ impl Engine {
                     None
                 }
                 Tracked::Ignore => {
-                    let c = l.conn_mut(local);
+                    let c = l.conn_mut();
                     res.ctinfo = ctinfo_for(c, dir);
                     if dir == Dir::Reply {
                         c.status.set(Status::SEEN_REPLY);
@@ -605,9 +655,9 @@ impl Engine {
                 Tracked::Repeat => {
                     // A SYN reopening a closed connection: kill it, track as new.
                     w.stats.search_restart += 1;
-                    let dead = l.remove(local);
-                    w.events.push(EventKind::Destroy, now_ms, &dead);
-                    drop(l);
+                    if let Some(dead) = l.remove() {
+                        w.events.push(EventKind::Destroy, now_ms, &dead);
+                    }
                     self.new_conn(w, now_ms, pkt, p, t, res)
                 }
             }
@@ -623,15 +673,17 @@ impl Engine {
         now_ms: u64,
         key: Key,
         t: &Tuple,
-    ) -> Option<(Locked<'_>, Local, Dir)> {
-        let (mut l, local, dir) = self.table.lookup(key, t)?;
-        if l.conn(local).is_expired(now_ms) {
-            let dead = l.remove(local);
-            w.stats.expired += 1;
-            w.events.push(EventKind::Destroy, now_ms, &dead);
+    ) -> Option<(Found<'_>, Local, Dir)> {
+        let (f, dir) = self.table.lookup(key, t)?;
+        if f.conn().is_expired(now_ms) {
+            if let Some(dead) = f.remove() {
+                w.stats.expired += 1;
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+            }
             return None;
         }
-        Some((l, local, dir))
+        let local = f.local();
+        Some((f, local, dir))
     }
 
     /// init_conntrack + the tracker's first packet: an unconfirmed connection.
@@ -722,18 +774,13 @@ impl Engine {
             }
         }
         match self.table.insert(conn, true) {
-            Ok((l, local, evicted)) => {
+            Ok((stripe, local, c, evicted)) => {
                 if let Some(dead) = evicted {
                     w.stats.early_drop += 1;
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 w.stats.insert += 1;
-                let c = *l.conn(local);
-                res.conn = Some(ConnHandle {
-                    stripe: l.stripe(),
-                    local,
-                    id: c.id,
-                });
+                res.conn = Some(ConnHandle { stripe, local, id: c.id });
                 w.events.push(EventKind::New, now_ms, &c);
             }
             Err(InsertError::Full) => {
@@ -859,7 +906,7 @@ impl Engine {
             *res = invalid(w, *res, "icmp: error for no known connection");
             return;
         };
-        let c = l.conn(local);
+        let c = l.conn();
         // The error must go to the host that sent the quoted datagram.
         if c.tuples[dir.index()].dst != p.dst {
             drop(l);
@@ -920,7 +967,7 @@ impl Engine {
         match self.find_live(w, now_ms, key, &tuple) {
             Some((mut l, local, dir)) => {
                 let home = l.stripe();
-                let c = l.conn_mut(local);
+                let c = l.conn_mut();
                 account(c, dir, p);
                 res.ctinfo = ctinfo_for(c, dir);
                 res.dir = dir;
@@ -941,9 +988,8 @@ impl Engine {
 
     /// Runs `f` on a live connection by handle (None if it is gone).
     pub fn with_conn<R>(&self, h: ConnHandle, f: impl FnOnce(&mut Conn) -> R) -> Option<R> {
-        let mut l = self.table.lock(h.stripe);
-        let c = l.conn_mut(h.local);
-        (c.status.has(Status::CONFIRMED) && c.id == h.id).then(|| f(c))
+        let mut found = self.table.get(h.stripe, h.local, h.id)?;
+        Some(f(found.conn_mut()))
     }
 
     /// One GC slice: visits up to `budget` slab entries across the stripes,
@@ -954,12 +1000,10 @@ impl Engine {
         let mut left = budget;
         while left > 0 {
             let s = *cursor % self.table.stripe_count();
-            let mut l = self.table.lock(s);
-            let visited = l.gc_step(now_ms, left.min(256), |dead| {
+            let visited = self.table.gc_step(s, now_ms, left.min(256), |dead| {
                 reclaimed += 1;
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             });
-            drop(l);
             left = left.saturating_sub(visited.max(1));
             *cursor = (s + 1) % self.table.stripe_count();
         }
@@ -971,8 +1015,7 @@ impl Engine {
     /// each stripe is locked only while it is copied.
     pub fn snapshot(&self, now_ms: u64, mut f: impl FnMut(&Conn)) {
         for s in 0..self.table.stripe_count() {
-            let l = self.table.lock(s);
-            l.for_each(|_, c| {
+            self.table.for_each(s, |_, c| {
                 if !c.is_expired(now_ms) {
                     f(c)
                 }
@@ -983,11 +1026,13 @@ impl Engine {
     /// Removes the connection holding tuple `t` (either direction); true if one was.
     pub fn delete_tuple(&self, w: &mut Worker, now_ms: u64, t: &Tuple) -> bool {
         match self.table.lookup(self.table.key(t), t) {
-            Some((mut l, local, _)) => {
-                let dead = l.remove(local);
-                w.events.push(EventKind::Destroy, now_ms, &dead);
-                true
-            }
+            Some((f, _)) => match f.remove() {
+                Some(dead) => {
+                    w.events.push(EventKind::Destroy, now_ms, &dead);
+                    true
+                }
+                None => false,
+            },
             None => false,
         }
     }
@@ -1001,17 +1046,17 @@ impl Engine {
     ) -> usize {
         let mut n = 0;
         for s in 0..self.table.stripe_count() {
-            let mut l = self.table.lock(s);
             let mut victims = Vec::new();
-            l.for_each(|local, c| {
+            self.table.for_each(s, |local, c| {
                 if pred(c) {
-                    victims.push(local)
+                    victims.push((local, c.id))
                 }
             });
-            for v in victims {
-                let dead = l.remove(v);
-                w.events.push(EventKind::Destroy, now_ms, &dead);
-                n += 1;
+            for (local, id) in victims {
+                if let Some(dead) = self.table.remove_id(s, local, id) {
+                    w.events.push(EventKind::Destroy, now_ms, &dead);
+                    n += 1;
+                }
             }
         }
         n
