@@ -351,27 +351,23 @@ impl Engine {
     where
         F: FnMut(usize, &CtResult) -> Decision,
     {
-        {
-            let (mut res, mut pending, park) = self.track(w, now_ms, pkt, parsed, key);
-            if let Some(c) = pending.as_mut() {
-                self.nat_prerouting(c, pkt.in_port, &mut res);
-            }
-            let d = decide(i, &res);
-            let egress = match d {
-                Decision::Accept(e) => Some(e),
-                Decision::Local | Decision::Drop => None,
-            };
-            if let (Some(mut conn), true) = (pending, d != Decision::Drop) {
-                if egress
-                    .is_none_or(|e| self.nat_postrouting(w, now_ms, &mut conn, pkt.in_port, e, &mut res))
-                {
-                    match park {
-                        Some(slot) => w.frags[slot].pending = Some(conn),
-                        None => self.confirm(w, now_ms, conn, &mut res),
-                    }
+        *out = CtResult { parsed, ..CtResult::default() };
+        let (mut pending, park) = self.track(w, now_ms, pkt, key, out);
+        if let Some(c) = pending.as_mut() {
+            self.nat_prerouting(c, pkt.in_port, out);
+        }
+        let d = decide(i, out);
+        let egress = match d {
+            Decision::Accept(e) => Some(e),
+            Decision::Local | Decision::Drop => None,
+        };
+        if let (Some(mut conn), true) = (pending, d != Decision::Drop) {
+            if egress.is_none_or(|e| self.nat_postrouting(w, now_ms, &mut conn, pkt.in_port, e, out)) {
+                match park {
+                    Some(slot) => w.frags[slot].pending = Some(conn),
+                    None => self.confirm(w, now_ms, conn, out),
                 }
             }
-            *out = res;
         }
     }
 
@@ -468,10 +464,9 @@ impl Engine {
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
-        parsed: Result<Parsed, ParseError>,
         key: Option<Key>,
-    ) -> (CtResult, Option<Conn>, Option<usize>) {
-        let mut res = CtResult { parsed, ..CtResult::default() };
+        res: &mut CtResult,
+    ) -> (Option<Conn>, Option<usize>) {
         let p = match res.parsed {
             Ok(p) => p,
             Err(e) => {
@@ -487,7 +482,7 @@ impl Engine {
                     w.stats.invalid += 1;
                     res.invalid_reason = Some(e.name());
                 }
-                return (res, None, None);
+                return (None, None);
             }
         };
         let frag_slot = p
@@ -495,28 +490,29 @@ impl Engine {
             .map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
-                let pending = self.follow_fragment(w, now_ms, &p, slot, &mut res);
-                return (res, pending, None);
+                let pending = self.follow_fragment(w, now_ms, &p, slot, res);
+                return (pending, None);
             }
         }
         if w.tun.checksum && !checksum::l4_checksum_ok(pkt.frame, &p) {
-            return (invalid(w, res, "bad L4 checksum"), None, None);
+            invalid(w, res, "bad L4 checksum");
+            return (None, None);
         }
-        let tuple = match self.tuple_of(w, now_ms, pkt, &p, &mut res) {
+        let tuple = match self.tuple_of(w, now_ms, pkt, &p, res) {
             Some(t) => t,
-            None => return (res, None, None),
+            None => return (None, None),
         };
-        let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, key, &mut res);
+        let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, key, res);
         if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
                 w.frags[slot].tuple = Some(tuple);
                 if pending.is_some() && !w.frags[slot].complete() {
-                    return (res, pending, Some(slot));
+                    return (pending, Some(slot));
                 }
             }
         }
-        (res, pending, None)
+        (pending, None)
     }
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are
@@ -541,7 +537,7 @@ impl Engine {
         match p.l4 {
             L4::Tcp(info) => {
                 if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
-                    *res = invalid(w, *res, "tcp: invalid flag combination");
+                    invalid(w, res, "tcp: invalid flag combination");
                     return None;
                 }
                 t.src_port = info.src_port;
@@ -568,7 +564,7 @@ impl Engine {
                     return None;
                 }
                 if p.family == Family::V4 && ic.icmp_type > icmp::NR_ICMP_TYPES {
-                    *res = invalid(w, *res, "icmp: invalid type");
+                    invalid(w, res, "icmp: invalid type");
                     return None;
                 }
                 t.src_port = ic.id;
@@ -588,6 +584,7 @@ impl Engine {
     }
 
     /// Lookup + tracker for a packet with tuple `t`.
+    #[allow(clippy::too_many_arguments)]
     fn track_tuple(
         &self,
         w: &mut Worker,
@@ -602,10 +599,10 @@ impl Engine {
         if let Some((mut l, local, dir)) = self.find_live(w, now_ms, key, &t) {
             let home = l.stripe();
             w.stats.found += 1;
+            let before = (l.conn().status, l.conn().state_tag());
             let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(), dir);
             match outcome {
                 Tracked::Accept { timeout_ms, kill } => {
-                    let before = (l.conn().status, l.conn().proto);
                     let c = l.conn_mut();
                     account(c, dir, p);
                     c.deadline_ms = now_ms + timeout_ms;
@@ -614,21 +611,16 @@ impl Engine {
                     if dir == Dir::Reply {
                         c.status.set(Status::SEEN_REPLY);
                     }
+                    res.rewrite = Rewrite::for_packet(c, dir, false);
                     if kill {
-                        res.rewrite = Rewrite::for_packet(l.conn(), dir, false);
                         if let Some(dead) = l.remove() {
                             w.events.push(EventKind::Destroy, now_ms, &dead);
                         }
                     } else {
-                        let c = *l.conn();
-                        res.rewrite = Rewrite::for_packet(&c, dir, false);
-                        res.conn = Some(ConnHandle {
-                            stripe: home,
-                            local,
-                            id: c.id,
-                        });
-                        if (c.status, c.proto) != before {
-                            w.events.push(EventKind::Update, now_ms, &c);
+                        let c = l.conn();
+                        res.conn = Some(ConnHandle { stripe: home, local, id: c.id });
+                        if (c.status, c.state_tag()) != before {
+                            w.events.push(EventKind::Update, now_ms, c);
                         }
                     }
                     None
@@ -649,7 +641,7 @@ impl Engine {
                     None
                 }
                 Tracked::Invalid(why) => {
-                    *res = invalid(w, *res, why);
+                    invalid(w, res, why);
                     None
                 }
                 Tracked::Repeat => {
@@ -697,7 +689,7 @@ impl Engine {
         res: &mut CtResult,
     ) -> Option<Conn> {
         let Some(reply) = t.invert() else {
-            *res = invalid(w, *res, "cannot invert tuple");
+            invalid(w, res, "cannot invert tuple");
             return None;
         };
         let proto = match p.l4 {
@@ -710,7 +702,7 @@ impl Engine {
             ) {
                 Ok(s) => ProtoState::Tcp(s),
                 Err(why) => {
-                    *res = invalid(w, *res, why);
+                    invalid(w, res, why);
                     return None;
                 }
             },
@@ -721,7 +713,7 @@ impl Engine {
             L4::Sctp { .. } => match SctpState::new(l4_bytes(pkt.frame, p)) {
                 Ok(s) => ProtoState::Sctp(s),
                 Err(why) => {
-                    *res = invalid(w, *res, why);
+                    invalid(w, res, why);
                     return None;
                 }
             },
@@ -752,11 +744,11 @@ impl Engine {
                 None
             }
             Tracked::Invalid(why) => {
-                *res = invalid(w, *res, why);
+                invalid(w, res, why);
                 None
             }
             Tracked::Repeat => {
-                *res = invalid(w, *res, "tcp: repeat on a new connection");
+                invalid(w, res, "tcp: repeat on a new connection");
                 None
             }
         }
@@ -885,7 +877,7 @@ impl Engine {
         res: &mut CtResult,
     ) {
         let Some(inner) = inner else {
-            *res = invalid(w, *res, "icmp: error quotes no parseable datagram");
+            invalid(w, res, "icmp: error quotes no parseable datagram");
             return;
         };
         let quoted = Tuple {
@@ -898,19 +890,19 @@ impl Engine {
             zone: pkt.zone,
         };
         let Some(lookup) = quoted.invert() else {
-            *res = invalid(w, *res, "icmp: quoted tuple cannot be inverted");
+            invalid(w, res, "icmp: quoted tuple cannot be inverted");
             return;
         };
         let key = self.table.key(&lookup);
         let Some((l, local, dir)) = self.find_live(w, now_ms, key, &lookup) else {
-            *res = invalid(w, *res, "icmp: error for no known connection");
+            invalid(w, res, "icmp: error for no known connection");
             return;
         };
         let c = l.conn();
         // The error must go to the host that sent the quoted datagram.
         if c.tuples[dir.index()].dst != p.dst {
             drop(l);
-            *res = invalid(w, *res, "icmp: outer destination is not the quoted source");
+            invalid(w, res, "icmp: outer destination is not the quoted source");
             return;
         }
         w.stats.found += 1;
@@ -942,7 +934,7 @@ impl Engine {
         let e = w.frags[slot];
         let Some(tuple) = e.tuple else {
             w.stats.frag_orphan += 1;
-            *res = invalid(w, *res, "fragment before its first fragment");
+            invalid(w, res, "fragment before its first fragment");
             return None;
         };
         w.stats.frag_followed += 1;
@@ -980,7 +972,7 @@ impl Engine {
             }
             None => {
                 w.stats.frag_orphan += 1;
-                *res = invalid(w, *res, "fragment of a datagram whose connection is gone");
+                invalid(w, res, "fragment of a datagram whose connection is gone");
             }
         }
         None
@@ -1070,12 +1062,12 @@ enum Tracked {
     Repeat,
 }
 
-fn invalid(w: &mut Worker, mut res: CtResult, why: &'static str) -> CtResult {
+fn invalid(w: &mut Worker, res: &mut CtResult, why: &'static str) {
     w.stats.invalid += 1;
     res.ctinfo = CtInfo::Invalid;
     res.conn = None;
+    res.rewrite = None;
     res.invalid_reason = Some(why);
-    res
 }
 
 /// The L4 header and payload of a packet, within its L3 length.
