@@ -292,38 +292,53 @@ pub struct Mbuf(NonNull<sys::rte_mbuf>);
 unsafe impl Send for Mbuf {}
 
 impl Mbuf {
+    /// Start and length of the first segment's data: `rte_pktmbuf_mtod` and
+    /// `data_len`, read from the mbuf fields directly so that the fast path
+    /// makes no call into C. Debug builds check them against the C shim.
+    #[inline(always)]
+    fn raw_data(&self) -> (*mut u8, usize) {
+        let m = self.0.as_ptr();
+        // SAFETY: m is a live mbuf we own; buf_addr + data_off is where DPDK
+        // puts the data (rte_pktmbuf_mtod), data_len bytes of it are initialised.
+        let (ptr, len) = unsafe {
+            (
+                ((*m).buf_addr as *mut u8).add((*m).data_off as usize),
+                (*m).data_len as usize,
+            )
+        };
+        // SAFETY: the shim functions read the same live mbuf.
+        debug_assert_eq!(ptr as *mut c_void, unsafe { sys::ct_shim_pktmbuf_mtod(m) });
+        // SAFETY: as above.
+        debug_assert_eq!(len, unsafe { sys::ct_shim_pktmbuf_data_len(m) } as usize);
+        (ptr, len)
+    }
+
     /// The packet bytes in the first segment.
     #[inline(always)]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: mtod points at data_len initialised bytes inside the buffer,
-        // which lives as long as self.
-        unsafe {
-            let m = self.0.as_ptr();
-            std::slice::from_raw_parts(
-                sys::ct_shim_pktmbuf_mtod(m) as *const u8,
-                sys::ct_shim_pktmbuf_data_len(m) as usize,
-            )
-        }
+        let (ptr, len) = self.raw_data();
+        // SAFETY: ptr points at len initialised bytes inside the buffer, which
+        // lives as long as self.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
     /// The packet bytes in the first segment, writable.
     #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
+        let (ptr, len) = self.raw_data();
         // SAFETY: as in data(); &mut self guarantees exclusive access.
-        unsafe {
-            let m = self.0.as_ptr();
-            std::slice::from_raw_parts_mut(
-                sys::ct_shim_pktmbuf_mtod(m) as *mut u8,
-                sys::ct_shim_pktmbuf_data_len(m) as usize,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 
     /// Total packet length over all segments.
     #[inline(always)]
     pub fn pkt_len(&self) -> u32 {
-        // SAFETY: reads a field of a live mbuf.
-        unsafe { sys::ct_shim_pktmbuf_pkt_len(self.0.as_ptr()) }
+        let m = self.0.as_ptr();
+        // SAFETY: reads a field of a live mbuf we own.
+        let len = unsafe { (*m).pkt_len };
+        // SAFETY: as above, through the shim.
+        debug_assert_eq!(len, unsafe { sys::ct_shim_pktmbuf_pkt_len(m) });
+        len
     }
 
     /// True if the whole packet is in the first segment.
@@ -359,8 +374,13 @@ impl Mbuf {
     /// Prefetches the packet data into L1.
     #[inline(always)]
     pub fn prefetch(&self) {
-        // SAFETY: prefetch is a hint; mtod is a valid address.
-        unsafe { sys::ct_shim_prefetch0(sys::ct_shim_pktmbuf_mtod(self.0.as_ptr())) }
+        let (ptr, _) = self.raw_data();
+        // SAFETY: a prefetch is a hint and never faults, whatever the address
+        // (the intrinsic is a safe fn on newer toolchains, hence the allow).
+        #[allow(unused_unsafe)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr as *const i8)
+        }
     }
 }
 
