@@ -36,7 +36,7 @@ timeout -s INT "$((SECS + 3))" dpdk-testpmd -l 0,1 "${EAL_MEM[@]}" --no-pci --lo
     --forward-mode=macswap --nb-cores=1 --auto-start --stats-period=1 --record-core-cycles \
     --total-num-mbufs=16384 </dev/null >"$WORK/testpmd.log" 2>&1 || true
 # Tx-pps of the sink port (port 1) per second; skip the first two (warm-up).
-T_PPS=$(awk '/NIC statistics for port 1/ {p=1} p && /Tx-pps:/ {print $NF; p=0}' "$WORK/testpmd.log" | tail -n +3 | median)
+T_PPS=$(awk '/NIC statistics for port 1/ {p=1} p && /Tx-pps:/ {print $2; p=0}' "$WORK/testpmd.log" | tail -n +3 | median)
 T_CPP=$(grep -o 'CPU cycles/packet=[0-9.]*' "$WORK/testpmd.log" | tail -1 | cut -d= -f2)
 [ "${T_PPS:-0}" -gt 0 ] || { echo "bench: testpmd forwarded nothing:"; tail -30 "$WORK/testpmd.log"; exit 1; }
 

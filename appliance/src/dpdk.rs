@@ -745,6 +745,62 @@ mod tests {
         assert_eq!(&SYMMETRIC_RSS_KEY[..2], &[0x6d, 0x5a]);
     }
 
+    /// The Toeplitz hash (Microsoft RSS specification) of `input` under `key`.
+    fn toeplitz(key: &[u8], input: &[u8]) -> u32 {
+        let mut hash = 0u32;
+        let mut window = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        for (i, byte) in input.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (0x80 >> bit) != 0 {
+                    hash ^= window;
+                }
+                let next_bit = (key[i + 4] >> (7 - bit)) & 1;
+                window = (window << 1) | next_bit as u32;
+            }
+        }
+        hash
+    }
+
+    #[test]
+    fn rss_key_hashes_both_directions_alike() {
+        // IPv4 + TCP/UDP ports, the RSS input order: src addr, dst addr, src port, dst port.
+        let tuple = |s: [u8; 4], d: [u8; 4], sp: u16, dp: u16| {
+            let mut v = Vec::new();
+            v.extend_from_slice(&s);
+            v.extend_from_slice(&d);
+            v.extend_from_slice(&sp.to_be_bytes());
+            v.extend_from_slice(&dp.to_be_bytes());
+            v
+        };
+        let mut x = 0x1234_5678u32;
+        let mut hashes = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let s = x.to_be_bytes();
+            let d = x.rotate_left(11).to_be_bytes();
+            let (sp, dp) = ((x >> 7) as u16, (x >> 13) as u16);
+            let fwd = toeplitz(&SYMMETRIC_RSS_KEY, &tuple(s, d, sp, dp));
+            let rev = toeplitz(&SYMMETRIC_RSS_KEY, &tuple(d, s, dp, sp));
+            assert_eq!(fwd, rev);
+            hashes.insert(fwd);
+        }
+        assert!(
+            hashes.len() > 900,
+            "the key still spreads flows: {} distinct hashes",
+            hashes.len()
+        );
+        // The default (non-symmetric) Microsoft key does not have the property.
+        let ms_key: [u8; 40] = [
+            0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+            0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+            0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+        ];
+        let t = tuple([66, 9, 149, 187], [161, 142, 100, 80], 2794, 1766);
+        assert_eq!(toeplitz(&ms_key, &t), 0x51cc_c178, "RSS spec test vector");
+        let r = tuple([161, 142, 100, 80], [66, 9, 149, 187], 1766, 2794);
+        assert_ne!(toeplitz(&ms_key, &t), toeplitz(&ms_key, &r));
+    }
+
     #[test]
     fn mbuf_is_pointer_sized() {
         assert_eq!(
