@@ -118,29 +118,37 @@ pub fn run(args: WorkerArgs) -> i32 {
     };
     let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
     let mut next_maintenance = start;
+    // One TSC read per loop iteration (it can be slow under virtualisation):
+    // it dates the packets of this iteration, and an iteration that received
+    // packets counts as busy from its start to the next one's.
+    let mut prev = start;
+    let mut prev_packets = 0u64;
     while !args.stop.load(Ordering::Relaxed) {
+        let now = dpdk::tsc();
+        if prev_packets > 0 {
+            w.stats.busy_cycles.add(now - prev);
+            w.stats.busy_packets.add(prev_packets);
+            prev_packets = 0;
+        }
+        prev = now;
+        w.now = now;
         for pi in 0..w.ports.len() {
             let port = w.ports[pi];
             let Some(q) = port.rxq else { continue };
-            let t0 = dpdk::tsc();
             let n = dpdk::rx_burst(port.id, q, &mut rx);
             if n == 0 {
                 continue;
             }
-            w.now = t0;
+            prev_packets += n as u64;
             w.stats.rx[pi].add(n as u64);
             w.handle_burst(pi as u8, &mut rx);
             w.flush_all();
-            w.stats.busy_cycles.add(dpdk::tsc() - t0);
-            w.stats.busy_packets.add(n as u64);
         }
-        let now = dpdk::tsc();
-        if now >= next_maintenance && !w.pending.is_empty() {
-            w.now = now;
-            w.maintain();
-            w.flush_all();
-            next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
-        } else if now >= next_maintenance {
+        if now >= next_maintenance {
+            if !w.pending.is_empty() {
+                w.maintain();
+                w.flush_all();
+            }
             next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
         }
     }
