@@ -27,17 +27,22 @@ pub struct PortAddrs {
     pub v6: Option<u128>,
 }
 
+/// An IPv4 route in 12 bytes (a gateway of 0 means on-link), so that a
+/// lookup scans few cache lines.
 #[derive(Debug, Clone, Copy)]
 struct Entry4 {
     net: u32,
     mask: u32,
-    hop: NextHop,
+    gateway: u32,
+    port: u8,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     /// IPv4 routes with 32-bit masks, longest prefix first.
     v4: Vec<Entry4>,
+    /// The ports' IPv4 addresses with their port index, compact for `local_v4`.
+    local4: Vec<(u32, u8)>,
     v6: Vec<Entry>,
     pub ports: Vec<PortAddrs>,
 }
@@ -66,6 +71,9 @@ impl Routes {
                     addrs.v6 = v6_u128(&pre);
                     r.v6.push(e);
                 }
+            }
+            if let Some(a) = addrs.v4 {
+                r.local4.push((a, i as u8));
             }
             r.ports.push(addrs);
         }
@@ -97,7 +105,8 @@ impl Routes {
             .map(|e| Entry4 {
                 net: e.net as u32,
                 mask: e.mask as u32,
-                hop: e.hop,
+                gateway: e.hop.gateway.unwrap_or(0) as u32,
+                port: e.hop.port,
             })
             .collect();
         r
@@ -108,7 +117,10 @@ impl Routes {
         self.v4
             .iter()
             .find(|e| dst & e.mask == e.net)
-            .map(|e| e.hop)
+            .map(|e| NextHop {
+                port: e.port,
+                gateway: (e.gateway != 0).then_some(e.gateway as u128),
+            })
     }
 
     #[inline]
@@ -122,7 +134,10 @@ impl Routes {
     /// The port whose IPv4 address is `a`.
     #[inline]
     pub fn local_v4(&self, a: u32) -> Option<usize> {
-        self.ports.iter().position(|p| p.v4 == Some(a))
+        self.local4
+            .iter()
+            .find(|(l, _)| *l == a)
+            .map(|(_, p)| *p as usize)
     }
 
     /// The port whose IPv6 address is `a`.
