@@ -15,7 +15,6 @@
 #include <rte_mempool.h>
 #include <rte_ethdev.h>
 #include <rte_dev.h>
-#include <rte_prefetch.h>
 
 uint16_t ct_shim_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
 uint16_t ct_shim_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
@@ -31,7 +30,6 @@ int ct_shim_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 int ct_shim_errno(void);
 unsigned ct_shim_lcore_id(void);
 uint64_t ct_shim_rdtsc(void);
-void ct_shim_prefetch0(const void *p);
 const char *ct_shim_version(void);
 
 #endif
