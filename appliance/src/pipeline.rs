@@ -67,6 +67,10 @@ pub struct Shared {
     /// Per port: its IPv4 and IPv6 address (masquerade's source).
     port_addrs: Vec<(Option<Addr>, Option<Addr>)>,
     published: Vec<CachePadded<Mutex<Published>>>,
+    /// With several workers: the ports' RSS (symmetric key, default
+    /// redirection table), so NAT picks reply ports that reach the worker of
+    /// the original direction.
+    rss: Option<ctcore::rss::Rss>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -97,6 +101,7 @@ impl Shared {
                     )
                 })
                 .collect(),
+            rss: (cfg.workers.len() > 1).then(|| ctcore::rss::Rss::new(&crate::dpdk::SYMMETRIC_RSS_KEY, RETA_SIZE, cfg.workers.len() as u16)),
             published: (0..cfg.workers.len())
                 .map(|_| {
                     CachePadded::new(Mutex::new(Published {
@@ -214,6 +219,10 @@ impl Shared {
     }
 }
 
+/// The redirection table size assumed for NAT steering (DPDK's default RETA
+/// spreads entries round-robin over the queues; 128 is the common size).
+const RETA_SIZE: usize = 128;
+
 fn random_seed() -> u64 {
     // The hash seed keeps crafted tuples from flooding one bucket: take it from
     // the OS once at start (not on the packet path).
@@ -243,10 +252,15 @@ impl std::fmt::Debug for Pipeline<'_> {
 
 impl<'a> Pipeline<'a> {
     pub fn new(shared: &'a Shared, worker: usize) -> Pipeline<'a> {
+        let mut ct = shared.engine.worker(0);
+        if let Some(rss) = shared.rss.clone() {
+            let queue = worker as u16;
+            ct.reply_steering = Some(Box::new(move |t: &ctcore::tuple::Tuple| rss.queue(t) == queue));
+        }
         Pipeline {
             shared,
             worker,
-            ct: shared.engine.worker(0),
+            ct,
             hits: vec![0; shared.policy.rules.len() + 1],
         }
     }

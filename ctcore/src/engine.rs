@@ -1454,4 +1454,23 @@ mod tests {
             assert!((800..=1200).contains(&n), "{per_backend:?}");
         }
     }
+
+    #[test]
+    fn nat_ports_steer_replies_to_the_workers_queue() {
+        let key: Vec<u8> = (0..52).map(|i| if i % 2 == 0 { 0x6d } else { 0x5a }).collect();
+        let rss = crate::rss::Rss::new(&key, 128, 4);
+        let e = nat_engine(vec![masq_rule(None)]);
+        for queue in 0..4u16 {
+            let mut w = e.worker(0);
+            let r2 = rss.clone();
+            w.reply_steering = Some(Box::new(move |t: &Tuple| r2.queue(t) == queue));
+            for i in 0..50u16 {
+                let f = frame(Family::V4, Addr::from_v4(C), Addr::from_v4(S), 64, L4Spec::Udp { src_port: 3000 + queue * 100 + i, dst_port: 53, payload: b"q" });
+                let r = run(&e, &mut w, 0, &f, out([203, 0, 113, 1]));
+                let (addr, port) = r.rewrite.unwrap().src.unwrap();
+                let reply = Tuple { src: Addr::from_v4(S), dst: addr, src_port: 53, dst_port: port, proto: 17, family: Family::V4, zone: 0 };
+                assert_eq!(rss.queue(&reply), queue, "the reply reaches the worker that saw the original");
+            }
+        }
+    }
 }
