@@ -262,14 +262,31 @@ def trace(dst, hops):
                        "dport": 33434 + ttl})
         udps.append(s)
         time.sleep(0.05)
+    # Again from the TTL 2 socket, now with TTL 1: a packet of a connection
+    # ctgate already translates expires at ctgate.
+    if hops >= 2:
+        udps[1].setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
+        for _ in range(2):
+            try:
+                udps[1].send(b"probe again ttl 1")
+                break
+            except OSError:
+                pass  # the socket reports the TTL 2 error first (IP_RECVERR)
+        probes.append({"kind": "udp", "ttl": 1, "sport": probes[1]["sport"],
+                       "dport": probes[1]["dport"], "again": True})
     ident = os.getpid() & 0xFFFF
-    for ttl in range(1, hops + 1):
-        body = struct.pack("!BBHHH", 8, 0, 0, ident, ttl) + b"traceprobe"
-        body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
-        raw.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-        raw.sendto(body, (dst, 0))
-        probes.append({"kind": "icmp", "ttl": ttl, "id": ident, "seq": ttl})
-        time.sleep(0.05)
+    # Two rounds of echo probes with one id: the second round's packets belong
+    # to the connection the first round made.
+    for rnd in (0, 1):
+        for ttl in range(1, hops + 1):
+            seq = rnd * 100 + ttl
+            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"traceprobe"
+            body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+            raw.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            raw.sendto(body, (dst, 0))
+            probes.append({"kind": "icmp", "ttl": ttl, "id": ident, "seq": seq})
+            time.sleep(0.05)
+        time.sleep(0.3)
     got = []
     end = time.time() + 3
     while time.time() < end:
@@ -281,18 +298,20 @@ def trace(dst, hops):
                 continue  # our own echo requests, looped back to raw sockets
             got.append(m)
     recverr = []
-    for s, p in zip(udps, probes):
-        try:
-            _, anc, _, _ = s.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            continue
-        for lvl, typ, data in anc:
-            if lvl == socket.IPPROTO_IP and typ == 11:
-                # struct sock_extended_err, then the offender's sockaddr_in.
-                errno_, origin, etype, ecode = struct.unpack("=IBBB", data[:7])
-                offender = socket.inet_ntoa(data[16 + 4:16 + 8])
-                recverr.append({"ttl": p["ttl"], "type": etype, "code": ecode,
-                                "offender": offender})
+    for s in udps:
+        sport = s.getsockname()[1]
+        while True:
+            try:
+                _, anc, _, _ = s.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            for lvl, typ, data in anc:
+                if lvl == socket.IPPROTO_IP and typ == 11:
+                    # struct sock_extended_err, then the offender's sockaddr_in.
+                    errno_, origin, etype, ecode = struct.unpack("=IBBB", data[:7])
+                    offender = socket.inet_ntoa(data[16 + 4:16 + 8])
+                    recverr.append({"sport": sport, "type": etype, "code": ecode,
+                                    "offender": offender})
     print(json.dumps({"probes": probes, "icmp": got, "recverr": recverr}))
 
 
