@@ -153,16 +153,39 @@ fn udp4(src: &str, dst: &str, sport: u16, dport: u16, ttl: u8, data: &[u8]) -> V
 }
 
 #[allow(clippy::too_many_arguments)]
-fn tcp4(src: &str, dst: &str, sport: u16, dport: u16, ttl: u8, seq: u32, ack: u32, fl: u8) -> Vec<u8> {
+fn tcp4(
+    src: &str,
+    dst: &str,
+    sport: u16,
+    dport: u16,
+    ttl: u8,
+    seq: u32,
+    ack: u32,
+    fl: u8,
+) -> Vec<u8> {
     let (s, d) = (a4(src), a4(dst));
-    ipv4(s, d, ttl, 0x2222, 6, &tcp(&s, &d, sport, dport, seq, ack, fl))
+    ipv4(
+        s,
+        d,
+        ttl,
+        0x2222,
+        6,
+        &tcp(&s, &d, sport, dport, seq, ack, fl),
+    )
 }
 
 fn echo4(src: &str, dst: &str, ty: u8, id: u16, seq: u16, ttl: u8) -> Vec<u8> {
     let mut rest = [0u8; 4];
     rest[..2].copy_from_slice(&id.to_be_bytes());
     rest[2..].copy_from_slice(&seq.to_be_bytes());
-    ipv4(a4(src), a4(dst), ttl, 0x3333, 1, &icmp4(ty, 0, rest, b"ping-data"))
+    ipv4(
+        a4(src),
+        a4(dst),
+        ttl,
+        0x3333,
+        1,
+        &icmp4(ty, 0, rest, b"ping-data"),
+    )
 }
 
 fn udp6(src: &str, dst: &str, sport: u16, dport: u16, hops: u8, data: &[u8]) -> Vec<u8> {
@@ -190,21 +213,86 @@ fn nat_rewrites_byte_exact() {
     let f3 = echo4(h4, s4, 8, 0x1234, 1, 64); // snat-icmp: 198.51.100.102, id 7
     let f4 = tcp4(h4, "203.0.113.80", 6001, 80, 64, 5000, 0, SYN); // dnat + snat
     let f5 = udp6(h6, s6, 5000, 53, 64, q); // snat6: [2001:db8:2::100]:40000
-    // What must leave by b: built from the translated fields, TTL - 1.
+                                            // What must leave by b: built from the translated fields, TTL - 1.
     let f1_out = udp4("198.51.100.100", s4, 40000, 53, 63, q);
     let f2_out = tcp4("198.51.100.101", s4, 41000, 80, 63, 1000, 0, SYN);
     let f3_out = echo4("198.51.100.102", s4, 8, 7, 1, 63);
-    let f4_out = tcp4("198.51.100.101", "198.51.100.20", 41000, 8080, 63, 5000, 0, SYN);
+    let f4_out = tcp4(
+        "198.51.100.101",
+        "198.51.100.20",
+        41000,
+        8080,
+        63,
+        5000,
+        0,
+        SYN,
+    );
     let f5_out = udp6("2001:db8:2::100", s6, 40000, 53, 63, q);
+
+    // Checksum corner cases: a UDP datagram without checksum (0 stays 0); one
+    // whose translated checksum computes to 0 (sent as 0xffff, RFC 768); a TCP
+    // segment whose translated checksum is 0x0000.
+    let no_csum = |src: &str, sport: u16| {
+        let (s, t) = (a4(src), a4(s4));
+        let mut seg = udp(&s, &t, sport, 54, q);
+        seg[6..8].copy_from_slice(&[0, 0]);
+        seg
+    };
+    let f6 = ipv4(a4(h4), a4(s4), 64, 0x1111, 17, &no_csum(h4, 5001));
+    let f6_out = ipv4(
+        a4("198.51.100.100"),
+        a4(s4),
+        63,
+        0x1111,
+        17,
+        &no_csum("198.51.100.100", 40000),
+    );
+    let zero_data = (0..=u16::MAX)
+        .map(|x| x.to_be_bytes())
+        .find(|d| {
+            let (s, t) = (a4("198.51.100.100"), a4(s4));
+            let mut seg = udp(&s, &t, 40000, 55, d);
+            seg[6..8].copy_from_slice(&[0, 0]);
+            l4_csum(&s, &t, 17, &seg) == 0
+        })
+        .unwrap();
+    let f7 = udp4(h4, s4, 5002, 55, 64, &zero_data);
+    let f7_out = udp4("198.51.100.100", s4, 40000, 55, 63, &zero_data);
+    assert_eq!(&f7_out[26..28], &[0xff, 0xff]);
+    let zero_seq = (0..=u32::MAX)
+        .find(|&seq| {
+            let (s, t) = (a4("198.51.100.101"), a4(s4));
+            let seg = tcp(&s, &t, 41000, 81, seq, 0, SYN);
+            seg[16..18] == [0, 0]
+        })
+        .unwrap();
+    let f8 = tcp4(h4, s4, 6002, 81, 64, zero_seq, 0, SYN);
+    let f8_out = tcp4("198.51.100.101", s4, 41000, 81, 63, zero_seq, 0, SYN);
 
     // Outside -> inside: answers and errors, addressed to the translated side.
     let r1 = udp4(s4, "198.51.100.100", 53, 40000, 64, r);
     let r2 = tcp4(s4, "198.51.100.101", 80, 41000, 64, 9000, 1001, SYN | ACK);
     let r3 = echo4(s4, "198.51.100.102", 0, 7, 1, 64);
-    let r4 = tcp4("198.51.100.20", "198.51.100.101", 8080, 41000, 64, 7000, 5001, SYN | ACK);
+    let r4 = tcp4(
+        "198.51.100.20",
+        "198.51.100.101",
+        8080,
+        41000,
+        64,
+        7000,
+        5001,
+        SYN | ACK,
+    );
     let r5 = udp6(s6, "2001:db8:2::100", 53, 40000, 64, r);
     // Port unreachable quoting the whole translated UDP datagram.
-    let e1 = ipv4(a4(s4), a4("198.51.100.100"), 64, 0x4444, 1, &icmp4(3, 3, [0; 4], &f1_out));
+    let e1 = ipv4(
+        a4(s4),
+        a4("198.51.100.100"),
+        64,
+        0x4444,
+        1,
+        &icmp4(3, 3, [0; 4], &f1_out),
+    );
     // Fragmentation needed (path MTU 1400) quoting IP header + 8 bytes of the
     // translated SYN, as routers do: the quoted TCP checksum is not there.
     let e2 = ipv4(
@@ -231,7 +319,14 @@ fn nat_rewrites_byte_exact() {
     // The errors reach the client quoting its own datagrams as they left
     // ctgate (TTL 63, the client's addresses and ports).
     let f1_seen = udp4(h4, s4, 5000, 53, 63, q);
-    let e1_out = ipv4(a4(s4), a4(h4), 63, 0x4444, 1, &icmp4(3, 3, [0; 4], &f1_seen));
+    let e1_out = ipv4(
+        a4(s4),
+        a4(h4),
+        63,
+        0x4444,
+        1,
+        &icmp4(3, 3, [0; 4], &f1_seen),
+    );
     let f2_seen = tcp4(h4, s4, 6000, 80, 63, 1000, 0, SYN);
     let e2_out = ipv4(
         a4("203.0.113.1"),
@@ -258,6 +353,9 @@ fn nat_rewrites_byte_exact() {
         v4(&f3, GW_A, HOST_A),
         v4(&f4, GW_A, HOST_A),
         v6(&f5, GW_A, HOST_A),
+        v4(&f6, GW_A, HOST_A),
+        v4(&f7, GW_A, HOST_A),
+        v4(&f8, GW_A, HOST_A),
     ];
     let in_b = [
         v4(&r1, GW_B, HOST_B),
@@ -275,6 +373,9 @@ fn nat_rewrites_byte_exact() {
         v4(&f3_out, HOST_B, GW_B),
         v4(&f4_out, HOST_B, GW_B),
         v6(&f5_out, HOST_B, GW_B),
+        v4(&f6_out, HOST_B, GW_B),
+        v4(&f7_out, HOST_B, GW_B),
+        v4(&f8_out, HOST_B, GW_B),
     ];
     let want_a = [
         v4(&r1_out, HOST_A, GW_A),
@@ -403,7 +504,16 @@ action = "snat to [2001:db8:2::100]:40000-40000"
             .collect()
     };
     let (out_a, out_b) = (read("out_a.pcap"), read("out_b.pcap"));
-    let names_b = ["udp snat", "tcp snat", "icmp echo id", "full nat", "udp nat66"];
+    let names_b = [
+        "udp snat",
+        "tcp snat",
+        "icmp echo id",
+        "full nat",
+        "udp nat66",
+        "udp without checksum",
+        "udp checksum computing to 0",
+        "tcp checksum 0",
+    ];
     let names_a = [
         "udp reply",
         "tcp reply",
@@ -420,7 +530,10 @@ action = "snat to [2001:db8:2::100]:40000-40000"
     ] {
         for (i, w) in want.iter().enumerate() {
             let got = out.get(i).unwrap_or_else(|| {
-                panic!("port {port} sent {} frames: {out:02x?}\n{stdout}", out.len())
+                panic!(
+                    "port {port} sent {} frames: {out:02x?}\n{stdout}",
+                    out.len()
+                )
             });
             assert_eq!(
                 format!("{got:02x?}"),
@@ -433,14 +546,15 @@ action = "snat to [2001:db8:2::100]:40000-40000"
     }
 
     let s = stats(&dir.path("stats.json"));
-    let nat: Vec<(String, u64, u64)> = serde_json::from_value(s["conntrack"]["nat"].clone()).unwrap();
+    let nat: Vec<(String, u64, u64)> =
+        serde_json::from_value(s["conntrack"]["nat"].clone()).unwrap();
     let hits = |n: &str| nat.iter().find(|r| r.0 == n).unwrap().1;
     assert_eq!(hits("vip"), 1);
-    assert_eq!(hits("snat-udp"), 1);
-    assert_eq!(hits("snat-tcp"), 2);
+    assert_eq!(hits("snat-udp"), 3);
+    assert_eq!(hits("snat-tcp"), 3);
     assert_eq!(hits("snat-icmp"), 1);
     assert_eq!(hits("snat6"), 1);
     let t = &s["totals"];
-    assert_eq!(t["forwarded"], 13, "{s:#}");
+    assert_eq!(t["forwarded"], 16, "{s:#}");
     assert_eq!(t["dropped"], 0, "{s:#}");
 }

@@ -69,12 +69,12 @@ fn topology() -> Net {
 /// ctgate's config for the topology: ports, the route to the far host,
 /// a stateful policy, then `extra` ([conntrack.timeouts], [[nat]], [[pool]]).
 fn config(net: &Net, timeouts: &str, extra: &str) -> String {
-    let mut c = format!(
-        "workers = [1]\nmempool_mbufs = 8191\n{}\n",
-        eal_args_toml()
-    );
+    let mut c = format!("workers = [1]\nmempool_mbufs = 8191\n{}\n", eal_args_toml());
     let ports = [
-        ("cli", "ipv4 = \"192.0.2.1/28\"\nipv6 = \"2001:db8:1::1/64\""),
+        (
+            "cli",
+            "ipv4 = \"192.0.2.1/28\"\nipv6 = \"2001:db8:1::1/64\"",
+        ),
         ("be1", "ipv4 = \"192.0.2.17/28\""),
         ("be2", "ipv4 = \"192.0.2.33/28\""),
         ("be3", "ipv4 = \"192.0.2.49/28\""),
@@ -179,7 +179,14 @@ fn tuples(line: &str) -> (T4, T4) {
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    let t = |n| (get("src", n), get("dst", n), get("sport", n), get("dport", n));
+    let t = |n| {
+        (
+            get("src", n),
+            get("dst", n),
+            get("sport", n),
+            get("dport", n),
+        )
+    };
     (t(0), t(1))
 }
 
@@ -258,11 +265,28 @@ fn masquerade_curl_and_200_parallel_connections() {
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("hello.txt"), "hello through masquerade\n").unwrap();
     let log = dir.path("http.log").display().to_string();
-    http_server(&mut net, "srv", "::", 8080, &www.display().to_string(), &log);
+    http_server(
+        &mut net,
+        "srv",
+        "::",
+        8080,
+        &www.display().to_string(),
+        &log,
+    );
     let py = hosts_py();
     net.spawn(
         "srv",
-        &["timeout", "120", "python3", &py, "tcp-serve", "::", "9000", "srv", "110"],
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "tcp-serve",
+            "::",
+            "9000",
+            "srv",
+            "110",
+        ],
         Some("listening"),
     );
 
@@ -313,7 +337,10 @@ fn masquerade_curl_and_200_parallel_connections() {
         let w: Vec<&str> = seen.split_whitespace().collect();
         assert_eq!(w[..2], ["srv", "198.51.100.1"], "server saw {seen}");
         let port: u16 = w[2].parse().unwrap();
-        assert!(seen_ports.insert(port), "NAT port {port} used twice: {conns:?}");
+        assert!(
+            seen_ports.insert(port),
+            "NAT port {port} used twice: {conns:?}"
+        );
         if local.ends_with(&format!(" {port}")) {
             kept += 1;
         }
@@ -322,7 +349,10 @@ fn masquerade_curl_and_200_parallel_connections() {
     assert_eq!(by_client.len(), 200, "distinct client endpoints");
     // At most one of each pair can keep its port; nearly all first users do
     // (a random pick for a second user may land on a port used later).
-    assert!((90..=100).contains(&kept), "{kept} connections kept their port");
+    assert!(
+        (90..=100).contains(&kept),
+        "{kept} connections kept their port"
+    );
 
     let s = gate.stop();
     // The table holds every connection with the binding the server saw.
@@ -331,10 +361,17 @@ fn masquerade_curl_and_200_parallel_connections() {
     for l in lines.iter().filter(|l| l.contains("dport=9000 ")) {
         let (o, r) = tuples(l);
         assert_eq!(o.1, "198.51.100.2", "{l}");
-        assert_eq!((r.0.as_str(), r.1.as_str()), ("198.51.100.2", "198.51.100.1"), "{l}");
+        assert_eq!(
+            (r.0.as_str(), r.1.as_str()),
+            ("198.51.100.2", "198.51.100.1"),
+            "{l}"
+        );
         in_table.insert(format!("{} {}", o.0, o.2), r.3.parse::<u16>().unwrap());
     }
-    assert_eq!(in_table, by_client, "ctgate's bindings = what the server saw");
+    assert_eq!(
+        in_table, by_client,
+        "ctgate's bindings = what the server saw"
+    );
     let (hits, oop) = nat_rule(&s, "masq-srv");
     assert!(hits >= 201, "masq-srv translated {hits}");
     assert_eq!(oop, 0);
@@ -382,7 +419,16 @@ action = "dnat to 192.0.2.2:5353"
     let py = hosts_py();
     net.spawn(
         "cli",
-        &["timeout", "120", "python3", &py, "udp-serve", "192.0.2.2", "5353", "110"],
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "udp-serve",
+            "192.0.2.2",
+            "5353",
+            "110",
+        ],
         Some("listening"),
     );
 
@@ -401,7 +447,16 @@ action = "dnat to 192.0.2.2:5353"
     );
     let out = net.check(
         "srv",
-        &["python3", &py, "udp-flows", "198.51.100.1", "53", "3", "2", "2"],
+        &[
+            "python3",
+            &py,
+            "udp-flows",
+            "198.51.100.1",
+            "53",
+            "3",
+            "2",
+            "2",
+        ],
         60,
     );
     for f in json(&out).as_array().unwrap() {
@@ -430,7 +485,10 @@ action = "dnat to 192.0.2.2:5353"
     assert_eq!(fwd.len(), 3, "{lines:#?}");
     for l in fwd {
         let (o, r) = tuples(l);
-        assert_eq!((o.0.as_str(), o.1.as_str()), ("198.51.100.2", "198.51.100.1"));
+        assert_eq!(
+            (o.0.as_str(), o.1.as_str()),
+            ("198.51.100.2", "198.51.100.1")
+        );
         assert_eq!(
             (r.0.as_str(), r.1.as_str(), r.2.as_str(), r.3.as_str()),
             ("192.0.2.2", "198.51.100.2", "8080", o.2.as_str()),
@@ -440,7 +498,11 @@ action = "dnat to 192.0.2.2:5353"
     }
     assert_eq!(nat_rule(&s, "fwd-http").0, 3);
     assert_eq!(nat_rule(&s, "fwd-dns").0, 3);
-    assert_eq!(nat_rule(&s, "masq-srv").0, 0, "replies are not new connections");
+    assert_eq!(
+        nat_rule(&s, "masq-srv").0,
+        0,
+        "replies are not new connections"
+    );
     assert_accounting(&s);
 }
 
@@ -467,7 +529,17 @@ action = "dnat to pool web"
     for b in ["be1", "be2", "be3"] {
         net.spawn(
             b,
-            &["timeout", "200", "python3", &py, "tcp-serve", "0.0.0.0", "8080", b, "190"],
+            &[
+                "timeout",
+                "200",
+                "python3",
+                &py,
+                "tcp-serve",
+                "0.0.0.0",
+                "8080",
+                b,
+                "190",
+            ],
             Some("listening"),
         );
     }
@@ -475,7 +547,15 @@ action = "dnat to pool web"
     // asked every 300 which backend it talks to.
     let out = net.check(
         "srv",
-        &["python3", &py, "tcp-seq", "198.51.100.1", "80", "3000", "300"],
+        &[
+            "python3",
+            &py,
+            "tcp-seq",
+            "198.51.100.1",
+            "80",
+            "3000",
+            "300",
+        ],
         170,
     );
     let r = json(&out);
@@ -539,7 +619,11 @@ fn traceroute_through_snat() {
         &["ping", "-c", "2", "-i", "0.2", "-W", "2", "203.0.113.2"],
         30,
     );
-    let out = net.check("cli", &["python3", &hosts_py(), "trace", "203.0.113.2", "3"], 60);
+    let out = net.check(
+        "cli",
+        &["python3", &hosts_py(), "trace", "203.0.113.2", "3"],
+        60,
+    );
     let r = json(&out);
     let icmp = r["icmp"].as_array().unwrap();
     let probes = r["probes"].as_array().unwrap();
@@ -585,7 +669,10 @@ fn traceroute_through_snat() {
             assert_eq!(m["code"], code, "{m}");
             assert_eq!(m["inner_dport"], p["dport"], "{m}");
         } else {
-            assert_eq!(m["inner_id"], p["id"], "quoted echo id translated back: {m}");
+            assert_eq!(
+                m["inner_id"], p["id"],
+                "quoted echo id translated back: {m}"
+            );
         }
         // The quoted datagram is the client's own, as it sent it.
         assert_eq!(m["inner_src"], "192.0.2.2", "{m}");
@@ -622,7 +709,11 @@ fn traceroute_through_snat() {
     }
     assert_accounting(&s);
     // UDP TTL 1 twice, echo TTL 1 in both rounds.
-    assert_eq!(s.stats["totals"]["drops"]["ttl_exceeded"], 4, "{:#}", s.stats);
+    assert_eq!(
+        s.stats["totals"]["drops"]["ttl_exceeded"], 4,
+        "{:#}",
+        s.stats
+    );
 }
 
 /// Runs udp-flows in cli; the answers per flow.
@@ -664,7 +755,16 @@ action = "masquerade to :20000-20003"
     );
     net.spawn(
         "srv",
-        &["timeout", "120", "python3", &hosts_py(), "udp-serve", "198.51.100.2", "7000", "110"],
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &hosts_py(),
+            "udp-serve",
+            "198.51.100.2",
+            "7000",
+            "110",
+        ],
         Some("listening"),
     );
     // Four flows fill the pool; each gets its own port and its own answers.
@@ -709,7 +809,10 @@ action = "masquerade to :20000-20003"
     std::thread::sleep(Duration::from_secs(4));
     let r = udp_flows(&net, "198.51.100.2", 4, 1, "2");
     assert!(
-        r.as_array().unwrap().iter().all(|f| f["answers"][0]["echo_ok"] == true),
+        r.as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["answers"][0]["echo_ok"] == true),
         "{r}"
     );
 
@@ -749,13 +852,22 @@ action = "masquerade"
     let gate = Gate::start(&dir.0, &config(&net, "", rules));
     // ctgate answers neighbour solicitations for its port address only: the
     // outside host is told where the SNAT address lives.
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", net.gw_if("srv")))
-        .unwrap();
+    let mac =
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", net.gw_if("srv"))).unwrap();
     net.check(
         "srv",
         &[
-            "ip", "-6", "neigh", "add", "2001:db8:2::100", "lladdr", mac.trim(), "dev", "eth0",
-            "nud", "permanent",
+            "ip",
+            "-6",
+            "neigh",
+            "add",
+            "2001:db8:2::100",
+            "lladdr",
+            mac.trim(),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
         ],
         10,
     );
@@ -763,28 +875,76 @@ action = "masquerade"
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("six.txt"), "nat66\n").unwrap();
     let log = dir.path("http.log").display().to_string();
-    http_server(&mut net, "srv", "::", 8080, &www.display().to_string(), &log);
+    http_server(
+        &mut net,
+        "srv",
+        "::",
+        8080,
+        &www.display().to_string(),
+        &log,
+    );
     let py = hosts_py();
     net.spawn(
         "srv",
-        &["timeout", "120", "python3", &py, "tcp-serve", "::", "9000", "srv", "110"],
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "tcp-serve",
+            "::",
+            "9000",
+            "srv",
+            "110",
+        ],
         Some("listening"),
     );
     net.spawn(
         "srv",
-        &["timeout", "120", "python3", &py, "udp-serve", "::", "7000", "110"],
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "udp-serve",
+            "::",
+            "7000",
+            "110",
+        ],
         Some("listening"),
     );
-    assert_eq!(curl(&net, "cli", "http://[2001:db8:2::2]:8080/six.txt"), "nat66\n");
+    assert_eq!(
+        curl(&net, "cli", "http://[2001:db8:2::2]:8080/six.txt"),
+        "nat66\n"
+    );
     assert_eq!(http_clients(&log), vec!["2001:db8:2::1"]);
     net.check(
         "cli",
-        &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "2001:db8:2::2"],
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "2001:db8:2::2",
+        ],
         30,
     );
     let out = net.check(
         "cli",
-        &["python3", &py, "tcp-many", "2001:db8:2::2", "9000", "50", "-", "0"],
+        &[
+            "python3",
+            &py,
+            "tcp-many",
+            "2001:db8:2::2",
+            "9000",
+            "50",
+            "-",
+            "0",
+        ],
         60,
     );
     for c in json(&out).as_array().unwrap() {
@@ -808,7 +968,10 @@ action = "masquerade"
         .iter()
         .find(|l| l.contains("icmpv6") && l.contains("dst=2001:db8:2::2"))
         .unwrap_or_else(|| panic!("{lines:#?}"));
-    assert!(icmp6.contains("src=2001:db8:2::2 dst=2001:db8:2::1 "), "{icmp6}");
+    assert!(
+        icmp6.contains("src=2001:db8:2::2 dst=2001:db8:2::1 "),
+        "{icmp6}"
+    );
     assert_eq!(nat_rule(&s, "snat6-udp").0, 3);
     assert!(nat_rule(&s, "masq6").0 >= 52);
     assert_accounting(&s);

@@ -172,10 +172,7 @@ impl Net {
         for (prefix, gw) in routes {
             sh(&["ip", "-n", &ns, "route", "add", prefix, "via", gw]);
         }
-        for k in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv6.conf.all.forwarding=1",
-        ] {
+        for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
             sh(&["ip", "netns", "exec", &via, "sysctl", "-qw", k]);
         }
     }
