@@ -118,6 +118,17 @@ fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, id: u16, proto: u8, payload: &[u8])
     h
 }
 
+/// One IPv4 fragment of a datagram (`offset` in bytes, a multiple of 8).
+fn ipv4_frag(src: [u8; 4], dst: [u8; 4], ttl: u8, mf: bool, offset: usize, part: &[u8]) -> Vec<u8> {
+    let mut p = ipv4(src, dst, ttl, 0x6666, 17, part);
+    let field = (u16::from(mf) << 13) | (offset / 8) as u16;
+    p[6..8].copy_from_slice(&field.to_be_bytes());
+    p[10..12].copy_from_slice(&[0, 0]);
+    let c = csum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
 fn ipv6(src: [u8; 16], dst: [u8; 16], hops: u8, next: u8, payload: &[u8]) -> Vec<u8> {
     let mut h = vec![0x60, 0, 0, 0];
     h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
@@ -269,6 +280,21 @@ fn nat_rewrites_byte_exact() {
     let f8 = tcp4(h4, s4, 6002, 81, 64, zero_seq, 0, SYN);
     let f8_out = tcp4("198.51.100.101", s4, 41000, 81, 63, zero_seq, 0, SYN);
 
+    // A fragmented UDP datagram: the first fragment carries the UDP header
+    // (ports and a checksum over the whole datagram), the second only follows
+    // its translation (addresses).
+    let big: Vec<u8> = (0..1200u32).map(|i| (i * 7 + 3) as u8).collect();
+    let frags = |src: &str, sport: u16, ttl: u8| {
+        let seg = udp(&a4(src), &a4(s4), sport, 56, &big);
+        let (one, two) = seg.split_at(808);
+        [
+            ipv4_frag(a4(src), a4(s4), ttl, true, 0, one),
+            ipv4_frag(a4(src), a4(s4), ttl, false, 808, two),
+        ]
+    };
+    let [f9a, f9b] = frags(h4, 5003, 64);
+    let [f9a_out, f9b_out] = frags("198.51.100.100", 40000, 63);
+
     // Outside -> inside: answers and errors, addressed to the translated side.
     let r1 = udp4(s4, "198.51.100.100", 53, 40000, 64, r);
     let r2 = tcp4(s4, "198.51.100.101", 80, 41000, 64, 9000, 1001, SYN | ACK);
@@ -356,6 +382,8 @@ fn nat_rewrites_byte_exact() {
         v4(&f6, GW_A, HOST_A),
         v4(&f7, GW_A, HOST_A),
         v4(&f8, GW_A, HOST_A),
+        v4(&f9a, GW_A, HOST_A),
+        v4(&f9b, GW_A, HOST_A),
     ];
     let in_b = [
         v4(&r1, GW_B, HOST_B),
@@ -376,6 +404,8 @@ fn nat_rewrites_byte_exact() {
         v4(&f6_out, HOST_B, GW_B),
         v4(&f7_out, HOST_B, GW_B),
         v4(&f8_out, HOST_B, GW_B),
+        v4(&f9a_out, HOST_B, GW_B),
+        v4(&f9b_out, HOST_B, GW_B),
     ];
     let want_a = [
         v4(&r1_out, HOST_A, GW_A),
@@ -513,6 +543,8 @@ action = "snat to [2001:db8:2::100]:40000-40000"
         "udp without checksum",
         "udp checksum computing to 0",
         "tcp checksum 0",
+        "first fragment",
+        "second fragment",
     ];
     let names_a = [
         "udp reply",
@@ -550,11 +582,11 @@ action = "snat to [2001:db8:2::100]:40000-40000"
         serde_json::from_value(s["conntrack"]["nat"].clone()).unwrap();
     let hits = |n: &str| nat.iter().find(|r| r.0 == n).unwrap().1;
     assert_eq!(hits("vip"), 1);
-    assert_eq!(hits("snat-udp"), 3);
+    assert_eq!(hits("snat-udp"), 4);
     assert_eq!(hits("snat-tcp"), 3);
     assert_eq!(hits("snat-icmp"), 1);
     assert_eq!(hits("snat6"), 1);
     let t = &s["totals"];
-    assert_eq!(t["forwarded"], 16, "{s:#}");
+    assert_eq!(t["forwarded"], 18, "{s:#}");
     assert_eq!(t["dropped"], 0, "{s:#}");
 }
