@@ -962,6 +962,38 @@ action = "masquerade"
         }
     }
 
+    // ICMPv6 errors come back translated: port unreachable from the server
+    // (quoting the datagram from 2001:db8:2::100) reaches the client's socket;
+    // hop limit 1 expires at ctgate, which answers the client itself.
+    let out = net.check(
+        "cli",
+        &["python3", &py, "udp-refused", "2001:db8:2::2", "7999"],
+        20,
+    );
+    assert_eq!(out.trim(), "refused");
+    let out = run_for(
+        &mut net.cmd(
+            "cli",
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "1",
+                "-t",
+                "1",
+                "-W",
+                "2",
+                "2001:db8:2::2",
+            ],
+        ),
+        20,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 2001:db8:1::1") && text.contains("Time exceeded"),
+        "{text}"
+    );
+
     let s = gate.stop();
     let lines = table(&s);
     let icmp6 = lines
@@ -972,7 +1004,7 @@ action = "masquerade"
         icmp6.contains("src=2001:db8:2::2 dst=2001:db8:2::1 "),
         "{icmp6}"
     );
-    assert_eq!(nat_rule(&s, "snat6-udp").0, 3);
+    assert_eq!(nat_rule(&s, "snat6-udp").0, 4);
     assert!(nat_rule(&s, "masq6").0 >= 52);
     assert_accounting(&s);
 }

@@ -201,6 +201,23 @@ def udp_flows(host, port, n, per_flow, wait):
     print(json.dumps(res))
 
 
+def udp_refused(host, port):
+    """Sends to a port nobody listens on: prints 'refused' when the port
+    unreachable came back to this socket (the kernel matched the quoted
+    datagram to it), 'timeout' otherwise."""
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.connect((host, int(port)))
+    s.settimeout(3)
+    s.send(b"anyone?")
+    try:
+        s.recv(100)
+        print("answered")
+    except ConnectionRefusedError:
+        print("refused")
+    except socket.timeout:
+        print("timeout")
+
+
 def csum(data):
     if len(data) % 2:
         data += b"\0"
@@ -322,6 +339,7 @@ def main():
         "tcp-many": tcp_many,
         "tcp-seq": tcp_seq,
         "udp-flows": udp_flows,
+        "udp-refused": udp_refused,
         "trace": trace,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
