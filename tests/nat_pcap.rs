@@ -329,6 +329,16 @@ fn nat_rewrites_byte_exact() {
         1,
         &icmp4(3, 4, [0, 0, 0x05, 0x78], &f2_out[..28]),
     );
+    // The full-NAT connection's backend sends fragmentation needed quoting
+    // the SYN as it received it (both sides translated).
+    let e4 = ipv4(
+        a4("198.51.100.20"),
+        a4("198.51.100.101"),
+        64,
+        0x7777,
+        1,
+        &icmp4(3, 4, [0, 0, 0x05, 0x00], &f4_out[..28]),
+    );
     // ICMPv6 port unreachable quoting the translated datagram.
     let e5 = ipv6(
         a6(s6),
@@ -362,6 +372,17 @@ fn nat_rewrites_byte_exact() {
         1,
         &icmp4(3, 4, [0, 0, 0x05, 0x78], &f2_seen[..28]),
     );
+    // The client sees it from the address it connected to (the VIP), quoting
+    // its own SYN.
+    let f4_seen = tcp4(h4, "203.0.113.80", 6001, 80, 63, 5000, 0, SYN);
+    let e4_out = ipv4(
+        a4("203.0.113.80"),
+        a4(h4),
+        63,
+        0x7777,
+        1,
+        &icmp4(3, 4, [0, 0, 0x05, 0x00], &f4_seen[..28]),
+    );
     let f5_seen = udp6(h6, s6, 5000, 53, 63, q);
     let e5_out = ipv6(
         a6(s6),
@@ -392,6 +413,7 @@ fn nat_rewrites_byte_exact() {
         v4(&r4, GW_B, HOST_B),
         v4(&e1, GW_B, HOST_B),
         v4(&e2, GW_B, HOST_B),
+        v4(&e4, GW_B, HOST_B),
         v6(&r5, GW_B, HOST_B),
         v6(&e5, GW_B, HOST_B),
     ];
@@ -414,6 +436,7 @@ fn nat_rewrites_byte_exact() {
         v4(&r4_out, HOST_A, GW_A),
         v4(&e1_out, HOST_A, GW_A),
         v4(&e2_out, HOST_A, GW_A),
+        v4(&e4_out, HOST_A, GW_A),
         v6(&r5_out, HOST_A, GW_A),
         v6(&e5_out, HOST_A, GW_A),
     ];
@@ -553,6 +576,7 @@ action = "snat to [2001:db8:2::100]:40000-40000"
         "full nat reply",
         "port unreachable quoting udp",
         "frag needed quoting tcp (28 bytes)",
+        "frag needed from the full-NAT backend",
         "udp reply v6",
         "icmpv6 port unreachable quoting udp",
     ];
@@ -587,6 +611,6 @@ action = "snat to [2001:db8:2::100]:40000-40000"
     assert_eq!(hits("snat-icmp"), 1);
     assert_eq!(hits("snat6"), 1);
     let t = &s["totals"];
-    assert_eq!(t["forwarded"], 18, "{s:#}");
+    assert_eq!(t["forwarded"], 19, "{s:#}");
     assert_eq!(t["dropped"], 0, "{s:#}");
 }
