@@ -401,6 +401,13 @@ in_port = "srv"
 proto = "udp"
 dport = "53"
 action = "dnat to 192.0.2.2:5353"
+
+[[nat]]
+name = "fwd-closed"
+in_port = "srv"
+proto = "udp"
+dport = "54"
+action = "dnat to 192.0.2.2:5999"
 "#
     );
     let gate = Gate::start(&dir.0, &config(&net, "", &rules));
@@ -466,6 +473,15 @@ action = "dnat to 192.0.2.2:5353"
             assert_eq!(a["seen"], format!("198.51.100.2 {port}"), "{out}");
         }
     }
+    // A forwarded port nobody listens on: the inside host's port unreachable
+    // comes back translated (from the forwarded address and port), so the
+    // outside client's kernel matches it to its socket.
+    let out = net.check(
+        "srv",
+        &["python3", &py, "udp-refused", "198.51.100.1", "54"],
+        20,
+    );
+    assert_eq!(out.trim(), "refused");
     // Not forwarded: another port of ctgate's address.
     let out = run_for(
         &mut net.cmd(
@@ -498,6 +514,7 @@ action = "dnat to 192.0.2.2:5353"
     }
     assert_eq!(nat_rule(&s, "fwd-http").0, 3);
     assert_eq!(nat_rule(&s, "fwd-dns").0, 3);
+    assert_eq!(nat_rule(&s, "fwd-closed").0, 1);
     assert_eq!(
         nat_rule(&s, "masq-srv").0,
         0,
