@@ -149,6 +149,7 @@ impl Shared {
         r: &CtResult,
         hits: &mut [u64],
         policy_drop: &mut bool,
+        expiring: &mut bool,
     ) -> Decision {
         let Ok(p) = &r.parsed else {
             return Decision::Drop;
@@ -160,7 +161,13 @@ impl Shared {
         let mut routed = *p;
         routed.dst = dst;
         match classify(&routed) {
-            RouteClass::Drop(_) => return Decision::Drop,
+            RouteClass::Drop(why) => {
+                // ip_forward's TTL check comes before FORWARD and POSTROUTING: the
+                // packet leaves no connection and is not source-NATed; the time
+                // exceeded the forwarder sends quotes it as its sender sent it.
+                *expiring = why == "ttl_exceeded";
+                return Decision::Drop;
+            }
             RouteClass::Local => return Decision::Local,
             RouteClass::Forward => {}
         }
@@ -240,7 +247,13 @@ pub struct Pipeline<'a> {
     pub worker: usize,
     ct: Worker,
     hits: Vec<u64>,
+    gc_cursor: u32,
+    next_gc_ms: u64,
 }
+
+/// How often a worker runs a GC slice, and how many table entries one visits.
+const GC_INTERVAL_MS: u64 = 10;
+const GC_BUDGET: usize = 1024;
 
 impl std::fmt::Debug for Pipeline<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -262,6 +275,8 @@ impl<'a> Pipeline<'a> {
             worker,
             ct,
             hits: vec![0; shared.policy.rules.len() + 1],
+            gc_cursor: worker as u32,
+            next_gc_ms: 0,
         }
     }
 
@@ -281,6 +296,7 @@ impl<'a> Pipeline<'a> {
         let n = pkts.len().min(BURST);
         let mut results = [CtResult::default(); BURST];
         let mut policy_drop = [false; BURST];
+        let mut expiring = [false; BURST];
         {
             let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| Pkt {
                 frame: if i < n { pkts[i].data() } else { &[] },
@@ -290,12 +306,13 @@ impl<'a> Pipeline<'a> {
             let shared = self.shared;
             let hits = &mut self.hits;
             let drops = &mut policy_drop;
+            let exp = &mut expiring;
             shared.engine.process_burst(
                 &mut self.ct,
                 now_ms,
                 &frames[..n],
                 &mut results[..n],
-                |i, r| shared.decide(in_port, r, hits, &mut drops[i]),
+                |i, r| shared.decide(in_port, r, hits, &mut drops[i], &mut exp[i]),
             );
         }
         for i in 0..n {
@@ -309,12 +326,26 @@ impl<'a> Pipeline<'a> {
                 verdicts[i] = Verdict::Drop(DropReason::Policy);
                 continue;
             }
+            if expiring[i] {
+                // Untranslated, so that the forwarder's time exceeded goes to
+                // the sender and quotes what it sent (traceroute through NAT).
+                continue;
+            }
             if let Some(rw) = &r.rewrite {
                 verdicts[i] = match apply(pkts[i].data_mut(), p, rw, ChecksumMode::Incremental) {
                     Ok(()) => Verdict::ForwardRewritten,
                     Err(_) => Verdict::Drop(DropReason::BadHeader),
                 };
             }
+        }
+        if now_ms >= self.next_gc_ms {
+            // The kernel's gc worker: reclaim expired connections a slice at a
+            // time (lookups and NAT port searches reclaim them too).
+            self.next_gc_ms = now_ms + GC_INTERVAL_MS;
+            let shared = self.shared;
+            shared
+                .engine
+                .gc_step(&mut self.ct, now_ms, &mut self.gc_cursor, GC_BUDGET);
         }
         self.publish(now_ms);
     }

@@ -404,18 +404,19 @@ impl Engine {
         };
         let steer = w.reply_steering.take();
         let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
-        let mut reclaimed: [Option<Conn>; 4] = [None; 4];
-        let mut n = 0;
-        let r = alloc::snat(&self.table, now_ms, c, rule, egress.addr, &mut w.rng, &accept, &mut |d| {
-            if n < reclaimed.len() {
-                reclaimed[n] = Some(d);
-            }
-            n += 1;
-        });
-        w.stats.expired += n as u64;
-        for d in reclaimed.iter().flatten() {
-            w.events.push(EventKind::Destroy, now_ms, d);
-        }
+        let (events, stats) = (&mut w.events, &mut w.stats);
+        let mut reclaimed = |dead: Conn| {
+            stats.expired += 1;
+            events.push(EventKind::Destroy, now_ms, &dead);
+        };
+        let mut search = alloc::Search {
+            table: &self.table,
+            now_ms,
+            rng: &mut w.rng,
+            accept: &accept,
+            reclaimed: &mut reclaimed,
+        };
+        let r = alloc::snat(&mut search, c, rule, egress.addr);
         w.reply_steering = steer;
         match r {
             Ok(()) => {
@@ -1351,6 +1352,64 @@ mod tests {
         }
         assert_eq!(e.table().len(), 16);
         assert_eq!(w.stats.early_drop, 24);
+    }
+
+    #[test]
+    fn expired_connections_free_their_nat_ports() {
+        use crate::nat::{self, Action, Nat, Rule};
+        // masquerade to :20000-20001: two ports; UDP flows unreplied live 30 s.
+        let rule = Rule::new(
+            "tiny".into(),
+            nat::Match::default(),
+            Action::Masquerade {
+                ports: Some((20000, 20001)),
+                random: false,
+            },
+        );
+        let e = Engine::with_nat(
+            EngineConfig {
+                capacity_conns: 1000,
+                seed: 1,
+                tunables: Tunables::default(),
+            },
+            Some(Nat {
+                rules: vec![rule],
+                pools: vec![],
+            }),
+        );
+        let mut w = e.worker(16);
+        let out = Decision::Accept(Egress {
+            port: 1,
+            addr: Some(Addr::from_v4([198, 51, 100, 1])),
+        });
+        let udp = |sport: u16| {
+            frame(
+                Family::V4,
+                Addr::from_v4(C),
+                Addr::from_v4(S),
+                64,
+                L4Spec::Udp {
+                    src_port: sport,
+                    dst_port: 53,
+                    payload: b"q",
+                },
+            )
+        };
+        for sport in [1000, 1001] {
+            let r = run(&e, &mut w, 0, &udp(sport), out);
+            assert!(r.ct_drop.is_none() && r.rewrite.is_some());
+        }
+        let r = run(&e, &mut w, 1000, &udp(1002), out);
+        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
+        // No GC ran: the two expired connections still sit in the table, and
+        // the search reclaims one as the kernel's tuple_taken does.
+        let r = run(&e, &mut w, 30_000, &udp(1003), out);
+        assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
+        let port = r.rewrite.unwrap().src.unwrap().1;
+        assert!((20000..=20001).contains(&port));
+        assert_eq!(w.stats.expired, 1);
+        assert_eq!(e.table().len(), 2);
+        assert_eq!(w.nat_out_of_ports, 1);
     }
 
     #[test]
