@@ -48,11 +48,24 @@ struct Bucket {
 /// Where a tuple lives: its stripe and its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
+    /// The symmetric tuple hash (stripe and signature).
     pub hash: u64,
     pub stripe: u32,
+    /// Which endpoint comes first: the two directions of a connection hash
+    /// alike but go to different buckets, so a bucket holds up to 7
+    /// connections rather than 3 pairs.
+    pub flip: bool,
 }
 
 impl Key {
+    #[inline]
+    fn bucket(&self, mask: usize) -> usize {
+        // The flipped direction remixes the hash (a multiply spreads every
+        // bit into the high half) so that its bucket is independent.
+        let h = if self.flip { (self.hash ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32 } else { self.hash };
+        (h as usize) & mask
+    }
+
     fn sig(&self) -> u64 {
         match (self.hash >> 48) as u16 {
             0 => 1,
@@ -176,7 +189,8 @@ impl Table {
 
     pub fn key(&self, t: &Tuple) -> Key {
         let hash = t.hash(self.seed);
-        Key { hash, stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask }
+        let flip = if t.is_icmp() { t.src > t.dst } else { (t.src, t.src_port) > (t.dst, t.dst_port) };
+        Key { hash, stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask, flip }
     }
 
     /// Reads the bucket `key` maps to, so that a later lookup finds it in cache:
@@ -184,7 +198,7 @@ impl Table {
     #[inline]
     pub fn touch(&self, key: Key) {
         let s = &self.stripes[key.stripe as usize];
-        let b = &s.buckets[(key.hash as usize) & s.bucket_mask];
+        let b = &s.buckets[key.bucket(s.bucket_mask)];
         std::hint::black_box(b.w[0].load(Ordering::Relaxed));
     }
 
@@ -193,7 +207,7 @@ impl Table {
     #[inline]
     pub fn touch_conn(&self, key: Key) {
         let s = &self.stripes[key.stripe as usize];
-        let b = &s.buckets[(key.hash as usize) & s.bucket_mask];
+        let b = &s.buckets[key.bucket(s.bucket_mask)];
         let sig = key.sig();
         for w in &b.w[..SLOTS] {
             let v = w.load(Ordering::Relaxed);
@@ -212,7 +226,7 @@ impl Table {
     pub fn lookup(&self, key: Key, t: &Tuple) -> Option<(Found<'_>, Dir)> {
         let s = &self.stripes[key.stripe as usize];
         let sig = key.sig();
-        let mut b = (key.hash as usize) & s.bucket_mask;
+        let mut b = key.bucket(s.bucket_mask);
         for _ in 0..=MAX_PROBE {
             let bucket = &s.buckets[b];
             for w in &bucket.w[..SLOTS] {
@@ -323,7 +337,7 @@ impl Table {
     fn taken_while_allocating(&self, key: Key, t: &Tuple) -> bool {
         let s = &self.stripes[key.stripe as usize];
         let sig = key.sig();
-        let mut b = (key.hash as usize) & s.bucket_mask;
+        let mut b = key.bucket(s.bucket_mask);
         for _ in 0..=MAX_PROBE {
             let bucket = &s.buckets[b];
             for w in &bucket.w[..SLOTS] {
@@ -359,7 +373,7 @@ impl Table {
     /// Puts a slot word in `key`'s bucket chain. Caller holds the stripe's alloc lock.
     fn place(&self, key: Key, slot: u32) -> bool {
         let s = &self.stripes[key.stripe as usize];
-        let home = (key.hash as usize) & s.bucket_mask;
+        let home = key.bucket(s.bucket_mask);
         let mut b = home;
         for probe in 0..=MAX_PROBE {
             if let Some(w) = s.buckets[b].w[..SLOTS].iter().find(|w| w.load(Ordering::Relaxed) == 0) {
@@ -380,7 +394,7 @@ impl Table {
     /// Removes a slot word. Caller holds the stripe's alloc lock.
     fn unplace(&self, key: Key, slot: u32) {
         let s = &self.stripes[key.stripe as usize];
-        let home = (key.hash as usize) & s.bucket_mask;
+        let home = key.bucket(s.bucket_mask);
         let word = (key.sig() << 32) | slot as u64;
         let mut b = home;
         for probe in 0..=MAX_PROBE {
@@ -426,7 +440,7 @@ impl Table {
     /// ASSURED (or a closing TCP one). Returns it.
     fn early_drop_candidate(&self, key: Key) -> Option<Conn> {
         let s = &self.stripes[key.stripe as usize];
-        let mut b = (key.hash as usize) & s.bucket_mask;
+        let mut b = key.bucket(s.bucket_mask);
         for _ in 0..EVICTION_RANGE {
             for w in &s.buckets[b].w[..SLOTS] {
                 let v = w.load(Ordering::Acquire);
