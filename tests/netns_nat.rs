@@ -768,7 +768,7 @@ action = "masquerade to :20000-20003"
 "#;
     let gate = Gate::start(
         &dir.0,
-        &config(&net, "udp_timeout = 3\nudp_timeout_stream = 3", rules),
+        &config(&net, "udp_timeout = 5\nudp_timeout_stream = 5", rules),
     );
     net.spawn(
         "srv",
@@ -806,7 +806,7 @@ action = "masquerade to :20000-20003"
     for f in r.as_array().unwrap() {
         assert!(f["answers"][0].is_null(), "pool exhausted, yet: {r}");
     }
-    // Once the four expire (3 s without packets), the pool serves again.
+    // Once the four expire (5 s without packets), the pool serves again.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = udp_flows(&net, "198.51.100.2", 1, 1, "1");
@@ -823,7 +823,7 @@ action = "masquerade to :20000-20003"
         std::thread::sleep(Duration::from_millis(500));
     }
     // And four at once again.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     let r = udp_flows(&net, "198.51.100.2", 4, 1, "2");
     assert!(
         r.as_array()
