@@ -204,6 +204,14 @@ fn udp6(src: &str, dst: &str, sport: u16, dport: u16, hops: u8, data: &[u8]) -> 
     ipv6(s, d, hops, 17, &udp(&s, &d, sport, dport, data))
 }
 
+fn echo6(src: &str, dst: &str, ty: u8, id: u16, seq: u16, hops: u8) -> Vec<u8> {
+    let (s, d) = (a6(src), a6(dst));
+    let mut rest = [0u8; 4];
+    rest[..2].copy_from_slice(&id.to_be_bytes());
+    rest[2..].copy_from_slice(&seq.to_be_bytes());
+    ipv6(s, d, hops, 58, &icmp6(&s, &d, ty, 0, rest, b"ping6-data"))
+}
+
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
@@ -295,6 +303,10 @@ fn nat_rewrites_byte_exact() {
     let [f9a, f9b] = frags(h4, 5003, 64);
     let [f9a_out, f9b_out] = frags("198.51.100.100", 40000, 63);
 
+    // An ICMPv6 echo request: its id is translated like a port.
+    let f10 = echo6(h6, s6, 128, 0x4321, 1, 64);
+    let f10_out = echo6("2001:db8:2::100", s6, 128, 40000, 1, 63);
+
     // Outside -> inside: answers and errors, addressed to the translated side.
     let r1 = udp4(s4, "198.51.100.100", 53, 40000, 64, r);
     let r2 = tcp4(s4, "198.51.100.101", 80, 41000, 64, 9000, 1001, SYN | ACK);
@@ -372,6 +384,25 @@ fn nat_rewrites_byte_exact() {
         1,
         &icmp4(3, 4, [0, 0, 0x05, 0x78], &f2_seen[..28]),
     );
+    // A router beyond sends time exceeded for the echo request; the client
+    // gets it quoting its own request (addresses, id and the quoted ICMPv6
+    // checksum, which covers the addresses, restored).
+    let rtr6 = "2001:db8:2::fe";
+    let e10 = ipv6(
+        a6(rtr6),
+        a6("2001:db8:2::100"),
+        64,
+        58,
+        &icmp6(&a6(rtr6), &a6("2001:db8:2::100"), 3, 0, [0; 4], &f10_out),
+    );
+    let f10_seen = echo6(h6, s6, 128, 0x4321, 1, 63);
+    let e10_out = ipv6(
+        a6(rtr6),
+        a6(h6),
+        63,
+        58,
+        &icmp6(&a6(rtr6), &a6(h6), 3, 0, [0; 4], &f10_seen),
+    );
     // The client sees it from the address it connected to (the VIP), quoting
     // its own SYN.
     let f4_seen = tcp4(h4, "203.0.113.80", 6001, 80, 63, 5000, 0, SYN);
@@ -405,6 +436,7 @@ fn nat_rewrites_byte_exact() {
         v4(&f8, GW_A, HOST_A),
         v4(&f9a, GW_A, HOST_A),
         v4(&f9b, GW_A, HOST_A),
+        v6(&f10, GW_A, HOST_A),
     ];
     let in_b = [
         v4(&r1, GW_B, HOST_B),
@@ -416,6 +448,7 @@ fn nat_rewrites_byte_exact() {
         v4(&e4, GW_B, HOST_B),
         v6(&r5, GW_B, HOST_B),
         v6(&e5, GW_B, HOST_B),
+        v6(&e10, GW_B, HOST_B),
     ];
     let want_b = [
         v4(&f1_out, HOST_B, GW_B),
@@ -428,6 +461,7 @@ fn nat_rewrites_byte_exact() {
         v4(&f8_out, HOST_B, GW_B),
         v4(&f9a_out, HOST_B, GW_B),
         v4(&f9b_out, HOST_B, GW_B),
+        v6(&f10_out, HOST_B, GW_B),
     ];
     let want_a = [
         v4(&r1_out, HOST_A, GW_A),
@@ -439,6 +473,7 @@ fn nat_rewrites_byte_exact() {
         v4(&e4_out, HOST_A, GW_A),
         v6(&r5_out, HOST_A, GW_A),
         v6(&e5_out, HOST_A, GW_A),
+        v6(&e10_out, HOST_A, GW_A),
     ];
     let write = |name: &str, frames: &[Vec<u8>]| {
         let mut w = pcap::Writer::new(Vec::new()).unwrap();
@@ -568,6 +603,7 @@ action = "snat to [2001:db8:2::100]:40000-40000"
         "tcp checksum 0",
         "first fragment",
         "second fragment",
+        "icmpv6 echo id",
     ];
     let names_a = [
         "udp reply",
@@ -579,6 +615,7 @@ action = "snat to [2001:db8:2::100]:40000-40000"
         "frag needed from the full-NAT backend",
         "udp reply v6",
         "icmpv6 port unreachable quoting udp",
+        "icmpv6 time exceeded quoting an echo request",
     ];
     for (out, want, names, port) in [
         (&out_b, &want_b[..], &names_b[..], "b"),
@@ -609,8 +646,8 @@ action = "snat to [2001:db8:2::100]:40000-40000"
     assert_eq!(hits("snat-udp"), 4);
     assert_eq!(hits("snat-tcp"), 3);
     assert_eq!(hits("snat-icmp"), 1);
-    assert_eq!(hits("snat6"), 1);
+    assert_eq!(hits("snat6"), 2);
     let t = &s["totals"];
-    assert_eq!(t["forwarded"], 19, "{s:#}");
+    assert_eq!(t["forwarded"], 21, "{s:#}");
     assert_eq!(t["dropped"], 0, "{s:#}");
 }

@@ -768,7 +768,7 @@ action = "masquerade to :20000-20003"
 "#;
     let gate = Gate::start(
         &dir.0,
-        &config(&net, "udp_timeout = 3\nudp_timeout_stream = 3", rules),
+        &config(&net, "udp_timeout = 5\nudp_timeout_stream = 5", rules),
     );
     net.spawn(
         "srv",
@@ -806,7 +806,7 @@ action = "masquerade to :20000-20003"
     for f in r.as_array().unwrap() {
         assert!(f["answers"][0].is_null(), "pool exhausted, yet: {r}");
     }
-    // Once the four expire (3 s without packets), the pool serves again.
+    // Once the four expire (5 s without packets), the pool serves again.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = udp_flows(&net, "198.51.100.2", 1, 1, "1");
@@ -823,7 +823,7 @@ action = "masquerade to :20000-20003"
         std::thread::sleep(Duration::from_millis(500));
     }
     // And four at once again.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     let r = udp_flows(&net, "198.51.100.2", 4, 1, "2");
     assert!(
         r.as_array()
@@ -843,6 +843,75 @@ action = "masquerade to :20000-20003"
         "{:#}",
         s.stats
     );
+    assert_accounting(&s);
+}
+
+#[test]
+fn tcp_port_exhaustion_and_recovery() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-tcp-ports");
+    let mut net = topology();
+    let rules = r#"
+[[nat]]
+name = "two-ports"
+out_port = "srv"
+proto = "tcp"
+src = "192.0.2.0/24"
+action = "masquerade to :20000-20001"
+"#;
+    // Closed connections hold their ports for TIME_WAIT: 1 s here.
+    let gate = Gate::start(
+        &dir.0,
+        &config(
+            &net,
+            "tcp_timeout_time_wait = 1\ntcp_timeout_close = 1",
+            rules,
+        ),
+    );
+    let py = hosts_py();
+    net.spawn(
+        "srv",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "tcp-serve",
+            "198.51.100.2",
+            "9000",
+            "srv",
+            "110",
+        ],
+        Some("listening"),
+    );
+    let out = net.check(
+        "cli",
+        &["python3", &py, "tcp-exhaust", "198.51.100.2", "9000", "2"],
+        60,
+    );
+    let r = json(&out);
+    let port = |v: &serde_json::Value| -> u16 {
+        let w: Vec<&str> = v.as_str().unwrap().split_whitespace().collect();
+        assert_eq!(w[1], "198.51.100.1", "{r}");
+        w[2].parse().unwrap()
+    };
+    let held: BTreeSet<u16> = r["held"].as_array().unwrap().iter().map(port).collect();
+    assert_eq!(held, BTreeSet::from([20000, 20001]), "{r}");
+    assert!(
+        r["while_full"].is_null(),
+        "a third connection got through: {r}"
+    );
+    assert!(
+        !r["after"].is_null(),
+        "no connection after the pool freed: {r}"
+    );
+    assert!((20000..=20001).contains(&port(&r["after"])), "{r}");
+
+    let s = gate.stop();
+    let (hits, oop) = nat_rule(&s, "two-ports");
+    assert!(oop >= 1, "{:#}", s.stats["conntrack"]);
+    assert_eq!(hits, 3, "{:#}", s.stats["conntrack"]);
     assert_accounting(&s);
 }
 

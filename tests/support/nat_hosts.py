@@ -168,6 +168,39 @@ def tcp_seq(host, port, n, sticky_every):
     print(json.dumps({"seen": seen, "sticky": sticky}))
 
 
+def tcp_exhaust(host, port, hold):
+    """Holds `hold` connections open (the NAT pool's size), shows that one
+    more cannot connect, closes them, then connects again (retrying, bounded).
+    Prints what each step saw."""
+    hold = int(hold)
+    res = {"held": [], "while_full": None, "after": None}
+    held = []
+    for _ in range(hold):
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"hi\n")
+        res["held"].append(read_line(s, time.time() + 5))
+        held.append(s)
+    try:
+        s = socket.create_connection((host, int(port)), timeout=2.5)
+        s.sendall(b"hi\n")
+        res["while_full"] = read_line(s, time.time() + 5)
+        s.close()
+    except OSError as e:
+        res["while_full_error"] = str(e)
+    for s in held:
+        s.close()
+    end = time.time() + 30
+    while time.time() < end and res["after"] is None:
+        try:
+            s = socket.create_connection((host, int(port)), timeout=3)
+            s.sendall(b"hi\n")
+            res["after"] = read_line(s, time.time() + 5)
+            s.close()
+        except OSError:
+            time.sleep(0.2)
+    print(json.dumps(res))
+
+
 def udp_flows(host, port, n, per_flow, wait):
     """n UDP flows (sockets), per_flow requests each; every answer must come
     back on its own socket with its own payload. Prints per flow the answers
@@ -338,6 +371,7 @@ def main():
         "udp-serve": udp_serve,
         "tcp-many": tcp_many,
         "tcp-seq": tcp_seq,
+        "tcp-exhaust": tcp_exhaust,
         "udp-flows": udp_flows,
         "udp-refused": udp_refused,
         "trace": trace,

@@ -279,11 +279,21 @@ fn rewrite_icmp_error(f: &mut [u8], p: &Parsed, rw: &Rewrite) -> Result<(), Rewr
                 }
             }
             IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+                let mut c = get16(f, il4 + 2);
+                if inner.proto == IPPROTO_ICMPV6 {
+                    // The ICMPv6 checksum covers the pseudo-header: follow
+                    // the quoted addresses too (icmpv6_manip_pkt's nf_csum_update).
+                    for (new, old) in [(new_isrc, old_isrc), (new_idst, old_idst)] {
+                        if let Some(a) = new {
+                            c = update_addr(c, &old.0[..w], &a.0[..w]);
+                        }
+                    }
+                }
                 if let Some(id) = rw.inner_id {
-                    let c = update_u16(get16(f, il4 + 2), get16(f, il4 + 4), id);
-                    put16(f, il4 + 2, c);
+                    c = update_u16(c, get16(f, il4 + 4), id);
                     put16(f, il4 + 4, id);
                 }
+                put16(f, il4 + 2, c);
             }
             _ => {}
         }
