@@ -1469,27 +1469,6 @@ mod tests {
     }
 
     #[test]
-    fn exhausted_port_range_drops_with_a_counter_and_recovers() {
-        let e = nat_engine(vec![masq_rule(Some((20000, 20001)))]);
-        let mut w = e.worker(0);
-        let n = [203, 0, 113, 1];
-        let pkt = |sport: u16| frame(Family::V4, Addr::from_v4(C), Addr::from_v4(S), 64, L4Spec::Udp { src_port: sport, dst_port: 53, payload: b"q" });
-        assert!(run(&e, &mut w, 0, &pkt(1000), out(n)).ct_drop.is_none());
-        assert!(run(&e, &mut w, 0, &pkt(1001), out(n)).ct_drop.is_none());
-        let r = run(&e, &mut w, 0, &pkt(1002), out(n));
-        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
-        assert_eq!(w.nat_out_of_ports, 1);
-        assert_eq!(e.nat().unwrap().rules[0].out_of_ports.load(Ordering::Relaxed), 1);
-        assert_eq!(e.table().len(), 2);
-        // Once the first two expire, the range is free again.
-        let r = run(&e, &mut w, 31_000, &pkt(1002), out(n));
-        assert!(r.ct_drop.is_none());
-        let mut live = 0;
-        e.snapshot(31_000, |_| live += 1);
-        assert_eq!(live, 1);
-    }
-
-    #[test]
     fn dnat_pool_sticks_to_its_backend() {
         use crate::nat::{Action, Backend, Match, Pool, Rule};
         let backends = (0..3).map(|i| Backend::new(Family::V4, Addr::from_v4([198, 51, 100, 10 + i]), Some(8080), 1)).collect();

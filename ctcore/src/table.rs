@@ -221,9 +221,9 @@ impl Table {
         }
     }
 
-    /// Finds the live connection holding `t` (in either direction) and locks it.
-    /// Expired connections are found too: the caller decides.
-    pub fn lookup(&self, key: Key, t: &Tuple) -> Option<(Found<'_>, Dir)> {
+    /// Calls `f` on the slab entry of every slot whose signature matches
+    /// `key`, along its bucket chain, until `f` returns Some.
+    fn candidates<'a, R>(&'a self, key: Key, mut f: impl FnMut(u32, Local, Dir, &'a Mutex<Conn>) -> Option<R>) -> Option<R> {
         let s = &self.stripes[key.stripe as usize];
         let sig = key.sig();
         let mut b = key.bucket(s.bucket_mask);
@@ -235,10 +235,10 @@ impl Table {
                     continue;
                 }
                 let (stripe, local, dir) = slot_parts(v);
-                let Some(m) = self.stripes.get(stripe as usize).and_then(|s| s.conns.get(local as usize)) else { continue };
-                let guard = lock(m);
-                if live(&guard) && guard.tuples[dir.index()] == *t {
-                    return Some((Found { table: self, guard, stripe, local }, dir));
+                if let Some(m) = self.stripes.get(stripe as usize).and_then(|s| s.conns.get(local as usize)) {
+                    if let Some(r) = f(stripe, local, dir, m) {
+                        return Some(r);
+                    }
                 }
             }
             if bucket.w[OVERFLOW].load(Ordering::Acquire) == 0 {
@@ -247,6 +247,15 @@ impl Table {
             b = (b + 1) & s.bucket_mask;
         }
         None
+    }
+
+    /// Finds the live connection holding `t` (in either direction) and locks it.
+    /// Expired connections are found too: the caller decides.
+    pub fn lookup(&self, key: Key, t: &Tuple) -> Option<(Found<'_>, Dir)> {
+        self.candidates(key, |stripe, local, dir, m| {
+            let guard = lock(m);
+            (live(&guard) && guard.tuples[dir.index()] == *t).then(|| (Found { table: self, guard, stripe, local }, dir))
+        })
     }
 
     /// Is `t` in the table, in either direction?
@@ -335,39 +344,15 @@ impl Table {
     /// A clash check under allocation locks: connection locks are only tried,
     /// a busy one counts as a clash (rare: the same tuple racing on two workers).
     fn taken_while_allocating(&self, key: Key, t: &Tuple) -> bool {
-        let s = &self.stripes[key.stripe as usize];
-        let sig = key.sig();
-        let mut b = key.bucket(s.bucket_mask);
-        for _ in 0..=MAX_PROBE {
-            let bucket = &s.buckets[b];
-            for w in &bucket.w[..SLOTS] {
-                let v = w.load(Ordering::Acquire);
-                if v >> 32 != sig {
-                    continue;
-                }
-                let (stripe, local, dir) = slot_parts(v);
-                let Some(m) = self.stripes.get(stripe as usize).and_then(|s| s.conns.get(local as usize)) else { continue };
-                match m.try_lock() {
-                    Ok(c) => {
-                        if live(&c) && c.tuples[dir.index()] == *t {
-                            return true;
-                        }
-                    }
-                    Err(std::sync::TryLockError::Poisoned(e)) => {
-                        let c = e.into_inner();
-                        if live(&c) && c.tuples[dir.index()] == *t {
-                            return true;
-                        }
-                    }
-                    Err(std::sync::TryLockError::WouldBlock) => return true,
-                }
+        self.candidates(key, |_, _, dir, m| {
+            let holds = |c: &Conn| live(c) && c.tuples[dir.index()] == *t;
+            match m.try_lock() {
+                Ok(c) => holds(&c).then_some(()),
+                Err(std::sync::TryLockError::Poisoned(e)) => holds(&e.into_inner()).then_some(()),
+                Err(std::sync::TryLockError::WouldBlock) => Some(()),
             }
-            if bucket.w[OVERFLOW].load(Ordering::Acquire) == 0 {
-                return false;
-            }
-            b = (b + 1) & s.bucket_mask;
-        }
-        false
+        })
+        .is_some()
     }
 
     /// Puts a slot word in `key`'s bucket chain. Caller holds the stripe's alloc lock.
