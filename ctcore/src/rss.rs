@@ -33,7 +33,12 @@ impl Rss {
     /// The default redirection table DPDK PMDs install: entry i -> queue i % queues.
     pub fn new(key: &[u8], reta_size: usize, queues: u16) -> Rss {
         let q = queues.max(1);
-        Rss { key: key.to_vec(), reta: (0..reta_size.max(1)).map(|i| (i % q as usize) as u16).collect() }
+        Rss {
+            key: key.to_vec(),
+            reta: (0..reta_size.max(1))
+                .map(|i| (i % q as usize) as u16)
+                .collect(),
+        }
     }
 
     /// The RSS hash of a tuple: addresses, then ports for TCP/UDP/SCTP (the
@@ -66,10 +71,20 @@ mod tests {
     #[test]
     fn microsoft_test_vector() {
         let ms_key: [u8; 40] = [
-            0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+            0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+            0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+            0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
         ];
         let rss = Rss::new(&ms_key, 128, 4);
-        let t = Tuple { src: Addr::from_v4([66, 9, 149, 187]), dst: Addr::from_v4([161, 142, 100, 80]), src_port: 2794, dst_port: 1766, proto: IPPROTO_TCP, family: Family::V4, zone: 0 };
+        let t = Tuple {
+            src: Addr::from_v4([66, 9, 149, 187]),
+            dst: Addr::from_v4([161, 142, 100, 80]),
+            src_port: 2794,
+            dst_port: 1766,
+            proto: IPPROTO_TCP,
+            family: Family::V4,
+            zone: 0,
+        };
         assert_eq!(rss.hash(&t), 0x51cc_c178);
         let l3 = Tuple { proto: 1, ..t };
         assert_eq!(rss.hash(&l3), 0x323e_8fc2, "addresses only (spec vector)");
@@ -77,10 +92,20 @@ mod tests {
 
     #[test]
     fn symmetric_key_sends_both_directions_to_one_queue() {
-        let key: Vec<u8> = (0..52).map(|i| if i % 2 == 0 { 0x6d } else { 0x5a }).collect();
+        let key: Vec<u8> = (0..52)
+            .map(|i| if i % 2 == 0 { 0x6d } else { 0x5a })
+            .collect();
         let rss = Rss::new(&key, 128, 4);
         for i in 0..500u32 {
-            let t = Tuple { src: Addr::from_v4([192, 0, 2, i as u8]), dst: Addr::from_v4([198, 51, 100, (i >> 8) as u8]), src_port: 1000 + i as u16, dst_port: 80, proto: IPPROTO_UDP, family: Family::V4, zone: 0 };
+            let t = Tuple {
+                src: Addr::from_v4([192, 0, 2, i as u8]),
+                dst: Addr::from_v4([198, 51, 100, (i >> 8) as u8]),
+                src_port: 1000 + i as u16,
+                dst_port: 80,
+                proto: IPPROTO_UDP,
+                family: Family::V4,
+                zone: 0,
+            };
             assert_eq!(rss.queue(&t), rss.queue(&t.invert().unwrap()));
         }
     }

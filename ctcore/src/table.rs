@@ -62,7 +62,11 @@ impl Key {
     fn bucket(&self, mask: usize) -> usize {
         // The flipped direction remixes the hash (a multiply spreads every
         // bit into the high half) so that its bucket is independent.
-        let h = if self.flip { (self.hash ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32 } else { self.hash };
+        let h = if self.flip {
+            (self.hash ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32
+        } else {
+            self.hash
+        };
         (h as usize) & mask
     }
 
@@ -150,7 +154,10 @@ impl Table {
                     buckets: (0..nbuckets).map(|_| Bucket::default()).collect(),
                     bucket_mask: nbuckets - 1,
                     conns: (0..per_cap).map(|_| Mutex::new(Conn::default())).collect(),
-                    alloc: Mutex::new(Alloc { free: (0..per_cap).rev().collect(), gc_cursor: 0 }),
+                    alloc: Mutex::new(Alloc {
+                        free: (0..per_cap).rev().collect(),
+                        gc_cursor: 0,
+                    }),
                 })
             })
             .collect();
@@ -182,15 +189,26 @@ impl Table {
         let per_stripe: usize = self
             .stripes
             .iter()
-            .map(|s| s.conns.len() * (std::mem::size_of::<Mutex<Conn>>() + 4) + s.buckets.len() * std::mem::size_of::<Bucket>())
+            .map(|s| {
+                s.conns.len() * (std::mem::size_of::<Mutex<Conn>>() + 4)
+                    + s.buckets.len() * std::mem::size_of::<Bucket>()
+            })
             .sum();
         per_stripe / self.capacity as usize
     }
 
     pub fn key(&self, t: &Tuple) -> Key {
         let hash = t.hash(self.seed);
-        let flip = if t.is_icmp() { t.src > t.dst } else { (t.src, t.src_port) > (t.dst, t.dst_port) };
-        Key { hash, stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask, flip }
+        let flip = if t.is_icmp() {
+            t.src > t.dst
+        } else {
+            (t.src, t.src_port) > (t.dst, t.dst_port)
+        };
+        Key {
+            hash,
+            stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask,
+            flip,
+        }
     }
 
     /// Reads the bucket `key` maps to, so that a later lookup finds it in cache:
@@ -213,7 +231,11 @@ impl Table {
             let v = w.load(Ordering::Relaxed);
             if v >> 32 == sig {
                 let (stripe, local, _) = slot_parts(v);
-                if let Some(c) = self.stripes.get(stripe as usize).and_then(|s| s.conns.get(local as usize)) {
+                if let Some(c) = self
+                    .stripes
+                    .get(stripe as usize)
+                    .and_then(|s| s.conns.get(local as usize))
+                {
                     std::hint::black_box(c.is_poisoned());
                 }
                 return;
@@ -223,7 +245,11 @@ impl Table {
 
     /// Calls `f` on the slab entry of every slot whose signature matches
     /// `key`, along its bucket chain, until `f` returns Some.
-    fn candidates<'a, R>(&'a self, key: Key, mut f: impl FnMut(u32, Local, Dir, &'a Mutex<Conn>) -> Option<R>) -> Option<R> {
+    fn candidates<'a, R>(
+        &'a self,
+        key: Key,
+        mut f: impl FnMut(u32, Local, Dir, &'a Mutex<Conn>) -> Option<R>,
+    ) -> Option<R> {
         let s = &self.stripes[key.stripe as usize];
         let sig = key.sig();
         let mut b = key.bucket(s.bucket_mask);
@@ -235,7 +261,11 @@ impl Table {
                     continue;
                 }
                 let (stripe, local, dir) = slot_parts(v);
-                if let Some(m) = self.stripes.get(stripe as usize).and_then(|s| s.conns.get(local as usize)) {
+                if let Some(m) = self
+                    .stripes
+                    .get(stripe as usize)
+                    .and_then(|s| s.conns.get(local as usize))
+                {
                     if let Some(r) = f(stripe, local, dir, m) {
                         return Some(r);
                     }
@@ -254,7 +284,17 @@ impl Table {
     pub fn lookup(&self, key: Key, t: &Tuple) -> Option<(Found<'_>, Dir)> {
         self.candidates(key, |stripe, local, dir, m| {
             let guard = lock(m);
-            (live(&guard) && guard.tuples[dir.index()] == *t).then(|| (Found { table: self, guard, stripe, local }, dir))
+            (live(&guard) && guard.tuples[dir.index()] == *t).then(|| {
+                (
+                    Found {
+                        table: self,
+                        guard,
+                        stripe,
+                        local,
+                    },
+                    dir,
+                )
+            })
         })
     }
 
@@ -275,22 +315,41 @@ impl Table {
 
     /// Locks slab entry `local` of `stripe` if it holds live connection `id`.
     pub fn get(&self, stripe: u32, local: Local, id: u32) -> Option<Found<'_>> {
-        let m = self.stripes.get(stripe as usize)?.conns.get(local as usize)?;
+        let m = self
+            .stripes
+            .get(stripe as usize)?
+            .conns
+            .get(local as usize)?;
         let guard = lock(m);
-        (live(&guard) && guard.id == id).then_some(Found { table: self, guard, stripe, local })
+        (live(&guard) && guard.id == id).then_some(Found {
+            table: self,
+            guard,
+            stripe,
+            local,
+        })
     }
 
     /// Confirms a connection: inserts both directions. Fails on a clash (either
     /// tuple present, or a candidate busy: treated as present) or when the table
     /// is full and `early_drop` found nothing to evict. Returns where it went, a
     /// copy as inserted (CONFIRMED, with its id), and the evicted connection.
-    pub fn insert(&self, mut conn: Conn, early_drop: bool) -> Result<(u32, Local, Conn, Option<Conn>), InsertError> {
+    pub fn insert(
+        &self,
+        mut conn: Conn,
+        early_drop: bool,
+    ) -> Result<(u32, Local, Conn, Option<Conn>), InsertError> {
         let keys = [self.key(&conn.tuples[0]), self.key(&conn.tuples[1])];
         let (hs, rs) = (keys[0].stripe, keys[1].stripe);
         let evicted = if self.count.fetch_add(1, Ordering::Relaxed) >= self.capacity {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            let victim = if early_drop { self.early_drop_candidate(keys[0]) } else { None };
-            let Some(v) = victim else { return Err(InsertError::Full) };
+            let victim = if early_drop {
+                self.early_drop_candidate(keys[0])
+            } else {
+                None
+            };
+            let Some(v) = victim else {
+                return Err(InsertError::Full);
+            };
             self.count.fetch_add(1, Ordering::Relaxed);
             Some(v)
         } else {
@@ -361,7 +420,10 @@ impl Table {
         let home = key.bucket(s.bucket_mask);
         let mut b = home;
         for probe in 0..=MAX_PROBE {
-            if let Some(w) = s.buckets[b].w[..SLOTS].iter().find(|w| w.load(Ordering::Relaxed) == 0) {
+            if let Some(w) = s.buckets[b].w[..SLOTS]
+                .iter()
+                .find(|w| w.load(Ordering::Relaxed) == 0)
+            {
                 // Mark the buckets passed over first, so lookups keep probing.
                 let mut m = home;
                 for _ in 0..probe {
@@ -383,7 +445,10 @@ impl Table {
         let word = (key.sig() << 32) | slot as u64;
         let mut b = home;
         for probe in 0..=MAX_PROBE {
-            if let Some(w) = s.buckets[b].w[..SLOTS].iter().find(|w| w.load(Ordering::Relaxed) == word) {
+            if let Some(w) = s.buckets[b].w[..SLOTS]
+                .iter()
+                .find(|w| w.load(Ordering::Relaxed) == word)
+            {
                 w.store(0, Ordering::Release);
                 let mut m = home;
                 for _ in 0..probe {
@@ -458,15 +523,30 @@ impl Table {
 
     /// Locks slab entry `local` of `stripe` if it holds a live connection.
     fn get_any(&self, stripe: u32, local: Local) -> Option<Found<'_>> {
-        let m = self.stripes.get(stripe as usize)?.conns.get(local as usize)?;
+        let m = self
+            .stripes
+            .get(stripe as usize)?
+            .conns
+            .get(local as usize)?;
         let guard = m.try_lock().ok()?;
-        live(&guard).then_some(Found { table: self, guard, stripe, local })
+        live(&guard).then_some(Found {
+            table: self,
+            guard,
+            stripe,
+            local,
+        })
     }
 
     /// Visits up to `budget` slab entries of `stripe` from its GC cursor,
     /// removing the connections past their deadline (each handed to `expired`).
     /// Returns the number of entries visited.
-    pub fn gc_step(&self, stripe: u32, now_ms: u64, budget: usize, mut expired: impl FnMut(Conn)) -> usize {
+    pub fn gc_step(
+        &self,
+        stripe: u32,
+        now_ms: u64,
+        budget: usize,
+        mut expired: impl FnMut(Conn),
+    ) -> usize {
         let s = &self.stripes[stripe as usize];
         let n = s.conns.len();
         let visit = budget.min(n);
@@ -480,7 +560,14 @@ impl Table {
             let local = ((start + i) % n) as Local;
             let guard = lock(&s.conns[local as usize]);
             if live(&guard) && guard.is_expired(now_ms) {
-                if let Some(c) = (Found { table: self, guard, stripe, local }).remove() {
+                if let Some(c) = (Found {
+                    table: self,
+                    guard,
+                    stripe,
+                    local,
+                })
+                .remove()
+                {
                     expired(c);
                 }
             }
@@ -555,12 +642,24 @@ mod tests {
 
     fn tuple(i: u32) -> Tuple {
         let b = i.to_be_bytes();
-        Tuple { src: Addr::from_v4([192, 0, b[2], b[3]]), dst: Addr::from_v4([198, 51, 100, 1]), src_port: (i % 60000) as u16 + 1024, dst_port: 80, proto: 6, family: Family::V4, zone: 0 }
+        Tuple {
+            src: Addr::from_v4([192, 0, b[2], b[3]]),
+            dst: Addr::from_v4([198, 51, 100, 1]),
+            src_port: (i % 60000) as u16 + 1024,
+            dst_port: 80,
+            proto: 6,
+            family: Family::V4,
+            zone: 0,
+        }
     }
 
     fn conn(i: u32) -> Conn {
         let t = tuple(i);
-        Conn { tuples: [t, t.invert().unwrap()], deadline_ms: 1000, ..Default::default() }
+        Conn {
+            tuples: [t, t.invert().unwrap()],
+            deadline_ms: 1000,
+            ..Default::default()
+        }
     }
 
     fn insert(table: &Table, c: Conn) -> Result<Local, InsertError> {
@@ -638,8 +737,13 @@ mod tests {
         let mut c2 = conn(2);
         c2.status.set(Status::ASSURED);
         insert(&table, c2).unwrap();
-        assert!(matches!(table.insert(conn(3), true), Err(InsertError::Full)));
-        let (mut f, _) = table.lookup(table.key(&c2.tuples[0]), &c2.tuples[0]).unwrap();
+        assert!(matches!(
+            table.insert(conn(3), true),
+            Err(InsertError::Full)
+        ));
+        let (mut f, _) = table
+            .lookup(table.key(&c2.tuples[0]), &c2.tuples[0])
+            .unwrap();
         f.conn_mut().status.clear(Status::ASSURED);
         drop(f);
         let (_, _, _, evicted) = table.insert(conn(3), true).unwrap();
@@ -654,14 +758,37 @@ mod tests {
         let t = tuple(5);
         let mut found_remote = false;
         for port in 1024..2048u16 {
-            let reply = Tuple { src: t.dst, dst: Addr::from_v4([203, 0, 113, 1]), src_port: t.dst_port, dst_port: port, ..t };
+            let reply = Tuple {
+                src: t.dst,
+                dst: Addr::from_v4([203, 0, 113, 1]),
+                src_port: t.dst_port,
+                dst_port: port,
+                ..t
+            };
             if table.key(&reply).stripe == table.key(&t).stripe {
                 continue;
             }
             found_remote = true;
-            insert(&table, Conn { tuples: [t, reply], deadline_ms: 10, ..Default::default() }).unwrap();
+            insert(
+                &table,
+                Conn {
+                    tuples: [t, reply],
+                    deadline_ms: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert!(table.contains(&reply) && table.contains(&t));
-            assert_eq!(insert(&table, Conn { tuples: [tuple(6), reply], ..Default::default() }), Err(InsertError::Clash));
+            assert_eq!(
+                insert(
+                    &table,
+                    Conn {
+                        tuples: [tuple(6), reply],
+                        ..Default::default()
+                    }
+                ),
+                Err(InsertError::Clash)
+            );
             let (f, dir) = table.lookup(table.key(&reply), &reply).unwrap();
             assert_eq!(dir, Dir::Reply);
             f.remove().unwrap();
