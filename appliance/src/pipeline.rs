@@ -101,7 +101,13 @@ impl Shared {
                     )
                 })
                 .collect(),
-            rss: (cfg.workers.len() > 1).then(|| ctcore::rss::Rss::new(&crate::dpdk::SYMMETRIC_RSS_KEY, RETA_SIZE, cfg.workers.len() as u16)),
+            rss: (cfg.workers.len() > 1).then(|| {
+                ctcore::rss::Rss::new(
+                    &crate::dpdk::SYMMETRIC_RSS_KEY,
+                    RETA_SIZE,
+                    cfg.workers.len() as u16,
+                )
+            }),
             published: (0..cfg.workers.len())
                 .map(|_| {
                     CachePadded::new(Mutex::new(Published {
@@ -268,7 +274,9 @@ impl<'a> Pipeline<'a> {
         let mut ct = shared.engine.worker(0);
         if let Some(rss) = shared.rss.clone() {
             let queue = worker as u16;
-            ct.reply_steering = Some(Box::new(move |t: &ctcore::tuple::Tuple| rss.queue(t) == queue));
+            ct.reply_steering = Some(Box::new(move |t: &ctcore::tuple::Tuple| {
+                rss.queue(t) == queue
+            }));
         }
         Pipeline {
             shared,
