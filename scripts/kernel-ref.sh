@@ -17,6 +17,8 @@
 #                                         re-run and compare stdout with the stored
 #                                         reference (determinism check); writes nothing
 # Environment: KERNEL_CT_REF (default /work/shared/tools/kernel-ct-ref),
+#              KERNEL_REF_DIR (default tests/kernel-ref; the SNAT references:
+#              KERNEL_REF_DIR=tests/kernel-ref/snat KERNEL_CT_REF_ARGS="--nat-snat 203.0.113.1"),
 #              KERNEL_CT_REF_ARGS (extra arguments, default none).
 # Exit status: 0 ok; 1 if any capture failed (or differed, with --check); 2 usage.
 set -u -o pipefail
@@ -24,7 +26,7 @@ export LC_ALL=C
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 pcapdir="$root/tests/pcaps"
-refdir="$root/tests/kernel-ref"
+refdir="${KERNEL_REF_DIR:-$root/tests/kernel-ref}"
 tool=${KERNEL_CT_REF:-/work/shared/tools/kernel-ct-ref}
 # shellcheck disable=SC2206
 extra=(${KERNEL_CT_REF_ARGS:-})

@@ -1,34 +1,43 @@
 //! `ctgate replay`: the engine run offline over captures, clocked by their
 //! timestamps. Prints the final table as `conntrack -L -o extended` does
-//! (stdout) and the counters (stderr); forwarded frames go to `--out`.
+//! (stdout) and the counters (stderr); forwarded frames, translated, go to `--out`.
+//!
+//! The capture stands for traffic entering port 0 and leaving by port 1 (the
+//! config's second `[[port]]`, whose address masquerade uses, if there is one).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use appliance::config::Config;
+use appliance::{ctconfig, pcap};
 use ctcore::conn::Conn;
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
 use ctcore::forward::{classify, RouteClass};
 use ctcore::listing::format_conn;
+use ctcore::nat::rewrite::{apply, ChecksumMode};
 use ctcore::policy::{Action, Policy};
-
-use appliance::pcap;
+use ctcore::tuple::Family;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// Every packet at the first packet's timestamp (like `tcpreplay --topspeed` into a kernel).
     #[arg(long)]
     pub topspeed: bool,
+    /// Config whose [conntrack], [[policy]], [[nat]] and [[pool]] sections apply
+    /// (ports are optional; the capture enters port 0 and leaves by port 1).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Put each VLAN's traffic in its own zone (zone = outermost VLAN id).
     #[arg(long)]
     pub vlan_zones: bool,
-    /// Table capacity (nf_conntrack_max).
-    #[arg(long, default_value_t = 262_144)]
-    pub max_conns: u32,
+    /// Table capacity (nf_conntrack_max); overrides the config's.
+    #[arg(long)]
+    pub max_conns: Option<u32>,
     /// Do not verify L4 checksums (nf_conntrack_checksum=0).
     #[arg(long)]
     pub no_checksum: bool,
-    /// Write the frames ctgate forwards to this capture.
+    /// Write the frames ctgate forwards (translated) to this capture.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Captures, replayed one after the other.
@@ -48,6 +57,43 @@ struct ReplayCounts {
     dropped_ct: u64,
 }
 
+/// The engine, policy and egress address a replay runs with.
+fn setup(args: &ReplayArgs) -> anyhow::Result<(Engine, Policy, [Option<ctcore::tuple::Addr>; 2])> {
+    const SEED: u64 = 0x00c7_6a7e_5eed;
+    let (mut ecfg, policy, nat, egress) = match &args.config {
+        Some(path) => {
+            let cfg = Config::load_engine_only(path)?;
+            let egress = [
+                ctconfig::port_addr(&cfg, 1, false),
+                ctconfig::port_addr(&cfg, 1, true),
+            ];
+            (
+                ctconfig::engine_config(&cfg, SEED)?,
+                ctconfig::policy(&cfg)?,
+                ctconfig::nat(&cfg)?,
+                egress,
+            )
+        }
+        None => (
+            EngineConfig {
+                capacity_conns: 262_144,
+                seed: SEED,
+                tunables: Tunables::default(),
+            },
+            Policy::default(),
+            None,
+            [None, None],
+        ),
+    };
+    if let Some(m) = args.max_conns {
+        ecfg.capacity_conns = m;
+    }
+    if args.no_checksum {
+        ecfg.tunables.checksum = false;
+    }
+    Ok((Engine::with_nat(ecfg, nat), policy, egress))
+}
+
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for f in &args.files {
@@ -55,14 +101,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         let recs = pcap::parse(&bytes).with_context(|| format!("{}", f.display()))?;
         records.extend(recs);
     }
-    let mut tunables = Tunables::default();
-    tunables.checksum = !args.no_checksum;
-    let engine = Engine::new(EngineConfig {
-        capacity_conns: args.max_conns,
-        seed: 0x00c7_6a7e_5eed,
-        tunables,
-    });
-    let policy = Policy::default();
+    let (engine, policy, egress_addr) = setup(&args)?;
     let mut w = engine.worker(0);
     let mut out = match &args.out {
         Some(p) => Some(pcap::Writer::new(std::io::BufWriter::new(
@@ -74,7 +113,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let mut now_ms = t0;
     let mut counts = ReplayCounts::default();
     let mut result = [CtResult::default()];
-    for rec in &records {
+    for rec in &mut records {
         counts.read += 1;
         if !args.topspeed {
             now_ms = now_ms.max(rec.ts_ns / 1_000_000);
@@ -85,43 +124,55 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             0
         };
         let pkts = [Pkt {
-            in_port: 0,
             frame: &rec.data,
             zone,
+            in_port: 0,
         }];
         let mut class = RouteClass::Drop("bad_header");
+        let mut refused = false;
         engine.process_burst(&mut w, now_ms, &pkts, &mut result, |_, r| {
             let Ok(p) = &r.parsed else {
                 return Decision::Drop;
             };
-            class = classify(p);
-            match class {
-                RouteClass::Drop(_) => Decision::Drop,
-                RouteClass::Forward | RouteClass::Local => {
-                    match policy.evaluate(0, 1, r.ctinfo).0 {
-                        Action::Accept => Decision::Accept(Egress::NONE),
-                        Action::Drop => Decision::Drop,
-                    }
-                }
+            let mut routed = *p;
+            routed.dst = r.route_dst().unwrap_or(p.dst);
+            class = classify(&routed);
+            if let RouteClass::Drop(_) = class {
+                return Decision::Drop;
             }
+            if class == RouteClass::Forward && policy.evaluate(0, 1, r.ctinfo).0 == Action::Drop {
+                refused = true;
+                return Decision::Drop;
+            }
+            if class == RouteClass::Local {
+                return Decision::Local;
+            }
+            let addr = if p.family == Family::V4 {
+                egress_addr[0]
+            } else {
+                egress_addr[1]
+            };
+            Decision::Accept(Egress { port: 1, addr })
         });
         let r = &result[0];
         if r.parsed.is_err() {
             counts.dropped_header += 1;
         } else if r.ct_drop.is_some() {
             counts.dropped_ct += 1;
+        } else if refused {
+            counts.dropped_policy += 1;
         } else {
             match class {
                 RouteClass::Drop(_) => counts.dropped_route += 1,
                 RouteClass::Local => counts.local += 1,
                 RouteClass::Forward => {
-                    if policy.evaluate(0, 1, r.ctinfo).0 == Action::Drop {
-                        counts.dropped_policy += 1;
-                    } else {
-                        counts.forwarded += 1;
-                        if let Some(o) = out.as_mut() {
-                            o.write(rec.ts_ns, rec.orig_len, &rec.data)?;
+                    counts.forwarded += 1;
+                    if let (Some(o), Ok(p)) = (out.as_mut(), &r.parsed) {
+                        if let Some(rw) = &r.rewrite {
+                            apply(&mut rec.data, p, rw, ChecksumMode::Incremental)
+                                .context("rewrite")?;
                         }
+                        o.write(rec.ts_ns, rec.orig_len, &rec.data)?;
                     }
                 }
             }
@@ -151,7 +202,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    writeln!(e, "conntrack: {}", fields.join(" "))?;
+    writeln!(
+        e,
+        "conntrack: {} nat_out_of_ports={}",
+        fields.join(" "),
+        w.nat_out_of_ports
+    )?;
     Ok(())
 }
 

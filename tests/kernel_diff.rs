@@ -334,13 +334,14 @@ fn reference_name(rel: &str) -> String {
     format!("{}.txt", rel.replace('/', "__"))
 }
 
-/// Runs `ctgate replay --topspeed FILE`; Ok(stdout) or Err(explanation).
-fn run_ctgate(pcap: &Path, timeout: Duration) -> Result<String, String> {
-    let args = [
-        OsStr::new("replay"),
-        OsStr::new("--topspeed"),
-        pcap.as_os_str(),
-    ];
+/// Runs `ctgate replay --topspeed [--config CONFIG] FILE`; Ok(stdout) or Err(explanation).
+fn run_ctgate(pcap: &Path, config: Option<&Path>, timeout: Duration) -> Result<String, String> {
+    let mut args = vec![OsStr::new("replay"), OsStr::new("--topspeed")];
+    if let Some(c) = config {
+        args.push(OsStr::new("--config"));
+        args.push(c.as_os_str());
+    }
+    args.push(pcap.as_os_str());
     run_command(env!("CARGO_BIN_EXE_ctgate"), &args, timeout)
 }
 
@@ -408,9 +409,23 @@ fn run_command(bin: &str, args: &[&OsStr], timeout: Duration) -> Result<String, 
 
 #[test]
 fn kernel_differential() {
+    differential("tests/kernel-ref", false);
+}
+
+/// The same captures through an nftables `snat to 203.0.113.1` rule in the
+/// kernel (`kernel-ct-ref --nat-snat`) and the equivalent `[[nat]]` rule in
+/// ctgate (tests/kernel-ref/snat/ctgate.toml); NAT-chosen ports that differ
+/// from the original are masked on both sides (`ct-normalize --nat`).
+#[test]
+fn kernel_differential_snat() {
+    differential("tests/kernel-ref/snat", true);
+}
+
+fn differential(ref_sub: &str, nat: bool) {
     let root = repo_root();
     let pcap_dir = root.join("tests/pcaps");
-    let ref_dir = root.join("tests/kernel-ref");
+    let ref_dir = root.join(ref_sub);
+    let config = nat.then(|| ref_dir.join("ctgate.toml"));
     let filter = std::env::var("KERNEL_DIFF_FILTER").unwrap_or_default();
     let timeout = Duration::from_secs(
         std::env::var("KERNEL_DIFF_TIMEOUT")
@@ -460,7 +475,7 @@ fn kernel_differential() {
             && !ref_names.contains(&name)
         {
             problems.push(format!(
-                "tests/kernel-ref/{name}: reference without a capture under tests/pcaps"
+                "{ref_sub}/{name}: reference without a capture under tests/pcaps"
             ));
         }
     }
@@ -496,14 +511,14 @@ fn kernel_differential() {
             .filter(|l| !l.trim().is_empty())
             .map(str::to_string)
             .collect();
-        let listing = match run_ctgate(pcap, timeout) {
+        let listing = match run_ctgate(pcap, config.as_deref(), timeout) {
             Ok(s) => s,
             Err(e) => {
                 problems.push(format!("{rel}: {e}"));
                 continue;
             }
         };
-        let ours = normalize::normalize_listing(&listing, false);
+        let ours = normalize::normalize_listing(&listing, nat);
         let diff = diff_tables(&kernel, &ours);
         let allowed_here = allow.get(rel.as_str());
         let mut seen_allowed = BTreeSet::new();
@@ -537,7 +552,7 @@ fn kernel_differential() {
         }
         let _ = writeln!(
             report,
-            "--- kernel  tests/kernel-ref/{}\n+++ ctgate  ctgate replay --topspeed tests/pcaps/{rel}\n\
+            "--- kernel  {ref_sub}/{}\n+++ ctgate  ctgate replay --topspeed tests/pcaps/{rel}\n\
              @@ {rel}: kernel {} line(s), ctgate {} line(s), {} only in kernel, {} only in ctgate @@",
             reference_name(rel),
             kernel.len(),

@@ -358,7 +358,25 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg = Config::parse_syntax(text, origin)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a config for offline use (`ctgate replay`): only the conntrack,
+    /// policy, NAT and pool sections are checked; ports are optional.
+    pub fn load_engine_only(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let cfg = Config::parse_syntax(&text, &path.display().to_string())?;
+        crate::ctconfig::check(&cfg)?;
+        Ok(cfg)
+    }
+
+    fn parse_syntax(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
@@ -368,9 +386,7 @@ impl Config {
                 line,
                 reason: e.message().replace('\n', " "),
             }
-        })?;
-        cfg.validate()?;
-        Ok(cfg)
+        })
     }
 
     /// The built-in default (the netns test bed).

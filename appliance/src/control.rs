@@ -346,6 +346,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     if launch_err.is_none() {
         tracing::info!(workers = ?cfg.workers, "forwarding; SIGINT or SIGTERM stops");
         let mut next_print = opts.stats_interval.map(|i| Instant::now() + i);
+        let mut last = (Instant::now(), 0u64);
         while !term.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
             if opts.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -354,9 +355,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             if let (Some(at), Some(interval)) = (next_print, opts.stats_interval) {
                 if Instant::now() >= at {
                     let t = Totals::sum(&stats, ports.len());
+                    let now = Instant::now();
+                    let rate = (t.tx - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+                    last = (now, t.tx);
                     println!(
-                        "[{:>6.1}s] rx {} tx {} forwarded {} dropped {} (no_route {} no_neighbour {} ttl {} bad {})",
+                        "[{:>6.1}s] rate {:.0} pps tx, rx {} tx {} forwarded {} dropped {} (no_route {} no_neighbour {} ttl {} bad {})",
                         started.elapsed().as_secs_f64(),
+                        rate,
                         t.rx,
                         t.tx,
                         t.forwarded,

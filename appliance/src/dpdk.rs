@@ -295,38 +295,53 @@ pub struct Mbuf(NonNull<sys::rte_mbuf>);
 unsafe impl Send for Mbuf {}
 
 impl Mbuf {
+    /// Start and length of the first segment's data: `rte_pktmbuf_mtod` and
+    /// `data_len`, read from the mbuf fields directly so that the fast path
+    /// makes no call into C. Debug builds check them against the C shim.
+    #[inline(always)]
+    fn raw_data(&self) -> (*mut u8, usize) {
+        let m = self.0.as_ptr();
+        // SAFETY: m is a live mbuf we own; buf_addr + data_off is where DPDK
+        // puts the data (rte_pktmbuf_mtod), data_len bytes of it are initialised.
+        let (ptr, len) = unsafe {
+            (
+                ((*m).buf_addr as *mut u8).add((*m).data_off as usize),
+                (*m).data_len as usize,
+            )
+        };
+        // SAFETY: the shim functions read the same live mbuf.
+        debug_assert_eq!(ptr as *mut c_void, unsafe { sys::ct_shim_pktmbuf_mtod(m) });
+        // SAFETY: as above.
+        debug_assert_eq!(len, unsafe { sys::ct_shim_pktmbuf_data_len(m) } as usize);
+        (ptr, len)
+    }
+
     /// The packet bytes in the first segment.
     #[inline(always)]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: mtod points at data_len initialised bytes inside the buffer,
-        // which lives as long as self.
-        unsafe {
-            let m = self.0.as_ptr();
-            std::slice::from_raw_parts(
-                sys::ct_shim_pktmbuf_mtod(m) as *const u8,
-                sys::ct_shim_pktmbuf_data_len(m) as usize,
-            )
-        }
+        let (ptr, len) = self.raw_data();
+        // SAFETY: ptr points at len initialised bytes inside the buffer, which
+        // lives as long as self.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
     /// The packet bytes in the first segment, writable.
     #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
+        let (ptr, len) = self.raw_data();
         // SAFETY: as in data(); &mut self guarantees exclusive access.
-        unsafe {
-            let m = self.0.as_ptr();
-            std::slice::from_raw_parts_mut(
-                sys::ct_shim_pktmbuf_mtod(m) as *mut u8,
-                sys::ct_shim_pktmbuf_data_len(m) as usize,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 
     /// Total packet length over all segments.
     #[inline(always)]
     pub fn pkt_len(&self) -> u32 {
-        // SAFETY: reads a field of a live mbuf.
-        unsafe { sys::ct_shim_pktmbuf_pkt_len(self.0.as_ptr()) }
+        let m = self.0.as_ptr();
+        // SAFETY: reads a field of a live mbuf we own.
+        let len = unsafe { (*m).pkt_len };
+        // SAFETY: as above, through the shim.
+        debug_assert_eq!(len, unsafe { sys::ct_shim_pktmbuf_pkt_len(m) });
+        len
     }
 
     /// True if the whole packet is in the first segment.
@@ -362,8 +377,13 @@ impl Mbuf {
     /// Prefetches the packet data into L1.
     #[inline(always)]
     pub fn prefetch(&self) {
-        // SAFETY: prefetch is a hint; mtod is a valid address.
-        unsafe { sys::ct_shim_prefetch0(sys::ct_shim_pktmbuf_mtod(self.0.as_ptr())) }
+        let (ptr, _) = self.raw_data();
+        // SAFETY: a prefetch is a hint and never faults, whatever the address
+        // (the intrinsic is a safe fn on newer toolchains, hence the allow).
+        #[allow(unused_unsafe)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr as *const i8)
+        }
     }
 }
 
@@ -821,6 +841,62 @@ mod tests {
             assert_eq!(SYMMETRIC_RSS_KEY[i], SYMMETRIC_RSS_KEY[i - 2]);
         }
         assert_eq!(&SYMMETRIC_RSS_KEY[..2], &[0x6d, 0x5a]);
+    }
+
+    /// The Toeplitz hash (Microsoft RSS specification) of `input` under `key`.
+    fn toeplitz(key: &[u8], input: &[u8]) -> u32 {
+        let mut hash = 0u32;
+        let mut window = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        for (i, byte) in input.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (0x80 >> bit) != 0 {
+                    hash ^= window;
+                }
+                let next_bit = (key[i + 4] >> (7 - bit)) & 1;
+                window = (window << 1) | next_bit as u32;
+            }
+        }
+        hash
+    }
+
+    #[test]
+    fn rss_key_hashes_both_directions_alike() {
+        // IPv4 + TCP/UDP ports, the RSS input order: src addr, dst addr, src port, dst port.
+        let tuple = |s: [u8; 4], d: [u8; 4], sp: u16, dp: u16| {
+            let mut v = Vec::new();
+            v.extend_from_slice(&s);
+            v.extend_from_slice(&d);
+            v.extend_from_slice(&sp.to_be_bytes());
+            v.extend_from_slice(&dp.to_be_bytes());
+            v
+        };
+        let mut x = 0x1234_5678u32;
+        let mut hashes = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let s = x.to_be_bytes();
+            let d = x.rotate_left(11).to_be_bytes();
+            let (sp, dp) = ((x >> 7) as u16, (x >> 13) as u16);
+            let fwd = toeplitz(&SYMMETRIC_RSS_KEY, &tuple(s, d, sp, dp));
+            let rev = toeplitz(&SYMMETRIC_RSS_KEY, &tuple(d, s, dp, sp));
+            assert_eq!(fwd, rev);
+            hashes.insert(fwd);
+        }
+        assert!(
+            hashes.len() > 900,
+            "the key still spreads flows: {} distinct hashes",
+            hashes.len()
+        );
+        // The default (non-symmetric) Microsoft key does not have the property.
+        let ms_key: [u8; 40] = [
+            0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+            0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+            0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+        ];
+        let t = tuple([66, 9, 149, 187], [161, 142, 100, 80], 2794, 1766);
+        assert_eq!(toeplitz(&ms_key, &t), 0x51cc_c178, "RSS spec test vector");
+        let r = tuple([161, 142, 100, 80], [66, 9, 149, 187], 1766, 2794);
+        assert_ne!(toeplitz(&ms_key, &t), toeplitz(&ms_key, &r));
     }
 
     #[test]

@@ -58,9 +58,10 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// Events one burst may produce at most (a packet makes up to three: an
-/// expired or reopened connection's DESTROY, an eviction's DESTROY, a NEW).
-pub const EVENTS_PER_BURST: usize = 4 * BURST;
+/// Events a worker buffers between bursts: a packet makes up to three (an
+/// expired or reopened connection's DESTROY, an eviction's DESTROY, a NEW),
+/// a GC slice one DESTROY per entry it reclaims.
+pub const EVENT_BUF: usize = 4 * BURST + GC_BUDGET;
 /// Events a worker's queue holds for the REST side.
 pub const EVENT_QUEUE: usize = 8192;
 /// Sources of new connections each worker keeps count of.
@@ -127,6 +128,10 @@ pub struct Shared {
     /// Per worker: the TSC when its clock started (its `now_ms` 0), so the
     /// control side can read the workers' clock without them.
     pub clock_start_tsc: Vec<AtomicU64>,
+    /// With several workers: the ports' RSS (symmetric key, default
+    /// redirection table), so NAT picks reply ports that reach the worker of
+    /// the original direction.
+    rss: Option<ctcore::rss::Rss>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -157,6 +162,13 @@ impl Shared {
                     )
                 })
                 .collect(),
+            rss: (cfg.workers.len() > 1).then(|| {
+                ctcore::rss::Rss::new(
+                    &crate::dpdk::SYMMETRIC_RSS_KEY,
+                    RETA_SIZE,
+                    cfg.workers.len() as u16,
+                )
+            }),
             published: (0..cfg.workers.len())
                 .map(|_| {
                     CachePadded::new(Mutex::new(Published {
@@ -232,6 +244,7 @@ impl Shared {
         r: &CtResult,
         hits: &mut [u64],
         policy_drop: &mut bool,
+        expiring: &mut bool,
     ) -> Decision {
         let Ok(p) = &r.parsed else {
             return Decision::Drop;
@@ -242,8 +255,16 @@ impl Shared {
         let dst = r.route_dst().unwrap_or(p.dst);
         let mut routed = *p;
         routed.dst = dst;
-        if let RouteClass::Drop(_) = classify(&routed) {
-            return Decision::Drop;
+        match classify(&routed) {
+            RouteClass::Drop(why) => {
+                // ip_forward's TTL check comes before FORWARD and POSTROUTING: the
+                // packet leaves no connection and is not source-NATed; the time
+                // exceeded the forwarder sends quotes it as its sender sent it.
+                *expiring = why == "ttl_exceeded";
+                return Decision::Drop;
+            }
+            RouteClass::Local => return Decision::Local,
+            RouteClass::Forward => {}
         }
         let out = match p.family {
             Family::V4 => {
@@ -300,6 +321,10 @@ impl Shared {
     }
 }
 
+/// The redirection table size assumed for NAT steering (DPDK's default RETA
+/// spreads entries round-robin over the queues; 128 is the common size).
+const RETA_SIZE: usize = 128;
+
 fn random_seed() -> u64 {
     // The hash seed keeps crafted tuples from flooding one bucket: take it from
     // the OS once at start (not on the packet path).
@@ -320,7 +345,13 @@ pub struct Pipeline<'a> {
     top_sources: [TopSource; TOP_SOURCES],
     /// Events the queue had no room for.
     events_dropped: u64,
+    gc_cursor: u32,
+    next_gc_ms: u64,
 }
+
+/// How often a worker runs a GC slice, and how many table entries one visits.
+const GC_INTERVAL_MS: u64 = 10;
+const GC_BUDGET: usize = 1024;
 
 impl std::fmt::Debug for Pipeline<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -334,13 +365,22 @@ impl<'a> Pipeline<'a> {
     /// The stage of worker `worker`; its clock starts now (see [`Shared::now_ms`]).
     pub fn new(shared: &'a Shared, worker: usize) -> Pipeline<'a> {
         shared.clock_start_tsc[worker].store(crate::dpdk::tsc(), Ordering::Relaxed);
+        let mut ct = shared.engine.worker(EVENT_BUF);
+        if let Some(rss) = shared.rss.clone() {
+            let queue = worker as u16;
+            ct.reply_steering = Some(Box::new(move |t: &ctcore::tuple::Tuple| {
+                rss.queue(t) == queue
+            }));
+        }
         Pipeline {
             shared,
             worker,
-            ct: shared.engine.worker(EVENTS_PER_BURST),
+            ct,
             hits: vec![0; shared.policy.rules.len() + 1],
             top_sources: [TopSource::default(); TOP_SOURCES],
             events_dropped: 0,
+            gc_cursor: worker as u32,
+            next_gc_ms: 0,
         }
     }
 
@@ -360,6 +400,7 @@ impl<'a> Pipeline<'a> {
         let n = pkts.len().min(BURST);
         let mut results = [CtResult::default(); BURST];
         let mut policy_drop = [false; BURST];
+        let mut expiring = [false; BURST];
         {
             let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| Pkt {
                 frame: if i < n { pkts[i].data() } else { &[] },
@@ -369,12 +410,13 @@ impl<'a> Pipeline<'a> {
             let shared = self.shared;
             let hits = &mut self.hits;
             let drops = &mut policy_drop;
+            let exp = &mut expiring;
             shared.engine.process_burst(
                 &mut self.ct,
                 now_ms,
                 &frames[..n],
                 &mut results[..n],
-                |i, r| shared.decide(in_port, r, hits, &mut drops[i]),
+                |i, r| shared.decide(in_port, r, hits, &mut drops[i], &mut exp[i]),
             );
         }
         for i in 0..n {
@@ -388,12 +430,26 @@ impl<'a> Pipeline<'a> {
                 verdicts[i] = Verdict::Drop(DropReason::Policy);
                 continue;
             }
+            if expiring[i] {
+                // Untranslated, so that the forwarder's time exceeded goes to
+                // the sender and quotes what it sent (traceroute through NAT).
+                continue;
+            }
             if let Some(rw) = &r.rewrite {
                 verdicts[i] = match apply(pkts[i].data_mut(), p, rw, ChecksumMode::Incremental) {
                     Ok(()) => Verdict::ForwardRewritten,
                     Err(_) => Verdict::Drop(DropReason::BadHeader),
                 };
             }
+        }
+        if now_ms >= self.next_gc_ms {
+            // The kernel's gc worker: reclaim expired connections a slice at a
+            // time (lookups and NAT port searches reclaim them too).
+            self.next_gc_ms = now_ms + GC_INTERVAL_MS;
+            let shared = self.shared;
+            shared
+                .engine
+                .gc_step(&mut self.ct, now_ms, &mut self.gc_cursor, GC_BUDGET);
         }
         self.move_events();
         self.publish(now_ms);

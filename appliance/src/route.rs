@@ -27,9 +27,22 @@ pub struct PortAddrs {
     pub v6: Option<u128>,
 }
 
+/// An IPv4 route in 12 bytes (a gateway of 0 means on-link), so that a
+/// lookup scans few cache lines.
+#[derive(Debug, Clone, Copy)]
+struct Entry4 {
+    net: u32,
+    mask: u32,
+    gateway: u32,
+    port: u8,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    v4: Vec<Entry>,
+    /// IPv4 routes with 32-bit masks, longest prefix first.
+    v4: Vec<Entry4>,
+    /// The ports' IPv4 addresses with their port index, compact for `local_v4`.
+    local4: Vec<(u32, u8)>,
     v6: Vec<Entry>,
     pub ports: Vec<PortAddrs>,
 }
@@ -37,6 +50,7 @@ pub struct Routes {
 impl Routes {
     pub fn from_config(cfg: &Config) -> Routes {
         let mut r = Routes::default();
+        let mut v4 = Vec::new();
         for (i, p) in cfg.ports.iter().enumerate() {
             let mut addrs = PortAddrs::default();
             for pre in [p.ipv4, p.ipv6].into_iter().flatten() {
@@ -52,11 +66,14 @@ impl Routes {
                 };
                 if pre.addr.is_ipv4() {
                     addrs.v4 = v4_u32(&pre);
-                    r.v4.push(e);
+                    v4.push(e);
                 } else {
                     addrs.v6 = v6_u128(&pre);
                     r.v6.push(e);
                 }
+            }
+            if let Some(a) = addrs.v4 {
+                r.local4.push((a, i as u8));
             }
             r.ports.push(addrs);
         }
@@ -74,22 +91,36 @@ impl Routes {
                 hop: NextHop { port, gateway },
             };
             if rt.prefix.addr.is_ipv4() {
-                r.v4.push(e);
+                v4.push(e);
             } else {
                 r.v6.push(e);
             }
         }
         // Longest prefix first; a stable sort keeps connected routes ahead of
         // static ones of the same length.
-        r.v4.sort_by_key(|e| std::cmp::Reverse(e.len));
+        v4.sort_by_key(|e: &Entry| std::cmp::Reverse(e.len));
         r.v6.sort_by_key(|e| std::cmp::Reverse(e.len));
+        r.v4 = v4
+            .iter()
+            .map(|e| Entry4 {
+                net: e.net as u32,
+                mask: e.mask as u32,
+                gateway: e.hop.gateway.unwrap_or(0) as u32,
+                port: e.hop.port,
+            })
+            .collect();
         r
     }
 
     #[inline]
     pub fn lookup_v4(&self, dst: u32) -> Option<NextHop> {
-        let d = dst as u128;
-        self.v4.iter().find(|e| d & e.mask == e.net).map(|e| e.hop)
+        self.v4
+            .iter()
+            .find(|e| dst & e.mask == e.net)
+            .map(|e| NextHop {
+                port: e.port,
+                gateway: (e.gateway != 0).then_some(e.gateway as u128),
+            })
     }
 
     #[inline]
@@ -103,7 +134,10 @@ impl Routes {
     /// The port whose IPv4 address is `a`.
     #[inline]
     pub fn local_v4(&self, a: u32) -> Option<usize> {
-        self.ports.iter().position(|p| p.v4 == Some(a))
+        self.local4
+            .iter()
+            .find(|(l, _)| *l == a)
+            .map(|(_, p)| *p as usize)
     }
 
     /// The port whose IPv6 address is `a`.

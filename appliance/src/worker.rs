@@ -75,6 +75,13 @@ struct Worker<'a> {
     pending: Vec<Pending>,
     pending_cap: usize,
     neigh_gen: u64,
+    /// The last next hop resolved, valid while the table's generation is
+    /// `cache_gen`: consecutive packets to one next hop skip the table.
+    cache_key: NeighKey,
+    cache_mac: Mac,
+    cache_gen: u64,
+    /// Packets forwarded since the last flush (added to the counter per burst).
+    forwarded: u64,
     tsc_per_ms: u64,
     start_tsc: u64,
     now: u64,
@@ -96,6 +103,14 @@ pub fn run(args: WorkerArgs) -> i32 {
         pending: Vec::with_capacity(args.neigh_queue),
         pending_cap: args.neigh_queue,
         neigh_gen: args.neigh.generation(),
+        cache_key: NeighKey {
+            port: u8::MAX,
+            v6: false,
+            ip: 0,
+        },
+        cache_mac: [0; 6],
+        cache_gen: u64::MAX,
+        forwarded: 0,
         tsc_per_ms,
         start_tsc: start,
         now: start,
@@ -103,29 +118,37 @@ pub fn run(args: WorkerArgs) -> i32 {
     };
     let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
     let mut next_maintenance = start;
+    // One TSC read per loop iteration (it can be slow under virtualisation):
+    // it dates the packets of this iteration, and an iteration that received
+    // packets counts as busy from its start to the next one's.
+    let mut prev = start;
+    let mut prev_packets = 0u64;
     while !args.stop.load(Ordering::Relaxed) {
+        let now = dpdk::tsc();
+        if prev_packets > 0 {
+            w.stats.busy_cycles.add(now - prev);
+            w.stats.busy_packets.add(prev_packets);
+            prev_packets = 0;
+        }
+        prev = now;
+        w.now = now;
         for pi in 0..w.ports.len() {
             let port = w.ports[pi];
             let Some(q) = port.rxq else { continue };
-            let t0 = dpdk::tsc();
             let n = dpdk::rx_burst(port.id, q, &mut rx);
             if n == 0 {
                 continue;
             }
-            w.now = t0;
+            prev_packets += n as u64;
             w.stats.rx[pi].add(n as u64);
             w.handle_burst(pi as u8, &mut rx);
             w.flush_all();
-            w.stats.busy_cycles.add(dpdk::tsc() - t0);
-            w.stats.busy_packets.add(n as u64);
         }
-        let now = dpdk::tsc();
-        if now >= next_maintenance && !w.pending.is_empty() {
-            w.now = now;
-            w.maintain();
-            w.flush_all();
-            next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
-        } else if now >= next_maintenance {
+        if now >= next_maintenance {
+            if !w.pending.is_empty() {
+                w.maintain();
+                w.flush_all();
+            }
             next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
         }
     }
@@ -157,8 +180,26 @@ impl Worker<'_> {
         for m in rx.iter() {
             m.prefetch();
         }
-        let mut ip_pkts: ArrayVec<Mbuf, BURST> = ArrayVec::new();
+        // Fast path: a burst of IP packets only (the common case) goes to the
+        // stage and the forwarder as it is, without being moved.
         let mut ip_meta: ArrayVec<Meta, BURST> = ArrayVec::new();
+        for m in rx.iter() {
+            if !m.is_contiguous() {
+                break;
+            }
+            match net::classify(m.data(), &mac) {
+                Ok(meta @ Meta::Ipv4 { .. }) => ip_meta.push(meta),
+                Ok(meta @ Meta::Ipv6 { .. }) if meta.nd_type(m.data()).is_none() => {
+                    ip_meta.push(meta)
+                }
+                _ => break,
+            }
+        }
+        if ip_meta.len() == rx.len() {
+            return self.stage_and_forward(in_port, rx, &ip_meta);
+        }
+        ip_meta.clear();
+        let mut ip_pkts: ArrayVec<Mbuf, BURST> = ArrayVec::new();
         for m in rx.drain(..) {
             if !m.is_contiguous() {
                 self.drop_pkt(m, DropReason::BadHeader);
@@ -169,7 +210,7 @@ impl Worker<'_> {
                 Ok(Meta::Arp) => self.handle_arp(in_port, m),
                 Ok(meta) => {
                     if let Some(t) = meta.nd_type(m.data()) {
-                        self.handle_nd(in_port, m, &meta, t);
+                        self.handle_nd(in_port, m, t);
                     } else {
                         ip_pkts.push(m);
                         ip_meta.push(meta);
@@ -177,15 +218,22 @@ impl Worker<'_> {
                 }
             }
         }
-        if ip_pkts.is_empty() {
-            return;
+        if !ip_pkts.is_empty() {
+            self.stage_and_forward(in_port, &mut ip_pkts, &ip_meta);
         }
+    }
+
+    /// Runs the pipeline stage over `pkts` (all IP, classified as `meta`),
+    /// then forwards or drops each by its verdict. Leaves `pkts` empty.
+    #[inline(always)]
+    fn stage_and_forward(&mut self, in_port: u8, pkts: &mut ArrayVec<Mbuf, BURST>, meta: &[Meta]) {
+        let mac = self.ports[in_port as usize].mac;
         let mut verdicts = [Verdict::Forward; BURST];
-        let n = ip_pkts.len();
+        let n = pkts.len();
         let now_ms = self.now_ms();
         self.pipeline
-            .process_burst(now_ms, in_port, &mut ip_pkts, &ip_meta, &mut verdicts[..n]);
-        for ((m, meta), v) in ip_pkts.drain(..).zip(ip_meta.drain(..)).zip(verdicts) {
+            .process_burst(now_ms, in_port, pkts, meta, &mut verdicts[..n]);
+        for ((m, meta), v) in pkts.drain(..).zip(meta.iter().copied()).zip(verdicts) {
             match v {
                 Verdict::Forward => self.forward(in_port, m, meta),
                 Verdict::ForwardRewritten => match net::classify(m.data(), &mac) {
@@ -200,16 +248,22 @@ impl Worker<'_> {
         }
     }
 
+    #[inline(always)]
     fn forward(&mut self, in_port: u8, mut m: Mbuf, meta: Meta) {
         match meta {
-            Meta::Ipv4 {
-                ihl,
-                total_len,
-                ttl,
-                proto,
-                src,
-                dst,
-            } => {
+            Meta::Ipv4 { ihl, total_len, .. } => {
+                // The header fields are read again from the frame (in L1 by
+                // now) rather than from `meta`: cheaper than reloading the
+                // per-burst array, and right after a rewriting stage.
+                let (ttl, proto, src, dst) = {
+                    let ip = &m.data()[net::ETH_HLEN..net::ETH_HLEN + 20];
+                    (
+                        ip[8],
+                        ip[9],
+                        u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]),
+                        u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]),
+                    )
+                };
                 if self.routes.local_v4(dst).is_some() {
                     let ihl = ihl as usize;
                     let d = m.data();
@@ -245,9 +299,8 @@ impl Worker<'_> {
                 payload_len,
                 hop_limit,
                 next_header,
-                src,
-                dst,
             } => {
+                let (src, dst) = (net::ipv6_src(m.data()), net::ipv6_dst(m.data()));
                 if self.routes.local_v6(dst).is_some() {
                     let d = m.data();
                     let icmp = net::ETH_HLEN + 40;
@@ -283,19 +336,26 @@ impl Worker<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn send_to_neighbour(&mut self, mut m: Mbuf, port: u8, key: NeighKey) {
-        match self.neigh.lookup(&key) {
-            Some(mac) => {
-                let src = self.ports[port as usize].mac;
-                let d = m.data_mut();
-                d[0..6].copy_from_slice(&mac);
-                d[6..12].copy_from_slice(&src);
-                self.stats.forwarded.add(1);
-                self.push_tx(port, m);
+        let generation = self.neigh.generation();
+        let mac = if generation == self.cache_gen && key == self.cache_key {
+            self.cache_mac
+        } else {
+            match self.neigh.lookup(&key) {
+                Some(mac) => {
+                    (self.cache_key, self.cache_mac, self.cache_gen) = (key, mac, generation);
+                    mac
+                }
+                None => return self.enqueue_pending(m, port, key),
             }
-            None => self.enqueue_pending(m, port, key),
-        }
+        };
+        let src = self.ports[port as usize].mac;
+        let d = m.data_mut();
+        d[0..6].copy_from_slice(&mac);
+        d[6..12].copy_from_slice(&src);
+        self.forwarded += 1;
+        self.push_tx(port, m);
     }
 
     #[cold]
@@ -343,7 +403,7 @@ impl Worker<'_> {
                     let d = m.data_mut();
                     d[0..6].copy_from_slice(&mac);
                     d[6..12].copy_from_slice(&src);
-                    self.stats.forwarded.add(1);
+                    self.forwarded += 1;
                     self.push_tx(p.port, m);
                     continue;
                 }
@@ -446,16 +506,14 @@ impl Worker<'_> {
     }
 
     #[cold]
-    fn handle_nd(&mut self, in_port: u8, mut m: Mbuf, meta: &Meta, nd_type: u8) {
+    fn handle_nd(&mut self, in_port: u8, mut m: Mbuf, nd_type: u8) {
         if nd_type != net::ND_NEIGHBOR_SOLICIT && nd_type != net::ND_NEIGHBOR_ADVERT {
             return self.drop_pkt(m, DropReason::NdConsumed);
         }
         let Some(nd) = net::parse_nd(m.data()) else {
             return self.drop_pkt(m, DropReason::BadHeader);
         };
-        let Meta::Ipv6 { src, .. } = *meta else {
-            unreachable!("nd_type is only Some for IPv6")
-        };
+        let src = net::ipv6_src(m.data());
         let port = self.ports[in_port as usize];
         if nd_type == net::ND_NEIGHBOR_ADVERT {
             if let Some(ll) = nd.lladdr {
@@ -568,6 +626,8 @@ impl Worker<'_> {
         for p in 0..self.ports.len() {
             self.flush(p);
         }
+        self.stats.forwarded.add(self.forwarded);
+        self.forwarded = 0;
     }
 }
 

@@ -151,6 +151,17 @@ impl Conn {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         now_ms >= self.deadline_ms
     }
+    /// The protocol state as a number (for "did the state change?"): the TCP
+    /// or SCTP state, 0 for stateless protocols.
+    #[inline]
+    pub fn state_tag(&self) -> u8 {
+        match &self.proto {
+            ProtoState::Tcp(t) => t.state as u8 + 1,
+            ProtoState::Sctp(s) => s.state as u8 + 1,
+            _ => 0,
+        }
+    }
+
     /// The protocol state name `conntrack -L` prints, if the protocol has one.
     pub fn state_name(&self) -> Option<&'static str> {
         match &self.proto {

@@ -20,7 +20,7 @@ use crate::proto::sctp::{SctpOutcome, SctpState};
 use crate::proto::tcp::{TcpConfig, TcpOutcome, TcpSegment, TcpState};
 use crate::proto::{generic, icmp, udp, Outcome};
 use crate::stats::CtStats;
-use crate::table::{InsertError, Key, Local, Locked, Table};
+use crate::table::{Found, InsertError, Key, Local, Table};
 use crate::timeout::Timeouts;
 use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE};
 use crate::wire::{self, Frag, InnerTuple, ParseError, Parsed, L4};
@@ -131,10 +131,39 @@ impl Egress {
     };
 }
 
+/// Packets per processing stage (a burst).
+const STAGE: usize = 32;
+
+/// The tuple of a plain (unfragmented TCP/UDP) packet, for stage 1; anything
+/// else is worked out in stage 3.
+#[inline]
+fn simple_tuple(p: &Parsed, zone: u16) -> Option<Tuple> {
+    if p.frag.is_some() {
+        return None;
+    }
+    let (src_port, dst_port) = match p.l4 {
+        L4::Tcp(t) => (t.src_port, t.dst_port),
+        L4::Udp { src_port, dst_port } => (src_port, dst_port),
+        _ => return None,
+    };
+    Some(Tuple {
+        src: p.src,
+        dst: p.dst,
+        src_port,
+        dst_port,
+        proto: p.proto,
+        family: p.family,
+        zone,
+    })
+}
+
 /// The caller's verdict on a packet before confirmation (routing + policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// Forward it out of `Egress` (source NAT rules apply: POSTROUTING).
     Accept(Egress),
+    /// Deliver it to the appliance itself (INPUT: confirmed, no source NAT).
+    Local,
     Drop,
 }
 
@@ -176,6 +205,9 @@ impl FragEntry {
     }
 }
 
+/// Says whether a NAT reply tuple would reach this worker (RSS steering).
+pub type ReplySteering = Box<dyn Fn(&Tuple) -> bool + Send>;
+
 /// Per-worker state: counters, events, and the fragment memory. Owned by one
 /// lcore; nothing in it is shared.
 pub struct Worker {
@@ -185,7 +217,7 @@ pub struct Worker {
     pub nat_out_of_ports: u64,
     /// RSS steering for NAT: a reply tuple is acceptable only if this says it
     /// reaches this worker (the appliance installs its Toeplitz key and RETA).
-    pub reply_steering: Option<Box<dyn Fn(&Tuple) -> bool + Send>>,
+    pub reply_steering: Option<ReplySteering>,
     rng: Rng,
     tun: Tunables,
     tun_gen: u64,
@@ -296,21 +328,81 @@ impl Engine {
         F: FnMut(usize, &CtResult) -> Decision,
     {
         self.refresh_tunables(w);
-        for (i, pkt) in pkts.iter().enumerate() {
-            let (mut res, mut pending, park) = self.track(w, now_ms, pkt);
-            if let Some(c) = pending.as_mut() {
-                self.nat_prerouting(c, pkt.in_port, &mut res);
-            }
-            let d = decide(i, &res);
-            if let (Some(mut conn), Decision::Accept(egress)) = (pending, d) {
-                if self.nat_postrouting(w, &mut conn, pkt.in_port, egress, &mut res) {
-                    match park {
-                        Some(slot) => w.frags[slot].pending = Some(conn),
-                        None => self.confirm(w, now_ms, conn, &mut res),
-                    }
+        for (c, chunk) in pkts.chunks(STAGE).enumerate() {
+            // Stage 1: parse and hash every packet, reading its bucket; stage 2:
+            // read each first candidate connection. The misses of the burst
+            // overlap instead of adding up; stage 3 then finds them in cache.
+            let mut parsed = [Err(ParseError::TruncatedEthernet); STAGE];
+            let mut keys: [Option<Key>; STAGE] = [None; STAGE];
+            for (i, pkt) in chunk.iter().enumerate() {
+                parsed[i] = wire::parse(pkt.frame);
+                if let Some(t) = parsed[i]
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| simple_tuple(p, pkt.zone))
+                {
+                    let k = self.table.key(&t);
+                    self.table.touch(k);
+                    keys[i] = Some(k);
                 }
             }
-            results[i] = res;
+            for k in keys[..chunk.len()].iter().flatten() {
+                self.table.touch_conn(*k);
+            }
+            for (j, pkt) in chunk.iter().enumerate() {
+                let i = c * STAGE + j;
+                self.stage3(
+                    w,
+                    now_ms,
+                    pkt,
+                    parsed[j],
+                    keys[j],
+                    i,
+                    &mut results[i],
+                    &mut decide,
+                );
+            }
+        }
+    }
+
+    /// Stage 3 of `process_burst` for one packet: track, NAT, decide, confirm.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn stage3<F>(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        parsed: Result<Parsed, ParseError>,
+        key: Option<Key>,
+        i: usize,
+        out: &mut CtResult,
+        decide: &mut F,
+    ) where
+        F: FnMut(usize, &CtResult) -> Decision,
+    {
+        *out = CtResult {
+            parsed,
+            ..CtResult::default()
+        };
+        let (mut pending, park) = self.track(w, now_ms, pkt, key, out);
+        if let Some(c) = pending.as_mut() {
+            self.nat_prerouting(c, pkt.in_port, out);
+        }
+        let d = decide(i, out);
+        let egress = match d {
+            Decision::Accept(e) => Some(e),
+            Decision::Local | Decision::Drop => None,
+        };
+        if let (Some(mut conn), true) = (pending, d != Decision::Drop) {
+            if egress
+                .is_none_or(|e| self.nat_postrouting(w, now_ms, &mut conn, pkt.in_port, e, out))
+            {
+                match park {
+                    Some(slot) => w.frags[slot].pending = Some(conn),
+                    None => self.confirm(w, now_ms, conn, out),
+                }
+            }
         }
     }
 
@@ -331,6 +423,7 @@ impl Engine {
     fn nat_postrouting(
         &self,
         w: &mut Worker,
+        now_ms: u64,
         c: &mut Conn,
         in_port: u16,
         egress: Egress,
@@ -346,7 +439,19 @@ impl Engine {
         };
         let steer = w.reply_steering.take();
         let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
-        let r = alloc::snat(&self.table, c, rule, egress.addr, &mut w.rng, &accept);
+        let (events, stats) = (&mut w.events, &mut w.stats);
+        let mut reclaimed = |dead: Conn| {
+            stats.expired += 1;
+            events.push(EventKind::Destroy, now_ms, &dead);
+        };
+        let mut search = alloc::Search {
+            table: &self.table,
+            now_ms,
+            rng: &mut w.rng,
+            accept: &accept,
+            reclaimed: &mut reclaimed,
+        };
+        let r = alloc::snat(&mut search, c, rule, egress.addr);
         w.reply_steering = steer;
         match r {
             Ok(()) => {
@@ -395,11 +500,9 @@ impl Engine {
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
-    ) -> (CtResult, Option<Conn>, Option<usize>) {
-        let mut res = CtResult {
-            parsed: wire::parse(pkt.frame),
-            ..CtResult::default()
-        };
+        key: Option<Key>,
+        res: &mut CtResult,
+    ) -> (Option<Conn>, Option<usize>) {
         let p = match res.parsed {
             Ok(p) => p,
             Err(e) => {
@@ -415,7 +518,7 @@ impl Engine {
                     w.stats.invalid += 1;
                     res.invalid_reason = Some(e.name());
                 }
-                return (res, None, None);
+                return (None, None);
             }
         };
         let frag_slot = p
@@ -423,28 +526,29 @@ impl Engine {
             .map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
-                let pending = self.follow_fragment(w, now_ms, &p, slot, &mut res);
-                return (res, pending, None);
+                let pending = self.follow_fragment(w, now_ms, &p, slot, res);
+                return (pending, None);
             }
         }
         if w.tun.checksum && !checksum::l4_checksum_ok(pkt.frame, &p) {
-            return (invalid(w, res, "bad L4 checksum"), None, None);
+            invalid(w, res, "bad L4 checksum");
+            return (None, None);
         }
-        let tuple = match self.tuple_of(w, now_ms, pkt, &p, &mut res) {
+        let tuple = match self.tuple_of(w, now_ms, pkt, &p, res) {
             Some(t) => t,
-            None => return (res, None, None),
+            None => return (None, None),
         };
-        let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, &mut res);
+        let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, key, res);
         if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
                 w.frags[slot].tuple = Some(tuple);
                 if pending.is_some() && !w.frags[slot].complete() {
-                    return (res, pending, Some(slot));
+                    return (pending, Some(slot));
                 }
             }
         }
-        (res, pending, None)
+        (pending, None)
     }
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are
@@ -469,7 +573,7 @@ impl Engine {
         match p.l4 {
             L4::Tcp(info) => {
                 if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
-                    *res = invalid(w, *res, "tcp: invalid flag combination");
+                    invalid(w, res, "tcp: invalid flag combination");
                     return None;
                 }
                 t.src_port = info.src_port;
@@ -496,7 +600,7 @@ impl Engine {
                     return None;
                 }
                 if p.family == Family::V4 && ic.icmp_type > icmp::NR_ICMP_TYPES {
-                    *res = invalid(w, *res, "icmp: invalid type");
+                    invalid(w, res, "icmp: invalid type");
                     return None;
                 }
                 t.src_port = ic.id;
@@ -516,6 +620,7 @@ impl Engine {
     }
 
     /// Lookup + tracker for a packet with tuple `t`.
+    #[allow(clippy::too_many_arguments)]
     fn track_tuple(
         &self,
         w: &mut Worker,
@@ -523,19 +628,18 @@ impl Engine {
         pkt: &Pkt<'_>,
         p: &Parsed,
         t: Tuple,
+        key: Option<Key>,
         res: &mut CtResult,
     ) -> Option<Conn> {
-        let key = self.table.key(&t);
+        let key = key.unwrap_or_else(|| self.table.key(&t));
         if let Some((mut l, local, dir)) = self.find_live(w, now_ms, key, &t) {
             let home = l.stripe();
             w.stats.found += 1;
-            // An UPDATE event when the state or a status bit changes (like the
-            // kernel's IPCT_PROTOINFO / IPCT_STATUS), judged across the tracker.
-            let before = (l.conn(local).status, l.conn(local).state_name());
-            let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(local), dir);
+            let before = (l.conn().status, l.conn().state_tag());
+            let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(), dir);
             match outcome {
                 Tracked::Accept { timeout_ms, kill } => {
-                    let c = l.conn_mut(local);
+                    let c = l.conn_mut();
                     account(c, dir, p);
                     c.deadline_ms = now_ms + timeout_ms;
                     res.ctinfo = ctinfo_for(c, dir);
@@ -543,26 +647,26 @@ impl Engine {
                     if dir == Dir::Reply {
                         c.status.set(Status::SEEN_REPLY);
                     }
+                    res.rewrite = Rewrite::for_packet(c, dir, false);
                     if kill {
-                        let dead = l.remove(local);
-                        res.rewrite = Rewrite::for_packet(&dead, dir, false);
-                        w.events.push(EventKind::Destroy, now_ms, &dead);
+                        if let Some(dead) = l.remove() {
+                            w.events.push(EventKind::Destroy, now_ms, &dead);
+                        }
                     } else {
-                        let c = *l.conn(local);
-                        res.rewrite = Rewrite::for_packet(&c, dir, false);
+                        let c = l.conn();
                         res.conn = Some(ConnHandle {
                             stripe: home,
                             local,
                             id: c.id,
                         });
-                        if (c.status, c.state_name()) != before {
-                            w.events.push(EventKind::Update, now_ms, &c);
+                        if (c.status, c.state_tag()) != before {
+                            w.events.push(EventKind::Update, now_ms, c);
                         }
                     }
                     None
                 }
                 Tracked::Ignore => {
-                    let c = l.conn_mut(local);
+                    let c = l.conn_mut();
                     res.ctinfo = ctinfo_for(c, dir);
                     if dir == Dir::Reply {
                         c.status.set(Status::SEEN_REPLY);
@@ -577,15 +681,15 @@ impl Engine {
                     None
                 }
                 Tracked::Invalid(why) => {
-                    *res = invalid(w, *res, why);
+                    invalid(w, res, why);
                     None
                 }
                 Tracked::Repeat => {
                     // A SYN reopening a closed connection: kill it, track as new.
                     w.stats.search_restart += 1;
-                    let dead = l.remove(local);
-                    w.events.push(EventKind::Destroy, now_ms, &dead);
-                    drop(l);
+                    if let Some(dead) = l.remove() {
+                        w.events.push(EventKind::Destroy, now_ms, &dead);
+                    }
                     self.new_conn(w, now_ms, pkt, p, t, res)
                 }
             }
@@ -601,15 +705,17 @@ impl Engine {
         now_ms: u64,
         key: Key,
         t: &Tuple,
-    ) -> Option<(Locked<'_>, Local, Dir)> {
-        let (mut l, local, dir) = self.table.lookup(key, t)?;
-        if l.conn(local).is_expired(now_ms) {
-            let dead = l.remove(local);
-            w.stats.expired += 1;
-            w.events.push(EventKind::Destroy, now_ms, &dead);
+    ) -> Option<(Found<'_>, Local, Dir)> {
+        let (f, dir) = self.table.lookup(key, t)?;
+        if f.conn().is_expired(now_ms) {
+            if let Some(dead) = f.remove() {
+                w.stats.expired += 1;
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+            }
             return None;
         }
-        Some((l, local, dir))
+        let local = f.local();
+        Some((f, local, dir))
     }
 
     /// init_conntrack + the tracker's first packet: an unconfirmed connection.
@@ -623,7 +729,7 @@ impl Engine {
         res: &mut CtResult,
     ) -> Option<Conn> {
         let Some(reply) = t.invert() else {
-            *res = invalid(w, *res, "cannot invert tuple");
+            invalid(w, res, "cannot invert tuple");
             return None;
         };
         let proto = match p.l4 {
@@ -636,7 +742,7 @@ impl Engine {
             ) {
                 Ok(s) => ProtoState::Tcp(s),
                 Err(why) => {
-                    *res = invalid(w, *res, why);
+                    invalid(w, res, why);
                     return None;
                 }
             },
@@ -647,7 +753,7 @@ impl Engine {
             L4::Sctp { .. } => match SctpState::new(l4_bytes(pkt.frame, p)) {
                 Ok(s) => ProtoState::Sctp(s),
                 Err(why) => {
-                    *res = invalid(w, *res, why);
+                    invalid(w, res, why);
                     return None;
                 }
             },
@@ -678,11 +784,11 @@ impl Engine {
                 None
             }
             Tracked::Invalid(why) => {
-                *res = invalid(w, *res, why);
+                invalid(w, res, why);
                 None
             }
             Tracked::Repeat => {
-                *res = invalid(w, *res, "tcp: repeat on a new connection");
+                invalid(w, res, "tcp: repeat on a new connection");
                 None
             }
         }
@@ -691,16 +797,23 @@ impl Engine {
     /// __nf_conntrack_confirm: insert a new connection, evicting a non-assured
     /// one if the table is full (early_drop).
     fn confirm(&self, w: &mut Worker, now_ms: u64, conn: Conn, res: &mut CtResult) {
+        // An expired connection still holding either tuple gives way (the
+        // kernel's lookups never see expired entries).
+        for t in &conn.tuples {
+            if let (_, Some(dead)) = self.table.taken(t, now_ms) {
+                w.stats.expired += 1;
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+            }
+        }
         match self.table.insert(conn, true) {
-            Ok((l, local, evicted)) => {
+            Ok((stripe, local, c, evicted)) => {
                 if let Some(dead) = evicted {
                     w.stats.early_drop += 1;
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 w.stats.insert += 1;
-                let c = *l.conn(local);
                 res.conn = Some(ConnHandle {
-                    stripe: l.stripe(),
+                    stripe,
                     local,
                     id: c.id,
                 });
@@ -808,7 +921,7 @@ impl Engine {
         res: &mut CtResult,
     ) {
         let Some(inner) = inner else {
-            *res = invalid(w, *res, "icmp: error quotes no parseable datagram");
+            invalid(w, res, "icmp: error quotes no parseable datagram");
             return;
         };
         let quoted = Tuple {
@@ -821,19 +934,19 @@ impl Engine {
             zone: pkt.zone,
         };
         let Some(lookup) = quoted.invert() else {
-            *res = invalid(w, *res, "icmp: quoted tuple cannot be inverted");
+            invalid(w, res, "icmp: quoted tuple cannot be inverted");
             return;
         };
         let key = self.table.key(&lookup);
         let Some((l, local, dir)) = self.find_live(w, now_ms, key, &lookup) else {
-            *res = invalid(w, *res, "icmp: error for no known connection");
+            invalid(w, res, "icmp: error for no known connection");
             return;
         };
-        let c = l.conn(local);
+        let c = l.conn();
         // The error must go to the host that sent the quoted datagram.
         if c.tuples[dir.index()].dst != p.dst {
             drop(l);
-            *res = invalid(w, *res, "icmp: outer destination is not the quoted source");
+            invalid(w, res, "icmp: outer destination is not the quoted source");
             return;
         }
         w.stats.found += 1;
@@ -865,7 +978,7 @@ impl Engine {
         let e = w.frags[slot];
         let Some(tuple) = e.tuple else {
             w.stats.frag_orphan += 1;
-            *res = invalid(w, *res, "fragment before its first fragment");
+            invalid(w, res, "fragment before its first fragment");
             return None;
         };
         w.stats.frag_followed += 1;
@@ -890,7 +1003,7 @@ impl Engine {
         match self.find_live(w, now_ms, key, &tuple) {
             Some((mut l, local, dir)) => {
                 let home = l.stripe();
-                let c = l.conn_mut(local);
+                let c = l.conn_mut();
                 account(c, dir, p);
                 res.ctinfo = ctinfo_for(c, dir);
                 res.dir = dir;
@@ -903,7 +1016,7 @@ impl Engine {
             }
             None => {
                 w.stats.frag_orphan += 1;
-                *res = invalid(w, *res, "fragment of a datagram whose connection is gone");
+                invalid(w, res, "fragment of a datagram whose connection is gone");
             }
         }
         None
@@ -911,9 +1024,8 @@ impl Engine {
 
     /// Runs `f` on a live connection by handle (None if it is gone).
     pub fn with_conn<R>(&self, h: ConnHandle, f: impl FnOnce(&mut Conn) -> R) -> Option<R> {
-        let mut l = self.table.lock(h.stripe);
-        let c = l.conn_mut(h.local);
-        (c.status.has(Status::CONFIRMED) && c.id == h.id).then(|| f(c))
+        let mut found = self.table.get(h.stripe, h.local, h.id)?;
+        Some(f(found.conn_mut()))
     }
 
     /// One GC slice: visits up to `budget` slab entries across the stripes,
@@ -924,12 +1036,10 @@ impl Engine {
         let mut left = budget;
         while left > 0 {
             let s = *cursor % self.table.stripe_count();
-            let mut l = self.table.lock(s);
-            let visited = l.gc_step(now_ms, left.min(256), |dead| {
+            let visited = self.table.gc_step(s, now_ms, left.min(256), |dead| {
                 reclaimed += 1;
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             });
-            drop(l);
             left = left.saturating_sub(visited.max(1));
             *cursor = (s + 1) % self.table.stripe_count();
         }
@@ -941,8 +1051,7 @@ impl Engine {
     /// each stripe is locked only while it is copied.
     pub fn snapshot(&self, now_ms: u64, mut f: impl FnMut(&Conn)) {
         for s in 0..self.table.stripe_count() {
-            let l = self.table.lock(s);
-            l.for_each(|_, c| {
+            self.table.for_each(s, |_, c| {
                 if !c.is_expired(now_ms) {
                     f(c)
                 }
@@ -953,11 +1062,13 @@ impl Engine {
     /// Removes the connection holding tuple `t` (either direction); true if one was.
     pub fn delete_tuple(&self, w: &mut Worker, now_ms: u64, t: &Tuple) -> bool {
         match self.table.lookup(self.table.key(t), t) {
-            Some((mut l, local, _)) => {
-                let dead = l.remove(local);
-                w.events.push(EventKind::Destroy, now_ms, &dead);
-                true
-            }
+            Some((f, _)) => match f.remove() {
+                Some(dead) => {
+                    w.events.push(EventKind::Destroy, now_ms, &dead);
+                    true
+                }
+                None => false,
+            },
             None => false,
         }
     }
@@ -971,17 +1082,17 @@ impl Engine {
     ) -> usize {
         let mut n = 0;
         for s in 0..self.table.stripe_count() {
-            let mut l = self.table.lock(s);
             let mut victims = Vec::new();
-            l.for_each(|local, c| {
+            self.table.for_each(s, |local, c| {
                 if pred(c) {
-                    victims.push(local)
+                    victims.push((local, c.id))
                 }
             });
-            for v in victims {
-                let dead = l.remove(v);
-                w.events.push(EventKind::Destroy, now_ms, &dead);
-                n += 1;
+            for (local, id) in victims {
+                if let Some(dead) = self.table.remove_id(s, local, id) {
+                    w.events.push(EventKind::Destroy, now_ms, &dead);
+                    n += 1;
+                }
             }
         }
         n
@@ -995,12 +1106,12 @@ enum Tracked {
     Repeat,
 }
 
-fn invalid(w: &mut Worker, mut res: CtResult, why: &'static str) -> CtResult {
+fn invalid(w: &mut Worker, res: &mut CtResult, why: &'static str) {
     w.stats.invalid += 1;
     res.ctinfo = CtInfo::Invalid;
     res.conn = None;
+    res.rewrite = None;
     res.invalid_reason = Some(why);
-    res
 }
 
 /// The L4 header and payload of a packet, within its L3 length.
@@ -1037,6 +1148,7 @@ mod tests {
     use crate::event::EventKind;
     use crate::proto::tcp::TcpConntrack;
     use crate::tuple::Addr;
+    use crate::tuple::Family;
     use crate::wire::build::{frame, L4Spec};
     use crate::wire::tcp_flags::{ACK, FIN, SYN};
 
@@ -1303,6 +1415,64 @@ mod tests {
     }
 
     #[test]
+    fn expired_connections_free_their_nat_ports() {
+        use crate::nat::{self, Action, Nat, Rule};
+        // masquerade to :20000-20001: two ports; UDP flows unreplied live 30 s.
+        let rule = Rule::new(
+            "tiny".into(),
+            nat::Match::default(),
+            Action::Masquerade {
+                ports: Some((20000, 20001)),
+                random: false,
+            },
+        );
+        let e = Engine::with_nat(
+            EngineConfig {
+                capacity_conns: 1000,
+                seed: 1,
+                tunables: Tunables::default(),
+            },
+            Some(Nat {
+                rules: vec![rule],
+                pools: vec![],
+            }),
+        );
+        let mut w = e.worker(16);
+        let out = Decision::Accept(Egress {
+            port: 1,
+            addr: Some(Addr::from_v4([198, 51, 100, 1])),
+        });
+        let udp = |sport: u16| {
+            frame(
+                Family::V4,
+                Addr::from_v4(C),
+                Addr::from_v4(S),
+                64,
+                L4Spec::Udp {
+                    src_port: sport,
+                    dst_port: 53,
+                    payload: b"q",
+                },
+            )
+        };
+        for sport in [1000, 1001] {
+            let r = run(&e, &mut w, 0, &udp(sport), out);
+            assert!(r.ct_drop.is_none() && r.rewrite.is_some());
+        }
+        let r = run(&e, &mut w, 1000, &udp(1002), out);
+        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
+        // No GC ran: the two expired connections still sit in the table, and
+        // the search reclaims one as the kernel's tuple_taken does.
+        let r = run(&e, &mut w, 30_000, &udp(1003), out);
+        assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
+        let port = r.rewrite.unwrap().src.unwrap().1;
+        assert!((20000..=20001).contains(&port));
+        assert_eq!(w.stats.expired, 1);
+        assert_eq!(e.table().len(), 2);
+        assert_eq!(w.nat_out_of_ports, 1);
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let e = engine(64);
         let mut w = e.worker(0);
@@ -1319,6 +1489,203 @@ mod tests {
                 }
             }
             run(&e, &mut w, len as u64, &f, Decision::Accept(Egress::NONE));
+        }
+    }
+
+    fn nat_engine(rules: Vec<crate::nat::Rule>) -> Engine {
+        let cfg = EngineConfig {
+            capacity_conns: 1000,
+            seed: 5,
+            tunables: Tunables::default(),
+        };
+        Engine::with_nat(
+            cfg,
+            Some(Nat {
+                rules,
+                pools: vec![],
+            }),
+        )
+    }
+
+    fn masq_rule(ports: Option<(u16, u16)>) -> crate::nat::Rule {
+        crate::nat::Rule::new(
+            "masq".into(),
+            crate::nat::Match::default(),
+            crate::nat::Action::Masquerade {
+                ports,
+                random: false,
+            },
+        )
+    }
+
+    fn out(addr: [u8; 4]) -> Decision {
+        Decision::Accept(Egress {
+            port: 1,
+            addr: Some(Addr::from_v4(addr)),
+        })
+    }
+
+    #[test]
+    fn masquerade_keeps_the_port_when_free_and_picks_another_on_a_clash() {
+        let e = nat_engine(vec![masq_rule(None)]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        // Two clients using the same source port to the same server.
+        let a = frame(
+            Family::V4,
+            Addr::from_v4([192, 0, 2, 10]),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
+        let b = frame(
+            Family::V4,
+            Addr::from_v4([192, 0, 2, 11]),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
+        let ra = run(&e, &mut w, 0, &a, out(n));
+        let rb = run(&e, &mut w, 0, &b, out(n));
+        let pa = ra.rewrite.unwrap().src.unwrap();
+        let pb = rb.rewrite.unwrap().src.unwrap();
+        assert_eq!(pa, (Addr::from_v4(n), 5000), "the first keeps its port");
+        assert_eq!(pb.0, Addr::from_v4(n));
+        assert_ne!(pb.1, 5000, "the second gets another");
+        assert!(pb.1 >= 1024);
+        // The reply to the second comes back to it.
+        let reply = frame(
+            Family::V4,
+            Addr::from_v4(S),
+            Addr::from_v4(n),
+            64,
+            L4Spec::Udp {
+                src_port: 53,
+                dst_port: pb.1,
+                payload: b"a",
+            },
+        );
+        let r = run(&e, &mut w, 1, &reply, out(C));
+        assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
+        assert_eq!(
+            r.rewrite.unwrap().dst,
+            Some((Addr::from_v4([192, 0, 2, 11]), 5000))
+        );
+    }
+
+    #[test]
+    fn dnat_pool_sticks_to_its_backend() {
+        use crate::nat::{Action, Backend, Match, Pool, Rule};
+        let backends = (0..3)
+            .map(|i| {
+                Backend::new(
+                    Family::V4,
+                    Addr::from_v4([198, 51, 100, 10 + i]),
+                    Some(8080),
+                    1,
+                )
+            })
+            .collect();
+        let rule = Rule::new(
+            "lb".into(),
+            Match {
+                dports: Some((80, 80)),
+                ..Match::default()
+            },
+            Action::DnatPool { pool: 0 },
+        );
+        let cfg = EngineConfig {
+            capacity_conns: 10_000,
+            seed: 5,
+            tunables: Tunables::default(),
+        };
+        let e = Engine::with_nat(
+            cfg,
+            Some(Nat {
+                rules: vec![rule],
+                pools: vec![Pool::new("web".into(), backends)],
+            }),
+        );
+        let mut w = e.worker(0);
+        let vip = Addr::from_v4([203, 0, 113, 80]);
+        let mut per_backend = [0u32; 3];
+        for i in 0..3000u16 {
+            let syn = frame(
+                Family::V4,
+                Addr::from_v4(C),
+                vip,
+                64,
+                L4Spec::Tcp {
+                    src_port: 10_000 + i,
+                    dst_port: 80,
+                    seq: 1,
+                    ack: 0,
+                    flags: SYN,
+                    window: 1000,
+                    payload: b"",
+                },
+            );
+            let r = run(&e, &mut w, 0, &syn, out([192, 0, 2, 1]));
+            let (b, port) = r.rewrite.unwrap().dst.unwrap();
+            assert_eq!(port, 8080);
+            per_backend[(b.0[3] - 10) as usize] += 1;
+            // A retransmitted SYN of the same connection goes to the same backend.
+            let again = run(&e, &mut w, 1, &syn, out([192, 0, 2, 1]));
+            assert_eq!(again.rewrite.unwrap().dst.unwrap().0, b);
+        }
+        for n in per_backend {
+            assert!((800..=1200).contains(&n), "{per_backend:?}");
+        }
+    }
+
+    #[test]
+    fn nat_ports_steer_replies_to_the_workers_queue() {
+        let key: Vec<u8> = (0..52)
+            .map(|i| if i % 2 == 0 { 0x6d } else { 0x5a })
+            .collect();
+        let rss = crate::rss::Rss::new(&key, 128, 4);
+        let e = nat_engine(vec![masq_rule(None)]);
+        for queue in 0..4u16 {
+            let mut w = e.worker(0);
+            let r2 = rss.clone();
+            w.reply_steering = Some(Box::new(move |t: &Tuple| r2.queue(t) == queue));
+            for i in 0..50u16 {
+                let f = frame(
+                    Family::V4,
+                    Addr::from_v4(C),
+                    Addr::from_v4(S),
+                    64,
+                    L4Spec::Udp {
+                        src_port: 3000 + queue * 100 + i,
+                        dst_port: 53,
+                        payload: b"q",
+                    },
+                );
+                let r = run(&e, &mut w, 0, &f, out([203, 0, 113, 1]));
+                let (addr, port) = r.rewrite.unwrap().src.unwrap();
+                let reply = Tuple {
+                    src: Addr::from_v4(S),
+                    dst: addr,
+                    src_port: 53,
+                    dst_port: port,
+                    proto: 17,
+                    family: Family::V4,
+                    zone: 0,
+                };
+                assert_eq!(
+                    rss.queue(&reply),
+                    queue,
+                    "the reply reaches the worker that saw the original"
+                );
+            }
         }
     }
 }

@@ -73,11 +73,6 @@ uint64_t ct_shim_rdtsc(void)
 	return rte_rdtsc();
 }
 
-void ct_shim_prefetch0(const void *p)
-{
-	rte_prefetch0(p);
-}
-
 const char *ct_shim_version(void)
 {
 	return rte_version();

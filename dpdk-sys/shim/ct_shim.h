@@ -15,7 +15,6 @@
 #include <rte_mempool.h>
 #include <rte_ethdev.h>
 #include <rte_dev.h>
-#include <rte_prefetch.h>
 #include <rte_telemetry.h>
 #include <rte_pdump.h>
 
@@ -33,7 +32,6 @@ int ct_shim_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 int ct_shim_errno(void);
 unsigned ct_shim_lcore_id(void);
 uint64_t ct_shim_rdtsc(void);
-void ct_shim_prefetch0(const void *p);
 const char *ct_shim_version(void);
 
 #endif

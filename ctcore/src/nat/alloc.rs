@@ -73,17 +73,27 @@ fn default_range(orig_port: u16, icmp: bool) -> (u16, u16) {
     }
 }
 
+/// What a binding search needs besides the rule: the table, the worker's
+/// clock and random source, a veto on candidates (RSS steering: the reply must
+/// reach this worker's queue), and where connections found expired on the way
+/// go (they are removed: their tuples are free, as nf_conntrack_tuple_taken
+/// reclaims expired entries).
+pub struct Search<'a> {
+    pub table: &'a Table,
+    pub now_ms: u64,
+    pub rng: &'a mut Rng,
+    pub accept: &'a dyn Fn(&Tuple) -> bool,
+    pub reclaimed: &'a mut dyn FnMut(Conn),
+}
+
 /// Chooses the source NAT binding for a new connection `c` under `rule` and
 /// writes it into the reply tuple (setting SRC_NAT). `egress_addr` is the egress
-/// port's address (for masquerade); `accept` may veto candidates (RSS steering:
-/// the reply must reach this worker's queue).
+/// port's address (for masquerade).
 pub fn snat(
-    table: &Table,
+    s: &mut Search<'_>,
     c: &mut Conn,
     rule: &Rule,
     egress_addr: Option<Addr>,
-    rng: &mut Rng,
-    accept: &dyn Fn(&Tuple) -> bool,
 ) -> Result<(), AllocError> {
     let orig = c.tuples[0];
     let (addr, ports, random) = match &rule.action {
@@ -128,7 +138,7 @@ pub fn snat(
     let icmp = is_icmp_echo(orig.proto);
     if !has_ports(orig.proto) && !icmp {
         // Address-only translation (GRE, generic protocols).
-        return take(table, c, cand, accept).ok_or(AllocError::OutOfPorts);
+        return take(s, c, cand).ok_or(AllocError::OutOfPorts);
     }
     // The field NAT changes: the destination port of the reply, or the id.
     let orig_port = orig.src_port;
@@ -142,17 +152,17 @@ pub fn snat(
     let (lo, hi) = ports.unwrap_or_else(|| default_range(orig_port, icmp));
     if !random && (lo..=hi).contains(&orig_port) {
         set(&mut cand, orig_port);
-        if take(table, c, cand, accept).is_some() {
+        if take(s, c, cand).is_some() {
             return Ok(());
         }
     }
     let size = hi as u32 - lo as u32 + 1;
     let mut attempts = size.min(MAX_PORT_ATTEMPTS);
     loop {
-        let mut off = rng.next_u32();
+        let mut off = s.rng.next_u32();
         for _ in 0..attempts {
             set(&mut cand, (lo as u32 + off % size) as u16);
-            if take(table, c, cand, accept).is_some() {
+            if take(s, c, cand).is_some() {
                 return Ok(());
             }
             off = off.wrapping_add(1);
@@ -165,9 +175,17 @@ pub fn snat(
     }
 }
 
-/// Takes `cand` as the reply tuple if no connection uses it (nf_nat_used_tuple).
-fn take(table: &Table, c: &mut Conn, cand: Tuple, accept: &dyn Fn(&Tuple) -> bool) -> Option<()> {
-    if !accept(&cand) || table.contains(&cand) {
+/// Takes `cand` as the reply tuple if no live connection uses it
+/// (nf_nat_used_tuple); an expired holder is reclaimed on the spot.
+fn take(s: &mut Search<'_>, c: &mut Conn, cand: Tuple) -> Option<()> {
+    if !(s.accept)(&cand) {
+        return None;
+    }
+    let (taken, dead) = s.table.taken(&cand, s.now_ms);
+    if let Some(d) = dead {
+        (s.reclaimed)(d);
+    }
+    if taken {
         return None;
     }
     c.tuples[1] = cand;

@@ -129,6 +129,14 @@ impl Action {
         matches!(self, Action::Dnat { .. } | Action::DnatPool { .. })
     }
 
+    /// The address family the action translates to, where it names addresses.
+    pub fn family(&self) -> Option<Family> {
+        match self {
+            Action::Snat { family, .. } | Action::Dnat { family, .. } => Some(*family),
+            _ => None,
+        }
+    }
+
     /// Parses the nft-like action text; `pools` names the configured pools.
     pub fn parse(s: &str, pools: &[&str]) -> Result<Action, String> {
         let words: Vec<&str> = s.split_whitespace().collect();
@@ -248,7 +256,9 @@ impl Nat {
     /// connection. Returns whether it translated.
     pub fn prerouting(&self, c: &mut Conn, in_port: u16) -> bool {
         let orig = c.tuples[0];
-        for r in self.rules.iter().filter(|r| r.action.is_dnat()) {
+        for r in self.rules.iter().filter(|r| {
+            r.action.is_dnat() && r.action.family().is_none_or(|f| f == c.tuples[0].family)
+        }) {
             if !r.m.matches(&orig, in_port, None) {
                 continue;
             }
@@ -287,7 +297,9 @@ impl Nat {
         let after_dnat = c.tuples[1].invert()?;
         self.rules
             .iter()
-            .filter(|r| !r.action.is_dnat())
+            .filter(|r| {
+                !r.action.is_dnat() && r.action.family().is_none_or(|f| f == after_dnat.family)
+            })
             .find(|r| r.m.matches(&after_dnat, in_port, Some(out_port)))
     }
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Forwarding benchmark, in one run: dpdk-testpmd (macswap) and ctgate (routing
+# only), each with ONE forwarding core, on the same source: net_pcap with
+# infinite_rx=1 replaying 64-byte frames (60 + FCS), sent to a net_null sink.
+# Prints Mpps and cycles/packet for each and the ratio ctgate / testpmd.
+#
+# The two alternate for BENCH_ROUNDS rounds and each figure is the median
+# over the rounds' per-second rates, so that load from elsewhere on the
+# machine hits both alike.
+#
+# usage: sudo scripts/bench-forward.sh [SECONDS]   (default 6 per contender and round)
+# env:   BENCH_FLOWS   distinct frames in the source capture (default 64)
+#        BENCH_ROUNDS  rounds (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-6}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+FLOWS="${BENCH_FLOWS:-64}"
+[ "$(id -u)" = 0 ] || { echo "bench: needs root: sudo $0" >&2; exit 1; }
+CTGATE=target/release/ctgate
+[ -x "$CTGATE" ] || { echo "bench: $CTGATE missing: run scripts/setup.sh" >&2; exit 1; }
+command -v dpdk-testpmd >/dev/null || { echo "bench: dpdk-testpmd missing: run scripts/setup.sh" >&2; exit 1; }
+
+EAL_MEM=(--in-memory)
+if [ "$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)" -lt 256 ]; then
+    echo "bench: fewer than 256 free hugepages: using --no-huge (slower; run scripts/setup.sh)"
+    EAL_MEM=(--in-memory --no-huge -m 512)
+fi
+
+WORK=$(mktemp -d /tmp/ctgate-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+GW_MAC=02:00:00:00:00:01
+python3 scripts/bench_frames.py "$WORK/src.pcap" "$GW_MAC" "$FLOWS"
+SRC="net_pcap0,rx_pcap=$WORK/src.pcap,infinite_rx=1"
+SINK="net_null0,no-rx=1"
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else print a[int((NR + 1) / 2)]}'; }
+
+run_testpmd() { # round
+    timeout -s INT "$((SECS + 3))" dpdk-testpmd -l 0,1 "${EAL_MEM[@]}" --no-pci --log-level='*:error' \
+        --vdev "$SRC" --vdev "$SINK" -- \
+        --forward-mode=macswap --nb-cores=1 --auto-start --stats-period=1 --record-core-cycles \
+        --total-num-mbufs=16384 </dev/null >"$WORK/testpmd.$1.log" 2>&1 || true
+    # Tx-pps of the sink port (port 1) per second; skip the first two (warm-up).
+    awk '/NIC statistics for port 1/ {p=1} p && /Tx-pps:/ {print $2; p=0}' "$WORK/testpmd.$1.log" | tail -n +3 >>"$WORK/testpmd.pps"
+    grep -o 'CPU cycles/packet=[0-9.]*' "$WORK/testpmd.$1.log" | tail -1 | cut -d= -f2 >>"$WORK/testpmd.cpp"
+}
+
+EAL_TOML=$(printf '"%s", ' "${EAL_MEM[@]}")
+cat >"$WORK/ctgate.toml" <<CONF
+workers = [1]
+mempool_mbufs = 16383
+eal_args = [${EAL_TOML%, }]
+
+[[port]]
+name = "in"
+devargs = "$SRC"
+ipv4 = "192.0.2.1/24"
+mac = "$GW_MAC"
+
+[[port]]
+name = "out"
+devargs = "$SINK"
+ipv4 = "198.51.100.1/24"
+
+[[neighbour]]
+ip = "198.51.100.10"
+mac = "02:00:00:00:00:0b"
+port = "out"
+CONF
+run_ctgate() { # round
+    "$CTGATE" run --config "$WORK/ctgate.toml" --duration "$((SECS + 2))" --stats-interval 1 \
+        --stats-json "$WORK/ctgate.$1.json" --log error >"$WORK/ctgate.$1.log" 2>&1
+    grep -o 'rate [0-9]*' "$WORK/ctgate.$1.log" | awk '{print $2}' | tail -n +3 >>"$WORK/ctgate.pps"
+    python3 -c "
+import json; r = json.load(open('$WORK/ctgate.$1.json')); t = r['totals']
+print('%.1f' % (t['busy_cycles'] / max(t['busy_packets'], 1)))" >>"$WORK/ctgate.cpp"
+    python3 -c "import json; print(json.load(open('$WORK/ctgate.$1.json'))['tsc_hz'])" >"$WORK/tsc_hz"
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+    run_testpmd "$r"
+    run_ctgate "$r"
+done
+T_PPS=$(median <"$WORK/testpmd.pps")
+T_CPP=$(median <"$WORK/testpmd.cpp")
+C_PPS=$(median <"$WORK/ctgate.pps")
+C_CPP=$(median <"$WORK/ctgate.cpp")
+TSC_HZ=$(cat "$WORK/tsc_hz")
+[ "${T_PPS:-0}" -gt 0 ] || { echo "bench: testpmd forwarded nothing:"; tail -30 "$WORK/testpmd.1.log"; exit 1; }
+[ "${C_PPS:-0}" -gt 0 ] || { echo "bench: ctgate forwarded nothing:"; tail -30 "$WORK/ctgate.1.log"; exit 1; }
+
+python3 - "$T_PPS" "${T_CPP:-0}" "$C_PPS" "$C_CPP" "$TSC_HZ" "$FLOWS" "$ROUNDS" <<'PY'
+import sys
+t_pps, t_cpp, c_pps, c_cpp, hz, flows, rounds = map(float, sys.argv[1:])
+print("bench-forward: one forwarding core, net_pcap infinite_rx source (%d distinct 64-byte frames) -> net_null sink;"
+      " medians over %d rounds" % (flows, rounds))
+print("  testpmd macswap : %7.2f Mpps  %6.1f cycles/packet (TSC %.2f GHz / pps: %.1f)" % (t_pps / 1e6, t_cpp, hz / 1e9, hz / t_pps))
+print("  ctgate routing  : %7.2f Mpps  %6.1f cycles/packet (TSC %.2f GHz / pps: %.1f)" % (c_pps / 1e6, c_cpp, hz / 1e9, hz / c_pps))
+print("  ratio ctgate/testpmd: %.2f (goal >= 0.80)" % (c_pps / t_pps))
+PY
