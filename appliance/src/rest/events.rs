@@ -77,6 +77,14 @@ impl Hub {
         self.subscriber_dropped.load(Ordering::Relaxed)
     }
 
+    /// Counts `n` events the subscribers never got (a delete that produced
+    /// more DESTROY events than the ring holds).
+    pub fn lost(&self, n: u64) {
+        if self.subscribers() > 0 {
+            self.subscriber_dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Hands an event to the subscribers (none listening: it is discarded).
     pub fn publish(&self, e: Event) {
         let _ = self.tx.send(e);

@@ -256,6 +256,7 @@ impl State {
             .engine
             .delete_where(&mut w, now, |c| f.matches(c));
         w.events.drain(|e| self.events.publish(e));
+        self.events.lost(std::mem::take(&mut w.events.dropped));
         n
     }
 
