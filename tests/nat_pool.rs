@@ -43,6 +43,7 @@ fn engine() -> Engine {
         Some(Nat {
             rules: vec![Rule::new("lb".into(), m, Action::DnatPool { pool: 0 })],
             pools: vec![Pool::new("web".into(), backends)],
+            eim: Default::default(),
         }),
     )
 }

@@ -75,6 +75,10 @@ pub struct PolicyConfig {
     pub out_port: Option<String>,
     /// ct states, comma-separated: new, established, related, invalid, untracked.
     pub states: String,
+    /// "dnat": only connections whose destination ctgate translates (nft
+    /// `ct status dnat`): port forwards, pools, endpoint-independent filtering.
+    #[serde(default)]
+    pub status: Option<String>,
     /// "accept" or "drop".
     pub action: String,
 }
@@ -106,6 +110,12 @@ pub struct NatConfig {
     /// masquerade | snat to ADDR[-ADDR][:PORT-PORT] [random] [persistent] |
     /// dnat to ADDR[:PORT] | dnat to pool NAME
     pub action: String,
+    /// RFC 4787 endpoint-independent mapping and filtering for UDP (snat and
+    /// masquerade rules): an inside endpoint keeps one outside port for all
+    /// destinations, and outside hosts may send to it (allow them with a
+    /// `[[policy]]` rule with `status = "dnat"`).
+    #[serde(default)]
+    pub endpoint_independent: bool,
 }
 
 /// A `[[pool]]` of load-balancing backends.
@@ -235,7 +245,13 @@ pub fn policy(cfg: &Config) -> Result<Policy, ConfigError> {
             r.name.clone()
         };
         let what = format!("[[policy]] {name}");
+        let dnat_only = match r.status.as_deref() {
+            None => false,
+            Some("dnat") => true,
+            Some(other) => return Err(bad(format!("{what}: status {other:?}: only \"dnat\" is supported"))),
+        };
         rules.push(Rule {
+            dnat_only,
             states: StateSet::parse(&r.states).map_err(|e| bad(format!("{what}: {e}")))?,
             action: Action::parse(&r.action).ok_or_else(|| {
                 bad(format!(
@@ -331,9 +347,14 @@ pub fn nat(cfg: &Config) -> Result<Option<Nat>, ConfigError> {
                 "{what}: a dnat rule cannot match out_port (the egress is chosen after it)"
             )));
         }
-        rules.push(nat::Rule::new(name, m, action));
+        if r.endpoint_independent && action.is_dnat() {
+            return Err(bad(format!("{what}: endpoint_independent applies to snat and masquerade rules")));
+        }
+        let mut rule = nat::Rule::new(name, m, action);
+        rule.endpoint_independent = r.endpoint_independent;
+        rules.push(rule);
     }
-    Ok(Some(Nat { rules, pools }))
+    Ok(Some(Nat { rules, pools, eim: Default::default() }))
 }
 
 /// The address of `port` of `family` (what masquerade uses).

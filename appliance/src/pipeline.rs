@@ -294,7 +294,7 @@ impl Shared {
         };
         let (action, rule) = self
             .policy
-            .evaluate(in_port as u16, hop.port as u16, r.ctinfo);
+            .evaluate(in_port as u16, hop.port as u16, r.ctinfo, r.dnat());
         hits[rule] += 1;
         match action {
             Action::Drop => {

@@ -426,6 +426,7 @@ fn snat_engine(cap: u32, ports: Option<(u16, u16)>) -> Engine {
         Some(Nat {
             rules: vec![rule],
             pools: vec![],
+            eim: Default::default(),
         }),
     )
 }

@@ -89,6 +89,12 @@ pub struct CtResult {
 }
 
 impl CtResult {
+    /// Whether this packet's destination is being translated in its original
+    /// direction (nft `ct status dnat` for the policy).
+    pub fn dnat(&self) -> bool {
+        self.dir == Dir::Orig && self.rewrite.is_some_and(|w| w.dst.is_some())
+    }
+
     /// The destination the packet will have after translation: what routing uses.
     pub fn route_dst(&self) -> Option<wire::Addr> {
         let p = self.parsed.as_ref().ok()?;
@@ -387,7 +393,7 @@ impl Engine {
         };
         let (mut pending, park) = self.track(w, now_ms, pkt, key, out);
         if let Some(c) = pending.as_mut() {
-            self.nat_prerouting(c, pkt.in_port, out);
+            self.nat_prerouting(now_ms, c, pkt.in_port, out);
         }
         let d = decide(i, out);
         let egress = match d {
@@ -407,12 +413,12 @@ impl Engine {
     }
 
     /// Destination NAT for a new connection (before routing).
-    fn nat_prerouting(&self, c: &mut Conn, in_port: u16, res: &mut CtResult) {
+    fn nat_prerouting(&self, now_ms: u64, c: &mut Conn, in_port: u16, res: &mut CtResult) {
         let Some(nat) = &self.nat else { return };
         if c.status.has(Status::DST_NAT_DONE) {
             return;
         }
-        nat.prerouting(c, in_port);
+        nat.prerouting(c, in_port, now_ms);
         c.status.set(Status::DST_NAT_DONE);
         res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
     }
@@ -451,7 +457,7 @@ impl Engine {
             accept: &accept,
             reclaimed: &mut reclaimed,
         };
-        let r = alloc::snat(&mut search, c, rule, egress.addr);
+        let r = alloc::snat(&mut search, c, rule, egress.addr, Some(&nat.eim));
         w.reply_steering = steer;
         match r {
             Ok(()) => {
@@ -1435,6 +1441,7 @@ mod tests {
             Some(Nat {
                 rules: vec![rule],
                 pools: vec![],
+                eim: Default::default(),
             }),
         );
         let mut w = e.worker(16);
@@ -1503,6 +1510,7 @@ mod tests {
             Some(Nat {
                 rules,
                 pools: vec![],
+                eim: Default::default(),
             }),
         )
     }
@@ -1612,6 +1620,7 @@ mod tests {
             Some(Nat {
                 rules: vec![rule],
                 pools: vec![Pool::new("web".into(), backends)],
+                eim: Default::default(),
             }),
         );
         let mut w = e.worker(0);
@@ -1687,5 +1696,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn endpoint_independent_mapping_and_filtering() {
+        let mut rule = masq_rule(None);
+        rule.m.out_port = Some(1);
+        rule.endpoint_independent = true;
+        let inward = Decision::Accept(Egress { port: 0, addr: Some(Addr::from_v4([192, 0, 2, 1])) });
+        let e = nat_engine(vec![rule]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let udp = |src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16| frame(Family::V4, Addr::from_v4(src), Addr::from_v4(dst), 64, L4Spec::Udp { src_port: sport, dst_port: dport, payload: b"x" });
+        let inside_e = [192, 0, 2, 10];
+        let inside_f = [192, 0, 2, 11];
+        let r = run(&e, &mut w, 0, &udp(inside_e, 5000, [198, 51, 100, 20], 53), out(n));
+        assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)), "port preserved");
+        // Another inside endpoint may not take the mapped port, even to another server.
+        let r = run(&e, &mut w, 0, &udp(inside_f, 5000, [198, 51, 100, 21], 53), out(n));
+        let f_port = r.rewrite.unwrap().src.unwrap().1;
+        assert_ne!(f_port, 5000);
+        // The same inside endpoint keeps its outside port for every destination.
+        let r = run(&e, &mut w, 1, &udp(inside_e, 5000, [198, 51, 100, 21], 53), out(n));
+        assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)));
+        // Any outside host may send to the mapping (endpoint-independent filtering).
+        let r = run(&e, &mut w, 2, &udp([198, 51, 100, 99], 7777, n, 5000), inward);
+        assert_eq!(r.ctinfo, CtInfo::New);
+        assert!(r.dnat());
+        assert_eq!(r.rewrite.unwrap().dst, Some((Addr::from_v4(inside_e), 5000)));
+        // A port nobody maps stays untranslated.
+        let r = run(&e, &mut w, 2, &udp([198, 51, 100, 99], 7777, n, 6000), inward);
+        assert!(r.rewrite.is_none());
+        // The mapping lapses once no connection went through it for EIM_TIMEOUT_MS.
+        let later = 2 + crate::nat::EIM_TIMEOUT_MS;
+        let r = run(&e, &mut w, later, &udp([198, 51, 100, 98], 7777, n, 5000), inward);
+        assert!(r.rewrite.is_none());
     }
 }

@@ -61,6 +61,10 @@ pub struct Rule {
     /// Egress port index; None = any.
     pub out_port: Option<u16>,
     pub states: StateSet,
+    /// Only packets whose destination ctgate translates in their original
+    /// direction (nft `ct status dnat`): port forwards, load balancing and
+    /// endpoint-independent filtering.
+    pub dnat_only: bool,
     pub action: Action,
 }
 
@@ -81,13 +85,15 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The action for a packet, and which rule decided (`rules.len()` = the default).
-    pub fn evaluate(&self, in_port: u16, out_port: u16, ctinfo: CtInfo) -> (Action, usize) {
+    /// The action for a packet, and which rule decided (`rules.len()` = the
+    /// default). `dnat`: its destination is being translated (original direction).
+    pub fn evaluate(&self, in_port: u16, out_port: u16, ctinfo: CtInfo, dnat: bool) -> (Action, usize) {
         let st = ctinfo.state();
         for (i, r) in self.rules.iter().enumerate() {
             if r.in_port.is_none_or(|p| p == in_port)
                 && r.out_port.is_none_or(|p| p == out_port)
                 && r.states.contains(st)
+                && (!r.dnat_only || dnat)
             {
                 return (r.action, i);
             }
@@ -118,6 +124,7 @@ mod tests {
                     in_port: None,
                     out_port: None,
                     states: StateSet::parse("established,related").unwrap(),
+                    dnat_only: false,
                     action: Action::Accept,
                 },
                 Rule {
@@ -125,6 +132,7 @@ mod tests {
                     in_port: None,
                     out_port: None,
                     states: StateSet::parse("invalid").unwrap(),
+                    dnat_only: false,
                     action: Action::Drop,
                 },
                 Rule {
@@ -132,19 +140,20 @@ mod tests {
                     in_port: Some(0),
                     out_port: None,
                     states: StateSet::parse("new").unwrap(),
+                    dnat_only: false,
                     action: Action::Accept,
                 },
             ],
             default_action: Action::Drop,
         };
         assert_eq!(
-            p.evaluate(1, 0, CtInfo::EstablishedReply),
+            p.evaluate(1, 0, CtInfo::EstablishedReply, false),
             (Action::Accept, 0)
         );
-        assert_eq!(p.evaluate(1, 0, CtInfo::RelatedReply), (Action::Accept, 0));
-        assert_eq!(p.evaluate(0, 1, CtInfo::Invalid), (Action::Drop, 1));
-        assert_eq!(p.evaluate(0, 1, CtInfo::New), (Action::Accept, 2));
-        assert_eq!(p.evaluate(1, 0, CtInfo::New), (Action::Drop, 3));
+        assert_eq!(p.evaluate(1, 0, CtInfo::RelatedReply, false), (Action::Accept, 0));
+        assert_eq!(p.evaluate(0, 1, CtInfo::Invalid, false), (Action::Drop, 1));
+        assert_eq!(p.evaluate(0, 1, CtInfo::New, false), (Action::Accept, 2));
+        assert_eq!(p.evaluate(1, 0, CtInfo::New, false), (Action::Drop, 3));
         assert!(StateSet::parse("bogus").is_err());
     }
 }

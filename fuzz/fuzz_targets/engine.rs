@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn engine() -> Engine {
     let n = |a: &str, r: &str| Rule::new(a.into(), Match::default(), Action::parse(r, &[]).unwrap());
-    let nat = Nat { rules: vec![n("dnat", "dnat to 198.51.100.7:8080"), n("masq", "masquerade to :20000-20010")], pools: vec![] };
+    let nat = Nat { rules: vec![n("dnat", "dnat to 198.51.100.7:8080"), n("masq", "masquerade to :20000-20010")], pools: vec![], eim: Default::default() };
     let cfg = EngineConfig { capacity_conns: 64, seed: 7, tunables: Tunables::default() };
     Engine::with_nat(cfg, Some(nat))
 }

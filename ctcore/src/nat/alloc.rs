@@ -6,10 +6,10 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{has_ports, is_icmp_echo, Action, Rule};
+use super::{has_ports, is_icmp_echo, Action, Eim, Endpoint, Rule};
 use crate::conn::{Conn, Status};
 use crate::table::Table;
-use crate::tuple::{Addr, Family, Tuple};
+use crate::tuple::{Addr, Family, Tuple, IPPROTO_UDP};
 
 /// The kernel's NF_NAT_MAX_ATTEMPTS.
 pub const MAX_PORT_ATTEMPTS: u32 = 128;
@@ -94,6 +94,7 @@ pub fn snat(
     c: &mut Conn,
     rule: &Rule,
     egress_addr: Option<Addr>,
+    eim: Option<&Eim>,
 ) -> Result<(), AllocError> {
     let orig = c.tuples[0];
     let (addr, ports, random) = match &rule.action {
@@ -135,6 +136,25 @@ pub fn snat(
     };
     let mut cand = c.tuples[1];
     cand.dst = addr;
+    // Endpoint-independent mapping: reuse the inside endpoint's outside port,
+    // and never take a port another inside endpoint's mapping holds.
+    let eim = eim.filter(|_| rule.endpoint_independent && orig.proto == IPPROTO_UDP);
+    let inside: Endpoint = (orig.family, orig.src, orig.src_port, orig.zone);
+    if let Some(e) = eim {
+        if let Some(m) = e.mapping(&inside, s.now_ms).filter(|m| m.ext == addr) {
+            cand.dst_port = m.ext_port;
+            if take(s, c, cand).is_some() {
+                e.record(inside, addr, m.ext_port, s.now_ms);
+                return Ok(());
+            }
+        }
+    }
+    let held = |p: u16, s: &Search<'_>| eim.is_some_and(|e| e.held_by_other(orig.family, addr, p, &inside, s.now_ms));
+    let done = |p: u16, s: &Search<'_>| {
+        if let Some(e) = eim {
+            e.record(inside, addr, p, s.now_ms);
+        }
+    };
     let icmp = is_icmp_echo(orig.proto);
     if !has_ports(orig.proto) && !icmp {
         // Address-only translation (GRE, generic protocols).
@@ -150,9 +170,10 @@ pub fn snat(
         }
     };
     let (lo, hi) = ports.unwrap_or_else(|| default_range(orig_port, icmp));
-    if !random && (lo..=hi).contains(&orig_port) {
+    if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
         set(&mut cand, orig_port);
         if take(s, c, cand).is_some() {
+            done(orig_port, s);
             return Ok(());
         }
     }
@@ -161,8 +182,10 @@ pub fn snat(
     loop {
         let mut off = s.rng.next_u32();
         for _ in 0..attempts {
-            set(&mut cand, (lo as u32 + off % size) as u16);
-            if take(s, c, cand).is_some() {
+            let port = (lo as u32 + off % size) as u16;
+            set(&mut cand, port);
+            if !held(port, s) && take(s, c, cand).is_some() {
+                done(port, s);
                 return Ok(());
             }
             off = off.wrapping_add(1);
