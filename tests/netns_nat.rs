@@ -1094,3 +1094,86 @@ action = "masquerade"
     assert!(nat_rule(&s, "masq6").0 >= 52);
     assert_accounting(&s);
 }
+
+/// RFC 4787 endpoint-independent mapping and filtering: an inside UDP
+/// endpoint keeps its outside port, and an outside endpoint it never sent to
+/// (another port of the server) reaches it through that port.
+#[test]
+fn endpoint_independent_mapping_and_filtering_for_udp() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-eim");
+    let mut net = topology();
+    let rules = r#"
+[[nat]]
+name = "eim"
+out_port = "srv"
+proto = "udp"
+src = "192.0.2.0/24"
+action = "masquerade"
+endpoint_independent = true
+"#;
+    let gate = Gate::start(&dir.0, &config(&net, "", rules));
+    // The server: learns the client's outside endpoint from one datagram,
+    // then answers from a port the client never sent to.
+    let server = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.2", 7000))
+print("listening", flush=True)
+s.settimeout(30)
+data, peer = s.recvfrom(2048)
+print("peer", peer[0], peer[1], flush=True)
+o = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+o.bind(("198.51.100.2", 7001))
+o.sendto(b"from-7001", peer)
+"#;
+    net.spawn(
+        "srv",
+        &["timeout", "60", "python3", "-c", server],
+        Some("listening"),
+    );
+    let client = r#"
+import socket, json
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("192.0.2.2", 5000))
+s.sendto(b"hello", ("198.51.100.2", 7000))
+s.settimeout(10)
+got = []
+try:
+    data, peer = s.recvfrom(2048)
+    got.append({"from": "%s:%d" % peer, "data": data.decode()})
+except socket.timeout:
+    pass
+print(json.dumps(got))
+"#;
+    let out = net.check("cli", &["python3", "-c", client], 30);
+    let got = json(&out);
+    assert_eq!(
+        got,
+        serde_json::json!([{"from": "198.51.100.2:7001", "data": "from-7001"}]),
+        "{out}"
+    );
+    let stopped = gate.stop();
+    let table: Vec<String> = stopped.stats["conntrack"]["table"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    // The outbound flow kept port 5000; the inbound one is translated to it.
+    assert!(
+        table.iter().any(
+            |l| l.contains("src=192.0.2.2 dst=198.51.100.2 sport=5000 dport=7000")
+                && l.contains("src=198.51.100.2 dst=198.51.100.1 sport=7000 dport=5000")
+        ),
+        "{table:?}"
+    );
+    assert!(
+        table.iter().any(
+            |l| l.contains("src=198.51.100.2 dst=198.51.100.1 sport=7001 dport=5000")
+                && l.contains("src=192.0.2.2 dst=198.51.100.2 sport=5000 dport=7001")
+        ),
+        "{table:?}"
+    );
+}
