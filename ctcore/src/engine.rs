@@ -803,10 +803,13 @@ impl Engine {
     /// __nf_conntrack_confirm: insert a new connection, evicting a non-assured
     /// one if the table is full (early_drop).
     fn confirm(&self, w: &mut Worker, now_ms: u64, conn: Conn, res: &mut CtResult) {
-        // An expired connection still holding either tuple gives way (the
-        // kernel's lookups never see expired entries).
-        for t in &conn.tuples {
-            if let (_, Some(dead)) = self.table.taken(t, now_ms) {
+        // An expired connection still holding a tuple gives way (the kernel's
+        // lookups never see expired entries). The packet's lookup already
+        // cleared the original tuple, and with it the reply tuple unless NAT
+        // changed it; source NAT's port search clears the one it picks. Left:
+        // a reply tuple only destination NAT changed.
+        if conn.status.has(Status::DST_NAT) && !conn.status.has(Status::SRC_NAT) {
+            if let (_, Some(dead)) = self.table.taken(&conn.tuples[1], now_ms) {
                 w.stats.expired += 1;
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             }
