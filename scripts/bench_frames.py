@@ -1,9 +1,20 @@
 #!/usr/bin/env python3
-"""Writes the benchmark source capture: N 60-byte Ethernet/IPv4/UDP frames
-(64 bytes on the wire with the FCS) from 192.0.2.10 to 198.51.100.10, to the
-MAC given, with N different source ports. Plain Python, no scapy needed."""
+"""Writes a benchmark source capture: N 60-byte Ethernet/IPv4/UDP frames (64
+bytes on the wire with the FCS), one per flow, to the MAC given. Plain
+Python, no scapy needed; a million frames take a few seconds.
+
+Flow i (counting from --first) goes from 192.0.2.(10 + i // 60000), source
+port 1024 + i % 60000, to 198.51.100.10 port 9: up to 14 million distinct
+flows, all inside the TEST-NET ranges.
+
+usage: bench_frames.py OUT.pcap DST_MAC N [--first K] [--reply] [--size B]
+  --reply   write each flow's reply instead (198.51.100.10:9 -> the client)
+  --size B  frame size without FCS (default 60; 60..1514)
+"""
+import argparse
 import struct
-import sys
+
+PER_ADDR = 60000
 
 
 def csum(b):
@@ -13,25 +24,52 @@ def csum(b):
     return (~s) & 0xFFFF
 
 
-def frame(dst_mac, sport):
-    payload = b"\x00" * 18  # 14 + 20 + 8 + 18 = 60 bytes
-    udp = struct.pack("!HHHH", sport, 9, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                     bytes([192, 0, 2, 10]), bytes([198, 51, 100, 10]))
+def flow(i):
+    """(client address bytes, client port) of flow i."""
+    a = 10 + i // PER_ADDR
+    if a > 254:
+        raise SystemExit("bench_frames: at most %d flows" % ((255 - 10) * PER_ADDR))
+    return bytes([192, 0, 2, a]), 1024 + i % PER_ADDR
+
+
+def frame(dst_mac, src_mac, src, dst, sport, dport, size):
+    payload = b"\x00" * (size - 42)
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, dst)
     ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-    eth = dst_mac + bytes([0x02, 0, 0, 0, 0, 0x0A]) + b"\x08\x00"
-    return eth + ip + udp
+    return dst_mac + src_mac + b"\x08\x00" + ip + udp
 
 
 def main():
-    path, mac, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    dst = bytes(int(x, 16) for x in mac.split(":"))
-    with open(path, "wb") as f:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("path")
+    ap.add_argument("mac")
+    ap.add_argument("n", type=int)
+    ap.add_argument("--first", type=int, default=0)
+    ap.add_argument("--reply", action="store_true")
+    ap.add_argument("--size", type=int, default=60)
+    a = ap.parse_args()
+    if not 60 <= a.size <= 1514:
+        raise SystemExit("bench_frames: --size must be 60..1514")
+    dst = bytes(int(x, 16) for x in a.mac.split(":"))
+    peer_mac = bytes([0x02, 0, 0, 0, 0, 0x0B if a.reply else 0x0A])
+    server = bytes([198, 51, 100, 10])
+    recs = []
+    with open(a.path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i in range(n):
-            fr = frame(dst, 1024 + i)
-            f.write(struct.pack("<IIII", 0, i, len(fr), len(fr)))
-            f.write(fr)
+        for k in range(a.n):
+            i = a.first + k
+            client, cport = flow(i)
+            if a.reply:
+                fr = frame(dst, peer_mac, server, client, 9, cport, a.size)
+            else:
+                fr = frame(dst, peer_mac, client, server, cport, 9, a.size)
+            recs.append(struct.pack("<IIII", k // 1000000, k % 1000000, len(fr), len(fr)))
+            recs.append(fr)
+            if len(recs) >= 65536:
+                f.write(b"".join(recs))
+                recs.clear()
+        f.write(b"".join(recs))
 
 
 if __name__ == "__main__":

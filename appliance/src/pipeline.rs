@@ -61,6 +61,8 @@ pub struct Published {
 
 /// State shared by every worker's stage, built once before the workers start.
 pub struct Shared {
+    /// `[conntrack] enabled`: false makes the stage pass every packet (routing only).
+    pub enabled: bool,
     pub engine: Engine,
     pub policy: Policy,
     routes: Routes,
@@ -86,6 +88,7 @@ impl Shared {
         let policy = crate::ctconfig::policy(cfg).expect("validated config");
         let rules = policy.rules.len() + 1;
         Shared {
+            enabled: cfg.conntrack.enabled,
             engine: Engine::with_nat(ecfg, nat),
             policy,
             routes: Routes::from_config(cfg),
@@ -231,7 +234,13 @@ pub struct Pipeline<'a> {
     pub worker: usize,
     ct: Worker,
     hits: Vec<u64>,
+    gc_cursor: u32,
+    next_gc_ms: u64,
 }
+
+/// How often a worker runs a GC slice, and how many table entries one visits.
+const GC_INTERVAL_MS: u64 = 10;
+const GC_BUDGET: usize = 1024;
 
 impl std::fmt::Debug for Pipeline<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -248,6 +257,8 @@ impl<'a> Pipeline<'a> {
             worker,
             ct: shared.engine.worker(0),
             hits: vec![0; shared.policy.rules.len() + 1],
+            gc_cursor: worker as u32,
+            next_gc_ms: 0,
         }
     }
 
@@ -264,6 +275,9 @@ impl<'a> Pipeline<'a> {
     ) {
         debug_assert_eq!(pkts.len(), meta.len());
         debug_assert_eq!(pkts.len(), verdicts.len());
+        if !self.shared.enabled {
+            return;
+        }
         let n = pkts.len().min(BURST);
         let mut results = [CtResult::default(); BURST];
         let mut policy_drop = [false; BURST];
@@ -301,6 +315,15 @@ impl<'a> Pipeline<'a> {
                     Err(_) => Verdict::Drop(DropReason::BadHeader),
                 };
             }
+        }
+        if now_ms >= self.next_gc_ms {
+            // The kernel's gc worker: reclaim expired connections a slice at a
+            // time (lookups and NAT port searches reclaim them too).
+            self.next_gc_ms = now_ms + GC_INTERVAL_MS;
+            let shared = self.shared;
+            shared
+                .engine
+                .gc_step(&mut self.ct, now_ms, &mut self.gc_cursor, GC_BUDGET);
         }
         self.publish(now_ms);
     }
