@@ -7,8 +7,10 @@ Flow i (counting from --first) goes from 192.0.2.(10 + i // 60000), source
 port 1024 + i % 60000, to 198.51.100.10 port 9: up to 14 million distinct
 flows, all inside the TEST-NET ranges.
 
-usage: bench_frames.py OUT.pcap DST_MAC N [--first K] [--reply] [--size B]
+usage: bench_frames.py OUT.pcap DST_MAC N [--first K] [--reply] [--tcp] [--size B]
   --reply   write each flow's reply instead (198.51.100.10:9 -> the client)
+  --tcp     TCP ACK segments of an established connection (fixed sequence
+            numbers per flow, window 65535, checksums filled) instead of UDP
   --size B  frame size without FCS (default 60; 60..1514)
 """
 import argparse
@@ -40,6 +42,19 @@ def frame(dst_mac, src_mac, src, dst, sport, dport, size):
     return dst_mac + src_mac + b"\x08\x00" + ip + udp
 
 
+def tcp_frame(dst_mac, src_mac, src, dst, sport, dport, seq, ack, size):
+    # A pure ACK (no payload; Ethernet padding up to the size) unless the frame is bigger.
+    payload = b"\x00" * max(0, size - 54 - 6)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, 0x10, 65535, 0, 0) + payload
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+    body = pseudo + tcp + (b"\x00" if len(tcp) % 2 else b"")
+    tcp = tcp[:16] + struct.pack("!H", csum(body)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    fr = dst_mac + src_mac + b"\x08\x00" + ip + tcp
+    return fr + b"\x00" * (size - len(fr))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("path")
@@ -47,6 +62,7 @@ def main():
     ap.add_argument("n", type=int)
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--reply", action="store_true")
+    ap.add_argument("--tcp", action="store_true")
     ap.add_argument("--size", type=int, default=60)
     a = ap.parse_args()
     if not 60 <= a.size <= 1514:
@@ -60,7 +76,13 @@ def main():
         for k in range(a.n):
             i = a.first + k
             client, cport = flow(i)
-            if a.reply:
+            if a.tcp:
+                cseq, sseq = (1000 + 7 * i) & 0xFFFFFFFF, (500000 + 13 * i) & 0xFFFFFFFF
+                if a.reply:
+                    fr = tcp_frame(dst, peer_mac, server, client, 9, cport, sseq, cseq, a.size)
+                else:
+                    fr = tcp_frame(dst, peer_mac, client, server, cport, 9, cseq, sseq, a.size)
+            elif a.reply:
                 fr = frame(dst, peer_mac, server, client, 9, cport, a.size)
             else:
                 fr = frame(dst, peer_mac, client, server, cport, 9, a.size)
