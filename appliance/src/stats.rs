@@ -292,7 +292,20 @@ mod tests {
 
     #[test]
     fn histogram_buckets() {
-        for v in [0u64, 1, 7, 8, 9, 15, 16, 100, 1000, 12345, 1 << 20, (1 << 33) - 1] {
+        for v in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1000,
+            12345,
+            1 << 20,
+            (1 << 33) - 1,
+        ] {
             let b = hist_bucket(v);
             assert!(hist_lower(b) <= v, "{v} below bucket {b}");
             assert!(v < hist_lower(b + 1), "{v} above bucket {b}");
