@@ -12,6 +12,8 @@ usage: bench_frames.py OUT.pcap DST_MAC N [--first K] [--reply] [--tcp] [--size 
   --tcp     TCP ACK segments of an established connection (fixed sequence
             numbers per flow, window 65535, checksums filled) instead of UDP
   --size B  frame size without FCS (default 60; 60..1514)
+  --imix    the simple IMIX instead: 60 / 590 / 1514 bytes (64 / 594 / 1518 on
+            the wire) at 7:4:1, flow by flow
 """
 import argparse
 import struct
@@ -64,7 +66,9 @@ def main():
     ap.add_argument("--reply", action="store_true")
     ap.add_argument("--tcp", action="store_true")
     ap.add_argument("--size", type=int, default=60)
+    ap.add_argument("--imix", action="store_true")
     a = ap.parse_args()
+    imix = [60] * 7 + [590] * 4 + [1514]
     if not 60 <= a.size <= 1514:
         raise SystemExit("bench_frames: --size must be 60..1514")
     dst = bytes(int(x, 16) for x in a.mac.split(":"))
@@ -76,16 +80,17 @@ def main():
         for k in range(a.n):
             i = a.first + k
             client, cport = flow(i)
+            size = imix[k % len(imix)] if a.imix else a.size
             if a.tcp:
                 cseq, sseq = (1000 + 7 * i) & 0xFFFFFFFF, (500000 + 13 * i) & 0xFFFFFFFF
                 if a.reply:
-                    fr = tcp_frame(dst, peer_mac, server, client, 9, cport, sseq, cseq, a.size)
+                    fr = tcp_frame(dst, peer_mac, server, client, 9, cport, sseq, cseq, size)
                 else:
-                    fr = tcp_frame(dst, peer_mac, client, server, cport, 9, cseq, sseq, a.size)
+                    fr = tcp_frame(dst, peer_mac, client, server, cport, 9, cseq, sseq, size)
             elif a.reply:
-                fr = frame(dst, peer_mac, server, client, 9, cport, a.size)
+                fr = frame(dst, peer_mac, server, client, 9, cport, size)
             else:
-                fr = frame(dst, peer_mac, client, server, cport, 9, a.size)
+                fr = frame(dst, peer_mac, client, server, cport, 9, size)
             recs.append(struct.pack("<IIII", k // 1000000, k % 1000000, len(fr), len(fr)))
             recs.append(fr)
             if len(recs) >= 65536:
