@@ -171,7 +171,7 @@ def ctgate_config(path, ports, mode, capacity, mbufs, extra_ct="", policy="", cl
             lines.append('mac = "%s"' % mac)
         lines.append("")
     lines += ["[[neighbour]]", 'ip = "198.51.100.10"', 'mac = "%s"' % PEER_MAC, 'port = "out"', ""]
-    for a in range(10, 11 + (clients - 1) // 60000 if clients else 10):
+    for a in range(10, 10 + min(clients, 240)):
         lines += ["[[neighbour]]", 'ip = "192.0.2.%d"' % a, 'mac = "02:00:00:00:00:0a"', 'port = "in"', ""]
     if mode == "routing":
         lines += ["[conntrack]", "enabled = false", ""]

@@ -3,9 +3,12 @@
 bytes on the wire with the FCS), one per flow, to the MAC given. Plain
 Python, no scapy needed; a million frames take a few seconds.
 
-Flow i (counting from --first) goes from 192.0.2.(10 + i // 60000), source
-port 1024 + i % 60000, to 198.51.100.10 port 9: up to 14 million distinct
-flows, all inside the TEST-NET ranges.
+Flow i (counting from --first) goes from 192.0.2.(10 + i % 240), source port
+1024 + i // 240, to 198.51.100.10 port 9: client addresses first, then
+ports (like TRex's tuple generator), up to 15 million distinct flows inside
+the TEST-NET ranges. Spreading the flows over 240 clients matters for SNAT:
+like the kernel, ctgate picks the translated address by a hash of the
+source, so thousands of flows per client would crowd one address's ports.
 
 usage: bench_frames.py OUT.pcap DST_MAC N [--first K] [--reply] [--tcp] [--size B]
   --reply   write each flow's reply instead (198.51.100.10:9 -> the client)
@@ -18,7 +21,7 @@ usage: bench_frames.py OUT.pcap DST_MAC N [--first K] [--reply] [--tcp] [--size 
 import argparse
 import struct
 
-PER_ADDR = 60000
+CLIENTS = 240
 
 
 def csum(b):
@@ -30,10 +33,9 @@ def csum(b):
 
 def flow(i):
     """(client address bytes, client port) of flow i."""
-    a = 10 + i // PER_ADDR
-    if a > 254:
-        raise SystemExit("bench_frames: at most %d flows" % ((255 - 10) * PER_ADDR))
-    return bytes([192, 0, 2, a]), 1024 + i % PER_ADDR
+    if i >= CLIENTS * 64511:
+        raise SystemExit("bench_frames: at most %d flows" % (CLIENTS * 64511))
+    return bytes([192, 0, 2, 10 + i % CLIENTS]), 1024 + i // CLIENTS
 
 
 def frame(dst_mac, src_mac, src, dst, sport, dport, size):

@@ -2,7 +2,7 @@
 -- ctgate's inside port; ctgate's outside port comes back to pktgen port 1
 -- (which only receives). See scripts/pktgen/README.md.
 --
--- One-way UDP 192.0.2.10.. -> 198.51.100.10:9, CTGATE_FLOWS distinct flows
+-- One-way UDP 192.0.2.10-249 -> 198.51.100.10:9, CTGATE_FLOWS distinct flows
 -- (source address x source port), frames of CTGATE_SIZE bytes (64..1518, FCS
 -- included), or CTGATE_SIZE=sweep for 64 -> 1518 in steps of CTGATE_STEP.
 --
@@ -25,10 +25,12 @@ end
 
 -- Range mode steps every field by its increment on every packet, so a flow is
 -- (address i mod A, port i mod P): A * P distinct flows when gcd(A, P) = 1.
-local addrs = math.ceil(flows / 60000)
+-- Up to 240 client addresses (SNAT picks the translated address by a hash of
+-- the source, as the kernel does: spread the flows over many clients).
+local addrs = math.min(flows, 240)
 local ports = math.ceil(flows / addrs)
 while gcd(addrs, ports) ~= 1 do ports = ports + 1 end
-if 10 + addrs - 1 > 254 then error("at most 14.7 million flows") end
+if 1024 + ports - 1 > 65535 then error("at most 15 million flows") end
 local last_ip = string.format("192.0.2.%d", 10 + addrs - 1)
 printf("ctgate_range: %d flows (%d addresses x %d ports), size %s, to %s\n", addrs * ports, addrs, ports, size, in_mac)
 

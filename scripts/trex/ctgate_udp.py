@@ -2,9 +2,9 @@
 box wired to ctgate (TRex port 0 -> ctgate inside port, ctgate outside port
 -> TRex port 1).
 
-One-way UDP from the inside: `flows` distinct flows, client addresses from
-192.0.2.10 up (60000 source ports, 1024-61023, per address), to
-198.51.100.10 port 9; frames of `size` bytes on the wire (64..1518, FCS
+One-way UDP from the inside: `flows` distinct flows, client addresses
+192.0.2.10-192.0.2.249 first, then source ports from 1024 (the flows of
+scripts/bench_frames.py), to 198.51.100.10 port 9; frames of `size` bytes on the wire (64..1518, FCS
 included) or the simple IMIX (64 / 594 / 1518 bytes at 7:4:1).
 
   start -f scripts/trex/ctgate_udp.py -m 10mpps --port 0 -t flows=1000000,size=64
@@ -17,7 +17,7 @@ their packets through `ctgate replay` (tests/trex_profiles.rs).
 """
 from trex_stl_lib.api import STLProfile, STLStream, STLPktBuilder, STLTXCont, STLVM, Ether, IP, UDP
 
-PER_ADDR = 60000
+CLIENTS = 240
 ETH_LEN = 14
 IMIX = [(64, 7), (594, 4), (1518, 1)]
 
@@ -25,12 +25,13 @@ IMIX = [(64, 7), (594, 4), (1518, 1)]
 class CtgateUdp(object):
     def flow_vm(self, flows):
         """Source address and port from one tuple generator: exactly `flows` flows."""
-        n_addr = (flows + PER_ADDR - 1) // PER_ADDR
-        if 10 + n_addr - 1 > 254:
-            raise ValueError("at most %d flows" % ((255 - 10) * PER_ADDR))
+        n_addr = min(flows, CLIENTS)
+        n_port = (flows + n_addr - 1) // n_addr
+        if 1024 + n_port - 1 > 65535:
+            raise ValueError("at most %d flows" % (CLIENTS * 64512))
         vm = STLVM()
         vm.tuple_var(name="flow", ip_min="192.0.2.10", ip_max="192.0.2.%d" % (10 + n_addr - 1),
-                     port_min=1024, port_max=1024 + min(flows, PER_ADDR) - 1, limit_flows=flows)
+                     port_min=1024, port_max=1024 + n_port - 1, limit_flows=flows)
         # Byte offsets rather than "IP.src" / "UDP.sport": the field names need
         # the offsets TRex's own scapy adds; plain scapy (PyPI) lacks them.
         vm.write(fv_name="flow.ip", pkt_offset=ETH_LEN + 12)  # IPv4 source address
