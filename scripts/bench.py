@@ -916,11 +916,13 @@ def write_results(args, res, mach):
             c = at["counters"]
             kept = at["replies_forwarded"] / at["replies_in"] if at["replies_in"] else None
             pol = dict((k, v) for k, v in at["policy"])
-            md.append("Table of %s connections; port `atk` replays %s distinct one-way flows (each packet "
-                      "a new connection once the table has turned over), ports `in`/`out` replay %d steady "
-                      "two-way flows (request, reply). The worker polls the three ports in turn, so the "
-                      "flood gets about a third of the core. Policy: established accepted, new accepted "
-                      "from the inside only, so a steady flow that lost its connection loses its replies.\n"
+            md.append("Table of %s connections; port `atk` replays %s distinct one-way UDP flows (each "
+                      "packet a new, never assured connection once the table has turned over), ports "
+                      "`in`/`out` replay %d steady two-way TCP flows (an ACK each way per round, picked up "
+                      "mid-stream, ASSURED once the reply is seen). The worker polls the three ports in "
+                      "turn, so the flood gets about a third of the core. Policy: established accepted, new "
+                      "accepted from the inside only, so a steady flow whose connection was evicted loses "
+                      "its replies (policy drops) until its next request recreates it.\n"
                       % (human(at["capacity"]), human(at["flood_flows"]), at["steady_flows"]))
             md.append("| figure | value |")
             md.append("|---|---|")
