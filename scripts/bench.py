@@ -194,7 +194,7 @@ CT_KEYS = ["t", "connections", "found", "new", "insert", "insert_failed", "drop"
            "expired", "conntrack_drops", "p50", "p99", "max", "bursts", "busy_cycles", "busy_packets"]
 
 
-def run_ctgate(cfg, name, want_samples, timeout, interval=1.0, on_sample=None):
+def run_ctgate(cfg, name, want_samples, timeout, interval=1.0, on_sample=None, counts=None):
     """Runs ctgate; returns (samples, report json, output). A sample is a dict
     of the rate line and the ct line of one interval."""
     js = os.path.join(RAW, name + ".json")
@@ -218,7 +218,7 @@ def run_ctgate(cfg, name, want_samples, timeout, interval=1.0, on_sample=None):
             samples.append(d)
             if on_sample:
                 on_sample(d)
-            return True
+            return counts(samples) if counts else True
         return False
 
     text = stream(cmd, want_samples, parse, timeout + 30, name)
@@ -244,8 +244,16 @@ def ctgate_forward(pcap, n, mode, secs, name):
     ctgate_config(cfg, [("in", "net_pcap0,rx_pcap=%s,infinite_rx=1" % pcap, "192.0.2.1/24", GW_MAC),
                         ("out", "net_null0,no-rx=1", "198.51.100.1/24", OUT_MAC)],
                   mode, max(2 * n, 4096), mbufs_for(n))
-    samples, report, _ = run_ctgate(cfg, name, secs + WARMUP + 1, secs + 300)
-    s = samples[WARMUP:]
+    # Measured: the intervals after the warm-up and after the first pass over
+    # the capture (the connections' creation) is over.
+    def steady(ss):
+        return len(ss) > WARMUP and len(ss) >= 2 and ss[-1]["new"] == ss[-2]["new"]
+
+    samples, report, _ = run_ctgate(cfg, name, secs + 1, secs + 300, counts=steady)
+    s = []
+    for i, x in enumerate(samples):
+        if steady(samples[:i + 1]):
+            s.append(x)
     pps = [x["pps"] for x in s if x.get("pps")]
     if not pps:
         return {"error": "ctgate forwarded nothing (see raw/%s.log)" % name}
