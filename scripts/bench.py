@@ -269,6 +269,16 @@ def ctgate_forward(pcap, n, mode, secs, name):
 
 # ------------------------------------------------------------------ kernel --
 KNS, KSINK = "ctbench-kr", "ctbench-ks"
+KERNEL_ORIG = {}  # global conntrack settings changed for the run, restored at the end
+
+
+def kernel_restore():
+    for path, val in KERNEL_ORIG.items():
+        try:
+            with open(path, "w") as f:
+                f.write(val)
+        except OSError as e:
+            log("kernel: cannot restore %s to %s: %s" % (path, val, e))
 
 
 def kernel_setup(mode, n):
@@ -303,6 +313,9 @@ def kernel_setup(mode, n):
         for path, val in (("/proc/sys/net/netfilter/nf_conntrack_max", max(2 * n, 262144)),
                           ("/sys/module/nf_conntrack/parameters/hashsize", max(size, 65536))):
             try:
+                if path not in KERNEL_ORIG:
+                    with open(path) as f:
+                        KERNEL_ORIG[path] = f.read().strip()
                 with open(path, "w") as f:
                     f.write(str(val))
             except OSError as e:
@@ -1045,6 +1058,7 @@ def main():
             gc(args, res)
     finally:
         kernel_teardown()
+        kernel_restore()
         mach["load average at end"] = open("/proc/loadavg").read().strip()
         mach["date (UTC) at end"] = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M:%S")
         write_results(args, res, mach)
