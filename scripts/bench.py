@@ -478,6 +478,7 @@ class Ovs:
 
     def measure(self, pcap, n, mode, secs, name):
         self.source(pcap)
+        rss0 = self.rss_kb()
         self.flows(mode)
         time.sleep(min(10, max(2, n / 300000)))  # first pass: connections created
         self.ctl("dpif-netdev/pmd-stats-clear")
@@ -499,7 +500,10 @@ class Ovs:
         pps = [x for x in samples if x > 0]
         if not pps:
             return {"error": "OVS forwarded nothing (raw/%s.log)" % name}
-        return {"mpps": median(pps) / 1e6, "cpp": float(m.group(1)) if m else None, "connections": conns}
+        r = {"mpps": median(pps) / 1e6, "cpp": float(m.group(1)) if m else None, "connections": conns}
+        if conns:
+            r["rss_growth_per_conn"] = (self.rss_kb() - rss0) * 1024 / conns
+        return r
 
     def stop(self):
         for prog in ("ovs-vswitchd", "ovsdb-server"):
@@ -720,6 +724,13 @@ def memory(args, res):
         out["ctgate"] = {"bytes": (rss[n]["rss"] - rss[1000]["rss"]) / (rss[n]["conns"] - rss[1000]["conns"]),
                          "how": "VmRSS at %s connections minus VmRSS at %s, per connection"
                                 % (rss[n]["conns"], rss[1000]["conns"])}
+    for m in sorted((k for k in res["cells"] if k[0] == "ovs" and k[1] == "conntrack"), key=lambda k: -k[2]):
+        r = res["cells"][m]
+        if r.get("rss_growth_per_conn", 0) > 0:
+            out["ovs"] = {"bytes": r["rss_growth_per_conn"],
+                          "how": "ovs-vswitchd VmRSS growth over the conntrack run with %s connections, per "
+                                 "connection" % human(m[2])}
+            break
     slab = sh("grep '^nf_conntrack ' /proc/slabinfo", check=False).split()
     if len(slab) > 3:
         objsize = int(slab[3])
