@@ -751,7 +751,7 @@ def attack(args, res):
     new connections only from the inside (in, atk), established both ways,
     so a steady flow that lost its connection loses its replies (policy drops)."""
     cap = max(args.sizes)
-    steady = 10000
+    steady = max(100, min(10000, cap // 10))
     flood = 2 * cap
     while flood > 100000 and (mbufs_for(flood + 2 * steady) * MBUF_BYTES >> 21) > hugepages_free() - 64:
         flood //= 2

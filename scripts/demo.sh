@@ -67,7 +67,7 @@ step() { # name command...
     local name=$1; shift
     if out=$("$@" 2>&1); then
         local summary
-        summary=$(echo "$out" | grep -E 'packets transmitted|datagrams|bytes' | tail -1)
+        summary=$(echo "$out" | grep -E 'packets transmitted|datagrams|bytes' | tail -1 || true)
         [ -n "$summary" ] || summary=$(echo "$out" | tail -1)
         echo "  ok    $name: $summary"
     else

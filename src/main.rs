@@ -10,6 +10,7 @@ use appliance::{Config, RunOptions};
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 
+mod client;
 mod replay;
 
 #[global_allocator]
@@ -30,8 +31,23 @@ struct Cli {
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. "info" or "appliance=debug".
     #[arg(long, global = true, env = "CTGATE_LOG", default_value = "info")]
     log: String,
+    /// Log line format: text, or json (one JSON object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        env = "CTGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The subcommands. Add one by adding a variant and a match arm in `main`.
@@ -65,6 +81,11 @@ enum Command {
     /// Run the engine offline over captures (no DPDK): the final table in
     /// `conntrack -L -o extended` format on stdout, counters on stderr.
     Replay(replay::ReplayArgs),
+    /// The connection table of a running ctgate, through its REST API:
+    /// list, count, delete, flush, events (like conntrack -L/-C/-D/-F/-E).
+    Ct(Box<client::CtArgs>),
+    /// The counters of a running ctgate, through its REST API.
+    Stats(client::StatsArgs),
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -134,6 +155,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay(args) => replay::run(args),
+        Command::Ct(args) => client::ct(*args),
+        Command::Stats(args) => client::stats(args),
     }
 }
 
@@ -141,12 +164,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Json => fmt.json().init(),
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

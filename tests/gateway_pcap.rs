@@ -132,6 +132,100 @@ fn routed_v6(input: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     f
 }
 
+/// What one run of the gateway left: its report and the two output captures.
+struct Run {
+    stdout: String,
+    out_a: Vec<Vec<u8>>,
+    out_b: Vec<Vec<u8>>,
+    stats: serde_json::Value,
+}
+
+/// Runs ctgate with `input` arriving on port a (net_pcap) and returns what
+/// ports a and b sent. Port b's next hops 198.51.100.10 and 2001:db8:2::10
+/// are static neighbours; 203.0.113.0/24 goes via 198.51.100.20, which never answers.
+fn run_gateway(dir: &TempDir, input: &[&Vec<u8>]) -> Run {
+    let mut w = pcap::Writer::new(Vec::new()).unwrap();
+    for (i, f) in input.iter().enumerate() {
+        w.write(i as u64 * 1000, f.len() as u32, f).unwrap();
+    }
+    std::fs::write(dir.path("in.pcap"), w.finish().unwrap()).unwrap();
+    std::fs::write(
+        dir.path("empty.pcap"),
+        pcap::Writer::new(Vec::new()).unwrap().finish().unwrap(),
+    )
+    .unwrap();
+
+    let config = format!(
+        r#"
+workers = [1]
+mempool_mbufs = 4095
+neighbour_timeout_ms = 300
+{eal}
+
+[[port]]
+name = "a"
+devargs = "net_pcap0,rx_pcap={d}/in.pcap,tx_pcap={d}/out_a.pcap"
+ipv4 = "192.0.2.1/24"
+ipv6 = "2001:db8:1::1/64"
+mac = "02:00:00:00:00:01"
+
+[[port]]
+name = "b"
+devargs = "net_pcap1,rx_pcap={d}/empty.pcap,tx_pcap={d}/out_b.pcap"
+ipv4 = "198.51.100.1/24"
+ipv6 = "2001:db8:2::1/64"
+mac = "02:00:00:00:00:02"
+
+[[route]]
+prefix = "203.0.113.0/24"
+via = "198.51.100.20"
+port = "b"
+
+[[neighbour]]
+ip = "198.51.100.10"
+mac = "02:00:00:00:00:0b"
+port = "b"
+
+[[neighbour]]
+ip = "2001:db8:2::10"
+mac = "02:00:00:00:00:0b"
+port = "b"
+"#,
+        eal = eal_args_toml(),
+        d = dir.0.display()
+    );
+    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
+
+    let out = run_for(
+        Command::new(ctgate())
+            .args(["run", "--config"])
+            .arg(dir.path("ctgate.toml"))
+            .args(["--duration", "1.5", "--stats-json"])
+            .arg(dir.path("stats.json")),
+        60,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ctgate failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+
+    let frames = |name: &str| -> Vec<Vec<u8>> {
+        read_pcap(&dir.path(name))
+            .into_iter()
+            .map(|f| f.data)
+            .collect()
+    };
+    Run {
+        out_a: frames("out_a.pcap"),
+        out_b: frames("out_b.pcap"),
+        stats: stats(&dir.path("stats.json")),
+        stdout,
+    }
+}
+
 #[test]
 fn pcap_in_pcap_out() {
     require_root();
@@ -250,79 +344,14 @@ fn pcap_in_pcap_out() {
         &hop1_v6,
         &lldp,
     ];
-    let mut w = pcap::Writer::new(Vec::new()).unwrap();
-    for (i, f) in input.iter().enumerate() {
-        w.write(i as u64 * 1000, f.len() as u32, f).unwrap();
-    }
-    std::fs::write(dir.path("in.pcap"), w.finish().unwrap()).unwrap();
-    std::fs::write(
-        dir.path("empty.pcap"),
-        pcap::Writer::new(Vec::new()).unwrap().finish().unwrap(),
-    )
-    .unwrap();
-
-    let config = format!(
-        r#"
-workers = [1]
-mempool_mbufs = 4095
-neighbour_timeout_ms = 300
-{eal}
-
-[[port]]
-name = "a"
-devargs = "net_pcap0,rx_pcap={d}/in.pcap,tx_pcap={d}/out_a.pcap"
-ipv4 = "192.0.2.1/24"
-ipv6 = "2001:db8:1::1/64"
-mac = "02:00:00:00:00:01"
-
-[[port]]
-name = "b"
-devargs = "net_pcap1,rx_pcap={d}/empty.pcap,tx_pcap={d}/out_b.pcap"
-ipv4 = "198.51.100.1/24"
-ipv6 = "2001:db8:2::1/64"
-mac = "02:00:00:00:00:02"
-
-[[route]]
-prefix = "203.0.113.0/24"
-via = "198.51.100.20"
-port = "b"
-
-[[neighbour]]
-ip = "198.51.100.10"
-mac = "02:00:00:00:00:0b"
-port = "b"
-
-[[neighbour]]
-ip = "2001:db8:2::10"
-mac = "02:00:00:00:00:0b"
-port = "b"
-"#,
-        eal = eal_args_toml(),
-        d = dir.0.display()
-    );
-    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
-
-    let out = run_for(
-        Command::new(ctgate())
-            .args(["run", "--config"])
-            .arg(dir.path("ctgate.toml"))
-            .args(["--duration", "1.5", "--stats-json"])
-            .arg(dir.path("stats.json")),
-        60,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "ctgate failed: {}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let Run {
+        stdout,
+        out_a,
+        out_b,
+        stats: s,
+    } = run_gateway(&dir, &input);
 
     // Port B: the three routed packets, then the ARP request for the unresolved next hop.
-    let out_b: Vec<Vec<u8>> = read_pcap(&dir.path("out_b.pcap"))
-        .into_iter()
-        .map(|f| f.data)
-        .collect();
     assert_eq!(out_b.len(), 4, "port b sent {out_b:02x?}");
     assert_eq!(out_b[0], routed_v4(&udp4, HOST_B, GW_B));
     assert_eq!(out_b[1], routed_v4(&tcp4, HOST_B, GW_B));
@@ -341,10 +370,6 @@ port = "b"
     // Port A: the ARP reply (ARP is answered while the burst is classified,
     // before the IP packets go through the pipeline), then time exceeded for
     // the TTL 1 packet, the echo reply, and ICMPv6 time exceeded.
-    let out_a: Vec<Vec<u8>> = read_pcap(&dir.path("out_a.pcap"))
-        .into_iter()
-        .map(|f| f.data)
-        .collect();
     assert_eq!(out_a.len(), 4, "port a sent {out_a:02x?}");
     let te = &out_a[1];
     assert_eq!(&te[0..12], &[HOST_A, GW_A].concat()[..]);
@@ -392,7 +417,6 @@ port = "b"
     );
 
     // The counters: every packet accounted for under its reason.
-    let s = stats(&dir.path("stats.json"));
     let t = &s["totals"];
     let d = &t["drops"];
     assert_eq!(t["rx"], 13, "{s:#}");
@@ -416,4 +440,76 @@ port = "b"
         stdout.contains("accounting: rx 13 + created 3 = tx 8 + freed 8 (+ 0 unaccounted)"),
         "{stdout}"
     );
+}
+
+/// Bursts of IP packets only take the worker's fast path (no staging): 40
+/// frames, v4 and v6, one with TTL 1 and one without a route, arrive as a
+/// burst of 32 and one of 8.
+#[test]
+fn ip_only_bursts_forward_exactly() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("pcap-fast");
+    let (h_a, h_b) = ([192, 0, 2, 10], [198, 51, 100, 10]);
+    let mut input: Vec<Vec<u8>> = Vec::new();
+    for i in 0..40u16 {
+        let data = format!("packet {i}");
+        input.push(match i {
+            7 => eth(
+                GW_A,
+                HOST_A,
+                0x0800,
+                &ipv4(h_a, h_b, 1, 17, &udp(i, 53, data.as_bytes())),
+            ),
+            19 => eth(
+                GW_A,
+                HOST_A,
+                0x0800,
+                &ipv4(h_a, [10, 0, 0, 1], 64, 17, &udp(i, 53, data.as_bytes())),
+            ),
+            _ if i % 3 == 0 => eth(
+                GW_A,
+                HOST_A,
+                0x86dd,
+                &ipv6(
+                    v6("2001:db8:1::10"),
+                    v6("2001:db8:2::10"),
+                    64,
+                    17,
+                    &udp(i, 53, data.as_bytes()),
+                ),
+            ),
+            _ => eth(
+                GW_A,
+                HOST_A,
+                0x0800,
+                &ipv4(h_a, h_b, 64 - i as u8, 17, &udp(i, 53, data.as_bytes())),
+            ),
+        });
+    }
+    let refs: Vec<&Vec<u8>> = input.iter().collect();
+    let run = run_gateway(&dir, &refs);
+    let want: Vec<Vec<u8>> = input
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 7 && *i != 19)
+        .map(|(i, f)| {
+            if i % 3 == 0 {
+                routed_v6(f, HOST_B, GW_B)
+            } else {
+                routed_v4(f, HOST_B, GW_B)
+            }
+        })
+        .collect();
+    assert_eq!(run.out_b.len(), want.len());
+    for (i, (got, want)) in run.out_b.iter().zip(&want).enumerate() {
+        assert_eq!(got, want, "forwarded frame {i}");
+    }
+    assert_eq!(run.out_a.len(), 1, "one ICMP time exceeded");
+    assert_eq!(run.out_a[0][34], 11);
+    let t = &run.stats["totals"];
+    assert_eq!(t["forwarded"], 38);
+    assert_eq!(t["drops"]["ttl_exceeded"], 1);
+    assert_eq!(t["drops"]["no_route"], 1);
+    assert!(run.stdout.contains("(+ 0 unaccounted)"), "{}", run.stdout);
 }

@@ -270,6 +270,9 @@ pub struct Config {
     /// Load-balancing backend pools (`[[pool]]`).
     #[serde(default, rename = "pool")]
     pub pools: Vec<crate::ctconfig::PoolConfig>,
+    /// The REST API (`[rest]`).
+    #[serde(default)]
+    pub rest: crate::rest::RestConfig,
 }
 
 fn default_workers() -> Vec<u32> {
@@ -392,6 +395,7 @@ impl Config {
     }
 
     fn validate(&mut self) -> Result<(), ConfigError> {
+        self.rest.validate().map_err(invalid)?;
         if self.ports.is_empty() {
             return Err(invalid(
                 "no [[port]]: add at least one (see README, Configuration reference)",

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
@@ -31,6 +31,8 @@ pub enum RunError {
     Signal(std::io::Error),
     #[error("worker on lcore {0} failed (returned {1})")]
     Worker(u32, i32),
+    #[error(transparent)]
+    Rest(#[from] crate::rest::RestError),
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
 }
@@ -216,6 +218,20 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let argv = cfg.eal_argv();
     tracing::info!(eal_args = %argv.join(" "), "starting the DPDK EAL");
     let eal = Eal::init(&argv)?;
+    // DPDK tooling needs the multi-process runtime directory, which
+    // --in-memory does without.
+    let in_memory = argv.iter().any(|a| a == "--in-memory");
+    let pdump = if in_memory {
+        None
+    } else {
+        match eal.pdump_init() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "dpdk-dumpcap will not work");
+                None
+            }
+        }
+    };
     if eal.ports_available() == 0 {
         return Err(RunError::NoPorts);
     }
@@ -269,6 +285,25 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let stats = Arc::new(stats::new_shared(cfg.workers.len()));
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(pipeline::Shared::new(cfg));
+    if !in_memory {
+        if let Err(e) = crate::rest::telemetry::register(&eal, &shared, &stats, cfg.ports.len()) {
+            tracing::warn!(error = %e, "no /ctgate telemetry commands");
+        }
+    }
+    // The REST API reads the ports too; control takes them back to close them.
+    let rest_ports = Arc::new(RwLock::new(ports));
+    let ports = rest_ports.read().unwrap_or_else(|e| e.into_inner());
+    let rest = crate::rest::start(
+        &cfg.rest,
+        crate::rest::Context {
+            shared: shared.clone(),
+            stats: stats.clone(),
+            ports: rest_ports.clone(),
+            port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+            workers: cfg.workers.clone(),
+            tsc_hz: eal.tsc_hz(),
+        },
+    )?;
 
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -393,7 +428,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let seconds = started.elapsed().as_secs_f64();
     let totals = Totals::sum(&stats, ports.len());
     let mut port_reports = Vec::new();
-    for (p, port) in cfg.ports.iter().zip(&ports) {
+    for (p, port) in cfg.ports.iter().zip(ports.iter()) {
         let s: PortStats = port.stats();
         port_reports.push(PortReport {
             name: p.name.clone(),
@@ -415,7 +450,11 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     // Release in order: ports (stop flushes PMD output such as tx_pcap files),
     // then the pool, then the EAL.
     drop(ports);
+    drop(rest);
+    let ports = std::mem::take(&mut *rest_ports.write().unwrap_or_else(|e| e.into_inner()));
+    drop(ports);
     drop(pool);
+    drop(pdump);
     drop(eal);
     if let Some(e) = launch_err {
         return Err(e.into());

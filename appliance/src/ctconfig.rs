@@ -148,32 +148,58 @@ fn proto_number(s: &str) -> Result<u8, String> {
     })
 }
 
+/// The timeout names (the sysctls' without `nf_conntrack_`), as the config's
+/// `[conntrack.timeouts]` and the REST API's /api/v1/timeouts use them.
+pub const TIMEOUT_NAMES: [&str; 17] = [
+    "generic_timeout",
+    "tcp_timeout_syn_sent",
+    "tcp_timeout_syn_recv",
+    "tcp_timeout_established",
+    "tcp_timeout_fin_wait",
+    "tcp_timeout_close_wait",
+    "tcp_timeout_last_ack",
+    "tcp_timeout_time_wait",
+    "tcp_timeout_close",
+    "tcp_timeout_max_retrans",
+    "tcp_timeout_unacknowledged",
+    "udp_timeout",
+    "udp_timeout_stream",
+    "icmp_timeout",
+    "icmpv6_timeout",
+    "gre_timeout",
+    "gre_timeout_stream",
+];
+
+/// The field of `t` (milliseconds) a timeout name (see [`TIMEOUT_NAMES`]) sets.
+pub fn timeout_slot<'a>(t: &'a mut Timeouts, name: &str) -> Option<&'a mut u64> {
+    Some(match name {
+        "generic_timeout" => &mut t.generic_ms,
+        "tcp_timeout_syn_sent" => &mut t.tcp_syn_sent_ms,
+        "tcp_timeout_syn_recv" => &mut t.tcp_syn_recv_ms,
+        "tcp_timeout_established" => &mut t.tcp_established_ms,
+        "tcp_timeout_fin_wait" => &mut t.tcp_fin_wait_ms,
+        "tcp_timeout_close_wait" => &mut t.tcp_close_wait_ms,
+        "tcp_timeout_last_ack" => &mut t.tcp_last_ack_ms,
+        "tcp_timeout_time_wait" => &mut t.tcp_time_wait_ms,
+        "tcp_timeout_close" => &mut t.tcp_close_ms,
+        "tcp_timeout_max_retrans" => &mut t.tcp_retrans_ms,
+        "tcp_timeout_unacknowledged" => &mut t.tcp_unack_ms,
+        "udp_timeout" => &mut t.udp_unreplied_ms,
+        "udp_timeout_stream" => &mut t.udp_stream_ms,
+        "icmp_timeout" => &mut t.icmp_ms,
+        "icmpv6_timeout" => &mut t.icmpv6_ms,
+        "gre_timeout" => &mut t.gre_unreplied_ms,
+        "gre_timeout_stream" => &mut t.gre_stream_ms,
+        _ => return None,
+    })
+}
+
 /// The timeouts table with `[conntrack.timeouts]` applied.
 pub fn timeouts(c: &ConntrackConfig) -> Result<Timeouts, ConfigError> {
     let mut t = Timeouts::default();
     for (k, &secs) in &c.timeouts {
-        let ms = secs.saturating_mul(1000);
-        let slot = match k.as_str() {
-            "generic_timeout" => &mut t.generic_ms,
-            "tcp_timeout_syn_sent" => &mut t.tcp_syn_sent_ms,
-            "tcp_timeout_syn_recv" => &mut t.tcp_syn_recv_ms,
-            "tcp_timeout_established" => &mut t.tcp_established_ms,
-            "tcp_timeout_fin_wait" => &mut t.tcp_fin_wait_ms,
-            "tcp_timeout_close_wait" => &mut t.tcp_close_wait_ms,
-            "tcp_timeout_last_ack" => &mut t.tcp_last_ack_ms,
-            "tcp_timeout_time_wait" => &mut t.tcp_time_wait_ms,
-            "tcp_timeout_close" => &mut t.tcp_close_ms,
-            "tcp_timeout_max_retrans" => &mut t.tcp_retrans_ms,
-            "tcp_timeout_unacknowledged" => &mut t.tcp_unack_ms,
-            "udp_timeout" => &mut t.udp_unreplied_ms,
-            "udp_timeout_stream" => &mut t.udp_stream_ms,
-            "icmp_timeout" => &mut t.icmp_ms,
-            "icmpv6_timeout" => &mut t.icmpv6_ms,
-            "gre_timeout" => &mut t.gre_unreplied_ms,
-            "gre_timeout_stream" => &mut t.gre_stream_ms,
-            other => return Err(bad(format!("[conntrack.timeouts]: unknown timeout {other:?} (use the sysctl names, e.g. tcp_timeout_established)"))),
-        };
-        *slot = ms;
+        let slot = timeout_slot(&mut t, k).ok_or_else(|| bad(format!("[conntrack.timeouts]: unknown timeout {k:?} (use the sysctl names, e.g. tcp_timeout_established)")))?;
+        *slot = secs.saturating_mul(1000);
     }
     Ok(t)
 }

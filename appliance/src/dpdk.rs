@@ -1,6 +1,7 @@
 //! Thin safe wrappers over DPDK: the EAL, mempools, mbufs (RAII), ports with
 //! N RX/TX queues and symmetric RSS, bursts, link status, stats and xstats,
-//! lcore launch. The only module of this crate with `unsafe` code.
+//! lcore launch, DPDK tooling (telemetry commands, pdump for `dpdk-dumpcap`).
+//! The only module of this crate with `unsafe` code.
 //!
 //! Ownership: an [`Mbuf`] owns one packet buffer and frees it on drop. RX bursts
 //! append owned `Mbuf`s to an `ArrayVec`; TX bursts hand the sent ones to the
@@ -48,6 +49,8 @@ pub enum DpdkError {
     Launch { lcore: u32, reason: String },
     #[error("string contains a NUL byte: {0:?}")]
     Nul(String),
+    #[error("DPDK tooling: {what} failed: {reason}")]
+    Tooling { what: &'static str, reason: String },
 }
 
 /// The text for the current `rte_errno`.
@@ -730,6 +733,101 @@ impl Drop for Port {
             sys::rte_eth_dev_stop(self.info.id.0);
             sys::rte_eth_dev_close(self.info.id.0);
         }
+    }
+}
+
+/// What a telemetry command answers: (name, value) pairs, a dict for the client.
+pub type TelemetryFn = Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
+
+/// The registered telemetry commands (the C callback finds them by name).
+static TELEMETRY: std::sync::Mutex<Vec<(CString, TelemetryFn)>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn telemetry_cb(
+    cmd: *const c_char,
+    _params: *const c_char,
+    d: *mut sys::rte_tel_data,
+) -> c_int {
+    // SAFETY: the telemetry library passes the registered command's
+    // NUL-terminated name, valid for the call.
+    let cmd = unsafe { CStr::from_ptr(cmd) };
+    let cmds = TELEMETRY.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((_, f)) = cmds.iter().find(|(c, _)| c.as_c_str() == cmd) else {
+        return -1;
+    };
+    // A panic must not unwind into C.
+    let Ok(pairs) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) else {
+        return -1;
+    };
+    // SAFETY: d is the reply the library owns for this call.
+    unsafe { sys::rte_tel_data_start_dict(d) };
+    for (k, v) in pairs.iter().take(sys::RTE_TEL_MAX_DICT_ENTRIES as usize) {
+        if let Ok(k) = CString::new(k.as_str()) {
+            // SAFETY: d as above; the library copies the name.
+            unsafe { sys::rte_tel_data_add_dict_u64(d, k.as_ptr(), *v) };
+        }
+    }
+    0
+}
+
+/// Packet capture for `dpdk-dumpcap` (a secondary process) on this process's
+/// ports; stops on drop. Needs a multi-process EAL (not `--in-memory`).
+pub struct Pdump {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for Pdump {
+    fn drop(&mut self) {
+        // SAFETY: initialised by Eal::pdump_init, dropped before the EAL.
+        unsafe { sys::rte_pdump_uninit() };
+    }
+}
+
+impl Eal {
+    /// Registers the telemetry command `cmd` (e.g. `/ctgate/stats`), answered
+    /// with the dict `f` returns, on DPDK's telemetry thread
+    /// (`dpdk-telemetry.py`; the socket exists only without `--in-memory`).
+    pub fn register_telemetry(
+        &self,
+        cmd: &str,
+        help: &str,
+        f: TelemetryFn,
+    ) -> Result<(), DpdkError> {
+        let c = CString::new(cmd).map_err(|_| DpdkError::Nul(cmd.into()))?;
+        let h = CString::new(help).map_err(|_| DpdkError::Nul(help.into()))?;
+        let cmd_ptr = c.as_ptr();
+        TELEMETRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((c, f));
+        // The library keeps the help pointer: keep it for the process's life.
+        let h: &'static CStr = Box::leak(h.into_boxed_c_str());
+        // SAFETY: cmd_ptr points into a CString now owned by TELEMETRY (moving
+        // a CString does not move its heap buffer) and is copied by the call;
+        // the callback has the telemetry_cb signature.
+        let ret =
+            unsafe { sys::rte_telemetry_register_cmd(cmd_ptr, Some(telemetry_cb), h.as_ptr()) };
+        if ret != 0 {
+            return Err(DpdkError::Tooling {
+                what: "rte_telemetry_register_cmd",
+                reason: strerror(ret),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts the packet capture server `dpdk-dumpcap` talks to.
+    pub fn pdump_init(&self) -> Result<Pdump, DpdkError> {
+        // SAFETY: the EAL is initialised (self exists); called once by control.
+        let ret = unsafe { sys::rte_pdump_init() };
+        if ret != 0 {
+            return Err(DpdkError::Tooling {
+                what: "rte_pdump_init",
+                reason: errno_text(),
+            });
+        }
+        Ok(Pdump {
+            _not_send: std::marker::PhantomData,
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! ctgate's DPDK application as a library: configuration, the EAL and ports
 //! (`dpdk`), the per-lcore workers (`worker`) with the pipeline slot for
 //! conntrack / policy / NAT (`pipeline`), ARP / ND (`neigh`), routing
-//! (`route`), counters (`stats`) and the control side (`control`).
+//! (`route`), counters (`stats`), the control side (`control`) and the REST
+//! API with its metrics and event stream (`rest`).
 //!
 //! Unsafe code is confined to `dpdk`; the rest of the crate denies it.
 #![deny(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod neigh;
 pub mod net;
 pub mod pcap;
 pub mod pipeline;
+pub mod rest;
 pub mod route;
 pub mod stats;
 pub mod worker;

@@ -17,12 +17,21 @@
 //!   the table is lock-striped and preallocated; the counters a worker
 //!   publishes for the control thread sit behind a per-worker lock taken with
 //!   `try_lock` (a busy reader only delays the copy to the next burst).
+//! - Connection events (NEW / UPDATE / DESTROY) collect in the worker's
+//!   preallocated `EventBuf`; after each burst they feed the worker's top
+//!   sources of new connections and, while someone subscribes, move into the
+//!   worker's bounded lock-free queue, which the REST side drains. A full queue
+//!   loses the event, counted (`events_dropped`); the worker never waits.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use crossbeam_queue::ArrayQueue;
 
 use crossbeam_utils::CachePadded;
 use ctcore::conn::Conn;
 use ctcore::engine::{CtResult, Decision, Egress, Engine, Pkt, Worker};
+use ctcore::event::{Event, EventKind};
 use ctcore::forward::{classify, RouteClass};
 use ctcore::listing::format_conn;
 use ctcore::nat::rewrite::{apply, ChecksumMode};
@@ -49,14 +58,58 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// Events a worker buffers between bursts: a packet makes up to three (an
+/// expired or reopened connection's DESTROY, an eviction's DESTROY, a NEW),
+/// a GC slice one DESTROY per entry it reclaims.
+pub const EVENT_BUF: usize = 4 * BURST + GC_BUDGET;
+/// Events a worker's queue holds for the REST side.
+pub const EVENT_QUEUE: usize = 8192;
+/// Sources of new connections each worker keeps count of.
+pub const TOP_SOURCES: usize = 16;
+
+/// A source address and (an estimate from above of) the connections it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopSource {
+    pub family: Family,
+    pub addr: Addr,
+    pub new_conns: u64,
+}
+
+/// Counts `addr` in the space-saving summary `top` (Metwally, Agrawal, El
+/// Abbadi, "Efficient computation of frequent and top-k elements in data
+/// streams", 2005): a source not in the summary replaces the smallest entry and
+/// inherits its count, so any source that opened more than 1/len of the
+/// connections is in it. No allocation; len compares per new connection.
+pub fn note_source(top: &mut [TopSource], family: Family, addr: Addr) {
+    let mut min = 0;
+    for i in 0..top.len() {
+        let e = &mut top[i];
+        if e.new_conns > 0 && e.addr == addr && e.family == family {
+            e.new_conns += 1;
+            return;
+        }
+        if e.new_conns < top[min].new_conns {
+            min = i;
+        }
+    }
+    top[min] = TopSource {
+        family,
+        addr,
+        new_conns: top[min].new_conns + 1,
+    };
+}
+
 /// What one worker has published for the control thread.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
+    /// The worker's counters; `events_dropped` includes events its queue had no room for.
     pub ct: CtStats,
     pub nat_out_of_ports: u64,
     /// Per policy rule (then the default), packets decided.
     pub policy_hits: Vec<u64>,
     pub now_ms: u64,
+    /// The sources that opened the most connections on this worker since start.
+    pub top_sources: [TopSource; TOP_SOURCES],
 }
 
 /// State shared by every worker's stage, built once before the workers start.
@@ -69,6 +122,18 @@ pub struct Shared {
     /// Per port: its IPv4 and IPv6 address (masquerade's source).
     port_addrs: Vec<(Option<Addr>, Option<Addr>)>,
     published: Vec<CachePadded<Mutex<Published>>>,
+    /// Per worker: its events waiting for the REST side (see the module contract).
+    pub events: Vec<CachePadded<ArrayQueue<Event>>>,
+    /// Set while at least one event subscriber listens; the workers queue
+    /// events only then.
+    pub events_wanted: AtomicBool,
+    /// Per worker: the TSC when its clock started (its `now_ms` 0), so the
+    /// control side can read the workers' clock without them.
+    pub clock_start_tsc: Vec<AtomicU64>,
+    /// With several workers: the ports' RSS (symmetric key, default
+    /// redirection table), so NAT picks reply ports that reach the worker of
+    /// the original direction.
+    rss: Option<ctcore::rss::Rss>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -100,6 +165,13 @@ impl Shared {
                     )
                 })
                 .collect(),
+            rss: (cfg.workers.len() > 1).then(|| {
+                ctcore::rss::Rss::new(
+                    &crate::dpdk::SYMMETRIC_RSS_KEY,
+                    RETA_SIZE,
+                    cfg.workers.len() as u16,
+                )
+            }),
             published: (0..cfg.workers.len())
                 .map(|_| {
                     CachePadded::new(Mutex::new(Published {
@@ -108,6 +180,34 @@ impl Shared {
                     }))
                 })
                 .collect(),
+            events: (0..cfg.workers.len())
+                .map(|_| CachePadded::new(ArrayQueue::new(EVENT_QUEUE)))
+                .collect(),
+            events_wanted: AtomicBool::new(false),
+            clock_start_tsc: (0..cfg.workers.len()).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// What each worker published (a copy per worker, in worker order).
+    pub fn per_worker(&self) -> Vec<Published> {
+        self.published
+            .iter()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+
+    /// The workers' clock (ms since the first worker started), read from the
+    /// TSC: valid also while no packet arrives. `tsc_hz` is the EAL's.
+    pub fn now_ms(&self, tsc_hz: u64) -> u64 {
+        let start = self
+            .clock_start_tsc
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .min();
+        match start {
+            Some(s) => crate::dpdk::tsc().saturating_sub(s) / (tsc_hz / 1000).max(1),
+            None => self.totals().now_ms,
         }
     }
 
@@ -147,6 +247,7 @@ impl Shared {
         r: &CtResult,
         hits: &mut [u64],
         policy_drop: &mut bool,
+        expiring: &mut bool,
     ) -> Decision {
         let Ok(p) = &r.parsed else {
             return Decision::Drop;
@@ -158,7 +259,13 @@ impl Shared {
         let mut routed = *p;
         routed.dst = dst;
         match classify(&routed) {
-            RouteClass::Drop(_) => return Decision::Drop,
+            RouteClass::Drop(why) => {
+                // ip_forward's TTL check comes before FORWARD and POSTROUTING: the
+                // packet leaves no connection and is not source-NATed; the time
+                // exceeded the forwarder sends quotes it as its sender sent it.
+                *expiring = why == "ttl_exceeded";
+                return Decision::Drop;
+            }
             RouteClass::Local => return Decision::Local,
             RouteClass::Forward => {}
         }
@@ -217,6 +324,10 @@ impl Shared {
     }
 }
 
+/// The redirection table size assumed for NAT steering (DPDK's default RETA
+/// spreads entries round-robin over the queues; 128 is the common size).
+const RETA_SIZE: usize = 128;
+
 fn random_seed() -> u64 {
     // The hash seed keeps crafted tuples from flooding one bucket: take it from
     // the OS once at start (not on the packet path).
@@ -234,6 +345,9 @@ pub struct Pipeline<'a> {
     pub worker: usize,
     ct: Worker,
     hits: Vec<u64>,
+    top_sources: [TopSource; TOP_SOURCES],
+    /// Events the queue had no room for.
+    events_dropped: u64,
     gc_cursor: u32,
     next_gc_ms: u64,
 }
@@ -251,12 +365,23 @@ impl std::fmt::Debug for Pipeline<'_> {
 }
 
 impl<'a> Pipeline<'a> {
+    /// The stage of worker `worker`; its clock starts now (see [`Shared::now_ms`]).
     pub fn new(shared: &'a Shared, worker: usize) -> Pipeline<'a> {
+        shared.clock_start_tsc[worker].store(crate::dpdk::tsc(), Ordering::Relaxed);
+        let mut ct = shared.engine.worker(EVENT_BUF);
+        if let Some(rss) = shared.rss.clone() {
+            let queue = worker as u16;
+            ct.reply_steering = Some(Box::new(move |t: &ctcore::tuple::Tuple| {
+                rss.queue(t) == queue
+            }));
+        }
         Pipeline {
             shared,
             worker,
-            ct: shared.engine.worker(0),
+            ct,
             hits: vec![0; shared.policy.rules.len() + 1],
+            top_sources: [TopSource::default(); TOP_SOURCES],
+            events_dropped: 0,
             gc_cursor: worker as u32,
             next_gc_ms: 0,
         }
@@ -281,6 +406,7 @@ impl<'a> Pipeline<'a> {
         let n = pkts.len().min(BURST);
         let mut results = [CtResult::default(); BURST];
         let mut policy_drop = [false; BURST];
+        let mut expiring = [false; BURST];
         {
             let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| Pkt {
                 frame: if i < n { pkts[i].data() } else { &[] },
@@ -290,12 +416,13 @@ impl<'a> Pipeline<'a> {
             let shared = self.shared;
             let hits = &mut self.hits;
             let drops = &mut policy_drop;
+            let exp = &mut expiring;
             shared.engine.process_burst(
                 &mut self.ct,
                 now_ms,
                 &frames[..n],
                 &mut results[..n],
-                |i, r| shared.decide(in_port, r, hits, &mut drops[i]),
+                |i, r| shared.decide(in_port, r, hits, &mut drops[i], &mut exp[i]),
             );
         }
         for i in 0..n {
@@ -307,6 +434,11 @@ impl<'a> Pipeline<'a> {
             }
             if policy_drop[i] {
                 verdicts[i] = Verdict::Drop(DropReason::Policy);
+                continue;
+            }
+            if expiring[i] {
+                // Untranslated, so that the forwarder's time exceeded goes to
+                // the sender and quotes what it sent (traceroute through NAT).
                 continue;
             }
             if let Some(rw) = &r.rewrite {
@@ -325,15 +457,64 @@ impl<'a> Pipeline<'a> {
                 .engine
                 .gc_step(&mut self.ct, now_ms, &mut self.gc_cursor, GC_BUDGET);
         }
+        self.move_events();
         self.publish(now_ms);
+    }
+
+    /// Empties the burst's events: counts NEW ones by source, and queues them
+    /// for the REST side while someone listens.
+    fn move_events(&mut self) {
+        if self.ct.events.is_empty() {
+            return;
+        }
+        let wanted = self.shared.events_wanted.load(Ordering::Relaxed);
+        let queue = &self.shared.events[self.worker];
+        let top = &mut self.top_sources;
+        let dropped = &mut self.events_dropped;
+        self.ct.events.drain(|e| {
+            if e.kind == EventKind::New {
+                let t = &e.conn.tuples[0];
+                note_source(top, t.family, t.src);
+            }
+            if wanted && queue.push(e).is_err() {
+                *dropped += 1;
+            }
+        });
     }
 
     fn publish(&mut self, now_ms: u64) {
         if let Ok(mut p) = self.shared.published[self.worker].try_lock() {
             p.ct = self.ct.stats;
+            p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
+            p.top_sources = self.top_sources;
             p.nat_out_of_ports = self.ct.nat_out_of_ports;
             p.policy_hits.copy_from_slice(&self.hits);
             p.now_ms = now_ms;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heavy_source_stays_among_many_light_ones() {
+        let mut top = [TopSource::default(); TOP_SOURCES];
+        let heavy = Addr::from_v4([192, 0, 2, 66]);
+        for i in 0..10_000u32 {
+            // Every 4th new connection is from the heavy source, the rest from
+            // 7500 distinct ones.
+            if i % 4 == 0 {
+                note_source(&mut top, Family::V4, heavy);
+            } else {
+                note_source(&mut top, Family::V4, Addr::from_v4(i.to_be_bytes()));
+            }
+        }
+        let best = top.iter().max_by_key(|t| t.new_conns).unwrap();
+        assert_eq!(best.addr, heavy);
+        // Space-saving never undercounts.
+        assert!(best.new_conns >= 2500, "{best:?}");
+        assert_eq!(top.iter().map(|t| t.new_conns).sum::<u64>(), 10_000);
     }
 }

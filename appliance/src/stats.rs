@@ -110,8 +110,9 @@ pub struct LcoreStats {
     pub tx: [Counter; MAX_PORTS],
     /// Packets routed to another port (the rest of tx is locally generated).
     pub forwarded: Counter,
-    /// Packets the appliance created: ARP / ND requests and answers, echo
-    /// replies are counted in `replies` (they reuse the request's mbuf).
+    /// Mbufs the appliance allocated for packets of its own: ARP requests,
+    /// neighbour solicitations, ICMP errors. (ARP replies, neighbour adverts
+    /// and echo replies reuse the request's mbuf: they are not counted here.)
     pub generated: Counter,
     pub arp_requests_sent: Counter,
     pub arp_replies_sent: Counter,

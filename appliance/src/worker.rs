@@ -181,8 +181,26 @@ impl Worker<'_> {
         for m in rx.iter() {
             m.prefetch();
         }
-        let mut ip_pkts: ArrayVec<Mbuf, BURST> = ArrayVec::new();
+        // Fast path: a burst of IP packets only (the common case) goes to the
+        // stage and the forwarder as it is, without being moved.
         let mut ip_meta: ArrayVec<Meta, BURST> = ArrayVec::new();
+        for m in rx.iter() {
+            if !m.is_contiguous() {
+                break;
+            }
+            match net::classify(m.data(), &mac) {
+                Ok(meta @ Meta::Ipv4 { .. }) => ip_meta.push(meta),
+                Ok(meta @ Meta::Ipv6 { .. }) if meta.nd_type(m.data()).is_none() => {
+                    ip_meta.push(meta)
+                }
+                _ => break,
+            }
+        }
+        if ip_meta.len() == rx.len() {
+            return self.stage_and_forward(in_port, rx, &ip_meta);
+        }
+        ip_meta.clear();
+        let mut ip_pkts: ArrayVec<Mbuf, BURST> = ArrayVec::new();
         for m in rx.drain(..) {
             if !m.is_contiguous() {
                 self.drop_pkt(m, DropReason::BadHeader);
@@ -201,15 +219,22 @@ impl Worker<'_> {
                 }
             }
         }
-        if ip_pkts.is_empty() {
-            return;
+        if !ip_pkts.is_empty() {
+            self.stage_and_forward(in_port, &mut ip_pkts, &ip_meta);
         }
+    }
+
+    /// Runs the pipeline stage over `pkts` (all IP, classified as `meta`),
+    /// then forwards or drops each by its verdict. Leaves `pkts` empty.
+    #[inline(always)]
+    fn stage_and_forward(&mut self, in_port: u8, pkts: &mut ArrayVec<Mbuf, BURST>, meta: &[Meta]) {
+        let mac = self.ports[in_port as usize].mac;
         let mut verdicts = [Verdict::Forward; BURST];
-        let n = ip_pkts.len();
+        let n = pkts.len();
         let now_ms = self.now_ms();
         self.pipeline
-            .process_burst(now_ms, in_port, &mut ip_pkts, &ip_meta, &mut verdicts[..n]);
-        for ((m, meta), v) in ip_pkts.drain(..).zip(ip_meta.drain(..)).zip(verdicts) {
+            .process_burst(now_ms, in_port, pkts, meta, &mut verdicts[..n]);
+        for ((m, meta), v) in pkts.drain(..).zip(meta.iter().copied()).zip(verdicts) {
             match v {
                 Verdict::Forward => self.forward(in_port, m, meta),
                 Verdict::ForwardRewritten => match net::classify(m.data(), &mac) {

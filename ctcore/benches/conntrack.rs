@@ -57,6 +57,21 @@ static ALLOC: Counting = Counting;
 
 const BURST: usize = 32;
 
+/// Whether a group is selected by the command line's filter (criterion runs
+/// every group function; this keeps the expensive set-up of others out).
+fn wanted(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            f.split('/')
+                .next()
+                .is_some_and(|g| group.contains(g) || g.contains(group))
+        })
+}
+
 fn sizes() -> Vec<u32> {
     std::env::var("CTGATE_BENCH_SIZES")
         .unwrap_or_else(|_| "1000,100000,1000000,4000000".into())
@@ -72,8 +87,22 @@ fn flow_frame(i: u32, reply: bool) -> Vec<u8> {
     let s = Addr::from_v4([198, 51, 100, ((i / 250) % 250) as u8 + 1]);
     let sport = 1024 + (i / 62_500) as u16;
     let dport = 80;
-    let (src, dst, sp, dp) = if reply { (s, c, dport, sport) } else { (c, s, sport, dport) };
-    frame(Family::V4, src, dst, 64, L4Spec::Udp { src_port: sp, dst_port: dp, payload: &[0u8; 18] })
+    let (src, dst, sp, dp) = if reply {
+        (s, c, dport, sport)
+    } else {
+        (c, s, sport, dport)
+    };
+    frame(
+        Family::V4,
+        src,
+        dst,
+        64,
+        L4Spec::Udp {
+            src_port: sp,
+            dst_port: dp,
+            payload: &[0u8; 18],
+        },
+    )
 }
 
 fn tuple_of(f: &[u8]) -> Tuple {
@@ -108,7 +137,10 @@ fn shuffled(n: u32) -> Vec<u32> {
 
 fn engine(cap: u32) -> Engine {
     // The bench frames carry valid checksums; checking them is part of the work.
-    let t = Tunables { checksum: true, ..Tunables::default() };
+    let t = Tunables {
+        checksum: true,
+        ..Tunables::default()
+    };
     Engine::new(EngineConfig {
         capacity_conns: cap,
         seed: 0x000b_e7c4,
@@ -182,6 +214,9 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
 }
 
 fn established(c: &mut Criterion) {
+    if !wanted("established") {
+        return;
+    }
     let mut g = c.benchmark_group("established");
     g.throughput(Throughput::Elements(BURST as u64))
         .sample_size(20)
@@ -254,6 +289,9 @@ fn established(c: &mut Criterion) {
 }
 
 fn new_conns(c: &mut Criterion) {
+    if !wanted("new") {
+        return;
+    }
     let mut g = c.benchmark_group("new");
     g.throughput(Throughput::Elements(1))
         .sample_size(20)
@@ -317,6 +355,9 @@ fn new_conns(c: &mut Criterion) {
 }
 
 fn gc(c: &mut Criterion) {
+    if !wanted("gc") {
+        return;
+    }
     let mut g = c.benchmark_group("gc");
     g.throughput(Throughput::Elements(1))
         .sample_size(10)
@@ -365,5 +406,181 @@ fn gc(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, new_conns, gc);
+/// An engine that masquerades everything to 203.0.113.1 with `ports`.
+fn snat_engine(cap: u32, ports: Option<(u16, u16)>) -> Engine {
+    use ctcore::nat::{Action, Match, Nat, Rule};
+    let rule = Rule::new(
+        "masq".into(),
+        Match::default(),
+        Action::Masquerade {
+            ports,
+            random: false,
+        },
+    );
+    Engine::with_nat(
+        EngineConfig {
+            capacity_conns: cap,
+            seed: 0x000b_e7c4,
+            tunables: Tunables::default(),
+        },
+        Some(Nat {
+            rules: vec![rule],
+            pools: vec![],
+        }),
+    )
+}
+
+fn egress() -> Decision {
+    Decision::Accept(Egress {
+        port: 1,
+        addr: Some(Addr::from_v4([203, 0, 113, 1])),
+    })
+}
+
+/// NAT: established SNAT forwarding (lookup + rewrite) beside the same traffic
+/// without NAT, and new SNAT connections at 10/90/99% of a port pool.
+fn nat(c: &mut Criterion) {
+    if !wanted("nat") {
+        return;
+    }
+    use ctcore::nat::rewrite::{apply, ChecksumMode};
+    let mut g = c.benchmark_group("nat");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let n: u32 = std::env::var("CTGATE_BENCH_NAT_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let order = shuffled(n);
+    let frames: Vec<Vec<u8>> = order.iter().map(|&i| flow_frame(i, false)).collect();
+    g.throughput(Throughput::Elements(BURST as u64));
+    for with_nat in [false, true] {
+        let e = if with_nat {
+            snat_engine(n + n / 8, None)
+        } else {
+            engine(n + n / 8)
+        };
+        let mut w = e.worker(0);
+        let mut out = [CtResult::default(); BURST];
+        for chunk in frames.chunks(BURST) {
+            let pkts: Vec<Pkt<'_>> = chunk
+                .iter()
+                .map(|f| Pkt {
+                    frame: f,
+                    zone: 0,
+                    in_port: 0,
+                })
+                .collect();
+            e.process_burst(&mut w, 0, &pkts, &mut out[..pkts.len()], |_, _| egress());
+        }
+        let mut bufs: Vec<Vec<u8>> = frames[..BURST].to_vec();
+        let mut i = 0usize;
+        let name = if with_nat { "snat" } else { "no-nat" };
+        g.bench_function(BenchmarkId::new(format!("established-{name}"), n), |b| {
+            b.iter(|| {
+                if i + BURST > frames.len() {
+                    i = 0;
+                }
+                for (k, buf) in bufs.iter_mut().enumerate() {
+                    buf.clear();
+                    buf.extend_from_slice(&frames[i + k]);
+                }
+                {
+                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt {
+                        frame: &bufs[k],
+                        zone: 0,
+                        in_port: 0,
+                    });
+                    e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| egress());
+                }
+                for (k, r) in out.iter().enumerate() {
+                    if let (Ok(p), Some(rw)) = (&r.parsed, &r.rewrite) {
+                        let _ = apply(&mut bufs[k], p, rw, ChecksumMode::Incremental);
+                    }
+                }
+                i += BURST;
+            })
+        });
+    }
+    // New connections with a pool of 10000 ports to one server, at a fill level.
+    g.throughput(Throughput::Elements(1));
+    let pool = (20_000u16, 29_999u16);
+    let size = (pool.1 - pool.0 + 1) as u32;
+    for pct in [10u32, 90, 99] {
+        let e = snat_engine(200_000, Some(pool));
+        let mut w = e.worker(0);
+        let mut out = [CtResult::default()];
+        let fill = size * pct / 100;
+        let udp = |i: u32| {
+            frame(
+                Family::V4,
+                Addr::from_v4([192, 0, 2, (i % 250) as u8 + 1]),
+                Addr::from_v4([198, 51, 100, 1]),
+                64,
+                L4Spec::Udp {
+                    src_port: 1024 + (i / 250) as u16,
+                    dst_port: 53,
+                    payload: &[0u8; 18],
+                },
+            )
+        };
+        for i in 0..fill {
+            let f = udp(i);
+            e.process_burst(
+                &mut w,
+                0,
+                &[Pkt {
+                    frame: &f,
+                    zone: 0,
+                    in_port: 0,
+                }],
+                &mut out,
+                |_, _| egress(),
+            );
+        }
+        let batch = 64u32;
+        let fresh: Vec<Vec<u8>> = (0..batch).map(|i| udp(100_000 + i)).collect();
+        let fresh_tuples: Vec<Tuple> = fresh.iter().map(|f| tuple_of(f)).collect();
+        let failed_before = w.nat_out_of_ports;
+        let mut tried = 0u64;
+        g.bench_function(BenchmarkId::new("snat-new", format!("{pct}pct")), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0u64;
+                while done < iters {
+                    let start = Instant::now();
+                    for f in &fresh {
+                        e.process_burst(
+                            &mut w,
+                            0,
+                            &[Pkt {
+                                frame: f,
+                                zone: 0,
+                                in_port: 0,
+                            }],
+                            &mut out,
+                            |_, _| egress(),
+                        );
+                    }
+                    total += start.elapsed();
+                    for t in &fresh_tuples {
+                        e.delete_tuple(&mut w, 0, t);
+                    }
+                    done += batch as u64;
+                }
+                tried += done;
+                total.mul_f64(iters as f64 / done as f64)
+            })
+        });
+        eprintln!(
+            "snat-new {pct}%: {} of {} new connections found no free port",
+            w.nat_out_of_ports - failed_before,
+            tried
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, established, new_conns, gc, nat);
 criterion_main!(benches);

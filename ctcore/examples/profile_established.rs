@@ -8,27 +8,73 @@ fn flow(i: u32, reply: bool) -> Vec<u8> {
     let c = Addr::from_v4([192, 0, 2, (i % 250) as u8 + 1]);
     let s = Addr::from_v4([198, 51, 100, ((i / 250) % 250) as u8 + 1]);
     let sport = 1024 + (i / 62_500) as u16;
-    let (src, dst, sp, dp) = if reply { (s, c, 80, sport) } else { (c, s, sport, 80) };
-    frame(Family::V4, src, dst, 64, L4Spec::Udp { src_port: sp, dst_port: dp, payload: &[0u8; 18] })
+    let (src, dst, sp, dp) = if reply {
+        (s, c, 80, sport)
+    } else {
+        (c, s, sport, 80)
+    };
+    frame(
+        Family::V4,
+        src,
+        dst,
+        64,
+        L4Spec::Udp {
+            src_port: sp,
+            dst_port: dp,
+            payload: &[0u8; 18],
+        },
+    )
 }
 
 fn main() {
-    let n: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let bursts: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(200);
-    let e = Engine::new(EngineConfig { capacity_conns: n + n / 8, seed: 1, tunables: Tunables::default() });
+    let n: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    let bursts: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
+    let e = Engine::new(EngineConfig {
+        capacity_conns: n + n / 8,
+        seed: 1,
+        tunables: Tunables::default(),
+    });
     let mut w = e.worker(0);
-    let frames: Vec<Vec<u8>> = (0..n).map(|i| flow(i.wrapping_mul(2_654_435_761) % n, false)).collect();
+    let frames: Vec<Vec<u8>> = (0..n)
+        .map(|i| flow(i.wrapping_mul(2_654_435_761) % n, false))
+        .collect();
     let mut out = [CtResult::default(); 32];
     for ch in frames.chunks(32) {
-        let pkts: Vec<Pkt<'_>> = ch.iter().map(|f| Pkt { frame: f, zone: 0, in_port: 0 }).collect();
-        e.process_burst(&mut w, 0, &pkts, &mut out[..pkts.len()], |_, _| Decision::Accept(Egress::NONE));
+        let pkts: Vec<Pkt<'_>> = ch
+            .iter()
+            .map(|f| Pkt {
+                frame: f,
+                zone: 0,
+                in_port: 0,
+            })
+            .collect();
+        e.process_burst(&mut w, 0, &pkts, &mut out[..pkts.len()], |_, _| {
+            Decision::Accept(Egress::NONE)
+        });
     }
     let t = std::time::Instant::now();
     for b in 0..bursts {
         let base = (b * 32) % (frames.len() - 32);
-        let pkts: [Pkt<'_>; 32] = std::array::from_fn(|k| Pkt { frame: &frames[base + k], zone: 0, in_port: 0 });
-        e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| Decision::Accept(Egress::NONE));
+        let pkts: [Pkt<'_>; 32] = std::array::from_fn(|k| Pkt {
+            frame: &frames[base + k],
+            zone: 0,
+            in_port: 0,
+        });
+        e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| {
+            Decision::Accept(Egress::NONE)
+        });
     }
     let ns = t.elapsed().as_nanos() as f64 / (bursts * 32) as f64;
-    eprintln!("{} connections, {:.1} ns/packet, found {}", e.table().len(), ns, w.stats.found);
+    eprintln!(
+        "{} connections, {:.1} ns/packet, found {}",
+        e.table().len(),
+        ns,
+        w.stats.found
+    );
 }

@@ -47,11 +47,15 @@ pub fn l4_checksum(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &
 }
 
 /// True if `segment` (checksum field included) verifies with its pseudo-header.
+/// One pass: pseudo-header and data in one accumulator, folded once.
 pub fn verify_l4(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &[u8]) -> bool {
-    combine(
-        pseudo_header(family, src, dst, proto, segment.len() as u32),
-        sum(segment),
-    ) == 0xffff
+    let w = match family {
+        Family::V4 => 4,
+        Family::V6 => 16,
+    };
+    let acc = add_words(add_words(0, &src.0[..w]), &dst.0[..w]);
+    let acc = add_carry(acc, u64::from(proto) + segment.len() as u64);
+    fold(add_words(acc, segment)) == 0xffff
 }
 
 /// RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'): the checksum after a 16-bit word

@@ -146,7 +146,15 @@ fn simple_tuple(p: &Parsed, zone: u16) -> Option<Tuple> {
         L4::Udp { src_port, dst_port } => (src_port, dst_port),
         _ => return None,
     };
-    Some(Tuple { src: p.src, dst: p.dst, src_port, dst_port, proto: p.proto, family: p.family, zone })
+    Some(Tuple {
+        src: p.src,
+        dst: p.dst,
+        src_port,
+        dst_port,
+        proto: p.proto,
+        family: p.family,
+        zone,
+    })
 }
 
 /// The caller's verdict on a packet before confirmation (routing + policy).
@@ -328,7 +336,11 @@ impl Engine {
             let mut keys: [Option<Key>; STAGE] = [None; STAGE];
             for (i, pkt) in chunk.iter().enumerate() {
                 parsed[i] = wire::parse(pkt.frame);
-                if let Some(t) = parsed[i].as_ref().ok().and_then(|p| simple_tuple(p, pkt.zone)) {
+                if let Some(t) = parsed[i]
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| simple_tuple(p, pkt.zone))
+                {
                     let k = self.table.key(&t);
                     self.table.touch(k);
                     keys[i] = Some(k);
@@ -339,7 +351,16 @@ impl Engine {
             }
             for (j, pkt) in chunk.iter().enumerate() {
                 let i = c * STAGE + j;
-                self.stage3(w, now_ms, pkt, parsed[j], keys[j], i, &mut results[i], &mut decide);
+                self.stage3(
+                    w,
+                    now_ms,
+                    pkt,
+                    parsed[j],
+                    keys[j],
+                    i,
+                    &mut results[i],
+                    &mut decide,
+                );
             }
         }
     }
@@ -347,11 +368,23 @@ impl Engine {
     /// Stage 3 of `process_burst` for one packet: track, NAT, decide, confirm.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn stage3<F>(&self, w: &mut Worker, now_ms: u64, pkt: &Pkt<'_>, parsed: Result<Parsed, ParseError>, key: Option<Key>, i: usize, out: &mut CtResult, decide: &mut F)
-    where
+    fn stage3<F>(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        parsed: Result<Parsed, ParseError>,
+        key: Option<Key>,
+        i: usize,
+        out: &mut CtResult,
+        decide: &mut F,
+    ) where
         F: FnMut(usize, &CtResult) -> Decision,
     {
-        *out = CtResult { parsed, ..CtResult::default() };
+        *out = CtResult {
+            parsed,
+            ..CtResult::default()
+        };
         let (mut pending, park) = self.track(w, now_ms, pkt, key, out);
         if let Some(c) = pending.as_mut() {
             self.nat_prerouting(c, pkt.in_port, out);
@@ -362,7 +395,9 @@ impl Engine {
             Decision::Local | Decision::Drop => None,
         };
         if let (Some(mut conn), true) = (pending, d != Decision::Drop) {
-            if egress.is_none_or(|e| self.nat_postrouting(w, now_ms, &mut conn, pkt.in_port, e, out)) {
+            if egress
+                .is_none_or(|e| self.nat_postrouting(w, now_ms, &mut conn, pkt.in_port, e, out))
+            {
                 match park {
                     Some(slot) => w.frags[slot].pending = Some(conn),
                     None => self.confirm(w, now_ms, conn, out),
@@ -404,18 +439,19 @@ impl Engine {
         };
         let steer = w.reply_steering.take();
         let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
-        let mut reclaimed: [Option<Conn>; 4] = [None; 4];
-        let mut n = 0;
-        let r = alloc::snat(&self.table, now_ms, c, rule, egress.addr, &mut w.rng, &accept, &mut |d| {
-            if n < reclaimed.len() {
-                reclaimed[n] = Some(d);
-            }
-            n += 1;
-        });
-        w.stats.expired += n as u64;
-        for d in reclaimed.iter().flatten() {
-            w.events.push(EventKind::Destroy, now_ms, d);
-        }
+        let (events, stats) = (&mut w.events, &mut w.stats);
+        let mut reclaimed = |dead: Conn| {
+            stats.expired += 1;
+            events.push(EventKind::Destroy, now_ms, &dead);
+        };
+        let mut search = alloc::Search {
+            table: &self.table,
+            now_ms,
+            rng: &mut w.rng,
+            accept: &accept,
+            reclaimed: &mut reclaimed,
+        };
+        let r = alloc::snat(&mut search, c, rule, egress.addr);
         w.reply_steering = steer;
         match r {
             Ok(()) => {
@@ -618,7 +654,11 @@ impl Engine {
                         }
                     } else {
                         let c = l.conn();
-                        res.conn = Some(ConnHandle { stripe: home, local, id: c.id });
+                        res.conn = Some(ConnHandle {
+                            stripe: home,
+                            local,
+                            id: c.id,
+                        });
                         if (c.status, c.state_tag()) != before {
                             w.events.push(EventKind::Update, now_ms, c);
                         }
@@ -772,7 +812,11 @@ impl Engine {
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 w.stats.insert += 1;
-                res.conn = Some(ConnHandle { stripe, local, id: c.id });
+                res.conn = Some(ConnHandle {
+                    stripe,
+                    local,
+                    id: c.id,
+                });
                 w.events.push(EventKind::New, now_ms, &c);
             }
             Err(InsertError::Full) => {
@@ -1104,9 +1148,9 @@ mod tests {
     use crate::event::EventKind;
     use crate::proto::tcp::TcpConntrack;
     use crate::tuple::Addr;
+    use crate::tuple::Family;
     use crate::wire::build::{frame, L4Spec};
     use crate::wire::tcp_flags::{ACK, FIN, SYN};
-    use crate::tuple::Family;
 
     const C: [u8; 4] = [192, 0, 2, 10];
     const S: [u8; 4] = [198, 51, 100, 20];
@@ -1224,9 +1268,26 @@ mod tests {
         assert_eq!(c.counters[0].packets, 4);
         assert_eq!(c.counters[1].packets, 2);
         let mut kinds = vec![];
-        w.events.drain(|ev| kinds.push(ev.kind));
+        let mut states = vec![];
+        w.events.drain(|ev| {
+            kinds.push(ev.kind);
+            states.push(ev.conn.state_name().unwrap());
+        });
         assert_eq!(kinds.first(), Some(&EventKind::New));
         assert!(kinds.iter().skip(1).all(|k| *k == EventKind::Update));
+        // One UPDATE per state change (and status change), in order.
+        assert_eq!(
+            states,
+            [
+                "SYN_SENT",
+                "SYN_RECV",
+                "ESTABLISHED",
+                "FIN_WAIT",
+                "LAST_ACK",
+                "TIME_WAIT"
+            ],
+            "{kinds:?}"
+        );
     }
 
     #[test]
@@ -1354,6 +1415,64 @@ mod tests {
     }
 
     #[test]
+    fn expired_connections_free_their_nat_ports() {
+        use crate::nat::{self, Action, Nat, Rule};
+        // masquerade to :20000-20001: two ports; UDP flows unreplied live 30 s.
+        let rule = Rule::new(
+            "tiny".into(),
+            nat::Match::default(),
+            Action::Masquerade {
+                ports: Some((20000, 20001)),
+                random: false,
+            },
+        );
+        let e = Engine::with_nat(
+            EngineConfig {
+                capacity_conns: 1000,
+                seed: 1,
+                tunables: Tunables::default(),
+            },
+            Some(Nat {
+                rules: vec![rule],
+                pools: vec![],
+            }),
+        );
+        let mut w = e.worker(16);
+        let out = Decision::Accept(Egress {
+            port: 1,
+            addr: Some(Addr::from_v4([198, 51, 100, 1])),
+        });
+        let udp = |sport: u16| {
+            frame(
+                Family::V4,
+                Addr::from_v4(C),
+                Addr::from_v4(S),
+                64,
+                L4Spec::Udp {
+                    src_port: sport,
+                    dst_port: 53,
+                    payload: b"q",
+                },
+            )
+        };
+        for sport in [1000, 1001] {
+            let r = run(&e, &mut w, 0, &udp(sport), out);
+            assert!(r.ct_drop.is_none() && r.rewrite.is_some());
+        }
+        let r = run(&e, &mut w, 1000, &udp(1002), out);
+        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
+        // No GC ran: the two expired connections still sit in the table, and
+        // the search reclaims one as the kernel's tuple_taken does.
+        let r = run(&e, &mut w, 30_000, &udp(1003), out);
+        assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
+        let port = r.rewrite.unwrap().src.unwrap().1;
+        assert!((20000..=20001).contains(&port));
+        assert_eq!(w.stats.expired, 1);
+        assert_eq!(e.table().len(), 2);
+        assert_eq!(w.nat_out_of_ports, 1);
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let e = engine(64);
         let mut w = e.worker(0);
@@ -1374,16 +1493,36 @@ mod tests {
     }
 
     fn nat_engine(rules: Vec<crate::nat::Rule>) -> Engine {
-        let cfg = EngineConfig { capacity_conns: 1000, seed: 5, tunables: Tunables::default() };
-        Engine::with_nat(cfg, Some(Nat { rules, pools: vec![] }))
+        let cfg = EngineConfig {
+            capacity_conns: 1000,
+            seed: 5,
+            tunables: Tunables::default(),
+        };
+        Engine::with_nat(
+            cfg,
+            Some(Nat {
+                rules,
+                pools: vec![],
+            }),
+        )
     }
 
     fn masq_rule(ports: Option<(u16, u16)>) -> crate::nat::Rule {
-        crate::nat::Rule::new("masq".into(), crate::nat::Match::default(), crate::nat::Action::Masquerade { ports, random: false })
+        crate::nat::Rule::new(
+            "masq".into(),
+            crate::nat::Match::default(),
+            crate::nat::Action::Masquerade {
+                ports,
+                random: false,
+            },
+        )
     }
 
     fn out(addr: [u8; 4]) -> Decision {
-        Decision::Accept(Egress { port: 1, addr: Some(Addr::from_v4(addr)) })
+        Decision::Accept(Egress {
+            port: 1,
+            addr: Some(Addr::from_v4(addr)),
+        })
     }
 
     #[test]
@@ -1392,8 +1531,28 @@ mod tests {
         let mut w = e.worker(0);
         let n = [203, 0, 113, 1];
         // Two clients using the same source port to the same server.
-        let a = frame(Family::V4, Addr::from_v4([192, 0, 2, 10]), Addr::from_v4(S), 64, L4Spec::Udp { src_port: 5000, dst_port: 53, payload: b"q" });
-        let b = frame(Family::V4, Addr::from_v4([192, 0, 2, 11]), Addr::from_v4(S), 64, L4Spec::Udp { src_port: 5000, dst_port: 53, payload: b"q" });
+        let a = frame(
+            Family::V4,
+            Addr::from_v4([192, 0, 2, 10]),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
+        let b = frame(
+            Family::V4,
+            Addr::from_v4([192, 0, 2, 11]),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
         let ra = run(&e, &mut w, 0, &a, out(n));
         let rb = run(&e, &mut w, 0, &b, out(n));
         let pa = ra.rewrite.unwrap().src.unwrap();
@@ -1403,45 +1562,77 @@ mod tests {
         assert_ne!(pb.1, 5000, "the second gets another");
         assert!(pb.1 >= 1024);
         // The reply to the second comes back to it.
-        let reply = frame(Family::V4, Addr::from_v4(S), Addr::from_v4(n), 64, L4Spec::Udp { src_port: 53, dst_port: pb.1, payload: b"a" });
+        let reply = frame(
+            Family::V4,
+            Addr::from_v4(S),
+            Addr::from_v4(n),
+            64,
+            L4Spec::Udp {
+                src_port: 53,
+                dst_port: pb.1,
+                payload: b"a",
+            },
+        );
         let r = run(&e, &mut w, 1, &reply, out(C));
         assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
-        assert_eq!(r.rewrite.unwrap().dst, Some((Addr::from_v4([192, 0, 2, 11]), 5000)));
-    }
-
-    #[test]
-    fn exhausted_port_range_drops_with_a_counter_and_recovers() {
-        let e = nat_engine(vec![masq_rule(Some((20000, 20001)))]);
-        let mut w = e.worker(0);
-        let n = [203, 0, 113, 1];
-        let pkt = |sport: u16| frame(Family::V4, Addr::from_v4(C), Addr::from_v4(S), 64, L4Spec::Udp { src_port: sport, dst_port: 53, payload: b"q" });
-        assert!(run(&e, &mut w, 0, &pkt(1000), out(n)).ct_drop.is_none());
-        assert!(run(&e, &mut w, 0, &pkt(1001), out(n)).ct_drop.is_none());
-        let r = run(&e, &mut w, 0, &pkt(1002), out(n));
-        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
-        assert_eq!(w.nat_out_of_ports, 1);
-        assert_eq!(e.nat().unwrap().rules[0].out_of_ports.load(Ordering::Relaxed), 1);
-        assert_eq!(e.table().len(), 2);
-        // Once the first two expire, the range is free again.
-        let r = run(&e, &mut w, 31_000, &pkt(1002), out(n));
-        assert!(r.ct_drop.is_none());
-        let mut live = 0;
-        e.snapshot(31_000, |_| live += 1);
-        assert_eq!(live, 1);
+        assert_eq!(
+            r.rewrite.unwrap().dst,
+            Some((Addr::from_v4([192, 0, 2, 11]), 5000))
+        );
     }
 
     #[test]
     fn dnat_pool_sticks_to_its_backend() {
         use crate::nat::{Action, Backend, Match, Pool, Rule};
-        let backends = (0..3).map(|i| Backend::new(Family::V4, Addr::from_v4([198, 51, 100, 10 + i]), Some(8080), 1)).collect();
-        let rule = Rule::new("lb".into(), Match { dports: Some((80, 80)), ..Match::default() }, Action::DnatPool { pool: 0 });
-        let cfg = EngineConfig { capacity_conns: 10_000, seed: 5, tunables: Tunables::default() };
-        let e = Engine::with_nat(cfg, Some(Nat { rules: vec![rule], pools: vec![Pool::new("web".into(), backends)] }));
+        let backends = (0..3)
+            .map(|i| {
+                Backend::new(
+                    Family::V4,
+                    Addr::from_v4([198, 51, 100, 10 + i]),
+                    Some(8080),
+                    1,
+                )
+            })
+            .collect();
+        let rule = Rule::new(
+            "lb".into(),
+            Match {
+                dports: Some((80, 80)),
+                ..Match::default()
+            },
+            Action::DnatPool { pool: 0 },
+        );
+        let cfg = EngineConfig {
+            capacity_conns: 10_000,
+            seed: 5,
+            tunables: Tunables::default(),
+        };
+        let e = Engine::with_nat(
+            cfg,
+            Some(Nat {
+                rules: vec![rule],
+                pools: vec![Pool::new("web".into(), backends)],
+            }),
+        );
         let mut w = e.worker(0);
         let vip = Addr::from_v4([203, 0, 113, 80]);
         let mut per_backend = [0u32; 3];
         for i in 0..3000u16 {
-            let syn = frame(Family::V4, Addr::from_v4(C), vip, 64, L4Spec::Tcp { src_port: 10_000 + i, dst_port: 80, seq: 1, ack: 0, flags: SYN, window: 1000, payload: b"" });
+            let syn = frame(
+                Family::V4,
+                Addr::from_v4(C),
+                vip,
+                64,
+                L4Spec::Tcp {
+                    src_port: 10_000 + i,
+                    dst_port: 80,
+                    seq: 1,
+                    ack: 0,
+                    flags: SYN,
+                    window: 1000,
+                    payload: b"",
+                },
+            );
             let r = run(&e, &mut w, 0, &syn, out([192, 0, 2, 1]));
             let (b, port) = r.rewrite.unwrap().dst.unwrap();
             assert_eq!(port, 8080);
@@ -1452,6 +1643,49 @@ mod tests {
         }
         for n in per_backend {
             assert!((800..=1200).contains(&n), "{per_backend:?}");
+        }
+    }
+
+    #[test]
+    fn nat_ports_steer_replies_to_the_workers_queue() {
+        let key: Vec<u8> = (0..52)
+            .map(|i| if i % 2 == 0 { 0x6d } else { 0x5a })
+            .collect();
+        let rss = crate::rss::Rss::new(&key, 128, 4);
+        let e = nat_engine(vec![masq_rule(None)]);
+        for queue in 0..4u16 {
+            let mut w = e.worker(0);
+            let r2 = rss.clone();
+            w.reply_steering = Some(Box::new(move |t: &Tuple| r2.queue(t) == queue));
+            for i in 0..50u16 {
+                let f = frame(
+                    Family::V4,
+                    Addr::from_v4(C),
+                    Addr::from_v4(S),
+                    64,
+                    L4Spec::Udp {
+                        src_port: 3000 + queue * 100 + i,
+                        dst_port: 53,
+                        payload: b"q",
+                    },
+                );
+                let r = run(&e, &mut w, 0, &f, out([203, 0, 113, 1]));
+                let (addr, port) = r.rewrite.unwrap().src.unwrap();
+                let reply = Tuple {
+                    src: Addr::from_v4(S),
+                    dst: addr,
+                    src_port: 53,
+                    dst_port: port,
+                    proto: 17,
+                    family: Family::V4,
+                    zone: 0,
+                };
+                assert_eq!(
+                    rss.queue(&reply),
+                    queue,
+                    "the reply reaches the worker that saw the original"
+                );
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod listing;
 pub mod nat;
 pub mod policy;
 pub mod proto;
+pub mod rss;
 pub mod stats;
 pub mod table;
 pub mod timeout;

@@ -48,11 +48,28 @@ struct Bucket {
 /// Where a tuple lives: its stripe and its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
+    /// The symmetric tuple hash (stripe and signature).
     pub hash: u64,
     pub stripe: u32,
+    /// Which endpoint comes first: the two directions of a connection hash
+    /// alike but go to different buckets, so a bucket holds up to 7
+    /// connections rather than 3 pairs.
+    pub flip: bool,
 }
 
 impl Key {
+    #[inline]
+    fn bucket(&self, mask: usize) -> usize {
+        // The flipped direction remixes the hash (a multiply spreads every
+        // bit into the high half) so that its bucket is independent.
+        let h = if self.flip {
+            (self.hash ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32
+        } else {
+            self.hash
+        };
+        (h as usize) & mask
+    }
+
     fn sig(&self) -> u64 {
         match (self.hash >> 48) as u16 {
             0 => 1,
@@ -137,7 +154,10 @@ impl Table {
                     buckets: (0..nbuckets).map(|_| Bucket::default()).collect(),
                     bucket_mask: nbuckets - 1,
                     conns: (0..per_cap).map(|_| Mutex::new(Conn::default())).collect(),
-                    alloc: Mutex::new(Alloc { free: (0..per_cap).rev().collect(), gc_cursor: 0 }),
+                    alloc: Mutex::new(Alloc {
+                        free: (0..per_cap).rev().collect(),
+                        gc_cursor: 0,
+                    }),
                 })
             })
             .collect();
@@ -169,14 +189,26 @@ impl Table {
         let per_stripe: usize = self
             .stripes
             .iter()
-            .map(|s| s.conns.len() * (std::mem::size_of::<Mutex<Conn>>() + 4) + s.buckets.len() * std::mem::size_of::<Bucket>())
+            .map(|s| {
+                s.conns.len() * (std::mem::size_of::<Mutex<Conn>>() + 4)
+                    + s.buckets.len() * std::mem::size_of::<Bucket>()
+            })
             .sum();
         per_stripe / self.capacity as usize
     }
 
     pub fn key(&self, t: &Tuple) -> Key {
         let hash = t.hash(self.seed);
-        Key { hash, stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask }
+        let flip = if t.is_icmp() {
+            t.src > t.dst
+        } else {
+            (t.src, t.src_port) > (t.dst, t.dst_port)
+        };
+        Key {
+            hash,
+            stripe: ((hash >> 32) as u32 >> 8) & self.stripe_mask,
+            flip,
+        }
     }
 
     /// Reads the bucket `key` maps to, so that a later lookup finds it in cache:
@@ -184,7 +216,7 @@ impl Table {
     #[inline]
     pub fn touch(&self, key: Key) {
         let s = &self.stripes[key.stripe as usize];
-        let b = &s.buckets[(key.hash as usize) & s.bucket_mask];
+        let b = &s.buckets[key.bucket(s.bucket_mask)];
         std::hint::black_box(b.w[0].load(Ordering::Relaxed));
     }
 
@@ -193,13 +225,17 @@ impl Table {
     #[inline]
     pub fn touch_conn(&self, key: Key) {
         let s = &self.stripes[key.stripe as usize];
-        let b = &s.buckets[(key.hash as usize) & s.bucket_mask];
+        let b = &s.buckets[key.bucket(s.bucket_mask)];
         let sig = key.sig();
         for w in &b.w[..SLOTS] {
             let v = w.load(Ordering::Relaxed);
             if v >> 32 == sig {
                 let (stripe, local, _) = slot_parts(v);
-                if let Some(c) = self.stripes.get(stripe as usize).and_then(|s| s.conns.get(local as usize)) {
+                if let Some(c) = self
+                    .stripes
+                    .get(stripe as usize)
+                    .and_then(|s| s.conns.get(local as usize))
+                {
                     std::hint::black_box(c.is_poisoned());
                 }
                 return;
@@ -207,12 +243,16 @@ impl Table {
         }
     }
 
-    /// Finds the live connection holding `t` (in either direction) and locks it.
-    /// Expired connections are found too: the caller decides.
-    pub fn lookup(&self, key: Key, t: &Tuple) -> Option<(Found<'_>, Dir)> {
+    /// Calls `f` on the slab entry of every slot whose signature matches
+    /// `key`, along its bucket chain, until `f` returns Some.
+    fn candidates<'a, R>(
+        &'a self,
+        key: Key,
+        mut f: impl FnMut(u32, Local, Dir, &'a Mutex<Conn>) -> Option<R>,
+    ) -> Option<R> {
         let s = &self.stripes[key.stripe as usize];
         let sig = key.sig();
-        let mut b = (key.hash as usize) & s.bucket_mask;
+        let mut b = key.bucket(s.bucket_mask);
         for _ in 0..=MAX_PROBE {
             let bucket = &s.buckets[b];
             for w in &bucket.w[..SLOTS] {
@@ -221,10 +261,14 @@ impl Table {
                     continue;
                 }
                 let (stripe, local, dir) = slot_parts(v);
-                let Some(m) = self.stripes.get(stripe as usize).and_then(|s| s.conns.get(local as usize)) else { continue };
-                let guard = lock(m);
-                if live(&guard) && guard.tuples[dir.index()] == *t {
-                    return Some((Found { table: self, guard, stripe, local }, dir));
+                if let Some(m) = self
+                    .stripes
+                    .get(stripe as usize)
+                    .and_then(|s| s.conns.get(local as usize))
+                {
+                    if let Some(r) = f(stripe, local, dir, m) {
+                        return Some(r);
+                    }
                 }
             }
             if bucket.w[OVERFLOW].load(Ordering::Acquire) == 0 {
@@ -233,6 +277,25 @@ impl Table {
             b = (b + 1) & s.bucket_mask;
         }
         None
+    }
+
+    /// Finds the live connection holding `t` (in either direction) and locks it.
+    /// Expired connections are found too: the caller decides.
+    pub fn lookup(&self, key: Key, t: &Tuple) -> Option<(Found<'_>, Dir)> {
+        self.candidates(key, |stripe, local, dir, m| {
+            let guard = lock(m);
+            (live(&guard) && guard.tuples[dir.index()] == *t).then(|| {
+                (
+                    Found {
+                        table: self,
+                        guard,
+                        stripe,
+                        local,
+                    },
+                    dir,
+                )
+            })
+        })
     }
 
     /// Is `t` in the table, in either direction?
@@ -252,22 +315,41 @@ impl Table {
 
     /// Locks slab entry `local` of `stripe` if it holds live connection `id`.
     pub fn get(&self, stripe: u32, local: Local, id: u32) -> Option<Found<'_>> {
-        let m = self.stripes.get(stripe as usize)?.conns.get(local as usize)?;
+        let m = self
+            .stripes
+            .get(stripe as usize)?
+            .conns
+            .get(local as usize)?;
         let guard = lock(m);
-        (live(&guard) && guard.id == id).then_some(Found { table: self, guard, stripe, local })
+        (live(&guard) && guard.id == id).then_some(Found {
+            table: self,
+            guard,
+            stripe,
+            local,
+        })
     }
 
     /// Confirms a connection: inserts both directions. Fails on a clash (either
     /// tuple present, or a candidate busy: treated as present) or when the table
     /// is full and `early_drop` found nothing to evict. Returns where it went, a
     /// copy as inserted (CONFIRMED, with its id), and the evicted connection.
-    pub fn insert(&self, mut conn: Conn, early_drop: bool) -> Result<(u32, Local, Conn, Option<Conn>), InsertError> {
+    pub fn insert(
+        &self,
+        mut conn: Conn,
+        early_drop: bool,
+    ) -> Result<(u32, Local, Conn, Option<Conn>), InsertError> {
         let keys = [self.key(&conn.tuples[0]), self.key(&conn.tuples[1])];
         let (hs, rs) = (keys[0].stripe, keys[1].stripe);
         let evicted = if self.count.fetch_add(1, Ordering::Relaxed) >= self.capacity {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            let victim = if early_drop { self.early_drop_candidate(keys[0]) } else { None };
-            let Some(v) = victim else { return Err(InsertError::Full) };
+            let victim = if early_drop {
+                self.early_drop_candidate(keys[0])
+            } else {
+                None
+            };
+            let Some(v) = victim else {
+                return Err(InsertError::Full);
+            };
             self.count.fetch_add(1, Ordering::Relaxed);
             Some(v)
         } else {
@@ -321,48 +403,27 @@ impl Table {
     /// A clash check under allocation locks: connection locks are only tried,
     /// a busy one counts as a clash (rare: the same tuple racing on two workers).
     fn taken_while_allocating(&self, key: Key, t: &Tuple) -> bool {
-        let s = &self.stripes[key.stripe as usize];
-        let sig = key.sig();
-        let mut b = (key.hash as usize) & s.bucket_mask;
-        for _ in 0..=MAX_PROBE {
-            let bucket = &s.buckets[b];
-            for w in &bucket.w[..SLOTS] {
-                let v = w.load(Ordering::Acquire);
-                if v >> 32 != sig {
-                    continue;
-                }
-                let (stripe, local, dir) = slot_parts(v);
-                let Some(m) = self.stripes.get(stripe as usize).and_then(|s| s.conns.get(local as usize)) else { continue };
-                match m.try_lock() {
-                    Ok(c) => {
-                        if live(&c) && c.tuples[dir.index()] == *t {
-                            return true;
-                        }
-                    }
-                    Err(std::sync::TryLockError::Poisoned(e)) => {
-                        let c = e.into_inner();
-                        if live(&c) && c.tuples[dir.index()] == *t {
-                            return true;
-                        }
-                    }
-                    Err(std::sync::TryLockError::WouldBlock) => return true,
-                }
+        self.candidates(key, |_, _, dir, m| {
+            let holds = |c: &Conn| live(c) && c.tuples[dir.index()] == *t;
+            match m.try_lock() {
+                Ok(c) => holds(&c).then_some(()),
+                Err(std::sync::TryLockError::Poisoned(e)) => holds(&e.into_inner()).then_some(()),
+                Err(std::sync::TryLockError::WouldBlock) => Some(()),
             }
-            if bucket.w[OVERFLOW].load(Ordering::Acquire) == 0 {
-                return false;
-            }
-            b = (b + 1) & s.bucket_mask;
-        }
-        false
+        })
+        .is_some()
     }
 
     /// Puts a slot word in `key`'s bucket chain. Caller holds the stripe's alloc lock.
     fn place(&self, key: Key, slot: u32) -> bool {
         let s = &self.stripes[key.stripe as usize];
-        let home = (key.hash as usize) & s.bucket_mask;
+        let home = key.bucket(s.bucket_mask);
         let mut b = home;
         for probe in 0..=MAX_PROBE {
-            if let Some(w) = s.buckets[b].w[..SLOTS].iter().find(|w| w.load(Ordering::Relaxed) == 0) {
+            if let Some(w) = s.buckets[b].w[..SLOTS]
+                .iter()
+                .find(|w| w.load(Ordering::Relaxed) == 0)
+            {
                 // Mark the buckets passed over first, so lookups keep probing.
                 let mut m = home;
                 for _ in 0..probe {
@@ -380,11 +441,14 @@ impl Table {
     /// Removes a slot word. Caller holds the stripe's alloc lock.
     fn unplace(&self, key: Key, slot: u32) {
         let s = &self.stripes[key.stripe as usize];
-        let home = (key.hash as usize) & s.bucket_mask;
+        let home = key.bucket(s.bucket_mask);
         let word = (key.sig() << 32) | slot as u64;
         let mut b = home;
         for probe in 0..=MAX_PROBE {
-            if let Some(w) = s.buckets[b].w[..SLOTS].iter().find(|w| w.load(Ordering::Relaxed) == word) {
+            if let Some(w) = s.buckets[b].w[..SLOTS]
+                .iter()
+                .find(|w| w.load(Ordering::Relaxed) == word)
+            {
                 w.store(0, Ordering::Release);
                 let mut m = home;
                 for _ in 0..probe {
@@ -426,7 +490,7 @@ impl Table {
     /// ASSURED (or a closing TCP one). Returns it.
     fn early_drop_candidate(&self, key: Key) -> Option<Conn> {
         let s = &self.stripes[key.stripe as usize];
-        let mut b = (key.hash as usize) & s.bucket_mask;
+        let mut b = key.bucket(s.bucket_mask);
         for _ in 0..EVICTION_RANGE {
             for w in &s.buckets[b].w[..SLOTS] {
                 let v = w.load(Ordering::Acquire);
@@ -459,15 +523,30 @@ impl Table {
 
     /// Locks slab entry `local` of `stripe` if it holds a live connection.
     fn get_any(&self, stripe: u32, local: Local) -> Option<Found<'_>> {
-        let m = self.stripes.get(stripe as usize)?.conns.get(local as usize)?;
+        let m = self
+            .stripes
+            .get(stripe as usize)?
+            .conns
+            .get(local as usize)?;
         let guard = m.try_lock().ok()?;
-        live(&guard).then_some(Found { table: self, guard, stripe, local })
+        live(&guard).then_some(Found {
+            table: self,
+            guard,
+            stripe,
+            local,
+        })
     }
 
     /// Visits up to `budget` slab entries of `stripe` from its GC cursor,
     /// removing the connections past their deadline (each handed to `expired`).
     /// Returns the number of entries visited.
-    pub fn gc_step(&self, stripe: u32, now_ms: u64, budget: usize, mut expired: impl FnMut(Conn)) -> usize {
+    pub fn gc_step(
+        &self,
+        stripe: u32,
+        now_ms: u64,
+        budget: usize,
+        mut expired: impl FnMut(Conn),
+    ) -> usize {
         let s = &self.stripes[stripe as usize];
         let n = s.conns.len();
         let visit = budget.min(n);
@@ -481,7 +560,14 @@ impl Table {
             let local = ((start + i) % n) as Local;
             let guard = lock(&s.conns[local as usize]);
             if live(&guard) && guard.is_expired(now_ms) {
-                if let Some(c) = (Found { table: self, guard, stripe, local }).remove() {
+                if let Some(c) = (Found {
+                    table: self,
+                    guard,
+                    stripe,
+                    local,
+                })
+                .remove()
+                {
                     expired(c);
                 }
             }
@@ -556,12 +642,24 @@ mod tests {
 
     fn tuple(i: u32) -> Tuple {
         let b = i.to_be_bytes();
-        Tuple { src: Addr::from_v4([192, 0, b[2], b[3]]), dst: Addr::from_v4([198, 51, 100, 1]), src_port: (i % 60000) as u16 + 1024, dst_port: 80, proto: 6, family: Family::V4, zone: 0 }
+        Tuple {
+            src: Addr::from_v4([192, 0, b[2], b[3]]),
+            dst: Addr::from_v4([198, 51, 100, 1]),
+            src_port: (i % 60000) as u16 + 1024,
+            dst_port: 80,
+            proto: 6,
+            family: Family::V4,
+            zone: 0,
+        }
     }
 
     fn conn(i: u32) -> Conn {
         let t = tuple(i);
-        Conn { tuples: [t, t.invert().unwrap()], deadline_ms: 1000, ..Default::default() }
+        Conn {
+            tuples: [t, t.invert().unwrap()],
+            deadline_ms: 1000,
+            ..Default::default()
+        }
     }
 
     fn insert(table: &Table, c: Conn) -> Result<Local, InsertError> {
@@ -639,8 +737,13 @@ mod tests {
         let mut c2 = conn(2);
         c2.status.set(Status::ASSURED);
         insert(&table, c2).unwrap();
-        assert!(matches!(table.insert(conn(3), true), Err(InsertError::Full)));
-        let (mut f, _) = table.lookup(table.key(&c2.tuples[0]), &c2.tuples[0]).unwrap();
+        assert!(matches!(
+            table.insert(conn(3), true),
+            Err(InsertError::Full)
+        ));
+        let (mut f, _) = table
+            .lookup(table.key(&c2.tuples[0]), &c2.tuples[0])
+            .unwrap();
         f.conn_mut().status.clear(Status::ASSURED);
         drop(f);
         let (_, _, _, evicted) = table.insert(conn(3), true).unwrap();
@@ -655,14 +758,37 @@ mod tests {
         let t = tuple(5);
         let mut found_remote = false;
         for port in 1024..2048u16 {
-            let reply = Tuple { src: t.dst, dst: Addr::from_v4([203, 0, 113, 1]), src_port: t.dst_port, dst_port: port, ..t };
+            let reply = Tuple {
+                src: t.dst,
+                dst: Addr::from_v4([203, 0, 113, 1]),
+                src_port: t.dst_port,
+                dst_port: port,
+                ..t
+            };
             if table.key(&reply).stripe == table.key(&t).stripe {
                 continue;
             }
             found_remote = true;
-            insert(&table, Conn { tuples: [t, reply], deadline_ms: 10, ..Default::default() }).unwrap();
+            insert(
+                &table,
+                Conn {
+                    tuples: [t, reply],
+                    deadline_ms: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert!(table.contains(&reply) && table.contains(&t));
-            assert_eq!(insert(&table, Conn { tuples: [tuple(6), reply], ..Default::default() }), Err(InsertError::Clash));
+            assert_eq!(
+                insert(
+                    &table,
+                    Conn {
+                        tuples: [tuple(6), reply],
+                        ..Default::default()
+                    }
+                ),
+                Err(InsertError::Clash)
+            );
             let (f, dir) = table.lookup(table.key(&reply), &reply).unwrap();
             assert_eq!(dir, Dir::Reply);
             f.remove().unwrap();

@@ -15,6 +15,8 @@
 #include <rte_mempool.h>
 #include <rte_ethdev.h>
 #include <rte_dev.h>
+#include <rte_telemetry.h>
+#include <rte_pdump.h>
 
 uint16_t ct_shim_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
 uint16_t ct_shim_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts);

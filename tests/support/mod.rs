@@ -3,6 +3,8 @@
 //! binary, and a guard that stops a running ctgate.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::Mutex;

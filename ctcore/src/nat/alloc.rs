@@ -73,20 +73,27 @@ fn default_range(orig_port: u16, icmp: bool) -> (u16, u16) {
     }
 }
 
+/// What a binding search needs besides the rule: the table, the worker's
+/// clock and random source, a veto on candidates (RSS steering: the reply must
+/// reach this worker's queue), and where connections found expired on the way
+/// go (they are removed: their tuples are free, as nf_conntrack_tuple_taken
+/// reclaims expired entries).
+pub struct Search<'a> {
+    pub table: &'a Table,
+    pub now_ms: u64,
+    pub rng: &'a mut Rng,
+    pub accept: &'a dyn Fn(&Tuple) -> bool,
+    pub reclaimed: &'a mut dyn FnMut(Conn),
+}
+
 /// Chooses the source NAT binding for a new connection `c` under `rule` and
 /// writes it into the reply tuple (setting SRC_NAT). `egress_addr` is the egress
-/// port's address (for masquerade); `accept` may veto candidates (RSS steering:
-/// the reply must reach this worker's queue).
-#[allow(clippy::too_many_arguments)]
+/// port's address (for masquerade).
 pub fn snat(
-    table: &Table,
-    now_ms: u64,
+    s: &mut Search<'_>,
     c: &mut Conn,
     rule: &Rule,
     egress_addr: Option<Addr>,
-    rng: &mut Rng,
-    accept: &dyn Fn(&Tuple) -> bool,
-    expired: &mut dyn FnMut(Conn),
 ) -> Result<(), AllocError> {
     let orig = c.tuples[0];
     let (addr, ports, random) = match &rule.action {
@@ -131,7 +138,7 @@ pub fn snat(
     let icmp = is_icmp_echo(orig.proto);
     if !has_ports(orig.proto) && !icmp {
         // Address-only translation (GRE, generic protocols).
-        return take(table, now_ms, c, cand, accept, expired).ok_or(AllocError::OutOfPorts);
+        return take(s, c, cand).ok_or(AllocError::OutOfPorts);
     }
     // The field NAT changes: the destination port of the reply, or the id.
     let orig_port = orig.src_port;
@@ -145,17 +152,17 @@ pub fn snat(
     let (lo, hi) = ports.unwrap_or_else(|| default_range(orig_port, icmp));
     if !random && (lo..=hi).contains(&orig_port) {
         set(&mut cand, orig_port);
-        if take(table, now_ms, c, cand, accept, expired).is_some() {
+        if take(s, c, cand).is_some() {
             return Ok(());
         }
     }
     let size = hi as u32 - lo as u32 + 1;
     let mut attempts = size.min(MAX_PORT_ATTEMPTS);
     loop {
-        let mut off = rng.next_u32();
+        let mut off = s.rng.next_u32();
         for _ in 0..attempts {
             set(&mut cand, (lo as u32 + off % size) as u16);
-            if take(table, now_ms, c, cand, accept, expired).is_some() {
+            if take(s, c, cand).is_some() {
                 return Ok(());
             }
             off = off.wrapping_add(1);
@@ -169,14 +176,14 @@ pub fn snat(
 }
 
 /// Takes `cand` as the reply tuple if no live connection uses it
-/// (nf_nat_used_tuple); expired holders are reclaimed and handed to `expired`.
-fn take(table: &Table, now_ms: u64, c: &mut Conn, cand: Tuple, accept: &dyn Fn(&Tuple) -> bool, expired: &mut dyn FnMut(Conn)) -> Option<()> {
-    if !accept(&cand) {
+/// (nf_nat_used_tuple); an expired holder is reclaimed on the spot.
+fn take(s: &mut Search<'_>, c: &mut Conn, cand: Tuple) -> Option<()> {
+    if !(s.accept)(&cand) {
         return None;
     }
-    let (taken, dead) = table.taken(&cand, now_ms);
+    let (taken, dead) = s.table.taken(&cand, s.now_ms);
     if let Some(d) = dead {
-        expired(d);
+        (s.reclaimed)(d);
     }
     if taken {
         return None;

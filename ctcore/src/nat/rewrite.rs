@@ -279,11 +279,21 @@ fn rewrite_icmp_error(f: &mut [u8], p: &Parsed, rw: &Rewrite) -> Result<(), Rewr
                 }
             }
             IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+                let mut c = get16(f, il4 + 2);
+                if inner.proto == IPPROTO_ICMPV6 {
+                    // The ICMPv6 checksum covers the pseudo-header: follow
+                    // the quoted addresses too (icmpv6_manip_pkt's nf_csum_update).
+                    for (new, old) in [(new_isrc, old_isrc), (new_idst, old_idst)] {
+                        if let Some(a) = new {
+                            c = update_addr(c, &old.0[..w], &a.0[..w]);
+                        }
+                    }
+                }
                 if let Some(id) = rw.inner_id {
-                    let c = update_u16(get16(f, il4 + 2), get16(f, il4 + 4), id);
-                    put16(f, il4 + 2, c);
+                    c = update_u16(c, get16(f, il4 + 4), id);
                     put16(f, il4 + 4, id);
                 }
+                put16(f, il4 + 2, c);
             }
             _ => {}
         }
@@ -347,11 +357,22 @@ mod tests {
 
     /// A source-NATed connection C:cport -> S:80 seen as N:nport.
     fn snat_conn(proto: u8, cport: u16, nport: u16) -> Conn {
-        let orig = Tuple { src: v4(C), dst: v4(S), src_port: cport, dst_port: 80, proto, family: Family::V4, zone: 0 };
+        let orig = Tuple {
+            src: v4(C),
+            dst: v4(S),
+            src_port: cport,
+            dst_port: 80,
+            proto,
+            family: Family::V4,
+            zone: 0,
+        };
         let mut reply = orig.invert().unwrap();
         reply.dst = v4(N);
         reply.dst_port = nport;
-        let mut c = Conn { tuples: [orig, reply], ..Conn::default() };
+        let mut c = Conn {
+            tuples: [orig, reply],
+            ..Conn::default()
+        };
         c.status.set(Status::SRC_NAT);
         c
     }
@@ -369,64 +390,278 @@ mod tests {
     #[test]
     fn snat_tcp_both_directions() {
         let c = snat_conn(IPPROTO_TCP, 40000, 61000);
-        let mut f = frame(Family::V4, v4(C), v4(S), 64, L4Spec::Tcp { src_port: 40000, dst_port: 80, seq: 1, ack: 0, flags: 2, window: 1000, payload: b"hello" });
+        let mut f = frame(
+            Family::V4,
+            v4(C),
+            v4(S),
+            64,
+            L4Spec::Tcp {
+                src_port: 40000,
+                dst_port: 80,
+                seq: 1,
+                ack: 0,
+                flags: 2,
+                window: 1000,
+                payload: b"hello",
+            },
+        );
         let p = parse(&f).unwrap();
         let rw = Rewrite::for_packet(&c, Dir::Orig, false).unwrap();
         apply(&mut f, &p, &rw, ChecksumMode::Incremental).unwrap();
-        let want = frame(Family::V4, v4(N), v4(S), 64, L4Spec::Tcp { src_port: 61000, dst_port: 80, seq: 1, ack: 0, flags: 2, window: 1000, payload: b"hello" });
+        let want = frame(
+            Family::V4,
+            v4(N),
+            v4(S),
+            64,
+            L4Spec::Tcp {
+                src_port: 61000,
+                dst_port: 80,
+                seq: 1,
+                ack: 0,
+                flags: 2,
+                window: 1000,
+                payload: b"hello",
+            },
+        );
         assert_eq!(f, want, "byte-exact against a frame built from scratch");
 
-        let mut r = frame(Family::V4, v4(S), v4(N), 64, L4Spec::Tcp { src_port: 80, dst_port: 61000, seq: 9, ack: 2, flags: 0x12, window: 1000, payload: b"" });
+        let mut r = frame(
+            Family::V4,
+            v4(S),
+            v4(N),
+            64,
+            L4Spec::Tcp {
+                src_port: 80,
+                dst_port: 61000,
+                seq: 9,
+                ack: 2,
+                flags: 0x12,
+                window: 1000,
+                payload: b"",
+            },
+        );
         let p = parse(&r).unwrap();
         let rw = Rewrite::for_packet(&c, Dir::Reply, false).unwrap();
         apply(&mut r, &p, &rw, ChecksumMode::Incremental).unwrap();
-        let want = frame(Family::V4, v4(S), v4(C), 64, L4Spec::Tcp { src_port: 80, dst_port: 40000, seq: 9, ack: 2, flags: 0x12, window: 1000, payload: b"" });
+        let want = frame(
+            Family::V4,
+            v4(S),
+            v4(C),
+            64,
+            L4Spec::Tcp {
+                src_port: 80,
+                dst_port: 40000,
+                seq: 9,
+                ack: 2,
+                flags: 0x12,
+                window: 1000,
+                payload: b"",
+            },
+        );
         assert_eq!(r, want);
     }
 
     #[test]
     fn dnat_udp_and_icmp_echo_ids() {
         // DNAT: client -> V:53 becomes client -> B:5353.
-        let orig = Tuple { src: v4(C), dst: v4(N), src_port: 5000, dst_port: 53, proto: IPPROTO_UDP, family: Family::V4, zone: 0 };
+        let orig = Tuple {
+            src: v4(C),
+            dst: v4(N),
+            src_port: 5000,
+            dst_port: 53,
+            proto: IPPROTO_UDP,
+            family: Family::V4,
+            zone: 0,
+        };
         let mut reply = orig.invert().unwrap();
         reply.src = v4(S);
         reply.src_port = 5353;
-        let mut c = Conn { tuples: [orig, reply], ..Conn::default() };
+        let mut c = Conn {
+            tuples: [orig, reply],
+            ..Conn::default()
+        };
         c.status.set(Status::DST_NAT);
-        let mut f = frame(Family::V4, v4(C), v4(N), 64, L4Spec::Udp { src_port: 5000, dst_port: 53, payload: b"q" });
+        let mut f = frame(
+            Family::V4,
+            v4(C),
+            v4(N),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
         let p = parse(&f).unwrap();
-        apply(&mut f, &p, &Rewrite::for_packet(&c, Dir::Orig, false).unwrap(), ChecksumMode::Incremental).unwrap();
-        assert_eq!(f, frame(Family::V4, v4(C), v4(S), 64, L4Spec::Udp { src_port: 5000, dst_port: 5353, payload: b"q" }));
+        apply(
+            &mut f,
+            &p,
+            &Rewrite::for_packet(&c, Dir::Orig, false).unwrap(),
+            ChecksumMode::Incremental,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            frame(
+                Family::V4,
+                v4(C),
+                v4(S),
+                64,
+                L4Spec::Udp {
+                    src_port: 5000,
+                    dst_port: 5353,
+                    payload: b"q"
+                }
+            )
+        );
 
         // SNAT of an echo: the id is the port.
         let c = snat_conn(IPPROTO_ICMP, 77, 1234);
         let mut c = c;
         c.tuples[0].dst_port = 8 << 8;
-        c.tuples[1] = Tuple { src: v4(S), dst: v4(N), src_port: 1234, dst_port: 0, proto: IPPROTO_ICMP, family: Family::V4, zone: 0 };
-        let mut f = frame(Family::V4, v4(C), v4(S), 64, L4Spec::Icmp { icmp_type: 8, code: 0, id: 77, seq: 3, payload: b"ping" });
+        c.tuples[1] = Tuple {
+            src: v4(S),
+            dst: v4(N),
+            src_port: 1234,
+            dst_port: 0,
+            proto: IPPROTO_ICMP,
+            family: Family::V4,
+            zone: 0,
+        };
+        let mut f = frame(
+            Family::V4,
+            v4(C),
+            v4(S),
+            64,
+            L4Spec::Icmp {
+                icmp_type: 8,
+                code: 0,
+                id: 77,
+                seq: 3,
+                payload: b"ping",
+            },
+        );
         let p = parse(&f).unwrap();
-        apply(&mut f, &p, &Rewrite::for_packet(&c, Dir::Orig, false).unwrap(), ChecksumMode::Incremental).unwrap();
-        assert_eq!(f, frame(Family::V4, v4(N), v4(S), 64, L4Spec::Icmp { icmp_type: 8, code: 0, id: 1234, seq: 3, payload: b"ping" }));
-        let mut r = frame(Family::V4, v4(S), v4(N), 64, L4Spec::Icmp { icmp_type: 0, code: 0, id: 1234, seq: 3, payload: b"ping" });
+        apply(
+            &mut f,
+            &p,
+            &Rewrite::for_packet(&c, Dir::Orig, false).unwrap(),
+            ChecksumMode::Incremental,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            frame(
+                Family::V4,
+                v4(N),
+                v4(S),
+                64,
+                L4Spec::Icmp {
+                    icmp_type: 8,
+                    code: 0,
+                    id: 1234,
+                    seq: 3,
+                    payload: b"ping"
+                }
+            )
+        );
+        let mut r = frame(
+            Family::V4,
+            v4(S),
+            v4(N),
+            64,
+            L4Spec::Icmp {
+                icmp_type: 0,
+                code: 0,
+                id: 1234,
+                seq: 3,
+                payload: b"ping",
+            },
+        );
         let p = parse(&r).unwrap();
-        apply(&mut r, &p, &Rewrite::for_packet(&c, Dir::Reply, false).unwrap(), ChecksumMode::Incremental).unwrap();
-        assert_eq!(r, frame(Family::V4, v4(S), v4(C), 64, L4Spec::Icmp { icmp_type: 0, code: 0, id: 77, seq: 3, payload: b"ping" }));
+        apply(
+            &mut r,
+            &p,
+            &Rewrite::for_packet(&c, Dir::Reply, false).unwrap(),
+            ChecksumMode::Incremental,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            frame(
+                Family::V4,
+                v4(S),
+                v4(C),
+                64,
+                L4Spec::Icmp {
+                    icmp_type: 0,
+                    code: 0,
+                    id: 77,
+                    seq: 3,
+                    payload: b"ping"
+                }
+            )
+        );
     }
 
     #[test]
     fn icmp_error_translates_the_quoted_datagram_back() {
         let c = snat_conn(IPPROTO_UDP, 40000, 61000);
         // What left ctgate: N:61000 -> S:80; a router R answers time exceeded to N.
-        let sent = frame(Family::V4, v4(N), v4(S), 1, L4Spec::Udp { src_port: 61000, dst_port: 80, payload: b"probe" });
+        let sent = frame(
+            Family::V4,
+            v4(N),
+            v4(S),
+            1,
+            L4Spec::Udp {
+                src_port: 61000,
+                dst_port: 80,
+                payload: b"probe",
+            },
+        );
         let quoted = sent[14..14 + 28].to_vec();
         let router = v4([198, 51, 100, 254]);
-        let mut err = frame(Family::V4, router, v4(N), 64, L4Spec::Icmp { icmp_type: 11, code: 0, id: 0, seq: 0, payload: &quoted });
+        let mut err = frame(
+            Family::V4,
+            router,
+            v4(N),
+            64,
+            L4Spec::Icmp {
+                icmp_type: 11,
+                code: 0,
+                id: 0,
+                seq: 0,
+                payload: &quoted,
+            },
+        );
         let p = parse(&err).unwrap();
         let rw = Rewrite::for_packet(&c, Dir::Reply, true).unwrap();
         apply(&mut err, &p, &rw, ChecksumMode::Incremental).unwrap();
         // The client must see the error addressed to it, quoting its own datagram.
-        let orig_sent = frame(Family::V4, v4(C), v4(S), 1, L4Spec::Udp { src_port: 40000, dst_port: 80, payload: b"probe" });
-        let want = frame(Family::V4, router, v4(C), 64, L4Spec::Icmp { icmp_type: 11, code: 0, id: 0, seq: 0, payload: &orig_sent[14..14 + 28] });
+        let orig_sent = frame(
+            Family::V4,
+            v4(C),
+            v4(S),
+            1,
+            L4Spec::Udp {
+                src_port: 40000,
+                dst_port: 80,
+                payload: b"probe",
+            },
+        );
+        let want = frame(
+            Family::V4,
+            router,
+            v4(C),
+            64,
+            L4Spec::Icmp {
+                icmp_type: 11,
+                code: 0,
+                id: 0,
+                seq: 0,
+                payload: &orig_sent[14..14 + 28],
+            },
+        );
         assert_eq!(err, want);
         assert_checksums_valid(&err);
     }
@@ -434,15 +669,55 @@ mod tests {
     #[test]
     fn nat66_udp() {
         let a = |s: &str| Addr(s.parse::<std::net::Ipv6Addr>().unwrap().octets());
-        let orig = Tuple { src: a("2001:db8:1::2"), dst: a("2001:db8:2::2"), src_port: 7000, dst_port: 53, proto: IPPROTO_UDP, family: Family::V6, zone: 0 };
+        let orig = Tuple {
+            src: a("2001:db8:1::2"),
+            dst: a("2001:db8:2::2"),
+            src_port: 7000,
+            dst_port: 53,
+            proto: IPPROTO_UDP,
+            family: Family::V6,
+            zone: 0,
+        };
         let mut reply = orig.invert().unwrap();
         reply.dst = a("2001:db8:2::1");
-        let mut c = Conn { tuples: [orig, reply], ..Conn::default() };
+        let mut c = Conn {
+            tuples: [orig, reply],
+            ..Conn::default()
+        };
         c.status.set(Status::SRC_NAT);
-        let mut f = frame(Family::V6, orig.src, orig.dst, 64, L4Spec::Udp { src_port: 7000, dst_port: 53, payload: b"v6" });
+        let mut f = frame(
+            Family::V6,
+            orig.src,
+            orig.dst,
+            64,
+            L4Spec::Udp {
+                src_port: 7000,
+                dst_port: 53,
+                payload: b"v6",
+            },
+        );
         let p = parse(&f).unwrap();
-        apply(&mut f, &p, &Rewrite::for_packet(&c, Dir::Orig, false).unwrap(), ChecksumMode::Incremental).unwrap();
-        assert_eq!(f, frame(Family::V6, a("2001:db8:2::1"), orig.dst, 64, L4Spec::Udp { src_port: 7000, dst_port: 53, payload: b"v6" }));
+        apply(
+            &mut f,
+            &p,
+            &Rewrite::for_packet(&c, Dir::Orig, false).unwrap(),
+            ChecksumMode::Incremental,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            frame(
+                Family::V6,
+                a("2001:db8:2::1"),
+                orig.dst,
+                64,
+                L4Spec::Udp {
+                    src_port: 7000,
+                    dst_port: 53,
+                    payload: b"v6"
+                }
+            )
+        );
     }
 
     /// What a NIC with TX checksum offload does with the pseudo-header seed.
@@ -452,7 +727,11 @@ mod tests {
         let end = p.l3_offset as usize + p.l3_len as usize;
         let off = l4 + if p.proto == IPPROTO_TCP { 16 } else { 6 };
         let c = !sum(&f[l4..end]);
-        let c = if p.proto == IPPROTO_UDP && c == 0 { 0xffff } else { c };
+        let c = if p.proto == IPPROTO_UDP && c == 0 {
+            0xffff
+        } else {
+            c
+        };
         f[off..off + 2].copy_from_slice(&c.to_be_bytes());
     }
 

@@ -1,0 +1,289 @@
+//! `/metrics`: every counter in the Prometheus text format (`ctgate_*`, units
+//! in the names, `_total` for counters, labels for lcore / port / reason /
+//! rule). A scrape builds a fresh registry from the current counters, so
+//! concurrent scrapes share nothing.
+
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use super::{Snapshot, State};
+
+struct Out {
+    registry: Registry,
+}
+
+impl Out {
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name");
+        self.registry
+            .register(Box::new(c.clone()))
+            .expect("each metric registered once");
+        c
+    }
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric name");
+        self.registry
+            .register(Box::new(g.clone()))
+            .expect("each metric registered once");
+        g
+    }
+}
+
+/// The text exposition of every metric.
+pub fn render(state: &State, snap: &Snapshot) -> String {
+    let out = Out {
+        registry: Registry::new(),
+    };
+    let lcores: Vec<String> = state.ctx.workers.iter().map(|l| l.to_string()).collect();
+    let names = &state.ctx.port_names;
+
+    out.gauge(
+        "ctgate_uptime_seconds",
+        "Seconds since the appliance started.",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(state.started.elapsed().as_secs() as i64);
+
+    // Per lcore forwarding counters.
+    let rx = out.counter(
+        "ctgate_rx_packets_total",
+        "Packets received by the workers, per port and lcore.",
+        &["port", "lcore"],
+    );
+    let tx = out.counter(
+        "ctgate_tx_packets_total",
+        "Packets transmitted by the workers, per port and lcore.",
+        &["port", "lcore"],
+    );
+    let fwd = out.counter(
+        "ctgate_forwarded_packets_total",
+        "Packets routed to an egress port.",
+        &["lcore"],
+    );
+    let drops = out.counter(
+        "ctgate_dropped_packets_total",
+        "Packets freed instead of transmitted, by reason.",
+        &["reason", "lcore"],
+    );
+    let sent = out.counter(
+        "ctgate_generated_packets_total",
+        "Packets the appliance created or answered itself, by kind.",
+        &["kind", "lcore"],
+    );
+    let busy = out.counter(
+        "ctgate_busy_cycles_total",
+        "TSC cycles the workers spent on non-empty bursts.",
+        &["lcore"],
+    );
+    let busy_pkts = out.counter(
+        "ctgate_busy_packets_total",
+        "Packets of the bursts counted in ctgate_busy_cycles_total.",
+        &["lcore"],
+    );
+    for (i, t) in snap.lcores.iter().enumerate() {
+        let l = lcores[i].as_str();
+        for (p, name) in names.iter().enumerate() {
+            rx.with_label_values(&[name.as_str(), l])
+                .inc_by(t.rx_per_port[p]);
+            tx.with_label_values(&[name.as_str(), l])
+                .inc_by(t.tx_per_port[p]);
+        }
+        fwd.with_label_values(&[l]).inc_by(t.forwarded);
+        for (reason, v) in &t.drops {
+            drops.with_label_values(&[*reason, l]).inc_by(*v);
+        }
+        for (kind, v) in [
+            ("arp_request", t.arp_requests_sent),
+            ("arp_reply", t.arp_replies_sent),
+            ("nd_solicit", t.nd_solicits_sent),
+            ("nd_advert", t.nd_adverts_sent),
+            ("echo_reply", t.echo_replies_sent),
+            ("icmp_error", t.icmp_errors_sent),
+        ] {
+            sent.with_label_values(&[kind, l]).inc_by(v);
+        }
+        busy.with_label_values(&[l]).inc_by(t.busy_cycles);
+        busy_pkts.with_label_values(&[l]).inc_by(t.busy_packets);
+    }
+
+    // Conntrack: the /proc/net/stat/nf_conntrack counters, per lcore.
+    if let Some(first) = snap.ct.first() {
+        // events_dropped is ctgate_conntrack_events_dropped_total{stage="worker"}.
+        for (field, _) in first
+            .ct
+            .fields()
+            .into_iter()
+            .filter(|(f, _)| *f != "events_dropped")
+        {
+            let c = out.counter(
+                &format!("ctgate_conntrack_{field}_total"),
+                &format!("Conntrack counter {field} (as /proc/net/stat/nf_conntrack), per lcore."),
+                &["lcore"],
+            );
+            for (i, p) in snap.ct.iter().enumerate() {
+                let v =
+                    p.ct.fields()
+                        .iter()
+                        .find(|(f, _)| *f == field)
+                        .map_or(0, |(_, v)| *v);
+                c.with_label_values(&[lcores[i].as_str()]).inc_by(v);
+            }
+        }
+    }
+    let table = &state.ctx.shared.engine.table();
+    out.gauge(
+        "ctgate_conntrack_connections",
+        "Connections in the table.",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(table.len() as i64);
+    out.gauge(
+        "ctgate_conntrack_capacity_connections",
+        "Table capacity (nf_conntrack_max).",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(table.capacity() as i64);
+    out.gauge(
+        "ctgate_conntrack_table_pressure",
+        "1 while early_drop or insert_failed rose within the last minute.",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(snap.pressure_recent as i64);
+    let ev = out.counter(
+        "ctgate_conntrack_events_dropped_total",
+        "Connection events lost: in a worker (its queue full) or for a slow subscriber.",
+        &["stage"],
+    );
+    ev.with_label_values(&["worker"])
+        .inc_by(snap.worker_events_dropped);
+    ev.with_label_values(&["subscriber"])
+        .inc_by(state.events.subscriber_dropped());
+    out.gauge(
+        "ctgate_conntrack_event_subscribers",
+        "Clients listening to /api/v1/conntrack/events.",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(state.events.subscribers() as i64);
+
+    // Policy and NAT.
+    let pol = out.counter(
+        "ctgate_policy_packets_total",
+        "Packets decided by each [[policy]] rule (and the default).",
+        &["rule"],
+    );
+    for (rule, v) in state
+        .ctx
+        .shared
+        .policy
+        .labels()
+        .iter()
+        .zip(&snap.policy_hits)
+    {
+        pol.with_label_values(&[rule.as_str()]).inc_by(*v);
+    }
+    if let Some(nat) = state.ctx.shared.engine.nat() {
+        let tr = out.counter(
+            "ctgate_nat_translations_total",
+            "Connections each [[nat]] rule translated.",
+            &["rule"],
+        );
+        let oop = out.counter(
+            "ctgate_nat_out_of_ports_total",
+            "New connections dropped because the rule had no free port or id.",
+            &["rule"],
+        );
+        for r in &nat.rules {
+            use std::sync::atomic::Ordering::Relaxed;
+            tr.with_label_values(&[r.name.as_str()])
+                .inc_by(r.hits.load(Relaxed));
+            oop.with_label_values(&[r.name.as_str()])
+                .inc_by(r.out_of_ports.load(Relaxed));
+        }
+        let h = out.gauge(
+            "ctgate_nat_backend_healthy",
+            "1 if a pool backend takes new connections.",
+            &["pool", "backend"],
+        );
+        for p in &nat.pools {
+            for b in &p.backends {
+                let name = super::backend_name(b);
+                h.with_label_values(&[p.name.as_str(), name.as_str()])
+                    .set(b.healthy.load(std::sync::atomic::Ordering::Relaxed) as i64);
+            }
+        }
+    }
+
+    // Ports, as the NIC counts.
+    let up = out.gauge(
+        "ctgate_port_link_up",
+        "1 if the port's link is up.",
+        &["port"],
+    );
+    let speed = out.gauge(
+        "ctgate_port_link_speed_bits_per_second",
+        "The port's link speed.",
+        &["port"],
+    );
+    let nic = [
+        (
+            "ctgate_port_rx_packets_total",
+            "Packets the port received (NIC counter).",
+        ),
+        (
+            "ctgate_port_tx_packets_total",
+            "Packets the port sent (NIC counter).",
+        ),
+        (
+            "ctgate_port_rx_bytes_total",
+            "Bytes the port received (NIC counter).",
+        ),
+        (
+            "ctgate_port_tx_bytes_total",
+            "Bytes the port sent (NIC counter).",
+        ),
+        (
+            "ctgate_port_rx_missed_packets_total",
+            "Packets the NIC dropped: no RX descriptor free.",
+        ),
+        ("ctgate_port_rx_errors_total", "Erroneous packets received."),
+        (
+            "ctgate_port_tx_errors_total",
+            "Packets the port failed to send.",
+        ),
+        (
+            "ctgate_port_rx_nombuf_total",
+            "RX mbuf allocation failures.",
+        ),
+    ]
+    .map(|(n, h)| out.counter(n, h, &["port"]));
+    for p in &snap.ports {
+        let l = [p.name.as_str()];
+        up.with_label_values(&l).set(p.link_up as i64);
+        speed
+            .with_label_values(&l)
+            .set(p.speed_mbps as i64 * 1_000_000);
+        let s = &p.stats;
+        for (c, v) in nic.iter().zip([
+            s.ipackets,
+            s.opackets,
+            s.ibytes,
+            s.obytes,
+            s.imissed,
+            s.ierrors,
+            s.oerrors,
+            s.rx_nombuf,
+        ]) {
+            c.with_label_values(&l).inc_by(v);
+        }
+    }
+
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&out.registry.gather(), &mut buf)
+        .expect("text encoding of plain metrics");
+    String::from_utf8(buf).expect("the text format is UTF-8")
+}

@@ -1,0 +1,1096 @@
+//! NAT proven with real Linux hosts: each test builds its own network
+//! namespaces around the real appliance (net_af_packet on veth pairs) and
+//! runs real clients and servers through it (curl, Python http.server, the
+//! programs of tests/support/nat_hosts.py), then checks what the hosts saw
+//! and ctgate's final table and counters.
+//!
+//! ```text
+//!   cli 192.0.2.2,.3/28 2001:db8:1::2 --[cli 192.0.2.1]
+//!   be1 192.0.2.18/28  --[be1 192.0.2.17]        ctgate        [srv 198.51.100.1  2001:db8:2::1]-- srv 198.51.100.2 2001:db8:2::2
+//!   be2 192.0.2.34/28  --[be2 192.0.2.33]                      [rtr 198.51.100.17]-- rtr 198.51.100.18 | 203.0.113.1 -- far 203.0.113.2
+//!   be3 192.0.2.50/28  --[be3 192.0.2.49]
+//! ```
+//!
+//! The outside hosts have no route to the inside prefixes: what reaches them
+//! from inside must carry ctgate's outside address. TEST-NET addresses only,
+//! no default route anywhere.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use support::netns::{Gate, Net, Stopped};
+use support::*;
+
+const P: &str = "ctnt";
+
+fn hosts_py() -> String {
+    repo()
+        .join("tests/support/nat_hosts.py")
+        .display()
+        .to_string()
+}
+
+/// Builds the hosts of the picture above.
+fn topology() -> Net {
+    let mut net = Net::new(P);
+    let inside_routes: &[(&str, &str)] = &[
+        ("198.51.100.0/24", "192.0.2.1"),
+        ("203.0.113.0/24", "192.0.2.1"),
+        ("2001:db8:2::/64", "2001:db8:1::1"),
+    ];
+    net.host(
+        "cli",
+        &["192.0.2.2/28", "192.0.2.3/28", "2001:db8:1::2/64"],
+        inside_routes,
+    );
+    for (i, h) in ["be1", "be2", "be3"].iter().enumerate() {
+        let gw = format!("192.0.2.{}", 17 + 16 * i);
+        let me = format!("192.0.2.{}/28", 18 + 16 * i);
+        net.host(
+            h,
+            &[&me],
+            &[("198.51.100.0/24", &gw), ("203.0.113.0/24", &gw)],
+        );
+    }
+    net.host("srv", &["198.51.100.2/28", "2001:db8:2::2/64"], &[]);
+    net.host("rtr", &["198.51.100.18/28"], &[]);
+    net.host_behind(
+        "far",
+        "rtr",
+        &["203.0.113.1/24"],
+        &["203.0.113.2/24"],
+        &[("198.51.100.0/24", "203.0.113.1")],
+    );
+    net
+}
+
+/// ctgate's config for the topology: ports, the route to the far host,
+/// a stateful policy, then `extra` ([conntrack.timeouts], [[nat]], [[pool]]).
+fn config(net: &Net, timeouts: &str, extra: &str) -> String {
+    let mut c = format!("workers = [1]\nmempool_mbufs = 8191\n{}\n", eal_args_toml());
+    let ports = [
+        (
+            "cli",
+            "ipv4 = \"192.0.2.1/28\"\nipv6 = \"2001:db8:1::1/64\"",
+        ),
+        ("be1", "ipv4 = \"192.0.2.17/28\""),
+        ("be2", "ipv4 = \"192.0.2.33/28\""),
+        ("be3", "ipv4 = \"192.0.2.49/28\""),
+        (
+            "srv",
+            "ipv4 = \"198.51.100.1/28\"\nipv6 = \"2001:db8:2::1/64\"",
+        ),
+        ("rtr", "ipv4 = \"198.51.100.17/28\""),
+    ];
+    for (i, (name, addrs)) in ports.iter().enumerate() {
+        c += &format!(
+            "\n[[port]]\nname = \"{name}\"\ndevargs = \"net_af_packet{i},iface={}\"\n{addrs}\n",
+            net.gw_if(name)
+        );
+    }
+    c += r#"
+[[route]]
+prefix = "203.0.113.0/24"
+via = "198.51.100.18"
+port = "rtr"
+
+[conntrack]
+policy_default = "drop"
+"#;
+    if !timeouts.is_empty() {
+        c += "\n[conntrack.timeouts]\n";
+        c += timeouts;
+        c += "\n";
+    }
+    c += r#"
+[[policy]]
+name = "established"
+states = "established,related"
+action = "accept"
+
+[[policy]]
+name = "invalid"
+states = "invalid"
+action = "drop"
+
+[[policy]]
+name = "new"
+states = "new"
+action = "accept"
+"#;
+    c += extra;
+    c
+}
+
+const MASQUERADE: &str = r#"
+[[nat]]
+name = "masq-srv"
+out_port = "srv"
+src = "192.0.2.0/24"
+action = "masquerade"
+
+[[nat]]
+name = "masq-rtr"
+out_port = "rtr"
+src = "192.0.2.0/24"
+action = "masquerade to :20000-20999"
+
+[[nat]]
+name = "masq-v6"
+out_port = "srv"
+src = "2001:db8:1::/64"
+action = "masquerade"
+"#;
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The table lines of the final stats.
+fn table(s: &Stopped) -> Vec<String> {
+    s.stats["conntrack"]["table"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// key=value fields of a conntrack line, in order (each key twice: original
+/// then reply tuple).
+fn fields(line: &str) -> Vec<(String, String)> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The original and reply tuples of a conntrack line as
+/// ((src, dst, sport, dport), (src, dst, sport, dport)).
+type T4 = (String, String, String, String);
+fn tuples(line: &str) -> (T4, T4) {
+    let f = fields(line);
+    let get = |k: &str, n: usize| {
+        f.iter()
+            .filter(|(a, _)| a == k)
+            .nth(n)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let t = |n| {
+        (
+            get("src", n),
+            get("dst", n),
+            get("sport", n),
+            get("dport", n),
+        )
+    };
+    (t(0), t(1))
+}
+
+fn nat_rule(s: &Stopped, name: &str) -> (u64, u64) {
+    for r in s.stats["conntrack"]["nat"].as_array().unwrap() {
+        if r[0] == name {
+            return (r[1].as_u64().unwrap(), r[2].as_u64().unwrap());
+        }
+    }
+    panic!("no NAT rule {name} in {:#}", s.stats["conntrack"]);
+}
+
+fn assert_accounting(s: &Stopped) {
+    let t = &s.stats["totals"];
+    let n = |k: &str| t[k].as_u64().unwrap();
+    assert_eq!(
+        n("rx") + n("generated"),
+        n("tx") + n("dropped"),
+        "every mbuf transmitted or freed: {:#}",
+        s.stats
+    );
+    assert_eq!(
+        t["drops"]["bad_header"], 0,
+        "nothing NAT rewrote may fail the forwarder's header checks: {:#}",
+        s.stats
+    );
+}
+
+/// Starts a Python http.server in `host` serving `dir` whose log goes to `log`.
+fn http_server(net: &mut Net, host: &str, bind: &str, port: u16, dir: &str, log: &str) {
+    let script = format!(
+        "exec timeout 120 python3 -u -m http.server {port} --bind {bind} --directory {dir} 2>{log}"
+    );
+    net.spawn(host, &["sh", "-c", &script], Some("Serving HTTP"));
+}
+
+/// curl, retried while the server starts (bounded); returns the body.
+fn curl(net: &Net, host: &str, url: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = run_for(
+            &mut net.cmd(host, &["curl", "-sS", "-g", "--max-time", "10", url]),
+            20,
+        );
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{host}: curl {url} never succeeded: {last}");
+}
+
+/// The client addresses an http.server logged ("ADDR - - [date] ...").
+fn http_clients(log: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"GET "))
+        .map(|l| {
+            let a = l.split_whitespace().next().unwrap_or("");
+            a.strip_prefix("::ffff:").unwrap_or(a).to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn masquerade_curl_and_200_parallel_connections() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-masq");
+    let mut net = topology();
+    let gate = Gate::start(&dir.0, &config(&net, "", MASQUERADE));
+
+    let www = dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello through masquerade\n").unwrap();
+    let log = dir.path("http.log").display().to_string();
+    http_server(
+        &mut net,
+        "srv",
+        "::",
+        8080,
+        &www.display().to_string(),
+        &log,
+    );
+    let py = hosts_py();
+    net.spawn(
+        "srv",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "tcp-serve",
+            "::",
+            "9000",
+            "srv",
+            "110",
+        ],
+        Some("listening"),
+    );
+
+    // curl from inside, IPv4 and IPv6: the server logs ctgate's addresses.
+    let body = curl(&net, "cli", "http://198.51.100.2:8080/hello.txt");
+    assert_eq!(body, "hello through masquerade\n");
+    let body = curl(&net, "cli", "http://[2001:db8:2::2]:8080/hello.txt");
+    assert_eq!(body, "hello through masquerade\n");
+    let clients = http_clients(&log);
+    assert!(
+        clients.contains(&"198.51.100.1".to_owned())
+            && clients.contains(&"2001:db8:2::1".to_owned()),
+        "the server saw {clients:?}"
+    );
+    assert!(
+        clients
+            .iter()
+            .all(|c| c == "198.51.100.1" || c == "2001:db8:2::1"),
+        "the server saw an inside address: {clients:?}"
+    );
+
+    // 200 connections at once from two inside addresses that use the same 100
+    // source ports: masquerade keeps a port while it is free and must pick
+    // another for the second user of each, so the 200 are distinct at the server.
+    let out = net.check(
+        "cli",
+        &[
+            "python3",
+            &py,
+            "tcp-many",
+            "198.51.100.2",
+            "9000",
+            "200",
+            "192.0.2.2,192.0.2.3",
+            "41000",
+        ],
+        60,
+    );
+    let conns = json(&out);
+    let conns = conns.as_array().unwrap();
+    assert_eq!(conns.len(), 200);
+    let mut seen_ports = BTreeSet::new();
+    let mut by_client = BTreeMap::new();
+    let mut kept = 0;
+    for c in conns {
+        let local = c["local"].as_str().unwrap().to_owned();
+        let seen = c["seen"].as_str().unwrap();
+        let w: Vec<&str> = seen.split_whitespace().collect();
+        assert_eq!(w[..2], ["srv", "198.51.100.1"], "server saw {seen}");
+        let port: u16 = w[2].parse().unwrap();
+        assert!(
+            seen_ports.insert(port),
+            "NAT port {port} used twice: {conns:?}"
+        );
+        if local.ends_with(&format!(" {port}")) {
+            kept += 1;
+        }
+        by_client.insert(local, port);
+    }
+    assert_eq!(by_client.len(), 200, "distinct client endpoints");
+    // At most one of each pair can keep its port; nearly all first users do
+    // (a random pick for a second user may land on a port used later).
+    assert!(
+        (90..=100).contains(&kept),
+        "{kept} connections kept their port"
+    );
+
+    let s = gate.stop();
+    // The table holds every connection with the binding the server saw.
+    let lines = table(&s);
+    let mut in_table = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.contains("dport=9000 ")) {
+        let (o, r) = tuples(l);
+        assert_eq!(o.1, "198.51.100.2", "{l}");
+        assert_eq!(
+            (r.0.as_str(), r.1.as_str()),
+            ("198.51.100.2", "198.51.100.1"),
+            "{l}"
+        );
+        in_table.insert(format!("{} {}", o.0, o.2), r.3.parse::<u16>().unwrap());
+    }
+    assert_eq!(
+        in_table, by_client,
+        "ctgate's bindings = what the server saw"
+    );
+    let (hits, oop) = nat_rule(&s, "masq-srv");
+    assert!(hits >= 201, "masq-srv translated {hits}");
+    assert_eq!(oop, 0);
+    assert!(nat_rule(&s, "masq-v6").0 >= 1);
+    assert_accounting(&s);
+}
+
+#[test]
+fn dnat_port_forwarding_to_an_inside_server() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-dnat");
+    let mut net = topology();
+    let rules = format!(
+        "{MASQUERADE}{}",
+        r#"
+[[nat]]
+name = "fwd-http"
+in_port = "srv"
+proto = "tcp"
+dport = "80"
+action = "dnat to 192.0.2.2:8080"
+
+[[nat]]
+name = "fwd-dns"
+in_port = "srv"
+proto = "udp"
+dport = "53"
+action = "dnat to 192.0.2.2:5353"
+
+[[nat]]
+name = "fwd-closed"
+in_port = "srv"
+proto = "udp"
+dport = "54"
+action = "dnat to 192.0.2.2:5999"
+"#
+    );
+    let gate = Gate::start(&dir.0, &config(&net, "", &rules));
+    let www = dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.txt"), "inside server\n").unwrap();
+    let log = dir.path("http.log").display().to_string();
+    http_server(
+        &mut net,
+        "cli",
+        "192.0.2.2",
+        8080,
+        &www.display().to_string(),
+        &log,
+    );
+    let py = hosts_py();
+    net.spawn(
+        "cli",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "udp-serve",
+            "192.0.2.2",
+            "5353",
+            "110",
+        ],
+        Some("listening"),
+    );
+
+    // The outside host only knows ctgate's address.
+    for _ in 0..3 {
+        assert_eq!(
+            curl(&net, "srv", "http://198.51.100.1/index.txt"),
+            "inside server\n"
+        );
+    }
+    let clients = http_clients(&log);
+    assert_eq!(
+        clients,
+        vec!["198.51.100.2"; 3],
+        "the inside server sees the outside client"
+    );
+    let out = net.check(
+        "srv",
+        &[
+            "python3",
+            &py,
+            "udp-flows",
+            "198.51.100.1",
+            "53",
+            "3",
+            "2",
+            "2",
+        ],
+        60,
+    );
+    for f in json(&out).as_array().unwrap() {
+        let port = f["local"].as_str().unwrap().split(' ').nth(1).unwrap();
+        for a in f["answers"].as_array().unwrap() {
+            assert_eq!(a["echo_ok"], true, "{out}");
+            assert_eq!(a["seen"], format!("198.51.100.2 {port}"), "{out}");
+        }
+    }
+    // A forwarded port nobody listens on: the inside host's port unreachable
+    // comes back translated (from the forwarded address and port), so the
+    // outside client's kernel matches it to its socket.
+    let out = net.check(
+        "srv",
+        &["python3", &py, "udp-refused", "198.51.100.1", "54"],
+        20,
+    );
+    assert_eq!(out.trim(), "refused");
+    // Not forwarded: another port of ctgate's address.
+    let out = run_for(
+        &mut net.cmd(
+            "srv",
+            &["curl", "-sS", "--max-time", "2", "http://198.51.100.1:81/"],
+        ),
+        10,
+    );
+    assert!(!out.status.success());
+
+    let s = gate.stop();
+    let lines = table(&s);
+    let fwd: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" dst=198.51.100.1 ") && l.contains(" dport=80 "))
+        .collect();
+    assert_eq!(fwd.len(), 3, "{lines:#?}");
+    for l in fwd {
+        let (o, r) = tuples(l);
+        assert_eq!(
+            (o.0.as_str(), o.1.as_str()),
+            ("198.51.100.2", "198.51.100.1")
+        );
+        assert_eq!(
+            (r.0.as_str(), r.1.as_str(), r.2.as_str(), r.3.as_str()),
+            ("192.0.2.2", "198.51.100.2", "8080", o.2.as_str()),
+            "{l}"
+        );
+        assert!(l.contains("[ASSURED]"), "{l}");
+    }
+    assert_eq!(nat_rule(&s, "fwd-http").0, 3);
+    assert_eq!(nat_rule(&s, "fwd-dns").0, 3);
+    assert_eq!(nat_rule(&s, "fwd-closed").0, 1);
+    assert_eq!(
+        nat_rule(&s, "masq-srv").0,
+        0,
+        "replies are not new connections"
+    );
+    assert_accounting(&s);
+}
+
+#[test]
+fn load_balancing_over_three_backends() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-lb");
+    let mut net = topology();
+    let rules = r#"
+[[pool]]
+name = "web"
+backends = ["192.0.2.18:8080", "192.0.2.34:8080", "192.0.2.50:8080"]
+
+[[nat]]
+name = "lb"
+in_port = "srv"
+proto = "tcp"
+dport = "80"
+action = "dnat to pool web"
+"#;
+    let gate = Gate::start(&dir.0, &config(&net, "", rules));
+    let py = hosts_py();
+    for b in ["be1", "be2", "be3"] {
+        net.spawn(
+            b,
+            &[
+                "timeout",
+                "200",
+                "python3",
+                &py,
+                "tcp-serve",
+                "0.0.0.0",
+                "8080",
+                b,
+                "190",
+            ],
+            Some("listening"),
+        );
+    }
+    // 3000 connections one after the other, and one long-lived connection
+    // asked every 300 which backend it talks to.
+    let out = net.check(
+        "srv",
+        &[
+            "python3",
+            &py,
+            "tcp-seq",
+            "198.51.100.1",
+            "80",
+            "3000",
+            "300",
+        ],
+        170,
+    );
+    let r = json(&out);
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for s in r["seen"].as_array().unwrap() {
+        let w: Vec<&str> = s.as_str().unwrap().split_whitespace().collect();
+        assert_eq!(w[1], "198.51.100.2", "backends see the client: {s}");
+        *count.entry(w[0].to_owned()).or_default() += 1;
+    }
+    assert_eq!(count.len(), 3, "{count:?}");
+    for (b, n) in &count {
+        assert!((800..=1200).contains(n), "{b} got {n} of 3000: {count:?}");
+    }
+    let sticky: Vec<&str> = r["sticky"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(sticky.len(), 11);
+    assert!(
+        sticky.iter().all(|b| *b == sticky[0]),
+        "the long-lived connection moved: {sticky:?}"
+    );
+
+    let s = gate.stop();
+    // The table agrees with the backends: each connection to the VIP is bound
+    // to one backend, in the proportions the backends counted.
+    let mut in_table: BTreeMap<String, usize> = BTreeMap::new();
+    for l in table(&s).iter().filter(|l| l.contains(" dport=80 ")) {
+        let (o, r) = tuples(l);
+        assert_eq!(o.1, "198.51.100.1", "{l}");
+        assert_eq!(r.2, "8080", "{l}");
+        let b = match r.0.as_str() {
+            "192.0.2.18" => "be1",
+            "192.0.2.34" => "be2",
+            "192.0.2.50" => "be3",
+            other => panic!("bound to {other}: {l}"),
+        };
+        *in_table.entry(b.to_owned()).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = count
+        .iter()
+        .map(|(b, n)| (b.clone(), n + usize::from(b == sticky[0])))
+        .collect();
+    assert_eq!(in_table, want, "table vs backends");
+    assert_eq!(nat_rule(&s, "lb").0, 3001);
+    assert_accounting(&s);
+}
+
+#[test]
+fn traceroute_through_snat() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-trace");
+    let net = topology();
+    let gate = Gate::start(&dir.0, &config(&net, "", MASQUERADE));
+    // The far host answers a ping through the NAT first (the path works).
+    net.check(
+        "cli",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "203.0.113.2"],
+        30,
+    );
+    let out = net.check(
+        "cli",
+        &["python3", &hosts_py(), "trace", "203.0.113.2", "3"],
+        60,
+    );
+    let r = json(&out);
+    let icmp = r["icmp"].as_array().unwrap();
+    let probes = r["probes"].as_array().unwrap();
+    // Hop by hop: ctgate itself (TTL 1), the router beyond it (TTL 2), the far
+    // host (TTL 3: port unreachable / echo reply).
+    let hop = |ttl: u64| match ttl {
+        1 => ("192.0.2.1", 11u64, 0u64),
+        2 => ("198.51.100.18", 11, 0),
+        _ => ("203.0.113.2", 3, 3),
+    };
+    for p in probes {
+        let ttl = p["ttl"].as_u64().unwrap();
+        let (from, ty, code) = hop(ttl);
+        let found: Vec<&serde_json::Value> = if p["kind"] == "udp" {
+            icmp.iter()
+                .filter(|m| {
+                    m["inner_proto"] == 17 && m["inner_sport"] == p["sport"] && m["src"] == from
+                })
+                .collect()
+        } else if ttl < 3 {
+            icmp.iter()
+                .filter(|m| m["inner_proto"] == 1 && m["inner_seq"] == p["seq"])
+                .collect()
+        } else {
+            icmp.iter()
+                .filter(|m| m["type"] == 0 && m["seq"] == p["seq"])
+                .collect()
+        };
+        assert_eq!(found.len(), 1, "probe {p}: got {r:#}");
+        let m = found[0];
+        assert_eq!(m["dst"], "192.0.2.2", "{m}");
+        assert_eq!(m["ip_csum_ok"], true, "{m}");
+        assert_eq!(m["icmp_csum_ok"], true, "{m}");
+        if p["kind"] == "icmp" && ttl == 3 {
+            assert_eq!(m["src"], "203.0.113.2");
+            assert_eq!(m["id"], p["id"], "echo id translated back: {m}");
+            continue;
+        }
+        assert_eq!(m["src"], from, "probe {p}: {m}");
+        let want_type = if p["kind"] == "icmp" { 11 } else { ty };
+        assert_eq!(m["type"], want_type, "{m}");
+        if p["kind"] == "udp" {
+            assert_eq!(m["code"], code, "{m}");
+            assert_eq!(m["inner_dport"], p["dport"], "{m}");
+        } else {
+            assert_eq!(
+                m["inner_id"], p["id"],
+                "quoted echo id translated back: {m}"
+            );
+        }
+        // The quoted datagram is the client's own, as it sent it.
+        assert_eq!(m["inner_src"], "192.0.2.2", "{m}");
+        assert_eq!(m["inner_dst"], "203.0.113.2", "{m}");
+        assert_eq!(m["inner_ip_csum_ok"], true, "{m}");
+    }
+    // The kernel of the client matched each UDP error to its socket.
+    let recverr = r["recverr"].as_array().unwrap();
+    for p in probes.iter().filter(|p| p["kind"] == "udp") {
+        let (from, ty, code) = hop(p["ttl"].as_u64().unwrap());
+        assert!(
+            recverr.iter().any(|e| e["sport"] == p["sport"]
+                && e["offender"] == from
+                && e["type"] == ty
+                && e["code"] == code),
+            "probe {p}: {r:#}"
+        );
+    }
+
+    let s = gate.stop();
+    // The probes beyond ctgate went out translated into masq-rtr's port range.
+    let lines = table(&s);
+    let udp: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("ipv4") && l.contains(" udp ") && l.contains("dst=203.0.113.2"))
+        .collect();
+    assert_eq!(udp.len(), 2, "TTL 2 and 3 probes: {lines:#?}");
+    for l in udp {
+        let (o, r) = tuples(l);
+        assert_eq!(o.0, "192.0.2.2");
+        assert_eq!(r.1, "198.51.100.17", "{l}");
+        let p: u16 = r.3.parse().unwrap();
+        assert!((20000..=20999).contains(&p), "{l}");
+    }
+    assert_accounting(&s);
+    // UDP TTL 1 twice, echo TTL 1 in both rounds.
+    assert_eq!(
+        s.stats["totals"]["drops"]["ttl_exceeded"], 4,
+        "{:#}",
+        s.stats
+    );
+}
+
+/// Runs udp-flows in cli; the answers per flow.
+fn udp_flows(net: &Net, dst: &str, flows: u32, per_flow: u32, wait: &str) -> serde_json::Value {
+    let out = net.check(
+        "cli",
+        &[
+            "python3",
+            &hosts_py(),
+            "udp-flows",
+            dst,
+            "7000",
+            &flows.to_string(),
+            &per_flow.to_string(),
+            wait,
+        ],
+        60,
+    );
+    json(&out)
+}
+
+#[test]
+fn udp_through_snat_and_port_exhaustion() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-udp");
+    let mut net = topology();
+    let rules = r#"
+[[nat]]
+name = "tiny"
+out_port = "srv"
+proto = "udp"
+src = "192.0.2.0/24"
+action = "masquerade to :20000-20003"
+"#;
+    let gate = Gate::start(
+        &dir.0,
+        &config(&net, "udp_timeout = 5\nudp_timeout_stream = 5", rules),
+    );
+    net.spawn(
+        "srv",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &hosts_py(),
+            "udp-serve",
+            "198.51.100.2",
+            "7000",
+            "110",
+        ],
+        Some("listening"),
+    );
+    // Four flows fill the pool; each gets its own port and its own answers.
+    let r = udp_flows(&net, "198.51.100.2", 4, 3, "2");
+    let mut ports = BTreeSet::new();
+    for f in r.as_array().unwrap() {
+        let answers = f["answers"].as_array().unwrap();
+        let first = answers[0]["seen"].as_str().unwrap_or_else(|| panic!("{r}"));
+        for a in answers {
+            assert_eq!(a["echo_ok"], true, "{r}");
+            assert_eq!(a["seen"], first, "a flow keeps its binding: {r}");
+        }
+        let (addr, port) = first.split_once(' ').unwrap();
+        assert_eq!(addr, "198.51.100.1");
+        let port: u16 = port.parse().unwrap();
+        assert!((20000..=20003).contains(&port), "{r}");
+        ports.insert(port);
+    }
+    assert_eq!(ports.len(), 4, "{r}");
+    // While those live, new flows find no port: dropped, counted.
+    let r = udp_flows(&net, "198.51.100.2", 2, 1, "1");
+    for f in r.as_array().unwrap() {
+        assert!(f["answers"][0].is_null(), "pool exhausted, yet: {r}");
+    }
+    // Once the four expire (5 s without packets), the pool serves again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = udp_flows(&net, "198.51.100.2", 1, 1, "1");
+        if !r[0]["answers"][0].is_null() {
+            let seen = r[0]["answers"][0]["seen"].as_str().unwrap();
+            let port: u16 = seen.split(' ').nth(1).unwrap().parse().unwrap();
+            assert!((20000..=20003).contains(&port), "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool never freed its ports: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // And four at once again.
+    std::thread::sleep(Duration::from_secs(6));
+    let r = udp_flows(&net, "198.51.100.2", 4, 1, "2");
+    assert!(
+        r.as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["answers"][0]["echo_ok"] == true),
+        "{r}"
+    );
+
+    let s = gate.stop();
+    let (hits, oop) = nat_rule(&s, "tiny");
+    assert!(oop >= 2, "out-of-ports counter: {:#}", s.stats["conntrack"]);
+    assert!(hits >= 9, "{hits}");
+    assert_eq!(s.stats["conntrack"]["nat_out_of_ports"], oop);
+    assert!(
+        s.stats["totals"]["drops"]["conntrack"].as_u64().unwrap() >= oop,
+        "{:#}",
+        s.stats
+    );
+    assert_accounting(&s);
+}
+
+#[test]
+fn tcp_port_exhaustion_and_recovery() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-tcp-ports");
+    let mut net = topology();
+    let rules = r#"
+[[nat]]
+name = "two-ports"
+out_port = "srv"
+proto = "tcp"
+src = "192.0.2.0/24"
+action = "masquerade to :20000-20001"
+"#;
+    // Closed connections hold their ports for TIME_WAIT: 1 s here.
+    let gate = Gate::start(
+        &dir.0,
+        &config(
+            &net,
+            "tcp_timeout_time_wait = 1\ntcp_timeout_close = 1",
+            rules,
+        ),
+    );
+    let py = hosts_py();
+    net.spawn(
+        "srv",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "tcp-serve",
+            "198.51.100.2",
+            "9000",
+            "srv",
+            "110",
+        ],
+        Some("listening"),
+    );
+    let out = net.check(
+        "cli",
+        &["python3", &py, "tcp-exhaust", "198.51.100.2", "9000", "2"],
+        60,
+    );
+    let r = json(&out);
+    let port = |v: &serde_json::Value| -> u16 {
+        let w: Vec<&str> = v.as_str().unwrap().split_whitespace().collect();
+        assert_eq!(w[1], "198.51.100.1", "{r}");
+        w[2].parse().unwrap()
+    };
+    let held: BTreeSet<u16> = r["held"].as_array().unwrap().iter().map(port).collect();
+    assert_eq!(held, BTreeSet::from([20000, 20001]), "{r}");
+    assert!(
+        r["while_full"].is_null(),
+        "a third connection got through: {r}"
+    );
+    assert!(
+        !r["after"].is_null(),
+        "no connection after the pool freed: {r}"
+    );
+    assert!((20000..=20001).contains(&port(&r["after"])), "{r}");
+
+    let s = gate.stop();
+    let (hits, oop) = nat_rule(&s, "two-ports");
+    assert!(oop >= 1, "{:#}", s.stats["conntrack"]);
+    assert_eq!(hits, 3, "{:#}", s.stats["conntrack"]);
+    assert_accounting(&s);
+}
+
+#[test]
+fn nat66_masquerade_and_snat_to_an_address() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat66");
+    let mut net = topology();
+    let rules = r#"
+[[nat]]
+name = "snat6-udp"
+out_port = "srv"
+src = "2001:db8:1::/64"
+proto = "udp"
+action = "snat to 2001:db8:2::100"
+
+[[nat]]
+name = "masq6"
+out_port = "srv"
+src = "2001:db8:1::/64"
+action = "masquerade"
+"#;
+    let gate = Gate::start(&dir.0, &config(&net, "", rules));
+    // ctgate answers neighbour solicitations for its port address only: the
+    // outside host is told where the SNAT address lives.
+    let mac =
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", net.gw_if("srv"))).unwrap();
+    net.check(
+        "srv",
+        &[
+            "ip",
+            "-6",
+            "neigh",
+            "add",
+            "2001:db8:2::100",
+            "lladdr",
+            mac.trim(),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+        10,
+    );
+    let www = dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("six.txt"), "nat66\n").unwrap();
+    let log = dir.path("http.log").display().to_string();
+    http_server(
+        &mut net,
+        "srv",
+        "::",
+        8080,
+        &www.display().to_string(),
+        &log,
+    );
+    let py = hosts_py();
+    net.spawn(
+        "srv",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "tcp-serve",
+            "::",
+            "9000",
+            "srv",
+            "110",
+        ],
+        Some("listening"),
+    );
+    net.spawn(
+        "srv",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "udp-serve",
+            "::",
+            "7000",
+            "110",
+        ],
+        Some("listening"),
+    );
+    assert_eq!(
+        curl(&net, "cli", "http://[2001:db8:2::2]:8080/six.txt"),
+        "nat66\n"
+    );
+    assert_eq!(http_clients(&log), vec!["2001:db8:2::1"]);
+    net.check(
+        "cli",
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "2001:db8:2::2",
+        ],
+        30,
+    );
+    let out = net.check(
+        "cli",
+        &[
+            "python3",
+            &py,
+            "tcp-many",
+            "2001:db8:2::2",
+            "9000",
+            "50",
+            "-",
+            "0",
+        ],
+        60,
+    );
+    for c in json(&out).as_array().unwrap() {
+        let seen = c["seen"].as_str().unwrap();
+        assert!(seen.starts_with("srv 2001:db8:2::1 "), "{seen}");
+    }
+    let r = udp_flows(&net, "2001:db8:2::2", 3, 2, "2");
+    for f in r.as_array().unwrap() {
+        for a in f["answers"].as_array().unwrap() {
+            assert_eq!(a["echo_ok"], true, "{r}");
+            assert!(
+                a["seen"].as_str().unwrap().starts_with("2001:db8:2::100 "),
+                "{r}"
+            );
+        }
+    }
+
+    // ICMPv6 errors come back translated: port unreachable from the server
+    // (quoting the datagram from 2001:db8:2::100) reaches the client's socket;
+    // hop limit 1 expires at ctgate, which answers the client itself.
+    let out = net.check(
+        "cli",
+        &["python3", &py, "udp-refused", "2001:db8:2::2", "7999"],
+        20,
+    );
+    assert_eq!(out.trim(), "refused");
+    let out = run_for(
+        &mut net.cmd(
+            "cli",
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "1",
+                "-t",
+                "1",
+                "-W",
+                "2",
+                "2001:db8:2::2",
+            ],
+        ),
+        20,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 2001:db8:1::1") && text.contains("Time exceeded"),
+        "{text}"
+    );
+
+    let s = gate.stop();
+    let lines = table(&s);
+    let icmp6 = lines
+        .iter()
+        .find(|l| l.contains("icmpv6") && l.contains("dst=2001:db8:2::2"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(
+        icmp6.contains("src=2001:db8:2::2 dst=2001:db8:2::1 "),
+        "{icmp6}"
+    );
+    assert_eq!(nat_rule(&s, "snat6-udp").0, 4);
+    assert!(nat_rule(&s, "masq6").0 >= 52);
+    assert_accounting(&s);
+}

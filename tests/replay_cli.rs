@@ -1,0 +1,133 @@
+//! `ctgate replay` as a user runs it: a capture in, the table out (in
+//! `conntrack -L -o extended` format), translated frames in `--out`, and
+//! one-line errors for bad input.
+
+mod support;
+
+use std::process::Command;
+
+use appliance::pcap;
+use ctcore::tuple::{Addr, Family};
+use ctcore::wire::build::{frame, L4Spec};
+use ctcore::wire::{parse, L4};
+use support::{ctgate, TempDir};
+
+fn write_capture(path: &std::path::Path, frames: &[Vec<u8>]) {
+    let mut w = pcap::Writer::new(std::fs::File::create(path).unwrap()).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        w.write(
+            1_700_000_000_000_000_000 + i as u64 * 1_000_000,
+            f.len() as u32,
+            f,
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn replay_with_snat_prints_the_table_and_writes_translated_frames() {
+    let dir = TempDir::new("replay");
+    let c = Addr::from_v4([192, 0, 2, 10]);
+    let s = Addr::from_v4([198, 51, 100, 20]);
+    let frames = vec![
+        frame(
+            Family::V4,
+            c,
+            s,
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"query",
+            },
+        ),
+        frame(
+            Family::V4,
+            c,
+            s,
+            64,
+            L4Spec::Tcp {
+                src_port: 40000,
+                dst_port: 80,
+                seq: 1,
+                ack: 0,
+                flags: 0x02,
+                window: 1000,
+                payload: b"",
+            },
+        ),
+    ];
+    write_capture(&dir.path("in.pcap"), &frames);
+    std::fs::write(
+        dir.path("nat.toml"),
+        "[[nat]]\nname = \"out\"\naction = \"snat to 203.0.113.7\"\n",
+    )
+    .unwrap();
+    let out = Command::new(ctgate())
+        .args(["replay", "--topspeed", "--config"])
+        .arg(dir.path("nat.toml"))
+        .arg("--out")
+        .arg(dir.path("out.pcap"))
+        .arg(dir.path("in.pcap"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines.iter().any(|l| l.starts_with("ipv4     2 tcp      6 120 SYN_SENT src=192.0.2.10 dst=198.51.100.20 sport=40000 dport=80 packets=1 bytes=40 [UNREPLIED] src=198.51.100.20 dst=203.0.113.7 sport=80 dport=40000")), "{table}");
+    assert!(lines.iter().any(|l| l.starts_with("ipv4     2 udp      17 30 src=192.0.2.10 dst=198.51.100.20 sport=5000 dport=53 packets=1 bytes=33 [UNREPLIED] src=198.51.100.20 dst=203.0.113.7 sport=53 dport=5000")), "{table}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 packets read, 2 forwarded"), "{stderr}");
+    assert!(stderr.contains("insert=2"), "{stderr}");
+
+    let written = pcap::parse(&std::fs::read(dir.path("out.pcap")).unwrap()).unwrap();
+    assert_eq!(written.len(), 2);
+    for (rec, orig) in written.iter().zip(&frames) {
+        let p = parse(&rec.data).unwrap();
+        assert_eq!(p.src, Addr::from_v4([203, 0, 113, 7]), "source translated");
+        assert_eq!(p.dst, s);
+        assert!(
+            ctcore::checksum::l4_checksum_ok(&rec.data, &p),
+            "checksum recomputed"
+        );
+        let o = parse(orig).unwrap();
+        let ports = |l4: L4| match l4 {
+            L4::Udp { src_port, dst_port } => (src_port, dst_port),
+            L4::Tcp(t) => (t.src_port, t.dst_port),
+            _ => unreachable!(),
+        };
+        assert_eq!(ports(p.l4), ports(o.l4), "ports kept (free)");
+    }
+}
+
+#[test]
+fn replay_errors_are_one_line() {
+    let dir = TempDir::new("replay-bad");
+    std::fs::write(dir.path("bad.toml"), "[[nat]]\naction = \"teleport\"\n").unwrap();
+    std::fs::write(dir.path("x.pcap"), b"not a capture at all, clearly").unwrap();
+    for args in [
+        vec![
+            "replay".to_string(),
+            dir.path("missing.pcap").display().to_string(),
+        ],
+        vec!["replay".into(), dir.path("x.pcap").display().to_string()],
+        vec![
+            "replay".into(),
+            "--config".into(),
+            dir.path("bad.toml").display().to_string(),
+            dir.path("x.pcap").display().to_string(),
+        ],
+    ] {
+        let out = Command::new(ctgate()).args(&args).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("ctgate: error: "), "{err}");
+    }
+}
