@@ -164,7 +164,7 @@ def ctgate_config(path, ports, mode, capacity, mbufs, extra_ct="", policy="", cl
     """ports: [(name, devargs, ipv4, mac or None)]; clients: permanent
     neighbours for the first `clients` flows' addresses on port in."""
     lines = ["workers = [1]", "main_lcore = 0", "mempool_mbufs = %d" % mbufs,
-             'eal_args = ["--in-memory"]', ""]
+             'eal_args = ["--in-memory"]', "", "[rest]", "enabled = false", ""]
     for name, dev, ip, mac in ports:
         lines += ["[[port]]", 'name = "%s"' % name, 'devargs = "%s"' % dev, 'ipv4 = "%s"' % ip]
         if mac:
