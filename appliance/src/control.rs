@@ -75,6 +75,9 @@ pub struct CtReport {
     pub table: Vec<String>,
 }
 
+/// Above this many connections the final report leaves the table listing out.
+pub const LISTING_MAX: u32 = 65_536;
+
 impl CtReport {
     pub fn from_shared(shared: &pipeline::Shared) -> CtReport {
         let t = shared.totals();
@@ -111,7 +114,12 @@ impl CtReport {
                 .collect(),
             nat,
             nat_out_of_ports: t.nat_out_of_ports,
-            table: shared.listing(),
+            // A million formatted lines help nobody and take seconds.
+            table: if shared.engine.table().len() <= LISTING_MAX {
+                shared.listing()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -347,6 +355,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         tracing::info!(workers = ?cfg.workers, "forwarding; SIGINT or SIGTERM stops");
         let mut next_print = opts.stats_interval.map(|i| Instant::now() + i);
         let mut last = (Instant::now(), 0u64);
+        let mut last_hist = vec![0u64; stats::HIST_BUCKETS];
         while !term.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
             if opts.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -371,6 +380,38 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
                         t.drops["ttl_exceeded"],
                         t.drops["bad_header"]
                     );
+                    {
+                        // Conntrack and per-burst figures of the interval
+                        // (scripts/bench.sh plots these).
+                        let ct = shared.totals().ct;
+                        let h: Vec<u64> = t
+                            .burst_hist
+                            .iter()
+                            .zip(&last_hist)
+                            .map(|(a, b)| a - b)
+                            .collect();
+                        let pct = |p| stats::hist_percentile(&h, p).unwrap_or(0);
+                        println!(
+                            "[{:>6.1}s] ct connections {} found {} new {} insert {} insert_failed {} drop {} early_drop {} expired {} conntrack_drops {}; burst cycles p50 {} p99 {} max {} bursts {} busy_cycles {} busy_packets {}",
+                            started.elapsed().as_secs_f64(),
+                            shared.engine.table().len(),
+                            ct.found,
+                            ct.new,
+                            ct.insert,
+                            ct.insert_failed,
+                            ct.drop,
+                            ct.early_drop,
+                            ct.expired,
+                            t.drops["conntrack"],
+                            pct(50.0),
+                            pct(99.0),
+                            pct(100.0),
+                            h.iter().sum::<u64>(),
+                            t.busy_cycles,
+                            t.busy_packets
+                        );
+                        last_hist = t.burst_hist.clone();
+                    }
                     next_print = Some(at + interval);
                 }
             }

@@ -17,6 +17,10 @@ use crate::config::{Config, ConfigError};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConntrackConfig {
+    /// false: no connection tracking, policy or NAT; the appliance only routes
+    /// (the baseline of `scripts/bench.sh`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Table capacity, reserved at start (nf_conntrack_max).
     #[serde(default = "default_max")]
     pub max_connections: u32,
@@ -51,6 +55,7 @@ fn default_policy() -> String {
 impl Default for ConntrackConfig {
     fn default() -> Self {
         ConntrackConfig {
+            enabled: true,
             max_connections: default_max(),
             checksum: true,
             tcp_loose: true,

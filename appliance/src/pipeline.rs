@@ -114,6 +114,8 @@ pub struct Published {
 
 /// State shared by every worker's stage, built once before the workers start.
 pub struct Shared {
+    /// `[conntrack] enabled`: false makes the stage pass every packet (routing only).
+    pub enabled: bool,
     pub engine: Engine,
     pub policy: Policy,
     routes: Routes,
@@ -151,6 +153,7 @@ impl Shared {
         let policy = crate::ctconfig::policy(cfg).expect("validated config");
         let rules = policy.rules.len() + 1;
         Shared {
+            enabled: cfg.conntrack.enabled,
             engine: Engine::with_nat(ecfg, nat),
             policy,
             routes: Routes::from_config(cfg),
@@ -397,6 +400,9 @@ impl<'a> Pipeline<'a> {
     ) {
         debug_assert_eq!(pkts.len(), meta.len());
         debug_assert_eq!(pkts.len(), verdicts.len());
+        if !self.shared.enabled {
+            return;
+        }
         let n = pkts.len().min(BURST);
         let mut results = [CtResult::default(); BURST];
         let mut policy_drop = [false; BURST];

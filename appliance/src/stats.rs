@@ -128,6 +128,63 @@ pub struct LcoreStats {
     /// TSC cycles spent on non-empty bursts, and those bursts' packet count.
     pub busy_cycles: Counter,
     pub busy_packets: Counter,
+    /// Busy poll-loop iterations (rx bursts of every port, the stage, the
+    /// forwarder, tx, a GC slice when due) by their length in TSC cycles, in
+    /// [`hist_bucket`] buckets: the per-burst latency figures of `scripts/bench.sh`.
+    pub burst_hist: Hist,
+}
+
+/// A histogram of counters (single writer, like [`Counter`]).
+#[derive(Debug)]
+pub struct Hist(pub [Counter; HIST_BUCKETS]);
+
+impl Default for Hist {
+    fn default() -> Self {
+        Hist(std::array::from_fn(|_| Counter::default()))
+    }
+}
+
+/// Buckets of the iteration-length histogram: 8 per power of two (at most
+/// 12.5 % wide), from 0 to 2^33 cycles; longer iterations land in the last.
+pub const HIST_BUCKETS: usize = 256;
+
+/// The histogram bucket of `cycles`.
+#[inline(always)]
+pub fn hist_bucket(cycles: u64) -> usize {
+    if cycles < 8 {
+        return cycles as usize;
+    }
+    let e = 63 - cycles.leading_zeros() as usize; // >= 3
+    let sub = ((cycles >> (e - 3)) & 7) as usize;
+    ((e - 2) * 8 + sub).min(HIST_BUCKETS - 1)
+}
+
+/// The smallest value of bucket `b` (its lower bound).
+pub fn hist_lower(b: usize) -> u64 {
+    if b < 8 {
+        return b as u64;
+    }
+    let e = b / 8 + 2;
+    let sub = (b % 8) as u64;
+    (8 + sub) << (e - 3)
+}
+
+/// The percentile `p` (0..=100) of a histogram, as the upper bound of the
+/// bucket it falls in (None when empty); p = 100 gives the maximum's bucket.
+pub fn hist_percentile(h: &[u64], p: f64) -> Option<u64> {
+    let n: u64 = h.iter().sum();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (b, c) in h.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some(hist_lower(b + 1).saturating_sub(1).max(hist_lower(b)));
+        }
+    }
+    None
 }
 
 impl LcoreStats {
@@ -168,6 +225,8 @@ pub struct Totals {
     pub drops: std::collections::BTreeMap<&'static str, u64>,
     pub busy_cycles: u64,
     pub busy_packets: u64,
+    /// Busy iterations by length (see [`LcoreStats::burst_hist`]).
+    pub burst_hist: Vec<u64>,
 }
 
 impl Totals {
@@ -175,6 +234,7 @@ impl Totals {
         let mut t = Totals {
             rx_per_port: vec![0; ports],
             tx_per_port: vec![0; ports],
+            burst_hist: vec![0; HIST_BUCKETS],
             ..Default::default()
         };
         for r in DropReason::ALL {
@@ -197,6 +257,9 @@ impl Totals {
             t.neigh_queued += s.neigh_queued.get();
             t.busy_cycles += s.busy_cycles.get();
             t.busy_packets += s.busy_packets.get();
+            for (a, c) in t.burst_hist.iter_mut().zip(&s.burst_hist.0) {
+                *a += c.get();
+            }
             for r in DropReason::ALL {
                 *t.drops.get_mut(r.name()).expect("inserted above") += s.drops[r as usize].get();
             }
@@ -226,6 +289,37 @@ mod tests {
         let names: std::collections::HashSet<_> =
             DropReason::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn histogram_buckets() {
+        for v in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1000,
+            12345,
+            1 << 20,
+            (1 << 33) - 1,
+        ] {
+            let b = hist_bucket(v);
+            assert!(hist_lower(b) <= v, "{v} below bucket {b}");
+            assert!(v < hist_lower(b + 1), "{v} above bucket {b}");
+        }
+        let mut h = vec![0u64; HIST_BUCKETS];
+        for v in 1..=100u64 {
+            h[hist_bucket(v * 10)] += 1;
+        }
+        let p50 = hist_percentile(&h, 50.0).unwrap();
+        assert!((500..=575).contains(&p50), "{p50}");
+        let max = hist_percentile(&h, 100.0).unwrap();
+        assert!((1000..=1151).contains(&max), "{max}");
+        assert_eq!(hist_percentile(&[0; 4], 50.0), None);
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         if prev_packets > 0 {
             w.stats.busy_cycles.add(now - prev);
             w.stats.busy_packets.add(prev_packets);
+            w.stats.burst_hist.0[crate::stats::hist_bucket(now - prev)].add(1);
             prev_packets = 0;
         }
         prev = now;
