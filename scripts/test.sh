@@ -19,5 +19,14 @@ done
 echo "test: demo"
 scripts/demo.sh --no-setup
 
+# The TRex client library (PyPI) for tests/trex_profiles.rs, in a venv.
+VENV=target/trex-venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import trex_stl_lib, scapy' 2>/dev/null; then
+    echo "test: TRex client library (PyPI trex-stl-lib) in $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q trex-stl-lib 'scapy==2.4.5'
+fi
+export CTGATE_TREX_PYTHON=$PWD/$VENV/bin/python
+
 echo "test: cargo test --workspace"
 cargo test --workspace 2>&1
