@@ -140,7 +140,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             if let RouteClass::Drop(_) = class {
                 return Decision::Drop;
             }
-            if class == RouteClass::Forward && policy.evaluate(0, 1, r.ctinfo, r.dnat()).0 == Action::Drop {
+            if class == RouteClass::Forward
+                && policy.evaluate(0, 1, r.ctinfo, r.dnat()).0 == Action::Drop
+            {
                 refused = true;
                 return Decision::Drop;
             }

@@ -253,7 +253,11 @@ pub fn policy(cfg: &Config) -> Result<Policy, ConfigError> {
         let dnat_only = match r.status.as_deref() {
             None => false,
             Some("dnat") => true,
-            Some(other) => return Err(bad(format!("{what}: status {other:?}: only \"dnat\" is supported"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "{what}: status {other:?}: only \"dnat\" is supported"
+                )))
+            }
         };
         rules.push(Rule {
             dnat_only,
@@ -353,13 +357,19 @@ pub fn nat(cfg: &Config) -> Result<Option<Nat>, ConfigError> {
             )));
         }
         if r.endpoint_independent && action.is_dnat() {
-            return Err(bad(format!("{what}: endpoint_independent applies to snat and masquerade rules")));
+            return Err(bad(format!(
+                "{what}: endpoint_independent applies to snat and masquerade rules"
+            )));
         }
         let mut rule = nat::Rule::new(name, m, action);
         rule.endpoint_independent = r.endpoint_independent;
         rules.push(rule);
     }
-    Ok(Some(Nat { rules, pools, eim: Default::default() }))
+    Ok(Some(Nat {
+        rules,
+        pools,
+        eim: Default::default(),
+    }))
 }
 
 /// The address of `port` of `family` (what masquerade uses).

@@ -295,9 +295,9 @@ impl Shared {
         let Some(hop) = out else {
             return Decision::Drop;
         };
-        let (action, rule) = self
-            .policy
-            .evaluate(in_port as u16, hop.port as u16, r.ctinfo, r.dnat());
+        let (action, rule) =
+            self.policy
+                .evaluate(in_port as u16, hop.port as u16, r.ctinfo, r.dnat());
         hits[rule] += 1;
         match action {
             Action::Drop => {

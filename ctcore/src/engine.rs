@@ -1706,33 +1706,91 @@ mod tests {
         let mut rule = masq_rule(None);
         rule.m.out_port = Some(1);
         rule.endpoint_independent = true;
-        let inward = Decision::Accept(Egress { port: 0, addr: Some(Addr::from_v4([192, 0, 2, 1])) });
+        let inward = Decision::Accept(Egress {
+            port: 0,
+            addr: Some(Addr::from_v4([192, 0, 2, 1])),
+        });
         let e = nat_engine(vec![rule]);
         let mut w = e.worker(0);
         let n = [203, 0, 113, 1];
-        let udp = |src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16| frame(Family::V4, Addr::from_v4(src), Addr::from_v4(dst), 64, L4Spec::Udp { src_port: sport, dst_port: dport, payload: b"x" });
+        let udp = |src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16| {
+            frame(
+                Family::V4,
+                Addr::from_v4(src),
+                Addr::from_v4(dst),
+                64,
+                L4Spec::Udp {
+                    src_port: sport,
+                    dst_port: dport,
+                    payload: b"x",
+                },
+            )
+        };
         let inside_e = [192, 0, 2, 10];
         let inside_f = [192, 0, 2, 11];
-        let r = run(&e, &mut w, 0, &udp(inside_e, 5000, [198, 51, 100, 20], 53), out(n));
-        assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)), "port preserved");
+        let r = run(
+            &e,
+            &mut w,
+            0,
+            &udp(inside_e, 5000, [198, 51, 100, 20], 53),
+            out(n),
+        );
+        assert_eq!(
+            r.rewrite.unwrap().src,
+            Some((Addr::from_v4(n), 5000)),
+            "port preserved"
+        );
         // Another inside endpoint may not take the mapped port, even to another server.
-        let r = run(&e, &mut w, 0, &udp(inside_f, 5000, [198, 51, 100, 21], 53), out(n));
+        let r = run(
+            &e,
+            &mut w,
+            0,
+            &udp(inside_f, 5000, [198, 51, 100, 21], 53),
+            out(n),
+        );
         let f_port = r.rewrite.unwrap().src.unwrap().1;
         assert_ne!(f_port, 5000);
         // The same inside endpoint keeps its outside port for every destination.
-        let r = run(&e, &mut w, 1, &udp(inside_e, 5000, [198, 51, 100, 21], 53), out(n));
+        let r = run(
+            &e,
+            &mut w,
+            1,
+            &udp(inside_e, 5000, [198, 51, 100, 21], 53),
+            out(n),
+        );
         assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)));
         // Any outside host may send to the mapping (endpoint-independent filtering).
-        let r = run(&e, &mut w, 2, &udp([198, 51, 100, 99], 7777, n, 5000), inward);
+        let r = run(
+            &e,
+            &mut w,
+            2,
+            &udp([198, 51, 100, 99], 7777, n, 5000),
+            inward,
+        );
         assert_eq!(r.ctinfo, CtInfo::New);
         assert!(r.dnat());
-        assert_eq!(r.rewrite.unwrap().dst, Some((Addr::from_v4(inside_e), 5000)));
+        assert_eq!(
+            r.rewrite.unwrap().dst,
+            Some((Addr::from_v4(inside_e), 5000))
+        );
         // A port nobody maps stays untranslated.
-        let r = run(&e, &mut w, 2, &udp([198, 51, 100, 99], 7777, n, 6000), inward);
+        let r = run(
+            &e,
+            &mut w,
+            2,
+            &udp([198, 51, 100, 99], 7777, n, 6000),
+            inward,
+        );
         assert!(r.rewrite.is_none());
         // The mapping lapses once no connection went through it for EIM_TIMEOUT_MS.
         let later = 2 + crate::nat::EIM_TIMEOUT_MS;
-        let r = run(&e, &mut w, later, &udp([198, 51, 100, 98], 7777, n, 5000), inward);
+        let r = run(
+            &e,
+            &mut w,
+            later,
+            &udp([198, 51, 100, 98], 7777, n, 5000),
+            inward,
+        );
         assert!(r.rewrite.is_none());
     }
 }

@@ -87,7 +87,13 @@ impl Default for Policy {
 impl Policy {
     /// The action for a packet, and which rule decided (`rules.len()` = the
     /// default). `dnat`: its destination is being translated (original direction).
-    pub fn evaluate(&self, in_port: u16, out_port: u16, ctinfo: CtInfo, dnat: bool) -> (Action, usize) {
+    pub fn evaluate(
+        &self,
+        in_port: u16,
+        out_port: u16,
+        ctinfo: CtInfo,
+        dnat: bool,
+    ) -> (Action, usize) {
         let st = ctinfo.state();
         for (i, r) in self.rules.iter().enumerate() {
             if r.in_port.is_none_or(|p| p == in_port)
@@ -150,7 +156,10 @@ mod tests {
             p.evaluate(1, 0, CtInfo::EstablishedReply, false),
             (Action::Accept, 0)
         );
-        assert_eq!(p.evaluate(1, 0, CtInfo::RelatedReply, false), (Action::Accept, 0));
+        assert_eq!(
+            p.evaluate(1, 0, CtInfo::RelatedReply, false),
+            (Action::Accept, 0)
+        );
         assert_eq!(p.evaluate(0, 1, CtInfo::Invalid, false), (Action::Drop, 1));
         assert_eq!(p.evaluate(0, 1, CtInfo::New, false), (Action::Accept, 2));
         assert_eq!(p.evaluate(1, 0, CtInfo::New, false), (Action::Drop, 3));

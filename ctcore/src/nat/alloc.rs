@@ -149,7 +149,9 @@ pub fn snat(
             }
         }
     }
-    let held = |p: u16, s: &Search<'_>| eim.is_some_and(|e| e.held_by_other(orig.family, addr, p, &inside, s.now_ms));
+    let held = |p: u16, s: &Search<'_>| {
+        eim.is_some_and(|e| e.held_by_other(orig.family, addr, p, &inside, s.now_ms))
+    };
     let done = |p: u16, s: &Search<'_>| {
         if let Some(e) = eim {
             e.record(inside, addr, p, s.now_ms);

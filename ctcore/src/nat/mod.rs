@@ -278,7 +278,10 @@ pub struct Eim {
 impl Eim {
     /// The live mapping of an inside endpoint.
     pub fn mapping(&self, inside: &Endpoint, now_ms: u64) -> Option<Mapping> {
-        self.out.get(inside).map(|m| *m).filter(|m| now_ms < m.last_ms + EIM_TIMEOUT_MS)
+        self.out
+            .get(inside)
+            .map(|m| *m)
+            .filter(|m| now_ms < m.last_ms + EIM_TIMEOUT_MS)
     }
 
     /// The inside endpoint a live mapping sends (family, outside address, port) to.
@@ -290,17 +293,33 @@ impl Eim {
 
     /// Records (or refreshes) a mapping.
     pub fn record(&self, inside: Endpoint, ext: Addr, ext_port: u16, now_ms: u64) {
-        if let Some(old) = self.out.insert(inside, Mapping { ext, ext_port, last_ms: now_ms }) {
+        if let Some(old) = self.out.insert(
+            inside,
+            Mapping {
+                ext,
+                ext_port,
+                last_ms: now_ms,
+            },
+        ) {
             if (old.ext, old.ext_port) != (ext, ext_port) {
-                self.back.remove_if(&(inside.0, old.ext, old.ext_port), |_, v| *v == inside);
+                self.back
+                    .remove_if(&(inside.0, old.ext, old.ext_port), |_, v| *v == inside);
             }
         }
         self.back.insert((inside.0, ext, ext_port), inside);
     }
 
     /// Whether an outside port is held by another inside endpoint's live mapping.
-    pub fn held_by_other(&self, family: Family, ext: Addr, port: u16, inside: &Endpoint, now_ms: u64) -> bool {
-        self.inside(family, ext, port, now_ms).is_some_and(|i| i != *inside)
+    pub fn held_by_other(
+        &self,
+        family: Family,
+        ext: Addr,
+        port: u16,
+        inside: &Endpoint,
+        now_ms: u64,
+    ) -> bool {
+        self.inside(family, ext, port, now_ms)
+            .is_some_and(|i| i != *inside)
     }
 }
 
@@ -320,12 +339,20 @@ impl Nat {
         // Endpoint-independent filtering: a new UDP flow to an outside endpoint
         // of a live mapping goes to its inside endpoint, from any outside host.
         if orig.proto == IPPROTO_UDP && self.rules.iter().any(|r| r.endpoint_independent) {
-            if let Some((_, addr, port, zone)) = self.eim.inside(orig.family, orig.dst, orig.dst_port, now_ms) {
+            if let Some((_, addr, port, zone)) =
+                self.eim
+                    .inside(orig.family, orig.dst, orig.dst_port, now_ms)
+            {
                 if zone == orig.zone {
                     c.tuples[1].src = addr;
                     c.tuples[1].src_port = port;
                     c.status.set(Status::DST_NAT);
-                    self.eim.record((orig.family, addr, port, zone), orig.dst, orig.dst_port, now_ms);
+                    self.eim.record(
+                        (orig.family, addr, port, zone),
+                        orig.dst,
+                        orig.dst_port,
+                        now_ms,
+                    );
                     return true;
                 }
             }
