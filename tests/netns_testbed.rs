@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -13,49 +13,8 @@ use support::*;
 /// Namespace prefix of this test's test bed (the demo uses "ctgw").
 const P: &str = "ctgt";
 
-/// Tears the test bed down and stops what the test started, also on failure.
-struct Bed {
-    children: Vec<Child>,
-}
-
-impl Bed {
-    fn up() -> Bed {
-        let out = run_for(
-            Command::new(repo().join("scripts/testbed.sh"))
-                .arg("up")
-                .env("CTGW_PREFIX", P),
-            60,
-        );
-        assert!(
-            out.status.success(),
-            "testbed up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Bed {
-            children: Vec::new(),
-        }
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = run_for(
-            Command::new(repo().join("scripts/testbed.sh"))
-                .arg("down")
-                .env("CTGW_PREFIX", P),
-            60,
-        );
-    }
-}
-
 fn in_ns(ns: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &format!("{P}-{ns}")]).args(args);
-    c
+    support::in_ns(P, ns, args)
 }
 
 fn check(cmd: &mut Command, secs: u64, what: &str) -> String {
@@ -74,7 +33,7 @@ fn hosts_talk_through_ctgate() {
     require_root();
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("netns");
-    let mut bed = Bed::up();
+    let mut bed = Bed::up(P);
 
     let config = format!(
         r#"

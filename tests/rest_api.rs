@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
@@ -21,49 +21,8 @@ const P: &str = "ctra";
 const API: &str = "127.0.0.1:18181";
 const TOKEN: &str = "rest-test-token-0123456789";
 
-/// Tears the test bed down and stops what the test started, also on failure.
-struct Bed {
-    children: Vec<Child>,
-}
-
-impl Bed {
-    fn up() -> Bed {
-        let out = run_for(
-            Command::new(repo().join("scripts/testbed.sh"))
-                .arg("up")
-                .env("CTGW_PREFIX", P),
-            60,
-        );
-        assert!(
-            out.status.success(),
-            "testbed up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Bed {
-            children: Vec::new(),
-        }
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = run_for(
-            Command::new(repo().join("scripts/testbed.sh"))
-                .arg("down")
-                .env("CTGW_PREFIX", P),
-            60,
-        );
-    }
-}
-
 fn in_ns(ns: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &format!("{P}-{ns}")]).args(args);
-    c
+    support::in_ns(P, ns, args)
 }
 
 /// Lines of a reader, through a channel (so the test can wait with a bound).
@@ -244,7 +203,7 @@ fn rest_api_against_the_running_appliance() {
     require_root();
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("rest");
-    let mut bed = Bed::up();
+    let mut bed = Bed::up(P);
 
     // The built-in test bed config (stateful policy, masquerade) on this
     // test's namespaces, a pool for the health endpoint, and the REST section.
@@ -874,7 +833,7 @@ fn table_pressure_is_reported() {
     require_root();
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("rest-full");
-    let mut bed = Bed::up();
+    let mut bed = Bed::up(P);
     const API2: &str = "127.0.0.1:18182";
     let config = format!(
         "{}\n[rest]\nbind = \"{API2}\"\ntoken = \"{TOKEN}\"\n",
@@ -959,7 +918,7 @@ fn telemetry_and_dumpcap() {
     require_root();
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("rest-tooling");
-    let mut bed = Bed::up();
+    let mut bed = Bed::up(P);
     let prefix = format!("ctgate-tooling-{}", std::process::id());
     let mut eal: Vec<String> = eal_args()
         .into_iter()

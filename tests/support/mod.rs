@@ -142,3 +142,53 @@ pub fn sigterm(child: &Child) {
 pub fn stats(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// The netns test bed of `scripts/testbed.sh` under its own prefix, torn down
+/// (with what the test started) when dropped, also on failure.
+pub struct Bed {
+    prefix: &'static str,
+    pub children: Vec<Child>,
+}
+
+impl Bed {
+    pub fn up(prefix: &'static str) -> Bed {
+        let out = run_for(
+            Command::new(repo().join("scripts/testbed.sh"))
+                .arg("up")
+                .env("CTGW_PREFIX", prefix),
+            60,
+        );
+        assert!(
+            out.status.success(),
+            "testbed up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Bed {
+            prefix,
+            children: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = run_for(
+            Command::new(repo().join("scripts/testbed.sh"))
+                .arg("down")
+                .env("CTGW_PREFIX", self.prefix),
+            60,
+        );
+    }
+}
+
+/// A command run in test bed namespace `{prefix}-{ns}`.
+pub fn in_ns(prefix: &str, ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &format!("{prefix}-{ns}")])
+        .args(args);
+    c
+}
