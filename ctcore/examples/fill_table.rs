@@ -8,7 +8,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(4_000_000);
-    let t = Table::new(n + n / 8, 0x000b_e7c4);
+    let t = Table::new(n + n / 8, 1, 0x000b_e7c4);
     let (mut full, mut clash) = (0, 0);
     for i in 0..n {
         let o = Tuple {
@@ -20,7 +20,7 @@ fn main() {
             family: Family::V4,
             zone: 0,
         };
-        match t.insert(
+        match t.guard().insert(
             Conn {
                 tuples: [o, o.invert().unwrap()],
                 deadline_ms: 1,

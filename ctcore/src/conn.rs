@@ -128,20 +128,26 @@ pub enum ProtoState {
 }
 
 /// One connection (`struct nf_conn`).
+///
+/// `repr(C)` in this order so that the table's cache-line-aligned records keep
+/// what an established packet reads and writes (both tuples, deadline, status,
+/// id, counters) in their first two lines; the protocol state follows in the
+/// next ones, creation time and mark last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
 pub struct Conn {
     /// `tuples[Dir::Orig]` and `tuples[Dir::Reply]` (the kernel's tuplehash[2]).
     pub tuples: [Tuple; 2],
-    pub status: Status,
-    pub mark: u32,
     /// When the connection expires, in the engine's clock (ms).
     pub deadline_ms: u64,
-    /// When it was created (ms), for listings (like nf_conntrack_timestamp).
-    pub start_ms: u64,
+    pub status: Status,
     /// A unique id (like the kernel's ct id).
     pub id: u32,
     pub counters: [Counter; 2],
     pub proto: ProtoState,
+    /// When it was created (ms), for listings (like nf_conntrack_timestamp).
+    pub start_ms: u64,
+    pub mark: u32,
 }
 
 impl Conn {

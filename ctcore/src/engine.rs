@@ -20,7 +20,7 @@ use crate::proto::sctp::{SctpOutcome, SctpState};
 use crate::proto::tcp::{TcpConfig, TcpOutcome, TcpSegment, TcpState};
 use crate::proto::{generic, icmp, udp, Outcome};
 use crate::stats::CtStats;
-use crate::table::{Found, InsertError, Key, Local, Table};
+use crate::table::{Guard, InsertError, Key, Local, NoPrefetch, Prefetch, Ref, Table};
 use crate::timeout::Timeouts;
 use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE};
 use crate::wire::{self, Frag, InnerTuple, ParseError, Parsed, L4};
@@ -231,13 +231,15 @@ pub struct Worker {
 }
 
 /// The engine: the table plus the runtime tunables; shared by all workers.
-pub struct Engine {
+/// `P` issues the burst's prefetches (see [`crate::table::prefetch`]).
+pub struct Engine<P: Prefetch = NoPrefetch> {
     table: Table,
     tunables: Mutex<Tunables>,
     tunables_gen: AtomicU64,
     nat: Option<Nat>,
     seed: u64,
     workers: AtomicU64,
+    _prefetch: std::marker::PhantomData<fn() -> P>,
 }
 
 fn frag_key(p: &Parsed, f: &Frag, zone: u16) -> FragKey {
@@ -269,15 +271,31 @@ impl Engine {
         Engine::with_nat(cfg, None)
     }
 
-    /// An engine that also translates, by `nat`'s rules.
+    /// An engine that also translates, by `nat`'s rules (one table stripe,
+    /// no prefetch hints: tools and tests).
     pub fn with_nat(cfg: EngineConfig, nat: Option<Nat>) -> Engine {
+        Engine::build(cfg, nat, 1, &mut |_, _| {})
+    }
+}
+
+impl<P: Prefetch> Engine<P> {
+    /// An engine whose table has `stripes` stripes (one per worker) and whose
+    /// large allocations are first shown to `advise` (see
+    /// [`Table::with_advice`]).
+    pub fn build(
+        cfg: EngineConfig,
+        nat: Option<Nat>,
+        stripes: u32,
+        advise: &mut dyn FnMut(usize, usize),
+    ) -> Engine<P> {
         Engine {
-            table: Table::new(cfg.capacity_conns, cfg.seed),
+            table: Table::with_advice(cfg.capacity_conns, stripes, cfg.seed, advise),
             tunables: Mutex::new(cfg.tunables),
             tunables_gen: AtomicU64::new(0),
             nat,
             seed: cfg.seed,
             workers: AtomicU64::new(0),
+            _prefetch: std::marker::PhantomData,
         }
     }
 
@@ -334,10 +352,13 @@ impl Engine {
         F: FnMut(usize, &CtResult) -> Decision,
     {
         self.refresh_tunables(w);
+        // The stripes this burst uses, locked once for the whole burst.
+        let mut g = self.table.guard();
         for (c, chunk) in pkts.chunks(STAGE).enumerate() {
-            // Stage 1: parse and hash every packet, reading its bucket; stage 2:
-            // read each first candidate connection. The misses of the burst
-            // overlap instead of adding up; stage 3 then finds them in cache.
+            // Stage 1: parse and hash every packet, prefetching its bucket;
+            // stage 2: prefetch the records whose signatures match. The misses
+            // of the burst overlap instead of adding up; stage 3 then finds
+            // them in cache.
             let mut parsed = [Err(ParseError::TruncatedEthernet); STAGE];
             let mut keys: [Option<Key>; STAGE] = [None; STAGE];
             for (i, pkt) in chunk.iter().enumerate() {
@@ -348,16 +369,17 @@ impl Engine {
                     .and_then(|p| simple_tuple(p, pkt.zone))
                 {
                     let k = self.table.key(&t);
-                    self.table.touch(k);
+                    g.prefetch_bucket::<P>(k);
                     keys[i] = Some(k);
                 }
             }
             for k in keys[..chunk.len()].iter().flatten() {
-                self.table.touch_conn(*k);
+                g.prefetch_records::<P>(*k);
             }
             for (j, pkt) in chunk.iter().enumerate() {
                 let i = c * STAGE + j;
                 self.stage3(
+                    &mut g,
                     w,
                     now_ms,
                     pkt,
@@ -376,6 +398,7 @@ impl Engine {
     #[inline]
     fn stage3<F>(
         &self,
+        g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
@@ -391,7 +414,7 @@ impl Engine {
             parsed,
             ..CtResult::default()
         };
-        let (mut pending, park) = self.track(w, now_ms, pkt, key, out);
+        let (mut pending, park) = self.track(g, w, now_ms, pkt, key, out);
         if let Some(c) = pending.as_mut() {
             self.nat_prerouting(now_ms, c, pkt.in_port, out);
         }
@@ -402,11 +425,11 @@ impl Engine {
         };
         if let (Some(mut conn), true) = (pending, d != Decision::Drop) {
             if egress
-                .is_none_or(|e| self.nat_postrouting(w, now_ms, &mut conn, pkt.in_port, e, out))
+                .is_none_or(|e| self.nat_postrouting(g, w, now_ms, &mut conn, pkt.in_port, e, out))
             {
                 match park {
                     Some(slot) => w.frags[slot].pending = Some(conn),
-                    None => self.confirm(w, now_ms, conn, out),
+                    None => self.confirm(g, w, now_ms, conn, out),
                 }
             }
         }
@@ -426,8 +449,10 @@ impl Engine {
     /// Source NAT for a new connection (after routing). False if the packet must
     /// be dropped (no free port).
     #[cold]
+    #[allow(clippy::too_many_arguments)]
     fn nat_postrouting(
         &self,
+        g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         c: &mut Conn,
@@ -451,7 +476,7 @@ impl Engine {
             events.push(EventKind::Destroy, now_ms, &dead);
         };
         let mut search = alloc::Search {
-            table: &self.table,
+            table: g,
             now_ms,
             rng: &mut w.rng,
             accept: &accept,
@@ -503,6 +528,7 @@ impl Engine {
     /// datagram completes: the slot).
     fn track(
         &self,
+        g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
@@ -532,7 +558,7 @@ impl Engine {
             .map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
-                let pending = self.follow_fragment(w, now_ms, &p, slot, res);
+                let pending = self.follow_fragment(g, w, now_ms, &p, slot, res);
                 return (pending, None);
             }
         }
@@ -540,11 +566,11 @@ impl Engine {
             invalid(w, res, "bad L4 checksum");
             return (None, None);
         }
-        let tuple = match self.tuple_of(w, now_ms, pkt, &p, res) {
+        let tuple = match self.tuple_of(g, w, now_ms, pkt, &p, res) {
             Some(t) => t,
             None => return (None, None),
         };
-        let pending = self.track_tuple(w, now_ms, pkt, &p, tuple, key, res);
+        let pending = self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res);
         if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
@@ -561,6 +587,7 @@ impl Engine {
     /// INVALID, UNTRACKED or RELATED (ICMP errors) and need no lookup of their own.
     fn tuple_of(
         &self,
+        g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
@@ -597,7 +624,7 @@ impl Engine {
             }
             L4::Icmp(ic) => {
                 if ic.is_error {
-                    self.related(w, now_ms, pkt, p, ic.inner, res);
+                    self.related(g, w, now_ms, pkt, p, ic.inner, res);
                     return None;
                 }
                 if p.family == Family::V6 && icmp::icmpv6_untracked(ic.icmp_type) {
@@ -629,6 +656,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn track_tuple(
         &self,
+        g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
@@ -638,90 +666,83 @@ impl Engine {
         res: &mut CtResult,
     ) -> Option<Conn> {
         let key = key.unwrap_or_else(|| self.table.key(&t));
-        if let Some((mut l, local, dir)) = self.find_live(w, now_ms, key, &t) {
-            let home = l.stripe();
-            w.stats.found += 1;
-            let before = (l.conn().status, l.conn().state_tag());
-            let outcome = self.run_tracker(w, now_ms, pkt, p, l.conn_mut(), dir);
-            match outcome {
-                Tracked::Accept { timeout_ms, kill } => {
-                    let c = l.conn_mut();
-                    account(c, dir, p);
-                    c.deadline_ms = now_ms + timeout_ms;
-                    res.ctinfo = ctinfo_for(c, dir);
-                    res.dir = dir;
-                    if dir == Dir::Reply {
-                        c.status.set(Status::SEEN_REPLY);
-                    }
-                    res.rewrite = Rewrite::for_packet(c, dir, false);
-                    if kill {
-                        if let Some(dead) = l.remove() {
-                            w.events.push(EventKind::Destroy, now_ms, &dead);
-                        }
-                    } else {
-                        let c = l.conn();
-                        res.conn = Some(ConnHandle {
-                            stripe: home,
-                            local,
-                            id: c.id,
-                        });
-                        if (c.status, c.state_tag()) != before {
-                            w.events.push(EventKind::Update, now_ms, c);
-                        }
-                    }
-                    None
+        let Some((r, dir)) = self.find_live(g, w, now_ms, key, &t) else {
+            return self.new_conn(w, now_ms, pkt, p, t, res);
+        };
+        w.stats.found += 1;
+        let c = g.conn_mut(r);
+        let before = (c.status, c.state_tag());
+        let outcome = self.run_tracker(w, now_ms, pkt, p, c, dir);
+        let handle = |c: &Conn| ConnHandle {
+            stripe: r.stripe,
+            local: r.local,
+            id: c.id,
+        };
+        match outcome {
+            Tracked::Accept { timeout_ms, kill } => {
+                account(c, dir, p);
+                c.deadline_ms = now_ms + timeout_ms;
+                res.ctinfo = ctinfo_for(c, dir);
+                res.dir = dir;
+                if dir == Dir::Reply {
+                    c.status.set(Status::SEEN_REPLY);
                 }
-                Tracked::Ignore => {
-                    let c = l.conn_mut();
-                    res.ctinfo = ctinfo_for(c, dir);
-                    if dir == Dir::Reply {
-                        c.status.set(Status::SEEN_REPLY);
-                    }
-                    res.dir = dir;
-                    res.rewrite = Rewrite::for_packet(c, dir, false);
-                    res.conn = Some(ConnHandle {
-                        stripe: home,
-                        local,
-                        id: c.id,
-                    });
-                    None
-                }
-                Tracked::Invalid(why) => {
-                    invalid(w, res, why);
-                    None
-                }
-                Tracked::Repeat => {
-                    // A SYN reopening a closed connection: kill it, track as new.
-                    w.stats.search_restart += 1;
-                    if let Some(dead) = l.remove() {
+                res.rewrite = Rewrite::for_packet(c, dir, false);
+                if kill {
+                    if let Some(dead) = g.remove(r) {
                         w.events.push(EventKind::Destroy, now_ms, &dead);
                     }
-                    self.new_conn(w, now_ms, pkt, p, t, res)
+                } else {
+                    res.conn = Some(handle(c));
+                    if (c.status, c.state_tag()) != before {
+                        w.events.push(EventKind::Update, now_ms, c);
+                    }
                 }
+                None
             }
-        } else {
-            self.new_conn(w, now_ms, pkt, p, t, res)
+            Tracked::Ignore => {
+                res.ctinfo = ctinfo_for(c, dir);
+                if dir == Dir::Reply {
+                    c.status.set(Status::SEEN_REPLY);
+                }
+                res.dir = dir;
+                res.rewrite = Rewrite::for_packet(c, dir, false);
+                res.conn = Some(handle(c));
+                None
+            }
+            Tracked::Invalid(why) => {
+                invalid(w, res, why);
+                None
+            }
+            Tracked::Repeat => {
+                // A SYN reopening a closed connection: kill it, track as new.
+                w.stats.search_restart += 1;
+                if let Some(dead) = g.remove(r) {
+                    w.events.push(EventKind::Destroy, now_ms, &dead);
+                }
+                self.new_conn(w, now_ms, pkt, p, t, res)
+            }
         }
     }
 
     /// Finds a live connection; an expired one is reclaimed on the spot.
     fn find_live(
         &self,
+        g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         key: Key,
         t: &Tuple,
-    ) -> Option<(Found<'_>, Local, Dir)> {
-        let (f, dir) = self.table.lookup(key, t)?;
-        if f.conn().is_expired(now_ms) {
-            if let Some(dead) = f.remove() {
+    ) -> Option<(Ref, Dir)> {
+        let (r, dir) = g.lookup(key, t)?;
+        if g.conn(r).is_expired(now_ms) {
+            if let Some(dead) = g.remove(r) {
                 w.stats.expired += 1;
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             }
             return None;
         }
-        let local = f.local();
-        Some((f, local, dir))
+        Some((r, dir))
     }
 
     /// init_conntrack + the tracker's first packet: an unconfirmed connection.
@@ -802,28 +823,35 @@ impl Engine {
 
     /// __nf_conntrack_confirm: insert a new connection, evicting a non-assured
     /// one if the table is full (early_drop).
-    fn confirm(&self, w: &mut Worker, now_ms: u64, conn: Conn, res: &mut CtResult) {
+    fn confirm(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        conn: Conn,
+        res: &mut CtResult,
+    ) {
         // An expired connection still holding a tuple gives way (the kernel's
         // lookups never see expired entries). The packet's lookup already
         // cleared the original tuple, and with it the reply tuple unless NAT
         // changed it; source NAT's port search clears the one it picks. Left:
         // a reply tuple only destination NAT changed.
         if conn.status.has(Status::DST_NAT) && !conn.status.has(Status::SRC_NAT) {
-            if let (_, Some(dead)) = self.table.taken(&conn.tuples[1], now_ms) {
+            if let (_, Some(dead)) = g.taken(&conn.tuples[1], now_ms) {
                 w.stats.expired += 1;
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             }
         }
-        match self.table.insert(conn, true) {
-            Ok((stripe, local, c, evicted)) => {
+        match g.insert(conn, true) {
+            Ok((r, c, evicted)) => {
                 if let Some(dead) = evicted {
                     w.stats.early_drop += 1;
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 w.stats.insert += 1;
                 res.conn = Some(ConnHandle {
-                    stripe,
-                    local,
+                    stripe: r.stripe,
+                    local: r.local,
                     id: c.id,
                 });
                 w.events.push(EventKind::New, now_ms, &c);
@@ -920,8 +948,10 @@ impl Engine {
 
     /// ICMP errors: RELATED to the connection of the quoted datagram
     /// (nf_conntrack_inet_error), INVALID when none matches.
+    #[allow(clippy::too_many_arguments)]
     fn related(
         &self,
+        g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
@@ -947,14 +977,13 @@ impl Engine {
             return;
         };
         let key = self.table.key(&lookup);
-        let Some((l, local, dir)) = self.find_live(w, now_ms, key, &lookup) else {
+        let Some((r, dir)) = self.find_live(g, w, now_ms, key, &lookup) else {
             invalid(w, res, "icmp: error for no known connection");
             return;
         };
-        let c = l.conn();
+        let c = g.conn(r);
         // The error must go to the host that sent the quoted datagram.
         if c.tuples[dir.index()].dst != p.dst {
-            drop(l);
             invalid(w, res, "icmp: outer destination is not the quoted source");
             return;
         }
@@ -967,8 +996,8 @@ impl Engine {
         res.dir = dir;
         res.rewrite = Rewrite::for_packet(c, dir, true);
         res.conn = Some(ConnHandle {
-            stripe: l.stripe(),
-            local,
+            stripe: r.stripe,
+            local: r.local,
             id: c.id,
         });
     }
@@ -978,6 +1007,7 @@ impl Engine {
     /// connection is returned for confirmation.
     fn follow_fragment(
         &self,
+        g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         p: &Parsed,
@@ -1009,17 +1039,16 @@ impl Engine {
             return None;
         }
         let key = self.table.key(&tuple);
-        match self.find_live(w, now_ms, key, &tuple) {
-            Some((mut l, local, dir)) => {
-                let home = l.stripe();
-                let c = l.conn_mut();
+        match self.find_live(g, w, now_ms, key, &tuple) {
+            Some((r, dir)) => {
+                let c = g.conn_mut(r);
                 account(c, dir, p);
                 res.ctinfo = ctinfo_for(c, dir);
                 res.dir = dir;
                 res.rewrite = Rewrite::for_packet(c, dir, false);
                 res.conn = Some(ConnHandle {
-                    stripe: home,
-                    local,
+                    stripe: r.stripe,
+                    local: r.local,
                     id: c.id,
                 });
             }
@@ -1033,8 +1062,9 @@ impl Engine {
 
     /// Runs `f` on a live connection by handle (None if it is gone).
     pub fn with_conn<R>(&self, h: ConnHandle, f: impl FnOnce(&mut Conn) -> R) -> Option<R> {
-        let mut found = self.table.get(h.stripe, h.local, h.id)?;
-        Some(f(found.conn_mut()))
+        let mut g = self.table.guard();
+        let r = g.get(h.stripe, h.local, h.id)?;
+        Some(f(g.conn_mut(r)))
     }
 
     /// One GC slice: visits up to `budget` slab entries across the stripes,
@@ -1070,14 +1100,15 @@ impl Engine {
 
     /// Removes the connection holding tuple `t` (either direction); true if one was.
     pub fn delete_tuple(&self, w: &mut Worker, now_ms: u64, t: &Tuple) -> bool {
-        match self.table.lookup(self.table.key(t), t) {
-            Some((f, _)) => match f.remove() {
-                Some(dead) => {
-                    w.events.push(EventKind::Destroy, now_ms, &dead);
-                    true
-                }
-                None => false,
-            },
+        let mut g = self.table.guard();
+        let Some((r, _)) = g.lookup(self.table.key(t), t) else {
+            return false;
+        };
+        match g.remove(r) {
+            Some(dead) => {
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+                true
+            }
             None => false,
         }
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::{has_ports, is_icmp_echo, Action, Eim, Endpoint, Rule};
 use crate::conn::{Conn, Status};
-use crate::table::Table;
+use crate::table::Guard;
 use crate::tuple::{Addr, Family, Tuple, IPPROTO_UDP};
 
 /// The kernel's NF_NAT_MAX_ATTEMPTS.
@@ -78,8 +78,8 @@ fn default_range(orig_port: u16, icmp: bool) -> (u16, u16) {
 /// reach this worker's queue), and where connections found expired on the way
 /// go (they are removed: their tuples are free, as nf_conntrack_tuple_taken
 /// reclaims expired entries).
-pub struct Search<'a> {
-    pub table: &'a Table,
+pub struct Search<'a, 't> {
+    pub table: &'a mut Guard<'t>,
     pub now_ms: u64,
     pub rng: &'a mut Rng,
     pub accept: &'a dyn Fn(&Tuple) -> bool,
@@ -90,7 +90,7 @@ pub struct Search<'a> {
 /// writes it into the reply tuple (setting SRC_NAT). `egress_addr` is the egress
 /// port's address (for masquerade).
 pub fn snat(
-    s: &mut Search<'_>,
+    s: &mut Search<'_, '_>,
     c: &mut Conn,
     rule: &Rule,
     egress_addr: Option<Addr>,
@@ -149,10 +149,10 @@ pub fn snat(
             }
         }
     }
-    let held = |p: u16, s: &Search<'_>| {
+    let held = |p: u16, s: &Search<'_, '_>| {
         eim.is_some_and(|e| e.held_by_other(orig.family, addr, p, &inside, s.now_ms))
     };
-    let done = |p: u16, s: &Search<'_>| {
+    let done = |p: u16, s: &Search<'_, '_>| {
         if let Some(e) = eim {
             e.record(inside, addr, p, s.now_ms);
         }
@@ -202,7 +202,7 @@ pub fn snat(
 
 /// Takes `cand` as the reply tuple if no live connection uses it
 /// (nf_nat_used_tuple); an expired holder is reclaimed on the spot.
-fn take(s: &mut Search<'_>, c: &mut Conn, cand: Tuple) -> Option<()> {
+fn take(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
     if !(s.accept)(&cand) {
         return None;
     }

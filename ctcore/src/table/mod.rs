@@ -1,0 +1,846 @@
+//! The connection table: fixed capacity, memory reserved at start, owned by
+//! stripes.
+//!
+//! Layout (the kernel's hash of `tuplehash[2]`, arranged for DPDK-style bursts):
+//! - A power-of-two number of stripes (one per worker). A stripe owns an index
+//!   of 64-byte [`bucket::Bucket`]s (eight 16-bit signatures + eight entry
+//!   words) and a slab of cache-line-aligned [`stripe::Record`]s addressed by a
+//!   `u32`. There is no lock per connection: whoever holds the stripe's lock is
+//!   the only reader and writer of its buckets and records. A worker takes it
+//!   once per burst (a [`Guard`]), the control thread between bursts (listing,
+//!   delete, flush, GC) in short slices.
+//! - A connection has two entries (original and reply tuple). Both normally
+//!   live in its home stripe; where NAT gave it a reply tuple that hashes to
+//!   another stripe, the reply entry lives there and points home. A guard takes
+//!   the stripes a burst needs lazily, in index order where it can and with
+//!   `try_lock` + re-lock otherwise, so two guards never wait on each other in
+//!   a cycle.
+//! - Buckets are probed linearly (up to [`MAX_PROBE`] past the home bucket);
+//!   each counts the entries that passed over it, so a miss usually ends in
+//!   one bucket. Signatures are compared without touching records; a burst
+//!   prefetches its buckets, then the records its signatures select.
+//! - Stripe, bucket and signature come from a seeded symmetric tuple hash
+//!   ([`HashKey`]), so crafted tuples cannot flood one bucket.
+//! - Counts are per stripe (written by the stripe's holder, summed by readers):
+//!   no shared atomic is written on the packet path.
+
+pub mod bucket;
+pub mod prefetch;
+pub mod stripe;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
+use crossbeam_utils::CachePadded;
+
+use crate::conn::{Conn, Status};
+use crate::tuple::{Dir, HashKey, Tuple};
+use bucket::{Bucket, SLOTS};
+pub use prefetch::{NoPrefetch, Prefetch};
+use stripe::{Record, Stripe};
+
+/// Bits of a slab index within a stripe.
+const LOCAL_BITS: u32 = 25;
+/// Most stripes a table has (6 bits of an entry word).
+pub const MAX_STRIPES: u32 = 64;
+/// Buckets probed past the home bucket when it is full.
+const MAX_PROBE: usize = 4;
+/// Buckets early drop looks at (the kernel's NF_CT_EVICTION_RANGE).
+const EVICTION_RANGE: usize = 8;
+/// Records the control thread visits per stripe lock (listing, delete, GC),
+/// so that a worker waits at most this long for its stripe.
+const SLICE: usize = 1024;
+
+/// Where a tuple lives: its stripe, bucket and signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// The symmetric tuple hash.
+    pub hash: u64,
+    pub stripe: u32,
+    /// Which endpoint comes first: the two directions of a connection hash
+    /// alike but go to different buckets, so a bucket holds up to 8
+    /// connections rather than 4 pairs.
+    pub flip: bool,
+}
+
+impl Key {
+    #[inline(always)]
+    fn bucket(&self, mask: usize) -> usize {
+        // The flipped direction takes other bits of the hash, so that its
+        // bucket is independent of the unflipped one's.
+        let h = if self.flip {
+            self.hash.rotate_left(29)
+        } else {
+            self.hash
+        };
+        (h as usize) & mask
+    }
+
+    #[inline(always)]
+    fn sig(&self) -> u16 {
+        match (self.hash >> 48) as u16 {
+            0 => 1,
+            s => s,
+        }
+    }
+}
+
+/// Why an insert failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    #[error("the table is full")]
+    Full,
+    #[error("the tuple is already in the table")]
+    Clash,
+}
+
+/// A connection's index within its stripe.
+pub type Local = u32;
+
+/// A connection in the table: its home stripe and slab index. Valid while the
+/// guard that returned it is held (and, across guards, while the
+/// connection's id is unchanged: see [`Guard::get`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ref {
+    pub stripe: u32,
+    pub local: Local,
+}
+
+/// An entry word: `((stripe << LOCAL_BITS) | local) << 1 | dir`.
+#[inline(always)]
+fn entry_word(r: Ref, dir: Dir) -> u32 {
+    (((r.stripe << LOCAL_BITS) | r.local) << 1) | dir as u32
+}
+
+#[inline(always)]
+fn entry_parts(word: u32) -> (Ref, Dir) {
+    let gid = word >> 1;
+    let dir = if word & 1 == 0 { Dir::Orig } else { Dir::Reply };
+    (
+        Ref {
+            stripe: gid >> LOCAL_BITS,
+            local: gid & ((1 << LOCAL_BITS) - 1),
+        },
+        dir,
+    )
+}
+
+#[inline(always)]
+fn live(c: &Conn) -> bool {
+    c.status.has(Status::CONFIRMED) && !c.status.has(Status::DYING)
+}
+
+/// The connection table, shared by all workers and the control thread.
+pub struct Table {
+    stripes: Box<[CachePadded<Mutex<Stripe>>]>,
+    /// Live connections per stripe, stored by the stripe's holder.
+    counts: Box<[CachePadded<std::sync::atomic::AtomicU32>]>,
+    stripe_mask: u32,
+    hash_key: HashKey,
+    capacity: u32,
+    per_stripe: u32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A thread that panicked while holding a lock leaves the data as it was
+    // between two complete operations: keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Table {
+    /// A table for `capacity_conns` connections (like nf_conntrack_max) in
+    /// `stripes` stripes (rounded up to a power of two, at most
+    /// [`MAX_STRIPES`]), with all memory reserved now. `seed` keys the hash
+    /// (use a random one).
+    pub fn new(capacity_conns: u32, stripes: u32, seed: u64) -> Table {
+        Table::with_advice(capacity_conns, stripes, seed, &mut |_, _| {})
+    }
+
+    /// As [`Table::new`]; `advise(addr, len)` is called on each large region
+    /// after it is reserved and before it is first written, so the caller can
+    /// ask for huge pages (madvise MADV_HUGEPAGE) where ctcore cannot.
+    pub fn with_advice(
+        capacity_conns: u32,
+        stripes: u32,
+        seed: u64,
+        advise: &mut dyn FnMut(usize, usize),
+    ) -> Table {
+        let capacity = capacity_conns.max(1);
+        let nstripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
+        let per = capacity.div_ceil(nstripes).min(1 << LOCAL_BITS);
+        let stripes = (0..nstripes)
+            .map(|i| CachePadded::new(Mutex::new(Stripe::new(i, per, advise))))
+            .collect();
+        Table {
+            stripes,
+            counts: (0..nstripes).map(|_| CachePadded::default()).collect(),
+            stripe_mask: nstripes - 1,
+            hash_key: HashKey::new(seed),
+            capacity,
+            per_stripe: per,
+        }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+    /// Connections in the table now (expired ones until they are reclaimed).
+    pub fn len(&self) -> u32 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn stripe_count(&self) -> u32 {
+        self.stripe_mask + 1
+    }
+    /// Connections in one stripe now.
+    pub fn stripe_len(&self, stripe: u32) -> u32 {
+        self.counts[stripe as usize].load(Ordering::Relaxed)
+    }
+    /// Bytes of memory reserved per connection of capacity (records, index, free list).
+    pub fn bytes_per_conn(&self) -> usize {
+        let total: usize = self
+            .stripes
+            .iter()
+            .map(|s| lock(s).reserved_bytes())
+            .sum();
+        total / self.capacity as usize
+    }
+
+    #[inline(always)]
+    pub fn key(&self, t: &Tuple) -> Key {
+        let (hash, flip) = t.hash_with(&self.hash_key);
+        Key {
+            hash,
+            stripe: ((hash >> 40) as u32) & self.stripe_mask,
+            flip,
+        }
+    }
+
+    /// Holds no stripe yet: stripes are locked as they are first used.
+    pub fn guard(&self) -> Guard<'_> {
+        Guard {
+            table: self,
+            held: std::array::from_fn(|_| None),
+            held_mask: 0,
+        }
+    }
+
+    /// Is `t` in the table, in either direction?
+    pub fn contains(&self, t: &Tuple) -> bool {
+        let mut g = self.guard();
+        g.lookup(self.key(t), t).is_some()
+    }
+
+    /// Visits up to `budget` slab entries of `stripe` from its GC cursor,
+    /// removing the connections past their deadline (each handed to `expired`).
+    /// Returns the number of entries visited.
+    pub fn gc_step(
+        &self,
+        stripe: u32,
+        now_ms: u64,
+        budget: usize,
+        mut expired: impl FnMut(Conn),
+    ) -> usize {
+        let mut visited = 0;
+        while visited < budget {
+            let mut g = self.guard();
+            let s = g.stripe(stripe);
+            let n = s.records.len();
+            let visit = (budget - visited).min(SLICE).min(n);
+            let start = s.gc_cursor as usize;
+            s.gc_cursor = ((start + visit) % n) as u32;
+            for i in 0..visit {
+                let local = ((start + i) % n) as Local;
+                let c = &g.stripe(stripe).records[local as usize].conn;
+                if live(c) && c.is_expired(now_ms) {
+                    if let Some(dead) = g.remove(Ref { stripe, local }) {
+                        expired(dead);
+                    }
+                }
+            }
+            visited += visit;
+            if visit == 0 || visited >= n {
+                break;
+            }
+        }
+        visited
+    }
+
+    /// Calls `f` on every live connection of `stripe`, holding the stripe's
+    /// lock for a slice of records at a time (a connection that moves between
+    /// slices may be seen twice or not at all, as in the kernel's dump).
+    pub fn for_each(&self, stripe: u32, mut f: impl FnMut(Local, &Conn)) {
+        let n = self.per_stripe as usize;
+        let mut start = 0;
+        while start < n {
+            let g = lock(&self.stripes[stripe as usize]);
+            let end = (start + SLICE).min(g.records.len());
+            for (i, r) in g.records[start..end].iter().enumerate() {
+                if live(&r.conn) {
+                    f((start + i) as Local, &r.conn);
+                }
+            }
+            start = end.max(start + 1);
+        }
+    }
+
+    /// Removes the connection at (`stripe`, `local`) if it still has `id`.
+    pub fn remove_id(&self, stripe: u32, local: Local, id: u32) -> Option<Conn> {
+        let mut g = self.guard();
+        let r = g.get(stripe, local, id)?;
+        g.remove(r)
+    }
+}
+
+/// The stripes one thread holds: a worker's for one burst, the control
+/// thread's for one operation. Dropping it releases them.
+pub struct Guard<'t> {
+    table: &'t Table,
+    held: [Option<MutexGuard<'t, Stripe>>; MAX_STRIPES as usize],
+    held_mask: u64,
+}
+
+impl<'t> Guard<'t> {
+    pub fn table(&self) -> &'t Table {
+        self.table
+    }
+
+    /// The stripe, locked: in index order when no higher stripe is held;
+    /// otherwise tried, and if busy, the higher ones are released and all are
+    /// taken again in order (no cycle of waiting guards).
+    #[inline(always)]
+    fn stripe(&mut self, s: u32) -> &mut Stripe {
+        if self.held_mask & (1 << s) == 0 {
+            self.acquire(s);
+        }
+        match self.held[s as usize].as_mut() {
+            Some(g) => g,
+            None => unreachable!("stripe {s} was just locked"),
+        }
+    }
+
+    #[cold]
+    fn acquire(&mut self, s: u32) {
+        let m = &self.table.stripes[s as usize];
+        let higher = self.held_mask & !(2u64 << s).wrapping_sub(1);
+        if higher == 0 {
+            self.held[s as usize] = Some(lock(m));
+        } else {
+            match m.try_lock() {
+                Ok(g) => self.held[s as usize] = Some(g),
+                Err(TryLockError::Poisoned(e)) => self.held[s as usize] = Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => {
+                    let mut rest = higher;
+                    while rest != 0 {
+                        let i = rest.trailing_zeros() as usize;
+                        self.held[i] = None;
+                        rest &= rest - 1;
+                    }
+                    self.held[s as usize] = Some(lock(m));
+                    let mut rest = higher;
+                    while rest != 0 {
+                        let i = rest.trailing_zeros() as usize;
+                        self.held[i] = Some(lock(&self.table.stripes[i]));
+                        rest &= rest - 1;
+                    }
+                }
+            }
+        }
+        self.held_mask |= 1 << s;
+    }
+
+    fn set_count(&mut self, s: u32) {
+        let live = self.stripe(s).live;
+        self.table.counts[s as usize].store(live, Ordering::Relaxed);
+    }
+
+    /// Starts loading the bucket `key` maps to.
+    #[inline(always)]
+    pub fn prefetch_bucket<P: Prefetch>(&mut self, key: Key) {
+        let s = self.stripe(key.stripe);
+        let b = &s.buckets[key.bucket(s.bucket_mask)];
+        P::read(b as *const Bucket as *const u8);
+    }
+
+    /// Starts loading the record of every entry in `key`'s home bucket whose
+    /// signature matches (both lines of each that an established packet
+    /// touches). The bucket should be in cache by now.
+    #[inline(always)]
+    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key) {
+        let s = self.stripe(key.stripe);
+        let b = &s.buckets[key.bucket(s.bucket_mask)];
+        let mut m = b.matches(key.sig());
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let (r, _) = entry_parts(b.entry[i]);
+            if r.stripe == key.stripe {
+                if let Some(rec) = s.records.get(r.local as usize) {
+                    let p = rec as *const Record as *const u8;
+                    P::read(p);
+                    P::read(p.wrapping_add(64));
+                }
+            }
+        }
+    }
+
+    /// Finds the live connection holding `t` (in either direction).
+    /// Expired connections are found too: the caller decides.
+    #[inline]
+    pub fn lookup(&mut self, key: Key, t: &Tuple) -> Option<(Ref, Dir)> {
+        let sig = key.sig();
+        let mask = self.stripe(key.stripe).bucket_mask;
+        let mut b = key.bucket(mask);
+        for _ in 0..=MAX_PROBE {
+            let bucket = self.stripe(key.stripe).buckets[b];
+            let mut m = bucket.matches(sig);
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let (r, dir) = entry_parts(bucket.entry[i]);
+                if r.stripe > self.table.stripe_mask {
+                    continue;
+                }
+                let Some(rec) = self.stripe(r.stripe).records.get(r.local as usize) else {
+                    continue;
+                };
+                if live(&rec.conn) && rec.conn.tuples[dir.index()] == *t {
+                    return Some((r, dir));
+                }
+            }
+            if bucket.overflow == 0 {
+                return None;
+            }
+            b = (b + 1) & mask;
+        }
+        None
+    }
+
+    /// The connection at `r` (which a lookup or insert of this guard returned).
+    #[inline(always)]
+    pub fn conn(&mut self, r: Ref) -> &Conn {
+        &self.stripe(r.stripe).records[r.local as usize].conn
+    }
+
+    #[inline(always)]
+    pub fn conn_mut(&mut self, r: Ref) -> &mut Conn {
+        &mut self.stripe(r.stripe).records[r.local as usize].conn
+    }
+
+    /// The slab entry `local` of `stripe`, if it holds live connection `id`.
+    pub fn get(&mut self, stripe: u32, local: Local, id: u32) -> Option<Ref> {
+        if stripe > self.table.stripe_mask {
+            return None;
+        }
+        let c = &self.stripe(stripe).records.get(local as usize)?.conn;
+        (live(c) && c.id == id).then_some(Ref { stripe, local })
+    }
+
+    /// nf_conntrack_tuple_taken: is `t` held by a live connection? An expired
+    /// holder is removed on the spot (and returned, for its DESTROY event).
+    pub fn taken(&mut self, t: &Tuple, now_ms: u64) -> (bool, Option<Conn>) {
+        let key = self.table.key(t);
+        match self.lookup(key, t) {
+            None => (false, None),
+            Some((r, _)) if self.conn(r).is_expired(now_ms) => (false, self.remove(r)),
+            Some(_) => (true, None),
+        }
+    }
+
+    /// Confirms a connection: inserts both directions into the home stripe
+    /// (its original tuple's) and the reply tuple's. Fails on a clash or when
+    /// the home stripe is full and `early_drop` found nothing to evict.
+    /// Returns where it went, a copy as inserted (CONFIRMED, with its id), and
+    /// the evicted connection.
+    pub fn insert(
+        &mut self,
+        mut conn: Conn,
+        early_drop: bool,
+    ) -> Result<(Ref, Conn, Option<Conn>), InsertError> {
+        let keys = [
+            self.table.key(&conn.tuples[0]),
+            self.table.key(&conn.tuples[1]),
+        ];
+        for (d, key) in keys.iter().enumerate() {
+            if self.lookup(*key, &conn.tuples[d]).is_some() {
+                return Err(InsertError::Clash);
+            }
+        }
+        let hs = keys[0].stripe;
+        let mut evicted = None;
+        if self.stripe(hs).free.is_empty() {
+            if early_drop {
+                evicted = self.early_drop_candidate(keys[0]);
+            }
+            if evicted.is_none() {
+                return Err(InsertError::Full);
+            }
+        }
+        let Some(local) = self.stripe(hs).free.pop() else {
+            return Err(InsertError::Full);
+        };
+        let r = Ref { stripe: hs, local };
+        if !self.place(keys[0], entry_word(r, Dir::Orig)) {
+            self.stripe(hs).free.push(local);
+            return Err(InsertError::Full);
+        }
+        if !self.place(keys[1], entry_word(r, Dir::Reply)) {
+            self.unplace(keys[0], entry_word(r, Dir::Orig));
+            self.stripe(hs).free.push(local);
+            return Err(InsertError::Full);
+        }
+        conn.status.set(Status::CONFIRMED);
+        conn.status.clear(Status::DYING);
+        let s = self.stripe(hs);
+        conn.id = s.next_id();
+        s.records[local as usize].conn = conn;
+        s.live += 1;
+        self.set_count(hs);
+        Ok((r, conn, evicted))
+    }
+
+    /// Puts an entry word in `key`'s bucket chain.
+    fn place(&mut self, key: Key, word: u32) -> bool {
+        let sig = key.sig();
+        let s = self.stripe(key.stripe);
+        let home = key.bucket(s.bucket_mask);
+        let mut b = home;
+        for probe in 0..=MAX_PROBE {
+            if let Some(i) = s.buckets[b].free_slot() {
+                // Mark the buckets passed over, so lookups keep probing.
+                let mut m = home;
+                for _ in 0..probe {
+                    s.buckets[m].overflow += 1;
+                    m = (m + 1) & s.bucket_mask;
+                }
+                s.buckets[b].sig[i] = sig;
+                s.buckets[b].entry[i] = word;
+                return true;
+            }
+            b = (b + 1) & s.bucket_mask;
+        }
+        false
+    }
+
+    /// Removes an entry word from `key`'s bucket chain.
+    fn unplace(&mut self, key: Key, word: u32) {
+        let sig = key.sig();
+        let s = self.stripe(key.stripe);
+        let home = key.bucket(s.bucket_mask);
+        let mut b = home;
+        for probe in 0..=MAX_PROBE {
+            let bucket = &mut s.buckets[b];
+            let mut m = bucket.matches(sig);
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if bucket.entry[i] == word {
+                    bucket.sig[i] = 0;
+                    bucket.entry[i] = 0;
+                    let mut o = home;
+                    for _ in 0..probe {
+                        let ov = &mut s.buckets[o].overflow;
+                        *ov = ov.saturating_sub(1);
+                        o = (o + 1) & s.bucket_mask;
+                    }
+                    return;
+                }
+            }
+            b = (b + 1) & s.bucket_mask;
+        }
+    }
+
+    /// Takes the connection out of the table (DYING set) and returns it for
+    /// its DESTROY event; None if it was already gone.
+    pub fn remove(&mut self, r: Ref) -> Option<Conn> {
+        let rec = &mut self.stripe(r.stripe).records[r.local as usize].conn;
+        if !live(rec) {
+            return None;
+        }
+        let mut c = std::mem::take(rec);
+        let keys = [self.table.key(&c.tuples[0]), self.table.key(&c.tuples[1])];
+        self.unplace(keys[0], entry_word(r, Dir::Orig));
+        self.unplace(keys[1], entry_word(r, Dir::Reply));
+        let s = self.stripe(r.stripe);
+        s.free.push(r.local);
+        s.live -= 1;
+        self.set_count(r.stripe);
+        c.status.set(Status::DYING);
+        Some(c)
+    }
+
+    /// The kernel's early_drop: evicts a connection near `key` that is not
+    /// ASSURED (or a closing TCP one). Returns it.
+    fn early_drop_candidate(&mut self, key: Key) -> Option<Conn> {
+        let mask = self.stripe(key.stripe).bucket_mask;
+        let mut b = key.bucket(mask);
+        for _ in 0..EVICTION_RANGE {
+            let bucket = self.stripe(key.stripe).buckets[b];
+            for i in 0..SLOTS {
+                if bucket.sig[i] == 0 {
+                    continue;
+                }
+                let (r, _) = entry_parts(bucket.entry[i]);
+                // Only connections homed here free a record here.
+                if r.stripe == key.stripe && early_droppable(self.conn(r)) {
+                    return self.remove(r);
+                }
+            }
+            b = (b + 1) & mask;
+        }
+        // The buckets around `key` hold only assured connections: look through
+        // the stripe's slab from its GC cursor.
+        let s = self.stripe(key.stripe);
+        let (start, n) = (s.gc_cursor as usize, s.records.len());
+        for i in 0..n.min(64) {
+            let r = Ref {
+                stripe: key.stripe,
+                local: ((start + i) % n) as Local,
+            };
+            if early_droppable(self.conn(r)) {
+                return self.remove(r);
+            }
+        }
+        None
+    }
+}
+
+fn early_droppable(c: &Conn) -> bool {
+    use crate::conn::ProtoState;
+    use crate::proto::tcp::TcpConntrack;
+    if !live(c) {
+        return false;
+    }
+    if !c.status.has(Status::ASSURED) {
+        return true;
+    }
+    // tcp_can_early_drop: closing states may go even when assured.
+    matches!(
+        c.proto,
+        ProtoState::Tcp(t) if matches!(t.state, TcpConntrack::FinWait | TcpConntrack::LastAck | TcpConntrack::TimeWait | TcpConntrack::Close | TcpConntrack::CloseWait)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuple::{Addr, Family};
+
+    fn tuple(i: u32) -> Tuple {
+        let b = i.to_be_bytes();
+        Tuple {
+            src: Addr::from_v4([192, 0, b[2], b[3]]),
+            dst: Addr::from_v4([198, 51, 100, 1]),
+            src_port: (i % 60000) as u16 + 1024,
+            dst_port: 80,
+            proto: 6,
+            family: Family::V4,
+            zone: 0,
+        }
+    }
+
+    fn conn(i: u32) -> Conn {
+        let t = tuple(i);
+        Conn {
+            tuples: [t, t.invert().unwrap()],
+            deadline_ms: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn insert(table: &Table, c: Conn) -> Result<Local, InsertError> {
+        table.guard().insert(c, false).map(|(r, _, _)| r.local)
+    }
+
+    fn find(table: &Table, t: &Tuple) -> Option<(Conn, Dir)> {
+        let mut g = table.guard();
+        let (r, d) = g.lookup(table.key(t), t)?;
+        Some((*g.conn(r), d))
+    }
+
+    #[test]
+    fn records_are_cache_line_aligned() {
+        assert_eq!(std::mem::align_of::<Record>(), 64);
+        assert_eq!(std::mem::size_of::<Record>() % 64, 0);
+        // What an established packet touches is in the first two lines.
+        let c = Conn::default();
+        let base = &c as *const Conn as usize;
+        let end = &c.counters as *const _ as usize + std::mem::size_of_val(&c.counters);
+        assert!(end - base <= 128);
+    }
+
+    #[test]
+    fn both_directions_are_found() {
+        let table = Table::new(10_000, 1, 42);
+        for i in 0..5000 {
+            insert(&table, conn(i)).unwrap();
+        }
+        assert_eq!(table.len(), 5000);
+        for i in 0..5000 {
+            let c = conn(i);
+            for (d, t) in c.tuples.iter().enumerate() {
+                let (f, dir) = find(&table, t).expect("found");
+                assert_eq!(dir.index(), d);
+                assert_eq!(f.tuples[0], c.tuples[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn clash_and_capacity() {
+        let table = Table::new(100, 1, 7);
+        insert(&table, conn(1)).unwrap();
+        assert_eq!(insert(&table, conn(1)), Err(InsertError::Clash));
+        let mut ok = 1;
+        for i in 2..400 {
+            if insert(&table, conn(i)).is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 100);
+        assert_eq!(table.len(), 100);
+    }
+
+    #[test]
+    fn remove_then_reinsert_and_gc() {
+        let table = Table::new(1000, 4, 3);
+        for i in 0..500 {
+            insert(&table, conn(i)).unwrap();
+        }
+        for i in 0..250 {
+            let t = tuple(i);
+            let mut g = table.guard();
+            let (r, _) = g.lookup(table.key(&t), &t).unwrap();
+            let c = g.remove(r).unwrap();
+            assert!(c.status.has(Status::DYING));
+            assert!(g.lookup(table.key(&t), &t).is_none());
+        }
+        assert_eq!(table.len(), 250);
+        let mut reclaimed = 0;
+        for s in 0..table.stripe_count() {
+            table.gc_step(s, 999, usize::MAX, |_| reclaimed += 1);
+        }
+        assert_eq!(reclaimed, 0);
+        for s in 0..table.stripe_count() {
+            table.gc_step(s, 1000, usize::MAX, |_| reclaimed += 1);
+        }
+        assert_eq!(reclaimed, 250);
+        assert!(table.is_empty());
+        for i in 0..500 {
+            insert(&table, conn(i)).unwrap();
+        }
+        assert_eq!(table.len(), 500);
+    }
+
+    #[test]
+    fn early_drop_prefers_unassured() {
+        let table = Table::new(2, 1, 9);
+        let mut c = conn(1);
+        c.status.set(Status::ASSURED);
+        insert(&table, c).unwrap();
+        let mut c2 = conn(2);
+        c2.status.set(Status::ASSURED);
+        insert(&table, c2).unwrap();
+        assert!(matches!(
+            table.guard().insert(conn(3), true),
+            Err(InsertError::Full)
+        ));
+        {
+            let mut g = table.guard();
+            let (r, _) = g.lookup(table.key(&c2.tuples[0]), &c2.tuples[0]).unwrap();
+            g.conn_mut(r).status.clear(Status::ASSURED);
+        }
+        let (_, _, evicted) = table.guard().insert(conn(3), true).unwrap();
+        assert_eq!(evicted.unwrap().tuples[0], c2.tuples[0]);
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn nat_reply_in_another_stripe_is_found_and_unlinked() {
+        let table = Table::new(64 * 256, 8, 11);
+        assert!(table.stripe_count() > 1);
+        let t = tuple(5);
+        let mut found_remote = false;
+        for port in 1024..2048u16 {
+            let reply = Tuple {
+                src: t.dst,
+                dst: Addr::from_v4([203, 0, 113, 1]),
+                src_port: t.dst_port,
+                dst_port: port,
+                ..t
+            };
+            if table.key(&reply).stripe == table.key(&t).stripe {
+                continue;
+            }
+            found_remote = true;
+            insert(
+                &table,
+                Conn {
+                    tuples: [t, reply],
+                    deadline_ms: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert!(table.contains(&reply) && table.contains(&t));
+            assert_eq!(
+                insert(
+                    &table,
+                    Conn {
+                        tuples: [tuple(6), reply],
+                        ..Default::default()
+                    }
+                ),
+                Err(InsertError::Clash)
+            );
+            let mut g = table.guard();
+            let (r, dir) = g.lookup(table.key(&reply), &reply).unwrap();
+            assert_eq!(dir, Dir::Reply);
+            g.remove(r).unwrap();
+            drop(g);
+            assert!(!table.contains(&reply) && !table.contains(&t));
+            assert!(table.is_empty());
+            break;
+        }
+        assert!(found_remote);
+    }
+
+    #[test]
+    fn concurrent_guards_keep_the_table_consistent() {
+        // Four threads insert and remove across eight stripes, so guards
+        // take stripes out of order and must back off instead of deadlocking.
+        let table = Table::new(20_000, 8, 13);
+        std::thread::scope(|s| {
+            for w in 0..4u32 {
+                let table = &table;
+                s.spawn(move || {
+                    for round in 0..3 {
+                        for i in 0..2000 {
+                            let id = w * 100_000 + i;
+                            let mut g = table.guard();
+                            // Hold a high stripe first, then insert anywhere.
+                            g.stripe((w + round) % 8);
+                            let _ = g.insert(conn(id), false);
+                            if (i + round) % 3 == 0 {
+                                let t = tuple(id);
+                                if let Some((r, _)) = g.lookup(table.key(&t), &t) {
+                                    g.remove(r);
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let mut live = Vec::new();
+        for s in 0..table.stripe_count() {
+            table.for_each(s, |_, c| live.push(c.tuples));
+        }
+        assert_eq!(live.len() as u32, table.len());
+        for t in &live {
+            assert!(table.contains(&t[0]) && table.contains(&t[1]));
+        }
+    }
+}

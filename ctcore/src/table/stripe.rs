@@ -1,0 +1,72 @@
+//! A stripe: one worker's share of the table — its bucket index, its slab of
+//! records and their free list — all reserved when the table is made.
+
+use super::bucket::Bucket;
+use crate::conn::Conn;
+
+/// A connection record, aligned to a cache line. `Conn`'s field order puts
+/// the tuples, deadline, status, id and counters in the first two lines
+/// (what an established packet reads and writes), protocol state after.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+pub struct Record {
+    pub conn: Conn,
+}
+
+pub struct Stripe {
+    pub buckets: Box<[Bucket]>,
+    pub bucket_mask: usize,
+    pub records: Box<[Record]>,
+    /// Free slab indexes (a stack: recently freed, likely cached, first).
+    pub free: Vec<u32>,
+    pub live: u32,
+    pub gc_cursor: u32,
+    /// Ids handed out: `next * stride + index` keeps them unique across stripes.
+    id_next: u32,
+    id_stride: u32,
+    index: u32,
+}
+
+/// A boxed slice of `n` default values, its memory first shown to `advise`
+/// (reserved, not yet written: the first writes fault the pages in).
+fn reserve<T: Default + Clone>(n: usize, advise: &mut dyn FnMut(usize, usize)) -> Box<[T]> {
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    advise(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+    v.resize(n, T::default());
+    v.into_boxed_slice()
+}
+
+impl Stripe {
+    /// Stripe `index` with room for `capacity` connections.
+    pub fn new(index: u32, capacity: u32, advise: &mut dyn FnMut(usize, usize)) -> Stripe {
+        // Two entries per connection, 8 per bucket: at most 50% of the slots
+        // in use when full (short probe chains), at least 2 buckets.
+        let nbuckets = (capacity as usize / 2).next_power_of_two().max(2);
+        Stripe {
+            buckets: reserve(nbuckets, advise),
+            bucket_mask: nbuckets - 1,
+            records: reserve(capacity as usize, advise),
+            free: (0..capacity).rev().collect(),
+            live: 0,
+            gc_cursor: 0,
+            id_next: 1,
+            id_stride: super::MAX_STRIPES,
+            index,
+        }
+    }
+
+    /// A connection id unique in the table (wraps like the kernel's).
+    pub fn next_id(&mut self) -> u32 {
+        let id = self
+            .id_next
+            .wrapping_mul(self.id_stride)
+            .wrapping_add(self.index);
+        self.id_next = self.id_next.wrapping_add(1);
+        id
+    }
+
+    pub fn reserved_bytes(&self) -> usize {
+        self.records.len() * (std::mem::size_of::<Record>() + 4)
+            + self.buckets.len() * std::mem::size_of::<Bucket>()
+    }
+}
