@@ -212,6 +212,39 @@ pub fn tsc() -> u64 {
     unsafe { sys::ct_shim_rdtsc() }
 }
 
+/// Real prefetch instructions for the conntrack engine's burst pipeline
+/// (ctcore has no unsafe code and takes them from here).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HwPrefetch;
+
+impl ctcore::table::Prefetch for HwPrefetch {
+    #[inline(always)]
+    fn read(p: *const u8) {
+        // SAFETY: a prefetch is a hint and never faults, whatever the address.
+        #[allow(unused_unsafe)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        }
+    }
+}
+
+/// Asks the kernel to back `len` bytes at `addr` (reserved, not yet written)
+/// with transparent huge pages, so the connection table's random accesses do
+/// not each walk the page tables. Best effort: where THP is off, nothing
+/// changes. Returns whether the advice was taken.
+pub fn advise_huge(addr: usize, len: usize) -> bool {
+    const HUGE: usize = 2 << 20;
+    let start = addr.next_multiple_of(HUGE);
+    let end = (addr + len) & !(HUGE - 1);
+    if end <= start {
+        return false;
+    }
+    // SAFETY: madvise over whole pages inside an allocation the caller owns
+    // and has not handed out; MADV_HUGEPAGE changes how the pages are backed,
+    // not their contents.
+    unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_HUGEPAGE) == 0 }
+}
+
 /// The EAL lcore id of the calling thread (`u32::MAX` off EAL threads).
 pub fn current_lcore() -> LcoreId {
     // SAFETY: reads a thread-local; no preconditions.

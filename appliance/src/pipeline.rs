@@ -116,7 +116,7 @@ pub struct Published {
 pub struct Shared {
     /// `[conntrack] enabled`: false makes the stage pass every packet (routing only).
     pub enabled: bool,
-    pub engine: Engine,
+    pub engine: Engine<crate::dpdk::HwPrefetch>,
     pub policy: Policy,
     routes: Routes,
     /// Per port: its IPv4 and IPv6 address (masquerade's source).
@@ -154,7 +154,21 @@ impl Shared {
         let rules = policy.rules.len() + 1;
         Shared {
             enabled: cfg.conntrack.enabled,
-            engine: Engine::with_nat(ecfg, nat),
+            engine: {
+                // One table stripe per worker; THP on its memory.
+                let mut huge = 0usize;
+                let e = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut |a, l| {
+                    huge += crate::dpdk::advise_huge(a, l) as usize * l;
+                });
+                tracing::info!(
+                    "conntrack table: {} connections, {} stripe(s), {} bytes/connection, {} MiB advised for huge pages",
+                    e.table().capacity(),
+                    e.table().stripe_count(),
+                    e.table().bytes_per_conn(),
+                    huge >> 20
+                );
+                e
+            },
             policy,
             routes: Routes::from_config(cfg),
             port_addrs: (0..cfg.ports.len())

@@ -22,7 +22,7 @@ use crate::proto::{generic, icmp, udp, Outcome};
 use crate::stats::CtStats;
 use crate::table::{Guard, InsertError, Key, Local, NoPrefetch, Prefetch, Ref, Table};
 use crate::timeout::Timeouts;
-use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE};
+use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE, IPPROTO_UDP, IPPROTO_UDPLITE};
 use crate::wire::{self, Frag, InnerTuple, ParseError, Parsed, L4};
 
 /// Settings that may change at runtime (like the nf_conntrack sysctls).
@@ -373,8 +373,12 @@ impl<P: Prefetch> Engine<P> {
                     keys[i] = Some(k);
                 }
             }
-            for k in keys[..chunk.len()].iter().flatten() {
-                g.prefetch_records::<P>(*k);
+            for (k, p) in keys[..chunk.len()].iter().zip(&parsed) {
+                if let Some(k) = k {
+                    // TCP also reads its window state, in the third line.
+                    let tcp = matches!(p, Ok(Parsed { l4: L4::Tcp(_), .. }));
+                    g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 });
+                }
             }
             for (j, pkt) in chunk.iter().enumerate() {
                 let i = c * STAGE + j;
@@ -878,6 +882,19 @@ impl<P: Prefetch> Engine<P> {
         dir: Dir,
     ) -> Tracked {
         let tun = &w.tun;
+        if c.status.has(Status::ASSURED)
+            && c.status.has(Status::SEEN_REPLY)
+            && matches!(c.tuples[0].proto, IPPROTO_UDP | IPPROTO_UDPLITE)
+        {
+            // An assured UDP stream: udp::packet would find `now` past
+            // stream_ts (it was when ASSURED was set, and time only moves
+            // on) and give the stream timeout. Answered without reading the
+            // protocol state, which lives in the record's third line.
+            return Tracked::Accept {
+                timeout_ms: tun.timeouts.udp_stream_ms,
+                kill: false,
+            };
+        }
         let from = |o: Outcome| match o {
             Outcome::Accept { timeout_ms } => Tracked::Accept {
                 timeout_ms,

@@ -200,11 +200,7 @@ impl Table {
     }
     /// Bytes of memory reserved per connection of capacity (records, index, free list).
     pub fn bytes_per_conn(&self) -> usize {
-        let total: usize = self
-            .stripes
-            .iter()
-            .map(|s| lock(s).reserved_bytes())
-            .sum();
+        let total: usize = self.stripes.iter().map(|s| lock(s).reserved_bytes()).sum();
         total / self.capacity as usize
     }
 
@@ -364,11 +360,11 @@ impl<'t> Guard<'t> {
         P::read(b as *const Bucket as *const u8);
     }
 
-    /// Starts loading the record of every entry in `key`'s home bucket whose
-    /// signature matches (both lines of each that an established packet
-    /// touches). The bucket should be in cache by now.
+    /// Starts loading the first `lines` cache lines of the record of every
+    /// entry in `key`'s home bucket whose signature matches. The bucket
+    /// should be in cache by now.
     #[inline(always)]
-    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key) {
+    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: usize) {
         let s = self.stripe(key.stripe);
         let b = &s.buckets[key.bucket(s.bucket_mask)];
         let mut m = b.matches(key.sig());
@@ -379,8 +375,9 @@ impl<'t> Guard<'t> {
             if r.stripe == key.stripe {
                 if let Some(rec) = s.records.get(r.local as usize) {
                     let p = rec as *const Record as *const u8;
-                    P::read(p);
-                    P::read(p.wrapping_add(64));
+                    for l in 0..lines {
+                        P::read(p.wrapping_add(64 * l));
+                    }
                 }
             }
         }
