@@ -512,7 +512,7 @@ impl<'t> Guard<'t> {
                     s.buckets[m].overflow += 1;
                     m = (m + 1) & s.bucket_mask;
                 }
-                s.buckets[b].sig[i] = sig;
+                s.buckets[b].set_sig(i, sig);
                 s.buckets[b].entry[i] = word;
                 return true;
             }
@@ -534,7 +534,7 @@ impl<'t> Guard<'t> {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
                 if bucket.entry[i] == word {
-                    bucket.sig[i] = 0;
+                    bucket.set_sig(i, 0);
                     bucket.entry[i] = 0;
                     let mut o = home;
                     for _ in 0..probe {
@@ -576,7 +576,7 @@ impl<'t> Guard<'t> {
         for _ in 0..EVICTION_RANGE {
             let bucket = self.stripe(key.stripe).buckets[b];
             for i in 0..SLOTS {
-                if bucket.sig[i] == 0 {
+                if bucket.sig(i) == 0 {
                     continue;
                 }
                 let (r, _) = entry_parts(bucket.entry[i]);
