@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Forwarding benchmark, in one run: dpdk-testpmd (macswap) and ctgate (routing
-# only), each with ONE forwarding core, on the same source: net_pcap with
-# infinite_rx=1 replaying 64-byte frames (60 + FCS), sent to a net_null sink.
-# Prints Mpps and cycles/packet for each and the ratio ctgate / testpmd.
+# Forwarding benchmark, in one run: dpdk-testpmd (macswap) and ctgate, each
+# with ONE forwarding core, on the same source: net_pcap with infinite_rx=1
+# replaying 64-byte frames (60 + FCS), sent to a net_null sink. ctgate runs in
+# three modes: routing only (`[conntrack] enabled = false`), conntrack
+# (every packet tracked), and conntrack + SNAT (masquerade out of the sink
+# port). Prints Mpps and cycles/packet for each and the ratio to testpmd.
 #
 # The two alternate for BENCH_ROUNDS rounds and each figure is the median
 # over the rounds' per-second rates, so that load from elsewhere on the
@@ -11,11 +13,13 @@
 # usage: sudo scripts/bench-forward.sh [SECONDS]   (default 6 per contender and round)
 # env:   BENCH_FLOWS   distinct frames in the source capture (default 64)
 #        BENCH_ROUNDS  rounds (default 3)
+#        BENCH_MODES   ctgate modes to run (default "routing conntrack snat")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-6}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 FLOWS="${BENCH_FLOWS:-64}"
+MODES="${BENCH_MODES:-routing conntrack snat}"
 [ "$(id -u)" = 0 ] || { echo "bench: needs root: sudo $0" >&2; exit 1; }
 CTGATE=target/release/ctgate
 [ -x "$CTGATE" ] || { echo "bench: $CTGATE missing: run scripts/setup.sh" >&2; exit 1; }
@@ -47,10 +51,22 @@ run_testpmd() { # round
 }
 
 EAL_TOML=$(printf '"%s", ' "${EAL_MEM[@]}")
-cat >"$WORK/ctgate.toml" <<CONF
+write_config() { # mode
+    local ct="" nat=""
+    case "$1" in
+    routing) ct=$'[conntrack]\nenabled = false' ;;
+    conntrack) ct=$'[conntrack]\nmax_connections = 262144' ;;
+    snat)
+        ct=$'[conntrack]\nmax_connections = 262144'
+        nat=$'[[nat]]\nname = "masq"\nout_port = "out"\naction = "masquerade"'
+        ;;
+    esac
+    cat >"$WORK/ctgate.$1.toml" <<CONF
 workers = [1]
 mempool_mbufs = 16383
 eal_args = [${EAL_TOML%, }]
+
+$ct
 
 [[port]]
 name = "in"
@@ -67,35 +83,51 @@ ipv4 = "198.51.100.1/24"
 ip = "198.51.100.10"
 mac = "02:00:00:00:00:0b"
 port = "out"
+
+$nat
 CONF
-run_ctgate() { # round
-    "$CTGATE" run --config "$WORK/ctgate.toml" --duration "$((SECS + 2))" --stats-interval 1 \
-        --stats-json "$WORK/ctgate.$1.json" --log error >"$WORK/ctgate.$1.log" 2>&1
-    grep -o 'rate [0-9]*' "$WORK/ctgate.$1.log" | awk '{print $2}' | tail -n +3 >>"$WORK/ctgate.pps"
+}
+for m in $MODES; do write_config "$m"; done
+
+run_ctgate() { # mode round
+    local m=$1 r=$2
+    "$CTGATE" run --config "$WORK/ctgate.$m.toml" --duration "$((SECS + 2))" --stats-interval 1 \
+        --stats-json "$WORK/ctgate.$m.$r.json" --log error >"$WORK/ctgate.$m.$r.log" 2>&1
+    grep -o 'rate [0-9]*' "$WORK/ctgate.$m.$r.log" | awk '{print $2}' | tail -n +3 >>"$WORK/ctgate.$m.pps"
     python3 -c "
-import json; r = json.load(open('$WORK/ctgate.$1.json')); t = r['totals']
-print('%.1f' % (t['busy_cycles'] / max(t['busy_packets'], 1)))" >>"$WORK/ctgate.cpp"
-    python3 -c "import json; print(json.load(open('$WORK/ctgate.$1.json'))['tsc_hz'])" >"$WORK/tsc_hz"
+import json; r = json.load(open('$WORK/ctgate.$m.$r.json')); t = r['totals']
+print('%.1f' % (t['busy_cycles'] / max(t['busy_packets'], 1)))" >>"$WORK/ctgate.$m.cpp"
+    python3 -c "import json; print(json.load(open('$WORK/ctgate.$m.$r.json'))['tsc_hz'])" >"$WORK/tsc_hz"
 }
 
 for r in $(seq 1 "$ROUNDS"); do
     run_testpmd "$r"
-    run_ctgate "$r"
+    for m in $MODES; do run_ctgate "$m" "$r"; done
 done
 T_PPS=$(median <"$WORK/testpmd.pps")
 T_CPP=$(median <"$WORK/testpmd.cpp")
-C_PPS=$(median <"$WORK/ctgate.pps")
-C_CPP=$(median <"$WORK/ctgate.cpp")
 TSC_HZ=$(cat "$WORK/tsc_hz")
 [ "${T_PPS:-0}" -gt 0 ] || { echo "bench: testpmd forwarded nothing:"; tail -30 "$WORK/testpmd.1.log"; exit 1; }
-[ "${C_PPS:-0}" -gt 0 ] || { echo "bench: ctgate forwarded nothing:"; tail -30 "$WORK/ctgate.1.log"; exit 1; }
+ROWS=()
+for m in $MODES; do
+    C_PPS=$(median <"$WORK/ctgate.$m.pps")
+    C_CPP=$(median <"$WORK/ctgate.$m.cpp")
+    [ "${C_PPS:-0}" -gt 0 ] || { echo "bench: ctgate ($m) forwarded nothing:"; tail -30 "$WORK/ctgate.$m.1.log"; exit 1; }
+    ROWS+=("$m" "$C_PPS" "$C_CPP")
+done
 
-python3 - "$T_PPS" "${T_CPP:-0}" "$C_PPS" "$C_CPP" "$TSC_HZ" "$FLOWS" "$ROUNDS" <<'PY'
+python3 - "$T_PPS" "${T_CPP:-0}" "$TSC_HZ" "$FLOWS" "$ROUNDS" "${ROWS[@]}" <<'PY'
 import sys
-t_pps, t_cpp, c_pps, c_cpp, hz, flows, rounds = map(float, sys.argv[1:])
+t_pps, t_cpp, hz, flows, rounds = map(float, sys.argv[1:6])
+rows = sys.argv[6:]
+goal = {"routing": "goal >= 0.80", "conntrack": "", "snat": "goal >= 0.40 at 1M flows"}
+label = {"routing": "routing only", "conntrack": "conntrack", "snat": "conntrack + SNAT"}
 print("bench-forward: one forwarding core, net_pcap infinite_rx source (%d distinct 64-byte frames) -> net_null sink;"
       " medians over %d rounds" % (flows, rounds))
-print("  testpmd macswap : %7.2f Mpps  %6.1f cycles/packet (TSC %.2f GHz / pps: %.1f)" % (t_pps / 1e6, t_cpp, hz / 1e9, hz / t_pps))
-print("  ctgate routing  : %7.2f Mpps  %6.1f cycles/packet (TSC %.2f GHz / pps: %.1f)" % (c_pps / 1e6, c_cpp, hz / 1e9, hz / c_pps))
-print("  ratio ctgate/testpmd: %.2f (goal >= 0.80)" % (c_pps / t_pps))
+print("  %-24s: %7.2f Mpps  %6.1f cycles/packet (TSC %.2f GHz / pps: %.1f)" % ("testpmd macswap", t_pps / 1e6, t_cpp, hz / 1e9, hz / t_pps))
+for i in range(0, len(rows), 3):
+    m, c_pps, c_cpp = rows[i], float(rows[i + 1]), float(rows[i + 2])
+    print("  %-24s: %7.2f Mpps  %6.1f cycles/packet (TSC %.2f GHz / pps: %.1f)  ratio to testpmd %.2f %s"
+          % ("ctgate " + label.get(m, m), c_pps / 1e6, c_cpp, hz / 1e9, hz / c_pps, c_pps / t_pps,
+             ("(" + goal[m] + ")") if goal.get(m) else ""))
 PY
