@@ -1,8 +1,8 @@
 //! Conntrack benchmarks, each beside a baseline doing the same work in the same
 //! run: a `DashMap<Tuple, Conn>` keyed by the original tuple.
 //!
-//! Groups (sizes from CTGATE_BENCH_SIZES, default 1000,100000,1000000,4000000):
-//! - `established/<n>`: bursts of 32 packets of established UDP flows drawn in a
+//! Groups (sizes from CTGATE_BENCH_SIZES, default 65536,1000000,4000000,16000000):
+//! - `established/<n>`: bursts of 32 packets of established (assured) UDP flows drawn in a
 //!   random order from all `n` connections: parse, lookup, tracker, counters.
 //! - `new/<fill>`: create + confirm of new connections with the table at 10% / 90%.
 //! - `gc/<n>`: reclaiming `n` expired connections (time per connection).
@@ -106,7 +106,7 @@ fn wanted(group: &str) -> bool {
 
 fn sizes() -> Vec<u32> {
     std::env::var("CTGATE_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,100000,1000000,4000000".into())
+        .unwrap_or_else(|_| "65536,1000000,4000000,16000000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect()

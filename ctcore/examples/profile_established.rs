@@ -42,7 +42,7 @@ fn main() {
     });
     let mut w = e.worker(0);
     let frames: Vec<Vec<u8>> = (0..n)
-        .map(|i| flow(i.wrapping_mul(2_654_435_761) % n, false))
+        .map(|i| flow(((i as u64 * 2_654_435_761) % n as u64) as u32, false))
         .collect();
     let mut out = [CtResult::default(); 32];
     for ch in frames.chunks(32) {
