@@ -220,6 +220,7 @@ impl Table {
             table: self,
             held: std::array::from_fn(|_| None),
             held_mask: 0,
+            backoffs: 0,
         }
     }
 
@@ -296,6 +297,8 @@ pub struct Guard<'t> {
     table: &'t Table,
     held: [Option<MutexGuard<'t, Stripe>>; MAX_STRIPES as usize],
     held_mask: u64,
+    /// Times this guard let go of stripes to take a lower one in order.
+    backoffs: u32,
 }
 
 impl<'t> Guard<'t> {
@@ -328,6 +331,7 @@ impl<'t> Guard<'t> {
                 Ok(g) => self.held[s as usize] = Some(g),
                 Err(TryLockError::Poisoned(e)) => self.held[s as usize] = Some(e.into_inner()),
                 Err(TryLockError::WouldBlock) => {
+                    self.backoffs += 1;
                     let mut rest = higher;
                     while rest != 0 {
                         let i = rest.trailing_zeros() as usize;
@@ -345,6 +349,18 @@ impl<'t> Guard<'t> {
             }
         }
         self.held_mask |= 1 << s;
+    }
+
+    /// Holds stripes `a` and `b` together, so that a change to both (an
+    /// insert, a remove) is not split by a back-off in between. Returns
+    /// false if taking them made the guard let go of a stripe and take it
+    /// again (what was read before may have changed).
+    #[inline]
+    fn hold_both(&mut self, a: u32, b: u32) -> bool {
+        let backoffs = self.backoffs;
+        self.stripe(a.min(b));
+        self.stripe(a.max(b));
+        self.backoffs == backoffs
     }
 
     fn set_count(&mut self, s: u32) {
@@ -460,6 +476,7 @@ impl<'t> Guard<'t> {
             self.table.key(&conn.tuples[0]),
             self.table.key(&conn.tuples[1]),
         ];
+        self.hold_both(keys[0].stripe, keys[1].stripe);
         for (d, key) in keys.iter().enumerate() {
             if self.lookup(*key, &conn.tuples[d]).is_some() {
                 return Err(InsertError::Clash);
@@ -552,12 +569,22 @@ impl<'t> Guard<'t> {
     /// Takes the connection out of the table (DYING set) and returns it for
     /// its DESTROY event; None if it was already gone.
     pub fn remove(&mut self, r: Ref) -> Option<Conn> {
-        let rec = &mut self.stripe(r.stripe).records[r.local as usize].conn;
+        let rec = &self.stripe(r.stripe).records[r.local as usize].conn;
         if !live(rec) {
             return None;
         }
-        let mut c = std::mem::take(rec);
-        let keys = [self.table.key(&c.tuples[0]), self.table.key(&c.tuples[1])];
+        let (id, tuples) = (rec.id, rec.tuples);
+        let table = self.table;
+        let keys = [table.key(&tuples[0]), table.key(&tuples[1])];
+        if !self.hold_both(r.stripe, keys[1].stripe) {
+            // The stripe was let go and taken again: the record may have
+            // changed hands meanwhile.
+            let rec = &self.stripe(r.stripe).records[r.local as usize].conn;
+            if !live(rec) || rec.id != id {
+                return None;
+            }
+        }
+        let mut c = std::mem::take(&mut self.stripe(r.stripe).records[r.local as usize].conn);
         self.unplace(keys[0], entry_word(r, Dir::Orig));
         self.unplace(keys[1], entry_word(r, Dir::Reply));
         let s = self.stripe(r.stripe);
@@ -838,6 +865,11 @@ mod tests {
         assert_eq!(live.len() as u32, table.len());
         for t in &live {
             assert!(table.contains(&t[0]) && table.contains(&t[1]));
+        }
+        // Each tuple once: no insert was split by a back-off.
+        let mut seen = std::collections::HashSet::new();
+        for t in &live {
+            assert!(seen.insert(t[0]) && seen.insert(t[1]), "{t:?} twice");
         }
     }
 }
