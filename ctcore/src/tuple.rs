@@ -140,19 +140,30 @@ impl Tuple {
         Some(r)
     }
 
+    /// What both hashes take in: the two endpoints as words, the smaller
+    /// first (so a tuple and its inversion agree), the protocol / family /
+    /// zone word, and whether the endpoints were swapped. ICMP uses the id on
+    /// both sides (the type differs between the directions).
+    #[inline(always)]
+    fn hash_input(&self) -> ((u64, u64), (u64, u64), u64, bool) {
+        let dp = if self.is_icmp() {
+            self.src_port
+        } else {
+            self.dst_port
+        };
+        let a = endpoint_word(&self.src, self.src_port);
+        let b = endpoint_word(&self.dst, dp);
+        let flip = a > b;
+        let (lo, hi) = if flip { (b, a) } else { (a, b) };
+        let tail = (self.proto as u64) | ((self.family as u64) << 8) | ((self.zone as u64) << 16);
+        (lo, hi, tail, flip)
+    }
+
     /// Seeded hash, symmetric in the two endpoints: a tuple and its inversion
     /// hash alike, so both directions of an un-NATed connection share a bucket.
     /// For ICMP only the id counts (the type differs between the directions).
     pub fn hash(&self, seed: u64) -> u64 {
-        let (sp, dp) = if self.is_icmp() {
-            (self.src_port, self.src_port)
-        } else {
-            (self.src_port, self.dst_port)
-        };
-        let a = endpoint_word(&self.src, sp);
-        let b = endpoint_word(&self.dst, dp);
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        let tail = (self.proto as u64) | ((self.family as u64) << 8) | ((self.zone as u64) << 16);
+        let (lo, hi, tail, _) = self.hash_input();
         let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
         h = mix(h ^ lo.0);
         h = mix(h ^ lo.1);
@@ -191,16 +202,7 @@ impl Tuple {
     /// For ICMP only the id counts, as in [`Tuple::hash`].
     #[inline(always)]
     pub fn hash_with(&self, k: &HashKey) -> (u64, bool) {
-        let (sp, dp) = if self.is_icmp() {
-            (self.src_port, self.src_port)
-        } else {
-            (self.src_port, self.dst_port)
-        };
-        let a = endpoint_word(&self.src, sp);
-        let b = endpoint_word(&self.dst, dp);
-        let flip = a > b;
-        let (lo, hi) = if flip { (b, a) } else { (a, b) };
-        let tail = (self.proto as u64) | ((self.family as u64) << 8) | ((self.zone as u64) << 16);
+        let (lo, hi, tail, flip) = self.hash_input();
         let x = mum(lo.0 ^ k.0[0], hi.0 ^ k.0[1]);
         let y = mum(lo.1 ^ k.0[2], (hi.1 ^ tail.rotate_left(40)) ^ k.0[3]);
         (mum(x ^ k.0[4], y ^ k.0[5]), flip)

@@ -138,7 +138,6 @@ pub struct Table {
     stripe_mask: u32,
     hash_key: HashKey,
     capacity: u32,
-    per_stripe: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,7 +176,6 @@ impl Table {
             stripe_mask: nstripes - 1,
             hash_key: HashKey::new(seed),
             capacity,
-            per_stripe: per,
         }
     }
 
@@ -193,10 +191,6 @@ impl Table {
     }
     pub fn stripe_count(&self) -> u32 {
         self.stripe_mask + 1
-    }
-    /// Connections in one stripe now.
-    pub fn stripe_len(&self, stripe: u32) -> u32 {
-        self.counts[stripe as usize].load(Ordering::Relaxed)
     }
     /// Bytes of memory reserved per connection of capacity (records, index, free list).
     pub fn bytes_per_conn(&self) -> usize {
@@ -269,9 +263,8 @@ impl Table {
     /// lock for a slice of records at a time (a connection that moves between
     /// slices may be seen twice or not at all, as in the kernel's dump).
     pub fn for_each(&self, stripe: u32, mut f: impl FnMut(Local, &Conn)) {
-        let n = self.per_stripe as usize;
         let mut start = 0;
-        while start < n {
+        loop {
             let g = lock(&self.stripes[stripe as usize]);
             let end = (start + SLICE).min(g.records.len());
             for (i, r) in g.records[start..end].iter().enumerate() {
@@ -279,7 +272,10 @@ impl Table {
                     f((start + i) as Local, &r.conn);
                 }
             }
-            start = end.max(start + 1);
+            if end == g.records.len() {
+                return;
+            }
+            start = end;
         }
     }
 
@@ -302,10 +298,6 @@ pub struct Guard<'t> {
 }
 
 impl<'t> Guard<'t> {
-    pub fn table(&self) -> &'t Table {
-        self.table
-    }
-
     /// The stripe, locked: in index order when no higher stripe is held;
     /// otherwise tried, and if busy, the higher ones are released and all are
     /// taken again in order (no cycle of waiting guards).

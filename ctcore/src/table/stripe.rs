@@ -21,9 +21,8 @@ pub struct Stripe {
     pub free: Vec<u32>,
     pub live: u32,
     pub gc_cursor: u32,
-    /// Ids handed out: `next * stride + index` keeps them unique across stripes.
+    /// Ids handed out: `next * MAX_STRIPES + index` keeps them unique across stripes.
     id_next: u32,
-    id_stride: u32,
     index: u32,
 }
 
@@ -50,7 +49,6 @@ impl Stripe {
             live: 0,
             gc_cursor: 0,
             id_next: 1,
-            id_stride: super::MAX_STRIPES,
             index,
         }
     }
@@ -59,7 +57,7 @@ impl Stripe {
     pub fn next_id(&mut self) -> u32 {
         let id = self
             .id_next
-            .wrapping_mul(self.id_stride)
+            .wrapping_mul(super::MAX_STRIPES)
             .wrapping_add(self.index);
         self.id_next = self.id_next.wrapping_add(1);
         id
