@@ -6,6 +6,10 @@
 //!   random order from all `n` connections: parse, lookup, tracker, counters.
 //! - `new/<fill>`: create + confirm of new connections with the table at 10% / 90%.
 //! - `gc/<n>`: reclaiming `n` expired connections (time per connection).
+//! - `nat/established-{no-nat,snat}/<n>`: established forwarding with and
+//!   without source NAT (lookup + rewrite); `nat/port-alloc/<fill>`: choosing a
+//!   source NAT port alone, with a 10,000-port pool 10/90/99 % used;
+//!   `nat/snat-new/<fill>`: a whole new source-NATed connection at that fill.
 //!
 //! Memory per connection is printed at start (bytes allocated / connections).
 //! `scripts/bench-ctcore.sh` runs this and prints the table with the ratios.
@@ -585,6 +589,38 @@ fn nat(c: &mut Criterion) {
         let batch = 64u32;
         let fresh: Vec<Vec<u8>> = (0..batch).map(|i| udp(100_000 + i)).collect();
         let fresh_tuples: Vec<Tuple> = fresh.iter().map(|f| tuple_of(f)).collect();
+        {
+            // The port choice alone (ctcore::nat::alloc::snat under the
+            // stripe's guard, as a worker calls it in a burst).
+            use ctcore::nat::alloc::{snat, Rng, Search};
+            let rule = &e.nat().expect("NAT engine").rules[0];
+            let addr = Addr::from_v4([203, 0, 113, 1]);
+            let mut guard = e.table().guard();
+            let mut rng = Rng::new(7);
+            let (mut k, mut failed, mut tried) = (0usize, 0u64, 0u64);
+            g.bench_function(BenchmarkId::new("port-alloc", format!("{pct}pct")), |b| {
+                b.iter(|| {
+                    let t = fresh_tuples[k % fresh_tuples.len()];
+                    k += 1;
+                    let mut c = Conn {
+                        tuples: [t, t.invert().expect("UDP inverts")],
+                        ..Conn::default()
+                    };
+                    let mut reclaimed = |_: Conn| {};
+                    let mut s = Search {
+                        table: &mut guard,
+                        now_ms: 0,
+                        rng: &mut rng,
+                        accept: &|_| true,
+                        reclaimed: &mut reclaimed,
+                    };
+                    failed += u64::from(snat(&mut s, &mut c, rule, Some(addr), None).is_err());
+                    tried += 1;
+                    std::hint::black_box(c.tuples[1]);
+                })
+            });
+            eprintln!("port-alloc {pct}%: {failed} of {tried} choices found no free port");
+        }
         let failed_before = w.nat_out_of_ports;
         let mut tried = 0u64;
         g.bench_function(BenchmarkId::new("snat-new", format!("{pct}pct")), |b| {

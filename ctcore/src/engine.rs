@@ -1531,6 +1531,72 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_fills_to_its_last_port_and_reuses_what_leaves() {
+        use crate::nat::ports::MapKey;
+        let e = nat_engine(vec![masq_rule(Some((20000, 20499)))]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let udp = |i: u32, server: [u8; 4]| {
+            frame(
+                Family::V4,
+                Addr::from_v4([192, 0, 2, (i % 250) as u8 + 1]),
+                Addr::from_v4(server),
+                64,
+                L4Spec::Udp {
+                    src_port: 1024 + (i / 250) as u16,
+                    dst_port: 53,
+                    payload: b"q",
+                },
+            )
+        };
+        // (The table holds 1000 connections: no early drop here.) Every one
+        // of the 500 ports is handed out, the last ones as easily as the
+        // first (no search that gives up while a port is free).
+        let mut ports = std::collections::HashSet::new();
+        for i in 0..500 {
+            let r = run(&e, &mut w, 0, &udp(i, S), out(n));
+            assert!(r.ct_drop.is_none(), "connection {i}: {:?}", r.ct_drop);
+            assert!(ports.insert(r.rewrite.unwrap().src.unwrap().1));
+        }
+        assert_eq!(w.nat_out_of_ports, 0);
+        let key = MapKey {
+            family: Family::V4,
+            addr: Addr::from_v4(n),
+            proto: crate::tuple::IPPROTO_UDP,
+            zone: 0,
+        };
+        let free = |e: &Engine| {
+            let mut g = e.table().guard();
+            let m = g.ports(0).get(&key).map(|m| m.first_free(20000, 20499));
+            m.flatten()
+        };
+        assert_eq!(free(&e), None, "the bitmap has every port in use");
+        // The pool is full towards S: the next connection to S has no port.
+        let r = run(&e, &mut w, 0, &udp(500, S), out(n));
+        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
+        // Towards another server every port is still usable (only the whole
+        // reply tuple must be unique): the kernel's search finds one.
+        let r = run(&e, &mut w, 0, &udp(501, [198, 51, 100, 99]), out(n));
+        assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
+        // A connection that leaves gives its port back, and the next new
+        // connection gets exactly that port.
+        let t = Tuple {
+            src: Addr::from_v4([192, 0, 2, 18]),
+            dst: Addr::from_v4(S),
+            src_port: 1024,
+            dst_port: 53,
+            proto: crate::tuple::IPPROTO_UDP,
+            family: Family::V4,
+            zone: 0,
+        };
+        assert!(e.delete_tuple(&mut w, 0, &t));
+        let port = free(&e).expect("the deleted connection's port is free");
+        let r = run(&e, &mut w, 0, &udp(502, S), out(n));
+        assert_eq!(r.rewrite.unwrap().src.unwrap().1, port);
+        assert_eq!(free(&e), None);
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let e = engine(64);
         let mut w = e.worker(0);

@@ -1,11 +1,15 @@
 //! Source NAT bindings: the address from the rule's range and a port (or ICMP
 //! id) that makes the reply tuple unique in the table — the kernel's
 //! get_unique_tuple / nf_nat_l4proto_unique_tuple: keep the original port when
-//! it is free, else search the range from a random start (RFC 6056), a bounded
-//! number of attempts, halving them in each further round.
+//! it is free; else the first port from a random start (RFC 6056) that the
+//! home stripe's bitmap says no connection uses ([`super::ports`]: O(1) at
+//! any pool use); and only where the bitmap has none, the kernel's search —
+//! a bounded number of attempts, halving them in each further round — for a
+//! port that is in use but not towards this remote endpoint.
 
 use std::sync::atomic::Ordering;
 
+use super::ports::{Cursor, MapKey};
 use super::{has_ports, is_icmp_echo, Action, Eim, Endpoint, Rule};
 use crate::conn::{Conn, Status};
 use crate::table::Guard;
@@ -13,6 +17,11 @@ use crate::tuple::{Addr, Family, Tuple, IPPROTO_UDP};
 
 /// The kernel's NF_NAT_MAX_ATTEMPTS.
 pub const MAX_PORT_ATTEMPTS: u32 = 128;
+
+/// Free ports from the bitmap tried before the kernel's search: a free port
+/// is refused only by RSS steering, an endpoint-independent mapping or a
+/// connection of another stripe, so a few tries nearly always find one.
+pub const BITMAP_TRIES: u32 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {
@@ -180,6 +189,23 @@ pub fn snat(
         }
     }
     let size = hi as u32 - lo as u32 + 1;
+    // The first port no connection of the home stripe uses, from a random start.
+    let home = s.table.home(&orig);
+    let key = MapKey::of(&cand);
+    if s.table.ports(home).has_room(&key) {
+        let start = (lo as u32 + s.rng.next_u32() % size) as u16;
+        let mut cursor = Cursor::new(lo, hi, start);
+        for _ in 0..BITMAP_TRIES {
+            let Some(port) = cursor.next(s.table.ports(home).get(&key)) else {
+                break;
+            };
+            set(&mut cand, port);
+            if !held(port, s) && take(s, c, cand).is_some() {
+                done(port, s);
+                return Ok(());
+            }
+        }
+    }
     let mut attempts = size.min(MAX_PORT_ATTEMPTS);
     loop {
         let mut off = s.rng.next_u32();

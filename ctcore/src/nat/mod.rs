@@ -9,6 +9,7 @@
 
 pub mod alloc;
 pub mod maglev;
+pub mod ports;
 pub mod rewrite;
 
 use std::sync::atomic::{AtomicU64, Ordering};

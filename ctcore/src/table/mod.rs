@@ -443,6 +443,16 @@ impl<'t> Guard<'t> {
         (live(c) && c.id == id).then_some(Ref { stripe, local })
     }
 
+    /// The stripe a connection with original tuple `t` is homed in.
+    pub fn home(&self, t: &Tuple) -> u32 {
+        self.table.key(t).stripe
+    }
+
+    /// The source NAT ports in use in `stripe` (taking it).
+    pub fn ports(&mut self, stripe: u32) -> &mut crate::nat::ports::PortMaps {
+        &mut self.stripe(stripe).ports
+    }
+
     /// nf_conntrack_tuple_taken: is `t` held by a live connection? An expired
     /// holder is removed on the spot (and returned, for its DESTROY event).
     pub fn taken(&mut self, t: &Tuple, now_ms: u64) -> (bool, Option<Conn>) {
@@ -502,6 +512,7 @@ impl<'t> Guard<'t> {
         let s = self.stripe(hs);
         conn.id = s.next_id();
         s.records[local as usize].conn = conn;
+        s.ports.conn_added(&conn);
         s.live += 1;
         self.set_count(hs);
         Ok((r, conn, evicted))
@@ -580,6 +591,7 @@ impl<'t> Guard<'t> {
         self.unplace(keys[0], entry_word(r, Dir::Orig));
         self.unplace(keys[1], entry_word(r, Dir::Reply));
         let s = self.stripe(r.stripe);
+        s.ports.conn_removed(&c);
         s.free.push(r.local);
         s.live -= 1;
         self.set_count(r.stripe);

@@ -3,6 +3,7 @@
 
 use super::bucket::Bucket;
 use crate::conn::Conn;
+use crate::nat::ports::PortMaps;
 
 /// A connection record, aligned to a cache line. `Conn`'s field order puts
 /// the tuples, deadline, status, id and counters in the first two lines
@@ -21,6 +22,9 @@ pub struct Stripe {
     pub free: Vec<u32>,
     pub live: u32,
     pub gc_cursor: u32,
+    /// Source NAT ports the stripe's connections use (added on insert,
+    /// released on remove).
+    pub ports: PortMaps,
     /// Ids handed out: `next * MAX_STRIPES + index` keeps them unique across stripes.
     id_next: u32,
     index: u32,
@@ -48,6 +52,7 @@ impl Stripe {
             free: (0..capacity).rev().collect(),
             live: 0,
             gc_cursor: 0,
+            ports: PortMaps::default(),
             id_next: 1,
             index,
         }
