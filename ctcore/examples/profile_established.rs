@@ -1,6 +1,10 @@
 //! A fixed workload for instruction-level profiling (valgrind --tool=callgrind):
 //! 100k established UDP connections, 200 bursts of 32 packets in random order.
+//! `profile_established N BURSTS snat`: the same through a masquerade rule,
+//! each packet rewritten as the appliance does.
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
+use ctcore::nat::rewrite::{apply, ChecksumMode};
+use ctcore::nat::{Action, Match, Nat, Rule};
 use ctcore::tuple::{Addr, Family};
 use ctcore::wire::build::{frame, L4Spec};
 
@@ -35,11 +39,31 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
-    let e = Engine::new(EngineConfig {
-        capacity_conns: n + n / 8,
-        seed: 1,
-        tunables: Tunables::default(),
+    let snat = std::env::args().nth(3).is_some_and(|a| a == "snat");
+    let nat = snat.then(|| Nat {
+        rules: vec![Rule::new(
+            "masq".into(),
+            Match::default(),
+            Action::Masquerade {
+                ports: None,
+                random: false,
+            },
+        )],
+        pools: vec![],
+        eim: Default::default(),
     });
+    let egress = Egress {
+        port: 1,
+        addr: Some(Addr::from_v4([203, 0, 113, 1])),
+    };
+    let e = Engine::with_nat(
+        EngineConfig {
+            capacity_conns: n + n / 8,
+            seed: 1,
+            tunables: Tunables::default(),
+        },
+        nat,
+    );
     let mut w = e.worker(0);
     let frames: Vec<Vec<u8>> = (0..n)
         .map(|i| flow(((i as u64 * 2_654_435_761) % n as u64) as u32, false))
@@ -55,20 +79,27 @@ fn main() {
             })
             .collect();
         e.process_burst(&mut w, 0, &pkts, &mut out[..pkts.len()], |_, _| {
-            Decision::Accept(Egress::NONE)
+            Decision::Accept(egress)
         });
     }
+    let mut bufs: Vec<Vec<u8>> = frames[..32].to_vec();
     let t = std::time::Instant::now();
     for b in 0..bursts {
         let base = (b * 32) % (frames.len() - 32);
+        for (k, buf) in bufs.iter_mut().enumerate() {
+            buf.copy_from_slice(&frames[base + k]);
+        }
         let pkts: [Pkt<'_>; 32] = std::array::from_fn(|k| Pkt {
-            frame: &frames[base + k],
+            frame: &bufs[k],
             zone: 0,
             in_port: 0,
         });
-        e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| {
-            Decision::Accept(Egress::NONE)
-        });
+        e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| Decision::Accept(egress));
+        for (k, r) in out.iter().enumerate() {
+            if let (Ok(p), Some(rw)) = (&r.parsed, &r.rewrite) {
+                let _ = apply(&mut bufs[k], p, rw, ChecksumMode::Incremental);
+            }
+        }
     }
     let ns = t.elapsed().as_nanos() as f64 / (bursts * 32) as f64;
     eprintln!(

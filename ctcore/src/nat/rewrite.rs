@@ -2,7 +2,7 @@
 //! errors the quoted header too, with incremental checksum updates (RFC 1624)
 //! or, for TX checksum offload, with the L4 checksum left for the NIC.
 
-use crate::checksum::{checksum, l4_checksum, update_addr, update_u16};
+use crate::checksum::{checksum, l4_checksum, sum4, update_addr, update_summed, update_u16};
 use crate::conn::{Conn, Status};
 use crate::tuple::{
     Addr, Dir, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -149,6 +149,16 @@ pub fn apply(
     if frame.len() < end || end < l4 {
         return Err(RewriteError::Truncated);
     }
+    if p.family == Family::V4 && !rw.related && mode == ChecksumMode::Incremental {
+        if matches!(p.l4, L4::Tcp(_) | L4::Udp { .. }) && p.frag.is_none() {
+            let tcp = p.proto == IPPROTO_TCP;
+            let csum_off = l4 + if tcp { 16 } else { 6 };
+            if csum_off + 2 <= end {
+                apply_v4_ports(frame, l3, l4, csum_off, !tcp, rw);
+                return Ok(());
+            }
+        }
+    }
     let (so, dof, w) = addr_offsets(p.family, l3);
     let old_src: Addr = addr_at(frame, so, w);
     let old_dst: Addr = addr_at(frame, dof, w);
@@ -217,6 +227,51 @@ pub fn apply(
     }
     put16(frame, csum_off, c);
     Ok(())
+}
+
+/// The common case of [`apply`]: an unfragmented IPv4 TCP or UDP packet
+/// (bounds checked by the caller), checksums updated in place. The same
+/// updates in the same order as the general path, on 4-byte arrays instead
+/// of 16-byte addresses and slices, so the bytes are the same (a test
+/// compares the two).
+#[inline]
+fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool, rw: &Rewrite) {
+    let mut ip_csum = get16(f, l3 + 10);
+    let mut c = get16(f, csum_off);
+    let no_csum = udp && c == 0;
+    if let Some((a, _)) = &rw.src {
+        rewrite_v4_addr(f, l3 + 12, a, &mut ip_csum, &mut c);
+    }
+    if let Some((a, _)) = &rw.dst {
+        rewrite_v4_addr(f, l3 + 16, a, &mut ip_csum, &mut c);
+    }
+    put16(f, l3 + 10, ip_csum);
+    if let Some((_, port)) = rw.src {
+        c = update_u16(c, get16(f, l4), port);
+        put16(f, l4, port);
+    }
+    if let Some((_, port)) = rw.dst {
+        c = update_u16(c, get16(f, l4 + 2), port);
+        put16(f, l4 + 2, port);
+    }
+    if !no_csum {
+        put16(f, csum_off, if udp && c == 0 { 0xffff } else { c });
+    }
+}
+
+/// One IPv4 address of [`apply_v4_ports`]: the field, the IP header checksum
+/// and the L4 checksum (pseudo-header), if the address changes.
+#[inline(always)]
+fn rewrite_v4_addr(f: &mut [u8], off: usize, a: &Addr, ip_csum: &mut u16, c: &mut u16) {
+    let field = &mut f[off..off + 4];
+    let old = [field[0], field[1], field[2], field[3]];
+    let new = a.v4_octets();
+    if old != new {
+        let (old_sum, new_sum) = (sum4(old), sum4(new));
+        *ip_csum = update_summed(*ip_csum, old_sum, new_sum);
+        *c = update_summed(*c, old_sum, new_sum);
+        field.copy_from_slice(&new);
+    }
 }
 
 fn addr_at(f: &[u8], off: usize, w: usize) -> Addr {
@@ -736,6 +791,43 @@ mod tests {
     }
 
     proptest! {
+        /// The IPv4 TCP/UDP fast path writes the same bytes as the general
+        /// path, for SNAT, DNAT and both, whatever checksum the packet came
+        /// with (zero UDP checksums and wrong ones included).
+        #[test]
+        fn v4_fast_path_equals_the_general_path(
+            src in proptest::option::of((any::<[u8; 4]>(), any::<u16>())),
+            dst in proptest::option::of((any::<[u8; 4]>(), any::<u16>())),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+            tcp in any::<bool>(), csum in any::<u16>(), ip_csum in any::<u16>(),
+        ) {
+            let l4 = if tcp {
+                L4Spec::Tcp { src_port: 1234, dst_port: 80, seq: 5, ack: 6, flags: 0x18, window: 512, payload: &payload }
+            } else {
+                L4Spec::Udp { src_port: 1234, dst_port: 80, payload: &payload }
+            };
+            let mut original = frame(Family::V4, v4(C), v4(S), 64, l4);
+            let off = 34 + if tcp { 16 } else { 6 };
+            original[off..off + 2].copy_from_slice(&csum.to_be_bytes());
+            // Parsed first: parse checks the IPv4 header checksum, which
+            // then takes any value (apply trusts what parse said).
+            let p = parse(&original).unwrap();
+            original[24..26].copy_from_slice(&ip_csum.to_be_bytes());
+            let rw = Rewrite {
+                src: src.map(|(a, port)| (v4(a), port)),
+                dst: dst.map(|(a, port)| (v4(a), port)),
+                ..Rewrite::default()
+            };
+            let mut fast = original.clone();
+            apply(&mut fast, &p, &rw, ChecksumMode::Incremental).unwrap();
+            let mut general = original.clone();
+            // The general path, as for a packet the fast path does not take.
+            let mut p_general = p;
+            p_general.frag = Some(crate::wire::Frag { id: 0, offset: 0, more: false });
+            apply(&mut general, &p_general, &rw, ChecksumMode::Incremental).unwrap();
+            prop_assert_eq!(fast, general);
+        }
+
         /// Incremental updates give the bytes a full recomputation gives, and the
         /// offload path (seed + NIC) gives the same bytes on the wire.
         #[test]
