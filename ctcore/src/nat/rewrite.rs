@@ -149,14 +149,17 @@ pub fn apply(
     if frame.len() < end || end < l4 {
         return Err(RewriteError::Truncated);
     }
-    if p.family == Family::V4 && !rw.related && mode == ChecksumMode::Incremental {
-        if matches!(p.l4, L4::Tcp(_) | L4::Udp { .. }) && p.frag.is_none() {
-            let tcp = p.proto == IPPROTO_TCP;
-            let csum_off = l4 + if tcp { 16 } else { 6 };
-            if csum_off + 2 <= end {
-                apply_v4_ports(frame, l3, l4, csum_off, !tcp, rw);
-                return Ok(());
-            }
+    if p.family == Family::V4
+        && !rw.related
+        && mode == ChecksumMode::Incremental
+        && matches!(p.l4, L4::Tcp(_) | L4::Udp { .. })
+        && p.frag.is_none()
+    {
+        let tcp = p.proto == IPPROTO_TCP;
+        let csum_off = l4 + if tcp { 16 } else { 6 };
+        if csum_off + 2 <= end {
+            apply_v4_ports(frame, l3, l4, csum_off, !tcp, rw);
+            return Ok(());
         }
     }
     let (so, dof, w) = addr_offsets(p.family, l3);
