@@ -123,11 +123,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         } else {
             0
         };
-        let pkts = [Pkt {
-            frame: &rec.data,
-            zone,
-            in_port: 0,
-        }];
+        let pkts = [Pkt::new(&rec.data, zone, 0)];
         let mut class = RouteClass::Drop("bad_header");
         let mut refused = false;
         engine.process_burst(&mut w, now_ms, &pkts, &mut result, |_, r| {

@@ -74,22 +74,12 @@ fn round(e: &Engine, w: &mut ctcore::engine::Worker, now: u64) -> Vec<usize> {
         .map(|f| {
             let fr = syn(f);
             let mut out = [CtResult::default()];
-            e.process_burst(
-                w,
-                now,
-                &[Pkt {
-                    frame: &fr,
-                    zone: 0,
-                    in_port: 1,
-                }],
-                &mut out,
-                |_, _| {
-                    Decision::Accept(Egress {
-                        port: 0,
-                        addr: None,
-                    })
-                },
-            );
+            e.process_burst(w, now, &[Pkt::new(&fr, 0, 1)], &mut out, |_, _| {
+                Decision::Accept(Egress {
+                    port: 0,
+                    addr: None,
+                })
+            });
             assert!(out[0].ct_drop.is_none(), "flow {f}: {:?}", out[0].ct_drop);
             let (addr, port) = out[0].rewrite.unwrap().dst.unwrap();
             assert_eq!(port, 8080);
@@ -163,16 +153,8 @@ fn pool_spread_stickiness_and_removal() {
     }
     let fr = syn(FLOWS + 1);
     let mut out = [CtResult::default()];
-    e.process_burst(
-        &mut w,
-        6,
-        &[Pkt {
-            frame: &fr,
-            zone: 0,
-            in_port: 1,
-        }],
-        &mut out,
-        |_, _| Decision::Accept(Egress::NONE),
-    );
+    e.process_burst(&mut w, 6, &[Pkt::new(&fr, 0, 1)], &mut out, |_, _| {
+        Decision::Accept(Egress::NONE)
+    });
     assert!(out[0].rewrite.is_none() && out[0].ct_drop.is_none());
 }

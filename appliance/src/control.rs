@@ -266,7 +266,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         tracing::info!(
             port = %p.name, id = id.0, driver = %info.driver, mac = %format_mac(&info.mac),
             rx_queues = info.rx_queues, tx_queues = info.tx_queues, rss_hf = info.rss_hf,
-            link_up = link.up, speed_mbps = link.speed_mbps, "port started"
+            rx_l4_checksum_offload = info.rx_l4_csum, link_up = link.up, speed_mbps = link.speed_mbps, "port started"
         );
         ports.push(port);
     }

@@ -407,6 +407,22 @@ impl Mbuf {
         }
     }
 
+    /// What the NIC said about the L4 checksum (`ol_flags`): GOOD, or NONE
+    /// (the data's integrity verified), needs no software check; BAD is
+    /// INVALID; UNKNOWN is checked in software.
+    #[inline(always)]
+    pub fn rx_l4_csum(&self) -> ctcore::engine::RxCsum {
+        use ctcore::engine::RxCsum;
+        let m = self.0.as_ptr();
+        // SAFETY: reads a field of a live mbuf we own.
+        let flags = unsafe { (*m).ol_flags };
+        match flags & sys::RTE_MBUF_F_RX_L4_CKSUM_MASK {
+            sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD | sys::RTE_MBUF_F_RX_L4_CKSUM_NONE => RxCsum::Good,
+            sys::RTE_MBUF_F_RX_L4_CKSUM_BAD => RxCsum::Bad,
+            _ => RxCsum::Unknown,
+        }
+    }
+
     /// Prefetches the packet data into L1.
     #[inline(always)]
     pub fn prefetch(&self) {
@@ -501,6 +517,9 @@ pub struct PortInfo {
     pub tx_queues: u16,
     /// RSS hash functions enabled (0 if RSS is off: one RX queue, or the PMD has none).
     pub rss_hf: u64,
+    /// RX L4 checksum offload enabled (the PMD verifies TCP and UDP
+    /// checksums and says so per packet; conntrack then skips its own check).
+    pub rx_l4_csum: bool,
     pub socket: i32,
     /// True if the MAC of `PortConf::mac` was set on the device.
     pub mac_set: bool,
@@ -601,6 +620,12 @@ impl Port {
             eth_conf.rx_adv_conf.rss_conf.rss_key_len = key_len;
             eth_conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
         }
+        // RX checksum offload where the PMD has it for both TCP and UDP.
+        let csum = sys::RTE_ETH_RX_OFFLOAD_TCP_CKSUM | sys::RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+        let rx_l4_csum = dev_info.rx_offload_capa & csum == csum;
+        if rx_l4_csum {
+            eth_conf.rxmode.offloads |= csum;
+        }
         // SAFETY: eth_conf is valid for the call (the key is copied by the PMD).
         let ret = unsafe { sys::rte_eth_dev_configure(id.0, rx_queues, conf.tx_queues, &eth_conf) };
         if ret != 0 {
@@ -676,6 +701,7 @@ impl Port {
                 rx_queues,
                 tx_queues: conf.tx_queues,
                 rss_hf,
+                rx_l4_csum,
                 socket,
                 mac_set,
             },

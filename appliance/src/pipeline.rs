@@ -422,10 +422,12 @@ impl<'a> Pipeline<'a> {
         let mut policy_drop = [false; BURST];
         let mut expiring = [false; BURST];
         {
-            let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| Pkt {
-                frame: if i < n { pkts[i].data() } else { &[] },
-                zone: 0,
-                in_port: in_port as u16,
+            let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| match pkts.get(i) {
+                Some(m) if i < n => Pkt {
+                    rx_csum: m.rx_l4_csum(),
+                    ..Pkt::new(m.data(), 0, in_port as u16)
+                },
+                _ => Pkt::new(&[], 0, in_port as u16),
             });
             let shared = self.shared;
             let hits = &mut self.hits;

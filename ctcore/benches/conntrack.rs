@@ -192,14 +192,7 @@ fn engine(cap: u32) -> BenchEngine {
 fn feed(e: &BenchEngine, w: &mut Worker, now: u64, frames: &[Vec<u8>]) {
     let mut out = [CtResult::default(); BURST];
     for chunk in frames.chunks(BURST) {
-        let pkts: Vec<Pkt<'_>> = chunk
-            .iter()
-            .map(|f| Pkt {
-                frame: f,
-                zone: 0,
-                in_port: 0,
-            })
-            .collect();
+        let pkts: Vec<Pkt<'_>> = chunk.iter().map(|f| Pkt::new(f, 0, 0)).collect();
         e.process_burst(w, now, &pkts, &mut out[..pkts.len()], |_, _| {
             Decision::Accept(Egress::NONE)
         });
@@ -292,10 +285,8 @@ fn established(c: &mut Criterion) {
                     if i + BURST > frames.len() {
                         i = 0;
                     }
-                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt {
-                        frame: &frames[i + k.min(frames.len() - 1 - i)],
-                        zone: 0,
-                        in_port: 0,
+                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| {
+                        Pkt::new(&frames[i + k.min(frames.len() - 1 - i)], 0, 0)
                     });
                     e.process_burst(&mut w, 2_600, &pkts, &mut out, |_, _| {
                         Decision::Accept(Egress::NONE)
@@ -511,14 +502,7 @@ fn nat(c: &mut Criterion) {
         let mut w = e.worker(0);
         let mut out = [CtResult::default(); BURST];
         for chunk in frames.chunks(BURST) {
-            let pkts: Vec<Pkt<'_>> = chunk
-                .iter()
-                .map(|f| Pkt {
-                    frame: f,
-                    zone: 0,
-                    in_port: 0,
-                })
-                .collect();
+            let pkts: Vec<Pkt<'_>> = chunk.iter().map(|f| Pkt::new(f, 0, 0)).collect();
             e.process_burst(&mut w, 0, &pkts, &mut out[..pkts.len()], |_, _| egress());
         }
         let mut bufs: Vec<Vec<u8>> = frames[..BURST].to_vec();
@@ -534,11 +518,7 @@ fn nat(c: &mut Criterion) {
                     buf.extend_from_slice(&frames[i + k]);
                 }
                 {
-                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt {
-                        frame: &bufs[k],
-                        zone: 0,
-                        in_port: 0,
-                    });
+                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt::new(&bufs[k], 0, 0));
                     e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| egress());
                 }
                 for (k, r) in out.iter().enumerate() {
@@ -574,17 +554,7 @@ fn nat(c: &mut Criterion) {
         };
         for i in 0..fill {
             let f = udp(i);
-            e.process_burst(
-                &mut w,
-                0,
-                &[Pkt {
-                    frame: &f,
-                    zone: 0,
-                    in_port: 0,
-                }],
-                &mut out,
-                |_, _| egress(),
-            );
+            e.process_burst(&mut w, 0, &[Pkt::new(&f, 0, 0)], &mut out, |_, _| egress());
         }
         let batch = 64u32;
         let fresh: Vec<Vec<u8>> = (0..batch).map(|i| udp(100_000 + i)).collect();
@@ -630,17 +600,7 @@ fn nat(c: &mut Criterion) {
                 while done < iters {
                     let start = Instant::now();
                     for f in &fresh {
-                        e.process_burst(
-                            &mut w,
-                            0,
-                            &[Pkt {
-                                frame: f,
-                                zone: 0,
-                                in_port: 0,
-                            }],
-                            &mut out,
-                            |_, _| egress(),
-                        );
+                        e.process_burst(&mut w, 0, &[Pkt::new(f, 0, 0)], &mut out, |_, _| egress());
                     }
                     total += start.elapsed();
                     for t in &fresh_tuples {

@@ -70,14 +70,7 @@ fn main() {
         .collect();
     let mut out = [CtResult::default(); 32];
     for ch in frames.chunks(32) {
-        let pkts: Vec<Pkt<'_>> = ch
-            .iter()
-            .map(|f| Pkt {
-                frame: f,
-                zone: 0,
-                in_port: 0,
-            })
-            .collect();
+        let pkts: Vec<Pkt<'_>> = ch.iter().map(|f| Pkt::new(f, 0, 0)).collect();
         e.process_burst(&mut w, 0, &pkts, &mut out[..pkts.len()], |_, _| {
             Decision::Accept(egress)
         });
@@ -89,11 +82,7 @@ fn main() {
         for (k, buf) in bufs.iter_mut().enumerate() {
             buf.copy_from_slice(&frames[base + k]);
         }
-        let pkts: [Pkt<'_>; 32] = std::array::from_fn(|k| Pkt {
-            frame: &bufs[k],
-            zone: 0,
-            in_port: 0,
-        });
+        let pkts: [Pkt<'_>; 32] = std::array::from_fn(|k| Pkt::new(&bufs[k], 0, 0));
         e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| Decision::Accept(egress));
         for (k, r) in out.iter().enumerate() {
             if let (Ok(p), Some(rw)) = (&r.parsed, &r.rewrite) {

@@ -54,6 +54,20 @@ pub struct EngineConfig {
     pub tunables: Tunables,
 }
 
+/// What the receiving NIC said about a frame's L4 checksum (DPDK's
+/// `RTE_MBUF_F_RX_L4_CKSUM_*`), as the kernel uses `skb->ip_summed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxCsum {
+    /// Not checked by the NIC: conntrack verifies it in software (when
+    /// `Tunables::checksum` is on).
+    #[default]
+    Unknown,
+    /// Verified good (CHECKSUM_UNNECESSARY): no software check.
+    Good,
+    /// Verified bad: INVALID, as the software check would find it.
+    Bad,
+}
+
 /// One frame offered to the engine.
 #[derive(Debug, Clone, Copy)]
 pub struct Pkt<'a> {
@@ -61,6 +75,20 @@ pub struct Pkt<'a> {
     pub zone: u16,
     /// The ingress port (NAT and policy rules match on it).
     pub in_port: u16,
+    /// The NIC's verdict on the L4 checksum.
+    pub rx_csum: RxCsum,
+}
+
+impl<'a> Pkt<'a> {
+    /// A frame whose checksum no NIC checked.
+    pub fn new(frame: &'a [u8], zone: u16, in_port: u16) -> Pkt<'a> {
+        Pkt {
+            frame,
+            zone,
+            in_port,
+            rx_csum: RxCsum::Unknown,
+        }
+    }
 }
 
 /// A reference to a connection that stays valid while the connection lives:
@@ -566,7 +594,12 @@ impl<P: Prefetch> Engine<P> {
                 return (pending, None);
             }
         }
-        if w.tun.checksum && !checksum::l4_checksum_ok(pkt.frame, &p) {
+        let csum_ok = match pkt.rx_csum {
+            RxCsum::Good => true,
+            RxCsum::Bad => !w.tun.checksum,
+            RxCsum::Unknown => !w.tun.checksum || checksum::l4_checksum_ok(pkt.frame, &p),
+        };
+        if !csum_ok {
             invalid(w, res, "bad L4 checksum");
             return (None, None);
         }
@@ -1245,17 +1278,7 @@ mod tests {
 
     fn run(e: &Engine, w: &mut Worker, now: u64, f: &[u8], d: Decision) -> CtResult {
         let mut out = [CtResult::default()];
-        e.process_burst(
-            w,
-            now,
-            &[Pkt {
-                frame: f,
-                zone: 0,
-                in_port: 0,
-            }],
-            &mut out,
-            |_, _| d,
-        );
+        e.process_burst(w, now, &[Pkt::new(f, 0, 0)], &mut out, |_, _| d);
         out[0]
     }
 
@@ -1594,6 +1617,42 @@ mod tests {
         let r = run(&e, &mut w, 0, &udp(502, S), out(n));
         assert_eq!(r.rewrite.unwrap().src.unwrap().1, port);
         assert_eq!(free(&e), None);
+    }
+
+    #[test]
+    fn the_nics_checksum_verdict_stands_in_for_the_software_check() {
+        let good = tcp(true, SYN, 100, 0, b"x");
+        let mut bad = good.clone();
+        bad[14 + 20 + 20] ^= 0xff; // the payload byte changed, the checksum not
+        let verdict = |f: &[u8], rx_csum: RxCsum, checksum: bool| {
+            let e = Engine::new(EngineConfig {
+                capacity_conns: 16,
+                seed: 1,
+                tunables: Tunables {
+                    checksum,
+                    ..Tunables::default()
+                },
+            });
+            let mut w = e.worker(0);
+            let mut out = [CtResult::default()];
+            let pkt = Pkt {
+                rx_csum,
+                ..Pkt::new(f, 0, 0)
+            };
+            e.process_burst(&mut w, 0, &[pkt], &mut out, |_, _| {
+                Decision::Accept(Egress::NONE)
+            });
+            (out[0].ctinfo, out[0].invalid_reason)
+        };
+        let invalid = (CtInfo::Invalid, Some("bad L4 checksum"));
+        assert_eq!(verdict(&good, RxCsum::Unknown, true), (CtInfo::New, None));
+        assert_eq!(verdict(&bad, RxCsum::Unknown, true), invalid);
+        // CHECKSUM_UNNECESSARY: the NIC checked it, conntrack does not again.
+        assert_eq!(verdict(&bad, RxCsum::Good, true), (CtInfo::New, None));
+        assert_eq!(verdict(&good, RxCsum::Bad, true), invalid);
+        // nf_conntrack_checksum = 0: nothing is checked, whatever the NIC says.
+        assert_eq!(verdict(&bad, RxCsum::Unknown, false), (CtInfo::New, None));
+        assert_eq!(verdict(&bad, RxCsum::Bad, false), (CtInfo::New, None));
     }
 
     #[test]

@@ -39,12 +39,22 @@ impl Rewrite {
             return None;
         }
         let other = &c.tuples[dir.other().index()];
-        // The tuple this direction's packets must carry after translation.
-        let target = other.invert()?;
         let (change_src, change_dst) = match dir {
             Dir::Orig => (snat, dnat),
             Dir::Reply => (dnat, snat),
         };
+        if !related && !other.is_icmp() {
+            // The common case, without building the inverted tuple: this
+            // direction's packets must carry the other tuple's endpoints
+            // swapped.
+            return Some(Rewrite {
+                src: change_src.then_some((other.dst, other.dst_port)),
+                dst: change_dst.then_some((other.src, other.src_port)),
+                ..Rewrite::default()
+            });
+        }
+        // The tuple this direction's packets must carry after translation.
+        let target = other.invert()?;
         let mut rw = Rewrite {
             related,
             ..Rewrite::default()
