@@ -595,7 +595,10 @@ impl<P: Prefetch> Engine<P> {
             }
         }
         let csum_ok = match pkt.rx_csum {
-            RxCsum::Good => true,
+            RxCsum::Good => {
+                w.stats.csum_offloaded += 1;
+                true
+            }
             RxCsum::Bad => !w.tun.checksum,
             RxCsum::Unknown => !w.tun.checksum || checksum::l4_checksum_ok(pkt.frame, &p),
         };

@@ -30,6 +30,8 @@ pub struct CtStats {
     pub frag_followed: u64,
     /// Non-first fragments whose first fragment was not seen (INVALID).
     pub frag_orphan: u64,
+    /// Packets whose L4 checksum the NIC verified (RX offload: no software check).
+    pub csum_offloaded: u64,
 }
 
 impl CtStats {
@@ -47,10 +49,11 @@ impl CtStats {
         self.events_dropped += o.events_dropped;
         self.frag_followed += o.frag_followed;
         self.frag_orphan += o.frag_orphan;
+        self.csum_offloaded += o.csum_offloaded;
     }
 
     /// (name, value) pairs in a fixed order, for printing and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
+    pub fn fields(&self) -> [(&'static str, u64); 14] {
         [
             ("found", self.found),
             ("new", self.new),
@@ -65,6 +68,7 @@ impl CtStats {
             ("events_dropped", self.events_dropped),
             ("frag_followed", self.frag_followed),
             ("frag_orphan", self.frag_orphan),
+            ("csum_offloaded", self.csum_offloaded),
         ]
     }
 }

@@ -143,6 +143,25 @@ impl Net {
         }
     }
 
+    /// A host joined to ctgate by a TAP device that ctgate's net_tap port
+    /// created (`iface={prefix}-{host}`, in the root namespace while ctgate
+    /// starts): the device moves into the host's namespace, where its kernel
+    /// side is the host's `eth0`. Call it after ctgate started.
+    pub fn tap_host(&mut self, host: &str, addrs: &[&str], routes: &[(&str, &str)]) {
+        let ns = self.ns(host);
+        let tap = self.gw_if(host);
+        sh(&["ip", "netns", "add", &ns]);
+        self.hosts.push(ns.clone());
+        sh(&["ip", "link", "set", &tap, "netns", &ns]);
+        sh(&["ip", "-n", &ns, "link", "set", &tap, "name", "eth0"]);
+        self.setup_ns(&ns);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        self.addrs(&ns, "eth0", addrs);
+        for (prefix, via) in routes {
+            sh(&["ip", "-n", &ns, "route", "add", prefix, "via", via]);
+        }
+    }
+
     /// A host behind `via_host` (not joined to ctgate): a veth between the two
     /// namespaces, `via_host` forwarding. `near` are the addresses on
     /// `via_host`'s side, `far` this host's; `routes` are this host's.
