@@ -1,6 +1,6 @@
 //! Fills a table to see how inserts fare at scale: counts of each failure.
 use ctcore::conn::Conn;
-use ctcore::table::{InsertError, Table};
+use ctcore::table::{Clash, InsertError, Table};
 use ctcore::tuple::{Addr, Family, Tuple};
 
 fn main() {
@@ -20,14 +20,12 @@ fn main() {
             family: Family::V4,
             zone: 0,
         };
-        match t.guard().insert(
-            Conn {
-                tuples: [o, o.invert().unwrap()],
-                deadline_ms: 1,
-                ..Conn::default()
-            },
-            false,
-        ) {
+        let c = Conn {
+            tuples: [o, o.invert().unwrap()],
+            deadline_ms: 1,
+            ..Conn::default()
+        };
+        match t.guard().insert(&c, Clash::Both, false) {
             Ok(_) => {}
             Err(InsertError::Full) => full += 1,
             Err(InsertError::Clash) => clash += 1,

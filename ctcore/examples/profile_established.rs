@@ -1,7 +1,9 @@
 //! A fixed workload for instruction-level profiling (valgrind --tool=callgrind):
 //! 100k established UDP connections, 200 bursts of 32 packets in random order.
 //! `profile_established N BURSTS snat`: the same through a masquerade rule,
-//! each packet rewritten as the appliance does.
+//! each packet rewritten as the appliance does. `... new`: bursts of 32 new
+//! connections instead (deleted again outside `process_burst`: read the
+//! inclusive cost of `process_burst`).
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
 use ctcore::nat::rewrite::{apply, ChecksumMode};
 use ctcore::nat::{Action, Match, Nat, Rule};
@@ -39,7 +41,8 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
-    let snat = std::env::args().nth(3).is_some_and(|a| a == "snat");
+    let mode = std::env::args().nth(3).unwrap_or_default();
+    let snat = mode == "snat";
     let nat = snat.then(|| Nat {
         rules: vec![Rule::new(
             "masq".into(),
@@ -74,6 +77,17 @@ fn main() {
         e.process_burst(&mut w, 0, &pkts, &mut out[..pkts.len()], |_, _| {
             Decision::Accept(egress)
         });
+    }
+    if mode == "new" {
+        let fresh: Vec<Vec<u8>> = (0..32).map(|i| flow(n * 2 + i, false)).collect();
+        let mut w2 = e.worker(0);
+        for _ in 0..bursts {
+            let pkts: [Pkt<'_>; 32] = std::array::from_fn(|k| Pkt::new(&fresh[k], 0, 0));
+            e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| Decision::Accept(egress));
+            let _ = e.delete_where(&mut w2, 1, |c| c.start_ms == 1);
+        }
+        eprintln!("{} new connections", w.stats.insert - n as u64);
+        return;
     }
     let mut bufs: Vec<Vec<u8>> = frames[..32].to_vec();
     let t = std::time::Instant::now();

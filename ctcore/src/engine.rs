@@ -20,7 +20,7 @@ use crate::proto::sctp::{SctpOutcome, SctpState};
 use crate::proto::tcp::{TcpConfig, TcpOutcome, TcpSegment, TcpState};
 use crate::proto::{generic, icmp, udp, Outcome};
 use crate::stats::CtStats;
-use crate::table::{Guard, InsertError, Key, Local, NoPrefetch, Prefetch, Ref, Table};
+use crate::table::{Clash, Guard, InsertError, Key, Local, NoPrefetch, Prefetch, Ref, Table};
 use crate::timeout::Timeouts;
 use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE, IPPROTO_UDP, IPPROTO_UDPLITE};
 use crate::wire::{self, Frag, InnerTuple, ParseError, Parsed, L4};
@@ -446,7 +446,7 @@ impl<P: Prefetch> Engine<P> {
             parsed,
             ..CtResult::default()
         };
-        let (mut pending, park) = self.track(g, w, now_ms, pkt, key, out);
+        let (mut pending, park, looked_up) = self.track(g, w, now_ms, pkt, key, out);
         if let Some(c) = pending.as_mut() {
             self.nat_prerouting(now_ms, c, pkt.in_port, out);
         }
@@ -461,7 +461,7 @@ impl<P: Prefetch> Engine<P> {
             {
                 match park {
                     Some(slot) => w.frags[slot].pending = Some(conn),
-                    None => self.confirm(g, w, now_ms, conn, out),
+                    None => self.confirm(g, w, now_ms, conn, looked_up, out),
                 }
             }
         }
@@ -557,7 +557,9 @@ impl<P: Prefetch> Engine<P> {
     /// One packet: lookup or create. Returns the result and, for a new
     /// connection, the unconfirmed connection to confirm if the packet is accepted
     /// (or, for a first fragment of an incomplete datagram, to park until the
-    /// datagram completes: the slot).
+    /// datagram completes: the slot), and whether its original tuple was just
+    /// looked up and not found under this guard (its confirm need not look
+    /// again).
     fn track(
         &self,
         g: &mut Guard<'_>,
@@ -566,7 +568,7 @@ impl<P: Prefetch> Engine<P> {
         pkt: &Pkt<'_>,
         key: Option<Key>,
         res: &mut CtResult,
-    ) -> (Option<Conn>, Option<usize>) {
+    ) -> (Option<Conn>, Option<usize>, bool) {
         let p = match res.parsed {
             Ok(p) => p,
             Err(e) => {
@@ -582,7 +584,7 @@ impl<P: Prefetch> Engine<P> {
                     w.stats.invalid += 1;
                     res.invalid_reason = Some(e.name());
                 }
-                return (None, None);
+                return (None, None, false);
             }
         };
         let frag_slot = p
@@ -591,7 +593,7 @@ impl<P: Prefetch> Engine<P> {
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
                 let pending = self.follow_fragment(g, w, now_ms, &p, slot, res);
-                return (pending, None);
+                return (pending, None, false);
             }
         }
         let csum_ok = match pkt.rx_csum {
@@ -604,11 +606,11 @@ impl<P: Prefetch> Engine<P> {
         };
         if !csum_ok {
             invalid(w, res, "bad L4 checksum");
-            return (None, None);
+            return (None, None, false);
         }
         let tuple = match self.tuple_of(g, w, now_ms, pkt, &p, res) {
             Some(t) => t,
-            None => return (None, None),
+            None => return (None, None, false),
         };
         let pending = self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res);
         if let Some((slot, _)) = frag_slot {
@@ -616,11 +618,11 @@ impl<P: Prefetch> Engine<P> {
                 // A first fragment: the rest of the datagram follows this connection.
                 w.frags[slot].tuple = Some(tuple);
                 if pending.is_some() && !w.frags[slot].complete() {
-                    return (pending, Some(slot));
+                    return (pending, Some(slot), false);
                 }
             }
         }
-        (pending, None)
+        (pending, None, true)
     }
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are
@@ -869,6 +871,7 @@ impl<P: Prefetch> Engine<P> {
         w: &mut Worker,
         now_ms: u64,
         conn: Conn,
+        looked_up: bool,
         res: &mut CtResult,
     ) {
         // An expired connection still holding a tuple gives way (the kernel's
@@ -882,19 +885,25 @@ impl<P: Prefetch> Engine<P> {
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             }
         }
-        match g.insert(conn, true) {
-            Ok((r, c, evicted)) => {
+        let clash_check = if looked_up {
+            Clash::ReplyOnly
+        } else {
+            Clash::Both
+        };
+        match g.insert(&conn, clash_check, true) {
+            Ok((r, evicted)) => {
                 if let Some(dead) = evicted {
                     w.stats.early_drop += 1;
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 w.stats.insert += 1;
+                let c = g.conn(r);
                 res.conn = Some(ConnHandle {
                     stripe: r.stripe,
                     local: r.local,
                     id: c.id,
                 });
-                w.events.push(EventKind::New, now_ms, &c);
+                w.events.push(EventKind::New, now_ms, c);
             }
             Err(InsertError::Full) => {
                 w.stats.drop += 1;

@@ -94,6 +94,17 @@ pub enum InsertError {
     Clash,
 }
 
+/// Which of a new connection's tuples [`Guard::insert`] checks for a clash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clash {
+    /// Both (the kernel's __nf_conntrack_confirm).
+    Both,
+    /// Only the reply tuple: the caller looked the original tuple up under
+    /// this guard, did not find it, and inserted nothing since (a packet's
+    /// lookup followed by its confirm).
+    ReplyOnly,
+}
+
 /// A connection's index within its stripe.
 pub type Local = u32;
 
@@ -465,21 +476,26 @@ impl<'t> Guard<'t> {
     }
 
     /// Confirms a connection: inserts both directions into the home stripe
-    /// (its original tuple's) and the reply tuple's. Fails on a clash or when
-    /// the home stripe is full and `early_drop` found nothing to evict.
-    /// Returns where it went, a copy as inserted (CONFIRMED, with its id), and
-    /// the evicted connection.
+    /// (its original tuple's) and the reply tuple's. Fails on a clash (of the
+    /// tuples `check` names) or when the home stripe is full and `early_drop`
+    /// found nothing to evict. Returns where it went (the record is CONFIRMED,
+    /// with its id) and the evicted connection.
     pub fn insert(
         &mut self,
-        mut conn: Conn,
+        conn: &Conn,
+        check: Clash,
         early_drop: bool,
-    ) -> Result<(Ref, Conn, Option<Conn>), InsertError> {
+    ) -> Result<(Ref, Option<Conn>), InsertError> {
         let keys = [
             self.table.key(&conn.tuples[0]),
             self.table.key(&conn.tuples[1]),
         ];
         self.hold_both(keys[0].stripe, keys[1].stripe);
-        for (d, key) in keys.iter().enumerate() {
+        let first = match check {
+            Clash::Both => 0,
+            Clash::ReplyOnly => 1,
+        };
+        for (d, key) in keys.iter().enumerate().skip(first) {
             if self.lookup(*key, &conn.tuples[d]).is_some() {
                 return Err(InsertError::Clash);
             }
@@ -507,15 +523,17 @@ impl<'t> Guard<'t> {
             self.stripe(hs).free.push(local);
             return Err(InsertError::Full);
         }
-        conn.status.set(Status::CONFIRMED);
-        conn.status.clear(Status::DYING);
         let s = self.stripe(hs);
-        conn.id = s.next_id();
-        s.records[local as usize].conn = conn;
-        s.ports.conn_added(&conn);
+        let id = s.next_id();
+        let rec = &mut s.records[local as usize].conn;
+        *rec = *conn;
+        rec.status.set(Status::CONFIRMED);
+        rec.status.clear(Status::DYING);
+        rec.id = id;
+        s.ports.conn_added(conn);
         s.live += 1;
         self.set_count(hs);
-        Ok((r, conn, evicted))
+        Ok((r, evicted))
     }
 
     /// Puts an entry word in `key`'s bucket chain.
@@ -679,7 +697,10 @@ mod tests {
     }
 
     fn insert(table: &Table, c: Conn) -> Result<Local, InsertError> {
-        table.guard().insert(c, false).map(|(r, _, _)| r.local)
+        table
+            .guard()
+            .insert(&c, Clash::Both, false)
+            .map(|(r, _)| r.local)
     }
 
     fn find(table: &Table, t: &Tuple) -> Option<(Conn, Dir)> {
@@ -772,7 +793,7 @@ mod tests {
         c2.status.set(Status::ASSURED);
         insert(&table, c2).unwrap();
         assert!(matches!(
-            table.guard().insert(conn(3), true),
+            table.guard().insert(&conn(3), Clash::Both, true),
             Err(InsertError::Full)
         ));
         {
@@ -780,7 +801,7 @@ mod tests {
             let (r, _) = g.lookup(table.key(&c2.tuples[0]), &c2.tuples[0]).unwrap();
             g.conn_mut(r).status.clear(Status::ASSURED);
         }
-        let (_, _, evicted) = table.guard().insert(conn(3), true).unwrap();
+        let (_, evicted) = table.guard().insert(&conn(3), Clash::Both, true).unwrap();
         assert_eq!(evicted.unwrap().tuples[0], c2.tuples[0]);
         assert_eq!(table.len(), 2);
     }
@@ -850,7 +871,7 @@ mod tests {
                             let mut g = table.guard();
                             // Hold a high stripe first, then insert anywhere.
                             g.stripe((w + round) % 8);
-                            let _ = g.insert(conn(id), false);
+                            let _ = g.insert(&conn(id), Clash::Both, false);
                             if (i + round) % 3 == 0 {
                                 let t = tuple(id);
                                 if let Some((r, _)) = g.lookup(table.key(&t), &t) {
