@@ -362,13 +362,13 @@ pub struct Pipeline<'a> {
     top_sources: [TopSource; TOP_SOURCES],
     /// Events the queue had no room for.
     events_dropped: u64,
-    gc_cursor: u32,
     next_gc_ms: u64,
 }
 
-/// How often a worker runs a GC slice, and how many table entries one visits.
+/// How often a worker fires its stripes' timer wheels, and how many records
+/// one call may visit (what is left waits 10 ms).
 const GC_INTERVAL_MS: u64 = 10;
-const GC_BUDGET: usize = 1024;
+const GC_BUDGET: usize = 4096;
 
 impl std::fmt::Debug for Pipeline<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -396,7 +396,6 @@ impl<'a> Pipeline<'a> {
             hits: vec![0; shared.policy.rules.len() + 1],
             top_sources: [TopSource::default(); TOP_SOURCES],
             events_dropped: 0,
-            gc_cursor: worker as u32,
             next_gc_ms: 0,
         }
     }
@@ -464,17 +463,37 @@ impl<'a> Pipeline<'a> {
                 };
             }
         }
-        if now_ms >= self.next_gc_ms {
-            // The kernel's gc worker: reclaim expired connections a slice at a
-            // time (lookups and NAT port searches reclaim them too).
-            self.next_gc_ms = now_ms + GC_INTERVAL_MS;
-            let shared = self.shared;
-            shared
-                .engine
-                .gc_step(&mut self.ct, now_ms, &mut self.gc_cursor, GC_BUDGET);
-        }
         self.move_events();
         self.publish(now_ms);
+    }
+
+    /// Between bursts, every loop of the worker whether packets came or not:
+    /// every `GC_INTERVAL_MS`, the connections of this worker's stripes whose
+    /// deadline passed are removed (the kernel's gc worker; lookups and NAT
+    /// port searches reclaim expired ones too). A worker's stripes are
+    /// `worker, worker + workers, ...` (the table may have more stripes than
+    /// workers: a power of two), so every stripe expires on time even when
+    /// no packet comes.
+    pub fn maintain(&mut self, now_ms: u64) {
+        if now_ms < self.next_gc_ms {
+            return;
+        }
+        self.next_gc_ms = now_ms + GC_INTERVAL_MS;
+        let shared = self.shared;
+        let stripes = shared.engine.table().stripe_count();
+        let workers = shared.published.len().max(1) as u32;
+        let mut s = self.worker as u32;
+        let mut expired = 0;
+        while s < stripes {
+            expired += shared
+                .engine
+                .expire(&mut self.ct, now_ms, Some(s), GC_BUDGET);
+            s += workers;
+        }
+        if expired > 0 {
+            self.move_events();
+            self.publish(now_ms);
+        }
     }
 
     /// Empties the burst's events: counts NEW ones by source, and queues them

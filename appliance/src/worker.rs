@@ -145,6 +145,10 @@ pub fn run(args: WorkerArgs) -> i32 {
             w.handle_burst(pi as u8, &mut rx);
             w.flush_all();
         }
+        // Expiry runs whether packets came or not (an idle worker's
+        // connections still time out); it checks the time first.
+        let now_ms = w.now_ms();
+        w.pipeline.maintain(now_ms);
         if now >= next_maintenance {
             if !w.pending.is_empty() {
                 w.maintain();

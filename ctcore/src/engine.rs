@@ -714,6 +714,7 @@ impl<P: Prefetch> Engine<P> {
         w.stats.found += 1;
         let c = g.conn_mut(r);
         let before = (c.status, c.state_tag());
+        let old_deadline = c.deadline_ms;
         let outcome = self.run_tracker(w, now_ms, pkt, p, c, dir);
         let handle = |c: &Conn| ConnHandle {
             stripe: r.stripe,
@@ -739,6 +740,7 @@ impl<P: Prefetch> Engine<P> {
                     if (c.status, c.state_tag()) != before {
                         w.events.push(EventKind::Update, now_ms, c);
                     }
+                    g.deadline_changed(r, old_deadline);
                 }
                 None
             }
@@ -753,6 +755,8 @@ impl<P: Prefetch> Engine<P> {
                 None
             }
             Tracked::Invalid(why) => {
+                // (nf_tcp_handle_invalid may have shortened the deadline.)
+                g.deadline_changed(r, old_deadline);
                 invalid(w, res, why);
                 None
             }
@@ -1126,23 +1130,26 @@ impl<P: Prefetch> Engine<P> {
     pub fn with_conn<R>(&self, h: ConnHandle, f: impl FnOnce(&mut Conn) -> R) -> Option<R> {
         let mut g = self.table.guard();
         let r = g.get(h.stripe, h.local, h.id)?;
-        Some(f(g.conn_mut(r)))
+        let old_deadline = g.conn(r).deadline_ms;
+        let out = f(g.conn_mut(r));
+        g.deadline_changed(r, old_deadline);
+        Some(out)
     }
 
-    /// One GC slice: visits up to `budget` slab entries across the stripes,
-    /// starting at `*cursor` (a stripe index the caller keeps), removing expired
-    /// connections. Returns how many were reclaimed.
-    pub fn gc_step(&self, w: &mut Worker, now_ms: u64, cursor: &mut u32, budget: usize) -> usize {
+    /// Expires what is due at `now_ms` in `stripe`'s timer wheel (every
+    /// stripe's with None): connections past their deadline are removed, with
+    /// their DESTROY events; at most `budget` records are visited per stripe
+    /// (the rest waits for the next call). Returns how many were removed.
+    pub fn expire(&self, w: &mut Worker, now_ms: u64, stripe: Option<u32>, budget: usize) -> usize {
+        let stripes = match stripe {
+            Some(s) => s..s + 1,
+            None => 0..self.table.stripe_count(),
+        };
         let mut reclaimed = 0;
-        let mut left = budget;
-        while left > 0 {
-            let s = *cursor % self.table.stripe_count();
-            let visited = self.table.gc_step(s, now_ms, left.min(256), |dead| {
-                reclaimed += 1;
+        for s in stripes {
+            reclaimed += self.table.expire(s, now_ms, budget, |dead| {
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             });
-            left = left.saturating_sub(visited.max(1));
-            *cursor = (s + 1) % self.table.stripe_count();
         }
         w.stats.expired += reclaimed as u64;
         reclaimed
@@ -1472,9 +1479,8 @@ mod tests {
             },
         );
         run(&e, &mut w, 0, &udp, Decision::Accept(Egress::NONE));
-        let mut cursor = 0;
-        assert_eq!(e.gc_step(&mut w, 29_999, &mut cursor, 1 << 20), 0);
-        assert_eq!(e.gc_step(&mut w, 30_000, &mut cursor, 1 << 20), 1);
+        assert_eq!(e.expire(&mut w, 29_999, None, 1 << 20), 0);
+        assert_eq!(e.expire(&mut w, 30_000, None, 1 << 20), 1);
         assert!(e.table().is_empty());
         // An expired entry found by lookup is replaced by a new connection.
         run(&e, &mut w, 40_000, &udp, Decision::Accept(Egress::NONE));

@@ -23,10 +23,14 @@
 //!   ([`HashKey`]), so crafted tuples cannot flood one bucket.
 //! - Counts are per stripe (written by the stripe's holder, summed by readers):
 //!   no shared atomic is written on the packet path.
+//! - Expiry is by deadline: each stripe has a timer wheel ([`wheel`]) that
+//!   holds every live record in the slot of a tick no later than its
+//!   deadline; [`Table::expire`] fires the ticks that have passed.
 
 pub mod bucket;
 pub mod prefetch;
 pub mod stripe;
+pub mod wheel;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -235,39 +239,62 @@ impl Table {
         g.lookup(self.key(t), t).is_some()
     }
 
-    /// Visits up to `budget` slab entries of `stripe` from its GC cursor,
-    /// removing the connections past their deadline (each handed to `expired`).
-    /// Returns the number of entries visited.
-    pub fn gc_step(
+    /// Fires the ticks of `stripe`'s timer wheel up to `now_ms`: the
+    /// connections past their deadline are removed (each handed to
+    /// `expired`), the others moved to their deadline's slot. Visits at most
+    /// `budget` records (what is left waits for the next call); returns how
+    /// many were removed. Its cost follows what is due, not the table's size.
+    pub fn expire(
         &self,
         stripe: u32,
         now_ms: u64,
         budget: usize,
         mut expired: impl FnMut(Conn),
     ) -> usize {
-        let mut visited = 0;
-        while visited < budget {
-            let mut g = self.guard();
-            let s = g.stripe(stripe);
-            let n = s.records.len();
-            let visit = (budget - visited).min(SLICE).min(n);
-            let start = s.gc_cursor as usize;
-            s.gc_cursor = ((start + visit) % n) as u32;
-            for i in 0..visit {
-                let local = ((start + i) % n) as Local;
-                let c = &g.stripe(stripe).records[local as usize].conn;
-                if live(c) && c.is_expired(now_ms) {
-                    if let Some(dead) = g.remove(Ref { stripe, local }) {
-                        expired(dead);
-                    }
-                }
-            }
-            visited += visit;
-            if visit == 0 || visited >= n {
+        let mut g = self.guard();
+        let now_tick = wheel::tick_of(now_ms);
+        let (mut visited, mut removed) = (0, 0);
+        g.stripe(stripe).wheel.catch_up(now_tick);
+        loop {
+            let t = g.stripe(stripe).wheel.next_tick;
+            if t > now_tick {
                 break;
             }
+            let slot = wheel::slot_of(t);
+            let mut cur = g.stripe(stripe).wheel.heads[slot];
+            while cur != wheel::NIL {
+                if visited >= budget {
+                    return removed;
+                }
+                visited += 1;
+                let s = g.stripe(stripe);
+                let rec = &s.records[cur as usize];
+                let (next, deadline) = (rec.link.next, rec.conn.deadline_ms);
+                if now_ms >= deadline {
+                    let backoffs = g.backoffs;
+                    if let Some(dead) = g.remove(Ref { stripe, local: cur }) {
+                        removed += 1;
+                        expired(dead);
+                    }
+                    if g.backoffs != backoffs {
+                        // The stripe was let go and taken again: start the
+                        // slot's list over.
+                        cur = g.stripe(stripe).wheel.heads[slot];
+                        continue;
+                    }
+                } else if wheel::tick_of(deadline) > t {
+                    s.unlink(cur);
+                    s.link(cur, deadline);
+                }
+                // (Due later within tick `t`: stays until `t` is over.)
+                cur = next;
+            }
+            if t == now_tick {
+                break;
+            }
+            g.stripe(stripe).wheel.next_tick = t + 1;
         }
-        visited
+        removed
     }
 
     /// Calls `f` on every live connection of `stripe`, holding the stripe's
@@ -454,6 +481,20 @@ impl<'t> Guard<'t> {
         (live(c) && c.id == id).then_some(Ref { stripe, local })
     }
 
+    /// After a packet changed a connection's deadline from `old_deadline_ms`:
+    /// one that moved before the tick of its wheel slot moves to an earlier
+    /// slot (a later deadline is seen when the slot comes due).
+    #[inline]
+    pub fn deadline_changed(&mut self, r: Ref, old_deadline_ms: u64) {
+        let s = self.stripe(r.stripe);
+        let rec = &s.records[r.local as usize];
+        let d = rec.conn.deadline_ms;
+        if d < old_deadline_ms && rec.link.is_linked() && s.wheel.place(d) < rec.link.tick {
+            s.unlink(r.local);
+            s.link(r.local, d);
+        }
+    }
+
     /// The stripe a connection with original tuple `t` is homed in.
     pub fn home(&self, t: &Tuple) -> u32 {
         self.table.key(t).stripe
@@ -530,6 +571,7 @@ impl<'t> Guard<'t> {
         rec.status.set(Status::CONFIRMED);
         rec.status.clear(Status::DYING);
         rec.id = id;
+        s.link(local, conn.deadline_ms);
         s.ports.conn_added(conn);
         s.live += 1;
         self.set_count(hs);
@@ -609,6 +651,7 @@ impl<'t> Guard<'t> {
         self.unplace(keys[0], entry_word(r, Dir::Orig));
         self.unplace(keys[1], entry_word(r, Dir::Reply));
         let s = self.stripe(r.stripe);
+        s.unlink(r.local);
         s.ports.conn_removed(&c);
         s.free.push(r.local);
         s.live -= 1;
@@ -639,7 +682,8 @@ impl<'t> Guard<'t> {
         // The buckets around `key` hold only assured connections: look through
         // the stripe's slab from its GC cursor.
         let s = self.stripe(key.stripe);
-        let (start, n) = (s.gc_cursor as usize, s.records.len());
+        let (start, n) = (s.scan_cursor as usize, s.records.len());
+        s.scan_cursor = ((start + 64) % n) as u32;
         for i in 0..n.min(64) {
             let r = Ref {
                 stripe: key.stripe,
@@ -752,6 +796,82 @@ mod tests {
         assert_eq!(table.len(), 100);
     }
 
+    /// The wheel against a model: at every step, exactly the connections
+    /// whose deadline has passed are gone, whatever the deadlines (beyond a
+    /// turn included), their changes (longer and shorter), removals by hand,
+    /// the clock's steps (jumps of several turns included) and the budget.
+    #[test]
+    fn the_wheel_expires_exactly_what_is_due() {
+        use std::collections::BTreeMap;
+        let turn = wheel::SLOTS as u64 * wheel::TICK_MS;
+        let mut x: u64 = 0x2545_f491;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let table = Table::new(3000, 2, 9);
+        let mut model: BTreeMap<u32, u64> = BTreeMap::new(); // i -> deadline
+        let mut now = 0u64;
+        let mut next_i = 0u32;
+        for step in 0..400 {
+            // New connections, deadlines from "already due" to three turns out.
+            for _ in 0..rnd(12) {
+                let i = next_i;
+                next_i += 1;
+                let mut c = conn(i);
+                c.deadline_ms = now + rnd(3 * turn);
+                if insert(&table, c).is_ok() {
+                    model.insert(i, c.deadline_ms);
+                }
+            }
+            // Some deadlines change (a packet), some connections are deleted.
+            let keys: Vec<u32> = model.keys().copied().collect();
+            for &i in &keys {
+                if rnd(10) != 0 {
+                    continue;
+                }
+                let t = tuple(i);
+                let mut g = table.guard();
+                let (r, _) = g.lookup(table.key(&t), &t).unwrap();
+                if rnd(4) == 0 {
+                    g.remove(r).unwrap();
+                    model.remove(&i);
+                    continue;
+                }
+                let old = g.conn(r).deadline_ms;
+                let new = now + rnd(2 * turn);
+                g.conn_mut(r).deadline_ms = new;
+                g.deadline_changed(r, old);
+                model.insert(i, new);
+            }
+            now += match step % 50 {
+                49 => 5 * turn + rnd(turn), // a long pause
+                _ => rnd(3 * wheel::TICK_MS),
+            };
+            let mut gone = Vec::new();
+            for s in 0..table.stripe_count() {
+                // A small budget first (the rest waits), then all that is due.
+                table.expire(s, now, 3, |c| gone.push(c.tuples[0]));
+                table.expire(s, now, usize::MAX, |c| gone.push(c.tuples[0]));
+            }
+            let due: Vec<u32> = model
+                .iter()
+                .filter(|(_, &d)| d <= now)
+                .map(|(&i, _)| i)
+                .collect();
+            let mut want: Vec<Tuple> = due.iter().map(|&i| tuple(i)).collect();
+            want.sort_by_key(|t| (t.src.0, t.src_port));
+            gone.sort_by_key(|t| (t.src.0, t.src_port));
+            assert_eq!(gone, want, "step {step}, now {now}");
+            for i in due {
+                model.remove(&i);
+            }
+            assert_eq!(table.len() as usize, model.len());
+        }
+    }
+
     #[test]
     fn remove_then_reinsert_and_gc() {
         let table = Table::new(1000, 4, 3);
@@ -769,11 +889,11 @@ mod tests {
         assert_eq!(table.len(), 250);
         let mut reclaimed = 0;
         for s in 0..table.stripe_count() {
-            table.gc_step(s, 999, usize::MAX, |_| reclaimed += 1);
+            table.expire(s, 999, usize::MAX, |_| reclaimed += 1);
         }
         assert_eq!(reclaimed, 0);
         for s in 0..table.stripe_count() {
-            table.gc_step(s, 1000, usize::MAX, |_| reclaimed += 1);
+            table.expire(s, 1000, usize::MAX, |_| reclaimed += 1);
         }
         assert_eq!(reclaimed, 250);
         assert!(table.is_empty());

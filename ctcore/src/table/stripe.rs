@@ -2,6 +2,7 @@
 //! records and their free list — all reserved when the table is made.
 
 use super::bucket::Bucket;
+use super::wheel::{slot_of, Link, Wheel, NIL};
 use crate::conn::Conn;
 use crate::nat::ports::PortMaps;
 
@@ -12,6 +13,8 @@ use crate::nat::ports::PortMaps;
 #[repr(C, align(64))]
 pub struct Record {
     pub conn: Conn,
+    /// Its place in the stripe's timer wheel (while live).
+    pub link: Link,
 }
 
 pub struct Stripe {
@@ -21,7 +24,10 @@ pub struct Stripe {
     /// Free slab indexes (a stack: recently freed, likely cached, first).
     pub free: Vec<u32>,
     pub live: u32,
-    pub gc_cursor: u32,
+    /// Where early drop's look through the slab starts next.
+    pub scan_cursor: u32,
+    /// Expiry: every live record is in one of its slots.
+    pub wheel: Wheel,
     /// Source NAT ports the stripe's connections use (added on insert,
     /// released on remove).
     pub ports: PortMaps,
@@ -51,7 +57,8 @@ impl Stripe {
             records: reserve(capacity as usize, advise),
             free: (0..capacity).rev().collect(),
             live: 0,
-            gc_cursor: 0,
+            scan_cursor: 0,
+            wheel: Wheel::default(),
             ports: PortMaps::default(),
             id_next: 1,
             index,
@@ -68,8 +75,42 @@ impl Stripe {
         id
     }
 
+    /// Puts record `local` into the wheel slot for `deadline_ms`.
+    pub fn link(&mut self, local: u32, deadline_ms: u64) {
+        let tick = self.wheel.place(deadline_ms);
+        let slot = slot_of(tick);
+        let head = self.wheel.heads[slot];
+        self.records[local as usize].link = Link {
+            next: head,
+            prev: NIL,
+            tick,
+        };
+        if head != NIL {
+            self.records[head as usize].link.prev = local;
+        }
+        self.wheel.heads[slot] = local;
+    }
+
+    /// Takes record `local` out of the wheel (if it is in).
+    pub fn unlink(&mut self, local: u32) {
+        let l = self.records[local as usize].link;
+        if !l.is_linked() {
+            return;
+        }
+        if l.prev != NIL {
+            self.records[l.prev as usize].link.next = l.next;
+        } else {
+            self.wheel.heads[slot_of(l.tick)] = l.next;
+        }
+        if l.next != NIL {
+            self.records[l.next as usize].link.prev = l.prev;
+        }
+        self.records[local as usize].link = Link::default();
+    }
+
     pub fn reserved_bytes(&self) -> usize {
         self.records.len() * (std::mem::size_of::<Record>() + 4)
             + self.buckets.len() * std::mem::size_of::<Bucket>()
+            + self.wheel.heads.len() * 4
     }
 }

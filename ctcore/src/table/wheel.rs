@@ -1,0 +1,110 @@
+//! A stripe's timer wheel: connections expire by their deadline, at a cost
+//! that follows the number of connections due, not the table's size (the
+//! slab sweep it replaces visited every record whatever expired).
+//!
+//! Every live record is linked, through its [`Link`], into the slot of one
+//! tick (`TICK_MS` of time) no later than its deadline. A packet that
+//! extends the deadline changes nothing here (the record is looked at again
+//! when its slot comes due and moved on then); one that shortens it below
+//! the slot's tick moves it earlier ([`super::Guard::deadline_changed`]).
+//! `SLOTS` ticks are ahead at any time; a deadline further out waits in the
+//! last slot and is moved on when that comes due. So a connection is found
+//! within one tick of its deadline, and an idle long-lived one is looked at
+//! once per wheel turn (`SLOTS * TICK_MS`).
+
+/// The wheel's time step.
+pub const TICK_MS: u64 = 64;
+/// Slots in a turn (4096 x 64 ms: 262 s ahead).
+pub const SLOTS: usize = 4096;
+/// No record (end of a list).
+pub const NIL: u32 = u32::MAX;
+/// The tick of a record not in the wheel.
+const UNLINKED: u64 = u64::MAX;
+
+/// A record's place in its slot's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub next: u32,
+    pub prev: u32,
+    /// The tick whose slot holds the record.
+    pub tick: u64,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            next: NIL,
+            prev: NIL,
+            tick: UNLINKED,
+        }
+    }
+}
+
+impl Link {
+    pub fn is_linked(&self) -> bool {
+        self.tick != UNLINKED
+    }
+}
+
+/// The slots' list heads and the next tick to fire.
+pub struct Wheel {
+    pub heads: Box<[u32]>,
+    /// Ticks before this one have been fired: their records are gone or moved.
+    pub next_tick: u64,
+}
+
+impl Default for Wheel {
+    fn default() -> Self {
+        Wheel {
+            heads: vec![NIL; SLOTS].into_boxed_slice(),
+            next_tick: 0,
+        }
+    }
+}
+
+pub fn tick_of(ms: u64) -> u64 {
+    ms / TICK_MS
+}
+
+pub fn slot_of(tick: u64) -> usize {
+    (tick % SLOTS as u64) as usize
+}
+
+impl Wheel {
+    /// The tick a record with `deadline_ms` goes to: its own, but not one
+    /// already fired and not beyond the turn.
+    pub fn place(&self, deadline_ms: u64) -> u64 {
+        tick_of(deadline_ms).clamp(self.next_tick, self.next_tick + SLOTS as u64 - 1)
+    }
+
+    /// Catching up after a long pause: the ticks more than a turn back hold
+    /// nothing a later tick's slot does not (a slot is reused every turn), so
+    /// firing starts at most one turn before `now_tick`.
+    pub fn catch_up(&mut self, now_tick: u64) {
+        if now_tick >= self.next_tick + SLOTS as u64 {
+            self.next_tick = now_tick + 1 - SLOTS as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_is_clamped_to_the_turn_ahead() {
+        let mut w = Wheel {
+            next_tick: 100,
+            ..Wheel::default()
+        };
+        assert_eq!(w.place(0), 100, "an overdue deadline fires next");
+        assert_eq!(w.place(200 * TICK_MS + 5), 200);
+        assert_eq!(w.place(u64::MAX), 100 + SLOTS as u64 - 1);
+        w.catch_up(100 + 10 * SLOTS as u64);
+        assert_eq!(w.next_tick, 100 + 9 * SLOTS as u64 + 1);
+        assert_eq!(
+            slot_of(w.next_tick + SLOTS as u64 - 1),
+            slot_of(w.next_tick - 1)
+        );
+    }
+}
