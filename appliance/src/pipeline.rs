@@ -363,6 +363,8 @@ pub struct Pipeline<'a> {
     /// Events the queue had no room for.
     events_dropped: u64,
     next_gc_ms: u64,
+    /// The engine's results for the burst in hand.
+    results: Box<[CtResult; BURST]>,
 }
 
 /// How often a worker fires its stripes' timer wheels, and how many records
@@ -397,6 +399,7 @@ impl<'a> Pipeline<'a> {
             top_sources: [TopSource::default(); TOP_SOURCES],
             events_dropped: 0,
             next_gc_ms: 0,
+            results: Box::new([CtResult::default(); BURST]),
         }
     }
 
@@ -417,13 +420,16 @@ impl<'a> Pipeline<'a> {
             return;
         }
         let n = pkts.len().min(BURST);
-        let mut results = [CtResult::default(); BURST];
+        // The engine fills each result it is given (no clearing per burst).
+        let results = &mut self.results;
         let mut policy_drop = [false; BURST];
         let mut expiring = [false; BURST];
         {
             let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| match pkts.get(i) {
+                // The worker's classification checked the IPv4 header.
                 Some(m) if i < n => Pkt {
                     rx_csum: m.rx_l4_csum(),
+                    ip_checked: true,
                     ..Pkt::new(m.data(), 0, in_port as u16)
                 },
                 _ => Pkt::new(&[], 0, in_port as u16),

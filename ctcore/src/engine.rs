@@ -77,6 +77,9 @@ pub struct Pkt<'a> {
     pub in_port: u16,
     /// The NIC's verdict on the L4 checksum.
     pub rx_csum: RxCsum,
+    /// The caller checked the IPv4 header (version, lengths, checksum) as
+    /// `ip_rcv` does: conntrack does not sum it again.
+    pub ip_checked: bool,
 }
 
 impl<'a> Pkt<'a> {
@@ -87,6 +90,7 @@ impl<'a> Pkt<'a> {
             zone,
             in_port,
             rx_csum: RxCsum::Unknown,
+            ip_checked: false,
         }
     }
 }
@@ -117,6 +121,17 @@ pub struct CtResult {
 }
 
 impl CtResult {
+    /// Everything but `parsed` back to its default.
+    #[inline]
+    fn reset_verdict(&mut self) {
+        self.ctinfo = CtInfo::Invalid;
+        self.dir = Dir::Orig;
+        self.conn = None;
+        self.invalid_reason = None;
+        self.ct_drop = None;
+        self.rewrite = None;
+    }
+
     /// Whether this packet's destination is being translated in its original
     /// direction (nft `ct status dnat` for the policy).
     pub fn dnat(&self) -> bool {
@@ -387,11 +402,17 @@ impl<P: Prefetch> Engine<P> {
             // stage 2: prefetch the records whose signatures match. The misses
             // of the burst overlap instead of adding up; stage 3 then finds
             // them in cache.
-            let mut parsed = [Err(ParseError::TruncatedEthernet); STAGE];
+            // Each packet is parsed straight into its result.
+            let out = &mut results[c * STAGE..c * STAGE + chunk.len()];
             let mut keys: [Option<Key>; STAGE] = [None; STAGE];
             for (i, pkt) in chunk.iter().enumerate() {
-                parsed[i] = wire::parse(pkt.frame);
-                if let Some(t) = parsed[i]
+                out[i].parsed = if pkt.ip_checked {
+                    wire::parse_ip_checked(pkt.frame)
+                } else {
+                    wire::parse(pkt.frame)
+                };
+                if let Some(t) = out[i]
+                    .parsed
                     .as_ref()
                     .ok()
                     .and_then(|p| simple_tuple(p, pkt.zone))
@@ -401,10 +422,10 @@ impl<P: Prefetch> Engine<P> {
                     keys[i] = Some(k);
                 }
             }
-            for (k, p) in keys[..chunk.len()].iter().zip(&parsed) {
+            for (k, r) in keys[..chunk.len()].iter().zip(out.iter()) {
                 if let Some(k) = k {
                     // TCP also reads its window state, in the third line.
-                    let tcp = matches!(p, Ok(Parsed { l4: L4::Tcp(_), .. }));
+                    let tcp = matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_), .. }));
                     g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 });
                 }
             }
@@ -415,7 +436,6 @@ impl<P: Prefetch> Engine<P> {
                     w,
                     now_ms,
                     pkt,
-                    parsed[j],
                     keys[j],
                     i,
                     &mut results[i],
@@ -434,7 +454,6 @@ impl<P: Prefetch> Engine<P> {
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
-        parsed: Result<Parsed, ParseError>,
         key: Option<Key>,
         i: usize,
         out: &mut CtResult,
@@ -442,10 +461,8 @@ impl<P: Prefetch> Engine<P> {
     ) where
         F: FnMut(usize, &CtResult) -> Decision,
     {
-        *out = CtResult {
-            parsed,
-            ..CtResult::default()
-        };
+        // `out.parsed` is this packet's (stage 1); the rest is reset here.
+        out.reset_verdict();
         let (mut pending, park, looked_up) = self.track(g, w, now_ms, pkt, key, out);
         if let Some(c) = pending.as_mut() {
             self.nat_prerouting(now_ms, c, pkt.in_port, out);
@@ -740,7 +757,9 @@ impl<P: Prefetch> Engine<P> {
                     if (c.status, c.state_tag()) != before {
                         w.events.push(EventKind::Update, now_ms, c);
                     }
-                    g.deadline_changed(r, old_deadline);
+                    if c.deadline_ms < old_deadline {
+                        g.deadline_changed(r, old_deadline);
+                    }
                 }
                 None
             }

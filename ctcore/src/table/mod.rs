@@ -484,7 +484,6 @@ impl<'t> Guard<'t> {
     /// After a packet changed a connection's deadline from `old_deadline_ms`:
     /// one that moved before the tick of its wheel slot moves to an earlier
     /// slot (a later deadline is seen when the slot comes due).
-    #[inline]
     pub fn deadline_changed(&mut self, r: Ref, old_deadline_ms: u64) {
         let s = self.stripe(r.stripe);
         let rec = &s.records[r.local as usize];

@@ -115,9 +115,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 /// Validates the IPv4 header at the start of `l3` like `ip_rcv_core`: version,
-/// IHL, header present, header checksum, then total length against the bytes
-/// present (trailing padding is ignored).
-pub(crate) fn parse_header(l3: &[u8]) -> Result<L3Header, ParseError> {
+/// IHL, header present, header checksum (unless `checksum` is false: the
+/// caller verified it), then total length against the bytes present
+/// (trailing padding is ignored).
+pub(crate) fn parse_header(l3: &[u8], checksum: bool) -> Result<L3Header, ParseError> {
     let ip = Ipv4Packet::new_checked(l3)?;
     if ip.version() != 4 {
         return Err(ParseError::BadIpVersion);
@@ -129,7 +130,7 @@ pub(crate) fn parse_header(l3: &[u8]) -> Result<L3Header, ParseError> {
     if header_len > l3.len() {
         return Err(ParseError::TruncatedIp);
     }
-    if !ip.verify_checksum() {
+    if checksum && !ip.verify_checksum() {
         return Err(ParseError::BadIpChecksum);
     }
     let total_len = ip.total_len();
@@ -193,52 +194,63 @@ pub(crate) mod tests {
     #[test]
     fn header_checks_in_kernel_order() {
         let good = header(20, 6, 0, &[]);
-        assert!(parse_header(&good).is_ok());
+        assert!(parse_header(&good, true).is_ok());
         assert_eq!(
-            parse_header(&good[..19]).err(),
+            parse_header(&good[..19], true).err(),
             Some(ParseError::TruncatedIp)
         );
 
         let mut v6 = good.clone();
         v6[0] = 0x65;
-        assert_eq!(parse_header(&v6).err(), Some(ParseError::BadIpVersion));
+        assert_eq!(
+            parse_header(&v6, true).err(),
+            Some(ParseError::BadIpVersion)
+        );
 
         let mut ihl4 = good.clone();
         ihl4[0] = 0x44;
-        assert_eq!(parse_header(&ihl4).err(), Some(ParseError::BadIpHeaderLen));
+        assert_eq!(
+            parse_header(&ihl4, true).err(),
+            Some(ParseError::BadIpHeaderLen)
+        );
 
         let opts = header(24, 6, 0, &[1, 1, 1, 0]);
         assert_eq!(
-            parse_header(&opts[..22]).err(),
+            parse_header(&opts[..22], true).err(),
             Some(ParseError::TruncatedIp)
         );
-        assert_eq!(parse_header(&opts).map(|h| h.l4_rel).ok(), Some(24));
+        assert_eq!(parse_header(&opts, true).map(|h| h.l4_rel).ok(), Some(24));
 
         let mut bad_sum = good.clone();
         bad_sum[11] ^= 1;
         assert_eq!(
-            parse_header(&bad_sum).err(),
+            parse_header(&bad_sum, true).err(),
             Some(ParseError::BadIpChecksum)
         );
+        // The caller verified the checksum (the appliance's classification):
+        // not summed again.
+        assert!(parse_header(&bad_sum, false).is_ok());
 
         assert_eq!(
-            parse_header(&header(21, 6, 0, &[])).err(),
+            parse_header(&header(21, 6, 0, &[]), true).err(),
             Some(ParseError::BadIpTotalLen)
         );
         assert_eq!(
-            parse_header(&header(19, 6, 0, &[])).err(),
+            parse_header(&header(19, 6, 0, &[]), true).err(),
             Some(ParseError::BadIpTotalLen)
         );
 
         // Trailing Ethernet padding is not part of the packet.
         let mut padded = header(20, 6, 0, &[]);
         padded.extend_from_slice(&[0; 26]);
-        assert_eq!(parse_header(&padded).map(|h| h.l3_len).ok(), Some(20));
+        assert_eq!(parse_header(&padded, true).map(|h| h.l3_len).ok(), Some(20));
     }
 
     #[test]
     fn fragments() {
-        let first = parse_header(&header(20, 17, FLAG_MF, &[])).ok().unwrap();
+        let first = parse_header(&header(20, 17, FLAG_MF, &[]), true)
+            .ok()
+            .unwrap();
         assert_eq!(
             first.frag,
             Some(Frag {
@@ -247,7 +259,7 @@ pub(crate) mod tests {
                 more: true
             })
         );
-        let last = parse_header(&header(20, 17, 185, &[])).ok().unwrap();
+        let last = parse_header(&header(20, 17, 185, &[]), true).ok().unwrap();
         assert_eq!(
             last.frag,
             Some(Frag {
@@ -256,7 +268,9 @@ pub(crate) mod tests {
                 more: false
             })
         );
-        let df = parse_header(&header(20, 17, FLAG_DF, &[])).ok().unwrap();
+        let df = parse_header(&header(20, 17, FLAG_DF, &[]), true)
+            .ok()
+            .unwrap();
         assert_eq!(df.frag, None);
     }
 }

@@ -239,11 +239,23 @@ pub struct Parsed {
 /// - Offsets are `u16`: a packet whose L3 end lies beyond byte 65535 of the
 ///   frame is `BadIpTotalLen` (jumbograms are not supported either).
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
+    parse_inner(frame, true)
+}
+
+/// [`parse`] for a frame whose IPv4 header checksum the caller has verified
+/// already (the appliance's classification, as `ip_rcv` does before
+/// conntrack): the same result, without summing the header again.
+pub fn parse_ip_checked(frame: &[u8]) -> Result<Parsed, ParseError> {
+    parse_inner(frame, false)
+}
+
+#[inline(always)]
+fn parse_inner(frame: &[u8], ipv4_checksum: bool) -> Result<Parsed, ParseError> {
     let mut p = Parsed::default();
     let (ethertype, l3_offset) = ethernet::walk(frame, &mut p.vlan_ids, &mut p.vlan_count)?;
     let l3 = &frame[l3_offset..];
     let hdr = match ethertype {
-        ethernet::ETHERTYPE_IPV4 => ipv4::parse_header(l3)?,
+        ethernet::ETHERTYPE_IPV4 => ipv4::parse_header(l3, ipv4_checksum)?,
         ethernet::ETHERTYPE_IPV6 => ipv6::parse_header(l3)?,
         _ => return Err(ParseError::NotIp),
     };
