@@ -51,11 +51,13 @@ pub fn l4_checksum(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &
 /// True if `segment` (checksum field included) verifies with its pseudo-header.
 /// One pass: pseudo-header and data in one accumulator, folded once.
 pub fn verify_l4(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &[u8]) -> bool {
-    let w = match family {
-        Family::V4 => 4,
-        Family::V6 => 16,
+    let acc = match family {
+        Family::V4 => {
+            u64::from(u32::from_be_bytes(src.v4_octets()))
+                + u64::from(u32::from_be_bytes(dst.v4_octets()))
+        }
+        Family::V6 => add_words(add_words(0, &src.0), &dst.0),
     };
-    let acc = add_words(add_words(0, &src.0[..w]), &dst.0[..w]);
     let acc = add_carry(acc, u64::from(proto) + segment.len() as u64);
     fold(add_words(acc, segment)) == 0xffff
 }
@@ -174,14 +176,27 @@ fn add_words(mut acc: u64, data: &[u8]) -> u64 {
         let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
         acc = add_carry(acc, w);
     }
-    let mut tail = 0u64;
-    let mut pairs = chunks.remainder().chunks_exact(2);
-    for c in &mut pairs {
-        tail += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    // The last 0-7 bytes padded with zeros to a 64-bit word: the same sum
+    // modulo 0xffff as their 16-bit words (2^16 = 1), an odd last byte
+    // taking the high half of its word as RFC 1071 pads it.
+    let r = chunks.remainder().len();
+    if r == 0 {
+        return acc;
     }
-    if let [last] = pairs.remainder() {
-        tail += u64::from(*last) << 8;
-    }
+    let tail = if data.len() >= 8 {
+        // The data's last eight bytes, of which the low `r` are the tail.
+        let last = &data[data.len() - 8..];
+        let w = u64::from_be_bytes([
+            last[0], last[1], last[2], last[3], last[4], last[5], last[6], last[7],
+        ]);
+        (w & (u64::MAX >> (64 - 8 * r))) << (64 - 8 * r)
+    } else {
+        chunks
+            .remainder()
+            .iter()
+            .fold(0u64, |t, &b| (t << 8) | u64::from(b))
+            << (64 - 8 * r)
+    };
     add_carry(acc, tail)
 }
 
@@ -338,6 +353,33 @@ mod tests {
             v4.extend_from_slice(&[0, proto]);
             v4.extend_from_slice(&len.to_be_bytes());
             prop_assert_eq!(pseudo_header(Family::V4, &Addr(src), &Addr(dst), proto, u32::from(len)), reference_sum(&v4));
+        }
+
+        /// The one-pass verification is the two-step one (pseudo-header sum
+        /// combined with the data's), for both families and any bytes.
+        #[test]
+        fn verify_l4_is_pseudo_header_plus_data(
+            src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(), v6 in any::<bool>(),
+            seg in proptest::collection::vec(any::<u8>(), 0..80), fix in any::<bool>(),
+        ) {
+            let family = if v6 { Family::V6 } else { Family::V4 };
+            let (src, dst) = (Addr(src), Addr(dst));
+            let mut seg = seg;
+            if fix && seg.len() >= 8 {
+                // Make it verify: the checksum field (UDP's) set right.
+                seg[6] = 0;
+                seg[7] = 0;
+                let c = l4_checksum(family, &src, &dst, IPPROTO_UDP, &seg);
+                seg[6..8].copy_from_slice(&c.to_be_bytes());
+            }
+            let two_step = combine(
+                pseudo_header(family, &src, &dst, IPPROTO_UDP, seg.len() as u32),
+                sum(&seg),
+            ) == 0xffff;
+            prop_assert_eq!(verify_l4(family, &src, &dst, IPPROTO_UDP, &seg), two_step);
+            if fix && seg.len() >= 8 {
+                prop_assert!(two_step);
+            }
         }
 
         #[test]

@@ -463,7 +463,8 @@ impl<P: Prefetch> Engine<P> {
     {
         // `out.parsed` is this packet's (stage 1); the rest is reset here.
         out.reset_verdict();
-        let (mut pending, park, looked_up) = self.track(g, w, now_ms, pkt, key, out);
+        let mut pending: Option<Conn> = None;
+        let (park, looked_up) = self.track(g, w, now_ms, pkt, key, out, &mut pending);
         if let Some(c) = pending.as_mut() {
             self.nat_prerouting(now_ms, c, pkt.in_port, out);
         }
@@ -577,6 +578,7 @@ impl<P: Prefetch> Engine<P> {
     /// datagram completes: the slot), and whether its original tuple was just
     /// looked up and not found under this guard (its confirm need not look
     /// again).
+    #[allow(clippy::too_many_arguments)]
     fn track(
         &self,
         g: &mut Guard<'_>,
@@ -585,7 +587,8 @@ impl<P: Prefetch> Engine<P> {
         pkt: &Pkt<'_>,
         key: Option<Key>,
         res: &mut CtResult,
-    ) -> (Option<Conn>, Option<usize>, bool) {
+        pending: &mut Option<Conn>,
+    ) -> (Option<usize>, bool) {
         let p = match res.parsed {
             Ok(p) => p,
             Err(e) => {
@@ -601,7 +604,7 @@ impl<P: Prefetch> Engine<P> {
                     w.stats.invalid += 1;
                     res.invalid_reason = Some(e.name());
                 }
-                return (None, None, false);
+                return (None, false);
             }
         };
         let frag_slot = p
@@ -609,8 +612,8 @@ impl<P: Prefetch> Engine<P> {
             .map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
-                let pending = self.follow_fragment(g, w, now_ms, &p, slot, res);
-                return (pending, None, false);
+                *pending = self.follow_fragment(g, w, now_ms, &p, slot, res);
+                return (None, false);
             }
         }
         let csum_ok = match pkt.rx_csum {
@@ -623,23 +626,23 @@ impl<P: Prefetch> Engine<P> {
         };
         if !csum_ok {
             invalid(w, res, "bad L4 checksum");
-            return (None, None, false);
+            return (None, false);
         }
         let tuple = match self.tuple_of(g, w, now_ms, pkt, &p, res) {
             Some(t) => t,
-            None => return (None, None, false),
+            None => return (None, false),
         };
-        let pending = self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res);
+        self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res, pending);
         if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
                 w.frags[slot].tuple = Some(tuple);
                 if pending.is_some() && !w.frags[slot].complete() {
-                    return (pending, Some(slot), false);
+                    return (Some(slot), false);
                 }
             }
         }
-        (pending, None, true)
+        (None, true)
     }
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are
@@ -723,10 +726,11 @@ impl<P: Prefetch> Engine<P> {
         t: Tuple,
         key: Option<Key>,
         res: &mut CtResult,
-    ) -> Option<Conn> {
+        pending: &mut Option<Conn>,
+    ) {
         let key = key.unwrap_or_else(|| self.table.key(&t));
         let Some((r, dir)) = self.find_live(g, w, now_ms, key, &t) else {
-            return self.new_conn(w, now_ms, pkt, p, t, res);
+            return self.new_conn(w, now_ms, pkt, p, t, res, pending);
         };
         w.stats.found += 1;
         let c = g.conn_mut(r);
@@ -761,7 +765,6 @@ impl<P: Prefetch> Engine<P> {
                         g.deadline_changed(r, old_deadline);
                     }
                 }
-                None
             }
             Tracked::Ignore => {
                 res.ctinfo = ctinfo_for(c, dir);
@@ -771,13 +774,11 @@ impl<P: Prefetch> Engine<P> {
                 res.dir = dir;
                 res.rewrite = Rewrite::for_packet(c, dir, false);
                 res.conn = Some(handle(c));
-                None
             }
             Tracked::Invalid(why) => {
                 // (nf_tcp_handle_invalid may have shortened the deadline.)
                 g.deadline_changed(r, old_deadline);
                 invalid(w, res, why);
-                None
             }
             Tracked::Repeat => {
                 // A SYN reopening a closed connection: kill it, track as new.
@@ -785,7 +786,7 @@ impl<P: Prefetch> Engine<P> {
                 if let Some(dead) = g.remove(r) {
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
-                self.new_conn(w, now_ms, pkt, p, t, res)
+                self.new_conn(w, now_ms, pkt, p, t, res, pending)
             }
         }
     }
@@ -810,7 +811,9 @@ impl<P: Prefetch> Engine<P> {
         Some((r, dir))
     }
 
-    /// init_conntrack + the tracker's first packet: an unconfirmed connection.
+    /// init_conntrack + the tracker's first packet: an unconfirmed connection
+    /// (into `pending`).
+    #[allow(clippy::too_many_arguments)]
     fn new_conn(
         &self,
         w: &mut Worker,
@@ -819,10 +822,11 @@ impl<P: Prefetch> Engine<P> {
         p: &Parsed,
         t: Tuple,
         res: &mut CtResult,
-    ) -> Option<Conn> {
+        pending: &mut Option<Conn>,
+    ) {
         let Some(reply) = t.invert() else {
             invalid(w, res, "cannot invert tuple");
-            return None;
+            return;
         };
         let proto = match p.l4 {
             L4::Tcp(info) => match TcpState::new(
@@ -835,7 +839,7 @@ impl<P: Prefetch> Engine<P> {
                 Ok(s) => ProtoState::Tcp(s),
                 Err(why) => {
                     invalid(w, res, why);
-                    return None;
+                    return;
                 }
             },
             L4::Udp { .. } => ProtoState::Stream {
@@ -846,7 +850,7 @@ impl<P: Prefetch> Engine<P> {
                 Ok(s) => ProtoState::Sctp(s),
                 Err(why) => {
                     invalid(w, res, why);
-                    return None;
+                    return;
                 }
             },
             _ => ProtoState::Generic,
@@ -862,26 +866,23 @@ impl<P: Prefetch> Engine<P> {
                 if kill {
                     // Accepted, but nothing to keep.
                     res.ctinfo = CtInfo::New;
-                    return None;
+                    return;
                 }
                 w.stats.new += 1;
                 account(&mut conn, Dir::Orig, p);
                 conn.deadline_ms = now_ms + timeout_ms;
                 res.ctinfo = CtInfo::New;
                 res.dir = Dir::Orig;
-                Some(conn)
+                *pending = Some(conn);
             }
             Tracked::Ignore => {
                 res.ctinfo = CtInfo::New;
-                None
             }
             Tracked::Invalid(why) => {
                 invalid(w, res, why);
-                None
             }
             Tracked::Repeat => {
                 invalid(w, res, "tcp: repeat on a new connection");
-                None
             }
         }
     }
