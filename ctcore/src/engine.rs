@@ -473,7 +473,10 @@ impl<P: Prefetch> Engine<P> {
             Decision::Accept(e) => Some(e),
             Decision::Local | Decision::Drop => None,
         };
-        if let (Some(mut conn), true) = (pending, d != Decision::Drop) {
+        if d == Decision::Drop {
+            return;
+        }
+        if let Some(mut conn) = pending {
             if egress
                 .is_none_or(|e| self.nat_postrouting(g, w, now_ms, &mut conn, pkt.in_port, e, out))
             {
