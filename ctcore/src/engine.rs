@@ -476,12 +476,11 @@ impl<P: Prefetch> Engine<P> {
         if d == Decision::Drop {
             return;
         }
-        if let Some(mut conn) = pending {
-            if egress
-                .is_none_or(|e| self.nat_postrouting(g, w, now_ms, &mut conn, pkt.in_port, e, out))
+        if let Some(conn) = pending.as_mut() {
+            if egress.is_none_or(|e| self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, out))
             {
                 match park {
-                    Some(slot) => w.frags[slot].pending = Some(conn),
+                    Some(slot) => w.frags[slot].pending = Some(*conn),
                     None => self.confirm(g, w, now_ms, conn, looked_up, out),
                 }
             }
@@ -591,7 +590,7 @@ impl<P: Prefetch> Engine<P> {
         key: Option<Key>,
         res: &mut CtResult,
         pending: &mut Option<Conn>,
-    ) -> (Option<usize>, bool) {
+    ) -> (Option<usize>, Option<Key>) {
         let p = match res.parsed {
             Ok(p) => p,
             Err(e) => {
@@ -607,7 +606,7 @@ impl<P: Prefetch> Engine<P> {
                     w.stats.invalid += 1;
                     res.invalid_reason = Some(e.name());
                 }
-                return (None, false);
+                return (None, None);
             }
         };
         let frag_slot = p
@@ -616,7 +615,7 @@ impl<P: Prefetch> Engine<P> {
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
                 *pending = self.follow_fragment(g, w, now_ms, &p, slot, res);
-                return (None, false);
+                return (None, None);
             }
         }
         let csum_ok = match pkt.rx_csum {
@@ -629,23 +628,23 @@ impl<P: Prefetch> Engine<P> {
         };
         if !csum_ok {
             invalid(w, res, "bad L4 checksum");
-            return (None, false);
+            return (None, None);
         }
         let tuple = match self.tuple_of(g, w, now_ms, pkt, &p, res) {
             Some(t) => t,
-            None => return (None, false),
+            None => return (None, None),
         };
-        self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res, pending);
+        let looked_up = self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res, pending);
         if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
                 w.frags[slot].tuple = Some(tuple);
                 if pending.is_some() && !w.frags[slot].complete() {
-                    return (Some(slot), false);
+                    return (Some(slot), None);
                 }
             }
         }
-        (None, true)
+        (None, looked_up)
     }
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are
@@ -730,10 +729,11 @@ impl<P: Prefetch> Engine<P> {
         key: Option<Key>,
         res: &mut CtResult,
         pending: &mut Option<Conn>,
-    ) {
+    ) -> Option<Key> {
         let key = key.unwrap_or_else(|| self.table.key(&t));
         let Some((r, dir)) = self.find_live(g, w, now_ms, key, &t) else {
-            return self.new_conn(w, now_ms, pkt, p, t, res, pending);
+            self.new_conn(w, now_ms, pkt, p, t, res, pending);
+            return Some(key);
         };
         w.stats.found += 1;
         let c = g.conn_mut(r);
@@ -789,9 +789,11 @@ impl<P: Prefetch> Engine<P> {
                 if let Some(dead) = g.remove(r) {
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
-                self.new_conn(w, now_ms, pkt, p, t, res, pending)
+                self.new_conn(w, now_ms, pkt, p, t, res, pending);
+                return Some(key);
             }
         }
+        None
     }
 
     /// Finds a live connection; an expired one is reclaimed on the spot.
@@ -897,8 +899,8 @@ impl<P: Prefetch> Engine<P> {
         g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
-        conn: Conn,
-        looked_up: bool,
+        conn: &Conn,
+        looked_up: Option<Key>,
         res: &mut CtResult,
     ) {
         // An expired connection still holding a tuple gives way (the kernel's
@@ -912,12 +914,11 @@ impl<P: Prefetch> Engine<P> {
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             }
         }
-        let clash_check = if looked_up {
-            Clash::ReplyOnly
-        } else {
-            Clash::Both
+        let clash_check = match looked_up {
+            Some(key) => Clash::ReplyOnly(key),
+            None => Clash::Both,
         };
-        match g.insert(&conn, clash_check, true) {
+        match g.insert(conn, clash_check, true) {
             Ok((r, evicted)) => {
                 if let Some(dead) = evicted {
                     w.stats.early_drop += 1;

@@ -104,9 +104,9 @@ pub enum Clash {
     /// Both (the kernel's __nf_conntrack_confirm).
     Both,
     /// Only the reply tuple: the caller looked the original tuple up under
-    /// this guard, did not find it, and inserted nothing since (a packet's
-    /// lookup followed by its confirm).
-    ReplyOnly,
+    /// this guard with this key, did not find it, and inserted nothing since
+    /// (a packet's lookup followed by its confirm).
+    ReplyOnly(Key),
 }
 
 /// A connection's index within its stripe.
@@ -526,15 +526,12 @@ impl<'t> Guard<'t> {
         check: Clash,
         early_drop: bool,
     ) -> Result<(Ref, Option<Conn>), InsertError> {
-        let keys = [
-            self.table.key(&conn.tuples[0]),
-            self.table.key(&conn.tuples[1]),
-        ];
-        self.hold_both(keys[0].stripe, keys[1].stripe);
-        let first = match check {
-            Clash::Both => 0,
-            Clash::ReplyOnly => 1,
+        let (key0, first) = match check {
+            Clash::Both => (self.table.key(&conn.tuples[0]), 0),
+            Clash::ReplyOnly(key) => (key, 1),
         };
+        let keys = [key0, self.table.key(&conn.tuples[1])];
+        self.hold_both(keys[0].stripe, keys[1].stripe);
         for (d, key) in keys.iter().enumerate().skip(first) {
             if self.lookup(*key, &conn.tuples[d]).is_some() {
                 return Err(InsertError::Clash);
