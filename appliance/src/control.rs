@@ -392,7 +392,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
                             .collect();
                         let pct = |p| stats::hist_percentile(&h, p).unwrap_or(0);
                         println!(
-                            "[{:>6.1}s] ct connections {} found {} new {} insert {} insert_failed {} drop {} early_drop {} expired {} conntrack_drops {}; burst cycles p50 {} p99 {} max {} bursts {} busy_cycles {} busy_packets {}",
+                            "[{:>6.1}s] ct connections {} found {} new {} insert {} insert_failed {} drop {} early_drop {} expired {} conntrack_drops {}; burst cycles p50 {} p99 {} max {} bursts {} busy_cycles {} busy_packets {} stall_iterations {} stall_cycles {} stall_packets {}",
                             started.elapsed().as_secs_f64(),
                             shared.engine.table().len(),
                             ct.found,
@@ -408,7 +408,10 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
                             pct(100.0),
                             h.iter().sum::<u64>(),
                             t.busy_cycles,
-                            t.busy_packets
+                            t.busy_packets,
+                            t.stall_iterations,
+                            t.stall_cycles,
+                            t.stall_packets
                         );
                         last_hist = t.burst_hist.clone();
                     }
@@ -519,12 +522,15 @@ impl Report {
                 drops.join(", ")
             }
         );
-        if t.busy_packets > 0 {
+        if let (Some(cpp), Some(free)) = (t.cycles_per_packet(), t.stall_free_cycles_per_packet()) {
             let _ = writeln!(
                 s,
-                "  cycles/packet {:.1} (busy cycles over packets, {} workers)",
-                t.busy_cycles as f64 / t.busy_packets as f64,
-                cfg.workers.len()
+                "  cycles/packet {:.1} (busy cycles over packets, {} workers); stall-free {:.1} ({} iterations over {} us left out)",
+                cpp,
+                cfg.workers.len(),
+                free,
+                t.stall_iterations,
+                crate::stats::STALL_US
             );
         }
         let ct = &self.conntrack;

@@ -123,12 +123,19 @@ pub fn run(args: WorkerArgs) -> i32 {
     // packets counts as busy from its start to the next one's.
     let mut prev = start;
     let mut prev_packets = 0u64;
+    let stall_cycles = args.tsc_hz / 1_000_000 * crate::stats::STALL_US;
     while !args.stop.load(Ordering::Relaxed) {
         let now = dpdk::tsc();
         if prev_packets > 0 {
-            w.stats.busy_cycles.add(now - prev);
+            let cycles = now - prev;
+            w.stats.busy_cycles.add(cycles);
             w.stats.busy_packets.add(prev_packets);
-            w.stats.burst_hist.0[crate::stats::hist_bucket(now - prev)].add(1);
+            w.stats.burst_hist.0[crate::stats::hist_bucket(cycles)].add(1);
+            if cycles > stall_cycles {
+                w.stats.stall_iterations.add(1);
+                w.stats.stall_cycles.add(cycles);
+                w.stats.stall_packets.add(prev_packets);
+            }
             prev_packets = 0;
         }
         prev = now;
