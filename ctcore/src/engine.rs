@@ -1165,18 +1165,32 @@ impl<P: Prefetch> Engine<P> {
     /// their DESTROY events; at most `budget` records are visited per stripe
     /// (the rest waits for the next call). Returns how many were removed.
     pub fn expire(&self, w: &mut Worker, now_ms: u64, stripe: Option<u32>, budget: usize) -> usize {
+        self.expire_some(w, now_ms, stripe, budget).0
+    }
+
+    /// [`Engine::expire`], also saying whether a stripe's budget ran out
+    /// before all that is due was removed (call again soon).
+    pub fn expire_some(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        stripe: Option<u32>,
+        budget: usize,
+    ) -> (usize, bool) {
         let stripes = match stripe {
             Some(s) => s..s + 1,
             None => 0..self.table.stripe_count(),
         };
-        let mut reclaimed = 0;
+        let (mut reclaimed, mut more) = (0, false);
         for s in stripes {
-            reclaimed += self.table.expire(s, now_ms, budget, |dead| {
+            let (n, m) = self.table.expire(s, now_ms, budget, |dead| {
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             });
+            reclaimed += n;
+            more |= m;
         }
         w.stats.expired += reclaimed as u64;
-        reclaimed
+        (reclaimed, more)
     }
 
     /// A snapshot of every live connection (for listings), stripe by stripe:
@@ -1511,6 +1525,32 @@ mod tests {
         let r = run(&e, &mut w, 80_000, &udp, Decision::Accept(Egress::NONE));
         assert_eq!(r.ctinfo, CtInfo::New);
         assert_eq!(w.stats.expired, 2);
+    }
+
+    #[test]
+    fn expiry_in_budgeted_slices_says_when_more_is_due() {
+        let e = engine(1000);
+        let mut w = e.worker(0);
+        for sport in 0..10u16 {
+            let f = frame(
+                Family::V4,
+                Addr::from_v4(C),
+                Addr::from_v4(S),
+                64,
+                L4Spec::Udp {
+                    src_port: 5000 + sport,
+                    dst_port: 53,
+                    payload: b"q",
+                },
+            );
+            run(&e, &mut w, 0, &f, Decision::Accept(Egress::NONE));
+        }
+        assert_eq!(e.expire_some(&mut w, 10_000, None, 4), (0, false));
+        assert_eq!(e.expire_some(&mut w, 30_000, None, 4), (4, true));
+        assert_eq!(e.expire_some(&mut w, 30_000, None, 4), (4, true));
+        assert_eq!(e.expire_some(&mut w, 30_000, None, 4), (2, false));
+        assert!(e.table().is_empty());
+        assert_eq!(w.stats.expired, 10);
     }
 
     #[test]

@@ -112,6 +112,14 @@ fn put16(f: &mut [u8], o: usize, v: u16) {
     f[o..o + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+/// Writes a 16-bit field (a port, an ICMP id) covered by checksum `c`,
+/// updating `c` (RFC 1624).
+#[inline(always)]
+fn set16(f: &mut [u8], o: usize, v: u16, c: &mut u16) {
+    *c = update_u16(*c, get16(f, o), v);
+    put16(f, o, v);
+}
+
 /// Offsets of the address fields of an IP header at `l3` and their width.
 fn addr_offsets(family: Family, l3: usize) -> (usize, usize, usize) {
     match family {
@@ -202,22 +210,16 @@ pub fn apply(
     match p.l4 {
         L4::Tcp(_) | L4::Udp { .. } => {
             if let Some((_, port)) = rw.src {
-                let old = get16(frame, l4);
-                c = update_u16(c, old, port);
-                put16(frame, l4, port);
+                set16(frame, l4, port, &mut c);
             }
             if let Some((_, port)) = rw.dst {
-                let old = get16(frame, l4 + 2);
-                c = update_u16(c, old, port);
-                put16(frame, l4 + 2, port);
+                set16(frame, l4 + 2, port, &mut c);
             }
         }
         L4::Icmp(ic) if !ic.is_error => {
             // Echo-style messages: the id is the "port" (both tuples' src_port).
             if let Some(id) = rw.id {
-                let old = get16(frame, l4 + 4);
-                c = update_u16(c, old, id);
-                put16(frame, l4 + 4, id);
+                set16(frame, l4 + 4, id, &mut c);
             }
         }
         _ => {}
@@ -260,12 +262,10 @@ fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool
     }
     put16(f, l3 + 10, ip_csum);
     if let Some((_, port)) = rw.src {
-        c = update_u16(c, get16(f, l4), port);
-        put16(f, l4, port);
+        set16(f, l4, port, &mut c);
     }
     if let Some((_, port)) = rw.dst {
-        c = update_u16(c, get16(f, l4 + 2), port);
-        put16(f, l4 + 2, port);
+        set16(f, l4 + 2, port, &mut c);
     }
     if !no_csum {
         put16(f, csum_off, if udp && c == 0 { 0xffff } else { c });
@@ -335,12 +335,10 @@ fn rewrite_icmp_error(f: &mut [u8], p: &Parsed, rw: &Rewrite) -> Result<(), Rewr
                     }
                 }
                 if let Some((_, port)) = rw.inner_src {
-                    c = update_u16(c, get16(f, il4), port);
-                    put16(f, il4, port);
+                    set16(f, il4, port, &mut c);
                 }
                 if let Some((_, port)) = rw.inner_dst {
-                    c = update_u16(c, get16(f, il4 + 2), port);
-                    put16(f, il4 + 2, port);
+                    set16(f, il4 + 2, port, &mut c);
                 }
                 if has_csum {
                     put16(f, csum_off, c);
@@ -358,8 +356,7 @@ fn rewrite_icmp_error(f: &mut [u8], p: &Parsed, rw: &Rewrite) -> Result<(), Rewr
                     }
                 }
                 if let Some(id) = rw.inner_id {
-                    c = update_u16(c, get16(f, il4 + 4), id);
-                    put16(f, il4 + 4, id);
+                    set16(f, il4 + 4, id, &mut c);
                 }
                 put16(f, il4 + 2, c);
             }

@@ -243,14 +243,15 @@ impl Table {
     /// connections past their deadline are removed (each handed to
     /// `expired`), the others moved to their deadline's slot. Visits at most
     /// `budget` records (what is left waits for the next call); returns how
-    /// many were removed. Its cost follows what is due, not the table's size.
+    /// many were removed and whether the budget ran out first (more is due).
+    /// Its cost follows what is due, not the table's size.
     pub fn expire(
         &self,
         stripe: u32,
         now_ms: u64,
         budget: usize,
         mut expired: impl FnMut(Conn),
-    ) -> usize {
+    ) -> (usize, bool) {
         let mut g = self.guard();
         let now_tick = wheel::tick_of(now_ms);
         let (mut visited, mut removed) = (0, 0);
@@ -264,7 +265,7 @@ impl Table {
             let mut cur = g.stripe(stripe).wheel.heads[slot];
             while cur != wheel::NIL {
                 if visited >= budget {
-                    return removed;
+                    return (removed, true);
                 }
                 visited += 1;
                 let s = g.stripe(stripe);
@@ -294,7 +295,7 @@ impl Table {
             }
             g.stripe(stripe).wheel.next_tick = t + 1;
         }
-        removed
+        (removed, false)
     }
 
     /// Calls `f` on every live connection of `stripe`, holding the stripe's
