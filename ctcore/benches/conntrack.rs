@@ -608,6 +608,7 @@ fn nat(c: &mut Criterion) {
                     let mut reclaimed = |_: Conn| {};
                     let mut s = Search {
                         table: &mut guard,
+                        home: None,
                         now_ms: 0,
                         rng: &mut rng,
                         accept: &|_| true,

@@ -3,7 +3,8 @@
 //! `profile_established N BURSTS snat`: the same through a masquerade rule,
 //! each packet rewritten as the appliance does. `... new`: bursts of 32 new
 //! connections instead (deleted again outside `process_burst`: read the
-//! inclusive cost of `process_burst`).
+//! inclusive cost of `process_burst`); `... new-snat`: the same through the
+//! masquerade rule.
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
 use ctcore::nat::rewrite::{apply, ChecksumMode};
 use ctcore::nat::{Action, Match, Nat, Rule};
@@ -42,7 +43,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
     let mode = std::env::args().nth(3).unwrap_or_default();
-    let snat = mode == "snat";
+    let snat = mode == "snat" || mode == "new-snat";
     let nat = snat.then(|| Nat {
         rules: vec![Rule::new(
             "masq".into(),
@@ -78,7 +79,7 @@ fn main() {
             Decision::Accept(egress)
         });
     }
-    if mode == "new" {
+    if mode.starts_with("new") {
         let fresh: Vec<Vec<u8>> = (0..32).map(|i| flow(n * 2 + i, false)).collect();
         let mut w2 = e.worker(0);
         for _ in 0..bursts {

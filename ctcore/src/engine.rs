@@ -477,7 +477,9 @@ impl<P: Prefetch> Engine<P> {
             return;
         }
         if let Some(conn) = pending.as_mut() {
-            if egress.is_none_or(|e| self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, out))
+            let home = looked_up.map(|k| k.stripe);
+            if egress
+                .is_none_or(|e| self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, home, out))
             {
                 match park {
                     Some(slot) => w.frags[slot].pending = Some(*conn),
@@ -510,6 +512,7 @@ impl<P: Prefetch> Engine<P> {
         c: &mut Conn,
         in_port: u16,
         egress: Egress,
+        home: Option<u32>,
         res: &mut CtResult,
     ) -> bool {
         let Some(nat) = &self.nat else { return true };
@@ -529,6 +532,7 @@ impl<P: Prefetch> Engine<P> {
         };
         let mut search = alloc::Search {
             table: g,
+            home,
             now_ms,
             rng: &mut w.rng,
             accept: &accept,
@@ -909,10 +913,10 @@ impl<P: Prefetch> Engine<P> {
         // changed it; source NAT's port search clears the one it picks. Left:
         // a reply tuple only destination NAT changed.
         if conn.status.has(Status::DST_NAT) && !conn.status.has(Status::SRC_NAT) {
-            if let (_, Some(dead)) = g.taken(&conn.tuples[1], now_ms) {
+            g.taken(&conn.tuples[1], now_ms, &mut |dead| {
                 w.stats.expired += 1;
                 w.events.push(EventKind::Destroy, now_ms, &dead);
-            }
+            });
         }
         let clash_check = match looked_up {
             Some(key) => Clash::ReplyOnly(key),

@@ -89,6 +89,9 @@ fn default_range(orig_port: u16, icmp: bool) -> (u16, u16) {
 /// reclaims expired entries).
 pub struct Search<'a, 't> {
     pub table: &'a mut Guard<'t>,
+    /// The stripe the connection will be homed in, when the caller knows it
+    /// (its original tuple's key); worked out otherwise.
+    pub home: Option<u32>,
     pub now_ms: u64,
     pub rng: &'a mut Rng,
     pub accept: &'a dyn Fn(&Tuple) -> bool,
@@ -190,13 +193,15 @@ pub fn snat(
     }
     let size = hi as u32 - lo as u32 + 1;
     // The first port no connection of the home stripe uses, from a random start.
-    let home = s.table.home(&orig);
+    let home = s.home.unwrap_or_else(|| s.table.home(&orig));
     let key = MapKey::of(&cand);
     if s.table.ports(home).has_room(&key) {
         let start = (lo as u32 + s.rng.next_u32() % size) as u16;
         let mut cursor = Cursor::new(lo, hi, start);
+        let slot = s.table.ports(home).find(&key);
         for _ in 0..BITMAP_TRIES {
-            let Some(port) = cursor.next(s.table.ports(home).get(&key)) else {
+            let maps = s.table.ports(home);
+            let Some(port) = cursor.next(slot.map(|i| maps.at(i))) else {
                 break;
             };
             set(&mut cand, port);
@@ -232,11 +237,7 @@ fn take(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
     if !(s.accept)(&cand) {
         return None;
     }
-    let (taken, dead) = s.table.taken(&cand, s.now_ms);
-    if let Some(d) = dead {
-        (s.reclaimed)(d);
-    }
-    if taken {
+    if s.table.taken(&cand, s.now_ms, s.reclaimed) {
         return None;
     }
     c.tuples[1] = cand;

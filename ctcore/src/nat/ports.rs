@@ -231,17 +231,38 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// A stripe's bitmaps, made on first use of an address.
+/// A stripe's bitmaps, made on first use of an address. Found by a hash
+/// index, with the last one used tried first (a NAT rule usually has one
+/// address, or a few).
 #[derive(Default)]
 pub struct PortMaps {
-    maps: HashMap<MapKey, Box<PortMap>, BuildHasherDefault<KeyHasher>>,
+    keys: Vec<MapKey>,
+    maps: Vec<PortMap>,
+    index: HashMap<MapKey, usize, BuildHasherDefault<KeyHasher>>,
+    last: usize,
     /// Connections whose address found no room for a bitmap (`MAX_MAPS`).
     pub overflow: u64,
 }
 
 impl PortMaps {
-    pub fn get(&self, key: &MapKey) -> Option<&PortMap> {
-        self.maps.get(key).map(|m| &**m)
+    /// The slot of `key`'s bitmap, if it has one.
+    pub fn find(&mut self, key: &MapKey) -> Option<usize> {
+        if self.keys.get(self.last) == Some(key) {
+            return Some(self.last);
+        }
+        let i = *self.index.get(key)?;
+        self.last = i;
+        Some(i)
+    }
+
+    /// The bitmap in slot `i` (from [`PortMaps::find`]).
+    pub fn at(&self, i: usize) -> &PortMap {
+        &self.maps[i]
+    }
+
+    pub fn get(&mut self, key: &MapKey) -> Option<&PortMap> {
+        let i = self.find(key)?;
+        Some(&self.maps[i])
     }
 
     pub fn len(&self) -> usize {
@@ -253,8 +274,8 @@ impl PortMaps {
     }
 
     /// Whether a bitmap for `key` exists or can be made.
-    pub fn has_room(&self, key: &MapKey) -> bool {
-        self.maps.len() < MAX_MAPS || self.maps.contains_key(key)
+    pub fn has_room(&mut self, key: &MapKey) -> bool {
+        self.maps.len() < MAX_MAPS || self.find(key).is_some()
     }
 
     /// A confirmed connection's port comes into use (if it is source-NATed
@@ -263,12 +284,14 @@ impl PortMaps {
         let Some((key, port)) = tracked(c) else {
             return;
         };
-        if let Some(m) = self.maps.get_mut(&key) {
-            m.acquire(port);
+        if let Some(i) = self.find(&key) {
+            self.maps[i].acquire(port);
         } else if self.maps.len() < MAX_MAPS {
-            let mut m = Box::<PortMap>::default();
+            let mut m = PortMap::default();
             m.acquire(port);
-            self.maps.insert(key, m);
+            self.index.insert(key, self.maps.len());
+            self.keys.push(key);
+            self.maps.push(m);
         } else {
             self.overflow += 1;
         }
@@ -279,15 +302,15 @@ impl PortMaps {
         let Some((key, port)) = tracked(c) else {
             return;
         };
-        if let Some(m) = self.maps.get_mut(&key) {
-            m.release(port);
+        if let Some(i) = self.find(&key) {
+            self.maps[i].release(port);
         }
     }
 
     /// Ports in use across all bitmaps (for statistics).
     pub fn in_use(&self) -> u64 {
         self.maps
-            .values()
+            .iter()
             .map(|m| m.free.iter().map(|w| w.count_zeros() as u64).sum::<u64>())
             .sum()
     }
@@ -352,7 +375,7 @@ mod tests {
         assert_eq!(walk(Some(&m), 10, 14, 10), vec![11, 13, 14]);
         assert_eq!(walk(None, 10, 14, 13), vec![13, 14, 10, 11, 12]);
         assert_eq!(walk(None, 0, 65535, 65535).len(), 65536);
-        let none = PortMaps::default();
+        let mut none = PortMaps::default();
         assert!(none.get(&MapKey::of(&Tuple::default())).is_none());
     }
 

@@ -506,13 +506,19 @@ impl<'t> Guard<'t> {
     }
 
     /// nf_conntrack_tuple_taken: is `t` held by a live connection? An expired
-    /// holder is removed on the spot (and returned, for its DESTROY event).
-    pub fn taken(&mut self, t: &Tuple, now_ms: u64) -> (bool, Option<Conn>) {
+    /// holder is removed on the spot (and handed to `reclaimed`, for its
+    /// DESTROY event).
+    pub fn taken(&mut self, t: &Tuple, now_ms: u64, reclaimed: &mut dyn FnMut(Conn)) -> bool {
         let key = self.table.key(t);
         match self.lookup(key, t) {
-            None => (false, None),
-            Some((r, _)) if self.conn(r).is_expired(now_ms) => (false, self.remove(r)),
-            Some(_) => (true, None),
+            None => false,
+            Some((r, _)) if self.conn(r).is_expired(now_ms) => {
+                if let Some(dead) = self.remove(r) {
+                    reclaimed(dead);
+                }
+                false
+            }
+            Some(_) => true,
         }
     }
 
