@@ -68,16 +68,20 @@ pub struct Key {
 }
 
 impl Key {
+    /// The home bucket among `n`: 32 bits of the hash scaled to `n`
+    /// (multiply-shift, which is led by the top ones), so the bucket count
+    /// need not be a power of two. Hash bits 0-31 for one direction, 8-39 for
+    /// the flipped one: both clear of the stripe (40-45) and signature
+    /// (48-63) bits, so that the entries of a bucket neither share a stripe
+    /// pattern nor look alike to the signature compare.
     #[inline(always)]
-    fn bucket(&self, mask: usize) -> usize {
-        // The flipped direction takes other bits of the hash, so that its
-        // bucket is independent of the unflipped one's.
+    fn bucket(&self, n: usize) -> usize {
         let h = if self.flip {
-            self.hash.rotate_left(29)
+            (self.hash >> 8) as u32
         } else {
-            self.hash
+            self.hash as u32
         };
-        (h as usize) & mask
+        ((u64::from(h) * n as u64) >> 32) as usize
     }
 
     #[inline(always)]
@@ -86,6 +90,16 @@ impl Key {
             0 => 1,
             s => s,
         }
+    }
+}
+
+/// The bucket after `b` of `n` (linear probing, wrapping).
+#[inline(always)]
+fn next_bucket(b: usize, n: usize) -> usize {
+    if b + 1 == n {
+        0
+    } else {
+        b + 1
     }
 }
 
@@ -403,7 +417,7 @@ impl<'t> Guard<'t> {
     #[inline(always)]
     pub fn prefetch_bucket<P: Prefetch>(&mut self, key: Key) {
         let s = self.stripe(key.stripe);
-        let b = &s.buckets[key.bucket(s.bucket_mask)];
+        let b = &s.buckets[key.bucket(s.buckets.len())];
         P::read(b as *const Bucket as *const u8);
     }
 
@@ -413,7 +427,7 @@ impl<'t> Guard<'t> {
     #[inline(always)]
     pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: usize) {
         let s = self.stripe(key.stripe);
-        let b = &s.buckets[key.bucket(s.bucket_mask)];
+        let b = &s.buckets[key.bucket(s.buckets.len())];
         let mut m = b.matches(key.sig());
         while m != 0 {
             let i = m.trailing_zeros() as usize;
@@ -435,8 +449,8 @@ impl<'t> Guard<'t> {
     #[inline]
     pub fn lookup(&mut self, key: Key, t: &Tuple) -> Option<(Ref, Dir)> {
         let sig = key.sig();
-        let mask = self.stripe(key.stripe).bucket_mask;
-        let mut b = key.bucket(mask);
+        let n = self.stripe(key.stripe).buckets.len();
+        let mut b = key.bucket(n);
         for _ in 0..=MAX_PROBE {
             let bucket = self.stripe(key.stripe).buckets[b];
             let mut m = bucket.matches(sig);
@@ -457,7 +471,7 @@ impl<'t> Guard<'t> {
             if bucket.overflow == 0 {
                 return None;
             }
-            b = (b + 1) & mask;
+            b = next_bucket(b, n);
         }
         None
     }
@@ -585,7 +599,7 @@ impl<'t> Guard<'t> {
     fn place(&mut self, key: Key, word: u32) -> bool {
         let sig = key.sig();
         let s = self.stripe(key.stripe);
-        let home = key.bucket(s.bucket_mask);
+        let home = key.bucket(s.buckets.len());
         let mut b = home;
         for probe in 0..=MAX_PROBE {
             if let Some(i) = s.buckets[b].free_slot() {
@@ -593,13 +607,13 @@ impl<'t> Guard<'t> {
                 let mut m = home;
                 for _ in 0..probe {
                     s.buckets[m].overflow += 1;
-                    m = (m + 1) & s.bucket_mask;
+                    m = next_bucket(m, s.buckets.len());
                 }
                 s.buckets[b].set_sig(i, sig);
                 s.buckets[b].entry[i] = word;
                 return true;
             }
-            b = (b + 1) & s.bucket_mask;
+            b = next_bucket(b, s.buckets.len());
         }
         false
     }
@@ -608,7 +622,7 @@ impl<'t> Guard<'t> {
     fn unplace(&mut self, key: Key, word: u32) {
         let sig = key.sig();
         let s = self.stripe(key.stripe);
-        let home = key.bucket(s.bucket_mask);
+        let home = key.bucket(s.buckets.len());
         let mut b = home;
         for probe in 0..=MAX_PROBE {
             let bucket = &mut s.buckets[b];
@@ -623,12 +637,12 @@ impl<'t> Guard<'t> {
                     for _ in 0..probe {
                         let ov = &mut s.buckets[o].overflow;
                         *ov = ov.saturating_sub(1);
-                        o = (o + 1) & s.bucket_mask;
+                        o = next_bucket(o, s.buckets.len());
                     }
                     return;
                 }
             }
-            b = (b + 1) & s.bucket_mask;
+            b = next_bucket(b, s.buckets.len());
         }
     }
 
@@ -666,8 +680,8 @@ impl<'t> Guard<'t> {
     /// The kernel's early_drop: evicts a connection near `key` that is not
     /// ASSURED (or a closing TCP one). Returns it.
     fn early_drop_candidate(&mut self, key: Key) -> Option<Conn> {
-        let mask = self.stripe(key.stripe).bucket_mask;
-        let mut b = key.bucket(mask);
+        let n = self.stripe(key.stripe).buckets.len();
+        let mut b = key.bucket(n);
         for _ in 0..EVICTION_RANGE {
             let bucket = self.stripe(key.stripe).buckets[b];
             for i in 0..SLOTS {
@@ -680,7 +694,7 @@ impl<'t> Guard<'t> {
                     return self.remove(r);
                 }
             }
-            b = (b + 1) & mask;
+            b = next_bucket(b, n);
         }
         // The buckets around `key` hold only assured connections: look through
         // the stripe's slab from its GC cursor.

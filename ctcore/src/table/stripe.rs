@@ -19,7 +19,6 @@ pub struct Record {
 
 pub struct Stripe {
     pub buckets: Box<[Bucket]>,
-    pub bucket_mask: usize,
     pub records: Box<[Record]>,
     /// Free slab indexes (a stack: recently freed, likely cached, first).
     pub free: Vec<u32>,
@@ -49,11 +48,12 @@ impl Stripe {
     /// Stripe `index` with room for `capacity` connections.
     pub fn new(index: u32, capacity: u32, advise: &mut dyn FnMut(usize, usize)) -> Stripe {
         // Two entries per connection, 8 per bucket: at most 50% of the slots
-        // in use when full (short probe chains), at least 2 buckets.
-        let nbuckets = (capacity as usize / 2).next_power_of_two().max(2);
+        // in use when full (short probe chains), at least 2 buckets. Any
+        // count (buckets are chosen by multiply-shift): 32 bytes of index
+        // per connection, not up to 64 after rounding to a power of two.
+        let nbuckets = (capacity as usize / 2).max(2);
         Stripe {
             buckets: reserve(nbuckets, advise),
-            bucket_mask: nbuckets - 1,
             records: reserve(capacity as usize, advise),
             free: (0..capacity).rev().collect(),
             live: 0,
