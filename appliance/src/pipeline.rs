@@ -51,8 +51,9 @@ use crate::worker::BURST;
 pub enum Verdict {
     /// Continue to L3 forwarding with the headers as classified.
     Forward,
-    /// Continue to L3 forwarding; the stage changed the packet (NAT), so the
-    /// forwarder classifies it again before routing.
+    /// Continue to L3 forwarding; the stage changed the packet (NAT: addresses,
+    /// ports, checksums; the classification's lengths, TTL and protocol
+    /// still hold, and the forwarder reads the addresses from the frame).
     ForwardRewritten,
     /// Free the packet, counted under this reason.
     Drop(DropReason),
@@ -498,10 +499,11 @@ impl<'a> Pipeline<'a> {
             expired += n;
             more |= m;
             s += workers;
+            // The event buffer holds one slice's DESTROY events.
+            self.move_events();
         }
         self.next_gc_ms = now_ms + if more { GC_BACKLOG_MS } else { GC_INTERVAL_MS };
         if expired > 0 {
-            self.move_events();
             self.publish(now_ms);
         }
     }

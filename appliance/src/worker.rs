@@ -239,7 +239,6 @@ impl Worker<'_> {
     /// then forwards or drops each by its verdict. Leaves `pkts` empty.
     #[inline(always)]
     fn stage_and_forward(&mut self, in_port: u8, pkts: &mut ArrayVec<Mbuf, BURST>, meta: &[Meta]) {
-        let mac = self.ports[in_port as usize].mac;
         let mut verdicts = [Verdict::Forward; BURST];
         let n = pkts.len();
         let now_ms = self.now_ms();
@@ -247,14 +246,10 @@ impl Worker<'_> {
             .process_burst(now_ms, in_port, pkts, meta, &mut verdicts[..n]);
         for ((m, meta), v) in pkts.drain(..).zip(meta.iter().copied()).zip(verdicts) {
             match v {
-                Verdict::Forward => self.forward(in_port, m, meta),
-                Verdict::ForwardRewritten => match net::classify(m.data(), &mac) {
-                    Ok(meta @ (Meta::Ipv4 { .. } | Meta::Ipv6 { .. })) => {
-                        self.forward(in_port, m, meta)
-                    }
-                    Ok(Meta::Arp) => self.drop_pkt(m, DropReason::BadHeader),
-                    Err(r) => self.drop_pkt(m, r),
-                },
+                // NAT changes addresses, ports and checksums, none of what
+                // `meta` holds (lengths, TTL / hop limit, protocol): the
+                // forwarder reads the addresses from the frame.
+                Verdict::Forward | Verdict::ForwardRewritten => self.forward(in_port, m, meta),
                 Verdict::Drop(r) => self.drop_pkt(m, r),
             }
         }
