@@ -609,6 +609,12 @@ impl<P: Prefetch> Engine<P> {
                 ) {
                     w.stats.invalid += 1;
                     res.invalid_reason = Some(e.name());
+                    // The IP header is sound: the packet is routed and
+                    // filtered as INVALID (`ct state invalid`), as in the
+                    // kernel, not dropped unseen by the policy.
+                    if let Ok(l3) = wire::parse_l3_of_l4_error(pkt.frame) {
+                        res.parsed = Ok(l3);
+                    }
                 }
                 return (None, None);
             }
@@ -1739,6 +1745,36 @@ mod tests {
         // nf_conntrack_checksum = 0: nothing is checked, whatever the NIC says.
         assert_eq!(verdict(&bad, RxCsum::Unknown, false), (CtInfo::New, None));
         assert_eq!(verdict(&bad, RxCsum::Bad, false), (CtInfo::New, None));
+    }
+
+    #[test]
+    fn a_malformed_l4_header_is_invalid_but_routed_and_filtered() {
+        let e = engine(16);
+        let mut w = e.worker(0);
+        // A TCP segment cut to 12 bytes of header (IP total length says so).
+        let mut f = tcp(true, SYN, 1, 0, b"");
+        let total = 20 + 12;
+        f[16..18].copy_from_slice(&(total as u16).to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = crate::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f.truncate(14 + total);
+        assert_eq!(crate::wire::parse(&f).err(), Some(ParseError::TruncatedL4));
+        let mut seen = None;
+        let mut out = [CtResult::default()];
+        e.process_burst(&mut w, 0, &[Pkt::new(&f, 0, 0)], &mut out, |_, r| {
+            seen = Some((r.ctinfo, r.parsed.as_ref().map(|p| (p.dst, p.l4)).ok()));
+            Decision::Accept(Egress::NONE)
+        });
+        // The policy is asked (as nft sees `ct state invalid`), with the IP
+        // layer to route by; nothing is tracked.
+        let (ctinfo, l3) = seen.expect("the policy was asked");
+        assert_eq!(ctinfo, CtInfo::Invalid);
+        assert_eq!(l3, Some((Addr::from_v4(S), L4::None)));
+        assert!(out[0].invalid_reason.is_some());
+        assert!(out[0].conn.is_none());
+        assert!(e.table().is_empty());
+        assert_eq!(w.stats.invalid, 1);
     }
 
     #[test]

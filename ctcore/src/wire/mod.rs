@@ -239,18 +239,27 @@ pub struct Parsed {
 /// - Offsets are `u16`: a packet whose L3 end lies beyond byte 65535 of the
 ///   frame is `BadIpTotalLen` (jumbograms are not supported either).
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
-    parse_inner(frame, true)
+    parse_inner(frame, true, true)
+}
+
+/// The Ethernet and IP layers of a frame whose [`parse`] failed at L4
+/// (a truncated or malformed TCP / UDP header): `l4` is `L4::None`. The
+/// packet can still be routed and filtered, as the kernel routes and
+/// filters an INVALID packet. (The IPv4 header checksum was verified by the
+/// failed parse and is not summed again.)
+pub fn parse_l3_of_l4_error(frame: &[u8]) -> Result<Parsed, ParseError> {
+    parse_inner(frame, false, false)
 }
 
 /// [`parse`] for a frame whose IPv4 header checksum the caller has verified
 /// already (the appliance's classification, as `ip_rcv` does before
 /// conntrack): the same result, without summing the header again.
 pub fn parse_ip_checked(frame: &[u8]) -> Result<Parsed, ParseError> {
-    parse_inner(frame, false)
+    parse_inner(frame, false, true)
 }
 
 #[inline(always)]
-fn parse_inner(frame: &[u8], ipv4_checksum: bool) -> Result<Parsed, ParseError> {
+fn parse_inner(frame: &[u8], ipv4_checksum: bool, l4: bool) -> Result<Parsed, ParseError> {
     let mut p = Parsed::default();
     let (ethertype, l3_offset) = ethernet::walk(frame, &mut p.vlan_ids, &mut p.vlan_count)?;
     let l3 = &frame[l3_offset..];
@@ -274,7 +283,7 @@ fn parse_inner(frame: &[u8], ipv4_checksum: bool) -> Result<Parsed, ParseError> 
     p.l4_offset = l4_offset as u16;
     p.frag = hdr.frag;
     let first_fragment = hdr.frag.is_some_and(|f| f.more);
-    if !matches!(hdr.frag, Some(f) if f.offset != 0) {
+    if l4 && !matches!(hdr.frag, Some(f) if f.offset != 0) {
         p.l4 = parse_l4(
             frame,
             hdr.family,
