@@ -172,3 +172,19 @@ fn malformed_l4_headers_meet_the_invalid_policy() {
         "{strict}"
     );
 }
+
+/// Conntrack's checksum check is the kernel's, IPv6 pseudo-header included:
+/// on this capture the kernel counts `invalid` 11 + `error` 4
+/// (tests/kernel-ref/shared__checksums-good-bad.pcap.stderr.txt).
+#[test]
+fn invalid_count_is_the_kernels_on_checksums_good_bad() {
+    let pcap = support::repo().join("tests/pcaps/shared/checksums-good-bad.pcap");
+    let out = Command::new(ctgate())
+        .args(["replay", "--topspeed"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(" invalid=15 "), "{stderr}");
+}

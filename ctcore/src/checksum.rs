@@ -112,6 +112,20 @@ pub fn sum4(a: [u8; 4]) -> u16 {
 ///
 /// `p` must come from `parse(frame)`; inconsistent offsets give false, never a panic.
 pub fn l4_checksum_ok(frame: &[u8], p: &Parsed) -> bool {
+    l4_checksum_ok_with(frame, p, true)
+}
+
+/// What conntrack checks (`nf_conntrack_checksum`): [`l4_checksum_ok`] with
+/// the kernel's IPv6 pseudo-header, the fixed header's addresses
+/// (`nf_ip6_checksum`: `csum_ipv6_magic(&ip6h->saddr, &ip6h->daddr, ...)`).
+/// A segment summed by its sender over a Routing header's final destination
+/// or a Home Address (as RFC 8200 / RFC 6275 say) is INVALID to the kernel,
+/// and so to ctgate (`shared/checksums-good-bad.pcap`).
+pub fn l4_checksum_ok_conntrack(frame: &[u8], p: &Parsed) -> bool {
+    l4_checksum_ok_with(frame, p, false)
+}
+
+fn l4_checksum_ok_with(frame: &[u8], p: &Parsed, rfc_v6_addresses: bool) -> bool {
     if p.frag.is_some_and(|f| f.more || f.offset != 0) {
         return true;
     }
@@ -128,6 +142,7 @@ pub fn l4_checksum_ok(frame: &[u8], p: &Parsed) -> bool {
         return true;
     }
     let (src, dst) = match p.family {
+        Family::V6 if !rfc_v6_addresses => (p.src, p.dst),
         Family::V4 => (p.src, p.dst),
         Family::V6 => match frame.get(l3_start..l3_end).map(ipv6::walk_ext) {
             Some(Ok(w)) => (w.home_addr.unwrap_or(p.src), w.final_dst.unwrap_or(p.dst)),

@@ -634,7 +634,7 @@ impl<P: Prefetch> Engine<P> {
                 true
             }
             RxCsum::Bad => !w.tun.checksum,
-            RxCsum::Unknown => !w.tun.checksum || checksum::l4_checksum_ok(pkt.frame, &p),
+            RxCsum::Unknown => !w.tun.checksum || checksum::l4_checksum_ok_conntrack(pkt.frame, &p),
         };
         if !csum_ok {
             invalid(w, res, "bad L4 checksum");
