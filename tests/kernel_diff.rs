@@ -221,6 +221,8 @@ mod normalize {
 enum Side {
     Kernel,
     Ctgate,
+    /// The packet counts differ (not a table line).
+    Counts,
 }
 
 impl Side {
@@ -228,6 +230,7 @@ impl Side {
         match self {
             Side::Kernel => "kernel",
             Side::Ctgate => "ctgate",
+            Side::Counts => "counts",
         }
     }
 }
@@ -283,13 +286,14 @@ fn parse_allow_list(text: &str) -> Result<AllowList, String> {
         };
         let body = entry
             .strip_prefix("kernel: ")
-            .or_else(|| entry.strip_prefix("ctgate: "));
+            .or_else(|| entry.strip_prefix("ctgate: "))
+            .or_else(|| entry.strip_prefix("counts: "));
         match body {
             Some(b) if !b.trim().is_empty() && capture.trim() == capture && !capture.is_empty() => {
             }
             _ => {
                 return Err(format!(
-                    "line {}: expected `capture<TAB>kernel: LINE` or `capture<TAB>ctgate: LINE`",
+                    "line {}: expected `capture<TAB>kernel: LINE`, `capture<TAB>ctgate: LINE` or `capture<TAB>counts: kernel ...; ctgate ...`",
                     n + 1
                 ))
             }
@@ -334,20 +338,33 @@ fn reference_name(rel: &str) -> String {
     format!("{}.txt", rel.replace('/', "__"))
 }
 
-/// Runs `ctgate replay --topspeed [--config CONFIG] FILE`; Ok(stdout) or Err(explanation).
-fn run_ctgate(pcap: &Path, config: Option<&Path>, timeout: Duration) -> Result<String, String> {
+/// Runs `ctgate replay --topspeed [--config CONFIG] FILE`; Ok((stdout, stderr)) or Err(explanation).
+fn run_ctgate(
+    pcap: &Path,
+    config: Option<&Path>,
+    timeout: Duration,
+) -> Result<(String, String), String> {
     let mut args = vec![OsStr::new("replay"), OsStr::new("--topspeed")];
     if let Some(c) = config {
         args.push(OsStr::new("--config"));
         args.push(c.as_os_str());
     }
     args.push(pcap.as_os_str());
-    run_command(env!("CARGO_BIN_EXE_ctgate"), &args, timeout)
+    run_command_both(env!("CARGO_BIN_EXE_ctgate"), &args, timeout)
 }
 
 /// Runs a command; Ok(stdout) if it exits 0 within `timeout`, else Err with
 /// the command line, the exit status and the end of its stderr.
 fn run_command(bin: &str, args: &[&OsStr], timeout: Duration) -> Result<String, String> {
+    run_command_both(bin, args, timeout).map(|(out, _)| out)
+}
+
+/// [`run_command`], with stderr too.
+fn run_command_both(
+    bin: &str,
+    args: &[&OsStr],
+    timeout: Duration,
+) -> Result<(String, String), String> {
     let mut cmdline = bin.to_string();
     for a in args {
         cmdline.push(' ');
@@ -402,7 +419,66 @@ fn run_command(bin: &str, args: &[&OsStr], timeout: Duration) -> Result<String, 
         return Err(msg);
     }
     let stdout = stdout.map_err(|e| format!("reading stdout of `{cmdline}`: {e}"))?;
-    String::from_utf8(stdout).map_err(|_| format!("`{cmdline}` printed non-UTF-8 output"))
+    let stdout =
+        String::from_utf8(stdout).map_err(|_| format!("`{cmdline}` printed non-UTF-8 output"))?;
+    Ok((stdout, stderr))
+}
+
+/// What the kernel did with a capture's packets and what ctgate did:
+/// forwarded, INVALID to conntrack, delivered locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    forwarded: u64,
+    invalid: u64,
+    local: u64,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "forwarded={} invalid={} local={}",
+            self.forwarded, self.invalid, self.local
+        )
+    }
+}
+
+/// The value after `key=` on the line starting with `prefix`.
+fn field(text: &str, prefix: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.contains(prefix))?;
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// kernel-ct-ref's summary (`*.stderr.txt`): the nft counters of the forward
+/// and input chains, and conntrack's `invalid` + `error` (both are INVALID
+/// packets; `forward_ct_invalid` would miss those never forwarded).
+fn kernel_counts(stderr: &str) -> Option<Counts> {
+    let nft = "nft counters:";
+    let ct = "conntrack -S totals:";
+    Some(Counts {
+        forwarded: field(stderr, nft, "forward")?,
+        invalid: field(stderr, ct, "invalid")? + field(stderr, ct, "error")?,
+        local: field(stderr, nft, "local_input")?,
+    })
+}
+
+/// `ctgate replay`'s summary lines.
+fn ctgate_counts(stderr: &str) -> Option<Counts> {
+    let line = stderr.lines().find(|l| l.starts_with("replay: "))?;
+    let num = |word: &str| -> Option<u64> {
+        let end = line.find(word)?;
+        line[..end].trim_end().rsplit(' ').next()?.parse().ok()
+    };
+    Some(Counts {
+        forwarded: num(" forwarded")?,
+        invalid: field(stderr, "conntrack: ", "invalid")?,
+        local: num(" delivered locally")?,
+    })
 }
 
 // ------------------------------------------------------------------ the test
@@ -496,6 +572,7 @@ fn differential(ref_sub: &str, nat: bool) {
 
     let mut report = String::new();
     let (mut compared, mut identical, mut only_allowed, mut no_ref) = (0, 0, 0, 0);
+    let mut counted = 0;
     for (pcap, rel) in captures.iter().zip(&rels) {
         if !rel.contains(filter.as_str()) {
             continue;
@@ -511,7 +588,7 @@ fn differential(ref_sub: &str, nat: bool) {
             .filter(|l| !l.trim().is_empty())
             .map(str::to_string)
             .collect();
-        let listing = match run_ctgate(pcap, config.as_deref(), timeout) {
+        let (listing, summary) = match run_ctgate(pcap, config.as_deref(), timeout) {
             Ok(s) => s,
             Err(e) => {
                 problems.push(format!("{rel}: {e}"));
@@ -519,7 +596,20 @@ fn differential(ref_sub: &str, nat: bool) {
             }
         };
         let ours = normalize::normalize_listing(&listing, nat);
-        let diff = diff_tables(&kernel, &ours);
+        let mut diff = diff_tables(&kernel, &ours);
+        // Beside the tables: what was forwarded, INVALID, delivered locally.
+        let stderr_ref = ref_dir.join(reference_name(rel).replace(".txt", ".stderr.txt"));
+        if let Ok(k) = fs::read_to_string(&stderr_ref) {
+            counted += 1;
+            match (kernel_counts(&k), ctgate_counts(&summary)) {
+                (Some(k), Some(c)) if k == c => {}
+                (Some(k), Some(c)) => diff.push((Side::Counts, format!("kernel {k}; ctgate {c}"))),
+                (k, c) => problems.push(format!(
+                    "{rel}: counts unreadable (kernel {k:?} from {}, ctgate {c:?} from replay's stderr)",
+                    stderr_ref.display()
+                )),
+            }
+        }
         let allowed_here = allow.get(rel.as_str());
         let mut seen_allowed = BTreeSet::new();
         let mut bad = 0;
@@ -547,7 +637,7 @@ fn differential(ref_sub: &str, nat: bool) {
             only_allowed += 1;
         } else {
             problems.push(format!(
-                "{rel}: {bad} differing line(s) not in allowed-differences.txt"
+                "{rel}: {bad} differing line(s) (table lines or counts) not in allowed-differences.txt"
             ));
         }
         let _ = writeln!(
@@ -571,7 +661,11 @@ fn differential(ref_sub: &str, nat: bool) {
             );
         }
         for (side, line) in &diff {
-            let sign = if *side == Side::Kernel { '-' } else { '+' };
+            let sign = match side {
+                Side::Kernel => '-',
+                Side::Ctgate => '+',
+                Side::Counts => '!',
+            };
             let key = format!("{}: {line}", side.tag());
             let note = if allowed_here.is_some_and(|a| a.contains(&key)) {
                 "   (allowed)"
@@ -585,8 +679,8 @@ fn differential(ref_sub: &str, nat: bool) {
 
     eprintln!("{report}");
     eprintln!(
-        "kernel_differential: {compared} capture(s) compared{}: {identical} identical, \
-         {only_allowed} with allowed differences only, {} with problems; \
+        "kernel_differential: {compared} capture(s) compared ({counted} with packet counts){}: \
+         {identical} identical, {only_allowed} with allowed differences only, {} with problems; \
          {no_ref} capture(s) without a reference skipped",
         if filter.is_empty() {
             String::new()

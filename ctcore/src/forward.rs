@@ -56,8 +56,13 @@ pub fn classify(p: &Parsed) -> RouteClass {
                 return RouteClass::Drop("martian_source");
             }
             if d.is_multicast() {
-                // ff02::1 (all nodes) reaches every host, the router too.
-                return if d.segments() == [0xff02, 0, 0, 0, 0, 0, 0, 1] {
+                // ff02::1 (all nodes) reaches every host; a router has also
+                // joined the link- and site-local all-routers groups, ff02::2
+                // and ff05::2 (the kernel joins them when forwarding is on).
+                let seg = d.segments();
+                let joined = seg[1..7] == [0; 6]
+                    && matches!((seg[0], seg[7]), (0xff02, 1) | (0xff02, 2) | (0xff05, 2));
+                return if joined {
                     RouteClass::Local
                 } else {
                     RouteClass::Drop("multicast_not_forwarded")
@@ -71,5 +76,40 @@ pub fn classify(p: &Parsed) -> RouteClass {
             }
             RouteClass::Forward
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuple::Addr;
+
+    fn v6(src: &str, dst: &str) -> Parsed {
+        let a = |s: &str| Addr(s.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        Parsed {
+            family: Family::V6,
+            src: a(src),
+            dst: a(dst),
+            ttl: 255,
+            ..Parsed::default()
+        }
+    }
+
+    #[test]
+    fn a_router_receives_all_nodes_and_all_routers_multicast() {
+        for dst in ["ff02::1", "ff02::2", "ff05::2"] {
+            assert_eq!(classify(&v6("fe80::1", dst)), RouteClass::Local, "{dst}");
+        }
+        for dst in ["ff02::1:ff07:69ea", "ff05::1", "ff0e::2", "ff02::3"] {
+            assert_eq!(
+                classify(&v6("fe80::1", dst)),
+                RouteClass::Drop("multicast_not_forwarded"),
+                "{dst}"
+            );
+        }
+        assert_eq!(
+            classify(&v6("2001:db8:1::2", "2001:db8:2::2")),
+            RouteClass::Forward
+        );
     }
 }
