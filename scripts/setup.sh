@@ -25,7 +25,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 # --- 1. packages -------------------------------------------------------------
 PKGS=(
     libdpdk-dev dpdk-dev dpdk pkg-config libclang-dev build-essential
-    iproute2 iputils-ping ethtool curl python3 tcpdump conntrack nftables tcpreplay python3-scapy
+    iproute2 iputils-ping ethtool curl python3 python3-venv tcpdump conntrack nftables tcpreplay python3-scapy
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -67,10 +67,8 @@ fi
 
 # --- 3. build ----------------------------------------------------------------
 if [ "$BUILD" = 1 ]; then
-    # sudo may drop the invoking user's cargo from PATH.
-    for d in "$HOME/.cargo/bin" "${SUDO_USER:+$(getent passwd "$SUDO_USER" | cut -d: -f6)/.cargo/bin}"; do
-        [ -n "$d" ] && [ -d "$d" ] && PATH="$d:$PATH"
-    done
+    # sudo may drop the invoking user's cargo (and rustup's home) from the environment.
+    source scripts/rust-env.sh
     command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
     say "building (release)"
     cargo build --release --quiet

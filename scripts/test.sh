@@ -12,9 +12,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test: needs root (DPDK, network namespaces): sudo $0" >&2; exit 1; }
 
 scripts/setup.sh
-for d in "$HOME/.cargo/bin" "${SUDO_USER:+$(getent passwd "$SUDO_USER" | cut -d: -f6)/.cargo/bin}"; do
-    [ -n "$d" ] && [ -d "$d" ] && PATH="$d:$PATH"
-done
+source scripts/rust-env.sh
 
 echo "test: demo"
 scripts/demo.sh --no-setup
