@@ -376,6 +376,27 @@ fn masquerade_curl_and_200_parallel_connections() {
     assert!(hits >= 201, "masq-srv translated {hits}");
     assert_eq!(oop, 0);
     assert!(nat_rule(&s, "masq-v6").0 >= 1);
+    // The ports source NAT holds are those of the masqueraded TCP/UDP
+    // connections still in the table (protocol, outside address, port).
+    let masq_ports: BTreeSet<(String, String, String)> = lines
+        .iter()
+        .filter(|l| l.contains(" tcp ") || l.contains(" udp "))
+        .filter_map(|l| {
+            let (_, r) = tuples(l);
+            let proto = l.split_whitespace().nth(2).unwrap_or_default().to_owned();
+            (r.1 == "198.51.100.1" || r.1 == "2001:db8:2::1").then_some((proto, r.1, r.3))
+        })
+        .collect();
+    assert!(
+        masq_ports.len() >= 200,
+        "{} masqueraded ports",
+        masq_ports.len()
+    );
+    assert_eq!(
+        s.stats["conntrack"]["nat_ports_in_use"].as_u64(),
+        Some(masq_ports.len() as u64),
+        "NAT ports in use"
+    );
     assert_accounting(&s);
 }
 

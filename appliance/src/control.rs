@@ -72,6 +72,8 @@ pub struct CtReport {
     /// (rule, connections translated, dropped for lack of a port).
     pub nat: Vec<(String, u64, u64)>,
     pub nat_out_of_ports: u64,
+    /// Source NAT ports (and ICMP ids) in use at the end.
+    pub nat_ports_in_use: u64,
     pub table: Vec<String>,
 }
 
@@ -114,6 +116,7 @@ impl CtReport {
                 .collect(),
             nat,
             nat_out_of_ports: t.nat_out_of_ports,
+            nat_ports_in_use: shared.nat_ports(None).in_use,
             // A million formatted lines help nobody and take seconds.
             table: if shared.engine.table().len() <= LISTING_MAX {
                 shared.listing()

@@ -244,6 +244,24 @@ impl Shared {
         t
     }
 
+    /// What source NAT's port bitmaps hold: of worker `w`'s stripes
+    /// (`w, w + workers, ...`), or of all with None.
+    pub fn nat_ports(&self, worker: Option<usize>) -> ctcore::nat::ports::PortUse {
+        let table = self.engine.table();
+        let workers = self.published.len().max(1);
+        let mut u = ctcore::nat::ports::PortUse::default();
+        for s in 0..table.stripe_count() {
+            if worker.is_some_and(|w| s as usize % workers != w) {
+                continue;
+            }
+            let p = table.nat_ports(s);
+            u.in_use += p.in_use;
+            u.maps += p.maps;
+            u.overflow += p.overflow;
+        }
+        u
+    }
+
     /// The table as `conntrack -L -o extended` lines, at the workers' clock.
     pub fn listing(&self) -> Vec<String> {
         let now = self.totals().now_ms;

@@ -1706,9 +1706,14 @@ mod tests {
         };
         assert!(e.delete_tuple(&mut w, 0, &t));
         let port = free(&e).expect("the deleted connection's port is free");
+        // 500 ports of the pool, and the one towards the other server, which
+        // shares one of them: still 500 ports in use, less the deleted one.
+        assert_eq!(e.table().nat_ports(0).in_use, 499);
         let r = run(&e, &mut w, 0, &udp(502, S), out(n));
         assert_eq!(r.rewrite.unwrap().src.unwrap().1, port);
         assert_eq!(free(&e), None);
+        let used = e.table().nat_ports(0);
+        assert_eq!((used.in_use, used.maps, used.overflow), (500, 1, 0));
     }
 
     #[test]

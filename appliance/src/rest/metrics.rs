@@ -145,6 +145,16 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     )
     .with_label_values::<&str>(&[])
     .set(table.capacity() as i64);
+    let ports = out.gauge(
+        "ctgate_nat_ports_in_use",
+        "Source NAT ports (and ICMP ids) some connection uses, per lcore (its table stripes).",
+        &["lcore"],
+    );
+    for (i, l) in lcores.iter().enumerate() {
+        ports
+            .with_label_values(&[l.as_str()])
+            .set(state.ctx.shared.nat_ports(Some(i)).in_use as i64);
+    }
     out.gauge(
         "ctgate_conntrack_table_pressure",
         "1 while early_drop or insert_failed rose within the last minute.",

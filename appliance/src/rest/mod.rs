@@ -745,17 +745,20 @@ fn pool_json(p: &ctcore::nat::Pool) -> Value {
 async fn stats(AxState(st): St) -> Json<Value> {
     let s = Snapshot::take(&st);
     let table = st.ctx.shared.engine.table();
+    let nat_ports = st.ctx.shared.nat_ports(None);
     let lcores: Vec<Value> = s
         .lcores
         .iter()
         .zip(&s.ct)
         .zip(&st.ctx.workers)
-        .map(|((t, p), lcore)| {
+        .enumerate()
+        .map(|(i, ((t, p), lcore))| {
             json!({
                 "lcore": lcore,
                 "forwarding": t,
                 "conntrack": counters_json(p),
                 "nat_out_of_ports": p.nat_out_of_ports,
+                "nat_ports_in_use": st.ctx.shared.nat_ports(Some(i)).in_use,
             })
         })
         .collect();
@@ -790,6 +793,11 @@ async fn stats(AxState(st): St) -> Json<Value> {
             "table_fill_ratio": table.len() as f64 / table.capacity().max(1) as f64,
             "table_pressure_recent": s.pressure_recent,
             "nat_out_of_ports": s.ct_total.nat_out_of_ports,
+            "nat_ports": {
+                "in_use": nat_ports.in_use,
+                "port_maps": nat_ports.maps,
+                "port_map_overflow": nat_ports.overflow,
+            },
             "gc": { "expired": s.ct_total.ct.expired },
             "events": {
                 "subscribers": st.events.subscribers(),

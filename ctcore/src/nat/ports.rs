@@ -91,29 +91,35 @@ impl PortMap {
         self.users[port as usize]
     }
 
-    fn acquire(&mut self, port: u16) {
+    /// One more user of `port`; true if it was unused.
+    fn acquire(&mut self, port: u16) -> bool {
         let u = &mut self.users[port as usize];
         *u = u.saturating_add(1);
-        if *u == 1 {
+        let first = *u == 1;
+        if first {
             let w = port as usize / 64;
             self.free[w] &= !(1u64 << (port % 64));
             if self.free[w] == 0 {
                 self.summary[w / 64] &= !(1u64 << (w % 64));
             }
         }
+        first
     }
 
-    fn release(&mut self, port: u16) {
+    /// One user of `port` fewer; true if it is now unused.
+    fn release(&mut self, port: u16) -> bool {
         let u = &mut self.users[port as usize];
         if *u == 0 || *u == u16::MAX {
-            return;
+            return false;
         }
         *u -= 1;
-        if *u == 0 {
+        let last = *u == 0;
+        if last {
             let w = port as usize / 64;
             self.free[w] |= 1u64 << (port % 64);
             self.summary[w / 64] |= 1u64 << (w % 64);
         }
+        last
     }
 
     /// The first free port in `from..=hi`.
@@ -240,7 +246,21 @@ pub struct PortMaps {
     maps: Vec<PortMap>,
     index: HashMap<MapKey, usize, BuildHasherDefault<KeyHasher>>,
     last: usize,
+    /// Ports (ICMP ids) in use, over all bitmaps.
+    in_use: u64,
     /// Connections whose address found no room for a bitmap (`MAX_MAPS`).
+    pub overflow: u64,
+}
+
+/// What a stripe's source NAT bitmaps hold, for statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortUse {
+    /// Ports (and ICMP ids) some connection uses.
+    pub in_use: u64,
+    /// Bitmaps: (NAT address, protocol, zone) combinations seen.
+    pub maps: usize,
+    /// Connections whose NAT address found no room for a bitmap (the
+    /// kernel's search served them).
     pub overflow: u64,
 }
 
@@ -285,10 +305,11 @@ impl PortMaps {
             return;
         };
         if let Some(i) = self.find(&key) {
-            self.maps[i].acquire(port);
+            self.in_use += u64::from(self.maps[i].acquire(port));
         } else if self.maps.len() < MAX_MAPS {
             let mut m = PortMap::default();
             m.acquire(port);
+            self.in_use += 1;
             self.index.insert(key, self.maps.len());
             self.keys.push(key);
             self.maps.push(m);
@@ -303,16 +324,17 @@ impl PortMaps {
             return;
         };
         if let Some(i) = self.find(&key) {
-            self.maps[i].release(port);
+            self.in_use -= u64::from(self.maps[i].release(port));
         }
     }
 
-    /// Ports in use across all bitmaps (for statistics).
-    pub fn in_use(&self) -> u64 {
-        self.maps
-            .iter()
-            .map(|m| m.free.iter().map(|w| w.count_zeros() as u64).sum::<u64>())
-            .sum()
+    /// What the bitmaps hold (kept up to date: O(1)).
+    pub fn usage(&self) -> PortUse {
+        PortUse {
+            in_use: self.in_use,
+            maps: self.maps.len(),
+            overflow: self.overflow,
+        }
     }
 }
 

@@ -316,6 +316,11 @@ impl Table {
         (removed, false)
     }
 
+    /// What `stripe`'s source NAT port bitmaps hold (locks it briefly).
+    pub fn nat_ports(&self, stripe: u32) -> crate::nat::ports::PortUse {
+        lock(&self.stripes[stripe as usize]).ports.usage()
+    }
+
     /// Checks every stripe's timer wheel against its records: each live
     /// record is in exactly one slot list (its tick's), lists are linked
     /// both ways, and no free record is in one. For tests.
