@@ -244,17 +244,22 @@ impl Shared {
         t
     }
 
-    /// What source NAT's port bitmaps hold: of worker `w`'s stripes
-    /// (`w, w + workers, ...`), or of all with None.
+    /// The table stripes worker `w` owns, `w, w + workers, ...` (the table
+    /// may have more stripes than workers: a power of two); all with None.
+    pub fn stripes_of(&self, worker: Option<usize>) -> impl Iterator<Item = u32> {
+        let (first, step) = match worker {
+            Some(w) => (w as u32, self.published.len().max(1)),
+            None => (0, 1),
+        };
+        (first..self.engine.table().stripe_count()).step_by(step)
+    }
+
+    /// What source NAT's port bitmaps hold: of worker `w`'s stripes, or of
+    /// all with None.
     pub fn nat_ports(&self, worker: Option<usize>) -> ctcore::nat::ports::PortUse {
-        let table = self.engine.table();
-        let workers = self.published.len().max(1);
         let mut u = ctcore::nat::ports::PortUse::default();
-        for s in 0..table.stripe_count() {
-            if worker.is_some_and(|w| s as usize % workers != w) {
-                continue;
-            }
-            let p = table.nat_ports(s);
+        for s in self.stripes_of(worker) {
+            let p = self.engine.table().nat_ports(s);
             u.in_use += p.in_use;
             u.maps += p.maps;
             u.overflow += p.overflow;
@@ -494,29 +499,24 @@ impl<'a> Pipeline<'a> {
         self.publish(now_ms);
     }
 
-    /// Between bursts, every loop of the worker whether packets came or not:
-    /// every `GC_INTERVAL_MS`, the connections of this worker's stripes whose
-    /// deadline passed are removed (the kernel's gc worker; lookups and NAT
-    /// port searches reclaim expired ones too). A worker's stripes are
-    /// `worker, worker + workers, ...` (the table may have more stripes than
-    /// workers: a power of two), so every stripe expires on time even when
+    /// Between bursts, whether packets came or not (the worker calls it
+    /// about every millisecond): every `GC_INTERVAL_MS`, the connections of
+    /// this worker's stripes ([`Shared::stripes_of`]) whose deadline passed
+    /// are removed (the kernel's gc worker; lookups and NAT port searches
+    /// reclaim expired ones too), so every stripe expires on time even when
     /// no packet comes.
     pub fn maintain(&mut self, now_ms: u64) {
         if now_ms < self.next_gc_ms {
             return;
         }
         let shared = self.shared;
-        let stripes = shared.engine.table().stripe_count();
-        let workers = shared.published.len().max(1) as u32;
-        let mut s = self.worker as u32;
         let (mut expired, mut more) = (0, false);
-        while s < stripes {
+        for s in shared.stripes_of(Some(self.worker)) {
             let (n, m) = shared
                 .engine
                 .expire_some(&mut self.ct, now_ms, Some(s), GC_BUDGET);
             expired += n;
             more |= m;
-            s += workers;
             // The event buffer holds one slice's DESTROY events.
             self.move_events();
         }

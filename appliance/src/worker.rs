@@ -118,6 +118,7 @@ pub fn run(args: WorkerArgs) -> i32 {
     };
     let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
     let mut next_maintenance = start;
+    let mut next_expiry = start;
     // One TSC read per loop iteration (it can be slow under virtualisation):
     // it dates the packets of this iteration, and an iteration that received
     // packets counts as busy from its start to the next one's.
@@ -153,9 +154,12 @@ pub fn run(args: WorkerArgs) -> i32 {
             w.flush_all();
         }
         // Expiry runs whether packets came or not (an idle worker's
-        // connections still time out); it checks the time first.
-        let now_ms = w.now_ms();
-        w.pipeline.maintain(now_ms);
+        // connections still time out), looked at once a millisecond.
+        if now >= next_expiry {
+            next_expiry = now + w.tsc_per_ms;
+            let now_ms = w.now_ms();
+            w.pipeline.maintain(now_ms);
+        }
         if now >= next_maintenance {
             if !w.pending.is_empty() {
                 w.maintain();

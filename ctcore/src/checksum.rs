@@ -80,7 +80,7 @@ pub fn update_u32(csum: u16, old: u32, new: u32) -> u16 {
 /// address): `old` and `new` have the same length and start at an even offset
 /// of the covered data (pseudo-header addresses do).
 pub fn update_addr(csum: u16, old: &[u8], new: &[u8]) -> u16 {
-    !combine(combine(!csum, !sum(old)), sum(new))
+    update_summed(csum, sum(old), sum(new))
 }
 
 /// `update_addr` for IPv4 addresses, with their sums computed once by the

@@ -1343,6 +1343,21 @@ mod tests {
         )
     }
 
+    /// A UDP query C:`sport` -> S:53.
+    fn udp_query(sport: u16) -> Vec<u8> {
+        frame(
+            Family::V4,
+            Addr::from_v4(C),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: sport,
+                dst_port: 53,
+                payload: b"q",
+            },
+        )
+    }
+
     fn run(e: &Engine, w: &mut Worker, now: u64, f: &[u8], d: Decision) -> CtResult {
         let mut out = [CtResult::default()];
         e.process_burst(w, now, &[Pkt::new(f, 0, 0)], &mut out, |_, _| d);
@@ -1461,17 +1476,7 @@ mod tests {
     fn icmp_error_is_related_to_its_connection() {
         let e = engine(1000);
         let mut w = e.worker(0);
-        let udp = frame(
-            Family::V4,
-            Addr::from_v4(C),
-            Addr::from_v4(S),
-            64,
-            L4Spec::Udp {
-                src_port: 5000,
-                dst_port: 53,
-                payload: b"q",
-            },
-        );
+        let udp = udp_query(5000);
         run(&e, &mut w, 0, &udp, Decision::Accept(Egress::NONE));
         // Port unreachable from the server quoting the datagram.
         let quoted = &udp[14..14 + 28];
@@ -1515,17 +1520,7 @@ mod tests {
     fn expiry_and_gc() {
         let e = engine(1000);
         let mut w = e.worker(16);
-        let udp = frame(
-            Family::V4,
-            Addr::from_v4(C),
-            Addr::from_v4(S),
-            64,
-            L4Spec::Udp {
-                src_port: 5000,
-                dst_port: 53,
-                payload: b"q",
-            },
-        );
+        let udp = udp_query(5000);
         run(&e, &mut w, 0, &udp, Decision::Accept(Egress::NONE));
         assert_eq!(e.expire(&mut w, 29_999, None, 1 << 20), 0);
         assert_eq!(e.expire(&mut w, 30_000, None, 1 << 20), 1);
@@ -1542,17 +1537,7 @@ mod tests {
         let e = engine(1000);
         let mut w = e.worker(0);
         for sport in 0..10u16 {
-            let f = frame(
-                Family::V4,
-                Addr::from_v4(C),
-                Addr::from_v4(S),
-                64,
-                L4Spec::Udp {
-                    src_port: 5000 + sport,
-                    dst_port: 53,
-                    payload: b"q",
-                },
-            );
+            let f = udp_query(5000 + sport);
             run(&e, &mut w, 0, &f, Decision::Accept(Egress::NONE));
         }
         assert_eq!(e.expire_some(&mut w, 10_000, None, 4), (0, false));
@@ -1568,17 +1553,7 @@ mod tests {
         let e = engine(16);
         let mut w = e.worker(0);
         for i in 0..40u16 {
-            let udp = frame(
-                Family::V4,
-                Addr::from_v4(C),
-                Addr::from_v4(S),
-                64,
-                L4Spec::Udp {
-                    src_port: 1000 + i,
-                    dst_port: 53,
-                    payload: b"q",
-                },
-            );
+            let udp = udp_query(1000 + i);
             let r = run(&e, &mut w, 0, &udp, Decision::Accept(Egress::NONE));
             assert!(r.ct_drop.is_none(), "packet {i} dropped: {:?}", r.ct_drop);
         }
@@ -1615,19 +1590,7 @@ mod tests {
             port: 1,
             addr: Some(Addr::from_v4([198, 51, 100, 1])),
         });
-        let udp = |sport: u16| {
-            frame(
-                Family::V4,
-                Addr::from_v4(C),
-                Addr::from_v4(S),
-                64,
-                L4Spec::Udp {
-                    src_port: sport,
-                    dst_port: 53,
-                    payload: b"q",
-                },
-            )
-        };
+        let udp = udp_query;
         for sport in [1000, 1001] {
             let r = run(&e, &mut w, 0, &udp(sport), out);
             assert!(r.ct_drop.is_none() && r.rewrite.is_some());
@@ -1970,17 +1933,7 @@ mod tests {
             let r2 = rss.clone();
             w.reply_steering = Some(Box::new(move |t: &Tuple| r2.queue(t) == queue));
             for i in 0..50u16 {
-                let f = frame(
-                    Family::V4,
-                    Addr::from_v4(C),
-                    Addr::from_v4(S),
-                    64,
-                    L4Spec::Udp {
-                        src_port: 3000 + queue * 100 + i,
-                        dst_port: 53,
-                        payload: b"q",
-                    },
-                );
+                let f = udp_query(3000 + queue * 100 + i);
                 let r = run(&e, &mut w, 0, &f, out([203, 0, 113, 1]));
                 let (addr, port) = r.rewrite.unwrap().src.unwrap();
                 let reply = Tuple {

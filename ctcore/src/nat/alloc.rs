@@ -195,10 +195,12 @@ pub fn snat(
     // The first port no connection of the home stripe uses, from a random start.
     let home = s.home.unwrap_or_else(|| s.table.home(&orig));
     let key = MapKey::of(&cand);
-    if s.table.ports(home).has_room(&key) {
+    let maps = s.table.ports(home);
+    // (No bitmap yet for this address: every port is unused.)
+    let slot = maps.find(&key);
+    if slot.is_some() || maps.has_space() {
         let start = (lo as u32 + s.rng.next_u32() % size) as u16;
         let mut cursor = Cursor::new(lo, hi, start);
-        let slot = s.table.ports(home).find(&key);
         for _ in 0..BITMAP_TRIES {
             let maps = s.table.ports(home);
             let Some(port) = cursor.next(slot.map(|i| maps.at(i))) else {

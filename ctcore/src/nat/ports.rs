@@ -26,7 +26,7 @@ const WORDS: usize = PORTS / 64;
 const SUMMARY: usize = WORDS / 64;
 
 /// Most bitmaps a stripe keeps (each ~137 KiB); NAT addresses beyond them use
-/// the kernel's search (counted in [`PortMaps::overflow`]).
+/// the kernel's search (counted: [`PortUse::overflow`]).
 pub const MAX_MAPS: usize = 256;
 
 /// What a bitmap is for: the reply tuple's destination (the NAT address),
@@ -249,7 +249,7 @@ pub struct PortMaps {
     /// Ports (ICMP ids) in use, over all bitmaps.
     in_use: u64,
     /// Connections whose address found no room for a bitmap (`MAX_MAPS`).
-    pub overflow: u64,
+    overflow: u64,
 }
 
 /// What a stripe's source NAT bitmaps hold, for statistics.
@@ -285,17 +285,9 @@ impl PortMaps {
         Some(&self.maps[i])
     }
 
-    pub fn len(&self) -> usize {
-        self.maps.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.maps.is_empty()
-    }
-
-    /// Whether a bitmap for `key` exists or can be made.
-    pub fn has_room(&mut self, key: &MapKey) -> bool {
-        self.maps.len() < MAX_MAPS || self.find(key).is_some()
+    /// Whether a bitmap for a new address can still be made.
+    pub fn has_space(&self) -> bool {
+        self.maps.len() < MAX_MAPS
     }
 
     /// A confirmed connection's port comes into use (if it is source-NATed
@@ -306,7 +298,7 @@ impl PortMaps {
         };
         if let Some(i) = self.find(&key) {
             self.in_use += u64::from(self.maps[i].acquire(port));
-        } else if self.maps.len() < MAX_MAPS {
+        } else if self.has_space() {
             let mut m = PortMap::default();
             m.acquire(port);
             self.in_use += 1;
