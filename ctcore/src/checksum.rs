@@ -125,6 +125,25 @@ pub fn l4_checksum_ok_conntrack(frame: &[u8], p: &Parsed) -> bool {
     l4_checksum_ok_with(frame, p, false)
 }
 
+/// [`l4_checksum_ok_conntrack`] for an unfragmented TCP or UDP packet (the
+/// engine's plain packets): the same answer without the dispatch.
+#[inline]
+pub fn tcp_udp_ok(frame: &[u8], p: &Parsed) -> bool {
+    let l3_end = usize::from(p.l3_offset) + usize::from(p.l3_len);
+    let Some(seg) = frame.get(usize::from(p.l4_offset)..l3_end) else {
+        return false;
+    };
+    if p.proto == IPPROTO_UDP {
+        // udp_error: "packet with no checksum" is accepted (IPv6 too).
+        match seg.get(udp::field::CHECKSUM..udp::HEADER_LEN) {
+            None => return false,
+            Some(c) if c == [0, 0] => return true,
+            Some(_) => {}
+        }
+    }
+    verify_l4(p.family, &p.src, &p.dst, p.proto, seg)
+}
+
 fn l4_checksum_ok_with(frame: &[u8], p: &Parsed, rfc_v6_addresses: bool) -> bool {
     if p.frag.is_some_and(|f| f.more || f.offset != 0) {
         return true;

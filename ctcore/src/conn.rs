@@ -161,6 +161,15 @@ impl Conn {
     /// or SCTP state, 0 for stateless protocols.
     #[inline]
     pub fn state_tag(&self) -> u8 {
+        // Only TCP and SCTP have states: told by the tuple (first cache line),
+        // so that other protocols' packets never read the protocol state's
+        // line for it.
+        if !matches!(
+            self.tuples[0].proto,
+            crate::tuple::IPPROTO_TCP | crate::tuple::IPPROTO_SCTP
+        ) {
+            return 0;
+        }
         match &self.proto {
             ProtoState::Tcp(t) => t.state as u8 + 1,
             ProtoState::Sctp(s) => s.state as u8 + 1,

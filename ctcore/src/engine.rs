@@ -192,7 +192,7 @@ fn simple_tuple(p: &Parsed, zone: u16) -> Option<Tuple> {
     }
     let (src_port, dst_port) = match p.l4 {
         L4::Tcp(t) => (t.src_port, t.dst_port),
-        L4::Udp { src_port, dst_port } => (src_port, dst_port),
+        L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => (src_port, dst_port),
         _ => return None,
     };
     Some(Tuple {
@@ -406,10 +406,10 @@ impl<P: Prefetch> Engine<P> {
             let out = &mut results[c * STAGE..c * STAGE + chunk.len()];
             let mut keys: [Option<Key>; STAGE] = [None; STAGE];
             for (i, pkt) in chunk.iter().enumerate() {
-                out[i].parsed = if pkt.ip_checked {
-                    wire::parse_ip_checked(pkt.frame)
-                } else {
-                    wire::parse(pkt.frame)
+                out[i].parsed = match wire::parse_common(pkt.frame, !pkt.ip_checked) {
+                    Some(p) => Ok(p),
+                    None if pkt.ip_checked => wire::parse_ip_checked(pkt.frame),
+                    None => wire::parse(pkt.frame),
                 };
                 if let Some(t) = out[i]
                     .parsed
@@ -595,6 +595,14 @@ impl<P: Prefetch> Engine<P> {
         res: &mut CtResult,
         pending: &mut Option<Conn>,
     ) -> (Option<usize>, Option<Key>) {
+        if key.is_some() {
+            if let Ok(p) = res.parsed {
+                return (
+                    None,
+                    self.track_plain(g, w, now_ms, pkt, &p, key, res, pending),
+                );
+            }
+        }
         let p = match res.parsed {
             Ok(p) => p,
             Err(e) => {
@@ -655,6 +663,56 @@ impl<P: Prefetch> Engine<P> {
             }
         }
         (None, looked_up)
+    }
+
+    /// `track` for a plain packet (stage 1 found its tuple: parsed, not a
+    /// fragment, TCP or UDP): the checks that apply to it, then the lookup.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn track_plain(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        key: Option<Key>,
+        res: &mut CtResult,
+        pending: &mut Option<Conn>,
+    ) -> Option<Key> {
+        let csum_ok = match pkt.rx_csum {
+            RxCsum::Good => {
+                w.stats.csum_offloaded += 1;
+                true
+            }
+            RxCsum::Bad => !w.tun.checksum,
+            RxCsum::Unknown => !w.tun.checksum || checksum::tcp_udp_ok(pkt.frame, p),
+        };
+        if !csum_ok {
+            invalid(w, res, "bad L4 checksum");
+            return None;
+        }
+        let (src_port, dst_port) = match p.l4 {
+            L4::Tcp(info) => {
+                if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
+                    invalid(w, res, "tcp: invalid flag combination");
+                    return None;
+                }
+                (info.src_port, info.dst_port)
+            }
+            L4::Udp { src_port, dst_port } => (src_port, dst_port),
+            _ => return None,
+        };
+        let t = Tuple {
+            src: p.src,
+            dst: p.dst,
+            src_port,
+            dst_port,
+            proto: p.proto,
+            family: p.family,
+            zone: pkt.zone,
+        };
+        self.track_tuple(g, w, now_ms, pkt, p, t, key, res, pending)
     }
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are

@@ -498,16 +498,68 @@ impl<'t> Guard<'t> {
     #[inline]
     pub fn lookup(&mut self, key: Key, t: &Tuple) -> Option<(Ref, Dir)> {
         let sig = key.sig();
-        let n = self.stripe(key.stripe).buckets.len();
+        let stripe_mask = self.table.stripe_mask;
+        let s = self.stripe(key.stripe);
+        let n = s.buckets.len();
         let mut b = key.bucket(n);
+        // Entries of this stripe's buckets are checked against its records
+        // here; one naming another stripe's record (a NAT reply tuple whose
+        // hash fell in this stripe) is checked after, under that stripe.
+        let mut elsewhere = None;
         for _ in 0..=MAX_PROBE {
-            let bucket = self.stripe(key.stripe).buckets[b];
+            let bucket = &s.buckets[b];
             let mut m = bucket.matches(sig);
             while m != 0 {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
                 let (r, dir) = entry_parts(bucket.entry[i]);
-                if r.stripe > self.table.stripe_mask {
+                if r.stripe != key.stripe {
+                    if r.stripe <= stripe_mask && elsewhere.is_none() {
+                        elsewhere = Some((b, i));
+                    }
+                    continue;
+                }
+                let Some(rec) = s.records.get(r.local as usize) else {
+                    continue;
+                };
+                if live(&rec.conn) && rec.conn.tuples[dir.index()] == *t {
+                    return Some((r, dir));
+                }
+            }
+            if bucket.overflow == 0 {
+                break;
+            }
+            b = next_bucket(b, n);
+        }
+        match elsewhere {
+            None => None,
+            Some((b, i)) => self.lookup_elsewhere(key, t, b, i),
+        }
+    }
+
+    /// The rest of [`lookup`](Self::lookup): its probe again from bucket
+    /// `b`, entry `i` (the first entry naming another stripe's record),
+    /// checking the entries that name other stripes' records.
+    #[cold]
+    fn lookup_elsewhere(
+        &mut self,
+        key: Key,
+        t: &Tuple,
+        mut b: usize,
+        first: usize,
+    ) -> Option<(Ref, Dir)> {
+        let sig = key.sig();
+        let n = self.stripe(key.stripe).buckets.len();
+        let mut skip = first;
+        for _ in 0..=MAX_PROBE {
+            let bucket = self.stripe(key.stripe).buckets[b];
+            let mut m = bucket.matches(sig) & (u32::MAX << skip);
+            skip = 0;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let (r, dir) = entry_parts(bucket.entry[i]);
+                if r.stripe == key.stripe || r.stripe > self.table.stripe_mask {
                     continue;
                 }
                 let Some(rec) = self.stripe(r.stripe).records.get(r.local as usize) else {

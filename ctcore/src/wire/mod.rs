@@ -242,6 +242,80 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     parse_inner(frame, true, true)
 }
 
+/// [`parse`] (or [`parse_ip_checked`] when `ipv4_checksum` is false) for
+/// the frames a gateway mostly carries, in one straight pass: untagged
+/// Ethernet, then an unfragmented IPv4 header (options allowed) or an IPv6
+/// header without extension headers, then TCP or UDP. `None` for every other
+/// frame, and for any frame the full parse would refuse or read differently
+/// (the caller then runs the full parse): where it answers, the answer is the
+/// full parse's, field for field (property-tested).
+#[inline(always)]
+pub fn parse_common(frame: &[u8], ipv4_checksum: bool) -> Option<Parsed> {
+    const L3: usize = ethernet::HEADER_LEN;
+    if frame.len() < L3 + ipv4::MIN_HEADER_LEN {
+        return None;
+    }
+    let mut p = Parsed {
+        l3_offset: L3 as u16,
+        ..Parsed::default()
+    };
+    let l3_end = match be16(frame, 12) {
+        ethernet::ETHERTYPE_IPV4 => {
+            let ip = &frame[L3..];
+            let header_len = usize::from(ip[0] & 0x0f) * 4;
+            let total_len = usize::from(be16(ip, 2));
+            // Version 4, a header of 20+ bytes within the frame, a total
+            // length covering it within the frame; not a fragment (MF clear,
+            // offset 0: DF may be set).
+            if ip[0] >> 4 != 4
+                || header_len < ipv4::MIN_HEADER_LEN
+                || header_len > total_len
+                || total_len > ip.len()
+                || be16(ip, 6) & 0x3fff != 0
+            {
+                return None;
+            }
+            if ipv4_checksum && crate::checksum::sum(&ip[..header_len]) != 0xffff {
+                return None;
+            }
+            p.family = Family::V4;
+            p.src = Addr::from_v4([ip[12], ip[13], ip[14], ip[15]]);
+            p.dst = Addr::from_v4([ip[16], ip[17], ip[18], ip[19]]);
+            p.ttl = ip[8];
+            p.proto = ip[9];
+            p.l3_len = total_len as u16;
+            p.l4_offset = (L3 + header_len) as u16;
+            L3 + total_len
+        }
+        ethernet::ETHERTYPE_IPV6 => {
+            let ip = frame.get(L3..L3 + ipv6::HEADER_LEN)?;
+            let l3_len = ipv6::HEADER_LEN + usize::from(be16(ip, 4));
+            if ip[0] >> 4 != 6 || l3_len > frame.len() - L3 {
+                return None;
+            }
+            p.family = Family::V6;
+            p.src = Addr(ip[8..24].try_into().ok()?);
+            p.dst = Addr(ip[24..40].try_into().ok()?);
+            p.ttl = ip[7];
+            p.proto = ip[6];
+            p.l3_len = l3_len as u16;
+            p.l4_offset = (L3 + ipv6::HEADER_LEN) as u16;
+            L3 + l3_len
+        }
+        _ => return None,
+    };
+    if l3_end > usize::from(u16::MAX) {
+        return None;
+    }
+    let seg = &frame[usize::from(p.l4_offset)..l3_end];
+    p.l4 = match p.proto {
+        IPPROTO_TCP => tcp::parse(seg, usize::from(p.l4_offset)).ok()?,
+        IPPROTO_UDP => udp::parse(seg, false).ok()?,
+        _ => return None,
+    };
+    Some(p)
+}
+
 /// The Ethernet and IP layers of a frame whose [`parse`] failed at L4
 /// (a truncated or malformed TCP / UDP header): `l4` is `L4::None`. The
 /// packet can still be routed and filtered, as the kernel routes and

@@ -928,6 +928,58 @@ fn offsets_beyond_u16_are_rejected() {
     assert_eq!(parse(&eth(0x86dd, &ok)).map(|p| p.l3_len), Ok(65535 - 14));
 }
 
+/// `parse_common` answers only where the full parse does, with its answer
+/// (with and without the IPv4 header checksum); true if it answered.
+fn common_agrees(frame: &[u8]) -> bool {
+    let fast = parse_common(frame, true);
+    if let Some(p) = fast {
+        assert_eq!(Ok(p), parse(frame), "parse_common on {frame:02x?}");
+        // The engine's check for these frames is conntrack's.
+        assert_eq!(
+            crate::checksum::tcp_udp_ok(frame, &p),
+            crate::checksum::l4_checksum_ok_conntrack(frame, &p)
+        );
+    }
+    if let Some(p) = parse_common(frame, false) {
+        assert_eq!(
+            Ok(p),
+            parse_ip_checked(frame),
+            "parse_common unchecked on {frame:02x?}"
+        );
+    }
+    fast.is_some()
+}
+
+#[test]
+fn parse_common_is_the_full_parse_where_it_answers() {
+    let (mut answered, mut tcp_udp) = (0, 0);
+    for (name, frames) in all_captures() {
+        for f in &frames {
+            let common = common_agrees(f);
+            answered += usize::from(common);
+            // Every plain TCP / UDP frame is one it must answer.
+            if let Ok(p) = parse(f) {
+                let plain = p.vlan_count == 0
+                    && p.frag.is_none()
+                    && matches!(p.l4, L4::Tcp(_) | L4::Udp { .. })
+                    && p.proto != IPPROTO_UDPLITE
+                    && usize::from(p.l4_offset - p.l3_offset)
+                        == if p.family == Family::V4 {
+                            usize::from(f[14] & 0x0f) * 4
+                        } else {
+                            40
+                        };
+                if plain {
+                    tcp_udp += 1;
+                    assert!(common, "{name}: a plain TCP/UDP frame took the slow parse");
+                }
+            }
+        }
+    }
+    assert!(answered > 1000, "only {answered} frames answered");
+    assert_eq!(answered, tcp_udp);
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -937,6 +989,7 @@ mod props {
 
         #[test]
         fn random_bytes_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..200)) {
+            common_agrees(&frame);
             if let Ok(p) = parse(&frame) {
                 check_invariants(&frame, &p);
                 let _ = l4_checksum_ok(&frame, &p);
@@ -952,6 +1005,7 @@ mod props {
             }
             f.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
             f.extend_from_slice(&body);
+            common_agrees(&f);
             if let Ok(p) = parse(&f) {
                 check_invariants(&f, &p);
                 let _ = l4_checksum_ok(&f, &p);
@@ -970,6 +1024,7 @@ mod props {
                 f[i] = byte;
             }
             f.truncate(cut.index(f.len() + 1));
+            common_agrees(&f);
             if let Ok(p) = parse(&f) {
                 check_invariants(&f, &p);
                 let _ = l4_checksum_ok(&f, &p);
