@@ -1,5 +1,6 @@
 //! A fixed workload for instruction-level profiling (valgrind --tool=callgrind):
-//! 100k established UDP connections, 200 bursts of 32 packets in random order.
+//! 100k established UDP connections (replied and ASSURED, as the bench's),
+//! 200 bursts of 32 packets in random order.
 //! `profile_established N BURSTS snat`: the same through a masquerade rule,
 //! each packet rewritten as the appliance does. `... new`: bursts of 32 new
 //! connections instead (deleted again outside `process_burst`: read the
@@ -73,11 +74,37 @@ fn main() {
         .map(|i| flow(((i as u64 * 2_654_435_761) % n as u64) as u32, false))
         .collect();
     let mut out = [CtResult::default(); 32];
-    for ch in frames.chunks(32) {
-        let pkts: Vec<Pkt<'_>> = ch.iter().map(|f| Pkt::new(f, 0, 0)).collect();
-        e.process_burst(&mut w, 0, &pkts, &mut out[..pkts.len()], |_, _| {
-            Decision::Accept(egress)
+    let mut feed = |w: &mut ctcore::engine::Worker, now_ms: u64, frames: &[Vec<u8>]| {
+        for ch in frames.chunks(32) {
+            let pkts: Vec<Pkt<'_>> = ch.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+            e.process_burst(w, now_ms, &pkts, &mut out[..pkts.len()], |_, _| {
+                Decision::Accept(egress)
+            });
+        }
+    };
+    feed(&mut w, 0, &frames);
+    if !mode.starts_with("new") {
+        // Established as the bench's flows are: replied, and past the
+        // kernel's 2 s stream mark (one more packet makes each ASSURED).
+        // Each reply is built from its connection's reply tuple (with SNAT:
+        // to the address and port the masquerade chose).
+        let mut replies: Vec<Vec<u8>> = vec![];
+        e.snapshot(0, |c| {
+            let t = c.tuples[1];
+            replies.push(frame(
+                Family::V4,
+                t.src,
+                t.dst,
+                64,
+                L4Spec::Udp {
+                    src_port: t.src_port,
+                    dst_port: t.dst_port,
+                    payload: &[0u8; 18],
+                },
+            ))
         });
+        feed(&mut w, 1, &replies);
+        feed(&mut w, 2_500, &frames);
     }
     if mode.starts_with("new") {
         let fresh: Vec<Vec<u8>> = (0..32).map(|i| flow(n * 2 + i, false)).collect();
@@ -98,7 +125,9 @@ fn main() {
             buf.copy_from_slice(&frames[base + k]);
         }
         let pkts: [Pkt<'_>; 32] = std::array::from_fn(|k| Pkt::new(&bufs[k], 0, 0));
-        e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| Decision::Accept(egress));
+        e.process_burst(&mut w, 2_600, &pkts, &mut out, |_, _| {
+            Decision::Accept(egress)
+        });
         for (k, r) in out.iter().enumerate() {
             if let (Ok(p), Some(rw)) = (&r.parsed, &r.rewrite) {
                 let _ = apply(&mut bufs[k], p, rw, ChecksumMode::Incremental);

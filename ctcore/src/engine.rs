@@ -406,17 +406,38 @@ impl<P: Prefetch> Engine<P> {
             let out = &mut results[c * STAGE..c * STAGE + chunk.len()];
             let mut keys: [Option<Key>; STAGE] = [None; STAGE];
             for (i, pkt) in chunk.iter().enumerate() {
-                out[i].parsed = match wire::parse_common(pkt.frame, !pkt.ip_checked) {
-                    Some(p) => Ok(p),
-                    None if pkt.ip_checked => wire::parse_ip_checked(pkt.frame),
-                    None => wire::parse(pkt.frame),
+                // The common frames are parsed in place, their tuple taken
+                // from the parse; the others fully, the tuple read from it.
+                let parsed = &mut out[i].parsed;
+                if parsed.is_err() {
+                    *parsed = Ok(Parsed::default());
+                }
+                let fast = match parsed {
+                    Ok(p) => wire::parse_common_into(pkt.frame, !pkt.ip_checked, p).map(
+                        |(src_port, dst_port)| Tuple {
+                            src: p.src,
+                            dst: p.dst,
+                            src_port,
+                            dst_port,
+                            proto: p.proto,
+                            family: p.family,
+                            zone: pkt.zone,
+                        },
+                    ),
+                    Err(_) => None,
                 };
-                if let Some(t) = out[i]
-                    .parsed
-                    .as_ref()
-                    .ok()
-                    .and_then(|p| simple_tuple(p, pkt.zone))
-                {
+                let t = match fast {
+                    Some(t) => Some(t),
+                    None => {
+                        *parsed = if pkt.ip_checked {
+                            wire::parse_ip_checked(pkt.frame)
+                        } else {
+                            wire::parse(pkt.frame)
+                        };
+                        parsed.as_ref().ok().and_then(|p| simple_tuple(p, pkt.zone))
+                    }
+                };
+                if let Some(t) = t {
                     let k = self.table.key(&t);
                     g.prefetch_bucket::<P>(k);
                     keys[i] = Some(k);
@@ -464,7 +485,8 @@ impl<P: Prefetch> Engine<P> {
         // `out.parsed` is this packet's (stage 1); the rest is reset here.
         out.reset_verdict();
         let mut pending: Option<Conn> = None;
-        let (park, looked_up) = self.track(g, w, now_ms, pkt, key, out, &mut pending);
+        let mut looked_up = key;
+        let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, &mut pending);
         if let Some(c) = pending.as_mut() {
             self.nat_prerouting(now_ms, c, pkt.in_port, out);
         }
@@ -578,10 +600,11 @@ impl<P: Prefetch> Engine<P> {
         slot
     }
 
-    /// One packet: lookup or create. Returns the result and, for a new
-    /// connection, the unconfirmed connection to confirm if the packet is accepted
-    /// (or, for a first fragment of an incomplete datagram, to park until the
-    /// datagram completes: the slot), and whether its original tuple was just
+    /// One packet: lookup or create. Fills `res` and, for a new connection,
+    /// `pending`: the unconfirmed connection to confirm if the packet is
+    /// accepted, or, for a first fragment of an incomplete datagram, to park
+    /// until the datagram completes (the slot returned). `key` comes in as
+    /// stage 1's key (plain packets) and leaves as the key of the tuple
     /// looked up and not found under this guard (its confirm need not look
     /// again).
     #[allow(clippy::too_many_arguments)]
@@ -591,16 +614,14 @@ impl<P: Prefetch> Engine<P> {
         w: &mut Worker,
         now_ms: u64,
         pkt: &Pkt<'_>,
-        key: Option<Key>,
+        key: &mut Option<Key>,
         res: &mut CtResult,
         pending: &mut Option<Conn>,
-    ) -> (Option<usize>, Option<Key>) {
+    ) -> Option<usize> {
         if key.is_some() {
             if let Ok(p) = res.parsed {
-                return (
-                    None,
-                    self.track_plain(g, w, now_ms, pkt, &p, key, res, pending),
-                );
+                self.track_plain(g, w, now_ms, pkt, &p, key, res, pending);
+                return None;
             }
         }
         let p = match res.parsed {
@@ -624,7 +645,7 @@ impl<P: Prefetch> Engine<P> {
                         res.parsed = Ok(l3);
                     }
                 }
-                return (None, None);
+                return None;
             }
         };
         let frag_slot = p
@@ -633,7 +654,7 @@ impl<P: Prefetch> Engine<P> {
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
                 *pending = self.follow_fragment(g, w, now_ms, &p, slot, res);
-                return (None, None);
+                return None;
             }
         }
         let csum_ok = match pkt.rx_csum {
@@ -646,23 +667,23 @@ impl<P: Prefetch> Engine<P> {
         };
         if !csum_ok {
             invalid(w, res, "bad L4 checksum");
-            return (None, None);
+            return None;
         }
         let tuple = match self.tuple_of(g, w, now_ms, pkt, &p, res) {
             Some(t) => t,
-            None => return (None, None),
+            None => return None,
         };
-        let looked_up = self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res, pending);
+        self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res, pending);
         if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
                 w.frags[slot].tuple = Some(tuple);
                 if pending.is_some() && !w.frags[slot].complete() {
-                    return (Some(slot), None);
+                    return Some(slot);
                 }
             }
         }
-        (None, looked_up)
+        None
     }
 
     /// `track` for a plain packet (stage 1 found its tuple: parsed, not a
@@ -676,10 +697,10 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         pkt: &Pkt<'_>,
         p: &Parsed,
-        key: Option<Key>,
+        key: &mut Option<Key>,
         res: &mut CtResult,
         pending: &mut Option<Conn>,
-    ) -> Option<Key> {
+    ) {
         let csum_ok = match pkt.rx_csum {
             RxCsum::Good => {
                 w.stats.csum_offloaded += 1;
@@ -689,19 +710,17 @@ impl<P: Prefetch> Engine<P> {
             RxCsum::Unknown => !w.tun.checksum || checksum::tcp_udp_ok(pkt.frame, p),
         };
         if !csum_ok {
-            invalid(w, res, "bad L4 checksum");
-            return None;
+            return invalid(w, res, "bad L4 checksum");
         }
         let (src_port, dst_port) = match p.l4 {
             L4::Tcp(info) => {
                 if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
-                    invalid(w, res, "tcp: invalid flag combination");
-                    return None;
+                    return invalid(w, res, "tcp: invalid flag combination");
                 }
                 (info.src_port, info.dst_port)
             }
             L4::Udp { src_port, dst_port } => (src_port, dst_port),
-            _ => return None,
+            _ => return,
         };
         let t = Tuple {
             src: p.src,
@@ -794,14 +813,14 @@ impl<P: Prefetch> Engine<P> {
         pkt: &Pkt<'_>,
         p: &Parsed,
         t: Tuple,
-        key: Option<Key>,
+        key_io: &mut Option<Key>,
         res: &mut CtResult,
         pending: &mut Option<Conn>,
-    ) -> Option<Key> {
-        let key = key.unwrap_or_else(|| self.table.key(&t));
+    ) {
+        let key = *key_io.get_or_insert_with(|| self.table.key(&t));
         let Some((r, dir)) = self.find_live(g, w, now_ms, key, &t) else {
             self.new_conn(w, now_ms, pkt, p, t, res, pending);
-            return Some(key);
+            return;
         };
         w.stats.found += 1;
         let c = g.conn_mut(r);
@@ -858,10 +877,8 @@ impl<P: Prefetch> Engine<P> {
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 self.new_conn(w, now_ms, pkt, p, t, res, pending);
-                return Some(key);
             }
         }
-        None
     }
 
     /// Finds a live connection; an expired one is reclaimed on the spot.

@@ -32,12 +32,20 @@ impl Rewrite {
     /// destination of replies; destination NAT the other way round. The target
     /// endpoint is the inverse of the other direction's tuple. None if `c` is
     /// not translated.
+    #[inline(always)]
     pub fn for_packet(c: &Conn, dir: Dir, related: bool) -> Option<Rewrite> {
-        let snat = c.status.has(Status::SRC_NAT);
-        let dnat = c.status.has(Status::DST_NAT);
-        if !snat && !dnat {
+        // Most connections are not translated: answered inline (the caller
+        // writes only the discriminant), the rest out of line.
+        if c.status.0 & (Status::SRC_NAT | Status::DST_NAT) == 0 {
             return None;
         }
+        Rewrite::for_translated(c, dir, related)
+    }
+
+    #[inline(never)]
+    fn for_translated(c: &Conn, dir: Dir, related: bool) -> Option<Rewrite> {
+        let snat = c.status.has(Status::SRC_NAT);
+        let dnat = c.status.has(Status::DST_NAT);
         let other = &c.tuples[dir.other().index()];
         let (change_src, change_dst) = match dir {
             Dir::Orig => (snat, dnat),

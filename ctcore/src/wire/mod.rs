@@ -251,15 +251,22 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
 /// full parse's, field for field (property-tested).
 #[inline(always)]
 pub fn parse_common(frame: &[u8], ipv4_checksum: bool) -> Option<Parsed> {
+    let mut p = Parsed::default();
+    parse_common_into(frame, ipv4_checksum, &mut p).map(|_| p)
+}
+
+/// [`parse_common`] written into `p` (every field, whatever `p` held), for a
+/// caller that keeps its results in place; `None` (and `p` unspecified) where
+/// `parse_common` says `None`. Returns the packet's ports (source,
+/// destination), so that the caller's tuple needs no read back of what was
+/// just written.
+#[inline(always)]
+pub fn parse_common_into(frame: &[u8], ipv4_checksum: bool, p: &mut Parsed) -> Option<(u16, u16)> {
     const L3: usize = ethernet::HEADER_LEN;
     if frame.len() < L3 + ipv4::MIN_HEADER_LEN {
         return None;
     }
-    let mut p = Parsed {
-        l3_offset: L3 as u16,
-        ..Parsed::default()
-    };
-    let l3_end = match be16(frame, 12) {
+    let (family, src, dst, ttl, proto, l3_len, l4_offset) = match be16(frame, 12) {
         ethernet::ETHERTYPE_IPV4 => {
             let ip = &frame[L3..];
             let header_len = usize::from(ip[0] & 0x0f) * 4;
@@ -278,14 +285,21 @@ pub fn parse_common(frame: &[u8], ipv4_checksum: bool) -> Option<Parsed> {
             if ipv4_checksum && crate::checksum::sum(&ip[..header_len]) != 0xffff {
                 return None;
             }
-            p.family = Family::V4;
-            p.src = Addr::from_v4([ip[12], ip[13], ip[14], ip[15]]);
-            p.dst = Addr::from_v4([ip[16], ip[17], ip[18], ip[19]]);
-            p.ttl = ip[8];
-            p.proto = ip[9];
-            p.l3_len = total_len as u16;
-            p.l4_offset = (L3 + header_len) as u16;
-            L3 + total_len
+            // Addresses as whole 16-byte values (one store each: what is
+            // written here is read back at once for the tuple).
+            let v4 = |o: usize| {
+                let a = u32::from_ne_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
+                Addr(u128::from(a).to_le_bytes())
+            };
+            (
+                Family::V4,
+                v4(12),
+                v4(16),
+                ip[8],
+                ip[9],
+                total_len,
+                L3 + header_len,
+            )
         }
         ethernet::ETHERTYPE_IPV6 => {
             let ip = frame.get(L3..L3 + ipv6::HEADER_LEN)?;
@@ -293,27 +307,66 @@ pub fn parse_common(frame: &[u8], ipv4_checksum: bool) -> Option<Parsed> {
             if ip[0] >> 4 != 6 || l3_len > frame.len() - L3 {
                 return None;
             }
-            p.family = Family::V6;
-            p.src = Addr(ip[8..24].try_into().ok()?);
-            p.dst = Addr(ip[24..40].try_into().ok()?);
-            p.ttl = ip[7];
-            p.proto = ip[6];
-            p.l3_len = l3_len as u16;
-            p.l4_offset = (L3 + ipv6::HEADER_LEN) as u16;
-            L3 + l3_len
+            let a = |o: usize| Addr(ip[o..o + 16].try_into().unwrap_or_default());
+            (
+                Family::V6,
+                a(8),
+                a(24),
+                ip[7],
+                ip[6],
+                l3_len,
+                L3 + ipv6::HEADER_LEN,
+            )
         }
         _ => return None,
     };
+    let l3_end = L3 + l3_len;
     if l3_end > usize::from(u16::MAX) {
         return None;
     }
-    let seg = &frame[usize::from(p.l4_offset)..l3_end];
-    p.l4 = match p.proto {
-        IPPROTO_TCP => tcp::parse(seg, usize::from(p.l4_offset)).ok()?,
-        IPPROTO_UDP => udp::parse(seg, false).ok()?,
+    let seg = &frame[l4_offset..l3_end];
+    let (l4, ports) = match proto {
+        IPPROTO_TCP => match tcp::parse(seg, l4_offset).ok()? {
+            L4::Tcp(t) => (L4::Tcp(t), (t.src_port, t.dst_port)),
+            _ => return None,
+        },
+        IPPROTO_UDP => {
+            // udp::parse's checks: a header, a length field of 8 or more
+            // within the payload.
+            if seg.len() < udp::HEADER_LEN {
+                return None;
+            }
+            let len = usize::from(be16(seg, udp::field::LENGTH));
+            if !(udp::HEADER_LEN..=seg.len()).contains(&len) {
+                return None;
+            }
+            let ports = (
+                be16(seg, udp::field::SRC_PORT),
+                be16(seg, udp::field::DST_PORT),
+            );
+            (
+                L4::Udp {
+                    src_port: ports.0,
+                    dst_port: ports.1,
+                },
+                ports,
+            )
+        }
         _ => return None,
     };
-    Some(p)
+    p.vlan_ids = [0; 2];
+    p.vlan_count = 0;
+    p.l3_offset = L3 as u16;
+    p.family = family;
+    p.src = src;
+    p.dst = dst;
+    p.ttl = ttl;
+    p.l3_len = l3_len as u16;
+    p.proto = proto;
+    p.l4_offset = l4_offset as u16;
+    p.frag = None;
+    p.l4 = l4;
+    Some(ports)
 }
 
 /// The Ethernet and IP layers of a frame whose [`parse`] failed at L4
