@@ -669,10 +669,7 @@ impl<P: Prefetch> Engine<P> {
             invalid(w, res, "bad L4 checksum");
             return None;
         }
-        let tuple = match self.tuple_of(g, w, now_ms, pkt, &p, res) {
-            Some(t) => t,
-            None => return None,
-        };
+        let tuple = self.tuple_of(g, w, now_ms, pkt, &p, res)?;
         self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res, pending);
         if let Some((slot, _)) = frag_slot {
             if res.conn.is_some() || pending.is_some() {
