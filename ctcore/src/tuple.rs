@@ -125,6 +125,7 @@ impl Tuple {
 
     /// The tuple a reply would carry (nf_ct_invert_tuple); `None` where the kernel
     /// cannot invert it (an ICMP type with no reply type).
+    #[inline]
     pub fn invert(&self) -> Option<Tuple> {
         let mut r = *self;
         r.src = self.dst;
