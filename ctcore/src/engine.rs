@@ -838,7 +838,7 @@ impl<P: Prefetch> Engine<P> {
                 if dir == Dir::Reply {
                     c.status.set(Status::SEEN_REPLY);
                 }
-                res.rewrite = Rewrite::for_packet(c, dir, false);
+                Rewrite::write_for_packet(&mut res.rewrite, c, dir, false);
                 if kill {
                     if let Some(dead) = g.remove(r) {
                         w.events.push(EventKind::Destroy, now_ms, &dead);
@@ -859,7 +859,7 @@ impl<P: Prefetch> Engine<P> {
                     c.status.set(Status::SEEN_REPLY);
                 }
                 res.dir = dir;
-                res.rewrite = Rewrite::for_packet(c, dir, false);
+                Rewrite::write_for_packet(&mut res.rewrite, c, dir, false);
                 res.conn = Some(handle(c));
             }
             Tracked::Invalid(why) => {
@@ -1222,7 +1222,7 @@ impl<P: Prefetch> Engine<P> {
                 account(c, dir, p);
                 res.ctinfo = ctinfo_for(c, dir);
                 res.dir = dir;
-                res.rewrite = Rewrite::for_packet(c, dir, false);
+                Rewrite::write_for_packet(&mut res.rewrite, c, dir, false);
                 res.conn = Some(ConnHandle {
                     stripe: r.stripe,
                     local: r.local,

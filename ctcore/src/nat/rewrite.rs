@@ -42,6 +42,41 @@ impl Rewrite {
         Rewrite::for_translated(c, dir, related)
     }
 
+    /// `*out = Rewrite::for_packet(c, dir, related)`, written in place: the
+    /// per-packet form (a returned ~90-byte value is copied with wide loads
+    /// of what was just stored narrowly, which stalls store forwarding).
+    #[inline(always)]
+    pub fn write_for_packet(out: &mut Option<Rewrite>, c: &Conn, dir: Dir, related: bool) {
+        if c.status.0 & (Status::SRC_NAT | Status::DST_NAT) == 0 {
+            *out = None;
+            return;
+        }
+        Rewrite::write_translated(out, c, dir, related);
+    }
+
+    #[inline(never)]
+    fn write_translated(out: &mut Option<Rewrite>, c: &Conn, dir: Dir, related: bool) {
+        let other = &c.tuples[dir.other().index()];
+        if related || other.is_icmp() {
+            *out = Rewrite::for_translated(c, dir, related);
+            return;
+        }
+        // for_translated's common case, field by field.
+        let snat = c.status.has(Status::SRC_NAT);
+        let dnat = c.status.has(Status::DST_NAT);
+        let (change_src, change_dst) = match dir {
+            Dir::Orig => (snat, dnat),
+            Dir::Reply => (dnat, snat),
+        };
+        let rw = out.insert(Rewrite::default());
+        if change_src {
+            rw.src = Some((other.dst, other.dst_port));
+        }
+        if change_dst {
+            rw.dst = Some((other.src, other.src_port));
+        }
+    }
+
     #[inline(never)]
     fn for_translated(c: &Conn, dir: Dir, related: bool) -> Option<Rewrite> {
         let snat = c.status.has(Status::SRC_NAT);
@@ -844,6 +879,29 @@ mod tests {
             p_general.frag = Some(crate::wire::Frag { id: 0, offset: 0, more: false });
             apply(&mut general, &p_general, &rw, ChecksumMode::Incremental).unwrap();
             prop_assert_eq!(fast, general);
+        }
+
+        /// The in-place form writes what `for_packet` returns, whatever the
+        /// slot held: SNAT, DNAT or both, TCP / UDP / ICMP, both directions,
+        /// related or not.
+        #[test]
+        fn write_for_packet_is_for_packet(
+            nat in 0u32..4, proto in prop::sample::select(vec![IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]),
+            cport in any::<u16>(), nport in any::<u16>(), reply in any::<bool>(), related in any::<bool>(),
+            held in any::<bool>(),
+        ) {
+            let mut c = snat_conn(proto, cport, nport);
+            c.status = Status(0);
+            if nat & 1 != 0 {
+                c.status.set(Status::SRC_NAT);
+            }
+            if nat & 2 != 0 {
+                c.status.set(Status::DST_NAT);
+            }
+            let dir = if reply { Dir::Reply } else { Dir::Orig };
+            let mut out = held.then(|| Rewrite { related: true, id: Some(9), inner_id: Some(3), ..Rewrite::default() });
+            Rewrite::write_for_packet(&mut out, &c, dir, related);
+            prop_assert_eq!(out, Rewrite::for_packet(&c, dir, related));
         }
 
         /// Incremental updates give the bytes a full recomputation gives, and the
