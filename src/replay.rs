@@ -37,6 +37,11 @@ pub struct ReplayArgs {
     /// Do not verify L4 checksums (nf_conntrack_checksum=0).
     #[arg(long)]
     pub no_checksum: bool,
+    /// Workers (table stripes): each packet is processed by the worker
+    /// software dispatch gives it (`Engine::dispatch`), with NAT ports
+    /// steered as on a multi-worker appliance.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
     /// Write the frames ctgate forwards (translated) to this capture.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -91,7 +96,8 @@ fn setup(args: &ReplayArgs) -> anyhow::Result<(Engine, Policy, [Option<ctcore::t
     if args.no_checksum {
         ecfg.tunables.checksum = false;
     }
-    Ok((Engine::with_nat(ecfg, nat), policy, egress))
+    let engine = Engine::build(ecfg, nat, args.workers.next_power_of_two(), &mut |_, _| {});
+    Ok((engine, policy, egress))
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
@@ -102,7 +108,18 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         records.extend(recs);
     }
     let (engine, policy, egress_addr) = setup(&args)?;
-    let mut w = engine.worker(0);
+    // One worker per stripe (the stripe count is the worker count rounded
+    // up to a power of two: each stripe has its worker).
+    let stripes = engine.table().stripe_count();
+    let mut workers: Vec<_> = (0..stripes)
+        .map(|s| {
+            let mut w = engine.worker(0);
+            if stripes > 1 {
+                w.reply_steering = Some(engine.reply_steering(s));
+            }
+            w
+        })
+        .collect();
     let mut out = match &args.out {
         Some(p) => Some(pcap::Writer::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -124,9 +141,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             0
         };
         let pkts = [Pkt::new(&rec.data, zone, 0)];
+        let w = &mut workers[engine.dispatch(&rec.data, zone) as usize];
         let mut class = RouteClass::Drop("bad_header");
         let mut refused = false;
-        engine.process_burst(&mut w, now_ms, &pkts, &mut result, |_, r| {
+        engine.process_burst(w, now_ms, &pkts, &mut result, |_, r| {
             let Ok(p) = &r.parsed else {
                 return Decision::Drop;
             };
@@ -194,8 +212,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         "replay: {} packets read, {} forwarded, {} delivered locally, dropped: {} bad header, {} by routing, {} by policy, {} by conntrack; {} connections",
         counts.read, counts.forwarded, counts.local, counts.dropped_header, counts.dropped_route, counts.dropped_policy, counts.dropped_ct, lines.len()
     )?;
-    let fields: Vec<String> = w
-        .stats
+    let mut stats = ctcore::stats::CtStats::default();
+    let mut nat_out_of_ports = 0;
+    for w in &workers {
+        stats.add(&w.stats);
+        nat_out_of_ports += w.nat_out_of_ports;
+    }
+    let fields: Vec<String> = stats
         .fields()
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -204,7 +227,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         e,
         "conntrack: {} nat_out_of_ports={}",
         fields.join(" "),
-        w.nat_out_of_ports
+        nat_out_of_ports
     )?;
     Ok(())
 }

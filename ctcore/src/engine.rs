@@ -580,6 +580,72 @@ impl<P: Prefetch> Engine<P> {
         self.nat.as_ref()
     }
 
+    /// Software dispatch, for several workers sharing a port without RSS:
+    /// the stripe (one per worker) whose worker should process `frame`,
+    /// from the frame alone. Both directions of a connection give the same
+    /// stripe (the table's hash is symmetric), and so does a NATed reply
+    /// when its port was chosen with [`Engine::reply_steering`]; an ICMP
+    /// error goes where the connection it quotes is; all fragments of a
+    /// datagram go to one stripe (source, destination, protocol and id:
+    /// their reassembly state is per worker). Anything unparsable: stripe 0.
+    pub fn dispatch(&self, frame: &[u8], zone: u16) -> u32 {
+        if self.table.stripe_count() == 1 {
+            return 0;
+        }
+        let p = match wire::parse_common(frame, false) {
+            Some(p) => p,
+            None => match wire::parse_ip_checked(frame) {
+                Ok(p) => p,
+                Err(_) => match wire::parse_l3_of_l4_error(frame) {
+                    Ok(p) => p,
+                    Err(_) => return 0,
+                },
+            },
+        };
+        let mut t = Tuple {
+            src: p.src,
+            dst: p.dst,
+            src_port: 0,
+            dst_port: 0,
+            proto: p.proto,
+            family: p.family,
+            zone,
+        };
+        match (p.frag, p.l4) {
+            (Some(f), _) => {
+                // Both halves of the id on both sides: symmetric, like ports.
+                t.src_port = f.id as u16;
+                t.dst_port = f.id as u16;
+            }
+            (None, L4::Icmp(ic)) if ic.is_error => {
+                if let Some(q) = ic.inner.and_then(|i| {
+                    Tuple {
+                        src: i.src,
+                        dst: i.dst,
+                        src_port: i.src_port,
+                        dst_port: i.dst_port,
+                        proto: i.proto,
+                        family: i.family,
+                        zone,
+                    }
+                    .invert()
+                }) {
+                    t = q;
+                }
+            }
+            _ => (t.src_port, t.dst_port) = tuple_ports(&p),
+        }
+        self.table.key(&t).stripe
+    }
+
+    /// The reply steering of the worker owning `stripe` under
+    /// [`Engine::dispatch`]: a source-NAT reply tuple is acceptable only if
+    /// its replies are dispatched to that worker too.
+    pub fn reply_steering(&self, stripe: u32) -> ReplySteering {
+        let stripes = self.table.stripe_of_fn();
+        Box::new(move |t: &Tuple| stripes(t) == stripe)
+    }
+
     /// Notes a fragment's bytes in its datagram's reassembly entry; returns the slot.
     fn frag_note(&self, w: &mut Worker, now_ms: u64, p: &Parsed, f: &Frag, zone: u16) -> usize {
         let k = frag_key(p, f, zone);
@@ -742,33 +808,10 @@ impl<P: Prefetch> Engine<P> {
         p: &Parsed,
         res: &mut CtResult,
     ) -> Option<Tuple> {
-        let mut t = Tuple {
-            src: p.src,
-            dst: p.dst,
-            src_port: 0,
-            dst_port: 0,
-            proto: p.proto,
-            family: p.family,
-            zone: pkt.zone,
-        };
         match p.l4 {
-            L4::Tcp(info) => {
-                if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
-                    invalid(w, res, "tcp: invalid flag combination");
-                    return None;
-                }
-                t.src_port = info.src_port;
-                t.dst_port = info.dst_port;
-            }
-            L4::Udp { src_port, dst_port }
-            | L4::Dccp {
-                src_port, dst_port, ..
-            }
-            | L4::Sctp {
-                src_port, dst_port, ..
-            } => {
-                t.src_port = src_port;
-                t.dst_port = dst_port;
+            L4::Tcp(info) if !crate::proto::tcp::tcp_error_flags_ok(info.flags) => {
+                invalid(w, res, "tcp: invalid flag combination");
+                return None;
             }
             L4::Icmp(ic) => {
                 if ic.is_error {
@@ -784,20 +827,19 @@ impl<P: Prefetch> Engine<P> {
                     invalid(w, res, "icmp: invalid type");
                     return None;
                 }
-                t.src_port = ic.id;
-                t.dst_port = ((ic.icmp_type as u16) << 8) | ic.code as u16;
             }
-            L4::Gre {
-                version, call_id, ..
-            } => {
-                // Without the PPTP helper's key map the source key is 0 (gre_keymap_lookup).
-                if version == 1 {
-                    t.dst_port = call_id;
-                }
-            }
-            L4::Other | L4::None => {}
+            _ => {}
         }
-        Some(t)
+        let (src_port, dst_port) = tuple_ports(p);
+        Some(Tuple {
+            src: p.src,
+            dst: p.dst,
+            src_port,
+            dst_port,
+            proto: p.proto,
+            family: p.family,
+            zone: pkt.zone,
+        })
     }
 
     /// Lookup + tracker for a packet with tuple `t`.
@@ -1340,6 +1382,30 @@ enum Tracked {
     Repeat,
 }
 
+/// The ports of a packet's tuple (nf_ct_get_tuple): TCP / UDP / UDP-Lite /
+/// SCTP / DCCP ports; for ICMP the echo id and `(type << 8) | code`; for
+/// GRE version 1 (PPTP) the call id as the destination key (without the
+/// helper's key map the source key is 0: gre_keymap_lookup); 0 otherwise.
+fn tuple_ports(p: &Parsed) -> (u16, u16) {
+    match p.l4 {
+        L4::Tcp(info) => (info.src_port, info.dst_port),
+        L4::Udp { src_port, dst_port }
+        | L4::Dccp {
+            src_port, dst_port, ..
+        }
+        | L4::Sctp {
+            src_port, dst_port, ..
+        } => (src_port, dst_port),
+        L4::Icmp(ic) => (ic.id, ((ic.icmp_type as u16) << 8) | ic.code as u16),
+        L4::Gre {
+            version: 1,
+            call_id,
+            ..
+        } => (0, call_id),
+        L4::Gre { .. } | L4::Other | L4::None => (0, 0),
+    }
+}
+
 fn invalid(w: &mut Worker, res: &mut CtResult, why: &'static str) {
     w.stats.invalid += 1;
     res.ctinfo = CtInfo::Invalid;
@@ -1874,6 +1940,163 @@ mod tests {
             port: 1,
             addr: Some(Addr::from_v4(addr)),
         })
+    }
+
+    fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        frame(
+            Family::V4,
+            Addr::from_v4(src),
+            Addr::from_v4(dst),
+            64,
+            L4Spec::Udp {
+                src_port: sport,
+                dst_port: dport,
+                payload: &[7; 40],
+            },
+        )
+    }
+
+    /// `f` (IPv4) cut into fragments of 8-byte multiples at `cuts` (payload
+    /// offsets), each with its header checksum.
+    fn fragments(f: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let (hdr, payload) = (&f[..34], &f[34..]);
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(payload.len());
+        bounds
+            .windows(2)
+            .map(|b| {
+                let mut g = hdr.to_vec();
+                g.extend_from_slice(&payload[b[0]..b[1]]);
+                let more = u16::from(b[1] < payload.len()) << 13;
+                g[16..18].copy_from_slice(&((20 + b[1] - b[0]) as u16).to_be_bytes());
+                g[20..22].copy_from_slice(&(more | (b[0] / 8) as u16).to_be_bytes());
+                g[24..26].fill(0);
+                let c = checksum::checksum(&g[14..34]);
+                g[24..26].copy_from_slice(&c.to_be_bytes());
+                g
+            })
+            .collect()
+    }
+
+    /// Software dispatch keeps what belongs together on one stripe: both
+    /// directions, ICMP echo and its reply, an ICMP error and the connection
+    /// it quotes, every fragment of a datagram; and it spreads connections.
+    #[test]
+    fn dispatch_keeps_a_connection_on_one_stripe() {
+        let e: Engine = Engine::build(
+            EngineConfig {
+                capacity_conns: 1000,
+                seed: 3,
+                tunables: Tunables::default(),
+            },
+            None,
+            4,
+            &mut |_, _| {},
+        );
+        let mut used = [0; 4];
+        for sport in 1000..1200u16 {
+            let q = udp(C, S, sport, 53);
+            let a = udp(S, C, 53, sport);
+            let d = e.dispatch(&q, 0);
+            assert_eq!(d, e.dispatch(&a, 0), "both directions");
+            used[d as usize] += 1;
+            // The port unreachable answering it quotes the query.
+            let err = frame(
+                Family::V4,
+                Addr::from_v4(S),
+                Addr::from_v4(C),
+                64,
+                L4Spec::Icmp {
+                    icmp_type: 3,
+                    code: 3,
+                    id: 0,
+                    seq: 0,
+                    payload: &q[14..14 + 28],
+                },
+            );
+            assert_eq!(
+                e.dispatch(&err, 0),
+                d,
+                "an ICMP error goes to its connection"
+            );
+            let echo = |t, src, dst| {
+                frame(
+                    Family::V4,
+                    Addr::from_v4(src),
+                    Addr::from_v4(dst),
+                    64,
+                    L4Spec::Icmp {
+                        icmp_type: t,
+                        code: 0,
+                        id: sport,
+                        seq: 1,
+                        payload: b"ping",
+                    },
+                )
+            };
+            assert_eq!(e.dispatch(&echo(8, C, S), 0), e.dispatch(&echo(0, S, C), 0));
+            let mut q = q;
+            q[18..20].copy_from_slice(&sport.to_be_bytes());
+            let frags: Vec<u32> = fragments(&q, &[16, 32])
+                .iter()
+                .map(|f| e.dispatch(f, 0))
+                .collect();
+            assert!(frags.iter().all(|&s| s == frags[0]), "fragments: {frags:?}");
+        }
+        assert!(used.iter().all(|&n| n > 20), "spread: {used:?}");
+        assert_eq!(e.dispatch(&[0u8; 10], 0), 0, "a runt: stripe 0");
+    }
+
+    /// With a worker per stripe, masquerade picks ports whose replies are
+    /// dispatched back to the connection's own worker, and the replies find
+    /// their connections; a protocol without ports is translated anyway.
+    #[test]
+    fn steered_masquerade_replies_come_back_to_their_worker() {
+        let e: Engine = Engine::build(
+            EngineConfig {
+                capacity_conns: 4000,
+                seed: 9,
+                tunables: Tunables::default(),
+            },
+            Some(Nat {
+                rules: vec![masq_rule(None)],
+                pools: vec![],
+                eim: Default::default(),
+            }),
+            4,
+            &mut |_, _| {},
+        );
+        let mut workers: Vec<Worker> = (0..4)
+            .map(|s| {
+                let mut w = e.worker(0);
+                w.reply_steering = Some(e.reply_steering(s));
+                w
+            })
+            .collect();
+        let n = [203, 0, 113, 1];
+        for sport in 2000..2300u16 {
+            let q = udp(C, S, sport, 53);
+            let d = e.dispatch(&q, 0) as usize;
+            let r = run(&e, &mut workers[d], 0, &q, out(n));
+            let (a, port) = r.rewrite.unwrap().src.unwrap();
+            assert_eq!(a, Addr::from_v4(n));
+            let reply = udp(S, n, 53, port);
+            assert_eq!(e.dispatch(&reply, 0) as usize, d, "port {port} steered");
+            let r = run(&e, &mut workers[d], 1, &reply, out(n));
+            assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
+        }
+        // Protocol 253 (experimental: no ports): address-only, not refused.
+        let mut g = udp(C, S, 1, 2);
+        g[23] = 253;
+        g[24..26].fill(0);
+        let c = checksum::checksum(&g[14..34]);
+        g[24..26].copy_from_slice(&c.to_be_bytes());
+        let d = e.dispatch(&g, 0) as usize;
+        let r = run(&e, &mut workers[d], 2, &g, out(n));
+        assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
+        assert_eq!(r.rewrite.unwrap().src.unwrap().0, Addr::from_v4(n));
+        assert_eq!(workers.iter().map(|w| w.nat_out_of_ports).sum::<u64>(), 0);
     }
 
     #[test]

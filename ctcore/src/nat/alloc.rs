@@ -171,8 +171,10 @@ pub fn snat(
     };
     let icmp = is_icmp_echo(orig.proto);
     if !has_ports(orig.proto) && !icmp {
-        // Address-only translation (GRE, generic protocols).
-        return take(s, c, cand).ok_or(AllocError::OutOfPorts);
+        // Address-only translation (GRE, generic protocols): there is
+        // nothing to choose, so nothing to steer either (its replies reach
+        // whichever worker they reach; the table is shared).
+        return claim(s, c, cand).ok_or(AllocError::OutOfPorts);
     }
     // The field NAT changes: the destination port of the reply, or the id.
     let orig_port = orig.src_port;
@@ -239,6 +241,11 @@ fn take(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
     if !(s.accept)(&cand) {
         return None;
     }
+    claim(s, c, cand)
+}
+
+/// [`take`] without the steering check.
+fn claim(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
     if s.table.taken(&cand, s.now_ms, s.reclaimed) {
         return None;
     }

@@ -231,6 +231,13 @@ impl Table {
         total / self.capacity as usize
     }
 
+    /// A function giving a tuple's stripe as [`Table::key`] does, owning
+    /// what it needs (for closures that outlive a borrow of the table).
+    pub fn stripe_of_fn(&self) -> impl Fn(&Tuple) -> u32 + Send + 'static {
+        let (hash_key, mask) = (self.hash_key, self.stripe_mask);
+        move |t: &Tuple| ((t.hash_with(&hash_key).0 >> 40) as u32) & mask
+    }
+
     #[inline(always)]
     pub fn key(&self, t: &Tuple) -> Key {
         let (hash, flip) = t.hash_with(&self.hash_key);
