@@ -69,23 +69,45 @@ pub struct Key {
     /// alike but go to different buckets, so a bucket holds up to 8
     /// connections rather than 4 pairs.
     pub flip: bool,
+    /// The home bucket (every stripe has as many buckets): worked out once.
+    home: u32,
 }
 
 impl Key {
-    /// The home bucket among `n`: 32 bits of the hash scaled to `n`
+    /// The home bucket among `n` buckets: 32 bits of the hash scaled to `n`
     /// (multiply-shift, which is led by the top ones), so the bucket count
     /// need not be a power of two. Hash bits 0-31 for one direction, 8-39 for
     /// the flipped one: both clear of the stripe (40-45) and signature
     /// (48-63) bits, so that the entries of a bucket neither share a stripe
     /// pattern nor look alike to the signature compare.
     #[inline(always)]
-    fn bucket(&self, n: usize) -> usize {
-        let h = if self.flip {
-            (self.hash >> 8) as u32
+    fn home_of(hash: u64, flip: bool, n: usize) -> u32 {
+        let h = if flip {
+            (hash >> 8) as u32
         } else {
-            self.hash as u32
+            hash as u32
         };
-        ((u64::from(h) * n as u64) >> 32) as usize
+        ((u64::from(h) * n as u64) >> 32) as u32
+    }
+
+    /// The home bucket of a stripe with `n` buckets (all have as many).
+    #[inline(always)]
+    fn bucket(&self, n: usize) -> usize {
+        debug_assert_eq!(self.home, Key::home_of(self.hash, self.flip, n));
+        self.home as usize
+    }
+
+    /// The key of the inverted tuple (`Tuple::invert`), without hashing it:
+    /// the hash is symmetric, so it is this hash with the endpoint order
+    /// flipped. Exact when the two endpoints differ (when they are equal,
+    /// the inverted tuple is the same tuple and so is its key).
+    #[inline(always)]
+    fn inverted(&self, buckets: usize) -> Key {
+        Key {
+            flip: !self.flip,
+            home: Key::home_of(self.hash, !self.flip, buckets),
+            ..*self
+        }
     }
 
     #[inline(always)]
@@ -171,6 +193,8 @@ pub struct Table {
     stripe_mask: u32,
     hash_key: HashKey,
     capacity: u32,
+    /// Buckets per stripe.
+    buckets: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -200,11 +224,13 @@ impl Table {
         let capacity = capacity_conns.max(1);
         let nstripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
         let per = capacity.div_ceil(nstripes).min(1 << LOCAL_BITS);
-        let stripes = (0..nstripes)
+        let stripes: Box<[_]> = (0..nstripes)
             .map(|i| CachePadded::new(Mutex::new(Stripe::new(i, per, advise))))
             .collect();
+        let buckets = lock(&stripes[0]).buckets.len();
         Table {
             stripes,
+            buckets,
             counts: (0..nstripes).map(|_| CachePadded::default()).collect(),
             stripe_mask: nstripes - 1,
             hash_key: HashKey::new(seed),
@@ -245,6 +271,7 @@ impl Table {
             hash,
             stripe: ((hash >> 40) as u32) & self.stripe_mask,
             flip,
+            home: Key::home_of(hash, flip, self.buckets),
         }
     }
 
@@ -483,8 +510,16 @@ impl<'t> Guard<'t> {
     #[inline(always)]
     pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: usize) {
         let s = self.stripe(key.stripe);
-        let b = &s.buckets[key.bucket(s.buckets.len())];
+        let n = s.buckets.len();
+        let b = &s.buckets[key.bucket(n)];
         let mut m = b.matches(key.sig());
+        if m == 0 {
+            // Most likely a new connection: its confirm will probe and fill
+            // the reply tuple's bucket (without NAT, the inverted tuple's).
+            let r = key.inverted(n);
+            P::read(&s.buckets[r.bucket(n)] as *const Bucket as *const u8);
+            return;
+        }
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
@@ -659,7 +694,22 @@ impl<'t> Guard<'t> {
             Clash::Both => (self.table.key(&conn.tuples[0]), 0),
             Clash::ReplyOnly(key) => (key, 1),
         };
-        let keys = [key0, self.table.key(&conn.tuples[1])];
+        // Without NAT the reply tuple is the inverted original: its key
+        // needs no hashing.
+        let [orig, reply] = &conn.tuples;
+        let inverted = reply.src == orig.dst
+            && reply.dst == orig.src
+            && reply.src_port == orig.dst_port
+            && reply.dst_port == orig.src_port
+            && (orig.src, orig.src_port) != (orig.dst, orig.dst_port)
+            && !orig.is_icmp();
+        let key1 = if inverted {
+            key0.inverted(self.table.buckets)
+        } else {
+            self.table.key(reply)
+        };
+        debug_assert_eq!(key1, self.table.key(reply));
+        let keys = [key0, key1];
         self.hold_both(keys[0].stripe, keys[1].stripe);
         for (d, key) in keys.iter().enumerate().skip(first) {
             if self.lookup(*key, &conn.tuples[d]).is_some() {
