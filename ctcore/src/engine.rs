@@ -254,6 +254,67 @@ impl FragEntry {
     }
 }
 
+/// The unconfirmed connection a packet started, if any: one slot per
+/// burst, reused packet after packet. A new connection is written into it
+/// field by field (building a 208-byte `Conn` and moving it in waited on
+/// store forwarding: most of `new_conn`'s time).
+struct Pending {
+    conn: Conn,
+    live: bool,
+}
+
+impl Pending {
+    fn get_mut(&mut self) -> Option<&mut Conn> {
+        self.live.then_some(&mut self.conn)
+    }
+
+    fn is_some(&self) -> bool {
+        self.live
+    }
+
+    fn clear(&mut self) {
+        self.live = false;
+    }
+
+    fn set(&mut self, c: Option<Conn>) {
+        match c {
+            Some(c) => {
+                self.conn = c;
+                self.live = true;
+            }
+            None => self.live = false,
+        }
+    }
+
+    /// A new connection: tuples `t` and `reply`, created `now_ms`, with
+    /// protocol state `proto`; every other field as `Conn::default()`.
+    #[inline(always)]
+    fn start(&mut self, t: &Tuple, reply: &Tuple, now_ms: u64, proto: ProtoState) -> &mut Conn {
+        let c = &mut self.conn;
+        c.tuples[0] = *t;
+        c.tuples[1] = *reply;
+        c.deadline_ms = 0;
+        c.status = Status::default();
+        c.id = 0;
+        c.counters = Default::default();
+        c.proto = proto;
+        c.start_ms = now_ms;
+        c.mark = 0;
+        debug_assert_eq!(
+            *c,
+            Conn {
+                tuples: [*t, *reply],
+                start_ms: now_ms,
+                proto,
+                ..Conn::default()
+            },
+            "Pending::start sets every field"
+        );
+        self.live = true;
+        c
+    }
+}
+
 /// Says whether a NAT reply tuple would reach this worker (RSS steering).
 pub type ReplySteering = Box<dyn Fn(&Tuple) -> bool + Send>;
 
@@ -397,6 +458,10 @@ impl<P: Prefetch> Engine<P> {
         self.refresh_tunables(w);
         // The stripes this burst uses, locked once for the whole burst.
         let mut g = self.table.guard();
+        let mut pending = Pending {
+            conn: Conn::default(),
+            live: false,
+        };
         for (c, chunk) in pkts.chunks(STAGE).enumerate() {
             // Stage 1: parse and hash every packet, prefetching its bucket;
             // stage 2: prefetch the records whose signatures match. The misses
@@ -460,6 +525,7 @@ impl<P: Prefetch> Engine<P> {
                     keys[j],
                     i,
                     &mut results[i],
+                    &mut pending,
                     &mut decide,
                 );
             }
@@ -478,16 +544,17 @@ impl<P: Prefetch> Engine<P> {
         key: Option<Key>,
         i: usize,
         out: &mut CtResult,
+        pending: &mut Pending,
         decide: &mut F,
     ) where
         F: FnMut(usize, &CtResult) -> Decision,
     {
         // `out.parsed` is this packet's (stage 1); the rest is reset here.
         out.reset_verdict();
-        let mut pending: Option<Conn> = None;
+        pending.clear();
         let mut looked_up = key;
-        let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, &mut pending);
-        if let Some(c) = pending.as_mut() {
+        let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, pending);
+        if let Some(c) = pending.get_mut() {
             self.nat_prerouting(now_ms, c, pkt.in_port, out);
         }
         let d = decide(i, out);
@@ -498,7 +565,7 @@ impl<P: Prefetch> Engine<P> {
         if d == Decision::Drop {
             return;
         }
-        if let Some(conn) = pending.as_mut() {
+        if let Some(conn) = pending.get_mut() {
             let home = looked_up.map(|k| k.stripe);
             if egress
                 .is_none_or(|e| self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, home, out))
@@ -682,7 +749,7 @@ impl<P: Prefetch> Engine<P> {
         pkt: &Pkt<'_>,
         key: &mut Option<Key>,
         res: &mut CtResult,
-        pending: &mut Option<Conn>,
+        pending: &mut Pending,
     ) -> Option<usize> {
         if key.is_some() {
             if let Ok(p) = res.parsed {
@@ -719,7 +786,7 @@ impl<P: Prefetch> Engine<P> {
             .map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
-                *pending = self.follow_fragment(g, w, now_ms, &p, slot, res);
+                pending.set(self.follow_fragment(g, w, now_ms, &p, slot, res));
                 return None;
             }
         }
@@ -762,7 +829,7 @@ impl<P: Prefetch> Engine<P> {
         p: &Parsed,
         key: &mut Option<Key>,
         res: &mut CtResult,
-        pending: &mut Option<Conn>,
+        pending: &mut Pending,
     ) {
         let csum_ok = match pkt.rx_csum {
             RxCsum::Good => {
@@ -854,7 +921,7 @@ impl<P: Prefetch> Engine<P> {
         t: Tuple,
         key_io: &mut Option<Key>,
         res: &mut CtResult,
-        pending: &mut Option<Conn>,
+        pending: &mut Pending,
     ) {
         let key = *key_io.get_or_insert_with(|| self.table.key(&t));
         let Some((r, dir)) = self.find_live(g, w, now_ms, key, &t) else {
@@ -951,7 +1018,7 @@ impl<P: Prefetch> Engine<P> {
         p: &Parsed,
         t: Tuple,
         res: &mut CtResult,
-        pending: &mut Option<Conn>,
+        pending: &mut Pending,
     ) {
         let Some(reply) = t.invert() else {
             invalid(w, res, "cannot invert tuple");
@@ -986,18 +1053,13 @@ impl<P: Prefetch> Engine<P> {
         };
         // Built where it is kept (no 208-byte copy), and taken back if the
         // tracker keeps nothing.
-        let conn = pending.insert(Conn {
-            tuples: [t, reply],
-            start_ms: now_ms,
-            proto,
-            ..Conn::default()
-        });
+        let conn = pending.start(&t, &reply, now_ms, proto);
         match self.run_tracker(w, now_ms, pkt, p, conn, Dir::Orig) {
             Tracked::Accept { timeout_ms, kill } => {
                 if kill {
                     // Accepted, but nothing to keep.
                     res.ctinfo = CtInfo::New;
-                    *pending = None;
+                    pending.clear();
                     return;
                 }
                 w.stats.new += 1;
@@ -1008,15 +1070,15 @@ impl<P: Prefetch> Engine<P> {
             }
             Tracked::Ignore => {
                 res.ctinfo = CtInfo::New;
-                *pending = None;
+                pending.clear();
             }
             Tracked::Invalid(why) => {
                 invalid(w, res, why);
-                *pending = None;
+                pending.clear();
             }
             Tracked::Repeat => {
                 invalid(w, res, "tcp: repeat on a new connection");
-                *pending = None;
+                pending.clear();
             }
         }
     }

@@ -709,18 +709,20 @@ impl<'t> Guard<'t> {
             self.table.key(reply)
         };
         debug_assert_eq!(key1, self.table.key(reply));
-        let keys = [key0, key1];
-        self.hold_both(keys[0].stripe, keys[1].stripe);
-        for (d, key) in keys.iter().enumerate().skip(first) {
-            if self.lookup(*key, &conn.tuples[d]).is_some() {
-                return Err(InsertError::Clash);
-            }
+        // (The two keys stay two values: an array of them was copied with
+        // wide loads of what had just been stored narrowly.)
+        self.hold_both(key0.stripe, key1.stripe);
+        if first == 0 && self.lookup(key0, orig).is_some() {
+            return Err(InsertError::Clash);
         }
-        let hs = keys[0].stripe;
+        if self.lookup(key1, reply).is_some() {
+            return Err(InsertError::Clash);
+        }
+        let hs = key0.stripe;
         let mut evicted = None;
         if self.stripe(hs).free.is_empty() {
             if early_drop {
-                evicted = self.early_drop_candidate(keys[0]);
+                evicted = self.early_drop_candidate(key0);
             }
             if evicted.is_none() {
                 return Err(InsertError::Full);
@@ -730,12 +732,12 @@ impl<'t> Guard<'t> {
             return Err(InsertError::Full);
         };
         let r = Ref { stripe: hs, local };
-        if !self.place(keys[0], entry_word(r, Dir::Orig)) {
+        if !self.place(key0, entry_word(r, Dir::Orig)) {
             self.stripe(hs).free.push(local);
             return Err(InsertError::Full);
         }
-        if !self.place(keys[1], entry_word(r, Dir::Reply)) {
-            self.unplace(keys[0], entry_word(r, Dir::Orig));
+        if !self.place(key1, entry_word(r, Dir::Reply)) {
+            self.unplace(key0, entry_word(r, Dir::Orig));
             self.stripe(hs).free.push(local);
             return Err(InsertError::Full);
         }
