@@ -1109,20 +1109,22 @@ impl<P: Prefetch> Engine<P> {
             Some(key) => Clash::ReplyOnly(key),
             None => Clash::Both,
         };
-        match g.insert(conn, clash_check, true) {
-            Ok((r, evicted)) => {
+        let mut evicted = None;
+        match g.insert(conn, clash_check, true, &mut evicted) {
+            Ok((r, id)) => {
                 if let Some(dead) = evicted {
                     w.stats.early_drop += 1;
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 w.stats.insert += 1;
-                let c = g.conn(r);
                 res.conn = Some(ConnHandle {
                     stripe: r.stripe,
                     local: r.local,
-                    id: c.id,
+                    id,
                 });
-                w.events.push(EventKind::New, now_ms, c);
+                if w.events.enabled() {
+                    w.events.push(EventKind::New, now_ms, g.conn(r));
+                }
             }
             Err(InsertError::Full) => {
                 w.stats.drop += 1;

@@ -48,6 +48,11 @@ impl EventBuf {
             dropped: 0,
         }
     }
+    /// Whether events are kept (capacity above 0).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn push(&mut self, kind: EventKind, at_ms: u64, conn: &Conn) {
         if !self.enabled {
             return;

@@ -682,14 +682,17 @@ impl<'t> Guard<'t> {
     /// Confirms a connection: inserts both directions into the home stripe
     /// (its original tuple's) and the reply tuple's. Fails on a clash (of the
     /// tuples `check` names) or when the home stripe is full and `early_drop`
-    /// found nothing to evict. Returns where it went (the record is CONFIRMED,
-    /// with its id) and the evicted connection.
+    /// found nothing to evict. Returns where it went and its id (the record
+    /// is CONFIRMED); a connection evicted to make room goes to `evicted`.
+    /// (The answer is 16 bytes, returned in registers: a returned
+    /// `Option<Conn>` beside it was read back with a store-forwarding stall.)
     pub fn insert(
         &mut self,
         conn: &Conn,
         check: Clash,
         early_drop: bool,
-    ) -> Result<(Ref, Option<Conn>), InsertError> {
+        evicted_out: &mut Option<Conn>,
+    ) -> Result<(Ref, u32), InsertError> {
         let (key0, first) = match check {
             Clash::Both => (self.table.key(&conn.tuples[0]), 0),
             Clash::ReplyOnly(key) => (key, 1),
@@ -752,7 +755,10 @@ impl<'t> Guard<'t> {
         s.ports.conn_added(conn);
         s.live += 1;
         self.set_count(hs);
-        Ok((r, evicted))
+        if evicted.is_some() {
+            *evicted_out = evicted;
+        }
+        Ok((r, id))
     }
 
     /// Puts an entry word in `key`'s bucket chain.
@@ -920,7 +926,7 @@ mod tests {
     fn insert(table: &Table, c: Conn) -> Result<Local, InsertError> {
         table
             .guard()
-            .insert(&c, Clash::Both, false)
+            .insert(&c, Clash::Both, false, &mut None)
             .map(|(r, _)| r.local)
     }
 
@@ -1094,6 +1100,7 @@ mod tests {
                             &natted(id, now + u64::from(i % 7) * 300),
                             Clash::Both,
                             false,
+                            &mut None,
                         );
                         if i % 5 == 0 {
                             let t = tuple(id.saturating_sub(3));
@@ -1178,7 +1185,7 @@ mod tests {
         c2.status.set(Status::ASSURED);
         insert(&table, c2).unwrap();
         assert!(matches!(
-            table.guard().insert(&conn(3), Clash::Both, true),
+            table.guard().insert(&conn(3), Clash::Both, true, &mut None),
             Err(InsertError::Full)
         ));
         {
@@ -1186,7 +1193,11 @@ mod tests {
             let (r, _) = g.lookup(table.key(&c2.tuples[0]), &c2.tuples[0]).unwrap();
             g.conn_mut(r).status.clear(Status::ASSURED);
         }
-        let (_, evicted) = table.guard().insert(&conn(3), Clash::Both, true).unwrap();
+        let mut evicted = None;
+        table
+            .guard()
+            .insert(&conn(3), Clash::Both, true, &mut evicted)
+            .unwrap();
         assert_eq!(evicted.unwrap().tuples[0], c2.tuples[0]);
         assert_eq!(table.len(), 2);
     }
@@ -1256,7 +1267,7 @@ mod tests {
                             let mut g = table.guard();
                             // Hold a high stripe first, then insert anywhere.
                             g.stripe((w + round) % 8);
-                            let _ = g.insert(&conn(id), Clash::Both, false);
+                            let _ = g.insert(&conn(id), Clash::Both, false, &mut None);
                             if (i + round) % 3 == 0 {
                                 let t = tuple(id);
                                 if let Some((r, _)) = g.lookup(table.key(&t), &t) {
