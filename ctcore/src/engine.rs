@@ -183,19 +183,11 @@ impl Egress {
 /// Packets per processing stage (a burst).
 const STAGE: usize = 32;
 
-/// The tuple of a plain (unfragmented TCP/UDP) packet, for stage 1; anything
-/// else is worked out in stage 3.
-#[inline]
-fn simple_tuple(p: &Parsed, zone: u16) -> Option<Tuple> {
-    if p.frag.is_some() {
-        return None;
-    }
-    let (src_port, dst_port) = match p.l4 {
-        L4::Tcp(t) => (t.src_port, t.dst_port),
-        L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => (src_port, dst_port),
-        _ => return None,
-    };
-    Some(Tuple {
+/// The tuple of packet `p` in `zone` with ports (or what stands for them)
+/// `ports`.
+#[inline(always)]
+fn packet_tuple(p: &Parsed, (src_port, dst_port): (u16, u16), zone: u16) -> Tuple {
+    Tuple {
         src: p.src,
         dst: p.dst,
         src_port,
@@ -203,7 +195,22 @@ fn simple_tuple(p: &Parsed, zone: u16) -> Option<Tuple> {
         proto: p.proto,
         family: p.family,
         zone,
-    })
+    }
+}
+
+/// The tuple of a plain (unfragmented TCP/UDP) packet, for stage 1; anything
+/// else is worked out in stage 3.
+#[inline]
+fn simple_tuple(p: &Parsed, zone: u16) -> Option<Tuple> {
+    if p.frag.is_some() {
+        return None;
+    }
+    let ports = match p.l4 {
+        L4::Tcp(t) => (t.src_port, t.dst_port),
+        L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => (src_port, dst_port),
+        _ => return None,
+    };
+    Some(packet_tuple(p, ports, zone))
 }
 
 /// The caller's verdict on a packet before confirmation (routing + policy).
@@ -478,17 +485,8 @@ impl<P: Prefetch> Engine<P> {
                     *parsed = Ok(Parsed::default());
                 }
                 let fast = match parsed {
-                    Ok(p) => wire::parse_common_into(pkt.frame, !pkt.ip_checked, p).map(
-                        |(src_port, dst_port)| Tuple {
-                            src: p.src,
-                            dst: p.dst,
-                            src_port,
-                            dst_port,
-                            proto: p.proto,
-                            family: p.family,
-                            zone: pkt.zone,
-                        },
-                    ),
+                    Ok(p) => wire::parse_common_into(pkt.frame, !pkt.ip_checked, p)
+                        .map(|ports| packet_tuple(p, ports, pkt.zone)),
                     Err(_) => None,
                 };
                 let t = match fast {
@@ -669,18 +667,10 @@ impl<P: Prefetch> Engine<P> {
                 },
             },
         };
-        let mut t = Tuple {
-            src: p.src,
-            dst: p.dst,
-            src_port: 0,
-            dst_port: 0,
-            proto: p.proto,
-            family: p.family,
-            zone,
-        };
+        let mut t = packet_tuple(&p, tuple_ports(&p), zone);
         match (p.frag, p.l4) {
             (Some(f), _) => {
-                // Both halves of the id on both sides: symmetric, like ports.
+                // The low half of the id on both sides: symmetric, like ports.
                 t.src_port = f.id as u16;
                 t.dst_port = f.id as u16;
             }
@@ -700,7 +690,7 @@ impl<P: Prefetch> Engine<P> {
                     t = q;
                 }
             }
-            _ => (t.src_port, t.dst_port) = tuple_ports(&p),
+            _ => {}
         }
         self.table.key(&t).stripe
     }
@@ -842,7 +832,7 @@ impl<P: Prefetch> Engine<P> {
         if !csum_ok {
             return invalid(w, res, "bad L4 checksum");
         }
-        let (src_port, dst_port) = match p.l4 {
+        let ports = match p.l4 {
             L4::Tcp(info) => {
                 if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
                     return invalid(w, res, "tcp: invalid flag combination");
@@ -852,15 +842,7 @@ impl<P: Prefetch> Engine<P> {
             L4::Udp { src_port, dst_port } => (src_port, dst_port),
             _ => return,
         };
-        let t = Tuple {
-            src: p.src,
-            dst: p.dst,
-            src_port,
-            dst_port,
-            proto: p.proto,
-            family: p.family,
-            zone: pkt.zone,
-        };
+        let t = packet_tuple(p, ports, pkt.zone);
         self.track_tuple(g, w, now_ms, pkt, p, t, key, res, pending)
     }
 
@@ -897,16 +879,7 @@ impl<P: Prefetch> Engine<P> {
             }
             _ => {}
         }
-        let (src_port, dst_port) = tuple_ports(p);
-        Some(Tuple {
-            src: p.src,
-            dst: p.dst,
-            src_port,
-            dst_port,
-            proto: p.proto,
-            family: p.family,
-            zone: pkt.zone,
-        })
+        Some(packet_tuple(p, tuple_ports(p), pkt.zone))
     }
 
     /// Lookup + tracker for a packet with tuple `t`.
@@ -1685,21 +1658,8 @@ mod tests {
         let mut w = e.worker(0);
         let udp = udp_query(5000);
         run(&e, &mut w, 0, &udp, Decision::Accept(Egress::NONE));
-        // Port unreachable from the server quoting the datagram.
         let quoted = &udp[14..14 + 28];
-        let err = frame(
-            Family::V4,
-            Addr::from_v4(S),
-            Addr::from_v4(C),
-            64,
-            L4Spec::Icmp {
-                icmp_type: 3,
-                code: 3,
-                id: 0,
-                seq: 0,
-                payload: quoted,
-            },
-        );
+        let err = port_unreachable(quoted);
         let r = run(&e, &mut w, 1, &err, Decision::Accept(Egress::NONE));
         assert_eq!(r.ctinfo, CtInfo::RelatedReply);
         // The same error to a third host is INVALID.
@@ -2006,6 +1966,24 @@ mod tests {
         })
     }
 
+    /// An ICMP port unreachable from the server S to the client C quoting
+    /// `quoted` (an IP header and the first 8 bytes after it).
+    fn port_unreachable(quoted: &[u8]) -> Vec<u8> {
+        frame(
+            Family::V4,
+            Addr::from_v4(S),
+            Addr::from_v4(C),
+            64,
+            L4Spec::Icmp {
+                icmp_type: 3,
+                code: 3,
+                id: 0,
+                seq: 0,
+                payload: quoted,
+            },
+        )
+    }
+
     fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
         frame(
             Family::V4,
@@ -2065,20 +2043,7 @@ mod tests {
             let d = e.dispatch(&q, 0);
             assert_eq!(d, e.dispatch(&a, 0), "both directions");
             used[d as usize] += 1;
-            // The port unreachable answering it quotes the query.
-            let err = frame(
-                Family::V4,
-                Addr::from_v4(S),
-                Addr::from_v4(C),
-                64,
-                L4Spec::Icmp {
-                    icmp_type: 3,
-                    code: 3,
-                    id: 0,
-                    seq: 0,
-                    payload: &q[14..14 + 28],
-                },
-            );
+            let err = port_unreachable(&q[14..14 + 28]);
             assert_eq!(
                 e.dispatch(&err, 0),
                 d,
