@@ -1524,18 +1524,22 @@ mod tests {
     }
 
     /// A UDP query C:`sport` -> S:53.
-    fn udp_query(sport: u16) -> Vec<u8> {
+    fn udp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         frame(
             Family::V4,
-            Addr::from_v4(C),
-            Addr::from_v4(S),
+            Addr::from_v4(src),
+            Addr::from_v4(dst),
             64,
             L4Spec::Udp {
                 src_port: sport,
-                dst_port: 53,
-                payload: b"q",
+                dst_port: dport,
+                payload,
             },
         )
+    }
+
+    fn udp_query(sport: u16) -> Vec<u8> {
+        udp_frame(C, S, sport, 53, b"q")
     }
 
     fn run(e: &Engine, w: &mut Worker, now: u64, f: &[u8], d: Decision) -> CtResult {
@@ -1985,17 +1989,7 @@ mod tests {
     }
 
     fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-        frame(
-            Family::V4,
-            Addr::from_v4(src),
-            Addr::from_v4(dst),
-            64,
-            L4Spec::Udp {
-                src_port: sport,
-                dst_port: dport,
-                payload: &[7; 40],
-            },
-        )
+        udp_frame(src, dst, sport, dport, &[7; 40])
     }
 
     /// `f` (IPv4) cut into fragments of 8-byte multiples at `cuts` (payload
