@@ -487,7 +487,9 @@ impl<'t> Guard<'t> {
     fn hold_both(&mut self, a: u32, b: u32) -> bool {
         let backoffs = self.backoffs;
         self.stripe(a.min(b));
-        self.stripe(a.max(b));
+        if a != b {
+            self.stripe(a.max(b));
+        }
         self.backoffs == backoffs
     }
 
@@ -747,10 +749,27 @@ impl<'t> Guard<'t> {
         let s = self.stripe(hs);
         let id = s.next_id();
         let rec = &mut s.records[local as usize].conn;
-        *rec = *conn;
+        // Field by field: each move is inlined (one 208-byte assignment is a
+        // call to memcpy).
+        rec.tuples = conn.tuples;
+        rec.deadline_ms = conn.deadline_ms;
+        rec.status = conn.status;
+        rec.counters = conn.counters;
+        rec.proto = conn.proto;
+        rec.start_ms = conn.start_ms;
+        rec.mark = conn.mark;
         rec.status.set(Status::CONFIRMED);
         rec.status.clear(Status::DYING);
         rec.id = id;
+        debug_assert_eq!(
+            *rec,
+            Conn {
+                status: rec.status,
+                id,
+                ..*conn
+            },
+            "every field copied"
+        );
         s.link(local, conn.deadline_ms);
         s.ports.conn_added(conn);
         s.live += 1;
