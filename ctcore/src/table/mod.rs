@@ -119,6 +119,28 @@ impl Key {
     }
 }
 
+/// [`Guard::place`] in stripe `s` (which `key` names).
+fn place_in(s: &mut Stripe, key: Key, word: u32) -> bool {
+    let sig = key.sig();
+    let home = key.bucket(s.buckets.len());
+    let mut b = home;
+    for probe in 0..=MAX_PROBE {
+        if let Some(i) = s.buckets[b].free_slot() {
+            // Mark the buckets passed over, so lookups keep probing.
+            let mut m = home;
+            for _ in 0..probe {
+                s.buckets[m].overflow += 1;
+                m = next_bucket(m, s.buckets.len());
+            }
+            s.buckets[b].set_sig(i, sig);
+            s.buckets[b].entry[i] = word;
+            return true;
+        }
+        b = next_bucket(b, s.buckets.len());
+    }
+    false
+}
+
 /// The bucket after `b` of `n` (linear probing, wrapping).
 #[inline(always)]
 fn next_bucket(b: usize, n: usize) -> usize {
@@ -733,16 +755,26 @@ impl<'t> Guard<'t> {
                 return Err(InsertError::Full);
             }
         }
-        let Some(local) = self.stripe(hs).free.pop() else {
+        let s = self.stripe(hs);
+        let Some(local) = s.free.pop() else {
             return Err(InsertError::Full);
         };
         let r = Ref { stripe: hs, local };
-        if !self.place(key0, entry_word(r, Dir::Orig)) {
-            self.stripe(hs).free.push(local);
-            return Err(InsertError::Full);
-        }
-        if !self.place(key1, entry_word(r, Dir::Reply)) {
-            self.unplace(key0, entry_word(r, Dir::Orig));
+        // Both entries in the home stripe (always without NAT): one borrow.
+        let placed = if key1.stripe == hs {
+            place_in(s, key0, entry_word(r, Dir::Orig))
+                && (place_in(s, key1, entry_word(r, Dir::Reply)) || {
+                    self.unplace(key0, entry_word(r, Dir::Orig));
+                    false
+                })
+        } else {
+            self.place(key0, entry_word(r, Dir::Orig))
+                && (self.place(key1, entry_word(r, Dir::Reply)) || {
+                    self.unplace(key0, entry_word(r, Dir::Orig));
+                    false
+                })
+        };
+        if !placed {
             self.stripe(hs).free.push(local);
             return Err(InsertError::Full);
         }
@@ -782,25 +814,7 @@ impl<'t> Guard<'t> {
 
     /// Puts an entry word in `key`'s bucket chain.
     fn place(&mut self, key: Key, word: u32) -> bool {
-        let sig = key.sig();
-        let s = self.stripe(key.stripe);
-        let home = key.bucket(s.buckets.len());
-        let mut b = home;
-        for probe in 0..=MAX_PROBE {
-            if let Some(i) = s.buckets[b].free_slot() {
-                // Mark the buckets passed over, so lookups keep probing.
-                let mut m = home;
-                for _ in 0..probe {
-                    s.buckets[m].overflow += 1;
-                    m = next_bucket(m, s.buckets.len());
-                }
-                s.buckets[b].set_sig(i, sig);
-                s.buckets[b].entry[i] = word;
-                return true;
-            }
-            b = next_bucket(b, s.buckets.len());
-        }
-        false
+        place_in(self.stripe(key.stripe), key, word)
     }
 
     /// Removes an entry word from `key`'s bucket chain.
