@@ -141,6 +141,33 @@ fn place_in(s: &mut Stripe, key: Key, word: u32) -> bool {
     false
 }
 
+/// [`Guard::unplace`] in stripe `s` (which `key` names).
+fn unplace_in(s: &mut Stripe, key: Key, word: u32) {
+    let sig = key.sig();
+    let home = key.bucket(s.buckets.len());
+    let mut b = home;
+    for probe in 0..=MAX_PROBE {
+        let bucket = &mut s.buckets[b];
+        let mut m = bucket.matches(sig);
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if bucket.entry[i] == word {
+                bucket.set_sig(i, 0);
+                bucket.entry[i] = 0;
+                let mut o = home;
+                for _ in 0..probe {
+                    let ov = &mut s.buckets[o].overflow;
+                    *ov = ov.saturating_sub(1);
+                    o = next_bucket(o, s.buckets.len());
+                }
+                return;
+            }
+        }
+        b = next_bucket(b, s.buckets.len());
+    }
+}
+
 /// The bucket after `b` of `n` (linear probing, wrapping).
 #[inline(always)]
 fn next_bucket(b: usize, n: usize) -> usize {
@@ -755,30 +782,37 @@ impl<'t> Guard<'t> {
                 return Err(InsertError::Full);
             }
         }
-        let s = self.stripe(hs);
-        let Some(local) = s.free.pop() else {
+        let Some(local) = self.stripe(hs).free.pop() else {
             return Err(InsertError::Full);
         };
         let r = Ref { stripe: hs, local };
-        // Both entries in the home stripe (always without NAT): one borrow.
-        let placed = if key1.stripe == hs {
-            place_in(s, key0, entry_word(r, Dir::Orig))
-                && (place_in(s, key1, entry_word(r, Dir::Reply)) || {
-                    self.unplace(key0, entry_word(r, Dir::Orig));
-                    false
-                })
+        let (w0, w1) = (entry_word(r, Dir::Orig), entry_word(r, Dir::Reply));
+        let s = if key1.stripe == hs {
+            // Both entries in the home stripe (always without NAT): one
+            // borrow for the rest.
+            let s = self.stripe(hs);
+            if !place_in(s, key0, w0) {
+                s.free.push(local);
+                return Err(InsertError::Full);
+            }
+            if !place_in(s, key1, w1) {
+                unplace_in(s, key0, w0);
+                s.free.push(local);
+                return Err(InsertError::Full);
+            }
+            s
         } else {
-            self.place(key0, entry_word(r, Dir::Orig))
-                && (self.place(key1, entry_word(r, Dir::Reply)) || {
-                    self.unplace(key0, entry_word(r, Dir::Orig));
-                    false
-                })
+            if !self.place(key0, w0) {
+                self.stripe(hs).free.push(local);
+                return Err(InsertError::Full);
+            }
+            if !self.place(key1, w1) {
+                self.unplace(key0, w0);
+                self.stripe(hs).free.push(local);
+                return Err(InsertError::Full);
+            }
+            self.stripe(hs)
         };
-        if !placed {
-            self.stripe(hs).free.push(local);
-            return Err(InsertError::Full);
-        }
-        let s = self.stripe(hs);
         let id = s.next_id();
         let rec = &mut s.records[local as usize].conn;
         // Field by field: each move is inlined (one 208-byte assignment is a
@@ -805,7 +839,8 @@ impl<'t> Guard<'t> {
         s.link(local, conn.deadline_ms);
         s.ports.conn_added(conn);
         s.live += 1;
-        self.set_count(hs);
+        let live = s.live;
+        self.table.counts[hs as usize].store(live, Ordering::Relaxed);
         if evicted.is_some() {
             *evicted_out = evicted;
         }
@@ -819,30 +854,7 @@ impl<'t> Guard<'t> {
 
     /// Removes an entry word from `key`'s bucket chain.
     fn unplace(&mut self, key: Key, word: u32) {
-        let sig = key.sig();
-        let s = self.stripe(key.stripe);
-        let home = key.bucket(s.buckets.len());
-        let mut b = home;
-        for probe in 0..=MAX_PROBE {
-            let bucket = &mut s.buckets[b];
-            let mut m = bucket.matches(sig);
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
-                if bucket.entry[i] == word {
-                    bucket.set_sig(i, 0);
-                    bucket.entry[i] = 0;
-                    let mut o = home;
-                    for _ in 0..probe {
-                        let ov = &mut s.buckets[o].overflow;
-                        *ov = ov.saturating_sub(1);
-                        o = next_bucket(o, s.buckets.len());
-                    }
-                    return;
-                }
-            }
-            b = next_bucket(b, s.buckets.len());
-        }
+        unplace_in(self.stripe(key.stripe), key, word);
     }
 
     /// Takes the connection out of the table (DYING set) and returns it for
