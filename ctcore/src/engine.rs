@@ -150,6 +150,34 @@ impl CtResult {
     }
 }
 
+/// The verdict fields of a [`CtResult`], borrowed apart from its parse, so
+/// that the engine reads the parse in place while it writes the verdict
+/// (copying the ~100-byte `Parsed` out first was 11 % of the stage's time in
+/// the appliance).
+struct Verdict<'a> {
+    ctinfo: &'a mut CtInfo,
+    dir: &'a mut Dir,
+    conn: &'a mut Option<ConnHandle>,
+    invalid_reason: &'a mut Option<&'static str>,
+    rewrite: &'a mut Option<Rewrite>,
+}
+
+impl CtResult {
+    /// The parse, and the verdict to fill in.
+    fn split(&mut self) -> (&Result<Parsed, ParseError>, Verdict<'_>) {
+        (
+            &self.parsed,
+            Verdict {
+                ctinfo: &mut self.ctinfo,
+                dir: &mut self.dir,
+                conn: &mut self.conn,
+                invalid_reason: &mut self.invalid_reason,
+                rewrite: &mut self.rewrite,
+            },
+        )
+    }
+}
+
 impl Default for CtResult {
     fn default() -> Self {
         CtResult {
@@ -741,42 +769,40 @@ impl<P: Prefetch> Engine<P> {
         res: &mut CtResult,
         pending: &mut Pending,
     ) -> Option<usize> {
-        if key.is_some() {
-            if let Ok(p) = res.parsed {
-                self.track_plain(g, w, now_ms, pkt, &p, key, res, pending);
-                return None;
-            }
-        }
-        let p = match res.parsed {
-            Ok(p) => p,
-            Err(e) => {
-                // L3 errors never reach conntrack (ip_rcv / ipv6_rcv drop them);
-                // a malformed L4 header is INVALID.
-                if matches!(
-                    e,
-                    ParseError::TruncatedL4
-                        | ParseError::BadTcpHeaderLen
-                        | ParseError::BadUdpLen
-                        | ParseError::BadIpv6ExtHeader
-                ) {
-                    w.stats.invalid += 1;
-                    res.invalid_reason = Some(e.name());
-                    // The IP header is sound: the packet is routed and
-                    // filtered as INVALID (`ct state invalid`), as in the
-                    // kernel, not dropped unseen by the policy.
-                    if let Ok(l3) = wire::parse_l3_of_l4_error(pkt.frame) {
-                        res.parsed = Ok(l3);
-                    }
+        if let Err(e) = res.parsed {
+            // L3 errors never reach conntrack (ip_rcv / ipv6_rcv drop them);
+            // a malformed L4 header is INVALID.
+            if matches!(
+                e,
+                ParseError::TruncatedL4
+                    | ParseError::BadTcpHeaderLen
+                    | ParseError::BadUdpLen
+                    | ParseError::BadIpv6ExtHeader
+            ) {
+                w.stats.invalid += 1;
+                res.invalid_reason = Some(e.name());
+                // The IP header is sound: the packet is routed and
+                // filtered as INVALID (`ct state invalid`), as in the
+                // kernel, not dropped unseen by the policy.
+                if let Ok(l3) = wire::parse_l3_of_l4_error(pkt.frame) {
+                    res.parsed = Ok(l3);
                 }
-                return None;
             }
-        };
+            return None;
+        }
+        // The parse is read in place while the verdict is written.
+        let (parsed, mut v) = res.split();
+        let Ok(p) = parsed else { return None };
+        if key.is_some() {
+            self.track_plain(g, w, now_ms, pkt, p, key, &mut v, pending);
+            return None;
+        }
         let frag_slot = p
             .frag
-            .map(|f| (self.frag_note(w, now_ms, &p, &f, pkt.zone), f));
+            .map(|f| (self.frag_note(w, now_ms, p, &f, pkt.zone), f));
         if let Some((slot, f)) = frag_slot {
             if f.offset != 0 {
-                pending.set(self.follow_fragment(g, w, now_ms, &p, slot, res));
+                pending.set(self.follow_fragment(g, w, now_ms, p, slot, &mut v));
                 return None;
             }
         }
@@ -786,16 +812,16 @@ impl<P: Prefetch> Engine<P> {
                 true
             }
             RxCsum::Bad => !w.tun.checksum,
-            RxCsum::Unknown => !w.tun.checksum || checksum::l4_checksum_ok_conntrack(pkt.frame, &p),
+            RxCsum::Unknown => !w.tun.checksum || checksum::l4_checksum_ok_conntrack(pkt.frame, p),
         };
         if !csum_ok {
-            invalid(w, res, "bad L4 checksum");
+            invalid(w, &mut v, "bad L4 checksum");
             return None;
         }
-        let tuple = self.tuple_of(g, w, now_ms, pkt, &p, res)?;
-        self.track_tuple(g, w, now_ms, pkt, &p, tuple, key, res, pending);
+        let tuple = self.tuple_of(g, w, now_ms, pkt, p, &mut v)?;
+        self.track_tuple(g, w, now_ms, pkt, p, tuple, key, &mut v, pending);
         if let Some((slot, _)) = frag_slot {
-            if res.conn.is_some() || pending.is_some() {
+            if v.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
                 w.frags[slot].tuple = Some(tuple);
                 if pending.is_some() && !w.frags[slot].complete() {
@@ -818,7 +844,7 @@ impl<P: Prefetch> Engine<P> {
         pkt: &Pkt<'_>,
         p: &Parsed,
         key: &mut Option<Key>,
-        res: &mut CtResult,
+        res: &mut Verdict<'_>,
         pending: &mut Pending,
     ) {
         let csum_ok = match pkt.rx_csum {
@@ -855,7 +881,7 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         pkt: &Pkt<'_>,
         p: &Parsed,
-        res: &mut CtResult,
+        res: &mut Verdict<'_>,
     ) -> Option<Tuple> {
         match p.l4 {
             L4::Tcp(info) if !crate::proto::tcp::tcp_error_flags_ok(info.flags) => {
@@ -869,7 +895,7 @@ impl<P: Prefetch> Engine<P> {
                 }
                 if p.family == Family::V6 && icmp::icmpv6_untracked(ic.icmp_type) {
                     w.stats.ignore += 1;
-                    res.ctinfo = CtInfo::Untracked;
+                    *res.ctinfo = CtInfo::Untracked;
                     return None;
                 }
                 if p.family == Family::V4 && ic.icmp_type > icmp::NR_ICMP_TYPES {
@@ -893,7 +919,7 @@ impl<P: Prefetch> Engine<P> {
         p: &Parsed,
         t: Tuple,
         key_io: &mut Option<Key>,
-        res: &mut CtResult,
+        res: &mut Verdict<'_>,
         pending: &mut Pending,
     ) {
         let key = *key_io.get_or_insert_with(|| self.table.key(&t));
@@ -915,18 +941,18 @@ impl<P: Prefetch> Engine<P> {
             Tracked::Accept { timeout_ms, kill } => {
                 account(c, dir, p);
                 c.deadline_ms = now_ms + timeout_ms;
-                res.ctinfo = ctinfo_for(c, dir);
-                res.dir = dir;
+                *res.ctinfo = ctinfo_for(c, dir);
+                *res.dir = dir;
                 if dir == Dir::Reply {
                     c.status.set(Status::SEEN_REPLY);
                 }
-                Rewrite::write_for_packet(&mut res.rewrite, c, dir, false);
+                Rewrite::write_for_packet(res.rewrite, c, dir, false);
                 if kill {
                     if let Some(dead) = g.remove(r) {
                         w.events.push(EventKind::Destroy, now_ms, &dead);
                     }
                 } else {
-                    res.conn = Some(handle(c));
+                    *res.conn = Some(handle(c));
                     if (c.status, c.state_tag()) != before {
                         w.events.push(EventKind::Update, now_ms, c);
                     }
@@ -936,13 +962,13 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
             Tracked::Ignore => {
-                res.ctinfo = ctinfo_for(c, dir);
+                *res.ctinfo = ctinfo_for(c, dir);
                 if dir == Dir::Reply {
                     c.status.set(Status::SEEN_REPLY);
                 }
-                res.dir = dir;
-                Rewrite::write_for_packet(&mut res.rewrite, c, dir, false);
-                res.conn = Some(handle(c));
+                *res.dir = dir;
+                Rewrite::write_for_packet(res.rewrite, c, dir, false);
+                *res.conn = Some(handle(c));
             }
             Tracked::Invalid(why) => {
                 // (nf_tcp_handle_invalid may have shortened the deadline.)
@@ -990,7 +1016,7 @@ impl<P: Prefetch> Engine<P> {
         pkt: &Pkt<'_>,
         p: &Parsed,
         t: Tuple,
-        res: &mut CtResult,
+        res: &mut Verdict<'_>,
         pending: &mut Pending,
     ) {
         let Some(reply) = t.invert() else {
@@ -1031,18 +1057,18 @@ impl<P: Prefetch> Engine<P> {
             Tracked::Accept { timeout_ms, kill } => {
                 if kill {
                     // Accepted, but nothing to keep.
-                    res.ctinfo = CtInfo::New;
+                    *res.ctinfo = CtInfo::New;
                     pending.clear();
                     return;
                 }
                 w.stats.new += 1;
                 account(conn, Dir::Orig, p);
                 conn.deadline_ms = now_ms + timeout_ms;
-                res.ctinfo = CtInfo::New;
-                res.dir = Dir::Orig;
+                *res.ctinfo = CtInfo::New;
+                *res.dir = Dir::Orig;
             }
             Tracked::Ignore => {
-                res.ctinfo = CtInfo::New;
+                *res.ctinfo = CtInfo::New;
                 pending.clear();
             }
             Tracked::Invalid(why) => {
@@ -1213,7 +1239,7 @@ impl<P: Prefetch> Engine<P> {
         pkt: &Pkt<'_>,
         p: &Parsed,
         inner: Option<InnerTuple>,
-        res: &mut CtResult,
+        res: &mut Verdict<'_>,
     ) {
         let Some(inner) = inner else {
             invalid(w, res, "icmp: error quotes no parseable datagram");
@@ -1244,14 +1270,14 @@ impl<P: Prefetch> Engine<P> {
             return;
         }
         w.stats.found += 1;
-        res.ctinfo = if dir == Dir::Reply {
+        *res.ctinfo = if dir == Dir::Reply {
             CtInfo::RelatedReply
         } else {
             CtInfo::Related
         };
-        res.dir = dir;
-        res.rewrite = Rewrite::for_packet(c, dir, true);
-        res.conn = Some(ConnHandle {
+        *res.dir = dir;
+        *res.rewrite = Rewrite::for_packet(c, dir, true);
+        *res.conn = Some(ConnHandle {
             stripe: r.stripe,
             local: r.local,
             id: c.id,
@@ -1268,7 +1294,7 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         p: &Parsed,
         slot: usize,
-        res: &mut CtResult,
+        res: &mut Verdict<'_>,
     ) -> Option<Conn> {
         let e = w.frags[slot];
         let Some(tuple) = e.tuple else {
@@ -1284,9 +1310,9 @@ impl<P: Prefetch> Engine<P> {
                 Dir::Reply
             };
             account(&mut conn, dir, p);
-            res.ctinfo = CtInfo::New;
-            res.dir = dir;
-            res.rewrite = Rewrite::for_packet(&conn, dir, false);
+            *res.ctinfo = CtInfo::New;
+            *res.dir = dir;
+            *res.rewrite = Rewrite::for_packet(&conn, dir, false);
             if e.complete() {
                 w.frags[slot].pending = None;
                 return Some(conn);
@@ -1299,10 +1325,10 @@ impl<P: Prefetch> Engine<P> {
             Some((r, dir)) => {
                 let c = g.conn_mut(r);
                 account(c, dir, p);
-                res.ctinfo = ctinfo_for(c, dir);
-                res.dir = dir;
-                Rewrite::write_for_packet(&mut res.rewrite, c, dir, false);
-                res.conn = Some(ConnHandle {
+                *res.ctinfo = ctinfo_for(c, dir);
+                *res.dir = dir;
+                Rewrite::write_for_packet(res.rewrite, c, dir, false);
+                *res.conn = Some(ConnHandle {
                     stripe: r.stripe,
                     local: r.local,
                     id: c.id,
@@ -1443,12 +1469,12 @@ fn tuple_ports(p: &Parsed) -> (u16, u16) {
     }
 }
 
-fn invalid(w: &mut Worker, res: &mut CtResult, why: &'static str) {
+fn invalid(w: &mut Worker, res: &mut Verdict<'_>, why: &'static str) {
     w.stats.invalid += 1;
-    res.ctinfo = CtInfo::Invalid;
-    res.conn = None;
-    res.rewrite = None;
-    res.invalid_reason = Some(why);
+    *res.ctinfo = CtInfo::Invalid;
+    *res.conn = None;
+    *res.rewrite = None;
+    *res.invalid_reason = Some(why);
 }
 
 /// The L4 header and payload of a packet, within its L3 length.
