@@ -737,6 +737,7 @@ impl<'t> Guard<'t> {
     /// is CONFIRMED); a connection evicted to make room goes to `evicted`.
     /// (The answer is 16 bytes, returned in registers: a returned
     /// `Option<Conn>` beside it was read back with a store-forwarding stall.)
+    #[inline]
     pub fn insert(
         &mut self,
         conn: &Conn,
