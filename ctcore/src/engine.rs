@@ -226,6 +226,34 @@ fn packet_tuple(p: &Parsed, (src_port, dst_port): (u16, u16), zone: u16) -> Tupl
     }
 }
 
+/// The tuple of the datagram an ICMP error quotes, in `zone`.
+fn quoted_tuple(i: &InnerTuple, zone: u16) -> Tuple {
+    Tuple {
+        src: i.src,
+        dst: i.dst,
+        src_port: i.src_port,
+        dst_port: i.dst_port,
+        proto: i.proto,
+        family: i.family,
+        zone,
+    }
+}
+
+/// Conntrack's verdict on a packet's L4 checksum: the NIC's where it
+/// checked (counted), else `software()`, unless checking is off
+/// (nf_conntrack_checksum=0).
+#[inline(always)]
+fn l4_checksum_verdict(w: &mut Worker, rx: RxCsum, software: impl FnOnce() -> bool) -> bool {
+    match rx {
+        RxCsum::Good => {
+            w.stats.csum_offloaded += 1;
+            true
+        }
+        RxCsum::Bad => !w.tun.checksum,
+        RxCsum::Unknown => !w.tun.checksum || software(),
+    }
+}
+
 /// The tuple of a plain (unfragmented TCP/UDP) packet, for stage 1; anything
 /// else is worked out in stage 3.
 #[inline]
@@ -685,15 +713,9 @@ impl<P: Prefetch> Engine<P> {
         if self.table.stripe_count() == 1 {
             return 0;
         }
-        let p = match wire::parse_common(frame, false) {
-            Some(p) => p,
-            None => match wire::parse_ip_checked(frame) {
-                Ok(p) => p,
-                Err(_) => match wire::parse_l3_of_l4_error(frame) {
-                    Ok(p) => p,
-                    Err(_) => return 0,
-                },
-            },
+        let Ok(p) = wire::parse_ip_checked(frame).or_else(|_| wire::parse_l3_of_l4_error(frame))
+        else {
+            return 0;
         };
         let mut t = packet_tuple(&p, tuple_ports(&p), zone);
         match (p.frag, p.l4) {
@@ -703,18 +725,7 @@ impl<P: Prefetch> Engine<P> {
                 t.dst_port = f.id as u16;
             }
             (None, L4::Icmp(ic)) if ic.is_error => {
-                if let Some(q) = ic.inner.and_then(|i| {
-                    Tuple {
-                        src: i.src,
-                        dst: i.dst,
-                        src_port: i.src_port,
-                        dst_port: i.dst_port,
-                        proto: i.proto,
-                        family: i.family,
-                        zone,
-                    }
-                    .invert()
-                }) {
+                if let Some(q) = ic.inner.and_then(|i| quoted_tuple(&i, zone).invert()) {
                     t = q;
                 }
             }
@@ -806,15 +817,9 @@ impl<P: Prefetch> Engine<P> {
                 return None;
             }
         }
-        let csum_ok = match pkt.rx_csum {
-            RxCsum::Good => {
-                w.stats.csum_offloaded += 1;
-                true
-            }
-            RxCsum::Bad => !w.tun.checksum,
-            RxCsum::Unknown => !w.tun.checksum || checksum::l4_checksum_ok_conntrack(pkt.frame, p),
-        };
-        if !csum_ok {
+        if !l4_checksum_verdict(w, pkt.rx_csum, || {
+            checksum::l4_checksum_ok_conntrack(pkt.frame, p)
+        }) {
             invalid(w, &mut v, "bad L4 checksum");
             return None;
         }
@@ -847,26 +852,14 @@ impl<P: Prefetch> Engine<P> {
         res: &mut Verdict<'_>,
         pending: &mut Pending,
     ) {
-        let csum_ok = match pkt.rx_csum {
-            RxCsum::Good => {
-                w.stats.csum_offloaded += 1;
-                true
-            }
-            RxCsum::Bad => !w.tun.checksum,
-            RxCsum::Unknown => !w.tun.checksum || checksum::tcp_udp_ok(pkt.frame, p),
-        };
-        if !csum_ok {
+        if !l4_checksum_verdict(w, pkt.rx_csum, || checksum::tcp_udp_ok(pkt.frame, p)) {
             return invalid(w, res, "bad L4 checksum");
         }
         let ports = match p.l4 {
-            L4::Tcp(info) => {
-                if !crate::proto::tcp::tcp_error_flags_ok(info.flags) {
-                    return invalid(w, res, "tcp: invalid flag combination");
-                }
-                (info.src_port, info.dst_port)
+            L4::Tcp(info) if !crate::proto::tcp::tcp_error_flags_ok(info.flags) => {
+                return invalid(w, res, "tcp: invalid flag combination");
             }
-            L4::Udp { src_port, dst_port } => (src_port, dst_port),
-            _ => return,
+            _ => tuple_ports(p),
         };
         let t = packet_tuple(p, ports, pkt.zone);
         self.track_tuple(g, w, now_ms, pkt, p, t, key, res, pending)
@@ -874,6 +867,7 @@ impl<P: Prefetch> Engine<P> {
 
     /// The tuple of a packet, or None (with `res` filled in) for packets that are
     /// INVALID, UNTRACKED or RELATED (ICMP errors) and need no lookup of their own.
+    #[inline]
     fn tuple_of(
         &self,
         g: &mut Guard<'_>,
@@ -1245,16 +1239,7 @@ impl<P: Prefetch> Engine<P> {
             invalid(w, res, "icmp: error quotes no parseable datagram");
             return;
         };
-        let quoted = Tuple {
-            src: inner.src,
-            dst: inner.dst,
-            src_port: inner.src_port,
-            dst_port: inner.dst_port,
-            proto: inner.proto,
-            family: inner.family,
-            zone: pkt.zone,
-        };
-        let Some(lookup) = quoted.invert() else {
+        let Some(lookup) = quoted_tuple(&inner, pkt.zone).invert() else {
             invalid(w, res, "icmp: quoted tuple cannot be inverted");
             return;
         };

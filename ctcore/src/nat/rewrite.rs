@@ -32,19 +32,16 @@ impl Rewrite {
     /// destination of replies; destination NAT the other way round. The target
     /// endpoint is the inverse of the other direction's tuple. None if `c` is
     /// not translated.
-    #[inline(always)]
     pub fn for_packet(c: &Conn, dir: Dir, related: bool) -> Option<Rewrite> {
-        // Most connections are not translated: answered inline (the caller
-        // writes only the discriminant), the rest out of line.
-        if c.status.0 & (Status::SRC_NAT | Status::DST_NAT) == 0 {
-            return None;
-        }
-        Rewrite::for_translated(c, dir, related)
+        let mut out = None;
+        Rewrite::write_for_packet(&mut out, c, dir, related);
+        out
     }
 
     /// `*out = Rewrite::for_packet(c, dir, related)`, written in place: the
     /// per-packet form (a returned ~90-byte value is copied with wide loads
     /// of what was just stored narrowly, which stalls store forwarding).
+    /// Untranslated connections, most of them, are answered inline.
     #[inline(always)]
     pub fn write_for_packet(out: &mut Option<Rewrite>, c: &Conn, dir: Dir, related: bool) {
         if c.status.0 & (Status::SRC_NAT | Status::DST_NAT) == 0 {
@@ -54,20 +51,27 @@ impl Rewrite {
         Rewrite::write_translated(out, c, dir, related);
     }
 
+    /// Which endpoints a packet in `dir` has translated: (source, destination).
+    fn changes(c: &Conn, dir: Dir) -> (bool, bool) {
+        let snat = c.status.has(Status::SRC_NAT);
+        let dnat = c.status.has(Status::DST_NAT);
+        match dir {
+            Dir::Orig => (snat, dnat),
+            Dir::Reply => (dnat, snat),
+        }
+    }
+
     #[inline(never)]
     fn write_translated(out: &mut Option<Rewrite>, c: &Conn, dir: Dir, related: bool) {
         let other = &c.tuples[dir.other().index()];
         if related || other.is_icmp() {
-            *out = Rewrite::for_translated(c, dir, related);
+            *out = Rewrite::via_inverted(c, dir, related);
             return;
         }
-        // for_translated's common case, field by field.
-        let snat = c.status.has(Status::SRC_NAT);
-        let dnat = c.status.has(Status::DST_NAT);
-        let (change_src, change_dst) = match dir {
-            Dir::Orig => (snat, dnat),
-            Dir::Reply => (dnat, snat),
-        };
+        // The common case, without building the inverted tuple: this
+        // direction's packets must carry the other tuple's endpoints swapped
+        // (what via_inverted gives; a test compares the two).
+        let (change_src, change_dst) = Rewrite::changes(c, dir);
         let rw = out.insert(Rewrite::default());
         if change_src {
             rw.src = Some((other.dst, other.dst_port));
@@ -77,25 +81,11 @@ impl Rewrite {
         }
     }
 
-    #[inline(never)]
-    fn for_translated(c: &Conn, dir: Dir, related: bool) -> Option<Rewrite> {
-        let snat = c.status.has(Status::SRC_NAT);
-        let dnat = c.status.has(Status::DST_NAT);
+    /// The translation worked out through the inverse of the other
+    /// direction's tuple: any packet (ICMP ids, ICMP errors' quoted datagram).
+    fn via_inverted(c: &Conn, dir: Dir, related: bool) -> Option<Rewrite> {
         let other = &c.tuples[dir.other().index()];
-        let (change_src, change_dst) = match dir {
-            Dir::Orig => (snat, dnat),
-            Dir::Reply => (dnat, snat),
-        };
-        if !related && !other.is_icmp() {
-            // The common case, without building the inverted tuple: this
-            // direction's packets must carry the other tuple's endpoints
-            // swapped.
-            return Some(Rewrite {
-                src: change_src.then_some((other.dst, other.dst_port)),
-                dst: change_dst.then_some((other.src, other.src_port)),
-                ..Rewrite::default()
-            });
-        }
+        let (change_src, change_dst) = Rewrite::changes(c, dir);
         // The tuple this direction's packets must carry after translation.
         let target = other.invert()?;
         let mut rw = Rewrite {
@@ -114,10 +104,7 @@ impl Rewrite {
         if related {
             // The quoted datagram travelled the other way: make it look as it
             // did before translation (nf_nat_icmp_reply_translation).
-            let (inner_src, inner_dst) = match dir.other() {
-                Dir::Orig => (snat, dnat),
-                Dir::Reply => (dnat, snat),
-            };
+            let (inner_src, inner_dst) = Rewrite::changes(c, dir.other());
             if inner_src {
                 rw.inner_src = Some((other.src, other.src_port));
             }
@@ -912,9 +899,10 @@ mod tests {
             prop_assert_eq!(fast, general);
         }
 
-        /// The in-place form writes what `for_packet` returns, whatever the
-        /// slot held: SNAT, DNAT or both, TCP / UDP / ICMP, both directions,
-        /// related or not.
+        /// The in-place form, common case included, writes what the
+        /// derivation through the inverted tuple gives, whatever the slot
+        /// held: SNAT, DNAT or both, TCP / UDP / ICMP, both directions,
+        /// related or not; nothing for an untranslated connection.
         #[test]
         fn write_for_packet_is_for_packet(
             nat in 0u32..4, proto in prop::sample::select(vec![IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]),
@@ -932,7 +920,8 @@ mod tests {
             let dir = if reply { Dir::Reply } else { Dir::Orig };
             let mut out = held.then(|| Rewrite { related: true, id: Some(9), inner_id: Some(3), ..Rewrite::default() });
             Rewrite::write_for_packet(&mut out, &c, dir, related);
-            prop_assert_eq!(out, Rewrite::for_packet(&c, dir, related));
+            let expected = if nat == 0 { None } else { Rewrite::via_inverted(&c, dir, related) };
+            prop_assert_eq!(out, expected);
         }
 
         /// Incremental updates give the bytes a full recomputation gives, and the

@@ -168,6 +168,12 @@ fn unplace_in(s: &mut Stripe, key: Key, word: u32) {
     }
 }
 
+/// The stripe a tuple hash names (bits 40-45; see [`Key::bucket`]).
+#[inline(always)]
+fn stripe_of_hash(hash: u64, mask: u32) -> u32 {
+    ((hash >> 40) as u32) & mask
+}
+
 /// The bucket after `b` of `n` (linear probing, wrapping).
 #[inline(always)]
 fn next_bucket(b: usize, n: usize) -> usize {
@@ -310,7 +316,7 @@ impl Table {
     /// what it needs (for closures that outlive a borrow of the table).
     pub fn stripe_of_fn(&self) -> impl Fn(&Tuple) -> u32 + Send + 'static {
         let (hash_key, mask) = (self.hash_key, self.stripe_mask);
-        move |t: &Tuple| ((t.hash_with(&hash_key).0 >> 40) as u32) & mask
+        move |t: &Tuple| stripe_of_hash(t.hash_with(&hash_key).0, mask)
     }
 
     #[inline(always)]
@@ -318,7 +324,7 @@ impl Table {
         let (hash, flip) = t.hash_with(&self.hash_key);
         Key {
             hash,
-            stripe: ((hash >> 40) as u32) & self.stripe_mask,
+            stripe: stripe_of_hash(hash, self.stripe_mask),
             flip,
             home: Key::home_of(hash, flip, self.buckets),
         }
@@ -596,9 +602,9 @@ impl<'t> Guard<'t> {
         let n = s.buckets.len();
         let mut b = key.bucket(n);
         // Entries of this stripe's buckets are checked against its records
-        // here; one naming another stripe's record (a NAT reply tuple whose
-        // hash fell in this stripe) is checked after, under that stripe.
-        let mut elsewhere = None;
+        // here; if one names another stripe's record (a NAT reply tuple whose
+        // hash fell in this stripe), those are checked after, under theirs.
+        let mut elsewhere = false;
         for _ in 0..=MAX_PROBE {
             let bucket = &s.buckets[b];
             let mut m = bucket.matches(sig);
@@ -607,9 +613,7 @@ impl<'t> Guard<'t> {
                 m &= m - 1;
                 let (r, dir) = entry_parts(bucket.entry[i]);
                 if r.stripe != key.stripe {
-                    if r.stripe <= stripe_mask && elsewhere.is_none() {
-                        elsewhere = Some((b, i));
-                    }
+                    elsewhere |= r.stripe <= stripe_mask;
                     continue;
                 }
                 let Some(rec) = s.records.get(r.local as usize) else {
@@ -624,30 +628,23 @@ impl<'t> Guard<'t> {
             }
             b = next_bucket(b, n);
         }
-        match elsewhere {
-            None => None,
-            Some((b, i)) => self.lookup_elsewhere(key, t, b, i),
+        if elsewhere {
+            self.lookup_elsewhere(key, t)
+        } else {
+            None
         }
     }
 
-    /// The rest of [`lookup`](Self::lookup): its probe again from bucket
-    /// `b`, entry `i` (the first entry naming another stripe's record),
-    /// checking the entries that name other stripes' records.
+    /// The rest of [`lookup`](Self::lookup): the same probe again, checking
+    /// the entries that name other stripes' records, each under its stripe.
     #[cold]
-    fn lookup_elsewhere(
-        &mut self,
-        key: Key,
-        t: &Tuple,
-        mut b: usize,
-        first: usize,
-    ) -> Option<(Ref, Dir)> {
+    fn lookup_elsewhere(&mut self, key: Key, t: &Tuple) -> Option<(Ref, Dir)> {
         let sig = key.sig();
         let n = self.stripe(key.stripe).buckets.len();
-        let mut skip = first;
+        let mut b = key.bucket(n);
         for _ in 0..=MAX_PROBE {
             let bucket = self.stripe(key.stripe).buckets[b];
-            let mut m = bucket.matches(sig) & (u32::MAX << skip);
-            skip = 0;
+            let mut m = bucket.matches(sig);
             while m != 0 {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
@@ -788,32 +785,27 @@ impl<'t> Guard<'t> {
         };
         let r = Ref { stripe: hs, local };
         let (w0, w1) = (entry_word(r, Dir::Orig), entry_word(r, Dir::Reply));
-        let s = if key1.stripe == hs {
-            // Both entries in the home stripe (always without NAT): one
-            // borrow for the rest.
+        let placed = if key1.stripe == hs {
+            // Both entries in the home stripe (always without NAT): under
+            // one borrow of it.
             let s = self.stripe(hs);
-            if !place_in(s, key0, w0) {
-                s.free.push(local);
-                return Err(InsertError::Full);
-            }
-            if !place_in(s, key1, w1) {
+            let both = place_in(s, key0, w0) && place_in(s, key1, w1);
+            if !both {
                 unplace_in(s, key0, w0);
-                s.free.push(local);
-                return Err(InsertError::Full);
             }
-            s
+            both
         } else {
-            if !self.place(key0, w0) {
-                self.stripe(hs).free.push(local);
-                return Err(InsertError::Full);
-            }
-            if !self.place(key1, w1) {
+            let both = self.place(key0, w0) && self.place(key1, w1);
+            if !both {
                 self.unplace(key0, w0);
-                self.stripe(hs).free.push(local);
-                return Err(InsertError::Full);
             }
-            self.stripe(hs)
+            both
         };
+        if !placed {
+            self.stripe(hs).free.push(local);
+            return Err(InsertError::Full);
+        }
+        let s = self.stripe(hs);
         let id = s.next_id();
         let rec = &mut s.records[local as usize].conn;
         // Field by field: each move is inlined (one 208-byte assignment is a
@@ -840,8 +832,7 @@ impl<'t> Guard<'t> {
         s.link(local, conn.deadline_ms);
         s.ports.conn_added(conn);
         s.live += 1;
-        let live = s.live;
-        self.table.counts[hs as usize].store(live, Ordering::Relaxed);
+        self.set_count(hs);
         if evicted.is_some() {
             *evicted_out = evicted;
         }

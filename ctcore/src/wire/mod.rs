@@ -243,23 +243,15 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
 }
 
 /// [`parse`] (or [`parse_ip_checked`] when `ipv4_checksum` is false) for
-/// the frames a gateway mostly carries, in one straight pass: untagged
-/// Ethernet, then an unfragmented IPv4 header (options allowed) or an IPv6
-/// header without extension headers, then TCP or UDP. `None` for every other
-/// frame, and for any frame the full parse would refuse or read differently
-/// (the caller then runs the full parse): where it answers, the answer is the
-/// full parse's, field for field (property-tested).
-#[inline(always)]
-pub fn parse_common(frame: &[u8], ipv4_checksum: bool) -> Option<Parsed> {
-    let mut p = Parsed::default();
-    parse_common_into(frame, ipv4_checksum, &mut p).map(|_| p)
-}
-
-/// [`parse_common`] written into `p` (every field, whatever `p` held), for a
-/// caller that keeps its results in place; `None` (and `p` unspecified) where
-/// `parse_common` says `None`. Returns the packet's ports (source,
-/// destination), so that the caller's tuple needs no read back of what was
-/// just written.
+/// the frames a gateway mostly carries, in one straight pass, written into
+/// `p` (every field, whatever `p` held) for a caller that keeps its results
+/// in place: untagged Ethernet, then an unfragmented IPv4 header (options
+/// allowed) or an IPv6 header without extension headers, then TCP or UDP.
+/// `None` (and `p` unspecified) for every other frame, and for any frame the
+/// full parse would refuse or read differently (the caller then runs the
+/// full parse): where it answers, `p` is the full parse's, field for field
+/// (property-tested). Returns the packet's ports (source, destination), so
+/// that the caller's tuple needs no read back of what was just written.
 #[inline(always)]
 pub fn parse_common_into(frame: &[u8], ipv4_checksum: bool, p: &mut Parsed) -> Option<(u16, u16)> {
     const L3: usize = ethernet::HEADER_LEN;

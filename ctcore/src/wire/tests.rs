@@ -928,12 +928,48 @@ fn offsets_beyond_u16_are_rejected() {
     assert_eq!(parse(&eth(0x86dd, &ok)).map(|p| p.l3_len), Ok(65535 - 14));
 }
 
-/// `parse_common` answers only where the full parse does, with its answer
-/// (with and without the IPv4 header checksum); true if it answered.
+/// `parse_common_into` over a slot that held another frame's parse (a
+/// VLAN-tagged first fragment: every field set), so that a field it forgot
+/// to write would show.
+fn parse_common(frame: &[u8], ipv4_checksum: bool) -> Option<Parsed> {
+    let mut p = Parsed {
+        vlan_ids: [7, 9],
+        vlan_count: 2,
+        l3_offset: 22,
+        family: Family::V6,
+        src: Addr([0xaa; 16]),
+        dst: Addr([0xbb; 16]),
+        ttl: 3,
+        l3_len: 999,
+        proto: 99,
+        l4_offset: 62,
+        frag: Some(Frag {
+            id: 5,
+            offset: 0,
+            more: true,
+        }),
+        l4: L4::Dccp {
+            src_port: 1,
+            dst_port: 2,
+            pkt_type: 3,
+        },
+    };
+    let ports = parse_common_into(frame, ipv4_checksum, &mut p)?;
+    let l4_ports = match p.l4 {
+        L4::Tcp(t) => (t.src_port, t.dst_port),
+        L4::Udp { src_port, dst_port } => (src_port, dst_port),
+        _ => panic!("parse_common_into answered for {:?}", p.l4),
+    };
+    assert_eq!(ports, l4_ports, "the ports returned are the parse's");
+    Some(p)
+}
+
+/// `parse_common_into` answers only where the full parse does, with its
+/// answer (with and without the IPv4 header checksum); true if it answered.
 fn common_agrees(frame: &[u8]) -> bool {
     let fast = parse_common(frame, true);
     if let Some(p) = fast {
-        assert_eq!(Ok(p), parse(frame), "parse_common on {frame:02x?}");
+        assert_eq!(Ok(p), parse(frame), "parse_common_into on {frame:02x?}");
         // The engine's check for these frames is conntrack's.
         assert_eq!(
             crate::checksum::tcp_udp_ok(frame, &p),
@@ -944,7 +980,7 @@ fn common_agrees(frame: &[u8]) -> bool {
         assert_eq!(
             Ok(p),
             parse_ip_checked(frame),
-            "parse_common unchecked on {frame:02x?}"
+            "parse_common_into unchecked on {frame:02x?}"
         );
     }
     fast.is_some()
