@@ -1534,7 +1534,7 @@ mod tests {
         )
     }
 
-    /// A UDP query C:`sport` -> S:53.
+    /// A UDP datagram `src`:`sport` -> `dst`:`dport` carrying `payload`.
     fn udp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         frame(
             Family::V4,
@@ -1549,6 +1549,7 @@ mod tests {
         )
     }
 
+    /// A UDP query C:`sport` -> S:53.
     fn udp_query(sport: u16) -> Vec<u8> {
         udp_frame(C, S, sport, 53, b"q")
     }
