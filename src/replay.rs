@@ -115,7 +115,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .map(|s| {
             let mut w = engine.worker(0);
             if stripes > 1 {
-                w.reply_steering = Some(engine.reply_steering(s));
+                w.reply_steering = Some(engine.reply_steering(s, stripes));
             }
             w
         })

@@ -240,6 +240,12 @@ pub struct Config {
     /// Worker lcores; one pinned worker per lcore, each polling one RX queue per port.
     #[serde(default = "default_workers")]
     pub workers: Vec<u32>,
+    /// The CPU each worker lcore runs on, in `workers` order (default: the
+    /// CPU numbered like the lcore). Several workers may share a CPU (tests
+    /// on a small machine: EAL `--lcores`); on real hardware give each
+    /// worker a core of its own.
+    #[serde(default)]
+    pub worker_cpus: Vec<u32>,
     /// Mbufs in the packet pool (2 KiB each; 2^n - 1 is the most memory-efficient).
     #[serde(default = "default_mempool")]
     pub mempool_mbufs: u32,
@@ -428,6 +434,13 @@ impl Config {
                 )));
             }
         }
+        if !self.worker_cpus.is_empty() && self.worker_cpus.len() != self.workers.len() {
+            return Err(invalid(format!(
+                "worker_cpus has {} entries for {} workers: give one CPU per worker lcore, or leave it out",
+                self.worker_cpus.len(),
+                self.workers.len()
+            )));
+        }
         if self.mempool_mbufs < 1024 {
             return Err(invalid(format!(
                 "mempool_mbufs = {} is too small: use at least 1024",
@@ -551,17 +564,29 @@ impl Config {
     /// The EAL arguments: core list, main lcore, one `--vdev` per virtual port,
     /// `-a` per PCI port (or `--no-pci` without one), then `eal_args`.
     pub fn eal_argv(&self) -> Vec<String> {
-        let mut lcores = vec![self.main_lcore];
-        lcores.extend(&self.workers);
-        let mut v = vec![
-            "-l".to_owned(),
-            lcores
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            format!("--main-lcore={}", self.main_lcore),
-        ];
+        let mut v = if self.worker_cpus.is_empty() {
+            let mut lcores = vec![self.main_lcore];
+            lcores.extend(&self.workers);
+            vec![
+                "-l".to_owned(),
+                lcores
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        } else {
+            // lcore@cpu for each: workers may share a CPU.
+            let mut map = vec![format!("{0}@{0}", self.main_lcore)];
+            map.extend(
+                self.workers
+                    .iter()
+                    .zip(&self.worker_cpus)
+                    .map(|(l, c)| format!("{l}@{c}")),
+            );
+            vec![format!("--lcores={}", map.join(","))]
+        };
+        v.push(format!("--main-lcore={}", self.main_lcore));
         let mut any_pci = false;
         for p in &self.ports {
             if p.is_pci() {
@@ -580,6 +605,17 @@ impl Config {
         }
         v.extend(self.eal_args.iter().cloned());
         v
+    }
+
+    /// The CPUs the EAL pins its lcores to: the main lcore's, then each worker's.
+    pub fn cpus(&self) -> Vec<u32> {
+        let mut c = vec![self.main_lcore];
+        if self.worker_cpus.is_empty() {
+            c.extend(&self.workers);
+        } else {
+            c.extend(&self.worker_cpus);
+        }
+        c
     }
 
     /// True if EAL runs without hugepages.
@@ -635,6 +671,19 @@ mod tests {
     }
 
     #[test]
+    fn workers_sharing_a_cpu_map_lcores_onto_it() {
+        let base = "[[port]]\nname=\"a\"\ndevargs=\"net_null0\"\nipv4=\"192.0.2.1/24\"\n";
+        let c = Config::parse(&format!("workers = [1, 2, 3]\nworker_cpus = [1, 1, 0]\n{base}"), "t")
+            .unwrap();
+        let argv = c.eal_argv();
+        assert_eq!(&argv[..2], &["--lcores=0@0,1@1,2@1,3@0", "--main-lcore=0"]);
+        assert_eq!(c.cpus(), vec![0, 1, 1, 0]);
+        let c = Config::parse(&format!("workers = [1, 2]\n{base}"), "t").unwrap();
+        assert_eq!(&c.eal_argv()[..3], &["-l", "0,1,2", "--main-lcore=0"]);
+        assert_eq!(c.cpus(), vec![0, 1, 2]);
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = Config::parse("workers = [1]\n[[port]]\ndevargs = 3\n", "x.toml")
             .unwrap_err()
@@ -656,6 +705,7 @@ mod tests {
             ("workers = [0]\n", "both main_lcore and a worker"),
             ("mempool_mbufs = 10\n", "too small"),
             ("eal_args = [\"-l\", \"0\"]\n", "must not contain"),
+            ("workers = [1, 2]\nworker_cpus = [1]\n", "worker_cpus has 1 entries for 2 workers"),
         ];
         for (pre, want) in cases {
             let e = Config::parse(&format!("{pre}{base}"), "t")

@@ -50,6 +50,94 @@ pub struct RunOptions {
     pub xstats: bool,
 }
 
+/// How the packets of a connection reach one worker (logged): the
+/// hardware's RSS when every port spreads over all the workers' queues with
+/// one redirection table that could be read back, software dispatch
+/// otherwise (ports without RSS, with fewer queues than workers, or whose
+/// table is unknown).
+fn steering(cfg: &Config, ports: &[Port]) -> pipeline::Steering {
+    let workers = cfg.workers.len();
+    if workers == 1 {
+        return pipeline::Steering::Single;
+    }
+    let first = &ports[0].info().reta;
+    let hardware = ports.iter().all(|p| {
+        let i = p.info();
+        i.rss_hf != 0 && i.rx_queues as usize == workers && !i.reta.is_empty() && i.reta == *first
+    });
+    if hardware {
+        tracing::info!(
+            workers,
+            reta_size = first.len(),
+            reta = ?&first[..first.len().min(16)],
+            "steering: symmetric RSS on every port (redirection table read back from the devices)"
+        );
+        pipeline::Steering::Rss(ctcore::rss::Rss {
+            key: crate::dpdk::SYMMETRIC_RSS_KEY.to_vec(),
+            reta: first.clone(),
+        })
+    } else {
+        let why: Vec<String> = ports
+            .iter()
+            .zip(&cfg.ports)
+            .filter(|(p, _)| {
+                let i = p.info();
+                i.rss_hf == 0 || i.rx_queues as usize != workers || i.reta.is_empty()
+            })
+            .map(|(p, c)| {
+                let i = p.info();
+                format!(
+                    "{} ({}: {} RX queue(s), {})",
+                    c.name,
+                    i.driver,
+                    i.rx_queues,
+                    if i.rss_hf == 0 {
+                        "no RSS"
+                    } else if i.reta.is_empty() {
+                        "redirection table not readable"
+                    } else {
+                        "RSS"
+                    }
+                )
+            })
+            .collect();
+        tracing::info!(
+            workers,
+            ports = %if why.is_empty() { "redirection tables differ".to_owned() } else { why.join(", ") },
+            "steering: software dispatch (the receiving worker hands each packet to its connection's owner over a ring)"
+        );
+        pipeline::Steering::Dispatch
+    }
+}
+
+/// The handoff rings of `workers` workers, one per ordered pair: each
+/// worker's ends, in worker order.
+fn handoff_rings(workers: usize, socket: i32) -> Result<Vec<worker::HandoffRings>, RunError> {
+    let stopped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut rings: Vec<worker::HandoffRings> = (0..workers)
+        .map(|_| worker::HandoffRings {
+            to: (0..workers).map(|_| None).collect(),
+            from: Vec::new(),
+            stopped: stopped.clone(),
+        })
+        .collect();
+    for from in 0..workers {
+        for to in 0..workers {
+            if from == to {
+                continue;
+            }
+            let (tx, rx) = crate::dpdk::handoff_ring(
+                &format!("ctgate_handoff_{from}_{to}"),
+                worker::HANDOFF_RING,
+                socket,
+            )?;
+            rings[from].to[to] = Some(tx);
+            rings[to].from.push(rx);
+        }
+    }
+    Ok(rings)
+}
+
 /// What a run leaves behind: the counters summed over the workers, and each port's.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
@@ -155,10 +243,10 @@ fn preflight(cfg: &Config) -> Result<(), RunError> {
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
     let cpus = parse_cpu_list(online.trim());
     if !cpus.is_empty() {
-        for l in std::iter::once(&cfg.main_lcore).chain(&cfg.workers) {
-            if !cpus.contains(l) {
+        for c in cfg.cpus() {
+            if !cpus.contains(&c) {
                 return Err(RunError::Preflight(format!(
-                    "lcore {l} does not exist: this machine's CPUs are {}: change workers / main_lcore",
+                    "CPU {c} does not exist: this machine's CPUs are {}: change workers / main_lcore, or map the worker lcores onto existing CPUs with worker_cpus",
                     online.trim()
                 )));
             }
@@ -287,7 +375,15 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     }
     let stats = Arc::new(stats::new_shared(cfg.workers.len()));
     let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(pipeline::Shared::new(cfg));
+    let steering = steering(cfg, &ports);
+    let mut handoff = match steering {
+        pipeline::Steering::Dispatch => handoff_rings(cfg.workers.len(), socket)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let shared = Arc::new(pipeline::Shared::new(cfg, steering));
     if !in_memory {
         if let Err(e) = crate::rest::telemetry::register(&eal, &shared, &stats, cfg.ports.len()) {
             tracing::warn!(error = %e, "no /ctgate telemetry commands");
@@ -345,6 +441,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             tsc_hz,
             neigh_queue: cfg.neighbour_queue,
             neigh_timeout_ms: cfg.neighbour_timeout_ms,
+            handoff: handoff.get_mut(wi).and_then(Option::take),
         };
         match eal.launch(LcoreId(*lcore), Box::new(move || worker::run(args))) {
             Ok(()) => launched.push(*lcore),

@@ -47,6 +47,8 @@ pub enum DpdkError {
         "lcore {lcore}: launch failed ({reason}): is it listed in the EAL core list and idle?"
     )]
     Launch { lcore: u32, reason: String },
+    #[error("ring {name}: creation failed ({reason}): reserve more hugepages (scripts/setup.sh) or use fewer workers")]
+    Ring { name: String, reason: String },
     #[error("string contains a NUL byte: {0:?}")]
     Nul(String),
     #[error("DPDK tooling: {what} failed: {reason}")]
@@ -366,6 +368,20 @@ impl Mbuf {
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 
+    /// The DPDK port the packet was received on (`port`, set by the PMD).
+    #[inline(always)]
+    pub fn port(&self) -> PortId {
+        // SAFETY: reads a field of a live mbuf we own.
+        PortId(unsafe { (*self.0.as_ptr()).port })
+    }
+
+    /// Sets the packet's input port (what [`Mbuf::port`] returns).
+    #[inline(always)]
+    pub fn set_port(&mut self, port: PortId) {
+        // SAFETY: writes a field of a live mbuf we own exclusively.
+        unsafe { (*self.0.as_ptr()).port = port.0 }
+    }
+
     /// Total packet length over all segments.
     #[inline(always)]
     pub fn pkt_len(&self) -> u32 {
@@ -496,6 +512,131 @@ pub fn tx_burst<const N: usize>(
     }
 }
 
+/// A ring of mbufs from one worker to another (software dispatch's
+/// handoff): `rte_ring` with one producer and one consumer. [`handoff_ring`]
+/// makes the two ends; each is `Send` but not `Clone`, so one thread
+/// enqueues and one dequeues, as the ring's single-producer /
+/// single-consumer mode requires.
+struct RingShared {
+    ring: NonNull<sys::rte_ring>,
+}
+
+// SAFETY: the ring is a lock-free structure meant to be shared between
+// threads; the producer / consumer split is enforced by the end types.
+unsafe impl Send for RingShared {}
+// SAFETY: as above: `&RingShared` only reaches the ring through an end.
+unsafe impl Sync for RingShared {}
+
+impl Drop for RingShared {
+    fn drop(&mut self) {
+        // Both ends are gone: nothing else touches the ring. Free what it
+        // still holds (a worker that stopped between enqueue and dequeue).
+        let mut left: ArrayVec<Mbuf, 32> = ArrayVec::new();
+        loop {
+            // SAFETY: the last owner dequeues, as the consumer would.
+            let n = unsafe { ring_dequeue(self.ring, &mut left) };
+            left.clear();
+            if n == 0 {
+                break;
+            }
+        }
+        // SAFETY: created by rte_ring_create, freed once.
+        unsafe { sys::rte_ring_free(self.ring.as_ptr()) }
+    }
+}
+
+/// The producer end of a handoff ring.
+pub struct RingTx(std::sync::Arc<RingShared>);
+/// The consumer end of a handoff ring.
+pub struct RingRx(std::sync::Arc<RingShared>);
+
+/// Makes a single-producer / single-consumer ring of `count` (a power of
+/// two; it holds `count - 1`) mbufs on `socket`, named `name` (unique in the
+/// process).
+pub fn handoff_ring(name: &str, count: u32, socket: i32) -> Result<(RingTx, RingRx), DpdkError> {
+    let c = CString::new(name).map_err(|_| DpdkError::Nul(name.to_owned()))?;
+    // SAFETY: c is a valid C string; count is a power of two (checked by DPDK).
+    let r = unsafe { sys::ct_shim_ring_create_spsc(c.as_ptr(), count, socket) };
+    let ring = NonNull::new(r).ok_or_else(|| DpdkError::Ring {
+        name: name.to_owned(),
+        reason: errno_text(),
+    })?;
+    let shared = std::sync::Arc::new(RingShared { ring });
+    Ok((RingTx(shared.clone()), RingRx(shared)))
+}
+
+/// Dequeues up to the free capacity of `out` from `ring`, appending.
+/// SAFETY: the caller is the ring's only consumer at this time.
+#[inline(always)]
+unsafe fn ring_dequeue<const N: usize>(
+    ring: NonNull<sys::rte_ring>,
+    out: &mut ArrayVec<Mbuf, N>,
+) -> usize {
+    let len = out.len();
+    let room = (N - len) as c_uint;
+    if room == 0 {
+        return 0;
+    }
+    // SAFETY: the ring holds pointers to owned mbufs (enqueued by RingTx,
+    // which gave up their ownership); the n written into the spare
+    // capacity become initialised Mbufs (repr(transparent) over the pointer).
+    unsafe {
+        let dst = out.as_mut_ptr().add(len) as *mut *mut c_void;
+        let n = sys::ct_shim_ring_dequeue_burst(ring.as_ptr(), dst, room) as usize;
+        out.set_len(len + n);
+        n
+    }
+}
+
+impl RingTx {
+    /// Enqueues the packets of `pkts` from the front; the ring takes the
+    /// enqueued ones, the rest stay in `pkts` (in order). Returns how many
+    /// were enqueued.
+    #[inline(always)]
+    pub fn enqueue<const N: usize>(&mut self, pkts: &mut ArrayVec<Mbuf, N>) -> usize {
+        let len = pkts.len();
+        if len == 0 {
+            return 0;
+        }
+        // SAFETY: &mut self: this thread is the only producer. The first
+        // len elements are initialised Mbufs (pointer layout); the ring owns
+        // the first `n` from now on, which we forget by moving the tail
+        // forward and shortening the vector.
+        unsafe {
+            let base = pkts.as_mut_ptr();
+            let n = sys::ct_shim_ring_enqueue_burst(
+                self.0.ring.as_ptr(),
+                base as *const *mut c_void,
+                len as c_uint,
+            ) as usize;
+            if n > 0 {
+                std::ptr::copy(base.add(n), base, len - n);
+                pkts.set_len(len - n);
+            }
+            n
+        }
+    }
+}
+
+impl RingRx {
+    /// Dequeues up to the free capacity of `out`, appending; returns how many.
+    #[inline(always)]
+    pub fn dequeue<const N: usize>(&mut self, out: &mut ArrayVec<Mbuf, N>) -> usize {
+        // SAFETY: &mut self: this thread is the only consumer.
+        unsafe { ring_dequeue(self.0.ring, out) }
+    }
+
+    /// Packets waiting in the ring.
+    pub fn len(&self) -> usize {
+        // SAFETY: rte_ring_count only reads the ring's indexes.
+        unsafe { sys::ct_shim_ring_count(self.0.ring.as_ptr()) as usize }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What [`Port::setup`] asks of a port.
 #[derive(Debug, Clone)]
 pub struct PortConf {
@@ -517,6 +658,11 @@ pub struct PortInfo {
     pub tx_queues: u16,
     /// RSS hash functions enabled (0 if RSS is off: one RX queue, or the PMD has none).
     pub rss_hf: u64,
+    /// The RSS redirection table as read back from the device after
+    /// programming it round-robin over the RX queues (`reta[hash % len]` is
+    /// the queue); empty when the PMD cannot program or report it, and then
+    /// the hardware's choice of queue is not known.
+    pub reta: Vec<u16>,
     /// RX L4 checksum offload enabled (the PMD verifies TCP and UDP
     /// checksums and says so per packet; conntrack then skips its own check).
     pub rx_l4_csum: bool,
@@ -557,6 +703,39 @@ pub const SYMMETRIC_RSS_KEY: [u8; 52] = {
     }
     k
 };
+
+/// Programs `id`'s RSS redirection table (`size` entries, as the PMD
+/// reports) round-robin over `queues`, then reads it back; returns what the
+/// device holds, or an empty table if it cannot be programmed or read.
+fn program_reta(id: PortId, size: u16, queues: u16) -> Vec<u16> {
+    if size == 0 || size as usize > 64 * 8 {
+        return Vec::new();
+    }
+    let groups = (size as usize).div_ceil(64);
+    let mut conf = vec![sys::rte_eth_rss_reta_entry64::default(); groups];
+    for i in 0..size as usize {
+        conf[i / 64].mask |= 1 << (i % 64);
+        conf[i / 64].reta[i % 64] = (i % queues as usize) as u16;
+    }
+    // SAFETY: conf holds size.div_ceil(64) groups, as the call requires.
+    let ret = unsafe { sys::rte_eth_dev_rss_reta_update(id.0, conf.as_mut_ptr(), size) };
+    if ret != 0 {
+        tracing::debug!(port = id.0, ret, "RSS redirection table not programmable");
+    }
+    let mut back = vec![sys::rte_eth_rss_reta_entry64::default(); groups];
+    for (g, e) in back.iter_mut().enumerate() {
+        let n = (size as usize - g * 64).min(64);
+        e.mask = if n == 64 { u64::MAX } else { (1 << n) - 1 };
+    }
+    // SAFETY: as above, for the query.
+    let ret = unsafe { sys::rte_eth_dev_rss_reta_query(id.0, back.as_mut_ptr(), size) };
+    if ret != 0 {
+        return Vec::new();
+    }
+    (0..size as usize)
+        .map(|i| back[i / 64].reta[i % 64])
+        .collect()
+}
 
 /// A configured, started port. Dropping it stops and closes it.
 pub struct Port {
@@ -682,6 +861,11 @@ impl Port {
         if ret != 0 {
             return Err(port_err(id, "rte_eth_dev_start", ret));
         }
+        let reta = if rss_hf != 0 {
+            program_reta(id, dev_info.reta_size, rx_queues)
+        } else {
+            Vec::new()
+        };
         // Promiscuous mode lets frames for the port's MAC in on PMDs that filter
         // by another address; the worker checks the destination MAC itself.
         // Not every PMD supports it, which is fine.
@@ -701,6 +885,7 @@ impl Port {
                 rx_queues,
                 tx_queues: conf.tx_queues,
                 rss_hf,
+                reta,
                 rx_l4_csum,
                 socket,
                 mac_set,

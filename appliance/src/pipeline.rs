@@ -131,10 +131,25 @@ pub struct Shared {
     /// Per worker: the TSC when its clock started (its `now_ms` 0), so the
     /// control side can read the workers' clock without them.
     pub clock_start_tsc: Vec<AtomicU64>,
-    /// With several workers: the ports' RSS (symmetric key, default
-    /// redirection table), so NAT picks reply ports that reach the worker of
-    /// the original direction.
-    rss: Option<ctcore::rss::Rss>,
+    /// How packets reach the worker that owns their connection.
+    pub steering: Steering,
+}
+
+/// How the packets of a connection, both directions, reach one worker.
+#[derive(Debug, Clone)]
+pub enum Steering {
+    /// One worker: it owns everything.
+    Single,
+    /// Every port spreads packets over the workers' RX queues by the same
+    /// symmetric RSS (key and redirection table as read back from the
+    /// devices): the hardware delivers both directions of a connection to
+    /// one queue, and NAT picks reply ports that hash there too.
+    Rss(ctcore::rss::Rss),
+    /// Software dispatch: the worker that receives a packet computes its
+    /// owner from the table's symmetric hash ([`ctcore::engine::Engine::dispatch`])
+    /// and hands it over a ring; NAT picks reply ports whose replies are
+    /// dispatched to the same owner.
+    Dispatch,
 }
 
 impl std::fmt::Debug for Shared {
@@ -146,8 +161,9 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Builds the engine, policy and NAT from a validated config.
-    pub fn new(cfg: &Config) -> Shared {
+    /// Builds the engine, policy and NAT from a validated config; packets
+    /// reach their owners by `steering`.
+    pub fn new(cfg: &Config, steering: Steering) -> Shared {
         let seed = random_seed();
         let ecfg = crate::ctconfig::engine_config(cfg, seed).expect("validated config");
         let nat = crate::ctconfig::nat(cfg).expect("validated config");
@@ -180,13 +196,7 @@ impl Shared {
                     )
                 })
                 .collect(),
-            rss: (cfg.workers.len() > 1).then(|| {
-                ctcore::rss::Rss::new(
-                    &crate::dpdk::SYMMETRIC_RSS_KEY,
-                    RETA_SIZE,
-                    cfg.workers.len() as u16,
-                )
-            }),
+            steering,
             published: (0..cfg.workers.len())
                 .map(|_| {
                     CachePadded::new(Mutex::new(Published {
@@ -252,6 +262,21 @@ impl Shared {
             None => (0, 1),
         };
         (first..self.engine.table().stripe_count()).step_by(step)
+    }
+
+    /// The worker that owns the connection of `frame` under software
+    /// dispatch (see [`Steering::Dispatch`]).
+    #[inline]
+    pub fn owner(&self, frame: &[u8]) -> usize {
+        let stripe = self.engine.dispatch(frame, 0);
+        ctcore::engine::stripe_owner(stripe, self.published.len() as u32) as usize
+    }
+
+    /// Connections in worker `w`'s stripes (all with None).
+    pub fn connections(&self, worker: Option<usize>) -> u64 {
+        self.stripes_of(worker)
+            .map(|s| self.engine.table().stripe_len(s) as u64)
+            .sum()
     }
 
     /// What source NAT's port bitmaps hold: of worker `w`'s stripes, or of
@@ -362,10 +387,6 @@ impl Shared {
     }
 }
 
-/// The redirection table size assumed for NAT steering (DPDK's default RETA
-/// spreads entries round-robin over the queues; 128 is the common size).
-const RETA_SIZE: usize = 128;
-
 fn random_seed() -> u64 {
     // The hash seed keeps crafted tuples from flooding one bucket: take it from
     // the OS once at start (not on the packet path).
@@ -411,11 +432,18 @@ impl<'a> Pipeline<'a> {
     pub fn new(shared: &'a Shared, worker: usize) -> Pipeline<'a> {
         shared.clock_start_tsc[worker].store(crate::dpdk::tsc(), Ordering::Relaxed);
         let mut ct = shared.engine.worker(EVENT_BUF);
-        if let Some(rss) = shared.rss.clone() {
-            let queue = worker as u16;
-            ct.reply_steering = Some(Box::new(move |t: &ctcore::tuple::Tuple| {
-                rss.queue(t) == queue
-            }));
+        match &shared.steering {
+            Steering::Single => {}
+            Steering::Rss(rss) => {
+                let (rss, queue) = (rss.clone(), worker as u16);
+                ct.reply_steering = Some(Box::new(move |t: &ctcore::tuple::Tuple| {
+                    rss.queue(t) == queue
+                }));
+            }
+            Steering::Dispatch => {
+                let workers = shared.published.len() as u32;
+                ct.reply_steering = Some(shared.engine.reply_steering(worker as u32, workers));
+            }
         }
         Pipeline {
             shared,

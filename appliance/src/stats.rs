@@ -40,10 +40,12 @@ pub enum DropReason {
     Conntrack,
     /// Still queued (waiting for a neighbour) when the appliance stopped.
     Shutdown,
+    /// Software dispatch: the ring to the owning worker was full.
+    HandoffFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::BadHeader,
         DropReason::OtherHost,
@@ -59,6 +61,7 @@ impl DropReason {
         DropReason::Policy,
         DropReason::Conntrack,
         DropReason::Shutdown,
+        DropReason::HandoffFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +80,7 @@ impl DropReason {
             DropReason::Policy => "policy",
             DropReason::Conntrack => "conntrack",
             DropReason::Shutdown => "shutdown",
+            DropReason::HandoffFull => "handoff_full",
         }
     }
 }
@@ -125,6 +129,10 @@ pub struct LcoreStats {
     /// Packets queued to wait for a neighbour.
     pub neigh_queued: Counter,
     pub drops: [Counter; DropReason::COUNT],
+    /// Software dispatch: packets this worker received and handed to their
+    /// owner, and packets other workers handed to it.
+    pub handoff_out: Counter,
+    pub handoff_in: Counter,
     /// TSC cycles spent on non-empty bursts, and those bursts' packet count.
     pub busy_cycles: Counter,
     pub busy_packets: Counter,
@@ -230,6 +238,10 @@ pub struct Totals {
     pub icmp_errors_sent: u64,
     pub alloc_failed: u64,
     pub neigh_queued: u64,
+    /// Packets handed to their owning worker, and received so (equal once
+    /// the workers have drained their rings).
+    pub handoff_out: u64,
+    pub handoff_in: u64,
     pub dropped: u64,
     pub drops: std::collections::BTreeMap<&'static str, u64>,
     pub busy_cycles: u64,
@@ -283,6 +295,8 @@ impl Totals {
             t.icmp_errors_sent += s.icmp_errors_sent.get();
             t.alloc_failed += s.alloc_failed.get();
             t.neigh_queued += s.neigh_queued.get();
+            t.handoff_out += s.handoff_out.get();
+            t.handoff_in += s.handoff_in.get();
             t.busy_cycles += s.busy_cycles.get();
             t.busy_packets += s.busy_packets.get();
             t.stall_iterations += s.stall_iterations.get();

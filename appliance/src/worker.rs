@@ -7,12 +7,12 @@
 //! buffers are fixed arrays or vectors sized at start, time is the TSC, the
 //! neighbour table is read lock-free, counters are per-lcore.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
-use crate::dpdk::{self, Mbuf, Mempool, PortId, QueueId};
+use crate::dpdk::{self, Mbuf, Mempool, PortId, QueueId, RingRx, RingTx};
 use crate::neigh::{NeighKey, NeighTable};
 use crate::net::{self, Mac, Meta};
 use crate::pipeline::{self, Pipeline, Verdict};
@@ -54,6 +54,32 @@ pub struct WorkerArgs {
     pub tsc_hz: u64,
     pub neigh_queue: usize,
     pub neigh_timeout_ms: u64,
+    /// Software dispatch (see [`crate::pipeline::Steering::Dispatch`]): this
+    /// worker's ends of the handoff rings; None when the hardware steers.
+    pub handoff: Option<HandoffRings>,
+}
+
+/// Slots of each handoff ring (one ring per ordered pair of workers); it
+/// holds one less.
+pub const HANDOFF_RING: u32 = 1024;
+
+/// A worker's ends of the handoff rings.
+pub struct HandoffRings {
+    /// To each worker, by worker index (None for itself).
+    pub to: Vec<Option<RingTx>>,
+    /// From each other worker.
+    pub from: Vec<RingRx>,
+    /// Workers that have stopped receiving. A stopping worker waits (bounded)
+    /// until all have, then drains its rings: nothing more can arrive, and
+    /// no packet is left in a ring.
+    pub stopped: Arc<AtomicUsize>,
+}
+
+/// A worker's software dispatch state.
+struct Handoff {
+    rings: HandoffRings,
+    /// Per destination worker: this burst's packets for it.
+    out: Vec<ArrayVec<Mbuf, BURST>>,
 }
 
 struct Pending {
@@ -86,6 +112,9 @@ struct Worker<'a> {
     start_tsc: u64,
     now: u64,
     neigh_timeout: u64,
+    /// This worker's index, and its handoff rings under software dispatch.
+    index: usize,
+    handoff: Option<Handoff>,
 }
 
 /// The worker's main loop; returns when `args.stop` is set, after draining.
@@ -115,6 +144,11 @@ pub fn run(args: WorkerArgs) -> i32 {
         start_tsc: start,
         now: start,
         neigh_timeout: args.neigh_timeout_ms * tsc_per_ms,
+        index: args.index,
+        handoff: args.handoff.map(|rings| Handoff {
+            out: (0..rings.to.len()).map(|_| ArrayVec::new()).collect(),
+            rings,
+        }),
     };
     let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
     let mut next_maintenance = start;
@@ -124,10 +158,14 @@ pub fn run(args: WorkerArgs) -> i32 {
     // packets counts as busy from its start to the next one's.
     let mut prev = start;
     let mut prev_packets = 0u64;
+    let mut prev_busy = false;
     let stall_cycles = args.tsc_hz / 1_000_000 * crate::stats::STALL_US;
     while !args.stop.load(Ordering::Relaxed) {
         let now = dpdk::tsc();
-        if prev_packets > 0 {
+        if prev_busy {
+            // Cycles of iterations that received packets or took handed-off
+            // ones; packets count where they were received, so that the sum
+            // over workers is cycles per packet of the whole appliance.
             let cycles = now - prev;
             w.stats.busy_cycles.add(cycles);
             w.stats.busy_packets.add(prev_packets);
@@ -138,6 +176,7 @@ pub fn run(args: WorkerArgs) -> i32 {
                 w.stats.stall_packets.add(prev_packets);
             }
             prev_packets = 0;
+            prev_busy = false;
         }
         prev = now;
         w.now = now;
@@ -149,9 +188,19 @@ pub fn run(args: WorkerArgs) -> i32 {
                 continue;
             }
             prev_packets += n as u64;
+            prev_busy = true;
             w.stats.rx[pi].add(n as u64);
+            if w.handoff.is_some() {
+                w.hand_off(pi, &mut rx);
+                if rx.is_empty() {
+                    continue;
+                }
+            }
             w.handle_burst(pi as u8, &mut rx);
             w.flush_all();
+        }
+        if w.handoff.is_some() && w.take_handoffs(&mut rx) > 0 {
+            prev_busy = true;
         }
         // Expiry runs whether packets came or not (an idle worker's
         // connections still time out), looked at once a millisecond.
@@ -167,6 +216,19 @@ pub fn run(args: WorkerArgs) -> i32 {
             }
             next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
         }
+    }
+    // Handed-off packets still in the rings are processed: once every worker
+    // has stopped receiving (bounded wait), nothing more is handed over.
+    if let Some(h) = &w.handoff {
+        let stopped = h.rings.stopped.clone();
+        let workers = h.rings.to.len();
+        stopped.fetch_add(1, Ordering::AcqRel);
+        let deadline = dpdk::tsc() + args.tsc_hz;
+        while stopped.load(Ordering::Acquire) < workers && dpdk::tsc() < deadline {
+            std::hint::spin_loop();
+        }
+        w.now = dpdk::tsc();
+        while w.take_handoffs(&mut rx) > 0 {}
     }
     // Drain: what is buffered goes out, what waits for a neighbour is freed.
     w.now = dpdk::tsc();
@@ -189,6 +251,77 @@ impl Worker<'_> {
     #[inline(always)]
     fn now_ms(&self) -> u64 {
         (self.now - self.start_tsc) / self.tsc_per_ms
+    }
+
+    /// Software dispatch: keeps in `rx` the packets this worker owns and
+    /// hands the others, received on port `pi`, to their owners' rings (a
+    /// full ring drops them as `handoff_full`).
+    #[inline]
+    fn hand_off(&mut self, pi: usize, rx: &mut ArrayVec<Mbuf, BURST>) {
+        let Some(h) = &mut self.handoff else { return };
+        let shared = self.pipeline.shared;
+        let port = self.ports[pi].id;
+        for m in rx.iter() {
+            m.prefetch();
+        }
+        let mut mine: ArrayVec<Mbuf, BURST> = ArrayVec::new();
+        for mut m in rx.drain(..) {
+            let owner = shared.owner(m.data());
+            if owner == self.index {
+                mine.push(m);
+            } else {
+                // The owner learns the input port from the mbuf (some PMDs
+                // leave the field unset).
+                m.set_port(port);
+                h.out[owner].push(m);
+            }
+        }
+        *rx = mine;
+        for (out, to) in h.out.iter_mut().zip(h.rings.to.iter_mut()) {
+            if let Some(to) = to {
+                let n = to.enqueue(out);
+                self.stats.handoff_out.add(n as u64);
+                if !out.is_empty() {
+                    self.stats.drops[DropReason::HandoffFull as usize].add(out.len() as u64);
+                    out.clear();
+                }
+            }
+        }
+    }
+
+    /// Processes what the other workers handed over; returns how many packets.
+    #[inline]
+    fn take_handoffs(&mut self, buf: &mut ArrayVec<Mbuf, BURST>) -> usize {
+        let mut total = 0;
+        let rings = match &self.handoff {
+            Some(h) => h.rings.from.len(),
+            None => return 0,
+        };
+        for r in 0..rings {
+            let n = match &mut self.handoff {
+                Some(h) => h.rings.from[r].dequeue(buf),
+                None => 0,
+            };
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            self.stats.handoff_in.add(n as u64);
+            // One stage call per run of packets from one input port.
+            while !buf.is_empty() {
+                let port = buf[0].port();
+                let run = buf.iter().take_while(|m| m.port() == port).count();
+                let pi = self.ports.iter().position(|p| p.id == port).unwrap_or(0) as u8;
+                if run == buf.len() {
+                    self.handle_burst(pi, buf);
+                } else {
+                    let mut part: ArrayVec<Mbuf, BURST> = buf.drain(..run).collect();
+                    self.handle_burst(pi, &mut part);
+                }
+            }
+            self.flush_all();
+        }
+        total
     }
 
     fn handle_burst(&mut self, in_port: u8, rx: &mut ArrayVec<Mbuf, BURST>) {

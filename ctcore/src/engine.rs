@@ -433,6 +433,13 @@ fn frag_slot(k: &FragKey) -> usize {
     (t.hash(0x5eed) as usize) % FRAG_SLOTS
 }
 
+/// The worker of `workers` that owns table stripe `stripe`: stripes are
+/// dealt to the workers round-robin (a table has a power of two of them, at
+/// least one per worker), so worker `w` owns `w, w + workers, ...`.
+pub fn stripe_owner(stripe: u32, workers: u32) -> u32 {
+    stripe % workers.max(1)
+}
+
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         Engine::with_nat(cfg, None)
@@ -734,12 +741,12 @@ impl<P: Prefetch> Engine<P> {
         self.table.key(&t).stripe
     }
 
-    /// The reply steering of the worker owning `stripe` under
-    /// [`Engine::dispatch`]: a source-NAT reply tuple is acceptable only if
-    /// its replies are dispatched to that worker too.
-    pub fn reply_steering(&self, stripe: u32) -> ReplySteering {
+    /// The reply steering of worker `worker` of `workers` under
+    /// [`Engine::dispatch`] and [`stripe_owner`]: a source-NAT reply tuple
+    /// is acceptable only if its replies are dispatched to that worker too.
+    pub fn reply_steering(&self, worker: u32, workers: u32) -> ReplySteering {
         let stripes = self.table.stripe_of_fn();
-        Box::new(move |t: &Tuple| stripes(t) == stripe)
+        Box::new(move |t: &Tuple| stripe_owner(stripes(t), workers) == worker)
     }
 
     /// Notes a fragment's bytes in its datagram's reassembly entry; returns the slot.
@@ -2083,55 +2090,63 @@ mod tests {
         assert_eq!(e.dispatch(&[0u8; 10], 0), 0, "a runt: stripe 0");
     }
 
-    /// With a worker per stripe, masquerade picks ports whose replies are
-    /// dispatched back to the connection's own worker, and the replies find
-    /// their connections; a protocol without ports is translated anyway.
+    /// With 4 workers over 4 stripes, and with 3 over 4 (worker 0 owns two),
+    /// masquerade picks ports whose replies are dispatched back to the
+    /// connection's own worker, and the replies find their connections; a
+    /// protocol without ports is translated anyway.
     #[test]
     fn steered_masquerade_replies_come_back_to_their_worker() {
-        let e: Engine = Engine::build(
-            EngineConfig {
-                capacity_conns: 4000,
-                seed: 9,
-                tunables: Tunables::default(),
-            },
-            Some(Nat {
-                rules: vec![masq_rule(None)],
-                pools: vec![],
-                eim: Default::default(),
-            }),
-            4,
-            &mut |_, _| {},
-        );
-        let mut workers: Vec<Worker> = (0..4)
-            .map(|s| {
-                let mut w = e.worker(0);
-                w.reply_steering = Some(e.reply_steering(s));
-                w
-            })
-            .collect();
-        let n = [203, 0, 113, 1];
-        for sport in 2000..2300u16 {
-            let q = udp(C, S, sport, 53);
-            let d = e.dispatch(&q, 0) as usize;
-            let r = run(&e, &mut workers[d], 0, &q, out(n));
-            let (a, port) = r.rewrite.unwrap().src.unwrap();
-            assert_eq!(a, Addr::from_v4(n));
-            let reply = udp(S, n, 53, port);
-            assert_eq!(e.dispatch(&reply, 0) as usize, d, "port {port} steered");
-            let r = run(&e, &mut workers[d], 1, &reply, out(n));
-            assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
+        for nw in [4u32, 3] {
+            let e: Engine = Engine::build(
+                EngineConfig {
+                    capacity_conns: 4000,
+                    seed: 9,
+                    tunables: Tunables::default(),
+                },
+                Some(Nat {
+                    rules: vec![masq_rule(None)],
+                    pools: vec![],
+                    eim: Default::default(),
+                }),
+                nw,
+                &mut |_, _| {},
+            );
+            assert_eq!(e.table().stripe_count(), 4);
+            let mut workers: Vec<Worker> = (0..nw)
+                .map(|w| {
+                    let mut ct = e.worker(0);
+                    ct.reply_steering = Some(e.reply_steering(w, nw));
+                    ct
+                })
+                .collect();
+            let owner = |f: &[u8]| stripe_owner(e.dispatch(f, 0), nw) as usize;
+            let n = [203, 0, 113, 1];
+            let mut used = vec![0; nw as usize];
+            for sport in 2000..2300u16 {
+                let q = udp(C, S, sport, 53);
+                let d = owner(&q);
+                used[d] += 1;
+                let r = run(&e, &mut workers[d], 0, &q, out(n));
+                let (a, port) = r.rewrite.unwrap().src.unwrap();
+                assert_eq!(a, Addr::from_v4(n));
+                let reply = udp(S, n, 53, port);
+                assert_eq!(owner(&reply), d, "{nw} workers: port {port} steered");
+                let r = run(&e, &mut workers[d], 1, &reply, out(n));
+                assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
+            }
+            assert!(used.iter().all(|&u| u > 40), "{nw} workers: spread {used:?}");
+            // Protocol 253 (experimental: no ports): address-only, not refused.
+            let mut g = udp(C, S, 1, 2);
+            g[23] = 253;
+            g[24..26].fill(0);
+            let c = checksum::checksum(&g[14..34]);
+            g[24..26].copy_from_slice(&c.to_be_bytes());
+            let d = owner(&g);
+            let r = run(&e, &mut workers[d], 2, &g, out(n));
+            assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
+            assert_eq!(r.rewrite.unwrap().src.unwrap().0, Addr::from_v4(n));
+            assert_eq!(workers.iter().map(|w| w.nat_out_of_ports).sum::<u64>(), 0);
         }
-        // Protocol 253 (experimental: no ports): address-only, not refused.
-        let mut g = udp(C, S, 1, 2);
-        g[23] = 253;
-        g[24..26].fill(0);
-        let c = checksum::checksum(&g[14..34]);
-        g[24..26].copy_from_slice(&c.to_be_bytes());
-        let d = e.dispatch(&g, 0) as usize;
-        let r = run(&e, &mut workers[d], 2, &g, out(n));
-        assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
-        assert_eq!(r.rewrite.unwrap().src.unwrap().0, Addr::from_v4(n));
-        assert_eq!(workers.iter().map(|w| w.nat_out_of_ports).sum::<u64>(), 0);
     }
 
     #[test]

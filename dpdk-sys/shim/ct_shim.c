@@ -77,3 +77,25 @@ const char *ct_shim_version(void)
 {
 	return rte_version();
 }
+
+/* A ring with one producer and one consumer (RING_F_SP_ENQ | RING_F_SC_DEQ):
+ * the flags are macros bindgen does not export. */
+struct rte_ring *ct_shim_ring_create_spsc(const char *name, unsigned count, int socket_id)
+{
+	return rte_ring_create(name, count, socket_id, RING_F_SP_ENQ | RING_F_SC_DEQ);
+}
+
+unsigned ct_shim_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n)
+{
+	return rte_ring_enqueue_burst(r, objs, n, NULL);
+}
+
+unsigned ct_shim_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n)
+{
+	return rte_ring_dequeue_burst(r, objs, n, NULL);
+}
+
+unsigned ct_shim_ring_count(const struct rte_ring *r)
+{
+	return rte_ring_count(r);
+}

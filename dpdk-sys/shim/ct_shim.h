@@ -17,6 +17,7 @@
 #include <rte_dev.h>
 #include <rte_telemetry.h>
 #include <rte_pdump.h>
+#include <rte_ring.h>
 
 uint16_t ct_shim_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
 uint16_t ct_shim_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
@@ -33,5 +34,9 @@ int ct_shim_errno(void);
 unsigned ct_shim_lcore_id(void);
 uint64_t ct_shim_rdtsc(void);
 const char *ct_shim_version(void);
+struct rte_ring *ct_shim_ring_create_spsc(const char *name, unsigned count, int socket_id);
+unsigned ct_shim_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
+unsigned ct_shim_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
+unsigned ct_shim_ring_count(const struct rte_ring *r);
 
 #endif

@@ -303,6 +303,10 @@ impl Table {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Connections in stripe `stripe` now (as [`Table::len`]).
+    pub fn stripe_len(&self, stripe: u32) -> u32 {
+        self.counts[stripe as usize].load(Ordering::Relaxed)
+    }
     pub fn stripe_count(&self) -> u32 {
         self.stripe_mask + 1
     }
