@@ -5,21 +5,32 @@
 #   (Python http.server -> curl, content checked by SHA-256), UDP (echo, checked),
 # then print what went through and ctgate's counters, and clean up.
 #
-# usage: sudo scripts/demo.sh [--keep] [--no-setup]
-#   --keep      leave ctgate and the test bed running until Ctrl-C
-#   --no-setup  skip scripts/setup.sh (packages, hugepages, build)
+# usage: sudo scripts/demo.sh [--keep] [--no-setup] [--workers N]
+#   --keep       leave ctgate and the test bed running until Ctrl-C
+#   --no-setup   skip scripts/setup.sh (packages, hugepages, build)
+#   --workers N  N workers (lcores 1..N; on a machine with fewer CPUs they
+#                share them, see worker_cpus); net_af_packet gets N queue
+#                pairs, and the workers hand packets to each connection's
+#                owner (software dispatch): the final counters show each worker
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 KEEP=0
 SETUP=1
-for a in "$@"; do
-    case "$a" in
+WORKERS=1
+usage() { echo "usage: $0 [--keep] [--no-setup] [--workers N]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
     --keep) KEEP=1 ;;
     --no-setup) SETUP=0 ;;
-    *) echo "usage: $0 [--keep] [--no-setup]" >&2; exit 2 ;;
+    --workers)
+        [ $# -ge 2 ] || usage
+        WORKERS=$2; shift
+        [[ "$WORKERS" =~ ^[1-9][0-9]?$ ]] || { echo "demo: --workers wants a number of workers (1-99), got $WORKERS" >&2; exit 2; } ;;
+    *) usage ;;
     esac
+    shift
 done
 [ "$(id -u)" = 0 ] || { echo "demo: needs root: sudo $0 $*" >&2; exit 1; }
 
@@ -51,6 +62,17 @@ CONFIG=$WORK/ctgate.toml
 if [ "$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)" -lt 64 ]; then
     echo "demo: fewer than 64 hugepages free: running ctgate with --no-huge"
     sed -i 's/^eal_args = .*/eal_args = ["--in-memory", "--no-huge", "-m", "256"]/' "$CONFIG"
+fi
+if [ "$WORKERS" -gt 1 ]; then
+    # Lcores 1..N on CPUs 1.. (wrapping onto the CPUs there are, main on 0).
+    NCPU=$(nproc)
+    LCORES=$(seq -s, 1 "$WORKERS")
+    CPUS=$(for i in $(seq 0 $((WORKERS - 1))); do
+        if [ "$NCPU" -gt 1 ]; then echo $((1 + i % (NCPU - 1))); else echo 0; fi
+    done | paste -sd,)
+    sed -i "s/^workers = .*/workers = [$LCORES]\nworker_cpus = [$CPUS]/" "$CONFIG"
+    sed -i "s/^\(devargs = \"net_af_packet[0-9]*,iface=[^\"]*\)\"/\1,qpairs=$WORKERS\"/" "$CONFIG"
+    echo "demo: $WORKERS workers (lcores $LCORES on CPUs $CPUS)"
 fi
 "$CTGATE" run --config "$CONFIG" --stats-json "$WORK/stats.json" >"$WORK/ctgate.out" 2>"$WORK/ctgate.log" &
 CT_PID=$!

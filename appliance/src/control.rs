@@ -142,10 +142,61 @@ fn handoff_rings(workers: usize, socket: i32) -> Result<Vec<worker::HandoffRings
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub totals: Totals,
+    /// Per worker, in worker order.
+    pub workers: Vec<WorkerReport>,
     pub conntrack: CtReport,
     pub ports: Vec<PortReport>,
     pub seconds: f64,
     pub tsc_hz: u64,
+}
+
+/// One worker's share of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerReport {
+    pub lcore: u32,
+    /// Packets it received from its RX queues.
+    pub rx: u64,
+    pub tx: u64,
+    /// Software dispatch: received and handed to their owner / handed to it.
+    pub handoff_out: u64,
+    pub handoff_in: u64,
+    /// Packets its stage and forwarder processed: rx - handed off (and
+    /// dropped for a full ring) + taken over.
+    pub processed: u64,
+    /// Connections it created, and those in its stripes at the end.
+    pub new_connections: u64,
+    pub connections: u64,
+    pub nat_ports_in_use: u64,
+}
+
+impl WorkerReport {
+    fn collect(
+        lcores: &[u32],
+        stats: &stats::SharedStats,
+        shared: &pipeline::Shared,
+        ports: usize,
+    ) -> Vec<WorkerReport> {
+        let ct = shared.per_worker();
+        lcores
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let t = Totals::sum(&stats[i..=i], ports);
+                WorkerReport {
+                    lcore: *l,
+                    rx: t.rx,
+                    tx: t.tx,
+                    handoff_out: t.handoff_out,
+                    handoff_in: t.handoff_in,
+                    processed: (t.rx + t.handoff_in)
+                        .saturating_sub(t.handoff_out + t.drops["handoff_full"]),
+                    new_connections: ct.get(i).map_or(0, |p| p.ct.new),
+                    connections: shared.connections(Some(i)),
+                    nat_ports_in_use: shared.nat_ports(Some(i)).in_use,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Connection tracking at the end of a run: counters, policy and NAT rule
@@ -567,6 +618,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     }
     let report = Report {
         totals,
+        workers: WorkerReport::collect(&cfg.workers, &stats, &shared, cfg.ports.len()),
         conntrack: CtReport::from_shared(&shared),
         ports: port_reports,
         seconds,
@@ -632,6 +684,15 @@ impl Report {
                 t.stall_iterations,
                 crate::stats::STALL_US
             );
+        }
+        if self.workers.len() > 1 {
+            for (i, w) in self.workers.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  worker {i} (lcore {}): rx {} handed off {} taken over {} processed {} tx {}; connections {} (new {}), NAT ports in use {}",
+                    w.lcore, w.rx, w.handoff_out, w.handoff_in, w.processed, w.tx, w.connections, w.new_connections, w.nat_ports_in_use
+                );
+            }
         }
         let ct = &self.conntrack;
         let counters: Vec<String> = ct

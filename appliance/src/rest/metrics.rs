@@ -70,6 +70,11 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         "Packets the appliance created or answered itself, by kind.",
         &["kind", "lcore"],
     );
+    let handoff = out.counter(
+        "ctgate_handoff_packets_total",
+        "Software dispatch: packets a worker handed to their connection's owner (direction=out) or took over from another worker (direction=in), per lcore.",
+        &["direction", "lcore"],
+    );
     let busy = out.counter(
         "ctgate_busy_cycles_total",
         "TSC cycles the workers spent on non-empty bursts.",
@@ -102,6 +107,8 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         ] {
             sent.with_label_values(&[kind, l]).inc_by(v);
         }
+        handoff.with_label_values(&["out", l]).inc_by(t.handoff_out);
+        handoff.with_label_values(&["in", l]).inc_by(t.handoff_in);
         busy.with_label_values(&[l]).inc_by(t.busy_cycles);
         busy_pkts.with_label_values(&[l]).inc_by(t.busy_packets);
     }
@@ -150,10 +157,18 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         "Source NAT ports (and ICMP ids) some connection uses, per lcore (its table stripes).",
         &["lcore"],
     );
+    let owned = out.gauge(
+        "ctgate_worker_connections",
+        "Connections in the table stripes a worker owns, per lcore.",
+        &["lcore"],
+    );
     for (i, l) in lcores.iter().enumerate() {
         ports
             .with_label_values(&[l.as_str()])
             .set(state.ctx.shared.nat_ports(Some(i)).in_use as i64);
+        owned
+            .with_label_values(&[l.as_str()])
+            .set(state.ctx.shared.connections(Some(i)) as i64);
     }
     out.gauge(
         "ctgate_conntrack_table_pressure",

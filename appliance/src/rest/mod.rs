@@ -759,6 +759,7 @@ async fn stats(AxState(st): St) -> Json<Value> {
                 "conntrack": counters_json(p),
                 "nat_out_of_ports": p.nat_out_of_ports,
                 "nat_ports_in_use": st.ctx.shared.nat_ports(Some(i)).in_use,
+                "connections": st.ctx.shared.connections(Some(i)),
             })
         })
         .collect();
