@@ -359,8 +359,17 @@ fn render_stats(s: &Value, health: &Value, prev: Option<(&Value, f64)>) -> Strin
     }
     let _ = writeln!(
         o,
-        "\n{:<8} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "LCORE", "RX", "TX", "FORWARDED", "DROPPED", "CYCLES/PKT"
+        "\n{:<8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "LCORE",
+        "RX",
+        "TX",
+        "FORWARDED",
+        "DROPPED",
+        "HANDED OFF",
+        "TAKEN OVER",
+        "CYCLES/PKT",
+        "CONNS",
+        "NAT PORTS"
     );
     for l in s["lcores"].as_array().into_iter().flatten() {
         let f = &l["forwarding"];
@@ -372,13 +381,17 @@ fn render_stats(s: &Value, health: &Value, prev: Option<(&Value, f64)>) -> Strin
         };
         let _ = writeln!(
             o,
-            "{:<8} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "{:<8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}",
             l["lcore"],
             n(&f["rx"]),
             n(&f["tx"]),
             n(&f["forwarded"]),
             n(&f["dropped"]),
-            cpp
+            n(&f["handoff_out"]),
+            n(&f["handoff_in"]),
+            cpp,
+            n(&l["connections"]),
+            n(&l["nat_ports_in_use"])
         );
     }
     let t = &s["totals"];
@@ -554,7 +567,10 @@ mod tests {
         let s = serde_json::json!({
             "uptime_s": 10,
             "ports": [{"name": "cli", "link_up": true, "rx_packets": 100, "tx_packets": 90, "nic": {}}],
-            "lcores": [],
+            "lcores": [
+                {"lcore": 1, "forwarding": {"rx": 60, "tx": 50, "handoff_out": 7, "handoff_in": 3}, "connections": 2, "nat_ports_in_use": 1},
+                {"lcore": 2, "forwarding": {"rx": 40, "tx": 40, "handoff_out": 3, "handoff_in": 7}, "connections": 1, "nat_ports_in_use": 0},
+            ],
             "totals": {"rx": 100, "tx": 90, "forwarded": 80, "dropped": 2, "drops": {"policy": 2}},
             "conntrack": {"connections": 3, "capacity": 100, "table_fill_ratio": 0.03, "counters": {"new": 40}, "events": {}},
         });
@@ -566,5 +582,8 @@ mod tests {
         assert!(text.contains("50/s"), "{text}");
         assert!(text.contains("dropped 2 (policy 2)"), "{text}");
         assert!(text.contains("3 of 100 connections (3.0%)"), "{text}");
+        let lcore2 = text.lines().find(|l| l.starts_with("2 ")).expect("lcore 2's row");
+        let cols: Vec<&str> = lcore2.split_whitespace().collect();
+        assert_eq!(cols, ["2", "40", "40", "0", "0", "3", "7", "-", "1", "0"], "{text}");
     }
 }

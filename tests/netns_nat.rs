@@ -69,7 +69,24 @@ fn topology() -> Net {
 /// ctgate's config for the topology: ports, the route to the far host,
 /// a stateful policy, then `extra` ([conntrack.timeouts], [[nat]], [[pool]]).
 fn config(net: &Net, timeouts: &str, extra: &str) -> String {
-    let mut c = format!("workers = [1]\nmempool_mbufs = 8191\n{}\n", eal_args_toml());
+    config_workers(net, 1, timeouts, extra)
+}
+
+/// [`config`] with `workers` workers: lcores 1..=workers, all on CPU 1 (the
+/// machine may have two), and as many queue pairs on every port.
+fn config_workers(net: &Net, workers: usize, timeouts: &str, extra: &str) -> String {
+    let lcores: Vec<String> = (1..=workers).map(|l| l.to_string()).collect();
+    let mut c = format!(
+        "workers = [{}]\nworker_cpus = [{}]\nmempool_mbufs = 8191\n{}\n",
+        lcores.join(", "),
+        vec!["1"; workers].join(", "),
+        eal_args_toml()
+    );
+    let qpairs = if workers > 1 {
+        format!(",qpairs={workers}")
+    } else {
+        String::new()
+    };
     let ports = [
         (
             "cli",
@@ -86,7 +103,7 @@ fn config(net: &Net, timeouts: &str, extra: &str) -> String {
     ];
     for (i, (name, addrs)) in ports.iter().enumerate() {
         c += &format!(
-            "\n[[port]]\nname = \"{name}\"\ndevargs = \"net_af_packet{i},iface={}\"\n{addrs}\n",
+            "\n[[port]]\nname = \"{name}\"\ndevargs = \"net_af_packet{i},iface={}{qpairs}\"\n{addrs}\n",
             net.gw_if(name)
         );
     }
@@ -1197,4 +1214,298 @@ print(json.dumps(got))
         ),
         "{table:?}"
     );
+}
+
+/// `ctgate ct list` (the CLI, through the REST API at `api`).
+fn ct_list(api: &str) -> Vec<String> {
+    let out = std::process::Command::new(ctgate())
+        .args(["ct", "list"])
+        .env("CTGATE_API", format!("http://{api}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ctgate ct list: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A connection's identity in a listing line: family, protocol and the
+/// original direction's fields (without its counters).
+fn original_key(line: &str) -> String {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let mut key = vec![w[0], w[2]];
+    let mut srcs = 0;
+    for t in &w[4..] {
+        if t.starts_with("src=") {
+            srcs += 1;
+            if srcs == 2 {
+                break;
+            }
+        }
+        if t.contains('=') && !t.starts_with("packets=") && !t.starts_with("bytes=") {
+            key.push(t);
+        }
+    }
+    key.join(" ")
+}
+
+/// One gate with `workers` workers (software dispatch over net_af_packet
+/// queue pairs) carries the demo's traffic, 200 parallel masqueraded TCP
+/// connections, DNAT port forwarding (TCP and UDP), load balancing over three
+/// backends, masqueraded UDP and ICMP; every connection is listed once by
+/// `ctgate ct list` with the binding its hosts saw, its replies came back,
+/// every worker carried traffic and handed some to another, and the
+/// accounting balances.
+fn several_workers(workers: usize) {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new(&format!("nat-workers{workers}"));
+    let mut net = topology();
+    const API: &str = "127.0.0.1:18191";
+    let rules = format!(
+        "{MASQUERADE}{}",
+        r#"
+[[nat]]
+name = "fwd-http"
+in_port = "srv"
+proto = "tcp"
+dport = "80"
+action = "dnat to 192.0.2.2:8080"
+
+[[nat]]
+name = "fwd-dns"
+in_port = "srv"
+proto = "udp"
+dport = "53"
+action = "dnat to 192.0.2.2:5353"
+
+[[pool]]
+name = "web"
+backends = ["192.0.2.18:8080", "192.0.2.34:8080", "192.0.2.50:8080"]
+
+[[nat]]
+name = "lb"
+in_port = "srv"
+proto = "tcp"
+dport = "81"
+action = "dnat to pool web"
+
+[rest]
+bind = "127.0.0.1:18191"
+"#
+    );
+    let gate = Gate::start(&dir.0, &config_workers(&net, workers, "", &rules));
+    let www = dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello through several workers\n").unwrap();
+    let www = www.display().to_string();
+    let srv_log = dir.path("srv-http.log").display().to_string();
+    let cli_log = dir.path("cli-http.log").display().to_string();
+    http_server(&mut net, "srv", "::", 8080, &www, &srv_log);
+    http_server(&mut net, "cli", "192.0.2.2", 8080, &www, &cli_log);
+    let py = hosts_py();
+    let serve = |net: &mut Net, host: &str, args: &[&str]| {
+        let mut a = vec!["timeout", "200", "python3", py.as_str()];
+        a.extend_from_slice(args);
+        net.spawn(host, &a, Some("listening"));
+    };
+    serve(&mut net, "srv", &["tcp-serve", "::", "9000", "srv", "190"]);
+    serve(&mut net, "srv", &["udp-serve", "198.51.100.2", "7000", "190"]);
+    serve(&mut net, "cli", &["udp-serve", "192.0.2.2", "5353", "190"]);
+    for b in ["be1", "be2", "be3"] {
+        serve(&mut net, b, &["tcp-serve", "0.0.0.0", "8080", b, "190"]);
+    }
+
+    // The demo's traffic: ICMP and HTTP, IPv4 and IPv6, masqueraded.
+    for dst in ["198.51.100.2", "2001:db8:2::2", "203.0.113.2"] {
+        net.check("cli", &["ping", "-c", "3", "-i", "0.2", "-W", "2", dst], 30);
+    }
+    for url in [
+        "http://198.51.100.2:8080/hello.txt",
+        "http://[2001:db8:2::2]:8080/hello.txt",
+    ] {
+        assert_eq!(curl(&net, "cli", url), "hello through several workers\n");
+    }
+    let clients = http_clients(&srv_log);
+    assert!(
+        !clients.is_empty()
+            && clients
+                .iter()
+                .all(|c| c == "198.51.100.1" || c == "2001:db8:2::1"),
+        "the outside server saw {clients:?}"
+    );
+
+    // 200 parallel masqueraded connections from two addresses sharing ports.
+    let out = net.check(
+        "cli",
+        &[
+            "python3",
+            &py,
+            "tcp-many",
+            "198.51.100.2",
+            "9000",
+            "200",
+            "192.0.2.2,192.0.2.3",
+            "41000",
+        ],
+        90,
+    );
+    let conns = json(&out);
+    let mut by_client = BTreeMap::new();
+    let mut nat_ports = BTreeSet::new();
+    for c in conns.as_array().unwrap() {
+        let seen: Vec<&str> = c["seen"].as_str().unwrap().split_whitespace().collect();
+        assert_eq!(seen[..2], ["srv", "198.51.100.1"], "server saw {seen:?}");
+        let port: u16 = seen[2].parse().unwrap();
+        assert!(nat_ports.insert(port), "NAT port {port} used twice");
+        by_client.insert(c["local"].as_str().unwrap().to_owned(), port);
+    }
+    assert_eq!(by_client.len(), 200, "distinct client endpoints");
+
+    // Masqueraded UDP: 20 flows of 3 datagrams, every answer back.
+    for f in udp_flows(&net, "198.51.100.2", 20, 3, "2").as_array().unwrap() {
+        for a in f["answers"].as_array().unwrap() {
+            assert_eq!(a["echo_ok"], true, "{f}");
+            assert!(a["seen"].as_str().unwrap().starts_with("198.51.100.1 "), "{f}");
+        }
+    }
+
+    // DNAT: the outside reaches the inside server through ctgate's address.
+    for _ in 0..3 {
+        assert_eq!(
+            curl(&net, "srv", "http://198.51.100.1/hello.txt"),
+            "hello through several workers\n"
+        );
+    }
+    assert_eq!(http_clients(&cli_log), vec!["198.51.100.2"; 3]);
+    let out = net.check(
+        "srv",
+        &["python3", &py, "udp-flows", "198.51.100.1", "53", "3", "2", "2"],
+        60,
+    );
+    for f in json(&out).as_array().unwrap() {
+        let port = f["local"].as_str().unwrap().split(' ').nth(1).unwrap();
+        for a in f["answers"].as_array().unwrap() {
+            assert_eq!(a["echo_ok"], true, "{out}");
+            assert_eq!(a["seen"], format!("198.51.100.2 {port}"), "{out}");
+        }
+    }
+
+    // Load balancing: 300 connections over the three backends, and one
+    // long-lived connection that stays on its backend.
+    let out = net.check(
+        "srv",
+        &["python3", &py, "tcp-seq", "198.51.100.1", "81", "300", "100"],
+        120,
+    );
+    let r = json(&out);
+    let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
+    for s in r["seen"].as_array().unwrap() {
+        let w: Vec<&str> = s.as_str().unwrap().split_whitespace().collect();
+        assert_eq!(w[1], "198.51.100.2", "backends see the client: {s}");
+        *per_backend.entry(w[0].to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_backend.len(), 3, "{per_backend:?}");
+    assert!(per_backend.values().all(|&n| n >= 50), "{per_backend:?}");
+    let sticky: BTreeSet<&str> = r["sticky"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(sticky.len(), 1, "the long-lived connection moved: {sticky:?}");
+
+    // `ctgate ct list`: every connection exactly once.
+    let listed = ct_list(API);
+    let mut keys = BTreeMap::new();
+    for l in &listed {
+        if let Some(earlier) = keys.insert(original_key(l), l) {
+            panic!("listed twice:\n{earlier}\n{l}");
+        }
+    }
+    let many: Vec<&String> = listed.iter().filter(|l| l.contains(" dport=9000 ")).collect();
+    assert_eq!(many.len(), 200, "the 200 parallel connections, once each");
+    for l in &many {
+        assert!(l.contains("[ASSURED]"), "replies came back: {l}");
+    }
+    assert_eq!(
+        listed.iter().filter(|l| l.contains(" dport=81 ")).count(),
+        301,
+        "the load-balanced connections"
+    );
+
+    let s = gate.stop();
+    // The final table has the bindings the server saw.
+    let lines = table(&s);
+    let in_table: BTreeMap<String, u16> = lines
+        .iter()
+        .filter(|l| l.contains(" dport=9000 "))
+        .map(|l| {
+            let (o, r) = tuples(l);
+            (format!("{} {}", o.0, o.2), r.3.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(in_table, by_client, "ctgate's bindings = what the server saw");
+    // One NAT binding (port or ICMP id) per masqueraded connection.
+    let outside = ["198.51.100.1", "198.51.100.17", "2001:db8:2::1"];
+    let masqueraded: Vec<&String> = lines
+        .iter()
+        .filter(|l| outside.contains(&tuples(l).1 .1.as_str()))
+        .collect();
+    let bindings: BTreeSet<(String, String, String)> = masqueraded
+        .iter()
+        .map(|l| {
+            let (_, r) = tuples(l);
+            let proto = l.split_whitespace().nth(2).unwrap_or_default().to_owned();
+            let id = fields(l)
+                .into_iter()
+                .filter(|(k, _)| k == "id")
+                .nth(1)
+                .map(|(_, v)| v);
+            (proto, r.1, id.unwrap_or(r.3))
+        })
+        .collect();
+    assert_eq!(bindings.len(), masqueraded.len(), "a binding shared: {masqueraded:#?}");
+    assert!(masqueraded.len() >= 200 + 20 + 3, "{}", masqueraded.len());
+    assert_eq!(
+        s.stats["conntrack"]["nat_ports_in_use"].as_u64(),
+        Some(masqueraded.len() as u64),
+        "NAT ports in use"
+    );
+    // Every worker carried traffic and owned connections; what one handed
+    // over, another took; no ring overflowed.
+    let ws = s.stats["workers"].as_array().unwrap();
+    assert_eq!(ws.len(), workers);
+    let n = |w: &serde_json::Value, k: &str| w[k].as_u64().unwrap();
+    for w in ws {
+        assert!(n(w, "processed") > 100, "a worker idle: {ws:#?}");
+        assert!(n(w, "new_connections") > 10, "a worker created nothing: {ws:#?}");
+    }
+    let out: u64 = ws.iter().map(|w| n(w, "handoff_out")).sum();
+    let inn: u64 = ws.iter().map(|w| n(w, "handoff_in")).sum();
+    assert!(out > 0, "software dispatch handed nothing over: {ws:#?}");
+    assert_eq!(out, inn, "handed off = taken over: {ws:#?}");
+    assert_eq!(s.stats["totals"]["drops"]["handoff_full"], 0);
+    let processed: u64 = ws.iter().map(|w| n(w, "processed")).sum();
+    assert_eq!(processed, s.stats["totals"]["rx"].as_u64().unwrap());
+    for (i, w) in ws.iter().enumerate() {
+        assert!(
+            s.stdout.contains(&format!("worker {i} (lcore {}): rx ", n(w, "lcore"))),
+            "{}",
+            s.stdout
+        );
+    }
+    assert_accounting(&s);
+}
+
+#[test]
+fn two_workers_share_the_traffic_and_own_each_connection_once() {
+    several_workers(2);
+}
+
+#[test]
+fn three_workers_share_the_traffic_and_own_each_connection_once() {
+    several_workers(3);
 }
