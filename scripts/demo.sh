@@ -173,6 +173,17 @@ CT_PID=
 echo
 cat "$WORK/ctgate.out"
 echo
+if [ "$WORKERS" -gt 1 ]; then
+    # Every worker carried some of the traffic (its own or handed over).
+    for i in $(seq 0 $((WORKERS - 1))); do
+        P=$(sed -n "s/^  worker $i (lcore [0-9]*): .* processed \([0-9]*\) .*/\1/p" "$WORK/ctgate.out")
+        if [ "${P:-0}" -gt 0 ]; then
+            echo "  ok    worker $i processed $P packets"
+        else
+            echo "  FAIL  worker $i processed no packets"; FAIL=1
+        fi
+    done
+fi
 if [ "$FAIL" = 0 ]; then
     echo "demo: all traffic went through ctgate"
 else

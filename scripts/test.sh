@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the machine and runs every test:
 #   1. scripts/setup.sh (packages, hugepages, release build);
-#   2. the demo (scripts/demo.sh --no-setup): real hosts talking through ctgate;
+#   2. the demo (scripts/demo.sh --no-setup), with one worker and with two:
+#      real hosts talking through ctgate;
 #   3. cargo test --workspace: unit tests of every crate and the integration
 #      tests in tests/ (pcap in -> pcap out, the netns test bed, the CLI),
 #      which start the real appliance.
@@ -16,6 +17,8 @@ source scripts/rust-env.sh
 
 echo "test: demo"
 scripts/demo.sh --no-setup
+echo "test: demo with two workers"
+scripts/demo.sh --no-setup --workers 2
 
 # The TRex client library (PyPI) for tests/trex_profiles.rs, in a venv.
 VENV=target/trex-venv
