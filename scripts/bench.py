@@ -160,10 +160,15 @@ def testpmd(pcap, n_frames, secs, name, infinite=True):
 
 
 # ------------------------------------------------------------------ ctgate --
-def ctgate_config(path, ports, mode, capacity, mbufs, extra_ct="", policy="", clients=0):
+def ctgate_config(path, ports, mode, capacity, mbufs, extra_ct="", policy="", clients=0, workers=1):
     """ports: [(name, devargs, ipv4, mac or None)]; clients: permanent
-    neighbours for the first `clients` flows' addresses on port in."""
-    lines = ["workers = [1]", "main_lcore = 0", "mempool_mbufs = %d" % mbufs,
+    neighbours for the first `clients` flows' addresses on port in. With 2
+    workers, the second runs on CPU 0 beside the (mostly sleeping) control
+    thread: the machine has two."""
+    w = ["workers = [1]"] if workers == 1 else [
+        "workers = [%s]" % ", ".join(str(i + 1) for i in range(workers)),
+        "worker_cpus = [%s]" % ", ".join(str((i + 1) % 2) for i in range(workers))]
+    lines = w + ["main_lcore = 0", "mempool_mbufs = %d" % mbufs,
              'eal_args = ["--in-memory"]', "", "[rest]", "enabled = false", ""]
     for name, dev, ip, mac in ports:
         lines += ["[[port]]", 'name = "%s"' % name, 'devargs = "%s"' % dev, 'ipv4 = "%s"' % ip]
@@ -247,11 +252,14 @@ def interval_cpp(samples, stall_free=False):
     return out
 
 
-def ctgate_forward(pcap, n, mode, secs, name):
+def ctgate_forward(pcap, n, mode, secs, name, workers=1):
+    """With several workers the source has one queue per worker, each
+    replaying the capture (net_pcap without RSS: software dispatch)."""
     cfg = os.path.join(WORK, name + ".toml")
-    ctgate_config(cfg, [("in", "net_pcap0,rx_pcap=%s,infinite_rx=1" % pcap, "192.0.2.1/24", GW_MAC),
+    src = "net_pcap0,%s,infinite_rx=1" % ",".join(["rx_pcap=%s" % pcap] * workers)
+    ctgate_config(cfg, [("in", src, "192.0.2.1/24", GW_MAC),
                         ("out", "net_null0,no-rx=1", "198.51.100.1/24", OUT_MAC)],
-                  mode, max(2 * n, 4096), mbufs_for(n))
+                  mode, max(2 * n, 4096), mbufs_for(n * workers), workers=workers)
     # Measured: the intervals after the warm-up and after the first pass over
     # the capture (the connections' creation) is over.
     def steady(ss):
@@ -274,6 +282,11 @@ def ctgate_forward(pcap, n, mode, secs, name):
         r["connections"] = report["conntrack"]["connections"]
         r["dropped"] = report["totals"]["dropped"]
         r["new"] = c.get("new", 0)
+        ws = report.get("workers", [])
+        rx = sum(w["rx"] for w in ws)
+        if len(ws) > 1 and rx:
+            r["handoff_share"] = sum(w["handoff_out"] for w in ws) / rx
+            r["worker_share"] = [w["processed"] / rx for w in ws]
     return r
 
 
@@ -411,8 +424,8 @@ def kernel_forward(pcap, n, mode, secs, name, sender, tsc_hz):
 class Ovs:
     BIN = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 
-    def __init__(self):
-        self.dir = os.path.join(WORK, "ovs")
+    def __init__(self, name="ovs"):
+        self.dir = os.path.join(WORK, name)
         os.makedirs(self.dir, exist_ok=True)
         self.env = dict(os.environ, OVS_RUNDIR=self.dir, OVS_DBDIR=self.dir, OVS_LOGDIR=self.dir,
                         OVS_SYSCONFDIR=self.dir)
@@ -445,15 +458,23 @@ class Ovs:
         self.run("ovs-vsctl", "add-port", "br0", "sink", "--", "set", "Interface", "sink", "type=dpdk",
                  "options:dpdk-devargs=net_null0,no-rx=1", "ofport_request=2")
 
-    def source(self, pcap):
-        if self.port_src == pcap:
+    def source(self, pcap, queues=1):
+        """The source port: `queues` RX queues, each replaying `pcap`; as many
+        PMD threads (CPU 1, then CPU 0)."""
+        if self.port_src == (pcap, queues):
             return
         if self.port_src is not None:
             self.run("ovs-vsctl", "del-port", "br0", "src")
             time.sleep(1)
+        self.run("ovs-vsctl", "set", "Open_vSwitch", ".",
+                 "other_config:pmd-cpu-mask=%s" % ("0x2" if queues == 1 else "0x3"))
+        devargs = "net_pcap0,%s,infinite_rx=1" % ",".join(["rx_pcap=%s" % pcap] * queues)
+        # Queue i on PMD i (CPU 1, then CPU 0), as ctgate's workers.
+        affinity = ",".join("%d:%d" % (q, (q + 1) % 2) for q in range(queues))
         self.run("ovs-vsctl", "add-port", "br0", "src", "--", "set", "Interface", "src", "type=dpdk",
-                 "options:dpdk-devargs=net_pcap0,rx_pcap=%s,infinite_rx=1" % pcap, "ofport_request=1")
-        self.port_src = pcap
+                 "options:dpdk-devargs=%s" % devargs, "options:n_rxq=%d" % queues,
+                 "other_config:pmd-rxq-affinity=%s" % affinity, "ofport_request=1")
+        self.port_src = (pcap, queues)
         time.sleep(2)
 
     def flows(self, mode):
@@ -486,8 +507,8 @@ class Ovs:
                     return int(line.split()[1])
         return 0
 
-    def measure(self, pcap, n, mode, secs, name):
-        self.source(pcap)
+    def measure(self, pcap, n, mode, secs, name, queues=1):
+        self.source(pcap, queues)
         rss0 = self.rss_kb()
         self.flows(mode)
         time.sleep(min(10, max(2, n / 300000)))  # first pass: connections created
@@ -499,18 +520,25 @@ class Ovs:
             cur = (self.tx(), time.time())
             samples.append((cur[0] - last[0]) / (cur[1] - last[1]))
             last = cur
-        stats = self.ctl("dpif-netdev/pmd-stats-show")
+        stats = self.ctl("dpif-netdev/pmd-stats-show") + self.ctl("dpif-netdev/pmd-rxq-show")
         conns = 0
         if mode != "routing":
             m = re.search(r"Total: (\d+)", self.ctl("dpctl/ct-stats-show"))
             conns = int(m.group(1)) if m else 0
         with open(os.path.join(RAW, name + ".log"), "w") as f:
             f.write("pps samples %s\n%s\nconnections %d\n" % (samples, stats, conns))
-        m = re.search(r"avg processing cycles per packet: ([\d.]+)", stats)
+        # Per PMD thread "avg processing cycles per packet: C (cycles/packets)":
+        # all threads' cycles over all their packets.
+        per_pmd = re.findall(r"avg processing cycles per packet: [\d.]+ \((\d+)/(\d+)\)", stats)
+        pkts = sum(int(p) for _, p in per_pmd)
+        cpp = sum(int(c) for c, _ in per_pmd) / pkts if pkts else None
+        if cpp is None:
+            m = re.search(r"avg processing cycles per packet: ([\d.]+)", stats)
+            cpp = float(m.group(1)) if m else None
         pps = [x for x in samples if x > 0]
         if not pps:
             return {"error": "OVS forwarded nothing (raw/%s.log)" % name}
-        r = {"mpps": median(pps) / 1e6, "cpp": float(m.group(1)) if m else None, "connections": conns}
+        r = {"mpps": median(pps) / 1e6, "cpp": cpp, "connections": conns}
         if conns:
             r["rss_growth_per_conn"] = (self.rss_kb() - rss0) * 1024 / conns
         return r
@@ -598,6 +626,38 @@ def main_table(args, res, tsc_hz, sender):
     finally:
         if ovs:
             ovs.stop()
+
+
+# ------------------------------------------------------------------ workers --
+def workers(args, res):
+    """1 and 2 workers (ctgate) / PMD threads (OVS-DPDK) on the same source:
+    the 100k-flow capture (or the middle size), one RX queue per worker each
+    replaying it. net_pcap has no RSS: ctgate dispatches in software (the
+    receiving worker hands each packet to its connection's owner), OVS
+    shares one connection table between its PMD threads."""
+    sizes = sorted(args.sizes)
+    n = sizes[len(sizes) // 2]
+    pcap = capture(n)
+    out = {"flows": n}
+    for w in (1, 2):
+        for mode in ("conntrack", "snat"):
+            log("workers: %s flows, ctgate %s, %d worker(s)" % (human(n), mode, w))
+            out[("ctgate", mode, w)] = ctgate_forward(pcap, n, mode, args.secs,
+                                                      "ctgate-%s-%dw-%d" % (mode, w, n), workers=w)
+    if "ovs" not in args.skip and os.path.exists(Ovs.BIN) and n <= 100000:
+        ovs = Ovs("ovs-workers")
+        try:
+            ovs.start()
+            for w in (1, 2):
+                for mode in ("conntrack", "snat"):
+                    log("workers: %s flows, OVS-DPDK %s, %d PMD thread(s)" % (human(n), mode, w))
+                    out[("ovs", mode, w)] = ovs.measure(pcap, n, mode, args.secs,
+                                                       "ovs-%s-%dw-%d" % (mode, w, n), queues=w)
+        except (RuntimeError, OSError) as e:
+            out["ovs_error"] = str(e)[:200]
+        finally:
+            ovs.stop()
+    res["workers"] = out
 
 
 # ---------------------------------------------------------- new connections --
@@ -945,6 +1005,41 @@ def write_results(args, res, mach):
                     r["early_drop"], r["drop"], r["insert_failed"], r["found"]))
                 rows.append([n, mode, "ctgate-newconn", "", "%.1f" % r["cpp"], "", "", r["connections"],
                              "new connections/s %.0f" % r["cps"]])
+    wk = res.get("workers")
+    if wk:
+        md.append("\n## One and two workers (issue 11)\n")
+        md.append("%s flows; one RX queue per worker / PMD thread, each replaying the capture (net_pcap: "
+                  "no RSS). **This machine has two vCPUs**: the first worker runs on CPU 1, the second on "
+                  "CPU 0, which it shares with the control thread, the source's file reads and the OS, so "
+                  "two workers cannot show a clean 2x here; the figures are for comparing the two "
+                  "contenders under the same handicap, not for sizing. Mpps: packets out per second, all "
+                  "workers together; cycles/packet: busy cycles of all workers over packets received. "
+                  "ctgate hands a packet to its connection's owner when another worker received it "
+                  "(share in the note).\n" % human(wk["flows"]))
+        md.append("| contender | mode | workers | Mpps | cycles/packet | 2 / 1 workers | note |")
+        md.append("|---|---|---|---|---|---|---|")
+        for who, label in (("ctgate", "ctgate"), ("ovs", "OVS-DPDK")):
+            for mode in ("conntrack", "snat"):
+                one = wk.get((who, mode, 1), {})
+                for w in (1, 2):
+                    r = wk.get((who, mode, w))
+                    if r is None:
+                        continue
+                    if "error" in r:
+                        md.append("| %s | %s | %d | - | - | - | %s |" % (label, MODE_LABEL[mode], w, r["error"]))
+                        continue
+                    sp = r["mpps"] / one["mpps"] if w == 2 and one.get("mpps") else None
+                    note = ""
+                    if r.get("handoff_share") is not None:
+                        note = "handed off %.0f%%; per worker %s" % (
+                            100 * r["handoff_share"], " / ".join("%.0f%%" % (100 * x) for x in r["worker_share"]))
+                    md.append("| %s | %s | %d | %.2f | %s | %s | %s |" % (
+                        label, MODE_LABEL[mode], w, r["mpps"], fmt(r.get("cpp"), "%.0f"),
+                        fmt(sp), note))
+                    rows.append([wk["flows"], mode, "%s-%dw" % (who, w), "%.3f" % r["mpps"],
+                                 fmt(r.get("cpp"), "%.1f"), "", "", "", r.get("connections", ""), note])
+        if wk.get("ovs_error"):
+            md.append("\nOVS-DPDK: %s\n" % wk["ovs_error"])
     mem = res.get("memory")
     if mem:
         md.append("\n## Memory per connection\n")
@@ -1076,7 +1171,10 @@ def main():
         probe = ctgate_forward(pcap, min(args.sizes), "routing", 1, "tsc-probe")
         res["tsc_hz"] = probe.get("tsc_hz", 0)
         mach["TSC"] = "%.3f GHz" % (res["tsc_hz"] / 1e9)
-        main_table(args, res, res["tsc_hz"], sender)
+        if "main" not in args.skip:
+            main_table(args, res, res["tsc_hz"], sender)
+        if "workers" not in args.skip:
+            workers(args, res)
         if "newconn" not in args.skip:
             new_connections(args, res)
         if "memory" not in args.skip:

@@ -8,7 +8,7 @@
 # and GC at scale. Results: bench/results/<UTC date>/ (results.md, .csv,
 # machine.md, SVG plots, raw logs). See README, "Benchmarks".
 #
-# usage: sudo scripts/bench.sh [--secs S] [--sizes 1000,100000,1000000] [--skip kernel,ovs,newconn,memory,attack,gc] [--out DIR]
+# usage: sudo scripts/bench.sh [--secs S] [--sizes 1000,100000,1000000] [--skip main,kernel,ovs,workers,newconn,memory,attack,gc] [--out DIR]
 # env:   BENCH_NO_SETUP=1  skip scripts/setup.sh (packages, hugepages, build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
