@@ -55,59 +55,50 @@ pub struct RunOptions {
 /// one redirection table that could be read back, software dispatch
 /// otherwise (ports without RSS, with fewer queues than workers, or whose
 /// table is unknown).
-fn steering(cfg: &Config, ports: &[Port]) -> pipeline::Steering {
-    let workers = cfg.workers.len();
+fn steering(workers: usize, ports: &[(&str, &crate::dpdk::PortInfo)]) -> pipeline::Steering {
     if workers == 1 {
         return pipeline::Steering::Single;
     }
-    let first = &ports[0].info().reta;
-    let hardware = ports.iter().all(|p| {
-        let i = p.info();
-        i.rss_hf != 0 && i.rx_queues as usize == workers && !i.reta.is_empty() && i.reta == *first
-    });
-    if hardware {
+    let first = &ports[0].1.reta;
+    let hardware = |i: &crate::dpdk::PortInfo| {
+        i.rss_hf != 0 && i.rx_queues as usize == workers && !i.reta.is_empty()
+    };
+    if ports.iter().all(|(_, i)| hardware(i) && i.reta == *first) {
         tracing::info!(
             workers,
             reta_size = first.len(),
             reta = ?&first[..first.len().min(16)],
             "steering: symmetric RSS on every port (redirection table read back from the devices)"
         );
-        pipeline::Steering::Rss(ctcore::rss::Rss {
+        return pipeline::Steering::Rss(ctcore::rss::Rss {
             key: crate::dpdk::SYMMETRIC_RSS_KEY.to_vec(),
             reta: first.clone(),
-        })
-    } else {
-        let why: Vec<String> = ports
-            .iter()
-            .zip(&cfg.ports)
-            .filter(|(p, _)| {
-                let i = p.info();
-                i.rss_hf == 0 || i.rx_queues as usize != workers || i.reta.is_empty()
-            })
-            .map(|(p, c)| {
-                let i = p.info();
-                format!(
-                    "{} ({}: {} RX queue(s), {})",
-                    c.name,
-                    i.driver,
-                    i.rx_queues,
-                    if i.rss_hf == 0 {
-                        "no RSS"
-                    } else if i.reta.is_empty() {
-                        "redirection table not readable"
-                    } else {
-                        "RSS"
-                    }
-                )
-            })
-            .collect();
-        tracing::info!(
-            workers,
-            ports = %if why.is_empty() { "redirection tables differ".to_owned() } else { why.join(", ") },
-            "steering: software dispatch (the receiving worker hands each packet to its connection's owner over a ring)"
-        );
-        pipeline::Steering::Dispatch
+        });
     }
+    let why: Vec<String> = ports
+        .iter()
+        .filter(|(_, i)| !hardware(i))
+        .map(|(name, i)| {
+            format!(
+                "{name} ({}: {} RX queue(s), {})",
+                i.driver,
+                i.rx_queues,
+                if i.rss_hf == 0 {
+                    "no RSS"
+                } else if i.reta.is_empty() {
+                    "redirection table not readable"
+                } else {
+                    "RSS"
+                }
+            )
+        })
+        .collect();
+    tracing::info!(
+        workers,
+        ports = %if why.is_empty() { "redirection tables differ".to_owned() } else { why.join(", ") },
+        "steering: software dispatch (the receiving worker hands each packet to its connection's owner over a ring)"
+    );
+    pipeline::Steering::Dispatch
 }
 
 /// The handoff rings of `workers` workers, one per ordered pair: each
@@ -426,7 +417,14 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     }
     let stats = Arc::new(stats::new_shared(cfg.workers.len()));
     let stop = Arc::new(AtomicBool::new(false));
-    let steering = steering(cfg, &ports);
+    let infos: Vec<(&str, &crate::dpdk::PortInfo)> = cfg
+        .ports
+        .iter()
+        .zip(&ports)
+        .map(|(c, p)| (c.name.as_str(), p.info()))
+        .collect();
+    let steering = steering(cfg.workers.len(), &infos);
+    drop(infos);
     let mut handoff = match steering {
         pipeline::Steering::Dispatch => handoff_rings(cfg.workers.len(), socket)?
             .into_iter()
@@ -741,6 +739,49 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(rx_queues: u16, rss_hf: u64, reta: Vec<u16>) -> crate::dpdk::PortInfo {
+        crate::dpdk::PortInfo {
+            id: crate::dpdk::PortId(0),
+            driver: "x".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            rx_queues,
+            tx_queues: rx_queues,
+            rss_hf,
+            reta,
+            rx_l4_csum: false,
+            socket: 0,
+            mac_set: false,
+        }
+    }
+
+    #[test]
+    fn steering_follows_the_hardware_only_where_every_port_has_a_known_table() {
+        let reta: Vec<u16> = (0..128).map(|i| i % 2).collect();
+        let rss = info(2, 1, reta.clone());
+        let rss2 = info(2, 1, reta.clone());
+        let kind = |s: pipeline::Steering| match s {
+            pipeline::Steering::Single => "single",
+            pipeline::Steering::Rss(r) => {
+                assert_eq!(r.reta, reta);
+                "rss"
+            }
+            pipeline::Steering::Dispatch => "dispatch",
+        };
+        assert_eq!(kind(steering(1, &[("a", &info(1, 0, vec![]))])), "single");
+        assert_eq!(kind(steering(2, &[("a", &rss), ("b", &rss2)])), "rss");
+        // No RSS, one queue, an unreadable or a different table: software.
+        for other in [
+            info(2, 0, vec![]),
+            info(1, 1, vec![0; 128]),
+            info(2, 1, vec![]),
+            info(2, 1, (0..128).map(|i| (i + 1) % 2).collect()),
+        ] {
+            assert_eq!(kind(steering(2, &[("a", &rss), ("b", &other)])), "dispatch");
+        }
+        // Three workers over ports with two queues: software.
+        assert_eq!(kind(steering(3, &[("a", &rss), ("b", &rss2)])), "dispatch");
+    }
 
     #[test]
     fn cpu_lists() {
