@@ -78,7 +78,7 @@ impl Meta {
 /// Classifies a frame received on a port with MAC `port_mac`: checks the
 /// Ethernet destination, and for IPv4 / IPv6 the version, lengths and (IPv4)
 /// header checksum, as the kernel's `ip_rcv` / `ipv6_rcv` do before routing.
-#[inline]
+#[inline(always)]
 pub fn classify(frame: &[u8], port_mac: &Mac) -> Result<Meta, DropReason> {
     if frame.len() < ETH_HLEN {
         return Err(DropReason::BadHeader);
