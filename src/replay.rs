@@ -13,7 +13,7 @@ use appliance::config::Config;
 use appliance::{ctconfig, pcap};
 use ctcore::conn::Conn;
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
-use ctcore::forward::{classify, RouteClass};
+use ctcore::forward::{classify_addrs, RouteClass};
 use ctcore::listing::format_conn;
 use ctcore::nat::rewrite::{apply, ChecksumMode};
 use ctcore::policy::{Action, Policy};
@@ -148,9 +148,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             let Ok(p) = &r.parsed else {
                 return Decision::Drop;
             };
-            let mut routed = *p;
-            routed.dst = r.route_dst().unwrap_or(p.dst);
-            class = classify(&routed);
+            class = classify_addrs(p.family, &p.src, r.route_dst().unwrap_or(&p.dst), p.ttl);
             if let RouteClass::Drop(_) = class {
                 return Decision::Drop;
             }

@@ -32,7 +32,7 @@ use crossbeam_utils::CachePadded;
 use ctcore::conn::Conn;
 use ctcore::engine::{CtResult, Decision, Egress, Engine, Pkt, Worker};
 use ctcore::event::{Event, EventKind};
-use ctcore::forward::{classify, RouteClass};
+use ctcore::forward::{classify_addrs, RouteClass};
 use ctcore::listing::format_conn;
 use ctcore::nat::rewrite::{apply, ChecksumMode};
 use ctcore::policy::{Action, Policy};
@@ -318,10 +318,8 @@ impl Shared {
         if r.ct_drop.is_some() {
             return Decision::Drop;
         }
-        let dst = r.route_dst().unwrap_or(p.dst);
-        let mut routed = *p;
-        routed.dst = dst;
-        match classify(&routed) {
+        let dst = r.route_dst().unwrap_or(&p.dst);
+        match classify_addrs(p.family, &p.src, dst, p.ttl) {
             RouteClass::Drop(why) => {
                 // ip_forward's TTL check comes before FORWARD and POSTROUTING: the
                 // packet leaves no connection and is not source-NATed; the time
@@ -368,16 +366,15 @@ impl Shared {
                 Decision::Drop
             }
             Action::Accept => {
-                let addrs = self
-                    .port_addrs
-                    .get(hop.port as usize)
-                    .copied()
-                    .unwrap_or_default();
-                let addr = if p.family == Family::V4 {
-                    addrs.0
-                } else {
-                    addrs.1
-                };
+                // Read in place: a copy of the pair, then of one half, was a
+                // store-forwarding stall per packet.
+                let addr = self.port_addrs.get(hop.port as usize).and_then(|a| {
+                    if p.family == Family::V4 {
+                        a.0
+                    } else {
+                        a.1
+                    }
+                });
                 Decision::Accept(Egress {
                     port: hop.port as u16,
                     addr,

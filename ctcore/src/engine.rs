@@ -138,15 +138,15 @@ impl CtResult {
         self.dir == Dir::Orig && self.rewrite.is_some_and(|w| w.dst.is_some())
     }
 
-    /// The destination the packet will have after translation: what routing uses.
-    pub fn route_dst(&self) -> Option<wire::Addr> {
+    /// The destination the packet will have after translation: what routing
+    /// uses. Borrowed in place (a copy of the address right after the engine
+    /// wrote it costs a store-forwarding stall).
+    pub fn route_dst(&self) -> Option<&wire::Addr> {
         let p = self.parsed.as_ref().ok()?;
-        Some(
-            self.rewrite
-                .and_then(|r| r.dst)
-                .map(|(a, _)| a)
-                .unwrap_or(p.dst),
-        )
+        Some(match &self.rewrite {
+            Some(Rewrite { dst: Some((a, _)), .. }) => a,
+            _ => &p.dst,
+        })
     }
 }
 

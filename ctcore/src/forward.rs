@@ -3,7 +3,7 @@
 //! ip6_forward. A packet these drop is never forwarded, so its new connection is
 //! never confirmed (the kernel confirms at POSTROUTING / INPUT).
 
-use crate::tuple::Family;
+use crate::tuple::{Addr, Family};
 use crate::wire::Parsed;
 
 /// Where the router sends a packet, or why it drops it.
@@ -20,10 +20,17 @@ pub enum RouteClass {
 /// Classifies a parsed packet by its addresses and TTL as the kernel's input
 /// routing does.
 pub fn classify(p: &Parsed) -> RouteClass {
-    match p.family {
+    classify_addrs(p.family, &p.src, &p.dst, p.ttl)
+}
+
+/// [`classify`] of a packet from `src` to `dst` (a translated destination,
+/// say) with TTL / hop limit `ttl`.
+#[inline]
+pub fn classify_addrs(family: Family, src: &Addr, dst: &Addr, ttl: u8) -> RouteClass {
+    match family {
         Family::V4 => {
-            let s = p.src.v4_octets();
-            let d = p.dst.v4_octets();
+            let s = src.v4_octets();
+            let d = dst.v4_octets();
             let lbcast = |a: [u8; 4]| a == [255, 255, 255, 255];
             let zeronet = |a: [u8; 4]| a[0] == 0;
             let loopback = |a: [u8; 4]| a[0] == 127;
@@ -43,14 +50,14 @@ pub fn classify(p: &Parsed) -> RouteClass {
             if zeronet(d) || loopback(d) {
                 return RouteClass::Drop("martian_destination");
             }
-            if p.ttl <= 1 {
+            if ttl <= 1 {
                 return RouteClass::Drop("ttl_exceeded");
             }
             RouteClass::Forward
         }
         Family::V6 => {
-            let s = std::net::Ipv6Addr::from(p.src.0);
-            let d = std::net::Ipv6Addr::from(p.dst.0);
+            let s = std::net::Ipv6Addr::from(src.0);
+            let d = std::net::Ipv6Addr::from(dst.0);
             let link_local = |a: &std::net::Ipv6Addr| (a.segments()[0] & 0xffc0) == 0xfe80;
             if s.is_loopback() || d.is_loopback() || s.is_multicast() {
                 return RouteClass::Drop("martian_source");
@@ -71,7 +78,7 @@ pub fn classify(p: &Parsed) -> RouteClass {
             if s.is_unspecified() || link_local(&s) || link_local(&d) {
                 return RouteClass::Drop("link_local_not_forwarded");
             }
-            if p.ttl <= 1 {
+            if ttl <= 1 {
                 return RouteClass::Drop("ttl_exceeded");
             }
             RouteClass::Forward
@@ -82,7 +89,6 @@ pub fn classify(p: &Parsed) -> RouteClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tuple::Addr;
 
     fn v6(src: &str, dst: &str) -> Parsed {
         let a = |s: &str| Addr(s.parse::<std::net::Ipv6Addr>().unwrap().octets());
