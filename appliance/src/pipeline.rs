@@ -10,7 +10,8 @@
 //!   new unconfirmed connection), destination NAT for a new connection, the
 //!   route of the (translated) destination, the `[[policy]]` rules on the
 //!   ct state, source NAT, confirmation; then the translation is written into
-//!   the packet (incremental checksums) and the forwarder routes it again.
+//!   the packet (incremental checksums) and the forwarder sends it by the
+//!   route found here (one route lookup per packet).
 //! - `now_ms` is the worker's coarse clock (milliseconds since start, from the
 //!   TSC), injected into `ctcore`.
 //! - Nothing here allocates, blocks or makes system calls on the packet path:
@@ -42,19 +43,21 @@ use ctcore::tuple::{Addr, Family};
 use crate::config::Config;
 use crate::dpdk::Mbuf;
 use crate::net::Meta;
-use crate::route::Routes;
+use crate::route::{RouteId, Routes};
 use crate::stats::DropReason;
 use crate::worker::BURST;
 
 /// What the stage decided for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Continue to L3 forwarding with the headers as classified.
-    Forward,
-    /// Continue to L3 forwarding; the stage changed the packet (NAT: addresses,
-    /// ports, checksums; the classification's lengths, TTL and protocol
-    /// still hold, and the forwarder reads the addresses from the frame).
-    ForwardRewritten,
+    /// Continue to L3 forwarding. NAT may have changed the packet
+    /// (addresses, ports, checksums; the classification's lengths, TTL and
+    /// protocol still hold, and the forwarder reads the addresses from the
+    /// frame). `Some(route)`: the route of the (translated) destination,
+    /// which the stage looked up for the policy and is not local: the
+    /// forwarder does not look it up again. None: the forwarder routes the
+    /// packet.
+    Forward(Option<RouteId>),
     /// Free the packet, counted under this reason.
     Drop(DropReason),
 }
@@ -311,6 +314,7 @@ impl Shared {
         hits: &mut [u64],
         policy_drop: &mut bool,
         expiring: &mut bool,
+        route: &mut Option<RouteId>,
     ) -> Decision {
         let Ok(p) = &r.parsed else {
             return Decision::Drop;
@@ -340,7 +344,7 @@ impl Shared {
                         addr: None,
                     });
                 }
-                self.routes.lookup_v4(d)
+                self.routes.find_v4(d).map(|id| (id, self.routes.hop_v4(id)))
             }
             Family::V6 => {
                 let d = u128::from_be_bytes(dst.0);
@@ -350,10 +354,10 @@ impl Shared {
                         addr: None,
                     });
                 }
-                self.routes.lookup_v6(d)
+                self.routes.find_v6(d).map(|id| (id, self.routes.hop_v6(id)))
             }
         };
-        let Some(hop) = out else {
+        let Some((id, hop)) = out else {
             return Decision::Drop;
         };
         let (action, rule) =
@@ -375,6 +379,7 @@ impl Shared {
                         a.1
                     }
                 });
+                *route = Some(id);
                 Decision::Accept(Egress {
                     port: hop.port as u16,
                     addr,
@@ -455,7 +460,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Decides `verdicts[i]` for `pkts[i]` (see the module contract).
-    /// `verdicts` arrives filled with `Verdict::Forward`.
+    /// `verdicts` arrives filled with `Verdict::Forward(None)`.
     #[inline]
     pub fn process_burst(
         &mut self,
@@ -475,6 +480,7 @@ impl<'a> Pipeline<'a> {
         let results = &mut self.results;
         let mut policy_drop = [false; BURST];
         let mut expiring = [false; BURST];
+        let mut routes: [Option<RouteId>; BURST] = [None; BURST];
         {
             let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| match pkts.get(i) {
                 // The worker's classification checked the IPv4 header.
@@ -489,12 +495,13 @@ impl<'a> Pipeline<'a> {
             let hits = &mut self.hits;
             let drops = &mut policy_drop;
             let exp = &mut expiring;
+            let rts = &mut routes;
             shared.engine.process_burst(
                 &mut self.ct,
                 now_ms,
                 &frames[..n],
                 &mut results[..n],
-                |i, r| shared.decide(in_port, r, hits, &mut drops[i], &mut exp[i]),
+                |i, r| shared.decide(in_port, r, hits, &mut drops[i], &mut exp[i], &mut rts[i]),
             );
         }
         for i in 0..n {
@@ -513,11 +520,11 @@ impl<'a> Pipeline<'a> {
                 // the sender and quotes what it sent (traceroute through NAT).
                 continue;
             }
+            verdicts[i] = Verdict::Forward(routes[i]);
             if let Some(rw) = &r.rewrite {
-                verdicts[i] = match apply(pkts[i].data_mut(), p, rw, ChecksumMode::Incremental) {
-                    Ok(()) => Verdict::ForwardRewritten,
-                    Err(_) => Verdict::Drop(DropReason::BadHeader),
-                };
+                if apply(pkts[i].data_mut(), p, rw, ChecksumMode::Incremental).is_err() {
+                    verdicts[i] = Verdict::Drop(DropReason::BadHeader);
+                }
             }
         }
         self.move_events();

@@ -12,6 +12,10 @@ pub struct NextHop {
     pub gateway: Option<u128>,
 }
 
+/// A route of one family's table (index, longest prefix first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId(u16);
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     net: u128,
@@ -114,21 +118,46 @@ impl Routes {
 
     #[inline]
     pub fn lookup_v4(&self, dst: u32) -> Option<NextHop> {
-        self.v4
-            .iter()
-            .find(|e| dst & e.mask == e.net)
-            .map(|e| NextHop {
-                port: e.port,
-                gateway: (e.gateway != 0).then_some(e.gateway as u128),
-            })
+        self.find_v4(dst).map(|r| self.hop_v4(r))
     }
 
     #[inline]
     pub fn lookup_v6(&self, dst: u128) -> Option<NextHop> {
+        self.find_v6(dst).map(|r| self.hop_v6(r))
+    }
+
+    /// The route `dst` takes, as a 2-byte reference (what the stage hands
+    /// the forwarder per packet).
+    #[inline]
+    pub fn find_v4(&self, dst: u32) -> Option<RouteId> {
+        self.v4
+            .iter()
+            .position(|e| dst & e.mask == e.net)
+            .map(|i| RouteId(i as u16))
+    }
+
+    #[inline]
+    pub fn find_v6(&self, dst: u128) -> Option<RouteId> {
         self.v6
             .iter()
-            .find(|e| dst & e.mask == e.net)
-            .map(|e| e.hop)
+            .position(|e| dst & e.mask == e.net)
+            .map(|i| RouteId(i as u16))
+    }
+
+    /// The next hop of an IPv4 route found by [`Routes::find_v4`].
+    #[inline]
+    pub fn hop_v4(&self, r: RouteId) -> NextHop {
+        let e = &self.v4[r.0 as usize];
+        NextHop {
+            port: e.port,
+            gateway: (e.gateway != 0).then_some(e.gateway as u128),
+        }
+    }
+
+    /// The next hop of an IPv6 route found by [`Routes::find_v6`].
+    #[inline]
+    pub fn hop_v6(&self, r: RouteId) -> NextHop {
+        self.v6[r.0 as usize].hop
     }
 
     /// The port whose IPv4 address is `a`.

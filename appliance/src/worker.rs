@@ -16,7 +16,7 @@ use crate::dpdk::{self, Mbuf, Mempool, PortId, QueueId, RingRx, RingTx};
 use crate::neigh::{NeighKey, NeighTable};
 use crate::net::{self, Mac, Meta};
 use crate::pipeline::{self, Pipeline, Verdict};
-use crate::route::Routes;
+use crate::route::{RouteId, Routes};
 use crate::stats::{DropReason, LcoreStats, SharedStats, MAX_PORTS};
 
 /// Packets per RX burst.
@@ -376,25 +376,30 @@ impl Worker<'_> {
     /// then forwards or drops each by its verdict. Leaves `pkts` empty.
     #[inline(always)]
     fn stage_and_forward(&mut self, in_port: u8, pkts: &mut ArrayVec<Mbuf, BURST>, meta: &[Meta]) {
-        let mut verdicts = [Verdict::Forward; BURST];
+        let mut verdicts = [Verdict::Forward(None); BURST];
         let n = pkts.len();
         let now_ms = self.now_ms();
         self.pipeline
             .process_burst(now_ms, in_port, pkts, meta, &mut verdicts[..n]);
-        for ((m, meta), v) in pkts.drain(..).zip(meta.iter().copied()).zip(verdicts) {
+        // `meta` by reference: a copy of a Meta right after the burst's
+        // classification wrote it field by field is a store-forwarding stall.
+        for ((m, meta), v) in pkts.drain(..).zip(meta.iter()).zip(verdicts) {
             match v {
                 // NAT changes addresses, ports and checksums, none of what
                 // `meta` holds (lengths, TTL / hop limit, protocol): the
                 // forwarder reads the addresses from the frame.
-                Verdict::Forward | Verdict::ForwardRewritten => self.forward(in_port, m, meta),
+                Verdict::Forward(route) => self.forward(in_port, m, meta, route),
                 Verdict::Drop(r) => self.drop_pkt(m, r),
             }
         }
     }
 
     #[inline(always)]
-    fn forward(&mut self, in_port: u8, mut m: Mbuf, meta: Meta) {
-        match meta {
+    /// Routes `m` (classified as `meta`) and sends it towards its next hop;
+    /// `route`: the route the stage already found (not local; see
+    /// [`Verdict::Forward`]).
+    fn forward(&mut self, in_port: u8, mut m: Mbuf, meta: &Meta, route: Option<RouteId>) {
+        match *meta {
             Meta::Ipv4 { ihl, total_len, .. } => {
                 // The header fields are read again from the frame (in L1 by
                 // now) rather than from `meta`: cheaper than reloading the
@@ -408,7 +413,7 @@ impl Worker<'_> {
                         u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]),
                     )
                 };
-                if self.routes.local_v4(dst).is_some() {
+                if route.is_none() && self.routes.local_v4(dst).is_some() {
                     let ihl = ihl as usize;
                     let d = m.data();
                     if proto == net::IPPROTO_ICMP
@@ -428,11 +433,15 @@ impl Worker<'_> {
                 if !v4_forwardable(src, dst) {
                     return self.drop_pkt(m, DropReason::NotRoutable);
                 }
-                let Some(hop) = self.routes.lookup_v4(dst) else {
+                let hop = match route {
+                    Some(r) => Some(self.routes.hop_v4(r)),
+                    None => self.routes.lookup_v4(dst),
+                };
+                let Some(hop) = hop else {
                     return self.drop_pkt(m, DropReason::NoRoute);
                 };
                 if ttl <= 1 {
-                    self.time_exceeded(in_port, &m, meta);
+                    self.time_exceeded(in_port, &m, *meta);
                     return self.drop_pkt(m, DropReason::TtlExceeded);
                 }
                 net::ipv4_dec_ttl(&mut m.data_mut()[net::ETH_HLEN..]);
@@ -445,7 +454,7 @@ impl Worker<'_> {
                 next_header,
             } => {
                 let (src, dst) = (net::ipv6_src(m.data()), net::ipv6_dst(m.data()));
-                if self.routes.local_v6(dst).is_some() {
+                if route.is_none() && self.routes.local_v6(dst).is_some() {
                     let d = m.data();
                     let icmp = net::ETH_HLEN + 40;
                     if next_header == net::IPPROTO_ICMPV6
@@ -465,11 +474,15 @@ impl Worker<'_> {
                 if !v6_forwardable(src, dst) {
                     return self.drop_pkt(m, DropReason::NotRoutable);
                 }
-                let Some(hop) = self.routes.lookup_v6(dst) else {
+                let hop = match route {
+                    Some(r) => Some(self.routes.hop_v6(r)),
+                    None => self.routes.lookup_v6(dst),
+                };
+                let Some(hop) = hop else {
                     return self.drop_pkt(m, DropReason::NoRoute);
                 };
                 if hop_limit <= 1 {
-                    self.time_exceeded(in_port, &m, meta);
+                    self.time_exceeded(in_port, &m, *meta);
                     return self.drop_pkt(m, DropReason::TtlExceeded);
                 }
                 m.data_mut()[net::ETH_HLEN + 7] -= 1;
