@@ -123,8 +123,9 @@ pub struct Shared {
     pub engine: Engine<crate::dpdk::HwPrefetch>,
     pub policy: Policy,
     routes: Routes,
-    /// Per port: its IPv4 and IPv6 address (masquerade's source).
-    port_addrs: Vec<(Option<Addr>, Option<Addr>)>,
+    /// Per port: its IPv4 and IPv6 address (masquerade's source), indexed
+    /// by `family == V6`.
+    port_addrs: Vec<[Option<Addr>; 2]>,
     published: Vec<CachePadded<Mutex<Published>>>,
     /// Per worker: its events waiting for the REST side (see the module contract).
     pub events: Vec<CachePadded<ArrayQueue<Event>>>,
@@ -193,10 +194,10 @@ impl Shared {
             routes: Routes::from_config(cfg),
             port_addrs: (0..cfg.ports.len())
                 .map(|i| {
-                    (
+                    [
                         crate::ctconfig::port_addr(cfg, i, false),
                         crate::ctconfig::port_addr(cfg, i, true),
-                    )
+                    ]
                 })
                 .collect(),
             steering,
@@ -372,13 +373,10 @@ impl Shared {
             Action::Accept => {
                 // Read in place: a copy of the pair, then of one half, was a
                 // store-forwarding stall per packet.
-                let addr = self.port_addrs.get(hop.port as usize).and_then(|a| {
-                    if p.family == Family::V4 {
-                        a.0
-                    } else {
-                        a.1
-                    }
-                });
+                let addr = self
+                    .port_addrs
+                    .get(hop.port as usize)
+                    .and_then(|a| a[(p.family == Family::V6) as usize]);
                 *route = Some(id);
                 Decision::Accept(Egress {
                     port: hop.port as u16,
