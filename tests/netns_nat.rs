@@ -270,6 +270,58 @@ fn http_clients(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// 200 connections at once from cli's two addresses using the same 100
+/// source ports to srv's tcp-serve on port 9000: each is masqueraded to a
+/// distinct port of 198.51.100.1 (checked); returns "client-address port"
+/// -> the port the server saw.
+fn masquerade_200(net: &Net) -> BTreeMap<String, u16> {
+    let out = net.check(
+        "cli",
+        &[
+            "python3",
+            &hosts_py(),
+            "tcp-many",
+            "198.51.100.2",
+            "9000",
+            "200",
+            "192.0.2.2,192.0.2.3",
+            "41000",
+        ],
+        90,
+    );
+    let conns = json(&out);
+    let conns = conns.as_array().unwrap();
+    assert_eq!(conns.len(), 200);
+    let mut seen_ports = BTreeSet::new();
+    let mut by_client = BTreeMap::new();
+    for c in conns {
+        let seen = c["seen"].as_str().unwrap();
+        let w: Vec<&str> = seen.split_whitespace().collect();
+        assert_eq!(w[..2], ["srv", "198.51.100.1"], "server saw {seen}");
+        let port: u16 = w[2].parse().unwrap();
+        assert!(seen_ports.insert(port), "NAT port {port} used twice: {conns:?}");
+        by_client.insert(c["local"].as_str().unwrap().to_owned(), port);
+    }
+    assert_eq!(by_client.len(), 200, "distinct client endpoints");
+    by_client
+}
+
+/// The table's connections to port 9000 carry the bindings the server saw.
+fn assert_bindings(lines: &[String], by_client: &BTreeMap<String, u16>) {
+    let mut in_table = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.contains(" dport=9000 ")) {
+        let (o, r) = tuples(l);
+        assert_eq!(o.1, "198.51.100.2", "{l}");
+        assert_eq!(
+            (r.0.as_str(), r.1.as_str()),
+            ("198.51.100.2", "198.51.100.1"),
+            "{l}"
+        );
+        in_table.insert(format!("{} {}", o.0, o.2), r.3.parse::<u16>().unwrap());
+    }
+    assert_eq!(&in_table, by_client, "ctgate's bindings = what the server saw");
+}
+
 #[test]
 fn masquerade_curl_and_200_parallel_connections() {
     require_root();
@@ -328,42 +380,11 @@ fn masquerade_curl_and_200_parallel_connections() {
     // 200 connections at once from two inside addresses that use the same 100
     // source ports: masquerade keeps a port while it is free and must pick
     // another for the second user of each, so the 200 are distinct at the server.
-    let out = net.check(
-        "cli",
-        &[
-            "python3",
-            &py,
-            "tcp-many",
-            "198.51.100.2",
-            "9000",
-            "200",
-            "192.0.2.2,192.0.2.3",
-            "41000",
-        ],
-        60,
-    );
-    let conns = json(&out);
-    let conns = conns.as_array().unwrap();
-    assert_eq!(conns.len(), 200);
-    let mut seen_ports = BTreeSet::new();
-    let mut by_client = BTreeMap::new();
-    let mut kept = 0;
-    for c in conns {
-        let local = c["local"].as_str().unwrap().to_owned();
-        let seen = c["seen"].as_str().unwrap();
-        let w: Vec<&str> = seen.split_whitespace().collect();
-        assert_eq!(w[..2], ["srv", "198.51.100.1"], "server saw {seen}");
-        let port: u16 = w[2].parse().unwrap();
-        assert!(
-            seen_ports.insert(port),
-            "NAT port {port} used twice: {conns:?}"
-        );
-        if local.ends_with(&format!(" {port}")) {
-            kept += 1;
-        }
-        by_client.insert(local, port);
-    }
-    assert_eq!(by_client.len(), 200, "distinct client endpoints");
+    let by_client = masquerade_200(&net);
+    let kept = by_client
+        .iter()
+        .filter(|(local, port)| local.ends_with(&format!(" {port}")))
+        .count();
     // At most one of each pair can keep its port; nearly all first users do
     // (a random pick for a second user may land on a port used later).
     assert!(
@@ -374,21 +395,7 @@ fn masquerade_curl_and_200_parallel_connections() {
     let s = gate.stop();
     // The table holds every connection with the binding the server saw.
     let lines = table(&s);
-    let mut in_table = BTreeMap::new();
-    for l in lines.iter().filter(|l| l.contains("dport=9000 ")) {
-        let (o, r) = tuples(l);
-        assert_eq!(o.1, "198.51.100.2", "{l}");
-        assert_eq!(
-            (r.0.as_str(), r.1.as_str()),
-            ("198.51.100.2", "198.51.100.1"),
-            "{l}"
-        );
-        in_table.insert(format!("{} {}", o.0, o.2), r.3.parse::<u16>().unwrap());
-    }
-    assert_eq!(
-        in_table, by_client,
-        "ctgate's bindings = what the server saw"
-    );
+    assert_bindings(&lines, &by_client);
     let (hits, oop) = nat_rule(&s, "masq-srv");
     assert!(hits >= 201, "masq-srv translated {hits}");
     assert_eq!(oop, 0);
@@ -1338,31 +1345,7 @@ bind = "127.0.0.1:18191"
     );
 
     // 200 parallel masqueraded connections from two addresses sharing ports.
-    let out = net.check(
-        "cli",
-        &[
-            "python3",
-            &py,
-            "tcp-many",
-            "198.51.100.2",
-            "9000",
-            "200",
-            "192.0.2.2,192.0.2.3",
-            "41000",
-        ],
-        90,
-    );
-    let conns = json(&out);
-    let mut by_client = BTreeMap::new();
-    let mut nat_ports = BTreeSet::new();
-    for c in conns.as_array().unwrap() {
-        let seen: Vec<&str> = c["seen"].as_str().unwrap().split_whitespace().collect();
-        assert_eq!(seen[..2], ["srv", "198.51.100.1"], "server saw {seen:?}");
-        let port: u16 = seen[2].parse().unwrap();
-        assert!(nat_ports.insert(port), "NAT port {port} used twice");
-        by_client.insert(c["local"].as_str().unwrap().to_owned(), port);
-    }
-    assert_eq!(by_client.len(), 200, "distinct client endpoints");
+    let by_client = masquerade_200(&net);
 
     // Masqueraded UDP: 20 flows of 3 datagrams, every answer back.
     for f in udp_flows(&net, "198.51.100.2", 20, 3, "2").as_array().unwrap() {
@@ -1439,15 +1422,7 @@ bind = "127.0.0.1:18191"
     let s = gate.stop();
     // The final table has the bindings the server saw.
     let lines = table(&s);
-    let in_table: BTreeMap<String, u16> = lines
-        .iter()
-        .filter(|l| l.contains(" dport=9000 "))
-        .map(|l| {
-            let (o, r) = tuples(l);
-            (format!("{} {}", o.0, o.2), r.3.parse().unwrap())
-        })
-        .collect();
-    assert_eq!(in_table, by_client, "ctgate's bindings = what the server saw");
+    assert_bindings(&lines, &by_client);
     // One NAT binding (port or ICMP id) per masqueraded connection.
     let outside = ["198.51.100.1", "198.51.100.17", "2001:db8:2::1"];
     let masqueraded: Vec<&String> = lines
