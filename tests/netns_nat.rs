@@ -161,6 +161,24 @@ src = "2001:db8:1::/64"
 action = "masquerade"
 "#;
 
+/// Port forwarding from the outside port to the inside host: HTTP (80 ->
+/// 8080) and DNS (53 -> 5353); see [`check_forwards`].
+const FORWARDS: &str = r#"
+[[nat]]
+name = "fwd-http"
+in_port = "srv"
+proto = "tcp"
+dport = "80"
+action = "dnat to 192.0.2.2:8080"
+
+[[nat]]
+name = "fwd-dns"
+in_port = "srv"
+proto = "udp"
+dport = "53"
+action = "dnat to 192.0.2.2:5353"
+"#;
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -268,6 +286,43 @@ fn http_clients(log: &str) -> Vec<String> {
             a.strip_prefix("::ffff:").unwrap_or(a).to_owned()
         })
         .collect()
+}
+
+/// The [`FORWARDS`] from srv, which knows only ctgate's address: three
+/// HTTP requests for `path` answered with `body` by the inside server (whose
+/// log, `log`, shows the outside client), and three UDP flows of two
+/// datagrams echoed by the inside host, which sees the client's address and
+/// port.
+fn check_forwards(net: &Net, path: &str, body: &str, log: &str) {
+    for _ in 0..3 {
+        assert_eq!(curl(net, "srv", &format!("http://198.51.100.1{path}")), body);
+    }
+    assert_eq!(
+        http_clients(log),
+        vec!["198.51.100.2"; 3],
+        "the inside server sees the outside client"
+    );
+    let out = net.check(
+        "srv",
+        &[
+            "python3",
+            &hosts_py(),
+            "udp-flows",
+            "198.51.100.1",
+            "53",
+            "3",
+            "2",
+            "2",
+        ],
+        60,
+    );
+    for f in json(&out).as_array().unwrap() {
+        let port = f["local"].as_str().unwrap().split(' ').nth(1).unwrap();
+        for a in f["answers"].as_array().unwrap() {
+            assert_eq!(a["echo_ok"], true, "{out}");
+            assert_eq!(a["seen"], format!("198.51.100.2 {port}"), "{out}");
+        }
+    }
 }
 
 /// 200 connections at once from cli's two addresses using the same 100
@@ -431,22 +486,8 @@ fn dnat_port_forwarding_to_an_inside_server() {
     let dir = TempDir::new("nat-dnat");
     let mut net = topology();
     let rules = format!(
-        "{MASQUERADE}{}",
+        "{MASQUERADE}{FORWARDS}{}",
         r#"
-[[nat]]
-name = "fwd-http"
-in_port = "srv"
-proto = "tcp"
-dport = "80"
-action = "dnat to 192.0.2.2:8080"
-
-[[nat]]
-name = "fwd-dns"
-in_port = "srv"
-proto = "udp"
-dport = "53"
-action = "dnat to 192.0.2.2:5353"
-
 [[nat]]
 name = "fwd-closed"
 in_port = "srv"
@@ -485,39 +526,7 @@ action = "dnat to 192.0.2.2:5999"
     );
 
     // The outside host only knows ctgate's address.
-    for _ in 0..3 {
-        assert_eq!(
-            curl(&net, "srv", "http://198.51.100.1/index.txt"),
-            "inside server\n"
-        );
-    }
-    let clients = http_clients(&log);
-    assert_eq!(
-        clients,
-        vec!["198.51.100.2"; 3],
-        "the inside server sees the outside client"
-    );
-    let out = net.check(
-        "srv",
-        &[
-            "python3",
-            &py,
-            "udp-flows",
-            "198.51.100.1",
-            "53",
-            "3",
-            "2",
-            "2",
-        ],
-        60,
-    );
-    for f in json(&out).as_array().unwrap() {
-        let port = f["local"].as_str().unwrap().split(' ').nth(1).unwrap();
-        for a in f["answers"].as_array().unwrap() {
-            assert_eq!(a["echo_ok"], true, "{out}");
-            assert_eq!(a["seen"], format!("198.51.100.2 {port}"), "{out}");
-        }
-    }
+    check_forwards(&net, "/index.txt", "inside server\n", &log);
     // A forwarded port nobody listens on: the inside host's port unreachable
     // comes back translated (from the forwarded address and port), so the
     // outside client's kernel matches it to its socket.
@@ -1272,22 +1281,8 @@ fn several_workers(workers: usize) {
     let mut net = topology();
     const API: &str = "127.0.0.1:18191";
     let rules = format!(
-        "{MASQUERADE}{}",
+        "{MASQUERADE}{FORWARDS}{}",
         r#"
-[[nat]]
-name = "fwd-http"
-in_port = "srv"
-proto = "tcp"
-dport = "80"
-action = "dnat to 192.0.2.2:8080"
-
-[[nat]]
-name = "fwd-dns"
-in_port = "srv"
-proto = "udp"
-dport = "53"
-action = "dnat to 192.0.2.2:5353"
-
 [[pool]]
 name = "web"
 backends = ["192.0.2.18:8080", "192.0.2.34:8080", "192.0.2.50:8080"]
@@ -1356,25 +1351,7 @@ bind = "127.0.0.1:18191"
     }
 
     // DNAT: the outside reaches the inside server through ctgate's address.
-    for _ in 0..3 {
-        assert_eq!(
-            curl(&net, "srv", "http://198.51.100.1/hello.txt"),
-            "hello through several workers\n"
-        );
-    }
-    assert_eq!(http_clients(&cli_log), vec!["198.51.100.2"; 3]);
-    let out = net.check(
-        "srv",
-        &["python3", &py, "udp-flows", "198.51.100.1", "53", "3", "2", "2"],
-        60,
-    );
-    for f in json(&out).as_array().unwrap() {
-        let port = f["local"].as_str().unwrap().split(' ').nth(1).unwrap();
-        for a in f["answers"].as_array().unwrap() {
-            assert_eq!(a["echo_ok"], true, "{out}");
-            assert_eq!(a["seen"], format!("198.51.100.2 {port}"), "{out}");
-        }
-    }
+    check_forwards(&net, "/hello.txt", "hello through several workers\n", &cli_log);
 
     // Load balancing: 300 connections over the three backends, and one
     // long-lived connection that stays on its backend.
