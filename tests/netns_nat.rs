@@ -325,6 +325,51 @@ fn check_forwards(net: &Net, path: &str, body: &str, log: &str) {
     }
 }
 
+/// `n` connections one after the other from srv to ctgate's port `dport`
+/// (load-balanced to the backends' tcp-serve), and one long-lived connection
+/// asked every `sticky_every` which backend it talks to: every backend sees
+/// the client's address and the long-lived connection stays on its backend.
+/// Returns the connections per backend, and the long-lived one's backend.
+fn load_balanced(
+    net: &Net,
+    dport: u16,
+    n: u32,
+    sticky_every: u32,
+) -> (BTreeMap<String, usize>, String) {
+    let out = net.check(
+        "srv",
+        &[
+            "python3",
+            &hosts_py(),
+            "tcp-seq",
+            "198.51.100.1",
+            &dport.to_string(),
+            &n.to_string(),
+            &sticky_every.to_string(),
+        ],
+        170,
+    );
+    let r = json(&out);
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for s in r["seen"].as_array().unwrap() {
+        let w: Vec<&str> = s.as_str().unwrap().split_whitespace().collect();
+        assert_eq!(w[1], "198.51.100.2", "backends see the client: {s}");
+        *count.entry(w[0].to_owned()).or_default() += 1;
+    }
+    let sticky: Vec<&str> = r["sticky"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(sticky.len() as u32, 1 + n / sticky_every);
+    assert!(
+        sticky.iter().all(|b| *b == sticky[0]),
+        "the long-lived connection moved: {sticky:?}"
+    );
+    (count, sticky[0].to_owned())
+}
+
 /// 200 connections at once from cli's two addresses using the same 100
 /// source ports to srv's tcp-serve on port 9000: each is masqueraded to a
 /// distinct port of 198.51.100.1 (checked); returns "client-address port"
@@ -616,41 +661,11 @@ action = "dnat to pool web"
     }
     // 3000 connections one after the other, and one long-lived connection
     // asked every 300 which backend it talks to.
-    let out = net.check(
-        "srv",
-        &[
-            "python3",
-            &py,
-            "tcp-seq",
-            "198.51.100.1",
-            "80",
-            "3000",
-            "300",
-        ],
-        170,
-    );
-    let r = json(&out);
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    for s in r["seen"].as_array().unwrap() {
-        let w: Vec<&str> = s.as_str().unwrap().split_whitespace().collect();
-        assert_eq!(w[1], "198.51.100.2", "backends see the client: {s}");
-        *count.entry(w[0].to_owned()).or_default() += 1;
-    }
+    let (count, sticky) = load_balanced(&net, 80, 3000, 300);
     assert_eq!(count.len(), 3, "{count:?}");
     for (b, n) in &count {
         assert!((800..=1200).contains(n), "{b} got {n} of 3000: {count:?}");
     }
-    let sticky: Vec<&str> = r["sticky"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().split(' ').next().unwrap())
-        .collect();
-    assert_eq!(sticky.len(), 11);
-    assert!(
-        sticky.iter().all(|b| *b == sticky[0]),
-        "the long-lived connection moved: {sticky:?}"
-    );
 
     let s = gate.stop();
     // The table agrees with the backends: each connection to the VIP is bound
@@ -670,7 +685,7 @@ action = "dnat to pool web"
     }
     let want: BTreeMap<String, usize> = count
         .iter()
-        .map(|(b, n)| (b.clone(), n + usize::from(b == sticky[0])))
+        .map(|(b, n)| (b.clone(), n + usize::from(*b == sticky)))
         .collect();
     assert_eq!(in_table, want, "table vs backends");
     assert_eq!(nat_rule(&s, "lb").0, 3001);
@@ -1355,27 +1370,9 @@ bind = "127.0.0.1:18191"
 
     // Load balancing: 300 connections over the three backends, and one
     // long-lived connection that stays on its backend.
-    let out = net.check(
-        "srv",
-        &["python3", &py, "tcp-seq", "198.51.100.1", "81", "300", "100"],
-        120,
-    );
-    let r = json(&out);
-    let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
-    for s in r["seen"].as_array().unwrap() {
-        let w: Vec<&str> = s.as_str().unwrap().split_whitespace().collect();
-        assert_eq!(w[1], "198.51.100.2", "backends see the client: {s}");
-        *per_backend.entry(w[0].to_owned()).or_default() += 1;
-    }
+    let (per_backend, _) = load_balanced(&net, 81, 300, 100);
     assert_eq!(per_backend.len(), 3, "{per_backend:?}");
     assert!(per_backend.values().all(|&n| n >= 50), "{per_backend:?}");
-    let sticky: BTreeSet<&str> = r["sticky"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().split(' ').next().unwrap())
-        .collect();
-    assert_eq!(sticky.len(), 1, "the long-lived connection moved: {sticky:?}");
 
     // `ctgate ct list`: every connection exactly once.
     let listed = ct_list(API);
