@@ -179,6 +179,25 @@ dport = "53"
 action = "dnat to 192.0.2.2:5353"
 "#;
 
+/// TCP to ctgate's outside address, port `dport`, balanced over the three
+/// backends' port 8080 (rule "lb", pool "web"); see [`load_balanced`].
+fn load_balancer(dport: u16) -> String {
+    format!(
+        r#"
+[[pool]]
+name = "web"
+backends = ["192.0.2.18:8080", "192.0.2.34:8080", "192.0.2.50:8080"]
+
+[[nat]]
+name = "lb"
+in_port = "srv"
+proto = "tcp"
+dport = "{dport}"
+action = "dnat to pool web"
+"#
+    )
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -628,19 +647,8 @@ fn load_balancing_over_three_backends() {
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("nat-lb");
     let mut net = topology();
-    let rules = r#"
-[[pool]]
-name = "web"
-backends = ["192.0.2.18:8080", "192.0.2.34:8080", "192.0.2.50:8080"]
-
-[[nat]]
-name = "lb"
-in_port = "srv"
-proto = "tcp"
-dport = "80"
-action = "dnat to pool web"
-"#;
-    let gate = Gate::start(&dir.0, &config(&net, "", rules));
+    let rules = load_balancer(80);
+    let gate = Gate::start(&dir.0, &config(&net, "", &rules));
     let py = hosts_py();
     for b in ["be1", "be2", "be3"] {
         net.spawn(
@@ -1296,19 +1304,9 @@ fn several_workers(workers: usize) {
     let mut net = topology();
     const API: &str = "127.0.0.1:18191";
     let rules = format!(
-        "{MASQUERADE}{FORWARDS}{}",
+        "{MASQUERADE}{FORWARDS}{}{}",
+        load_balancer(81),
         r#"
-[[pool]]
-name = "web"
-backends = ["192.0.2.18:8080", "192.0.2.34:8080", "192.0.2.50:8080"]
-
-[[nat]]
-name = "lb"
-in_port = "srv"
-proto = "tcp"
-dport = "81"
-action = "dnat to pool web"
-
 [rest]
 bind = "127.0.0.1:18191"
 "#
