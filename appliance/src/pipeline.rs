@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use crossbeam_queue::ArrayQueue;
 
 use crossbeam_utils::CachePadded;
-use ctcore::conn::Conn;
+use ctcore::conn::{Conn, CtInfo};
 use ctcore::engine::{CtResult, Decision, Egress, Engine, Pkt, Worker};
 use ctcore::event::{Event, EventKind};
 use ctcore::forward::{classify_addrs, RouteClass};
@@ -373,10 +373,15 @@ impl Shared {
             Action::Accept => {
                 // Read in place: a copy of the pair, then of one half, was a
                 // store-forwarding stall per packet.
-                let addr = self
-                    .port_addrs
-                    .get(hop.port as usize)
-                    .and_then(|a| a[(p.family == Family::V6) as usize]);
+                // Masquerade's source, needed only to translate a new
+                // connection (see `Egress`): not loaded for the others.
+                let addr = if r.ctinfo == CtInfo::New {
+                    self.port_addrs
+                        .get(hop.port as usize)
+                        .and_then(|a| a[(p.family == Family::V6) as usize])
+                } else {
+                    None
+                };
                 *route = Some(id);
                 Decision::Accept(Egress {
                     port: hop.port as u16,

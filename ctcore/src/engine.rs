@@ -193,7 +193,9 @@ impl Default for CtResult {
 }
 
 /// Where an accepted packet leaves: the egress port and its address of the
-/// packet's family (what MASQUERADE translates to).
+/// packet's family (what MASQUERADE translates to). The engine reads it
+/// only for a new connection's source NAT (ctinfo NEW): deciders may leave
+/// it out for the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Egress {
     pub port: u16,
