@@ -2,7 +2,7 @@
 //! errors the quoted header too, with incremental checksum updates (RFC 1624)
 //! or, for TX checksum offload, with the L4 checksum left for the NIC.
 
-use crate::checksum::{checksum, l4_checksum, sum4, update_addr, update_u16};
+use crate::checksum::{checksum, combine, l4_checksum, update_addr, update_u16};
 use crate::conn::{Conn, Status};
 use crate::tuple::{
     Addr, Dir, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -276,9 +276,9 @@ pub fn apply(
 
 /// The common case of [`apply`]: an unfragmented IPv4 TCP or UDP packet
 /// (bounds checked by the caller), checksums updated in place. The same
-/// updates in the same order as the general path, on 4-byte arrays instead
-/// of 16-byte addresses and slices, so the bytes are the same (a test
-/// compares the two).
+/// updates as the general path, on whole words instead of 16-byte
+/// addresses and slices, so the bytes are the same (a test compares the
+/// two).
 #[inline]
 fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool, rw: &Rewrite) {
     // RFC 1624 eqn. 3 for all changes at once: each checksum's complement
@@ -287,33 +287,55 @@ fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool
     // result as one update per change (a folded sum is congruent to its
     // terms and zero only when they all are), without their chain of
     // dependent folds.
-    let c = get16(f, csum_off);
+    //
+    // In the machine's byte order throughout (RFC 1071 2.B: a ones'-complement
+    // sum of byte-swapped words is the byte-swapped sum, and swapping keeps
+    // zero and 0xffff apart), so fields are loaded and stored as words,
+    // without byte swaps; only the new ports are turned to network order.
+    //
+    // The header, the ports and the checksum as fixed-size arrays: one
+    // bounds check each, none per field. IPv4 has l3 + 20 <= l4 and the
+    // checksum is after the ports (the caller checked csum_off + 2 <= end).
+    let Some((head, tail)) = f.split_at_mut_checked(l4) else { return };
+    let Some(ip) = head.get_mut(l3..l3 + 20) else { return };
+    let Some((ports, rest)) = tail.split_at_mut_checked(4) else { return };
+    let at = csum_off.saturating_sub(l4 + 4);
+    let Some(csum) = rest.get_mut(at..at + 2) else { return };
+    let w16 = |b: &[u8]| u16::from_ne_bytes([b[0], b[1]]);
+    let w32 = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    let sum32 = |x: u32| combine(x as u16, (x >> 16) as u16);
+    let c = w16(csum);
     let no_csum = udp && c == 0;
-    let mut ip_acc = u32::from(!get16(f, l3 + 10));
+    let mut ip_acc = u32::from(!w16(&ip[10..12]));
     let mut l4_acc = u32::from(!c);
-    for (addr, off) in [(&rw.src, l3 + 12), (&rw.dst, l3 + 16)] {
-        if let Some((a, _)) = addr {
-            let field = &mut f[off..off + 4];
-            let old = [field[0], field[1], field[2], field[3]];
-            let new = a.v4_octets();
-            if old != new {
-                let terms = u32::from(!sum4(old)) + u32::from(sum4(new));
-                ip_acc += terms;
-                l4_acc += terms;
-                field.copy_from_slice(&new);
-            }
+    if let Some((a, port)) = &rw.src {
+        let (old, new) = (w32(&ip[12..16]), u32::from_ne_bytes(a.v4_octets()));
+        if old != new {
+            let terms = u32::from(!sum32(old)) + u32::from(sum32(new));
+            ip_acc += terms;
+            l4_acc += terms;
+            ip[12..16].copy_from_slice(&new.to_ne_bytes());
         }
+        let new = u16::from_ne_bytes(port.to_be_bytes());
+        l4_acc += u32::from(!w16(&ports[0..2])) + u32::from(new);
+        ports[0..2].copy_from_slice(&new.to_ne_bytes());
     }
-    for (end, off) in [(&rw.src, l4), (&rw.dst, l4 + 2)] {
-        if let Some((_, port)) = end {
-            l4_acc += u32::from(!get16(f, off)) + u32::from(*port);
-            put16(f, off, *port);
+    if let Some((a, port)) = &rw.dst {
+        let (old, new) = (w32(&ip[16..20]), u32::from_ne_bytes(a.v4_octets()));
+        if old != new {
+            let terms = u32::from(!sum32(old)) + u32::from(sum32(new));
+            ip_acc += terms;
+            l4_acc += terms;
+            ip[16..20].copy_from_slice(&new.to_ne_bytes());
         }
+        let new = u16::from_ne_bytes(port.to_be_bytes());
+        l4_acc += u32::from(!w16(&ports[2..4])) + u32::from(new);
+        ports[2..4].copy_from_slice(&new.to_ne_bytes());
     }
-    put16(f, l3 + 10, !fold32(ip_acc));
+    ip[10..12].copy_from_slice(&(!fold32(ip_acc)).to_ne_bytes());
     if !no_csum {
         let c = !fold32(l4_acc);
-        put16(f, csum_off, if udp && c == 0 { 0xffff } else { c });
+        csum.copy_from_slice(&(if udp && c == 0 { 0xffff } else { c }).to_ne_bytes());
     }
 }
 
