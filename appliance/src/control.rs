@@ -461,6 +461,30 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         signal_hook::flag::register(sig, term.clone()).map_err(RunError::Signal)?;
     }
 
+    // Ports with fewer TX queues than workers: their queues are shared, one
+    // lock each (numbered port by port).
+    let mut tx_lock_base = Vec::new();
+    let mut n_locks = 0u16;
+    for port in ports.iter() {
+        let q = port.info().tx_queues;
+        tx_lock_base.push((q < nworkers).then_some(n_locks));
+        if q < nworkers {
+            n_locks += q;
+        }
+    }
+    let tx_locks: Arc<[std::sync::Mutex<()>]> =
+        (0..n_locks).map(|_| std::sync::Mutex::new(())).collect();
+    for ((p, port), base) in cfg.ports.iter().zip(ports.iter()).zip(&tx_lock_base) {
+        if base.is_some() {
+            tracing::info!(
+                port = %p.name,
+                tx_queues = port.info().tx_queues,
+                workers = nworkers,
+                "fewer TX queues than workers: the workers share them (one burst at a time per queue)"
+            );
+        }
+    }
+
     let tsc_hz = eal.tsc_hz();
     let started = Instant::now();
     let mut launched = Vec::new();
@@ -473,7 +497,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
                 id: info.id,
                 mac: cfg.ports[pi].mac_addr().unwrap_or(info.mac),
                 rxq: (wi < info.rx_queues as usize).then_some(QueueId(wi as u16)),
-                txq: QueueId(wi as u16),
+                txq: QueueId(wi as u16 % info.tx_queues),
+                tx_lock: tx_lock_base[pi].map(|b| b + wi as u16 % info.tx_queues),
                 v4: cfg.ports[pi].ipv4.as_ref().and_then(v4_u32),
                 v6: cfg.ports[pi].ipv6.as_ref().and_then(v6_u128),
             });
@@ -491,6 +516,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             neigh_queue: cfg.neighbour_queue,
             neigh_timeout_ms: cfg.neighbour_timeout_ms,
             handoff: handoff.get_mut(wi).and_then(Option::take),
+            tx_locks: tx_locks.clone(),
         };
         match eal.launch(LcoreId(*lcore), Box::new(move || worker::run(args))) {
             Ok(()) => launched.push(*lcore),

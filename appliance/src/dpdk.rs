@@ -655,6 +655,9 @@ pub struct PortInfo {
     pub driver: String,
     pub mac: [u8; 6],
     pub rx_queues: u16,
+    /// TX queues set up: as many as asked (one per worker) where the PMD
+    /// has them; fewer (at least one) where it has not, and then workers
+    /// share them (the worker serialises its bursts on a shared queue).
     pub tx_queues: u16,
     /// RSS hash functions enabled (0 if RSS is off: one RX queue, or the PMD has none).
     pub rss_hf: u64,
@@ -766,19 +769,10 @@ impl Port {
                 .to_string_lossy()
                 .into_owned()
         };
-        // Fewer RX queues than asked is fine (some workers then poll nothing on
-        // this port); every worker needs its own TX queue.
+        // Fewer queues than asked is fine: some workers then poll nothing on
+        // this port, and share TX queues (see PortInfo::tx_queues).
         let rx_queues = conf.rx_queues.min(dev_info.max_rx_queues).max(1);
-        if conf.tx_queues > dev_info.max_tx_queues {
-            return Err(DpdkError::Port {
-                port: id.0,
-                what: "queue setup",
-                reason: format!(
-                    "{driver} supports {} TX queues, {} workers need one each: use fewer workers or a devargs option for more queues (e.g. qpairs=N for net_af_packet)",
-                    dev_info.max_tx_queues, conf.tx_queues
-                ),
-            });
-        }
+        let tx_queues = conf.tx_queues.min(dev_info.max_tx_queues).max(1);
 
         let mut eth_conf = sys::rte_eth_conf::default();
         let mut key = SYMMETRIC_RSS_KEY;
@@ -806,7 +800,7 @@ impl Port {
             eth_conf.rxmode.offloads |= csum;
         }
         // SAFETY: eth_conf is valid for the call (the key is copied by the PMD).
-        let ret = unsafe { sys::rte_eth_dev_configure(id.0, rx_queues, conf.tx_queues, &eth_conf) };
+        let ret = unsafe { sys::rte_eth_dev_configure(id.0, rx_queues, tx_queues, &eth_conf) };
         if ret != 0 {
             return Err(port_err(id, "rte_eth_dev_configure", ret));
         }
@@ -838,7 +832,7 @@ impl Port {
                 return Err(port_err(id, "rte_eth_rx_queue_setup", ret));
             }
         }
-        for q in 0..conf.tx_queues {
+        for q in 0..tx_queues {
             // SAFETY: configured port; NULL txconf means the PMD default.
             let ret = unsafe {
                 sys::rte_eth_tx_queue_setup(id.0, q, nb_txd, socket as c_uint, std::ptr::null())
@@ -883,7 +877,7 @@ impl Port {
                 driver,
                 mac: addr.addr_bytes,
                 rx_queues,
-                tx_queues: conf.tx_queues,
+                tx_queues,
                 rss_hf,
                 reta,
                 rx_l4_csum,

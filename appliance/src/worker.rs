@@ -5,10 +5,12 @@
 //!
 //! Nothing here allocates from the heap, takes a lock, or makes a system call:
 //! buffers are fixed arrays or vectors sized at start, time is the TSC, the
-//! neighbour table is read lock-free, counters are per-lcore.
+//! neighbour table is read lock-free, counters are per-lcore. One exception:
+//! on a port with fewer TX queues than workers, the workers sharing a queue
+//! take its lock around each TX burst (logged at start).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrayvec::ArrayVec;
 
@@ -35,8 +37,11 @@ pub struct PortCtx {
     pub mac: Mac,
     /// The RX queue this worker polls on the port (None if the port has fewer queues than workers).
     pub rxq: Option<QueueId>,
-    /// This worker's own TX queue on the port.
+    /// This worker's TX queue on the port: its own, or one it shares with
+    /// other workers (the port has fewer TX queues than workers), then
+    /// `tx_lock` is the index of that queue's lock in `WorkerArgs::tx_locks`.
     pub txq: QueueId,
+    pub tx_lock: Option<u16>,
     pub v4: Option<u32>,
     pub v6: Option<u128>,
 }
@@ -57,6 +62,8 @@ pub struct WorkerArgs {
     /// Software dispatch (see [`crate::pipeline::Steering::Dispatch`]): this
     /// worker's ends of the handoff rings; None when the hardware steers.
     pub handoff: Option<HandoffRings>,
+    /// The locks of TX queues several workers share (see `PortCtx::tx_lock`).
+    pub tx_locks: Arc<[Mutex<()>]>,
 }
 
 /// Slots of each handoff ring (one ring per ordered pair of workers); it
@@ -98,6 +105,7 @@ struct Worker<'a> {
     stats: &'a LcoreStats,
     pipeline: Pipeline<'a>,
     tx: [ArrayVec<Mbuf, TX_BUF>; MAX_PORTS],
+    tx_locks: &'a [Mutex<()>],
     pending: Vec<Pending>,
     pending_cap: usize,
     neigh_gen: u64,
@@ -129,6 +137,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         stats: &args.stats[args.index],
         pipeline: Pipeline::new(&args.pipeline, args.index),
         tx: Default::default(),
+        tx_locks: &args.tx_locks,
         pending: Vec::with_capacity(args.neigh_queue),
         pending_cap: args.neigh_queue,
         neigh_gen: args.neigh.generation(),
@@ -769,7 +778,16 @@ impl Worker<'_> {
             return;
         }
         let port = self.ports[p];
-        let sent = dpdk::tx_burst(port.id, port.txq, &mut self.tx[p]);
+        let sent = match port.tx_lock {
+            None => dpdk::tx_burst(port.id, port.txq, &mut self.tx[p]),
+            Some(l) => {
+                // A queue shared with other workers: one burst at a time.
+                let _g = self.tx_locks[l as usize]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                dpdk::tx_burst(port.id, port.txq, &mut self.tx[p])
+            }
+        };
         self.stats.tx[p].add(sent as u64);
         let unsent = self.tx[p].len();
         if unsent > 0 {
