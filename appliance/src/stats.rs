@@ -40,7 +40,9 @@ pub enum DropReason {
     Conntrack,
     /// Still queued (waiting for a neighbour) when the appliance stopped.
     Shutdown,
-    /// Software dispatch: the ring to the owning worker was full.
+    /// Software dispatch: the ring to the owning worker took nothing for
+    /// 100 ms (the owner stalled); until then the receiving worker waits
+    /// and receives nothing (the packets wait in the port's queue).
     HandoffFull,
 }
 

@@ -82,11 +82,20 @@ pub struct HandoffRings {
     pub stopped: Arc<AtomicUsize>,
 }
 
+/// How long a worker waits for room in a ring to a worker that makes no
+/// progress before it drops what waits (`handoff_full`).
+const HANDOFF_STALL_MS: u64 = 100;
+
 /// A worker's software dispatch state.
 struct Handoff {
     rings: HandoffRings,
-    /// Per destination worker: this burst's packets for it.
+    /// Per destination worker: this burst's packets for it, and what its
+    /// ring had no room for (the backlog).
     out: Vec<ArrayVec<Mbuf, BURST>>,
+    /// While a backlog waits: when a ring last took some of it. The worker
+    /// receives nothing meanwhile (backpressure: the packets wait in the
+    /// port's queue, not in the appliance).
+    backlog_since: Option<u64>,
 }
 
 struct Pending {
@@ -157,6 +166,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         handoff: args.handoff.map(|rings| Handoff {
             out: (0..rings.to.len()).map(|_| ArrayVec::new()).collect(),
             rings,
+            backlog_since: None,
         }),
     };
     let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
@@ -190,6 +200,10 @@ pub fn run(args: WorkerArgs) -> i32 {
         prev = now;
         w.now = now;
         for pi in 0..w.ports.len() {
+            if w.handoff_backlog() {
+                // An owner's ring is full: receive nothing until it has room.
+                break;
+            }
             let port = w.ports[pi];
             let Some(q) = port.rxq else { continue };
             let n = dpdk::rx_burst(port.id, q, &mut rx);
@@ -226,15 +240,26 @@ pub fn run(args: WorkerArgs) -> i32 {
             next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
         }
     }
-    // Handed-off packets still in the rings are processed: once every worker
-    // has stopped receiving (bounded wait), nothing more is handed over.
+    // Handed-off packets are all processed: the backlog goes out (or is
+    // dropped after the stall bound), then, once every worker has stopped
+    // receiving (bounded wait), nothing more is handed over and the rings
+    // are drained. Meanwhile each takes what it is handed, so that no
+    // worker waits for room in a ring whose owner waits for it.
     if let Some(h) = &w.handoff {
         let stopped = h.rings.stopped.clone();
         let workers = h.rings.to.len();
+        loop {
+            w.now = dpdk::tsc();
+            w.take_handoffs(&mut rx);
+            if !w.handoff_backlog() {
+                break;
+            }
+        }
         stopped.fetch_add(1, Ordering::AcqRel);
         let deadline = dpdk::tsc() + args.tsc_hz;
         while stopped.load(Ordering::Acquire) < workers && dpdk::tsc() < deadline {
-            std::hint::spin_loop();
+            w.now = dpdk::tsc();
+            w.take_handoffs(&mut rx);
         }
         w.now = dpdk::tsc();
         while w.take_handoffs(&mut rx) > 0 {}
@@ -290,12 +315,43 @@ impl Worker<'_> {
             if let Some(to) = to {
                 let n = to.enqueue(out);
                 self.stats.handoff_out.add(n as u64);
-                if !out.is_empty() {
-                    self.stats.drops[DropReason::HandoffFull as usize].add(out.len() as u64);
-                    out.clear();
+                if !out.is_empty() && h.backlog_since.is_none() {
+                    h.backlog_since = Some(self.now);
                 }
             }
         }
+    }
+
+    /// Retries the handoff backlog; true while some of it still waits. If an
+    /// owner's ring takes nothing for [`HANDOFF_STALL_MS`], what waits for
+    /// it is dropped (`handoff_full`).
+    #[inline]
+    fn handoff_backlog(&mut self) -> bool {
+        let Some(h) = &mut self.handoff else { return false };
+        let Some(since) = h.backlog_since else { return false };
+        let (mut moved, mut left) = (0, 0);
+        for (out, to) in h.out.iter_mut().zip(h.rings.to.iter_mut()) {
+            if let (Some(to), false) = (to, out.is_empty()) {
+                moved += to.enqueue(out);
+                left += out.len();
+            }
+        }
+        self.stats.handoff_out.add(moved as u64);
+        if left == 0 {
+            h.backlog_since = None;
+            return false;
+        }
+        if moved > 0 {
+            h.backlog_since = Some(self.now);
+        } else if self.now - since > HANDOFF_STALL_MS * self.tsc_per_ms {
+            for out in h.out.iter_mut() {
+                self.stats.drops[DropReason::HandoffFull as usize].add(out.len() as u64);
+                out.clear();
+            }
+            h.backlog_since = None;
+            return false;
+        }
+        true
     }
 
     /// Processes what the other workers handed over; returns how many packets.
