@@ -722,6 +722,13 @@ impl<P: Prefetch> Engine<P> {
         if self.table.stripe_count() == 1 {
             return 0;
         }
+        // Plain TCP/UDP frames (not fragments, not ICMP): the straight
+        // parse `process_burst` itself takes, so the owner's key is the
+        // stripe computed here.
+        let mut plain = Parsed::default();
+        if let Some(ports) = wire::parse_common_into(frame, false, &mut plain) {
+            return self.table.key(&packet_tuple(&plain, ports, zone)).stripe;
+        }
         let Ok(p) = wire::parse_ip_checked(frame).or_else(|_| wire::parse_l3_of_l4_error(frame))
         else {
             return 0;
@@ -2057,6 +2064,9 @@ mod tests {
             let a = udp(S, C, 53, sport);
             let d = e.dispatch(&q, 0);
             assert_eq!(d, e.dispatch(&a, 0), "both directions");
+            // The straight parse's stripe is the full parse's.
+            let p = wire::parse(&q).unwrap();
+            assert_eq!(e.table.key(&packet_tuple(&p, tuple_ports(&p), 0)).stripe, d);
             used[d as usize] += 1;
             let err = port_unreachable(&q[14..14 + 28]);
             assert_eq!(
