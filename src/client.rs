@@ -582,8 +582,15 @@ mod tests {
         assert!(text.contains("50/s"), "{text}");
         assert!(text.contains("dropped 2 (policy 2)"), "{text}");
         assert!(text.contains("3 of 100 connections (3.0%)"), "{text}");
-        let lcore2 = text.lines().find(|l| l.starts_with("2 ")).expect("lcore 2's row");
+        let lcore2 = text
+            .lines()
+            .find(|l| l.starts_with("2 "))
+            .expect("lcore 2's row");
         let cols: Vec<&str> = lcore2.split_whitespace().collect();
-        assert_eq!(cols, ["2", "40", "40", "0", "0", "3", "7", "-", "1", "0"], "{text}");
+        assert_eq!(
+            cols,
+            ["2", "40", "40", "0", "0", "3", "7", "-", "1", "0"],
+            "{text}"
+        );
     }
 }

@@ -74,13 +74,7 @@ fn config(net: &Net, timeouts: &str, extra: &str) -> String {
 
 /// [`config`] with `workers` workers (lcores 1..=workers, all on CPU 1: the
 /// machine may have two) and `queues` queue pairs on every port.
-fn config_workers(
-    net: &Net,
-    workers: usize,
-    queues: usize,
-    timeouts: &str,
-    extra: &str,
-) -> String {
+fn config_workers(net: &Net, workers: usize, queues: usize, timeouts: &str, extra: &str) -> String {
     let lcores: Vec<String> = (1..=workers).map(|l| l.to_string()).collect();
     let mut c = format!(
         "workers = [{}]\nworker_cpus = [{}]\nmempool_mbufs = 8191\n{}\n",
@@ -320,7 +314,10 @@ fn http_clients(log: &str) -> Vec<String> {
 /// port.
 fn check_forwards(net: &Net, path: &str, body: &str, log: &str) {
     for _ in 0..3 {
-        assert_eq!(curl(net, "srv", &format!("http://198.51.100.1{path}")), body);
+        assert_eq!(
+            curl(net, "srv", &format!("http://198.51.100.1{path}")),
+            body
+        );
     }
     assert_eq!(
         http_clients(log),
@@ -424,7 +421,10 @@ fn masquerade_200(net: &Net) -> BTreeMap<String, u16> {
         let w: Vec<&str> = seen.split_whitespace().collect();
         assert_eq!(w[..2], ["srv", "198.51.100.1"], "server saw {seen}");
         let port: u16 = w[2].parse().unwrap();
-        assert!(seen_ports.insert(port), "NAT port {port} used twice: {conns:?}");
+        assert!(
+            seen_ports.insert(port),
+            "NAT port {port} used twice: {conns:?}"
+        );
         by_client.insert(c["local"].as_str().unwrap().to_owned(), port);
     }
     assert_eq!(by_client.len(), 200, "distinct client endpoints");
@@ -444,7 +444,10 @@ fn assert_bindings(lines: &[String], by_client: &BTreeMap<String, u16>) {
         );
         in_table.insert(format!("{} {}", o.0, o.2), r.3.parse::<u16>().unwrap());
     }
-    assert_eq!(&in_table, by_client, "ctgate's bindings = what the server saw");
+    assert_eq!(
+        &in_table, by_client,
+        "ctgate's bindings = what the server saw"
+    );
 }
 
 #[test]
@@ -1333,7 +1336,11 @@ bind = "127.0.0.1:18191"
         net.spawn(host, &a, Some("listening"));
     };
     serve(&mut net, "srv", &["tcp-serve", "::", "9000", "srv", "190"]);
-    serve(&mut net, "srv", &["udp-serve", "198.51.100.2", "7000", "190"]);
+    serve(
+        &mut net,
+        "srv",
+        &["udp-serve", "198.51.100.2", "7000", "190"],
+    );
     serve(&mut net, "cli", &["udp-serve", "192.0.2.2", "5353", "190"]);
     for b in ["be1", "be2", "be3"] {
         serve(&mut net, b, &["tcp-serve", "0.0.0.0", "8080", b, "190"]);
@@ -1362,15 +1369,26 @@ bind = "127.0.0.1:18191"
     let by_client = masquerade_200(&net);
 
     // Masqueraded UDP: 20 flows of 3 datagrams, every answer back.
-    for f in udp_flows(&net, "198.51.100.2", 20, 3, "2").as_array().unwrap() {
+    for f in udp_flows(&net, "198.51.100.2", 20, 3, "2")
+        .as_array()
+        .unwrap()
+    {
         for a in f["answers"].as_array().unwrap() {
             assert_eq!(a["echo_ok"], true, "{f}");
-            assert!(a["seen"].as_str().unwrap().starts_with("198.51.100.1 "), "{f}");
+            assert!(
+                a["seen"].as_str().unwrap().starts_with("198.51.100.1 "),
+                "{f}"
+            );
         }
     }
 
     // DNAT: the outside reaches the inside server through ctgate's address.
-    check_forwards(&net, "/hello.txt", "hello through several workers\n", &cli_log);
+    check_forwards(
+        &net,
+        "/hello.txt",
+        "hello through several workers\n",
+        &cli_log,
+    );
 
     // Load balancing: 300 connections over the three backends, and one
     // long-lived connection that stays on its backend.
@@ -1386,7 +1404,10 @@ bind = "127.0.0.1:18191"
             panic!("listed twice:\n{earlier}\n{l}");
         }
     }
-    let many: Vec<&String> = listed.iter().filter(|l| l.contains(" dport=9000 ")).collect();
+    let many: Vec<&String> = listed
+        .iter()
+        .filter(|l| l.contains(" dport=9000 "))
+        .collect();
     assert_eq!(many.len(), 200, "the 200 parallel connections, once each");
     for l in &many {
         assert!(l.contains("[ASSURED]"), "replies came back: {l}");
@@ -1420,7 +1441,11 @@ bind = "127.0.0.1:18191"
             (proto, r.1, id.unwrap_or(r.3))
         })
         .collect();
-    assert_eq!(bindings.len(), masqueraded.len(), "a binding shared: {masqueraded:#?}");
+    assert_eq!(
+        bindings.len(),
+        masqueraded.len(),
+        "a binding shared: {masqueraded:#?}"
+    );
     assert!(masqueraded.len() >= 200 + 20 + 3, "{}", masqueraded.len());
     assert_eq!(
         s.stats["conntrack"]["nat_ports_in_use"].as_u64(),
@@ -1434,7 +1459,10 @@ bind = "127.0.0.1:18191"
     let n = |w: &serde_json::Value, k: &str| w[k].as_u64().unwrap();
     for w in ws {
         assert!(n(w, "processed") > 100, "a worker idle: {ws:#?}");
-        assert!(n(w, "new_connections") > 10, "a worker created nothing: {ws:#?}");
+        assert!(
+            n(w, "new_connections") > 10,
+            "a worker created nothing: {ws:#?}"
+        );
     }
     let out: u64 = ws.iter().map(|w| n(w, "handoff_out")).sum();
     let inn: u64 = ws.iter().map(|w| n(w, "handoff_in")).sum();
@@ -1445,7 +1473,8 @@ bind = "127.0.0.1:18191"
     assert_eq!(processed, s.stats["totals"]["rx"].as_u64().unwrap());
     for (i, w) in ws.iter().enumerate() {
         assert!(
-            s.stdout.contains(&format!("worker {i} (lcore {}): rx ", n(w, "lcore"))),
+            s.stdout
+                .contains(&format!("worker {i} (lcore {}): rx ", n(w, "lcore"))),
             "{}",
             s.stdout
         );

@@ -673,8 +673,11 @@ mod tests {
     #[test]
     fn workers_sharing_a_cpu_map_lcores_onto_it() {
         let base = "[[port]]\nname=\"a\"\ndevargs=\"net_null0\"\nipv4=\"192.0.2.1/24\"\n";
-        let c = Config::parse(&format!("workers = [1, 2, 3]\nworker_cpus = [1, 1, 0]\n{base}"), "t")
-            .unwrap();
+        let c = Config::parse(
+            &format!("workers = [1, 2, 3]\nworker_cpus = [1, 1, 0]\n{base}"),
+            "t",
+        )
+        .unwrap();
         let argv = c.eal_argv();
         assert_eq!(&argv[..2], &["--lcores=0@0,1@1,2@1,3@0", "--main-lcore=0"]);
         assert_eq!(c.cpus(), vec![0, 1, 1, 0]);
@@ -705,7 +708,10 @@ mod tests {
             ("workers = [0]\n", "both main_lcore and a worker"),
             ("mempool_mbufs = 10\n", "too small"),
             ("eal_args = [\"-l\", \"0\"]\n", "must not contain"),
-            ("workers = [1, 2]\nworker_cpus = [1]\n", "worker_cpus has 1 entries for 2 workers"),
+            (
+                "workers = [1, 2]\nworker_cpus = [1]\n",
+                "worker_cpus has 1 entries for 2 workers",
+            ),
         ];
         for (pre, want) in cases {
             let e = Config::parse(&format!("{pre}{base}"), "t")

@@ -345,7 +345,9 @@ impl Shared {
                         addr: None,
                     });
                 }
-                self.routes.find_v4(d).map(|id| (id, self.routes.hop_v4(id)))
+                self.routes
+                    .find_v4(d)
+                    .map(|id| (id, self.routes.hop_v4(id)))
             }
             Family::V6 => {
                 let d = u128::from_be_bytes(dst.0);
@@ -355,7 +357,9 @@ impl Shared {
                         addr: None,
                     });
                 }
-                self.routes.find_v6(d).map(|id| (id, self.routes.hop_v6(id)))
+                self.routes
+                    .find_v6(d)
+                    .map(|id| (id, self.routes.hop_v6(id)))
             }
         };
         let Some((id, hop)) = out else {

@@ -327,8 +327,12 @@ impl Worker<'_> {
     /// it is dropped (`handoff_full`).
     #[inline]
     fn handoff_backlog(&mut self) -> bool {
-        let Some(h) = &mut self.handoff else { return false };
-        let Some(since) = h.backlog_since else { return false };
+        let Some(h) = &mut self.handoff else {
+            return false;
+        };
+        let Some(since) = h.backlog_since else {
+            return false;
+        };
         let (mut moved, mut left) = (0, 0);
         for (out, to) in h.out.iter_mut().zip(h.rings.to.iter_mut()) {
             if let (Some(to), false) = (to, out.is_empty()) {

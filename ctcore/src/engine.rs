@@ -144,7 +144,9 @@ impl CtResult {
     pub fn route_dst(&self) -> Option<&wire::Addr> {
         let p = self.parsed.as_ref().ok()?;
         Some(match &self.rewrite {
-            Some(Rewrite { dst: Some((a, _)), .. }) => a,
+            Some(Rewrite {
+                dst: Some((a, _)), ..
+            }) => a,
             _ => &p.dst,
         })
     }
@@ -2146,7 +2148,10 @@ mod tests {
                 let r = run(&e, &mut workers[d], 1, &reply, out(n));
                 assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
             }
-            assert!(used.iter().all(|&u| u > 40), "{nw} workers: spread {used:?}");
+            assert!(
+                used.iter().all(|&u| u > 40),
+                "{nw} workers: spread {used:?}"
+            );
             // Protocol 253 (experimental: no ports): address-only, not refused.
             let mut g = udp(C, S, 1, 2);
             g[23] = 253;

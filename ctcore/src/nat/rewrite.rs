@@ -296,11 +296,19 @@ fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool
     // The header, the ports and the checksum as fixed-size arrays: one
     // bounds check each, none per field. IPv4 has l3 + 20 <= l4 and the
     // checksum is after the ports (the caller checked csum_off + 2 <= end).
-    let Some((head, tail)) = f.split_at_mut_checked(l4) else { return };
-    let Some(ip) = head.get_mut(l3..l3 + 20) else { return };
-    let Some((ports, rest)) = tail.split_at_mut_checked(4) else { return };
+    let Some((head, tail)) = f.split_at_mut_checked(l4) else {
+        return;
+    };
+    let Some(ip) = head.get_mut(l3..l3 + 20) else {
+        return;
+    };
+    let Some((ports, rest)) = tail.split_at_mut_checked(4) else {
+        return;
+    };
     let at = csum_off.saturating_sub(l4 + 4);
-    let Some(csum) = rest.get_mut(at..at + 2) else { return };
+    let Some(csum) = rest.get_mut(at..at + 2) else {
+        return;
+    };
     let w16 = |b: &[u8]| u16::from_ne_bytes([b[0], b[1]]);
     let w32 = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
     let sum32 = |x: u32| combine(x as u16, (x >> 16) as u16);
