@@ -424,7 +424,6 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         .map(|(c, p)| (c.name.as_str(), p.info()))
         .collect();
     let steering = steering(cfg.workers.len(), &infos);
-    drop(infos);
     let mut handoff = match steering {
         pipeline::Steering::Dispatch => handoff_rings(cfg.workers.len(), socket)?
             .into_iter()

@@ -625,16 +625,6 @@ impl RingRx {
         // SAFETY: &mut self: this thread is the only consumer.
         unsafe { ring_dequeue(self.0.ring, out) }
     }
-
-    /// Packets waiting in the ring.
-    pub fn len(&self) -> usize {
-        // SAFETY: rte_ring_count only reads the ring's indexes.
-        unsafe { sys::ct_shim_ring_count(self.0.ring.as_ptr()) as usize }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What [`Port::setup`] asks of a port.

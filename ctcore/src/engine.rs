@@ -1697,19 +1697,7 @@ mod tests {
         let r = run(&e, &mut w, 1, &err, Decision::Accept(Egress::NONE));
         assert_eq!(r.ctinfo, CtInfo::RelatedReply);
         // The same error to a third host is INVALID.
-        let stray = frame(
-            Family::V4,
-            Addr::from_v4(S),
-            Addr::from_v4([203, 0, 113, 9]),
-            64,
-            L4Spec::Icmp {
-                icmp_type: 3,
-                code: 3,
-                id: 0,
-                seq: 0,
-                payload: quoted,
-            },
-        );
+        let stray = port_unreachable_to([203, 0, 113, 9], quoted);
         assert_eq!(
             run(&e, &mut w, 1, &stray, Decision::Accept(Egress::NONE)).ctinfo,
             CtInfo::Invalid
@@ -2003,10 +1991,15 @@ mod tests {
     /// An ICMP port unreachable from the server S to the client C quoting
     /// `quoted` (an IP header and the first 8 bytes after it).
     fn port_unreachable(quoted: &[u8]) -> Vec<u8> {
+        port_unreachable_to(C, quoted)
+    }
+
+    /// The same from S to `dst`.
+    fn port_unreachable_to(dst: [u8; 4], quoted: &[u8]) -> Vec<u8> {
         frame(
             Family::V4,
             Addr::from_v4(S),
-            Addr::from_v4(C),
+            Addr::from_v4(dst),
             64,
             L4Spec::Icmp {
                 icmp_type: 3,

@@ -94,8 +94,3 @@ unsigned ct_shim_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n)
 {
 	return rte_ring_dequeue_burst(r, objs, n, NULL);
 }
-
-unsigned ct_shim_ring_count(const struct rte_ring *r)
-{
-	return rte_ring_count(r);
-}

@@ -37,6 +37,5 @@ const char *ct_shim_version(void);
 struct rte_ring *ct_shim_ring_create_spsc(const char *name, unsigned count, int socket_id);
 unsigned ct_shim_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
 unsigned ct_shim_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
-unsigned ct_shim_ring_count(const struct rte_ring *r);
 
 #endif
