@@ -5,9 +5,14 @@
 #   (Python http.server -> curl, content checked by SHA-256), UDP (echo, checked),
 # then print what went through and ctgate's counters, and clean up.
 #
-# usage: sudo scripts/demo.sh [--keep] [--no-setup] [--workers N]
+# usage: sudo scripts/demo.sh [--keep] [--no-setup] [--workers N] [--docker IMAGE]
 #   --keep       leave ctgate and the test bed running until Ctrl-C
 #   --no-setup   skip scripts/setup.sh (packages, hugepages, build)
+#   --docker IMAGE  run ctgate in a container of IMAGE instead of the host's
+#                build (scripts/docker.sh demo does: the same traffic, the
+#                same checks); the container gets the host network (the test
+#                bed's veth ports), /dev/hugepages, and only the capabilities
+#                in DOCKER_CAPS below
 #   --workers N  N workers (lcores 1..N; on a machine with fewer CPUs they
 #                share them, see worker_cpus); net_af_packet gets N queue
 #                pairs, and the workers hand packets to each connection's
@@ -19,7 +24,8 @@ ROOT=$PWD
 KEEP=0
 SETUP=1
 WORKERS=1
-usage() { echo "usage: $0 [--keep] [--no-setup] [--workers N]" >&2; exit 2; }
+IMAGE=
+usage() { echo "usage: $0 [--keep] [--no-setup] [--workers N] [--docker IMAGE]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --keep) KEEP=1 ;;
@@ -28,6 +34,9 @@ while [ $# -gt 0 ]; do
         [ $# -ge 2 ] || usage
         WORKERS=$2; shift
         [[ "$WORKERS" =~ ^[1-9][0-9]?$ ]] || { echo "demo: --workers wants a number of workers (1-99), got $WORKERS" >&2; exit 2; } ;;
+    --docker)
+        [ $# -ge 2 ] || usage
+        IMAGE=$2; shift ;;
     *) usage ;;
     esac
     shift
@@ -36,15 +45,37 @@ done
 
 [ "$SETUP" = 1 ] && scripts/setup.sh
 CTGATE=$ROOT/target/release/ctgate
-[ -x "$CTGATE" ] || { echo "demo: $CTGATE missing: run scripts/setup.sh" >&2; exit 1; }
+# In a container: AF_PACKET sockets (NET_RAW), promiscuous mode and the
+# ports' settings (NET_ADMIN), NUMA memory policy for DPDK's hugepages
+# (SYS_NICE: Docker's seccomp profile allows mbind/set_mempolicy only with
+# it); everything else dropped. DOCKER=docker client to use.
+DOCKER=${DOCKER:-docker}
+DOCKER_CAPS=(--cap-drop ALL --cap-add NET_RAW --cap-add NET_ADMIN --cap-add SYS_NICE)
+CONTAINER=ctgate-demo-$$
+if [ -n "$IMAGE" ]; then
+    "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1 || { echo "demo: no image $IMAGE: scripts/docker.sh build" >&2; exit 1; }
+    ctgate() { "$DOCKER" run --rm --network none "$IMAGE" "$@"; }
+else
+    [ -x "$CTGATE" ] || { echo "demo: $CTGATE missing: run scripts/setup.sh" >&2; exit 1; }
+    ctgate() { "$CTGATE" "$@"; }
+fi
 
 WORK=$(mktemp -d /tmp/ctgate-demo.XXXXXX)
 CT_PID=
+# Stops ctgate (SIGTERM: it drains and prints its report); its exit status.
+stop_ctgate() {
+    if [ -n "$IMAGE" ]; then
+        "$DOCKER" kill --signal TERM "$CONTAINER" >/dev/null 2>&1 || true
+    else
+        kill -TERM "$CT_PID" 2>/dev/null || true
+    fi
+    wait "$CT_PID"
+}
 cleanup() {
     if [ -n "$CT_PID" ] && kill -0 "$CT_PID" 2>/dev/null; then
-        kill -TERM "$CT_PID" 2>/dev/null || true
-        wait "$CT_PID" 2>/dev/null || true
+        stop_ctgate 2>/dev/null || true
     fi
+    [ -n "$IMAGE" ] && "$DOCKER" rm -f "$CONTAINER" >/dev/null 2>&1 || true
     scripts/testbed.sh down >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -58,7 +89,7 @@ SRV=(ip netns exec ctgw-srv)
 # The built-in config is the test bed (ctgate default-config shows it); without
 # free hugepages, fall back to --no-huge (slower, works everywhere).
 CONFIG=$WORK/ctgate.toml
-"$CTGATE" default-config >"$CONFIG"
+ctgate default-config >"$CONFIG"
 if [ "$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)" -lt 64 ]; then
     echo "demo: fewer than 64 hugepages free: running ctgate with --no-huge"
     sed -i 's/^eal_args = .*/eal_args = ["--in-memory", "--no-huge", "-m", "256"]/' "$CONFIG"
@@ -74,7 +105,14 @@ if [ "$WORKERS" -gt 1 ]; then
     sed -i "s/^\(devargs = \"net_af_packet[0-9]*,iface=[^\"]*\)\"/\1,qpairs=$WORKERS\"/" "$CONFIG"
     echo "demo: $WORKERS workers (lcores $LCORES on CPUs $CPUS)"
 fi
-"$CTGATE" run --config "$CONFIG" --stats-json "$WORK/stats.json" >"$WORK/ctgate.out" 2>"$WORK/ctgate.log" &
+if [ -n "$IMAGE" ]; then
+    # The work directory at the same path inside: the config in, the stats out.
+    "$DOCKER" run --rm --name "$CONTAINER" --network host "${DOCKER_CAPS[@]}" \
+        -v /dev/hugepages:/dev/hugepages -v "$WORK:$WORK" "$IMAGE" \
+        run --config "$CONFIG" --stats-json "$WORK/stats.json" >"$WORK/ctgate.out" 2>"$WORK/ctgate.log" &
+else
+    "$CTGATE" run --config "$CONFIG" --stats-json "$WORK/stats.json" >"$WORK/ctgate.out" 2>"$WORK/ctgate.log" &
+fi
 CT_PID=$!
 for _ in $(seq 1 100); do
     grep -q "forwarding;" "$WORK/ctgate.log" 2>/dev/null && break
@@ -82,7 +120,11 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 grep -q "forwarding;" "$WORK/ctgate.log" || { echo "demo: ctgate did not start" >&2; cat "$WORK/ctgate.log" >&2; exit 1; }
-echo "demo: ctgate is running (pid $CT_PID)"
+if [ -n "$IMAGE" ]; then
+    echo "demo: ctgate is running in container $CONTAINER (image $IMAGE; ${DOCKER_CAPS[*]})"
+else
+    echo "demo: ctgate is running (pid $CT_PID)"
+fi
 
 FAIL=0
 step() { # name command...
@@ -167,8 +209,7 @@ if [ "$KEEP" = 1 ]; then
     echo "demo: --keep: ctgate keeps running; try: ip netns exec ctgw-cli ping 198.51.100.2. Ctrl-C stops."
     wait "$CT_PID" || true
 fi
-kill -TERM "$CT_PID"
-wait "$CT_PID" || FAIL=1
+stop_ctgate || FAIL=1
 CT_PID=
 echo
 cat "$WORK/ctgate.out"
