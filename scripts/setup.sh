@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this machine for ctgate (idempotent; run it as often as you like):
 #   1. Debian packages: DPDK 22.11 (headers, PMDs, testpmd), the build tools
-#      for the bindings, and the test bed / test tools;
+#      for the bindings, the test bed / test tools, and Prometheus and
+#      docker-compose for the deployment files' tests;
 #   2. hugepages: hugetlbfs mounted, enough 2 MiB pages free;
 #   3. a release build of ctgate (skip with --no-build).
 #
@@ -26,6 +27,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 PKGS=(
     libdpdk-dev dpdk-dev dpdk pkg-config libclang-dev build-essential
     iproute2 iputils-ping ethtool curl python3 python3-venv tcpdump conntrack nftables tcpreplay python3-scapy
+    prometheus docker-compose
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -2,7 +2,8 @@
 # Sets up the machine and runs every test:
 #   1. scripts/setup.sh (packages, hugepages, release build);
 #   2. the demo (scripts/demo.sh --no-setup), with one worker and with two:
-#      real hosts talking through ctgate;
+#      real hosts talking through ctgate; then the container image
+#      (scripts/docker.sh build) and the same demo with ctgate in a container;
 #   3. cargo test --workspace: unit tests of every crate and the integration
 #      tests in tests/ (pcap in -> pcap out, the netns test bed, the CLI),
 #      which start the real appliance.
@@ -19,6 +20,9 @@ echo "test: demo"
 scripts/demo.sh --no-setup
 echo "test: demo with two workers"
 scripts/demo.sh --no-setup --workers 2
+echo "test: the container image from Debian packages, and the demo in a container"
+scripts/docker.sh build --no-setup
+scripts/docker.sh demo --no-setup
 
 # The TRex client library (PyPI) for tests/trex_profiles.rs, in a venv.
 VENV=target/trex-venv

@@ -1525,3 +1525,216 @@ fn two_workers_share_the_traffic_and_own_each_connection_once() {
 fn three_workers_share_the_traffic_and_own_each_connection_once() {
     several_workers(3, 2);
 }
+
+/// Debian's Prometheus scrapes ctgate's `/metrics` every second while real
+/// traffic goes through (masquerade, DNAT, load balancing, a connection the
+/// policy refuses); then every query of the Grafana dashboard
+/// (docker/grafana/dashboards/ctgate.json) returns data from it, and the
+/// alerting rules of docker/prometheus/ load into it.
+#[test]
+fn prometheus_answers_every_dashboard_query() {
+    require_root();
+    let prometheus = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("prometheus missing: scripts/setup.sh installs it (Debian package prometheus)");
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("nat-prometheus");
+    let mut net = topology();
+    const API: &str = "127.0.0.1:18192";
+    const PROM: &str = "127.0.0.1:19192";
+    let rules = format!(
+        "{MASQUERADE}{FORWARDS}{}\n[rest]\nbind = \"{API}\"\n",
+        load_balancer(81)
+    );
+    let gate = Gate::start(&dir.0, &config(&net, "", &rules));
+
+    // Prometheus as an operator runs it: the shipped rules, scraping
+    // ctgate's API; its storage in the test's directory.
+    let prom_cfg = dir.path("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files: [\"{}\"]\n\
+             scrape_configs:\n  - job_name: ctgate\n    static_configs:\n      - targets: [\"{API}\"]\n",
+            repo().join("docker/prometheus/rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let mut prom = KillOnDrop(
+        std::process::Command::new(prometheus)
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={PROM}"))
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let query = |expr: &str| -> serde_json::Value {
+        let r = ureq::get(&format!("http://{PROM}/api/v1/query"))
+            .query("query", expr)
+            .timeout(Duration::from_secs(10))
+            .call()
+            .unwrap_or_else(|e| panic!("query {expr}: {e}"));
+        let v: serde_json::Value = r.into_json().unwrap();
+        assert_eq!(v["status"], "success", "{expr}: {v}");
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("http://{PROM}/-/ready")).call().is_err() {
+        if let Some(st) = prom.0.try_wait().unwrap() {
+            panic!(
+                "prometheus exited ({st}): {}",
+                std::fs::read_to_string(dir.path("prometheus.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "prometheus not ready in 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rules_loaded: serde_json::Value = ureq::get(&format!("http://{PROM}/api/v1/rules"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let groups = rules_loaded["data"]["groups"].as_array().unwrap();
+    assert!(
+        !groups.is_empty()
+            && groups
+                .iter()
+                .all(|g| !g["rules"].as_array().unwrap().is_empty()),
+        "the rules of docker/prometheus/rules.yml: {rules_loaded}"
+    );
+
+    // Traffic: masqueraded ICMP and HTTP, DNAT to the inside server, load
+    // balancing over the backends, and a connection the policy refuses.
+    let www = dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello, prometheus\n").unwrap();
+    let www = www.display().to_string();
+    let srv_log = dir.path("srv-http.log").display().to_string();
+    let cli_log = dir.path("cli-http.log").display().to_string();
+    http_server(&mut net, "srv", "::", 8080, &www, &srv_log);
+    http_server(&mut net, "cli", "192.0.2.2", 8080, &www, &cli_log);
+    let py = hosts_py();
+    net.spawn(
+        "cli",
+        &[
+            "timeout",
+            "120",
+            "python3",
+            &py,
+            "udp-serve",
+            "192.0.2.2",
+            "5353",
+            "110",
+        ],
+        Some("listening"),
+    );
+    for b in ["be1", "be2", "be3"] {
+        net.spawn(
+            b,
+            &[
+                "timeout",
+                "120",
+                "python3",
+                &py,
+                "tcp-serve",
+                "0.0.0.0",
+                "8080",
+                b,
+                "110",
+            ],
+            Some("listening"),
+        );
+    }
+    let started = Instant::now();
+    net.check(
+        "cli",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.2"],
+        30,
+    );
+    assert_eq!(
+        curl(&net, "cli", "http://198.51.100.2:8080/hello.txt"),
+        "hello, prometheus\n"
+    );
+    check_forwards(&net, "/hello.txt", "hello, prometheus\n", &cli_log);
+    let (per_backend, _) = load_balanced(&net, 81, 30, 10);
+    assert_eq!(per_backend.len(), 3, "{per_backend:?}");
+    let refused = net
+        .cmd(
+            "srv",
+            &["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.0.2.2"],
+        )
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "the policy lets the outside in");
+
+    // Enough scrapes for rate() over a minute (at least 5 after the traffic).
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = query("count_over_time(ctgate_uptime_seconds[1m])");
+        let n = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n >= 5.0 && started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus scraped {n} times in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        query("up{job=\"ctgate\"}")["data"]["result"][0]["value"][1],
+        "1"
+    );
+
+    // Every query of the dashboard returns data.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docker/grafana/dashboards/ctgate.json")).unwrap(),
+    )
+    .unwrap();
+    let mut empty = Vec::new();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let v = query(expr);
+            let series = v["data"]["result"].as_array().map_or(0, Vec::len);
+            eprintln!(
+                "dashboard query: {:<70} {series} series ({})",
+                expr,
+                panel["title"].as_str().unwrap_or_default()
+            );
+            if series == 0 {
+                empty.push(format!("{:?}: {expr}", panel["title"]));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked} queries");
+    assert!(empty.is_empty(), "queries without data: {empty:#?}");
+
+    drop(prom);
+    let s = gate.stop();
+    assert_accounting(&s);
+}
+
+/// A child process killed (and reaped) when the test lets go of it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

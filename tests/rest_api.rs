@@ -691,6 +691,23 @@ fn rest_api_against_the_running_appliance() {
         resp.header("content-type")
     );
     let body = resp.into_string().unwrap();
+    // Prometheus's own linter (Debian package prometheus) finds nothing:
+    // names, units (base units only), help texts, counter suffixes.
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool missing: scripts/setup.sh installs it (Debian package prometheus)");
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+        "promtool check metrics on /metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let sample = |name: &str, labels: &[(&str, &str)]| -> f64 {
         let s = scrape

@@ -148,6 +148,9 @@ pub struct LcoreStats {
     pub stall_iterations: Counter,
     pub stall_cycles: Counter,
     pub stall_packets: Counter,
+    /// The worker's heartbeat: one a millisecond while its loop runs (the
+    /// expiry pass, packets or not). A worker that stopped polling stops it.
+    pub heartbeats: Counter,
 }
 
 /// A busy iteration longer than this (in microseconds) counts as a stall.
@@ -254,6 +257,7 @@ pub struct Totals {
     pub stall_iterations: u64,
     pub stall_cycles: u64,
     pub stall_packets: u64,
+    pub heartbeats: u64,
 }
 
 impl Totals {
@@ -304,6 +308,7 @@ impl Totals {
             t.stall_iterations += s.stall_iterations.get();
             t.stall_cycles += s.stall_cycles.get();
             t.stall_packets += s.stall_packets.get();
+            t.heartbeats += s.heartbeats.get();
             for (a, c) in t.burst_hist.iter_mut().zip(&s.burst_hist.0) {
                 *a += c.get();
             }

@@ -229,6 +229,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         // connections still time out), looked at once a millisecond.
         if now >= next_expiry {
             next_expiry = now + w.tsc_per_ms;
+            w.stats.heartbeats.add(1);
             let now_ms = w.now_ms();
             w.pipeline.maintain(now_ms);
         }

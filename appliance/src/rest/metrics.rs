@@ -75,9 +75,14 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         "Software dispatch: packets a worker handed to their connection's owner (direction=out) or took over from another worker (direction=in), per lcore.",
         &["direction", "lcore"],
     );
+    let heartbeats = out.counter(
+        "ctgate_worker_heartbeats_total",
+        "A worker's heartbeat: one a millisecond while its poll loop runs, traffic or not (a stalled worker's rate falls to 0).",
+        &["lcore"],
+    );
     let busy = out.counter(
         "ctgate_busy_cycles_total",
-        "TSC cycles the workers spent on non-empty bursts.",
+        "TSC cycles the workers spent on poll-loop iterations that received packets or took handed-over ones.",
         &["lcore"],
     );
     let busy_pkts = out.counter(
@@ -109,6 +114,7 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         }
         handoff.with_label_values(&["out", l]).inc_by(t.handoff_out);
         handoff.with_label_values(&["in", l]).inc_by(t.handoff_in);
+        heartbeats.with_label_values(&[l]).inc_by(t.heartbeats);
         busy.with_label_values(&[l]).inc_by(t.busy_cycles);
         busy_pkts.with_label_values(&[l]).inc_by(t.busy_packets);
     }
@@ -249,8 +255,8 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         &["port"],
     );
     let speed = out.gauge(
-        "ctgate_port_link_speed_bits_per_second",
-        "The port's link speed.",
+        "ctgate_port_link_speed_bytes_per_second",
+        "The port's link speed, in bytes per second (Prometheus's base unit; x 8 for bits); 0 if the PMD does not know it.",
         &["port"],
     );
     let nic = [
@@ -290,7 +296,12 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         up.with_label_values(&l).set(p.link_up as i64);
         speed
             .with_label_values(&l)
-            .set(p.speed_mbps as i64 * 1_000_000);
+            // (DPDK's RTE_ETH_SPEED_NUM_UNKNOWN, all ones: 0.)
+            .set(if p.speed_mbps == u32::MAX {
+                0
+            } else {
+                i64::from(p.speed_mbps) * 1_000_000 / 8
+            });
         let s = &p.stats;
         for (c, v) in nic.iter().zip([
             s.ipackets,
