@@ -50,6 +50,7 @@ pub fn l4_checksum(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &
 
 /// True if `segment` (checksum field included) verifies with its pseudo-header.
 /// One pass: pseudo-header and data in one accumulator, folded once.
+#[inline(always)]
 pub fn verify_l4(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &[u8]) -> bool {
     let acc = match family {
         Family::V4 => {

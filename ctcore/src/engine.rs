@@ -788,7 +788,32 @@ impl<P: Prefetch> Engine<P> {
     /// looked up and not found under this guard (its confirm need not look
     /// again).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn track(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        key: &mut Option<Key>,
+        res: &mut CtResult,
+        pending: &mut Pending,
+    ) -> Option<usize> {
+        // Plain packets (stage 1 found their tuple) inline; the rest apart.
+        if key.is_some() {
+            if let (Ok(p), mut v) = res.split() {
+                self.track_plain(g, w, now_ms, pkt, p, key, &mut v, pending);
+                return None;
+            }
+        }
+        self.track_other(g, w, now_ms, pkt, key, res, pending)
+    }
+
+    /// [`Engine::track`] for what is not a plain packet: parse errors,
+    /// fragments, ICMP, other protocols.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn track_other(
         &self,
         g: &mut Guard<'_>,
         w: &mut Worker,
@@ -822,10 +847,6 @@ impl<P: Prefetch> Engine<P> {
         // The parse is read in place while the verdict is written.
         let (parsed, mut v) = res.split();
         let Ok(p) = parsed else { return None };
-        if key.is_some() {
-            self.track_plain(g, w, now_ms, pkt, p, key, &mut v, pending);
-            return None;
-        }
         let frag_slot = p
             .frag
             .map(|f| (self.frag_note(w, now_ms, p, &f, pkt.zone), f));
@@ -922,6 +943,7 @@ impl<P: Prefetch> Engine<P> {
 
     /// Lookup + tracker for a packet with tuple `t`.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn track_tuple(
         &self,
         g: &mut Guard<'_>,
@@ -999,6 +1021,7 @@ impl<P: Prefetch> Engine<P> {
     }
 
     /// Finds a live connection; an expired one is reclaimed on the spot.
+    #[inline(always)]
     fn find_live(
         &self,
         g: &mut Guard<'_>,
@@ -1149,6 +1172,8 @@ impl<P: Prefetch> Engine<P> {
         }
     }
 
+    /// The protocol tracker's verdict on a packet of connection `c`.
+    #[inline(always)]
     fn run_tracker(
         &self,
         w: &mut Worker,
@@ -1172,6 +1197,21 @@ impl<P: Prefetch> Engine<P> {
                 kill: false,
             };
         }
+        self.run_protocol_tracker(w, now_ms, pkt, p, c, dir)
+    }
+
+    /// [`Engine::run_tracker`] past the assured-UDP shortcut: the protocol's tracker.
+    #[inline(never)]
+    fn run_protocol_tracker(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        c: &mut Conn,
+        dir: Dir,
+    ) -> Tracked {
+        let tun = &w.tun;
         let from = |o: Outcome| match o {
             Outcome::Accept { timeout_ms } => Tracked::Accept {
                 timeout_ms,

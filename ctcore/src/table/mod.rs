@@ -598,7 +598,7 @@ impl<'t> Guard<'t> {
 
     /// Finds the live connection holding `t` (in either direction).
     /// Expired connections are found too: the caller decides.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&mut self, key: Key, t: &Tuple) -> Option<(Ref, Dir)> {
         let sig = key.sig();
         let stripe_mask = self.table.stripe_mask;
