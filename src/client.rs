@@ -12,14 +12,11 @@ use serde_json::Value;
 /// Where the API is and how to authenticate.
 #[derive(Args, Debug, Clone)]
 pub struct Api {
-    /// The REST API of the running ctgate.
-    #[arg(
-        long,
-        global = true,
-        env = "CTGATE_API",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    api: String,
+    /// The REST API of the running ctgate [default: the address it wrote
+    /// beside its token file (rest-addr), else http://127.0.0.1:8080 without
+    /// the token].
+    #[arg(long, global = true, env = "CTGATE_API")]
+    api: Option<String>,
     /// Bearer token for changes (delete, flush).
     #[arg(long, global = true, env = "CTGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -159,23 +156,63 @@ pub struct StatsArgs {
 struct Client {
     base: String,
     token: Option<String>,
+    /// Why the token was not sent (the API address was a guess).
+    withheld: Option<String>,
     agent: ureq::Agent,
+}
+
+/// The API address a running ctgate wrote (`ADDR PID`), if that ctgate
+/// still runs; otherwise why not.
+fn written_addr(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut w = text.split_whitespace();
+    let (Some(addr), Some(pid)) = (w.next(), w.next()) else {
+        return Err(format!("{}: not ADDRESS PID", path.display()));
+    };
+    // The process that wrote it must still be a ctgate: a stale file must
+    // not send the token to whatever took the port since.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !comm.trim().starts_with("ctgate") {
+        return Err(format!(
+            "{}: ctgate (pid {pid}) that wrote it is not running",
+            path.display()
+        ));
+    }
+    Ok(format!("http://{addr}"))
 }
 
 impl Client {
     fn new(api: &Api) -> Client {
-        let token = api.token.clone().or_else(|| {
-            let path = api
-                .token_file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(appliance::rest::DEFAULT_TOKEN_FILE));
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().to_owned())
-        });
+        let token_file = api
+            .token_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(appliance::rest::DEFAULT_TOKEN_FILE));
+        // The token goes only to an API named on the command line (or in
+        // CTGATE_API) or written by the running ctgate, never to a guess.
+        let (base, trusted, withheld) = match &api.api {
+            Some(a) => (a.clone(), true, None),
+            None => match written_addr(&appliance::rest::addr_file(Some(&token_file))) {
+                Ok(a) => (a, true, None),
+                Err(why) => (
+                    format!("http://{}", appliance::rest::DEFAULT_BIND),
+                    false,
+                    Some(why),
+                ),
+            },
+        };
+        let token = if trusted {
+            api.token.clone().or_else(|| {
+                std::fs::read_to_string(&token_file)
+                    .ok()
+                    .map(|t| t.trim().to_owned())
+            })
+        } else {
+            None
+        };
         Client {
-            base: api.api.trim_end_matches('/').to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
             token,
+            withheld,
             agent: ureq::AgentBuilder::new()
                 .timeout_connect(Duration::from_secs(5))
                 .build(),
@@ -202,8 +239,13 @@ impl Client {
                     .ok()
                     .and_then(|v| v["error"].as_str().map(str::to_owned))
                     .unwrap_or_default();
-                if code == 401 && self.token.is_none() {
-                    bail!("{code}: {msg}: pass --token or CTGATE_TOKEN, or --token-file (ctgate creates {} unless [rest] sets a token)", appliance::rest::DEFAULT_TOKEN_FILE);
+                if code == 401 {
+                    if let Some(why) = &self.withheld {
+                        bail!("{code}: {msg}: the token is sent only to the API named by --api (or CTGATE_API) or written by the running ctgate, and {why}");
+                    }
+                    if self.token.is_none() {
+                        bail!("{code}: {msg}: pass --token or CTGATE_TOKEN, or --token-file (ctgate creates {} unless [rest] sets a token)", appliance::rest::DEFAULT_TOKEN_FILE);
+                    }
                 }
                 bail!("{code}: {msg}")
             }

@@ -1460,7 +1460,9 @@ bind = "127.0.0.1:18191"
         .iter()
         .filter(|l| outside.contains(&tuples(l).1 .1.as_str()))
         .collect();
-    let bindings: BTreeSet<(String, String, String)> = masqueraded
+    // A binding is the whole reply tuple: one NAT port may serve several
+    // remote endpoints (as in the kernel), never twice the same one.
+    let bindings: BTreeSet<(String, String, String, String, String)> = masqueraded
         .iter()
         .map(|l| {
             let (_, r) = tuples(l);
@@ -1470,7 +1472,7 @@ bind = "127.0.0.1:18191"
                 .filter(|(k, _)| k == "id")
                 .nth(1)
                 .map(|(_, v)| v);
-            (proto, r.1, id.unwrap_or(r.3))
+            (proto, r.0, r.2, r.1, id.unwrap_or(r.3))
         })
         .collect();
     assert_eq!(

@@ -81,7 +81,7 @@ fn call(method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u
 }
 
 fn get(path: &str) -> Value {
-    let (s, v) = call("GET", path, None, None);
+    let (s, v) = call("GET", path, Some(TOKEN), None);
     assert_eq!(s, 200, "GET {path}: {v}");
     v
 }
@@ -244,8 +244,12 @@ fn rest_api_against_the_running_appliance() {
     let (s, v) = call("PATCH", "/api/v1/timeouts", Some(TOKEN), Some("{}"));
     assert_error(s, &v, 405, "wrong method");
 
-    // Authorisation of every mutating call.
+    // Authorisation of every mutating call, and of every read of connection
+    // data; the rest stays open.
     for (m, path, body) in [
+        ("GET", "/api/v1/conntrack", None),
+        ("GET", "/api/v1/conntrack/count?proto=tcp", None),
+        ("GET", "/api/v1/conntrack/events", None),
         ("DELETE", "/api/v1/conntrack?proto=tcp", None),
         ("POST", "/api/v1/conntrack/flush", None),
         ("PUT", "/api/v1/timeouts", Some(r#"{"udp_timeout": 10}"#)),
@@ -259,6 +263,17 @@ fn rest_api_against_the_running_appliance() {
         assert_error(s, &v, 401, &format!("{m} {path} without a token"));
         let (s, v) = call(m, path, Some("rest-test-token-0123456788"), body);
         assert_error(s, &v, 401, &format!("{m} {path} with a wrong token"));
+    }
+    for path in [
+        "/healthz",
+        "/api/v1/stats",
+        "/api/v1/ports",
+        "/api/v1/nat",
+        "/api/v1/timeouts",
+        "/metrics",
+    ] {
+        let (s, v) = call("GET", path, None, None);
+        assert_eq!(s, 200, "GET {path} without a token: {v}");
     }
     assert_eq!(
         get("/api/v1/timeouts")["udp_timeout"],
@@ -347,6 +362,7 @@ fn rest_api_against_the_running_appliance() {
 
     // Subscribe to events (raw SSE, and the CLI) before any TCP connection.
     let sse = ureq::get(&format!("http://{API}/api/v1/conntrack/events?proto=tcp"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
         .call()
         .unwrap();
     assert_eq!(sse.content_type(), "text/event-stream");
@@ -354,6 +370,7 @@ fn rest_api_against_the_running_appliance() {
     let mut cli_events = Command::new(ctgate())
         .args(["ct", "events", "-p", "tcp", "--dport", "8080"])
         .env("CTGATE_API", format!("http://{API}"))
+        .env("CTGATE_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -495,6 +512,7 @@ fn rest_api_against_the_running_appliance() {
     let cli = Command::new(ctgate())
         .args(["ct", "list", "-p", "tcp", "--sport", &sport.to_string()])
         .env("CTGATE_API", format!("http://{API}"))
+        .env("CTGATE_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert!(cli.status.success(), "{cli:?}");
@@ -511,6 +529,7 @@ fn rest_api_against_the_running_appliance() {
     let count = Command::new(ctgate())
         .args(["ct", "count", "-p", "tcp", "--sport", &sport.to_string()])
         .env("CTGATE_API", format!("http://{API}"))
+        .env("CTGATE_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1");
@@ -1036,4 +1055,282 @@ print(json.dumps(out))
     };
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+}
+
+/// Reads from `s` until EOF or `secs` pass; what came, and whether EOF did.
+fn read_until_eof(s: &mut TcpStream, secs: u64) -> (String, bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&got).into_owned(), false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&got).into_owned(), true)
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+/// The REST API under abuse, with traffic forwarded throughout: a squatter
+/// on its port stops ctgate at start with one line; 1000 idle connections
+/// and 100 event subscribers leave it answering; slow and oversized bodies
+/// get a JSON 408 / 413; an idle kept-alive connection is closed; and the
+/// CLI sends its token only to the API the running ctgate wrote down.
+#[test]
+fn rest_api_cannot_be_exhausted_or_phished() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("rest-abuse");
+    let mut bed = Bed::up(P);
+    const API3: &str = "127.0.0.1:18184";
+    let token_file = dir.path("token");
+    let addr_file = dir.path("rest-addr");
+    let config = format!(
+        "{}\n[rest]\nbind = \"{API3}\"\ntoken_file = \"{}\"\n",
+        appliance::config::TESTBED_DEFAULT
+            .replace("ctgw-", &format!("{P}-"))
+            .replace("eal_args = [\"--in-memory\"]", &eal_args_toml()),
+        token_file.display()
+    );
+    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
+    let run = || {
+        let mut c = Command::new(ctgate());
+        c.args(["run", "--duration", "180", "--config"])
+            .arg(dir.path("ctgate.toml"));
+        c
+    };
+
+    // A process squatting on the API's port: ctgate refuses to start, in
+    // one line that says what to do.
+    let squatter = std::net::TcpListener::bind(API3).unwrap();
+    let out = run_for(&mut run(), 60);
+    assert!(!out.status.success(), "ctgate started without its API");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("cannot listen on 127.0.0.1:18184"))
+        .unwrap_or_else(|| panic!("no one-line error: {err}"));
+    assert!(line.contains("enabled = false"), "{line}");
+    drop(squatter);
+
+    let mut gate = run()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = lines_of(gate.stderr.take().unwrap());
+    let pid = gate.id();
+    bed.children.push(gate);
+    wait_line(&log, 30, "ctgate forwarding", |l| l.contains("forwarding;"));
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    // The address it bound, beside the token, readable by root alone.
+    let written = std::fs::read_to_string(&addr_file).unwrap();
+    assert_eq!(written.trim(), format!("{API3} {pid}"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&addr_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Traffic through ctgate all along: a ping every 0.2 s.
+    let mut pinger = in_ns(
+        "cli",
+        &["ping", "-c", "250", "-i", "0.2", "-W", "2", "198.51.100.2"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let ping_out = pinger.stdout.take().unwrap();
+    let pinger_pid = pinger.id();
+    bed.children.push(pinger);
+    let healthz = || {
+        ureq::get(&format!("http://{API3}/healthz"))
+            .timeout(Duration::from_secs(5))
+            .call()
+            .map(|r| r.status())
+            .ok()
+    };
+    let raw = |req: &str| {
+        let mut s = TcpStream::connect(API3).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        s
+    };
+
+    // 100 event subscribers: the first max_subscribers (16) are served, the
+    // others get 429 with a JSON error; the API answers throughout.
+    let subscribe = format!(
+        "GET /api/v1/conntrack/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    let mut streams = Vec::new();
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..100 {
+        let mut s = raw(&subscribe);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        match &head {
+            b"HTTP/1.1 200" => served += 1,
+            b"HTTP/1.1 429" => {
+                let (rest, _) = read_until_eof(&mut s, 1);
+                assert!(rest.contains(r#""error":"#), "{rest}");
+                refused += 1;
+            }
+            other => panic!("{}", String::from_utf8_lossy(other)),
+        }
+        streams.push(s);
+    }
+    assert_eq!((served, refused), (16, 84));
+    assert_eq!(healthz(), Some(200));
+    drop(streams);
+
+    // An oversized body: 413, in JSON.
+    let (s, v) = {
+        let r = ureq::put(&format!("http://{API3}/api/v1/timeouts"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .timeout(Duration::from_secs(20))
+            .send_string(&format!(
+                "{{\"udp_timeout\": 30, \"pad\": \"{}\"}}",
+                "x".repeat(100_000)
+            ));
+        match r {
+            Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_json::<Value>().unwrap()),
+            Err(e) => panic!("oversized body: {e}"),
+        }
+    };
+    assert_error(s, &v, 413, "an oversized body");
+
+    // Three kinds of clients that hold a connection, all at once (the API's
+    // timers run for them together): a body that never completes (slow
+    // loris), a kept-alive connection that goes idle after its request, and
+    // 1000 connections that send nothing (the API's 512 connection slots
+    // fill). The first gets a JSON 408 within the body timeout, the others
+    // are closed, and the API answers again within the header timeout.
+    let t = Instant::now();
+    let mut slow = raw(&format!(
+        "PUT /api/v1/timeouts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"udp_"
+    ));
+    let mut idle = raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let out = Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            "--nofile=8192:8192",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let silent: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(API3).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while healthz() != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the API does not answer 40 s after 1000 idle connections"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(silent);
+    let (answer, eof) = read_until_eof(&mut slow, 30);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains(r#""error":"#), "{answer}");
+    assert!(eof, "the slow client's connection stays open: {answer}");
+    let (answer, eof) = read_until_eof(&mut idle, 30);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(eof, "an idle kept-alive connection stays open");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+
+    // The CLI: to the address the running ctgate wrote, with the token.
+    let cli = |token_file: &std::path::Path| {
+        Command::new(ctgate())
+            .args(["ct", "count", "--token-file"])
+            .arg(token_file)
+            .env_remove("CTGATE_API")
+            .env_remove("CTGATE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let ok = cli(&token_file);
+    assert!(ok.status.success(), "{ok:?}");
+    // Without a written address (or with one whose ctgate is gone), the CLI
+    // tries the default address without the token: a squatter there gets
+    // no token, and the CLI says why.
+    let other = TempDir::new("rest-abuse-cli");
+    std::fs::write(other.path("token"), &token).unwrap();
+    let fake = std::net::TcpListener::bind(appliance::rest::DEFAULT_BIND)
+        .expect("the test needs 127.0.0.1:8080 free to play the squatter");
+    let catch = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (mut c, _) = fake.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap_or(0);
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = c.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 19\r\nConnection: close\r\n\r\n{\"error\":\"no way\"}\n",
+            );
+        }
+        got
+    });
+    let guessed = cli(&other.path("token"));
+    std::fs::write(other.path("rest-addr"), "127.0.0.1:8080 1\n").unwrap();
+    let stale = cli(&other.path("token"));
+    let requests = catch.join().unwrap();
+    for (out, why) in [(&guessed, "rest-addr"), (&stale, "is not running")] {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the token is sent only to the API") && err.contains(why),
+            "{err}"
+        );
+    }
+    for r in &requests {
+        assert!(r.starts_with("GET /api/v1/conntrack/count"), "{r}");
+        assert!(
+            !r.to_ascii_lowercase().contains("authorization"),
+            "the token went to a squatter: {r}"
+        );
+        assert!(!r.contains(&token), "{r}");
+    }
+
+    // Forwarding never stopped; at stop the address file goes.
+    let take = |bed: &mut Bed, pid: u32| {
+        let i = bed.children.iter().position(|c| c.id() == pid).unwrap();
+        bed.children.remove(i)
+    };
+    let mut pinger = take(&mut bed, pinger_pid);
+    let _ = pinger.kill();
+    let _ = pinger.wait();
+    let mut text = String::new();
+    let _ = BufReader::new(ping_out).read_to_string(&mut text);
+    let seqs: Vec<u32> = text
+        .lines()
+        .filter(|l| l.contains("bytes from 198.51.100.2"))
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    let last = seqs.iter().copied().max().unwrap_or(0);
+    assert!(last > 50, "too few pings: {text}");
+    assert!(
+        last as usize - seqs.len() <= 2,
+        "pings lost while the API was abused ({} of {last} answered): {text}",
+        seqs.len()
+    );
+    let mut gate = take(&mut bed, pid);
+    sigterm(&gate);
+    let status = gate.wait().unwrap();
+    assert!(status.success(), "ctgate exit {status}");
+    assert!(!addr_file.exists(), "the address file outlives ctgate");
 }

@@ -530,8 +530,14 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         let mut next_print = opts.stats_interval.map(|i| Instant::now() + i);
         let mut last = (Instant::now(), 0u64);
         let mut last_hist = vec![0u64; stats::HIST_BUCKETS];
+        let mut next_pressure_check = Instant::now();
         while !term.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() >= next_pressure_check {
+                // The table-full warning, with or without the REST API.
+                shared.check_pressure();
+                next_pressure_check = Instant::now() + Duration::from_secs(1);
+            }
             if opts.duration.is_some_and(|d| started.elapsed() >= d) {
                 break;
             }

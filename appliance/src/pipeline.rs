@@ -137,6 +137,24 @@ pub struct Shared {
     pub clock_start_tsc: Vec<AtomicU64>,
     /// How packets reach the worker that owns their connection.
     pub steering: Steering,
+    /// The table-pressure watch ([`Shared::check_pressure`]).
+    pressure: Mutex<Pressure>,
+}
+
+/// How long after early_drop / insert_failed last rose /healthz still warns.
+pub const PRESSURE_RECENT: std::time::Duration = std::time::Duration::from_secs(60);
+/// At most one table-pressure log line per this interval.
+const PRESSURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the table-pressure watch remembers between looks.
+#[derive(Debug, Default)]
+struct Pressure {
+    early_drop: u64,
+    insert_failed: u64,
+    last_rise: Option<std::time::Instant>,
+    last_log: Option<std::time::Instant>,
+    logged_early_drop: u64,
+    logged_insert_failed: u64,
 }
 
 /// How the packets of a connection, both directions, reach one worker.
@@ -214,7 +232,41 @@ impl Shared {
                 .collect(),
             events_wanted: AtomicBool::new(false),
             clock_start_tsc: (0..cfg.workers.len()).map(|_| AtomicU64::new(0)).collect(),
+            pressure: Mutex::new(Pressure::default()),
         }
+    }
+
+    /// Notes rises of early_drop / insert_failed, logging at most one line
+    /// per PRESSURE_LOG_EVERY. The control thread calls it every second
+    /// (so the warning comes with or without the REST API); /healthz too.
+    /// Returns whether they rose within PRESSURE_RECENT and how long ago (s).
+    pub fn check_pressure(&self) -> (bool, Option<f64>) {
+        let ct = self.totals().ct;
+        let now = std::time::Instant::now();
+        let mut p = self.pressure.lock().unwrap_or_else(|e| e.into_inner());
+        if ct.early_drop > p.early_drop || ct.insert_failed > p.insert_failed {
+            p.last_rise = Some(now);
+        }
+        p.early_drop = ct.early_drop;
+        p.insert_failed = ct.insert_failed;
+        let unlogged =
+            ct.early_drop > p.logged_early_drop || ct.insert_failed > p.logged_insert_failed;
+        if unlogged && p.last_log.is_none_or(|t| now - t >= PRESSURE_LOG_EVERY) {
+            let table = self.engine.table();
+            tracing::warn!(
+                early_drop = ct.early_drop - p.logged_early_drop,
+                insert_failed = ct.insert_failed - p.logged_insert_failed,
+                connections = table.len(),
+                capacity = table.capacity(),
+                "conntrack table pressure: connections evicted (early_drop) or not inserted \
+                 (insert_failed); raise [conntrack] max_connections or lower the timeouts (PUT /api/v1/timeouts)"
+            );
+            p.last_log = Some(now);
+            p.logged_early_drop = ct.early_drop;
+            p.logged_insert_failed = ct.insert_failed;
+        }
+        let ago = p.last_rise.map(|t| (now - t).as_secs_f64());
+        (ago.is_some_and(|a| a < PRESSURE_RECENT.as_secs_f64()), ago)
     }
 
     /// What each worker published (a copy per worker, in worker order).

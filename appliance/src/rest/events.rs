@@ -55,17 +55,26 @@ impl Hub {
 
     /// A new subscriber: the workers queue events from now on (the pump
     /// turns that off again once nobody listens).
-    pub fn subscribe(&self, shared: &Shared) -> (broadcast::Receiver<Event>, Subscription) {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
+    /// None if `max` subscribers are there already.
+    pub fn subscribe(
+        &self,
+        shared: &Shared,
+        max: usize,
+    ) -> Option<(broadcast::Receiver<Event>, Subscription)> {
+        self.subscribers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
         let rx = self.tx.subscribe();
         shared.events_wanted.store(true, Ordering::Relaxed);
-        (
+        Some((
             rx,
             Subscription {
                 subscribers: self.subscribers.clone(),
                 dropped: self.subscriber_dropped.clone(),
             },
-        )
+        ))
     }
 
     pub fn subscribers(&self) -> usize {

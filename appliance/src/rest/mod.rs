@@ -8,22 +8,28 @@
 //! | GET | /healthz | status, table fill, table-pressure warning |
 //! | GET | /api/v1/stats | global / per-lcore / per-port counters, nf_conntrack counters, heavy hitters, policy, NAT |
 //! | GET | /metrics | Prometheus text format |
-//! | GET | /api/v1/conntrack | `conntrack -L` with filters (see `filter`), `limit` / `offset` |
-//! | GET | /api/v1/conntrack/count | `conntrack -C` (with filters: how many match) |
+//! | GET | /api/v1/conntrack | `conntrack -L` with filters (see `filter`), `limit` / `offset` (token) |
+//! | GET | /api/v1/conntrack/count | `conntrack -C` (with filters: how many match) (token) |
 //! | DELETE | /api/v1/conntrack | `conntrack -D` by filter (token) |
 //! | POST | /api/v1/conntrack/flush | `conntrack -F` (token) |
-//! | GET | /api/v1/conntrack/events | `conntrack -E` as server-sent events, with filters |
+//! | GET | /api/v1/conntrack/events | `conntrack -E` as server-sent events, with filters (token) |
 //! | GET, PUT | /api/v1/timeouts | the nf_conntrack_* sysctls (PUT: token) |
 //! | GET | /api/v1/ports | link, counters, xstats |
 //! | GET | /api/v1/nat | NAT rules and pools |
 //! | PUT | /api/v1/nat/pools/{pool}/backends/{index} | `{"healthy": bool}` (token) |
 //!
-//! Mutating calls need `Authorization: Bearer TOKEN` (compared in constant
-//! time): 401 without it. Malformed requests get 400, unknown paths 404,
-//! always with a JSON body `{"error": "..."}`. Malformed HTTP gets 400 from
-//! the HTTP layer; a client has 10 s to send a request's headers; at most 512
-//! connections are served at once (more are closed at accept), so slow or
-//! many clients cannot queue the others behind them.
+//! Changes, and reads of connection data (every flow's addresses: on Linux
+//! `conntrack -L` needs CAP_NET_ADMIN), need `Authorization: Bearer TOKEN`
+//! (compared in constant time): 401 without it; health, stats, ports, NAT
+//! rules and `/metrics` stay open. Malformed requests get 400, unknown paths
+//! 404, always with a JSON body `{"error": "..."}`. Bounds, so that no client
+//! can exhaust the API: a client has 10 s to send a request's headers (an
+//! idle kept-alive connection too) and 10 s for its body, of at most 64 KiB
+//! (413); at most 512 connections are served at once (more are closed at
+//! accept); at most `[rest] max_subscribers` event streams (429 beyond).
+//! The address the API bound is written beside the token file (`rest-addr`,
+//! mode 0600, with ctgate's pid), so that the CLI sends the token only to
+//! the API this ctgate runs.
 
 pub mod events;
 pub mod filter;
@@ -59,9 +65,7 @@ use filter::{conn_json, Filter};
 
 /// Where the token is kept when the config names neither `token` nor `token_file`.
 pub const DEFAULT_TOKEN_FILE: &str = "/run/ctgate/rest-token";
-/// How long after early_drop / insert_failed last rose /healthz still warns.
-const PRESSURE_RECENT: Duration = Duration::from_secs(60);
-/// At most one table-pressure log line per this interval.
+/// At most one "too many clients" log line per this interval.
 const PRESSURE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Largest page of connections one request returns.
 pub const MAX_LIMIT: usize = 100_000;
@@ -74,8 +78,9 @@ pub struct RestConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Listen address; keep it on loopback or a management network. Default
-    /// 127.0.0.1:8080; if that is taken, ctgate runs without the API (and
-    /// says so), while a configured address it cannot take is an error.
+    /// 127.0.0.1:8080. An address ctgate cannot take is an error at start
+    /// (another process holding it would receive the CLI's token): choose
+    /// another, or set `enabled = false` to run without the API.
     #[serde(default)]
     pub bind: Option<String>,
     /// The bearer token of mutating calls.
@@ -88,6 +93,9 @@ pub struct RestConfig {
     /// How many events a subscriber of /api/v1/conntrack/events may fall behind.
     #[serde(default = "default_subscriber_queue")]
     pub subscriber_queue: usize,
+    /// Event streams (/api/v1/conntrack/events) open at once; more get 429.
+    #[serde(default = "default_max_subscribers")]
+    pub max_subscribers: usize,
 }
 
 fn yes() -> bool {
@@ -98,6 +106,9 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 fn default_subscriber_queue() -> usize {
     4096
 }
+fn default_max_subscribers() -> usize {
+    16
+}
 
 impl Default for RestConfig {
     fn default() -> Self {
@@ -107,6 +118,7 @@ impl Default for RestConfig {
             token: None,
             token_file: None,
             subscriber_queue: default_subscriber_queue(),
+            max_subscribers: default_max_subscribers(),
         }
     }
 }
@@ -127,6 +139,12 @@ impl RestConfig {
         if !(1..=1 << 20).contains(&self.subscriber_queue) {
             return Err("[rest] subscriber_queue: between 1 and 1048576".into());
         }
+        if !(1..=MAX_CONNECTIONS / 2).contains(&self.max_subscribers) {
+            return Err(format!(
+                "[rest] max_subscribers: between 1 and {} (half the API's connections)",
+                MAX_CONNECTIONS / 2
+            ));
+        }
         Ok(())
     }
 }
@@ -134,7 +152,7 @@ impl RestConfig {
 /// Why the REST API could not start; each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
-    #[error("REST API: cannot listen on {bind}: {reason} (change [rest] bind, or stop what uses that port)")]
+    #[error("REST API: cannot listen on {bind}: {reason} (set another [rest] bind, stop what uses that port, or set [rest] enabled = false)")]
     Bind { bind: String, reason: String },
     #[error("REST API: token file {path}: {reason} (fix it, or set [rest] token)")]
     Token { path: String, reason: String },
@@ -175,6 +193,50 @@ fn load_token(cfg: &RestConfig) -> Result<String, RestError> {
             }
         }
         Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// The file the API's address goes in: `rest-addr` beside the token file.
+pub fn addr_file(token_file: Option<&FsPath>) -> PathBuf {
+    token_file
+        .unwrap_or(FsPath::new(DEFAULT_TOKEN_FILE))
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(FsPath::new("."))
+        .join("rest-addr")
+}
+
+/// Writes `ADDR PID` into `path` (mode 0600, replaced atomically).
+fn write_addr_file(path: &FsPath, addr: SocketAddr) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(
+        &mut f,
+        format!("{addr} {}\n", std::process::id()).as_bytes(),
+    )?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// Removes the address file if this process wrote it (another ctgate may
+/// have replaced it since).
+fn remove_addr_file(path: &FsPath) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|s| s.split_whitespace().nth(1) == Some(&std::process::id().to_string()));
+    if ours {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -220,23 +282,14 @@ pub struct Context {
     pub tsc_hz: u64,
 }
 
-#[derive(Debug, Default)]
-struct Pressure {
-    early_drop: u64,
-    insert_failed: u64,
-    last_rise: Option<Instant>,
-    last_log: Option<Instant>,
-    logged_early_drop: u64,
-    logged_insert_failed: u64,
-}
-
 /// The server's state, shared by the handlers.
 pub struct State {
     ctx: Context,
     token: String,
     events: Arc<events::Hub>,
+    /// `[rest] max_subscribers`.
+    max_subscribers: usize,
     started: Instant,
-    pressure: Mutex<Pressure>,
     /// The conntrack worker context deletes run in (their DESTROY events).
     deleter: Mutex<ctcore::engine::Worker>,
 }
@@ -260,36 +313,9 @@ impl State {
         n
     }
 
-    /// Notes rises of early_drop / insert_failed, logging at most one line per
-    /// PRESSURE_LOG_EVERY. Returns whether they rose within PRESSURE_RECENT and
-    /// how long ago.
+    /// Whether the table was under pressure recently (see [`Shared::check_pressure`]).
     fn check_pressure(&self) -> (bool, Option<f64>) {
-        let ct = self.ctx.shared.totals().ct;
-        let now = Instant::now();
-        let mut p = self.pressure.lock().unwrap_or_else(|e| e.into_inner());
-        if ct.early_drop > p.early_drop || ct.insert_failed > p.insert_failed {
-            p.last_rise = Some(now);
-        }
-        p.early_drop = ct.early_drop;
-        p.insert_failed = ct.insert_failed;
-        let unlogged =
-            ct.early_drop > p.logged_early_drop || ct.insert_failed > p.logged_insert_failed;
-        if unlogged && p.last_log.is_none_or(|t| now - t >= PRESSURE_LOG_EVERY) {
-            let table = self.ctx.shared.engine.table();
-            tracing::warn!(
-                early_drop = ct.early_drop - p.logged_early_drop,
-                insert_failed = ct.insert_failed - p.logged_insert_failed,
-                connections = table.len(),
-                capacity = table.capacity(),
-                "conntrack table pressure: connections evicted (early_drop) or not inserted \
-                 (insert_failed); raise [conntrack] max_connections or lower the timeouts (PUT /api/v1/timeouts)"
-            );
-            p.last_log = Some(now);
-            p.logged_early_drop = ct.early_drop;
-            p.logged_insert_failed = ct.insert_failed;
-        }
-        let ago = p.last_rise.map(|t| (now - t).as_secs_f64());
-        (ago.is_some_and(|a| a < PRESSURE_RECENT.as_secs_f64()), ago)
+        self.ctx.shared.check_pressure()
     }
 }
 
@@ -363,6 +389,8 @@ pub struct RestServer {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub addr: SocketAddr,
+    /// Where the address was written (removed at stop).
+    addr_file: PathBuf,
 }
 
 impl RestServer {
@@ -377,6 +405,7 @@ impl Drop for RestServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        remove_addr_file(&self.addr_file);
     }
 }
 
@@ -392,16 +421,16 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
         bind: bind.to_owned(),
         reason: e.to_string(),
     };
-    let listener = match std::net::TcpListener::bind(bind) {
-        Ok(l) => l,
-        Err(e) if cfg.bind.is_none() => {
-            tracing::warn!(error = %e, bind, "REST API not started: its default address is taken; set [rest] bind");
-            return Ok(None);
-        }
-        Err(e) => return Err(bind_err(e)),
-    };
+    // An address that is taken is an error, the default too: whatever holds
+    // it would get the CLI's requests (and, before, its token).
+    let listener = std::net::TcpListener::bind(bind).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
+    let addr_file = addr_file(cfg.token_file.as_deref());
+    write_addr_file(&addr_file, addr).map_err(|e| RestError::Token {
+        path: addr_file.display().to_string(),
+        reason: format!("cannot write the API's address beside the token: {e}"),
+    })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(2)
@@ -413,8 +442,8 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
         ctx,
         token,
         events: Arc::new(events::Hub::new(cfg.subscriber_queue)),
+        max_subscribers: cfg.max_subscribers,
         started: Instant::now(),
-        pressure: Mutex::new(Pressure::default()),
         deleter: Mutex::new(deleter),
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -430,14 +459,6 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
                     }
                 };
                 tokio::spawn(state.events.clone().pump(state.ctx.shared.clone()));
-                let watcher = state.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
-                    loop {
-                        tick.tick().await;
-                        watcher.check_pressure();
-                    }
-                });
                 tokio::select! {
                     _ = serve(listener, router(state)) => {}
                     _ = stop_rx => {}
@@ -452,6 +473,7 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
         stop: Some(stop_tx),
         thread: Some(thread),
         addr,
+        addr_file,
     }))
 }
 
@@ -459,8 +481,12 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
 /// at accept, so a flood cannot queue up behind them.
 const MAX_CONNECTIONS: usize = 512;
 /// A client must send a request's headers within this (slow clients lose
-/// their connection instead of holding it).
+/// their connection instead of holding it); also how long a kept-alive
+/// connection may sit idle between requests.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's body must arrive within this, and be at most `MAX_BODY` bytes.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BODY: usize = 64 * 1024;
 
 /// The accept loop: one task per connection, HTTP/1.1 with a header timeout.
 async fn serve(listener: tokio::net::TcpListener, app: Router) {
@@ -559,6 +585,34 @@ async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed on this endpoint".into(),
     )
+}
+
+/// A request's body: at most `MAX_BODY` bytes (413), within `BODY_TIMEOUT`
+/// (408), so that a slow or endless body cannot hold a connection.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            // (axum's LengthLimitError, behind its own error type.)
+            let too_big =
+                format!("{e} {:?}", std::error::Error::source(&e)).contains("length limit");
+            if too_big {
+                Err(ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than {MAX_BODY} bytes"),
+                ))
+            } else {
+                Err(bad(format!("the body could not be read: {e}")))
+            }
+        }
+        Err(_) => Err(ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// Checks the bearer token in constant time.
@@ -840,7 +894,12 @@ fn paging(extra: &[(String, String)]) -> Result<(usize, usize), ApiError> {
     Ok((limit, offset))
 }
 
-async fn ct_list(AxState(st): St, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn ct_list(
+    AxState(st): St,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
     let (f, extra) = Filter::parse(&query_pairs(&q), &["limit", "offset"]).map_err(bad)?;
     let (limit, offset) = paging(&extra)?;
     let v = tokio::task::spawn_blocking(move || {
@@ -865,7 +924,12 @@ async fn ct_list(AxState(st): St, RawQuery(q): RawQuery) -> Result<Json<Value>, 
     Ok(Json(v))
 }
 
-async fn ct_count(AxState(st): St, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn ct_count(
+    AxState(st): St,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
     let (f, _) = Filter::parse(&query_pairs(&q), &[]).map_err(bad)?;
     if f.is_empty() {
         return Ok(Json(json!({ "count": st.ctx.shared.engine.table().len() })));
@@ -923,9 +987,22 @@ fn sse_event(e: &Event) -> SseEvent {
         .data(v.to_string())
 }
 
-async fn ct_events(AxState(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn ct_events(
+    AxState(st): St,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
     let (f, _) = Filter::parse(&query_pairs(&q), &[]).map_err(bad)?;
-    let (rx, sub) = st.events.subscribe(&st.ctx.shared);
+    let Some((rx, sub)) = st.events.subscribe(&st.ctx.shared, st.max_subscribers) else {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} event streams are open, the most [rest] max_subscribers allows: close one, or raise it",
+                st.max_subscribers
+            ),
+        ));
+    };
     let hello = tokio_stream::once(Ok::<_, std::convert::Infallible>(
         SseEvent::default().comment("subscribed"),
     ));
@@ -968,10 +1045,10 @@ async fn timeouts_get(AxState(st): St) -> Json<Value> {
 async fn timeouts_put(
     AxState(st): St,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &headers)?;
-    let m = json_body(&body)?;
+    let m = json_body(&read_body(body).await?)?;
     let mut tun = st.ctx.shared.engine.tunables();
     for (k, v) in &m {
         let n = v.as_u64().ok_or_else(|| {
@@ -1037,10 +1114,10 @@ async fn backend_health(
     AxState(st): St,
     headers: HeaderMap,
     Path((pool, index)): Path<(String, String)>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &headers)?;
-    let m = json_body(&body)?;
+    let m = json_body(&read_body(body).await?)?;
     let healthy = match (m.get("healthy"), m.len()) {
         (Some(Value::Bool(b)), 1) => *b,
         _ => return Err(bad(r#"the body must be {"healthy": true|false}"#)),
