@@ -283,3 +283,166 @@ ipv6 = "2001:db8:2::1/64"
         "every mbuf transmitted or freed: {s:#}"
     );
 }
+
+/// Neighbours age and answers are taken only when asked for: a host that
+/// changes its MAC is reached again once its entry goes stale and ctgate
+/// asks anew (ARP and ND, `neighbour_reachable_ms = 1000`); an ARP reply
+/// and a neighbour advertisement nobody asked for teach ctgate nothing
+/// (packets to those addresses wait for resolution and are dropped as
+/// no_neighbour), and are counted.
+#[test]
+fn neighbours_age_and_only_asked_answers_are_learned() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("netns-neigh");
+    let mut bed = Bed::up(P);
+    let config = format!(
+        r#"
+workers = [1]
+mempool_mbufs = 4095
+neighbour_reachable_ms = 1000
+{eal}
+
+[[port]]
+name = "cli"
+devargs = "net_af_packet0,iface={P}-cli-gw"
+ipv4 = "192.0.2.1/24"
+ipv6 = "2001:db8:1::1/64"
+
+[[port]]
+name = "srv"
+devargs = "net_af_packet1,iface={P}-srv-gw"
+ipv4 = "198.51.100.1/24"
+ipv6 = "2001:db8:2::1/64"
+
+[rest]
+enabled = false
+"#,
+        eal = eal_args_toml()
+    );
+    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
+    let mut gate = Command::new(ctgate())
+        .args(["run", "--duration", "120", "--config"])
+        .arg(dir.path("ctgate.toml"))
+        .arg("--stats-json")
+        .arg(dir.path("stats.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = gate.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rx
+        .recv_timeout(Duration::from_millis(200))
+        .is_ok_and(|l| l.contains("forwarding;"))
+    {
+        assert!(gate.try_wait().unwrap().is_none(), "ctgate exited early");
+        assert!(Instant::now() < deadline, "ctgate did not start");
+    }
+    let pid = gate.id();
+    bed.children.push(gate);
+
+    let answered = |args: &[&str]| -> usize {
+        let out = run_for(&mut in_ns("cli", args), 60);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .count()
+    };
+    assert_eq!(
+        answered(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.2"]),
+        2
+    );
+    assert_eq!(
+        answered(&[
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "2001:db8:2::2"
+        ]),
+        2
+    );
+
+    // srv takes another MAC (and says nothing). Once its entries are stale,
+    // ctgate still uses them, asks again, and learns the new one: most of
+    // the pings after the change come back (none would without aging).
+    check(
+        &mut in_ns(
+            "srv",
+            &[
+                "ip",
+                "link",
+                "set",
+                "dev",
+                "eth0",
+                "address",
+                "02:00:5e:00:53:42",
+            ],
+        ),
+        10,
+        "srv changes its MAC",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let v4 = answered(&["ping", "-c", "12", "-i", "0.25", "-W", "1", "198.51.100.2"]);
+    let v6 = answered(&[
+        "ping",
+        "-6",
+        "-c",
+        "12",
+        "-i",
+        "0.25",
+        "-W",
+        "1",
+        "2001:db8:2::2",
+    ]);
+    assert!(
+        v4 >= 8 && v6 >= 8,
+        "after the MAC change: {v4}/12 and {v6}/12 answered"
+    );
+
+    // An ARP reply and a neighbour advertisement nobody asked for.
+    let lie = r#"
+from scapy.all import ARP, Ether, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6, sendp
+fake = "02:00:5e:00:53:77"
+sendp(Ether(dst="ff:ff:ff:ff:ff:ff", src=fake) / ARP(op=2, hwsrc=fake, psrc="198.51.100.77", hwdst="ff:ff:ff:ff:ff:ff", pdst="198.51.100.1"), iface="eth0", verbose=0)
+sendp(Ether(dst="33:33:00:00:00:01", src=fake) / IPv6(src="2001:db8:2::77", dst="ff02::1", hlim=255) / ICMPv6ND_NA(tgt="2001:db8:2::77", R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=fake), iface="eth0", verbose=0)
+"#;
+    // Debian's python, with python3-scapy (scripts/setup.sh).
+    check(
+        &mut in_ns("srv", &["/usr/bin/python3", "-c", lie]),
+        60,
+        "unsolicited ARP reply and NA",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        answered(&["ping", "-c", "1", "-W", "1", "198.51.100.77"]),
+        0
+    );
+    assert_eq!(
+        answered(&["ping", "-6", "-c", "1", "-W", "1", "2001:db8:2::77"]),
+        0
+    );
+    // (The packets wait neighbour_timeout_ms, 3 s, for an answer.)
+    std::thread::sleep(Duration::from_millis(3500));
+
+    let i = bed.children.iter().position(|c| c.id() == pid).unwrap();
+    let mut gate = bed.children.remove(i);
+    sigterm(&gate);
+    assert!(gate.wait().unwrap().success());
+    let s = stats(&dir.path("stats.json"));
+    let t = &s["totals"];
+    assert!(t["neigh_unsolicited"].as_u64().unwrap() >= 2, "{t:#}");
+    assert!(t["neigh_refreshes"].as_u64().unwrap() >= 2, "{t:#}");
+    assert!(t["drops"]["no_neighbour"].as_u64().unwrap() >= 2, "{t:#}");
+}

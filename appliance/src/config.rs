@@ -258,6 +258,11 @@ pub struct Config {
     /// How long a packet may wait for neighbour resolution.
     #[serde(default = "default_neigh_timeout")]
     pub neighbour_timeout_ms: u64,
+    /// How long a neighbour learned from ARP / ND is trusted before it is
+    /// asked again (Linux's base_reachable_time, 30 s); unanswered, it is
+    /// dropped `neigh::STALE_GRACE_MS` later.
+    #[serde(default = "default_neigh_reachable")]
+    pub neighbour_reachable_ms: u64,
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
     #[serde(default, rename = "route")]
@@ -292,6 +297,9 @@ fn default_neigh_queue() -> usize {
 }
 fn default_neigh_timeout() -> u64 {
     3000
+}
+fn default_neigh_reachable() -> u64 {
+    30_000
 }
 
 /// Upper bound for `neighbour_queue` (the worker's queue is a fixed array).

@@ -413,7 +413,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             std::net::IpAddr::V4(a) => NeighKey::v4(port, u32::from(a)),
             std::net::IpAddr::V6(a) => NeighKey::v6(port, u128::from(a)),
         };
-        neigh.learn(&key, &mac);
+        neigh.learn(&key, &mac, crate::neigh::PERMANENT);
     }
     let stats = Arc::new(stats::new_shared(cfg.workers.len()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -514,6 +514,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             tsc_hz,
             neigh_queue: cfg.neighbour_queue,
             neigh_timeout_ms: cfg.neighbour_timeout_ms,
+            neigh_reachable_ms: cfg.neighbour_reachable_ms,
             handoff: handoff.get_mut(wi).and_then(Option::take),
             tx_locks: tx_locks.clone(),
         };
@@ -684,8 +685,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  arp: requests sent {} replies sent {}   nd: solicits sent {} adverts sent {}   queued for a neighbour {}",
-            t.arp_requests_sent, t.arp_replies_sent, t.nd_solicits_sent, t.nd_adverts_sent, t.neigh_queued
+            "  arp: requests sent {} replies sent {}   nd: solicits sent {} adverts sent {}   queued for a neighbour {}   stale refreshed {}   unsolicited ignored {}",
+            t.arp_requests_sent, t.arp_replies_sent, t.nd_solicits_sent, t.nd_adverts_sent, t.neigh_queued, t.neigh_refreshes, t.neigh_unsolicited
         );
         let drops: Vec<String> = t
             .drops

@@ -5,6 +5,19 @@
 //! NA packets) takes only the slot's own sequence with a compare-exchange.
 //! Fixed capacity, open addressing over a short probe window; when the window
 //! is full the least recently written entry in it is replaced.
+//!
+//! Entries age (a simpler scheme than RFC 4861's, with its states): an entry
+//! learned from the neighbour is fresh until `fresh_until` (the learner's TSC
+//! plus `neighbour_reachable_ms`); past that it is stale: still used, and
+//! the first worker to use it sends a new ARP request / neighbour
+//! solicitation (at most one per entry per second, `probe`); an answer makes
+//! it fresh again. `STALE_GRACE_MS` after going stale without an answer it is
+//! dropped (the next packet waits for resolution, as for a new neighbour).
+//! Entries from the config never age. Only what ctgate asked for is learned
+//! from replies: an ARP reply or neighbour advertisement updates an entry
+//! that exists or is being resolved (`INCOMPLETE`, made when ctgate
+//! solicits), and is otherwise ignored (RFC 4861 7.2.5; Linux's
+//! `arp_accept = 0`), counted by the caller.
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -12,17 +25,35 @@ use crate::net::Mac;
 
 const PROBE: usize = 8;
 const VALID: u64 = 1 << 63;
+/// Being resolved: a solicitation went out, no answer yet (no MAC).
+const INCOMPLETE: u64 = 1 << 62;
 const V6: u64 = 1 << 56;
+/// How long a stale entry is used (while re-solicited) before it is dropped.
+pub const STALE_GRACE_MS: u64 = 5000;
+/// Fresh forever (entries from the config).
+pub const PERMANENT: u64 = u64::MAX;
 
 #[derive(Default)]
 struct Slot {
     seq: AtomicU32,
     key_hi: AtomicU64,
     key_lo: AtomicU64,
-    /// mac (48 bits) | port << 48 | V6 | VALID
+    /// mac (48 bits) | port << 48 | V6 | INCOMPLETE | VALID
     val: AtomicU64,
     /// Write stamp (table generation) for replacement.
     stamp: AtomicU64,
+    /// TSC until which the entry is fresh (`PERMANENT`: always).
+    fresh_until: AtomicU64,
+    /// TSC of the last refresh solicitation sent for it.
+    probed_at: AtomicU64,
+}
+
+/// A neighbour as a lookup finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    pub mac: Mac,
+    /// TSC until which it is fresh (`PERMANENT` for configured ones).
+    pub fresh_until: u64,
 }
 
 /// An address family and address: IPv4 in the low 32 bits.
@@ -60,6 +91,12 @@ impl NeighKey {
     fn tag(&self) -> u64 {
         ((self.port as u64) << 48) | if self.v6 { V6 } else { 0 } | VALID
     }
+    /// Does a slot's key and value word name this key (complete or not)?
+    fn names(&self, hi: u64, lo: u64, val: u64) -> bool {
+        hi == (self.ip >> 64) as u64
+            && lo == self.ip as u64
+            && val & !0xffff_ffff_ffff & !INCOMPLETE == self.tag()
+    }
     fn hash(&self) -> usize {
         let x = (self.ip as u64)
             ^ ((self.ip >> 64) as u64).rotate_left(17)
@@ -91,13 +128,27 @@ impl NeighTable {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The MAC for `key`, if known. Lock-free.
+    /// The neighbour for `key`, if known (not while being resolved). Lock-free.
     #[inline]
-    pub fn lookup(&self, key: &NeighKey) -> Option<Mac> {
+    pub fn lookup(&self, key: &NeighKey) -> Option<Neighbour> {
+        let (idx, val) = self.find(key)?;
+        if val & INCOMPLETE != 0 {
+            return None;
+        }
+        let b = val.to_be_bytes();
+        Some(Neighbour {
+            mac: [b[2], b[3], b[4], b[5], b[6], b[7]],
+            fresh_until: self.slots[idx].fresh_until.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The slot holding `key` (complete or not) and its value word.
+    #[inline]
+    fn find(&self, key: &NeighKey) -> Option<(usize, u64)> {
         let h = key.hash();
-        let tag = key.tag();
         for i in 0..PROBE {
-            let slot = &self.slots[(h + i) & self.mask];
+            let idx = (h + i) & self.mask;
+            let slot = &self.slots[idx];
             // A few retries cover a concurrent write; a slot being rewritten
             // for that long is treated as a miss (the packet waits for the next try).
             for _ in 0..4 {
@@ -116,12 +167,8 @@ impl NeighTable {
                 if val & VALID == 0 {
                     return None;
                 }
-                if hi == (key.ip >> 64) as u64
-                    && lo == key.ip as u64
-                    && val & !0xffff_ffff_ffff == tag
-                {
-                    let b = val.to_be_bytes();
-                    return Some([b[2], b[3], b[4], b[5], b[6], b[7]]);
+                if key.names(hi, lo, val) {
+                    return Some((idx, val));
                 }
                 break;
             }
@@ -129,13 +176,50 @@ impl NeighTable {
         None
     }
 
-    /// Records `mac` for `key` (from ARP, ND, or the config).
-    pub fn learn(&self, key: &NeighKey, mac: &Mac) {
-        let h = key.hash();
-        let tag = key.tag();
+    /// Whether this caller should send the refresh solicitation for a stale
+    /// `key` now (at most one per entry per `every` TSC ticks, whoever asks).
+    pub fn claim_probe(&self, key: &NeighKey, now: u64, every: u64) -> bool {
+        let Some((idx, _)) = self.find(key) else {
+            return false;
+        };
+        let at = &self.slots[idx].probed_at;
+        let last = at.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= every
+            && at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// An answer from the neighbour (ARP reply, neighbour advertisement):
+    /// updates `key` if it exists or is being resolved; false (nothing
+    /// learned) otherwise.
+    pub fn update(&self, key: &NeighKey, mac: &Mac, fresh_until: u64) -> bool {
+        if self.find(key).is_none() {
+            return false;
+        }
+        self.learn(key, mac, fresh_until);
+        true
+    }
+
+    /// Notes that `key` is being resolved (a solicitation went out), so that
+    /// its answer is accepted; nothing if it has an entry already.
+    pub fn mark_incomplete(&self, key: &NeighKey) {
+        if self.find(key).is_none() {
+            self.write(key, key.tag() | INCOMPLETE, 0);
+        }
+    }
+
+    /// Records `mac` for `key`, fresh until `fresh_until` (a TSC value, or
+    /// `PERMANENT`): from an ARP request or neighbour solicitation for us
+    /// (RFC 826, RFC 4861 7.2.3), an answer to ours, or the config.
+    pub fn learn(&self, key: &NeighKey, mac: &Mac, fresh_until: u64) {
         let mut m = [0u8; 8];
         m[2..].copy_from_slice(mac);
-        let val = u64::from_be_bytes(m) | tag;
+        self.write(key, u64::from_be_bytes(m) | key.tag(), fresh_until);
+    }
+
+    fn write(&self, key: &NeighKey, val: u64, fresh_until: u64) {
+        let h = key.hash();
         let generation = self.generation.load(Ordering::Relaxed);
         // Prefer the slot holding this key, then an empty one, then the oldest.
         let mut target = None;
@@ -149,11 +233,15 @@ impl NeighTable {
                 empty.get_or_insert(idx);
                 continue;
             }
-            if slot.key_hi.load(Ordering::Relaxed) == (key.ip >> 64) as u64
-                && slot.key_lo.load(Ordering::Relaxed) == key.ip as u64
-                && v & !0xffff_ffff_ffff == tag
-            {
+            if key.names(
+                slot.key_hi.load(Ordering::Relaxed),
+                slot.key_lo.load(Ordering::Relaxed),
+                v,
+            ) {
                 if v == val {
+                    // The same MAC again: fresher, nothing else changes
+                    // (no new generation: the workers' caches stay valid).
+                    slot.fresh_until.store(fresh_until, Ordering::Relaxed);
                     return;
                 }
                 target = Some(idx);
@@ -183,6 +271,8 @@ impl NeighTable {
         slot.key_lo.store(key.ip as u64, Ordering::Relaxed);
         slot.val.store(val, Ordering::Relaxed);
         slot.stamp.store(generation, Ordering::Relaxed);
+        slot.fresh_until.store(fresh_until, Ordering::Relaxed);
+        slot.probed_at.store(0, Ordering::Relaxed);
         slot.seq.fetch_add(1, Ordering::Release);
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -198,8 +288,8 @@ mod tests {
         let k4 = NeighKey::v4(1, 0xc633_6402);
         let k6 = NeighKey::v6(1, 0xc633_6402);
         assert_eq!(t.lookup(&k4), None);
-        t.learn(&k4, &[2, 0, 0, 0, 0, 2]);
-        assert_eq!(t.lookup(&k4), Some([2, 0, 0, 0, 0, 2]));
+        t.learn(&k4, &[2, 0, 0, 0, 0, 2], PERMANENT);
+        assert_eq!(t.lookup(&k4).map(|n| n.mac), Some([2, 0, 0, 0, 0, 2]));
         assert_eq!(t.lookup(&k6), None, "families are distinct");
         assert_eq!(
             t.lookup(&NeighKey::v4(0, 0xc633_6402)),
@@ -207,8 +297,8 @@ mod tests {
             "ports are distinct"
         );
         let g = t.generation();
-        t.learn(&k4, &[2, 0, 0, 0, 0, 3]);
-        assert_eq!(t.lookup(&k4), Some([2, 0, 0, 0, 0, 3]));
+        t.learn(&k4, &[2, 0, 0, 0, 0, 3], PERMANENT);
+        assert_eq!(t.lookup(&k4).map(|n| n.mac), Some([2, 0, 0, 0, 0, 3]));
         assert!(t.generation() > g);
     }
 
@@ -216,9 +306,9 @@ mod tests {
     fn full_window_replaces_oldest() {
         let t = NeighTable::new(8);
         for i in 0..100u32 {
-            t.learn(&NeighKey::v4(0, i), &[2, 0, 0, 0, 0, i as u8]);
+            t.learn(&NeighKey::v4(0, i), &[2, 0, 0, 0, 0, i as u8], PERMANENT);
             assert_eq!(
-                t.lookup(&NeighKey::v4(0, i)),
+                t.lookup(&NeighKey::v4(0, i)).map(|n| n.mac),
                 Some([2, 0, 0, 0, 0, i as u8])
             );
         }
@@ -228,21 +318,66 @@ mod tests {
     fn concurrent_readers_see_whole_entries() {
         let t = std::sync::Arc::new(NeighTable::new(16));
         let k = NeighKey::v6(0, 42);
-        t.learn(&k, &[2, 1, 1, 1, 1, 1]);
+        t.learn(&k, &[2, 1, 1, 1, 1, 1], 7);
         let w = {
             let t = t.clone();
             std::thread::spawn(move || {
                 for i in 0..20_000u32 {
                     let b = (i % 2) as u8 + 1;
-                    t.learn(&k, &[2, b, b, b, b, b]);
+                    t.learn(&k, &[2, b, b, b, b, b], 7);
                 }
             })
         };
         for _ in 0..200_000 {
-            if let Some(m) = t.lookup(&k) {
+            if let Some(n) = t.lookup(&k) {
+                let m = n.mac;
                 assert!(m[1..].iter().all(|x| *x == m[1]), "torn read {m:?}");
             }
         }
         w.join().unwrap();
+    }
+
+    #[test]
+    fn answers_update_only_what_was_asked_for() {
+        let t = NeighTable::new(64);
+        let k = NeighKey::v6(1, 0x2001_0db8 << 96 | 0x77);
+        // An unsolicited advertisement: nothing learned.
+        assert!(!t.update(&k, &[2, 0, 0, 0, 0, 7], 100));
+        assert_eq!(t.lookup(&k), None);
+        // ctgate solicits: the answer is taken.
+        t.mark_incomplete(&k);
+        assert_eq!(t.lookup(&k), None, "being resolved is not known");
+        assert!(t.update(&k, &[2, 0, 0, 0, 0, 7], 100));
+        assert_eq!(
+            t.lookup(&k),
+            Some(Neighbour {
+                mac: [2, 0, 0, 0, 0, 7],
+                fresh_until: 100
+            })
+        );
+        // A known entry takes updates (a new MAC, or the same one fresher).
+        assert!(t.update(&k, &[2, 0, 0, 0, 0, 8], 200));
+        assert_eq!(t.lookup(&k).unwrap().mac, [2, 0, 0, 0, 0, 8]);
+        let g = t.generation();
+        assert!(t.update(&k, &[2, 0, 0, 0, 0, 8], 300));
+        assert_eq!(t.lookup(&k).unwrap().fresh_until, 300);
+        assert_eq!(t.generation(), g, "a refresh keeps the caches valid");
+        // Marking a known entry changes nothing.
+        t.mark_incomplete(&k);
+        assert_eq!(t.lookup(&k).unwrap().mac, [2, 0, 0, 0, 0, 8]);
+    }
+
+    #[test]
+    fn one_refresh_probe_per_interval() {
+        let t = NeighTable::new(64);
+        let k = NeighKey::v4(0, 0xc000_0202);
+        assert!(!t.claim_probe(&k, 1000, 100), "no entry, no probe");
+        t.learn(&k, &[2, 0, 0, 0, 0, 2], 500);
+        assert!(t.claim_probe(&k, 1000, 100));
+        assert!(!t.claim_probe(&k, 1050, 100), "within the interval");
+        assert!(t.claim_probe(&k, 1100, 100));
+        // Learning again resets it.
+        t.learn(&k, &[2, 0, 0, 0, 0, 3], 2000);
+        assert!(t.claim_probe(&k, 1101, 100));
     }
 }

@@ -130,6 +130,11 @@ pub struct LcoreStats {
     pub alloc_failed: Counter,
     /// Packets queued to wait for a neighbour.
     pub neigh_queued: Counter,
+    /// Solicitations sent to refresh a stale neighbour (still in use).
+    pub neigh_refreshes: Counter,
+    /// ARP replies / neighbour advertisements for nothing ctgate asked
+    /// about (no entry, not being resolved): ignored.
+    pub neigh_unsolicited: Counter,
     pub drops: [Counter; DropReason::COUNT],
     /// Software dispatch: packets this worker received and handed to their
     /// owner, and packets other workers handed to it.
@@ -243,6 +248,8 @@ pub struct Totals {
     pub icmp_errors_sent: u64,
     pub alloc_failed: u64,
     pub neigh_queued: u64,
+    pub neigh_refreshes: u64,
+    pub neigh_unsolicited: u64,
     /// Packets handed to their owning worker, and received so (equal once
     /// the workers have drained their rings).
     pub handoff_out: u64,
@@ -301,6 +308,8 @@ impl Totals {
             t.icmp_errors_sent += s.icmp_errors_sent.get();
             t.alloc_failed += s.alloc_failed.get();
             t.neigh_queued += s.neigh_queued.get();
+            t.neigh_refreshes += s.neigh_refreshes.get();
+            t.neigh_unsolicited += s.neigh_unsolicited.get();
             t.handoff_out += s.handoff_out.get();
             t.handoff_in += s.handoff_in.get();
             t.busy_cycles += s.busy_cycles.get();

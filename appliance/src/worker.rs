@@ -59,6 +59,8 @@ pub struct WorkerArgs {
     pub tsc_hz: u64,
     pub neigh_queue: usize,
     pub neigh_timeout_ms: u64,
+    /// `neighbour_reachable_ms`: how long a learned neighbour is fresh.
+    pub neigh_reachable_ms: u64,
     /// Software dispatch (see [`crate::pipeline::Steering::Dispatch`]): this
     /// worker's ends of the handoff rings; None when the hardware steers.
     pub handoff: Option<HandoffRings>,
@@ -123,6 +125,10 @@ struct Worker<'a> {
     cache_key: NeighKey,
     cache_mac: Mac,
     cache_gen: u64,
+    /// TSC until which the cached neighbour is fresh.
+    cache_fresh: u64,
+    /// TSC ticks a learned neighbour stays fresh.
+    neigh_reachable: u64,
     /// Packets forwarded since the last flush (added to the counter per burst).
     forwarded: u64,
     tsc_per_ms: u64,
@@ -157,6 +163,8 @@ pub fn run(args: WorkerArgs) -> i32 {
         },
         cache_mac: [0; 6],
         cache_gen: u64::MAX,
+        cache_fresh: 0,
+        neigh_reachable: args.neigh_reachable_ms * tsc_per_ms,
         forwarded: 0,
         tsc_per_ms,
         start_tsc: start,
@@ -566,23 +574,55 @@ impl Worker<'_> {
     #[inline(always)]
     fn send_to_neighbour(&mut self, mut m: Mbuf, port: u8, key: NeighKey) {
         let generation = self.neigh.generation();
-        let mac = if generation == self.cache_gen && key == self.cache_key {
-            self.cache_mac
-        } else {
-            match self.neigh.lookup(&key) {
-                Some(mac) => {
-                    (self.cache_key, self.cache_mac, self.cache_gen) = (key, mac, generation);
-                    mac
+        let mac =
+            if generation == self.cache_gen && key == self.cache_key && self.now < self.cache_fresh
+            {
+                self.cache_mac
+            } else {
+                match self.neighbour_mac(key, generation) {
+                    Some(mac) => mac,
+                    None => return self.enqueue_pending(m, port, key),
                 }
-                None => return self.enqueue_pending(m, port, key),
-            }
-        };
+            };
         let src = self.ports[port as usize].mac;
         let d = m.data_mut();
         d[0..6].copy_from_slice(&mac);
         d[6..12].copy_from_slice(&src);
         self.forwarded += 1;
         self.push_tx(port, m);
+    }
+
+    /// The MAC to send to `key` by, from the table: a fresh entry (cached),
+    /// or a stale one within its grace (its refresh solicited, once a second
+    /// whichever worker asks); None if unknown, being resolved, or stale for
+    /// too long (the packet then waits for resolution).
+    #[inline(never)]
+    fn neighbour_mac(&mut self, key: NeighKey, generation: u64) -> Option<Mac> {
+        let n = self.usable_neighbour(&key)?;
+        if self.now < n.fresh_until {
+            (
+                self.cache_key,
+                self.cache_mac,
+                self.cache_gen,
+                self.cache_fresh,
+            ) = (key, n.mac, generation, n.fresh_until);
+        } else if self
+            .neigh
+            .claim_probe(&key, self.now, RESOLICIT_MS * self.tsc_per_ms)
+        {
+            self.stats.neigh_refreshes.add(1);
+            self.solicit(key);
+        }
+        Some(n.mac)
+    }
+
+    /// `key`'s entry unless it is stale beyond its grace.
+    fn usable_neighbour(&self, key: &NeighKey) -> Option<crate::neigh::Neighbour> {
+        self.neigh.lookup(key).filter(|n| {
+            self.now
+                < n.fresh_until
+                    .saturating_add(crate::neigh::STALE_GRACE_MS * self.tsc_per_ms)
+        })
     }
 
     #[cold]
@@ -623,7 +663,7 @@ impl Worker<'_> {
         while i < self.pending.len() {
             let p = &self.pending[i];
             if learned {
-                if let Some(mac) = self.neigh.lookup(&p.key) {
+                if let Some(mac) = self.usable_neighbour(&p.key).map(|n| n.mac) {
                     let p = self.pending.remove(i);
                     let mut m = p.mbuf;
                     let src = self.ports[p.port as usize].mac;
@@ -662,6 +702,8 @@ impl Worker<'_> {
         };
         // Counted as created now, so that a failure below is a counted drop.
         self.stats.generated.add(1);
+        // Its answer is to be learned (an unasked one is not).
+        self.neigh.mark_incomplete(&key);
         if key.v6 {
             let Some(src) = port.v6 else {
                 return self.drop_pkt(m, DropReason::NoNeighbour);
@@ -704,10 +746,17 @@ impl Worker<'_> {
             return self.drop_pkt(m, DropReason::ArpConsumed);
         };
         let sender_ok = arp.spa != 0 && arp.sha[0] & 1 == 0;
+        let fresh_until = self.now + self.neigh_reachable;
+        let sender = NeighKey::v4(in_port, arp.spa);
         if arp.tpa == mine {
-            // RFC 826: a packet for us updates / adds the sender.
+            // A request for us adds / updates the sender (RFC 826, as Linux
+            // does); a reply only answers what we asked (arp_accept = 0).
             if sender_ok {
-                self.neigh.learn(&NeighKey::v4(in_port, arp.spa), &arp.sha);
+                if arp.op == net::ARP_REQUEST {
+                    self.neigh.learn(&sender, &arp.sha, fresh_until);
+                } else if !self.neigh.update(&sender, &arp.sha, fresh_until) {
+                    self.stats.neigh_unsolicited.add(1);
+                }
             }
             if arp.op == net::ARP_REQUEST && sender_ok {
                 net::write_arp(
@@ -722,12 +771,11 @@ impl Worker<'_> {
                 self.stats.arp_replies_sent.add(1);
                 return self.push_tx(in_port, m);
             }
-        } else if sender_ok
-            && arp.spa == arp.tpa
-            && self.neigh.lookup(&NeighKey::v4(in_port, arp.spa)).is_some()
-        {
-            // Gratuitous ARP refreshes an entry we already have.
-            self.neigh.learn(&NeighKey::v4(in_port, arp.spa), &arp.sha);
+        } else if sender_ok && arp.spa == arp.tpa {
+            // Gratuitous ARP refreshes an entry we already have, no other.
+            if !self.neigh.update(&sender, &arp.sha, fresh_until) {
+                self.stats.neigh_unsolicited.add(1);
+            }
         }
         self.drop_pkt(m, DropReason::ArpConsumed)
     }
@@ -742,9 +790,17 @@ impl Worker<'_> {
         };
         let src = net::ipv6_src(m.data());
         let port = self.ports[in_port as usize];
+        let fresh_until = self.now + self.neigh_reachable;
         if nd_type == net::ND_NEIGHBOR_ADVERT {
+            // RFC 4861 7.2.5: an advertisement for a target with no entry
+            // (one we did not solicit) is discarded.
             if let Some(ll) = nd.lladdr {
-                self.neigh.learn(&NeighKey::v6(in_port, nd.target), &ll);
+                if !self
+                    .neigh
+                    .update(&NeighKey::v6(in_port, nd.target), &ll, fresh_until)
+                {
+                    self.stats.neigh_unsolicited.add(1);
+                }
             }
             return self.drop_pkt(m, DropReason::NdConsumed);
         }
@@ -754,7 +810,8 @@ impl Worker<'_> {
             return self.drop_pkt(m, DropReason::NdConsumed);
         }
         if let Some(ll) = nd.lladdr {
-            self.neigh.learn(&NeighKey::v6(in_port, src), &ll);
+            self.neigh
+                .learn(&NeighKey::v6(in_port, src), &ll, fresh_until);
         }
         let mut eth_src = [0u8; 6];
         eth_src.copy_from_slice(&m.data()[6..12]);

@@ -75,6 +75,11 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         "Software dispatch: packets a worker handed to their connection's owner (direction=out) or took over from another worker (direction=in), per lcore.",
         &["direction", "lcore"],
     );
+    let neigh = out.counter(
+        "ctgate_neighbour_events_total",
+        "Neighbour table: stale entries refreshed by a new solicitation (event=refresh), ARP replies / neighbour advertisements ignored because ctgate did not ask (event=unsolicited).",
+        &["event", "lcore"],
+    );
     let heartbeats = out.counter(
         "ctgate_worker_heartbeats_total",
         "A worker's heartbeat: one a millisecond while its poll loop runs, traffic or not (a stalled worker's rate falls to 0).",
@@ -115,6 +120,12 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         handoff.with_label_values(&["out", l]).inc_by(t.handoff_out);
         handoff.with_label_values(&["in", l]).inc_by(t.handoff_in);
         heartbeats.with_label_values(&[l]).inc_by(t.heartbeats);
+        neigh
+            .with_label_values(&["refresh", l])
+            .inc_by(t.neigh_refreshes);
+        neigh
+            .with_label_values(&["unsolicited", l])
+            .inc_by(t.neigh_unsolicited);
         busy.with_label_values(&[l]).inc_by(t.busy_cycles);
         busy_pkts.with_label_values(&[l]).inc_by(t.busy_packets);
     }
