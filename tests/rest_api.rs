@@ -947,6 +947,46 @@ for i in range(40):
     });
 }
 
+/// The table-full warning comes from the control thread: logged with the
+/// REST API off too.
+#[test]
+fn table_pressure_is_logged_without_the_api() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("rest-full-noapi");
+    let mut bed = Bed::up(P);
+    let config = format!(
+        "{}\n[rest]\nenabled = false\n",
+        appliance::config::TESTBED_DEFAULT
+            .replace("ctgw-", &format!("{P}-"))
+            .replace("eal_args = [\"--in-memory\"]", &eal_args_toml())
+            .replace("max_connections = 65536", "max_connections = 8")
+    );
+    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
+    let mut gate = Command::new(ctgate())
+        .args(["run", "--duration", "120", "--config"])
+        .arg(dir.path("ctgate.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = lines_of(gate.stderr.take().unwrap());
+    bed.children.push(gate);
+    wait_line(&log, 30, "ctgate forwarding", |l| l.contains("forwarding;"));
+    let flood = r#"
+import socket
+for i in range(40):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", ("198.51.100.2", 9))
+    s.close()
+"#;
+    let out = run_for(&mut in_ns("cli", &["python3", "-c", flood]), 30);
+    assert!(out.status.success(), "{out:?}");
+    wait_line(&log, 30, "table pressure log line", |l| {
+        l.contains("WARN") && l.contains("conntrack table pressure")
+    });
+}
+
 /// DPDK tooling on a multi-process run (not --in-memory): the /ctgate
 /// telemetry commands answer, and dpdk-dumpcap captures on a port.
 #[test]
