@@ -156,6 +156,8 @@ pub enum RestError {
     Bind { bind: String, reason: String },
     #[error("REST API: token file {path}: {reason} (fix it, or set [rest] token)")]
     Token { path: String, reason: String },
+    #[error("REST API: cannot write its address to {path}: {reason} (the CLI reads it: make that directory writable, or set [rest] token_file elsewhere)")]
+    AddrFile { path: String, reason: String },
     #[error("REST API: cannot start its thread: {0}")]
     Thread(std::io::Error),
 }
@@ -427,9 +429,9 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
     listener.set_nonblocking(true).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
     let addr_file = addr_file(cfg.token_file.as_deref());
-    write_addr_file(&addr_file, addr).map_err(|e| RestError::Token {
+    write_addr_file(&addr_file, addr).map_err(|e| RestError::AddrFile {
         path: addr_file.display().to_string(),
-        reason: format!("cannot write the API's address beside the token: {e}"),
+        reason: e.to_string(),
     })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
