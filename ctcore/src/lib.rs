@@ -8,6 +8,7 @@ pub mod conn;
 pub mod engine;
 pub mod event;
 pub mod forward;
+pub mod fuzzing;
 pub mod listing;
 pub mod nat;
 pub mod policy;

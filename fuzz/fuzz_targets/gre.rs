@@ -1,0 +1,7 @@
+//! GRE and DCCP headers: the body is `ctcore::fuzzing::gre` (its invariants there; the
+//! committed corpus is replayed by ctcore's `fuzz_corpus` test).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| ctcore::fuzzing::gre(data));

@@ -1,0 +1,7 @@
+//! ICMP / ICMPv6 messages and the datagrams errors quote: the body is `ctcore::fuzzing::icmp` (its invariants there; the
+//! committed corpus is replayed by ctcore's `fuzz_corpus` test).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| ctcore::fuzzing::icmp(data));

@@ -1,0 +1,7 @@
+//! the IPv4 header with options: the body is `ctcore::fuzzing::ipv4` (its invariants there; the
+//! committed corpus is replayed by ctcore's `fuzz_corpus` test).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| ctcore::fuzzing::ipv4(data));

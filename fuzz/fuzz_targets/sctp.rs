@@ -1,0 +1,7 @@
+//! SCTP chunks through the tracker: the body is `ctcore::fuzzing::sctp` (its invariants there; the
+//! committed corpus is replayed by ctcore's `fuzz_corpus` test).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| ctcore::fuzzing::sctp(data));
