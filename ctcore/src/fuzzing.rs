@@ -10,8 +10,11 @@ use crate::nat::{Action, Match, Nat, Rule};
 use crate::tuple::{Addr, Dir};
 use crate::wire::{self, IcmpInfo, L4};
 
+/// A target's body: arbitrary bytes in, a panic if an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// The targets by name (the corpus directories under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("parse", parse),
     ("l4_checksum_ok", l4_checksum_ok),
     ("engine", engine),
