@@ -124,11 +124,13 @@ pub struct ExtWalk {
 /// A header that runs past `pkt`, or more than `MAX_EXT_HEADERS`, is
 /// `BadIpv6ExtHeader`.
 pub fn walk_ext(pkt: &[u8]) -> Result<ExtWalk, ParseError> {
+    // (Without the whole fixed header the upper layer would start past the
+    // end: found by the ipv6 fuzz target.)
+    if pkt.len() < HEADER_LEN {
+        return Err(ParseError::TruncatedIp);
+    }
     let mut w = ExtWalk {
-        proto: pkt
-            .get(field::NEXT_HEADER)
-            .copied()
-            .ok_or(ParseError::TruncatedIp)?,
+        proto: pkt[field::NEXT_HEADER],
         l4_rel: HEADER_LEN,
         frag: None,
         final_dst: None,
@@ -441,5 +443,16 @@ pub(crate) mod tests {
         assert_eq!((w.proto, w.l4_rel), (NEXTHDR_ESP, 48));
         let w = walk_ext(&packet(NEXTHDR_NONE, &[1, 2, 3])).unwrap();
         assert_eq!((w.proto, w.l4_rel), (NEXTHDR_NONE, 40));
+    }
+
+    #[test]
+    fn a_fixed_header_cut_short_is_truncated() {
+        // The ipv6 fuzz target's find: 20 bytes of a fixed header.
+        let cut = [
+            0x60, 0, 0, 0, 0, 0x14, 0x10, 0x40, 0, 1, 0, 0, 2, 0xe0, 0x81, 0xff, 0xfe, 0x52, 0x9a,
+            0x6b,
+        ];
+        assert_eq!(walk_ext(&cut).err(), Some(ParseError::TruncatedIp));
+        assert_eq!(walk_ext(&[]).err(), Some(ParseError::TruncatedIp));
     }
 }
