@@ -51,6 +51,7 @@ for t in "${targets[@]}"; do
         || { tail -20 "$log.merge" >&2; die "$t: merging the new inputs failed"; }
     after=$(ls "corpus/$t" | wc -l)
     summary+=("$t: ${runs:-?} runs in ${SECS} s, no crash; corpus $before -> $after")
+    say "${summary[-1]}"
     rm -rf "$new" "$log" "$log.merge"
 done
 say "done"
