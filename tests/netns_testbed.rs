@@ -28,17 +28,13 @@ fn check(cmd: &mut Command, secs: u64, what: &str) -> String {
     text
 }
 
-#[test]
-fn hosts_talk_through_ctgate() {
-    require_root();
-    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("netns");
-    let mut bed = Bed::up(P);
-
-    let config = format!(
+/// The test bed's config: `top` among the top-level keys, `tail` at the end.
+fn config(top: &str, tail: &str) -> String {
+    format!(
         r#"
 workers = [1]
 mempool_mbufs = 4095
+{top}
 {eal}
 
 [[port]]
@@ -52,9 +48,15 @@ name = "srv"
 devargs = "net_af_packet1,iface={P}-srv-gw"
 ipv4 = "198.51.100.1/24"
 ipv6 = "2001:db8:2::1/64"
+{tail}
 "#,
         eal = eal_args_toml()
-    );
+    )
+}
+
+/// Starts ctgate with `config` (its stats to `dir`/stats.json), waits for
+/// "forwarding" on its log (bounded); the gate goes into `bed`, its pid out.
+fn start_gate(bed: &mut Bed, dir: &TempDir, config: &str) -> u32 {
     std::fs::write(dir.path("ctgate.toml"), config).unwrap();
     let mut gate = Command::new(ctgate())
         .args(["run", "--duration", "120", "--config"])
@@ -65,7 +67,6 @@ ipv6 = "2001:db8:2::1/64"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for "forwarding" on its log, bounded.
     let stderr = gate.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -98,6 +99,17 @@ ipv6 = "2001:db8:2::1/64"
     }
     let pid = gate.id();
     bed.children.push(gate);
+    pid
+}
+
+#[test]
+fn hosts_talk_through_ctgate() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("netns");
+    let mut bed = Bed::up(P);
+
+    let pid = start_gate(&mut bed, &dir, &config("", ""));
 
     // ICMP echo through the gateway and to the gateway, both families.
     check(
@@ -296,57 +308,11 @@ fn neighbours_age_and_only_asked_answers_are_learned() {
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("netns-neigh");
     let mut bed = Bed::up(P);
-    let config = format!(
-        r#"
-workers = [1]
-mempool_mbufs = 4095
-neighbour_reachable_ms = 1000
-{eal}
-
-[[port]]
-name = "cli"
-devargs = "net_af_packet0,iface={P}-cli-gw"
-ipv4 = "192.0.2.1/24"
-ipv6 = "2001:db8:1::1/64"
-
-[[port]]
-name = "srv"
-devargs = "net_af_packet1,iface={P}-srv-gw"
-ipv4 = "198.51.100.1/24"
-ipv6 = "2001:db8:2::1/64"
-
-[rest]
-enabled = false
-"#,
-        eal = eal_args_toml()
+    let pid = start_gate(
+        &mut bed,
+        &dir,
+        &config("neighbour_reachable_ms = 1000", "\n[rest]\nenabled = false"),
     );
-    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
-    let mut gate = Command::new(ctgate())
-        .args(["run", "--duration", "120", "--config"])
-        .arg(dir.path("ctgate.toml"))
-        .arg("--stats-json")
-        .arg(dir.path("stats.json"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = gate.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !rx
-        .recv_timeout(Duration::from_millis(200))
-        .is_ok_and(|l| l.contains("forwarding;"))
-    {
-        assert!(gate.try_wait().unwrap().is_none(), "ctgate exited early");
-        assert!(Instant::now() < deadline, "ctgate did not start");
-    }
-    let pid = gate.id();
-    bed.children.push(gate);
 
     let answered = |args: &[&str]| -> usize {
         let out = run_for(&mut in_ns("cli", args), 60);

@@ -863,16 +863,11 @@ fn rest_api_against_the_running_appliance() {
     assert!(status.success(), "ctgate exit {status}: {out}");
 }
 
-/// A full table is impossible to miss: a log line, /healthz, a metric.
-#[test]
-fn table_pressure_is_reported() {
-    require_root();
-    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("rest-full");
-    let mut bed = Bed::up(P);
-    const API2: &str = "127.0.0.1:18182";
+/// ctgate on the test bed with an 8-connection table and `rest` as its
+/// `[rest]` section; returns its log once it forwards (the gate is in `bed`).
+fn start_small_table(bed: &mut Bed, dir: &TempDir, rest: &str) -> Receiver<String> {
     let config = format!(
-        "{}\n[rest]\nbind = \"{API2}\"\ntoken = \"{TOKEN}\"\n",
+        "{}\n[rest]\n{rest}\n",
         appliance::config::TESTBED_DEFAULT
             .replace("ctgw-", &format!("{P}-"))
             .replace("eal_args = [\"--in-memory\"]", &eal_args_toml())
@@ -889,17 +884,12 @@ fn table_pressure_is_reported() {
     let log = lines_of(gate.stderr.take().unwrap());
     bed.children.push(gate);
     wait_line(&log, 30, "ctgate forwarding", |l| l.contains("forwarding;"));
-    let health = || -> Value {
-        ureq::get(&format!("http://{API2}/healthz"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap()
-    };
-    assert_eq!(health()["status"], "ok");
+    log
+}
 
-    // 40 UDP flows from distinct source ports into an 8-connection table:
-    // unreplied (unassured) connections are evicted (early_drop).
+/// 40 UDP flows from distinct source ports from cli: more than the
+/// 8-connection table holds.
+fn flood_small_table() {
     let flood = r#"
 import socket
 for i in range(40):
@@ -909,6 +899,33 @@ for i in range(40):
 "#;
     let out = run_for(&mut in_ns("cli", &["python3", "-c", flood]), 30);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// A full table is impossible to miss: a log line, /healthz, a metric.
+#[test]
+fn table_pressure_is_reported() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("rest-full");
+    let mut bed = Bed::up(P);
+    const API2: &str = "127.0.0.1:18182";
+    let log = start_small_table(
+        &mut bed,
+        &dir,
+        &format!("bind = \"{API2}\"\ntoken = \"{TOKEN}\""),
+    );
+    let health = || -> Value {
+        ureq::get(&format!("http://{API2}/healthz"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    };
+    assert_eq!(health()["status"], "ok");
+
+    // 40 UDP flows into an 8-connection table: unreplied (unassured)
+    // connections are evicted (early_drop).
+    flood_small_table();
     let deadline = Instant::now() + Duration::from_secs(30);
     let h = loop {
         let h = health();
@@ -955,33 +972,8 @@ fn table_pressure_is_logged_without_the_api() {
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("rest-full-noapi");
     let mut bed = Bed::up(P);
-    let config = format!(
-        "{}\n[rest]\nenabled = false\n",
-        appliance::config::TESTBED_DEFAULT
-            .replace("ctgw-", &format!("{P}-"))
-            .replace("eal_args = [\"--in-memory\"]", &eal_args_toml())
-            .replace("max_connections = 65536", "max_connections = 8")
-    );
-    std::fs::write(dir.path("ctgate.toml"), config).unwrap();
-    let mut gate = Command::new(ctgate())
-        .args(["run", "--duration", "120", "--config"])
-        .arg(dir.path("ctgate.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = lines_of(gate.stderr.take().unwrap());
-    bed.children.push(gate);
-    wait_line(&log, 30, "ctgate forwarding", |l| l.contains("forwarding;"));
-    let flood = r#"
-import socket
-for i in range(40):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.sendto(b"x", ("198.51.100.2", 9))
-    s.close()
-"#;
-    let out = run_for(&mut in_ns("cli", &["python3", "-c", flood]), 30);
-    assert!(out.status.success(), "{out:?}");
+    let log = start_small_table(&mut bed, &dir, "enabled = false");
+    flood_small_table();
     wait_line(&log, 30, "table pressure log line", |l| {
         l.contains("WARN") && l.contains("conntrack table pressure")
     });

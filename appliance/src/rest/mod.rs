@@ -210,25 +210,7 @@ pub fn addr_file(token_file: Option<&FsPath>) -> PathBuf {
 
 /// Writes `ADDR PID` into `path` (mode 0600, replaced atomically).
 fn write_addr_file(path: &FsPath, addr: SocketAddr) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    std::io::Write::write_all(
-        &mut f,
-        format!("{addr} {}\n", std::process::id()).as_bytes(),
-    )?;
-    drop(f);
+    let tmp = write_tmp(path, &format!("{addr} {}", std::process::id()))?;
     std::fs::rename(&tmp, path)
 }
 
@@ -251,6 +233,15 @@ fn random_token() -> std::io::Result<String> {
 /// Creates `path` (mode 0600) holding `text`, atomically: written to a
 /// temporary file, then linked into place (AlreadyExists if it appeared).
 fn write_private(path: &FsPath, text: &str) -> std::io::Result<()> {
+    let tmp = write_tmp(path, text)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
+/// `text` and a newline in a new mode-0600 file beside `path` (its
+/// directory made, mode 0700, if missing); the file's path.
+fn write_tmp(path: &FsPath, text: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
@@ -266,10 +257,7 @@ fn write_private(path: &FsPath, text: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes())?;
-    drop(f);
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    linked
+    Ok(tmp)
 }
 
 /// What the control side hands the REST API.
