@@ -32,6 +32,15 @@ fn hosts_py() -> String {
         .to_string()
 }
 
+/// Starts `nat_hosts.py ARGS` on `host`, stopped after `secs` at the
+/// latest, once it says "listening".
+fn serve(net: &mut Net, host: &str, secs: u32, args: &[&str]) {
+    let (secs, py) = (secs.to_string(), hosts_py());
+    let mut a = vec!["timeout", secs.as_str(), "python3", py.as_str()];
+    a.extend_from_slice(args);
+    net.spawn(host, &a, Some("listening"));
+}
+
 /// Builds the hosts of the picture above.
 fn topology() -> Net {
     let mut net = Net::new(P);
@@ -470,21 +479,11 @@ fn masquerade_curl_and_200_parallel_connections() {
         &www.display().to_string(),
         &log,
     );
-    let py = hosts_py();
-    net.spawn(
+    serve(
+        &mut net,
         "srv",
-        &[
-            "timeout",
-            "120",
-            "python3",
-            &py,
-            "tcp-serve",
-            "::",
-            "9000",
-            "srv",
-            "110",
-        ],
-        Some("listening"),
+        120,
+        &["tcp-serve", "::", "9000", "srv", "110"],
     );
 
     // curl from inside, IPv4 and IPv6: the server logs ctgate's addresses.
@@ -583,19 +582,11 @@ action = "dnat to 192.0.2.2:5999"
         &log,
     );
     let py = hosts_py();
-    net.spawn(
+    serve(
+        &mut net,
         "cli",
-        &[
-            "timeout",
-            "120",
-            "python3",
-            &py,
-            "udp-serve",
-            "192.0.2.2",
-            "5353",
-            "110",
-        ],
-        Some("listening"),
+        120,
+        &["udp-serve", "192.0.2.2", "5353", "110"],
     );
 
     // The outside host only knows ctgate's address.
@@ -658,22 +649,12 @@ fn load_balancing_over_three_backends() {
     let mut net = topology();
     let rules = load_balancer(80);
     let gate = Gate::start(&dir.0, &config(&net, "", &rules));
-    let py = hosts_py();
     for b in ["be1", "be2", "be3"] {
-        net.spawn(
+        serve(
+            &mut net,
             b,
-            &[
-                "timeout",
-                "200",
-                "python3",
-                &py,
-                "tcp-serve",
-                "0.0.0.0",
-                "8080",
-                b,
-                "190",
-            ],
-            Some("listening"),
+            200,
+            &["tcp-serve", "0.0.0.0", "8080", b, "190"],
         );
     }
     // 3000 connections one after the other, and one long-lived connection
@@ -856,19 +837,11 @@ action = "masquerade to :20000-20003"
         &dir.0,
         &config(&net, "udp_timeout = 5\nudp_timeout_stream = 5", rules),
     );
-    net.spawn(
+    serve(
+        &mut net,
         "srv",
-        &[
-            "timeout",
-            "120",
-            "python3",
-            &hosts_py(),
-            "udp-serve",
-            "198.51.100.2",
-            "7000",
-            "110",
-        ],
-        Some("listening"),
+        120,
+        &["udp-serve", "198.51.100.2", "7000", "110"],
     );
     // Four flows fill the pool; each gets its own port and its own answers.
     let r = udp_flows(&net, "198.51.100.2", 4, 3, "2");
@@ -956,20 +929,11 @@ action = "masquerade to :20000-20001"
         ),
     );
     let py = hosts_py();
-    net.spawn(
+    serve(
+        &mut net,
         "srv",
-        &[
-            "timeout",
-            "120",
-            "python3",
-            &py,
-            "tcp-serve",
-            "198.51.100.2",
-            "9000",
-            "srv",
-            "110",
-        ],
-        Some("listening"),
+        120,
+        &["tcp-serve", "198.51.100.2", "9000", "srv", "110"],
     );
     let out = net.check(
         "cli",
@@ -1056,35 +1020,13 @@ action = "masquerade"
         &log,
     );
     let py = hosts_py();
-    net.spawn(
+    serve(
+        &mut net,
         "srv",
-        &[
-            "timeout",
-            "120",
-            "python3",
-            &py,
-            "tcp-serve",
-            "::",
-            "9000",
-            "srv",
-            "110",
-        ],
-        Some("listening"),
+        120,
+        &["tcp-serve", "::", "9000", "srv", "110"],
     );
-    net.spawn(
-        "srv",
-        &[
-            "timeout",
-            "120",
-            "python3",
-            &py,
-            "udp-serve",
-            "::",
-            "7000",
-            "110",
-        ],
-        Some("listening"),
-    );
+    serve(&mut net, "srv", 120, &["udp-serve", "::", "7000", "110"]);
     assert_eq!(
         curl(&net, "cli", "http://[2001:db8:2::2]:8080/six.txt"),
         "nat66\n"
@@ -1329,21 +1271,31 @@ bind = "127.0.0.1:18191"
     let cli_log = dir.path("cli-http.log").display().to_string();
     http_server(&mut net, "srv", "::", 8080, &www, &srv_log);
     http_server(&mut net, "cli", "192.0.2.2", 8080, &www, &cli_log);
-    let py = hosts_py();
-    let serve = |net: &mut Net, host: &str, args: &[&str]| {
-        let mut a = vec!["timeout", "200", "python3", py.as_str()];
-        a.extend_from_slice(args);
-        net.spawn(host, &a, Some("listening"));
-    };
-    serve(&mut net, "srv", &["tcp-serve", "::", "9000", "srv", "190"]);
     serve(
         &mut net,
         "srv",
+        200,
+        &["tcp-serve", "::", "9000", "srv", "190"],
+    );
+    serve(
+        &mut net,
+        "srv",
+        200,
         &["udp-serve", "198.51.100.2", "7000", "190"],
     );
-    serve(&mut net, "cli", &["udp-serve", "192.0.2.2", "5353", "190"]);
+    serve(
+        &mut net,
+        "cli",
+        200,
+        &["udp-serve", "192.0.2.2", "5353", "190"],
+    );
     for b in ["be1", "be2", "be3"] {
-        serve(&mut net, b, &["tcp-serve", "0.0.0.0", "8080", b, "190"]);
+        serve(
+            &mut net,
+            b,
+            200,
+            &["tcp-serve", "0.0.0.0", "8080", b, "190"],
+        );
     }
 
     // The demo's traffic: ICMP and HTTP, IPv4 and IPv6, masqueraded.
@@ -1642,36 +1594,18 @@ fn prometheus_answers_every_dashboard_query() {
     let cli_log = dir.path("cli-http.log").display().to_string();
     http_server(&mut net, "srv", "::", 8080, &www, &srv_log);
     http_server(&mut net, "cli", "192.0.2.2", 8080, &www, &cli_log);
-    let py = hosts_py();
-    net.spawn(
+    serve(
+        &mut net,
         "cli",
-        &[
-            "timeout",
-            "120",
-            "python3",
-            &py,
-            "udp-serve",
-            "192.0.2.2",
-            "5353",
-            "110",
-        ],
-        Some("listening"),
+        120,
+        &["udp-serve", "192.0.2.2", "5353", "110"],
     );
     for b in ["be1", "be2", "be3"] {
-        net.spawn(
+        serve(
+            &mut net,
             b,
-            &[
-                "timeout",
-                "120",
-                "python3",
-                &py,
-                "tcp-serve",
-                "0.0.0.0",
-                "8080",
-                b,
-                "110",
-            ],
-            Some("listening"),
+            120,
+            &["tcp-serve", "0.0.0.0", "8080", b, "110"],
         );
     }
     let started = Instant::now();

@@ -274,6 +274,32 @@ pub fn apply(
     Ok(())
 }
 
+/// One end (source or destination) of [`apply_v4_ports`]: its address and
+/// port rewritten in place, their checksum terms added to the IP header's
+/// and the L4 checksum's accumulators (machine byte order, see there).
+#[inline(always)]
+fn translate_end(
+    addr: &mut [u8; 4],
+    port: &mut [u8; 2],
+    a: &Addr,
+    p: u16,
+    ip_acc: &mut u32,
+    l4_acc: &mut u32,
+) {
+    let sum32 = |x: u32| combine(x as u16, (x >> 16) as u16);
+    let old = u32::from_ne_bytes(*addr);
+    let new = u32::from_ne_bytes(a.v4_octets());
+    if old != new {
+        let terms = u32::from(!sum32(old)) + u32::from(sum32(new));
+        *ip_acc += terms;
+        *l4_acc += terms;
+        *addr = new.to_ne_bytes();
+    }
+    let new = u16::from_ne_bytes(p.to_be_bytes());
+    *l4_acc += u32::from(!u16::from_ne_bytes(*port)) + u32::from(new);
+    *port = new.to_ne_bytes();
+}
+
 /// The common case of [`apply`]: an unfragmented IPv4 TCP or UDP packet
 /// (bounds checked by the caller), checksums updated in place. The same
 /// updates as the general path, on whole words instead of 16-byte
@@ -310,35 +336,29 @@ fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool
         return;
     };
     let w16 = |b: &[u8]| u16::from_ne_bytes([b[0], b[1]]);
-    let w32 = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-    let sum32 = |x: u32| combine(x as u16, (x >> 16) as u16);
     let c = w16(csum);
     let no_csum = udp && c == 0;
     let mut ip_acc = u32::from(!w16(&ip[10..12]));
     let mut l4_acc = u32::from(!c);
-    if let Some((a, port)) = &rw.src {
-        let (old, new) = (w32(&ip[12..16]), u32::from_ne_bytes(a.v4_octets()));
-        if old != new {
-            let terms = u32::from(!sum32(old)) + u32::from(sum32(new));
-            ip_acc += terms;
-            l4_acc += terms;
-            ip[12..16].copy_from_slice(&new.to_ne_bytes());
-        }
-        let new = u16::from_ne_bytes(port.to_be_bytes());
-        l4_acc += u32::from(!w16(&ports[0..2])) + u32::from(new);
-        ports[0..2].copy_from_slice(&new.to_ne_bytes());
+    if let Some((a, p)) = &rw.src {
+        translate_end(
+            (&mut ip[12..16]).try_into().expect("4 bytes"),
+            (&mut ports[0..2]).try_into().expect("2 bytes"),
+            a,
+            *p,
+            &mut ip_acc,
+            &mut l4_acc,
+        );
     }
-    if let Some((a, port)) = &rw.dst {
-        let (old, new) = (w32(&ip[16..20]), u32::from_ne_bytes(a.v4_octets()));
-        if old != new {
-            let terms = u32::from(!sum32(old)) + u32::from(sum32(new));
-            ip_acc += terms;
-            l4_acc += terms;
-            ip[16..20].copy_from_slice(&new.to_ne_bytes());
-        }
-        let new = u16::from_ne_bytes(port.to_be_bytes());
-        l4_acc += u32::from(!w16(&ports[2..4])) + u32::from(new);
-        ports[2..4].copy_from_slice(&new.to_ne_bytes());
+    if let Some((a, p)) = &rw.dst {
+        translate_end(
+            (&mut ip[16..20]).try_into().expect("4 bytes"),
+            (&mut ports[2..4]).try_into().expect("2 bytes"),
+            a,
+            *p,
+            &mut ip_acc,
+            &mut l4_acc,
+        );
     }
     ip[10..12].copy_from_slice(&(!fold32(ip_acc)).to_ne_bytes());
     if !no_csum {
