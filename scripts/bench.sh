@@ -21,19 +21,11 @@ fi
 # The peers: OVS-DPDK (Debian's DPDK build of ovs-vswitchd) and its PMDs; the
 # kernel peer needs nftables (setup.sh) and a C compiler for its sender.
 PEERS=(openvswitch-switch-dpdk librte-net-pcap23 librte-net-null23 build-essential)
-missing=()
-for p in "${PEERS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "bench: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    # Installing may try to start the system's OVS service: the benchmark runs
-    # its own private instance and does not need it.
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
-        echo "bench: could not install ${missing[*]}: those peers will say why in the table"
-fi
+# (Installing may try to start the system's OVS service: the benchmark runs
+# its own private instance and does not need it.)
+source scripts/pkgs.sh
+need_pkgs bench "${PEERS[@]}" ||
+    echo "bench: could not install all of ${PEERS[*]}: those peers will say why in the table"
 [ -x target/release/ctgate ] || { echo "bench: target/release/ctgate missing: run scripts/setup.sh" >&2; exit 1; }
 
 # --- hugepages: the pcap source keeps one 2 KiB mbuf per frame ------------------

@@ -54,19 +54,8 @@ RUNTIME_PKGS=(
 )
 
 # --- packages and the daemon --------------------------------------------------
-need_pkgs() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null
-        apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-}
-need_pkgs docker.io
+source scripts/pkgs.sh
+need_pkgs docker docker.io
 # Debian's client, which matches Debian's daemon (another `docker` may come
 # first in PATH).
 DOCKER=/usr/bin/docker
@@ -109,7 +98,7 @@ mib() { echo $(($1 / 1048576)); }
 
 # --- build --------------------------------------------------------------------
 build() {
-    need_pkgs mmdebstrap
+    need_pkgs docker mmdebstrap
     if [ "$SETUP" = 1 ]; then
         scripts/setup.sh
     fi

@@ -29,18 +29,8 @@ PKGS=(
     iproute2 iputils-ping ethtool curl python3 python3-venv tcpdump conntrack nftables tcpreplay python3-scapy
     prometheus docker-compose
 )
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-else
-    say "packages present"
-fi
+source scripts/pkgs.sh
+need_pkgs setup "${PKGS[@]}"
 pkg-config --atleast-version=22.11 libdpdk || die "DPDK >= 22.11 not found by pkg-config after installing libdpdk-dev"
 say "DPDK $(pkg-config --modversion libdpdk)"
 
