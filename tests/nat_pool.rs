@@ -43,7 +43,6 @@ fn engine() -> Engine {
         Some(Nat {
             rules: vec![Rule::new("lb".into(), m, Action::DnatPool { pool: 0 })],
             pools: vec![Pool::new("web".into(), backends)],
-            eim: Default::default(),
         }),
     )
 }

@@ -365,11 +365,7 @@ pub fn nat(cfg: &Config) -> Result<Option<Nat>, ConfigError> {
         rule.endpoint_independent = r.endpoint_independent;
         rules.push(rule);
     }
-    Ok(Some(Nat {
-        rules,
-        pools,
-        eim: Default::default(),
-    }))
+    Ok(Some(Nat { rules, pools }))
 }
 
 /// The address of `port` of `family` (what masquerade uses).

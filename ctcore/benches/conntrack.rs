@@ -490,7 +490,6 @@ fn snat_engine(cap: u32, ports: Option<(u16, u16)>) -> BenchEngine {
         Some(Nat {
             rules: vec![rule],
             pools: vec![],
-            eim: Default::default(),
         }),
         1,
         &mut advise_huge,
@@ -614,7 +613,7 @@ fn nat(c: &mut Criterion) {
                         accept: &|_| true,
                         reclaimed: &mut reclaimed,
                     };
-                    failed += u64::from(snat(&mut s, &mut c, rule, Some(addr), None).is_err());
+                    failed += u64::from(snat(&mut s, &mut c, rule, Some(addr)).is_err());
                     tried += 1;
                     std::hint::black_box(c.tuples[1]);
                 })

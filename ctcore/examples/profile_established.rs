@@ -55,7 +55,6 @@ fn main() {
             },
         )],
         pools: vec![],
-        eim: Default::default(),
     });
     let egress = Egress {
         port: 1,

@@ -21,6 +21,9 @@ impl Status {
     pub const NAT_CLASH: u32 = 1 << 12;
     pub const HELPER: u32 = 1 << 13;
     pub const OFFLOAD: u32 = 1 << 14;
+    /// ctgate's own (not the kernel's): the connection holds an
+    /// endpoint-independent mapping (see `table::eim`).
+    pub const EIM: u32 = 1 << 31;
 
     pub fn has(self, bit: u32) -> bool {
         self.0 & bit != 0

@@ -466,8 +466,14 @@ impl<P: Prefetch> Engine<P> {
         stripes: u32,
         advise: &mut dyn FnMut(usize, usize),
     ) -> Engine<P> {
+        // Endpoint-independent mappings: at most one per inside endpoint,
+        // reserved for a quarter of the table's connections.
+        let eim = match &nat {
+            Some(n) if n.has_eim() => (cfg.capacity_conns / 4).max(256),
+            _ => 0,
+        };
         Engine {
-            table: Table::with_advice(cfg.capacity_conns, stripes, cfg.seed, advise),
+            table: Table::with_advice(cfg.capacity_conns, stripes, cfg.seed, eim, advise),
             tunables: Mutex::new(cfg.tunables),
             tunables_gen: AtomicU64::new(0),
             nat,
@@ -620,7 +626,7 @@ impl<P: Prefetch> Engine<P> {
         let mut looked_up = key;
         let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, pending);
         if let Some(c) = pending.get_mut() {
-            self.nat_prerouting(now_ms, c, pkt.in_port, out);
+            self.nat_prerouting(g, now_ms, c, pkt.in_port, out);
         }
         let d = decide(i, out);
         let egress = match d {
@@ -644,12 +650,19 @@ impl<P: Prefetch> Engine<P> {
     }
 
     /// Destination NAT for a new connection (before routing).
-    fn nat_prerouting(&self, now_ms: u64, c: &mut Conn, in_port: u16, res: &mut CtResult) {
+    fn nat_prerouting(
+        &self,
+        g: &mut Guard<'_>,
+        now_ms: u64,
+        c: &mut Conn,
+        in_port: u16,
+        res: &mut CtResult,
+    ) {
         let Some(nat) = &self.nat else { return };
         if c.status.has(Status::DST_NAT_DONE) {
             return;
         }
-        nat.prerouting(c, in_port, now_ms);
+        nat.prerouting(g, c, in_port, now_ms);
         c.status.set(Status::DST_NAT_DONE);
         res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
     }
@@ -692,7 +705,7 @@ impl<P: Prefetch> Engine<P> {
             accept: &accept,
             reclaimed: &mut reclaimed,
         };
-        let r = alloc::snat(&mut search, c, rule, egress.addr, Some(&nat.eim));
+        let r = alloc::snat(&mut search, c, rule, egress.addr);
         w.reply_steering = steer;
         match r {
             Ok(()) => {
@@ -1811,7 +1824,6 @@ mod tests {
             Some(Nat {
                 rules: vec![rule],
                 pools: vec![],
-                eim: Default::default(),
             }),
         );
         let mut w = e.worker(16);
@@ -2005,7 +2017,6 @@ mod tests {
             Some(Nat {
                 rules,
                 pools: vec![],
-                eim: Default::default(),
             }),
         )
     }
@@ -2153,7 +2164,6 @@ mod tests {
                 Some(Nat {
                     rules: vec![masq_rule(None)],
                     pools: vec![],
-                    eim: Default::default(),
                 }),
                 nw,
                 &mut |_, _| {},
@@ -2286,7 +2296,6 @@ mod tests {
             Some(Nat {
                 rules: vec![rule],
                 pools: vec![Pool::new("web".into(), backends)],
-                eim: Default::default(),
             }),
         );
         let mut w = e.worker(0);
@@ -2435,15 +2444,107 @@ mod tests {
             inward,
         );
         assert!(r.rewrite.is_none());
-        // The mapping lapses once no connection went through it for EIM_TIMEOUT_MS.
-        let later = 2 + crate::nat::EIM_TIMEOUT_MS;
+        // The mapping lives while a connection through it does, however long:
+        // inside_e keeps talking to one server for longer than EIM_TIMEOUT_MS.
+        let timeout = crate::nat::EIM_TIMEOUT_MS;
+        let mut now = 2;
+        while now < timeout + 100_000 {
+            now += 20_000;
+            e.expire(&mut w, now, None, usize::MAX);
+            let r = run(
+                &e,
+                &mut w,
+                now,
+                &udp(inside_e, 5000, [198, 51, 100, 20], 53),
+                out(n),
+            );
+            assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)));
+        }
         let r = run(
             &e,
             &mut w,
-            later,
+            now,
+            &udp([198, 51, 100, 97], 7777, n, 5000),
+            inward,
+        );
+        assert_eq!(
+            r.rewrite.unwrap().dst,
+            Some((Addr::from_v4(inside_e), 5000)),
+            "still mapped after {now} ms: a connection holds it"
+        );
+        let held = |e: &Engine| e.table().eim_usage(0).mappings;
+        assert_eq!(
+            held(&e),
+            1,
+            "inside_e's; inside_f's lapsed EIM_TIMEOUT_MS after its one connection"
+        );
+        // Once the last connection through it is gone (expired at about
+        // now + 30 s, UDP's stream timeout), it lasts EIM_TIMEOUT_MS more.
+        let gone = now + 190_000;
+        e.expire(&mut w, gone, None, usize::MAX);
+        assert_eq!(e.table().len(), 0);
+        let r = run(
+            &e,
+            &mut w,
+            gone,
+            &udp([198, 51, 100, 96], 7777, n, 5000),
+            inward,
+        );
+        assert!(r.dnat(), "within EIM_TIMEOUT_MS of the last connection");
+        let lapsed = gone + 30_000 + timeout + 1;
+        for _ in 0..64 {
+            e.expire(&mut w, lapsed, None, usize::MAX);
+        }
+        assert_eq!(held(&e), 0, "lapsed mappings are swept");
+        let r = run(
+            &e,
+            &mut w,
+            lapsed,
             &udp([198, 51, 100, 98], 7777, n, 5000),
             inward,
         );
-        assert!(r.rewrite.is_none());
+        assert!(r.rewrite.is_none(), "lapsed");
+        assert_eq!(e.table().eim_usage(0).full, 0);
+    }
+
+    #[test]
+    fn endpoint_independent_mappings_are_bounded() {
+        let mut rule = masq_rule(None);
+        rule.m.out_port = Some(1);
+        rule.endpoint_independent = true;
+        let e = nat_engine(vec![rule]);
+        let limit = e.table().eim_limit() as u64;
+        assert_eq!(limit, 256, "a quarter of 1000 connections, at least 256");
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let mut translated = 0;
+        for i in 0..400u16 {
+            let f = frame(
+                Family::V4,
+                Addr::from_v4([192, 0, 2, 10]),
+                Addr::from_v4([198, 51, 100, 20]),
+                64,
+                L4Spec::Udp {
+                    src_port: 10_000 + i,
+                    dst_port: 53,
+                    payload: b"x",
+                },
+            );
+            let r = run(&e, &mut w, 0, &f, out(n));
+            translated += u64::from(r.rewrite.is_some_and(|rw| rw.src.is_some()));
+        }
+        assert_eq!(translated, 400, "every connection is translated");
+        let u = e.table().eim_usage(0);
+        assert_eq!(u.mappings, limit);
+        assert_eq!(u.full, 400 - limit, "each refusal counted");
+        // Connections without a mapping hold none: removing all leaves the
+        // mappings idle (not negative), and they lapse.
+        e.expire(&mut w, 31_000, None, usize::MAX);
+        assert_eq!(e.table().len(), 0);
+        let later = 31_000 + crate::nat::EIM_TIMEOUT_MS;
+        for _ in 0..64 {
+            e.expire(&mut w, later, None, usize::MAX);
+        }
+        assert_eq!(e.table().eim_usage(0).mappings, 0);
     }
 }

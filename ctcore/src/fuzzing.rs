@@ -87,7 +87,6 @@ pub fn engine(data: &[u8]) {
             n("masq", "masquerade to :20000-20010"),
         ],
         pools: vec![],
-        eim: Default::default(),
     };
     let cfg = EngineConfig {
         capacity_conns: 64,

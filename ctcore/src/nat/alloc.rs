@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 
 use super::ports::{Cursor, MapKey};
-use super::{has_ports, is_icmp_echo, Action, Eim, Endpoint, Rule};
+use super::{has_ports, is_icmp_echo, Action, Endpoint, Rule};
 use crate::conn::{Conn, Status};
 use crate::table::Guard;
 use crate::tuple::{Addr, Family, Tuple, IPPROTO_UDP};
@@ -106,7 +106,6 @@ pub fn snat(
     c: &mut Conn,
     rule: &Rule,
     egress_addr: Option<Addr>,
-    eim: Option<&Eim>,
 ) -> Result<(), AllocError> {
     let orig = c.tuples[0];
     let (addr, ports, random) = match &rule.action {
@@ -150,24 +149,28 @@ pub fn snat(
     cand.dst = addr;
     // Endpoint-independent mapping: reuse the inside endpoint's outside port,
     // and never take a port another inside endpoint's mapping holds.
-    let eim = eim.filter(|_| rule.endpoint_independent && orig.proto == IPPROTO_UDP);
+    let eim = rule.endpoint_independent && orig.proto == IPPROTO_UDP;
     let inside: Endpoint = (orig.family, orig.src, orig.src_port, orig.zone);
-    if let Some(e) = eim {
-        if let Some(m) = e.mapping(&inside, s.now_ms).filter(|m| m.ext == addr) {
-            cand.dst_port = m.ext_port;
-            if take(s, c, cand).is_some() {
-                e.record(inside, addr, m.ext_port, s.now_ms);
-                return Ok(());
+    let done = |p: u16, s: &mut Search<'_, '_>, c: &mut Conn| {
+        if eim && s.table.eim_record(inside, addr, p, s.now_ms) {
+            c.status.set(Status::EIM);
+        }
+    };
+    if eim {
+        if let Some(m) = s.table.eim_mapping(&inside, s.now_ms) {
+            if m.ext == addr {
+                cand.dst_port = m.ext_port;
+                if take(s, c, cand).is_some() {
+                    done(m.ext_port, s, c);
+                    return Ok(());
+                }
             }
         }
     }
-    let held = |p: u16, s: &Search<'_, '_>| {
-        eim.is_some_and(|e| e.held_by_other(orig.family, addr, p, &inside, s.now_ms))
-    };
-    let done = |p: u16, s: &Search<'_, '_>| {
-        if let Some(e) = eim {
-            e.record(inside, addr, p, s.now_ms);
-        }
+    let held = |p: u16, s: &mut Search<'_, '_>| {
+        eim && s
+            .table
+            .eim_held_by_other(orig.family, addr, p, &inside, s.now_ms)
     };
     let icmp = is_icmp_echo(orig.proto);
     if !has_ports(orig.proto) && !icmp {
@@ -189,7 +192,7 @@ pub fn snat(
     if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
         set(&mut cand, orig_port);
         if take(s, c, cand).is_some() {
-            done(orig_port, s);
+            done(orig_port, s, c);
             return Ok(());
         }
     }
@@ -210,7 +213,7 @@ pub fn snat(
             };
             set(&mut cand, port);
             if !held(port, s) && take(s, c, cand).is_some() {
-                done(port, s);
+                done(port, s, c);
                 return Ok(());
             }
         }
@@ -222,7 +225,7 @@ pub fn snat(
             let port = (lo as u32 + off % size) as u16;
             set(&mut cand, port);
             if !held(port, s) && take(s, c, cand).is_some() {
-                done(port, s);
+                done(port, s, c);
                 return Ok(());
             }
             off = off.wrapping_add(1);

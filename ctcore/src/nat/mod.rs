@@ -15,6 +15,7 @@ pub mod rewrite;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::conn::{Conn, Status};
+use crate::table::Guard;
 use crate::tuple::{
     Addr, Family, Tuple, IPPROTO_DCCP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
     IPPROTO_UDP, IPPROTO_UDPLITE,
@@ -257,71 +258,12 @@ pub const EIM_TIMEOUT_MS: u64 = 300_000;
 /// An inside endpoint: family, address, port, zone.
 pub type Endpoint = (Family, Addr, u16, u16);
 
-/// One endpoint-independent mapping: the outside address and port, and when a
-/// connection last went through it.
+/// One endpoint-independent mapping: the outside address and port an inside
+/// endpoint is seen as (kept in the table: `table::eim`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
     pub ext: Addr,
     pub ext_port: u16,
-    pub last_ms: u64,
-}
-
-/// Endpoint-independent mappings (RFC 4787 section 4.1) for UDP: the control
-/// plane's maps, touched only when a connection starts.
-#[derive(Debug, Default)]
-pub struct Eim {
-    /// Inside endpoint -> outside address and port.
-    pub out: dashmap::DashMap<Endpoint, Mapping>,
-    /// Outside (family, address, port) -> inside endpoint.
-    pub back: dashmap::DashMap<(Family, Addr, u16), Endpoint>,
-}
-
-impl Eim {
-    /// The live mapping of an inside endpoint.
-    pub fn mapping(&self, inside: &Endpoint, now_ms: u64) -> Option<Mapping> {
-        self.out
-            .get(inside)
-            .map(|m| *m)
-            .filter(|m| now_ms < m.last_ms + EIM_TIMEOUT_MS)
-    }
-
-    /// The inside endpoint a live mapping sends (family, outside address, port) to.
-    pub fn inside(&self, family: Family, ext: Addr, port: u16, now_ms: u64) -> Option<Endpoint> {
-        let inside = *self.back.get(&(family, ext, port))?;
-        let m = self.mapping(&inside, now_ms)?;
-        (m.ext == ext && m.ext_port == port).then_some(inside)
-    }
-
-    /// Records (or refreshes) a mapping.
-    pub fn record(&self, inside: Endpoint, ext: Addr, ext_port: u16, now_ms: u64) {
-        if let Some(old) = self.out.insert(
-            inside,
-            Mapping {
-                ext,
-                ext_port,
-                last_ms: now_ms,
-            },
-        ) {
-            if (old.ext, old.ext_port) != (ext, ext_port) {
-                self.back
-                    .remove_if(&(inside.0, old.ext, old.ext_port), |_, v| *v == inside);
-            }
-        }
-        self.back.insert((inside.0, ext, ext_port), inside);
-    }
-
-    /// Whether an outside port is held by another inside endpoint's live mapping.
-    pub fn held_by_other(
-        &self,
-        family: Family,
-        ext: Addr,
-        port: u16,
-        inside: &Endpoint,
-        now_ms: u64,
-    ) -> bool {
-        self.inside(family, ext, port, now_ms)
-            .is_some_and(|i| i != *inside)
-    }
 }
 
 /// The NAT configuration: rules in order and backend pools.
@@ -329,31 +271,25 @@ impl Eim {
 pub struct Nat {
     pub rules: Vec<Rule>,
     pub pools: Vec<Pool>,
-    pub eim: Eim,
 }
 
 impl Nat {
     /// PREROUTING: applies the first matching destination NAT rule to a new
     /// connection. Returns whether it translated.
-    pub fn prerouting(&self, c: &mut Conn, in_port: u16, now_ms: u64) -> bool {
+    pub fn prerouting(&self, g: &mut Guard<'_>, c: &mut Conn, in_port: u16, now_ms: u64) -> bool {
         let orig = c.tuples[0];
         // Endpoint-independent filtering: a new UDP flow to an outside endpoint
         // of a live mapping goes to its inside endpoint, from any outside host.
-        if orig.proto == IPPROTO_UDP && self.rules.iter().any(|r| r.endpoint_independent) {
+        if orig.proto == IPPROTO_UDP && self.has_eim() {
             if let Some((_, addr, port, zone)) =
-                self.eim
-                    .inside(orig.family, orig.dst, orig.dst_port, now_ms)
+                g.eim_inside(orig.family, orig.dst, orig.dst_port, now_ms)
             {
                 if zone == orig.zone {
                     c.tuples[1].src = addr;
                     c.tuples[1].src_port = port;
-                    c.status.set(Status::DST_NAT);
-                    self.eim.record(
-                        (orig.family, addr, port, zone),
-                        orig.dst,
-                        orig.dst_port,
-                        now_ms,
-                    );
+                    // The flow holds the mapping like the inside endpoint's
+                    // own connections (inbound refresh, RFC 4787 REQ-6).
+                    c.status.set(Status::DST_NAT | Status::EIM);
                     return true;
                 }
             }
@@ -403,6 +339,11 @@ impl Nat {
                 !r.action.is_dnat() && r.action.family().is_none_or(|f| f == after_dnat.family)
             })
             .find(|r| r.m.matches(&after_dnat, in_port, Some(out_port)))
+    }
+
+    /// Whether a rule makes endpoint-independent mappings.
+    pub fn has_eim(&self) -> bool {
+        self.rules.iter().any(|r| r.endpoint_independent)
     }
 
     pub fn pool_by_name(&self, name: &str) -> Option<&Pool> {

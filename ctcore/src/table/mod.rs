@@ -26,8 +26,11 @@
 //! - Expiry is by deadline: each stripe has a timer wheel ([`wheel`]) that
 //!   holds every live record in the slot of a tick no later than its
 //!   deadline; [`Table::expire`] fires the ticks that have passed.
+//! - Endpoint-independent NAT mappings live in the stripes too ([`eim`]):
+//!   fixed maps reserved at start, expired with their connections.
 
 pub mod bucket;
+pub mod eim;
 pub mod prefetch;
 pub mod stripe;
 pub mod wheel;
@@ -250,6 +253,8 @@ pub struct Table {
     capacity: u32,
     /// Buckets per stripe.
     buckets: usize,
+    /// Endpoint-independent mappings per stripe, at most.
+    eim_limit: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -264,23 +269,27 @@ impl Table {
     /// [`MAX_STRIPES`]), with all memory reserved now. `seed` keys the hash
     /// (use a random one).
     pub fn new(capacity_conns: u32, stripes: u32, seed: u64) -> Table {
-        Table::with_advice(capacity_conns, stripes, seed, &mut |_, _| {})
+        Table::with_advice(capacity_conns, stripes, seed, 0, &mut |_, _| {})
     }
 
-    /// As [`Table::new`]; `advise(addr, len)` is called on each large region
-    /// after it is reserved and before it is first written, so the caller can
-    /// ask for huge pages (madvise MADV_HUGEPAGE) where ctcore cannot.
+    /// As [`Table::new`], with room for `eim_mappings` endpoint-independent
+    /// NAT mappings ([`eim`]; 0 when no rule makes them). `advise(addr, len)`
+    /// is called on each large region after it is reserved and before it is
+    /// first written, so the caller can ask for huge pages (madvise
+    /// MADV_HUGEPAGE) where ctcore cannot.
     pub fn with_advice(
         capacity_conns: u32,
         stripes: u32,
         seed: u64,
+        eim_mappings: u32,
         advise: &mut dyn FnMut(usize, usize),
     ) -> Table {
         let capacity = capacity_conns.max(1);
         let nstripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
         let per = capacity.div_ceil(nstripes).min(1 << LOCAL_BITS);
+        let eim_limit = eim_mappings.div_ceil(nstripes);
         let stripes: Box<[_]> = (0..nstripes)
-            .map(|i| CachePadded::new(Mutex::new(Stripe::new(i, per, advise))))
+            .map(|i| CachePadded::new(Mutex::new(Stripe::new(i, per, eim_limit, advise))))
             .collect();
         let buckets = lock(&stripes[0]).buckets.len();
         Table {
@@ -290,6 +299,7 @@ impl Table {
             stripe_mask: nstripes - 1,
             hash_key: HashKey::new(seed),
             capacity,
+            eim_limit,
         }
     }
 
@@ -364,6 +374,7 @@ impl Table {
         mut expired: impl FnMut(Conn),
     ) -> (usize, bool) {
         let mut g = self.guard();
+        self.eim_sweep(&mut g, stripe, now_ms);
         let now_tick = wheel::tick_of(now_ms);
         let (mut visited, mut removed) = (0, 0);
         g.stripe(stripe).wheel.catch_up(now_tick);
@@ -768,6 +779,10 @@ impl<'t> Guard<'t> {
         // (The two keys stay two values: an array of them was copied with
         // wide loads of what had just been stored narrowly.)
         self.hold_both(key0.stripe, key1.stripe);
+        if let Some(es) = self.eim_stripe(conn.status, &conn.tuples) {
+            // Taken now, so that no back-off splits the insert below.
+            self.stripe(es);
+        }
         if first == 0 && self.lookup(key0, orig).is_some() {
             return Err(InsertError::Clash);
         }
@@ -837,6 +852,12 @@ impl<'t> Guard<'t> {
         s.ports.conn_added(conn);
         s.live += 1;
         self.set_count(hs);
+        if conn.status.has(Status::EIM) && !self.eim_hold(conn) {
+            self.stripe(hs).records[local as usize]
+                .conn
+                .status
+                .clear(Status::EIM);
+        }
         if evicted.is_some() {
             *evicted_out = evicted;
         }
@@ -860,10 +881,17 @@ impl<'t> Guard<'t> {
         if !live(rec) {
             return None;
         }
-        let (id, tuples) = (rec.id, rec.tuples);
+        let (id, tuples, status) = (rec.id, rec.tuples, rec.status);
+        let eim = self.eim_stripe(status, &tuples);
         let table = self.table;
         let keys = [table.key(&tuples[0]), table.key(&tuples[1])];
-        if !self.hold_both(r.stripe, keys[1].stripe) {
+        let mut held = self.hold_both(r.stripe, keys[1].stripe);
+        if let Some(es) = eim {
+            let backoffs = self.backoffs;
+            self.stripe(es);
+            held &= self.backoffs == backoffs;
+        }
+        if !held {
             // The stripe was let go and taken again: the record may have
             // changed hands meanwhile.
             let rec = &self.stripe(r.stripe).records[r.local as usize].conn;
@@ -879,7 +907,12 @@ impl<'t> Guard<'t> {
         s.ports.conn_removed(&c);
         s.free.push(r.local);
         s.live -= 1;
+        // The stripe's clock: expiry has run up to here.
+        let now_ms = s.wheel.next_tick * wheel::TICK_MS;
         self.set_count(r.stripe);
+        if c.status.has(Status::EIM) {
+            self.eim_release(&c, now_ms.min(c.deadline_ms).max(c.start_ms));
+        }
         c.status.set(Status::DYING);
         Some(c)
     }

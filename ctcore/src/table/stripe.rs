@@ -2,6 +2,7 @@
 //! records and their free list — all reserved when the table is made.
 
 use super::bucket::Bucket;
+use super::eim::EimMaps;
 use super::wheel::{slot_of, Link, Wheel, NIL};
 use crate::conn::Conn;
 use crate::nat::ports::PortMaps;
@@ -30,6 +31,8 @@ pub struct Stripe {
     /// Source NAT ports the stripe's connections use (added on insert,
     /// released on remove).
     pub ports: PortMaps,
+    /// Endpoint-independent mappings whose endpoints hash here.
+    pub eim: EimMaps,
     /// Ids handed out: `next * MAX_STRIPES + index` keeps them unique across stripes.
     id_next: u32,
     index: u32,
@@ -37,7 +40,10 @@ pub struct Stripe {
 
 /// A boxed slice of `n` default values, its memory first shown to `advise`
 /// (reserved, not yet written: the first writes fault the pages in).
-fn reserve<T: Default + Clone>(n: usize, advise: &mut dyn FnMut(usize, usize)) -> Box<[T]> {
+pub(super) fn reserve<T: Default + Clone>(
+    n: usize,
+    advise: &mut dyn FnMut(usize, usize),
+) -> Box<[T]> {
     let mut v: Vec<T> = Vec::with_capacity(n);
     advise(v.as_ptr() as usize, n * std::mem::size_of::<T>());
     v.resize(n, T::default());
@@ -45,8 +51,14 @@ fn reserve<T: Default + Clone>(n: usize, advise: &mut dyn FnMut(usize, usize)) -
 }
 
 impl Stripe {
-    /// Stripe `index` with room for `capacity` connections.
-    pub fn new(index: u32, capacity: u32, advise: &mut dyn FnMut(usize, usize)) -> Stripe {
+    /// Stripe `index` with room for `capacity` connections and `eim_limit`
+    /// endpoint-independent mappings.
+    pub fn new(
+        index: u32,
+        capacity: u32,
+        eim_limit: u32,
+        advise: &mut dyn FnMut(usize, usize),
+    ) -> Stripe {
         // Two entries per connection, 8 per bucket: at most 50% of the slots
         // in use when full (short probe chains), at least 2 buckets. Any
         // count (buckets are chosen by multiply-shift): 32 bytes of index
@@ -60,6 +72,7 @@ impl Stripe {
             scan_cursor: 0,
             wheel: Wheel::default(),
             ports: PortMaps::default(),
+            eim: EimMaps::new(eim_limit, advise),
             id_next: 1,
             index,
         }
@@ -112,5 +125,6 @@ impl Stripe {
         self.records.len() * (std::mem::size_of::<Record>() + 4)
             + self.buckets.len() * std::mem::size_of::<Bucket>()
             + self.wheel.heads.len() * 4
+            + self.eim.reserved_bytes()
     }
 }
