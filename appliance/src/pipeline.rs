@@ -348,6 +348,18 @@ impl Shared {
         u
     }
 
+    /// What the endpoint-independent mapping maps hold, over all stripes.
+    pub fn eim(&self) -> ctcore::table::eim::EimUse {
+        let t = self.engine.table();
+        (0..t.stripe_count()).fold(Default::default(), |mut u, s| {
+            let e = t.eim_usage(s);
+            u.mappings += e.mappings;
+            u.full += e.full;
+            u.limit += e.limit;
+            u
+        })
+    }
+
     /// The table as `conntrack -L -o extended` lines, at the workers' clock.
     pub fn listing(&self) -> Vec<String> {
         let now = self.totals().now_ms;
