@@ -5,9 +5,9 @@
 //! assertions are the invariants callers index frames with.
 
 use crate::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
-use crate::nat::rewrite::{apply, ChecksumMode};
+use crate::nat::rewrite::{apply, ChecksumMode, Rewrite};
 use crate::nat::{Action, Match, Nat, Rule};
-use crate::tuple::{Addr, Dir};
+use crate::tuple::{Addr, Dir, Family};
 use crate::wire::{self, IcmpInfo, L4};
 
 /// A target's body: arbitrary bytes in, a panic if an invariant breaks.
@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("icmp", icmp),
     ("sctp", sctp),
     ("gre", gre),
+    ("nat_round_trip", nat_round_trip),
 ];
 
 /// `wire::parse` on a frame: never panics, and what it returns indexes the
@@ -229,4 +230,121 @@ pub fn sctp(seg: &[u8]) {
 pub fn gre(seg: &[u8]) {
     let _ = wire::gre::parse(seg);
     let _ = wire::dccp::parse(seg);
+}
+
+/// NAT rewrite round trip: a frame (after 40 control bytes: which fields
+/// change, new addresses, ports and id) translated by a rewrite, then
+/// translated back by the rewrite that restores what it read, is the frame
+/// it was. Checksums are updated incrementally (RFC 1624), so a checksum
+/// field may come back only as the other ones'-complement zero (0x0000 <->
+/// 0xffff); an ICMP error's own checksum is recomputed, so it may also come
+/// back corrected where it was wrong.
+pub fn nat_round_trip(data: &[u8]) {
+    let Some((ctl, frame)) = data.split_first_chunk::<40>() else {
+        return;
+    };
+    let Ok(p) = wire::parse(frame) else { return };
+    let w = if p.family == Family::V4 { 4 } else { 16 };
+    let addr = |b: &[u8]| {
+        let mut a = [0u8; 16];
+        a[..w].copy_from_slice(&b[..w]);
+        Addr(a)
+    };
+    let be = |i: usize| u16::from_be_bytes([ctl[i], ctl[i + 1]]);
+    // What the frame holds at `off` (0 past its end: nothing is written there).
+    let word = |off: usize| {
+        frame
+            .get(off..off + 2)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let at = |off: usize, w: usize| frame.get(off..off + w).map_or(Addr::default(), addr);
+    let (flags, l3, l4) = (ctl[0], usize::from(p.l3_offset), usize::from(p.l4_offset));
+    let on = |bit: u8| flags & bit != 0;
+    let related = matches!(p.l4, L4::Icmp(IcmpInfo { inner: Some(_), .. }));
+    let mut rw = Rewrite {
+        src: on(1).then(|| (addr(&ctl[1..17]), be(33))),
+        dst: on(2).then(|| (addr(&ctl[17..33]), be(35))),
+        id: on(4).then(|| be(37)),
+        related,
+        ..Rewrite::default()
+    };
+    let mut back = Rewrite {
+        src: rw.src.map(|_| (p.src, word(l4))),
+        dst: rw.dst.map(|_| (p.dst, word(l4 + 2))),
+        id: rw.id.map(|_| word(l4 + 4)),
+        related,
+        ..Rewrite::default()
+    };
+    // Checksum fields: (offset, may come back corrected).
+    let mut sums = checksum_fields(p.family, l3, p.proto, l4);
+    if related {
+        sums.retain(|(o, _)| *o != l4 + 2);
+        sums.push((l4 + 2, true));
+    }
+    if let L4::Icmp(IcmpInfo {
+        inner: Some(inner), ..
+    }) = p.l4
+    {
+        let (il3, il4) = (usize::from(inner.l3_offset), usize::from(inner.l4_offset));
+        let iw = if inner.family == Family::V4 { 4 } else { 16 };
+        let (iso, idof) = match inner.family {
+            Family::V4 => (il3 + 12, il3 + 16),
+            Family::V6 => (il3 + 8, il3 + 24),
+        };
+        rw.inner_src = on(8).then(|| (addr(&ctl[1..17]), be(33)));
+        rw.inner_dst = on(16).then(|| (addr(&ctl[17..33]), be(35)));
+        rw.inner_id = on(32).then(|| be(37));
+        back.inner_src = rw.inner_src.map(|_| (at(iso, iw), word(il4)));
+        back.inner_dst = rw.inner_dst.map(|_| (at(idof, iw), word(il4 + 2)));
+        back.inner_id = rw.inner_id.map(|_| word(il4 + 4));
+        sums.extend(checksum_fields(inner.family, il3, inner.proto, il4));
+        // A quoted IPv4 address is written as 4 bytes: what the rewrite
+        // gets must be an IPv4 address (the IPv6 part zero), as NAT's are.
+        if inner.family == Family::V4 {
+            for e in [&mut rw.inner_src, &mut rw.inner_dst].into_iter().flatten() {
+                e.0 .0[4..].fill(0);
+            }
+        }
+    }
+    let mut f = frame.to_vec();
+    if apply(&mut f, &p, &rw, ChecksumMode::Incremental).is_err() {
+        return;
+    }
+    // The layout is unchanged: the first parse still describes the frame.
+    apply(&mut f, &p, &back, ChecksumMode::Incremental).expect("the way back applies too");
+    let icmp_was_wrong = related && !crate::checksum::l4_checksum_ok(frame, &p);
+    let mut i = 0;
+    while i < f.len() {
+        if f[i] == frame[i] {
+            i += 1;
+            continue;
+        }
+        let field = sums.iter().find(|(o, _)| (*o..*o + 2).contains(&i));
+        let Some(&(o, corrected)) = field else {
+            panic!("byte {i} changed: {:#04x} -> {:#04x}", frame[i], f[i]);
+        };
+        let (was, now) = (word(o), u16::from_be_bytes([f[o], f[o + 1]]));
+        assert!(
+            matches!((was, now), (0, 0xffff) | (0xffff, 0)) || (corrected && icmp_was_wrong),
+            "checksum at {o} changed: {was:#06x} -> {now:#06x}"
+        );
+        i = o + 2;
+    }
+}
+
+/// Where the checksums of an IP header at `l3` and its `proto` header at
+/// `l4` are: (offset, false).
+fn checksum_fields(family: Family, l3: usize, proto: u8, l4: usize) -> Vec<(usize, bool)> {
+    use crate::tuple::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE};
+    let mut v = Vec::new();
+    if family == Family::V4 {
+        v.push((l3 + 10, false));
+    }
+    match proto {
+        IPPROTO_TCP => v.push((l4 + 16, false)),
+        IPPROTO_UDP | IPPROTO_UDPLITE => v.push((l4 + 6, false)),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => v.push((l4 + 2, false)),
+        _ => {}
+    }
+    v
 }

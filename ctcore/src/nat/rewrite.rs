@@ -428,6 +428,11 @@ fn rewrite_icmp_error(f: &mut [u8], p: &Parsed, rw: &Rewrite) -> Result<(), Rewr
                     set16(f, il4 + 2, port, &mut c);
                 }
                 if has_csum {
+                    // A UDP checksum that comes out zero is sent as 0xffff
+                    // (0 says "none": the kernel's CSUM_MANGLED_0).
+                    if inner.proto == IPPROTO_UDP && c == 0 {
+                        c = 0xffff;
+                    }
                     put16(f, csum_off, c);
                 }
             }
