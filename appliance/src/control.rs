@@ -329,6 +329,23 @@ fn preflight(cfg: &Config) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Logs each port whose link went down or came back since `up` (the last
+/// states seen), and updates it.
+fn watch_links(cfg: &Config, ports: &[Port], up: &mut [bool]) {
+    for ((p, port), was) in cfg.ports.iter().zip(ports).zip(up.iter_mut()) {
+        let link = port.link();
+        if link.up == *was {
+            continue;
+        }
+        *was = link.up;
+        if link.up {
+            tracing::info!(port = %p.name, speed_mbps = link.speed_mbps, "link up: the port receives and sends again");
+        } else {
+            tracing::warn!(port = %p.name, "link down: nothing is received on this port, what is sent out of it is lost, until the link comes back");
+        }
+    }
+}
+
 /// Parses a CPU list like `0-3,6`.
 pub fn parse_cpu_list(s: &str) -> Vec<u32> {
     let mut v = Vec::new();
@@ -532,11 +549,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         let mut last = (Instant::now(), 0u64);
         let mut last_hist = vec![0u64; stats::HIST_BUCKETS];
         let mut next_pressure_check = Instant::now();
+        let mut links: Vec<bool> = ports.iter().map(|p| p.link().up).collect();
         while !term.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
             if Instant::now() >= next_pressure_check {
                 // The table-full warning, with or without the REST API.
                 shared.check_pressure();
+                watch_links(cfg, &ports, &mut links);
                 next_pressure_check = Instant::now() + Duration::from_secs(1);
             }
             if opts.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -784,6 +803,7 @@ mod tests {
             rx_l4_csum: false,
             socket: 0,
             mac_set: false,
+            kernel_if: None,
         }
     }
 

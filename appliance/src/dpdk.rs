@@ -662,6 +662,9 @@ pub struct PortInfo {
     pub socket: i32,
     /// True if the MAC of `PortConf::mac` was set on the device.
     pub mac_set: bool,
+    /// The Linux interface the PMD sends and receives through (net_af_packet's
+    /// `iface`, ...), by name and index, when DPDK reports one.
+    pub kernel_if: Option<(String, u32)>,
 }
 
 /// Link state.
@@ -682,6 +685,42 @@ pub struct PortStats {
     pub ierrors: u64,
     pub oerrors: u64,
     pub rx_nombuf: u64,
+}
+
+/// The name of the Linux interface with index `index` (0: none).
+fn kernel_if_name(index: u32) -> Option<String> {
+    if index == 0 {
+        return None;
+    }
+    let mut buf = [0 as c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into buf.
+    Some(
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// Whether Linux interface `name` runs (its operstate is up, or unknown for
+/// drivers without one: what IFF_RUNNING says); None if this namespace has
+/// no such interface with that index any more (moved or replaced).
+fn kernel_if_running(name: &str, index: u32) -> Option<bool> {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    let now: u32 = std::fs::read_to_string(dir.join("ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if now != index {
+        return None;
+    }
+    let state = std::fs::read_to_string(dir.join("operstate")).ok()?;
+    Some(matches!(state.trim(), "up" | "unknown"))
 }
 
 /// A 40-byte Toeplitz key whose 16-bit period makes the hash symmetric
@@ -873,6 +912,7 @@ impl Port {
                 rx_l4_csum,
                 socket,
                 mac_set,
+                kernel_if: kernel_if_name(dev_info.if_index).map(|n| (n, dev_info.if_index)),
             },
         })
     }
@@ -885,7 +925,10 @@ impl Port {
         self.info.id
     }
 
-    /// Link status without waiting.
+    /// Link status without waiting (control path: it may read sysfs). A port
+    /// on a Linux interface is up only while that interface runs: DPDK
+    /// 22.11's net_af_packet and net_af_xdp report the link up from start
+    /// to stop, whatever the interface does.
     pub fn link(&self) -> LinkStatus {
         let mut link = sys::rte_eth_link::default();
         // SAFETY: valid out pointer; started port.
@@ -896,8 +939,14 @@ impl Port {
                 speed_mbps: 0,
             };
         }
+        let up = link.link_status() as u32 == sys::RTE_ETH_LINK_UP;
+        let kernel_up = self
+            .info
+            .kernel_if
+            .as_ref()
+            .and_then(|(name, index)| kernel_if_running(name, *index));
         LinkStatus {
-            up: link.link_status() as u32 == sys::RTE_ETH_LINK_UP,
+            up: up && kernel_up.unwrap_or(true),
             speed_mbps: link.link_speed,
         }
     }

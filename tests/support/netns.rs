@@ -341,6 +341,43 @@ impl Gate {
         g
     }
 
+    /// Waits (bounded) for a log line containing every one of `words`;
+    /// returns it. The lines before it are consumed; panics with them and
+    /// the exit status if none came or ctgate stopped.
+    pub fn wait_log(&mut self, words: &[&str], secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        loop {
+            match self.log.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if words.iter().all(|w| line.contains(w)) {
+                        return line;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let status = self.child.as_mut().and_then(|c| c.try_wait().unwrap());
+                    assert!(
+                        status.is_none() && Instant::now() < deadline,
+                        "no log line with {words:?} (ctgate {}):\n{}",
+                        status.map_or("running".to_owned(), |s| s.to_string()),
+                        seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// The log lines ctgate wrote since the last look.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
+    /// ctgate's exit status, if it has stopped.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
     /// SIGTERM, wait (bounded), check the exit status; the final stats.
     pub fn stop(mut self) -> Stopped {
         let mut child = self.child.take().unwrap();

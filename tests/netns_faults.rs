@@ -1,0 +1,344 @@
+//! Faults as an operator meets them, with the real appliance between real
+//! Linux hosts (net_af_packet on veth pairs, each test its own network
+//! namespaces): a link that goes down and comes back under traffic, a host
+//! that vanishes mid-connection, a mempool that runs dry, hugepages missing
+//! at start, SIGTERM at full load. Each checks that ctgate keeps running (or
+//! stops cleanly) and says what happened in a counter or a log line.
+//!
+//! TEST-NET addresses only, no default route anywhere, every loop bounded.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::netns::{Gate, Net, Stopped};
+use support::*;
+
+const TOKEN: &str = "faults-test-token-0123456789";
+
+fn hosts_py() -> String {
+    repo()
+        .join("tests/support/fault_hosts.py")
+        .display()
+        .to_string()
+}
+
+/// ctgate's config: one af_packet port per `(host, address)` (named after
+/// the host), the REST API on `api`, `top` among the top-level keys and
+/// `tail` at the end.
+fn config(net: &Net, ports: &[(&str, &str)], api: &str, top: &str, tail: &str) -> String {
+    let mut c = format!(
+        "workers = [1]\nmempool_mbufs = 4095\n{}\n{top}\n",
+        eal_args_toml()
+    );
+    for (i, (host, addr)) in ports.iter().enumerate() {
+        c += &format!(
+            "\n[[port]]\nname = \"{host}\"\ndevargs = \"net_af_packet{i},iface={}\"\nipv4 = \"{addr}\"\n",
+            net.gw_if(host)
+        );
+    }
+    c += &format!("\n[rest]\nbind = \"{api}\"\ntoken = \"{TOKEN}\"\n{tail}\n");
+    c
+}
+
+/// The sum of the samples of metric `name` whose labels include `labels`
+/// (None if there is none), from ctgate's /metrics.
+fn metric(api: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = ureq::get(&format!("http://{api}/metrics"))
+        .timeout(Duration::from_secs(10))
+        .call()
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+        .into_string()
+        .unwrap();
+    let want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, l) = series.split_once('{').unwrap_or((series, ""));
+        if n != name {
+            continue;
+        }
+        let l: Vec<&str> = l.trim_end_matches('}').split(',').collect();
+        if want.iter().all(|w| l.contains(&w.as_str())) {
+            *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    sum
+}
+
+/// Polls [`metric`] (bounded) until `ok` holds for it; returns the value.
+fn wait_metric(
+    api: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    secs: u64,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = metric(api, name, labels).unwrap_or(f64::NAN);
+        if ok(v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}{labels:?} is {v} after {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn assert_balanced(s: &Stopped) {
+    let t = &s.stats["totals"];
+    let n = |k: &str| t[k].as_u64().unwrap();
+    assert_eq!(
+        n("rx") + n("generated"),
+        n("tx") + n("dropped"),
+        "every mbuf transmitted or freed: {:#}",
+        s.stats
+    );
+    assert_eq!(t["drops"]["bad_header"], 0, "{:#}", s.stats);
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A program of fault_hosts.py on a host, talked to through its stdin and
+/// stdout; killed on drop.
+struct HostProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl HostProc {
+    /// Starts `fault_hosts.py ARGS` in `host`; returns once it printed
+    /// `ready` (bounded).
+    fn start(net: &Net, host: &str, args: &[&str], ready: &str) -> HostProc {
+        let py = hosts_py();
+        let mut a = vec!["python3", py.as_str()];
+        a.extend_from_slice(args);
+        let mut child = net
+            .cmd(host, &a)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = HostProc {
+            child,
+            stdin,
+            lines,
+        };
+        let got = p.line(20);
+        assert!(got.contains(ready), "{host}: {args:?} said {got:?}");
+        p
+    }
+
+    /// The next line it prints (bounded).
+    fn line(&mut self, secs: u64) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(secs))
+            .unwrap_or_else(|_| panic!("no output in {secs} s"))
+    }
+
+    /// Writes `text` and a newline to its stdin.
+    fn say(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{text}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for HostProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server of fault_hosts.py on `host` (udp-echo / tcp-echo), up to `secs`.
+fn serve(net: &mut Net, host: &str, what: &str, addr: &str, port: u16, secs: u32) {
+    let (py, port, secs) = (hosts_py(), port.to_string(), secs.to_string());
+    net.spawn(
+        host,
+        &["python3", &py, what, addr, &port, &secs],
+        Some("listening"),
+    );
+}
+
+/// `n` datagrams from `host` to `addr:port`'s echo server, each answered
+/// within a second (three tries each); returns how many were echoed.
+fn udp_echoed(net: &Net, host: &str, addr: &str, port: u16, n: u32) -> u32 {
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.settimeout(1.0)\n\
+         ok = 0\n\
+         for i in range({n}):\n\
+         \x20   msg = b'check %d' % i\n\
+         \x20   for _ in range(3):\n\
+         \x20       s.sendto(msg, ('{addr}', {port}))\n\
+         \x20       try:\n\
+         \x20           if s.recv(2048) == msg:\n\
+         \x20               ok += 1\n\
+         \x20               break\n\
+         \x20       except socket.timeout:\n\
+         \x20           pass\n\
+         print(ok)\n"
+    );
+    net.check(host, &["python3", "-c", &script], 60)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn ip(args: &[&str]) {
+    let out = run_for(Command::new("ip").args(args), 30);
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A port's link goes down and comes back under traffic, once on ctgate's
+/// side of the veth (the interface its af_packet port opened) and once on
+/// the host's side: ctgate keeps running, /metrics shows the link down while
+/// it is down, a log line says so each way, and forwarding resumes: an
+/// open TCP connection carries a line again and the UDP stream that ran
+/// all along is echoed again after the link came back.
+#[test]
+fn link_down_and_up_under_traffic() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    const API: &str = "127.0.0.1:18211";
+    let dir = TempDir::new("faults-link");
+    let mut net = Net::new("ctfa");
+    net.host(
+        "cli",
+        &["192.0.2.2/24"],
+        &[("198.51.100.0/24", "192.0.2.1")],
+    );
+    net.host(
+        "srv",
+        &["198.51.100.2/24"],
+        &[("192.0.2.0/24", "198.51.100.1")],
+    );
+    let ports = [("cli", "192.0.2.1/24"), ("srv", "198.51.100.1/24")];
+    let mut gate = Gate::start(&dir.0, &config(&net, &ports, API, "", ""));
+
+    serve(&mut net, "srv", "udp-echo", "198.51.100.2", 7000, 60);
+    serve(&mut net, "srv", "tcp-echo", "198.51.100.2", 7001, 60);
+    let mut chat = HostProc::start(
+        &net,
+        "cli",
+        &["tcp-chat", "198.51.100.2", "7001", "60"],
+        "connected",
+    );
+    chat.say("before");
+    assert_eq!(chat.line(20), "echo before");
+    let mut stream = HostProc::start(
+        &net,
+        "cli",
+        &["udp-stream", "198.51.100.2", "7000", "200", "40"],
+        "streaming",
+    );
+    let link = |port: &str| metric(API, "ctgate_port_link_up", &[("port", port)]);
+    assert_eq!((link("cli"), link("srv")), (Some(1.0), Some(1.0)));
+
+    // ctgate's own end of the srv link, then the cli host's end of its link.
+    let srv_if = net.gw_if("srv");
+    let cli_ns = net.ns("cli");
+    let flaps: [(&str, Vec<&str>, Vec<&str>); 2] = [
+        (
+            "srv",
+            vec!["link", "set", &srv_if, "down"],
+            vec!["link", "set", &srv_if, "up"],
+        ),
+        (
+            "cli",
+            vec!["-n", &cli_ns, "link", "set", "eth0", "down"],
+            vec!["-n", &cli_ns, "link", "set", "eth0", "up"],
+        ),
+    ];
+    let mut back_at = 0.0;
+    for (port, down, up) in &flaps {
+        let other = if *port == "cli" { "srv" } else { "cli" };
+        ip(down);
+        wait_metric(API, "ctgate_port_link_up", &[("port", port)], 10, |v| {
+            v == 0.0
+        });
+        gate.wait_log(&["link down", &format!("port={port}")], 10);
+        assert_eq!(link(other), Some(1.0), "the other port stays up");
+        // Traffic keeps coming at the link while it is down.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(gate.exited().is_none(), "ctgate stopped with {port} down");
+        ip(up);
+        if *port == "cli" {
+            // Linux drops the routes through a link that goes down.
+            ip(&[
+                "-n",
+                &cli_ns,
+                "route",
+                "replace",
+                "198.51.100.0/24",
+                "via",
+                "192.0.2.1",
+            ]);
+        }
+        wait_metric(API, "ctgate_port_link_up", &[("port", port)], 10, |v| {
+            v == 1.0
+        });
+        gate.wait_log(&["link up", &format!("port={port}")], 10);
+        back_at = now_epoch();
+    }
+
+    // The connection opened before the flaps carries a line again (TCP
+    // retransmits what the down links lost), new traffic flows, and the
+    // stream that ran all along is echoed again after the last flap.
+    chat.say("after");
+    assert_eq!(chat.line(30), "echo after");
+    assert_eq!(udp_echoed(&net, "cli", "198.51.100.2", 7000, 20), 20);
+    std::thread::sleep(Duration::from_millis(500));
+    stream.say("stop");
+    let report: serde_json::Value = serde_json::from_str(&stream.line(10)).unwrap();
+    let times: Vec<f64> = report["echo_times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    assert!(
+        times.iter().any(|t| *t > back_at),
+        "no echo of the stream after the links came back: {report}"
+    );
+    let (sent, echoed) = (report["sent"].as_u64().unwrap(), times.len() as u64);
+    assert!(
+        echoed < sent,
+        "nothing was lost while a link was down: {report}"
+    );
+
+    drop(chat);
+    let s = gate.stop();
+    assert_balanced(&s);
+}
