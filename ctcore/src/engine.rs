@@ -779,6 +779,9 @@ impl<P: Prefetch> Engine<P> {
         let slot = frag_slot(&k);
         let e = &mut w.frags[slot];
         if e.key != k || now_ms >= e.expires_ms {
+            if now_ms < e.expires_ms && !e.complete() {
+                w.stats.frag_evicted += 1;
+            }
             *e = FragEntry {
                 key: k,
                 expires_ms: now_ms + FRAG_TIMEOUT_MS,
@@ -2087,6 +2090,39 @@ mod tests {
                 g
             })
             .collect()
+    }
+
+    /// The fragment slots are a fixed table: an unfinished datagram whose
+    /// slot another datagram's fragment takes is counted, and its later
+    /// fragments are orphans (INVALID), as the count says.
+    #[test]
+    fn a_fragment_slot_taken_over_is_counted() {
+        let e = engine(1000);
+        let mut w = e.worker(0);
+        let with_id = |id: u16| {
+            let mut q = udp(C, S, 4000 + id, 53);
+            q[18..20].copy_from_slice(&id.to_be_bytes());
+            fragments(&q, &[16])
+        };
+        let slot = |f: &[u8]| {
+            let p = wire::parse(f).unwrap();
+            frag_slot(&frag_key(&p, &p.frag.unwrap(), 0))
+        };
+        let a = with_id(1);
+        let b = (2..u16::MAX)
+            .map(with_id)
+            .find(|b| slot(&b[0]) == slot(&a[0]))
+            .expect("two datagrams sharing a slot");
+        let accept = Decision::Accept(Egress::NONE);
+        assert_eq!(run(&e, &mut w, 0, &a[0], accept).ctinfo, CtInfo::New);
+        assert_eq!(w.stats.frag_evicted, 0);
+        assert_eq!(run(&e, &mut w, 1, &b[0], accept).ctinfo, CtInfo::New);
+        assert_eq!(w.stats.frag_evicted, 1, "a's entry taken over");
+        assert_ne!(run(&e, &mut w, 2, &b[1], accept).ctinfo, CtInfo::Invalid);
+        // a's rest is an orphan; it takes over b's finished entry uncounted.
+        assert_eq!(run(&e, &mut w, 3, &a[1], accept).ctinfo, CtInfo::Invalid);
+        assert_eq!(w.stats.frag_orphan, 1);
+        assert_eq!(w.stats.frag_evicted, 1);
     }
 
     /// Software dispatch keeps what belongs together on one stripe: both

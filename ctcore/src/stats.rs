@@ -32,6 +32,11 @@ pub struct CtStats {
     pub frag_orphan: u64,
     /// Packets whose L4 checksum the NIC verified (RX offload: no software check).
     pub csum_offloaded: u64,
+    /// Fragment-tracking entries of unfinished datagrams taken over by
+    /// another datagram's fragment (the worker's fixed table of fragment
+    /// slots is full at that place): the evicted datagram's later fragments
+    /// are orphans.
+    pub frag_evicted: u64,
 }
 
 impl CtStats {
@@ -50,10 +55,11 @@ impl CtStats {
         self.frag_followed += o.frag_followed;
         self.frag_orphan += o.frag_orphan;
         self.csum_offloaded += o.csum_offloaded;
+        self.frag_evicted += o.frag_evicted;
     }
 
     /// (name, value) pairs in a fixed order, for printing and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 14] {
+    pub fn fields(&self) -> [(&'static str, u64); 15] {
         [
             ("found", self.found),
             ("new", self.new),
@@ -69,6 +75,7 @@ impl CtStats {
             ("frag_followed", self.frag_followed),
             ("frag_orphan", self.frag_orphan),
             ("csum_offloaded", self.csum_offloaded),
+            ("frag_evicted", self.frag_evicted),
         ]
     }
 }
