@@ -466,6 +466,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
             workers: cfg.workers.clone(),
             tsc_hz: eal.tsc_hz(),
+            pool: Arc::downgrade(&pool),
+            neigh: neigh.clone(),
         },
     )?;
 

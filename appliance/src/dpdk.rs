@@ -307,6 +307,22 @@ impl Mempool {
         unsafe { sys::rte_mempool_avail_count(self.ptr.as_ptr()) }
     }
 
+    /// Mbufs taken from the pool and not returned: in RX rings, in flight
+    /// through the workers, waiting for a neighbour or handed over, in TX
+    /// rings (approximate under concurrency; the per-lcore caches count as
+    /// free). Steady under steady traffic: a rise that stays is a leak.
+    pub fn in_use(&self) -> u32 {
+        // SAFETY: read-only query on a live pool (it sums the ring and the
+        // per-lcore cache lengths, which other threads may change meanwhile).
+        unsafe { sys::rte_mempool_in_use_count(self.ptr.as_ptr()) }
+    }
+
+    /// The pool's size in mbufs.
+    pub fn size(&self) -> u32 {
+        // SAFETY: self.ptr is a live pool; `size` is set at creation and never changes.
+        unsafe { (*self.ptr.as_ptr()).size }
+    }
+
     fn as_ptr(&self) -> *mut sys::rte_mempool {
         self.ptr.as_ptr()
     }

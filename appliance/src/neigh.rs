@@ -106,6 +106,17 @@ impl NeighKey {
     }
 }
 
+/// How many neighbours a table holds, by state (see [`NeighTable::count`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NeighCounts {
+    /// Known and fresh (configured ones always).
+    pub fresh: u64,
+    /// Known, past their reachable time: still used while asked again.
+    pub stale: u64,
+    /// Being resolved: asked for, no answer yet.
+    pub incomplete: u64,
+}
+
 pub struct NeighTable {
     slots: Box<[Slot]>,
     mask: usize,
@@ -174,6 +185,31 @@ impl NeighTable {
             }
         }
         None
+    }
+
+    /// The entries at TSC `now` by state, as the workers see them: a
+    /// learned entry is fresh until its `fresh_until`, then stale (still
+    /// used) for `grace` TSC ticks, then forgotten (not counted). A slot
+    /// being rewritten at that moment is skipped.
+    pub fn count(&self, now: u64, grace: u64) -> NeighCounts {
+        let mut n = NeighCounts::default();
+        for slot in self.slots.iter() {
+            let s1 = slot.seq.load(Ordering::Acquire);
+            let val = slot.val.load(Ordering::Relaxed);
+            let fresh_until = slot.fresh_until.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if s1 & 1 == 1 || slot.seq.load(Ordering::Relaxed) != s1 || val & VALID == 0 {
+                continue;
+            }
+            if val & INCOMPLETE != 0 {
+                n.incomplete += 1;
+            } else if now < fresh_until {
+                n.fresh += 1;
+            } else if now < fresh_until.saturating_add(grace) {
+                n.stale += 1;
+            }
+        }
+        n
     }
 
     /// Whether this caller should send the refresh solicitation for a stale
@@ -365,6 +401,26 @@ mod tests {
         // Marking a known entry changes nothing.
         t.mark_incomplete(&k);
         assert_eq!(t.lookup(&k).unwrap().mac, [2, 0, 0, 0, 0, 8]);
+    }
+
+    #[test]
+    fn counts_by_state() {
+        let t = NeighTable::new(64);
+        assert_eq!(t.count(0, 10), NeighCounts::default());
+        t.learn(&NeighKey::v4(0, 1), &[2, 0, 0, 0, 0, 1], PERMANENT);
+        t.learn(&NeighKey::v4(0, 2), &[2, 0, 0, 0, 0, 2], 100);
+        t.mark_incomplete(&NeighKey::v6(1, 3));
+        let at = |now| t.count(now, 10);
+        assert_eq!(
+            at(50),
+            NeighCounts {
+                fresh: 2,
+                stale: 0,
+                incomplete: 1
+            }
+        );
+        assert_eq!((at(105).fresh, at(105).stale), (1, 1), "stale in the grace");
+        assert_eq!((at(110).fresh, at(110).stale), (1, 0), "then forgotten");
     }
 
     #[test]

@@ -211,6 +211,46 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     .with_label_values::<&str>(&[])
     .set(state.events.subscribers() as i64);
 
+    // What a long run must give back: mbufs, neighbours, API connections
+    // (scripts/soak.sh watches them).
+    if let Some(pool) = state.ctx.pool.upgrade() {
+        out.gauge(
+            "ctgate_mempool_mbufs_in_use",
+            "Packet buffers taken from the mempool and not returned (RX/TX rings, in flight, waiting for a neighbour); the per-lcore caches count as free.",
+            &[],
+        )
+        .with_label_values::<&str>(&[])
+        .set(i64::from(pool.in_use()));
+        out.gauge(
+            "ctgate_mempool_capacity_mbufs",
+            "Packet buffers in the mempool (mempool_mbufs).",
+            &[],
+        )
+        .with_label_values::<&str>(&[])
+        .set(i64::from(pool.size()));
+    }
+    let grace = crate::neigh::STALE_GRACE_MS * (state.ctx.tsc_hz / 1000);
+    let n = state.ctx.neigh.count(crate::dpdk::tsc(), grace);
+    let neigh_entries = out.gauge(
+        "ctgate_neighbour_entries",
+        "Neighbour table entries: state=fresh (learned within neighbour_reachable_ms, or configured), stale (used while asked again), incomplete (asked for, no answer yet).",
+        &["state"],
+    );
+    for (s, v) in [
+        ("fresh", n.fresh),
+        ("stale", n.stale),
+        ("incomplete", n.incomplete),
+    ] {
+        neigh_entries.with_label_values(&[s]).set(v as i64);
+    }
+    out.gauge(
+        "ctgate_rest_connections",
+        "Client connections the REST API holds open (event streams and this scrape included).",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(state.open_connections() as i64);
+
     // Policy and NAT.
     let pol = out.counter(
         "ctgate_policy_packets_total",

@@ -58,7 +58,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
 use crate::config::format_mac;
-use crate::dpdk::{Port, PortStats};
+use crate::dpdk::{Mempool, Port, PortStats};
+use crate::neigh::NeighTable;
 use crate::pipeline::{Published, Shared, TopSource, TOP_SOURCES};
 use crate::stats::{SharedStats, Totals};
 use filter::{conn_json, Filter};
@@ -270,6 +271,11 @@ pub struct Context {
     /// The workers' lcores, in worker order.
     pub workers: Vec<u32>,
     pub tsc_hz: u64,
+    /// The packet pool, for its use count. Weak: control frees the pool
+    /// after stopping the server, before the EAL, whatever a request that
+    /// outlives the server still holds.
+    pub pool: std::sync::Weak<Mempool>,
+    pub neigh: Arc<NeighTable>,
 }
 
 /// The server's state, shared by the handlers.
@@ -282,6 +288,8 @@ pub struct State {
     started: Instant,
     /// The conntrack worker context deletes run in (their DESTROY events).
     deleter: Mutex<ctcore::engine::Worker>,
+    /// One permit per client connection the server may hold (`MAX_CONNECTIONS`).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl State {
@@ -306,6 +314,11 @@ impl State {
     /// Whether the table was under pressure recently (see [`Shared::check_pressure`]).
     fn check_pressure(&self) -> (bool, Option<f64>) {
         self.ctx.shared.check_pressure()
+    }
+
+    /// Client connections open now (event streams and this request included).
+    fn open_connections(&self) -> usize {
+        MAX_CONNECTIONS - self.slots.available_permits()
     }
 }
 
@@ -435,6 +448,7 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
         max_subscribers: cfg.max_subscribers,
         started: Instant::now(),
         deleter: Mutex::new(deleter),
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -449,8 +463,9 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
                     }
                 };
                 tokio::spawn(state.events.clone().pump(state.ctx.shared.clone()));
+                let slots = state.slots.clone();
                 tokio::select! {
-                    _ = serve(listener, router(state)) => {}
+                    _ = serve(listener, slots, router(state)) => {}
                     _ = stop_rx => {}
                 }
             });
@@ -479,8 +494,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY: usize = 64 * 1024;
 
 /// The accept loop: one task per connection, HTTP/1.1 with a header timeout.
-async fn serve(listener: tokio::net::TcpListener, app: Router) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+async fn serve(listener: tokio::net::TcpListener, slots: Arc<tokio::sync::Semaphore>, app: Router) {
     let mut refused_logged: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
