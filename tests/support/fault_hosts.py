@@ -31,7 +31,12 @@ def udp_echo(host, port, secs):
             data, addr = s.recvfrom(2048)
         except socket.timeout:
             continue
-        s.sendto(data, addr)
+        try:
+            # Not waiting: while the path back is down, the kernel holds
+            # what waits for ARP against the socket's buffer.
+            s.sendto(data, socket.MSG_DONTWAIT, addr)
+        except OSError:
+            pass
 
 
 def tcp_echo(host, port, secs):
