@@ -612,6 +612,7 @@ fn nat(c: &mut Criterion) {
                         rng: &mut rng,
                         accept: &|_| true,
                         reclaimed: &mut reclaimed,
+                        claimed: None,
                     };
                     failed += u64::from(snat(&mut s, &mut c, rule, Some(addr)).is_err());
                     tried += 1;

@@ -396,6 +396,9 @@ pub struct Worker {
     /// reaches this worker (the appliance installs its Toeplitz key and RETA).
     pub reply_steering: Option<ReplySteering>,
     rng: Rng,
+    /// The key of the reply tuple source NAT just claimed for the
+    /// connection being confirmed (see [`Clash::Neither`]).
+    claimed: Option<Key>,
     tun: Tunables,
     tun_gen: u64,
     frags: Box<[FragEntry]>,
@@ -408,6 +411,10 @@ pub struct Engine<P: Prefetch = NoPrefetch> {
     tunables: Mutex<Tunables>,
     tunables_gen: AtomicU64,
     nat: Option<Nat>,
+    /// Whether a NAT rule acts before routing (destination NAT, or the
+    /// filtering of endpoint-independent mappings): worked out once, so that
+    /// new connections under source NAT alone do not walk the rules for it.
+    nat_prerouting: bool,
     seed: u64,
     workers: AtomicU64,
     _prefetch: std::marker::PhantomData<fn() -> P>,
@@ -472,11 +479,17 @@ impl<P: Prefetch> Engine<P> {
             Some(n) if n.has_eim() => (cfg.capacity_conns / 4).max(256),
             _ => 0,
         };
+        let nat_prerouting = nat.as_ref().is_some_and(|n| {
+            n.rules
+                .iter()
+                .any(|r| r.action.is_dnat() || r.endpoint_independent)
+        });
         Engine {
             table: Table::with_advice(cfg.capacity_conns, stripes, cfg.seed, eim, advise),
             tunables: Mutex::new(cfg.tunables),
             tunables_gen: AtomicU64::new(0),
             nat,
+            nat_prerouting,
             seed: cfg.seed,
             workers: AtomicU64::new(0),
             _prefetch: std::marker::PhantomData,
@@ -505,6 +518,7 @@ impl<P: Prefetch> Engine<P> {
             events: EventBuf::new(event_capacity),
             nat_out_of_ports: 0,
             reply_steering: None,
+            claimed: None,
             rng: Rng::new(self.seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             tun: self.tunables(),
             tun_gen: self.tunables_gen.load(Ordering::Acquire),
@@ -642,7 +656,10 @@ impl<P: Prefetch> Engine<P> {
                 .is_none_or(|e| self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, home, out))
             {
                 match park {
-                    Some(slot) => w.frags[slot].pending = Some(*conn),
+                    Some(slot) => {
+                        w.claimed = None;
+                        w.frags[slot].pending = Some(*conn);
+                    }
                     None => self.confirm(g, w, now_ms, conn, looked_up, out),
                 }
             }
@@ -662,7 +679,9 @@ impl<P: Prefetch> Engine<P> {
         if c.status.has(Status::DST_NAT_DONE) {
             return;
         }
-        nat.prerouting(g, c, in_port, now_ms);
+        if self.nat_prerouting {
+            nat.prerouting(g, c, in_port, now_ms);
+        }
         c.status.set(Status::DST_NAT_DONE);
         res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
     }
@@ -704,8 +723,10 @@ impl<P: Prefetch> Engine<P> {
             rng: &mut w.rng,
             accept: &accept,
             reclaimed: &mut reclaimed,
+            claimed: None,
         };
         let r = alloc::snat(&mut search, c, rule, egress.addr);
+        w.claimed = search.claimed;
         w.reply_steering = steer;
         match r {
             Ok(()) => {
@@ -1155,9 +1176,17 @@ impl<P: Prefetch> Engine<P> {
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             });
         }
-        let clash_check = match looked_up {
-            Some(key) => Clash::ReplyOnly(key),
-            None => Clash::Both,
+        // Source NAT's port search looked the reply tuple up under this
+        // guard too (its key is left in `claimed`).
+        let claimed = if conn.status.has(Status::SRC_NAT) {
+            w.claimed.take()
+        } else {
+            None
+        };
+        let clash_check = match (looked_up, claimed) {
+            (Some(key), Some(reply)) => Clash::Neither(key, reply),
+            (Some(key), None) => Clash::ReplyOnly(key),
+            (None, _) => Clash::Both,
         };
         let mut evicted = None;
         match g.insert(conn, clash_check, true, &mut evicted) {

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use super::ports::{Cursor, MapKey};
 use super::{has_ports, is_icmp_echo, Action, Endpoint, Rule};
 use crate::conn::{Conn, Status};
-use crate::table::Guard;
+use crate::table::{Guard, Key};
 use crate::tuple::{Addr, Family, Tuple, IPPROTO_UDP};
 
 /// The kernel's NF_NAT_MAX_ATTEMPTS.
@@ -96,6 +96,9 @@ pub struct Search<'a, 't> {
     pub rng: &'a mut Rng,
     pub accept: &'a dyn Fn(&Tuple) -> bool,
     pub reclaimed: &'a mut dyn FnMut(Conn),
+    /// The key of the reply tuple claimed (it was looked up under the
+    /// guard and found free: the confirm need not look again).
+    pub claimed: Option<Key>,
 }
 
 /// Chooses the source NAT binding for a new connection `c` under `rule` and
@@ -249,10 +252,12 @@ fn take(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
 
 /// [`take`] without the steering check.
 fn claim(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
-    if s.table.taken(&cand, s.now_ms, s.reclaimed) {
+    let key = s.table.key(&cand);
+    if s.table.taken_at(key, &cand, s.now_ms, s.reclaimed) {
         return None;
     }
     c.tuples[1] = cand;
     c.status.set(Status::SRC_NAT);
+    s.claimed = Some(key);
     Some(())
 }

@@ -205,6 +205,9 @@ pub enum Clash {
     /// this guard with this key, did not find it, and inserted nothing since
     /// (a packet's lookup followed by its confirm).
     ReplyOnly(Key),
+    /// Neither: as `ReplyOnly`, and the reply tuple too was looked up under
+    /// this guard with the second key (source NAT's port search).
+    Neither(Key, Key),
 }
 
 /// A connection's index within its stripe.
@@ -715,6 +718,11 @@ impl<'t> Guard<'t> {
         }
     }
 
+    /// `t`'s key (as [`Table::key`]).
+    pub fn key(&self, t: &Tuple) -> Key {
+        self.table.key(t)
+    }
+
     /// The stripe a connection with original tuple `t` is homed in.
     pub fn home(&self, t: &Tuple) -> u32 {
         self.table.key(t).stripe
@@ -729,7 +737,17 @@ impl<'t> Guard<'t> {
     /// holder is removed on the spot (and handed to `reclaimed`, for its
     /// DESTROY event).
     pub fn taken(&mut self, t: &Tuple, now_ms: u64, reclaimed: &mut dyn FnMut(Conn)) -> bool {
-        let key = self.table.key(t);
+        self.taken_at(self.table.key(t), t, now_ms, reclaimed)
+    }
+
+    /// [`Guard::taken`] with `t`'s key worked out.
+    pub fn taken_at(
+        &mut self,
+        key: Key,
+        t: &Tuple,
+        now_ms: u64,
+        reclaimed: &mut dyn FnMut(Conn),
+    ) -> bool {
         match self.lookup(key, t) {
             None => false,
             Some((r, _)) if self.conn(r).is_expired(now_ms) => {
@@ -759,7 +777,7 @@ impl<'t> Guard<'t> {
     ) -> Result<(Ref, u32), InsertError> {
         let (key0, first) = match check {
             Clash::Both => (self.table.key(&conn.tuples[0]), 0),
-            Clash::ReplyOnly(key) => (key, 1),
+            Clash::ReplyOnly(key) | Clash::Neither(key, _) => (key, 1),
         };
         // Without NAT the reply tuple is the inverted original: its key
         // needs no hashing.
@@ -770,23 +788,30 @@ impl<'t> Guard<'t> {
             && reply.dst_port == orig.src_port
             && (orig.src, orig.src_port) != (orig.dst, orig.dst_port)
             && !orig.is_icmp();
-        let key1 = if inverted {
-            key0.inverted(self.table.buckets)
+        let (key1, reply_checked) = if let Clash::Neither(_, key) = check {
+            (key, true)
+        } else if inverted {
+            (key0.inverted(self.table.buckets), false)
         } else {
-            self.table.key(reply)
+            (self.table.key(reply), false)
         };
+        debug_assert_eq!(key0, self.table.key(orig));
         debug_assert_eq!(key1, self.table.key(reply));
         // (The two keys stay two values: an array of them was copied with
         // wide loads of what had just been stored narrowly.)
-        self.hold_both(key0.stripe, key1.stripe);
+        let mut held = self.hold_both(key0.stripe, key1.stripe);
         if let Some(es) = self.eim_stripe(conn.status, &conn.tuples) {
             // Taken now, so that no back-off splits the insert below.
+            let backoffs = self.backoffs;
             self.stripe(es);
+            held &= self.backoffs == backoffs;
         }
-        if first == 0 && self.lookup(key0, orig).is_some() {
+        // A back-off let the stripes go: what the caller looked up may have
+        // been inserted meanwhile.
+        if (first == 0 || !held) && self.lookup(key0, orig).is_some() {
             return Err(InsertError::Clash);
         }
-        if self.lookup(key1, reply).is_some() {
+        if (!reply_checked || !held) && self.lookup(key1, reply).is_some() {
             return Err(InsertError::Clash);
         }
         let hs = key0.stripe;
