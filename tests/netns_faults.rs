@@ -93,6 +93,18 @@ fn wait_metric(
     }
 }
 
+/// How many connections match the `conntrack -L` filter `query` now.
+fn conn_count(api: &str, query: &str) -> u64 {
+    let v: serde_json::Value = ureq::get(&format!("http://{api}/api/v1/conntrack/count?{query}"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .timeout(Duration::from_secs(10))
+        .call()
+        .unwrap_or_else(|e| panic!("GET count?{query}: {e}"))
+        .into_json()
+        .unwrap();
+    v["count"].as_u64().unwrap()
+}
+
 fn assert_balanced(s: &Stopped) {
     let t = &s.stats["totals"];
     let n = |k: &str| t[k].as_u64().unwrap();
@@ -341,4 +353,130 @@ fn link_down_and_up_under_traffic() {
     drop(chat);
     let s = gate.stop();
     assert_balanced(&s);
+}
+
+/// A host vanishes mid-connection (its address removed while a TCP
+/// connection to it is open and a UDP stream flows to it): ctgate keeps
+/// forwarding the other traffic, its unanswered solicitations and the
+/// packets it could not deliver are counted (neighbour refreshes, no_neighbour
+/// drops), the dead connections leave the table when their timeouts say so,
+/// and it stops cleanly.
+#[test]
+fn host_vanishes_mid_connection() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    const API: &str = "127.0.0.1:18212";
+    const TCP_TIMEOUT_S: f64 = 10.0;
+    const UDP_TIMEOUT_S: f64 = 5.0;
+    let dir = TempDir::new("faults-host");
+    let mut net = Net::new("ctfb");
+    net.host(
+        "cli",
+        &["192.0.2.2/24"],
+        &[
+            ("198.51.100.0/24", "192.0.2.1"),
+            ("203.0.113.0/24", "192.0.2.1"),
+        ],
+    );
+    net.host(
+        "srv",
+        &["198.51.100.2/24"],
+        &[("192.0.2.0/24", "198.51.100.1")],
+    );
+    net.host(
+        "oth",
+        &["203.0.113.2/24"],
+        &[("192.0.2.0/24", "203.0.113.1")],
+    );
+    let ports = [
+        ("cli", "192.0.2.1/24"),
+        ("srv", "198.51.100.1/24"),
+        ("oth", "203.0.113.1/24"),
+    ];
+    // Neighbours go stale after 1 s and are forgotten 5 s later unanswered
+    // (neigh::STALE_GRACE_MS); a packet waits 1 s for one.
+    let top = "neighbour_reachable_ms = 1000\nneighbour_timeout_ms = 1000";
+    let tail = format!(
+        "\n[conntrack.timeouts]\ntcp_timeout_established = {TCP_TIMEOUT_S}\nudp_timeout = {UDP_TIMEOUT_S}\nudp_timeout_stream = {UDP_TIMEOUT_S}\n"
+    );
+    let gate = Gate::start(&dir.0, &config(&net, &ports, API, top, &tail));
+
+    serve(&mut net, "srv", "udp-echo", "198.51.100.2", 7000, 60);
+    serve(&mut net, "srv", "tcp-echo", "198.51.100.2", 7001, 60);
+    serve(&mut net, "oth", "udp-echo", "203.0.113.2", 7000, 60);
+    let mut chat = HostProc::start(
+        &net,
+        "cli",
+        &["tcp-chat", "198.51.100.2", "7001", "60"],
+        "connected",
+    );
+    chat.say("hello");
+    assert_eq!(chat.line(20), "echo hello");
+    let tcp_idle_since = Instant::now();
+    assert_eq!(udp_echoed(&net, "cli", "198.51.100.2", 7000, 5), 5);
+    assert_eq!(udp_echoed(&net, "cli", "203.0.113.2", 7000, 5), 5);
+    const TCP_SRV: &str = "proto=tcp&dst=198.51.100.2";
+    const UDP_SRV: &str = "proto=udp&dst=198.51.100.2";
+    assert_eq!(conn_count(API, TCP_SRV), 1);
+
+    // srv vanishes: its address goes (its MAC stays on the link and answers
+    // nothing), while cli keeps streaming to it.
+    ip(&["-n", &net.ns("srv"), "addr", "flush", "dev", "eth0"]);
+    let mut stream = HostProc::start(
+        &net,
+        "cli",
+        &["udp-stream", "198.51.100.2", "7000", "100", "30"],
+        "streaming",
+    );
+    // The other host is served all along.
+    assert_eq!(udp_echoed(&net, "cli", "203.0.113.2", 7000, 30), 30);
+    let no_neigh = [("reason", "no_neighbour")];
+    wait_metric(API, "ctgate_dropped_packets_total", &no_neigh, 20, |v| {
+        v > 0.0
+    });
+    let refresh = [("event", "refresh")];
+    assert!(metric(API, "ctgate_neighbour_events_total", &refresh).unwrap() >= 1.0);
+    assert_eq!(udp_echoed(&net, "cli", "203.0.113.2", 7000, 10), 10);
+    stream.say("stop");
+    let report: serde_json::Value = serde_json::from_str(&stream.line(10)).unwrap();
+    let stream_end = Instant::now();
+    assert_eq!(report["echoed"], 0, "srv is gone: {report}");
+
+    // The idle TCP connection stays for its established timeout, then goes.
+    let left = |since: Instant, query: &str, timeout_s: f64| -> f64 {
+        let deadline = since + Duration::from_secs_f64(timeout_s + 4.0);
+        while conn_count(API, query) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{query}: still in the table {:.1} s after its last packet",
+                since.elapsed().as_secs_f64()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        since.elapsed().as_secs_f64()
+    };
+    let tcp_gone = left(tcp_idle_since, TCP_SRV, TCP_TIMEOUT_S);
+    assert!(
+        tcp_gone > TCP_TIMEOUT_S - 1.0,
+        "the TCP connection left {tcp_gone:.1} s after its last packet, before its {TCP_TIMEOUT_S} s"
+    );
+    let udp_gone = left(stream_end, UDP_SRV, UDP_TIMEOUT_S);
+    assert!(
+        udp_gone > UDP_TIMEOUT_S - 1.5,
+        "the UDP flows left {udp_gone:.1} s after their last packet, before their {UDP_TIMEOUT_S} s"
+    );
+    assert_eq!(udp_echoed(&net, "cli", "203.0.113.2", 7000, 5), 5);
+
+    drop(chat);
+    let log = gate.log_lines();
+    let s = gate.stop();
+    assert_balanced(&s);
+    let t = &s.stats["totals"];
+    assert!(t["drops"]["no_neighbour"].as_u64().unwrap() > 0, "{t:#}");
+    assert!(t["neigh_refreshes"].as_u64().unwrap() >= 1, "{t:#}");
+    assert!(
+        !log.iter().any(|l| l.contains("panicked")),
+        "{}",
+        log.join("\n")
+    );
 }
