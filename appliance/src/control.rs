@@ -346,6 +346,32 @@ fn watch_links(cfg: &Config, ports: &[Port], up: &mut [bool]) {
     }
 }
 
+/// The mbuf pool, as the control thread sees it: while it is empty the
+/// ports drop what they receive (counted as rx_nombuf only by PMDs that
+/// count it; net_af_packet leaves the frames to the kernel, which drops them
+/// silently), so running dry and recovering are logged.
+struct PoolWatch {
+    /// Fewer free mbufs than this: dry (a receive burst per worker).
+    low: u32,
+    dry: bool,
+}
+
+impl PoolWatch {
+    fn check(&mut self, pool: &Mempool) {
+        let free = pool.available();
+        if !self.dry && free < self.low {
+            self.dry = true;
+            tracing::warn!(
+                free,
+                "the mbuf pool ran dry: the ports drop what they receive until buffers come back; raise mempool_mbufs (or lower neighbour_queue if packets wait for a neighbour)"
+            );
+        } else if self.dry && free >= 4 * self.low {
+            self.dry = false;
+            tracing::info!(free, "the mbuf pool has free buffers again");
+        }
+    }
+}
+
 /// Parses a CPU list like `0-3,6`.
 pub fn parse_cpu_list(s: &str) -> Vec<u32> {
     let mut v = Vec::new();
@@ -552,8 +578,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         let mut last_hist = vec![0u64; stats::HIST_BUCKETS];
         let mut next_pressure_check = Instant::now();
         let mut links: Vec<bool> = ports.iter().map(|p| p.link().up).collect();
+        let mut pool_watch = PoolWatch {
+            low: (worker::BURST * cfg.workers.len()) as u32,
+            dry: false,
+        };
         while !term.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
+            pool_watch.check(&pool);
             if Instant::now() >= next_pressure_check {
                 // The table-full warning, with or without the REST API.
                 shared.check_pressure();
