@@ -618,3 +618,97 @@ port = "srv"
         .unwrap();
     assert!(inj["rx_nombuf"].as_u64().unwrap() > 0, "{inj:#}");
 }
+
+/// Hugepages missing at start, three ways an operator meets it: no hugetlbfs
+/// mounted at all, `--huge-dir` naming a directory that is not one, and a
+/// hugetlbfs mount whose size= limit leaves no pages. Each run is in a
+/// private mount namespace (the machine's mounts and its hugepage
+/// reservation, which other tests use, stay as they are): ctgate exits
+/// non-zero at once with one error line that says what to do.
+#[test]
+fn hugepages_missing_at_start() {
+    require_root();
+    let dir = TempDir::new("faults-huge");
+    let plain = dir.path("plain");
+    let limited = dir.path("limited");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::create_dir_all(&limited).unwrap();
+    let cases = [
+        (
+            "no hugetlbfs mounted",
+            r#"["--in-memory"]"#.to_owned(),
+            "awk '$3 == \"hugetlbfs\" { print $2 }' /proc/mounts | xargs -r -n1 umount -l"
+                .to_owned(),
+            vec!["no hugetlbfs is mounted", "mount -t hugetlbfs", "--no-huge"],
+        ),
+        (
+            "--huge-dir not a hugetlbfs",
+            format!(
+                r#"["--file-prefix=ctfd", "--huge-dir={}"]"#,
+                plain.display()
+            ),
+            "true".to_owned(),
+            vec!["is not a mounted hugetlbfs", "mount -t hugetlbfs nodev"],
+        ),
+        (
+            "a hugetlbfs without pages",
+            format!(
+                r#"["--file-prefix=ctfd", "--huge-dir", "{}"]"#,
+                limited.display()
+            ),
+            format!(
+                "mount -t hugetlbfs -o pagesize=2M,size=0 nodev {}",
+                limited.display()
+            ),
+            vec!["is limited to 0 MiB", "remount it larger"],
+        ),
+    ];
+    for (what, eal, setup, hints) in &cases {
+        let cfg = dir.path("huge.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "workers = [1]\nmempool_mbufs = 1024\neal_args = {eal}\n\n\
+                 [[port]]\nname = \"a\"\ndevargs = \"net_null0\"\nipv4 = \"192.0.2.1/24\"\n\n\
+                 [[port]]\nname = \"b\"\ndevargs = \"net_null1\"\nipv4 = \"198.51.100.1/24\"\n\n\
+                 [rest]\nenabled = false\n"
+            ),
+        )
+        .unwrap();
+        let script = format!(
+            "{setup} && exec {} run --duration 5 --config {}",
+            ctgate(),
+            cfg.display()
+        );
+        let out = run_for(
+            Command::new("unshare").args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ]),
+            30,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let all = format!("{what}: {}\n{stdout}{stderr}", out.status);
+        assert!(
+            !out.status.success() && out.status.code() != Some(124),
+            "{all}"
+        );
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("ctgate: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line: {all}");
+        for h in hints {
+            assert!(errors[0].contains(h), "{h:?} missing: {all}");
+        }
+        assert!(
+            !stderr.contains("panicked") && !stdout.contains("ctgate stats"),
+            "{all}"
+        );
+    }
+}

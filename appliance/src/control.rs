@@ -306,6 +306,9 @@ fn preflight(cfg: &Config) -> Result<(), RunError> {
             "no hugetlbfs is mounted: run `sudo scripts/setup.sh` (or `mount -t hugetlbfs nodev /dev/hugepages`), or add \"--no-huge\" to eal_args".into(),
         ));
     }
+    if let Some(msg) = huge_dir_problem(cfg, &mounts) {
+        return Err(RunError::Preflight(msg));
+    }
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let field = |name: &str| -> u64 {
         meminfo
@@ -370,6 +373,61 @@ impl PoolWatch {
             tracing::info!(free, "the mbuf pool has free buffers again");
         }
     }
+}
+
+/// What is wrong with the hugetlbfs `--huge-dir` names in `eal_args`, if
+/// anything: DPDK takes its pages from that mount only (unless
+/// `--in-memory`), and would fail with a bare errno ("Permission denied"
+/// when it is not a hugetlbfs, "Cannot allocate memory" when its size=
+/// limit is too small). `mounts` is /proc/mounts.
+fn huge_dir_problem(cfg: &Config, mounts: &str) -> Option<String> {
+    let mut args = cfg.eal_args.iter();
+    let mut dir = None;
+    while let Some(a) = args.next() {
+        if let Some(d) = a.strip_prefix("--huge-dir=") {
+            dir = Some(d.to_owned());
+        } else if a == "--huge-dir" {
+            dir = args.next().cloned();
+        }
+    }
+    let dir = dir?;
+    if cfg.eal_args.iter().any(|a| a == "--in-memory") {
+        return None;
+    }
+    let path = std::fs::canonicalize(&dir).unwrap_or_else(|_| PathBuf::from(&dir));
+    let Some(options) = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && f[2] == "hugetlbfs" && std::path::Path::new(f[1]) == path).then(|| f[3])
+    }) else {
+        return Some(format!(
+            "eal_args: --huge-dir {dir} is not a mounted hugetlbfs: mount one there (`mount -t hugetlbfs nodev {dir}`), or remove --huge-dir (DPDK then uses /dev/hugepages)"
+        ));
+    };
+    // size=N[KMG]: the mount's own limit, whatever the system reserved.
+    let option = |name: &str| {
+        options.split(',').find_map(|o| {
+            let v = o.strip_prefix(name)?.strip_prefix('=')?;
+            let (num, unit) = match v.char_indices().last()? {
+                (i, 'K' | 'k') => (&v[..i], 1u64 << 10),
+                (i, 'M' | 'm') => (&v[..i], 1 << 20),
+                (i, 'G' | 'g') => (&v[..i], 1 << 30),
+                _ => (v, 1),
+            };
+            num.parse::<u64>().ok().map(|n| n * unit)
+        })
+    };
+    let limit = option("size")?;
+    let page = option("pagesize").unwrap_or(2 << 20).max(1);
+    let need = cfg.hugepage_bytes_needed().div_ceil(page) * page;
+    (limit < need).then(|| {
+        format!(
+            "eal_args: the hugetlbfs at --huge-dir {dir} is limited to {} MiB (its size= option), ctgate needs about {} MiB (mempool_mbufs = {}): remount it larger (`mount -o remount,size={}M {dir}`), lower mempool_mbufs, or remove --huge-dir",
+            limit >> 20,
+            need >> 20,
+            cfg.mempool_mbufs,
+            need >> 20
+        )
+    })
 }
 
 /// Parses a CPU list like `0-3,6`.
@@ -866,6 +924,31 @@ mod tests {
         }
         // Three workers over ports with two queues: software.
         assert_eq!(kind(steering(3, &[("a", &rss), ("b", &rss2)])), "dispatch");
+    }
+
+    #[test]
+    fn huge_dir_must_be_a_hugetlbfs_with_room() {
+        let mounts = "nodev /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\n\
+                      nodev /mnt/small hugetlbfs rw,relatime,pagesize=2M,size=2M 0 0\n\
+                      tmpfs /tmp tmpfs rw 0 0\n";
+        let problem = |args: &str| {
+            let mut cfg = Config::testbed_default();
+            cfg.eal_args = args.split(' ').map(str::to_owned).collect();
+            huge_dir_problem(&cfg, mounts)
+        };
+        assert_eq!(problem("--in-memory"), None);
+        assert_eq!(problem("--huge-dir=/dev/hugepages"), None);
+        assert_eq!(problem("--huge-dir /dev/hugepages"), None);
+        let msg = problem("--huge-dir=/tmp").unwrap();
+        assert!(
+            msg.contains("--huge-dir /tmp is not a mounted hugetlbfs"),
+            "{msg}"
+        );
+        assert!(problem("--huge-dir /nonexistent").is_some());
+        let msg = problem("--huge-dir=/mnt/small").unwrap();
+        assert!(msg.contains("limited to 2 MiB"), "{msg}");
+        // --in-memory takes its pages without the mount.
+        assert_eq!(problem("--in-memory --huge-dir=/tmp"), None);
     }
 
     #[test]
