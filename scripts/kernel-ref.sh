@@ -16,10 +16,12 @@
 #   scripts/kernel-ref.sh --check [FILE.pcap ...]
 #                                         re-run and compare stdout with the stored
 #                                         reference (determinism check); writes nothing
-# Environment: KERNEL_CT_REF (default /work/shared/tools/kernel-ct-ref),
-#              KERNEL_REF_DIR (default tests/kernel-ref; the SNAT references:
-#              KERNEL_REF_DIR=tests/kernel-ref/snat KERNEL_CT_REF_ARGS="--nat-snat 203.0.113.1"),
-#              KERNEL_CT_REF_ARGS (extra arguments, default none).
+# Environment: KERNEL_CT_REF (default ../shared/tools/kernel-ct-ref beside the
+#              repository), KERNEL_REF_DIR (default tests/kernel-ref; the SNAT
+#              references: KERNEL_REF_DIR=tests/kernel-ref/snat),
+#              KERNEL_CT_REF_ARGS (default: the reference directory's
+#              kernel-ct-ref.args, which tests/kernel_diff.rs uses too when it
+#              runs the kernel live).
 # Exit status: 0 ok; 1 if any capture failed (or differed, with --check); 2 usage.
 set -u -o pipefail
 export LC_ALL=C
@@ -27,9 +29,14 @@ export LC_ALL=C
 root=$(cd "$(dirname "$0")/.." && pwd)
 pcapdir="$root/tests/pcaps"
 refdir="${KERNEL_REF_DIR:-$root/tests/kernel-ref}"
-tool=${KERNEL_CT_REF:-/work/shared/tools/kernel-ct-ref}
+tool=${KERNEL_CT_REF:-$root/../shared/tools/kernel-ct-ref}
+args_file="$refdir/kernel-ct-ref.args"
+if [ -z "${KERNEL_CT_REF_ARGS:-}" ] && [ ! -f "$args_file" ]; then
+    echo "kernel-ref.sh: no $args_file (the kernel-ct-ref arguments of these references)" >&2
+    exit 2
+fi
 # shellcheck disable=SC2206
-extra=(${KERNEL_CT_REF_ARGS:-})
+extra=(${KERNEL_CT_REF_ARGS:-$(cat "$args_file")})
 
 check=0
 if [ "${1:-}" = "--check" ]; then
@@ -78,7 +85,7 @@ for f in "${files[@]}"; do
     out="$refdir/$name.txt"
     err="$refdir/$name.stderr.txt"
     n=$((n + 1))
-    if ! "$tool" --topspeed "${extra[@]}" "$f" >"$tmp/out" 2>"$tmp/err"; then
+    if ! "$tool" "${extra[@]}" "$f" >"$tmp/out" 2>"$tmp/err"; then
         echo "FAIL  $rel: kernel-ct-ref exited non-zero:" >&2
         sed 's/^/      /' "$tmp/err" >&2
         fail=1

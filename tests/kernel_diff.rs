@@ -23,9 +23,18 @@
 //! section "Known differences of ctgate"), and an allowed line that no longer
 //! differs is an error too (keep the list exact).
 //!
+//! The kernel's side is this machine's kernel, live, when the machine can
+//! run `kernel-ct-ref` (root, with `nft`, `conntrack` and `tcpreplay`; the
+//! tool from `KERNEL_CT_REF` or `../shared/tools/kernel-ct-ref` beside the
+//! repository), with the arguments in the reference directory's
+//! `kernel-ct-ref.args`; otherwise the recorded files. The report says which
+//! (and, live, every capture where the recorded file no longer matches: re-record
+//! it with `scripts/kernel-ref.sh`).
+//!
 //! Environment: `KERNEL_DIFF_FILTER=substring` compares only the captures whose
 //! relative name contains it; `KERNEL_DIFF_TIMEOUT=seconds` (default 300) bounds
-//! each `ctgate replay` run.
+//! each `ctgate replay` run; `KERNEL_DIFF_RECORDED=1` uses the recorded files
+//! even where the kernel could be run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -34,6 +43,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ normalizer
@@ -350,6 +360,67 @@ fn mask_reply_ports(line: &str) -> String {
     format!("{orig}{}", reply.join(" "))
 }
 
+// ------------------------------------------------------------------ the kernel
+
+/// Where the kernel's side comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// `kernel-ct-ref` run now, on this machine's kernel (its release).
+    Live(String),
+    /// The files under the reference directory, and why not live.
+    Recorded(String),
+}
+
+/// The `kernel-ct-ref` this machine can run, or why not.
+fn live_tool() -> Result<PathBuf, String> {
+    if std::env::var_os("KERNEL_DIFF_RECORDED").is_some_and(|v| v != "0") {
+        return Err("KERNEL_DIFF_RECORDED is set".into());
+    }
+    let tool = std::env::var_os("KERNEL_CT_REF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/tools/kernel-ct-ref"));
+    if !tool.is_file() {
+        return Err(format!("no {}", tool.display()));
+    }
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| format!("id -u: {e}"))?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not root".into());
+    }
+    for t in ["nft", "conntrack", "tcpreplay"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Err(format!("no `{t}` (Debian: nftables, conntrack, tcpreplay)"));
+        }
+    }
+    Ok(tool)
+}
+
+/// The kernel's table and summary for one capture, run by `tool` with
+/// `args` (one run per capture and argument set in this process: the six
+/// tests share them; runs one at a time, each takes about a second).
+fn live_reference(tool: &Path, args: &str, pcap: &Path) -> Result<(String, String), String> {
+    type Runs = Mutex<BTreeMap<(String, PathBuf), Result<(String, String), String>>>;
+    static RUNS: OnceLock<Runs> = OnceLock::new();
+    let runs = RUNS.get_or_init(Default::default);
+    let mut runs = runs.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (args.to_string(), pcap.to_path_buf());
+    if let Some(r) = runs.get(&key) {
+        return r.clone();
+    }
+    let mut argv: Vec<&OsStr> = args.split_whitespace().map(OsStr::new).collect();
+    argv.push(pcap.as_os_str());
+    let r = run_command_both(&tool.to_string_lossy(), &argv, Duration::from_secs(120));
+    runs.insert(key, r.clone());
+    r
+}
+
 /// `shared/icmp-echo.pcap` -> `shared__icmp-echo.pcap.txt`
 fn reference_name(rel: &str) -> String {
     format!("{}.txt", rel.replace('/', "__"))
@@ -617,6 +688,20 @@ fn differential(ref_sub: &str, nat: bool, workers: u32) {
         }
     }
 
+    let live_args = fs::read_to_string(ref_dir.join("kernel-ct-ref.args"))
+        .unwrap_or_else(|e| panic!("{ref_sub}/kernel-ct-ref.args: {e}"));
+    let live_args = live_args.trim();
+    let (tool, source) = match live_tool() {
+        Ok(tool) => {
+            let release = Command::new("uname").arg("-r").output().map_or_else(
+                |_| "?".to_string(),
+                |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            );
+            (Some(tool), Source::Live(release))
+        }
+        Err(why) => (None, Source::Recorded(why)),
+    };
+    let mut stale: Vec<String> = Vec::new();
     let mut report = String::new();
     let (mut compared, mut identical, mut only_allowed, mut no_ref) = (0, 0, 0, 0);
     let mut counted = 0;
@@ -625,9 +710,26 @@ fn differential(ref_sub: &str, nat: bool, workers: u32) {
             continue;
         }
         let ref_path = ref_dir.join(reference_name(rel));
-        let Ok(reference) = fs::read_to_string(&ref_path) else {
+        let stderr_ref = ref_dir.join(reference_name(rel).replace(".txt", ".stderr.txt"));
+        let Ok(recorded) = fs::read_to_string(&ref_path) else {
             no_ref += 1;
             continue;
+        };
+        // The kernel's table and summary: live, or as recorded.
+        let (reference, kernel_summary) = match &tool {
+            Some(tool) => match live_reference(tool, live_args, pcap) {
+                Ok((table, summary)) => {
+                    if table != recorded {
+                        stale.push(rel.clone());
+                    }
+                    (table, Some(summary))
+                }
+                Err(e) => {
+                    problems.push(format!("{rel}: the live kernel reference failed: {e}"));
+                    continue;
+                }
+            },
+            None => (recorded, fs::read_to_string(&stderr_ref).ok()),
         };
         compared += 1;
         let kernel: Vec<String> = reference
@@ -657,15 +759,14 @@ fn differential(ref_sub: &str, nat: bool, workers: u32) {
         }
         let mut diff = diff_tables(&kernel, &ours);
         // Beside the tables: what was forwarded, INVALID, delivered locally.
-        let stderr_ref = ref_dir.join(reference_name(rel).replace(".txt", ".stderr.txt"));
-        if let Ok(k) = fs::read_to_string(&stderr_ref) {
+        if let Some(k) = kernel_summary {
             counted += 1;
             match (kernel_counts(&k), ctgate_counts(&summary)) {
                 (Some(k), Some(c)) if k == c => {}
                 (Some(k), Some(c)) => diff.push((Side::Counts, format!("kernel {k}; ctgate {c}"))),
                 (k, c) => problems.push(format!(
-                    "{rel}: counts unreadable (kernel {k:?} from {}, ctgate {c:?} from replay's stderr)",
-                    stderr_ref.display()
+                    "{rel}: counts unreadable (kernel {k:?} from kernel-ct-ref's stderr, ctgate {c:?} \
+                     from replay's stderr)"
                 )),
             }
         }
@@ -737,6 +838,26 @@ fn differential(ref_sub: &str, nat: bool, workers: u32) {
     }
 
     eprintln!("{report}");
+    match &source {
+        Source::Live(release) => eprintln!(
+            "kernel_differential: the kernel's side ran live on this machine's kernel {release} \
+             (kernel-ct-ref {live_args}){}",
+            if stale.is_empty() {
+                "; every recorded reference still matches it".to_string()
+            } else {
+                format!(
+                    "; {} recorded reference(s) no longer match it (re-record with \
+                     scripts/kernel-ref.sh): {}",
+                    stale.len(),
+                    stale.join(", ")
+                )
+            }
+        ),
+        Source::Recorded(why) => eprintln!(
+            "kernel_differential: the kernel's side is the recorded references in {ref_sub} \
+             (not live: {why})"
+        ),
+    }
     eprintln!(
         "kernel_differential: {compared} capture(s) compared ({counted} with packet counts){}: \
          {identical} identical, {only_allowed} with allowed differences only, {} with problems; \
