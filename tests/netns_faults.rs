@@ -481,8 +481,8 @@ fn host_vanishes_mid_connection() {
     );
 }
 
-/// `n` copies of a UDP datagram from `src` to `dst` (IPv4, no UDP
-/// checksum), addressed to `dst_mac`, as a pcap file.
+/// `n` UDP datagrams from `src` to `dst` port 9 (IPv4, no UDP checksum;
+/// 64 source ports in turn), addressed to `dst_mac`, as a pcap file.
 fn write_udp_pcap(path: &std::path::Path, n: usize, dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) {
     let mut f = Vec::new();
     for w in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
@@ -586,11 +586,12 @@ port = "srv"
     let nombuf = metric(API, "ctgate_port_rx_nombuf_total", &[("port", "inj")]).unwrap();
     assert!(nombuf > 0.0, "rx_nombuf of the pcap port: {nombuf}");
     let no_neigh = [("reason", "no_neighbour")];
-    let held = metric(API, "ctgate_dropped_packets_total", &no_neigh).unwrap();
-    assert!(
-        held + nombuf >= BURST as f64 - 64.0,
-        "the burst: {held} no_neighbour + {nombuf} rx_nombuf of {BURST}"
-    );
+    // What the pool held is dropped as its waits end (not all at once): the
+    // burst, less a few packets in flight, is lost for lack of an mbuf or
+    // dropped waiting for the neighbour.
+    let held = wait_metric(API, "ctgate_dropped_packets_total", &no_neigh, 10, |v| {
+        v + nombuf >= BURST as f64 - 64.0
+    });
     assert_eq!(udp_echoed(&net, "cli", "198.51.100.2", 7000, 20), 20);
 
     // A burst from the cli host, through af_packet.
@@ -710,5 +711,107 @@ fn hugepages_missing_at_start() {
             !stderr.contains("panicked") && !stdout.contains("ctgate stats"),
             "{all}"
         );
+    }
+}
+
+/// SIGTERM under full load: tcpreplay sends UDP from the cli host as fast
+/// as it can, most of it to a sink on the srv host that never answers, a
+/// tenth to a next hop that never answers (so that packets always wait for
+/// a neighbour), and while it still does, ctgate gets SIGTERM: it stops,
+/// drains (what waits for a neighbour is freed as `shutdown`) and exits 0
+/// within a bound, and its final counters balance (every mbuf it received
+/// or made was transmitted or freed under a reason).
+#[test]
+fn sigterm_under_full_load() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    const API: &str = "127.0.0.1:18215";
+    let dir = TempDir::new("faults-term");
+    let mut net = Net::new("ctfe");
+    net.host(
+        "cli",
+        &["192.0.2.2/24"],
+        &[("198.51.100.0/24", "192.0.2.1")],
+    );
+    net.host(
+        "srv",
+        &["198.51.100.2/24"],
+        &[("192.0.2.0/24", "198.51.100.1")],
+    );
+    let ports = [("cli", "192.0.2.1/24"), ("srv", "198.51.100.1/24")];
+    let tail = "[[route]]\nprefix = \"203.0.113.0/24\"\nvia = \"198.51.100.99\"\nport = \"srv\"\n";
+    let gate = Gate::start(&dir.0, &config(&net, &ports, API, "", tail));
+    serve(&mut net, "srv", "udp-sink", "198.51.100.2", 9, 60);
+    // ctgate learns srv's address before the flood.
+    net.check("cli", &["ping", "-c", "1", "-W", "2", "198.51.100.2"], 30);
+
+    // The frames go to ctgate's cli port: the MAC of its veth end.
+    let mac =
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", net.gw_if("cli"))).unwrap();
+    let mac: Vec<u8> = mac
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let mac: [u8; 6] = mac.try_into().unwrap();
+    let (to_srv, to_nowhere) = (dir.path("srv.pcap"), dir.path("nowhere.pcap"));
+    write_udp_pcap(&to_srv, 900, mac, [192, 0, 2, 2], [198, 51, 100, 2]);
+    write_udp_pcap(&to_nowhere, 100, mac, [192, 0, 2, 2], [203, 0, 113, 9]);
+    let (to_srv, to_nowhere) = (
+        to_srv.display().to_string(),
+        to_nowhere.display().to_string(),
+    );
+    let mut replay = Bg(net
+        .cmd(
+            "cli",
+            &[
+                "timeout",
+                "30",
+                "tcpreplay",
+                "-q",
+                "-i",
+                "eth0",
+                "--topspeed",
+                "--loop=0",
+                &to_srv,
+                &to_nowhere,
+            ],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    let fwd = wait_metric(API, "ctgate_forwarded_packets_total", &[], 20, |v| {
+        v >= 100_000.0
+    });
+    assert!(
+        replay.0.try_wait().unwrap().is_none(),
+        "tcpreplay stopped before the signal"
+    );
+
+    let signalled = Instant::now();
+    let s = gate.stop();
+    let stopped_in = signalled.elapsed();
+    assert!(
+        stopped_in < Duration::from_secs(10),
+        "ctgate took {stopped_in:?} to stop"
+    );
+    assert!(
+        replay.0.try_wait().unwrap().is_none(),
+        "the load ended before ctgate did"
+    );
+    assert!(s.stdout.contains("ctgate stats after"), "{}", s.stdout);
+    assert_balanced(&s);
+    let t = &s.stats["totals"];
+    assert!(t["forwarded"].as_u64().unwrap() as f64 >= fwd, "{t:#}");
+    assert!(t["drops"]["shutdown"].as_u64().unwrap() > 0, "{t:#}");
+}
+
+/// A background program, killed on drop.
+struct Bg(Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

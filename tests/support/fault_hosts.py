@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The programs the fault tests (tests/netns_faults.rs) run on the Linux
-hosts in their network namespaces: echo servers, a UDP stream that notes when
-each echo came back, and a TCP client driven line by line from stdin.
+hosts in their network namespaces: echo servers, a sink, a UDP stream that
+notes when each echo came back, and a TCP client driven line by line from
+stdin.
 
 Every command has a time bound; nothing here talks to anything but the
 addresses it is given.
@@ -67,6 +68,15 @@ def tcp_echo(host, port, secs):
         except socket.timeout:
             continue
         threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+
+def udp_sink(host, port, secs):
+    """Binds and never reads: the kernel drops what overflows the socket's
+    buffer, and sends no port-unreachable back."""
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.bind((host, int(port)))
+    print("listening", flush=True)
+    time.sleep(float(secs))
 
 
 def stdin_stop(secs):
@@ -147,6 +157,7 @@ def main():
     cmds = {
         "udp-echo": udp_echo,
         "tcp-echo": tcp_echo,
+        "udp-sink": udp_sink,
         "udp-stream": udp_stream,
         "tcp-chat": tcp_chat,
     }
