@@ -180,7 +180,11 @@ fn l4_checksum_ok_with(frame: &[u8], p: &Parsed, rfc_v6_addresses: bool) -> bool
                 return false;
             };
             // RFC 3828 3.1: the pseudo-header carries the datagram's length.
-            let pseudo = pseudo_header(p.family, &src, &dst, IPPROTO_UDPLITE, seg.len() as u32);
+            // Its protocol is UDP's (17), not UDP-Lite's: what Linux's
+            // conntrack checks (udplite_error hands IPPROTO_UDP to
+            // nf_checksum_partial), so a checksum made by RFC 3828 fails
+            // there, and here (docs/kernel-differences.md).
+            let pseudo = pseudo_header(p.family, &src, &dst, IPPROTO_UDP, seg.len() as u32);
             combine(pseudo, sum(&seg[..coverage])) == 0xffff
         }
         L4::Udp { .. } => {

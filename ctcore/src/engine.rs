@@ -1534,16 +1534,13 @@ enum Tracked {
 }
 
 /// The ports of a packet's tuple (nf_ct_get_tuple): TCP / UDP / UDP-Lite /
-/// SCTP / DCCP ports; for ICMP the echo id and `(type << 8) | code`; for
+/// SCTP ports (DCCP is generic: 0, as in kernels without its tracker); for ICMP the echo id and `(type << 8) | code`; for
 /// GRE version 1 (PPTP) the call id as the destination key (without the
 /// helper's key map the source key is 0: gre_keymap_lookup); 0 otherwise.
 fn tuple_ports(p: &Parsed) -> (u16, u16) {
     match p.l4 {
         L4::Tcp(info) => (info.src_port, info.dst_port),
         L4::Udp { src_port, dst_port }
-        | L4::Dccp {
-            src_port, dst_port, ..
-        }
         | L4::Sctp {
             src_port, dst_port, ..
         } => (src_port, dst_port),

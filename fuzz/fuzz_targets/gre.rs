@@ -1,4 +1,4 @@
-//! GRE and DCCP headers: the body is `ctcore::fuzzing::gre` (its invariants there; the
+//! GRE headers: the body is `ctcore::fuzzing::gre` (its invariants there; the
 //! committed corpus is replayed by ctcore's `fuzz_corpus` test).
 #![no_main]
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::conn::{Conn, Status};
 use crate::table::Guard;
 use crate::tuple::{
-    Addr, Family, Tuple, IPPROTO_DCCP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+    Addr, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
     IPPROTO_UDP, IPPROTO_UDPLITE,
 };
 pub use maglev::{Backend, Pool};
@@ -92,11 +92,13 @@ impl Match {
     }
 }
 
-/// Protocols whose tuples carry ports NAT may change.
+/// Protocols whose tuples carry ports NAT may change (not DCCP: tracked
+/// generically, as by kernels without its tracker, and translated by
+/// address only, as by their NAT).
 pub fn has_ports(proto: u8) -> bool {
     matches!(
         proto,
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP
     )
 }
 

@@ -2,7 +2,7 @@
 
 use super::{be16, ipv4, ipv6, Family, IcmpInfo, InnerTuple, ParseError, L4};
 use crate::tuple::{
-    IPPROTO_DCCP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
     IPPROTO_UDPLITE,
 };
 
@@ -129,13 +129,13 @@ pub(crate) fn quoted_v6(frame: &[u8], off: usize, end: usize) -> Option<InnerTup
     })
 }
 
-/// Ports of a quoted L4 header: TCP/UDP/UDP-Lite/SCTP/DCCP ports; for ICMP
+/// Ports of a quoted L4 header: TCP/UDP/UDP-Lite/SCTP ports; for ICMP
 /// (of the same family) the id and `(type << 8) | code`. `None` if those 8 bytes
 /// are not there. Other protocols have no ports and need no bytes (the
 /// kernel's generic tracker).
 fn quoted_ports(family: Family, proto: u8, l4: &[u8]) -> Option<(u16, u16)> {
     match (family, proto) {
-        (_, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP) => {
+        (_, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP) => {
             let h = l4.get(..QUOTED_L4_LEN)?;
             Some((be16(h, 0), be16(h, 2)))
         }

@@ -727,14 +727,16 @@ fn with_l4_checksum(mut f: Vec<u8>, at: usize) -> Vec<u8> {
     f[l4 + at..l4 + at + 2].copy_from_slice(&[0, 0]);
     let c = match p.l4 {
         L4::Icmp(_) if p.family == Family::V4 => crate::checksum::checksum(&f[l4..end]),
-        // UDP-Lite: the whole length in the pseudo-header, the sum over the coverage.
+        // UDP-Lite: the whole length in the pseudo-header, the sum over the
+        // coverage, and UDP's protocol number (17) in the pseudo-header, as
+        // Linux's conntrack checks it (see checksum.rs).
         L4::Udp { .. } if p.proto == 136 => {
             use crate::checksum::{combine, pseudo_header, sum};
             let coverage = match usize::from(u16::from_be_bytes([f[l4 + 4], f[l4 + 5]])) {
                 0 => end - l4,
                 c => c,
             };
-            let pseudo = pseudo_header(p.family, &p.src, &p.dst, 136, (end - l4) as u32);
+            let pseudo = pseudo_header(p.family, &p.src, &p.dst, 17, (end - l4) as u32);
             !combine(pseudo, sum(&f[l4..l4 + coverage]))
         }
         _ => crate::checksum::l4_checksum(p.family, &p.src, &p.dst, p.proto, &f[l4..end]),
@@ -800,6 +802,19 @@ fn udplite_checksum_covers_its_coverage() {
     let mut g = f.clone();
     g[14 + 40] ^= 1;
     assert!(!l4_checksum_ok(&g, &parse(&g).unwrap()));
+    // The checksum RFC 3828 gives (UDP-Lite's 136 in the pseudo-header) is
+    // not the one conntrack accepts.
+    let mut rfc = seg.clone();
+    rfc[6..8].fill(0);
+    let f_rfc = v6_frame(136, &rfc);
+    let p_rfc = parse(&f_rfc).unwrap();
+    let c = !crate::checksum::combine(
+        crate::checksum::pseudo_header(Family::V6, &p_rfc.src, &p_rfc.dst, 136, 12),
+        crate::checksum::sum(&rfc[..8]),
+    );
+    rfc[6..8].copy_from_slice(&c.to_be_bytes());
+    let f_rfc = v6_frame(136, &rfc);
+    assert!(!l4_checksum_ok(&f_rfc, &parse(&f_rfc).unwrap()));
     // A zero checksum is invalid for UDP-Lite.
     let f = v4_frame(136, 0, &seg);
     assert!(!l4_checksum_ok(&f, &parse(&f).unwrap()));
@@ -844,22 +859,17 @@ fn l4_needs_by_protocol() {
         Err(TruncatedL4)
     );
     assert_eq!(parse(&v4_frame(132, 0, &[0; 11])), Err(TruncatedL4));
-    assert_eq!(parse(&v4_frame(33, 0, &[0; 11])), Err(TruncatedL4));
     assert_eq!(parse(&v4_frame(47, 0, &[0; 3])), Err(TruncatedL4));
     assert_eq!(
         parse(&v4_frame(47, 0, &[0x30, 0x01, 0x88, 0x0b, 0, 0, 0])),
         Err(TruncatedL4)
     );
     assert_eq!(parse(&v4_frame(89, 0, &[])).map(|p| p.l4), Ok(L4::Other)); // OSPF
+    // DCCP is a generic protocol to this kernel (no tracker since 6.16):
+    // any bytes, even too few for a DCCP header.
     let dccp = [0x9c, 0x40, 0x13, 0x89, 0x07, 0x00, 0, 0, 0x01, 0, 0, 0];
-    assert_eq!(
-        parse(&v6_frame(33, &dccp)).map(|p| p.l4),
-        Ok(L4::Dccp {
-            src_port: 40000,
-            dst_port: 5001,
-            pkt_type: 0
-        })
-    );
+    assert_eq!(parse(&v6_frame(33, &dccp)).map(|p| p.l4), Ok(L4::Other));
+    assert_eq!(parse(&v4_frame(33, 0, &[0; 3])).map(|p| p.l4), Ok(L4::Other));
 }
 
 #[test]
@@ -948,10 +958,13 @@ fn parse_common(frame: &[u8], ipv4_checksum: bool) -> Option<Parsed> {
             offset: 0,
             more: true,
         }),
-        l4: L4::Dccp {
+        l4: L4::Sctp {
             src_port: 1,
             dst_port: 2,
-            pkt_type: 3,
+            vtag: 3,
+            chunk_map: 4,
+            first_chunk: 5,
+            first_flags: 6,
         },
     };
     let ports = parse_common_into(frame, ipv4_checksum, &mut p)?;
