@@ -1183,7 +1183,11 @@ print(json.dumps(got))
         "{out}"
     );
     let stopped = gate.stop();
-    let table: Vec<String> = stopped.stats["conntrack"]["table"]
+    let ct = &stopped.stats["conntrack"];
+    // One mapping (192.0.2.2:5000), held by both flows; none refused.
+    assert_eq!(ct["nat_eim_mappings"], 1, "{ct}");
+    assert_eq!(ct["nat_eim_full"], 0, "{ct}");
+    let table: Vec<String> = ct["table"]
         .as_array()
         .unwrap()
         .iter()

@@ -972,6 +972,96 @@ fn table_pressure_is_reported() {
     });
 }
 
+/// An event subscriber that stops reading while events pour in (40,000 of
+/// them: new connections into an 8-connection table, each evicted again) is
+/// dropped once ctgate could write nothing to it for 10 s: its stream slot
+/// comes free, while a subscriber that reads keeps its stream.
+#[test]
+fn a_subscriber_that_stops_reading_is_dropped() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("rest-stalled");
+    let mut bed = Bed::up(P);
+    const API4: &str = "127.0.0.1:18185";
+    start_small_table(
+        &mut bed,
+        &dir,
+        &format!("bind = \"{API4}\"\ntoken = \"{TOKEN}\""),
+    );
+    let subscribers = || -> u64 {
+        let m = ureq::get(&format!("http://{API4}/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("ctgate_conntrack_event_subscribers "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no subscriber gauge: {m}"))
+    };
+    // The stalled subscriber: a 1 KiB receive buffer, and never a read.
+    let stalled = format!(
+        r#"
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+s.connect(("127.0.0.1", {port}))
+s.sendall(b"GET /api/v1/conntrack/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+print("subscribed", flush=True)
+time.sleep(60)
+"#,
+        port = API4.rsplit(':').next().unwrap()
+    );
+    let mut holder = Command::new("/usr/bin/python3")
+        .args(["-c", &stalled])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = lines_of(holder.stdout.take().unwrap());
+    bed.children.push(holder);
+    wait_line(&said, 10, "stalled subscriber", |l| l == "subscribed");
+    // A subscriber that reads everything.
+    let mut reader = TcpStream::connect(API4).unwrap();
+    reader
+        .write_all(
+            format!(
+                "GET /api/v1/conntrack/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let events = sse_events(reader);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscribers() != 2 {
+        assert!(Instant::now() < deadline, "subscribers: {}", subscribers());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flood = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(20000):
+    s.sendto(b"x", ("198.51.100.2", 1024 + i % 60000))
+"#;
+    let t = Instant::now();
+    let out = run_for(&mut in_ns("cli", &["python3", "-c", flood]), 60);
+    assert!(out.status.success(), "{out:?}");
+    // Within the write timeout (10 s) of the flood's end, and some slack.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while subscribers() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled subscriber still holds its stream {:?} after the flood began",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut seen = 0;
+    while events.recv_timeout(Duration::from_millis(200)).is_ok() {
+        seen += 1;
+    }
+    assert!(seen > 1000, "the reading subscriber got {seen} events");
+}
+
 /// The table-full warning comes from the control thread: logged with the
 /// REST API off too.
 #[test]
@@ -1218,6 +1308,19 @@ fn rest_api_cannot_be_exhausted_or_phished() {
     assert_eq!((served, refused), (16, 84));
     assert_eq!(healthz(), Some(200));
     drop(streams);
+    let refused_metric = |reason: &str| -> u64 {
+        let m = ureq::get(&format!("http://{API3}/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        let key = format!("ctgate_rest_refused_total{{reason=\"{reason}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key}in /metrics"))
+    };
+    assert_eq!(refused_metric("subscribers"), 84, "each 429 counted");
 
     // An oversized body: 413, in JSON.
     let (s, v) = {
@@ -1268,6 +1371,10 @@ fn rest_api_cannot_be_exhausted_or_phished() {
         std::thread::sleep(Duration::from_millis(500));
     }
     drop(silent);
+    assert!(
+        refused_metric("connections") > 0,
+        "connections beyond the 512 slots are counted"
+    );
     let (answer, eof) = read_until_eof(&mut slow, 30);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains(r#""error":"#), "{answer}");

@@ -204,6 +204,10 @@ pub struct CtReport {
     pub nat_out_of_ports: u64,
     /// Source NAT ports (and ICMP ids) in use at the end.
     pub nat_ports_in_use: u64,
+    /// Endpoint-independent mappings held at the end, and those refused
+    /// because the maps were full.
+    pub nat_eim_mappings: u64,
+    pub nat_eim_full: u64,
     pub table: Vec<String>,
 }
 
@@ -213,6 +217,7 @@ pub const LISTING_MAX: u32 = 65_536;
 impl CtReport {
     pub fn from_shared(shared: &pipeline::Shared) -> CtReport {
         let t = shared.totals();
+        let eim = shared.eim();
         let nat = shared
             .engine
             .nat()
@@ -247,6 +252,8 @@ impl CtReport {
             nat,
             nat_out_of_ports: t.nat_out_of_ports,
             nat_ports_in_use: shared.nat_ports(None).in_use,
+            nat_eim_mappings: eim.mappings,
+            nat_eim_full: eim.full,
             // A million formatted lines help nobody and take seconds.
             table: if shared.engine.table().len() <= LISTING_MAX {
                 shared.listing()

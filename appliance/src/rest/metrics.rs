@@ -174,6 +174,28 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         "Source NAT ports (and ICMP ids) some connection uses, per lcore (its table stripes).",
         &["lcore"],
     );
+    let eim = state.ctx.shared.eim();
+    out.gauge(
+        "ctgate_nat_eim_mappings",
+        "Endpoint-independent NAT mappings held (live, and lapsed ones not yet swept).",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(eim.mappings as i64);
+    out.gauge(
+        "ctgate_nat_eim_capacity_mappings",
+        "The most endpoint-independent NAT mappings the table holds (0: no rule makes them).",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(eim.limit as i64);
+    out.counter(
+        "ctgate_nat_eim_full_total",
+        "New endpoint-independent mappings refused because the maps were full (the connection was translated without one).",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .inc_by(eim.full);
     let owned = out.gauge(
         "ctgate_worker_connections",
         "Connections in the table stripes a worker owns, per lcore.",
@@ -250,6 +272,18 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     )
     .with_label_values::<&str>(&[])
     .set(state.open_connections() as i64);
+    let refused = out.counter(
+        "ctgate_rest_refused_total",
+        "Clients the REST API turned away at a bound: connections beyond its 512 (reason=connections, closed at accept), event streams beyond [rest] max_subscribers (reason=subscribers, 429).",
+        &["reason"],
+    );
+    let (connections, subscribers) = state.refusals();
+    refused
+        .with_label_values(&["connections"])
+        .inc_by(connections);
+    refused
+        .with_label_values(&["subscribers"])
+        .inc_by(subscribers);
 
     // Policy and NAT.
     let pol = out.counter(

@@ -35,6 +35,7 @@ pub mod events;
 pub mod filter;
 pub mod metrics;
 pub mod telemetry;
+pub mod write_timeout;
 
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
@@ -63,6 +64,7 @@ use crate::neigh::NeighTable;
 use crate::pipeline::{Published, Shared, TopSource, TOP_SOURCES};
 use crate::stats::{SharedStats, Totals};
 use filter::{conn_json, Filter};
+use write_timeout::WriteTimeout;
 
 /// Where the token is kept when the config names neither `token` nor `token_file`.
 pub const DEFAULT_TOKEN_FILE: &str = "/run/ctgate/rest-token";
@@ -290,6 +292,16 @@ pub struct State {
     deleter: Mutex<ctcore::engine::Worker>,
     /// One permit per client connection the server may hold (`MAX_CONNECTIONS`).
     slots: Arc<tokio::sync::Semaphore>,
+    /// What the API turned away because a bound was reached.
+    refused: Arc<Refused>,
+}
+
+/// Clients turned away at a bound: connections beyond `MAX_CONNECTIONS`
+/// (closed at accept), event streams beyond `max_subscribers` (429).
+#[derive(Default)]
+pub struct Refused {
+    pub connections: std::sync::atomic::AtomicU64,
+    pub subscribers: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -319,6 +331,15 @@ impl State {
     /// Client connections open now (event streams and this request included).
     fn open_connections(&self) -> usize {
         MAX_CONNECTIONS - self.slots.available_permits()
+    }
+
+    /// (connections, event streams) refused at their bounds so far.
+    fn refusals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.refused.connections.load(Relaxed),
+            self.refused.subscribers.load(Relaxed),
+        )
     }
 }
 
@@ -449,6 +470,7 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
         started: Instant::now(),
         deleter: Mutex::new(deleter),
         slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        refused: Arc::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -463,9 +485,9 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
                     }
                 };
                 tokio::spawn(state.events.clone().pump(state.ctx.shared.clone()));
-                let slots = state.slots.clone();
+                let (slots, refused) = (state.slots.clone(), state.refused.clone());
                 tokio::select! {
-                    _ = serve(listener, slots, router(state)) => {}
+                    _ = serve(listener, slots, refused, router(state)) => {}
                     _ = stop_rx => {}
                 }
             });
@@ -491,10 +513,18 @@ const MAX_CONNECTIONS: usize = 512;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's body must arrive within this, and be at most `MAX_BODY` bytes.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a response or event stream may wait for a client that reads
+/// nothing before its connection is dropped (`write_timeout`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY: usize = 64 * 1024;
 
 /// The accept loop: one task per connection, HTTP/1.1 with a header timeout.
-async fn serve(listener: tokio::net::TcpListener, slots: Arc<tokio::sync::Semaphore>, app: Router) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
+    refused: Arc<Refused>,
+    app: Router,
+) {
     let mut refused_logged: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
@@ -507,6 +537,9 @@ async fn serve(listener: tokio::net::TcpListener, slots: Arc<tokio::sync::Semaph
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if refused_logged.is_none_or(|t| t.elapsed() >= PRESSURE_LOG_EVERY) {
                 tracing::warn!(
                     max = MAX_CONNECTIONS,
@@ -523,7 +556,10 @@ async fn serve(listener: tokio::net::TcpListener, slots: Arc<tokio::sync::Semaph
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(WriteTimeout::new(stream, WRITE_TIMEOUT)),
+                    svc,
+                )
                 .await;
             drop(slot);
         });
@@ -804,6 +840,7 @@ async fn stats(AxState(st): St) -> Json<Value> {
     let s = Snapshot::take(&st);
     let table = st.ctx.shared.engine.table();
     let nat_ports = st.ctx.shared.nat_ports(None);
+    let eim = st.ctx.shared.eim();
     let lcores: Vec<Value> = s
         .lcores
         .iter()
@@ -856,6 +893,11 @@ async fn stats(AxState(st): St) -> Json<Value> {
                 "in_use": nat_ports.in_use,
                 "port_maps": nat_ports.maps,
                 "port_map_overflow": nat_ports.overflow,
+            },
+            "nat_eim": {
+                "mappings": eim.mappings,
+                "capacity": eim.limit,
+                "full": eim.full,
             },
             "gc": { "expired": s.ct_total.ct.expired },
             "events": {
@@ -999,6 +1041,9 @@ async fn ct_events(
     authorize(&st, &headers)?;
     let (f, _) = Filter::parse(&query_pairs(&q), &[]).map_err(bad)?;
     let Some((rx, sub)) = st.events.subscribe(&st.ctx.shared, st.max_subscribers) else {
+        st.refused
+            .subscribers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError(
             StatusCode::TOO_MANY_REQUESTS,
             format!(

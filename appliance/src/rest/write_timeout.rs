@@ -135,7 +135,9 @@ mod tests {
             }
             got
         });
-        w.write_all(&[1u8; 8192]).await.expect("a moving reader is never cut off");
+        w.write_all(&[1u8; 8192])
+            .await
+            .expect("a moving reader is never cut off");
         assert!(reader.await.unwrap() >= 8192);
         drop(b);
     }

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::conn::{Conn, Status};
 use crate::table::Guard;
 use crate::tuple::{
-    Addr, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
-    IPPROTO_UDP, IPPROTO_UDPLITE,
+    Addr, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_UDPLITE,
 };
 pub use maglev::{Backend, Pool};
 

@@ -2,8 +2,7 @@
 
 use super::{be16, ipv4, ipv6, Family, IcmpInfo, InnerTuple, ParseError, L4};
 use crate::tuple::{
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
-    IPPROTO_UDPLITE,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
 
 /// The ICMP header (`struct icmphdr`), which is also all of ICMPv6's that the

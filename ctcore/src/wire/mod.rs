@@ -45,8 +45,8 @@ pub mod vlan;
 
 pub use crate::tuple::{Addr, Family};
 use crate::tuple::{
-    IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
-    IPPROTO_UDP, IPPROTO_UDPLITE,
+    IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_UDPLITE,
 };
 
 /// Why a frame was not parsed. Each variant is a counter label.

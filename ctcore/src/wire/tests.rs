@@ -865,11 +865,14 @@ fn l4_needs_by_protocol() {
         Err(TruncatedL4)
     );
     assert_eq!(parse(&v4_frame(89, 0, &[])).map(|p| p.l4), Ok(L4::Other)); // OSPF
-    // DCCP is a generic protocol to this kernel (no tracker since 6.16):
-    // any bytes, even too few for a DCCP header.
+                                                                           // DCCP is a generic protocol to this kernel (no tracker since 6.16):
+                                                                           // any bytes, even too few for a DCCP header.
     let dccp = [0x9c, 0x40, 0x13, 0x89, 0x07, 0x00, 0, 0, 0x01, 0, 0, 0];
     assert_eq!(parse(&v6_frame(33, &dccp)).map(|p| p.l4), Ok(L4::Other));
-    assert_eq!(parse(&v4_frame(33, 0, &[0; 3])).map(|p| p.l4), Ok(L4::Other));
+    assert_eq!(
+        parse(&v4_frame(33, 0, &[0; 3])).map(|p| p.l4),
+        Ok(L4::Other)
+    );
 }
 
 #[test]
