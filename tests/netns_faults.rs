@@ -474,6 +474,8 @@ fn host_vanishes_mid_connection() {
     let t = &s.stats["totals"];
     assert!(t["drops"]["no_neighbour"].as_u64().unwrap() > 0, "{t:#}");
     assert!(t["neigh_refreshes"].as_u64().unwrap() >= 1, "{t:#}");
+    // ... and the resolution given up, once it waited neighbour_timeout_ms.
+    assert!(t["neigh_failed"].as_u64().unwrap() >= 1, "{t:#}");
     assert!(
         !log.iter().any(|l| l.contains("panicked")),
         "{}",
@@ -560,7 +562,7 @@ fn mempool_runs_dry_and_recovers() {
     let inj_mac = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x81];
     write_udp_pcap(&burst, BURST, inj_mac, [192, 0, 2, 130], [203, 0, 113, 9]);
     let ports = [("cli", "192.0.2.1/25"), ("srv", "198.51.100.1/24")];
-    let top = "mempool_mbufs = 1024\nneighbour_queue = 1024\nneighbour_timeout_ms = 1000";
+    let top = "mempool_mbufs = 1024\nneighbour_queue = 1024\nneighbour_timeout_ms = 3000";
     let tail = format!(
         r#"
 [[port]]

@@ -122,6 +122,8 @@ pub struct NeighTable {
     mask: usize,
     /// Bumped on every learn: workers re-check their waiting packets when it moves.
     generation: AtomicU64,
+    /// Entries replaced to make room (their probe window was full).
+    evicted: AtomicU64,
 }
 
 impl NeighTable {
@@ -132,7 +134,14 @@ impl NeighTable {
             slots: (0..n).map(|_| Slot::default()).collect(),
             mask: n - 1,
             generation: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         }
+    }
+
+    /// Entries replaced so far because their probe window was full (the
+    /// table's bound, hit).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     pub fn generation(&self) -> u64 {
@@ -288,7 +297,13 @@ impl NeighTable {
                 oldest = (st, idx);
             }
         }
-        let idx = target.or(empty).unwrap_or(oldest.1);
+        let idx = match target.or(empty) {
+            Some(idx) => idx,
+            None => {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                oldest.1
+            }
+        };
         let slot = &self.slots[idx];
         loop {
             let s = slot.seq.load(Ordering::Relaxed);
@@ -348,6 +363,8 @@ mod tests {
                 Some([2, 0, 0, 0, 0, i as u8])
             );
         }
+        // 8 slots: every learn after the eighth replaced an entry.
+        assert_eq!(t.evicted(), 92);
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub struct LcoreStats {
     /// ARP replies / neighbour advertisements for nothing ctgate asked
     /// about (no entry, not being resolved): ignored.
     pub neigh_unsolicited: Counter,
+    /// Resolutions given up: the last packet waiting for a neighbour
+    /// reached `neighbour_timeout_ms` unanswered.
+    pub neigh_failed: Counter,
     pub drops: [Counter; DropReason::COUNT],
     /// Software dispatch: packets this worker received and handed to their
     /// owner, and packets other workers handed to it.
@@ -250,6 +253,7 @@ pub struct Totals {
     pub neigh_queued: u64,
     pub neigh_refreshes: u64,
     pub neigh_unsolicited: u64,
+    pub neigh_failed: u64,
     /// Packets handed to their owning worker, and received so (equal once
     /// the workers have drained their rings).
     pub handoff_out: u64,
@@ -310,6 +314,7 @@ impl Totals {
             t.neigh_queued += s.neigh_queued.get();
             t.neigh_refreshes += s.neigh_refreshes.get();
             t.neigh_unsolicited += s.neigh_unsolicited.get();
+            t.neigh_failed += s.neigh_failed.get();
             t.handoff_out += s.handoff_out.get();
             t.handoff_in += s.handoff_in.get();
             t.busy_cycles += s.busy_cycles.get();

@@ -677,6 +677,9 @@ impl Worker<'_> {
             }
             if self.now >= p.deadline {
                 let p = self.pending.remove(i);
+                if !self.pending.iter().any(|q| q.key == p.key) {
+                    self.stats.neigh_failed.add(1);
+                }
                 self.drop_pkt(p.mbuf, DropReason::NoNeighbour);
                 continue;
             }

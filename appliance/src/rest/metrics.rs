@@ -77,7 +77,7 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     );
     let neigh = out.counter(
         "ctgate_neighbour_events_total",
-        "Neighbour table: stale entries refreshed by a new solicitation (event=refresh), ARP replies / neighbour advertisements ignored because ctgate did not ask (event=unsolicited).",
+        "Neighbour table: stale entries refreshed by a new solicitation (event=refresh), ARP replies / neighbour advertisements ignored because ctgate did not ask (event=unsolicited), resolutions given up after neighbour_timeout_ms unanswered (event=failed).",
         &["event", "lcore"],
     );
     let heartbeats = out.counter(
@@ -126,6 +126,9 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         neigh
             .with_label_values(&["unsolicited", l])
             .inc_by(t.neigh_unsolicited);
+        neigh
+            .with_label_values(&["failed", l])
+            .inc_by(t.neigh_failed);
         busy.with_label_values(&[l]).inc_by(t.busy_cycles);
         busy_pkts.with_label_values(&[l]).inc_by(t.busy_packets);
     }
@@ -265,6 +268,13 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     ] {
         neigh_entries.with_label_values(&[s]).set(v as i64);
     }
+    out.counter(
+        "ctgate_neighbour_evictions_total",
+        "Neighbour entries replaced to make room for another (their probe window of the fixed table was full).",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .inc_by(state.ctx.neigh.evicted());
     out.gauge(
         "ctgate_rest_connections",
         "Client connections the REST API holds open (event streams and this scrape included).",
