@@ -610,6 +610,11 @@ port = "srv"
         v >= held + 1000.0
     });
     assert_eq!(udp_echoed(&net, "cli", "198.51.100.2", 7000, 20), 20);
+    assert_eq!(
+        metric(API, "ctgate_mempool_dry_total", &[]),
+        Some(2.0),
+        "two dry episodes counted"
+    );
 
     let s = gate.stop();
     assert_balanced(&s);

@@ -367,10 +367,11 @@ struct PoolWatch {
 }
 
 impl PoolWatch {
-    fn check(&mut self, pool: &Mempool) {
+    fn check(&mut self, pool: &Mempool, shared: &pipeline::Shared) {
         let free = pool.available();
         if !self.dry && free < self.low {
             self.dry = true;
+            shared.pool_dry.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 free,
                 "the mbuf pool ran dry: the ports drop what they receive until buffers come back; raise mempool_mbufs (or lower neighbour_queue if packets wait for a neighbour)"
@@ -649,7 +650,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         };
         while !term.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
-            pool_watch.check(&pool);
+            pool_watch.check(&pool, &shared);
             if Instant::now() >= next_pressure_check {
                 // The table-full warning, with or without the REST API.
                 shared.check_pressure();

@@ -139,6 +139,8 @@ pub struct Shared {
     pub steering: Steering,
     /// The table-pressure watch ([`Shared::check_pressure`]).
     pressure: Mutex<Pressure>,
+    /// Times the control thread found the mbuf pool dry (each episode once).
+    pub pool_dry: AtomicU64,
 }
 
 /// How long after early_drop / insert_failed last rose /healthz still warns.
@@ -231,6 +233,7 @@ impl Shared {
                 .map(|_| CachePadded::new(ArrayQueue::new(EVENT_QUEUE)))
                 .collect(),
             events_wanted: AtomicBool::new(false),
+            pool_dry: AtomicU64::new(0),
             clock_start_tsc: (0..cfg.workers.len()).map(|_| AtomicU64::new(0)).collect(),
             pressure: Mutex::new(Pressure::default()),
         }

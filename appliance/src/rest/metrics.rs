@@ -253,6 +253,13 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         )
         .with_label_values::<&str>(&[])
         .set(i64::from(pool.size()));
+        out.counter(
+            "ctgate_mempool_dry_total",
+            "Times the mbuf pool ran dry (fewer free buffers than a receive burst per worker; logged too): the ports drop what they receive meanwhile.",
+            &[],
+        )
+        .with_label_values::<&str>(&[])
+        .inc_by(state.ctx.shared.pool_dry.load(std::sync::atomic::Ordering::Relaxed));
     }
     let grace = crate::neigh::STALE_GRACE_MS * (state.ctx.tsc_hz / 1000);
     let n = state.ctx.neigh.count(crate::dpdk::tsc(), grace);
