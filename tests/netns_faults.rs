@@ -14,7 +14,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::netns::{Gate, Net, Stopped};
+use support::netns::{Gate, Net};
 use support::*;
 
 const TOKEN: &str = "faults-test-token-0123456789";
@@ -103,18 +103,6 @@ fn conn_count(api: &str, query: &str) -> u64 {
         .into_json()
         .unwrap();
     v["count"].as_u64().unwrap()
-}
-
-fn assert_balanced(s: &Stopped) {
-    let t = &s.stats["totals"];
-    let n = |k: &str| t[k].as_u64().unwrap();
-    assert_eq!(
-        n("rx") + n("generated"),
-        n("tx") + n("dropped"),
-        "every mbuf transmitted or freed: {:#}",
-        s.stats
-    );
-    assert_eq!(t["drops"]["bad_header"], 0, "{:#}", s.stats);
 }
 
 fn now_epoch() -> f64 {
@@ -233,6 +221,24 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// The test bed of the link and SIGTERM tests: hosts cli (192.0.2.2) and
+/// srv (198.51.100.2) in namespaces named after `prefix`, each routed to
+/// the other through ctgate, and ctgate's ports on their links.
+fn two_hosts(prefix: &str) -> (Net, [(&'static str, &'static str); 2]) {
+    let mut net = Net::new(prefix);
+    net.host(
+        "cli",
+        &["192.0.2.2/24"],
+        &[("198.51.100.0/24", "192.0.2.1")],
+    );
+    net.host(
+        "srv",
+        &["198.51.100.2/24"],
+        &[("192.0.2.0/24", "198.51.100.1")],
+    );
+    (net, [("cli", "192.0.2.1/24"), ("srv", "198.51.100.1/24")])
+}
+
 /// A port's link goes down and comes back under traffic, once on ctgate's
 /// side of the veth (the interface its af_packet port opened) and once on
 /// the host's side: ctgate keeps running, /metrics shows the link down while
@@ -245,18 +251,7 @@ fn link_down_and_up_under_traffic() {
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     const API: &str = "127.0.0.1:18211";
     let dir = TempDir::new("faults-link");
-    let mut net = Net::new("ctfa");
-    net.host(
-        "cli",
-        &["192.0.2.2/24"],
-        &[("198.51.100.0/24", "192.0.2.1")],
-    );
-    net.host(
-        "srv",
-        &["198.51.100.2/24"],
-        &[("192.0.2.0/24", "198.51.100.1")],
-    );
-    let ports = [("cli", "192.0.2.1/24"), ("srv", "198.51.100.1/24")];
+    let (mut net, ports) = two_hosts("ctfa");
     let mut gate = Gate::start(&dir.0, &config(&net, &ports, API, "", ""));
 
     serve(&mut net, "srv", "udp-echo", "198.51.100.2", 7000, 60);
@@ -352,7 +347,7 @@ fn link_down_and_up_under_traffic() {
 
     drop(chat);
     let s = gate.stop();
-    assert_balanced(&s);
+    s.assert_balanced();
 }
 
 /// A host vanishes mid-connection (its address removed while a TCP
@@ -470,7 +465,7 @@ fn host_vanishes_mid_connection() {
     drop(chat);
     let log = gate.log_lines();
     let s = gate.stop();
-    assert_balanced(&s);
+    s.assert_balanced();
     let t = &s.stats["totals"];
     assert!(t["drops"]["no_neighbour"].as_u64().unwrap() > 0, "{t:#}");
     assert!(t["neigh_refreshes"].as_u64().unwrap() >= 1, "{t:#}");
@@ -617,7 +612,7 @@ port = "srv"
     );
 
     let s = gate.stop();
-    assert_balanced(&s);
+    s.assert_balanced();
     let inj = s.stats["ports"]
         .as_array()
         .unwrap()
@@ -734,18 +729,7 @@ fn sigterm_under_full_load() {
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     const API: &str = "127.0.0.1:18215";
     let dir = TempDir::new("faults-term");
-    let mut net = Net::new("ctfe");
-    net.host(
-        "cli",
-        &["192.0.2.2/24"],
-        &[("198.51.100.0/24", "192.0.2.1")],
-    );
-    net.host(
-        "srv",
-        &["198.51.100.2/24"],
-        &[("192.0.2.0/24", "198.51.100.1")],
-    );
-    let ports = [("cli", "192.0.2.1/24"), ("srv", "198.51.100.1/24")];
+    let (mut net, ports) = two_hosts("ctfe");
     let tail = "[[route]]\nprefix = \"203.0.113.0/24\"\nvia = \"198.51.100.99\"\nport = \"srv\"\n";
     let gate = Gate::start(&dir.0, &config(&net, &ports, API, "", tail));
     serve(&mut net, "srv", "udp-sink", "198.51.100.2", 9, 60);
@@ -807,7 +791,7 @@ fn sigterm_under_full_load() {
         "the load ended before ctgate did"
     );
     assert!(s.stdout.contains("ctgate stats after"), "{}", s.stdout);
-    assert_balanced(&s);
+    s.assert_balanced();
     let t = &s.stats["totals"];
     assert!(t["forwarded"].as_u64().unwrap() as f64 >= fwd, "{t:#}");
     assert!(t["drops"]["shutdown"].as_u64().unwrap() > 0, "{t:#}");

@@ -262,22 +262,6 @@ fn nat_rule(s: &Stopped, name: &str) -> (u64, u64) {
     panic!("no NAT rule {name} in {:#}", s.stats["conntrack"]);
 }
 
-fn assert_accounting(s: &Stopped) {
-    let t = &s.stats["totals"];
-    let n = |k: &str| t[k].as_u64().unwrap();
-    assert_eq!(
-        n("rx") + n("generated"),
-        n("tx") + n("dropped"),
-        "every mbuf transmitted or freed: {:#}",
-        s.stats
-    );
-    assert_eq!(
-        t["drops"]["bad_header"], 0,
-        "nothing NAT rewrote may fail the forwarder's header checks: {:#}",
-        s.stats
-    );
-}
-
 /// Starts a Python http.server in `host` serving `dir` whose log goes to `log`.
 fn http_server(net: &mut Net, host: &str, bind: &str, port: u16, dir: &str, log: &str) {
     let script = format!(
@@ -548,7 +532,7 @@ fn masquerade_curl_and_200_parallel_connections() {
         Some(masq_ports.len() as u64),
         "NAT ports in use"
     );
-    assert_accounting(&s);
+    s.assert_balanced();
 }
 
 #[test]
@@ -638,7 +622,7 @@ action = "dnat to 192.0.2.2:5999"
         0,
         "replies are not new connections"
     );
-    assert_accounting(&s);
+    s.assert_balanced();
 }
 
 #[test]
@@ -687,7 +671,7 @@ fn load_balancing_over_three_backends() {
         .collect();
     assert_eq!(in_table, want, "table vs backends");
     assert_eq!(nat_rule(&s, "lb").0, 3001);
-    assert_accounting(&s);
+    s.assert_balanced();
 }
 
 #[test]
@@ -791,7 +775,7 @@ fn traceroute_through_snat() {
         let p: u16 = r.3.parse().unwrap();
         assert!((20000..=20999).contains(&p), "{l}");
     }
-    assert_accounting(&s);
+    s.assert_balanced();
     // UDP TTL 1 twice, echo TTL 1 in both rounds.
     assert_eq!(
         s.stats["totals"]["drops"]["ttl_exceeded"], 4,
@@ -902,7 +886,7 @@ action = "masquerade to :20000-20003"
         "{:#}",
         s.stats
     );
-    assert_accounting(&s);
+    s.assert_balanced();
 }
 
 #[test]
@@ -962,7 +946,7 @@ action = "masquerade to :20000-20001"
     let (hits, oop) = nat_rule(&s, "two-ports");
     assert!(oop >= 1, "{:#}", s.stats["conntrack"]);
     assert_eq!(hits, 3, "{:#}", s.stats["conntrack"]);
-    assert_accounting(&s);
+    s.assert_balanced();
 }
 
 #[test]
@@ -1120,7 +1104,7 @@ action = "masquerade"
     );
     assert_eq!(nat_rule(&s, "snat6-udp").0, 4);
     assert!(nat_rule(&s, "masq6").0 >= 52);
-    assert_accounting(&s);
+    s.assert_balanced();
 }
 
 /// RFC 4787 endpoint-independent mapping and filtering: an inside UDP
@@ -1469,7 +1453,7 @@ bind = "127.0.0.1:18191"
             s.stdout
         );
     }
-    assert_accounting(&s);
+    s.assert_balanced();
 }
 
 #[test]
@@ -1686,7 +1670,7 @@ fn prometheus_answers_every_dashboard_query() {
 
     drop(prom);
     let s = gate.stop();
-    assert_accounting(&s);
+    s.assert_balanced();
 }
 
 /// A child process killed (and reaped) when the test lets go of it.

@@ -15,59 +15,19 @@ import sys
 import threading
 import time
 
-
-def family(host):
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+from hosts_common import family, serve_tcp_lines, serve_udp
 
 
 def udp_echo(host, port, secs):
-    """Sends every datagram back as it came."""
-    s = socket.socket(family(host), socket.SOCK_DGRAM)
-    s.bind((host, int(port)))
-    s.settimeout(0.5)
-    end = time.time() + float(secs)
-    print("listening", flush=True)
-    while time.time() < end:
-        try:
-            data, addr = s.recvfrom(2048)
-        except socket.timeout:
-            continue
-        try:
-            # Not waiting: while the path back is down, the kernel holds
-            # what waits for ARP against the socket's buffer.
-            s.sendto(data, socket.MSG_DONTWAIT, addr)
-        except OSError:
-            pass
+    """Sends every datagram back as it came. Not waiting: while the path
+    back is down, the kernel holds what waits for ARP against the socket's
+    buffer."""
+    serve_udp(host, port, secs, lambda data, addr: data, socket.MSG_DONTWAIT)
 
 
 def tcp_echo(host, port, secs):
     """Answers every line on every connection with 'echo LINE'."""
-    s = socket.socket(family(host), socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, int(port)))
-    s.listen(16)
-    s.settimeout(0.5)
-    end = time.time() + float(secs)
-
-    def handle(c):
-        c.settimeout(max(1.0, end - time.time()))
-        f = c.makefile("rb")
-        try:
-            for line in f:
-                c.sendall(b"echo " + line)
-        except OSError:
-            pass
-        finally:
-            f.close()
-            c.close()
-
-    print("listening", flush=True)
-    while time.time() < end:
-        try:
-            c, _ = s.accept()
-        except socket.timeout:
-            continue
-        threading.Thread(target=handle, args=(c,), daemon=True).start()
+    serve_tcp_lines(host, port, secs, lambda line, addr: b"echo " + line)
 
 
 def udp_sink(host, port, secs):

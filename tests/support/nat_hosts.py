@@ -14,12 +14,9 @@ import select
 import socket
 import struct
 import sys
-import threading
 import time
 
-
-def family(host):
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+from hosts_common import family, serve_tcp_lines, serve_udp
 
 
 def peer_text(addr):
@@ -30,50 +27,20 @@ def peer_text(addr):
 
 
 def tcp_serve(host, port, name, secs):
-    """Answers every line on every connection with 'NAME PEER_IP PEER_PORT'."""
-    s = socket.socket(family(host), socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, int(port)))
-    s.listen(1024)
-    s.settimeout(0.5)
-    end = time.time() + float(secs)
-
-    def handle(c, addr):
-        c.settimeout(max(1.0, end - time.time()))
-        f = c.makefile("rb")
-        try:
-            for line in f:
-                if not line.strip():
-                    break
-                c.sendall(("%s %s\n" % (name, peer_text(addr))).encode())
-        except OSError:
-            pass
-        finally:
-            f.close()
-            c.close()
-
-    print("listening", flush=True)
-    while time.time() < end:
-        try:
-            c, addr = s.accept()
-        except socket.timeout:
-            continue
-        threading.Thread(target=handle, args=(c, addr), daemon=True).start()
+    """Answers every line on every connection with 'NAME PEER_IP PEER_PORT'
+    (an empty line ends the connection)."""
+    serve_tcp_lines(
+        host,
+        port,
+        secs,
+        lambda line, addr: ("%s %s\n" % (name, peer_text(addr))).encode() if line.strip() else None,
+        backlog=1024,
+    )
 
 
 def udp_serve(host, port, secs):
     """Answers every datagram with 'PEER_IP PEER_PORT PAYLOAD'."""
-    s = socket.socket(family(host), socket.SOCK_DGRAM)
-    s.bind((host, int(port)))
-    s.settimeout(0.5)
-    end = time.time() + float(secs)
-    print("listening", flush=True)
-    while time.time() < end:
-        try:
-            data, addr = s.recvfrom(2048)
-        except socket.timeout:
-            continue
-        s.sendto(("%s " % peer_text(addr)).encode() + data, addr)
+    serve_udp(host, port, secs, lambda data, addr: ("%s " % peer_text(addr)).encode() + data)
 
 
 def read_line(sock, deadline):

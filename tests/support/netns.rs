@@ -286,6 +286,27 @@ pub struct Stopped {
     pub stats: serde_json::Value,
 }
 
+impl Stopped {
+    /// The final accounting balances (every mbuf ctgate received or made was
+    /// transmitted or freed under a drop reason) and no packet failed the
+    /// forwarder's header checks (nothing ctgate rewrote, for one).
+    pub fn assert_balanced(&self) {
+        let t = &self.stats["totals"];
+        let n = |k: &str| t[k].as_u64().unwrap();
+        assert_eq!(
+            n("rx") + n("generated"),
+            n("tx") + n("dropped"),
+            "every mbuf transmitted or freed: {:#}",
+            self.stats
+        );
+        assert_eq!(
+            t["drops"]["bad_header"], 0,
+            "no packet may fail the forwarder's header checks: {:#}",
+            self.stats
+        );
+    }
+}
+
 impl Gate {
     /// Writes `config` into `dir` and starts `ctgate run` with it; returns
     /// once it logs "forwarding;" (bounded).
