@@ -185,7 +185,39 @@ fn rewrite_l3(f: &mut [u8], family: Family, l3: usize, src: Option<Addr>, dst: O
 /// Applies `rw` to `frame` (parsed as `p`). Non-first fragments get the L3 part
 /// only. With `Offload`, TCP/UDP checksums are left to the NIC (set to the
 /// pseudo-header sum); ICMP checksums are always updated here.
+///
+/// The common case (an unfragmented IPv4 TCP or UDP packet, checksums
+/// updated here) is inline in the caller; the rest is [`apply_general`].
+#[inline]
 pub fn apply(
+    frame: &mut [u8],
+    p: &Parsed,
+    rw: &Rewrite,
+    mode: ChecksumMode,
+) -> Result<(), RewriteError> {
+    let l3 = p.l3_offset as usize;
+    let l4 = p.l4_offset as usize;
+    let end = l3 + p.l3_len as usize;
+    if p.family == Family::V4
+        && !rw.related
+        && mode == ChecksumMode::Incremental
+        && matches!(p.l4, L4::Tcp(_) | L4::Udp { .. })
+        && p.frag.is_none()
+        && frame.len() >= end
+    {
+        let tcp = p.proto == IPPROTO_TCP;
+        let csum_off = l4 + if tcp { 16 } else { 6 };
+        if csum_off + 2 <= end {
+            apply_v4_ports(frame, l3, l4, csum_off, !tcp, rw);
+            return Ok(());
+        }
+    }
+    apply_general(frame, p, rw, mode)
+}
+
+/// [`apply`] for every other packet.
+#[inline(never)]
+fn apply_general(
     frame: &mut [u8],
     p: &Parsed,
     rw: &Rewrite,
@@ -196,19 +228,6 @@ pub fn apply(
     let end = l3 + p.l3_len as usize;
     if frame.len() < end || end < l4 {
         return Err(RewriteError::Truncated);
-    }
-    if p.family == Family::V4
-        && !rw.related
-        && mode == ChecksumMode::Incremental
-        && matches!(p.l4, L4::Tcp(_) | L4::Udp { .. })
-        && p.frag.is_none()
-    {
-        let tcp = p.proto == IPPROTO_TCP;
-        let csum_off = l4 + if tcp { 16 } else { 6 };
-        if csum_off + 2 <= end {
-            apply_v4_ports(frame, l3, l4, csum_off, !tcp, rw);
-            return Ok(());
-        }
     }
     let (so, dof, w) = addr_offsets(p.family, l3);
     let old_src: Addr = addr_at(frame, so, w);
@@ -305,7 +324,7 @@ fn translate_end(
 /// updates as the general path, on whole words instead of 16-byte
 /// addresses and slices, so the bytes are the same (a test compares the
 /// two).
-#[inline]
+#[inline(always)]
 fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool, rw: &Rewrite) {
     // RFC 1624 eqn. 3 for all changes at once: each checksum's complement
     // plus the terms of every change (!old, new; an address as its folded
