@@ -35,3 +35,6 @@ export CTGATE_TREX_PYTHON=$PWD/$VENV/bin/python
 
 echo "test: cargo test --workspace"
 cargo test --workspace 2>&1
+
+echo "test: soak, 3 minutes at table capacity with churn"
+scripts/soak.sh 3
