@@ -160,7 +160,7 @@ fn proto_number(s: &str) -> Result<u8, String> {
 
 /// The timeout names (the sysctls' without `nf_conntrack_`), as the config's
 /// `[conntrack.timeouts]` and the REST API's /api/v1/timeouts use them.
-pub const TIMEOUT_NAMES: [&str; 17] = [
+pub const TIMEOUT_NAMES: [&str; 18] = [
     "generic_timeout",
     "tcp_timeout_syn_sent",
     "tcp_timeout_syn_recv",
@@ -178,6 +178,7 @@ pub const TIMEOUT_NAMES: [&str; 17] = [
     "icmpv6_timeout",
     "gre_timeout",
     "gre_timeout_stream",
+    "nat_eim_timeout",
 ];
 
 /// The field of `t` (milliseconds) a timeout name (see [`TIMEOUT_NAMES`]) sets.
@@ -200,6 +201,9 @@ pub fn timeout_slot<'a>(t: &'a mut Timeouts, name: &str) -> Option<&'a mut u64> 
         "icmpv6_timeout" => &mut t.icmpv6_ms,
         "gre_timeout" => &mut t.gre_unreplied_ms,
         "gre_timeout_stream" => &mut t.gre_stream_ms,
+        // Not a kernel sysctl: how long an endpoint-independent NAT mapping
+        // outlives its last connection.
+        "nat_eim_timeout" => &mut t.nat_eim_ms,
         _ => return None,
     })
 }

@@ -484,8 +484,10 @@ impl<P: Prefetch> Engine<P> {
                 .iter()
                 .any(|r| r.action.is_dnat() || r.endpoint_independent)
         });
+        let table = Table::with_advice(cfg.capacity_conns, stripes, cfg.seed, eim, advise);
+        table.set_eim_timeout_ms(cfg.tunables.timeouts.nat_eim_ms);
         Engine {
-            table: Table::with_advice(cfg.capacity_conns, stripes, cfg.seed, eim, advise),
+            table,
             tunables: Mutex::new(cfg.tunables),
             tunables_gen: AtomicU64::new(0),
             nat,
@@ -506,6 +508,7 @@ impl<P: Prefetch> Engine<P> {
 
     /// Replaces the tunables; workers pick them up at their next burst.
     pub fn set_tunables(&self, t: Tunables) {
+        self.table.set_eim_timeout_ms(t.timeouts.nat_eim_ms);
         *self.tunables.lock().unwrap_or_else(|e| e.into_inner()) = t;
         self.tunables_gen.fetch_add(1, Ordering::Release);
     }

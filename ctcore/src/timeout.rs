@@ -31,6 +31,9 @@ pub struct Timeouts {
     pub sctp_shutdown_recd_ms: u64,
     pub sctp_shutdown_ack_sent_ms: u64,
     pub sctp_heartbeat_sent_ms: u64,
+    /// How long an endpoint-independent NAT mapping outlives the last
+    /// connection through it (ctgate's own; not a kernel sysctl).
+    pub nat_eim_ms: u64,
 }
 
 const SECS: u64 = 1000;
@@ -67,6 +70,7 @@ impl Default for Timeouts {
             sctp_shutdown_recd_ms: 3 * SECS,
             sctp_shutdown_ack_sent_ms: 3 * SECS,
             sctp_heartbeat_sent_ms: 30 * SECS,
+            nat_eim_ms: crate::nat::EIM_TIMEOUT_MS,
         }
     }
 }

@@ -254,7 +254,8 @@ impl Rule {
 }
 
 /// How long an endpoint-independent mapping outlives the last connection
-/// through it (RFC 4787 REQ-5: at least 2 minutes, 5 recommended).
+/// through it by default (RFC 4787 REQ-5: at least 2 minutes, 5
+/// recommended; `Timeouts::nat_eim_ms` sets it).
 pub const EIM_TIMEOUT_MS: u64 = 300_000;
 
 /// An inside endpoint: family, address, port, zone.

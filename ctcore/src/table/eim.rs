@@ -11,7 +11,9 @@
 //!   stripe the outside endpoint hashes to.
 //!
 //! A mapping lives while a connection through it is in the table, and
-//! [`EIM_TIMEOUT_MS`] after the last one left (RFC 4787 REQ-5). A connection
+//! the EIM timeout after the last one left (RFC 4787 REQ-5;
+//! [`crate::nat::EIM_TIMEOUT_MS`] unless `Timeouts::nat_eim_ms` says
+//! otherwise). A connection
 //! holds its mapping from confirm to removal (the [`Status::EIM`] bit says
 //! it does); [`Table::expire`] sweeps a few slots of its stripe's `out` map
 //! per call and removes the mappings that have lapsed, with their `back`
@@ -21,7 +23,7 @@
 
 use super::{stripe_of_hash, Guard, Table};
 use crate::conn::{Conn, Status};
-use crate::nat::{Endpoint, Mapping, EIM_TIMEOUT_MS};
+use crate::nat::{Endpoint, Mapping};
 use crate::tuple::{Addr, Family, Tuple};
 
 /// Slots probed past a key's home slot. An insert that finds no free slot
@@ -170,8 +172,8 @@ pub struct Out {
 }
 
 impl Out {
-    fn live(&self, now_ms: u64) -> bool {
-        self.refs > 0 || now_ms < self.idle_since_ms.saturating_add(EIM_TIMEOUT_MS)
+    fn live(&self, now_ms: u64, timeout_ms: u64) -> bool {
+        self.refs > 0 || now_ms < self.idle_since_ms.saturating_add(timeout_ms)
     }
 }
 
@@ -254,6 +256,17 @@ impl Table {
         self.eim_limit
     }
 
+    /// How long a mapping outlives its last connection (ms).
+    pub fn eim_timeout_ms(&self) -> u64 {
+        self.eim_timeout_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_eim_timeout_ms(&self, ms: u64) {
+        self.eim_timeout_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// What `stripe`'s mapping maps hold (locks it briefly).
     pub fn eim_usage(&self, stripe: u32) -> EimUse {
         let s = super::lock(&self.stripes[stripe as usize]);
@@ -274,10 +287,11 @@ impl Table {
             return;
         }
         let start = s.eim.cursor;
+        let timeout = self.eim_timeout_ms();
         let mut found = 0;
         for k in 0..SWEEP.min(n) {
             if let Some((_, inside, out)) = s.eim.out.at((start + k) & (n - 1)) {
-                if !out.live(now_ms) {
+                if !out.live(now_ms, timeout) {
                     lapsed[found] = Some((inside, (inside.0, out.ext, out.ext_port)));
                     found += 1;
                 }
@@ -292,7 +306,7 @@ impl Table {
             if s.eim
                 .out
                 .get(p.hash, &inside)
-                .is_some_and(|o| !o.live(now_ms))
+                .is_some_and(|o| !o.live(now_ms, timeout))
             {
                 s.eim.out.remove(p.hash, &inside);
                 g.eim_unback(&outside, &inside);
@@ -314,7 +328,8 @@ impl Guard<'_> {
     pub fn eim_mapping(&mut self, inside: &Endpoint, now_ms: u64) -> Option<Mapping> {
         let p = self.table.out_place(inside);
         let o = *self.stripe(p.stripe).eim.out.get(p.hash, inside)?;
-        o.live(now_ms).then_some(Mapping {
+        let timeout = self.table.eim_timeout_ms();
+        o.live(now_ms, timeout).then_some(Mapping {
             ext: o.ext,
             ext_port: o.ext_port,
         })
@@ -441,6 +456,7 @@ fn inside(status: Status, tuples: &[Tuple; 2]) -> Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nat::EIM_TIMEOUT_MS;
     use crate::table::Clash;
 
     /// Connections of 300 inside endpoints, each holding its mapping, in a
@@ -523,6 +539,14 @@ mod tests {
         );
         let backs: u32 = (0..4).map(|s| g.stripe(s).eim.back.len()).sum();
         assert_eq!(backs, 0);
+        drop(g);
+        // The timeout is the table's setting (Timeouts::nat_eim_ms).
+        table.set_eim_timeout_ms(1000);
+        let mut g = table.guard();
+        let inside = inside_of(&conn(1));
+        assert!(g.eim_record(inside, ext, 30_000, lapse));
+        assert!(g.eim_mapping(&inside, lapse + 999).is_some());
+        assert!(g.eim_mapping(&inside, lapse + 1000).is_none());
     }
 
     fn map(limit: u32) -> FixedMap<u32, u32> {

@@ -258,6 +258,8 @@ pub struct Table {
     buckets: usize,
     /// Endpoint-independent mappings per stripe, at most.
     eim_limit: u32,
+    /// How long a mapping outlives its last connection (ms).
+    eim_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -303,6 +305,7 @@ impl Table {
             hash_key: HashKey::new(seed),
             capacity,
             eim_limit,
+            eim_timeout_ms: crate::nat::EIM_TIMEOUT_MS.into(),
         }
     }
 
