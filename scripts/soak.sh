@@ -232,7 +232,7 @@ PIDS+=($!)
 
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 PIDS=()
-kill -TERM "$CT_PID"
+kill -TERM "$CT_PID" 2>/dev/null || true
 wait "$CT_PID" || echo "soak: ctgate exited with status $?"
 CT_PID=
 

@@ -177,71 +177,81 @@ def cmd_watch(a):
     start_row = dict(start, t_s=0.0, phase="start")
     w.writerow({k: ("" if start_row.get(k) is None else start_row[k]) for k in COLUMNS})
     rows.append(start_row)
-    # Traffic: a sample every interval, each checked against the one before.
-    n = 0
-    while True:
-        n += 1
-        at = t0 + n * a.interval
-        if at > t0 + a.seconds + 0.5:
-            break
-        time.sleep(max(0.0, at - time.monotonic()))
-        phase = "warmup" if n * a.interval <= a.warmup else "traffic"
-        s = row(phase)
+    traffic_end = None
+    try:
+        # Traffic: a sample every interval, each checked against the one before.
+        n = 0
+        while True:
+            n += 1
+            at = t0 + n * a.interval
+            if at > t0 + a.seconds + 0.5:
+                break
+            time.sleep(max(0.0, at - time.monotonic()))
+            phase = "warmup" if n * a.interval <= a.warmup else "traffic"
+            s = row(phase)
+            say(s)
+            prev = rows[-2]
+            if s["forwarded"] <= (prev["forwarded"] or 0):
+                fails.append("forwarding stopped between %.0f s and %.0f s (forwarded %d -> %d)" % (
+                    prev["t_s"], s["t_s"], prev["forwarded"] or 0, s["forwarded"]))
+            pc, c = prev.get("_clients"), s.get("_clients")
+            if c is None:
+                fails.append("%.0f s: no status from the traffic clients (%s)" % (s["t_s"], a.clients_status))
+            elif pc is not None:
+                for name, f in c["long"].items():
+                    if f["broken"]:
+                        fails.append("%.0f s: long-lived flow %s broke: %s" % (s["t_s"], name, f["broken"]))
+                    elif f["answers"] <= pc["long"].get(name, {}).get("answers", 0):
+                        fails.append("long-lived flow %s got no answer between %.0f s and %.0f s" % (
+                            name, prev["t_s"], s["t_s"]))
+        # The traffic has stopped (its processes end at the same deadline): the
+        # clients' final word, then the settle.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            c = read_json(a.clients_status)
+            r = read_json(a.rest_status)
+            if c and c.get("final") and r and r.get("final"):
+                break
+            time.sleep(0.5)
+        s = row("stopped")
         say(s)
-        prev = rows[-2]
-        if s["forwarded"] <= (prev["forwarded"] or 0):
-            fails.append("forwarding stopped between %.0f s and %.0f s (forwarded %d -> %d)" % (
-                prev["t_s"], s["t_s"], prev["forwarded"] or 0, s["forwarded"]))
-        pc, c = prev.get("_clients"), s.get("_clients")
-        if c is None:
-            fails.append("%.0f s: no status from the traffic clients (%s)" % (s["t_s"], a.clients_status))
-        elif pc is not None:
-            for name, f in c["long"].items():
-                if f["broken"]:
-                    fails.append("%.0f s: long-lived flow %s broke: %s" % (s["t_s"], name, f["broken"]))
-                elif f["answers"] <= pc["long"].get(name, {}).get("answers", 0):
-                    fails.append("long-lived flow %s got no answer between %.0f s and %.0f s" % (
-                        name, prev["t_s"], s["t_s"]))
-    # The traffic has stopped (its processes end at the same deadline): the
-    # clients' final word, then the settle.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        c = read_json(a.clients_status)
-        r = read_json(a.rest_status)
-        if c and c.get("final") and r and r.get("final"):
-            break
-        time.sleep(0.5)
-    s = row("stopped")
-    say(s)
-    traffic_end = s["t_s"]
-    settle_deadline = time.monotonic() + a.settle
-    eim_deadline = time.monotonic() + max(a.settle, a.eim_settle)
-    next_row = time.monotonic() + a.interval
-    while True:
-        time.sleep(2)
-        last = time.monotonic() >= eim_deadline
-        if time.monotonic() >= next_row or last:
+        traffic_end = s["t_s"]
+        settle_deadline = time.monotonic() + a.settle
+        eim_deadline = time.monotonic() + max(a.settle, a.eim_settle)
+        next_row = time.monotonic() + a.interval
+        while True:
+            time.sleep(2)
+            last = time.monotonic() >= eim_deadline
+            if time.monotonic() >= next_row or last:
+                s = row("settle")
+                say(s)
+                next_row += a.interval
+            else:
+                s = sample(a.metrics, a.pid)
+            left = settled(s, start)
+            if not left:
+                break
+            # Past the settle time, only EIM mappings may still be waiting out
+            # their own timeout (nat::EIM_TIMEOUT_MS, after their last connection).
+            if time.monotonic() >= settle_deadline and any(not x.startswith("eim_mappings") for x in left):
+                break
+            if last:
+                break
+        if rows[-1] is not s:
             s = row("settle")
             say(s)
-            next_row += a.interval
-        else:
-            s = sample(a.metrics, a.pid)
-        left = settled(s, start)
-        if not left:
-            break
-        # Past the settle time, only EIM mappings may still be waiting out
-        # their own timeout (nat::EIM_TIMEOUT_MS, after their last connection).
-        if time.monotonic() >= settle_deadline and any(not x.startswith("eim_mappings") for x in left):
-            break
-        if last:
-            break
-    if rows[-1] is not s:
-        s = row("settle")
-        say(s)
-    end = s
-    for x in settled(end, start):
-        fails.append("not back at its start value %.0f s after the traffic stopped: %s" % (
-            end["t_s"] - traffic_end, x))
+        end = s
+        for x in settled(end, start):
+            fails.append("not back at its start value %.0f s after the traffic stopped: %s" % (
+                end["t_s"] - traffic_end, x))
+    except (OSError, RuntimeError, http.client.HTTPException) as e:
+        # ctgate stopped answering (or exited): what was seen so far is the result.
+        alive = os.path.exists("/proc/%d" % a.pid)
+        fails.append("%.0f s: no sample (%s); ctgate %s" % (
+            time.monotonic() - t0, e, "still runs" if alive else "has exited"))
+        end = rows[-1]
+        if traffic_end is None:
+            traffic_end = end["t_s"]
     result = {"start": start, "rows": [strip(r) for r in rows], "end": strip(end), "warmup_s": a.warmup,
               "fails": fails, "settle_s": round(end["t_s"] - traffic_end, 1),
               "clients": read_json(a.clients_status), "rest": read_json(a.rest_status)}
