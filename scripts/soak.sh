@@ -64,10 +64,6 @@ API=${SOAK_API:-127.0.0.1:18290}
 TRAFFIC_S=$((MINUTES * 60))
 WARMUP_S=30
 SETTLE_S=60
-# How long an endpoint-independent mapping outlives its last connection
-# (ctcore nat::EIM_TIMEOUT_MS, not configurable): the EIM figure may take
-# that long beyond the others to go back to 0.
-EIM_TIMEOUT_S=300
 # The helpers stay off the worker's CPU (1) where there is another.
 PIN=()
 [ "$(nproc)" -gt 1 ] && PIN=(taskset -c 0)
@@ -144,6 +140,7 @@ udp_timeout = 10
 udp_timeout_stream = 15
 icmp_timeout = 5
 generic_timeout = 10
+nat_eim_timeout = 10
 
 [[policy]]
 name = "established"
@@ -226,7 +223,7 @@ PIDS+=($!)
 PIDS+=($!)
 
 "${REPORT[@]}" watch --metrics "http://$API/metrics" --pid "$CT_PID" --start "$WORK/start.json" \
-    --seconds "$TRAFFIC_S" --warmup "$WARMUP_S" --settle "$SETTLE_S" --eim-settle "$((EIM_TIMEOUT_S + 30))" \
+    --seconds "$TRAFFIC_S" --warmup "$WARMUP_S" --settle "$SETTLE_S" \
     --clients-status "$WORK/clients.json" --rest-status "$WORK/rest.json" \
     --csv "$WORK/soak.csv" --result "$WORK/result.json"
 
