@@ -211,7 +211,10 @@ impl NeighTable {
                 continue;
             }
             if val & INCOMPLETE != 0 {
-                n.incomplete += 1;
+                // (Its `fresh_until` is when ctgate gives up asking.)
+                if now < fresh_until {
+                    n.incomplete += 1;
+                }
             } else if now < fresh_until {
                 n.fresh += 1;
             } else if now < fresh_until.saturating_add(grace) {
@@ -235,22 +238,28 @@ impl NeighTable {
                 .is_ok()
     }
 
-    /// An answer from the neighbour (ARP reply, neighbour advertisement):
-    /// updates `key` if it exists or is being resolved; false (nothing
-    /// learned) otherwise.
-    pub fn update(&self, key: &NeighKey, mac: &Mac, fresh_until: u64) -> bool {
-        if self.find(key).is_none() {
+    /// An answer from the neighbour (ARP reply, neighbour advertisement) at
+    /// TSC `now`: updates `key` if it exists or is still being resolved;
+    /// false (nothing learned) otherwise, also for an answer that comes
+    /// after ctgate gave up asking.
+    pub fn update(&self, key: &NeighKey, mac: &Mac, fresh_until: u64, now: u64) -> bool {
+        let Some((idx, val)) = self.find(key) else {
+            return false;
+        };
+        if val & INCOMPLETE != 0 && now >= self.slots[idx].fresh_until.load(Ordering::Relaxed) {
             return false;
         }
         self.learn(key, mac, fresh_until);
         true
     }
 
-    /// Notes that `key` is being resolved (a solicitation went out), so that
-    /// its answer is accepted; nothing if it has an entry already.
-    pub fn mark_incomplete(&self, key: &NeighKey) {
-        if self.find(key).is_none() {
-            self.write(key, key.tag() | INCOMPLETE, 0);
+    /// Notes that `key` is being resolved until TSC `give_up` (a
+    /// solicitation went out), so that its answer is accepted until then;
+    /// nothing if it has a learned entry.
+    pub fn mark_incomplete(&self, key: &NeighKey, give_up: u64) {
+        match self.find(key) {
+            Some((_, val)) if val & INCOMPLETE == 0 => {}
+            _ => self.write(key, key.tag() | INCOMPLETE, give_up),
         }
     }
 
@@ -395,12 +404,18 @@ mod tests {
         let t = NeighTable::new(64);
         let k = NeighKey::v6(1, 0x2001_0db8 << 96 | 0x77);
         // An unsolicited advertisement: nothing learned.
-        assert!(!t.update(&k, &[2, 0, 0, 0, 0, 7], 100));
+        assert!(!t.update(&k, &[2, 0, 0, 0, 0, 7], 100, 0));
         assert_eq!(t.lookup(&k), None);
-        // ctgate solicits: the answer is taken.
-        t.mark_incomplete(&k);
+        // ctgate solicits until 50: an answer after it gave up is not taken,
+        // nor counted as being resolved.
+        t.mark_incomplete(&k, 50);
+        assert_eq!(t.count(49, 10).incomplete, 1);
+        assert_eq!(t.count(50, 10).incomplete, 0);
+        assert!(!t.update(&k, &[2, 0, 0, 0, 0, 7], 100, 50));
+        // Asked again (until 90): the answer is taken.
+        t.mark_incomplete(&k, 90);
         assert_eq!(t.lookup(&k), None, "being resolved is not known");
-        assert!(t.update(&k, &[2, 0, 0, 0, 0, 7], 100));
+        assert!(t.update(&k, &[2, 0, 0, 0, 0, 7], 100, 60));
         assert_eq!(
             t.lookup(&k),
             Some(Neighbour {
@@ -409,14 +424,14 @@ mod tests {
             })
         );
         // A known entry takes updates (a new MAC, or the same one fresher).
-        assert!(t.update(&k, &[2, 0, 0, 0, 0, 8], 200));
+        assert!(t.update(&k, &[2, 0, 0, 0, 0, 8], 200, 150));
         assert_eq!(t.lookup(&k).unwrap().mac, [2, 0, 0, 0, 0, 8]);
         let g = t.generation();
-        assert!(t.update(&k, &[2, 0, 0, 0, 0, 8], 300));
+        assert!(t.update(&k, &[2, 0, 0, 0, 0, 8], 300, 250));
         assert_eq!(t.lookup(&k).unwrap().fresh_until, 300);
         assert_eq!(t.generation(), g, "a refresh keeps the caches valid");
         // Marking a known entry changes nothing.
-        t.mark_incomplete(&k);
+        t.mark_incomplete(&k, 400);
         assert_eq!(t.lookup(&k).unwrap().mac, [2, 0, 0, 0, 0, 8]);
     }
 
@@ -426,7 +441,7 @@ mod tests {
         assert_eq!(t.count(0, 10), NeighCounts::default());
         t.learn(&NeighKey::v4(0, 1), &[2, 0, 0, 0, 0, 1], PERMANENT);
         t.learn(&NeighKey::v4(0, 2), &[2, 0, 0, 0, 0, 2], 100);
-        t.mark_incomplete(&NeighKey::v6(1, 3));
+        t.mark_incomplete(&NeighKey::v6(1, 3), 60);
         let at = |now| t.count(now, 10);
         assert_eq!(
             at(50),

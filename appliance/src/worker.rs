@@ -706,7 +706,8 @@ impl Worker<'_> {
         // Counted as created now, so that a failure below is a counted drop.
         self.stats.generated.add(1);
         // Its answer is to be learned (an unasked one is not).
-        self.neigh.mark_incomplete(&key);
+        self.neigh
+            .mark_incomplete(&key, self.now + self.neigh_timeout);
         if key.v6 {
             let Some(src) = port.v6 else {
                 return self.drop_pkt(m, DropReason::NoNeighbour);
@@ -757,7 +758,7 @@ impl Worker<'_> {
             if sender_ok {
                 if arp.op == net::ARP_REQUEST {
                     self.neigh.learn(&sender, &arp.sha, fresh_until);
-                } else if !self.neigh.update(&sender, &arp.sha, fresh_until) {
+                } else if !self.neigh.update(&sender, &arp.sha, fresh_until, self.now) {
                     self.stats.neigh_unsolicited.add(1);
                 }
             }
@@ -776,7 +777,7 @@ impl Worker<'_> {
             }
         } else if sender_ok && arp.spa == arp.tpa {
             // Gratuitous ARP refreshes an entry we already have, no other.
-            if !self.neigh.update(&sender, &arp.sha, fresh_until) {
+            if !self.neigh.update(&sender, &arp.sha, fresh_until, self.now) {
                 self.stats.neigh_unsolicited.add(1);
             }
         }
@@ -798,10 +799,12 @@ impl Worker<'_> {
             // RFC 4861 7.2.5: an advertisement for a target with no entry
             // (one we did not solicit) is discarded.
             if let Some(ll) = nd.lladdr {
-                if !self
-                    .neigh
-                    .update(&NeighKey::v6(in_port, nd.target), &ll, fresh_until)
-                {
+                if !self.neigh.update(
+                    &NeighKey::v6(in_port, nd.target),
+                    &ll,
+                    fresh_until,
+                    self.now,
+                ) {
                     self.stats.neigh_unsolicited.add(1);
                 }
             }
