@@ -61,7 +61,7 @@ impl Rewrite {
         }
     }
 
-    #[inline(never)]
+    #[inline]
     fn write_translated(out: &mut Option<Rewrite>, c: &Conn, dir: Dir, related: bool) {
         let other = &c.tuples[dir.other().index()];
         if related || other.is_icmp() {
