@@ -195,9 +195,7 @@ pub fn apply(
     rw: &Rewrite,
     mode: ChecksumMode,
 ) -> Result<(), RewriteError> {
-    let l3 = p.l3_offset as usize;
-    let l4 = p.l4_offset as usize;
-    let end = l3 + p.l3_len as usize;
+    let (l3, l4, end) = spans(p);
     if p.family == Family::V4
         && !rw.related
         && mode == ChecksumMode::Incremental
@@ -215,6 +213,13 @@ pub fn apply(
     apply_general(frame, p, rw, mode)
 }
 
+/// Where a parsed packet's IP header, L4 header and IP payload end are.
+#[inline(always)]
+fn spans(p: &Parsed) -> (usize, usize, usize) {
+    let l3 = p.l3_offset as usize;
+    (l3, p.l4_offset as usize, l3 + p.l3_len as usize)
+}
+
 /// [`apply`] for every other packet.
 #[inline(never)]
 fn apply_general(
@@ -223,9 +228,7 @@ fn apply_general(
     rw: &Rewrite,
     mode: ChecksumMode,
 ) -> Result<(), RewriteError> {
-    let l3 = p.l3_offset as usize;
-    let l4 = p.l4_offset as usize;
-    let end = l3 + p.l3_len as usize;
+    let (l3, l4, end) = spans(p);
     if frame.len() < end || end < l4 {
         return Err(RewriteError::Truncated);
     }
