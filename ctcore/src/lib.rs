@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod commit;
 pub mod conn;
 pub mod engine;
 pub mod event;
