@@ -16,6 +16,7 @@ pub mod policy;
 pub mod proto;
 pub mod rss;
 pub mod stats;
+pub mod sync;
 pub mod table;
 pub mod timeout;
 pub mod tuple;
