@@ -636,3 +636,125 @@ mod tests {
         );
     }
 }
+
+#[derive(Args, Debug)]
+pub struct HaArgs {
+    #[command(flatten)]
+    api: Api,
+    #[command(subcommand)]
+    cmd: HaCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum HaCommand {
+    /// The sync's state: the peer, the external cache, the counters.
+    Status {
+        /// The raw JSON of /api/v1/ha.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The connections the peer reported (conntrackd -e), not yet in the table.
+    Cache {
+        #[command(flatten)]
+        filter: Box<Filter>,
+        #[arg(short = 'o', long, value_enum, default_value = "extended")]
+        output: Output,
+    },
+    /// Take over: commit the external cache into the table (conntrackd -c).
+    Takeover,
+    /// Ask the peer for its whole table again (conntrackd -n).
+    Resync,
+}
+
+/// `ctgate ha ...`
+pub fn ha(args: HaArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.api);
+    let mut out = std::io::stdout().lock();
+    match args.cmd {
+        HaCommand::Status { json } => {
+            let v = c.json("GET", "/api/v1/ha", &[])?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+                return Ok(());
+            }
+            let heard = match v["last_heard_ms_ago"].as_u64() {
+                Some(ms) => format!("{ms} ms ago"),
+                None => "never".into(),
+            };
+            writeln!(
+                out,
+                "sync {} with {} from {}: peer {} (last heard {heard}), takeover {}",
+                v["mode"].as_str().unwrap_or("?"),
+                v["peer"].as_str().unwrap_or("?"),
+                v["bind"].as_str().unwrap_or("?"),
+                if v["peer_alive"].as_bool() == Some(true) {
+                    "alive"
+                } else {
+                    "not heard"
+                },
+                v["takeover"].as_str().unwrap_or("?"),
+            )?;
+            writeln!(
+                out,
+                "external cache {} of {} connections; {} takeovers committed {}; resend queue {}, waiting to go {}",
+                n(&v["external_cache"]),
+                n(&v["external_cache_limit"]),
+                n(&v["takeovers"]),
+                n(&v["committed"]),
+                n(&v["resend_queue"]),
+                n(&v["transmit_queue"]),
+            )?;
+            if let Some(m) = v["counters"].as_object() {
+                for (k, val) in m {
+                    writeln!(out, "  {k:<20} {}", n(val))?;
+                }
+            }
+        }
+        HaCommand::Cache { filter, output } => {
+            let mut q = filter.query();
+            let limit = appliance::rest::MAX_LIMIT;
+            q.push(("limit", limit.to_string()));
+            let mut all = Vec::new();
+            loop {
+                let mut page_q = q.clone();
+                page_q.push(("offset", all.len().to_string()));
+                let v = c.json("GET", "/api/v1/ha/cache", &page_q)?;
+                let conns = v["connections"].as_array().cloned().unwrap_or_default();
+                let total = v["total"].as_u64().unwrap_or(0) as usize;
+                let got = conns.len();
+                all.extend(conns);
+                if got == 0 || all.len() >= total {
+                    break;
+                }
+            }
+            match output {
+                Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?,
+                Output::Extended => {
+                    for conn in &all {
+                        writeln!(out, "{}", conn["line"].as_str().unwrap_or_default())?;
+                    }
+                }
+            }
+            eprintln!(
+                "ctgate (external cache): {} flow entries have been shown.",
+                all.len()
+            );
+        }
+        HaCommand::Takeover => {
+            let v = c.json("POST", "/api/v1/ha/commit", &[])?;
+            writeln!(
+                out,
+                "committed {} connections ({} already in the table, {} found the table full, {} not valid)",
+                n(&v["committed"]),
+                n(&v["exists"]),
+                n(&v["table_full"]),
+                n(&v["invalid"]),
+            )?;
+        }
+        HaCommand::Resync => {
+            c.json("POST", "/api/v1/ha/resync", &[])?;
+            writeln!(out, "asked the peer for its table")?;
+        }
+    }
+    Ok(())
+}

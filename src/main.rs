@@ -86,6 +86,9 @@ enum Command {
     Ct(Box<client::CtArgs>),
     /// The counters of a running ctgate, through its REST API.
     Stats(client::StatsArgs),
+    /// State sync with an HA peer: status, its external cache, takeover,
+    /// resync (like conntrackd -s / -e / -c / -n).
+    Ha(client::HaArgs),
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -157,6 +160,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args),
         Command::Ct(args) => client::ct(*args),
         Command::Stats(args) => client::stats(args),
+        Command::Ha(args) => client::ha(args),
     }
 }
 

@@ -284,6 +284,9 @@ pub struct Config {
     /// The REST API (`[rest]`).
     #[serde(default)]
     pub rest: crate::rest::RestConfig,
+    /// State sync with the other box of an HA pair (`[sync]`).
+    #[serde(default)]
+    pub sync: crate::ha::SyncConfig,
 }
 
 fn default_workers() -> Vec<u32> {
@@ -410,6 +413,12 @@ impl Config {
 
     fn validate(&mut self) -> Result<(), ConfigError> {
         self.rest.validate().map_err(invalid)?;
+        self.sync.validate().map_err(invalid)?;
+        if self.sync.enabled && !self.rest.enabled {
+            return Err(invalid(
+                "[sync] runs beside the REST API (the takeover is POST /api/v1/ha/commit): set [rest] enabled = true",
+            ));
+        }
         if self.ports.is_empty() {
             return Err(invalid(
                 "no [[port]]: add at least one (see README, Configuration reference)",

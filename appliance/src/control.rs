@@ -560,6 +560,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             tsc_hz: eal.tsc_hz(),
             pool: Arc::downgrade(&pool),
             neigh: neigh.clone(),
+            ha: cfg.sync.enabled.then(|| {
+                Arc::new(crate::ha::Ha::new(
+                    cfg.sync.clone(),
+                    &shared,
+                    cfg.conntrack.max_connections as usize,
+                ))
+            }),
         },
     )?;
 

@@ -1,8 +1,9 @@
 //! ctgate's DPDK application as a library: configuration, the EAL and ports
 //! (`dpdk`), the per-lcore workers (`worker`) with the pipeline slot for
 //! conntrack / policy / NAT (`pipeline`), ARP / ND (`neigh`), routing
-//! (`route`), counters (`stats`), the control side (`control`) and the REST
-//! API with its metrics and event stream (`rest`).
+//! (`route`), counters (`stats`), the control side (`control`), the REST
+//! API with its metrics and event stream (`rest`), and state sync with an HA
+//! peer (`ha`).
 //!
 //! Unsafe code is confined to `dpdk`; the rest of the crate denies it.
 #![deny(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod control;
 pub mod ctconfig;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod ha;
 pub mod neigh;
 pub mod net;
 pub mod pcap;

@@ -81,6 +81,30 @@ pub enum CommitError {
 }
 
 impl Learnt {
+    /// What this box reports of one of its connections at `now_ms` (the
+    /// other side of [`Learnt::to_conn`]).
+    pub fn of(c: &Conn, now_ms: u64) -> Learnt {
+        let state = match c.proto {
+            ProtoState::Tcp(t) => LearntState::Tcp {
+                state: t.state,
+                wscale: [t.seen[0].td_scale, t.seen[1].td_scale],
+            },
+            ProtoState::Sctp(s) => LearntState::Sctp {
+                state: s.state,
+                vtag: s.vtag,
+            },
+            _ => LearntState::None,
+        };
+        Learnt {
+            orig: c.tuples[0],
+            reply: c.tuples[1],
+            status: c.status.0 & LEARNT_STATUS,
+            mark: c.mark,
+            timeout_ms: c.deadline_ms.saturating_sub(now_ms),
+            state,
+        }
+    }
+
     /// The connection to insert, CONFIRMED, expiring `timeout_ms` after `now_ms`.
     pub fn to_conn(&self, now_ms: u64) -> Result<Conn, CommitError> {
         let (o, r) = (&self.orig, &self.reply);

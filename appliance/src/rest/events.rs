@@ -21,6 +21,9 @@ const DRAIN_EVERY: Duration = Duration::from_millis(10);
 pub struct Hub {
     tx: broadcast::Sender<Event>,
     subscribers: Arc<AtomicUsize>,
+    /// ctgate's own subscribers (state sync): not counted against
+    /// `max_subscribers`, but they keep the workers queueing events.
+    internal: Arc<AtomicUsize>,
     subscriber_dropped: Arc<AtomicU64>,
 }
 
@@ -37,6 +40,17 @@ impl Subscription {
     }
 }
 
+/// Held by an internal subscriber; dropping it unsubscribes.
+pub struct Internal {
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Internal {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
@@ -49,6 +63,7 @@ impl Hub {
         Hub {
             tx,
             subscribers: Arc::new(AtomicUsize::new(0)),
+            internal: Arc::new(AtomicUsize::new(0)),
             subscriber_dropped: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -81,6 +96,26 @@ impl Hub {
         self.subscribers.load(Ordering::Relaxed)
     }
 
+    /// A subscription of ctgate's own (state sync). Its receiver reports a
+    /// lag like any other (the events it lost); the REST metrics do not
+    /// count it.
+    pub fn subscribe_internal(&self, shared: &Shared) -> (broadcast::Receiver<Event>, Internal) {
+        self.internal.fetch_add(1, Ordering::Relaxed);
+        let rx = self.tx.subscribe();
+        shared.events_wanted.store(true, Ordering::Relaxed);
+        (
+            rx,
+            Internal {
+                count: self.internal.clone(),
+            },
+        )
+    }
+
+    /// Whether anyone (a REST client or ctgate itself) listens.
+    fn listening(&self) -> bool {
+        self.subscribers() > 0 || self.internal.load(Ordering::Relaxed) > 0
+    }
+
     /// Events subscribers lost by falling behind, summed.
     pub fn subscriber_dropped(&self) -> u64 {
         self.subscriber_dropped.load(Ordering::Relaxed)
@@ -106,12 +141,12 @@ impl Hub {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let mut listening = self.subscribers() > 0;
+            let mut listening = self.listening();
             if !listening {
                 shared.events_wanted.store(false, Ordering::Relaxed);
                 // A subscriber that came in between turned it on before this
                 // store: look again (subscribe counts first, then turns on).
-                listening = self.subscribers() > 0;
+                listening = self.listening();
                 if listening {
                     shared.events_wanted.store(true, Ordering::Relaxed);
                 }

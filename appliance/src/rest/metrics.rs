@@ -302,6 +302,10 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         .with_label_values(&["subscribers"])
         .inc_by(subscribers);
 
+    if let Some(ha) = &state.ctx.ha {
+        sync_metrics(&out, ha);
+    }
+
     // Policy and NAT.
     let pol = out.counter(
         "ctgate_policy_packets_total",
@@ -424,4 +428,120 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         .encode(&out.registry.gather(), &mut buf)
         .expect("text encoding of plain metrics");
     String::from_utf8(buf).expect("the text format is UTF-8")
+}
+
+/// `[sync]`: the state sync with the HA peer.
+fn sync_metrics(out: &Out, ha: &crate::ha::Ha) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = *ha.protocol.lock().unwrap_or_else(|e| e.into_inner());
+    let c = &p.counters;
+    let msgs = out.counter(
+        "ctgate_sync_messages_total",
+        "conntrackd protocol messages sent to and received from the HA peer (state and control; retransmissions included in sent).",
+        &["direction"],
+    );
+    msgs.with_label_values(&["sent"]).inc_by(c.sent);
+    msgs.with_label_values(&["received"]).inc_by(c.received);
+    let dg = out.counter(
+        "ctgate_sync_datagrams_total",
+        "UDP datagrams of the sync (several messages each).",
+        &["direction"],
+    );
+    dg.with_label_values(&["sent"]).inc_by(c.datagrams_sent);
+    dg.with_label_values(&["received"])
+        .inc_by(ha.counters.datagrams_received.load(Relaxed));
+    let single = |name: &str, help: &str, v: u64| {
+        out.counter(name, help, &[])
+            .with_label_values::<&str>(&[])
+            .inc_by(v)
+    };
+    single(
+        "ctgate_sync_retransmitted_total",
+        "Messages sent again because the peer asked (NACK).",
+        c.retransmitted,
+    );
+    single(
+        "ctgate_sync_lost_total",
+        "Connection messages dropped unacknowledged from the full resend queue (a resync recovers them).",
+        c.lost,
+    );
+    single(
+        "ctgate_sync_gaps_total",
+        "Sequence numbers the peer skipped (asked again with a NACK).",
+        c.gaps,
+    );
+    single(
+        "ctgate_sync_malformed_total",
+        "Sync messages that could not be decoded, or connections conntrackd's format cannot carry.",
+        c.malformed,
+    );
+    let rs = out.counter(
+        "ctgate_sync_resyncs_total",
+        "Whole-table resyncs: asked by the peer (answered) or asked of it (requested).",
+        &["direction"],
+    );
+    rs.with_label_values(&["answered"]).inc_by(c.resyncs);
+    rs.with_label_values(&["requested"])
+        .inc_by(c.resyncs_requested);
+    single(
+        "ctgate_sync_events_lost_total",
+        "Local connection changes that never reached the sync (its event queue overflowed; the whole table was sent again).",
+        ha.counters.events_lost.load(Relaxed),
+    );
+    single(
+        "ctgate_sync_cache_full_total",
+        "Connections the peer reported that the external cache had no room for ([sync] cache_limit).",
+        ha.counters.cache_full.load(Relaxed),
+    );
+    single(
+        "ctgate_sync_rate_limited_total",
+        "Times messages waited for [sync] max_messages_per_second.",
+        ha.counters.rate_limited.load(Relaxed),
+    );
+    single(
+        "ctgate_sync_send_errors_total",
+        "Datagrams the socket refused to send.",
+        ha.counters.send_errors.load(Relaxed),
+    );
+    single(
+        "ctgate_sync_takeovers_total",
+        "Commits of the external cache into the table (manual and automatic).",
+        ha.takeovers.load(Relaxed),
+    );
+    single(
+        "ctgate_sync_committed_total",
+        "Connections committed into the table at takeovers.",
+        ha.committed_total.load(Relaxed),
+    );
+    let gauge = |name: &str, help: &str, v: i64| {
+        out.gauge(name, help, &[])
+            .with_label_values::<&str>(&[])
+            .set(v)
+    };
+    let cache = ha
+        .cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entries
+        .len();
+    gauge(
+        "ctgate_sync_external_cache_connections",
+        "Connections the peer reported, held for a takeover.",
+        cache as i64,
+    );
+    gauge(
+        "ctgate_sync_peer_alive",
+        "1 while the peer is heard (within [sync] alive_timeout_ms).",
+        i64::from(ha.peer_alive.load(Relaxed)),
+    );
+    gauge(
+        "ctgate_sync_resend_queue_messages",
+        "Messages sent and not yet acknowledged by the peer (FTFW).",
+        p.resend_queue as i64,
+    );
+    gauge(
+        "ctgate_sync_transmit_queue_messages",
+        "Messages waiting to be sent.",
+        p.transmit_queue as i64,
+    );
 }

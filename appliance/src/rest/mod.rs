@@ -33,6 +33,7 @@
 
 pub mod events;
 pub mod filter;
+pub mod ha;
 pub mod metrics;
 pub mod telemetry;
 pub mod write_timeout;
@@ -278,6 +279,8 @@ pub struct Context {
     /// outlives the server still holds.
     pub pool: std::sync::Weak<Mempool>,
     pub neigh: Arc<NeighTable>,
+    /// State sync with an HA peer, if `[sync] enabled`.
+    pub ha: Option<Arc<crate::ha::Ha>>,
 }
 
 /// The server's state, shared by the handlers.
@@ -485,6 +488,14 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
                     }
                 };
                 tokio::spawn(state.events.clone().pump(state.ctx.shared.clone()));
+                if let Some(ha) = state.ctx.ha.clone() {
+                    tokio::spawn(crate::ha::task::run(
+                        ha,
+                        state.ctx.shared.clone(),
+                        state.events.clone(),
+                        state.ctx.tsc_hz,
+                    ));
+                }
                 let (slots, refused) = (state.slots.clone(), state.refused.clone());
                 tokio::select! {
                     _ = serve(listener, slots, refused, router(state)) => {}
@@ -580,6 +591,10 @@ fn router(state: Arc<State>) -> Router {
         .route("/api/v1/timeouts", get(timeouts_get).put(timeouts_put))
         .route("/api/v1/ports", get(ports))
         .route("/api/v1/nat", get(nat))
+        .route("/api/v1/ha", get(ha::status))
+        .route("/api/v1/ha/cache", get(ha::cache))
+        .route("/api/v1/ha/commit", post(ha::commit))
+        .route("/api/v1/ha/resync", post(ha::resync))
         .route(
             "/api/v1/nat/pools/{pool}/backends/{index}",
             put(backend_health),

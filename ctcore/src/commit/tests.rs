@@ -265,3 +265,40 @@ fn status_bits_a_create_may_not_set_are_dropped_and_nat_bits_follow_the_tuples()
     assert!(!c.status.has(Status::EIM | Status::DYING));
     assert_eq!(c.tuple(Dir::Reply), &l.reply);
 }
+
+#[test]
+fn what_a_box_reports_of_a_connection_commits_to_the_same_connection() {
+    let e = masq_engine();
+    let mut w = e.worker(0);
+    e.commit(&mut w, 0, &snat_udp()).unwrap();
+    let mut conns = vec![];
+    e.snapshot(500, |c| conns.push(*c));
+    let reported = Learnt::of(&conns[0], 500);
+    assert_eq!(
+        reported,
+        Learnt {
+            timeout_ms: 119_500,
+            ..snat_udp()
+        }
+    );
+    let again = reported.to_conn(500).unwrap();
+    assert_eq!(again.tuples, conns[0].tuples);
+    assert_eq!(again.deadline_ms, conns[0].deadline_ms);
+    assert_eq!(again.status, conns[0].status);
+}
+
+#[test]
+fn kernel_state_numbers_name_the_same_states() {
+    for n in 0..=9u8 {
+        assert_eq!(TcpConntrack::from_number(n).map(|s| s as u8), Some(n));
+    }
+    assert_eq!(TcpConntrack::from_number(10), None);
+    assert_eq!(
+        TcpConntrack::from_number(3),
+        Some(TcpConntrack::Established)
+    );
+    for n in 0..=8u8 {
+        assert_eq!(SctpConntrack::from_number(n).map(|s| s as u8), Some(n));
+    }
+    assert_eq!(SctpConntrack::from_number(9), None);
+}

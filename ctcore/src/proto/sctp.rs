@@ -42,6 +42,23 @@ pub enum SctpConntrack {
 }
 
 impl SctpConntrack {
+    const ALL: [SctpConntrack; 9] = [
+        SctpConntrack::None,
+        SctpConntrack::Closed,
+        SctpConntrack::CookieWait,
+        SctpConntrack::CookieEchoed,
+        SctpConntrack::Established,
+        SctpConntrack::ShutdownSent,
+        SctpConntrack::ShutdownRecd,
+        SctpConntrack::ShutdownAckSent,
+        SctpConntrack::HeartbeatSent,
+    ];
+
+    /// The state numbered `n` in the kernel's `enum sctp_conntrack`.
+    pub fn from_number(n: u8) -> Option<SctpConntrack> {
+        SctpConntrack::ALL.get(usize::from(n)).copied()
+    }
+
     /// The name `conntrack -L` prints.
     pub fn name(self) -> &'static str {
         match self {

@@ -45,6 +45,25 @@ pub enum TcpConntrack {
 }
 
 impl TcpConntrack {
+    const ALL: [TcpConntrack; 10] = [
+        TcpConntrack::None,
+        TcpConntrack::SynSent,
+        TcpConntrack::SynRecv,
+        TcpConntrack::Established,
+        TcpConntrack::FinWait,
+        TcpConntrack::CloseWait,
+        TcpConntrack::LastAck,
+        TcpConntrack::TimeWait,
+        TcpConntrack::Close,
+        TcpConntrack::SynSent2,
+    ];
+
+    /// The state numbered `n` in the kernel's `enum tcp_conntrack` (ctnetlink,
+    /// conntrackd's `NTA_TCP_STATE`).
+    pub fn from_number(n: u8) -> Option<TcpConntrack> {
+        TcpConntrack::ALL.get(usize::from(n)).copied()
+    }
+
     /// The name `conntrack -L` prints.
     pub fn name(self) -> &'static str {
         match self {

@@ -1,0 +1,539 @@
+//! An HA pair of real appliances between real hosts: a long TCP download and
+//! a UDP stream go through the active ctgate, which is killed (SIGKILL); the
+//! client's and server's next hop moves to the backup, the way keepalived
+//! moves a VRRP address; the backup takes over (`ctgate ha takeover`).
+//!
+//! With `[sync]` the transfers go on: no reset, the same TCP connection, the
+//! server sees the same masquerade address and port before and after. The
+//! same run without sync shows what the sync is for: the download stalls and
+//! the UDP stream comes out of another port.
+//!
+//! Layout (namespaces `ctha-cli` and `ctha-srv`; each appliance has its own
+//! veth pair into each; both have 192.0.2.1 inside and 198.51.100.1 outside,
+//! like a VRRP pair's virtual addresses):
+//!
+//! ```text
+//!   cli (192.0.2.2 on lo) eth0 -- ctha-cli  [A] ctha-srv  -- eth0 srv (198.51.100.2 on lo)
+//!                         eth1 -- ctha-bcli [B] ctha-bsrv -- eth1
+//! ```
+//! The sync runs over loopback between the two processes. TEST-NET addresses
+//! only, no default route anywhere, every wait bounded.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::netns::{Gate, Net};
+use support::*;
+
+const TOKEN: &str = "ha-test-token-0123456789abcdef";
+const PREFIX: &str = "ctha";
+/// How long the hosts' programs run at most.
+const PROGRAM_SECS: &str = "90";
+
+fn sh(args: &[&str]) {
+    let out = run_for(Command::new(args[0]).args(&args[1..]), 30);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Frames with partial checksums or GSO super-frames must not reach af_packet.
+fn offloads_off(ns: Option<&str>, dev: &str) {
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["ip", "netns", "exec", ns]);
+    }
+    args.extend([
+        "ethtool", "-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off",
+    ]);
+    let _ = run_for(Command::new(args[0]).args(&args[1..]), 30);
+}
+
+/// The two hosts, each with a link to A (eth0) and one to B (eth1), routed
+/// through A.
+fn hosts(net: &mut Net) {
+    net.host("cli", &[], &[]);
+    net.host("srv", &[], &[]);
+    for host in ["cli", "srv"] {
+        let ns = net.ns(host);
+        let b = format!("{PREFIX}-b{host}");
+        sh(&[
+            "ip", "link", "add", &b, "type", "veth", "peer", "name", "eth1", "netns", &ns,
+        ]);
+        sh(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{b}.disable_ipv6=1"),
+        ]);
+        sh(&["ip", "link", "set", &b, "up"]);
+        offloads_off(None, &b);
+        sh(&["ip", "-n", &ns, "link", "set", "eth1", "up"]);
+        offloads_off(Some(&ns), "eth1");
+        for k in ["all", "default", "eth0", "eth1", "lo"] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{k}.rp_filter=0"),
+            ]);
+        }
+    }
+    let (cli, srv) = (net.ns("cli"), net.ns("srv"));
+    sh(&["ip", "-n", &cli, "addr", "add", "192.0.2.2/32", "dev", "lo"]);
+    sh(&[
+        "ip",
+        "-n",
+        &srv,
+        "addr",
+        "add",
+        "198.51.100.2/32",
+        "dev",
+        "lo",
+    ]);
+    next_hop(net, "eth0");
+}
+
+/// Points both hosts at the appliance behind `dev` (eth0: A, eth1: B), as
+/// keepalived moving the virtual addresses would.
+fn next_hop(net: &Net, dev: &str) {
+    let (cli, srv) = (net.ns("cli"), net.ns("srv"));
+    for (ns, gw, rest) in [
+        (&cli, "192.0.2.1/32", "198.51.100.0/24"),
+        (&srv, "198.51.100.1/32", "192.0.2.0/24"),
+    ] {
+        let via = gw.trim_end_matches("/32");
+        sh(&["ip", "-n", ns, "route", "replace", gw, "dev", dev]);
+        sh(&[
+            "ip", "-n", ns, "route", "replace", rest, "via", via, "dev", dev,
+        ]);
+        sh(&["ip", "-n", ns, "neigh", "flush", "all"]);
+    }
+}
+
+/// One appliance: ports `cli_if` / `srv_if`, masquerade to a port range,
+/// the inside may open connections and the outside only answer; REST on
+/// `api`; `sync` is its `[sync]` section (empty: none).
+fn config(cli_if: &str, srv_if: &str, api: &str, sync: &str) -> String {
+    format!(
+        r#"workers = [1]
+{eal}
+mempool_mbufs = 4095
+
+[[port]]
+name = "cli"
+devargs = "net_af_packet0,iface={cli_if}"
+ipv4 = "192.0.2.1/24"
+
+[[port]]
+name = "srv"
+devargs = "net_af_packet1,iface={srv_if}"
+ipv4 = "198.51.100.1/24"
+
+[conntrack]
+max_connections = 4096
+policy_default = "drop"
+
+[[policy]]
+name = "established"
+states = "established,related"
+action = "accept"
+
+[[policy]]
+name = "new-from-inside"
+in_port = "cli"
+states = "new"
+action = "accept"
+
+[[nat]]
+name = "masquerade"
+out_port = "srv"
+src = "192.0.2.0/24"
+action = "masquerade to :40000-60000 random"
+
+[rest]
+bind = "{api}"
+token = "{TOKEN}"
+
+{sync}
+"#,
+        eal = eal_args_toml(),
+    )
+}
+
+fn sync_section(bind: &str, peer: &str) -> String {
+    format!(
+        "[sync]\nenabled = true\nmode = \"ftfw\"\nbind = \"{bind}\"\npeer = \"{peer}\"\nalive_interval_ms = 200\nalive_timeout_ms = 1000\n"
+    )
+}
+
+/// The hosts' programs, killed and waited for on drop (also on failure).
+#[derive(Default)]
+struct Programs(Vec<Child>);
+
+impl Drop for Programs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Programs {
+    /// A program of tests/support/ha_hosts.py in `host`, its output to `log`.
+    fn start(&mut self, net: &Net, host: &str, log: &Path, args: &[&str]) {
+        let py = repo().join("tests/support/ha_hosts.py");
+        let out = std::fs::File::create(log).unwrap();
+        let child = net
+            .cmd(host, &["python3", py.to_str().unwrap()])
+            .args(args)
+            .stdout(out)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.0.push(child);
+    }
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The last value of a `bytes N` progress line.
+fn bytes(log: &Path) -> u64 {
+    lines(log)
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("bytes ")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The last `udp sent N answered M`: M.
+fn answered(log: &Path) -> u64 {
+    lines(log)
+        .iter()
+        .rev()
+        .find_map(|l| l.rsplit_once("answered ")?.1.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `ok`; false if it never held.
+fn wait_for(secs: u64, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok()
+}
+
+fn wait_ready(log: &Path) {
+    assert!(
+        wait_for(20, || lines(log).iter().any(|l| l == "listening")),
+        "{} did not start",
+        log.display()
+    );
+}
+
+/// `ctgate ha ...` against the appliance at `api`; its stdout.
+fn ha_cli(api: &str, args: &[&str]) -> String {
+    let out = run_for(
+        Command::new(ctgate())
+            .args(["ha", "--api", &format!("http://{api}"), "--token", TOKEN])
+            .args(args),
+        30,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ctgate ha {args:?} failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// What one run saw.
+struct Outcome {
+    bytes_before: u64,
+    bytes_after: u64,
+    answered_before: u64,
+    answered_after: u64,
+    /// The download client's lines that report a failure.
+    client_errors: Vec<String>,
+    /// Connections the download server accepted, and its "closed" lines.
+    accepted: Vec<String>,
+    closed: Vec<String>,
+    /// The UDP sources (address port) the server saw.
+    udp_sources: Vec<String>,
+    /// The backup's `ha cache` before the takeover and its takeover line.
+    cache: String,
+    takeover: String,
+    /// The backup's table after the transfers went on (`ct list`).
+    table: String,
+}
+
+/// The failover run, with or without sync.
+fn failover(with_sync: bool) -> Outcome {
+    let tag = if with_sync { "sync" } else { "nosync" };
+    let dir = TempDir::new(&format!("ha-{tag}"));
+    let mut net = Net::new(PREFIX);
+    hosts(&mut net);
+    let (api_a, api_b) = ("127.0.0.1:18301", "127.0.0.1:18302");
+    let (sync_a, sync_b) = ("127.0.0.1:37801", "127.0.0.1:37802");
+    let (a_sync, b_sync) = if with_sync {
+        (sync_section(sync_a, sync_b), sync_section(sync_b, sync_a))
+    } else {
+        (String::new(), String::new())
+    };
+    let dir_a = dir.path("a");
+    let dir_b = dir.path("b");
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let gate_a = Gate::start(
+        &dir_a,
+        &config(&net.gw_if("cli"), &net.gw_if("srv"), api_a, &a_sync),
+    );
+    let mut gate_b = Gate::start(
+        &dir_b,
+        &config(
+            &format!("{PREFIX}-bcli"),
+            &format!("{PREFIX}-bsrv"),
+            api_b,
+            &b_sync,
+        ),
+    );
+    if with_sync {
+        gate_b.wait_log(&["sync: peer heard"], 20);
+    }
+
+    let mut progs = Programs::default();
+    let (srv_log, udps_log) = (dir.path("download-server"), dir.path("udp-server"));
+    let (cli_log, udpc_log) = (dir.path("download-client"), dir.path("udp-client"));
+    progs.start(
+        &net,
+        "srv",
+        &srv_log,
+        &["download-server", "198.51.100.2", "8080", PROGRAM_SECS],
+    );
+    progs.start(
+        &net,
+        "srv",
+        &udps_log,
+        &["udp-server", "198.51.100.2", "5353", PROGRAM_SECS],
+    );
+    wait_ready(&srv_log);
+    wait_ready(&udps_log);
+    progs.start(
+        &net,
+        "cli",
+        &cli_log,
+        &[
+            "download-client",
+            "192.0.2.2",
+            "33000",
+            "198.51.100.2",
+            "8080",
+            PROGRAM_SECS,
+        ],
+    );
+    progs.start(
+        &net,
+        "cli",
+        &udpc_log,
+        &[
+            "udp-client",
+            "192.0.2.2",
+            "5000",
+            "198.51.100.2",
+            "5353",
+            PROGRAM_SECS,
+        ],
+    );
+    assert!(
+        wait_for(20, || bytes(&cli_log) > 1_000_000
+            && answered(&udpc_log) > 50),
+        "no traffic through the active appliance: {:?} {:?}",
+        lines(&cli_log).last(),
+        lines(&udpc_log).last()
+    );
+
+    // What the backup learnt, before the active one dies.
+    let cache = if with_sync {
+        let mut cache = String::new();
+        let learnt = wait_for(10, || {
+            cache = ha_cli(api_b, &["cache"]);
+            cache.contains("dport=8080") && cache.contains("dport=5353")
+        });
+        assert!(
+            learnt,
+            "the backup's external cache lacks the two flows:\n{cache}"
+        );
+        cache
+    } else {
+        String::new()
+    };
+
+    // The active appliance dies.
+    drop(gate_a);
+    let bytes_before = bytes(&cli_log);
+    let answered_before = answered(&udpc_log);
+    // The backup commits what it learnt before the traffic reaches it (as
+    // keepalived's notify script runs `conntrackd -c` on becoming master):
+    // a packet that came first would start a connection of its own.
+    let takeover = if with_sync {
+        ha_cli(api_b, &["takeover"])
+    } else {
+        String::new()
+    };
+    next_hop(&net, "eth1");
+    // Enough for TCP's retransmission timer to fire a few times.
+    std::thread::sleep(Duration::from_secs(6));
+    let bytes_after = bytes(&cli_log);
+    let answered_after = answered(&udpc_log);
+    let table = run_for(
+        Command::new(ctgate()).args([
+            "ct",
+            "--api",
+            &format!("http://{api_b}"),
+            "--token",
+            TOKEN,
+            "list",
+        ]),
+        30,
+    );
+    let srv = lines(&srv_log);
+    let out = Outcome {
+        bytes_before,
+        bytes_after,
+        answered_before,
+        answered_after,
+        client_errors: lines(&cli_log)
+            .into_iter()
+            .filter(|l| l.starts_with("error"))
+            .collect(),
+        accepted: srv
+            .iter()
+            .filter(|l| l.starts_with("accepted"))
+            .cloned()
+            .collect(),
+        closed: srv
+            .iter()
+            .filter(|l| l.starts_with("closed"))
+            .cloned()
+            .collect(),
+        udp_sources: lines(&udps_log)
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("from ").map(str::to_owned))
+            .collect(),
+        cache,
+        takeover,
+        table: String::from_utf8_lossy(&table.stdout).into_owned(),
+    };
+    drop(progs);
+    let stopped = gate_b.stop();
+    stopped.assert_balanced();
+    println!(
+        "failover {tag}: download {} bytes before the takeover, {} after {} s; UDP answers {} -> {}; server saw TCP {:?} UDP {:?}",
+        out.bytes_before,
+        out.bytes_after,
+        6,
+        out.answered_before,
+        out.answered_after,
+        out.accepted,
+        out.udp_sources
+    );
+    out
+}
+
+#[test]
+fn a_backup_with_sync_keeps_every_connection_and_binding_and_one_without_loses_them() {
+    require_root();
+    let _one = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+
+    let with = failover(true);
+    assert!(with.takeover.starts_with("committed "), "{}", with.takeover);
+    assert!(
+        !with.takeover.starts_with("committed 0 "),
+        "the takeover committed nothing: {}",
+        with.takeover
+    );
+    assert!(with
+        .cache
+        .contains("src=192.0.2.2 dst=198.51.100.2 sport=33000 dport=8080"));
+    assert!(
+        with.cache.contains("dst=198.51.100.1"),
+        "the NAT binding: {}",
+        with.cache
+    );
+    // The download goes on, on the same connection.
+    assert!(
+        with.bytes_after > with.bytes_before + 1_000_000,
+        "the download did not go on through the backup: {} -> {}",
+        with.bytes_before,
+        with.bytes_after
+    );
+    assert!(with.client_errors.is_empty(), "{:?}", with.client_errors);
+    assert_eq!(
+        with.accepted.len(),
+        1,
+        "one TCP connection: {:?}",
+        with.accepted
+    );
+    assert!(with.closed.is_empty(), "{:?}", with.closed);
+    assert!(with.accepted[0].starts_with("accepted 198.51.100.1 "));
+    // The UDP stream too, from the same masquerade address and port.
+    assert!(
+        with.answered_after > with.answered_before + 100,
+        "UDP answers stopped: {} -> {}",
+        with.answered_before,
+        with.answered_after
+    );
+    assert_eq!(
+        with.udp_sources.len(),
+        1,
+        "the server saw the UDP stream from one address and port: {:?}",
+        with.udp_sources
+    );
+    assert!(with.udp_sources[0].starts_with("198.51.100.1 "));
+    // The backup's table holds the download, translated as before.
+    let port = with.accepted[0].rsplit(' ').next().unwrap();
+    assert!(
+        with.table.lines().any(|l| l.contains("dport=8080")
+            && l.contains(&format!("dport={port} "))
+            && l.contains("ESTABLISHED")),
+        "the backup's table:\n{}",
+        with.table
+    );
+
+    let without = failover(false);
+    // The download stalls: the backup drops the server's segments to a
+    // masquerade port it knows nothing of.
+    assert!(
+        without.bytes_after < without.bytes_before + 200_000,
+        "without sync the download should stall: {} -> {}",
+        without.bytes_before,
+        without.bytes_after
+    );
+    // The client's datagrams leave from another masquerade port: the
+    // server's stream from the first one is gone.
+    assert_eq!(
+        without.udp_sources.len(),
+        2,
+        "without sync the UDP stream should come from a second port: {:?}",
+        without.udp_sources
+    );
+}
