@@ -168,10 +168,21 @@ token = "{TOKEN}"
     )
 }
 
-fn sync_section(bind: &str, peer: &str) -> String {
+fn sync_section(bind: &str, peer: &str, takeover: &str) -> String {
     format!(
-        "[sync]\nenabled = true\nmode = \"ftfw\"\nbind = \"{bind}\"\npeer = \"{peer}\"\nalive_interval_ms = 200\nalive_timeout_ms = 1000\n"
+        "[sync]\nenabled = true\nmode = \"ftfw\"\nbind = \"{bind}\"\npeer = \"{peer}\"\nalive_interval_ms = 200\nalive_timeout_ms = 1000\ntakeover = \"{takeover}\"\n"
     )
+}
+
+/// How the backup takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// `ctgate ha takeover`, then the next hop moves.
+    Manual,
+    /// By itself when the active one falls silent (`takeover = "auto"`).
+    Auto,
+    /// No sync at all.
+    NoSync,
 }
 
 /// The hosts' programs, killed and waited for on drop (also on failure).
@@ -286,16 +297,21 @@ struct Outcome {
     table: String,
 }
 
-/// The failover run, with or without sync.
-fn failover(with_sync: bool) -> Outcome {
-    let tag = if with_sync { "sync" } else { "nosync" };
+/// The failover run.
+fn failover(run: Run) -> Outcome {
+    let with_sync = run != Run::NoSync;
+    let tag = format!("{run:?}").to_lowercase();
     let dir = TempDir::new(&format!("ha-{tag}"));
     let mut net = Net::new(PREFIX);
     hosts(&mut net);
     let (api_a, api_b) = ("127.0.0.1:18301", "127.0.0.1:18302");
     let (sync_a, sync_b) = ("127.0.0.1:37801", "127.0.0.1:37802");
     let (a_sync, b_sync) = if with_sync {
-        (sync_section(sync_a, sync_b), sync_section(sync_b, sync_a))
+        let takeover = if run == Run::Auto { "auto" } else { "manual" };
+        (
+            sync_section(sync_a, sync_b, "manual"),
+            sync_section(sync_b, sync_a, takeover),
+        )
     } else {
         (String::new(), String::new())
     };
@@ -394,10 +410,10 @@ fn failover(with_sync: bool) -> Outcome {
     // The backup commits what it learnt before the traffic reaches it (as
     // keepalived's notify script runs `conntrackd -c` on becoming master):
     // a packet that came first would start a connection of its own.
-    let takeover = if with_sync {
-        ha_cli(api_b, &["takeover"])
-    } else {
-        String::new()
+    let takeover = match run {
+        Run::Manual => ha_cli(api_b, &["takeover"]),
+        Run::Auto => gate_b.wait_log(&["sync: external cache committed"], 20),
+        Run::NoSync => String::new(),
     };
     next_hop(&net, "eth1");
     // Enough for TCP's retransmission timer to fire a few times.
@@ -464,13 +480,32 @@ fn a_backup_with_sync_keeps_every_connection_and_binding_and_one_without_loses_t
     require_root();
     let _one = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
 
-    let with = failover(true);
+    let with = failover(Run::Manual);
     assert!(with.takeover.starts_with("committed "), "{}", with.takeover);
     assert!(
         !with.takeover.starts_with("committed 0 "),
         "the takeover committed nothing: {}",
         with.takeover
     );
+    kept(&with);
+
+    // The same, the backup taking over by itself when the active one falls
+    // silent (the next hop moves after its alive timeout, as keepalived's
+    // would after its own).
+    let auto = failover(Run::Auto);
+    assert!(
+        auto.takeover.contains("committed=") && !auto.takeover.contains("committed=0 "),
+        "{}",
+        auto.takeover
+    );
+    kept(&auto);
+
+    let without = failover(Run::NoSync);
+    lost(&without);
+}
+
+/// The checks of a run with sync: every connection and binding kept.
+fn kept(with: &Outcome) {
     assert!(with
         .cache
         .contains("src=192.0.2.2 dst=198.51.100.2 sport=33000 dport=8080"));
@@ -518,8 +553,9 @@ fn a_backup_with_sync_keeps_every_connection_and_binding_and_one_without_loses_t
         "the backup's table:\n{}",
         with.table
     );
+}
 
-    let without = failover(false);
+fn lost(without: &Outcome) {
     // The download stalls: the backup drops the server's segments to a
     // masquerade port it knows nothing of.
     assert!(
