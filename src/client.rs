@@ -664,6 +664,9 @@ enum HaCommand {
     Takeover,
     /// Ask the peer for its whole table again (conntrackd -n).
     Resync,
+    /// Become the standby box: drop what arrives, answer no ARP / ND for the
+    /// ports' addresses (keepalived's notify_backup).
+    Standby,
 }
 
 /// `ctgate ha ...`
@@ -683,7 +686,9 @@ pub fn ha(args: HaArgs) -> anyhow::Result<()> {
             };
             writeln!(
                 out,
-                "sync {} with {} from {}: peer {} (last heard {heard}), takeover {}",
+                "{} ({}); sync {} with {} from {}: peer {} (last heard {heard}), takeover {}",
+                v["state"].as_str().unwrap_or("?"),
+                v["role"].as_str().unwrap_or("?"),
                 v["mode"].as_str().unwrap_or("?"),
                 v["peer"].as_str().unwrap_or("?"),
                 v["bind"].as_str().unwrap_or("?"),
@@ -754,6 +759,10 @@ pub fn ha(args: HaArgs) -> anyhow::Result<()> {
         HaCommand::Resync => {
             c.json("POST", "/api/v1/ha/resync", &[])?;
             writeln!(out, "asked the peer for its table")?;
+        }
+        HaCommand::Standby => {
+            c.json("POST", "/api/v1/ha/standby", &[])?;
+            writeln!(out, "standby")?;
         }
     }
     Ok(())

@@ -1,20 +1,23 @@
 //! An HA pair of real appliances between real hosts: a long TCP download and
 //! a UDP stream go through the active ctgate, which is killed (SIGKILL); the
-//! client's and server's next hop moves to the backup, the way keepalived
-//! moves a VRRP address; the backup takes over (`ctgate ha takeover`).
+//! backup, which stood by answering nothing (`[sync] role = "backup"`),
+//! takes over (`ctgate ha takeover`, or by itself when the active one falls
+//! silent) and announces the shared addresses with gratuitous ARP, the way
+//! keepalived moves a VRRP address: the hosts change nothing.
 //!
-//! With `[sync]` the transfers go on: no reset, the same TCP connection, the
-//! server sees the same masquerade address and port before and after. The
-//! same run without sync shows what the sync is for: the download stalls and
-//! the UDP stream comes out of another port.
+//! With state sync the transfers go on: no reset, the same TCP connection,
+//! the server sees the same masquerade address and port before and after.
+//! The same run without it (the active box syncs nothing; the backup takes
+//! over the addresses all the same) shows what the sync is for: the download
+//! stalls and the UDP stream comes out of another port.
 //!
-//! Layout (namespaces `ctha-cli` and `ctha-srv`; each appliance has its own
-//! veth pair into each; both have 192.0.2.1 inside and 198.51.100.1 outside,
-//! like a VRRP pair's virtual addresses):
+//! Layout (namespaces `ctha-cli` and `ctha-srv`, each a bridge over its
+//! links to both appliances; both appliances have 192.0.2.1 inside and
+//! 198.51.100.1 outside, like a VRRP pair's virtual addresses):
 //!
 //! ```text
-//!   cli (192.0.2.2 on lo) eth0 -- ctha-cli  [A] ctha-srv  -- eth0 srv (198.51.100.2 on lo)
-//!                         eth1 -- ctha-bcli [B] ctha-bsrv -- eth1
+//!   cli 192.0.2.10 on br0 { eth0 -- ctha-cli  [A] ctha-srv  -- eth0 } br0 198.51.100.2 srv
+//!                        { eth1 -- ctha-bcli [B] ctha-bsrv -- eth1 }
 //! ```
 //! The sync runs over loopback between the two processes. TEST-NET addresses
 //! only, no default route anywhere, every wait bounded.
@@ -54,16 +57,23 @@ fn offloads_off(ns: Option<&str>, dev: &str) {
     let _ = run_for(Command::new(args[0]).args(&args[1..]), 30);
 }
 
-/// The two hosts, each with a link to A (eth0) and one to B (eth1), routed
-/// through A.
+/// The two hosts, each with a link to A (eth0) and one to B (eth1) under
+/// one bridge: one Ethernet segment per side, as a VRRP pair's.
 fn hosts(net: &mut Net) {
     net.host("cli", &[], &[]);
     net.host("srv", &[], &[]);
-    for host in ["cli", "srv"] {
+    // DPDK's af_packet joins each port's sockets to fanout group
+    // (pid ^ ifindex) & 0xffff; two processes whose pids are close and whose
+    // interfaces' indexes are close can land on the same group, which the
+    // kernel refuses (EINVAL). B's interfaces get indexes far from A's.
+    let far = 40_000 + (std::process::id() % 10_000) * 2;
+    for (i, host) in ["cli", "srv"].into_iter().enumerate() {
         let ns = net.ns(host);
         let b = format!("{PREFIX}-b{host}");
+        let index = (far + i as u32).to_string();
         sh(&[
-            "ip", "link", "add", &b, "type", "veth", "peer", "name", "eth1", "netns", &ns,
+            "ip", "link", "add", &b, "index", &index, "type", "veth", "peer", "name", "eth1",
+            "netns", &ns,
         ]);
         sh(&[
             "sysctl",
@@ -72,50 +82,60 @@ fn hosts(net: &mut Net) {
         ]);
         sh(&["ip", "link", "set", &b, "up"]);
         offloads_off(None, &b);
-        sh(&["ip", "-n", &ns, "link", "set", "eth1", "up"]);
         offloads_off(Some(&ns), "eth1");
-        for k in ["all", "default", "eth0", "eth1", "lo"] {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.conf.{k}.rp_filter=0"),
-            ]);
+        sh(&["ip", "-n", &ns, "link", "add", "br0", "type", "bridge"]);
+        for dev in ["eth0", "eth1"] {
+            sh(&["ip", "-n", &ns, "link", "set", dev, "master", "br0"]);
+            sh(&["ip", "-n", &ns, "link", "set", dev, "up"]);
         }
+        sh(&["ip", "-n", &ns, "link", "set", "br0", "up"]);
     }
     let (cli, srv) = (net.ns("cli"), net.ns("srv"));
-    sh(&["ip", "-n", &cli, "addr", "add", "192.0.2.2/32", "dev", "lo"]);
+    sh(&[
+        "ip",
+        "-n",
+        &cli,
+        "addr",
+        "add",
+        "192.0.2.10/24",
+        "dev",
+        "br0",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &cli,
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        "192.0.2.1",
+    ]);
     sh(&[
         "ip",
         "-n",
         &srv,
         "addr",
         "add",
-        "198.51.100.2/32",
+        "198.51.100.2/24",
         "dev",
-        "lo",
+        "br0",
     ]);
-    next_hop(net, "eth0");
 }
 
-/// Points both hosts at the appliance behind `dev` (eth0: A, eth1: B), as
-/// keepalived moving the virtual addresses would.
-fn next_hop(net: &Net, dev: &str) {
-    let (cli, srv) = (net.ns("cli"), net.ns("srv"));
-    for (ns, gw, rest) in [
-        (&cli, "192.0.2.1/32", "198.51.100.0/24"),
-        (&srv, "198.51.100.1/32", "192.0.2.0/24"),
-    ] {
-        let via = gw.trim_end_matches("/32");
-        sh(&["ip", "-n", ns, "route", "replace", gw, "dev", dev]);
-        sh(&[
-            "ip", "-n", ns, "route", "replace", rest, "via", via, "dev", dev,
-        ]);
-        sh(&["ip", "-n", ns, "neigh", "flush", "all"]);
-    }
+/// The MAC address `host` uses for `ip` (its neighbour entry), if any.
+fn neighbour_mac(net: &Net, host: &str, ip: &str) -> Option<String> {
+    let out = net.check(host, &["ip", "neigh", "show", ip], 10);
+    let mut w = out.split_whitespace();
+    w.by_ref().find(|t| *t == "lladdr")?;
+    w.next().map(str::to_owned)
+}
+
+fn mac_of(dev: &str) -> String {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/address"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// One appliance: ports `cli_if` / `srv_if`, masquerade to a port range,
@@ -168,9 +188,9 @@ token = "{TOKEN}"
     )
 }
 
-fn sync_section(bind: &str, peer: &str, takeover: &str) -> String {
+fn sync_section(bind: &str, peer: &str, role: &str, takeover: &str) -> String {
     format!(
-        "[sync]\nenabled = true\nmode = \"ftfw\"\nbind = \"{bind}\"\npeer = \"{peer}\"\nalive_interval_ms = 200\nalive_timeout_ms = 1000\ntakeover = \"{takeover}\"\n"
+        "[sync]\nenabled = true\nmode = \"ftfw\"\nbind = \"{bind}\"\npeer = \"{peer}\"\nalive_interval_ms = 200\nalive_timeout_ms = 1000\nrole = \"{role}\"\ntakeover = \"{takeover}\"\n"
     )
 }
 
@@ -181,7 +201,8 @@ enum Run {
     Manual,
     /// By itself when the active one falls silent (`takeover = "auto"`).
     Auto,
-    /// No sync at all.
+    /// The active box syncs nothing (the backup, standing by, learns
+    /// nothing), and the backup takes over as in `Manual`.
     NoSync,
 }
 
@@ -306,15 +327,16 @@ fn failover(run: Run) -> Outcome {
     hosts(&mut net);
     let (api_a, api_b) = ("127.0.0.1:18301", "127.0.0.1:18302");
     let (sync_a, sync_b) = ("127.0.0.1:37801", "127.0.0.1:37802");
-    let (a_sync, b_sync) = if with_sync {
-        let takeover = if run == Run::Auto { "auto" } else { "manual" };
-        (
-            sync_section(sync_a, sync_b, "manual"),
-            sync_section(sync_b, sync_a, takeover),
-        )
+    let takeover = if run == Run::Auto { "auto" } else { "manual" };
+    let a_sync = if with_sync {
+        sync_section(sync_a, sync_b, "active", "manual")
     } else {
-        (String::new(), String::new())
+        String::new()
     };
+    // Without sync the backup still stands by (and takes the addresses
+    // over); its peer address is one nothing sends from.
+    let b_peer = if with_sync { sync_a } else { "127.0.0.1:37899" };
+    let b_sync = sync_section(sync_b, b_peer, "backup", takeover);
     let dir_a = dir.path("a");
     let dir_b = dir.path("b");
     std::fs::create_dir_all(&dir_a).unwrap();
@@ -335,6 +357,8 @@ fn failover(run: Run) -> Outcome {
     if with_sync {
         gate_b.wait_log(&["sync: peer heard"], 20);
     }
+    let status = ha_cli(api_b, &["status"]);
+    assert!(status.starts_with("standby (backup)"), "{status}");
 
     let mut progs = Programs::default();
     let (srv_log, udps_log) = (dir.path("download-server"), dir.path("udp-server"));
@@ -359,7 +383,7 @@ fn failover(run: Run) -> Outcome {
         &cli_log,
         &[
             "download-client",
-            "192.0.2.2",
+            "192.0.2.10",
             "33000",
             "198.51.100.2",
             "8080",
@@ -372,7 +396,7 @@ fn failover(run: Run) -> Outcome {
         &udpc_log,
         &[
             "udp-client",
-            "192.0.2.2",
+            "192.0.2.10",
             "5000",
             "198.51.100.2",
             "5353",
@@ -385,6 +409,14 @@ fn failover(run: Run) -> Outcome {
         "no traffic through the active appliance: {:?} {:?}",
         lines(&cli_log).last(),
         lines(&udpc_log).last()
+    );
+
+    // The hosts send to A: the backup answered no ARP.
+    let mac_a = mac_of(&net.gw_if("cli"));
+    let mac_b = mac_of(&format!("{PREFIX}-bcli"));
+    assert_eq!(
+        neighbour_mac(&net, "cli", "192.0.2.1").as_deref(),
+        Some(mac_a.as_str())
     );
 
     // What the backup learnt, before the active one dies.
@@ -407,19 +439,21 @@ fn failover(run: Run) -> Outcome {
     drop(gate_a);
     let bytes_before = bytes(&cli_log);
     let answered_before = answered(&udpc_log);
-    // The backup commits what it learnt before the traffic reaches it (as
-    // keepalived's notify script runs `conntrackd -c` on becoming master):
-    // a packet that came first would start a connection of its own.
+    // The backup commits what it learnt, then takes the addresses over.
     let takeover = match run {
-        Run::Manual => ha_cli(api_b, &["takeover"]),
+        Run::Manual | Run::NoSync => ha_cli(api_b, &["takeover"]),
         Run::Auto => gate_b.wait_log(&["sync: external cache committed"], 20),
-        Run::NoSync => String::new(),
     };
-    next_hop(&net, "eth1");
     // Enough for TCP's retransmission timer to fire a few times.
     std::thread::sleep(Duration::from_secs(6));
     let bytes_after = bytes(&cli_log);
     let answered_after = answered(&udpc_log);
+    // Its gratuitous ARP moved the client's next hop.
+    assert_eq!(
+        neighbour_mac(&net, "cli", "192.0.2.1").as_deref(),
+        Some(mac_b.as_str()),
+        "the client still sends to A"
+    );
     let table = run_for(
         Command::new(ctgate()).args([
             "ct",
@@ -501,6 +535,11 @@ fn a_backup_with_sync_keeps_every_connection_and_binding_and_one_without_loses_t
     kept(&auto);
 
     let without = failover(Run::NoSync);
+    assert!(
+        without.takeover.starts_with("committed 0 "),
+        "{}",
+        without.takeover
+    );
     lost(&without);
 }
 
@@ -508,7 +547,7 @@ fn a_backup_with_sync_keeps_every_connection_and_binding_and_one_without_loses_t
 fn kept(with: &Outcome) {
     assert!(with
         .cache
-        .contains("src=192.0.2.2 dst=198.51.100.2 sport=33000 dport=8080"));
+        .contains("src=192.0.2.10 dst=198.51.100.2 sport=33000 dport=8080"));
     assert!(
         with.cache.contains("dst=198.51.100.1"),
         "the NAT binding: {}",

@@ -363,6 +363,27 @@ pub fn write_neighbor_advert(
     );
 }
 
+/// IPv6's all-nodes group (ff02::1) and its Ethernet address.
+pub const ALL_NODES: u128 = 0xff02_0000_0000_0000_0000_0000_0000_0001;
+pub const ALL_NODES_MAC: Mac = [0x33, 0x33, 0, 0, 0, 1];
+
+/// An unsolicited neighbour advertisement of `target` to all nodes (router
+/// and override flags, RFC 4861 7.2.6): neighbours that know `target`
+/// take `src_mac` for it. `frame` must hold `ND_FRAME_LEN` bytes.
+pub fn write_unsolicited_advert(frame: &mut [u8], src_mac: &Mac, target: u128) {
+    write_eth(frame, &ALL_NODES_MAC, src_mac, ETHERTYPE_IPV6);
+    write_nd(
+        &mut frame[ETH_HLEN..],
+        ND_NEIGHBOR_ADVERT,
+        0xa000_0000,
+        target,
+        ALL_NODES,
+        target,
+        2,
+        src_mac,
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_nd(
     ip: &mut [u8],

@@ -141,6 +141,12 @@ pub struct Shared {
     pressure: Mutex<Pressure>,
     /// Times the control thread found the mbuf pool dry (each episode once).
     pub pool_dry: AtomicU64,
+    /// The standby box of an HA pair: every packet received is dropped
+    /// (`standby`), ARP and ND go unanswered, until the takeover.
+    pub standby: AtomicBool,
+    /// Raised to make the first worker announce the ports' addresses
+    /// (gratuitous ARP, unsolicited neighbour advertisements) at a takeover.
+    pub announce: AtomicU64,
 }
 
 /// How long after early_drop / insert_failed last rose /healthz still warns.
@@ -234,6 +240,8 @@ impl Shared {
                 .collect(),
             events_wanted: AtomicBool::new(false),
             pool_dry: AtomicU64::new(0),
+            standby: AtomicBool::new(cfg.sync.enabled && cfg.sync.role == crate::ha::Role::Backup),
+            announce: AtomicU64::new(0),
             clock_start_tsc: (0..cfg.workers.len()).map(|_| AtomicU64::new(0)).collect(),
             pressure: Mutex::new(Pressure::default()),
         }

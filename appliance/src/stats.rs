@@ -44,10 +44,13 @@ pub enum DropReason {
     /// 100 ms (the owner stalled); until then the receiving worker waits
     /// and receives nothing (the packets wait in the port's queue).
     HandoffFull,
+    /// Received while the appliance is the standby box of an HA pair
+    /// (`[sync] role = "backup"`, before its takeover).
+    Standby,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::BadHeader,
         DropReason::OtherHost,
@@ -64,6 +67,7 @@ impl DropReason {
         DropReason::Conntrack,
         DropReason::Shutdown,
         DropReason::HandoffFull,
+        DropReason::Standby,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +87,7 @@ impl DropReason {
             DropReason::Conntrack => "conntrack",
             DropReason::Shutdown => "shutdown",
             DropReason::HandoffFull => "handoff_full",
+            DropReason::Standby => "standby",
         }
     }
 }

@@ -138,7 +138,17 @@ struct Worker<'a> {
     /// This worker's index, and its handoff rings under software dispatch.
     index: usize,
     handoff: Option<Handoff>,
+    /// The takeover announcements (first worker only): the last
+    /// `Shared::announce` seen, how many rounds are left, when the next is due.
+    announced: u64,
+    announce_left: u32,
+    next_announce: u64,
 }
+
+/// Rounds of gratuitous ARP / unsolicited advertisements at a takeover, one
+/// second apart (keepalived sends 5 by default; a neighbour that missed the
+/// first takes a later one).
+const ANNOUNCE_ROUNDS: u32 = 3;
 
 /// The worker's main loop; returns when `args.stop` is set, after draining.
 pub fn run(args: WorkerArgs) -> i32 {
@@ -176,6 +186,9 @@ pub fn run(args: WorkerArgs) -> i32 {
             rings,
             backlog_since: None,
         }),
+        announced: 0,
+        announce_left: 0,
+        next_announce: 0,
     };
     let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
     let mut next_maintenance = start;
@@ -221,6 +234,12 @@ pub fn run(args: WorkerArgs) -> i32 {
             prev_packets += n as u64;
             prev_busy = true;
             w.stats.rx[pi].add(n as u64);
+            if w.pipeline.shared.standby.load(Ordering::Relaxed) {
+                for m in rx.drain(..) {
+                    w.drop_pkt(m, DropReason::Standby);
+                }
+                continue;
+            }
             if w.handoff.is_some() {
                 w.hand_off(pi, &mut rx);
                 if rx.is_empty() {
@@ -245,6 +264,9 @@ pub fn run(args: WorkerArgs) -> i32 {
             if !w.pending.is_empty() {
                 w.maintain();
                 w.flush_all();
+            }
+            if w.index == 0 {
+                w.announce();
             }
             next_maintenance = now + MAINTENANCE_MS * w.tsc_per_ms;
         }
@@ -738,6 +760,63 @@ impl Worker<'_> {
             self.stats.arp_requests_sent.add(1);
         }
         self.push_tx(key.port, m);
+    }
+
+    /// At a takeover (and twice more, a second apart): a gratuitous ARP for
+    /// every port's IPv4 address and an unsolicited neighbour advertisement
+    /// for every IPv6 one, so that the neighbours send to this box now.
+    #[cold]
+    fn announce(&mut self) {
+        let wanted = self.pipeline.shared.announce.load(Ordering::Relaxed);
+        if wanted != self.announced {
+            self.announced = wanted;
+            self.announce_left = ANNOUNCE_ROUNDS;
+            self.next_announce = self.now;
+        }
+        if self.announce_left == 0 || self.now < self.next_announce {
+            return;
+        }
+        self.announce_left -= 1;
+        self.next_announce = self.now + 1000 * self.tsc_per_ms;
+        for pi in 0..self.ports.len() {
+            let port = self.ports[pi];
+            if let Some(ip) = port.v4 {
+                let Some(mut m) = self.pool.alloc() else {
+                    self.stats.alloc_failed.add(1);
+                    return;
+                };
+                self.stats.generated.add(1);
+                let Some(buf) = m.append(60) else {
+                    return self.drop_pkt(m, DropReason::NoNeighbour);
+                };
+                buf.fill(0);
+                net::write_arp(
+                    buf,
+                    &net::BROADCAST,
+                    net::ARP_REQUEST,
+                    &port.mac,
+                    ip,
+                    &[0; 6],
+                    ip,
+                );
+                self.stats.arp_requests_sent.add(1);
+                self.push_tx(pi as u8, m);
+            }
+            if let Some(ip) = port.v6 {
+                let Some(mut m) = self.pool.alloc() else {
+                    self.stats.alloc_failed.add(1);
+                    return;
+                };
+                self.stats.generated.add(1);
+                let Some(buf) = m.append(net::ND_FRAME_LEN as u16) else {
+                    return self.drop_pkt(m, DropReason::NoNeighbour);
+                };
+                net::write_unsolicited_advert(buf, &port.mac, ip);
+                self.stats.nd_adverts_sent.add(1);
+                self.push_tx(pi as u8, m);
+            }
+        }
+        self.flush_all();
     }
 
     #[cold]

@@ -41,6 +41,11 @@ pub struct SyncConfig {
     /// For a multicast `peer`: the local interface's address to join on.
     #[serde(default)]
     pub multicast_interface: Option<String>,
+    /// "active": forwards from the start; "backup": starts as the standby
+    /// box, dropping what it receives and answering no ARP / ND for the
+    /// ports' addresses, until its takeover.
+    #[serde(default)]
+    pub role: Role,
     /// "manual": the backup commits on `ctgate ha takeover` (or POST
     /// /api/v1/ha/commit); "auto": also when it stops hearing the peer for
     /// `alive_timeout_ms`.
@@ -73,6 +78,14 @@ pub enum SyncMode {
     #[default]
     Ftfw,
     Notrack,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Active,
+    Backup,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -110,6 +123,7 @@ impl Default for SyncConfig {
             bind: None,
             peer: None,
             multicast_interface: None,
+            role: Role::Active,
             takeover: Takeover::Manual,
             alive_interval_ms: default_alive_interval(),
             alive_timeout_ms: default_alive_timeout(),
@@ -297,7 +311,17 @@ impl Ha {
         };
     }
 
-    /// Commits the external cache into the table (`conntrackd -c`). Each
+    /// Back to standby (keepalived's notify_backup / notify_fault): the
+    /// packets that still come are dropped, ARP / ND unanswered; the
+    /// table is kept (the peer's resync brings it up to date).
+    pub fn standby(&self, shared: &Shared) {
+        if !shared.standby.swap(true, Ordering::Relaxed) {
+            tracing::info!("sync: standby");
+        }
+    }
+
+    /// Commits the external cache into the table (`conntrackd -c`), then
+    /// leaves standby and has the ports' addresses announced. Each
     /// connection gets the timeout the peer last reported, less the time
     /// since. The cache is kept: the peer, if it comes back, goes on
     /// reporting, and a second commit finds what is already in the table.
@@ -330,6 +354,11 @@ impl Ha {
         self.takeovers.fetch_add(1, Ordering::Relaxed);
         self.committed_total
             .fetch_add(r.committed, Ordering::Relaxed);
+        // Then the traffic may come: forward, and tell the neighbours.
+        if shared.standby.swap(false, Ordering::Relaxed) {
+            tracing::info!("sync: active (left standby)");
+        }
+        shared.announce.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             committed = r.committed,
             exists = r.exists,

@@ -23,13 +23,15 @@ fn ha(st: &State) -> Result<Arc<Ha>, ApiError> {
     })
 }
 
-/// The sync's state and counters, as JSON (also in /api/v1/stats).
-pub fn status_json(ha: &Ha, now_ms: u64) -> Value {
+/// The sync's state and counters, as JSON.
+pub fn status_json(ha: &Ha, standby: bool, now_ms: u64) -> Value {
     let c = &ha.counters;
     let heard = ha.last_heard_ms.load(Relaxed);
     let p = *ha.protocol.lock().unwrap_or_else(|e| e.into_inner());
     let cache = ha.cache.lock().unwrap_or_else(|e| e.into_inner());
     json!({
+        "state": if standby { "standby" } else { "active" },
+        "role": ha.cfg.role,
         "mode": ha.cfg.mode,
         "bind": ha.cfg.bind,
         "peer": ha.cfg.peer,
@@ -63,10 +65,11 @@ pub fn status_json(ha: &Ha, now_ms: u64) -> Value {
     })
 }
 
-pub async fn status(AxState(st): St, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&st, &headers)?;
+/// Open like /api/v1/stats: no connection data.
+pub async fn status(AxState(st): St) -> Result<Json<Value>, ApiError> {
     let ha = ha(&st)?;
-    Ok(Json(status_json(&ha, st.now_ms())))
+    let standby = st.ctx.shared.standby.load(Relaxed);
+    Ok(Json(status_json(&ha, standby, st.now_ms())))
 }
 
 /// The external cache, listed like the table (`?limit`, `?offset` and the
@@ -137,4 +140,12 @@ pub async fn resync(AxState(st): St, headers: HeaderMap) -> Result<Json<Value>, 
     let ha = ha(&st)?;
     ha.resync_wanted.store(true, Relaxed);
     Ok(Json(json!({ "requested": true })))
+}
+
+/// Back to standby (what keepalived's notify_backup runs).
+pub async fn standby(AxState(st): St, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let ha = ha(&st)?;
+    ha.standby(&st.ctx.shared);
+    Ok(Json(json!({ "state": "standby" })))
 }

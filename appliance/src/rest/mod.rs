@@ -595,6 +595,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/api/v1/ha/cache", get(ha::cache))
         .route("/api/v1/ha/commit", post(ha::commit))
         .route("/api/v1/ha/resync", post(ha::resync))
+        .route("/api/v1/ha/standby", post(ha::standby))
         .route(
             "/api/v1/nat/pools/{pool}/backends/{index}",
             put(backend_health),
