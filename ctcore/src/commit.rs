@@ -20,6 +20,7 @@ use crate::event::EventKind;
 use crate::proto::sctp::{SctpConntrack, SctpState};
 use crate::proto::tcp::{TcpConntrack, TcpPeer, TcpState};
 use crate::proto::udp;
+use crate::sync::{L4State, SyncConn};
 use crate::table::prefetch::Prefetch;
 use crate::table::{Clash, InsertError};
 use crate::tuple::{
@@ -218,6 +219,72 @@ impl<P: Prefetch> Engine<P> {
             }
             Err(InsertError::Full) => Err(CommitError::Full),
             Err(InsertError::Clash) => Err(CommitError::Exists),
+        }
+    }
+}
+
+/// The timeout given to a connection a peer reported without one
+/// (conntrackd leaves `NTA_TIMEOUT` out when its `CommitTimeout` is set).
+pub const NO_TIMEOUT_MS: u64 = 180_000;
+
+impl Learnt {
+    /// What this box says of one of its connections in conntrackd's protocol.
+    pub fn to_sync(&self) -> SyncConn {
+        let l4 = match self.state {
+            LearntState::Tcp { state, wscale } => L4State::Tcp {
+                state: state as u8,
+                wscale_orig: Some(wscale[0]),
+                wscale_reply: Some(wscale[1]),
+            },
+            LearntState::Sctp { state, vtag } => L4State::Sctp {
+                state: state as u8,
+                vtag_orig: vtag[0],
+                vtag_reply: vtag[1],
+            },
+            LearntState::None => L4State::None,
+        };
+        // Seconds, rounded up: a connection with 300 ms left is not reported dead.
+        let timeout_s = self.timeout_ms.div_ceil(1000).min(u64::from(u32::MAX)) as u32;
+        SyncConn::new(
+            self.orig,
+            self.reply,
+            self.status,
+            Some(timeout_s),
+            Some(self.mark),
+            l4,
+        )
+    }
+
+    /// What a peer said of one of its connections.
+    pub fn from_sync(c: &SyncConn) -> Learnt {
+        let state = match c.l4 {
+            L4State::Tcp {
+                state,
+                wscale_orig,
+                wscale_reply,
+            } => LearntState::Tcp {
+                // A state number this kernel does not have: picked up as
+                // established (the peer forwards its packets).
+                state: TcpConntrack::from_number(state).unwrap_or(TcpConntrack::Established),
+                wscale: [wscale_orig.unwrap_or(0), wscale_reply.unwrap_or(0)],
+            },
+            L4State::Sctp {
+                state,
+                vtag_orig,
+                vtag_reply,
+            } => LearntState::Sctp {
+                state: SctpConntrack::from_number(state).unwrap_or(SctpConntrack::Established),
+                vtag: [vtag_orig, vtag_reply],
+            },
+            L4State::None | L4State::Dccp { .. } => LearntState::None,
+        };
+        Learnt {
+            orig: c.orig,
+            reply: c.reply,
+            status: c.status,
+            mark: c.mark.unwrap_or(0),
+            timeout_ms: c.timeout_s.map_or(NO_TIMEOUT_MS, |s| u64::from(s) * 1000),
+            state,
         }
     }
 }

@@ -7,11 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ctcore::commit::{Learnt, LearntState};
+use ctcore::commit::Learnt;
 use ctcore::event::{Event, EventKind};
-use ctcore::proto::sctp::SctpConntrack;
-use ctcore::proto::tcp::TcpConntrack;
-use ctcore::sync::{self, CtEvent, Endpoint, L4State, SyncConn};
+use ctcore::sync::{self, CtEvent, Endpoint, SyncConn};
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -21,64 +19,8 @@ use crate::rest::events::Hub;
 
 /// How often the timers run when nothing else wakes the task.
 const TICK: Duration = Duration::from_millis(10);
-/// The timeout given to a connection the peer reported without one
-/// (conntrackd leaves `NTA_TIMEOUT` out when its `CommitTimeout` is set).
-const NO_TIMEOUT_MS: u64 = 180_000;
 /// Largest datagram payload sent (a 1500-byte MTU under IPv4 and UDP).
 const MAX_DATAGRAM: usize = 1472;
-
-/// What this box says of one of its connections.
-pub fn sync_conn(l: &Learnt) -> SyncConn {
-    let l4 = match l.state {
-        LearntState::Tcp { state, wscale } => L4State::Tcp {
-            state: state as u8,
-            wscale_orig: Some(wscale[0]),
-            wscale_reply: Some(wscale[1]),
-        },
-        LearntState::Sctp { state, vtag } => L4State::Sctp {
-            state: state as u8,
-            vtag_orig: vtag[0],
-            vtag_reply: vtag[1],
-        },
-        LearntState::None => L4State::None,
-    };
-    // Seconds, rounded up: a connection with 300 ms left is not reported dead.
-    let timeout_s = l.timeout_ms.div_ceil(1000).min(u64::from(u32::MAX)) as u32;
-    SyncConn::new(l.orig, l.reply, l.status, Some(timeout_s), Some(l.mark), l4)
-}
-
-/// What the peer said of one of its connections, ready for the external cache.
-pub fn learnt(c: &SyncConn) -> Learnt {
-    let state = match c.l4 {
-        L4State::Tcp {
-            state,
-            wscale_orig,
-            wscale_reply,
-        } => LearntState::Tcp {
-            // A state number this kernel does not have: picked up as
-            // established (the peer forwards its packets).
-            state: TcpConntrack::from_number(state).unwrap_or(TcpConntrack::Established),
-            wscale: [wscale_orig.unwrap_or(0), wscale_reply.unwrap_or(0)],
-        },
-        L4State::Sctp {
-            state,
-            vtag_orig,
-            vtag_reply,
-        } => LearntState::Sctp {
-            state: SctpConntrack::from_number(state).unwrap_or(SctpConntrack::Established),
-            vtag: [vtag_orig, vtag_reply],
-        },
-        L4State::None | L4State::Dccp { .. } => LearntState::None,
-    };
-    Learnt {
-        orig: c.orig,
-        reply: c.reply,
-        status: c.status,
-        mark: c.mark.unwrap_or(0),
-        timeout_ms: c.timeout_s.map_or(NO_TIMEOUT_MS, |s| u64::from(s) * 1000),
-        state,
-    }
-}
 
 /// The socket: bound to `[sync] bind`; for a multicast peer, the group
 /// joined on the configured interface, sent from it, and its own messages
@@ -115,7 +57,7 @@ fn open(
 fn table(shared: &Shared, now_ms: u64) -> Vec<SyncConn> {
     let mut v = Vec::new();
     shared.engine.snapshot(now_ms, |c| {
-        let s = sync_conn(&Learnt::of(c, now_ms));
+        let s = Learnt::of(c, now_ms).to_sync();
         if s.nat_binding().is_ok() {
             v.push(s);
         }
@@ -291,7 +233,7 @@ pub async fn run(ha: Arc<Ha>, shared: Arc<Shared>, hub: Arc<Hub>, tsc_hz: u64) {
 
 /// One of this box's connections changed: the peer hears of it.
 fn local_event(ep: &mut Endpoint, e: &Event) {
-    let conn = sync_conn(&Learnt::of(&e.conn, e.at_ms));
+    let conn = Learnt::of(&e.conn, e.at_ms).to_sync();
     let event = match e.kind {
         EventKind::New => CtEvent::New,
         EventKind::Update => CtEvent::Update,
@@ -305,7 +247,7 @@ fn peer_event(ha: &Ha, now_ms: u64, event: CtEvent, conn: &SyncConn) {
     let mut cache = ha.cache.lock().unwrap_or_else(|e| e.into_inner());
     match event {
         CtEvent::New | CtEvent::Update => {
-            if !cache.put(learnt(conn), now_ms) {
+            if !cache.put(Learnt::from_sync(conn), now_ms) {
                 ha.counters.cache_full.fetch_add(1, Relaxed);
             }
         }

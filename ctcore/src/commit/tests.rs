@@ -302,3 +302,42 @@ fn kernel_state_numbers_name_the_same_states() {
     }
     assert_eq!(SctpConntrack::from_number(9), None);
 }
+
+#[test]
+fn a_connection_goes_through_conntrackds_format_and_commits_unchanged() {
+    for l in [
+        snat_udp(),
+        Learnt {
+            orig: tuple(C, S, 33000, 80, IPPROTO_TCP),
+            reply: tuple(S, N, 80, 40000, IPPROTO_TCP),
+            status: Status::SEEN_REPLY | Status::ASSURED | Status::SRC_NAT | Status::SRC_NAT_DONE,
+            mark: 0,
+            timeout_ms: 431_999_000,
+            state: LearntState::Tcp {
+                state: TcpConntrack::TimeWait,
+                wscale: [7, 2],
+            },
+        },
+    ] {
+        let mut bytes = Vec::new();
+        crate::sync::Message {
+            seq: 1,
+            hello: 0,
+            body: crate::sync::Body::Ct {
+                event: crate::sync::CtEvent::New,
+                conn: l.to_sync(),
+            },
+        }
+        .emit(&mut bytes)
+        .unwrap();
+        let got: Vec<_> = crate::sync::messages(&bytes).collect();
+        let Ok(crate::sync::Message {
+            body: crate::sync::Body::Ct { conn, .. },
+            ..
+        }) = got[0]
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(Learnt::from_sync(&conn), l);
+    }
+}
