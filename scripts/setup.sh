@@ -26,7 +26,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 # --- 1. packages -------------------------------------------------------------
 PKGS=(
     libdpdk-dev dpdk-dev dpdk pkg-config libclang-dev build-essential
-    iproute2 iputils-ping ethtool curl python3 python3-venv tcpdump conntrack nftables tcpreplay python3-scapy
+    iproute2 iputils-ping ethtool curl python3 python3-venv tcpdump conntrack conntrackd nftables tcpreplay python3-scapy
     prometheus docker-compose
 )
 source scripts/pkgs.sh

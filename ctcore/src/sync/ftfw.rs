@@ -241,6 +241,11 @@ impl Endpoint {
         self.rs_live
     }
 
+    /// Connections sent and not yet acknowledged (always 0 in NOTRACK).
+    pub fn unacked_conns(&self) -> usize {
+        self.rs_conns.len()
+    }
+
     /// Messages waiting for [`Endpoint::poll_transmit`].
     pub fn transmit_queue_len(&self) -> usize {
         self.tx.len()
