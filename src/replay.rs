@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use appliance::config::Config;
 use appliance::{ctconfig, pcap};
-use ctcore::conn::Conn;
+use ctcore::conn::Listed;
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
 use ctcore::forward::{classify_addrs, RouteClass};
 use ctcore::listing::format_conn;
@@ -195,7 +195,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(o) = out {
         o.finish()?;
     }
-    let mut conns: Vec<Conn> = Vec::new();
+    let mut conns: Vec<Listed> = Vec::new();
     engine.snapshot(now_ms, |c| conns.push(*c));
     let mut lines: Vec<String> = conns.iter().map(|c| format_conn(c, now_ms)).collect();
     lines.sort();

@@ -61,7 +61,7 @@ fn replay_with_snat_prints_the_table_and_writes_translated_frames() {
     write_capture(&dir.path("in.pcap"), &frames);
     std::fs::write(
         dir.path("nat.toml"),
-        "[[nat]]\nname = \"out\"\naction = \"snat to 203.0.113.7\"\n",
+        "[conntrack]\naccounting = true\n\n[[nat]]\nname = \"out\"\naction = \"snat to 203.0.113.7\"\n",
     )
     .unwrap();
     let out = Command::new(ctgate())

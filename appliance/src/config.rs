@@ -332,6 +332,7 @@ ipv6 = "2001:db8:2::1/64"
 [conntrack]
 max_connections = 65536
 policy_default = "drop"
+accounting = true               # packets and bytes per connection (off unless said, as in the kernel)
 
 [[policy]]
 name = "established"

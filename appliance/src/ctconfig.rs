@@ -33,6 +33,12 @@ pub struct ConntrackConfig {
     /// Only out-of-window RSTs are INVALID (nf_conntrack_tcp_be_liberal).
     #[serde(default)]
     pub tcp_be_liberal: bool,
+    /// Per-connection packet and byte counters and start time
+    /// (nf_conntrack_acct and nf_conntrack_timestamp; off by default, as in
+    /// the kernel): `packets=` / `bytes=` in listings, counters and age in
+    /// the REST API. 40 bytes more per connection of capacity.
+    #[serde(default)]
+    pub accounting: bool,
     /// What the policy does when no `[[policy]]` rule matches: "accept" or "drop".
     #[serde(default = "default_policy")]
     pub policy_default: String,
@@ -60,6 +66,7 @@ impl Default for ConntrackConfig {
             checksum: true,
             tcp_loose: true,
             tcp_be_liberal: false,
+            accounting: false,
             policy_default: default_policy(),
             timeouts: Default::default(),
         }
@@ -227,6 +234,7 @@ pub fn engine_config(cfg: &Config, seed: u64) -> Result<EngineConfig, ConfigErro
     let mut tun = Tunables {
         timeouts: timeouts(c)?,
         checksum: c.checksum,
+        accounting: c.accounting,
         ..Tunables::default()
     };
     tun.tcp.loose = c.tcp_loose;

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use crossbeam_queue::ArrayQueue;
 
 use crossbeam_utils::CachePadded;
-use ctcore::conn::{Conn, CtInfo};
+use ctcore::conn::CtInfo;
 use ctcore::engine::{CtResult, Decision, Egress, Engine, Pkt, Worker};
 use ctcore::event::{Event, EventKind};
 use ctcore::forward::{classify_addrs, RouteClass};
@@ -374,7 +374,7 @@ impl Shared {
     /// The table as `conntrack -L -o extended` lines, at the workers' clock.
     pub fn listing(&self) -> Vec<String> {
         let now = self.totals().now_ms;
-        let mut conns: Vec<Conn> = Vec::new();
+        let mut conns: Vec<ctcore::conn::Listed> = Vec::new();
         self.engine.snapshot(now, |c| conns.push(*c));
         let mut lines: Vec<String> = conns.iter().map(|c| format_conn(c, now)).collect();
         lines.sort();

@@ -227,12 +227,10 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
             {
                 c.deadline_ms = now + timeout_ms;
             }
-            c.counters[0].packets += 1;
-            c.counters[0].bytes += p.l3_len as u64;
             true
         }
         None => {
-            let mut c = Conn {
+            let c = Conn {
                 tuples: [key, key.invert().unwrap_or(key)],
                 proto: ProtoState::Stream {
                     stream_ts_ms: now + 2000,
@@ -240,7 +238,6 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
                 deadline_ms: now + t.udp_unreplied_ms,
                 ..Conn::default()
             };
-            c.counters[0].packets = 1;
             map.insert(key, c);
             true
         }
@@ -604,7 +601,7 @@ fn nat(c: &mut Criterion) {
                         tuples: [t, t.invert().expect("UDP inverts")],
                         ..Conn::default()
                     };
-                    let mut reclaimed = |_: Conn| {};
+                    let mut reclaimed = |_: ctcore::conn::Listed| {};
                     let mut s = Search {
                         table: &mut guard,
                         home: None,

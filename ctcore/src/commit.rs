@@ -14,7 +14,7 @@
 //! direction sets that side's window (the kernel's mid-stream pickup in
 //! `tcp_in_window`) and no segment of a connection in flight is INVALID.
 
-use crate::conn::{Conn, ProtoState, Status};
+use crate::conn::{Conn, Ext, ProtoState, Status};
 use crate::engine::{ConnHandle, Engine, Worker};
 use crate::event::EventKind;
 use crate::proto::sctp::{SctpConntrack, SctpState};
@@ -157,9 +157,7 @@ impl Learnt {
             deadline_ms: now_ms.saturating_add(self.timeout_ms),
             status,
             id: 0,
-            counters: Default::default(),
             proto,
-            start_ms: now_ms,
             mark: self.mark,
         })
     }
@@ -210,7 +208,15 @@ impl<P: Prefetch> Engine<P> {
         match g.insert(&conn, Clash::Both, false, &mut evicted) {
             Ok((r, id)) => {
                 w.stats.insert += 1;
-                w.events.push(EventKind::New, now_ms, g.conn(r));
+                g.set_ext(
+                    r,
+                    Ext {
+                        counters: Default::default(),
+                        start_ms: now_ms,
+                    },
+                );
+                let l = g.listed(r);
+                w.events.push(EventKind::New, now_ms, &l);
                 Ok(ConnHandle {
                     stripe: r.stripe,
                     local: r.local,

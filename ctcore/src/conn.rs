@@ -130,12 +130,14 @@ pub enum ProtoState {
     Sctp(crate::proto::sctp::SctpState),
 }
 
-/// One connection (`struct nf_conn`).
+/// One connection (`struct nf_conn`), as the table keeps it.
 ///
 /// `repr(C)` in this order so that the table's cache-line-aligned records keep
 /// what an established packet reads and writes (both tuples, deadline, status,
-/// id, counters) in their first two lines; the protocol state follows in the
-/// next ones, creation time and mark last.
+/// id, mark) in their first two lines; the protocol state follows. Packet
+/// and byte counters and the start time are not here: like the kernel's
+/// accounting and timestamp extensions they exist only when switched on
+/// (`[conntrack] accounting`), in an array beside the records ([`Ext`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Conn {
@@ -146,11 +148,33 @@ pub struct Conn {
     pub status: Status,
     /// A unique id (like the kernel's ct id).
     pub id: u32,
-    pub counters: [Counter; 2],
-    pub proto: ProtoState,
-    /// When it was created (ms), for listings (like nf_conntrack_timestamp).
-    pub start_ms: u64,
     pub mark: u32,
+    pub proto: ProtoState,
+}
+
+/// The kernel's accounting and timestamp extensions (`nf_conn_acct`,
+/// `nf_conn_tstamp`): packets and L3 bytes per direction, and when the
+/// connection was created (engine clock, ms). Kept only when
+/// `Tunables::accounting` was on when the table was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ext {
+    pub counters: [Counter; 2],
+    pub start_ms: u64,
+}
+
+/// A connection with its extensions, as snapshots, listings and events hand
+/// it out (`ext` is None when accounting is off). Reads as the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Listed {
+    pub conn: Conn,
+    pub ext: Option<Ext>,
+}
+
+impl std::ops::Deref for Listed {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
 }
 
 impl Conn {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::checksum;
-use crate::conn::{Conn, CtInfo, ProtoState, Status};
+use crate::conn::{Conn, CtInfo, Ext, Listed, ProtoState, Status};
 use crate::event::{EventBuf, EventKind};
 use crate::nat::alloc::{self, Rng};
 use crate::nat::rewrite::Rewrite;
@@ -32,6 +32,11 @@ pub struct Tunables {
     pub tcp: TcpConfig,
     /// nf_conntrack_checksum: verify L4 checksums, bad ones are INVALID.
     pub checksum: bool,
+    /// nf_conntrack_acct and nf_conntrack_timestamp: per-connection packet
+    /// and byte counters and the start time ([`crate::conn::Ext`]). Read
+    /// when the engine is built (the table reserves room for them then);
+    /// changing it later changes nothing.
+    pub accounting: bool,
 }
 
 impl Default for Tunables {
@@ -40,6 +45,7 @@ impl Default for Tunables {
             timeouts: Timeouts::default(),
             tcp: TcpConfig::default(),
             checksum: true,
+            accounting: false,
         }
     }
 }
@@ -306,8 +312,8 @@ struct FragEntry {
     key: FragKey,
     /// The tuple the first fragment carried, once seen.
     tuple: Option<Tuple>,
-    /// The unconfirmed connection the first fragment started.
-    pending: Option<Conn>,
+    /// The unconfirmed connection the first fragment started, with its counters.
+    pending: Option<(Conn, Ext)>,
     /// Fragment payload bytes seen.
     bytes: u32,
     /// The datagram's payload length, once the last fragment was seen.
@@ -327,6 +333,8 @@ impl FragEntry {
 /// store forwarding: most of `new_conn`'s time).
 struct Pending {
     conn: Conn,
+    /// Its counters and start time, for the table's extensions.
+    ext: Ext,
     live: bool,
 }
 
@@ -343,10 +351,11 @@ impl Pending {
         self.live = false;
     }
 
-    fn set(&mut self, c: Option<Conn>) {
+    fn set(&mut self, c: Option<(Conn, Ext)>) {
         match c {
-            Some(c) => {
+            Some((c, ext)) => {
                 self.conn = c;
+                self.ext = ext;
                 self.live = true;
             }
             None => self.live = false,
@@ -363,22 +372,23 @@ impl Pending {
         c.deadline_ms = 0;
         c.status = Status::default();
         c.id = 0;
-        c.counters = Default::default();
         c.proto = proto;
-        c.start_ms = now_ms;
         c.mark = 0;
         debug_assert_eq!(
             *c,
             Conn {
                 tuples: [*t, *reply],
-                start_ms: now_ms,
                 proto,
                 ..Conn::default()
             },
             "Pending::start sets every field"
         );
+        self.ext = Ext {
+            counters: Default::default(),
+            start_ms: now_ms,
+        };
         self.live = true;
-        c
+        &mut self.conn
     }
 }
 
@@ -417,6 +427,8 @@ pub struct Engine<P: Prefetch = NoPrefetch> {
     nat_prerouting: bool,
     seed: u64,
     workers: AtomicU64,
+    /// Whether the table keeps counters and start times (see `Tunables::accounting`).
+    accounting: bool,
     _prefetch: std::marker::PhantomData<fn() -> P>,
 }
 
@@ -484,7 +496,14 @@ impl<P: Prefetch> Engine<P> {
                 .iter()
                 .any(|r| r.action.is_dnat() || r.endpoint_independent)
         });
-        let table = Table::with_advice(cfg.capacity_conns, stripes, cfg.seed, eim, advise);
+        let table = Table::with_advice(
+            cfg.capacity_conns,
+            stripes,
+            cfg.seed,
+            eim,
+            cfg.tunables.accounting,
+            advise,
+        );
         table.set_eim_timeout_ms(cfg.tunables.timeouts.nat_eim_ms);
         Engine {
             table,
@@ -494,6 +513,7 @@ impl<P: Prefetch> Engine<P> {
             nat_prerouting,
             seed: cfg.seed,
             workers: AtomicU64::new(0),
+            accounting: cfg.tunables.accounting,
             _prefetch: std::marker::PhantomData,
         }
     }
@@ -509,7 +529,13 @@ impl<P: Prefetch> Engine<P> {
     /// Replaces the tunables; workers pick them up at their next burst.
     pub fn set_tunables(&self, t: Tunables) {
         self.table.set_eim_timeout_ms(t.timeouts.nat_eim_ms);
-        *self.tunables.lock().unwrap_or_else(|e| e.into_inner()) = t;
+        let mut cur = self.tunables.lock().unwrap_or_else(|e| e.into_inner());
+        // Accounting stays as the table was made.
+        *cur = Tunables {
+            accounting: cur.accounting,
+            ..t
+        };
+        drop(cur);
         self.tunables_gen.fetch_add(1, Ordering::Release);
     }
 
@@ -557,6 +583,7 @@ impl<P: Prefetch> Engine<P> {
         let mut g = self.table.guard();
         let mut pending = Pending {
             conn: Conn::default(),
+            ext: Ext::default(),
             live: false,
         };
         for (c, chunk) in pkts.chunks(STAGE).enumerate() {
@@ -653,7 +680,8 @@ impl<P: Prefetch> Engine<P> {
         if d == Decision::Drop {
             return;
         }
-        if let Some(conn) = pending.get_mut() {
+        if pending.is_some() {
+            let (conn, ext) = (&mut pending.conn, &pending.ext);
             let home = looked_up.map(|k| k.stripe);
             if egress
                 .is_none_or(|e| self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, home, out))
@@ -661,9 +689,9 @@ impl<P: Prefetch> Engine<P> {
                 match park {
                     Some(slot) => {
                         w.claimed = None;
-                        w.frags[slot].pending = Some(*conn);
+                        w.frags[slot].pending = Some((*conn, *ext));
                     }
-                    None => self.confirm(g, w, now_ms, conn, looked_up, out),
+                    None => self.confirm(g, w, now_ms, conn, ext, looked_up, out),
                 }
             }
         }
@@ -715,7 +743,7 @@ impl<P: Prefetch> Engine<P> {
         let steer = w.reply_steering.take();
         let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
         let (events, stats) = (&mut w.events, &mut w.stats);
-        let mut reclaimed = |dead: Conn| {
+        let mut reclaimed = |dead: Listed| {
             stats.expired += 1;
             events.push(EventKind::Destroy, now_ms, &dead);
         };
@@ -1013,7 +1041,6 @@ impl<P: Prefetch> Engine<P> {
         };
         match outcome {
             Tracked::Accept { timeout_ms, kill } => {
-                account(c, dir, p);
                 c.deadline_ms = now_ms + timeout_ms;
                 *res.ctinfo = ctinfo_for(c, dir);
                 *res.dir = dir;
@@ -1021,16 +1048,23 @@ impl<P: Prefetch> Engine<P> {
                     c.status.set(Status::SEEN_REPLY);
                 }
                 Rewrite::write_for_packet(res.rewrite, c, dir, false);
+                let changed = (c.status, c.state_tag()) != before;
+                let shortened = c.deadline_ms < old_deadline;
+                let h = handle(c);
+                if self.accounting {
+                    g.account(r, dir, u64::from(p.l3_len));
+                }
                 if kill {
                     if let Some(dead) = g.remove(r) {
                         w.events.push(EventKind::Destroy, now_ms, &dead);
                     }
                 } else {
-                    *res.conn = Some(handle(c));
-                    if (c.status, c.state_tag()) != before {
-                        w.events.push(EventKind::Update, now_ms, c);
+                    *res.conn = Some(h);
+                    if changed && w.events.enabled() {
+                        let l = g.listed(r);
+                        w.events.push(EventKind::Update, now_ms, &l);
                     }
-                    if c.deadline_ms < old_deadline {
+                    if shortened {
                         g.deadline_changed(r, old_deadline);
                     }
                 }
@@ -1137,8 +1171,8 @@ impl<P: Prefetch> Engine<P> {
                     return;
                 }
                 w.stats.new += 1;
-                account(conn, Dir::Orig, p);
                 conn.deadline_ms = now_ms + timeout_ms;
+                account(&mut pending.ext, Dir::Orig, p);
                 *res.ctinfo = CtInfo::New;
                 *res.dir = Dir::Orig;
             }
@@ -1159,12 +1193,14 @@ impl<P: Prefetch> Engine<P> {
 
     /// __nf_conntrack_confirm: insert a new connection, evicting a non-assured
     /// one if the table is full (early_drop).
+    #[allow(clippy::too_many_arguments)]
     fn confirm(
         &self,
         g: &mut Guard<'_>,
         w: &mut Worker,
         now_ms: u64,
         conn: &Conn,
+        ext: &Ext,
         looked_up: Option<Key>,
         res: &mut CtResult,
     ) {
@@ -1199,13 +1235,17 @@ impl<P: Prefetch> Engine<P> {
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 w.stats.insert += 1;
+                if self.accounting {
+                    g.set_ext(r, *ext);
+                }
                 res.conn = Some(ConnHandle {
                     stripe: r.stripe,
                     local: r.local,
                     id,
                 });
                 if w.events.enabled() {
-                    w.events.push(EventKind::New, now_ms, g.conn(r));
+                    let l = g.listed(r);
+                    w.events.push(EventKind::New, now_ms, &l);
                 }
             }
             Err(InsertError::Full) => {
@@ -1386,7 +1426,7 @@ impl<P: Prefetch> Engine<P> {
         p: &Parsed,
         slot: usize,
         res: &mut Verdict<'_>,
-    ) -> Option<Conn> {
+    ) -> Option<(Conn, Ext)> {
         let e = w.frags[slot];
         let Some(tuple) = e.tuple else {
             w.stats.frag_orphan += 1;
@@ -1394,28 +1434,30 @@ impl<P: Prefetch> Engine<P> {
             return None;
         };
         w.stats.frag_followed += 1;
-        if let Some(mut conn) = e.pending {
+        if let Some((conn, mut ext)) = e.pending {
             let dir = if conn.tuples[0] == tuple {
                 Dir::Orig
             } else {
                 Dir::Reply
             };
-            account(&mut conn, dir, p);
+            account(&mut ext, dir, p);
             *res.ctinfo = CtInfo::New;
             *res.dir = dir;
             *res.rewrite = Rewrite::for_packet(&conn, dir, false);
             if e.complete() {
                 w.frags[slot].pending = None;
-                return Some(conn);
+                return Some((conn, ext));
             }
-            w.frags[slot].pending = Some(conn);
+            w.frags[slot].pending = Some((conn, ext));
             return None;
         }
         let key = self.table.key(&tuple);
         match self.find_live(g, w, now_ms, key, &tuple) {
             Some((r, dir)) => {
+                if self.accounting {
+                    g.account(r, dir, u64::from(p.l3_len));
+                }
                 let c = g.conn_mut(r);
-                account(c, dir, p);
                 *res.ctinfo = ctinfo_for(c, dir);
                 *res.dir = dir;
                 Rewrite::write_for_packet(res.rewrite, c, dir, false);
@@ -1478,7 +1520,7 @@ impl<P: Prefetch> Engine<P> {
 
     /// A snapshot of every live connection (for listings), stripe by stripe:
     /// each stripe is locked only while it is copied.
-    pub fn snapshot(&self, now_ms: u64, mut f: impl FnMut(&Conn)) {
+    pub fn snapshot(&self, now_ms: u64, mut f: impl FnMut(&Listed)) {
         for s in 0..self.table.stripe_count() {
             self.table.for_each(s, |_, c| {
                 if !c.is_expired(now_ms) {
@@ -1577,9 +1619,10 @@ fn options<'a>(frame: &'a [u8], info: &wire::TcpInfo) -> &'a [u8] {
         .unwrap_or(&[])
 }
 
-/// nf_ct_acct_update: packets and L3 bytes per direction.
-fn account(c: &mut Conn, dir: Dir, p: &Parsed) {
-    let ctr = &mut c.counters[dir.index()];
+/// nf_ct_acct_update: packets and L3 bytes per direction, of a connection
+/// not yet in the table.
+fn account(e: &mut Ext, dir: Dir, p: &Parsed) {
+    let ctr = &mut e.counters[dir.index()];
     ctr.packets += 1;
     ctr.bytes += p.l3_len as u64;
 }
@@ -1606,11 +1649,15 @@ mod tests {
     const C: [u8; 4] = [192, 0, 2, 10];
     const S: [u8; 4] = [198, 51, 100, 20];
 
+    /// An engine with accounting on (its tests check the counters too).
     fn engine(cap: u32) -> Engine {
         Engine::new(EngineConfig {
             capacity_conns: cap,
             seed: 1,
-            tunables: Tunables::default(),
+            tunables: Tunables {
+                accounting: true,
+                ..Tunables::default()
+            },
         })
     }
 
@@ -1663,7 +1710,7 @@ mod tests {
         out[0]
     }
 
-    fn only_conn(e: &Engine) -> Conn {
+    fn only_conn(e: &Engine) -> Listed {
         let mut v = vec![];
         e.snapshot(0, |c| v.push(*c));
         assert_eq!(v.len(), 1, "exactly one connection");
@@ -1726,8 +1773,11 @@ mod tests {
         let c = only_conn(&e);
         assert!(matches!(c.proto, ProtoState::Tcp(t) if t.state == TcpConntrack::TimeWait));
         assert_eq!(c.deadline_ms, 5 + 120_000);
-        assert_eq!(c.counters[0].packets, 4);
-        assert_eq!(c.counters[1].packets, 2);
+        let ext = c.ext.expect("accounting is on");
+        assert_eq!(ext.counters[0].packets, 4);
+        assert_eq!(ext.counters[1].packets, 2);
+        assert_eq!(ext.counters[0].bytes, 4 * 40);
+        assert_eq!(ext.start_ms, 0);
         let mut kinds = vec![];
         let mut states = vec![];
         w.events.drain(|ev| {

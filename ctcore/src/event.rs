@@ -1,7 +1,7 @@
 //! Connection events, like ctnetlink's (`conntrack -E`): NEW on confirm, UPDATE
 //! when the state or status changes, DESTROY when a connection leaves the table.
 
-use crate::conn::Conn;
+use crate::conn::Listed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -27,7 +27,8 @@ impl EventKind {
 pub struct Event {
     pub kind: EventKind,
     pub at_ms: u64,
-    pub conn: Conn,
+    /// The connection, with its counters when accounting is on.
+    pub conn: Listed,
 }
 
 /// A bounded event buffer owned by one worker: pushing never allocates; when
@@ -53,7 +54,7 @@ impl EventBuf {
         self.enabled
     }
 
-    pub fn push(&mut self, kind: EventKind, at_ms: u64, conn: &Conn) {
+    pub fn push(&mut self, kind: EventKind, at_ms: u64, conn: &Listed) {
         if !self.enabled {
             return;
         }

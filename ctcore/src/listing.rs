@@ -1,9 +1,10 @@
 //! Connections printed exactly as `conntrack -L -o extended` prints them
-//! (libnetfilter_conntrack's default format, with accounting on).
+//! (libnetfilter_conntrack's default format; `packets=` / `bytes=` only
+//! with accounting on, as the kernel's).
 
 use std::fmt::Write;
 
-use crate::conn::{Conn, Status};
+use crate::conn::{Listed, Status};
 use crate::tuple::{
     Family, Tuple, IPPROTO_DCCP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
     IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
@@ -53,7 +54,7 @@ fn write_tuple(out: &mut String, t: &Tuple) {
 
 /// One `conntrack -L -o extended` line for `c` at time `now_ms` (timeout printed
 /// as whole seconds left, as the kernel does).
-pub fn format_conn(c: &Conn, now_ms: u64) -> String {
+pub fn format_conn(c: &Listed, now_ms: u64) -> String {
     let mut out = String::with_capacity(256);
     let o = &c.tuples[0];
     let (l3, l3num) = match o.family {
@@ -71,20 +72,24 @@ pub fn format_conn(c: &Conn, now_ms: u64) -> String {
         let _ = write!(out, "{state} ");
     }
     write_tuple(&mut out, o);
-    let _ = write!(
-        out,
-        "packets={} bytes={} ",
-        c.counters[0].packets, c.counters[0].bytes
-    );
+    if let Some(e) = &c.ext {
+        let _ = write!(
+            out,
+            "packets={} bytes={} ",
+            e.counters[0].packets, e.counters[0].bytes
+        );
+    }
     if !c.status.has(Status::SEEN_REPLY) {
         out.push_str("[UNREPLIED] ");
     }
     write_tuple(&mut out, &c.tuples[1]);
-    let _ = write!(
-        out,
-        "packets={} bytes={} ",
-        c.counters[1].packets, c.counters[1].bytes
-    );
+    if let Some(e) = &c.ext {
+        let _ = write!(
+            out,
+            "packets={} bytes={} ",
+            e.counters[1].packets, e.counters[1].bytes
+        );
+    }
     if c.status.has(Status::ASSURED) {
         out.push_str("[ASSURED] ");
     }
@@ -99,6 +104,7 @@ pub fn format_conn(c: &Conn, now_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::{Conn, Ext};
     use crate::tuple::Addr;
 
     #[test]
@@ -122,11 +128,23 @@ mod tests {
             ..Default::default()
         });
         c.status.set(Status::SEEN_REPLY | Status::ASSURED);
-        c.counters[0].packets = 3;
-        c.counters[0].bytes = 180;
+        let mut ext = Ext::default();
+        ext.counters[0].packets = 3;
+        ext.counters[0].bytes = 180;
         assert_eq!(
-            format_conn(&c, 1000),
+            format_conn(
+                &Listed {
+                    conn: c,
+                    ext: Some(ext)
+                },
+                1000
+            ),
             "ipv4     2 tcp      6 431999 ESTABLISHED src=192.0.2.1 dst=198.51.100.2 sport=40000 dport=80 packets=3 bytes=180 src=198.51.100.2 dst=192.0.2.1 sport=80 dport=40000 packets=0 bytes=0 [ASSURED] mark=0 use=1"
+        );
+        // Without accounting, as the kernel prints it with nf_conntrack_acct = 0.
+        assert_eq!(
+            format_conn(&Listed { conn: c, ext: None }, 1000),
+            "ipv4     2 tcp      6 431999 ESTABLISHED src=192.0.2.1 dst=198.51.100.2 sport=40000 dport=80 src=198.51.100.2 dst=192.0.2.1 sport=80 dport=40000 [ASSURED] mark=0 use=1"
         );
     }
 
@@ -157,7 +175,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            format_conn(&c, 0),
+            format_conn(
+                &Listed {
+                    conn: c,
+                    ext: Some(Ext::default())
+                },
+                0
+            ),
             "ipv6     10 icmpv6   58 30 src=2001:db8::1 dst=2001:db8::2 type=128 code=0 id=7 packets=0 bytes=0 [UNREPLIED] src=2001:db8::2 dst=2001:db8::1 type=129 code=0 id=7 packets=0 bytes=0 mark=0 zone=5 use=1"
         );
     }

@@ -9,7 +9,7 @@
 //! `status` (comma separated: ASSURED, SEEN_REPLY, UNREPLIED, CONFIRMED,
 //! SRC_NAT, DST_NAT, ...).
 
-use ctcore::conn::{Conn, Status};
+use ctcore::conn::{Conn, Listed, Status};
 use ctcore::listing::{format_conn, proto_name};
 use ctcore::nat::Prefix;
 use ctcore::tuple::{Family, Tuple, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6};
@@ -252,8 +252,20 @@ pub fn status_names(s: Status) -> Vec<&'static str> {
 }
 
 /// A connection as JSON, with its `conntrack -L -o extended` line in `line`.
-pub fn conn_json(c: &Conn, now_ms: u64) -> Value {
+/// Counters and age are null when accounting is off.
+pub fn conn_json(c: &Listed, now_ms: u64) -> Value {
     let o = &c.tuples[0];
+    let ext = c.ext.as_ref();
+    let count = |dir: usize, bytes: bool| {
+        ext.map(|e| {
+            let ctr = &e.counters[dir];
+            if bytes {
+                ctr.bytes
+            } else {
+                ctr.packets
+            }
+        })
+    };
     json!({
         "id": c.id,
         "family": match o.family { Family::V4 => "ipv4", Family::V6 => "ipv6" },
@@ -261,13 +273,13 @@ pub fn conn_json(c: &Conn, now_ms: u64) -> Value {
         "proto_num": o.proto,
         "state": c.state_name(),
         "timeout_s": c.deadline_ms.saturating_sub(now_ms) / 1000,
-        "age_s": now_ms.saturating_sub(c.start_ms) / 1000,
+        "age_s": ext.map(|e| now_ms.saturating_sub(e.start_ms) / 1000),
         "orig": tuple_json(&c.tuples[0]),
         "reply": tuple_json(&c.tuples[1]),
-        "orig_packets": c.counters[0].packets,
-        "orig_bytes": c.counters[0].bytes,
-        "reply_packets": c.counters[1].packets,
-        "reply_bytes": c.counters[1].bytes,
+        "orig_packets": count(0, false),
+        "orig_bytes": count(0, true),
+        "reply_packets": count(1, false),
+        "reply_bytes": count(1, true),
         "status": status_names(c.status),
         "mark": c.mark,
         "zone": o.zone,
@@ -363,8 +375,15 @@ mod tests {
 
     #[test]
     fn json_carries_the_listing_line() {
-        let v = conn_json(&tcp_conn(), 0);
+        let v = conn_json(
+            &Listed {
+                conn: tcp_conn(),
+                ext: None,
+            },
+            0,
+        );
         assert_eq!(v["orig"]["dport"], 80);
+        assert!(v["orig_packets"].is_null() && v["age_s"].is_null());
         assert_eq!(v["reply"]["dst"], "198.51.100.1");
         assert_eq!(v["state"], "ESTABLISHED");
         assert!(v["line"]

@@ -114,7 +114,13 @@ pub async fn cache(
             .iter()
             .skip(offset)
             .take(limit)
-            .map(|c| conn_json(c, now))
+            .map(|c| {
+                let l = ctcore::conn::Listed {
+                    conn: *c,
+                    ext: None,
+                };
+                conn_json(&l, now)
+            })
             .collect();
         json!({ "total": total, "offset": offset, "limit": limit, "connections": conns })
     })

@@ -95,7 +95,7 @@ pub struct Search<'a, 't> {
     pub now_ms: u64,
     pub rng: &'a mut Rng,
     pub accept: &'a dyn Fn(&Tuple) -> bool,
-    pub reclaimed: &'a mut dyn FnMut(Conn),
+    pub reclaimed: &'a mut dyn FnMut(crate::conn::Listed),
     /// The key of the reply tuple claimed (it was looked up under the
     /// guard and found free: the confirm need not look again).
     pub claimed: Option<Key>,

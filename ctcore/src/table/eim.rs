@@ -464,7 +464,7 @@ mod tests {
     /// spread over different stripes, so holds and releases cross them.
     #[test]
     fn mappings_live_with_their_connections_across_stripes() {
-        let table = Table::with_advice(4000, 4, 11, 1000, &mut |_, _| {});
+        let table = Table::with_advice(4000, 4, 11, 1000, false, &mut |_, _| {});
         let ext = Addr::from_v4([203, 0, 113, 1]);
         let conn = |i: u16| {
             let orig = Tuple {

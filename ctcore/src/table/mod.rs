@@ -40,7 +40,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crossbeam_utils::CachePadded;
 
-use crate::conn::{Conn, Status};
+use crate::conn::{Conn, Ext, Listed, Status};
 use crate::tuple::{Dir, HashKey, Tuple};
 use bucket::{Bucket, SLOTS};
 pub use prefetch::{NoPrefetch, Prefetch};
@@ -274,11 +274,13 @@ impl Table {
     /// [`MAX_STRIPES`]), with all memory reserved now. `seed` keys the hash
     /// (use a random one).
     pub fn new(capacity_conns: u32, stripes: u32, seed: u64) -> Table {
-        Table::with_advice(capacity_conns, stripes, seed, 0, &mut |_, _| {})
+        Table::with_advice(capacity_conns, stripes, seed, 0, false, &mut |_, _| {})
     }
 
     /// As [`Table::new`], with room for `eim_mappings` endpoint-independent
-    /// NAT mappings ([`eim`]; 0 when no rule makes them). `advise(addr, len)`
+    /// NAT mappings ([`eim`]; 0 when no rule makes them) and, with
+    /// `extensions`, each connection's counters and start time
+    /// ([`crate::conn::Ext`]). `advise(addr, len)`
     /// is called on each large region after it is reserved and before it is
     /// first written, so the caller can ask for huge pages (madvise
     /// MADV_HUGEPAGE) where ctcore cannot.
@@ -287,6 +289,7 @@ impl Table {
         stripes: u32,
         seed: u64,
         eim_mappings: u32,
+        extensions: bool,
         advise: &mut dyn FnMut(usize, usize),
     ) -> Table {
         let capacity = capacity_conns.max(1);
@@ -294,7 +297,11 @@ impl Table {
         let per = capacity.div_ceil(nstripes).min(1 << LOCAL_BITS);
         let eim_limit = eim_mappings.div_ceil(nstripes);
         let stripes: Box<[_]> = (0..nstripes)
-            .map(|i| CachePadded::new(Mutex::new(Stripe::new(i, per, eim_limit, advise))))
+            .map(|i| {
+                CachePadded::new(Mutex::new(Stripe::new(
+                    i, per, eim_limit, extensions, advise,
+                )))
+            })
             .collect();
         let buckets = lock(&stripes[0]).buckets.len();
         Table {
@@ -377,7 +384,7 @@ impl Table {
         stripe: u32,
         now_ms: u64,
         budget: usize,
-        mut expired: impl FnMut(Conn),
+        mut expired: impl FnMut(Listed),
     ) -> (usize, bool) {
         let mut g = self.guard();
         self.eim_sweep(&mut g, stripe, now_ms);
@@ -474,14 +481,19 @@ impl Table {
     /// Calls `f` on every live connection of `stripe`, holding the stripe's
     /// lock for a slice of records at a time (a connection that moves between
     /// slices may be seen twice or not at all, as in the kernel's dump).
-    pub fn for_each(&self, stripe: u32, mut f: impl FnMut(Local, &Conn)) {
+    pub fn for_each(&self, stripe: u32, mut f: impl FnMut(Local, &Listed)) {
         let mut start = 0;
         loop {
             let g = lock(&self.stripes[stripe as usize]);
             let end = (start + SLICE).min(g.records.len());
             for (i, r) in g.records[start..end].iter().enumerate() {
                 if live(&r.conn) {
-                    f((start + i) as Local, &r.conn);
+                    let local = start + i;
+                    let l = Listed {
+                        conn: r.conn,
+                        ext: g.ext.get(local).copied(),
+                    };
+                    f(local as Local, &l);
                 }
             }
             if end == g.records.len() {
@@ -492,7 +504,7 @@ impl Table {
     }
 
     /// Removes the connection at (`stripe`, `local`) if it still has `id`.
-    pub fn remove_id(&self, stripe: u32, local: Local, id: u32) -> Option<Conn> {
+    pub fn remove_id(&self, stripe: u32, local: Local, id: u32) -> Option<Listed> {
         let mut g = self.guard();
         let r = g.get(stripe, local, id)?;
         g.remove(r)
@@ -739,7 +751,7 @@ impl<'t> Guard<'t> {
     /// nf_conntrack_tuple_taken: is `t` held by a live connection? An expired
     /// holder is removed on the spot (and handed to `reclaimed`, for its
     /// DESTROY event).
-    pub fn taken(&mut self, t: &Tuple, now_ms: u64, reclaimed: &mut dyn FnMut(Conn)) -> bool {
+    pub fn taken(&mut self, t: &Tuple, now_ms: u64, reclaimed: &mut dyn FnMut(Listed)) -> bool {
         self.taken_at(self.table.key(t), t, now_ms, reclaimed)
     }
 
@@ -749,7 +761,7 @@ impl<'t> Guard<'t> {
         key: Key,
         t: &Tuple,
         now_ms: u64,
-        reclaimed: &mut dyn FnMut(Conn),
+        reclaimed: &mut dyn FnMut(Listed),
     ) -> bool {
         match self.lookup(key, t) {
             None => false,
@@ -776,7 +788,7 @@ impl<'t> Guard<'t> {
         conn: &Conn,
         check: Clash,
         early_drop: bool,
-        evicted_out: &mut Option<Conn>,
+        evicted_out: &mut Option<Listed>,
     ) -> Result<(Ref, u32), InsertError> {
         let (key0, first) = match check {
             Clash::Both => (self.table.key(&conn.tuples[0]), 0),
@@ -860,9 +872,7 @@ impl<'t> Guard<'t> {
         rec.tuples = conn.tuples;
         rec.deadline_ms = conn.deadline_ms;
         rec.status = conn.status;
-        rec.counters = conn.counters;
         rec.proto = conn.proto;
-        rec.start_ms = conn.start_ms;
         rec.mark = conn.mark;
         rec.status.set(Status::CONFIRMED);
         rec.status.clear(Status::DYING);
@@ -904,7 +914,7 @@ impl<'t> Guard<'t> {
 
     /// Takes the connection out of the table (DYING set) and returns it for
     /// its DESTROY event; None if it was already gone.
-    pub fn remove(&mut self, r: Ref) -> Option<Conn> {
+    pub fn remove(&mut self, r: Ref) -> Option<Listed> {
         let rec = &self.stripe(r.stripe).records[r.local as usize].conn;
         if !live(rec) {
             return None;
@@ -937,17 +947,47 @@ impl<'t> Guard<'t> {
         s.live -= 1;
         // The stripe's clock: expiry has run up to here.
         let now_ms = s.wheel.next_tick * wheel::TICK_MS;
+        let ext = s.ext.get(r.local as usize).copied();
         self.set_count(r.stripe);
         if c.status.has(Status::EIM) {
-            self.eim_release(&c, now_ms.min(c.deadline_ms).max(c.start_ms));
+            self.eim_release(&c, now_ms.min(c.deadline_ms));
         }
         c.status.set(Status::DYING);
-        Some(c)
+        Some(Listed { conn: c, ext })
+    }
+
+    /// The connection with its counters and start time (if kept).
+    pub fn listed(&mut self, r: Ref) -> Listed {
+        let s = self.stripe(r.stripe);
+        Listed {
+            conn: s.records[r.local as usize].conn,
+            ext: s.ext.get(r.local as usize).copied(),
+        }
+    }
+
+    /// Sets the counters and start time of a connection just inserted
+    /// (nothing when accounting is off).
+    #[inline]
+    pub fn set_ext(&mut self, r: Ref, ext: Ext) {
+        if let Some(e) = self.stripe(r.stripe).ext.get_mut(r.local as usize) {
+            *e = ext;
+        }
+    }
+
+    /// nf_ct_acct_update: one packet of `bytes` (L3) in `dir` (nothing when
+    /// accounting is off).
+    #[inline(always)]
+    pub fn account(&mut self, r: Ref, dir: Dir, bytes: u64) {
+        if let Some(e) = self.stripe(r.stripe).ext.get_mut(r.local as usize) {
+            let c = &mut e.counters[dir.index()];
+            c.packets += 1;
+            c.bytes += bytes;
+        }
     }
 
     /// The kernel's early_drop: evicts a connection near `key` that is not
     /// ASSURED (or a closing TCP one). Returns it.
-    fn early_drop_candidate(&mut self, key: Key) -> Option<Conn> {
+    fn early_drop_candidate(&mut self, key: Key) -> Option<Listed> {
         let n = self.stripe(key.stripe).buckets.len();
         let mut b = key.bucket(n);
         for _ in 0..EVICTION_RANGE {
@@ -1042,11 +1082,13 @@ mod tests {
     fn records_are_cache_line_aligned() {
         assert_eq!(std::mem::align_of::<Record>(), 64);
         assert_eq!(std::mem::size_of::<Record>() % 64, 0);
-        // What an established packet touches is in the first two lines.
+        // What an established packet touches is in the first two lines,
+        // and a record takes three.
         let c = Conn::default();
         let base = &c as *const Conn as usize;
-        let end = &c.counters as *const _ as usize + std::mem::size_of_val(&c.counters);
+        let end = &c.mark as *const _ as usize + std::mem::size_of_val(&c.mark);
         assert!(end - base <= 128);
+        assert_eq!(std::mem::size_of::<Record>(), 192);
     }
 
     #[test]

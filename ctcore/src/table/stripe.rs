@@ -4,11 +4,11 @@
 use super::bucket::Bucket;
 use super::eim::EimMaps;
 use super::wheel::{slot_of, Link, Wheel, NIL};
-use crate::conn::Conn;
+use crate::conn::{Conn, Ext};
 use crate::nat::ports::PortMaps;
 
-/// A connection record, aligned to a cache line. `Conn`'s field order puts
-/// the tuples, deadline, status, id and counters in the first two lines
+/// A connection record, aligned to a cache line: three lines. `Conn`'s field
+/// order puts the tuples, deadline, status, id and mark in the first two
 /// (what an established packet reads and writes), protocol state after.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
@@ -21,6 +21,9 @@ pub struct Record {
 pub struct Stripe {
     pub buckets: Box<[Bucket]>,
     pub records: Box<[Record]>,
+    /// Each record's counters and start time, when accounting is on (else
+    /// empty).
+    pub ext: Box<[Ext]>,
     /// Free slab indexes (a stack: recently freed, likely cached, first).
     pub free: Vec<u32>,
     pub live: u32,
@@ -57,6 +60,7 @@ impl Stripe {
         index: u32,
         capacity: u32,
         eim_limit: u32,
+        extensions: bool,
         advise: &mut dyn FnMut(usize, usize),
     ) -> Stripe {
         // Two entries per connection, 8 per bucket: at most 50% of the slots
@@ -67,6 +71,7 @@ impl Stripe {
         Stripe {
             buckets: reserve(nbuckets, advise),
             records: reserve(capacity as usize, advise),
+            ext: reserve(if extensions { capacity as usize } else { 0 }, advise),
             free: (0..capacity).rev().collect(),
             live: 0,
             scan_cursor: 0,
@@ -123,6 +128,7 @@ impl Stripe {
 
     pub fn reserved_bytes(&self) -> usize {
         self.records.len() * (std::mem::size_of::<Record>() + 4)
+            + self.ext.len() * std::mem::size_of::<Ext>()
             + self.buckets.len() * std::mem::size_of::<Bucket>()
             + self.wheel.heads.len() * 4
             + self.eim.reserved_bytes()
