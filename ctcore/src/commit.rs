@@ -152,14 +152,17 @@ impl Learnt {
                 "TCP state on a connection that is not TCP",
             ));
         }
-        Ok(Conn {
+        let mut c = Conn {
             tuples: [*o, *r],
             deadline_ms: now_ms.saturating_add(self.timeout_ms),
             status,
             id: 0,
             proto,
             mark: self.mark,
-        })
+            nat_csum: None,
+        };
+        c.nat_csum = crate::nat::rewrite::csum_deltas(&c);
+        Ok(c)
     }
 }
 

@@ -149,7 +149,22 @@ pub struct Conn {
     /// A unique id (like the kernel's ct id).
     pub id: u32,
     pub mark: u32,
+    /// For a translated IPv4 TCP / UDP connection: per direction
+    /// (`Dir::index()`), what its translation adds to the IP header's and
+    /// the L4 checksum ([`crate::nat::rewrite::csum_deltas`], worked out
+    /// once at confirm), so that a packet's rewrite is stores and two
+    /// additions. None otherwise.
+    pub nat_csum: Option<[NatCsum; 2]>,
     pub proto: ProtoState,
+}
+
+/// The ones'-complement sums a translation adds to a packet's checksums
+/// (RFC 1624: `HC' = ~(~HC + delta)`), in the machine's byte order like the
+/// rewrite's other arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatCsum {
+    pub ip: u16,
+    pub l4: u16,
 }
 
 /// The kernel's accounting and timestamp extensions (`nf_conn_acct`,

@@ -374,6 +374,7 @@ impl Pending {
         c.id = 0;
         c.proto = proto;
         c.mark = 0;
+        c.nat_csum = None;
         debug_assert_eq!(
             *c,
             Conn {
@@ -691,7 +692,12 @@ impl<P: Prefetch> Engine<P> {
                         w.claimed = None;
                         w.frags[slot].pending = Some((*conn, *ext));
                     }
-                    None => self.confirm(g, w, now_ms, conn, ext, looked_up, out),
+                    None => {
+                        if conn.status.0 & (Status::SRC_NAT | Status::DST_NAT) != 0 {
+                            conn.nat_csum = crate::nat::rewrite::csum_deltas(conn);
+                        }
+                        self.confirm(g, w, now_ms, conn, ext, looked_up, out)
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! or, for TX checksum offload, with the L4 checksum left for the NIC.
 
 use crate::checksum::{checksum, combine, l4_checksum, update_addr, update_u16};
-use crate::conn::{Conn, Status};
+use crate::conn::{Conn, NatCsum, Status};
 use crate::tuple::{
     Addr, Dir, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     IPPROTO_UDPLITE,
@@ -24,6 +24,9 @@ pub struct Rewrite {
     pub id: Option<u16>,
     /// The quoted ICMP echo's id after translation back.
     pub inner_id: Option<u16>,
+    /// What the translation adds to the checksums, when the connection
+    /// carries it (IPv4 TCP / UDP): the rewrite then needs no sums.
+    pub csum: Option<NatCsum>,
 }
 
 impl Rewrite {
@@ -79,6 +82,9 @@ impl Rewrite {
         if change_dst {
             rw.dst = Some((other.src, other.src_port));
         }
+        if let Some(d) = &c.nat_csum {
+            rw.csum = Some(d[dir.index()]);
+        }
     }
 
     /// The translation worked out through the inverse of the other
@@ -117,6 +123,62 @@ impl Rewrite {
         }
         Some(rw)
     }
+}
+
+/// The checksum deltas of a translated IPv4 TCP / UDP connection, per
+/// direction (what [`apply`]'s common case would add up for each packet:
+/// the same terms, so the same checksums); None for anything else.
+pub fn csum_deltas(c: &Conn) -> Option<[NatCsum; 2]> {
+    let o = &c.tuples[0];
+    if o.family != Family::V4
+        || !matches!(o.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE)
+        || c.status.0 & (Status::SRC_NAT | Status::DST_NAT) == 0
+    {
+        return None;
+    }
+    let (o, r) = (&c.tuples[0], &c.tuples[1]);
+    let snat = c.status.has(Status::SRC_NAT);
+    let dnat = c.status.has(Status::DST_NAT);
+    // The two ends a translation swaps: the original source (a) and the
+    // reply's destination (b) under source NAT, the original destination
+    // (cc) and the reply's source (d) under destination NAT. Each end's
+    // terms are those [`apply_v4_ports`] adds for it (its address only if
+    // it changes), so the deltas are the same sums.
+    let sum = |a: &Addr| {
+        let x = u32::from_ne_bytes(a.v4_octets());
+        (x, u32::from(combine(x as u16, (x >> 16) as u16)))
+    };
+    let port = |p: u16| u32::from(u16::from_ne_bytes(p.to_be_bytes()));
+    let not = |x: u32| u32::from(!(x as u16));
+    let (a, b) = (sum(&o.src), sum(&r.dst));
+    let (cc, d) = (sum(&o.dst), sum(&r.src));
+    let (pa, pb, pc, pd) = (
+        port(o.src_port),
+        port(r.dst_port),
+        port(o.dst_port),
+        port(r.src_port),
+    );
+    // (ip terms, port terms) of an end changing from `old` to `new`.
+    let end = |old: (u32, u32), new: (u32, u32), po: u32, pn: u32, on: bool| {
+        if !on {
+            return (0, 0);
+        }
+        let ip = if old.0 != new.0 {
+            not(old.1) + new.1
+        } else {
+            0
+        };
+        (ip, not(po) + pn)
+    };
+    let delta = |x: (u32, u32), y: (u32, u32)| NatCsum {
+        ip: fold32(x.0 + y.0),
+        l4: fold32(x.0 + y.0 + x.1 + y.1),
+    };
+    let out = [
+        delta(end(a, b, pa, pb, snat), end(cc, d, pc, pd, dnat)),
+        delta(end(d, cc, pd, pc, dnat), end(b, a, pb, pa, snat)),
+    ];
+    Some(out)
 }
 
 /// How L4 checksums are produced after a rewrite.
@@ -206,7 +268,10 @@ pub fn apply(
         let tcp = p.proto == IPPROTO_TCP;
         let csum_off = l4 + if tcp { 16 } else { 6 };
         if csum_off + 2 <= end {
-            apply_v4_ports(frame, l3, l4, csum_off, !tcp, rw);
+            match rw.csum {
+                Some(d) => apply_v4_deltas(frame, l3, l4, csum_off, !tcp, rw, d),
+                None => apply_v4_ports(frame, l3, l4, csum_off, !tcp, rw),
+            }
             return Ok(());
         }
     }
@@ -385,6 +450,49 @@ fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool
     ip[10..12].copy_from_slice(&(!fold32(ip_acc)).to_ne_bytes());
     if !no_csum {
         let c = !fold32(l4_acc);
+        csum.copy_from_slice(&(if udp && c == 0 { 0xffff } else { c }).to_ne_bytes());
+    }
+}
+
+/// [`apply_v4_ports`] with the connection's checksum deltas: the new
+/// addresses and ports stored, each checksum updated by one addition.
+#[inline(always)]
+fn apply_v4_deltas(
+    f: &mut [u8],
+    l3: usize,
+    l4: usize,
+    csum_off: usize,
+    udp: bool,
+    rw: &Rewrite,
+    d: NatCsum,
+) {
+    let Some((head, tail)) = f.split_at_mut_checked(l4) else {
+        return;
+    };
+    let Some(ip) = head.get_mut(l3..l3 + 20) else {
+        return;
+    };
+    let Some((ports, rest)) = tail.split_at_mut_checked(4) else {
+        return;
+    };
+    let at = csum_off.saturating_sub(l4 + 4);
+    let Some(csum) = rest.get_mut(at..at + 2) else {
+        return;
+    };
+    if let Some((a, p)) = &rw.src {
+        ip[12..16].copy_from_slice(&a.v4_octets());
+        ports[0..2].copy_from_slice(&p.to_be_bytes());
+    }
+    if let Some((a, p)) = &rw.dst {
+        ip[16..20].copy_from_slice(&a.v4_octets());
+        ports[2..4].copy_from_slice(&p.to_be_bytes());
+    }
+    let w16 = |b: &[u8]| u16::from_ne_bytes([b[0], b[1]]);
+    let hc = u32::from(!w16(&ip[10..12])) + u32::from(d.ip);
+    ip[10..12].copy_from_slice(&(!fold32(hc)).to_ne_bytes());
+    let c = w16(csum);
+    if !(udp && c == 0) {
+        let c = !fold32(u32::from(!c) + u32::from(d.l4));
         csum.copy_from_slice(&(if udp && c == 0 { 0xffff } else { c }).to_ne_bytes());
     }
 }
@@ -941,6 +1049,53 @@ mod tests {
         /// The IPv4 TCP/UDP fast path writes the same bytes as the general
         /// path, for SNAT, DNAT and both, whatever checksum the packet came
         /// with (zero UDP checksums and wrong ones included).
+        #[test]
+        fn the_connections_deltas_give_the_checksums_the_sums_give(
+            snat in any::<bool>(), dnat in any::<bool>(), reply in any::<bool>(),
+            c_addr in edge_addr(), s_addr in edge_addr(), n_addr in edge_addr(), b_addr in edge_addr(),
+            cport in edge_u16(), sport in edge_u16(), nport in edge_u16(), bport in edge_u16(),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+            tcp in any::<bool>(), csum in edge_u16(), ip_csum in edge_u16(),
+        ) {
+            prop_assume!(snat || dnat);
+            let proto = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
+            let orig = Tuple { src: v4(c_addr), dst: v4(s_addr), src_port: cport, dst_port: sport, proto, family: Family::V4, zone: 0 };
+            let mut r = orig.invert().unwrap();
+            let mut c = Conn::default();
+            if snat {
+                r.dst = v4(n_addr);
+                r.dst_port = nport;
+                c.status.set(Status::SRC_NAT);
+            }
+            if dnat {
+                r.src = v4(b_addr);
+                r.src_port = bport;
+                c.status.set(Status::DST_NAT);
+            }
+            c.tuples = [orig, r];
+            c.nat_csum = csum_deltas(&c);
+            prop_assert!(c.nat_csum.is_some());
+            let dir = if reply { Dir::Reply } else { Dir::Orig };
+            let t = c.tuples[dir.index()];
+            let l4 = if tcp {
+                L4Spec::Tcp { src_port: t.src_port, dst_port: t.dst_port, seq: 5, ack: 6, flags: 0x18, window: 512, payload: &payload }
+            } else {
+                L4Spec::Udp { src_port: t.src_port, dst_port: t.dst_port, payload: &payload }
+            };
+            let mut original = frame(Family::V4, t.src, t.dst, 64, l4);
+            let off = 34 + if tcp { 16 } else { 6 };
+            original[off..off + 2].copy_from_slice(&csum.to_be_bytes());
+            let p = parse(&original).unwrap();
+            original[24..26].copy_from_slice(&ip_csum.to_be_bytes());
+            let with = Rewrite::for_packet(&c, dir, false).unwrap();
+            prop_assert!(with.csum.is_some());
+            let without = Rewrite { csum: None, ..with };
+            let (mut a, mut b) = (original.clone(), original.clone());
+            apply(&mut a, &p, &with, ChecksumMode::Incremental).unwrap();
+            apply(&mut b, &p, &without, ChecksumMode::Incremental).unwrap();
+            prop_assert_eq!(a, b);
+        }
+
         #[test]
         fn v4_fast_path_equals_the_general_path(
             src in proptest::option::of((edge_addr(), any::<u16>())),
