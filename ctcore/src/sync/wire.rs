@@ -267,6 +267,12 @@ impl SyncConn {
     /// `NFCT_GOPT_IS_SNAT` / `IS_DNAT` / `IS_SPAT` / `IS_DPAT` test):
     /// `Some(binding)` with at least one field set, `None` without NAT. An
     /// `Err` if the reply is not the original's inversion with NAT applied.
+    ///
+    /// An ICMP id translation is left out: no attribute carries it (for
+    /// ICMP conntrackd's `NTA_SPAT_PORT` / `NTA_DPAT_PORT` hold the tuple
+    /// union's type and code bytes). The connection goes over with its
+    /// address binding, as conntrackd's own messages do, and the peer
+    /// commits it with the original id.
     pub fn nat_binding(&self) -> Result<Option<NatBinding>, EncodeError> {
         let base = self.orig.invert().ok_or(EncodeError::UnencodableReply)?;
         let r = &self.reply;
@@ -274,7 +280,7 @@ impl SyncConn {
             return Err(EncodeError::UnencodableReply);
         }
         let icmp = self.orig.is_icmp();
-        if icmp && (r.src_port != base.src_port || r.dst_port != base.dst_port) {
+        if icmp && r.dst_port != base.dst_port {
             return Err(EncodeError::UnencodableReply);
         }
         let nat = NatBinding {
@@ -955,6 +961,62 @@ mod tests {
         assert_eq!((c.orig.icmp_type(), c.orig.icmp_code()), (8, 0));
         assert_eq!(c.reply, c.orig.invert().unwrap());
         assert_eq!(c.reply.icmp_type(), 0);
+    }
+
+    /// An ICMP echo masqueraded with a new id goes out with its address
+    /// binding; the id translation is not carried.
+    #[test]
+    fn icmp_id_translation_is_left_out() {
+        let orig = Tuple {
+            dst_port: 8 << 8,
+            ..tuple([192, 0, 2, 10], [198, 51, 100, 2], 29500, 0, IPPROTO_ICMP)
+        };
+        let mut reply = orig.invert().unwrap();
+        reply.dst = v4([198, 51, 100, 1]);
+        reply.src_port = 52616;
+        let c = SyncConn::new(
+            orig,
+            reply,
+            Status::CONFIRMED,
+            Some(30),
+            Some(0),
+            L4State::None,
+        );
+        assert!(c.status & Status::SRC_NAT != 0);
+        let nat = c.nat_binding().unwrap().unwrap();
+        assert_eq!(nat.snat_addr, Some(v4([198, 51, 100, 1])));
+        assert_eq!(
+            (nat.dnat_addr, nat.snat_port, nat.dnat_port),
+            (None, None, None)
+        );
+        let m = Message {
+            seq: 1,
+            hello: 0,
+            body: Body::Ct {
+                event: CtEvent::New,
+                conn: c,
+            },
+        };
+        let mut out = Vec::new();
+        assert!(m.emit(&mut out).is_ok());
+        let (_, got) = ct(&one(&out));
+        assert_eq!(got.orig, orig);
+        assert_eq!(
+            got.reply,
+            Tuple {
+                src_port: 29500,
+                ..reply
+            }
+        );
+        // A reply of another ICMP type is no NAT of this connection.
+        let bad = Tuple {
+            dst_port: 3 << 8,
+            ..reply
+        };
+        assert_eq!(
+            SyncConn::new(orig, bad, 0, None, None, L4State::None).nat_binding(),
+            Err(EncodeError::UnencodableReply)
+        );
     }
 
     #[test]
