@@ -152,11 +152,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             if let RouteClass::Drop(_) = class {
                 return Decision::Drop;
             }
-            if class == RouteClass::Forward
-                && policy.evaluate(0, 1, r.ctinfo, r.dnat()).0 == Action::Drop
-            {
-                refused = true;
-                return Decision::Drop;
+            let mut mark = None;
+            if class == RouteClass::Forward {
+                let (action, rule) = policy.evaluate(0, 1, r.ctinfo, r.dnat(), r.mark);
+                if action == Action::Drop {
+                    refused = true;
+                    return Decision::Drop;
+                }
+                mark = policy.set_mark(rule);
             }
             if class == RouteClass::Local {
                 return Decision::Local;
@@ -166,7 +169,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             } else {
                 egress_addr[1]
             };
-            Decision::Accept(Egress { port: 1, addr })
+            Decision::Accept(Egress {
+                port: 1,
+                addr,
+                mark,
+            })
         });
         let r = &result[0];
         if r.parsed.is_err() {

@@ -77,6 +77,7 @@ fn round(e: &Engine, w: &mut ctcore::engine::Worker, now: u64) -> Vec<usize> {
                 Decision::Accept(Egress {
                     port: 0,
                     addr: None,
+                    mark: None,
                 })
             });
             assert!(out[0].ct_drop.is_none(), "flow {f}: {:?}", out[0].ct_drop);

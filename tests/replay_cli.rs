@@ -188,3 +188,66 @@ fn invalid_count_is_the_kernels_on_checksums_good_bad() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains(" invalid=15 "), "{stderr}");
 }
+
+/// `ct mark set` and `ct mark` in the policy, as a replay shows them: a
+/// rule marks each connection at its first packet, an earlier one drops
+/// the packets of marked connections (their later ones); the listing prints
+/// the marks.
+#[test]
+fn policy_rules_set_and_match_connection_marks() {
+    let dir = TempDir::new("replay-marks");
+    let c = Addr::from_v4([192, 0, 2, 10]);
+    let s = Addr::from_v4([198, 51, 100, 20]);
+    let udp = |sport: u16, dport: u16| {
+        frame(
+            Family::V4,
+            c,
+            s,
+            64,
+            L4Spec::Udp {
+                src_port: sport,
+                dst_port: dport,
+                payload: b"q",
+            },
+        )
+    };
+    // Two datagrams of each of two flows (no answer: all NEW, as in the kernel).
+    let frames = vec![udp(5000, 53), udp(5001, 123), udp(5000, 53), udp(5001, 123)];
+    write_capture(&dir.path("in.pcap"), &frames);
+    std::fs::write(
+        dir.path("marks.toml"),
+        r#"[[policy]]
+name = "marked"
+states = "new,established"
+mark = "0x20/0xf0"
+action = "drop"
+
+[[policy]]
+name = "mark-new"
+states = "new"
+mark = "0"
+set_mark = 0x2a
+action = "accept"
+
+[[policy]]
+name = "the-rest"
+states = "new,established"
+action = "accept"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(ctgate())
+        .args(["replay", "--topspeed", "--config"])
+        .arg(dir.path("marks.toml"))
+        .arg(dir.path("in.pcap"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    // Both flows' first datagram marked its connection 0x2a (42) ...
+    assert_eq!(table.matches(" mark=42 ").count(), 2, "{table}");
+    // ... so both second datagrams matched the drop rule (0x2a & 0xf0 == 0x20).
+    assert!(stderr.contains("4 packets read, 2 forwarded"), "{stderr}");
+    assert!(stderr.contains("2 by policy"), "{stderr}");
+}

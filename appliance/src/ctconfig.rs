@@ -91,6 +91,13 @@ pub struct PolicyConfig {
     /// `ct status dnat`): port forwards, pools, endpoint-independent filtering.
     #[serde(default)]
     pub status: Option<String>,
+    /// Only connections with this mark: "VALUE" or "VALUE/MASK", decimal or
+    /// 0x hex (nft `ct mark and MASK == VALUE`).
+    #[serde(default)]
+    pub mark: Option<String>,
+    /// Set the connection's mark when the rule matches (nft `ct mark set`).
+    #[serde(default)]
+    pub set_mark: Option<u32>,
     /// "accept" or "drop".
     pub action: String,
 }
@@ -282,6 +289,13 @@ pub fn policy(cfg: &Config) -> Result<Policy, ConfigError> {
             })?,
             in_port: port_ref(cfg, &what, &r.in_port)?,
             out_port: port_ref(cfg, &what, &r.out_port)?,
+            mark: r
+                .mark
+                .as_deref()
+                .map(ctcore::policy::parse_mark)
+                .transpose()
+                .map_err(|e| bad(format!("{what}: {e}")))?,
+            set_mark: r.set_mark,
             name,
         });
     }

@@ -418,6 +418,7 @@ impl Shared {
                     return Decision::Accept(Egress {
                         port: in_port as u16,
                         addr: None,
+                        mark: None,
                     });
                 }
                 self.routes
@@ -430,6 +431,7 @@ impl Shared {
                     return Decision::Accept(Egress {
                         port: in_port as u16,
                         addr: None,
+                        mark: None,
                     });
                 }
                 self.routes
@@ -442,7 +444,7 @@ impl Shared {
         };
         let (action, rule) =
             self.policy
-                .evaluate(in_port as u16, hop.port as u16, r.ctinfo, r.dnat());
+                .evaluate(in_port as u16, hop.port as u16, r.ctinfo, r.dnat(), r.mark);
         hits[rule] += 1;
         match action {
             Action::Drop => {
@@ -465,6 +467,7 @@ impl Shared {
                 Decision::Accept(Egress {
                     port: hop.port as u16,
                     addr,
+                    mark: self.policy.set_mark(rule),
                 })
             }
         }

@@ -497,6 +497,7 @@ fn egress() -> Decision {
     Decision::Accept(Egress {
         port: 1,
         addr: Some(Addr::from_v4([203, 0, 113, 1])),
+        mark: None,
     })
 }
 

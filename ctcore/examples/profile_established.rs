@@ -59,6 +59,7 @@ fn main() {
     let egress = Egress {
         port: 1,
         addr: Some(Addr::from_v4([203, 0, 113, 1])),
+        mark: None,
     };
     let e = Engine::with_nat(
         EngineConfig {

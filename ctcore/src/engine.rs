@@ -124,6 +124,9 @@ pub struct CtResult {
     pub ct_drop: Option<&'static str>,
     /// The translation to apply to this packet, if its connection is NATed.
     pub rewrite: Option<Rewrite>,
+    /// Its connection's mark (nft `ct mark`; 0 for a new connection and
+    /// for packets without one).
+    pub mark: u32,
 }
 
 impl CtResult {
@@ -133,6 +136,7 @@ impl CtResult {
         self.ctinfo = CtInfo::Invalid;
         self.dir = Dir::Orig;
         self.conn = None;
+        self.mark = 0;
         self.invalid_reason = None;
         self.ct_drop = None;
         self.rewrite = None;
@@ -168,6 +172,7 @@ struct Verdict<'a> {
     conn: &'a mut Option<ConnHandle>,
     invalid_reason: &'a mut Option<&'static str>,
     rewrite: &'a mut Option<Rewrite>,
+    mark: &'a mut u32,
 }
 
 impl CtResult {
@@ -181,6 +186,7 @@ impl CtResult {
                 conn: &mut self.conn,
                 invalid_reason: &mut self.invalid_reason,
                 rewrite: &mut self.rewrite,
+                mark: &mut self.mark,
             },
         )
     }
@@ -196,6 +202,7 @@ impl Default for CtResult {
             invalid_reason: None,
             ct_drop: None,
             rewrite: None,
+            mark: 0,
         }
     }
 }
@@ -208,6 +215,9 @@ impl Default for CtResult {
 pub struct Egress {
     pub port: u16,
     pub addr: Option<wire::Addr>,
+    /// Set the connection's mark to this (nft `ct mark set`): a new
+    /// connection is confirmed with it; a known one changes (an UPDATE event).
+    pub mark: Option<u32>,
 }
 
 impl Egress {
@@ -215,6 +225,7 @@ impl Egress {
     pub const NONE: Egress = Egress {
         port: 0,
         addr: None,
+        mark: None,
     };
 }
 
@@ -681,6 +692,9 @@ impl<P: Prefetch> Engine<P> {
         if d == Decision::Drop {
             return;
         }
+        if let Some(m) = egress.and_then(|e| e.mark) {
+            self.set_mark(g, w, now_ms, m, out, pending);
+        }
         if pending.is_some() {
             let (conn, ext) = (&mut pending.conn, &pending.ext);
             let home = looked_up.map(|k| k.stripe);
@@ -699,6 +713,38 @@ impl<P: Prefetch> Engine<P> {
                         self.confirm(g, w, now_ms, conn, ext, looked_up, out)
                     }
                 }
+            }
+        }
+    }
+
+    /// nft `ct mark set`: on the packet's new connection before it is
+    /// confirmed, or on its known one (an UPDATE event if the mark changed,
+    /// the kernel's IPCT_MARK).
+    #[cold]
+    fn set_mark(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        mark: u32,
+        out: &mut CtResult,
+        pending: &mut Pending,
+    ) {
+        out.mark = mark;
+        if let Some(c) = pending.get_mut() {
+            c.mark = mark;
+            return;
+        }
+        let Some(h) = out.conn else { return };
+        let Some(r) = g.get(h.stripe, h.local, h.id) else {
+            return;
+        };
+        let c = g.conn_mut(r);
+        if c.mark != mark {
+            c.mark = mark;
+            if w.events.enabled() {
+                let l = g.listed(r);
+                w.events.push(EventKind::Update, now_ms, &l);
             }
         }
     }
@@ -1037,6 +1083,7 @@ impl<P: Prefetch> Engine<P> {
         };
         w.stats.found += 1;
         let c = g.conn_mut(r);
+        *res.mark = c.mark;
         let before = (c.status, c.state_tag());
         let old_deadline = c.deadline_ms;
         let outcome = self.run_tracker(w, now_ms, pkt, p, c, dir);
@@ -1413,6 +1460,7 @@ impl<P: Prefetch> Engine<P> {
             CtInfo::Related
         };
         *res.dir = dir;
+        *res.mark = c.mark;
         *res.rewrite = Rewrite::for_packet(c, dir, true);
         *res.conn = Some(ConnHandle {
             stripe: r.stripe,
@@ -1464,6 +1512,7 @@ impl<P: Prefetch> Engine<P> {
                     g.account(r, dir, u64::from(p.l3_len));
                 }
                 let c = g.conn_mut(r);
+                *res.mark = c.mark;
                 *res.ctinfo = ctinfo_for(c, dir);
                 *res.dir = dir;
                 Rewrite::write_for_packet(res.rewrite, c, dir, false);
@@ -1808,6 +1857,42 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_set_by_the_decision_is_the_connections() {
+        let e = engine(100);
+        let mut w = e.worker(64);
+        let marked = |m| {
+            Decision::Accept(Egress {
+                mark: Some(m),
+                ..Egress::NONE
+            })
+        };
+        // Set on the new connection: confirmed with it, its NEW event too.
+        let r = run(&e, &mut w, 0, &udp_query(5000), marked(7));
+        assert_eq!((r.ctinfo, r.mark), (CtInfo::New, 7));
+        assert_eq!(only_conn(&e).mark, 7);
+        // The next packets carry it.
+        let r = run(
+            &e,
+            &mut w,
+            1,
+            &udp_query(5000),
+            Decision::Accept(Egress::NONE),
+        );
+        assert_eq!(r.mark, 7);
+        // Set again to the same value: no event; to another: an UPDATE.
+        run(&e, &mut w, 2, &udp_query(5000), marked(7));
+        run(&e, &mut w, 3, &udp_query(5000), marked(9));
+        assert_eq!(only_conn(&e).mark, 9);
+        let mut events = vec![];
+        w.events.drain(|ev| events.push((ev.kind, ev.conn.mark)));
+        assert_eq!(events, [(EventKind::New, 7), (EventKind::Update, 9)]);
+        // A dropped packet sets nothing.
+        let r = run(&e, &mut w, 4, &udp_query(5001), Decision::Drop);
+        assert_eq!(r.mark, 0);
+        assert_eq!(e.table().len(), 1);
+    }
+
+    #[test]
     fn dropped_first_packet_leaves_nothing() {
         let e = engine(1000);
         let mut w = e.worker(0);
@@ -1918,6 +2003,7 @@ mod tests {
         let out = Decision::Accept(Egress {
             port: 1,
             addr: Some(Addr::from_v4([198, 51, 100, 1])),
+            mark: None,
         });
         let udp = udp_query;
         for sport in [1000, 1001] {
@@ -2124,6 +2210,7 @@ mod tests {
         Decision::Accept(Egress {
             port: 1,
             addr: Some(Addr::from_v4(addr)),
+            mark: None,
         })
     }
 
@@ -2492,6 +2579,7 @@ mod tests {
         let inward = Decision::Accept(Egress {
             port: 0,
             addr: Some(Addr::from_v4([192, 0, 2, 1])),
+            mark: None,
         });
         let e = nat_engine(vec![rule]);
         let mut w = e.worker(0);

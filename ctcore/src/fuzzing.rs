@@ -113,6 +113,7 @@ pub fn engine(data: &[u8]) {
             _ => Decision::Accept(Egress {
                 port: 1,
                 addr: Some(Addr::from_v4([203, 0, 113, 1])),
+                mark: None,
             }),
         };
         let pkt = Pkt {

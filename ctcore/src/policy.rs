@@ -1,5 +1,7 @@
 //! Stateful filtering like nftables `ct state` rules in a forward chain:
-//! rules in order, first match wins, then the default action.
+//! rules in order, first match wins, then the default action. A rule may
+//! also match the connection's mark (`ct mark and MASK == VALUE`) and set
+//! it (`ct mark set`).
 
 use crate::conn::{CtInfo, CtState};
 
@@ -65,7 +67,49 @@ pub struct Rule {
     /// direction (nft `ct status dnat`): port forwards, load balancing and
     /// endpoint-independent filtering.
     pub dnat_only: bool,
+    /// Only connections whose mark, masked, equals the value: (value, mask)
+    /// (nft `ct mark and MASK == VALUE`).
+    pub mark: Option<(u32, u32)>,
+    /// Sets the connection's mark when the rule matches (nft `ct mark set`).
+    pub set_mark: Option<u32>,
     pub action: Action,
+}
+
+impl Rule {
+    /// A rule on ports and states only (no mark, no DNAT condition).
+    pub fn new(name: &str, states: StateSet, action: Action) -> Rule {
+        Rule {
+            name: name.into(),
+            in_port: None,
+            out_port: None,
+            states,
+            dnat_only: false,
+            mark: None,
+            set_mark: None,
+            action,
+        }
+    }
+}
+
+/// Parses a mark match, `VALUE` or `VALUE/MASK` (decimal or 0x hex), into
+/// (value, mask).
+pub fn parse_mark(s: &str) -> Result<(u32, u32), String> {
+    let num = |t: &str| {
+        let t = t.trim();
+        match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            Some(h) => u32::from_str_radix(h, 16),
+            None => t.parse(),
+        }
+        .map_err(|_| format!("mark {s:?}: not a number (VALUE or VALUE/MASK, decimal or 0x hex)"))
+    };
+    let (v, m) = match s.split_once('/') {
+        Some((v, m)) => (num(v)?, num(m)?),
+        None => (num(s)?, u32::MAX),
+    };
+    if v & !m != 0 {
+        return Err(format!("mark {s:?}: the value has bits outside the mask"));
+    }
+    Ok((v, m))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +130,15 @@ impl Default for Policy {
 
 impl Policy {
     /// The action for a packet, and which rule decided (`rules.len()` = the
-    /// default). `dnat`: its destination is being translated (original direction).
+    /// default). `dnat`: its destination is being translated (original
+    /// direction); `mark`: its connection's mark.
     pub fn evaluate(
         &self,
         in_port: u16,
         out_port: u16,
         ctinfo: CtInfo,
         dnat: bool,
+        mark: u32,
     ) -> (Action, usize) {
         let st = ctinfo.state();
         for (i, r) in self.rules.iter().enumerate() {
@@ -100,11 +146,17 @@ impl Policy {
                 && r.out_port.is_none_or(|p| p == out_port)
                 && r.states.contains(st)
                 && (!r.dnat_only || dnat)
+                && r.mark.is_none_or(|(v, m)| mark & m == v)
             {
                 return (r.action, i);
             }
         }
         (self.default_action, self.rules.len())
+    }
+
+    /// The mark the deciding rule sets, if any (`rule` from [`Policy::evaluate`]).
+    pub fn set_mark(&self, rule: usize) -> Option<u32> {
+        self.rules.get(rule).and_then(|r| r.set_mark)
     }
 
     /// Counter labels: each rule's name, then "default".
@@ -131,6 +183,8 @@ mod tests {
                     out_port: None,
                     states: StateSet::parse("established,related").unwrap(),
                     dnat_only: false,
+                    mark: None,
+                    set_mark: None,
                     action: Action::Accept,
                 },
                 Rule {
@@ -139,6 +193,8 @@ mod tests {
                     out_port: None,
                     states: StateSet::parse("invalid").unwrap(),
                     dnat_only: false,
+                    mark: None,
+                    set_mark: None,
                     action: Action::Drop,
                 },
                 Rule {
@@ -147,22 +203,69 @@ mod tests {
                     out_port: None,
                     states: StateSet::parse("new").unwrap(),
                     dnat_only: false,
+                    mark: None,
+                    set_mark: None,
                     action: Action::Accept,
                 },
             ],
             default_action: Action::Drop,
         };
         assert_eq!(
-            p.evaluate(1, 0, CtInfo::EstablishedReply, false),
+            p.evaluate(1, 0, CtInfo::EstablishedReply, false, 0),
             (Action::Accept, 0)
         );
         assert_eq!(
-            p.evaluate(1, 0, CtInfo::RelatedReply, false),
+            p.evaluate(1, 0, CtInfo::RelatedReply, false, 0),
             (Action::Accept, 0)
         );
-        assert_eq!(p.evaluate(0, 1, CtInfo::Invalid, false), (Action::Drop, 1));
-        assert_eq!(p.evaluate(0, 1, CtInfo::New, false), (Action::Accept, 2));
-        assert_eq!(p.evaluate(1, 0, CtInfo::New, false), (Action::Drop, 3));
+        assert_eq!(
+            p.evaluate(0, 1, CtInfo::Invalid, false, 0),
+            (Action::Drop, 1)
+        );
+        assert_eq!(p.evaluate(0, 1, CtInfo::New, false, 0), (Action::Accept, 2));
+        assert_eq!(p.evaluate(1, 0, CtInfo::New, false, 0), (Action::Drop, 3));
         assert!(StateSet::parse("bogus").is_err());
+    }
+
+    #[test]
+    fn marks_are_matched_under_their_mask_and_set() {
+        let est = StateSet::parse("established").unwrap();
+        let new = StateSet::parse("new").unwrap();
+        let p = Policy {
+            rules: vec![
+                Rule {
+                    mark: Some(parse_mark("0x10/0xf0").unwrap()),
+                    ..Rule::new("marked", est, Action::Drop)
+                },
+                Rule {
+                    set_mark: Some(0x17),
+                    in_port: Some(0),
+                    ..Rule::new("mark-new", new, Action::Accept)
+                },
+                Rule::new("est", est, Action::Accept),
+            ],
+            default_action: Action::Drop,
+        };
+        // 0x17 & 0xf0 == 0x10: the first rule.
+        assert_eq!(
+            p.evaluate(0, 1, CtInfo::Established, false, 0x17),
+            (Action::Drop, 0)
+        );
+        assert_eq!(
+            p.evaluate(0, 1, CtInfo::Established, false, 0x27),
+            (Action::Accept, 2)
+        );
+        assert_eq!(
+            p.evaluate(0, 1, CtInfo::Established, false, 0),
+            (Action::Accept, 2)
+        );
+        let (a, rule) = p.evaluate(0, 1, CtInfo::New, false, 0);
+        assert_eq!((a, p.set_mark(rule)), (Action::Accept, Some(0x17)));
+        assert_eq!(p.set_mark(2), None);
+        assert_eq!(p.set_mark(3), None, "the default sets nothing");
+        assert_eq!(parse_mark("7").unwrap(), (7, u32::MAX));
+        assert_eq!(parse_mark("0x10/0xF0").unwrap(), (0x10, 0xf0));
+        assert!(parse_mark("0x11/0xf0").is_err(), "bits outside the mask");
+        assert!(parse_mark("seven").is_err());
     }
 }

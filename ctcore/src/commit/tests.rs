@@ -38,6 +38,7 @@ fn out(addr: [u8; 4]) -> Decision {
     Decision::Accept(Egress {
         port: 1,
         addr: Some(Addr::from_v4(addr)),
+        mark: None,
     })
 }
 
