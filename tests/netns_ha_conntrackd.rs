@@ -632,6 +632,38 @@ fn conntrackd_to_ctgate() {
         "conntrackd still waits for ctgate's ACKs:\n{rsqueue}"
     );
 
+    // A connection the firewall forgets leaves ctgate's cache (DESTROY).
+    let to_discard = |set: &BTreeSet<Entry>| set.iter().any(|e| e.orig.ends_with(" dport=9"));
+    fw.run(
+        &[
+            "conntrack",
+            "-I",
+            "-p",
+            "udp",
+            "-s",
+            "192.0.2.10",
+            "-d",
+            "198.51.100.2",
+        ]
+        .into_iter()
+        .chain(["--sport", "5999", "--dport", "9", "-t", "60"])
+        .collect::<Vec<_>>(),
+    );
+    let learnt = wait_for(10, || to_discard(&entries(&cli("ha", &["cache"]))));
+    assert!(learnt, "conntrack -I did not reach ctgate");
+    fw.run(&["conntrack", "-D", "-p", "udp", "--orig-port-dst", "9"]);
+    let forgotten = wait_for(10, || {
+        kernel = fw.table();
+        cache = entries(&cli("ha", &["cache"]));
+        kernel == cache && !to_discard(&cache)
+    });
+    assert!(
+        forgotten,
+        "after conntrack -D\nconntrack -L:\n{}ctgate ha cache:\n{}",
+        show(&kernel),
+        show(&cache)
+    );
+
     // The takeover: the kernel's connections, with their NAT, in the table.
     let takeover = cli("ha", &["takeover"]);
     let table = entries(&cli("ct", &["list"]));
