@@ -256,6 +256,26 @@ impl Client {
         }
     }
 
+    /// Every connection a listing endpoint (`/api/v1/conntrack`,
+    /// `/api/v1/ha/cache`) has for `filter`, page by page.
+    fn list_all(&self, path: &str, filter: &Filter) -> anyhow::Result<Vec<Value>> {
+        let mut q = filter.query();
+        q.push(("limit", appliance::rest::MAX_LIMIT.to_string()));
+        let mut all = Vec::new();
+        loop {
+            let mut page_q = q.clone();
+            page_q.push(("offset", all.len().to_string()));
+            let v = self.json("GET", path, &page_q)?;
+            let conns = v["connections"].as_array().cloned().unwrap_or_default();
+            let total = v["total"].as_u64().unwrap_or(0) as usize;
+            let got = conns.len();
+            all.extend(conns);
+            if got == 0 || all.len() >= total {
+                return Ok(all);
+            }
+        }
+    }
+
     fn json(&self, method: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.call(self.request(method, path, query))?
             .into_json()
@@ -268,22 +288,7 @@ pub fn ct(args: CtArgs) -> anyhow::Result<()> {
     let c = Client::new(&args.api);
     match args.cmd {
         CtCommand::List { filter, output } => {
-            let mut q = filter.query();
-            let limit = appliance::rest::MAX_LIMIT;
-            q.push(("limit", limit.to_string()));
-            let mut all = Vec::new();
-            loop {
-                let mut page_q = q.clone();
-                page_q.push(("offset", all.len().to_string()));
-                let v = c.json("GET", "/api/v1/conntrack", &page_q)?;
-                let conns = v["connections"].as_array().cloned().unwrap_or_default();
-                let total = v["total"].as_u64().unwrap_or(0) as usize;
-                let got = conns.len();
-                all.extend(conns);
-                if got == 0 || all.len() >= total {
-                    break;
-                }
-            }
+            let all = c.list_all("/api/v1/conntrack", &filter)?;
             let mut out = std::io::stdout().lock();
             match output {
                 Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?,
@@ -716,22 +721,7 @@ pub fn ha(args: HaArgs) -> anyhow::Result<()> {
             }
         }
         HaCommand::Cache { filter, output } => {
-            let mut q = filter.query();
-            let limit = appliance::rest::MAX_LIMIT;
-            q.push(("limit", limit.to_string()));
-            let mut all = Vec::new();
-            loop {
-                let mut page_q = q.clone();
-                page_q.push(("offset", all.len().to_string()));
-                let v = c.json("GET", "/api/v1/ha/cache", &page_q)?;
-                let conns = v["connections"].as_array().cloned().unwrap_or_default();
-                let total = v["total"].as_u64().unwrap_or(0) as usize;
-                let got = conns.len();
-                all.extend(conns);
-                if got == 0 || all.len() >= total {
-                    break;
-                }
-            }
+            let all = c.list_all("/api/v1/ha/cache", &filter)?;
             match output {
                 Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?,
                 Output::Extended => {

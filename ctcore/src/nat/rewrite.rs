@@ -406,20 +406,7 @@ fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool
     // zero and 0xffff apart), so fields are loaded and stored as words,
     // without byte swaps; only the new ports are turned to network order.
     //
-    // The header, the ports and the checksum as fixed-size arrays: one
-    // bounds check each, none per field. IPv4 has l3 + 20 <= l4 and the
-    // checksum is after the ports (the caller checked csum_off + 2 <= end).
-    let Some((head, tail)) = f.split_at_mut_checked(l4) else {
-        return;
-    };
-    let Some(ip) = head.get_mut(l3..l3 + 20) else {
-        return;
-    };
-    let Some((ports, rest)) = tail.split_at_mut_checked(4) else {
-        return;
-    };
-    let at = csum_off.saturating_sub(l4 + 4);
-    let Some(csum) = rest.get_mut(at..at + 2) else {
+    let Some((ip, ports, csum)) = v4_fields(f, l3, l4, csum_off) else {
         return;
     };
     let w16 = |b: &[u8]| u16::from_ne_bytes([b[0], b[1]]);
@@ -454,6 +441,24 @@ fn apply_v4_ports(f: &mut [u8], l3: usize, l4: usize, csum_off: usize, udp: bool
     }
 }
 
+/// The IPv4 header, the L4 ports and the L4 checksum of a frame as slices:
+/// one bounds check each, none per field. IPv4 has l3 + 20 <= l4 and the
+/// checksum is after the ports (the caller checked csum_off + 2 <= end).
+#[inline(always)]
+fn v4_fields(
+    f: &mut [u8],
+    l3: usize,
+    l4: usize,
+    csum_off: usize,
+) -> Option<(&mut [u8], &mut [u8], &mut [u8])> {
+    let (head, tail) = f.split_at_mut_checked(l4)?;
+    let ip = head.get_mut(l3..l3 + 20)?;
+    let (ports, rest) = tail.split_at_mut_checked(4)?;
+    let at = csum_off.saturating_sub(l4 + 4);
+    let csum = rest.get_mut(at..at + 2)?;
+    Some((ip, ports, csum))
+}
+
 /// [`apply_v4_ports`] with the connection's checksum deltas: the new
 /// addresses and ports stored, each checksum updated by one addition.
 #[inline(always)]
@@ -466,17 +471,7 @@ fn apply_v4_deltas(
     rw: &Rewrite,
     d: NatCsum,
 ) {
-    let Some((head, tail)) = f.split_at_mut_checked(l4) else {
-        return;
-    };
-    let Some(ip) = head.get_mut(l3..l3 + 20) else {
-        return;
-    };
-    let Some((ports, rest)) = tail.split_at_mut_checked(4) else {
-        return;
-    };
-    let at = csum_off.saturating_sub(l4 + 4);
-    let Some(csum) = rest.get_mut(at..at + 2) else {
+    let Some((ip, ports, csum)) = v4_fields(f, l3, l4, csum_off) else {
         return;
     };
     if let Some((a, p)) = &rw.src {
