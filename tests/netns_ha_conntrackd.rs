@@ -18,6 +18,14 @@
 //!   original tuples: all it prints), and after `conntrackd -c`, `conntrack
 //!   -L` there holds them with `ctgate ct list`'s reply tuples and TCP state.
 //!
+//! - `conntrackd_to_ctgate_multicast`, `ctgate_to_conntrackd_multicast`:
+//!   the same over multicast (conntrackd's `Multicast`, ctgate's `peer` the
+//!   group 225.0.0.50:3780 with `multicast_interface`): the data and the
+//!   ACKs go to the group both ways (conntrackd's resend queue empties,
+//!   ctgate has no connection awaiting an ACK), and a unicast datagram to
+//!   ctgate's port is not taken for the peer's. The first leaves out the
+//!   DESTROY check.
+//!
 //! The sync link is 203.0.113.1 (root namespace, ctgate) to 203.0.113.2 (the
 //! Linux box), UDP port 3780 both sides. TEST-NET addresses only, no default
 //! route; every wait bounded; the namespaces, conntrackd, the hosts'
@@ -41,6 +49,9 @@ const API: &str = "127.0.0.1:18321";
 const SYNC_GATE: &str = "203.0.113.1";
 const SYNC_LINUX: &str = "203.0.113.2";
 const SYNC_PORT: u16 = 3780;
+/// The multicast group of the multicast variants (conntrackd's example's),
+/// its port `SYNC_PORT` (conntrackd's `Group`).
+const SYNC_GROUP: &str = "225.0.0.50";
 /// How long the hosts' programs run at most.
 const PROGRAM_SECS: &str = "40";
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -84,6 +95,16 @@ fn missing_conntrackd() -> Option<String> {
     })
 }
 
+/// How the pair's sync messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// To each other's address (conntrackd's `UDP`).
+    Unicast,
+    /// To the group, both ends joined on the sync link (conntrackd's
+    /// `Multicast`): ctgate's ACKs go to the group too.
+    Multicast,
+}
+
 // --- listings ---------------------------------------------------------------
 
 const TCP_STATES: [&str; 10] = [
@@ -98,7 +119,9 @@ const TCP_STATES: [&str; 10] = [
     "CLOSE",
     "SYN_SENT2",
 ];
-const PROTOS: [&str; 7] = ["tcp", "udp", "icmp", "icmpv6", "udplite", "sctp", "dccp"];
+const PROTOS: [&str; 9] = [
+    "tcp", "udp", "icmp", "icmpv6", "udplite", "sctp", "dccp", "igmp", "unknown",
+];
 
 /// One connection of a listing, as `conntrack -L`, `conntrackd -e` and
 /// ctgate print them: the protocol, the TCP state, the original tuple and
@@ -207,8 +230,14 @@ fn counter(status: &str, name: &str) -> u64 {
 
 /// ctgate between ports `in_if` (192.0.2.1) and `out_if` (198.51.100.1),
 /// masquerading the inside to 40000-60000 like the Linux firewall, its
-/// `[sync]` with the Linux box in `role`.
-fn gate_config(in_if: &str, out_if: &str, role: &str) -> String {
+/// `[sync]` with the Linux box in `role`, over `transport`.
+fn gate_config(in_if: &str, out_if: &str, role: &str, transport: Transport) -> String {
+    let peer = match transport {
+        Transport::Unicast => format!("peer = \"{SYNC_LINUX}:{SYNC_PORT}\""),
+        Transport::Multicast => {
+            format!("peer = \"{SYNC_GROUP}:{SYNC_PORT}\"\nmulticast_interface = \"{SYNC_GATE}\"")
+        }
+    };
     format!(
         r#"workers = [1]
 {eal}
@@ -253,7 +282,7 @@ token = "{TOKEN}"
 enabled = true
 mode = "ftfw"
 bind = "{SYNC_GATE}:{SYNC_PORT}"
-peer = "{SYNC_LINUX}:{SYNC_PORT}"
+{peer}
 role = "{role}"
 takeover = "manual"
 "#,
@@ -310,19 +339,34 @@ impl Linux {
         self.dir.join("conntrackd.conf")
     }
 
-    /// conntrackd (FTFW to ctgate's sync socket), once its control socket is up.
-    fn start_conntrackd(&mut self) {
-        let conf = format!(
-            "Sync {{
-    Mode FTFW {{
-    }}
-    UDP {{
+    /// conntrackd (FTFW to ctgate's sync socket, or to the group both
+    /// join), once its control socket is up.
+    fn start_conntrackd(&mut self, transport: Transport) {
+        let channel = match transport {
+            Transport::Unicast => format!(
+                "UDP {{
         IPv4_address {SYNC_LINUX}
         IPv4_Destination_Address {SYNC_GATE}
         Port {SYNC_PORT}
         Interface eth0
         Checksum on
+    }}"
+            ),
+            Transport::Multicast => format!(
+                "Multicast {{
+        IPv4_address {SYNC_GROUP}
+        Group {SYNC_PORT}
+        IPv4_interface {SYNC_LINUX}
+        Interface eth0
+        Checksum on
+    }}"
+            ),
+        };
+        let conf = format!(
+            "Sync {{
+    Mode FTFW {{
     }}
+    {channel}
 }}
 General {{
     HashSize 1024
@@ -529,13 +573,35 @@ fn assert_traffic(set: &BTreeSet<Entry>, what: &str) {
 
 #[test]
 fn conntrackd_to_ctgate() {
+    conntrackd_to_ctgate_over(Transport::Unicast);
+}
+
+#[test]
+fn conntrackd_to_ctgate_multicast() {
+    conntrackd_to_ctgate_over(Transport::Multicast);
+}
+
+#[test]
+fn ctgate_to_conntrackd() {
+    ctgate_to_conntrackd_over(Transport::Unicast);
+}
+
+#[test]
+fn ctgate_to_conntrackd_multicast() {
+    ctgate_to_conntrackd_over(Transport::Multicast);
+}
+
+/// The Linux firewall's conntrackd fills a standing-by ctgate's cache over
+/// `transport`. The multicast variant leaves out the DESTROY check (the
+/// same messages as the rest, over the same channel).
+fn conntrackd_to_ctgate_over(transport: Transport) {
     require_root();
     if let Some(why) = missing_conntrackd() {
         println!("skipped: {why}");
         return;
     }
     let _one = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("ha-conntrackd-in");
+    let dir = TempDir::new(&format!("ha-conntrackd-in-{transport:?}"));
     let mut net = Net::new(PREFIX);
     // ctgate's ports lead to two empty namespaces: it stands by, then
     // takes over; the traffic runs through the Linux firewall.
@@ -588,7 +654,7 @@ fn conntrackd_to_ctgate() {
             }
         }",
     );
-    fw.start_conntrackd();
+    fw.start_conntrackd(transport);
     // The traffic's connections exist before ctgate starts: they come over
     // in the resync ctgate asks for at its start; the sync link's own flows
     // (in the firewall's table too) come as conntrackd's events.
@@ -596,7 +662,7 @@ fn conntrackd_to_ctgate() {
     progs.traffic(&net.ns("cli"), &srv, &dir.0);
     let mut gate = Gate::start(
         &dir.0,
-        &gate_config(&net.gw_if("gin"), &net.gw_if("gout"), "backup"),
+        &gate_config(&net.gw_if("gin"), &net.gw_if("gout"), "backup", transport),
     );
     gate.wait_log(&["sync: peer heard"], 20);
 
@@ -633,42 +699,35 @@ fn conntrackd_to_ctgate() {
     );
 
     // A connection the firewall forgets leaves ctgate's cache (DESTROY).
-    let to_discard = |set: &BTreeSet<Entry>| set.iter().any(|e| e.orig.ends_with(" dport=9"));
-    fw.run(
-        &[
-            "conntrack",
-            "-I",
-            "-p",
-            "udp",
-            "-s",
-            "192.0.2.10",
-            "-d",
-            "198.51.100.2",
-        ]
-        .into_iter()
-        .chain(["--sport", "5999", "--dport", "9", "-t", "60"])
-        .collect::<Vec<_>>(),
-    );
-    let learnt = wait_for(10, || to_discard(&entries(&cli("ha", &["cache"]))));
-    assert!(learnt, "conntrack -I did not reach ctgate");
-    fw.run(&["conntrack", "-D", "-p", "udp", "--orig-port-dst", "9"]);
-    let forgotten = wait_for(10, || {
-        kernel = fw.table();
-        cache = entries(&cli("ha", &["cache"]));
-        kernel == cache && !to_discard(&cache)
-    });
-    assert!(
-        forgotten,
-        "after conntrack -D\nconntrack -L:\n{}ctgate ha cache:\n{}",
-        show(&kernel),
-        show(&cache)
-    );
+    if transport == Transport::Unicast {
+        destroy_reaches(&fw, &mut kernel, &mut cache);
+    } else {
+        // Only the group's datagrams are taken (from any source): one to
+        // ctgate's address would count malformed below.
+        fw.run(&[
+            "bash",
+            "-c",
+            &format!("echo not-a-sync-message > /dev/udp/{SYNC_GATE}/{SYNC_PORT}"),
+        ]);
+        // Its flow, new in the firewall's table, comes over too.
+        let same = wait_for(10, || {
+            kernel = fw.table();
+            cache = entries(&cli("ha", &["cache"]));
+            kernel == cache
+        });
+        assert!(
+            same,
+            "conntrack -L:\n{}ctgate ha cache:\n{}",
+            show(&kernel),
+            show(&cache)
+        );
+    }
 
     // The takeover: the kernel's connections, with their NAT, in the table.
     let takeover = cli("ha", &["takeover"]);
     let table = entries(&cli("ct", &["list"]));
     println!(
-        "conntrackd -> ctgate: conntrack -L:\n{}ctgate ha cache the same; {}ctgate ct list:\n{}",
+        "conntrackd -> ctgate ({transport:?}): conntrack -L:\n{}ctgate ha cache the same; {}ctgate ct list:\n{}",
         show(&kernel),
         takeover,
         show(&table)
@@ -702,15 +761,52 @@ fn conntrackd_to_ctgate() {
     gate.stop().assert_balanced();
 }
 
-#[test]
-fn ctgate_to_conntrackd() {
+/// A connection made in the firewall with `conntrack -I` comes to ctgate's
+/// cache, and goes with `conntrack -D`; `kernel` and `cache` are left the
+/// firewall's table and ctgate's cache after it.
+fn destroy_reaches(fw: &Linux, kernel: &mut BTreeSet<Entry>, cache: &mut BTreeSet<Entry>) {
+    let to_discard = |set: &BTreeSet<Entry>| set.iter().any(|e| e.orig.ends_with(" dport=9"));
+    fw.run(
+        &[
+            "conntrack",
+            "-I",
+            "-p",
+            "udp",
+            "-s",
+            "192.0.2.10",
+            "-d",
+            "198.51.100.2",
+        ]
+        .into_iter()
+        .chain(["--sport", "5999", "--dport", "9", "-t", "60"])
+        .collect::<Vec<_>>(),
+    );
+    let learnt = wait_for(10, || to_discard(&entries(&cli("ha", &["cache"]))));
+    assert!(learnt, "conntrack -I did not reach ctgate");
+    fw.run(&["conntrack", "-D", "-p", "udp", "--orig-port-dst", "9"]);
+    let forgotten = wait_for(10, || {
+        *kernel = fw.table();
+        *cache = entries(&cli("ha", &["cache"]));
+        kernel == cache && !to_discard(cache)
+    });
+    assert!(
+        forgotten,
+        "after conntrack -D\nconntrack -L:\n{}ctgate ha cache:\n{}",
+        show(kernel),
+        show(cache)
+    );
+}
+
+/// ctgate's connections reach the Linux backup's conntrackd over
+/// `transport`, are resent on its request and committed there.
+fn ctgate_to_conntrackd_over(transport: Transport) {
     require_root();
     if let Some(why) = missing_conntrackd() {
         println!("skipped: {why}");
         return;
     }
     let _one = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("ha-conntrackd-out");
+    let dir = TempDir::new(&format!("ha-conntrackd-out-{transport:?}"));
     let mut net = Net::new(PREFIX);
     net.host(
         "cli",
@@ -729,11 +825,11 @@ fn ctgate_to_conntrackd() {
             }
         }",
     );
-    bk.start_conntrackd();
+    bk.start_conntrackd(transport);
 
     let gate = Gate::start(
         &dir.0,
-        &gate_config(&net.gw_if("cli"), &net.gw_if("srv"), "active"),
+        &gate_config(&net.gw_if("cli"), &net.gw_if("srv"), "active", transport),
     );
     let mut progs = Programs::default();
     progs.traffic(&net.ns("cli"), &net.ns("srv"), &dir.0);
@@ -787,19 +883,16 @@ fn ctgate_to_conntrackd() {
         show(&table),
         show(&external)
     );
-    // conntrackd acknowledged all of it, and asked for nothing again. It
-    // acknowledges control messages too, ACKs included, once a second as
-    // ctgate does: ctgate's last ACK is mostly in flight, whatever else
-    // was acknowledged.
-    let mut status = String::new();
+    // conntrackd acknowledged all of it (no connection awaits its ACK;
+    // ctgate's own ACKs, which conntrackd acknowledges once a second, may),
+    // and asked for nothing again.
+    let mut json = serde_json::Value::Null;
     let acked = wait_for(5, || {
-        status = cli("ha", &["status"]);
-        let queue = status
-            .split_once("resend queue ")
-            .and_then(|(_, r)| r.split(',').next()?.parse::<u64>().ok());
-        queue.is_some_and(|n| n <= 1) && status.contains("waiting to go 0")
+        json = serde_json::from_str(&cli("ha", &["status", "--json"])).unwrap();
+        json["unacked_connections"] == 0 && json["transmit_queue"] == 0
     });
-    assert!(acked, "ctgate still waits for conntrackd's ACKs:\n{status}");
+    assert!(acked, "ctgate still waits for conntrackd's ACKs:\n{json:#}");
+    let status = cli("ha", &["status"]);
     for c in ["retransmitted", "gaps", "malformed", "send_errors"] {
         assert_eq!(counter(&status, c), 0, "{status}");
     }
@@ -814,7 +907,7 @@ fn ctgate_to_conntrackd() {
     bk.conntrackd(&["-c"]);
     let kernel = bk.table();
     println!(
-        "ctgate -> conntrackd: ctgate ct list:\n{}conntrackd -e the same; conntrack -L after conntrackd -c:\n{}",
+        "ctgate -> conntrackd ({transport:?}): ctgate ct list:\n{}conntrackd -e the same; conntrack -L after conntrackd -c:\n{}",
         show(&table),
         show(&kernel)
     );

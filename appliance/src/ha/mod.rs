@@ -250,6 +250,9 @@ pub struct Counters {
 pub struct Protocol {
     pub counters: ctcore::sync::Counters,
     pub resend_queue: usize,
+    /// Connections sent and not yet acknowledged by the peer (FTFW; the
+    /// resend queue also holds the control messages awaiting an ACK).
+    pub unacked_conns: usize,
     pub transmit_queue: usize,
 }
 
@@ -303,11 +306,12 @@ impl Ha {
     }
 
     /// The task's view of the protocol, for the API and metrics.
-    pub fn publish(&self, counters: &ctcore::sync::Counters, resend: usize, transmit: usize) {
+    pub fn publish(&self, ep: &ctcore::sync::Endpoint) {
         *self.protocol.lock().unwrap_or_else(|e| e.into_inner()) = Protocol {
-            counters: *counters,
-            resend_queue: resend,
-            transmit_queue: transmit,
+            counters: *ep.counters(),
+            resend_queue: ep.resend_queue_len(),
+            unacked_conns: ep.unacked_conns(),
+            transmit_queue: ep.transmit_queue_len(),
         };
     }
 

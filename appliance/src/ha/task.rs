@@ -22,9 +22,9 @@ const TICK: Duration = Duration::from_millis(10);
 /// Largest datagram payload sent (a 1500-byte MTU under IPv4 and UDP).
 const MAX_DATAGRAM: usize = 1472;
 
-/// The socket: bound to `[sync] bind`; for a multicast peer, the group
-/// joined on the configured interface, sent from it, and its own messages
-/// not looped back.
+/// The socket: bound to `[sync] bind`; for a multicast peer, bound to the
+/// group's address and port instead, the group joined on the configured
+/// interface, sent from it, and its own messages not looped back.
 fn open(
     bind: SocketAddr,
     peer: SocketAddr,
@@ -37,9 +37,14 @@ fn open(
     )?;
     sock.set_reuse_address(true)?;
     if let (SocketAddr::V4(group), Some(ifa)) = (peer, iface) {
-        // Multicast: receive the group's datagrams on the port, whatever
-        // the bind address.
-        sock.bind(&SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), group.port()).into())?;
+        // Multicast: bound to the group and its port, so that only the
+        // group's datagrams come (bound to 0.0.0.0, the socket would also
+        // take any unicast datagram to the port, and those of every group
+        // any socket of the host joined, IP_MULTICAST_ALL: all of them
+        // taken as the peer's, since a multicast peer's are accepted from
+        // any source). The source address of what it sends is the
+        // interface's.
+        sock.bind(&SocketAddr::V4(group).into())?;
         sock.join_multicast_v4(group.ip(), &ifa)?;
         sock.set_multicast_if_v4(&ifa)?;
         sock.set_multicast_loop_v4(false)?;
@@ -223,11 +228,7 @@ pub async fn run(ha: Arc<Ha>, shared: Arc<Shared>, hub: Arc<Hub>, tsc_hz: u64) {
         if ep.transmit_queue_len() > 0 && rate.tokens < 1.0 {
             ha.counters.rate_limited.fetch_add(1, Relaxed);
         }
-        ha.publish(
-            ep.counters(),
-            ep.resend_queue_len(),
-            ep.transmit_queue_len(),
-        );
+        ha.publish(&ep);
     }
 }
 

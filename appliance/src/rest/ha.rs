@@ -43,6 +43,7 @@ pub fn status_json(ha: &Ha, standby: bool, now_ms: u64) -> Value {
         "takeovers": ha.takeovers.load(Relaxed),
         "committed": ha.committed_total.load(Relaxed),
         "resend_queue": p.resend_queue,
+        "unacked_connections": p.unacked_conns,
         "transmit_queue": p.transmit_queue,
         "counters": {
             "sent": p.counters.sent,

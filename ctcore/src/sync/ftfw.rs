@@ -720,6 +720,8 @@ mod tests {
             sent.extend(drain(&mut a, 2010));
         }
         assert_eq!(sent.len(), 3);
+        // The handshake ACK and three connections await their ACK.
+        assert_eq!((a.resend_queue_len(), a.unacked_conns()), (4, 3));
         // The datagram with conn 2 (seq 101) is lost.
         let ev = deliver(&mut b, 2020, &[sent[0].clone(), sent[2].clone()]);
         assert_eq!(conns(&ev), [conn(1), conn(3)]);
@@ -740,7 +742,10 @@ mod tests {
         assert!(deliver(&mut a, 2030, &back).is_empty());
         assert_eq!(a.counters().retransmitted, 1);
         assert_eq!(a.resend_queue_len(), 1);
+        // conn 3 awaits its ACK; conn 2 waits to go out again.
+        assert_eq!(a.unacked_conns(), 1);
         let again = drain(&mut a, 2030);
+        assert_eq!(a.unacked_conns(), 2);
         let m: Vec<Message> = messages(&again[0]).map(|m| m.unwrap()).collect();
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].seq, 103);
@@ -753,6 +758,7 @@ mod tests {
         assert_eq!(bodies(&ack[0]), [Body::Ack { from: 102, to: 103 }]);
         deliver(&mut a, 3110, &ack);
         assert_eq!(a.resend_queue_len(), 0);
+        assert_eq!(a.unacked_conns(), 0);
         assert_eq!(a.counters().lost, 0);
     }
 
