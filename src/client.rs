@@ -706,12 +706,13 @@ pub fn ha(args: HaArgs) -> anyhow::Result<()> {
             )?;
             writeln!(
                 out,
-                "external cache {} of {} connections; {} takeovers committed {}; resend queue {}, waiting to go {}",
+                "external cache {} of {} connections; {} takeovers committed {}; resend queue {} ({} connections unacknowledged), waiting to go {}",
                 n(&v["external_cache"]),
                 n(&v["external_cache_limit"]),
                 n(&v["takeovers"]),
                 n(&v["committed"]),
                 n(&v["resend_queue"]),
+                n(&v["unacked_connections"]),
                 n(&v["transmit_queue"]),
             )?;
             if let Some(m) = v["counters"].as_object() {

@@ -316,6 +316,8 @@ struct Outcome {
     takeover: String,
     /// The backup's table after the transfers went on (`ct list`).
     table: String,
+    /// What `ctgate ct events` on the backup printed around the takeover.
+    events: String,
 }
 
 /// The failover run.
@@ -439,6 +441,23 @@ fn failover(run: Run) -> Outcome {
     drop(gate_a);
     let bytes_before = bytes(&cli_log);
     let answered_before = answered(&udpc_log);
+    // Someone watching the backup's events (`ctgate ct events`) sees the
+    // committed connections arrive.
+    let events_log = dir.path("events");
+    let mut events = Command::new(ctgate())
+        .args([
+            "ct",
+            "--api",
+            &format!("http://{api_b}"),
+            "--token",
+            TOKEN,
+            "events",
+        ])
+        .stdout(std::fs::File::create(&events_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     // The backup commits what it learnt, then takes the addresses over.
     let takeover = match run {
         Run::Manual | Run::NoSync => ha_cli(api_b, &["takeover"]),
@@ -446,6 +465,9 @@ fn failover(run: Run) -> Outcome {
     };
     // Enough for TCP's retransmission timer to fire a few times.
     std::thread::sleep(Duration::from_secs(6));
+    let _ = events.kill();
+    let _ = events.wait();
+    let events = std::fs::read_to_string(&events_log).unwrap_or_default();
     let bytes_after = bytes(&cli_log);
     let answered_after = answered(&udpc_log);
     // Its gratuitous ARP moved the client's next hop.
@@ -492,6 +514,7 @@ fn failover(run: Run) -> Outcome {
         cache,
         takeover,
         table: String::from_utf8_lossy(&table.stdout).into_owned(),
+        events,
     };
     drop(progs);
     let stopped = gate_b.stop();
@@ -545,6 +568,13 @@ fn a_backup_with_sync_keeps_every_connection_and_binding_and_one_without_loses_t
 
 /// The checks of a run with sync: every connection and binding kept.
 fn kept(with: &Outcome) {
+    assert!(
+        with.events
+            .lines()
+            .any(|l| l.contains("[NEW]") && l.contains("dport=8080") && l.contains("ESTABLISHED")),
+        "the committed download's NEW event:\n{}",
+        with.events
+    );
     assert!(with
         .cache
         .contains("src=192.0.2.10 dst=198.51.100.2 sport=33000 dport=8080"));

@@ -21,6 +21,7 @@ use ctcore::tuple::Tuple;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::Shared;
+use crate::rest::events::Hub;
 
 /// `[sync]`: state sync with the other box of an HA pair.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +112,9 @@ fn default_rate() -> u64 {
 fn default_resend_queue() -> usize {
     131_072
 }
+
+/// The commit's NEW events buffered between two hand-overs to the event hub.
+const COMMIT_EVENTS: usize = 1024;
 
 /// conntrackd's default port.
 pub const DEFAULT_PORT: u16 = 3780;
@@ -301,7 +305,7 @@ impl Ha {
             takeovers: AtomicU64::new(0),
             committed_total: AtomicU64::new(0),
             resync_wanted: AtomicBool::new(false),
-            committer: Mutex::new(shared.engine.worker(0)),
+            committer: Mutex::new(shared.engine.worker(COMMIT_EVENTS)),
         }
     }
 
@@ -329,7 +333,7 @@ impl Ha {
     /// connection gets the timeout the peer last reported, less the time
     /// since. The cache is kept: the peer, if it comes back, goes on
     /// reporting, and a second commit finds what is already in the table.
-    pub fn commit(&self, shared: &Shared, now_ms: u64) -> CommitReport {
+    pub fn commit(&self, shared: &Shared, hub: &Hub, now_ms: u64) -> CommitReport {
         let entries: Vec<Cached> = {
             let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             c.entries.values().copied().collect()
@@ -342,6 +346,10 @@ impl Ha {
             // A connection whose timeout ran out since gets one second: the
             // peer kept it (no DESTROY came), so a packet may still be due.
             l.timeout_ms = l.timeout_ms.saturating_sub(waited).max(1000);
+            // (A commit adds at most three: two expired holders, its NEW.)
+            if w.events.len() + 3 > COMMIT_EVENTS {
+                w.events.drain(|e| hub.publish(e));
+            }
             match shared.engine.commit(&mut w, now_ms, &l) {
                 Ok(_) => r.committed += 1,
                 Err(CommitError::Exists) => r.exists += 1,
@@ -352,9 +360,11 @@ impl Ha {
                 }
             }
         }
-        // The NEW events of what was committed are not sent back to the peer
-        // (they came from it); the REST subscribers do not get them either.
-        w.events.drain(|_| {});
+        // The committed connections are this box's now: their NEW events go
+        // to the event streams and, like conntrackd's after `-c` (the
+        // kernel's events), to the peer.
+        w.events.drain(|e| hub.publish(e));
+        hub.lost(std::mem::take(&mut w.events.dropped));
         self.takeovers.fetch_add(1, Ordering::Relaxed);
         self.committed_total
             .fetch_add(r.committed, Ordering::Relaxed);

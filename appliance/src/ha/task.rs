@@ -204,7 +204,9 @@ pub async fn run(ha: Arc<Ha>, shared: Arc<Shared>, hub: Arc<Hub>, tsc_hz: u64) {
                         taken_over = true;
                         let ha = ha.clone();
                         let shared = shared.clone();
-                        let _ = tokio::task::spawn_blocking(move || ha.commit(&shared, t)).await;
+                        let hub = hub.clone();
+                        let _ =
+                            tokio::task::spawn_blocking(move || ha.commit(&shared, &hub, t)).await;
                     }
                 }
             }

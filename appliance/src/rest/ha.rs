@@ -135,7 +135,7 @@ pub async fn commit(AxState(st): St, headers: HeaderMap) -> Result<Json<Value>, 
     authorize(&st, &headers)?;
     let ha = ha(&st)?;
     let now = st.now_ms();
-    let r = tokio::task::spawn_blocking(move || ha.commit(&st.ctx.shared, now))
+    let r = tokio::task::spawn_blocking(move || ha.commit(&st.ctx.shared, &st.events, now))
         .await
         .map_err(internal)?;
     Ok(Json(json!(r)))

@@ -540,6 +540,11 @@ fn sync_metrics(out: &Out, ha: &crate::ha::Ha) {
         p.resend_queue as i64,
     );
     gauge(
+        "ctgate_sync_unacked_connections",
+        "Connections sent and not yet acknowledged by the peer (FTFW).",
+        p.unacked_conns as i64,
+    );
+    gauge(
         "ctgate_sync_transmit_queue_messages",
         "Messages waiting to be sent.",
         p.transmit_queue as i64,
