@@ -169,6 +169,13 @@ pub struct PortConfig {
     pub rx_desc: u16,
     #[serde(default = "default_tx_desc")]
     pub tx_desc: u16,
+    /// The conntrack zone of connections that start on this port (nft `ct
+    /// original zone set`): their original tuple is in it, their reply in
+    /// zone 0, so answers arriving on any other port find them; the
+    /// port's connected prefix is a route of this zone only (see `[[route]]
+    /// zone`). Two ports in two zones may hold the same addresses.
+    #[serde(default)]
+    pub zone: u16,
 }
 
 fn default_rx_desc() -> u16 {
@@ -219,6 +226,10 @@ pub struct RouteConfig {
     pub via: Option<IpAddr>,
     /// The port name.
     pub port: String,
+    /// Only for connections of this zone (they also see zone 0's routes;
+    /// zone 0's packets see only zone 0's). Default 0.
+    #[serde(default)]
+    pub zone: u16,
 }
 
 /// A permanent neighbour entry (like `ip neigh add ... nud permanent`).
@@ -780,6 +791,7 @@ mod tests {
             mac: None,
             rx_desc: 1,
             tx_desc: 1,
+            zone: 0,
         };
         assert!(p.is_pci());
         assert_eq!(p.device_name(), "0000:01:00.0");

@@ -126,6 +126,8 @@ pub struct Shared {
     /// Per port: its IPv4 and IPv6 address (masquerade's source), indexed
     /// by `family == V6`.
     port_addrs: Vec<[Option<Addr>; 2]>,
+    /// Per port: the zone of the connections that start on it (`[[port]] zone`).
+    port_zones: Vec<u16>,
     published: Vec<CachePadded<Mutex<Published>>>,
     /// Per worker: its events waiting for the REST side (see the module contract).
     pub events: Vec<CachePadded<ArrayQueue<Event>>>,
@@ -218,6 +220,7 @@ impl Shared {
             },
             policy,
             routes: Routes::from_config(cfg),
+            port_zones: cfg.ports.iter().map(|p| p.zone).collect(),
             port_addrs: (0..cfg.ports.len())
                 .map(|i| {
                     [
@@ -422,7 +425,7 @@ impl Shared {
                     });
                 }
                 self.routes
-                    .find_v4(d)
+                    .find_v4(r.zone, d)
                     .map(|id| (id, self.routes.hop_v4(id)))
             }
             Family::V6 => {
@@ -435,7 +438,7 @@ impl Shared {
                     });
                 }
                 self.routes
-                    .find_v6(d)
+                    .find_v6(r.zone, d)
                     .map(|id| (id, self.routes.hop_v6(id)))
             }
         };
@@ -567,12 +570,21 @@ impl<'a> Pipeline<'a> {
         let mut expiring = [false; BURST];
         let mut routes: [Option<RouteId>; BURST] = [None; BURST];
         {
+            // A port's zone is directional (nft `ct original zone set`):
+            // replies are in zone 0.
+            let zone = self
+                .shared
+                .port_zones
+                .get(in_port as usize)
+                .copied()
+                .unwrap_or(0);
             let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| match pkts.get(i) {
                 // The worker's classification checked the IPv4 header.
                 Some(m) if i < n => Pkt {
                     rx_csum: m.rx_l4_csum(),
                     ip_checked: true,
-                    ..Pkt::new(m.data(), 0, in_port as u16)
+                    reply_zone: 0,
+                    ..Pkt::new(m.data(), zone, in_port as u16)
                 },
                 _ => Pkt::new(&[], 0, in_port as u16),
             });

@@ -22,6 +22,7 @@ struct Entry {
     mask: u128,
     len: u8,
     hop: NextHop,
+    zone: u16,
 }
 
 /// Local addresses of one port.
@@ -39,6 +40,7 @@ struct Entry4 {
     mask: u32,
     gateway: u32,
     port: u8,
+    zone: u16,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,6 +51,8 @@ pub struct Routes {
     local4: Vec<(u32, u8)>,
     v6: Vec<Entry>,
     pub ports: Vec<PortAddrs>,
+    /// Some route or port has a zone (else lookups ignore zones).
+    zoned: bool,
 }
 
 impl Routes {
@@ -67,6 +71,7 @@ impl Routes {
                         port: i as u8,
                         gateway: None,
                     },
+                    zone: p.zone,
                 };
                 if pre.addr.is_ipv4() {
                     addrs.v4 = v4_u32(&pre);
@@ -93,6 +98,7 @@ impl Routes {
                 mask,
                 len: rt.prefix.len,
                 hop: NextHop { port, gateway },
+                zone: rt.zone,
             };
             if rt.prefix.addr.is_ipv4() {
                 v4.push(e);
@@ -111,25 +117,35 @@ impl Routes {
                 mask: e.mask as u32,
                 gateway: e.hop.gateway.unwrap_or(0) as u32,
                 port: e.hop.port,
+                zone: e.zone,
             })
             .collect();
+        r.zoned = cfg.ports.iter().any(|p| p.zone != 0) || cfg.routes.iter().any(|r| r.zone != 0);
         r
     }
 
     #[inline]
     pub fn lookup_v4(&self, dst: u32) -> Option<NextHop> {
-        self.find_v4(dst).map(|r| self.hop_v4(r))
+        self.find_v4(0, dst).map(|r| self.hop_v4(r))
     }
 
     #[inline]
     pub fn lookup_v6(&self, dst: u128) -> Option<NextHop> {
-        self.find_v6(dst).map(|r| self.hop_v6(r))
+        self.find_v6(0, dst).map(|r| self.hop_v6(r))
     }
 
-    /// The route `dst` takes, as a 2-byte reference (what the stage hands
-    /// the forwarder per packet).
+    /// The route `dst` takes for a connection of `zone` (its routes and
+    /// zone 0's, the longest prefix first), as a 2-byte reference (what the
+    /// stage hands the forwarder per packet).
     #[inline]
-    pub fn find_v4(&self, dst: u32) -> Option<RouteId> {
+    pub fn find_v4(&self, zone: u16, dst: u32) -> Option<RouteId> {
+        if self.zoned {
+            return self
+                .v4
+                .iter()
+                .position(|e| dst & e.mask == e.net && (e.zone == 0 || e.zone == zone))
+                .map(|i| RouteId(i as u16));
+        }
         self.v4
             .iter()
             .position(|e| dst & e.mask == e.net)
@@ -137,10 +153,10 @@ impl Routes {
     }
 
     #[inline]
-    pub fn find_v6(&self, dst: u128) -> Option<RouteId> {
+    pub fn find_v6(&self, zone: u16, dst: u128) -> Option<RouteId> {
         self.v6
             .iter()
-            .position(|e| dst & e.mask == e.net)
+            .position(|e| dst & e.mask == e.net && (e.zone == 0 || e.zone == zone))
             .map(|i| RouteId(i as u16))
     }
 

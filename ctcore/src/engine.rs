@@ -78,7 +78,13 @@ pub enum RxCsum {
 #[derive(Debug, Clone, Copy)]
 pub struct Pkt<'a> {
     pub frame: &'a [u8],
+    /// The conntrack zone of the frame's lookup (the kernel's ct zone).
     pub zone: u16,
+    /// The zone of the reply direction: `zone` (the default), or another
+    /// for a directional zone (nft `ct original zone set`): a new
+    /// connection's reply tuple takes it, and a frame not found in `zone`
+    /// is looked up in it as well (resolve_normal_ct's second lookup).
+    pub reply_zone: u16,
     /// The ingress port (NAT and policy rules match on it).
     pub in_port: u16,
     /// The NIC's verdict on the L4 checksum.
@@ -94,6 +100,7 @@ impl<'a> Pkt<'a> {
         Pkt {
             frame,
             zone,
+            reply_zone: zone,
             in_port,
             rx_csum: RxCsum::Unknown,
             ip_checked: false,
@@ -127,6 +134,9 @@ pub struct CtResult {
     /// Its connection's mark (nft `ct mark`; 0 for a new connection and
     /// for packets without one).
     pub mark: u32,
+    /// The zone of its connection's original direction (the packet's own
+    /// zone when it has no connection): where its route is looked up.
+    pub zone: u16,
 }
 
 impl CtResult {
@@ -173,6 +183,7 @@ struct Verdict<'a> {
     invalid_reason: &'a mut Option<&'static str>,
     rewrite: &'a mut Option<Rewrite>,
     mark: &'a mut u32,
+    zone: &'a mut u16,
 }
 
 impl CtResult {
@@ -187,6 +198,7 @@ impl CtResult {
                 invalid_reason: &mut self.invalid_reason,
                 rewrite: &mut self.rewrite,
                 mark: &mut self.mark,
+                zone: &mut self.zone,
             },
         )
     }
@@ -203,6 +215,7 @@ impl Default for CtResult {
             ct_drop: None,
             rewrite: None,
             mark: 0,
+            zone: 0,
         }
     }
 }
@@ -678,6 +691,7 @@ impl<P: Prefetch> Engine<P> {
     {
         // `out.parsed` is this packet's (stage 1); the rest is reset here.
         out.reset_verdict();
+        out.zone = pkt.zone;
         pending.clear();
         let mut looked_up = key;
         let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, pending);
@@ -1077,13 +1091,26 @@ impl<P: Prefetch> Engine<P> {
         pending: &mut Pending,
     ) {
         let key = *key_io.get_or_insert_with(|| self.table.key(&t));
-        let Some((r, dir)) = self.find_live(g, w, now_ms, key, &t) else {
+        let found = match self.find_live(g, w, now_ms, key, &t) {
+            None if pkt.reply_zone != t.zone => {
+                // A directional zone: the reply direction's tuples are in
+                // the other zone (resolve_normal_ct's second lookup).
+                let t2 = Tuple {
+                    zone: pkt.reply_zone,
+                    ..t
+                };
+                self.find_live(g, w, now_ms, self.table.key(&t2), &t2)
+            }
+            found => found,
+        };
+        let Some((r, dir)) = found else {
             self.new_conn(w, now_ms, pkt, p, t, res, pending);
             return;
         };
         w.stats.found += 1;
         let c = g.conn_mut(r);
         *res.mark = c.mark;
+        *res.zone = c.tuples[0].zone;
         let before = (c.status, c.state_tag());
         let old_deadline = c.deadline_ms;
         let outcome = self.run_tracker(w, now_ms, pkt, p, c, dir);
@@ -1181,10 +1208,11 @@ impl<P: Prefetch> Engine<P> {
         res: &mut Verdict<'_>,
         pending: &mut Pending,
     ) {
-        let Some(reply) = t.invert() else {
+        let Some(mut reply) = t.invert() else {
             invalid(w, res, "cannot invert tuple");
             return;
         };
+        reply.zone = pkt.reply_zone;
         let proto = match p.l4 {
             L4::Tcp(info) => match TcpState::new(
                 &TcpSegment {
@@ -2415,6 +2443,73 @@ mod tests {
             assert_eq!(r.rewrite.unwrap().src.unwrap().0, Addr::from_v4(n));
             assert_eq!(workers.iter().map(|w| w.nat_out_of_ports).sum::<u64>(), 0);
         }
+    }
+
+    #[test]
+    fn two_zones_with_the_same_addresses_share_an_outside_port() {
+        // Like nft `ct original zone set` on two inside ports: the same
+        // client address and port in zones 1 and 2, the replies arriving on
+        // an outside port in zone 0.
+        let e = nat_engine(vec![masq_rule(None)]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let query = udp(C, S, 5000, 53);
+        let mut ports = vec![];
+        for zone in [1u16, 2] {
+            let mut res = [CtResult::default()];
+            let pkt = Pkt {
+                reply_zone: 0,
+                ..Pkt::new(&query, zone, 0)
+            };
+            e.process_burst(&mut w, 0, &[pkt], &mut res, |_, _| out(n));
+            assert_eq!((res[0].ctinfo, res[0].zone), (CtInfo::New, zone));
+            ports.push(res[0].rewrite.unwrap().src.unwrap().1);
+        }
+        assert_eq!(e.table().len(), 2, "one connection per zone");
+        assert_ne!(ports[0], ports[1], "the replies (zone 0) must differ");
+        for (zone, port) in [1u16, 2].into_iter().zip(&ports) {
+            // The reply, in zone 0, finds its connection and says its zone.
+            let reply = udp(S, n, 53, *port);
+            let r = run(&e, &mut w, 1, &reply, out(C));
+            assert_eq!((r.ctinfo, r.zone), (CtInfo::EstablishedReply, zone));
+            assert_eq!(r.rewrite.unwrap().dst, Some((Addr::from_v4(C), 5000)));
+            // And the client's next datagram, in its zone, the same one.
+            let mut res = [CtResult::default()];
+            let pkt = Pkt {
+                reply_zone: 0,
+                ..Pkt::new(&query, zone, 0)
+            };
+            e.process_burst(&mut w, 2, &[pkt], &mut res, |_, _| out(n));
+            assert_eq!((res[0].ctinfo, res[0].zone), (CtInfo::Established, zone));
+        }
+        let mut zones = vec![];
+        e.snapshot(3, |c| zones.push((c.tuples[0].zone, c.tuples[1].zone)));
+        zones.sort();
+        assert_eq!(zones, [(1, 0), (2, 0)]);
+
+        // A connection from the outside (zone 0) to an inside host: its
+        // answer, arriving in zone 1, is found by the second lookup, in
+        // the reply direction's zone.
+        let e = engine(100);
+        let mut w = e.worker(0);
+        run(
+            &e,
+            &mut w,
+            0,
+            &udp(S, C, 6000, 7000),
+            Decision::Accept(Egress::NONE),
+        );
+        let answer = udp(C, S, 7000, 6000);
+        let mut res = [CtResult::default()];
+        let pkt = Pkt {
+            reply_zone: 0,
+            ..Pkt::new(&answer, 1, 0)
+        };
+        e.process_burst(&mut w, 1, &[pkt], &mut res, |_, _| {
+            Decision::Accept(Egress::NONE)
+        });
+        assert_eq!((res[0].ctinfo, res[0].zone), (CtInfo::EstablishedReply, 0));
+        assert_eq!(e.table().len(), 1);
     }
 
     #[test]

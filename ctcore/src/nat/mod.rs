@@ -335,7 +335,10 @@ impl Nat {
     /// POSTROUTING: the first source NAT rule matching a new connection (on its
     /// tuple after destination NAT) leaving by `out_port`.
     pub fn postrouting_rule(&self, c: &Conn, in_port: u16, out_port: u16) -> Option<&Rule> {
-        let after_dnat = c.tuples[1].invert()?;
+        let mut after_dnat = c.tuples[1].invert()?;
+        // In the original direction's zone (a directional zone puts the
+        // reply in another).
+        after_dnat.zone = c.tuples[0].zone;
         self.rules
             .iter()
             .filter(|r| {

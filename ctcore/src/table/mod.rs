@@ -802,6 +802,7 @@ impl<'t> Guard<'t> {
             && reply.src_port == orig.dst_port
             && reply.dst_port == orig.src_port
             && (orig.src, orig.src_port) != (orig.dst, orig.dst_port)
+            && reply.zone == orig.zone
             && !orig.is_icmp();
         let (key1, reply_checked) = if let Clash::Neither(_, key) = check {
             (key, true)
