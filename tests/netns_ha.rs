@@ -25,9 +25,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use support::hosts::{last_number, lines, wait_for, wait_listening, Programs};
 use support::netns::{Gate, Net};
 use support::*;
 
@@ -206,79 +207,14 @@ enum Run {
     NoSync,
 }
 
-/// The hosts' programs, killed and waited for on drop (also on failure).
-#[derive(Default)]
-struct Programs(Vec<Child>);
-
-impl Drop for Programs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Programs {
-    /// A program of tests/support/ha_hosts.py in `host`, its output to `log`.
-    fn start(&mut self, net: &Net, host: &str, log: &Path, args: &[&str]) {
-        let py = repo().join("tests/support/ha_hosts.py");
-        let out = std::fs::File::create(log).unwrap();
-        let child = net
-            .cmd(host, &["python3", py.to_str().unwrap()])
-            .args(args)
-            .stdout(out)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.0.push(child);
-    }
-}
-
-fn lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The last value of a `bytes N` progress line.
 fn bytes(log: &Path) -> u64 {
-    lines(log)
-        .iter()
-        .rev()
-        .find_map(|l| l.strip_prefix("bytes ")?.parse().ok())
-        .unwrap_or(0)
+    last_number(log, "bytes ")
 }
 
 /// The last `udp sent N answered M`: M.
 fn answered(log: &Path) -> u64 {
-    lines(log)
-        .iter()
-        .rev()
-        .find_map(|l| l.rsplit_once("answered ")?.1.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits (bounded) until `ok`; false if it never held.
-fn wait_for(secs: u64, mut ok: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ok()
-}
-
-fn wait_ready(log: &Path) {
-    assert!(
-        wait_for(20, || lines(log).iter().any(|l| l == "listening")),
-        "{} did not start",
-        log.display()
-    );
+    last_number(log, "answered ")
 }
 
 /// `ctgate ha ...` against the appliance at `api`; its stdout.
@@ -366,22 +302,19 @@ fn failover(run: Run) -> Outcome {
     let (srv_log, udps_log) = (dir.path("download-server"), dir.path("udp-server"));
     let (cli_log, udpc_log) = (dir.path("download-client"), dir.path("udp-client"));
     progs.start(
-        &net,
-        "srv",
+        &net.ns("srv"),
         &srv_log,
         &["download-server", "198.51.100.2", "8080", PROGRAM_SECS],
     );
     progs.start(
-        &net,
-        "srv",
+        &net.ns("srv"),
         &udps_log,
         &["udp-server", "198.51.100.2", "5353", PROGRAM_SECS],
     );
-    wait_ready(&srv_log);
-    wait_ready(&udps_log);
+    wait_listening(&srv_log);
+    wait_listening(&udps_log);
     progs.start(
-        &net,
-        "cli",
+        &net.ns("cli"),
         &cli_log,
         &[
             "download-client",
@@ -393,8 +326,7 @@ fn failover(run: Run) -> Outcome {
         ],
     );
     progs.start(
-        &net,
-        "cli",
+        &net.ns("cli"),
         &udpc_log,
         &[
             "udp-client",

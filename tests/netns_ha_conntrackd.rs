@@ -37,8 +37,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use support::hosts::{last_number, lines, wait_for, Programs};
 use support::netns::{Gate, Net};
 use support::*;
 
@@ -184,18 +184,6 @@ fn entries(text: &str) -> BTreeSet<Entry> {
 
 fn show(set: &BTreeSet<Entry>) -> String {
     set.iter().map(|e| format!("  {e:?}\n")).collect::<String>()
-}
-
-/// Waits (bounded) until `ok`; false if it never held.
-fn wait_for(secs: u64, mut ok: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    ok()
 }
 
 // --- ctgate -------------------------------------------------------------------
@@ -429,32 +417,7 @@ impl Drop for Linux {
 
 // --- the hosts' programs ----------------------------------------------------------
 
-/// The hosts' programs (tests/support/ha_hosts.py), killed on drop.
-#[derive(Default)]
-struct Programs(Vec<Child>);
-
-impl Drop for Programs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Programs {
-    fn start(&mut self, ns: &str, log: &Path, args: &[&str]) {
-        let py = repo().join("tests/support/ha_hosts.py");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", py.to_str().unwrap()])
-            .args(args)
-            .stdout(std::fs::File::create(log).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.0.push(child);
-    }
-
     /// A download (TCP 192.0.2.10:33000 -> 198.51.100.2:8080), a UDP
     /// stream (192.0.2.10:5000 -> 198.51.100.2:5353) and a ping, started
     /// and flowing.
@@ -520,23 +483,6 @@ impl Programs {
             lines(&log("ping")).last()
         );
     }
-}
-
-fn lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The number after `word` on the last line that has one.
-fn last_number(log: &Path, word: &str) -> u64 {
-    lines(log)
-        .iter()
-        .rev()
-        .find_map(|l| l.rsplit_once(word)?.1.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The connections of the traffic (`Programs::traffic`), masqueraded to
