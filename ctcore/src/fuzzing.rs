@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sctp", sctp),
     ("gre", gre),
     ("nat_round_trip", nat_round_trip),
+    ("sync_decode", sync_decode),
 ];
 
 /// `wire::parse` on a frame: never panics, and what it returns indexes the
@@ -347,4 +348,32 @@ fn checksum_fields(family: Family, l3: usize, proto: u8, l4: usize) -> Vec<(usiz
         _ => {}
     }
     v
+}
+
+/// A datagram from an HA peer (conntrackd's protocol): decoding never
+/// panics; a message that decodes and encodes again decodes to the same
+/// message; an FTFW endpoint takes the datagram, runs its timers and answers
+/// without panicking.
+pub fn sync_decode(data: &[u8]) {
+    use crate::sync::{messages, Config, Endpoint};
+    for m in messages(data).flatten() {
+        let mut out = Vec::new();
+        if m.emit(&mut out).is_err() {
+            continue;
+        }
+        let again: Vec<_> = messages(&out).collect();
+        assert_eq!(again.len(), 1, "one message re-encoded: {m:?}");
+        match &again[0] {
+            Ok(m2) => assert_eq!(m2, &m, "re-encoded and decoded again"),
+            Err(e) => panic!("{m:?} re-encoded does not decode: {e:?}"),
+        }
+    }
+    let mut ep = Endpoint::new(Config::default(), 1, 0);
+    let mut events = Vec::new();
+    ep.on_datagram(0, data, &mut events);
+    let mut out = Vec::new();
+    for now in [0, 1_500, 5_000] {
+        ep.tick(now);
+        while ep.poll_transmit(now, &mut out) {}
+    }
 }

@@ -1,0 +1,8 @@
+//! HA sync datagrams (conntrackd's protocol): the body is
+//! `ctcore::fuzzing::sync_decode` (its invariants there; the committed corpus
+//! is replayed by ctcore's `fuzz_corpus` test).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| ctcore::fuzzing::sync_decode(data));
