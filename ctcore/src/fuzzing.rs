@@ -93,7 +93,10 @@ pub fn engine(data: &[u8]) {
     let cfg = EngineConfig {
         capacity_conns: 64,
         seed: 7,
-        tunables: Tunables::default(),
+        tunables: Tunables {
+            accounting: true,
+            ..Tunables::default()
+        },
     };
     let e: Engine = Engine::with_nat(cfg, Some(nat));
     let mut w = e.worker(16);
@@ -114,12 +117,16 @@ pub fn engine(data: &[u8]) {
             _ => Decision::Accept(Egress {
                 port: 1,
                 addr: Some(Addr::from_v4([203, 0, 113, 1])),
-                mark: None,
+                // Sometimes a policy sets the connection's mark.
+                mark: (ctl & 1 == 1).then_some(u32::from(ctl >> 1 & 3)),
             }),
         };
+        let zone = (ctl >> 4) as u16 & 1;
         let pkt = Pkt {
             frame: &frame,
-            zone: (ctl >> 4) as u16 & 1,
+            zone,
+            // Sometimes a directional zone (the reply in zone 0).
+            reply_zone: if ctl & 0x20 != 0 { 0 } else { zone },
             in_port: 0,
             ..Pkt::new(&frame, 0, 0)
         };
