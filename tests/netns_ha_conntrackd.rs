@@ -178,6 +178,17 @@ fn parse(line: &str) -> Option<Entry> {
     })
 }
 
+/// `set` without the IGMP membership reports of the multicast group joins
+/// (to 224.0.0.22): conntrackd's own join at its start makes one in the
+/// kernel's table, which it may miss (made before its event socket
+/// listens, after its first dump), so it may never reach ctgate.
+fn without_joins(set: &BTreeSet<Entry>) -> BTreeSet<Entry> {
+    set.iter()
+        .filter(|e| !(e.proto == "unknown" && e.orig.contains("dst=224.0.0.22")))
+        .cloned()
+        .collect()
+}
+
 fn entries(text: &str) -> BTreeSet<Entry> {
     text.lines().filter_map(parse).collect()
 }
@@ -617,7 +628,7 @@ fn conntrackd_to_ctgate_over(transport: Transport) {
     let same = wait_for(15, || {
         kernel = fw.table();
         cache = entries(&cli("ha", &["cache"]));
-        kernel == cache && kernel.len() >= 2
+        without_joins(&kernel) == without_joins(&cache) && kernel.len() >= 2
     });
     assert!(
         same,
@@ -659,7 +670,7 @@ fn conntrackd_to_ctgate_over(transport: Transport) {
         let same = wait_for(10, || {
             kernel = fw.table();
             cache = entries(&cli("ha", &["cache"]));
-            kernel == cache
+            without_joins(&kernel) == without_joins(&cache)
         });
         assert!(
             same,
