@@ -283,25 +283,32 @@ impl Client {
     }
 }
 
+/// Connections as `conntrack -L` prints them (or JSON), and its closing
+/// line on stderr naming `what` was listed.
+fn print_listing(all: &[Value], output: Output, what: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(all)?)?,
+        Output::Extended => {
+            for conn in all {
+                writeln!(out, "{}", conn["line"].as_str().unwrap_or_default())?;
+            }
+        }
+    }
+    eprintln!(
+        "ctgate ({what}): {} flow entries have been shown.",
+        all.len()
+    );
+    Ok(())
+}
+
 /// `ctgate ct ...`
 pub fn ct(args: CtArgs) -> anyhow::Result<()> {
     let c = Client::new(&args.api);
     match args.cmd {
         CtCommand::List { filter, output } => {
             let all = c.list_all("/api/v1/conntrack", &filter)?;
-            let mut out = std::io::stdout().lock();
-            match output {
-                Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?,
-                Output::Extended => {
-                    for conn in &all {
-                        writeln!(out, "{}", conn["line"].as_str().unwrap_or_default())?;
-                    }
-                }
-            }
-            eprintln!(
-                "ctgate (conntrack -L): {} flow entries have been shown.",
-                all.len()
-            );
+            print_listing(&all, output, "conntrack -L")?;
         }
         CtCommand::Count { filter } => {
             let v = c.json("GET", "/api/v1/conntrack/count", &filter.query())?;
@@ -723,18 +730,7 @@ pub fn ha(args: HaArgs) -> anyhow::Result<()> {
         }
         HaCommand::Cache { filter, output } => {
             let all = c.list_all("/api/v1/ha/cache", &filter)?;
-            match output {
-                Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?,
-                Output::Extended => {
-                    for conn in &all {
-                        writeln!(out, "{}", conn["line"].as_str().unwrap_or_default())?;
-                    }
-                }
-            }
-            eprintln!(
-                "ctgate (external cache): {} flow entries have been shown.",
-                all.len()
-            );
+            print_listing(&all, output, "external cache")?;
         }
         HaCommand::Takeover => {
             let v = c.json("POST", "/api/v1/ha/commit", &[])?;
