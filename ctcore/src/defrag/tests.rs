@@ -107,7 +107,11 @@ fn frag6(whole: &[u8], cuts: &[(usize, usize)]) -> Vec<Vec<u8>> {
 
 /// Pushes `frames` in order; returns each outcome's name and, when a
 /// datagram completed, the assembled frame.
-fn run(d: &mut Defrag<usize>, frames: &[Vec<u8>], now: u64) -> (Vec<String>, Option<Vec<u8>>, Vec<usize>) {
+fn run(
+    d: &mut Defrag<usize>,
+    frames: &[Vec<u8>],
+    now: u64,
+) -> (Vec<String>, Option<Vec<u8>>, Vec<usize>) {
     let mut names = vec![];
     let mut whole = None;
     let mut released = vec![];
@@ -120,7 +124,8 @@ fn run(d: &mut Defrag<usize>, frames: &[Vec<u8>], now: u64) -> (Vec<String>, Opt
             Push::Complete(dg) => {
                 names.push("complete".into());
                 let mut out = Vec::new();
-                d.assemble(dg, |h: &usize| frames[*h].as_slice(), &mut out).unwrap();
+                d.assemble(dg, |h: &usize| frames[*h].as_slice(), &mut out)
+                    .unwrap();
                 let mut order = vec![];
                 d.finish(dg, |h, _| order.push(h));
                 names.push(format!("order {order:?}"));
@@ -159,7 +164,10 @@ fn a_tiny_first_fragment_still_gives_the_whole_header() {
     tcp[14..16].copy_from_slice(&8192u16.to_be_bytes());
     let dg = ip4(6, &tcp, [192, 0, 2, 10], [198, 51, 100, 20]);
     let frags = frag4(&dg, &[(0, 8), (8, 12)]);
-    assert!(wire::parse(&frags[0]).is_err(), "the first fragment alone cannot be parsed");
+    assert!(
+        wire::parse(&frags[0]).is_err(),
+        "the first fragment alone cannot be parsed"
+    );
     let mut d = Defrag::new(Limits::default());
     let (_, whole, _) = run(&mut d, &frags, 0);
     let whole = whole.unwrap();
@@ -214,7 +222,10 @@ fn duplicates_are_dropped_and_never_complete_a_datagram() {
     frames2.push(f[1].clone());
     let mut d = Defrag::new(Limits::default());
     let (names, whole, _) = run(&mut d, &frames2, 0);
-    assert_eq!(names[3..], ["complete".to_string(), "order [0, 3, 1]".to_string()]);
+    assert_eq!(
+        names[3..],
+        ["complete".to_string(), "order [0, 3, 1]".to_string()]
+    );
     assert_eq!(whole.unwrap(), dg);
 }
 
@@ -226,7 +237,10 @@ fn a_fragment_across_two_runs_overlaps() {
     let f = frag4(&dg, &[(0, 8), (16, 8), (8, 8), (0, 16), (24, 16)]);
     let mut d = Defrag::new(Limits::default());
     let (names, _, _) = run(&mut d, &f, 0);
-    assert_eq!(names, ["held", "held", "held", "dropped 3 frag_overlap", "held"]);
+    assert_eq!(
+        names,
+        ["held", "held", "held", "dropped 3 frag_overlap", "held"]
+    );
 }
 
 #[test]
@@ -316,15 +330,24 @@ fn datagrams_time_out_and_memory_is_bounded() {
     d.expire(29_999, &mut rel);
     assert!(released.borrow().is_empty());
     d.expire(30_000, &mut rel);
-    assert_eq!(*released.borrow(), [(0, Cause::Timeout), (1, Cause::Timeout)]);
+    assert_eq!(
+        *released.borrow(),
+        [(0, Cause::Timeout), (1, Cause::Timeout)]
+    );
     // A fragment of an expired datagram starts a new one.
     let mut d = Defrag::new(Limits::default());
     let mut rel = |_: usize, _: Cause| {};
     assert!(matches!(d.push(0, &f[0], 0, 100, 0, &mut rel), Push::Held));
-    assert!(matches!(d.push(30_000, &f[1], 0, 100, 1, &mut rel), Push::Held));
+    assert!(matches!(
+        d.push(30_000, &f[1], 0, 100, 1, &mut rel),
+        Push::Held
+    ));
     assert_eq!((d.stats.timeout, d.fragments_held()), (1, 1));
     // Zones keep datagrams apart.
-    assert!(matches!(d.push(30_000, &f[0], 7, 100, 2, &mut rel), Push::Held));
+    assert!(matches!(
+        d.push(30_000, &f[0], 7, 100, 2, &mut rel),
+        Push::Held
+    ));
     assert_eq!(d.datagrams(), 2);
 }
 
@@ -342,7 +365,9 @@ fn refragmenting_a_translated_datagram_keeps_the_fragment_sizes() {
     }
     let dgm = done.unwrap();
     let mut whole = Vec::new();
-    let at = d.assemble(dgm, |h: &usize| frags[*h].as_slice(), &mut whole).unwrap();
+    let at = d
+        .assemble(dgm, |h: &usize| frags[*h].as_slice(), &mut whole)
+        .unwrap();
     // Translate it as source NAT would: new source address and port.
     let translated = {
         let udp = whole[34..].to_vec();
@@ -351,7 +376,9 @@ fn refragmenting_a_translated_datagram_keeps_the_fragment_sizes() {
         ip4(17, &u, [203, 0, 113, 5], [198, 51, 100, 20])
     };
     let mut out = frags.clone();
-    d.finish(dgm, |h, place| refragment(&translated, &at, &mut out[h], &place));
+    d.finish(dgm, |h, place| {
+        refragment(&translated, &at, &mut out[h], &place)
+    });
     for (o, f) in out.iter().zip(&frags) {
         assert_eq!(o.len(), f.len());
         assert_eq!(checksum::checksum(&o[14..34]), 0, "IPv4 header checksum");
