@@ -46,6 +46,7 @@ use crate::net::Meta;
 use crate::route::{RouteId, Routes};
 use crate::stats::DropReason;
 use crate::worker::BURST;
+use ctcore::defrag::{self, Defrag};
 
 /// What the stage decided for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,8 @@ pub struct Published {
     /// The worker's counters; `events_dropped` includes events its queue had no room for.
     pub ct: CtStats,
     pub nat_out_of_ports: u64,
+    /// Fragments held for reassembly now.
+    pub frags_held: u64,
     /// Per policy rule (then the default), packets decided.
     pub policy_hits: Vec<u64>,
     pub now_ms: u64,
@@ -128,6 +131,8 @@ pub struct Shared {
     port_addrs: Vec<[Option<Addr>; 2]>,
     /// Per port: the zone of the connections that start on it (`[[port]] zone`).
     port_zones: Vec<u16>,
+    /// Each worker's reassembly bounds.
+    pub defrag_limits: defrag::Limits,
     published: Vec<CachePadded<Mutex<Published>>>,
     /// Per worker: its events waiting for the REST side (see the module contract).
     pub events: Vec<CachePadded<ArrayQueue<Event>>>,
@@ -221,6 +226,13 @@ impl Shared {
             policy,
             routes: Routes::from_config(cfg),
             port_zones: cfg.ports.iter().map(|p| p.zone).collect(),
+            defrag_limits: defrag::Limits {
+                // Held fragments hold mbufs: a worker holds at most a
+                // quarter of its share of the pool.
+                max_fragments: ((cfg.mempool_mbufs as usize / 4) / cfg.workers.len().max(1))
+                    .clamp(64, defrag::Limits::default().max_fragments),
+                ..defrag::Limits::default()
+            },
             port_addrs: (0..cfg.ports.len())
                 .map(|i| {
                     [
@@ -248,6 +260,12 @@ impl Shared {
             clock_start_tsc: (0..cfg.workers.len()).map(|_| AtomicU64::new(0)).collect(),
             pressure: Mutex::new(Pressure::default()),
         }
+    }
+
+    /// The zone of the connections that start on port `port` (and of the
+    /// datagrams reassembled from its fragments).
+    pub fn port_zone(&self, port: u8) -> u16 {
+        self.port_zones.get(port as usize).copied().unwrap_or(0)
     }
 
     /// Notes rises of early_drop / insert_failed, logging at most one line
@@ -316,6 +334,7 @@ impl Shared {
             let p = p.lock().unwrap_or_else(|e| e.into_inner());
             t.ct.add(&p.ct);
             t.nat_out_of_ports += p.nat_out_of_ports;
+            t.frags_held += p.frags_held;
             for (a, b) in t.policy_hits.iter_mut().zip(&p.policy_hits) {
                 *a += b;
             }
@@ -500,6 +519,49 @@ pub struct Pipeline<'a> {
     next_gc_ms: u64,
     /// The engine's results for the burst in hand.
     results: Box<[CtResult; BURST]>,
+    /// Fragments held until their datagram completes (conntrack on: the
+    /// kernel's nf_defrag comes with conntrack).
+    pub defrag: Defrag<Mbuf>,
+}
+
+/// A frame the stage can track and rewrite: an mbuf, or a datagram
+/// reassembled from fragments.
+pub trait Frame {
+    fn data(&self) -> &[u8];
+    fn data_mut(&mut self) -> &mut [u8];
+    /// What the port's RX checksum offload said of the L4 checksum.
+    fn rx_l4_csum(&self) -> ctcore::engine::RxCsum;
+}
+
+impl Frame for Mbuf {
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        Mbuf::data(self)
+    }
+    #[inline(always)]
+    fn data_mut(&mut self) -> &mut [u8] {
+        Mbuf::data_mut(self)
+    }
+    #[inline(always)]
+    fn rx_l4_csum(&self) -> ctcore::engine::RxCsum {
+        Mbuf::rx_l4_csum(self)
+    }
+}
+
+/// A datagram [`Defrag::assemble`] wrote: its L4 checksum is verified in
+/// software (no port saw it whole).
+pub struct Reassembled<'a>(pub &'a mut [u8]);
+
+impl Frame for Reassembled<'_> {
+    fn data(&self) -> &[u8] {
+        self.0
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.0
+    }
+    fn rx_l4_csum(&self) -> ctcore::engine::RxCsum {
+        ctcore::engine::RxCsum::Unknown
+    }
 }
 
 /// How often a worker fires its stripes' timer wheels, and how many records
@@ -544,17 +606,18 @@ impl<'a> Pipeline<'a> {
             events_dropped: 0,
             next_gc_ms: 0,
             results: Box::new([CtResult::default(); BURST]),
+            defrag: Defrag::new(shared.defrag_limits),
         }
     }
 
     /// Decides `verdicts[i]` for `pkts[i]` (see the module contract).
     /// `verdicts` arrives filled with `Verdict::Forward(None)`.
     #[inline]
-    pub fn process_burst(
+    pub fn process_burst<F: Frame>(
         &mut self,
         now_ms: u64,
         in_port: u8,
-        pkts: &mut [Mbuf],
+        pkts: &mut [F],
         meta: &[Meta],
         verdicts: &mut [Verdict],
     ) {
@@ -676,9 +739,21 @@ impl<'a> Pipeline<'a> {
         });
     }
 
+    /// Drops the datagrams whose reassembly time is up; their fragments go
+    /// to `release`.
+    pub fn expire_fragments(&mut self, now_ms: u64, release: &mut dyn FnMut(Mbuf, defrag::Cause)) {
+        if self.defrag.datagrams() == 0 {
+            return;
+        }
+        self.defrag.expire(now_ms, release);
+        self.publish(now_ms);
+    }
+
     fn publish(&mut self, now_ms: u64) {
         if let Ok(mut p) = self.shared.published[self.worker].try_lock() {
             p.ct = self.ct.stats;
+            p.ct.defrag = self.defrag.stats;
+            p.frags_held = self.defrag.fragments_held() as u64;
             p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
             p.top_sources = self.top_sources;
             p.nat_out_of_ports = self.ct.nat_out_of_ports;

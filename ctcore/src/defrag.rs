@@ -285,7 +285,8 @@ impl Default for Queue {
 
 /// The fragment fields of a frame, as the kernel reads them before
 /// queueing.
-struct Info {
+#[derive(Debug)]
+pub struct Info {
     key: Key,
     l3_offset: usize,
     /// Where the fragment's data starts in the frame.
@@ -297,7 +298,9 @@ struct Info {
     df: bool,
 }
 
-enum Read {
+/// A frame as [`read`] found it, for [`Defrag::push`].
+#[derive(Debug)]
+pub enum Read {
     NotFragment,
     /// An IPv6 fragment conntrack sees unreassembled (RFC 7112).
     Pass,
@@ -352,18 +355,18 @@ impl<H> Defrag<H> {
         self.mem
     }
 
-    /// Takes `frame` (which costs `cost` bytes while held) in. The
-    /// fragments of a datagram this drops are given to `release`.
+    /// Takes in the frame of handle `h`, which [`read`] read (it costs
+    /// `cost` bytes while held). The fragments of a datagram this drops
+    /// are given to `release`.
     pub fn push(
         &mut self,
         now_ms: u64,
-        frame: &[u8],
-        zone: u16,
+        frame: Read,
         cost: usize,
         h: H,
         release: &mut dyn FnMut(H, Cause),
     ) -> Push<H> {
-        let info = match read(frame, zone) {
+        let info = match frame {
             Read::NotFragment => return Push::Whole(h),
             Read::Pass => {
                 self.stats.passed += 1;
@@ -612,16 +615,26 @@ impl<H> Defrag<H> {
         }
     }
 
+    /// Gives up every datagram (the caller is stopping): hands each held
+    /// fragment to `each`, uncounted.
+    pub fn clear(&mut self, mut each: impl FnMut(H)) {
+        for q in 0..self.queues.len() {
+            if self.queues[q].live {
+                self.end(Datagram(q as u32), |h, _| each(h));
+            }
+        }
+    }
+
     /// Writes datagram `d` into `out` (cleared first): the first fragment's
     /// link-layer and IP headers (fragment fields cleared, lengths and the
     /// IPv4 header checksum set; IPv6's Fragment header removed), then
     /// every fragment's data. `frame` gives a held handle's frame. `Err`:
     /// the datagram is too big (IPv4 over 65,535 bytes): finish it and drop
     /// its fragments.
-    pub fn assemble<'f>(
-        &self,
+    pub fn assemble<'s>(
+        &'s self,
         d: Datagram,
-        frame: impl Fn(&H) -> &'f [u8],
+        frame: impl Fn(&'s H) -> &'s [u8],
         out: &mut Vec<u8>,
     ) -> Result<Assembled, Cause> {
         let qu = &self.queues[d.0 as usize];
@@ -678,7 +691,14 @@ impl<H> Defrag<H> {
 
     /// Ends datagram `d`: hands each of its fragments to `each`, in offset
     /// order, with where its data goes.
-    pub fn finish(&mut self, d: Datagram, mut each: impl FnMut(H, Place)) {
+    pub fn finish(&mut self, d: Datagram, each: impl FnMut(H, Place)) {
+        if self.queues[d.0 as usize].live {
+            self.stats.reassembled += 1;
+        }
+        self.end(d, each);
+    }
+
+    fn end(&mut self, d: Datagram, mut each: impl FnMut(H, Place)) {
         let qu = &mut self.queues[d.0 as usize];
         if !qu.live {
             return;
@@ -689,7 +709,6 @@ impl<H> Defrag<H> {
         self.index.remove(&key);
         self.free_queues.push(d.0);
         self.live -= 1;
-        self.stats.reassembled += 1;
         while i != NIL {
             let f = self.frags[i as usize];
             if let Some(h) = self.free_frag(i) {
@@ -750,8 +769,9 @@ fn ext_len(kind: u8, hdr: &[u8]) -> usize {
     }
 }
 
-/// Reads the fragment fields of `frame`.
-fn read(frame: &[u8], zone: u16) -> Read {
+/// Reads the fragment fields of `frame`, whose datagrams are reassembled
+/// in zone `zone` (the kernel's defrag user is the conntrack zone).
+pub fn read(frame: &[u8], zone: u16) -> Read {
     let Some((l3, ethertype)) = l3_offset(frame) else {
         return Read::NotFragment;
     };

@@ -117,7 +117,7 @@ fn run(
     let mut released = vec![];
     for (i, f) in frames.iter().enumerate() {
         let mut rel = |h: usize, _c: Cause| released.push(h);
-        match d.push(now, f, 0, f.len(), i, &mut rel) {
+        match d.push(now, read(f, 0), f.len(), i, &mut rel) {
             Push::Whole(h) => names.push(format!("whole {h}")),
             Push::Held => names.push("held".into()),
             Push::Dropped(h, c) => names.push(format!("dropped {h} {}", c.name())),
@@ -320,11 +320,17 @@ fn datagrams_time_out_and_memory_is_bounded() {
     });
     let released = std::cell::RefCell::new(vec![]);
     let mut rel = |h: usize, c: Cause| released.borrow_mut().push((h, c));
-    assert!(matches!(d.push(0, &f[0], 0, 1500, 0, &mut rel), Push::Held));
-    assert!(matches!(d.push(0, &f[1], 0, 1500, 1, &mut rel), Push::Held));
+    assert!(matches!(
+        d.push(0, read(&f[0], 0), 1500, 0, &mut rel),
+        Push::Held
+    ));
+    assert!(matches!(
+        d.push(0, read(&f[1], 0), 1500, 1, &mut rel),
+        Push::Held
+    ));
     // Over the threshold now: the next is dropped.
     assert!(matches!(
-        d.push(0, &f[2], 0, 1500, 2, &mut rel),
+        d.push(0, read(&f[2], 0), 1500, 2, &mut rel),
         Push::Dropped(2, Cause::Memory)
     ));
     d.expire(29_999, &mut rel);
@@ -337,15 +343,18 @@ fn datagrams_time_out_and_memory_is_bounded() {
     // A fragment of an expired datagram starts a new one.
     let mut d = Defrag::new(Limits::default());
     let mut rel = |_: usize, _: Cause| {};
-    assert!(matches!(d.push(0, &f[0], 0, 100, 0, &mut rel), Push::Held));
     assert!(matches!(
-        d.push(30_000, &f[1], 0, 100, 1, &mut rel),
+        d.push(0, read(&f[0], 0), 100, 0, &mut rel),
+        Push::Held
+    ));
+    assert!(matches!(
+        d.push(30_000, read(&f[1], 0), 100, 1, &mut rel),
         Push::Held
     ));
     assert_eq!((d.stats.timeout, d.fragments_held()), (1, 1));
     // Zones keep datagrams apart.
     assert!(matches!(
-        d.push(30_000, &f[0], 7, 100, 2, &mut rel),
+        d.push(30_000, read(&f[0], 7), 100, 2, &mut rel),
         Push::Held
     ));
     assert_eq!(d.datagrams(), 2);
@@ -359,7 +368,7 @@ fn refragmenting_a_translated_datagram_keeps_the_fragment_sizes() {
     let mut rel = |_: usize, _: Cause| {};
     let mut done = None;
     for (i, f) in frags.iter().enumerate() {
-        if let Push::Complete(x) = d.push(0, f, 0, f.len(), i, &mut rel) {
+        if let Push::Complete(x) = d.push(0, read(f, 0), f.len(), i, &mut rel) {
             done = Some(x);
         }
     }
