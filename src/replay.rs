@@ -242,7 +242,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         let mut release = |_: usize, _: defrag::Cause| *dropped += 1;
         defrags[wi].expire(now_ms, &mut release);
         let frame = &records[ri].data;
-        match defrags[wi].push(now_ms, frame, zone, frame.len(), ri, &mut release) {
+        let (read, cost) = (defrag::read(frame, zone), frame.len());
+        match defrags[wi].push(now_ms, read, cost, ri, &mut release) {
             Push::Held => {}
             Push::Dropped(_, _) => counts.dropped_defrag += 1,
             Push::Whole(_) => {
