@@ -954,6 +954,146 @@ def udplite_flows(cap):
     send("s", 50161, b"v6 udp pseudo-header", c=C6, s=S6, pseudo_proto=17)
 
 
+class Flow:
+    """A TCP connection as a capture made at the gateway's inside shows it.
+    With `nat` (an IPv4 address), the capture is made for source NAT to it
+    (kernel-ct-ref --nat-snat, ctgate's [[nat]] snat): the server's packets
+    go to the NAT address and acknowledge the client's bytes as the server
+    received them, after the FTP helper's rewrites (`grew`)."""
+
+    def __init__(self, cap, cport, sport, c=C4, s=S4, nat=None, isn_c=1000, isn_s=700000):
+        self.cap, self.cport, self.sport, self.c, self.s, self.nat = cap, cport, sport, c, s, nat
+        self.cn, self.sn, self.shift = isn_c, isn_s, 0
+
+    def cs(self, flags, data=b""):
+        ack = self.sn if "A" in flags else 0
+        self.cap.add(ip(self.c, self.s) / TCP(sport=self.cport, dport=self.sport, flags=flags,
+                                              seq=self.cn, ack=ack, window=65535) / Raw(data), "c")
+        self.cn += len(data) + ("S" in flags) + ("F" in flags)
+
+    def sc(self, flags, data=b""):
+        ack = self.cn + self.shift if "A" in flags else 0
+        self.cap.add(ip(self.s, self.nat or self.c) / TCP(sport=self.sport, dport=self.cport,
+                                                          flags=flags, seq=self.sn, ack=ack,
+                                                          window=65535) / Raw(data), "s")
+        self.sn += len(data) + ("S" in flags) + ("F" in flags)
+
+    def grew(self, n):
+        self.shift += n
+
+    def open(self):
+        self.cs("S")
+        self.sc("SA")
+        self.cs("A")
+
+    def close(self):
+        self.cs("FA")
+        self.sc("FA")
+        self.cs("A")
+
+
+def ftp_session(cap, cport, nat=None, v6=False):
+    """An FTP control connection (client port `cport`) with one transfer in
+    each mode the kernel's helper parses: PORT / EPRT (the server connects
+    from port 20), PASV (227) / EPSV (229) (the client connects), with
+    payload addresses that match the capture (the NAT address's where the
+    capture is made for source NAT)."""
+    c, s = (C6, S6) if v6 else (C4, S4)
+    ctl = Flow(cap, cport, 21, c, s, nat)
+    ctl.open()
+    ctl.sc("PA", b"220 ctgate test FTP\r\n")
+    ctl.cs("PA", b"USER anonymous\r\n")
+    ctl.sc("PA", b"331 any password\r\n")
+    ctl.cs("PA", b"PASS x\r\n")
+    ctl.sc("PA", b"230 logged in\r\n")
+    seen = nat or c
+    modes = ["EPRT", "EPSV"] if v6 else ["PORT", "PASV", "EPRT", "EPSV"]
+    for i, mode in enumerate(modes):
+        dport = cport * 10 % 40000 + 20000 + i
+        if mode in ("PORT", "EPRT"):
+            if mode == "PORT":
+                cmd = "PORT %s,%d,%d\r\n" % (c.replace(".", ","), dport >> 8, dport & 255)
+                seen_cmd = "PORT %s,%d,%d\r\n" % (seen.replace(".", ","), dport >> 8, dport & 255)
+            else:
+                fam = 2 if v6 else 1
+                cmd = "EPRT |%d|%s|%d|\r\n" % (fam, c, dport)
+                seen_cmd = "EPRT |%d|%s|%d|\r\n" % (fam, seen, dport)
+            ctl.cs("PA", cmd.encode())
+            ctl.grew(len(seen_cmd) - len(cmd))
+            ctl.sc("PA", b"200 command ok\r\n")
+            ctl.cs("PA", b"RETR f%d\r\n" % i)
+            ctl.sc("PA", b"150 opening\r\n")
+            data = Flow(cap, dport, 20, c, s, nat, isn_c=3000 + i, isn_s=900000 + i)
+            # The server opens it: from its side, so roles swap.
+            data.sc("S")
+            data.cs("SA")
+            data.sc("A")
+            data.sc("PA", b"file %d\n" % i)
+            data.cs("A")
+            data.sc("FA")
+            data.cs("FA")
+            data.sc("A")
+        else:
+            sport = 30000 + cport % 1000 * 10 + i
+            ctl.cs("PA", mode.encode() + b"\r\n")
+            if mode == "PASV":
+                ctl.sc("PA", b"227 Entering Passive Mode (%s,%d,%d)\r\n"
+                       % (s.replace(".", ",").encode(), sport >> 8, sport & 255))
+            else:
+                ctl.sc("PA", b"229 Entering Extended Passive Mode (|||%d|)\r\n" % sport)
+            ctl.cs("PA", b"RETR f%d\r\n" % i)
+            data = Flow(cap, cport + 100 + i, sport, c, s, nat, isn_c=5000 + i, isn_s=950000 + i)
+            data.open()
+            ctl.sc("PA", b"150 opening\r\n")
+            data.sc("PA", b"file %d\n" % i)
+            data.cs("A")
+            data.close()
+        ctl.sc("PA", b"226 done\r\n")
+    ctl.cs("PA", b"QUIT\r\n")
+    ctl.sc("PA", b"221 bye\r\n")
+    ctl.close()
+
+
+@scenario("FTP for the kernel's ftp helper (kernel-ct-ref --helper ftp): an IPv4 control "
+          "connection (40301->21) with a transfer in each of PORT, PASV, EPRT and EPSV mode, "
+          "and an IPv6 one (40302->21) with EPRT and EPSV; every payload address is the "
+          "client's or server's own (a capture without NAT)")
+def ftp_helper(cap):
+    ftp_session(cap, 40301)
+    ftp_session(cap, 40302, v6=True)
+
+
+@scenario("FTP as seen inside a gateway that masquerades to 203.0.113.1 with the ftp helper "
+          "(kernel-ct-ref --helper ftp --nat-snat 203.0.113.1): PORT, PASV, EPRT and EPSV "
+          "transfers (40303->21); the server's packets go to 203.0.113.1 and acknowledge "
+          "the PORT / EPRT commands as the helper rewrote them (one byte longer)")
+def ftp_helper_snat(cap):
+    ftp_session(cap, 40303, nat="203.0.113.1")
+
+
+def tftp_session(cap, cport, tid, nat=None):
+    """A TFTP read: the request to port 69, the server's answers from its own
+    port `tid`, the client's acknowledgements to it."""
+    udp(cap, "c", cport, 69, b"\x00\x01f.txt\x00octet\x00")
+    to = nat or C4
+    for block in (1, 2):
+        data = b"\x00\x03" + struct.pack("!H", block) + (b"x" * (512 if block == 1 else 20))
+        cap.add(ip(S4, to) / UDP(sport=tid, dport=cport) / Raw(data), "s")
+        cap.add(ip(C4, S4) / UDP(sport=cport, dport=tid) / Raw(b"\x00\x04" + struct.pack("!H", block)), "c")
+
+
+@scenario("TFTP for the kernel's tftp helper (kernel-ct-ref --helper tftp): a read request "
+          "(50301->69) answered from the server's port 51301 (RELATED with the helper)")
+def tftp_helper(cap):
+    tftp_session(cap, 50301, 51301)
+
+
+@scenario("TFTP as seen inside a gateway that masquerades to 203.0.113.1 with the tftp helper: "
+          "a read request (50302->69) answered to the NAT address from port 51302")
+def tftp_helper_snat(cap):
+    tftp_session(cap, 50302, 51302, nat="203.0.113.1")
+
+
 def main():
     args = sys.argv[1:]
     if args == ["--list"]:
