@@ -173,6 +173,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 port: 1,
                 addr,
                 mark,
+                helper: ctcore::helper::Helper::None,
             })
         });
         let r = &result[0];

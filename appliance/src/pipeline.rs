@@ -422,6 +422,7 @@ impl Shared {
                         port: in_port as u16,
                         addr: None,
                         mark: None,
+                        helper: ctcore::helper::Helper::None,
                     });
                 }
                 self.routes
@@ -435,6 +436,7 @@ impl Shared {
                         port: in_port as u16,
                         addr: None,
                         mark: None,
+                        helper: ctcore::helper::Helper::None,
                     });
                 }
                 self.routes
@@ -471,6 +473,7 @@ impl Shared {
                     port: hop.port as u16,
                     addr,
                     mark: self.policy.set_mark(rule),
+                    helper: ctcore::helper::Helper::None,
                 })
             }
         }

@@ -119,6 +119,7 @@ pub fn engine(data: &[u8]) {
                 addr: Some(Addr::from_v4([203, 0, 113, 1])),
                 // Sometimes a policy sets the connection's mark.
                 mark: (ctl & 1 == 1).then_some(u32::from(ctl >> 1 & 3)),
+                helper: crate::helper::Helper::None,
             }),
         };
         let zone = (ctl >> 4) as u16 & 1;
