@@ -108,6 +108,8 @@ pub fn note_source(top: &mut [TopSource], family: Family, addr: Addr) {
 pub struct Published {
     /// The worker's counters; `events_dropped` includes events its queue had no room for.
     pub ct: CtStats,
+    /// Conntrack helper counters (all 0 without helpers).
+    pub helpers: ctcore::helper::HelperStats,
     pub nat_out_of_ports: u64,
     /// Per policy rule (then the default), packets decided.
     pub policy_hits: Vec<u64>,
@@ -206,9 +208,14 @@ impl Shared {
             engine: {
                 // One table stripe per worker; THP on its memory.
                 let mut huge = 0usize;
-                let e = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut |a, l| {
+                let mut e = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut |a, l| {
                     huge += crate::dpdk::advise_huge(a, l) as usize * l;
                 });
+                if policy.uses_helpers() {
+                    // A rule assigns conntrack helpers: their data and
+                    // expectations are reserved now.
+                    e = e.with_helpers();
+                }
                 tracing::info!(
                     "conntrack table: {} connections, {} stripe(s), {} bytes/connection, {} MiB advised for huge pages",
                     e.table().capacity(),
@@ -315,6 +322,7 @@ impl Shared {
         for p in &self.published {
             let p = p.lock().unwrap_or_else(|e| e.into_inner());
             t.ct.add(&p.ct);
+            t.helpers.add(&p.helpers);
             t.nat_out_of_ports += p.nat_out_of_ports;
             for (a, b) in t.policy_hits.iter_mut().zip(&p.policy_hits) {
                 *a += b;
@@ -473,10 +481,37 @@ impl Shared {
                     port: hop.port as u16,
                     addr,
                     mark: self.policy.set_mark(rule),
-                    helper: ctcore::helper::Helper::None,
+                    helper: self.policy.helper(rule),
                 })
             }
         }
+    }
+}
+
+/// Applies a conntrack helper's change to a packet (after its NAT
+/// rewrite): a payload that grows takes the mbuf's tailroom, one that
+/// shrinks is trimmed. False if the packet cannot take it (segmented, no
+/// tailroom): it is dropped, as the kernel drops what it cannot mangle.
+#[cold]
+fn apply_helper_fix(
+    m: &mut Mbuf,
+    p: &ctcore::wire::Parsed,
+    fix: &ctcore::helper::PacketFix,
+) -> bool {
+    if !m.is_contiguous() {
+        return false;
+    }
+    let cur = m.data().len();
+    let want = fix.frame_len(p, cur);
+    if want > cur && m.append((want - cur) as u16).is_none() {
+        return false;
+    }
+    match ctcore::helper::apply_fix(m.data_mut(), p, fix, ChecksumMode::Incremental) {
+        Ok(len) => {
+            m.truncate(len);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -624,6 +659,12 @@ impl<'a> Pipeline<'a> {
             if let Some(rw) = &r.rewrite {
                 if apply(pkts[i].data_mut(), p, rw, ChecksumMode::Incremental).is_err() {
                     verdicts[i] = Verdict::Drop(DropReason::BadHeader);
+                    continue;
+                }
+            }
+            if let Some(fix) = &r.fix {
+                if !apply_helper_fix(&mut pkts[i], p, fix) {
+                    verdicts[i] = Verdict::Drop(DropReason::BadHeader);
                 }
             }
         }
@@ -685,6 +726,7 @@ impl<'a> Pipeline<'a> {
             p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
             p.top_sources = self.top_sources;
             p.nat_out_of_ports = self.ct.nat_out_of_ports;
+            p.helpers = self.ct.helpers;
             p.policy_hits.copy_from_slice(&self.hits);
             p.now_ms = now_ms;
         }

@@ -4,6 +4,7 @@
 //! it (`ct mark set`).
 
 use crate::conn::{CtInfo, CtState};
+use crate::helper::Helper;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -72,6 +73,9 @@ pub struct Rule {
     pub mark: Option<(u32, u32)>,
     /// Sets the connection's mark when the rule matches (nft `ct mark set`).
     pub set_mark: Option<u32>,
+    /// Assigns this conntrack helper to a new connection the rule accepts
+    /// (nft `ct helper set`); `Helper::None` assigns none.
+    pub helper: Helper,
     pub action: Action,
 }
 
@@ -86,6 +90,7 @@ impl Rule {
             dnat_only: false,
             mark: None,
             set_mark: None,
+            helper: Helper::None,
             action,
         }
     }
@@ -159,6 +164,16 @@ impl Policy {
         self.rules.get(rule).and_then(|r| r.set_mark)
     }
 
+    /// The helper the deciding rule assigns (`rule` from [`Policy::evaluate`]).
+    pub fn helper(&self, rule: usize) -> Helper {
+        self.rules.get(rule).map_or(Helper::None, |r| r.helper)
+    }
+
+    /// Whether any rule assigns a helper (the engine then keeps helper data).
+    pub fn uses_helpers(&self) -> bool {
+        self.rules.iter().any(|r| r.helper != Helper::None)
+    }
+
     /// Counter labels: each rule's name, then "default".
     pub fn labels(&self) -> Vec<String> {
         self.rules
@@ -185,6 +200,7 @@ mod tests {
                     dnat_only: false,
                     mark: None,
                     set_mark: None,
+                    helper: Helper::None,
                     action: Action::Accept,
                 },
                 Rule {
@@ -195,6 +211,7 @@ mod tests {
                     dnat_only: false,
                     mark: None,
                     set_mark: None,
+                    helper: Helper::None,
                     action: Action::Drop,
                 },
                 Rule {
@@ -205,6 +222,7 @@ mod tests {
                     dnat_only: false,
                     mark: None,
                     set_mark: None,
+                    helper: Helper::None,
                     action: Action::Accept,
                 },
             ],
