@@ -96,7 +96,10 @@ fn setup(args: &ReplayArgs) -> anyhow::Result<(Engine, Policy, [Option<ctcore::t
     if args.no_checksum {
         ecfg.tunables.checksum = false;
     }
-    let engine = Engine::build(ecfg, nat, args.workers.next_power_of_two(), &mut |_, _| {});
+    let mut engine = Engine::build(ecfg, nat, args.workers.next_power_of_two(), &mut |_, _| {});
+    if policy.uses_helpers() {
+        engine = engine.with_helpers();
+    }
     Ok((engine, policy, egress))
 }
 
@@ -153,13 +156,22 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 return Decision::Drop;
             }
             let mut mark = None;
+            let mut helper = ctcore::helper::Helper::None;
             if class == RouteClass::Forward {
-                let (action, rule) = policy.evaluate(0, 1, r.ctinfo, r.dnat(), r.mark);
+                let (action, rule) = policy.evaluate(
+                    0,
+                    1,
+                    r.ctinfo,
+                    r.dnat(),
+                    r.mark,
+                    ctcore::policy::packet_l4(p),
+                );
                 if action == Action::Drop {
                     refused = true;
                     return Decision::Drop;
                 }
                 mark = policy.set_mark(rule);
+                helper = policy.helper(rule);
             }
             if class == RouteClass::Local {
                 return Decision::Local;
@@ -173,7 +185,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 port: 1,
                 addr,
                 mark,
-                helper: ctcore::helper::Helper::None,
+                helper,
             })
         });
         let r = &result[0];
@@ -194,7 +206,23 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                             apply(&mut rec.data, p, rw, ChecksumMode::Incremental)
                                 .context("rewrite")?;
                         }
-                        o.write(rec.ts_ns, rec.orig_len, &rec.data)?;
+                        let mut orig_len = rec.orig_len;
+                        if let Some(fix) = &r.fix {
+                            // A conntrack helper's change: the frame may grow or shrink.
+                            let before = rec.data.len();
+                            let len = fix.frame_len(p, before);
+                            rec.data.resize(len.max(before), 0);
+                            let n = ctcore::helper::apply_fix(
+                                &mut rec.data,
+                                p,
+                                fix,
+                                ChecksumMode::Incremental,
+                            )
+                            .context("helper rewrite")?;
+                            rec.data.truncate(n);
+                            orig_len = (orig_len as usize + n).saturating_sub(before) as u32;
+                        }
+                        o.write(rec.ts_ns, orig_len, &rec.data)?;
                     }
                 }
             }
@@ -235,6 +263,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         fields.join(" "),
         nat_out_of_ports
     )?;
+    if engine.helpers_enabled() {
+        let mut h = ctcore::helper::HelperStats::default();
+        for w in &workers {
+            h.add(&w.helpers);
+        }
+        let fields: Vec<String> = h.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(e, "helpers: {}", fields.join(" "))?;
+    }
     Ok(())
 }
 

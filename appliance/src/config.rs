@@ -721,9 +721,17 @@ mod tests {
         let rule = |extra: &str| {
             format!("{base}[[policy]]\nname=\"ftp\"\nstates=\"new\"\naction=\"accept\"\n{extra}\n")
         };
-        let c = Config::parse(&rule("helper = \"ftp\""), "t").unwrap();
+        let c = Config::parse(
+            &rule("proto = \"tcp\"\ndport = \"21\"\nhelper = \"ftp\""),
+            "t",
+        )
+        .unwrap();
         let p = crate::ctconfig::policy(&c).unwrap();
         assert_eq!(p.helper(0), ctcore::helper::Helper::Ftp);
+        assert_eq!(
+            (p.rules[0].proto, p.rules[0].dports),
+            (Some(6), Some((21, 21)))
+        );
         assert!(p.uses_helpers());
         let c = Config::parse(&rule("helper = \"tftp\""), "t").unwrap();
         assert_eq!(

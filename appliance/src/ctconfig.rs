@@ -99,6 +99,13 @@ pub struct PolicyConfig {
     /// Set the connection's mark when the rule matches (nft `ct mark set`).
     #[serde(default)]
     pub set_mark: Option<u32>,
+    /// Only packets of this protocol: tcp, udp, udplite, sctp, icmp, icmpv6
+    /// or a number (nft `meta l4proto`).
+    #[serde(default)]
+    pub proto: Option<String>,
+    /// Only packets to this destination port or range ("21", "8000-8080").
+    #[serde(default)]
+    pub dport: Option<String>,
     /// Assign a conntrack helper, "ftp" or "tftp", to the new connections
     /// the rule accepts (nft `ct helper set`).
     #[serde(default)]
@@ -301,6 +308,18 @@ pub fn policy(cfg: &Config) -> Result<Policy, ConfigError> {
         }
         rules.push(Rule {
             helper,
+            proto: r
+                .proto
+                .as_deref()
+                .map(proto_number)
+                .transpose()
+                .map_err(|e| bad(format!("{what}: {e}")))?,
+            dports: r
+                .dport
+                .as_deref()
+                .map(nat::parse_port_range)
+                .transpose()
+                .map_err(|e| bad(format!("{what}: {e}")))?,
             dnat_only,
             states,
             action: Action::parse(&r.action).ok_or_else(|| {

@@ -455,9 +455,14 @@ impl Shared {
         let Some((id, hop)) = out else {
             return Decision::Drop;
         };
-        let (action, rule) =
-            self.policy
-                .evaluate(in_port as u16, hop.port as u16, r.ctinfo, r.dnat(), r.mark);
+        let (action, rule) = self.policy.evaluate(
+            in_port as u16,
+            hop.port as u16,
+            r.ctinfo,
+            r.dnat(),
+            r.mark,
+            ctcore::policy::packet_l4(p),
+        );
         hits[rule] += 1;
         match action {
             Action::Drop => {

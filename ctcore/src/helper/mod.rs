@@ -249,7 +249,7 @@ fn sack_adjust(opts: &mut [u8], other: &SeqAdj) {
                 if len < 2 || i + len > opts.len() {
                     return;
                 }
-                if kind == SACK && len >= 10 && (len - 2) % 8 == 0 {
+                if kind == SACK && len >= 10 && (len - 2).is_multiple_of(8) {
                     let mut o = i + 2;
                     while o < i + len {
                         let edge = be32(opts, o);
