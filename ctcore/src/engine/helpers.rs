@@ -1097,6 +1097,227 @@ mod tests {
         assert_eq!(seq_ack(&f).0, 1067);
     }
 
+    /// An FTP server behind a port forward: the outside client talks to
+    /// V:21, translated to the inside server S:21. The server's PASV reply
+    /// names S; the client must see V, and its data connection to V is
+    /// RELATED and forwarded to S (nf_nat_follow_master's DST half).
+    #[test]
+    fn passive_ftp_to_a_server_behind_dnat() {
+        const V: [u8; 4] = [203, 0, 113, 80];
+        const O: [u8; 4] = [203, 0, 113, 9];
+        let cfg = EngineConfig {
+            capacity_conns: 1000,
+            seed: 3,
+            tunables: Tunables::default(),
+        };
+        let fwd = crate::nat::Rule::new(
+            "fwd".into(),
+            crate::nat::Match {
+                dst: Some(crate::nat::Prefix::parse("203.0.113.80/32").unwrap()),
+                ..crate::nat::Match::default()
+            },
+            crate::nat::Action::Dnat {
+                family: Family::V4,
+                addr: Addr::from_v4(S),
+                port: None,
+            },
+        );
+        let e = Engine::with_nat(
+            cfg,
+            Some(Nat {
+                rules: vec![fwd],
+                pools: vec![],
+            }),
+        )
+        .with_helpers();
+        let mut w = e.worker(64);
+        let cl = (O, 41000);
+        let (r, f) = run(
+            &e,
+            &mut w,
+            0,
+            &tcp(cl, (V, 21), SYN, 100, 0, b""),
+            out(Helper::Ftp),
+        );
+        assert_eq!(sound(&f).dst, Addr::from_v4(S));
+        assert!(r.rewrite.is_some());
+        run(
+            &e,
+            &mut w,
+            1,
+            &tcp((S, 21), cl, SYN | ACK, 900, 101, b""),
+            ANY,
+        );
+        run(&e, &mut w, 2, &tcp(cl, (V, 21), ACK, 101, 901, b""), ANY);
+        run(
+            &e,
+            &mut w,
+            3,
+            &tcp((S, 21), cl, PSH | ACK, 901, 101, b"220 hi\r\n"),
+            ANY,
+        );
+        run(
+            &e,
+            &mut w,
+            4,
+            &tcp(cl, (V, 21), PSH | ACK, 101, 909, b"PASV\r\n"),
+            ANY,
+        );
+        let reply = b"227 Entering Passive Mode (198,51,100,20,195,80).\r\n";
+        let (r, f) = run(
+            &e,
+            &mut w,
+            5,
+            &tcp((S, 21), cl, PSH | ACK, 909, 107, reply),
+            ANY,
+        );
+        assert_eq!(sound(&f).src, Addr::from_v4(V));
+        assert_eq!(
+            payload(&f),
+            b"227 Entering Passive Mode (203,0,113,80,195,80).\r\n"
+        );
+        // One character shorter: the server's later segments move back by one.
+        assert!(r
+            .fix
+            .is_some_and(|x| x.mangle.is_some_and(|m| m.delta() == -1)));
+        let next = 909 + reply.len() as u32;
+        let (_, f) = run(
+            &e,
+            &mut w,
+            5,
+            &tcp((S, 21), cl, PSH | ACK, next, 107, b"150 ok\r\n"),
+            ANY,
+        );
+        assert_eq!(seq_ack(&f).0, next - 1);
+        let (r, f) = run(
+            &e,
+            &mut w,
+            5,
+            &tcp(cl, (V, 21), ACK, 107, next - 1 + 8, b""),
+            ANY,
+        );
+        assert_eq!(r.ctinfo, CtInfo::Established);
+        assert_eq!(seq_ack(&f).1, next + 8);
+        let x = e.expectations(5)[0];
+        assert_eq!(
+            (x.tuple.src, x.tuple.dst, x.tuple.dst_port),
+            (Addr::from_v4(O), Addr::from_v4(V), 50000)
+        );
+        let (r, f) = run(
+            &e,
+            &mut w,
+            6,
+            &tcp((O, 41001), (V, 50000), SYN, 5, 0, b""),
+            ANY,
+        );
+        assert_eq!(r.ctinfo, CtInfo::Related);
+        let p = sound(&f);
+        assert_eq!((p.src, p.dst), (Addr::from_v4(O), Addr::from_v4(S)));
+        let (r, f) = run(
+            &e,
+            &mut w,
+            7,
+            &tcp((S, 50000), (O, 41001), SYN | ACK, 70, 6, b""),
+            ANY,
+        );
+        assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
+        assert_eq!(sound(&f).src, Addr::from_v4(V));
+    }
+
+    /// EPRT with an IPv6 address through masquerade (NAT66): rewritten with
+    /// the outside address, the data connection translated back.
+    #[test]
+    fn eprt_over_ipv6_through_masquerade() {
+        let c6: Addr = Addr(
+            "2001:db8:1::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        let s6: Addr = Addr(
+            "2001:db8:2::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        let p6: Addr = Addr(
+            "2001:db8:2::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        let e = engine(true);
+        let mut w = e.worker(64);
+        let t6 = |src: (Addr, u16), dst: (Addr, u16), flags: u8, seq: u32, ack: u32, pl: &[u8]| {
+            frame(
+                Family::V6,
+                src.0,
+                dst.0,
+                64,
+                L4Spec::Tcp {
+                    src_port: src.1,
+                    dst_port: dst.1,
+                    seq,
+                    ack,
+                    flags,
+                    window: 65535,
+                    payload: pl,
+                },
+            )
+        };
+        let egress = Decision::Accept(Egress {
+            port: 1,
+            addr: Some(p6),
+            mark: None,
+            helper: Helper::Ftp,
+        });
+        let cl = (c6, 40000);
+        let (_, f) = run(&e, &mut w, 0, &t6(cl, (s6, 21), SYN, 10, 0, b""), egress);
+        assert_eq!(sound(&f).src, p6);
+        let seen = (p6, 40000);
+        run(
+            &e,
+            &mut w,
+            1,
+            &t6((s6, 21), seen, SYN | ACK, 50, 11, b""),
+            ANY,
+        );
+        run(&e, &mut w, 2, &t6(cl, (s6, 21), ACK, 11, 51, b""), ANY);
+        run(
+            &e,
+            &mut w,
+            3,
+            &t6((s6, 21), seen, PSH | ACK, 51, 11, b"220 hi\r\n"),
+            ANY,
+        );
+        run(
+            &e,
+            &mut w,
+            4,
+            &t6(cl, (s6, 21), PSH | ACK, 11, 59, b"USER a\r\n"),
+            ANY,
+        );
+        let cmd = b"EPRT |2|2001:db8:1::2|6000|\r\n";
+        let (r, f) = run(
+            &e,
+            &mut w,
+            5,
+            &t6(cl, (s6, 21), PSH | ACK, 19, 59, cmd),
+            ANY,
+        );
+        assert!(r.ct_drop.is_none());
+        assert_eq!(payload(&f), b"EPRT |2|2001:db8:2::1|6000|\r\n");
+        let (r, f) = run(
+            &e,
+            &mut w,
+            6,
+            &t6((s6, 20), (p6, 6000), SYN, 7, 0, b""),
+            ANY,
+        );
+        assert_eq!(r.ctinfo, CtInfo::Related);
+        assert_eq!(sound(&f).dst, c6);
+    }
+
     #[test]
     fn without_nat_the_expectation_is_the_announced_endpoint() {
         let e = engine(false);
