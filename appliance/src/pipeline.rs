@@ -473,8 +473,9 @@ impl Shared {
                 // Read in place: a copy of the pair, then of one half, was a
                 // store-forwarding stall per packet.
                 // Masquerade's source, needed only to translate a new
-                // connection (see `Egress`): not loaded for the others.
-                let addr = if r.ctinfo == CtInfo::New {
+                // connection (see `Egress`; an expected one is RELATED):
+                // not loaded for the others.
+                let addr = if matches!(r.ctinfo, CtInfo::New | CtInfo::Related) {
                     self.port_addrs
                         .get(hop.port as usize)
                         .and_then(|a| a[(p.family == Family::V6) as usize])
