@@ -524,6 +524,116 @@ def ipv6_frag_incomplete(cap):
         cap.add(f, "c")
 
 
+def cut4(pkt, ranges):
+    """IPv4 fragments of `pkt` cut by hand: (offset, length, more) each, in
+    the order given (overlaps and repeats allowed; zeros past the end)."""
+    data = bytes(pkt[IP].payload) + bytes(64)
+    out = []
+    for off, n, more in ranges:
+        out.append(IP(src=pkt[IP].src, dst=pkt[IP].dst, ttl=64, id=pkt[IP].id,
+                      proto=pkt[IP].proto, flags="MF" if more else 0, frag=off // 8)
+                   / Raw(data[off:off + n]))
+    return out
+
+
+def cut6(src, dst, ident, upper, ranges, before=None):
+    """IPv6 fragments of `upper` cut by hand, as `cut4`; `before`: an
+    extension header the fragmentable part starts with."""
+    whole = ip(src, dst) / (before / upper if before is not None else upper)
+    data = bytes(whole)[40:]
+    nh = whole[IPv6].nh
+    return [ip(src, dst) / IPv6ExtHdrFragment(nh=nh, offset=off // 8, m=int(more), id=ident)
+            / Raw(data[off:off + n]) for off, n, more in ranges]
+
+
+@scenario("IPv4 overlapping and duplicated fragments (RFC 5722 as Linux applies it to "
+          "IPv4 too): a UDP datagram whose second fragment overlaps the first by 8 bytes "
+          "(50171->5000: the set is discarded, nothing created, its last fragment starts a "
+          "set that never completes); a set with its middle fragment sent twice "
+          "(50172->5000: the duplicate is dropped, the datagram completes); a set where a "
+          "fragment lies inside one already held (50173->5000: a duplicate too); a set "
+          "whose third fragment spans two runs held (50174->5000: overlap)")
+def ipv4_frag_overlap(cap):
+    body = Raw(bytes(range(250)) * 8)
+    a = ip(C4, S4, id=0x7101) / UDP(sport=50171, dport=5000) / body
+    for f in cut4(a, [(0, 1000, True), (992, 1000, True), (1992, 16, False)]):
+        cap.add(f, "c")
+    b = ip(C4, S4, id=0x7102) / UDP(sport=50172, dport=5000) / body
+    for f in cut4(b, [(0, 800, True), (800, 800, True), (800, 800, True), (1600, 408, False)]):
+        cap.add(f, "c")
+    udp(cap, "s", 50172, 5000, b"got b", id=0x7103)
+    c = ip(C4, S4, id=0x7104) / UDP(sport=50173, dport=5000) / body
+    for f in cut4(c, [(0, 1600, True), (800, 400, True), (1600, 408, False)]):
+        cap.add(f, "c")
+    udp(cap, "s", 50173, 5000, b"got c", id=0x7105)
+    d = ip(C4, S4, id=0x7106) / UDP(sport=50174, dport=5000) / body
+    for f in cut4(d, [(0, 400, True), (800, 400, True), (400, 400, True), (0, 800, True),
+                      (1200, 808, False)]):
+        cap.add(f, "c")
+
+
+@scenario("IPv4 tiny first fragments: a TCP SYN whose first fragment holds only 8 bytes of "
+          "its header (40175->80), answered and acknowledged unfragmented; a UDP datagram "
+          "whose first fragment is its 8-byte header alone (50175->5000); the kernel "
+          "tracks both from the reassembled datagrams")
+def ipv4_frag_tiny_first(cap):
+    syn = ip(C4, S4, id=0x7501) / TCP(sport=40175, dport=80, flags="S", seq=1000,
+                                      window=65535, options=[("MSS", 1460)])
+    for f in cut4(syn, [(0, 8, True), (8, 16, False)]):
+        cap.add(f, "c")
+    cap.add(ip(S4, C4, id=0x7502) / TCP(sport=80, dport=40175, flags="SA", seq=500000,
+                                        ack=1001, window=65535), "s")
+    cap.add(ip(C4, S4, id=0x7503) / TCP(sport=40175, dport=80, flags="A", seq=1001,
+                                        ack=500001, window=65535), "c")
+    u = ip(C4, S4, id=0x7504) / UDP(sport=50175, dport=5000) / Raw(b"t" * 600)
+    for f in cut4(u, [(0, 8, True), (8, 600, False)]):
+        cap.add(f, "c")
+    udp(cap, "s", 50175, 5000, b"got tiny", id=0x7505)
+
+
+@scenario("IPv4 corrupt fragment sets, dropped whole by ip_frag_queue: a second last "
+          "fragment ending elsewhere (50176->5000); data beyond the end a last fragment "
+          "set (50177->5000); then the complete sets of the same datagrams' ids never "
+          "come, and a clean set completes (50178->5000)")
+def ipv4_frag_corrupt(cap):
+    body = Raw(bytes(range(200)) * 6)
+    a = ip(C4, S4, id=0x7601) / UDP(sport=50176, dport=5000) / body
+    for f in cut4(a, [(0, 600, True), (1000, 208, False), (1000, 200, False), (600, 400, True)]):
+        cap.add(f, "c")
+    b = ip(C4, S4, id=0x7602) / UDP(sport=50177, dport=5000) / body
+    for f in cut4(b, [(600, 608, False), (1208, 16, True), (0, 600, True)]):
+        cap.add(f, "c")
+    c = ip(C4, S4, id=0x7603) / UDP(sport=50178, dport=5000) / body
+    for f in cut4(c, [(600, 608, False), (0, 600, True)]):
+        cap.add(f, "c")
+    udp(cap, "s", 50178, 5000, b"got c", id=0x7604)
+
+
+@scenario("IPv6 overlapping, duplicated and out-of-order fragments: overlap by 8 bytes "
+          "(50181->5000: discarded); the middle fragment twice, last-first order "
+          "(50182->5000: completes); an atomic fragment (offset 0, no more; 50183->5000: a "
+          "datagram by itself); a first fragment that ends inside the TCP header after a "
+          "destination options header (40184->80, RFC 7112: passed unreassembled, INVALID, "
+          "its datagram never completes)")
+def ipv6_frag_overlap(cap):
+    body = Raw(bytes(range(250)) * 8)
+    for f in cut6(C6, S6, 0x81, UDP(sport=50181, dport=5000) / body,
+                  [(0, 1000, True), (992, 1000, True), (1992, 16, False)]):
+        cap.add(f, "c")
+    fr = cut6(C6, S6, 0x82, UDP(sport=50182, dport=5000) / body,
+              [(0, 800, True), (800, 800, True), (1600, 408, False)])
+    for f in (fr[2], fr[1], fr[1], fr[0]):
+        cap.add(f, "c")
+    udp(cap, "s", 50182, 5000, b"got it", c=C6, s=S6)
+    for f in cut6(C6, S6, 0x83, UDP(sport=50183, dport=5000) / Raw(b"atomic"), [(0, 14, False)]):
+        cap.add(f, "c")
+    udp(cap, "s", 50183, 5000, b"atomic too", c=C6, s=S6)
+    syn = TCP(sport=40184, dport=80, flags="S", seq=1000, window=65535)
+    for f in cut6(C6, S6, 0x84, syn, [(0, 16, True), (16, 12, False)],
+                  before=IPv6ExtHdrDestOpt()):
+        cap.add(f, "c")
+
+
 @scenario("802.1Q: TCP connection with FIN teardown in VLAN 100 (40151); UDP request/reply "
           "in VLAN 200 (50071->53); the same UDP 5-tuple (50072->53) in VLAN 100 and in "
           "VLAN 200 (one connection when tags are ignored); priority-tagged (VID 0) ICMP "

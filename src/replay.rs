@@ -12,6 +12,7 @@ use anyhow::Context;
 use appliance::config::Config;
 use appliance::{ctconfig, pcap};
 use ctcore::conn::Listed;
+use ctcore::defrag::{self, refragment, Defrag, Push};
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
 use ctcore::forward::{classify_addrs, RouteClass};
 use ctcore::listing::format_conn;
@@ -60,6 +61,115 @@ struct ReplayCounts {
     dropped_route: u64,
     dropped_policy: u64,
     dropped_ct: u64,
+    /// Fragments reassembly dropped (overlaps, duplicates, corrupt, ...).
+    dropped_defrag: u64,
+}
+
+/// What a replay runs each packet (or reassembled datagram) through.
+struct Ctx<'a> {
+    engine: &'a Engine,
+    policy: &'a Policy,
+    egress_addr: [Option<ctcore::tuple::Addr>; 2],
+}
+
+impl Ctx<'_> {
+    /// Tracks `frame` as it enters port 0: routing, policy, conntrack, NAT
+    /// (the rewrite applied to `frame` when `rewrite` is set). True if it is
+    /// forwarded.
+    fn one(
+        &self,
+        w: &mut ctcore::engine::Worker,
+        now_ms: u64,
+        zone: u16,
+        frame: &mut Vec<u8>,
+        counts: &mut ReplayCounts,
+        rewrite: bool,
+    ) -> bool {
+        let (engine, policy, egress_addr) = (self.engine, self.policy, self.egress_addr);
+        let mut result = [CtResult::default()];
+        let pkts = [Pkt::new(frame, zone, 0)];
+        let mut class = RouteClass::Drop("bad_header");
+        let mut refused = false;
+        engine.process_burst(w, now_ms, &pkts, &mut result, |_, r| {
+            let Ok(p) = &r.parsed else {
+                return Decision::Drop;
+            };
+            class = classify_addrs(p.family, &p.src, r.route_dst().unwrap_or(&p.dst), p.ttl);
+            if let RouteClass::Drop(_) = class {
+                return Decision::Drop;
+            }
+            let mut mark = None;
+            let mut helper = ctcore::helper::Helper::None;
+            if class == RouteClass::Forward {
+                let (action, rule) = policy.evaluate(
+                    0,
+                    1,
+                    r.ctinfo,
+                    r.dnat(),
+                    r.mark,
+                    ctcore::policy::packet_l4(p),
+                );
+                if action == Action::Drop {
+                    refused = true;
+                    return Decision::Drop;
+                }
+                mark = policy.set_mark(rule);
+                helper = policy.helper(rule);
+            }
+            if class == RouteClass::Local {
+                return Decision::Local;
+            }
+            let addr = if p.family == Family::V4 {
+                egress_addr[0]
+            } else {
+                egress_addr[1]
+            };
+            Decision::Accept(Egress {
+                port: 1,
+                addr,
+                mark,
+                helper,
+            })
+        });
+        let r = &result[0];
+        if r.parsed.is_err() {
+            counts.dropped_header += 1;
+        } else if r.ct_drop.is_some() {
+            counts.dropped_ct += 1;
+        } else if refused {
+            counts.dropped_policy += 1;
+        } else {
+            match class {
+                RouteClass::Drop(_) => counts.dropped_route += 1,
+                RouteClass::Local => counts.local += 1,
+                RouteClass::Forward => {
+                    counts.forwarded += 1;
+                    if let (true, Ok(p), Some(rw)) = (rewrite, &r.parsed, &r.rewrite) {
+                        if apply(frame, p, rw, ChecksumMode::Incremental).is_err() {
+                            counts.dropped_header += 1;
+                            counts.forwarded -= 1;
+                            return false;
+                        }
+                    }
+                    if let (true, Ok(p), Some(fix)) = (rewrite, &r.parsed, &r.fix) {
+                        // A conntrack helper's change: the frame may grow or shrink.
+                        let before = frame.len();
+                        frame.resize(fix.frame_len(p, before).max(before), 0);
+                        match ctcore::helper::apply_fix(frame, p, fix, ChecksumMode::Incremental) {
+                            Ok(n) => frame.truncate(n),
+                            Err(_) => {
+                                counts.dropped_header += 1;
+                                counts.forwarded -= 1;
+                                return false;
+                            }
+                        }
+                    }
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// The engine, policy and egress address a replay runs with.
@@ -132,97 +242,87 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let t0 = records.first().map(|r| r.ts_ns / 1_000_000).unwrap_or(0);
     let mut now_ms = t0;
     let mut counts = ReplayCounts::default();
-    let mut result = [CtResult::default()];
-    for rec in &mut records {
+    let ctx = Ctx {
+        engine: &engine,
+        policy: &policy,
+        egress_addr,
+    };
+    // Fragments are reassembled first, as nf_defrag does before conntrack:
+    // per worker (all fragments of a datagram are dispatched to one).
+    let mut defrags: Vec<Defrag<usize>> = (0..stripes)
+        .map(|_| Defrag::new(defrag::Limits::default()))
+        .collect();
+    let mut whole: Vec<u8> = Vec::with_capacity(65_536 + 128);
+    for ri in 0..records.len() {
         counts.read += 1;
         if !args.topspeed {
-            now_ms = now_ms.max(rec.ts_ns / 1_000_000);
+            now_ms = now_ms.max(records[ri].ts_ns / 1_000_000);
         }
         let zone = if args.vlan_zones {
-            vlan_zone(&rec.data)
+            vlan_zone(&records[ri].data)
         } else {
             0
         };
-        let pkts = [Pkt::new(&rec.data, zone, 0)];
-        let w = &mut workers[engine.dispatch(&rec.data, zone) as usize];
-        let mut class = RouteClass::Drop("bad_header");
-        let mut refused = false;
-        engine.process_burst(w, now_ms, &pkts, &mut result, |_, r| {
-            let Ok(p) = &r.parsed else {
-                return Decision::Drop;
-            };
-            class = classify_addrs(p.family, &p.src, r.route_dst().unwrap_or(&p.dst), p.ttl);
-            if let RouteClass::Drop(_) = class {
-                return Decision::Drop;
-            }
-            let mut mark = None;
-            let mut helper = ctcore::helper::Helper::None;
-            if class == RouteClass::Forward {
-                let (action, rule) = policy.evaluate(
-                    0,
-                    1,
-                    r.ctinfo,
-                    r.dnat(),
-                    r.mark,
-                    ctcore::policy::packet_l4(p),
-                );
-                if action == Action::Drop {
-                    refused = true;
-                    return Decision::Drop;
-                }
-                mark = policy.set_mark(rule);
-                helper = policy.helper(rule);
-            }
-            if class == RouteClass::Local {
-                return Decision::Local;
-            }
-            let addr = if p.family == Family::V4 {
-                egress_addr[0]
-            } else {
-                egress_addr[1]
-            };
-            Decision::Accept(Egress {
-                port: 1,
-                addr,
-                mark,
-                helper,
-            })
-        });
-        let r = &result[0];
-        if r.parsed.is_err() {
-            counts.dropped_header += 1;
-        } else if r.ct_drop.is_some() {
-            counts.dropped_ct += 1;
-        } else if refused {
-            counts.dropped_policy += 1;
-        } else {
-            match class {
-                RouteClass::Drop(_) => counts.dropped_route += 1,
-                RouteClass::Local => counts.local += 1,
-                RouteClass::Forward => {
-                    counts.forwarded += 1;
-                    if let (Some(o), Ok(p)) = (out.as_mut(), &r.parsed) {
-                        if let Some(rw) = &r.rewrite {
-                            apply(&mut rec.data, p, rw, ChecksumMode::Incremental)
-                                .context("rewrite")?;
-                        }
-                        let mut orig_len = rec.orig_len;
-                        if let Some(fix) = &r.fix {
-                            // A conntrack helper's change: the frame may grow or shrink.
-                            let before = rec.data.len();
-                            let len = fix.frame_len(p, before);
-                            rec.data.resize(len.max(before), 0);
-                            let n = ctcore::helper::apply_fix(
-                                &mut rec.data,
-                                p,
-                                fix,
-                                ChecksumMode::Incremental,
-                            )
-                            .context("helper rewrite")?;
-                            rec.data.truncate(n);
-                            orig_len = (orig_len as usize + n).saturating_sub(before) as u32;
-                        }
+        let wi = engine.dispatch(&records[ri].data, zone) as usize;
+        let dropped = &mut counts.dropped_defrag;
+        let mut release = |_: usize, _: defrag::Cause| *dropped += 1;
+        defrags[wi].expire(now_ms, &mut release);
+        let frame = &records[ri].data;
+        let (read, cost) = (defrag::read(frame, zone), frame.len());
+        match defrags[wi].push(now_ms, read, cost, ri, &mut release) {
+            Push::Held => {}
+            Push::Dropped(_, _) => counts.dropped_defrag += 1,
+            Push::Whole(_) => {
+                let rec = &mut records[ri];
+                let before = rec.data.len();
+                if ctx.one(
+                    &mut workers[wi],
+                    now_ms,
+                    zone,
+                    &mut rec.data,
+                    &mut counts,
+                    out.is_some(),
+                ) {
+                    if let Some(o) = out.as_mut() {
+                        // A helper's change may have grown or shrunk the frame.
+                        let orig_len =
+                            (rec.orig_len as usize + rec.data.len()).saturating_sub(before) as u32;
                         o.write(rec.ts_ns, orig_len, &rec.data)?;
+                    }
+                }
+            }
+            Push::Complete(dg) => {
+                let recs = &records;
+                let at = defrags[wi].assemble(dg, |h: &usize| recs[*h].data.as_slice(), &mut whole);
+                let mut held = Vec::new();
+                defrags[wi].finish(dg, |h, place| held.push((h, place)));
+                let Ok(at) = at else {
+                    counts.dropped_defrag += held.len() as u64;
+                    continue;
+                };
+                let whole_len = whole.len();
+                if ctx.one(
+                    &mut workers[wi],
+                    now_ms,
+                    zone,
+                    &mut whole,
+                    &mut counts,
+                    out.is_some(),
+                ) {
+                    if whole.len() != whole_len {
+                        // A helper changed the datagram's length: its
+                        // fragments cannot carry it (dropped, as a frame
+                        // that cannot be rewritten).
+                        counts.forwarded -= 1;
+                        counts.dropped_header += 1;
+                        continue;
+                    }
+                    if let Some(o) = out.as_mut() {
+                        for (h, place) in &held {
+                            let rec = &mut records[*h];
+                            refragment(&whole, &at, &mut rec.data, place);
+                            o.write(rec.ts_ns, rec.orig_len, &rec.data)?;
+                        }
                     }
                 }
             }
@@ -243,9 +343,19 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let mut e = std::io::stderr().lock();
     writeln!(
         e,
-        "replay: {} packets read, {} forwarded, {} delivered locally, dropped: {} bad header, {} by routing, {} by policy, {} by conntrack; {} connections",
-        counts.read, counts.forwarded, counts.local, counts.dropped_header, counts.dropped_route, counts.dropped_policy, counts.dropped_ct, lines.len()
+        "replay: {} packets read, {} forwarded, {} delivered locally, dropped: {} bad header, {} by routing, {} by policy, {} by conntrack, {} by reassembly; {} connections",
+        counts.read, counts.forwarded, counts.local, counts.dropped_header, counts.dropped_route, counts.dropped_policy, counts.dropped_ct, counts.dropped_defrag, lines.len()
     )?;
+    let mut fs = defrag::DefragStats::default();
+    for d in &defrags {
+        fs.add(&d.stats);
+    }
+    let frag_fields: Vec<String> = fs
+        .fields()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    writeln!(e, "defrag: {}", frag_fields.join(" "))?;
     let mut stats = ctcore::stats::CtStats::default();
     let mut nat_out_of_ports = 0;
     for w in &workers {

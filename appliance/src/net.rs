@@ -135,6 +135,18 @@ pub fn classify(frame: &[u8], port_mac: &Mac) -> Result<Meta, DropReason> {
     }
 }
 
+/// Whether a frame [`classify`] found to be IP may be a fragment (IPv4: MF
+/// or an offset; IPv6: a Fragment header, or extension headers that may
+/// precede one): reassembly looks closer ([`ctcore::defrag::read`]).
+#[inline(always)]
+pub fn maybe_fragment(meta: &Meta, frame: &[u8]) -> bool {
+    match *meta {
+        Meta::Ipv4 { .. } => be16(frame, ETH_HLEN + 6) & 0x3fff != 0,
+        Meta::Ipv6 { next_header, .. } => matches!(next_header, 0 | 43 | 44 | 51 | 60),
+        Meta::Arp => false,
+    }
+}
+
 /// The IPv6 source address of a frame that [`classify`] found to be IPv6.
 #[inline(always)]
 pub fn ipv6_src(frame: &[u8]) -> u128 {

@@ -46,6 +46,7 @@ use crate::net::Meta;
 use crate::route::{RouteId, Routes};
 use crate::stats::DropReason;
 use crate::worker::BURST;
+use ctcore::defrag::{self, Defrag};
 
 /// What the stage decided for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +112,8 @@ pub struct Published {
     /// Conntrack helper counters (all 0 without helpers).
     pub helpers: ctcore::helper::HelperStats,
     pub nat_out_of_ports: u64,
+    /// Fragments held for reassembly now.
+    pub frags_held: u64,
     /// Per policy rule (then the default), packets decided.
     pub policy_hits: Vec<u64>,
     pub now_ms: u64,
@@ -130,6 +133,8 @@ pub struct Shared {
     port_addrs: Vec<[Option<Addr>; 2]>,
     /// Per port: the zone of the connections that start on it (`[[port]] zone`).
     port_zones: Vec<u16>,
+    /// Each worker's reassembly bounds.
+    pub defrag_limits: defrag::Limits,
     published: Vec<CachePadded<Mutex<Published>>>,
     /// Per worker: its events waiting for the REST side (see the module contract).
     pub events: Vec<CachePadded<ArrayQueue<Event>>>,
@@ -228,6 +233,13 @@ impl Shared {
             policy,
             routes: Routes::from_config(cfg),
             port_zones: cfg.ports.iter().map(|p| p.zone).collect(),
+            defrag_limits: defrag::Limits {
+                // Held fragments hold mbufs: a worker holds at most a
+                // quarter of its share of the pool.
+                max_fragments: ((cfg.mempool_mbufs as usize / 4) / cfg.workers.len().max(1))
+                    .clamp(64, defrag::Limits::default().max_fragments),
+                ..defrag::Limits::default()
+            },
             port_addrs: (0..cfg.ports.len())
                 .map(|i| {
                     [
@@ -255,6 +267,12 @@ impl Shared {
             clock_start_tsc: (0..cfg.workers.len()).map(|_| AtomicU64::new(0)).collect(),
             pressure: Mutex::new(Pressure::default()),
         }
+    }
+
+    /// The zone of the connections that start on port `port` (and of the
+    /// datagrams reassembled from its fragments).
+    pub fn port_zone(&self, port: u8) -> u16 {
+        self.port_zones.get(port as usize).copied().unwrap_or(0)
     }
 
     /// Notes rises of early_drop / insert_failed, logging at most one line
@@ -324,6 +342,7 @@ impl Shared {
             t.ct.add(&p.ct);
             t.helpers.add(&p.helpers);
             t.nat_out_of_ports += p.nat_out_of_ports;
+            t.frags_held += p.frags_held;
             for (a, b) in t.policy_hits.iter_mut().zip(&p.policy_hits) {
                 *a += b;
             }
@@ -499,24 +518,18 @@ impl Shared {
 /// shrinks is trimmed. False if the packet cannot take it (segmented, no
 /// tailroom): it is dropped, as the kernel drops what it cannot mangle.
 #[cold]
-fn apply_helper_fix(
-    m: &mut Mbuf,
+fn apply_helper_fix<F: Frame>(
+    m: &mut F,
     p: &ctcore::wire::Parsed,
     fix: &ctcore::helper::PacketFix,
 ) -> bool {
-    if !m.is_contiguous() {
-        return false;
-    }
     let cur = m.data().len();
     let want = fix.frame_len(p, cur);
-    if want > cur && m.append((want - cur) as u16).is_none() {
+    if want > cur && !m.set_len(want) {
         return false;
     }
     match ctcore::helper::apply_fix(m.data_mut(), p, fix, ChecksumMode::Incremental) {
-        Ok(len) => {
-            m.truncate(len);
-            true
-        }
+        Ok(len) => len == m.data().len() || m.set_len(len),
         Err(_) => false,
     }
 }
@@ -544,6 +557,68 @@ pub struct Pipeline<'a> {
     next_gc_ms: u64,
     /// The engine's results for the burst in hand.
     results: Box<[CtResult; BURST]>,
+    /// Fragments held until their datagram completes (conntrack on: the
+    /// kernel's nf_defrag comes with conntrack).
+    pub defrag: Defrag<Mbuf>,
+}
+
+/// A frame the stage can track and rewrite: an mbuf, or a datagram
+/// reassembled from fragments.
+pub trait Frame {
+    fn data(&self) -> &[u8];
+    fn data_mut(&mut self) -> &mut [u8];
+    /// What the port's RX checksum offload said of the L4 checksum.
+    fn rx_l4_csum(&self) -> ctcore::engine::RxCsum;
+    /// Grows or shrinks the frame to `len` bytes (a conntrack helper's
+    /// payload change); false if it cannot.
+    fn set_len(&mut self, len: usize) -> bool;
+}
+
+impl Frame for Mbuf {
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        Mbuf::data(self)
+    }
+    #[inline(always)]
+    fn data_mut(&mut self) -> &mut [u8] {
+        Mbuf::data_mut(self)
+    }
+    #[inline(always)]
+    fn rx_l4_csum(&self) -> ctcore::engine::RxCsum {
+        Mbuf::rx_l4_csum(self)
+    }
+    /// Into the tailroom, or trimmed; a segmented mbuf cannot.
+    fn set_len(&mut self, len: usize) -> bool {
+        let cur = Mbuf::data(self).len();
+        if !self.is_contiguous() {
+            return false;
+        }
+        if len > cur {
+            return u16::try_from(len - cur).is_ok_and(|n| self.append(n).is_some());
+        }
+        self.truncate(len);
+        true
+    }
+}
+
+/// A datagram [`Defrag::assemble`] wrote: its L4 checksum is verified in
+/// software (no port saw it whole).
+pub struct Reassembled<'a>(pub &'a mut [u8]);
+
+impl Frame for Reassembled<'_> {
+    fn data(&self) -> &[u8] {
+        self.0
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.0
+    }
+    fn rx_l4_csum(&self) -> ctcore::engine::RxCsum {
+        ctcore::engine::RxCsum::Unknown
+    }
+    /// Its fragments carry it as it is: no other length.
+    fn set_len(&mut self, len: usize) -> bool {
+        len == self.0.len()
+    }
 }
 
 /// How often a worker fires its stripes' timer wheels, and how many records
@@ -588,17 +663,18 @@ impl<'a> Pipeline<'a> {
             events_dropped: 0,
             next_gc_ms: 0,
             results: Box::new([CtResult::default(); BURST]),
+            defrag: Defrag::new(shared.defrag_limits),
         }
     }
 
     /// Decides `verdicts[i]` for `pkts[i]` (see the module contract).
     /// `verdicts` arrives filled with `Verdict::Forward(None)`.
     #[inline]
-    pub fn process_burst(
+    pub fn process_burst<F: Frame>(
         &mut self,
         now_ms: u64,
         in_port: u8,
-        pkts: &mut [Mbuf],
+        pkts: &mut [F],
         meta: &[Meta],
         verdicts: &mut [Verdict],
     ) {
@@ -726,9 +802,21 @@ impl<'a> Pipeline<'a> {
         });
     }
 
+    /// Drops the datagrams whose reassembly time is up; their fragments go
+    /// to `release`.
+    pub fn expire_fragments(&mut self, now_ms: u64, release: &mut dyn FnMut(Mbuf, defrag::Cause)) {
+        if self.defrag.datagrams() == 0 {
+            return;
+        }
+        self.defrag.expire(now_ms, release);
+        self.publish(now_ms);
+    }
+
     fn publish(&mut self, now_ms: u64) {
         if let Ok(mut p) = self.shared.published[self.worker].try_lock() {
             p.ct = self.ct.stats;
+            p.ct.defrag = self.defrag.stats;
+            p.frags_held = self.defrag.fragments_held() as u64;
             p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
             p.top_sources = self.top_sources;
             p.nat_out_of_ports = self.ct.nat_out_of_ports;

@@ -47,10 +47,37 @@ pub enum DropReason {
     /// Received while the appliance is the standby box of an HA pair
     /// (`[sync] role = "backup"`, before its takeover).
     Standby,
+    /// Fragments reassembly dropped, by the kernel's rules (see
+    /// `ctcore::defrag`): one that overlapped its datagram's others (the
+    /// datagram with it: `frag_datagram_dropped`), a duplicate, inconsistent
+    /// lengths, a datagram over 65,535 bytes, a datagram not complete in
+    /// time, fragment memory full.
+    FragOverlap,
+    FragDuplicate,
+    FragCorrupt,
+    FragTooBig,
+    FragTimeout,
+    FragMemory,
+    FragDatagramDropped,
+}
+
+impl From<ctcore::defrag::Cause> for DropReason {
+    fn from(c: ctcore::defrag::Cause) -> DropReason {
+        use ctcore::defrag::Cause;
+        match c {
+            Cause::Overlap => DropReason::FragOverlap,
+            Cause::Duplicate => DropReason::FragDuplicate,
+            Cause::Corrupt => DropReason::FragCorrupt,
+            Cause::TooBig => DropReason::FragTooBig,
+            Cause::Timeout => DropReason::FragTimeout,
+            Cause::Memory => DropReason::FragMemory,
+            Cause::DatagramDropped => DropReason::FragDatagramDropped,
+        }
+    }
 }
 
 impl DropReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 23;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::BadHeader,
         DropReason::OtherHost,
@@ -68,6 +95,13 @@ impl DropReason {
         DropReason::Shutdown,
         DropReason::HandoffFull,
         DropReason::Standby,
+        DropReason::FragOverlap,
+        DropReason::FragDuplicate,
+        DropReason::FragCorrupt,
+        DropReason::FragTooBig,
+        DropReason::FragTimeout,
+        DropReason::FragMemory,
+        DropReason::FragDatagramDropped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,7 +122,28 @@ impl DropReason {
             DropReason::Shutdown => "shutdown",
             DropReason::HandoffFull => "handoff_full",
             DropReason::Standby => "standby",
+            DropReason::FragOverlap
+            | DropReason::FragDuplicate
+            | DropReason::FragCorrupt
+            | DropReason::FragTooBig
+            | DropReason::FragTimeout
+            | DropReason::FragMemory
+            | DropReason::FragDatagramDropped => self.cause().map_or("", |c| c.name()),
         }
+    }
+
+    fn cause(self) -> Option<ctcore::defrag::Cause> {
+        use ctcore::defrag::Cause;
+        Some(match self {
+            DropReason::FragOverlap => Cause::Overlap,
+            DropReason::FragDuplicate => Cause::Duplicate,
+            DropReason::FragCorrupt => Cause::Corrupt,
+            DropReason::FragTooBig => Cause::TooBig,
+            DropReason::FragTimeout => Cause::Timeout,
+            DropReason::FragMemory => Cause::Memory,
+            DropReason::FragDatagramDropped => Cause::DatagramDropped,
+            _ => return None,
+        })
     }
 }
 

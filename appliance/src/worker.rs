@@ -17,9 +17,10 @@ use arrayvec::ArrayVec;
 use crate::dpdk::{self, Mbuf, Mempool, PortId, QueueId, RingRx, RingTx};
 use crate::neigh::{NeighKey, NeighTable};
 use crate::net::{self, Mac, Meta};
-use crate::pipeline::{self, Pipeline, Verdict};
+use crate::pipeline::{self, Pipeline, Reassembled, Verdict};
 use crate::route::{RouteId, Routes};
 use crate::stats::{DropReason, LcoreStats, SharedStats, MAX_PORTS};
+use ctcore::defrag::{self, refragment, Datagram, Place, Push};
 
 /// Packets per RX burst.
 pub const BURST: usize = 32;
@@ -29,6 +30,10 @@ const TX_BUF: usize = 64;
 const MAINTENANCE_MS: u64 = 10;
 /// How often an unanswered ARP / NS is repeated.
 const RESOLICIT_MS: u64 = 1000;
+
+/// What a held fragment costs against the reassembly memory bound (like an
+/// skb's truesize): its mbuf's data room, headroom and header.
+const FRAG_TRUESIZE: usize = 2048 + 128 + 128;
 
 /// A port as a worker sees it.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +148,12 @@ struct Worker<'a> {
     announced: u64,
     announce_left: u32,
     next_announce: u64,
+    /// Reassembly's scratch: the datagram being tracked, its fragments, and
+    /// fragments a dropped datagram gave back (reserved once: nothing is
+    /// allocated per fragment).
+    reasm: Vec<u8>,
+    reasm_frags: Vec<(Mbuf, Place)>,
+    frag_released: Vec<(Mbuf, defrag::Cause)>,
 }
 
 /// Rounds of gratuitous ARP / unsolicited advertisements at a takeover, one
@@ -189,6 +200,9 @@ pub fn run(args: WorkerArgs) -> i32 {
         announced: 0,
         announce_left: 0,
         next_announce: 0,
+        reasm: Vec::with_capacity(65_536 + 128),
+        reasm_frags: Vec::with_capacity(args.pipeline.defrag_limits.max_fragments),
+        frag_released: Vec::with_capacity(args.pipeline.defrag_limits.max_fragments),
     };
     let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
     let mut next_maintenance = start;
@@ -259,6 +273,7 @@ pub fn run(args: WorkerArgs) -> i32 {
             w.stats.heartbeats.add(1);
             let now_ms = w.now_ms();
             w.pipeline.maintain(now_ms);
+            w.expire_fragments(now_ms);
         }
         if now >= next_maintenance {
             if !w.pending.is_empty() {
@@ -303,6 +318,11 @@ pub fn run(args: WorkerArgs) -> i32 {
         w.stats.drop(DropReason::Shutdown);
         drop(p.mbuf);
     }
+    let stats = w.stats;
+    w.pipeline.defrag.clear(|m| {
+        stats.drop(DropReason::Shutdown);
+        drop(m);
+    });
     0
 }
 
@@ -432,13 +452,21 @@ impl Worker<'_> {
         // Fast path: a burst of IP packets only (the common case) goes to the
         // stage and the forwarder as it is, without being moved.
         let mut ip_meta: ArrayVec<Meta, BURST> = ArrayVec::new();
+        let defrag = self.pipeline.shared.enabled;
         for m in rx.iter() {
             if !m.is_contiguous() {
                 break;
             }
             match net::classify(m.data(), &mac) {
-                Ok(meta @ Meta::Ipv4 { .. }) => ip_meta.push(meta),
-                Ok(meta @ Meta::Ipv6 { .. }) if meta.nd_type(m.data()).is_none() => {
+                Ok(meta @ Meta::Ipv4 { .. })
+                    if !(defrag && net::maybe_fragment(&meta, m.data())) =>
+                {
+                    ip_meta.push(meta)
+                }
+                Ok(meta @ Meta::Ipv6 { .. })
+                    if meta.nd_type(m.data()).is_none()
+                        && !(defrag && net::maybe_fragment(&meta, m.data())) =>
+                {
                     ip_meta.push(meta)
                 }
                 _ => break,
@@ -460,6 +488,11 @@ impl Worker<'_> {
                 Ok(meta) => {
                     if let Some(t) = meta.nd_type(m.data()) {
                         self.handle_nd(in_port, m, t);
+                    } else if defrag && net::maybe_fragment(&meta, m.data()) {
+                        if let Some(m) = self.reassemble(in_port, m) {
+                            ip_pkts.push(m);
+                            ip_meta.push(meta);
+                        }
                     } else {
                         ip_pkts.push(m);
                         ip_meta.push(meta);
@@ -492,6 +525,105 @@ impl Worker<'_> {
                 Verdict::Drop(r) => self.drop_pkt(m, r),
             }
         }
+    }
+
+    /// A fragment (conntrack on): held until its datagram completes, as the
+    /// kernel's nf_defrag does before conntrack. A complete datagram is
+    /// tracked whole and leaves as its fragments, translated. Returns `m`
+    /// if it is not a fragment to reassemble.
+    #[cold]
+    fn reassemble(&mut self, in_port: u8, m: Mbuf) -> Option<Mbuf> {
+        let now_ms = self.now_ms();
+        let read = defrag::read(m.data(), self.pipeline.shared.port_zone(in_port));
+        let mut released = std::mem::take(&mut self.frag_released);
+        let pushed = self
+            .pipeline
+            .defrag
+            .push(now_ms, read, FRAG_TRUESIZE, m, &mut |h, c| {
+                released.push((h, c))
+            });
+        for (h, c) in released.drain(..) {
+            self.drop_pkt(h, c.into());
+        }
+        self.frag_released = released;
+        match pushed {
+            Push::Whole(m) => return Some(m),
+            Push::Held => {}
+            Push::Dropped(m, c) => self.drop_pkt(m, c.into()),
+            Push::Complete(d) => self.forward_datagram(in_port, now_ms, d),
+        }
+        None
+    }
+
+    /// Tracks datagram `d` whole (conntrack, policy, NAT), then forwards or
+    /// drops its fragments by the verdict, each rewritten from the
+    /// translated datagram (`ctcore::defrag::refragment`).
+    #[cold]
+    fn forward_datagram(&mut self, in_port: u8, now_ms: u64, d: Datagram) {
+        let mut whole = std::mem::take(&mut self.reasm);
+        let mut frags = std::mem::take(&mut self.reasm_frags);
+        let at = self
+            .pipeline
+            .defrag
+            .assemble(d, |m: &Mbuf| m.data(), &mut whole);
+        self.pipeline
+            .defrag
+            .finish(d, |m, place| frags.push((m, place)));
+        let mac = self.ports[in_port as usize].mac;
+        let verdict = match at {
+            Err(c) => Verdict::Drop(c.into()),
+            Ok(_) => match net::classify(&whole, &mac) {
+                Err(r) => Verdict::Drop(r),
+                Ok(meta) => {
+                    let mut v = [Verdict::Forward(None)];
+                    let mut frame = [Reassembled(&mut whole[..])];
+                    self.pipeline
+                        .process_burst(now_ms, in_port, &mut frame, &[meta], &mut v);
+                    match v[0] {
+                        // The appliance answers only whole echo requests.
+                        Verdict::Forward(None) if self.is_local(&meta, &whole) => {
+                            Verdict::Drop(DropReason::LocalUnhandled)
+                        }
+                        v => v,
+                    }
+                }
+            },
+        };
+        for (mut m, place) in frags.drain(..) {
+            match (verdict, &at) {
+                (Verdict::Forward(route), Ok(at)) => {
+                    refragment(&whole, at, m.data_mut(), &place);
+                    match net::classify(m.data(), &mac) {
+                        Ok(meta) => self.forward(in_port, m, &meta, route),
+                        Err(r) => self.drop_pkt(m, r),
+                    }
+                }
+                (Verdict::Drop(r), _) => self.drop_pkt(m, r),
+                (Verdict::Forward(_), Err(c)) => self.drop_pkt(m, (*c).into()),
+            }
+        }
+        self.reasm = whole;
+        self.reasm_frags = frags;
+    }
+
+    /// Whether an IP frame classified as `meta` is addressed to the appliance.
+    fn is_local(&self, meta: &Meta, frame: &[u8]) -> bool {
+        match *meta {
+            Meta::Ipv4 { dst, .. } => self.routes.local_v4(dst).is_some(),
+            Meta::Ipv6 { .. } => self.routes.local_v6(net::ipv6_dst(frame)).is_some(),
+            Meta::Arp => false,
+        }
+    }
+
+    /// Fragments whose datagram did not complete in time are dropped.
+    fn expire_fragments(&mut self, now_ms: u64) {
+        let mut released = std::mem::take(&mut self.frag_released);
+        self.pipeline
+            .expire_fragments(now_ms, &mut |h, c| released.push((h, c)));
+        for (h, c) in released.drain(..) {
+            self.drop_pkt(h, c.into());
+        }
+        self.frag_released = released;
     }
 
     #[inline(always)]

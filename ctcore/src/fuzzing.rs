@@ -4,6 +4,7 @@
 //! nightly toolchain). Each takes arbitrary bytes and must not panic; the
 //! assertions are the invariants callers index frames with.
 
+use crate::checksum;
 use crate::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
 use crate::nat::rewrite::{apply, ChecksumMode, Rewrite};
 use crate::nat::{Action, Match, Nat, Rule};
@@ -29,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("nat_round_trip", nat_round_trip),
     ("sync_decode", sync_decode),
     ("ftp", ftp),
+    ("defrag", defrag),
 ];
 
 /// `wire::parse` on a frame: never panics, and what it returns indexes the
@@ -502,4 +504,115 @@ pub fn ftp(data: &[u8]) {
             }
         }
     }
+}
+
+/// Reassembly (`crate::defrag`): the input cuts one of two UDP datagrams
+/// (IPv4 or IPv6, by the first byte) into fragments — offsets, lengths,
+/// flags and order as it says, overlaps and repeats included — and mixes in
+/// raw frames and time passing. Never panics; a datagram that completes
+/// holds exactly its source's bytes (each byte held once); refragmenting it
+/// fits every fragment's frame; tight limits hold; and once cleared nothing
+/// is held and no memory is counted.
+pub fn defrag(data: &[u8]) {
+    use crate::defrag::{read, refragment, Defrag, Limits, Push};
+    let Some((&first, ops)) = data.split_first() else {
+        return;
+    };
+    let v6 = first & 1 != 0;
+    let limits = Limits {
+        high_thresh: 16 * 1024,
+        max_datagrams: 3,
+        max_fragments: 12,
+        ..Limits::default()
+    };
+    let mut d: Defrag<usize> = Defrag::new(limits);
+    // The two datagrams' fragmentable parts (UDP header and payload).
+    let sources: [Vec<u8>; 2] = std::array::from_fn(|k| {
+        (0..1200 + 400 * k)
+            .map(|i| (i * 13 + k * 7 + 1) as u8)
+            .collect()
+    });
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut out = Vec::new();
+    let mut now = 0u64;
+    let mut chunks = ops.chunks_exact(4);
+    for op in chunks.by_ref() {
+        now += u64::from(op[3] >> 2) * 500;
+        let frame = if op[0] % 5 == 4 {
+            // A raw frame: the op's bytes behind an Ethernet header.
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+            f.extend_from_slice(op);
+            f.extend(std::iter::repeat_n(op[1], usize::from(op[2])));
+            f
+        } else {
+            let k = usize::from(op[3] & 1);
+            let src = &sources[k];
+            let off = (usize::from(op[1]) * 8) % src.len();
+            let n = (usize::from(op[2]) * 8 + 8).min(src.len() - off);
+            let more = op[3] & 2 != 0;
+            fragment_frame(v6, k as u32 + 1, off, &src[off..off + n], more)
+        };
+        frames.push(frame);
+        let h = frames.len() - 1;
+        let r = read(&frames[h], 0);
+        let mut release = |_: usize, _| {};
+        match d.push(now, r, frames[h].len(), h, &mut release) {
+            Push::Complete(dg) => {
+                let at = d.assemble(dg, |h: &usize| frames[*h].as_slice(), &mut out);
+                let mut back = Vec::new();
+                d.finish(dg, |h, place| back.push((h, place)));
+                let Ok(at) = at else { continue };
+                // The datagram's id says its source.
+                let k = if v6 {
+                    frames[back[0].0][14 + 40 + 7] as usize - 1
+                } else {
+                    frames[back[0].0][14 + 5] as usize - 1
+                };
+                let got = &out[at.data_offset..];
+                assert_eq!(got, &sources[k][..got.len()], "reassembled bytes");
+                for (h, place) in back {
+                    refragment(&out, &at, &mut frames[h], &place);
+                }
+            }
+            Push::Whole(_) | Push::Held | Push::Dropped(..) => {}
+        }
+        assert!(d.fragments_held() <= limits.max_fragments);
+        assert!(d.datagrams() <= limits.max_datagrams);
+        d.expire(now, &mut release);
+    }
+    d.clear(|_| {});
+    assert_eq!((d.fragments_held(), d.datagrams(), d.memory()), (0, 0, 0));
+}
+
+/// An Ethernet frame holding one fragment (`data` at `off`) of datagram
+/// `id` from 192.0.2.10 / 2001:db8::10 to 198.51.100.20 / 2001:db8::20.
+fn fragment_frame(v6: bool, id: u32, off: usize, data: &[u8], more: bool) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    if v6 {
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[44, 64]);
+        for last in [0x10, 0x20] {
+            f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            f.extend_from_slice(&[0; 11]);
+            f.push(last);
+        }
+        f.extend_from_slice(&[17, 0]);
+        f.extend_from_slice(&((off as u16 & 0xfff8) | u16::from(more)).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+    } else {
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        ip.extend_from_slice(&(id as u16).to_be_bytes());
+        let fo = (off / 8) as u16 | if more { 0x2000 } else { 0 };
+        ip.extend_from_slice(&fo.to_be_bytes());
+        ip.extend_from_slice(&[64, 17, 0, 0, 192, 0, 2, 10, 198, 51, 100, 20]);
+        let c = checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&ip);
+    }
+    f.extend_from_slice(data);
+    f
 }

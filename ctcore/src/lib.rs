@@ -6,6 +6,7 @@
 pub mod checksum;
 pub mod commit;
 pub mod conn;
+pub mod defrag;
 pub mod engine;
 pub mod event;
 pub mod forward;

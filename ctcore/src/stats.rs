@@ -37,6 +37,10 @@ pub struct CtStats {
     /// slots is full at that place): the evicted datagram's later fragments
     /// are orphans.
     pub frag_evicted: u64,
+    /// Reassembly's counters, where the caller reassembles
+    /// ([`crate::defrag`]; the engine's own `frag_*` above count the
+    /// fragments that reach it unreassembled).
+    pub defrag: crate::defrag::DefragStats,
 }
 
 impl CtStats {
@@ -56,10 +60,12 @@ impl CtStats {
         self.frag_orphan += o.frag_orphan;
         self.csum_offloaded += o.csum_offloaded;
         self.frag_evicted += o.frag_evicted;
+        self.defrag.add(&o.defrag);
     }
 
     /// (name, value) pairs in a fixed order, for printing and metrics.
-    pub fn fields(&self) -> [(&'static str, u64); 15] {
+    pub fn fields(&self) -> [(&'static str, u64); 25] {
+        let d = self.defrag.fields();
         [
             ("found", self.found),
             ("new", self.new),
@@ -76,6 +82,16 @@ impl CtStats {
             ("frag_orphan", self.frag_orphan),
             ("csum_offloaded", self.csum_offloaded),
             ("frag_evicted", self.frag_evicted),
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            d[4],
+            d[5],
+            d[6],
+            d[7],
+            d[8],
+            d[9],
         ]
     }
 }

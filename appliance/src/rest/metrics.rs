@@ -180,6 +180,15 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
             }
         }
     }
+    let held = out.gauge(
+        "ctgate_frag_held_fragments",
+        "Fragments held for reassembly now, per lcore.",
+        &["lcore"],
+    );
+    for (i, p) in snap.ct.iter().enumerate() {
+        held.with_label_values(&[lcores[i].as_str()])
+            .set(p.frags_held as i64);
+    }
     let table = &state.ctx.shared.engine.table();
     out.gauge(
         "ctgate_conntrack_connections",

@@ -905,6 +905,7 @@ async fn stats(AxState(st): St) -> Json<Value> {
             "table_fill_ratio": table.len() as f64 / table.capacity().max(1) as f64,
             "table_pressure_recent": s.pressure_recent,
             "nat_out_of_ports": s.ct_total.nat_out_of_ports,
+            "fragments_held": s.ct_total.frags_held,
             "nat_ports": {
                 "in_use": nat_ports.in_use,
                 "port_maps": nat_ports.maps,
