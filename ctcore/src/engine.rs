@@ -1144,12 +1144,18 @@ impl<P: Prefetch> Engine<P> {
             return;
         };
         w.stats.found += 1;
-        let adjusted;
-        let p = if self.helpers.is_some() && g.conn(r).status.has(Status::SEQ_ADJUST) {
-            adjusted = self.tracker_view(g, r, p, dir);
-            &adjusted
+        let (adjusted, hdr, view);
+        let (p, pkt) = if self.helpers.is_some() && g.conn(r).status.has(Status::SEQ_ADJUST) {
+            // The tracker sees the acknowledgement and SACK edges as the
+            // receiver's sequence space has them (seqadj).
+            (adjusted, hdr) = self.tracker_view(g, r, pkt.frame, p, dir);
+            view = Pkt {
+                frame: &hdr,
+                ..*pkt
+            };
+            (&adjusted, &view)
         } else {
-            p
+            (p, pkt)
         };
         let c = g.conn_mut(r);
         *res.mark = c.mark;

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{CtResult, Engine, Pending, Worker};
 use crate::conn::{Conn, CtInfo, Status};
 use crate::helper::expect::{wildcard, ExpectError};
-use crate::helper::{ftp, Expect, HelpState, Helper, Mangle, MasterRef, PacketFix, MANGLE_MAX};
+use crate::helper::{
+    ftp, Expect, HelpState, Helper, Mangle, MasterRef, PacketFix, SeqAdj, MANGLE_MAX,
+};
 use crate::nat::alloc;
 use crate::nat::rewrite::Rewrite;
 use crate::table::{Guard, Key, Prefetch, Ref};
@@ -238,16 +240,39 @@ impl<P: Prefetch> Engine<P> {
     }
 
     /// The packet as the TCP tracker must see it on a connection whose
-    /// payloads changed length: its acknowledgement taken back by the other
-    /// direction's offset (tcp_in_window's `receiver_offset`).
+    /// payloads changed length: its acknowledgement and SACK edges taken
+    /// back by the other direction's offset (tcp_in_window's
+    /// `receiver_offset`). The options are copied into the returned header
+    /// bytes (at offset 20, as in a TCP header), where the view's option
+    /// offsets point: the tracker reads them from there (as `Pkt::frame`).
     #[cold]
-    pub(super) fn tracker_view(&self, g: &mut Guard<'_>, r: Ref, p: &Parsed, dir: Dir) -> Parsed {
+    pub(super) fn tracker_view(
+        &self,
+        g: &mut Guard<'_>,
+        r: Ref,
+        frame: &[u8],
+        p: &Parsed,
+        dir: Dir,
+    ) -> (Parsed, [u8; 60]) {
         let mut v = *p;
+        let mut hdr = [0u8; 60];
         if let (L4::Tcp(t), Some(st)) = (&mut v.l4, g.help_mut(r)) {
-            let off = st.seqadj[dir.other().index()].seq_offset(t.ack.wrapping_sub(1));
+            let other = st.seqadj[dir.other().index()];
+            let off = other.seq_offset(t.ack.wrapping_sub(1));
             t.ack = t.ack.wrapping_sub(off as u32);
+            let (a, b) = (usize::from(t.options.0), usize::from(t.options.1));
+            let opts = frame.get(a..b).unwrap_or(&[]);
+            let n = opts.len().min(40);
+            hdr[20..20 + n].copy_from_slice(&opts[..n]);
+            let taken_back = SeqAdj {
+                correction_pos: 0,
+                offset_before: off,
+                offset_after: off,
+            };
+            crate::helper::sack_adjust(&mut hdr[20..20 + n], &taken_back);
+            t.options = (20, 20 + n as u16);
         }
-        v
+        (v, hdr)
     }
 
     /// The helper hook for an accepted packet of connection `out.conn`
@@ -1583,35 +1608,111 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sack_blocks_of_the_other_direction_move_back() {
-        // A server segment with a SACK option acknowledging client data
-        // past a grown PORT command.
-        let mut f = tcp((P, 40000), (C, 21), ACK, 5000, 2000, b"");
-        let opts = {
-            let mut o = vec![1u8, 1, 5, 10];
-            o.extend_from_slice(&2100u32.to_be_bytes());
-            o.extend_from_slice(&2200u32.to_be_bytes());
-            o
-        };
-        // Splice the options after the 20-byte TCP header.
+    /// `f` (an IPv4 TCP frame from [`tcp`], no options) with TCP options
+    /// `opts` (a multiple of 4 bytes), lengths and checksums fixed.
+    fn with_options(mut f: Vec<u8>, opts: &[u8]) -> Vec<u8> {
         let l4 = 14 + 20;
         f.splice(l4 + 20..l4 + 20, opts.iter().copied());
-        f[l4 + 12] = (32 / 4) << 4;
+        f[l4 + 12] = (((20 + opts.len()) / 4) << 4) as u8;
         let total = (f.len() - 14) as u16;
         f[16..18].copy_from_slice(&total.to_be_bytes());
         f[24..26].copy_from_slice(&[0, 0]);
         let c = checksum::checksum(&f[14..34]);
         f[24..26].copy_from_slice(&c.to_be_bytes());
         f[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
-        let c = checksum::l4_checksum(
-            Family::V4,
-            &Addr::from_v4(P),
-            &Addr::from_v4(C),
-            6,
-            &f[l4..],
+        let (src, dst) = (
+            Addr::from_v4(f[26..30].try_into().unwrap()),
+            Addr::from_v4(f[30..34].try_into().unwrap()),
         );
+        let c = checksum::l4_checksum(Family::V4, &src, &dst, 6, &f[l4..]);
         f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    fn sack_opt(left: u32, right: u32) -> Vec<u8> {
+        let mut o = vec![1u8, 1, 5, 10];
+        o.extend_from_slice(&left.to_be_bytes());
+        o.extend_from_slice(&right.to_be_bytes());
+        o
+    }
+
+    /// With SACK on, the server's selective acknowledgement of client data
+    /// past a grown PORT command is in window for the tracker (its edges
+    /// taken back as the kernel's tcp_in_window does) and leaves moved
+    /// back for the client.
+    #[test]
+    fn sack_past_a_grown_command_stays_in_window() {
+        let e = engine(true);
+        let mut w = e.worker(64);
+        let cl = (C, 40000);
+        let sack_perm = [1u8, 1, 4, 2];
+        run(
+            &e,
+            &mut w,
+            0,
+            &with_options(tcp(cl, (S, 21), SYN, 1000, 0, b""), &sack_perm),
+            out(Helper::Ftp),
+        );
+        let seen = (P, 40000);
+        run(
+            &e,
+            &mut w,
+            1,
+            &with_options(tcp((S, 21), seen, SYN | ACK, 5000, 1001, b""), &sack_perm),
+            ANY,
+        );
+        run(&e, &mut w, 2, &tcp(cl, (S, 21), ACK, 1001, 5001, b""), ANY);
+        run(
+            &e,
+            &mut w,
+            3,
+            &tcp((S, 21), seen, PSH | ACK, 5001, 1001, b"220 hi\r\n"),
+            ANY,
+        );
+        run(
+            &e,
+            &mut w,
+            4,
+            &tcp(cl, (S, 21), PSH | ACK, 1001, 5009, b"USER a\r\n"),
+            ANY,
+        );
+        let cmd = b"PORT 192,0,2,10,19,137\r\n";
+        let (_, f) = run(
+            &e,
+            &mut w,
+            5,
+            &tcp(cl, (S, 21), PSH | ACK, 1009, 5009, cmd),
+            ANY,
+        );
+        assert_eq!(payload(&f).len(), cmd.len() + 1);
+        // LIST (client 1033..1039) reaches the server as 1034..1040; the
+        // server acknowledges up to the PORT command and SACKs the LIST.
+        run(
+            &e,
+            &mut w,
+            6,
+            &tcp(cl, (S, 21), PSH | ACK, 1033, 5009, b"LIST\r\n"),
+            ANY,
+        );
+        let f = with_options(
+            tcp((S, 21), seen, ACK, 5009, 1034, b""),
+            &sack_opt(1034, 1040),
+        );
+        let (r, f) = run(&e, &mut w, 7, &f, ANY);
+        assert_eq!(r.ctinfo, CtInfo::EstablishedReply, "{:?}", r.invalid_reason);
+        assert_eq!(seq_ack(&f), (5009, 1033));
+        let l4 = 14 + 20;
+        let edge = |o: usize| u32::from_be_bytes(f[l4 + 24 + o..l4 + 28 + o].try_into().unwrap());
+        assert_eq!((edge(0), edge(4)), (1033, 1039));
+    }
+
+    #[test]
+    fn sack_blocks_of_the_other_direction_move_back() {
+        // A server segment with a SACK option acknowledging client data
+        // past a grown PORT command.
+        let f = tcp((P, 40000), (C, 21), ACK, 5000, 2000, b"");
+        let mut f = with_options(f, &sack_opt(2100, 2200));
+        let l4 = 14 + 20;
         let p = sound(&f);
         let mut other = crate::helper::SeqAdj::default();
         other.set(1500, 3);

@@ -233,8 +233,9 @@ pub fn apply_fix(
 }
 
 /// nf_ct_sack_adjust over a TCP header's options: each SACK block's edges
-/// moved back by the other direction's offsets. Malformed options end the walk.
-fn sack_adjust(opts: &mut [u8], other: &SeqAdj) {
+/// moved back by the other direction's offsets (`ack_offset` of each edge).
+/// Malformed options end the walk.
+pub fn sack_adjust(opts: &mut [u8], other: &SeqAdj) {
     const EOL: u8 = 0;
     const NOP: u8 = 1;
     const SACK: u8 = 5;
