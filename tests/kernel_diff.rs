@@ -426,10 +426,12 @@ fn reference_name(rel: &str) -> String {
     format!("{}.txt", rel.replace('/', "__"))
 }
 
-/// Runs `ctgate replay --topspeed --workers N [--config CONFIG] FILE`; Ok((stdout, stderr)) or Err(explanation).
+/// Runs `ctgate replay --topspeed --workers N [--config CONFIG] [EXTRA...] FILE`;
+/// Ok((stdout, stderr)) or Err(explanation).
 fn run_ctgate(
     pcap: &Path,
     config: Option<&Path>,
+    extra: &[String],
     workers: u32,
     timeout: Duration,
 ) -> Result<(String, String), String> {
@@ -441,6 +443,7 @@ fn run_ctgate(
         args.push(OsStr::new("--config"));
         args.push(c.as_os_str());
     }
+    args.extend(extra.iter().map(OsStr::new));
     args.push(pcap.as_os_str());
     run_command_both(env!("CARGO_BIN_EXE_ctgate"), &args, timeout)
 }
@@ -615,11 +618,40 @@ fn kernel_differential_snat_4_workers() {
     differential("tests/kernel-ref/snat", true, 4);
 }
 
+/// The VLAN captures with each VLAN id in its own zone: the kernel's
+/// `ct zone set` per VLAN interface (`kernel-ct-ref --vlan-zones`), ctgate's
+/// `replay --vlan-zones` (tests/kernel-ref/vlan-zones).
+#[test]
+fn kernel_differential_vlan_zones() {
+    differential("tests/kernel-ref/vlan-zones", false, 1);
+}
+
+#[test]
+fn kernel_differential_vlan_zones_2_workers() {
+    differential("tests/kernel-ref/vlan-zones", false, 2);
+}
+
 fn differential(ref_sub: &str, nat: bool, workers: u32) {
     let root = repo_root();
     let pcap_dir = root.join("tests/pcaps");
     let ref_dir = root.join(ref_sub);
     let config = nat.then(|| ref_dir.join("ctgate.toml"));
+    // A reference directory may add replay arguments (`replay.args`, as
+    // kernel-ct-ref.args does for the kernel's side) and compare only the
+    // captures it names (`captures.txt`, one per line).
+    let extra: Vec<String> = fs::read_to_string(ref_dir.join("replay.args"))
+        .map(|a| a.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let only: Option<BTreeSet<String>> =
+        fs::read_to_string(ref_dir.join("captures.txt"))
+            .ok()
+            .map(|t| {
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect()
+            });
     let filter = std::env::var("KERNEL_DIFF_FILTER").unwrap_or_default();
     let timeout = Duration::from_secs(
         std::env::var("KERNEL_DIFF_TIMEOUT")
@@ -666,6 +698,7 @@ fn differential(ref_sub: &str, nat: bool, workers: u32) {
         if name.ends_with(".txt")
             && !name.ends_with(".stderr.txt")
             && name != "allowed-differences.txt"
+            && name != "captures.txt"
             && !ref_names.contains(&name)
         {
             problems.push(format!(
@@ -707,7 +740,7 @@ fn differential(ref_sub: &str, nat: bool, workers: u32) {
     let (mut compared, mut identical, mut only_allowed, mut no_ref) = (0, 0, 0, 0);
     let mut counted = 0;
     for (pcap, rel) in captures.iter().zip(&rels) {
-        if !rel.contains(filter.as_str()) {
+        if !rel.contains(filter.as_str()) || only.as_ref().is_some_and(|o| !o.contains(rel)) {
             continue;
         }
         let ref_path = ref_dir.join(reference_name(rel));
@@ -747,7 +780,8 @@ fn differential(ref_sub: &str, nat: bool, workers: u32) {
             .filter(|l| !l.trim().is_empty())
             .map(str::to_string)
             .collect();
-        let (listing, summary) = match run_ctgate(pcap, config.as_deref(), workers, timeout) {
+        let (listing, summary) = match run_ctgate(pcap, config.as_deref(), &extra, workers, timeout)
+        {
             Ok(s) => s,
             Err(e) => {
                 problems.push(format!("{rel}: {e}"));
