@@ -81,7 +81,7 @@ impl Ctx<'_> {
         w: &mut ctcore::engine::Worker,
         now_ms: u64,
         zone: u16,
-        frame: &mut [u8],
+        frame: &mut Vec<u8>,
         counts: &mut ReplayCounts,
         rewrite: bool,
     ) -> bool {
@@ -99,13 +99,22 @@ impl Ctx<'_> {
                 return Decision::Drop;
             }
             let mut mark = None;
+            let mut helper = ctcore::helper::Helper::None;
             if class == RouteClass::Forward {
-                let (action, rule) = policy.evaluate(0, 1, r.ctinfo, r.dnat(), r.mark);
+                let (action, rule) = policy.evaluate(
+                    0,
+                    1,
+                    r.ctinfo,
+                    r.dnat(),
+                    r.mark,
+                    ctcore::policy::packet_l4(p),
+                );
                 if action == Action::Drop {
                     refused = true;
                     return Decision::Drop;
                 }
                 mark = policy.set_mark(rule);
+                helper = policy.helper(rule);
             }
             if class == RouteClass::Local {
                 return Decision::Local;
@@ -119,6 +128,7 @@ impl Ctx<'_> {
                 port: 1,
                 addr,
                 mark,
+                helper,
             })
         });
         let r = &result[0];
@@ -139,6 +149,19 @@ impl Ctx<'_> {
                             counts.dropped_header += 1;
                             counts.forwarded -= 1;
                             return false;
+                        }
+                    }
+                    if let (true, Ok(p), Some(fix)) = (rewrite, &r.parsed, &r.fix) {
+                        // A conntrack helper's change: the frame may grow or shrink.
+                        let before = frame.len();
+                        frame.resize(fix.frame_len(p, before).max(before), 0);
+                        match ctcore::helper::apply_fix(frame, p, fix, ChecksumMode::Incremental) {
+                            Ok(n) => frame.truncate(n),
+                            Err(_) => {
+                                counts.dropped_header += 1;
+                                counts.forwarded -= 1;
+                                return false;
+                            }
                         }
                     }
                     return true;
@@ -183,7 +206,10 @@ fn setup(args: &ReplayArgs) -> anyhow::Result<(Engine, Policy, [Option<ctcore::t
     if args.no_checksum {
         ecfg.tunables.checksum = false;
     }
-    let engine = Engine::build(ecfg, nat, args.workers.next_power_of_two(), &mut |_, _| {});
+    let mut engine = Engine::build(ecfg, nat, args.workers.next_power_of_two(), &mut |_, _| {});
+    if policy.uses_helpers() {
+        engine = engine.with_helpers();
+    }
     Ok((engine, policy, egress))
 }
 
@@ -248,6 +274,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             Push::Dropped(_, _) => counts.dropped_defrag += 1,
             Push::Whole(_) => {
                 let rec = &mut records[ri];
+                let before = rec.data.len();
                 if ctx.one(
                     &mut workers[wi],
                     now_ms,
@@ -257,7 +284,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                     out.is_some(),
                 ) {
                     if let Some(o) = out.as_mut() {
-                        o.write(rec.ts_ns, rec.orig_len, &rec.data)?;
+                        // A helper's change may have grown or shrunk the frame.
+                        let orig_len =
+                            (rec.orig_len as usize + rec.data.len()).saturating_sub(before) as u32;
+                        o.write(rec.ts_ns, orig_len, &rec.data)?;
                     }
                 }
             }
@@ -270,6 +300,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                     counts.dropped_defrag += held.len() as u64;
                     continue;
                 };
+                let whole_len = whole.len();
                 if ctx.one(
                     &mut workers[wi],
                     now_ms,
@@ -278,6 +309,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                     &mut counts,
                     out.is_some(),
                 ) {
+                    if whole.len() != whole_len {
+                        // A helper changed the datagram's length: its
+                        // fragments cannot carry it (dropped, as a frame
+                        // that cannot be rewritten).
+                        counts.forwarded -= 1;
+                        counts.dropped_header += 1;
+                        continue;
+                    }
                     if let Some(o) = out.as_mut() {
                         for (h, place) in &held {
                             let rec = &mut records[*h];
@@ -334,6 +373,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         fields.join(" "),
         nat_out_of_ports
     )?;
+    if engine.helpers_enabled() {
+        let mut h = ctcore::helper::HelperStats::default();
+        for w in &workers {
+            h.add(&w.helpers);
+        }
+        let fields: Vec<String> = h.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(e, "helpers: {}", fields.join(" "))?;
+    }
     Ok(())
 }
 

@@ -78,6 +78,7 @@ fn round(e: &Engine, w: &mut ctcore::engine::Worker, now: u64) -> Vec<usize> {
                     port: 0,
                     addr: None,
                     mark: None,
+                    helper: ctcore::helper::Helper::None,
                 })
             });
             assert!(out[0].ct_drop.is_none(), "flow {f}: {:?}", out[0].ct_drop);

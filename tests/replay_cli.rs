@@ -251,3 +251,168 @@ action = "accept"
     assert!(stderr.contains("4 packets read, 2 forwarded"), "{stderr}");
     assert!(stderr.contains("2 by policy"), "{stderr}");
 }
+
+/// Conntrack helpers on real captures: the FTP helper (assigned by a rule
+/// on tcp dport 21) makes the data connections announced by EPSV replies
+/// RELATED, so a policy that lets in only established and related traffic
+/// besides the control connection forwards them; without the helper they
+/// are dropped. EPRT commands whose address is not the client's (the
+/// capture was anonymised) expect nothing, as in the kernel (loose=0). The
+/// TFTP helper does the same for a read request's answer.
+#[test]
+fn helpers_make_announced_data_connections_related() {
+    let dir = TempDir::new("replay-helpers");
+    let policy = |helpers: bool| {
+        let h = |name: &str| {
+            if helpers {
+                format!("helper = \"{name}\"\n")
+            } else {
+                String::new()
+            }
+        };
+        format!(
+            "[conntrack]\npolicy_default = \"drop\"\n\n[[policy]]\nstates = \"established,related\"\naction = \"accept\"\n\n\
+             [[policy]]\nproto = \"tcp\"\ndport = \"21\"\nstates = \"new\"\n{}action = \"accept\"\n\n\
+             [[policy]]\nproto = \"udp\"\ndport = \"69\"\nstates = \"new\"\n{}action = \"accept\"\n",
+            h("ftp"),
+            h("tftp")
+        )
+    };
+    let run = |helpers: bool, capture: &str| {
+        let cfg = dir.path(if helpers { "on.toml" } else { "off.toml" });
+        std::fs::write(&cfg, policy(helpers)).unwrap();
+        let out = Command::new(ctgate())
+            .args(["replay", "--config"])
+            .arg(&cfg)
+            .arg(format!("tests/pcaps/shared/{capture}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (table, stderr) = run(true, "ipv6-ftp-eprt-epsv.pcap");
+    assert!(stderr.contains("expect_new=3 expect_create=3"), "{stderr}");
+    assert!(
+        table.contains("dport=21 ") && table.contains(" helper=ftp use=1"),
+        "{table}"
+    );
+    for port in [57086, 57087, 57088] {
+        assert!(table.contains(&format!("dport={port} ")), "{port}: {table}");
+    }
+    assert!(
+        !table.contains("sport=55785"),
+        "an anonymised EPRT: {table}"
+    );
+    let (table, stderr) = run(false, "ipv6-ftp-eprt-epsv.pcap");
+    assert!(!stderr.contains("expect_"), "{stderr}");
+    assert!(
+        !table.contains("dport=57086 ") && !table.contains("helper="),
+        "{table}"
+    );
+
+    let (table, stderr) = run(true, "udp-tftp-rrq.pcap");
+    assert!(stderr.contains("expect_new=1"), "{stderr}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(
+        table.contains("dport=69 ") && table.contains("helper=tftp"),
+        "{table}"
+    );
+    let (table, _) = run(false, "udp-tftp-rrq.pcap");
+    assert_eq!(table.lines().count(), 1, "{table}");
+}
+
+/// Active FTP through SNAT, frames in and out: the client's PORT command
+/// leaves with the outside address (one byte longer, so the frame grows),
+/// the server's acknowledgement comes back moved by that byte, and the
+/// server's data connection to the announced port is RELATED and goes to
+/// the client.
+#[test]
+fn replay_rewrites_ftp_port_commands_through_snat() {
+    let dir = TempDir::new("replay-ftp-nat");
+    let c = Addr::from_v4([192, 0, 2, 10]);
+    let s = Addr::from_v4([198, 51, 100, 20]);
+    let p = Addr::from_v4([203, 0, 113, 7]);
+    let tcp =
+        |src: Addr, dst: Addr, ports: (u16, u16), flags: u8, seq: u32, ack: u32, payload: &[u8]| {
+            frame(
+                Family::V4,
+                src,
+                dst,
+                64,
+                L4Spec::Tcp {
+                    src_port: ports.0,
+                    dst_port: ports.1,
+                    seq,
+                    ack,
+                    flags,
+                    window: 1000,
+                    payload,
+                },
+            )
+        };
+    let (syn, ack, psh) = (0x02, 0x10, 0x18);
+    let cmd = b"PORT 192,0,2,10,19,137\r\n";
+    let frames = vec![
+        tcp(c, s, (40000, 21), syn, 1000, 0, b""),
+        tcp(s, p, (21, 40000), syn | ack, 5000, 1001, b""),
+        tcp(c, s, (40000, 21), ack, 1001, 5001, b""),
+        tcp(s, p, (21, 40000), psh, 5001, 1001, b"220 hi\r\n"),
+        tcp(c, s, (40000, 21), psh, 1001, 5009, b"USER a\r\n"),
+        tcp(c, s, (40000, 21), psh, 1009, 5009, cmd),
+        tcp(s, p, (21, 40000), psh, 5009, 1009 + 25, b"200 ok\r\n"),
+        tcp(s, p, (20, 5001), syn, 7000, 0, b""),
+    ];
+    write_capture(&dir.path("in.pcap"), &frames);
+    std::fs::write(
+        dir.path("ftp.toml"),
+        "[conntrack]\npolicy_default = \"drop\"\n\n[[policy]]\nstates = \"established,related\"\naction = \"accept\"\n\n\
+         [[policy]]\nproto = \"tcp\"\ndport = \"21\"\nstates = \"new\"\nhelper = \"ftp\"\naction = \"accept\"\n\n\
+         [[nat]]\nname = \"out\"\nsrc = \"192.0.2.0/24\"\naction = \"snat to 203.0.113.7\"\n",
+    )
+    .unwrap();
+    let out = Command::new(ctgate())
+        .args(["replay", "--topspeed", "--config"])
+        .arg(dir.path("ftp.toml"))
+        .arg("--out")
+        .arg(dir.path("out.pcap"))
+        .arg(dir.path("in.pcap"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("8 packets read, 8 forwarded"), "{stderr}");
+    assert!(
+        stderr.contains("expect_new=1") && stderr.contains("helper_mangled=1"),
+        "{stderr}"
+    );
+    let written = pcap::parse(&std::fs::read(dir.path("out.pcap")).unwrap()).unwrap();
+    assert_eq!(written.len(), 8);
+    let tcp_of = |data: &[u8]| {
+        let parsed = parse(data).unwrap();
+        assert!(ctcore::checksum::l4_checksum_ok(data, &parsed), "checksum");
+        let L4::Tcp(t) = parsed.l4 else { panic!("tcp") };
+        let start = parsed.l4_offset as usize + t.header_len as usize;
+        let end = parsed.l3_offset as usize + parsed.l3_len as usize;
+        (parsed, t, data[start..end].to_vec())
+    };
+    let (ip, t, payload) = tcp_of(&written[5].data);
+    assert_eq!(ip.src, p);
+    assert_eq!(payload, b"PORT 203,0,113,7,19,137\r\n".to_vec());
+    assert_eq!(t.seq, 1009);
+    assert_eq!(written[5].data.len(), frames[5].len() + 1, "the frame grew");
+    let (_, t, _) = tcp_of(&written[6].data);
+    assert_eq!(t.ack, 1009 + 24, "the ack moved back by the byte");
+    let (ip, t, _) = tcp_of(&written[7].data);
+    assert_eq!(
+        (ip.dst, t.dst_port),
+        (c, 5001),
+        "the data connection goes to the client"
+    );
+}

@@ -716,6 +716,53 @@ mod tests {
     }
 
     #[test]
+    fn policy_rules_assign_helpers_to_new_connections() {
+        let base = "[[port]]\nname=\"a\"\ndevargs=\"net_null0\"\nipv4=\"192.0.2.1/24\"\n";
+        let rule = |extra: &str| {
+            format!("{base}[[policy]]\nname=\"ftp\"\nstates=\"new\"\naction=\"accept\"\n{extra}\n")
+        };
+        let c = Config::parse(
+            &rule("proto = \"tcp\"\ndport = \"21\"\nhelper = \"ftp\""),
+            "t",
+        )
+        .unwrap();
+        let p = crate::ctconfig::policy(&c).unwrap();
+        assert_eq!(p.helper(0), ctcore::helper::Helper::Ftp);
+        assert_eq!(
+            (p.rules[0].proto, p.rules[0].dports),
+            (Some(6), Some((21, 21)))
+        );
+        assert!(p.uses_helpers());
+        let c = Config::parse(&rule("helper = \"tftp\""), "t").unwrap();
+        assert_eq!(
+            crate::ctconfig::policy(&c).unwrap().helper(0),
+            ctcore::helper::Helper::Tftp
+        );
+        let e = Config::parse(&rule("helper = \"sip\""), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown helper \"sip\""), "{e}");
+        let e = Config::parse(
+            &format!(
+                "{base}[[policy]]\nstates=\"established\"\naction=\"accept\"\nhelper=\"ftp\"\n"
+            ),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must include \"new\""), "{e}");
+        let e = Config::parse(
+            &format!("{base}[[policy]]\nstates=\"new\"\naction=\"drop\"\nhelper=\"ftp\"\n"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("accept"), "{e}");
+        let c = Config::parse(&rule(""), "t").unwrap();
+        assert!(!crate::ctconfig::policy(&c).unwrap().uses_helpers());
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = Config::parse("workers = [1]\n[[port]]\ndevargs = 3\n", "x.toml")
             .unwrap_err()

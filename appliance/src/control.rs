@@ -217,6 +217,7 @@ pub const LISTING_MAX: u32 = 65_536;
 impl CtReport {
     pub fn from_shared(shared: &pipeline::Shared) -> CtReport {
         let t = shared.totals();
+        let helper_fields = t.helpers.fields();
         let eim = shared.eim();
         let nat = shared
             .engine
@@ -239,6 +240,11 @@ impl CtReport {
                 .ct
                 .fields()
                 .iter()
+                .chain(
+                    helper_fields
+                        .iter()
+                        .filter(|_| shared.engine.helpers_enabled()),
+                )
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             connections: shared.engine.table().len(),

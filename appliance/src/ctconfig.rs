@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use ctcore::engine::{EngineConfig, Tunables};
+use ctcore::helper::Helper;
 use ctcore::nat::{self, Action as NatAction, Backend, Nat, Pool, Prefix};
 use ctcore::policy::{Action, Policy, Rule, StateSet};
 use ctcore::timeout::Timeouts;
@@ -98,6 +99,17 @@ pub struct PolicyConfig {
     /// Set the connection's mark when the rule matches (nft `ct mark set`).
     #[serde(default)]
     pub set_mark: Option<u32>,
+    /// Only packets of this protocol: tcp, udp, udplite, sctp, icmp, icmpv6
+    /// or a number (nft `meta l4proto`).
+    #[serde(default)]
+    pub proto: Option<String>,
+    /// Only packets to this destination port or range ("21", "8000-8080").
+    #[serde(default)]
+    pub dport: Option<String>,
+    /// Assign a conntrack helper, "ftp" or "tftp", to the new connections
+    /// the rule accepts (nft `ct helper set`).
+    #[serde(default)]
+    pub helper: Option<String>,
     /// "accept" or "drop".
     pub action: String,
 }
@@ -278,9 +290,38 @@ pub fn policy(cfg: &Config) -> Result<Policy, ConfigError> {
                 )))
             }
         };
+        let helper = match r.helper.as_deref() {
+            None => Helper::None,
+            Some(h) => Helper::parse(h).map_err(|e| bad(format!("{what}: {e}")))?,
+        };
+        let states = StateSet::parse(&r.states).map_err(|e| bad(format!("{what}: {e}")))?;
+        if helper != Helper::None && !states.contains(ctcore::conn::CtState::New) {
+            return Err(bad(format!(
+                "{what}: helper {:?} is assigned to new connections: the rule's states must include \"new\"",
+                r.helper.as_deref().unwrap_or_default()
+            )));
+        }
+        if helper != Helper::None && r.action != "accept" {
+            return Err(bad(format!(
+                "{what}: a helper is assigned by a rule that accepts (action = \"accept\")"
+            )));
+        }
         rules.push(Rule {
+            helper,
+            proto: r
+                .proto
+                .as_deref()
+                .map(proto_number)
+                .transpose()
+                .map_err(|e| bad(format!("{what}: {e}")))?,
+            dports: r
+                .dport
+                .as_deref()
+                .map(nat::parse_port_range)
+                .transpose()
+                .map_err(|e| bad(format!("{what}: {e}")))?,
             dnat_only,
-            states: StateSet::parse(&r.states).map_err(|e| bad(format!("{what}: {e}")))?,
+            states,
             action: Action::parse(&r.action).ok_or_else(|| {
                 bad(format!(
                     "{what}: action {:?}: use \"accept\" or \"drop\"",

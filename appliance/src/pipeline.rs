@@ -109,6 +109,8 @@ pub fn note_source(top: &mut [TopSource], family: Family, addr: Addr) {
 pub struct Published {
     /// The worker's counters; `events_dropped` includes events its queue had no room for.
     pub ct: CtStats,
+    /// Conntrack helper counters (all 0 without helpers).
+    pub helpers: ctcore::helper::HelperStats,
     pub nat_out_of_ports: u64,
     /// Fragments held for reassembly now.
     pub frags_held: u64,
@@ -211,9 +213,14 @@ impl Shared {
             engine: {
                 // One table stripe per worker; THP on its memory.
                 let mut huge = 0usize;
-                let e = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut |a, l| {
+                let mut e = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut |a, l| {
                     huge += crate::dpdk::advise_huge(a, l) as usize * l;
                 });
+                if policy.uses_helpers() {
+                    // A rule assigns conntrack helpers: their data and
+                    // expectations are reserved now.
+                    e = e.with_helpers();
+                }
                 tracing::info!(
                     "conntrack table: {} connections, {} stripe(s), {} bytes/connection, {} MiB advised for huge pages",
                     e.table().capacity(),
@@ -333,6 +340,7 @@ impl Shared {
         for p in &self.published {
             let p = p.lock().unwrap_or_else(|e| e.into_inner());
             t.ct.add(&p.ct);
+            t.helpers.add(&p.helpers);
             t.nat_out_of_ports += p.nat_out_of_ports;
             t.frags_held += p.frags_held;
             for (a, b) in t.policy_hits.iter_mut().zip(&p.policy_hits) {
@@ -441,6 +449,7 @@ impl Shared {
                         port: in_port as u16,
                         addr: None,
                         mark: None,
+                        helper: ctcore::helper::Helper::None,
                     });
                 }
                 self.routes
@@ -454,6 +463,7 @@ impl Shared {
                         port: in_port as u16,
                         addr: None,
                         mark: None,
+                        helper: ctcore::helper::Helper::None,
                     });
                 }
                 self.routes
@@ -464,9 +474,14 @@ impl Shared {
         let Some((id, hop)) = out else {
             return Decision::Drop;
         };
-        let (action, rule) =
-            self.policy
-                .evaluate(in_port as u16, hop.port as u16, r.ctinfo, r.dnat(), r.mark);
+        let (action, rule) = self.policy.evaluate(
+            in_port as u16,
+            hop.port as u16,
+            r.ctinfo,
+            r.dnat(),
+            r.mark,
+            ctcore::policy::packet_l4(p),
+        );
         hits[rule] += 1;
         match action {
             Action::Drop => {
@@ -477,8 +492,9 @@ impl Shared {
                 // Read in place: a copy of the pair, then of one half, was a
                 // store-forwarding stall per packet.
                 // Masquerade's source, needed only to translate a new
-                // connection (see `Egress`): not loaded for the others.
-                let addr = if r.ctinfo == CtInfo::New {
+                // connection (see `Egress`; an expected one is RELATED):
+                // not loaded for the others.
+                let addr = if matches!(r.ctinfo, CtInfo::New | CtInfo::Related) {
                     self.port_addrs
                         .get(hop.port as usize)
                         .and_then(|a| a[(p.family == Family::V6) as usize])
@@ -490,9 +506,31 @@ impl Shared {
                     port: hop.port as u16,
                     addr,
                     mark: self.policy.set_mark(rule),
+                    helper: self.policy.helper(rule),
                 })
             }
         }
+    }
+}
+
+/// Applies a conntrack helper's change to a packet (after its NAT
+/// rewrite): a payload that grows takes the mbuf's tailroom, one that
+/// shrinks is trimmed. False if the packet cannot take it (segmented, no
+/// tailroom): it is dropped, as the kernel drops what it cannot mangle.
+#[cold]
+fn apply_helper_fix<F: Frame>(
+    m: &mut F,
+    p: &ctcore::wire::Parsed,
+    fix: &ctcore::helper::PacketFix,
+) -> bool {
+    let cur = m.data().len();
+    let want = fix.frame_len(p, cur);
+    if want > cur && !m.set_len(want) {
+        return false;
+    }
+    match ctcore::helper::apply_fix(m.data_mut(), p, fix, ChecksumMode::Incremental) {
+        Ok(len) => len == m.data().len() || m.set_len(len),
+        Err(_) => false,
     }
 }
 
@@ -531,6 +569,9 @@ pub trait Frame {
     fn data_mut(&mut self) -> &mut [u8];
     /// What the port's RX checksum offload said of the L4 checksum.
     fn rx_l4_csum(&self) -> ctcore::engine::RxCsum;
+    /// Grows or shrinks the frame to `len` bytes (a conntrack helper's
+    /// payload change); false if it cannot.
+    fn set_len(&mut self, len: usize) -> bool;
 }
 
 impl Frame for Mbuf {
@@ -545,6 +586,18 @@ impl Frame for Mbuf {
     #[inline(always)]
     fn rx_l4_csum(&self) -> ctcore::engine::RxCsum {
         Mbuf::rx_l4_csum(self)
+    }
+    /// Into the tailroom, or trimmed; a segmented mbuf cannot.
+    fn set_len(&mut self, len: usize) -> bool {
+        let cur = Mbuf::data(self).len();
+        if !self.is_contiguous() {
+            return false;
+        }
+        if len > cur {
+            return u16::try_from(len - cur).is_ok_and(|n| self.append(n).is_some());
+        }
+        self.truncate(len);
+        true
     }
 }
 
@@ -561,6 +614,10 @@ impl Frame for Reassembled<'_> {
     }
     fn rx_l4_csum(&self) -> ctcore::engine::RxCsum {
         ctcore::engine::RxCsum::Unknown
+    }
+    /// Its fragments carry it as it is: no other length.
+    fn set_len(&mut self, len: usize) -> bool {
+        len == self.0.len()
     }
 }
 
@@ -684,6 +741,12 @@ impl<'a> Pipeline<'a> {
             if let Some(rw) = &r.rewrite {
                 if apply(pkts[i].data_mut(), p, rw, ChecksumMode::Incremental).is_err() {
                     verdicts[i] = Verdict::Drop(DropReason::BadHeader);
+                    continue;
+                }
+            }
+            if let Some(fix) = &r.fix {
+                if !apply_helper_fix(&mut pkts[i], p, fix) {
+                    verdicts[i] = Verdict::Drop(DropReason::BadHeader);
                 }
             }
         }
@@ -757,6 +820,7 @@ impl<'a> Pipeline<'a> {
             p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
             p.top_sources = self.top_sources;
             p.nat_out_of_ports = self.ct.nat_out_of_ports;
+            p.helpers = self.ct.helpers;
             p.policy_hits.copy_from_slice(&self.hits);
             p.now_ms = now_ms;
         }

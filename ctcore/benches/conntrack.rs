@@ -498,6 +498,7 @@ fn egress() -> Decision {
         port: 1,
         addr: Some(Addr::from_v4([203, 0, 113, 1])),
         mark: None,
+        helper: ctcore::helper::Helper::None,
     })
 }
 

@@ -60,6 +60,7 @@ fn main() {
         port: 1,
         addr: Some(Addr::from_v4([203, 0, 113, 1])),
         mark: None,
+        helper: ctcore::helper::Helper::None,
     };
     let e = Engine::with_nat(
         EngineConfig {

@@ -160,6 +160,7 @@ impl Learnt {
             proto,
             mark: self.mark,
             nat_csum: None,
+            helper: crate::helper::Helper::None,
         };
         c.nat_csum = crate::nat::rewrite::csum_deltas(&c);
         Ok(c)

@@ -155,6 +155,8 @@ pub struct Conn {
     /// once at confirm), so that a packet's rewrite is stores and two
     /// additions. None otherwise.
     pub nat_csum: Option<[NatCsum; 2]>,
+    /// The connection's helper (nft `ct helper set`; in what was padding).
+    pub helper: crate::helper::Helper,
     pub proto: ProtoState,
 }
 

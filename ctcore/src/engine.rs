@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use crate::checksum;
 use crate::conn::{Conn, CtInfo, Ext, Listed, ProtoState, Status};
 use crate::event::{EventBuf, EventKind};
+use crate::helper::{Helper, HelperStats, MasterRef, PacketFix};
 use crate::nat::alloc::{self, Rng};
 use crate::nat::rewrite::Rewrite;
 use crate::nat::Nat;
@@ -24,6 +25,9 @@ use crate::table::{Clash, Guard, InsertError, Key, Local, NoPrefetch, Prefetch, 
 use crate::timeout::Timeouts;
 use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE, IPPROTO_UDP, IPPROTO_UDPLITE};
 use crate::wire::{self, Frag, InnerTuple, ParseError, Parsed, L4};
+
+mod helpers;
+pub use helpers::expect_max;
 
 /// Settings that may change at runtime (like the nf_conntrack sysctls).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +141,9 @@ pub struct CtResult {
     /// The zone of its connection's original direction (the packet's own
     /// zone when it has no connection): where its route is looked up.
     pub zone: u16,
+    /// What a conntrack helper changes in the packet, to apply after
+    /// `rewrite` ([`crate::helper::apply_fix`]).
+    pub fix: Option<PacketFix>,
 }
 
 impl CtResult {
@@ -150,6 +157,7 @@ impl CtResult {
         self.invalid_reason = None;
         self.ct_drop = None;
         self.rewrite = None;
+        self.fix = None;
     }
 
     /// Whether this packet's destination is being translated in its original
@@ -216,6 +224,7 @@ impl Default for CtResult {
             rewrite: None,
             mark: 0,
             zone: 0,
+            fix: None,
         }
     }
 }
@@ -231,6 +240,9 @@ pub struct Egress {
     /// Set the connection's mark to this (nft `ct mark set`): a new
     /// connection is confirmed with it; a known one changes (an UPDATE event).
     pub mark: Option<u32>,
+    /// Assign this helper to the packet's new connection (nft `ct helper
+    /// set`); only when helpers are on ([`Engine::with_helpers`]).
+    pub helper: Helper,
 }
 
 impl Egress {
@@ -239,6 +251,7 @@ impl Egress {
         port: 0,
         addr: None,
         mark: None,
+        helper: Helper::None,
     };
 }
 
@@ -399,6 +412,7 @@ impl Pending {
         c.proto = proto;
         c.mark = 0;
         c.nat_csum = None;
+        c.helper = Helper::None;
         debug_assert_eq!(
             *c,
             Conn {
@@ -437,6 +451,10 @@ pub struct Worker {
     tun: Tunables,
     tun_gen: u64,
     frags: Box<[FragEntry]>,
+    /// Conntrack helper counters.
+    pub helpers: HelperStats,
+    /// The master of the expected connection being made, until it is confirmed.
+    helper_master: Option<MasterRef>,
 }
 
 /// The engine: the table plus the runtime tunables; shared by all workers.
@@ -454,6 +472,8 @@ pub struct Engine<P: Prefetch = NoPrefetch> {
     workers: AtomicU64,
     /// Whether the table keeps counters and start times (see `Tunables::accounting`).
     accounting: bool,
+    /// Conntrack helpers, when on ([`Engine::with_helpers`]).
+    helpers: Option<Box<helpers::Helpers>>,
     _prefetch: std::marker::PhantomData<fn() -> P>,
 }
 
@@ -539,6 +559,7 @@ impl<P: Prefetch> Engine<P> {
             seed: cfg.seed,
             workers: AtomicU64::new(0),
             accounting: cfg.tunables.accounting,
+            helpers: None,
             _prefetch: std::marker::PhantomData,
         }
     }
@@ -577,6 +598,8 @@ impl<P: Prefetch> Engine<P> {
             tun: self.tunables(),
             tun_gen: self.tunables_gen.load(Ordering::Acquire),
             frags: vec![FragEntry::default(); FRAG_SLOTS].into_boxed_slice(),
+            helpers: HelperStats::default(),
+            helper_master: None,
         }
     }
 
@@ -695,6 +718,9 @@ impl<P: Prefetch> Engine<P> {
         pending.clear();
         let mut looked_up = key;
         let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, pending);
+        if self.helpers.is_some() && pending.is_some() {
+            self.expected(g, w, now_ms, pending, looked_up, out);
+        }
         if let Some(c) = pending.get_mut() {
             self.nat_prerouting(g, now_ms, c, pkt.in_port, out);
         }
@@ -708,6 +734,13 @@ impl<P: Prefetch> Engine<P> {
         }
         if let Some(m) = egress.and_then(|e| e.mark) {
             self.set_mark(g, w, now_ms, m, out, pending);
+        }
+        if let (Some(e), Some(c), true) = (egress, pending.get_mut(), self.helpers.is_some()) {
+            // nft `ct helper set`: on a new connection of the helper's protocol.
+            if e.helper.proto() == Some(c.tuples[0].proto) {
+                c.helper = e.helper;
+                c.status.set(Status::HELPER);
+            }
         }
         if pending.is_some() {
             let (conn, ext) = (&mut pending.conn, &pending.ext);
@@ -728,6 +761,9 @@ impl<P: Prefetch> Engine<P> {
                     }
                 }
             }
+        }
+        if self.helpers.is_some() && out.ct_drop.is_none() {
+            self.help(g, w, now_ms, pkt.frame, pending.is_some(), out);
         }
     }
 
@@ -1108,6 +1144,19 @@ impl<P: Prefetch> Engine<P> {
             return;
         };
         w.stats.found += 1;
+        let (adjusted, hdr, view);
+        let (p, pkt) = if self.helpers.is_some() && g.conn(r).status.has(Status::SEQ_ADJUST) {
+            // The tracker sees the acknowledgement and SACK edges as the
+            // receiver's sequence space has them (seqadj).
+            (adjusted, hdr) = self.tracker_view(g, r, pkt.frame, p, dir);
+            view = Pkt {
+                frame: &hdr,
+                ..*pkt
+            };
+            (&adjusted, &view)
+        } else {
+            (p, pkt)
+        };
         let c = g.conn_mut(r);
         *res.mark = c.mark;
         *res.zone = c.tuples[0].zone;
@@ -1594,6 +1643,7 @@ impl<P: Prefetch> Engine<P> {
             let (n, m) = self.table.expire(s, now_ms, budget, |dead| {
                 w.events.push(EventKind::Destroy, now_ms, &dead);
             });
+            self.reap_expects(w, s, now_ms);
             reclaimed += n;
             more |= m;
         }
@@ -1715,6 +1765,8 @@ fn ctinfo_for(c: &Conn, dir: Dir) -> CtInfo {
     match dir {
         Dir::Reply => CtInfo::EstablishedReply,
         Dir::Orig if c.status.has(Status::SEEN_REPLY) => CtInfo::Established,
+        // An expected connection before its reply (resolve_normal_ct).
+        Dir::Orig if c.status.has(Status::EXPECTED) => CtInfo::Related,
         Dir::Orig => CtInfo::New,
     }
 }
@@ -2032,6 +2084,7 @@ mod tests {
             port: 1,
             addr: Some(Addr::from_v4([198, 51, 100, 1])),
             mark: None,
+            helper: Helper::None,
         });
         let udp = udp_query;
         for sport in [1000, 1001] {
@@ -2239,6 +2292,7 @@ mod tests {
             port: 1,
             addr: Some(Addr::from_v4(addr)),
             mark: None,
+            helper: Helper::None,
         })
     }
 
@@ -2675,6 +2729,7 @@ mod tests {
             port: 0,
             addr: Some(Addr::from_v4([192, 0, 2, 1])),
             mark: None,
+            helper: Helper::None,
         });
         let e = nat_engine(vec![rule]);
         let mut w = e.worker(0);

@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("gre", gre),
     ("nat_round_trip", nat_round_trip),
     ("sync_decode", sync_decode),
+    ("ftp", ftp),
     ("defrag", defrag),
 ];
 
@@ -121,6 +122,7 @@ pub fn engine(data: &[u8]) {
                 addr: Some(Addr::from_v4([203, 0, 113, 1])),
                 // Sometimes a policy sets the connection's mark.
                 mark: (ctl & 1 == 1).then_some(u32::from(ctl >> 1 & 3)),
+                helper: crate::helper::Helper::None,
             }),
         };
         let zone = (ctl >> 4) as u16 & 1;
@@ -384,6 +386,123 @@ pub fn sync_decode(data: &[u8]) {
     for now in [0, 1_500, 5_000] {
         ep.tick(now);
         while ep.poll_transmit(now, &mut out) {}
+    }
+}
+
+/// The FTP helper: the first byte chooses direction and family, the rest
+/// goes through `helper::ftp::find` (a match's numbers lie within the
+/// data and format back within the buffer); then the same bytes, cut into
+/// segments by their length bytes, run as payloads of an FTP control
+/// connection through masquerade, each way, with the helper's rewrite and
+/// sequence adjustment applied: every packet not dropped must parse with a
+/// sound checksum.
+pub fn ftp(data: &[u8]) {
+    use crate::helper::{apply_fix, ftp, Helper};
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let dir = if ctl & 1 == 0 { Dir::Orig } else { Dir::Reply };
+    let family = if ctl & 2 == 0 { Family::V4 } else { Family::V6 };
+    if let ftp::Found::Match(m) = ftp::find(dir, family, rest, Addr::default()) {
+        assert!(m.off + m.len <= rest.len(), "a match within the data");
+        let mut buf = [0u8; ftp::MAX_TEXT];
+        let n = ftp::format(m.ftp_type, family, &Addr([0xff; 16]), u16::MAX, &mut buf);
+        assert!(n > 0 && n <= buf.len());
+    }
+    let nat = Nat {
+        rules: vec![Rule::new(
+            "masq".into(),
+            Match::default(),
+            Action::parse("masquerade", &[]).expect("a valid rule"),
+        )],
+        pools: vec![],
+    };
+    let cfg = EngineConfig {
+        capacity_conns: 64,
+        seed: 11,
+        tunables: Tunables::default(),
+    };
+    let e: Engine = Engine::with_nat(cfg, Some(nat)).with_helpers();
+    let mut w = e.worker(16);
+    let (c, s, p) = (
+        Addr::from_v4([192, 0, 2, 10]),
+        Addr::from_v4([198, 51, 100, 20]),
+        Addr::from_v4([203, 0, 113, 1]),
+    );
+    let seg = |from_client: bool, flags: u8, seq: u32, ack: u32, payload: &[u8]| {
+        let (src, dst, sp, dp) = if from_client {
+            (c, s, 40000, 21)
+        } else {
+            (s, p, 21, 40000)
+        };
+        wire::build::frame(
+            Family::V4,
+            src,
+            dst,
+            64,
+            wire::build::L4Spec::Tcp {
+                src_port: sp,
+                dst_port: dp,
+                seq,
+                ack,
+                flags,
+                window: 65535,
+                payload,
+            },
+        )
+    };
+    let egress = Decision::Accept(Egress {
+        port: 1,
+        addr: Some(p),
+        mark: None,
+        helper: Helper::Ftp,
+    });
+    let mut out = [CtResult::default()];
+    let mut step = |now: u64, f: Vec<u8>| {
+        e.process_burst(&mut w, now, &[Pkt::new(&f, 0, 0)], &mut out, |_, _| egress);
+        let r = out[0];
+        let (Ok(parsed), None) = (r.parsed, r.ct_drop) else {
+            return false;
+        };
+        let mut f = f;
+        if let Some(rw) = &r.rewrite {
+            apply(&mut f, &parsed, rw, ChecksumMode::Incremental).expect("a rewrite");
+        }
+        if let Some(fix) = &r.fix {
+            let len = fix.frame_len(&parsed, f.len());
+            f.resize(len.max(f.len()), 0);
+            let n = apply_fix(&mut f, &parsed, fix, ChecksumMode::Incremental).expect("a fix");
+            f.truncate(n);
+        }
+        let q = wire::parse(&f).expect("a fixed frame parses");
+        assert!(crate::checksum::l4_checksum_ok(&f, &q), "a sound checksum");
+        true
+    };
+    use crate::wire::tcp_flags::{ACK, SYN};
+    step(0, seg(true, SYN, 1000, 0, b""));
+    step(1, seg(false, SYN | ACK, 5000, 1001, b""));
+    step(2, seg(true, ACK, 1001, 5001, b""));
+    let (mut cseq, mut sseq) = (1001u32, 5001u32);
+    let mut rest = rest;
+    let mut now = 3;
+    while let Some((&len, tail)) = rest.split_first() {
+        let take = usize::from(len & 0x7f).min(tail.len());
+        let (payload, tail) = tail.split_at(take);
+        rest = tail;
+        now += 1;
+        let client = len & 0x80 == 0;
+        let f = if client {
+            seg(true, ACK, cseq, sseq, payload)
+        } else {
+            seg(false, ACK, sseq, cseq, payload)
+        };
+        if step(now, f) {
+            if client {
+                cseq = cseq.wrapping_add(take as u32);
+            } else {
+                sseq = sseq.wrapping_add(take as u32);
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod event;
 pub mod forward;
 pub mod fuzzing;
+pub mod helper;
 pub mod listing;
 pub mod nat;
 pub mod policy;

@@ -97,6 +97,9 @@ pub fn format_conn(c: &Listed, now_ms: u64) -> String {
     if o.zone != 0 {
         let _ = write!(out, "zone={} ", o.zone);
     }
+    if let Some(h) = c.helper.name() {
+        let _ = write!(out, "helper={h} ");
+    }
     out.push_str("use=1");
     out
 }

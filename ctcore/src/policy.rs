@@ -4,6 +4,7 @@
 //! it (`ct mark set`).
 
 use crate::conn::{CtInfo, CtState};
+use crate::helper::Helper;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -67,11 +68,19 @@ pub struct Rule {
     /// direction (nft `ct status dnat`): port forwards, load balancing and
     /// endpoint-independent filtering.
     pub dnat_only: bool,
+    /// Only packets of this transport protocol (nft `meta l4proto`).
+    pub proto: Option<u8>,
+    /// Only packets to a destination port in this range (nft `th dport`;
+    /// with `proto`, of TCP, UDP, UDP-Lite or SCTP).
+    pub dports: Option<(u16, u16)>,
     /// Only connections whose mark, masked, equals the value: (value, mask)
     /// (nft `ct mark and MASK == VALUE`).
     pub mark: Option<(u32, u32)>,
     /// Sets the connection's mark when the rule matches (nft `ct mark set`).
     pub set_mark: Option<u32>,
+    /// Assigns this conntrack helper to a new connection the rule accepts
+    /// (nft `ct helper set`); `Helper::None` assigns none.
+    pub helper: Helper,
     pub action: Action,
 }
 
@@ -84,8 +93,11 @@ impl Rule {
             out_port: None,
             states,
             dnat_only: false,
+            proto: None,
+            dports: None,
             mark: None,
             set_mark: None,
+            helper: Helper::None,
             action,
         }
     }
@@ -112,6 +124,19 @@ pub fn parse_mark(s: &str) -> Result<(u32, u32), String> {
     Ok((v, m))
 }
 
+/// What [`Policy::evaluate`] matches a packet's `proto` and `dport` on:
+/// its transport protocol and destination port (0 for protocols without
+/// ports, and for fragments after the first).
+pub fn packet_l4(p: &crate::wire::Parsed) -> (u8, u16) {
+    use crate::wire::L4;
+    let dport = match p.l4 {
+        L4::Tcp(t) => t.dst_port,
+        L4::Udp { dst_port, .. } | L4::Sctp { dst_port, .. } => dst_port,
+        _ => 0,
+    };
+    (p.proto, dport)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub rules: Vec<Rule>,
@@ -131,7 +156,8 @@ impl Default for Policy {
 impl Policy {
     /// The action for a packet, and which rule decided (`rules.len()` = the
     /// default). `dnat`: its destination is being translated (original
-    /// direction); `mark`: its connection's mark.
+    /// direction); `mark`: its connection's mark; `(proto, dport)`: its
+    /// transport protocol and destination port (0 without ports).
     pub fn evaluate(
         &self,
         in_port: u16,
@@ -139,6 +165,7 @@ impl Policy {
         ctinfo: CtInfo,
         dnat: bool,
         mark: u32,
+        (proto, dport): (u8, u16),
     ) -> (Action, usize) {
         let st = ctinfo.state();
         for (i, r) in self.rules.iter().enumerate() {
@@ -147,6 +174,8 @@ impl Policy {
                 && r.states.contains(st)
                 && (!r.dnat_only || dnat)
                 && r.mark.is_none_or(|(v, m)| mark & m == v)
+                && r.proto.is_none_or(|p| p == proto)
+                && r.dports.is_none_or(|(lo, hi)| (lo..=hi).contains(&dport))
             {
                 return (r.action, i);
             }
@@ -157,6 +186,16 @@ impl Policy {
     /// The mark the deciding rule sets, if any (`rule` from [`Policy::evaluate`]).
     pub fn set_mark(&self, rule: usize) -> Option<u32> {
         self.rules.get(rule).and_then(|r| r.set_mark)
+    }
+
+    /// The helper the deciding rule assigns (`rule` from [`Policy::evaluate`]).
+    pub fn helper(&self, rule: usize) -> Helper {
+        self.rules.get(rule).map_or(Helper::None, |r| r.helper)
+    }
+
+    /// Whether any rule assigns a helper (the engine then keeps helper data).
+    pub fn uses_helpers(&self) -> bool {
+        self.rules.iter().any(|r| r.helper != Helper::None)
     }
 
     /// Counter labels: each rule's name, then "default".
@@ -183,8 +222,11 @@ mod tests {
                     out_port: None,
                     states: StateSet::parse("established,related").unwrap(),
                     dnat_only: false,
+                    proto: None,
+                    dports: None,
                     mark: None,
                     set_mark: None,
+                    helper: Helper::None,
                     action: Action::Accept,
                 },
                 Rule {
@@ -193,8 +235,11 @@ mod tests {
                     out_port: None,
                     states: StateSet::parse("invalid").unwrap(),
                     dnat_only: false,
+                    proto: None,
+                    dports: None,
                     mark: None,
                     set_mark: None,
+                    helper: Helper::None,
                     action: Action::Drop,
                 },
                 Rule {
@@ -203,28 +248,57 @@ mod tests {
                     out_port: None,
                     states: StateSet::parse("new").unwrap(),
                     dnat_only: false,
+                    proto: None,
+                    dports: None,
                     mark: None,
                     set_mark: None,
+                    helper: Helper::None,
                     action: Action::Accept,
                 },
             ],
             default_action: Action::Drop,
         };
         assert_eq!(
-            p.evaluate(1, 0, CtInfo::EstablishedReply, false, 0),
+            p.evaluate(1, 0, CtInfo::EstablishedReply, false, 0, (6, 80)),
             (Action::Accept, 0)
         );
         assert_eq!(
-            p.evaluate(1, 0, CtInfo::RelatedReply, false, 0),
+            p.evaluate(1, 0, CtInfo::RelatedReply, false, 0, (6, 80)),
             (Action::Accept, 0)
         );
         assert_eq!(
-            p.evaluate(0, 1, CtInfo::Invalid, false, 0),
+            p.evaluate(0, 1, CtInfo::Invalid, false, 0, (6, 80)),
             (Action::Drop, 1)
         );
-        assert_eq!(p.evaluate(0, 1, CtInfo::New, false, 0), (Action::Accept, 2));
-        assert_eq!(p.evaluate(1, 0, CtInfo::New, false, 0), (Action::Drop, 3));
+        assert_eq!(
+            p.evaluate(0, 1, CtInfo::New, false, 0, (6, 80)),
+            (Action::Accept, 2)
+        );
+        assert_eq!(
+            p.evaluate(1, 0, CtInfo::New, false, 0, (6, 80)),
+            (Action::Drop, 3)
+        );
         assert!(StateSet::parse("bogus").is_err());
+    }
+
+    #[test]
+    fn protocol_and_port_matches_pick_the_rule_that_assigns_a_helper() {
+        let new = StateSet::parse("new").unwrap();
+        let p = Policy {
+            rules: vec![Rule {
+                proto: Some(6),
+                dports: Some((21, 21)),
+                helper: Helper::Ftp,
+                ..Rule::new("ftp", new, Action::Accept)
+            }],
+            default_action: Action::Drop,
+        };
+        let (a, rule) = p.evaluate(0, 1, CtInfo::New, false, 0, (6, 21));
+        assert_eq!((a, p.helper(rule)), (Action::Accept, Helper::Ftp));
+        let (a, rule) = p.evaluate(0, 1, CtInfo::New, false, 0, (6, 22));
+        assert_eq!((a, p.helper(rule)), (Action::Drop, Helper::None));
+        assert_eq!(p.evaluate(0, 1, CtInfo::New, false, 0, (17, 21)).1, 1);
+        assert!(p.uses_helpers());
     }
 
     #[test]
@@ -248,18 +322,18 @@ mod tests {
         };
         // 0x17 & 0xf0 == 0x10: the first rule.
         assert_eq!(
-            p.evaluate(0, 1, CtInfo::Established, false, 0x17),
+            p.evaluate(0, 1, CtInfo::Established, false, 0x17, (6, 80)),
             (Action::Drop, 0)
         );
         assert_eq!(
-            p.evaluate(0, 1, CtInfo::Established, false, 0x27),
+            p.evaluate(0, 1, CtInfo::Established, false, 0x27, (6, 80)),
             (Action::Accept, 2)
         );
         assert_eq!(
-            p.evaluate(0, 1, CtInfo::Established, false, 0),
+            p.evaluate(0, 1, CtInfo::Established, false, 0, (6, 80)),
             (Action::Accept, 2)
         );
-        let (a, rule) = p.evaluate(0, 1, CtInfo::New, false, 0);
+        let (a, rule) = p.evaluate(0, 1, CtInfo::New, false, 0, (6, 80));
         assert_eq!((a, p.set_mark(rule)), (Action::Accept, Some(0x17)));
         assert_eq!(p.set_mark(2), None);
         assert_eq!(p.set_mark(3), None, "the default sets nothing");

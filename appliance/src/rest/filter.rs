@@ -283,6 +283,7 @@ pub fn conn_json(c: &Listed, now_ms: u64) -> Value {
         "status": status_names(c.status),
         "mark": c.mark,
         "zone": o.zone,
+        "helper": c.helper.name(),
         "line": format_conn(c, now_ms),
     })
 }

@@ -157,6 +157,29 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
             }
         }
     }
+    // Conntrack helpers (only when a rule assigns one): expectations as
+    // /proc/net/stat/nf_conntrack's expect_* fields, and what helpers did.
+    if state.ctx.shared.engine.helpers_enabled() {
+        if let Some(first) = snap.ct.first() {
+            for (field, _) in first.helpers.fields() {
+                let name = field.strip_prefix("helper_").unwrap_or(field);
+                let c = out.counter(
+                    &format!("ctgate_conntrack_helper_{name}_total"),
+                    &format!("Conntrack helper counter {field}, per lcore."),
+                    &["lcore"],
+                );
+                for (i, p) in snap.ct.iter().enumerate() {
+                    let v = p
+                        .helpers
+                        .fields()
+                        .iter()
+                        .find(|(f, _)| *f == field)
+                        .map_or(0, |(_, v)| *v);
+                    c.with_label_values(&[lcores[i].as_str()]).inc_by(v);
+                }
+            }
+        }
+    }
     let held = out.gauge(
         "ctgate_frag_held_fragments",
         "Fragments held for reassembly now, per lcore.",

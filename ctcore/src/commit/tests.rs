@@ -39,6 +39,7 @@ fn out(addr: [u8; 4]) -> Decision {
         port: 1,
         addr: Some(Addr::from_v4(addr)),
         mark: None,
+        helper: crate::helper::Helper::None,
     })
 }
 

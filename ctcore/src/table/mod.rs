@@ -333,6 +333,42 @@ impl Table {
     pub fn stripe_count(&self) -> u32 {
         self.stripe_mask + 1
     }
+
+    /// Reserves what conntrack helpers need: helper data beside every
+    /// record, and room for `expectations` expectations over the stripes
+    /// (see [`crate::helper::expect`]). Called once, before traffic.
+    pub fn reserve_helpers(&self, expectations: u32, advise: &mut dyn FnMut(usize, usize)) {
+        let per = expectations.div_ceil(self.stripe_count()).max(1) as usize;
+        for m in self.stripes.iter() {
+            let mut s = lock(m);
+            if s.help.is_empty() {
+                let n = s.records.len();
+                s.help = stripe::reserve(n, advise);
+                s.expects = crate::helper::Expects::new(per);
+            }
+        }
+    }
+
+    /// Whether [`Table::reserve_helpers`] was called.
+    pub fn has_helpers(&self) -> bool {
+        !lock(&self.stripes[0]).help.is_empty()
+    }
+
+    /// The live expectations of every stripe, each stripe locked while it
+    /// is read (`conntrack -L expect`).
+    pub fn for_each_expect(&self, now_ms: u64, mut f: impl FnMut(&crate::helper::Expect)) {
+        for m in self.stripes.iter() {
+            lock(m).expects.for_each(now_ms, &mut f);
+        }
+    }
+
+    /// Reaps the lapsed expectations of `stripe`; returns how many.
+    pub fn reap_expects(&self, stripe: u32, now_ms: u64) -> u64 {
+        match self.stripes.get(stripe as usize) {
+            Some(m) => lock(m).expects.reap(now_ms),
+            None => 0,
+        }
+    }
     /// Bytes of memory reserved per connection of capacity (records, index, free list).
     pub fn bytes_per_conn(&self) -> usize {
         let total: usize = self.stripes.iter().map(|s| lock(s).reserved_bytes()).sum();
@@ -711,6 +747,17 @@ impl<'t> Guard<'t> {
         &mut self.stripe(r.stripe).records[r.local as usize].conn
     }
 
+    /// The helper data of the connection at `r` (None when helpers are off).
+    #[inline]
+    pub fn help_mut(&mut self, r: Ref) -> Option<&mut crate::helper::HelpState> {
+        self.stripe(r.stripe).help.get_mut(r.local as usize)
+    }
+
+    /// The expectations kept in `stripe`.
+    pub fn expects(&mut self, stripe: u32) -> &mut crate::helper::Expects {
+        &mut self.stripe(stripe & self.table.stripe_mask).expects
+    }
+
     /// The slab entry `local` of `stripe`, if it holds live connection `id`.
     pub fn get(&mut self, stripe: u32, local: Local, id: u32) -> Option<Ref> {
         if stripe > self.table.stripe_mask {
@@ -876,6 +923,7 @@ impl<'t> Guard<'t> {
         rec.proto = conn.proto;
         rec.mark = conn.mark;
         rec.nat_csum = conn.nat_csum;
+        rec.helper = conn.helper;
         rec.status.set(Status::CONFIRMED);
         rec.status.clear(Status::DYING);
         rec.id = id;

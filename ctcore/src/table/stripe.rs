@@ -36,6 +36,10 @@ pub struct Stripe {
     pub ports: PortMaps,
     /// Endpoint-independent mappings whose endpoints hash here.
     pub eim: EimMaps,
+    /// Each record's helper data, when helpers are on (else empty).
+    pub help: Box<[crate::helper::HelpState]>,
+    /// Expectations whose tuples hash here (none when helpers are off).
+    pub expects: crate::helper::Expects,
     /// Ids handed out: `next * MAX_STRIPES + index` keeps them unique across stripes.
     id_next: u32,
     index: u32,
@@ -78,6 +82,8 @@ impl Stripe {
             wheel: Wheel::default(),
             ports: PortMaps::default(),
             eim: EimMaps::new(eim_limit, advise),
+            help: Box::default(),
+            expects: crate::helper::Expects::default(),
             id_next: 1,
             index,
         }
@@ -132,5 +138,7 @@ impl Stripe {
             + self.buckets.len() * std::mem::size_of::<Bucket>()
             + self.wheel.heads.len() * 4
             + self.eim.reserved_bytes()
+            + self.help.len() * std::mem::size_of::<crate::helper::HelpState>()
+            + self.expects.capacity() * std::mem::size_of::<crate::helper::Expect>()
     }
 }
