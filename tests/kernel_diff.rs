@@ -631,11 +631,34 @@ fn kernel_differential_vlan_zones_2_workers() {
     differential("tests/kernel-ref/vlan-zones", false, 2);
 }
 
+/// Every capture with the kernel's FTP and TFTP helpers assigned on their
+/// well-known ports (`kernel-ct-ref --helper ftp,tftp`) and ctgate's
+/// `[[policy]] helper` rules doing the same (tests/kernel-ref/helpers).
+#[test]
+fn kernel_differential_helpers() {
+    differential("tests/kernel-ref/helpers", false, 1);
+}
+
+/// The helpers and source NAT together: the FTP helper's payload rewrites
+/// and sequence adjustment, the data connections' NAT bindings
+/// (`--helper ftp,tftp --nat-snat 203.0.113.1`; tests/kernel-ref/helpers-snat).
+#[test]
+fn kernel_differential_helpers_snat() {
+    differential("tests/kernel-ref/helpers-snat", true, 1);
+}
+
+#[test]
+fn kernel_differential_helpers_snat_2_workers() {
+    differential("tests/kernel-ref/helpers-snat", true, 2);
+}
+
 fn differential(ref_sub: &str, nat: bool, workers: u32) {
     let root = repo_root();
     let pcap_dir = root.join("tests/pcaps");
     let ref_dir = root.join(ref_sub);
-    let config = nat.then(|| ref_dir.join("ctgate.toml"));
+    // The reference directory's ctgate.toml, where it has one, is the
+    // counterpart of its kernel-ct-ref.args (NAT rules, helper rules).
+    let config = Some(ref_dir.join("ctgate.toml")).filter(|c| c.exists());
     // A reference directory may add replay arguments (`replay.args`, as
     // kernel-ct-ref.args does for the kernel's side) and compare only the
     // captures it names (`captures.txt`, one per line).
