@@ -735,11 +735,13 @@ impl<P: Prefetch> Engine<P> {
         if let Some(m) = egress.and_then(|e| e.mark) {
             self.set_mark(g, w, now_ms, m, out, pending);
         }
-        if let (Some(e), Some(c), true) = (egress, pending.get_mut(), self.helpers.is_some()) {
-            // nft `ct helper set`: on a new connection of the helper's protocol.
-            if e.helper.proto() == Some(c.tuples[0].proto) {
-                c.helper = e.helper;
-                c.status.set(Status::HELPER);
+        if self.helpers.is_some() {
+            if let (Some(e), Some(c)) = (egress, pending.get_mut()) {
+                // nft `ct helper set`: on a new connection of the helper's protocol.
+                if e.helper.proto() == Some(c.tuples[0].proto) {
+                    c.helper = e.helper;
+                    c.status.set(Status::HELPER);
+                }
             }
         }
         if pending.is_some() {
@@ -1144,19 +1146,56 @@ impl<P: Prefetch> Engine<P> {
             return;
         };
         w.stats.found += 1;
-        let (adjusted, hdr, view);
-        let (p, pkt) = if self.helpers.is_some() && g.conn(r).status.has(Status::SEQ_ADJUST) {
-            // The tracker sees the acknowledgement and SACK edges as the
-            // receiver's sequence space has them (seqadj).
-            (adjusted, hdr) = self.tracker_view(g, r, pkt.frame, p, dir);
-            view = Pkt {
-                frame: &hdr,
-                ..*pkt
-            };
-            (&adjusted, &view)
-        } else {
-            (p, pkt)
+        if self.helpers.is_some() && g.conn(r).status.has(Status::SEQ_ADJUST) {
+            return self.track_found_seqadj(g, w, now_ms, pkt, p, t, r, dir, res, pending);
+        }
+        self.track_found(g, w, now_ms, pkt, p, t, r, dir, res, pending);
+    }
+
+    /// [`Engine::track_found`] for a connection whose sequence numbers a
+    /// helper adjusts: the tracker sees the acknowledgement and SACK edges
+    /// as the receiver's sequence space has them (seqadj). Out of the way
+    /// of every other packet.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn track_found_seqadj(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        t: Tuple,
+        r: Ref,
+        dir: Dir,
+        res: &mut Verdict<'_>,
+        pending: &mut Pending,
+    ) {
+        let (adjusted, hdr) = self.tracker_view(g, r, pkt.frame, p, dir);
+        let view = Pkt {
+            frame: &hdr,
+            ..*pkt
         };
+        self.track_found(g, w, now_ms, &view, &adjusted, t, r, dir, res, pending);
+    }
+
+    /// The tracker and its outcome for a packet of known connection `r`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn track_found(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        t: Tuple,
+        r: Ref,
+        dir: Dir,
+        res: &mut Verdict<'_>,
+        pending: &mut Pending,
+    ) {
         let c = g.conn_mut(r);
         *res.mark = c.mark;
         *res.zone = c.tuples[0].zone;
