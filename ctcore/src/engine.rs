@@ -629,6 +629,7 @@ impl<P: Prefetch> Engine<P> {
         self.refresh_tunables(w);
         // The stripes this burst uses, locked once for the whole burst.
         let mut g = self.table.guard();
+        let helpers = self.helpers.is_some();
         let mut pending = Pending {
             conn: Conn::default(),
             ext: Ext::default(),
@@ -680,25 +681,41 @@ impl<P: Prefetch> Engine<P> {
             }
             for (j, pkt) in chunk.iter().enumerate() {
                 let i = c * STAGE + j;
-                self.stage3(
-                    &mut g,
-                    w,
-                    now_ms,
-                    pkt,
-                    keys[j],
-                    i,
-                    &mut results[i],
-                    &mut pending,
-                    &mut decide,
-                );
+                // Without helpers, stage 3 has no helper hook at all.
+                if helpers {
+                    self.stage3::<true, F>(
+                        &mut g,
+                        w,
+                        now_ms,
+                        pkt,
+                        keys[j],
+                        i,
+                        &mut results[i],
+                        &mut pending,
+                        &mut decide,
+                    );
+                } else {
+                    self.stage3::<false, F>(
+                        &mut g,
+                        w,
+                        now_ms,
+                        pkt,
+                        keys[j],
+                        i,
+                        &mut results[i],
+                        &mut pending,
+                        &mut decide,
+                    );
+                }
             }
         }
     }
 
-    /// Stage 3 of `process_burst` for one packet: track, NAT, decide, confirm.
+    /// Stage 3 of `process_burst` for one packet: track, NAT, decide, confirm
+    /// (and, with `HELPERS`, the conntrack helpers' hooks).
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn stage3<F>(
+    fn stage3<const HELPERS: bool, F>(
         &self,
         g: &mut Guard<'_>,
         w: &mut Worker,
@@ -718,7 +735,7 @@ impl<P: Prefetch> Engine<P> {
         pending.clear();
         let mut looked_up = key;
         let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, pending);
-        if self.helpers.is_some() && pending.is_some() {
+        if HELPERS && pending.is_some() {
             self.expected(g, w, now_ms, pending, looked_up, out);
         }
         if let Some(c) = pending.get_mut() {
@@ -735,7 +752,7 @@ impl<P: Prefetch> Engine<P> {
         if let Some(m) = egress.and_then(|e| e.mark) {
             self.set_mark(g, w, now_ms, m, out, pending);
         }
-        if self.helpers.is_some() {
+        if HELPERS {
             if let (Some(e), Some(c)) = (egress, pending.get_mut()) {
                 // nft `ct helper set`: on a new connection of the helper's protocol.
                 if e.helper.proto() == Some(c.tuples[0].proto) {
@@ -764,7 +781,7 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
         }
-        if self.helpers.is_some() && out.ct_drop.is_none() {
+        if HELPERS && out.ct_drop.is_none() {
             self.help(g, w, now_ms, pkt.frame, pending.is_some(), out);
         }
     }
@@ -1803,10 +1820,10 @@ fn account(e: &mut Ext, dir: Dir, p: &Parsed) {
 fn ctinfo_for(c: &Conn, dir: Dir) -> CtInfo {
     match dir {
         Dir::Reply => CtInfo::EstablishedReply,
+        Dir::Orig if c.status.0 & (Status::SEEN_REPLY | Status::EXPECTED) == 0 => CtInfo::New,
         Dir::Orig if c.status.has(Status::SEEN_REPLY) => CtInfo::Established,
         // An expected connection before its reply (resolve_normal_ct).
-        Dir::Orig if c.status.has(Status::EXPECTED) => CtInfo::Related,
-        Dir::Orig => CtInfo::New,
+        Dir::Orig => CtInfo::Related,
     }
 }
 
