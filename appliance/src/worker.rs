@@ -489,6 +489,12 @@ impl Worker<'_> {
                     if let Some(t) = meta.nd_type(m.data()) {
                         self.handle_nd(in_port, m, t);
                     } else if defrag && net::maybe_fragment(&meta, m.data()) {
+                        // What came before it leaves first: a datagram it
+                        // completes is forwarded right away.
+                        if !ip_pkts.is_empty() {
+                            self.stage_and_forward(in_port, &mut ip_pkts, &ip_meta);
+                            ip_meta.clear();
+                        }
                         if let Some(m) = self.reassemble(in_port, m) {
                             ip_pkts.push(m);
                             ip_meta.push(meta);
