@@ -167,7 +167,7 @@ impl Counter {
 }
 
 /// Most ports the appliance handles.
-pub const MAX_PORTS: usize = 8;
+pub const MAX_PORTS: usize = 16;
 
 /// One worker's counters.
 #[derive(Debug, Default)]
