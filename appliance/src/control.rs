@@ -709,7 +709,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             }
             if let (Some(at), Some(interval)) = (next_print, opts.stats_interval) {
                 if Instant::now() >= at {
-                    let t = Totals::sum(&stats, ports.len());
+                    let t = Totals::sum(&stats, cfg.ports.len());
                     let now = Instant::now();
                     let rate = (t.tx - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
                     last = (now, t.tx);
@@ -775,7 +775,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let totals = Totals::sum(&stats, ports.len());
+    let totals = Totals::sum(&stats, cfg.ports.len());
     let mut port_reports = Vec::new();
     for (p, &d) in cfg.ports.iter().zip(&device) {
         let port = &ports[d];
