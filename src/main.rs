@@ -140,7 +140,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     .map(|a| a.to_string())
                     .collect();
                 match (&p.parent, p.vlan) {
-                    (Some(parent), Some(vlan)) => println!("  port {}: vlan {vlan} on {parent} [{}]", p.name, addrs.join(", ")),
+                    (Some(parent), Some(vlan)) => println!(
+                        "  port {}: vlan {vlan} on {parent} [{}]",
+                        p.name,
+                        addrs.join(", ")
+                    ),
                     _ => println!("  port {}: {} [{}]", p.name, p.devargs, addrs.join(", ")),
                 }
             }

@@ -81,7 +81,15 @@ fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, id: u16, proto: u8, payload: &[u8])
 }
 
 #[allow(clippy::too_many_arguments)]
-fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, ttl: u8, id: u16, data: &[u8]) -> Vec<u8> {
+fn udp4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    ttl: u8,
+    id: u16,
+    data: &[u8],
+) -> Vec<u8> {
     let mut u = Vec::new();
     u.extend_from_slice(&sport.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());
@@ -141,7 +149,14 @@ fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// An Ethernet frame with an 802.1Q tag (priority `pcp`, VLAN `vid`).
-fn tagged(dst: [u8; 6], src: [u8; 6], pcp: u8, vid: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+fn tagged(
+    dst: [u8; 6],
+    src: [u8; 6],
+    pcp: u8,
+    vid: u16,
+    ethertype: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
@@ -224,7 +239,14 @@ fn vlan_sub_ports_keep_their_zones_through_one_masquerade() {
     let ttl1 = udp4(CLIENT, SERVER_IP, 5001, 53, 1, 0x7777, b"expires");
     trunk_in.push(tagged(GW, HOST, 0, 200, 0x0800, &ttl1));
     // Priority-tagged (VLAN 0): the trunk's own, answered untagged.
-    trunk_in.push(tagged(GW, HOST, 5, 0, 0x0800, &echo4(TRUNK_HOST, TRUNK_IP, 8, 64)));
+    trunk_in.push(tagged(
+        GW,
+        HOST,
+        5,
+        0,
+        0x0800,
+        &echo4(TRUNK_HOST, TRUNK_IP, 8, 64),
+    ));
     // VLAN 300 has no sub-port.
     trunk_in.push(tagged(
         GW,
@@ -243,7 +265,15 @@ fn vlan_sub_ports_keep_their_zones_through_one_masquerade() {
             GW_SRV,
             SERVER,
             0x0800,
-            &udp4(SERVER_IP, SRV_GW, 53, port, 64, 0x5000 + port % 2, b"answer"),
+            &udp4(
+                SERVER_IP,
+                SRV_GW,
+                53,
+                port,
+                64,
+                0x5000 + port % 2,
+                b"answer",
+            ),
         ));
         srv_in.push(eth(
             GW_SRV,
@@ -415,14 +445,25 @@ action = "masquerade to :40000-40001"
                     SYN | ACK,
                 )
             } else {
-                udp4(SERVER_IP, CLIENT, 53, 5000, 63, 0x5000 + port % 2, b"answer")
+                udp4(
+                    SERVER_IP,
+                    CLIENT,
+                    53,
+                    5000,
+                    63,
+                    0x5000 + port % 2,
+                    b"answer",
+                )
             };
             want.push(tagged(HOST, GW, 0, v, 0x0800, &ip));
         }
     }
     let want_echo = eth(HOST, GW, 0x0800, &echo4(TRUNK_IP, TRUNK_HOST, 0, 64));
     // The ICMP error: tagged 200, from the sub-port's address.
-    let errors: Vec<&Vec<u8>> = out_trunk.iter().filter(|f| f.len() > 18 && f[16..18] == [8, 0] && f[18 + 9] == 1 && f[18 + 20] == 11).collect();
+    let errors: Vec<&Vec<u8>> = out_trunk
+        .iter()
+        .filter(|f| f.len() > 18 && f[16..18] == [8, 0] && f[18 + 9] == 1 && f[18 + 20] == 11)
+        .collect();
     assert_eq!(errors.len(), 1, "one time exceeded");
     let te = errors[0];
     assert_eq!(vid(te), Some(200));

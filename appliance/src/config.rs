@@ -912,7 +912,10 @@ mod tests {
             ("vlan=100", "needs both parent"),
             ("parent=\"trunk\"\nvlan=0", "vlan 0 is out of range"),
             ("parent=\"trunk\"\nvlan=4095", "vlan 4095 is out of range"),
-            ("parent=\"nope\"\nvlan=100", "parent \"nope\" is not a port name"),
+            (
+                "parent=\"nope\"\nvlan=100",
+                "parent \"nope\" is not a port name",
+            ),
             (
                 "parent=\"trunk\"\nvlan=100\ndevargs=\"net_null1\"",
                 "remove devargs",
@@ -939,7 +942,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("vlan 7 is already a sub-port of \"trunk\""), "{e}");
+        assert!(
+            e.contains("vlan 7 is already a sub-port of \"trunk\""),
+            "{e}"
+        );
         let e = Config::parse(
             &format!(
                 "{trunk}{}{}",

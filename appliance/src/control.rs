@@ -495,7 +495,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
                 .as_deref()
                 .and_then(|n| cfg.port_index(n))
                 .unwrap_or_else(|| cfg.port_index(&p.name).expect("its own name"));
-            phys.iter().position(|&d| d == i).expect("validated: a physical parent")
+            phys.iter()
+                .position(|&d| d == i)
+                .expect("validated: a physical parent")
         })
         .collect();
     let mut ids = Vec::new();

@@ -1178,7 +1178,9 @@ async fn ports(AxState(st): St) -> Json<Value> {
         .map(|(i, (p, &(d, vlan)))| {
             let mut j = port_json(p, &s, i);
             let x: Map<String, Value> = match dev.get(d) {
-                Some(d) if vlan == 0 => d.xstats().into_iter().map(|(k, v)| (k, json!(v))).collect(),
+                Some(d) if vlan == 0 => {
+                    d.xstats().into_iter().map(|(k, v)| (k, json!(v))).collect()
+                }
                 _ => Map::new(),
             };
             j["xstats"] = Value::Object(x);
