@@ -4,18 +4,21 @@
 //! Port `trunk` carries VLAN 100 (sub-port `v100`, zone 1) and VLAN 200
 //! (sub-port `v200`, zone 2), both with the client 192.0.2.10 behind the
 //! gateway address 192.0.2.1; port `srv` (untagged) is the outside, where
-//! one masquerade (ports 40000-40001) translates both. The client of each
+//! one masquerade (ports 40000-40007) translates both. The client of each
 //! VLAN asks ARP for the gateway, then sends the same UDP datagram and the
 //! same TCP SYN to 198.51.100.2: only the zones keep them two connections,
 //! which the masquerade must give two ports. The server answers both
 //! ports; each answer must leave by the trunk tagged with the VLAN its
-//! connection came from, untranslated, byte for byte. Besides: an ARP
+//! connection came from, untranslated, byte for byte (the answers to the
+//! ports no connection took are refused). Besides: an ARP
 //! answer per VLAN (tagged), an ICMP time exceeded on VLAN 200 (tagged), a
 //! priority-tagged (VLAN 0) echo request to the trunk's own address
 //! (answered untagged), and a frame of an unknown VLAN (counted).
 //!
 //! The trunk's capture fits one RX burst and is polled before srv's, so the
-//! answers are processed after what they answer.
+//! answers are processed after what they answer. With one worker, and with
+//! two (net_pcap has one queue: software dispatch hands the frames, tagged,
+//! to their connection's worker).
 
 mod support;
 
@@ -199,11 +202,23 @@ fn ip_id(vlan: u16, tcp: bool) -> u16 {
     vlan << 4 | tcp as u16
 }
 
+/// The masquerade's ports.
+const NAT_PORTS: std::ops::RangeInclusive<u16> = 40000..=40007;
+
 #[test]
 fn vlan_sub_ports_keep_their_zones_through_one_masquerade() {
+    vlan_sub_ports(1);
+}
+
+#[test]
+fn vlan_sub_ports_with_software_dispatch() {
+    vlan_sub_ports(2);
+}
+
+fn vlan_sub_ports(workers: usize) {
     require_root();
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("vlanpcap");
+    let dir = TempDir::new(&format!("vlanpcap{workers}"));
 
     let mut trunk_in = Vec::new();
     for v in VLANS {
@@ -258,9 +273,9 @@ fn vlan_sub_ports_keep_their_zones_through_one_masquerade() {
     ));
 
     // The server answers both masquerade ports, each answer told apart by
-    // its IP id (0x5000 + port).
+    // its IP id (0x5000 / 0x6000 + the port's place in the range).
     let mut srv_in = Vec::new();
-    for port in [40000u16, 40001] {
+    for port in NAT_PORTS {
         srv_in.push(eth(
             GW_SRV,
             SERVER,
@@ -271,7 +286,7 @@ fn vlan_sub_ports_keep_their_zones_through_one_masquerade() {
                 53,
                 port,
                 64,
-                0x5000 + port % 2,
+                0x5000 + (port - NAT_PORTS.start()),
                 b"answer",
             ),
         ));
@@ -285,7 +300,7 @@ fn vlan_sub_ports_keep_their_zones_through_one_masquerade() {
                 80,
                 port,
                 64,
-                0x6000 + port % 2,
+                0x6000 + (port - NAT_PORTS.start()),
                 SERVER_ISN,
                 ISN + 1,
                 SYN | ACK,
@@ -297,7 +312,8 @@ fn vlan_sub_ports_keep_their_zones_through_one_masquerade() {
 
     let config = format!(
         r#"
-workers = [1]
+workers = [{lcores}]
+worker_cpus = [{cpus}]
 mempool_mbufs = 4095
 {eal}
 
@@ -363,10 +379,17 @@ action = "accept"
 name = "masquerade"
 out_port = "srv"
 src = "192.0.2.0/24"
-action = "masquerade to :40000-40001"
+action = "masquerade to :{nat_lo}-{nat_hi}"
 "#,
         eal = eal_args_toml(),
-        d = dir.0.display()
+        lcores = (1..=workers)
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        cpus = vec!["1"; workers].join(", "),
+        d = dir.0.display(),
+        nat_lo = NAT_PORTS.start(),
+        nat_hi = NAT_PORTS.end(),
     );
     std::fs::write(dir.path("ctgate.toml"), config).unwrap();
     let out = run_for(
@@ -397,7 +420,7 @@ action = "masquerade to :40000-40001"
         let id = u16::from_be_bytes([f[18], f[19]]);
         let (vlan, tcp) = (id >> 4, id & 1 == 1);
         let sport = u16::from_be_bytes([f[34], f[35]]);
-        assert!(sport == 40000 || sport == 40001, "{sport}");
+        assert!(NAT_PORTS.contains(&sport), "{sport}");
         let want = if tcp {
             tcp4(SRV_GW, SERVER_IP, sport, 80, 63, id, ISN, 0, SYN)
         } else {
@@ -426,12 +449,12 @@ action = "masquerade to :40000-40001"
             &arp(2, GW, CLIENT_GW, HOST, CLIENT),
         ));
     }
-    for port in [40000u16, 40001] {
+    for port in NAT_PORTS {
         for tcp in [false, true] {
-            let v = VLANS
-                .into_iter()
-                .find(|&v| port_of[&(v, tcp)] == port)
-                .unwrap();
+            // An answer to a port no connection took is refused.
+            let Some(v) = VLANS.into_iter().find(|&v| port_of[&(v, tcp)] == port) else {
+                continue;
+            };
             let ip = if tcp {
                 tcp4(
                     SERVER_IP,
@@ -439,7 +462,7 @@ action = "masquerade to :40000-40001"
                     80,
                     6000,
                     63,
-                    0x6000 + port % 2,
+                    0x6000 + (port - NAT_PORTS.start()),
                     SERVER_ISN,
                     ISN + 1,
                     SYN | ACK,
@@ -451,7 +474,7 @@ action = "masquerade to :40000-40001"
                     53,
                     5000,
                     63,
-                    0x5000 + port % 2,
+                    0x5000 + (port - NAT_PORTS.start()),
                     b"answer",
                 )
             };
@@ -522,12 +545,16 @@ action = "masquerade to :40000-40001"
             .collect()
     };
     // trunk: the priority-tagged echo and VLAN 300; v100: ARP, UDP, TCP;
-    // v200: those and the expiring datagram; srv: four answers.
-    assert_eq!(per_port("rx_per_port"), vec![2, 3, 4, 4], "{s:#}");
+    // v200: those and the expiring datagram; srv: the answers.
+    let answers = 2 * NAT_PORTS.len() as u64;
+    assert_eq!(per_port("rx_per_port"), vec![2, 3, 4, answers], "{s:#}");
     // trunk: the echo reply; v100, v200: ARP answer, UDP and TCP answers
     // (+ v200's time exceeded); srv: four requests.
     assert_eq!(per_port("tx_per_port"), vec![1, 3, 4, 4], "{s:#}");
     assert_eq!(t["drops"]["unknown_vlan"], 1, "{s:#}");
+    if workers > 1 {
+        assert!(t["handoff_out"].as_u64().unwrap() > 0, "{s:#}");
+    }
     assert_eq!(t["drops"]["ttl_exceeded"], 1, "{s:#}");
     assert_eq!(t["arp_replies_sent"], 2);
     assert_eq!(
