@@ -132,6 +132,37 @@ fn echo4(src: [u8; 4], dst: [u8; 4], ty: u8, ttl: u8) -> Vec<u8> {
     ipv4(src, dst, ttl, 0x3333, 1, &m)
 }
 
+/// A neighbour solicitation from `src` (with its link-layer address) for
+/// `target`, to the solicited-node group, ICMPv6 checksum computed in full.
+fn neighbor_solicit(src: [u8; 16], src_mac: [u8; 6], target: [u8; 16]) -> Vec<u8> {
+    let mut dst = [0u8; 16];
+    dst[..2].copy_from_slice(&[0xff, 0x02]);
+    dst[11..13].copy_from_slice(&[0x01, 0xff]);
+    dst[13..].copy_from_slice(&target[13..]);
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target);
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&src_mac);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    let c = fold(sum(&pseudo) + sum(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[58, 255]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(&icmp);
+    ip
+}
+
+fn a6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
 fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
     let mut a = vec![0, 1, 8, 0, 6, 4];
     a.extend_from_slice(&op.to_be_bytes());
@@ -251,6 +282,15 @@ fn vlan_sub_ports(workers: usize) {
             &tcp4(CLIENT, SERVER_IP, 6000, 80, 64, ip_id(v, true), ISN, 0, SYN),
         ));
     }
+    // Neighbour discovery on VLAN 100: answered there, tagged.
+    trunk_in.push(tagged(
+        [0x33, 0x33, 0xff, 0, 0, 0x01],
+        HOST,
+        0,
+        100,
+        0x86dd,
+        &neighbor_solicit(a6("2001:db8:1::10"), HOST, a6("2001:db8:1::1")),
+    ));
     let ttl1 = udp4(CLIENT, SERVER_IP, 5001, 53, 1, 0x7777, b"expires");
     trunk_in.push(tagged(GW, HOST, 0, 200, 0x0800, &ttl1));
     // Priority-tagged (VLAN 0): the trunk's own, answered untagged.
@@ -328,6 +368,7 @@ name = "v100"
 parent = "trunk"
 vlan = 100
 ipv4 = "192.0.2.1/24"
+ipv6 = "2001:db8:1::1/64"
 zone = 1
 
 [[port]]
@@ -494,7 +535,27 @@ action = "masquerade to :{nat_lo}-{nat_hi}"
     assert_eq!(&te[18 + 12..18 + 20], &[CLIENT_GW, CLIENT].concat()[..]);
     assert_eq!(&te[18 + 28..], &ttl1[..28], "quotes the header and 8 bytes");
 
-    let rest: Vec<&Vec<u8>> = out_trunk.iter().filter(|f| !std::ptr::eq(*f, te)).collect();
+    // The neighbour advertisement: tagged 100, to the client, for the target.
+    let adverts: Vec<&Vec<u8>> = out_trunk
+        .iter()
+        .filter(|f| f.len() > 18 + 40 && f[16..18] == [0x86, 0xdd] && f[18 + 40] == 136)
+        .collect();
+    assert_eq!(adverts.len(), 1, "one neighbour advertisement");
+    let na = adverts[0];
+    assert_eq!(vid(na), Some(100));
+    assert_eq!(&na[0..12], &[HOST, GW].concat()[..]);
+    assert_eq!(
+        &na[18 + 8..18 + 24],
+        &a6("2001:db8:1::1"),
+        "from the target"
+    );
+    assert_eq!(&na[18 + 24..18 + 40], &a6("2001:db8:1::10"));
+    assert_eq!(&na[18 + 48..18 + 64], &a6("2001:db8:1::1"), "target");
+
+    let rest: Vec<&Vec<u8>> = out_trunk
+        .iter()
+        .filter(|f| !std::ptr::eq(*f, te) && !std::ptr::eq(*f, na))
+        .collect();
     assert_eq!(rest.len(), want.len() + 1, "{stdout}");
     for w in &want {
         assert!(rest.contains(&w), "missing {w:02x?}\nin {rest:02x?}");
@@ -544,13 +605,15 @@ action = "masquerade to :{nat_lo}-{nat_hi}"
             .map(|v| v.as_u64().unwrap())
             .collect()
     };
-    // trunk: the priority-tagged echo and VLAN 300; v100: ARP, UDP, TCP;
-    // v200: those and the expiring datagram; srv: the answers.
+    // trunk: the priority-tagged echo and VLAN 300; v100: ARP, ND, UDP,
+    // TCP; v200: ARP, UDP, TCP and the expiring datagram; srv: the answers.
     let answers = 2 * NAT_PORTS.len() as u64;
-    assert_eq!(per_port("rx_per_port"), vec![2, 3, 4, answers], "{s:#}");
+    assert_eq!(per_port("rx_per_port"), vec![2, 4, 4, answers], "{s:#}");
     // trunk: the echo reply; v100, v200: ARP answer, UDP and TCP answers
-    // (+ v200's time exceeded); srv: four requests.
-    assert_eq!(per_port("tx_per_port"), vec![1, 3, 4, 4], "{s:#}");
+    // (+ v100's neighbour advertisement, v200's time exceeded); srv: four
+    // requests.
+    assert_eq!(per_port("tx_per_port"), vec![1, 4, 4, 4], "{s:#}");
+    assert_eq!(t["nd_adverts_sent"], 1);
     assert_eq!(t["drops"]["unknown_vlan"], 1, "{s:#}");
     if workers > 1 {
         assert!(t["handoff_out"].as_u64().unwrap() > 0, "{s:#}");
