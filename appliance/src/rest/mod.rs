@@ -359,6 +359,8 @@ struct PortView {
     link_up: bool,
     speed_mbps: u32,
     stats: PortStats,
+    /// A VLAN sub-port's id (its link is its parent's), 0 for a physical port.
+    vlan: u16,
 }
 
 /// The counters at one moment, for /api/v1/stats and /metrics.
@@ -407,6 +409,7 @@ impl Snapshot {
                     } else {
                         Default::default()
                     },
+                    vlan,
                 })
             })
             .collect();
