@@ -22,7 +22,8 @@
 
 mod support;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use appliance::pcap;
 use support::*;
@@ -350,6 +351,7 @@ fn vlan_sub_ports(workers: usize) {
     write_pcap(&dir.path("trunk.pcap"), &trunk_in);
     write_pcap(&dir.path("srv.pcap"), &srv_in);
 
+    let rest = format!("127.0.0.1:{}", 18190 + workers);
     let config = format!(
         r#"
 workers = [{lcores}]
@@ -383,6 +385,10 @@ name = "srv"
 devargs = "net_pcap1,rx_pcap={d}/srv.pcap,tx_pcap={d}/out_srv.pcap"
 ipv4 = "198.51.100.1/24"
 mac = "02:00:00:00:00:02"
+
+[rest]
+bind = "{rest}"
+token = "vlan-test"
 
 [[neighbour]]
 ip = "198.51.100.2"
@@ -423,6 +429,7 @@ src = "192.0.2.0/24"
 action = "masquerade to :{nat_lo}-{nat_hi}"
 "#,
         eal = eal_args_toml(),
+        rest = rest,
         lcores = (1..=workers)
             .map(|l| l.to_string())
             .collect::<Vec<_>>()
@@ -433,14 +440,35 @@ action = "masquerade to :{nat_lo}-{nat_hi}"
         nat_hi = NAT_PORTS.end(),
     );
     std::fs::write(dir.path("ctgate.toml"), config).unwrap();
-    let out = run_for(
-        Command::new(ctgate())
-            .args(["run", "--config"])
-            .arg(dir.path("ctgate.toml"))
-            .args(["--duration", "1.5", "--stats-json"])
-            .arg(dir.path("stats.json")),
-        60,
-    );
+    let child = Command::new("timeout")
+        .arg("60")
+        .arg(ctgate())
+        .args(["run", "--config"])
+        .arg(dir.path("ctgate.toml"))
+        .args(["--duration", "4", "--stats-json"])
+        .arg(dir.path("stats.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The REST API while it runs: the sub-ports are ports, with their own
+    // counters, on their parent's device.
+    let answers = 2 * NAT_PORTS.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let api_ports = loop {
+        let got = ureq::get(&format!("http://{rest}/api/v1/ports"))
+            .set("Authorization", "Bearer vlan-test")
+            .timeout(Duration::from_secs(2))
+            .call()
+            .ok()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.into_string().ok()?).ok());
+        if let Some(v) = got.as_ref().filter(|v| v[3]["rx_packets"] == answers) {
+            break v.clone();
+        }
+        assert!(Instant::now() < deadline, "no /api/v1/ports: {got:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -607,7 +635,6 @@ action = "masquerade to :{nat_lo}-{nat_hi}"
     };
     // trunk: the priority-tagged echo and VLAN 300; v100: ARP, ND, UDP,
     // TCP; v200: ARP, UDP, TCP and the expiring datagram; srv: the answers.
-    let answers = 2 * NAT_PORTS.len() as u64;
     assert_eq!(per_port("rx_per_port"), vec![2, 4, 4, answers], "{s:#}");
     // trunk: the echo reply; v100, v200: ARP answer, UDP and TCP answers
     // (+ v100's neighbour advertisement, v200's time exceeded); srv: four
@@ -626,4 +653,26 @@ action = "masquerade to :{nat_lo}-{nat_hi}"
         "{s:#}"
     );
     assert!(stdout.contains("port v100   vlan 100"), "{stdout}");
+    let api: Vec<(&str, &str, u64)> = api_ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["driver"].as_str().unwrap(),
+                p["rx_packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        api,
+        vec![
+            ("trunk", "net_pcap", 2),
+            ("v100", "vlan 100", 4),
+            ("v200", "vlan 200", 4),
+            ("srv", "net_pcap", answers)
+        ],
+        "{api_ports:#}"
+    );
 }
