@@ -10,8 +10,8 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// IEEE 802.1Q: a VLAN tag (TPID, then PCP / DEI / VID) after the MACs.
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
-pub const VLAN_HLEN: usize = 4;
+pub const ETHERTYPE_VLAN: u16 = ctcore::wire::vlan::ETHERTYPE_8021Q;
+pub const VLAN_HLEN: usize = ctcore::wire::vlan::TAG_LEN;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
@@ -142,8 +142,12 @@ pub fn classify(frame: &[u8], port_mac: &Mac) -> Result<Meta, DropReason> {
 /// priority tag), None if it carries no such tag.
 #[inline]
 pub fn vlan_id(frame: &[u8]) -> Option<u16> {
-    (frame.len() >= ETH_HLEN + VLAN_HLEN && be16(frame, 12) == ETHERTYPE_VLAN)
-        .then(|| be16(frame, 14) & 0x0fff)
+    if frame.len() < ETH_HLEN || be16(frame, 12) != ETHERTYPE_VLAN {
+        return None;
+    }
+    ctcore::wire::vlan::VlanTag::new_checked(&frame[ETH_HLEN..])
+        .ok()
+        .map(|t| t.vlan_id())
 }
 
 /// Removing a tag, first step: moves the MAC addresses over it (4 bytes
@@ -625,6 +629,7 @@ mod tests {
         ];
         assert_eq!(vlan_id(&tagged), Some(100));
         assert_eq!(vlan_id(&tagged[..17]), None);
+        assert_eq!(vlan_id(&tagged[..10]), None, "a runt");
         let mut f = tagged;
         untag_in_place(&mut f);
         let untagged = &f[VLAN_HLEN..];
