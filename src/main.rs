@@ -139,7 +139,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     .flatten()
                     .map(|a| a.to_string())
                     .collect();
-                println!("  port {}: {} [{}]", p.name, p.devargs, addrs.join(", "));
+                match (&p.parent, p.vlan) {
+                    (Some(parent), Some(vlan)) => println!(
+                        "  port {}: vlan {vlan} on {parent} [{}]",
+                        p.name,
+                        addrs.join(", ")
+                    ),
+                    _ => println!("  port {}: {} [{}]", p.name, p.devargs, addrs.join(", ")),
+                }
             }
             for r in &cfg.routes {
                 match r.via {

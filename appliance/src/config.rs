@@ -155,7 +155,19 @@ pub struct PortConfig {
     pub name: String,
     /// DPDK devargs: a PCI address (`0000:01:00.0`) or a vdev string
     /// (`net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap`, `net_af_packet0,iface=veth0`, ...).
+    /// Empty for a VLAN sub-port.
+    #[serde(default)]
     pub devargs: String,
+    /// A VLAN sub-port (802.1Q, like Linux's `eth0.100`) names the physical
+    /// port it rides on: it receives the frames tagged with `vlan` there
+    /// (untagged before anything else looks at them) and sends tagged ones
+    /// through it. It has its own addresses, zone, neighbours and routes,
+    /// and the parent's MAC address; it is a port everywhere else.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The VLAN id (1..=4094) of a sub-port.
+    #[serde(default)]
+    pub vlan: Option<u16>,
     /// The port's IPv4 address and the connected prefix.
     #[serde(default)]
     pub ipv4: Option<Prefix>,
@@ -207,6 +219,11 @@ impl PortConfig {
     pub fn is_pci(&self) -> bool {
         let name = self.devargs.split(',').next().unwrap_or("");
         !name.starts_with("net_") && name.contains(':') && name.contains('.')
+    }
+
+    /// True for a VLAN sub-port (no device of its own).
+    pub fn is_vlan(&self) -> bool {
+        self.parent.is_some()
     }
 
     pub fn mac_addr(&self) -> Option<Mac> {
@@ -501,10 +518,12 @@ impl Config {
             if !names.insert(p.name.clone()) {
                 return Err(invalid(format!("two ports are named {:?}", p.name)));
             }
-            if p.devargs.trim().is_empty() {
+            if p.parent.is_some() || p.vlan.is_some() {
+                check_vlan_port(p)?;
+            } else if p.devargs.trim().is_empty() {
                 return Err(invalid(format!("port {:?}: devargs is empty (e.g. \"net_pcap0,rx_pcap=in.pcap\" or \"0000:01:00.0\")", p.name)));
             }
-            if !p.is_pci() && !p.devargs.starts_with("net_") {
+            if !p.is_vlan() && !p.is_pci() && !p.devargs.starts_with("net_") {
                 return Err(invalid(format!(
                     "port {:?}: devargs {:?} is neither a PCI address (0000:01:00.0) nor a vdev (net_pcap0,..., net_af_packet0,...)",
                     p.name, p.devargs
@@ -543,7 +562,32 @@ impl Config {
             }
         }
         let mut devs = std::collections::HashSet::new();
+        let mut vlans = std::collections::HashSet::new();
         for p in &self.ports {
+            if let (Some(parent), Some(vlan)) = (&p.parent, p.vlan) {
+                match self.ports.iter().find(|q| q.name == *parent) {
+                    None => {
+                        return Err(invalid(format!(
+                            "port {:?}: parent {parent:?} is not a port name",
+                            p.name
+                        )))
+                    }
+                    Some(q) if q.is_vlan() => {
+                        return Err(invalid(format!(
+                            "port {:?}: parent {parent:?} is itself a VLAN sub-port: name a physical port (one with devargs)",
+                            p.name
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                if !vlans.insert((parent.clone(), vlan)) {
+                    return Err(invalid(format!(
+                        "port {:?}: vlan {vlan} is already a sub-port of {parent:?}: give each sub-port of a parent its own vlan",
+                        p.name
+                    )));
+                }
+                continue;
+            }
             if !devs.insert(p.device_name()) {
                 return Err(invalid(format!("two ports use the device {:?}: give each vdev its own name (net_pcap0, net_pcap1, ...)", p.device_name())));
             }
@@ -586,6 +630,14 @@ impl Config {
         crate::ctconfig::check(self)
     }
 
+    /// The indexes of the physical ports (those with a device, not VLAN
+    /// sub-ports), in port order: what DPDK probes.
+    pub fn physical_ports(&self) -> Vec<usize> {
+        (0..self.ports.len())
+            .filter(|&i| !self.ports[i].is_vlan())
+            .collect()
+    }
+
     pub fn port_index(&self, name: &str) -> Option<usize> {
         self.ports.iter().position(|p| p.name == name)
     }
@@ -617,7 +669,7 @@ impl Config {
         };
         v.push(format!("--main-lcore={}", self.main_lcore));
         let mut any_pci = false;
-        for p in &self.ports {
+        for p in self.ports.iter().filter(|p| !p.is_vlan()) {
             if p.is_pci() {
                 any_pci = true;
                 v.push("-a".to_owned());
@@ -658,6 +710,36 @@ impl Config {
         // 64 MiB for the EAL, rings and the PMDs.
         self.mempool_mbufs as u64 * 2560 + (64 << 20)
     }
+}
+
+/// The fields of a VLAN sub-port on their own (the parent is checked once
+/// every port has its name).
+fn check_vlan_port(p: &PortConfig) -> Result<(), ConfigError> {
+    let (Some(_), Some(vlan)) = (&p.parent, p.vlan) else {
+        return Err(invalid(format!(
+            "port {:?}: a VLAN sub-port needs both parent (the physical port's name) and vlan (1..4094)",
+            p.name
+        )));
+    };
+    if !(1..=4094).contains(&vlan) {
+        return Err(invalid(format!(
+            "port {:?}: vlan {vlan} is out of range: use 1..4094 (0 is untagged, 4095 reserved)",
+            p.name
+        )));
+    }
+    if !p.devargs.trim().is_empty() {
+        return Err(invalid(format!(
+            "port {:?}: a VLAN sub-port has no devargs (it sends and receives through its parent): remove devargs",
+            p.name
+        )));
+    }
+    if p.mac.is_some() {
+        return Err(invalid(format!(
+            "port {:?}: a VLAN sub-port has its parent's MAC address: remove mac",
+            p.name
+        )));
+    }
+    Ok(())
 }
 
 /// The IPv4 address of a prefix, as u32.
@@ -839,6 +921,8 @@ mod tests {
             rx_desc: 1,
             tx_desc: 1,
             zone: 0,
+            parent: None,
+            vlan: None,
         };
         assert!(p.is_pci());
         assert_eq!(p.device_name(), "0000:01:00.0");
@@ -848,6 +932,87 @@ mod tests {
         };
         assert!(!v.is_pci());
         assert_eq!(v.device_name(), "net_pcap0");
+    }
+
+    #[test]
+    fn vlan_sub_ports() {
+        let trunk = "[[port]]\nname=\"trunk\"\ndevargs=\"net_null0\"\nipv4=\"203.0.113.1/24\"\n";
+        let sub = |name: &str, extra: &str| {
+            format!("[[port]]\nname=\"{name}\"\nipv4=\"192.0.2.1/24\"\n{extra}\n")
+        };
+        let c = Config::parse(
+            &format!(
+                "{trunk}{}{}",
+                sub("v100", "parent=\"trunk\"\nvlan=100\nzone=1"),
+                sub("v200", "parent=\"trunk\"\nvlan=200\nzone=2")
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.physical_ports(), vec![0]);
+        assert!(c.ports[1].is_vlan() && c.ports[2].is_vlan());
+        // Only the physical port is a device.
+        let argv = c.eal_argv();
+        assert_eq!(argv.iter().filter(|a| *a == "--vdev").count(), 1);
+        let cases = [
+            ("parent=\"trunk\"", "needs both parent"),
+            ("vlan=100", "needs both parent"),
+            ("parent=\"trunk\"\nvlan=0", "vlan 0 is out of range"),
+            ("parent=\"trunk\"\nvlan=4095", "vlan 4095 is out of range"),
+            (
+                "parent=\"nope\"\nvlan=100",
+                "parent \"nope\" is not a port name",
+            ),
+            (
+                "parent=\"trunk\"\nvlan=100\ndevargs=\"net_null1\"",
+                "remove devargs",
+            ),
+            (
+                "parent=\"trunk\"\nvlan=100\nmac=\"02:00:00:00:00:05\"",
+                "remove mac",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = Config::parse(&format!("{trunk}{}", sub("v", extra)), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+            assert!(!e.contains('\n'));
+        }
+        let e = Config::parse(
+            &format!(
+                "{trunk}{}{}",
+                sub("v1", "parent=\"trunk\"\nvlan=7"),
+                sub("v2", "parent=\"trunk\"\nvlan=7")
+            ),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("vlan 7 is already a sub-port of \"trunk\""),
+            "{e}"
+        );
+        let e = Config::parse(
+            &format!(
+                "{trunk}{}{}",
+                sub("v1", "parent=\"trunk\"\nvlan=7"),
+                sub("v2", "parent=\"v1\"\nvlan=8")
+            ),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is itself a VLAN sub-port"), "{e}");
+        // A route may name a sub-port, its next hop on the sub-port's prefix.
+        assert!(Config::parse(
+            &format!(
+                "{trunk}{}[[route]]\nprefix=\"198.51.100.0/24\"\nvia=\"192.0.2.9\"\nport=\"v1\"\n",
+                sub("v1", "parent=\"trunk\"\nvlan=7")
+            ),
+            "t"
+        )
+        .is_ok());
     }
 
     #[test]

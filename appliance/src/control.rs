@@ -346,9 +346,15 @@ fn preflight(cfg: &Config) -> Result<(), RunError> {
 }
 
 /// Logs each port whose link went down or came back since `up` (the last
-/// states seen), and updates it.
-fn watch_links(cfg: &Config, ports: &[Port], up: &mut [bool]) {
-    for ((p, port), was) in cfg.ports.iter().zip(ports).zip(up.iter_mut()) {
+/// states seen), and updates it. `ports` are the devices of the physical
+/// ports `phys` (indexes into the config's ports).
+fn watch_links(cfg: &Config, phys: &[usize], ports: &[Port], up: &mut [bool]) {
+    for ((p, port), was) in phys
+        .iter()
+        .map(|&i| &cfg.ports[i])
+        .zip(ports)
+        .zip(up.iter_mut())
+    {
         let link = port.link();
         if link.up == *was {
             continue;
@@ -483,8 +489,25 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     if eal.ports_available() == 0 {
         return Err(RunError::NoPorts);
     }
+    // Devices are probed for the physical ports only; a VLAN sub-port uses
+    // its parent's (`device[i]`: port i's index in `phys` and `ports`).
+    let phys = cfg.physical_ports();
+    let device: Vec<usize> = cfg
+        .ports
+        .iter()
+        .map(|p| {
+            let i = p
+                .parent
+                .as_deref()
+                .and_then(|n| cfg.port_index(n))
+                .unwrap_or_else(|| cfg.port_index(&p.name).expect("its own name"));
+            phys.iter()
+                .position(|&d| d == i)
+                .expect("validated: a physical parent")
+        })
+        .collect();
     let mut ids = Vec::new();
-    for p in &cfg.ports {
+    for p in phys.iter().map(|&i| &cfg.ports[i]) {
         ids.push(eal.port_by_name(&p.device_name(), &p.devargs)?);
     }
     let socket = eal.lcore_socket(LcoreId(cfg.workers[0]));
@@ -497,7 +520,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     )?);
     let nworkers = cfg.workers.len() as u16;
     let mut ports = Vec::new();
-    for (p, id) in cfg.ports.iter().zip(&ids) {
+    for (p, id) in phys.iter().map(|&i| &cfg.ports[i]).zip(&ids) {
         let conf = PortConf {
             rx_queues: nworkers,
             tx_queues: nworkers,
@@ -532,11 +555,10 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     }
     let stats = Arc::new(stats::new_shared(cfg.workers.len()));
     let stop = Arc::new(AtomicBool::new(false));
-    let infos: Vec<(&str, &crate::dpdk::PortInfo)> = cfg
-        .ports
+    let infos: Vec<(&str, &crate::dpdk::PortInfo)> = phys
         .iter()
         .zip(&ports)
-        .map(|(c, p)| (c.name.as_str(), p.info()))
+        .map(|(&c, p)| (cfg.ports[c].name.as_str(), p.info()))
         .collect();
     let steering = steering(cfg.workers.len(), &infos);
     let mut handoff = match steering {
@@ -562,6 +584,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             stats: stats.clone(),
             ports: rest_ports.clone(),
             port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+            port_devices: cfg
+                .ports
+                .iter()
+                .zip(&device)
+                .map(|(p, &d)| (d, p.vlan.unwrap_or(0)))
+                .collect(),
             workers: cfg.workers.clone(),
             tsc_hz: eal.tsc_hz(),
             pool: Arc::downgrade(&pool),
@@ -597,7 +625,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     }
     let tx_locks: Arc<[std::sync::Mutex<()>]> =
         (0..n_locks).map(|_| std::sync::Mutex::new(())).collect();
-    for ((p, port), base) in cfg.ports.iter().zip(ports.iter()).zip(&tx_lock_base) {
+    for ((p, port), base) in phys
+        .iter()
+        .map(|&i| &cfg.ports[i])
+        .zip(ports.iter())
+        .zip(&tx_lock_base)
+    {
         if base.is_some() {
             tracing::info!(
                 port = %p.name,
@@ -614,16 +647,25 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
     let mut launch_err = None;
     for (wi, lcore) in cfg.workers.iter().enumerate() {
         let mut pctx = ArrayVec::new();
-        for (pi, port) in ports.iter().enumerate() {
-            let info = port.info();
+        for (pi, p) in cfg.ports.iter().enumerate() {
+            let d = device[pi];
+            let info = ports[d].info();
+            // A sub-port: its parent's device, MAC and TX queue, no RX queue.
+            let parent = phys[d];
             pctx.push(PortCtx {
                 id: info.id,
-                mac: cfg.ports[pi].mac_addr().unwrap_or(info.mac),
-                rxq: (wi < info.rx_queues as usize).then_some(QueueId(wi as u16)),
+                mac: cfg.ports[parent].mac_addr().unwrap_or(info.mac),
+                rxq: (wi < info.rx_queues as usize && !p.is_vlan()).then_some(QueueId(wi as u16)),
                 txq: QueueId(wi as u16 % info.tx_queues),
-                tx_lock: tx_lock_base[pi].map(|b| b + wi as u16 % info.tx_queues),
-                v4: cfg.ports[pi].ipv4.as_ref().and_then(v4_u32),
-                v6: cfg.ports[pi].ipv6.as_ref().and_then(v6_u128),
+                tx_lock: tx_lock_base[d].map(|b| b + wi as u16 % info.tx_queues),
+                v4: p.ipv4.as_ref().and_then(v4_u32),
+                v6: p.ipv6.as_ref().and_then(v6_u128),
+                vlan: p.vlan.unwrap_or(0),
+                parent: parent as u8,
+                trunk: cfg
+                    .ports
+                    .iter()
+                    .any(|q| q.parent.as_deref() == Some(p.name.as_str())),
             });
         }
         let args = WorkerArgs {
@@ -667,7 +709,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             if Instant::now() >= next_pressure_check {
                 // The table-full warning, with or without the REST API.
                 shared.check_pressure();
-                watch_links(cfg, &ports, &mut links);
+                watch_links(cfg, &phys, &ports, &mut links);
                 next_pressure_check = Instant::now() + Duration::from_secs(1);
             }
             if opts.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -675,7 +717,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             }
             if let (Some(at), Some(interval)) = (next_print, opts.stats_interval) {
                 if Instant::now() >= at {
-                    let t = Totals::sum(&stats, ports.len());
+                    let t = Totals::sum(&stats, cfg.ports.len());
                     let now = Instant::now();
                     let rate = (t.tx - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
                     last = (now, t.tx);
@@ -741,14 +783,31 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let totals = Totals::sum(&stats, ports.len());
+    let totals = Totals::sum(&stats, cfg.ports.len());
     let mut port_reports = Vec::new();
-    for (p, port) in cfg.ports.iter().zip(ports.iter()) {
+    for (p, &d) in cfg.ports.iter().zip(&device) {
+        let port = &ports[d];
+        let mac = format_mac(&cfg.ports[phys[d]].mac_addr().unwrap_or(port.info().mac));
+        if let Some(vlan) = p.vlan {
+            // The NIC counters are the parent's.
+            port_reports.push(PortReport {
+                name: p.name.clone(),
+                driver: format!("vlan {vlan}"),
+                mac,
+                ipackets: 0,
+                opackets: 0,
+                imissed: 0,
+                ierrors: 0,
+                oerrors: 0,
+                rx_nombuf: 0,
+            });
+            continue;
+        }
         let s: PortStats = port.stats();
         port_reports.push(PortReport {
             name: p.name.clone(),
             driver: port.info().driver.clone(),
-            mac: format_mac(&p.mac_addr().unwrap_or(port.info().mac)),
+            mac,
             ipackets: s.ipackets,
             opackets: s.opackets,
             imissed: s.imissed,

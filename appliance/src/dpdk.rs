@@ -428,6 +428,25 @@ impl Mbuf {
         }
     }
 
+    /// Grows the packet by `len` bytes at the front (`rte_pktmbuf_prepend`):
+    /// the new bytes are the first of [`Mbuf::data`] and hold whatever the
+    /// headroom held until written. False (nothing changed) if the headroom
+    /// is short.
+    pub fn prepend(&mut self, len: u16) -> bool {
+        // SAFETY: prepend moves data_off back by len within the headroom and
+        // fixes data_len / pkt_len, or returns NULL and changes nothing; the
+        // bytes it exposes lie inside the buffer (data() may read them).
+        !unsafe { sys::ct_shim_pktmbuf_prepend(self.0.as_ptr(), len) }.is_null()
+    }
+
+    /// Removes `len` bytes from the front of the packet (`rte_pktmbuf_adj`).
+    /// False (nothing changed) if the first segment is shorter.
+    pub fn adj(&mut self, len: u16) -> bool {
+        // SAFETY: adj moves data_off forward by len within the first segment's
+        // data and fixes data_len / pkt_len, or returns NULL and changes nothing.
+        !unsafe { sys::ct_shim_pktmbuf_adj(self.0.as_ptr(), len) }.is_null()
+    }
+
     /// Shortens a single-segment packet to `len` bytes (no-op if already shorter).
     pub fn truncate(&mut self, len: usize) {
         let cur = self.data().len();

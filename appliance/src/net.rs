@@ -9,6 +9,9 @@ pub const ETH_HLEN: usize = 14;
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// IEEE 802.1Q: a VLAN tag (TPID, then PCP / DEI / VID) after the MACs.
+pub const ETHERTYPE_VLAN: u16 = ctcore::wire::vlan::ETHERTYPE_8021Q;
+pub const VLAN_HLEN: usize = ctcore::wire::vlan::TAG_LEN;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
@@ -133,6 +136,35 @@ pub fn classify(frame: &[u8], port_mac: &Mac) -> Result<Meta, DropReason> {
         ETHERTYPE_ARP => Ok(Meta::Arp),
         _ => Err(DropReason::Unsupported),
     }
+}
+
+/// The VLAN id of an 802.1Q-tagged frame (TPID 0x8100; 0 for a
+/// priority tag), None if it carries no such tag.
+#[inline]
+pub fn vlan_id(frame: &[u8]) -> Option<u16> {
+    if frame.len() < ETH_HLEN || be16(frame, 12) != ETHERTYPE_VLAN {
+        return None;
+    }
+    ctcore::wire::vlan::VlanTag::new_checked(&frame[ETH_HLEN..])
+        .ok()
+        .map(|t| t.vlan_id())
+}
+
+/// Removing a tag, first step: moves the MAC addresses over it (4 bytes
+/// on); the frame proper then starts at `VLAN_HLEN` (the caller trims it).
+#[inline]
+pub fn untag_in_place(frame: &mut [u8]) {
+    frame.copy_within(0..12, VLAN_HLEN);
+}
+
+/// Inserting a tag, last step: `frame` has `VLAN_HLEN` new bytes in front
+/// of an untagged frame; moves the MAC addresses into them and writes the
+/// tag of `vid` (priority 0) behind.
+#[inline]
+pub fn tag_in_place(frame: &mut [u8], vid: u16) {
+    frame.copy_within(VLAN_HLEN..VLAN_HLEN + 12, 0);
+    put16(frame, 12, ETHERTYPE_VLAN);
+    put16(frame, 14, vid & 0x0fff);
 }
 
 /// Whether a frame [`classify`] found to be IP may be a fragment (IPv4: MF
@@ -588,6 +620,30 @@ mod tests {
 
     const MAC_A: Mac = [0x02, 0, 0, 0, 0, 0xa];
     const MAC_G: Mac = [0x02, 0, 0, 0, 0, 0x1];
+
+    #[test]
+    fn vlan_tags_come_off_and_go_on() {
+        // dst, src, 802.1Q (PCP 5, VID 100), IPv4, two payload bytes.
+        let tagged: [u8; 20] = [
+            2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0xa, 0x81, 0x00, 0xa0, 0x64, 0x08, 0x00, 0xde, 0xad,
+        ];
+        assert_eq!(vlan_id(&tagged), Some(100));
+        assert_eq!(vlan_id(&tagged[..17]), None);
+        assert_eq!(vlan_id(&tagged[..10]), None, "a runt");
+        let mut f = tagged;
+        untag_in_place(&mut f);
+        let untagged = &f[VLAN_HLEN..];
+        assert_eq!(
+            untagged,
+            &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0xa, 0x08, 0x00, 0xde, 0xad]
+        );
+        assert_eq!(vlan_id(untagged), None);
+        // Back on, priority 0.
+        tag_in_place(&mut f, 100);
+        let mut want = tagged;
+        want[14] = 0x00;
+        assert_eq!(f, want);
+    }
 
     /// A captured Linux ping (192.0.2.10 -> 192.0.2.1, id 0x1c46, seq 1), Ethernet + IPv4 + ICMP.
     fn ping4() -> Vec<u8> {

@@ -11,11 +11,12 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum DropReason {
-    /// Malformed Ethernet / ARP / IPv4 / IPv6 header (length, version, checksum), or a multi-segment mbuf.
+    /// Malformed Ethernet / ARP / IPv4 / IPv6 header (length, version, checksum), or a multi-segment mbuf
+    /// (or, leaving by a VLAN sub-port, no headroom for the tag).
     BadHeader,
     /// Unicast to another MAC address (seen in promiscuous mode).
     OtherHost,
-    /// An EtherType the gateway does not handle (VLAN, LLDP, ...).
+    /// An EtherType the gateway does not handle (LLDP, QinQ, ...).
     Unsupported,
     /// No route to the destination.
     NoRoute,
@@ -59,6 +60,9 @@ pub enum DropReason {
     FragTimeout,
     FragMemory,
     FragDatagramDropped,
+    /// 802.1Q-tagged on a port with no sub-port of that VLAN id (or with
+    /// a second tag behind the first: stacked VLANs are not handled).
+    UnknownVlan,
 }
 
 impl From<ctcore::defrag::Cause> for DropReason {
@@ -77,7 +81,7 @@ impl From<ctcore::defrag::Cause> for DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = 23;
+    pub const COUNT: usize = 24;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::BadHeader,
         DropReason::OtherHost,
@@ -102,6 +106,7 @@ impl DropReason {
         DropReason::FragTimeout,
         DropReason::FragMemory,
         DropReason::FragDatagramDropped,
+        DropReason::UnknownVlan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +127,7 @@ impl DropReason {
             DropReason::Shutdown => "shutdown",
             DropReason::HandoffFull => "handoff_full",
             DropReason::Standby => "standby",
+            DropReason::UnknownVlan => "unknown_vlan",
             DropReason::FragOverlap
             | DropReason::FragDuplicate
             | DropReason::FragCorrupt
@@ -167,7 +173,7 @@ impl Counter {
 }
 
 /// Most ports the appliance handles.
-pub const MAX_PORTS: usize = 8;
+pub const MAX_PORTS: usize = 16;
 
 /// One worker's counters.
 #[derive(Debug, Default)]

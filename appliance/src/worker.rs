@@ -49,6 +49,15 @@ pub struct PortCtx {
     pub tx_lock: Option<u16>,
     pub v4: Option<u32>,
     pub v6: Option<u128>,
+    /// A VLAN sub-port's id, 0 for a physical port. A sub-port shares its
+    /// parent's `id`, `mac`, `txq` and `tx_lock`, polls nothing (`rxq`
+    /// None: its frames arrive tagged on the parent), and sends tagged.
+    pub vlan: u16,
+    /// A sub-port's parent (port index); a physical port's own index.
+    pub parent: u8,
+    /// A physical port with sub-ports: its receive counts go to the
+    /// sub-port each tagged frame is for.
+    pub trunk: bool,
 }
 
 /// Everything a worker needs; moved onto its lcore.
@@ -247,7 +256,11 @@ pub fn run(args: WorkerArgs) -> i32 {
             }
             prev_packets += n as u64;
             prev_busy = true;
-            w.stats.rx[pi].add(n as u64);
+            if port.trunk {
+                w.count_trunk_rx(pi, &rx);
+            } else {
+                w.stats.rx[pi].add(n as u64);
+            }
             if w.pipeline.shared.standby.load(Ordering::Relaxed) {
                 for m in rx.drain(..) {
                     w.drop_pkt(m, DropReason::Standby);
@@ -431,7 +444,11 @@ impl Worker<'_> {
             while !buf.is_empty() {
                 let port = buf[0].port();
                 let run = buf.iter().take_while(|m| m.port() == port).count();
-                let pi = self.ports.iter().position(|p| p.id == port).unwrap_or(0) as u8;
+                let pi = self
+                    .ports
+                    .iter()
+                    .position(|p| p.id == port && p.vlan == 0)
+                    .unwrap_or(0) as u8;
                 if run == buf.len() {
                     self.handle_burst(pi, buf);
                 } else {
@@ -477,12 +494,22 @@ impl Worker<'_> {
         }
         ip_meta.clear();
         let mut ip_pkts: ArrayVec<Mbuf, BURST> = ArrayVec::new();
+        // Frames of VLAN sub-ports, untagged, with their sub-port.
+        let mut untagged: ArrayVec<(u8, Mbuf), BURST> = ArrayVec::new();
         for m in rx.drain(..) {
             if !m.is_contiguous() {
                 self.drop_pkt(m, DropReason::BadHeader);
                 continue;
             }
             match net::classify(m.data(), &mac) {
+                Err(DropReason::Unsupported) => match net::vlan_id(m.data()) {
+                    Some(vid) => {
+                        if let Some(sub) = self.untag(in_port, vid, m) {
+                            untagged.push(sub);
+                        }
+                    }
+                    None => self.drop_pkt(m, DropReason::Unsupported),
+                },
                 Err(reason) => self.drop_pkt(m, reason),
                 Ok(Meta::Arp) => self.handle_arp(in_port, m),
                 Ok(meta) => {
@@ -508,6 +535,74 @@ impl Worker<'_> {
         }
         if !ip_pkts.is_empty() {
             self.stage_and_forward(in_port, &mut ip_pkts, &ip_meta);
+        }
+        if !untagged.is_empty() {
+            self.handle_sub_ports(&mut untagged);
+        }
+    }
+
+    /// Receive counts of a burst of trunk port `pi`: each tagged frame
+    /// counts for its sub-port, the others (and unknown VLANs) for `pi`.
+    #[inline(never)]
+    fn count_trunk_rx(&self, pi: usize, rx: &[Mbuf]) {
+        for m in rx {
+            let port = match net::vlan_id(m.data()) {
+                Some(vid) if vid != 0 => self.sub_port(pi as u8, vid).unwrap_or(pi as u8),
+                _ => pi as u8,
+            };
+            self.stats.rx[port as usize].add(1);
+        }
+    }
+
+    /// The sub-port of `parent` with VLAN id `vid`.
+    #[inline]
+    fn sub_port(&self, parent: u8, vid: u16) -> Option<u8> {
+        self.ports
+            .iter()
+            .position(|p| p.vlan == vid && p.parent == parent)
+            .map(|i| i as u8)
+    }
+
+    /// An 802.1Q-tagged frame (VLAN `vid`) received on `in_port`: removes the tag (the
+    /// MACs move over it, the front is trimmed) and returns the port it is
+    /// for, the sub-port of its VLAN id (a priority tag, VLAN 0, stays on
+    /// `in_port`). None (dropped as `unknown_vlan`) if no sub-port has the
+    /// id, or if a second tag follows (stacked VLANs are not handled).
+    #[cold]
+    fn untag(&mut self, in_port: u8, vid: u16, mut m: Mbuf) -> Option<(u8, Mbuf)> {
+        let port = if vid == 0 {
+            Some(in_port)
+        } else {
+            self.sub_port(in_port, vid)
+        };
+        let Some(port) = port else {
+            self.drop_pkt(m, DropReason::UnknownVlan);
+            return None;
+        };
+        net::untag_in_place(m.data_mut());
+        if !m.adj(net::VLAN_HLEN as u16) || net::vlan_id(m.data()).is_some() {
+            self.drop_pkt(m, DropReason::UnknownVlan);
+            return None;
+        }
+        Some((port, m))
+    }
+
+    /// Handles untagged frames of sub-ports as bursts received on them.
+    #[cold]
+    fn handle_sub_ports(&mut self, untagged: &mut ArrayVec<(u8, Mbuf), BURST>) {
+        while let Some(&(port, _)) = untagged.first() {
+            let mut burst: ArrayVec<Mbuf, BURST> = ArrayVec::new();
+            let mut rest: ArrayVec<(u8, Mbuf), BURST> = ArrayVec::new();
+            for (p, m) in untagged.drain(..) {
+                if p == port {
+                    burst.push(m);
+                } else {
+                    rest.push((p, m));
+                }
+            }
+            *untagged = rest;
+            // Untagged now: this handle_burst finds no tag, so goes no deeper.
+            self.handle_burst(port, &mut burst);
         }
     }
 
@@ -1119,6 +1214,9 @@ impl Worker<'_> {
             return;
         }
         let port = self.ports[p];
+        if port.vlan != 0 {
+            self.tag_all(p, port.vlan);
+        }
         let sent = match port.tx_lock {
             None => dpdk::tx_burst(port.id, port.txq, &mut self.tx[p]),
             Some(l) => {
@@ -1135,6 +1233,23 @@ impl Worker<'_> {
             self.stats.drops[DropReason::TxFull as usize].add(unsent as u64);
             self.tx[p].clear();
         }
+    }
+
+    /// Tags what waits to leave by sub-port `p` with its VLAN id (802.1Q:
+    /// 4 bytes in front, the MACs moved into them); a frame without the
+    /// headroom for it is dropped as `bad_header`.
+    #[inline(never)]
+    fn tag_all(&mut self, p: usize, vid: u16) {
+        let stats = self.stats;
+        self.tx[p].retain(|m| {
+            if m.prepend(net::VLAN_HLEN as u16) {
+                net::tag_in_place(m.data_mut(), vid);
+                true
+            } else {
+                stats.drop(DropReason::BadHeader);
+                false
+            }
+        });
     }
 
     #[inline]

@@ -30,6 +30,8 @@ uint16_t ct_shim_pktmbuf_tailroom(const struct rte_mbuf *m);
 int ct_shim_pktmbuf_is_contiguous(const struct rte_mbuf *m);
 char *ct_shim_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 int ct_shim_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
+char *ct_shim_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+char *ct_shim_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int ct_shim_errno(void);
 unsigned ct_shim_lcore_id(void);
 uint64_t ct_shim_rdtsc(void);

@@ -440,6 +440,10 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
             } else {
                 i64::from(p.speed_mbps) * 1_000_000 / 8
             });
+        if p.vlan != 0 {
+            // A VLAN sub-port: its frames are in its parent's NIC counters.
+            continue;
+        }
         let s = &p.stats;
         for (c, v) in nic.iter().zip([
             s.ipackets,

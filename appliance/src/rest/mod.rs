@@ -271,6 +271,10 @@ pub struct Context {
     /// Read-locked while in use: control takes the ports back (write lock) to close them.
     pub ports: Arc<std::sync::RwLock<Vec<Port>>>,
     pub port_names: Vec<String>,
+    /// Per port (in `port_names` order): the index of its device in
+    /// `ports`, and its VLAN id (a sub-port: its parent's device; 0 for a
+    /// physical port).
+    pub port_devices: Vec<(usize, u16)>,
     /// The workers' lcores, in worker order.
     pub workers: Vec<u32>,
     pub tsc_hz: u64,
@@ -355,6 +359,8 @@ struct PortView {
     link_up: bool,
     speed_mbps: u32,
     stats: PortStats,
+    /// A VLAN sub-port's id (its link is its parent's), 0 for a physical port.
+    vlan: u16,
 }
 
 /// The counters at one moment, for /api/v1/stats and /metrics.
@@ -378,25 +384,36 @@ impl Snapshot {
             .collect();
         let ct = ctx.shared.per_worker();
         let ct_total = ctx.shared.totals();
+        let devices = ctx.ports.read().unwrap_or_else(|e| e.into_inner());
         let ports = ctx
-            .ports
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .port_devices
             .iter()
             .zip(&ctx.port_names)
-            .map(|(p, name)| {
+            .filter_map(|(&(d, vlan), name)| {
+                let p = devices.get(d)?;
                 let link = p.link();
-                PortView {
+                // A sub-port's NIC counters are its parent's: not repeated.
+                Some(PortView {
                     name: name.clone(),
                     id: p.id().0,
-                    driver: p.info().driver.clone(),
+                    driver: if vlan == 0 {
+                        p.info().driver.clone()
+                    } else {
+                        format!("vlan {vlan}")
+                    },
                     mac: format_mac(&p.info().mac),
                     link_up: link.up,
                     speed_mbps: link.speed_mbps,
-                    stats: p.stats(),
-                }
+                    stats: if vlan == 0 {
+                        p.stats()
+                    } else {
+                        Default::default()
+                    },
+                    vlan,
+                })
             })
             .collect();
+        drop(devices);
         let (pressure_recent, _) = st.check_pressure();
         Snapshot {
             totals: Totals::sum(&ctx.stats, nports),
@@ -1159,12 +1176,16 @@ async fn ports(AxState(st): St) -> Json<Value> {
     let v: Vec<Value> = s
         .ports
         .iter()
-        .zip(dev.iter())
+        .zip(&st.ctx.port_devices)
         .enumerate()
-        .map(|(i, (p, d))| {
+        .map(|(i, (p, &(d, vlan)))| {
             let mut j = port_json(p, &s, i);
-            let x: Map<String, Value> =
-                d.xstats().into_iter().map(|(k, v)| (k, json!(v))).collect();
+            let x: Map<String, Value> = match dev.get(d) {
+                Some(d) if vlan == 0 => {
+                    d.xstats().into_iter().map(|(k, v)| (k, json!(v))).collect()
+                }
+                _ => Map::new(),
+            };
             j["xstats"] = Value::Object(x);
             j
         })
