@@ -15,57 +15,13 @@ mod support;
 use std::process::Command;
 
 use appliance::pcap;
+use support::frames::*;
 use support::*;
 
 const GW_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const GW_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const HOST_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const HOST_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
-
-fn sum(data: &[u8]) -> u32 {
-    let mut s: u32 = 0;
-    for c in data.chunks(2) {
-        s += (c[0] as u32) << 8 | *c.get(1).unwrap_or(&0) as u32;
-    }
-    s
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-fn csum(data: &[u8]) -> u16 {
-    fold(sum(data))
-}
-
-/// The L4 checksum with the pseudo-header, computed in full.
-fn l4_csum(src: &[u8], dst: &[u8], proto: u8, seg: &[u8]) -> u16 {
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(src);
-    pseudo.extend_from_slice(dst);
-    if src.len() == 4 {
-        pseudo.extend_from_slice(&[0, proto]);
-        pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    } else {
-        pseudo.extend_from_slice(&(seg.len() as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, proto]);
-    }
-    fold(sum(&pseudo) + sum(seg))
-}
-
-/// An L4 segment with its checksum field (at `at`) filled.
-fn with_l4_csum(src: &[u8], dst: &[u8], proto: u8, mut seg: Vec<u8>, at: usize) -> Vec<u8> {
-    seg[at..at + 2].copy_from_slice(&[0, 0]);
-    let mut c = l4_csum(src, dst, proto, &seg);
-    if proto == 17 && c == 0 {
-        c = 0xffff;
-    }
-    seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    seg
-}
 
 fn udp(src: &[u8], dst: &[u8], sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
     let mut u = Vec::new();
@@ -105,19 +61,6 @@ fn icmp6(src: &[u8], dst: &[u8], ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -
     with_l4_csum(src, dst, 58, m, 2)
 }
 
-fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, id: u16, proto: u8, payload: &[u8]) -> Vec<u8> {
-    let len = 20 + payload.len();
-    let mut h = vec![0x45, 0, (len >> 8) as u8, len as u8];
-    h.extend_from_slice(&id.to_be_bytes());
-    h.extend_from_slice(&[0x40, 0, ttl, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
 /// One IPv4 fragment of a datagram (`offset` in bytes, a multiple of 8).
 fn ipv4_frag(src: [u8; 4], dst: [u8; 4], ttl: u8, mf: bool, offset: usize, part: &[u8]) -> Vec<u8> {
     let mut p = ipv4(src, dst, ttl, 0x6666, 17, part);
@@ -138,23 +81,6 @@ fn ipv6(src: [u8; 16], dst: [u8; 16], hops: u8, next: u8, payload: &[u8]) -> Vec
     h.extend_from_slice(&dst);
     h.extend_from_slice(payload);
     h
-}
-
-fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn a4(s: &str) -> [u8; 4] {
-    s.parse::<std::net::Ipv4Addr>().unwrap().octets()
-}
-
-fn a6(s: &str) -> [u8; 16] {
-    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
 }
 
 /// An IPv4 UDP packet, fully built.

@@ -26,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use appliance::pcap;
+use support::frames::*;
 use support::*;
 
 const GW: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -39,50 +40,6 @@ const SERVER_IP: [u8; 4] = [198, 51, 100, 2];
 const SRV_GW: [u8; 4] = [198, 51, 100, 1];
 const TRUNK_IP: [u8; 4] = [203, 0, 113, 1];
 const TRUNK_HOST: [u8; 4] = [203, 0, 113, 10];
-
-/// An independent Internet checksum (RFC 1071), not the appliance's.
-fn sum(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| (c[0] as u32) << 8 | *c.get(1).unwrap_or(&0) as u32)
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-fn csum(data: &[u8]) -> u16 {
-    fold(sum(data))
-}
-
-/// `seg` with its L4 checksum (at `at`) computed over the IPv4 pseudo-header.
-fn with_l4_csum(src: [u8; 4], dst: [u8; 4], proto: u8, mut seg: Vec<u8>, at: usize) -> Vec<u8> {
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    seg[at..at + 2].copy_from_slice(&[0, 0]);
-    let c = fold(sum(&pseudo) + sum(&seg));
-    seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    seg
-}
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, id: u16, proto: u8, payload: &[u8]) -> Vec<u8> {
-    let len = 20 + payload.len();
-    let mut h = vec![0x45, 0, (len >> 8) as u8, len as u8];
-    h.extend_from_slice(&id.to_be_bytes());
-    h.extend_from_slice(&[0x40, 0, ttl, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
 
 #[allow(clippy::too_many_arguments)]
 fn udp4(
@@ -100,7 +57,7 @@ fn udp4(
     u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
     u.extend_from_slice(&[0, 0]);
     u.extend_from_slice(data);
-    ipv4(src, dst, ttl, id, 17, &with_l4_csum(src, dst, 17, u, 6))
+    ipv4(src, dst, ttl, id, 17, &with_l4_csum(&src, &dst, 17, u, 6))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -122,7 +79,7 @@ fn tcp4(
     t.extend_from_slice(&ack.to_be_bytes());
     t.extend_from_slice(&[6 << 4, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
     t.extend_from_slice(&[2, 4, 0x05, 0xb4]);
-    ipv4(src, dst, ttl, id, 6, &with_l4_csum(src, dst, 6, t, 16))
+    ipv4(src, dst, ttl, id, 6, &with_l4_csum(&src, &dst, 6, t, 16))
 }
 
 fn echo4(src: [u8; 4], dst: [u8; 4], ty: u8, ttl: u8) -> Vec<u8> {
@@ -160,10 +117,6 @@ fn neighbor_solicit(src: [u8; 16], src_mac: [u8; 6], target: [u8; 16]) -> Vec<u8
     ip
 }
 
-fn a6(s: &str) -> [u8; 16] {
-    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
-}
-
 fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
     let mut a = vec![0, 1, 8, 0, 6, 4];
     a.extend_from_slice(&op.to_be_bytes());
@@ -172,15 +125,6 @@ fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u
     a.extend_from_slice(&tha);
     a.extend_from_slice(&tpa);
     a
-}
-
-fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
 }
 
 /// An Ethernet frame with an 802.1Q tag (priority `pcp`, VLAN `vid`).

@@ -3,6 +3,7 @@
 //! binary, and a guard that stops a running ctgate.
 #![allow(dead_code)]
 
+pub mod frames;
 pub mod hosts;
 pub mod netns;
 
