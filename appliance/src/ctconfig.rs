@@ -184,6 +184,25 @@ fn proto_number(s: &str) -> Result<u8, String> {
     })
 }
 
+/// A rule's `proto` match (a name or a number), as `[[policy]]` and `[[nat]]`
+/// spell it.
+fn proto_match(what: &str, proto: &Option<String>) -> Result<Option<u8>, ConfigError> {
+    proto
+        .as_deref()
+        .map(proto_number)
+        .transpose()
+        .map_err(|e| bad(format!("{what}: {e}")))
+}
+
+/// A rule's `dport` match ("21", "8000-8080"), as nft `th dport`.
+fn dport_match(what: &str, dport: &Option<String>) -> Result<Option<(u16, u16)>, ConfigError> {
+    dport
+        .as_deref()
+        .map(nat::parse_port_range)
+        .transpose()
+        .map_err(|e| bad(format!("{what}: {e}")))
+}
+
 /// The timeout names (the sysctls' without `nf_conntrack_`), as the config's
 /// `[conntrack.timeouts]` and the REST API's /api/v1/timeouts use them.
 pub const TIMEOUT_NAMES: [&str; 18] = [
@@ -308,18 +327,8 @@ pub fn policy(cfg: &Config) -> Result<Policy, ConfigError> {
         }
         rules.push(Rule {
             helper,
-            proto: r
-                .proto
-                .as_deref()
-                .map(proto_number)
-                .transpose()
-                .map_err(|e| bad(format!("{what}: {e}")))?,
-            dports: r
-                .dport
-                .as_deref()
-                .map(nat::parse_port_range)
-                .transpose()
-                .map_err(|e| bad(format!("{what}: {e}")))?,
+            proto: proto_match(&what, &r.proto)?,
+            dports: dport_match(&what, &r.dport)?,
             dnat_only,
             states,
             action: Action::parse(&r.action).ok_or_else(|| {
@@ -404,18 +413,8 @@ pub fn nat(cfg: &Config) -> Result<Option<Nat>, ConfigError> {
             out_port: port_ref(cfg, &what, &r.out_port)?,
             src: prefix(&r.src)?,
             dst: prefix(&r.dst)?,
-            proto: r
-                .proto
-                .as_deref()
-                .map(proto_number)
-                .transpose()
-                .map_err(|e| bad(format!("{what}: {e}")))?,
-            dports: r
-                .dport
-                .as_deref()
-                .map(nat::parse_port_range)
-                .transpose()
-                .map_err(|e| bad(format!("{what}: {e}")))?,
+            proto: proto_match(&what, &r.proto)?,
+            dports: dport_match(&what, &r.dport)?,
             zone: r.zone,
         };
         if action.is_dnat() && m.out_port.is_some() {
