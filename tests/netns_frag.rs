@@ -24,11 +24,12 @@ use support::hosts::{lines, wait_for};
 use support::netns::{Gate, Net};
 use support::*;
 
-fn config(net: &Net) -> String {
+fn config(net: &Net, workers: usize) -> String {
     format!(
-        r#"workers = [1]
+        r#"workers = [{lcores}]
+worker_cpus = [{cpus}]
 {eal}
-mempool_mbufs = 4095
+mempool_mbufs = 8191
 
 [[port]]
 name = "in"
@@ -63,6 +64,11 @@ out_port = "out"
 action = "masquerade"
 "#,
         eal = eal_args_toml(),
+        lcores = (1..=workers)
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        cpus = vec!["1"; workers].join(", "),
         cli = net.gw_if("cli"),
         srv = net.gw_if("srv"),
     )
@@ -99,14 +105,26 @@ fn client(net: &Net, host: &str, args: &[&str]) -> String {
 
 #[test]
 fn fragments_are_reassembled_tracked_translated_and_forwarded() {
+    fragments(1);
+}
+
+/// The same with two workers: a datagram's fragments all go to one worker
+/// (software dispatch by addresses and id), whose connection may live in
+/// the other's stripe.
+#[test]
+fn fragments_with_two_workers() {
+    fragments(2);
+}
+
+fn fragments(workers: usize) {
     require_root();
     let _one = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("frag");
-    let mut net = Net::new("ctfr");
+    let dir = TempDir::new(&format!("frag{workers}"));
+    let mut net = Net::new(&format!("ctf{workers}"));
     // TAP ports: DPDK's net_af_packet asks the kernel to defragment what its
     // packet socket receives (PACKET_FANOUT_FLAG_DEFRAG), so it would never
     // hand ctgate a fragment.
-    let gate = Gate::start(&dir.0, &config(&net));
+    let gate = Gate::start(&dir.0, &config(&net, workers));
     net.tap_host(
         "cli",
         &["192.0.2.10/24", "2001:db8:1::10/64"],
@@ -230,7 +248,7 @@ fn fragments_are_reassembled_tracked_translated_and_forwarded() {
     // echoes came back fragmented by the server's kernel).
     assert_eq!(n(counters, "frag_reassembled"), 8, "{counters:#}");
     println!(
-        "frag: server saw {got4:?} {got6:?}; drops {drops}; reassembly {}",
+        "frag ({workers} worker(s)): server saw {got4:?} {got6:?}; drops {drops}; reassembly {}",
         counters
             .as_object()
             .map(|o| o
