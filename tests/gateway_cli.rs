@@ -99,3 +99,31 @@ fn run_without_the_port_interface_fails_in_one_line() {
         "{line}"
     );
 }
+
+/// A pool the ports' RX rings take whole at start (net_tap fills every
+/// descriptor: two ports x two queues x 1024 > 4095) is refused in one line
+/// that says what to change, instead of a gateway that forwards nothing.
+#[test]
+fn a_pool_the_rx_rings_take_whole_is_refused_in_one_line() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("cli-pool");
+    let config = format!(
+        "workers = [1, 2]\nworker_cpus = [1, 1]\n{}\nmempool_mbufs = 4095\n\
+         [[port]]\nname = \"a\"\ndevargs = \"net_tap0,iface=ctgt-pool0\"\nipv4 = \"192.0.2.1/24\"\n\
+         [[port]]\nname = \"b\"\ndevargs = \"net_tap1,iface=ctgt-pool1\"\nipv4 = \"198.51.100.1/24\"\n",
+        eal_args_toml()
+    );
+    std::fs::write(dir.path("c.toml"), config).unwrap();
+    let out = run_for(
+        Command::new(ctgate())
+            .args(["run", "--duration", "5", "--config"])
+            .arg(dir.path("c.toml")),
+        60,
+    );
+    let line = one_line_error(&out);
+    assert!(
+        line.contains("mempool_mbufs = 4095 is too small") && line.contains("raise mempool_mbufs"),
+        "{line}"
+    );
+}

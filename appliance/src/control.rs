@@ -35,6 +35,16 @@ pub enum RunError {
     Rest(#[from] crate::rest::RestError),
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
+    #[error(
+        "mempool_mbufs = {mbufs} is too small: the ports' RX rings took {taken} of them at start, \
+         leaving {free} (at least {need} are needed to forward); raise mempool_mbufs or lower rx_desc"
+    )]
+    PoolTooSmall {
+        mbufs: u32,
+        taken: u32,
+        free: u32,
+        need: u32,
+    },
 }
 
 /// How `run` behaves besides the config.
@@ -542,6 +552,19 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         ports.push(port);
     }
 
+    // Some PMDs fill every RX descriptor with an mbuf at start: what is
+    // left must carry the traffic (bursts in flight, TX rings, neighbour
+    // waits, held fragments), or nothing is ever forwarded.
+    let free = pool.available();
+    let need = 256 * cfg.workers.len() as u32;
+    if free < need {
+        return Err(RunError::PoolTooSmall {
+            mbufs: cfg.mempool_mbufs,
+            taken: cfg.mempool_mbufs.saturating_sub(free),
+            free,
+            need,
+        });
+    }
     let routes = Arc::new(Routes::from_config(cfg));
     let neigh = Arc::new(NeighTable::new(4096));
     for n in &cfg.neighbours {
