@@ -65,6 +65,27 @@ struct ReplayCounts {
     dropped_defrag: u64,
 }
 
+/// Applies a forwarded frame's NAT rewrite and its conntrack helper's
+/// change (the frame may grow or shrink); false if the frame cannot take
+/// them.
+fn rewrite_frame(frame: &mut Vec<u8>, r: &CtResult) -> bool {
+    let Ok(p) = &r.parsed else { return true };
+    if let Some(rw) = &r.rewrite {
+        if apply(frame, p, rw, ChecksumMode::Incremental).is_err() {
+            return false;
+        }
+    }
+    if let Some(fix) = &r.fix {
+        let before = frame.len();
+        frame.resize(fix.frame_len(p, before).max(before), 0);
+        match ctcore::helper::apply_fix(frame, p, fix, ChecksumMode::Incremental) {
+            Ok(n) => frame.truncate(n),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 /// What a replay runs each packet (or reassembled datagram) through.
 struct Ctx<'a> {
     engine: &'a Engine,
@@ -143,27 +164,11 @@ impl Ctx<'_> {
                 RouteClass::Drop(_) => counts.dropped_route += 1,
                 RouteClass::Local => counts.local += 1,
                 RouteClass::Forward => {
+                    if rewrite && !rewrite_frame(frame, r) {
+                        counts.dropped_header += 1;
+                        return false;
+                    }
                     counts.forwarded += 1;
-                    if let (true, Ok(p), Some(rw)) = (rewrite, &r.parsed, &r.rewrite) {
-                        if apply(frame, p, rw, ChecksumMode::Incremental).is_err() {
-                            counts.dropped_header += 1;
-                            counts.forwarded -= 1;
-                            return false;
-                        }
-                    }
-                    if let (true, Ok(p), Some(fix)) = (rewrite, &r.parsed, &r.fix) {
-                        // A conntrack helper's change: the frame may grow or shrink.
-                        let before = frame.len();
-                        frame.resize(fix.frame_len(p, before).max(before), 0);
-                        match ctcore::helper::apply_fix(frame, p, fix, ChecksumMode::Incremental) {
-                            Ok(n) => frame.truncate(n),
-                            Err(_) => {
-                                counts.dropped_header += 1;
-                                counts.forwarded -= 1;
-                                return false;
-                            }
-                        }
-                    }
                     return true;
                 }
             }
@@ -253,6 +258,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .map(|_| Defrag::new(defrag::Limits::default()))
         .collect();
     let mut whole: Vec<u8> = Vec::with_capacity(65_536 + 128);
+    let mut held = Vec::new();
     for ri in 0..records.len() {
         counts.read += 1;
         if !args.topspeed {
@@ -294,7 +300,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             Push::Complete(dg) => {
                 let recs = &records;
                 let at = defrags[wi].assemble(dg, |h: &usize| recs[*h].data.as_slice(), &mut whole);
-                let mut held = Vec::new();
+                held.clear();
                 defrags[wi].finish(dg, |h, place| held.push((h, place)));
                 let Ok(at) = at else {
                     counts.dropped_defrag += held.len() as u64;
@@ -346,17 +352,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         "replay: {} packets read, {} forwarded, {} delivered locally, dropped: {} bad header, {} by routing, {} by policy, {} by conntrack, {} by reassembly; {} connections",
         counts.read, counts.forwarded, counts.local, counts.dropped_header, counts.dropped_route, counts.dropped_policy, counts.dropped_ct, counts.dropped_defrag, lines.len()
     )?;
-    let mut fs = defrag::DefragStats::default();
-    for d in &defrags {
-        fs.add(&d.stats);
-    }
-    let frag_fields: Vec<String> = fs
-        .fields()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    writeln!(e, "defrag: {}", frag_fields.join(" "))?;
     let mut stats = ctcore::stats::CtStats::default();
+    for d in &defrags {
+        stats.defrag.add(&d.stats);
+    }
     let mut nat_out_of_ports = 0;
     for w in &workers {
         stats.add(&w.stats);

@@ -7,6 +7,7 @@ mod support;
 use std::process::Command;
 
 use appliance::pcap;
+use support::frames::arp;
 use support::*;
 
 const GW_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -91,16 +92,6 @@ fn icmp_echo(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     let c = csum(&m);
     m[2..4].copy_from_slice(&c.to_be_bytes());
     m
-}
-
-fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
-    let mut a = vec![0, 1, 8, 0, 6, 4];
-    a.extend_from_slice(&op.to_be_bytes());
-    a.extend_from_slice(&sha);
-    a.extend_from_slice(&spa);
-    a.extend_from_slice(&tha);
-    a.extend_from_slice(&tpa);
-    a
 }
 
 fn read_pcap(path: &std::path::Path) -> Vec<pcap::Record> {

@@ -23,28 +23,6 @@ const GW_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const HOST_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const HOST_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
-fn udp(src: &[u8], dst: &[u8], sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(data);
-    with_l4_csum(src, dst, 17, u, 6)
-}
-
-/// A TCP segment with an MSS option.
-fn tcp(src: &[u8], dst: &[u8], sport: u16, dport: u16, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&sport.to_be_bytes());
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&seq.to_be_bytes());
-    t.extend_from_slice(&ack.to_be_bytes());
-    t.extend_from_slice(&[6 << 4, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
-    t.extend_from_slice(&[2, 4, 0x05, 0xb4]);
-    with_l4_csum(src, dst, 6, t, 16)
-}
-
 fn icmp4(ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
     let mut m = vec![ty, code, 0, 0];
     m.extend_from_slice(&rest);
@@ -70,17 +48,6 @@ fn ipv4_frag(src: [u8; 4], dst: [u8; 4], ttl: u8, mf: bool, offset: usize, part:
     let c = csum(&p[..20]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p
-}
-
-fn ipv6(src: [u8; 16], dst: [u8; 16], hops: u8, next: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    h.push(next);
-    h.push(hops);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    h.extend_from_slice(payload);
-    h
 }
 
 /// An IPv4 UDP packet, fully built.

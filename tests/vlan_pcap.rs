@@ -51,13 +51,7 @@ fn udp4(
     id: u16,
     data: &[u8],
 ) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(data);
-    ipv4(src, dst, ttl, id, 17, &with_l4_csum(&src, &dst, 17, u, 6))
+    ipv4(src, dst, ttl, id, 17, &udp(&src, &dst, sport, dport, data))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -72,14 +66,14 @@ fn tcp4(
     ack: u32,
     flags: u8,
 ) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&sport.to_be_bytes());
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&seq.to_be_bytes());
-    t.extend_from_slice(&ack.to_be_bytes());
-    t.extend_from_slice(&[6 << 4, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
-    t.extend_from_slice(&[2, 4, 0x05, 0xb4]);
-    ipv4(src, dst, ttl, id, 6, &with_l4_csum(&src, &dst, 6, t, 16))
+    ipv4(
+        src,
+        dst,
+        ttl,
+        id,
+        6,
+        &tcp(&src, &dst, sport, dport, seq, ack, flags),
+    )
 }
 
 fn echo4(src: [u8; 4], dst: [u8; 4], ty: u8, ttl: u8) -> Vec<u8> {
@@ -101,30 +95,7 @@ fn neighbor_solicit(src: [u8; 16], src_mac: [u8; 6], target: [u8; 16]) -> Vec<u8
     icmp.extend_from_slice(&target);
     icmp.extend_from_slice(&[1, 1]);
     icmp.extend_from_slice(&src_mac);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, 58]);
-    let c = fold(sum(&pseudo) + sum(&icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut ip = vec![0x60, 0, 0, 0];
-    ip.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-    ip.extend_from_slice(&[58, 255]);
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    ip.extend_from_slice(&icmp);
-    ip
-}
-
-fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
-    let mut a = vec![0, 1, 8, 0, 6, 4];
-    a.extend_from_slice(&op.to_be_bytes());
-    a.extend_from_slice(&sha);
-    a.extend_from_slice(&spa);
-    a.extend_from_slice(&tha);
-    a.extend_from_slice(&tpa);
-    a
+    ipv6(src, dst, 255, 58, &with_l4_csum(&src, &dst, 58, icmp, 2))
 }
 
 /// An Ethernet frame with an 802.1Q tag (priority `pcp`, VLAN `vid`).

@@ -692,12 +692,7 @@ impl<'a> Pipeline<'a> {
         {
             // A port's zone is directional (nft `ct original zone set`):
             // replies are in zone 0.
-            let zone = self
-                .shared
-                .port_zones
-                .get(in_port as usize)
-                .copied()
-                .unwrap_or(0);
+            let zone = self.shared.port_zone(in_port);
             let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| match pkts.get(i) {
                 // The worker's classification checked the IPv4 header.
                 Some(m) if i < n => Pkt {
@@ -805,14 +800,14 @@ impl<'a> Pipeline<'a> {
     /// Drops the datagrams whose reassembly time is up; their fragments go
     /// to `release`.
     pub fn expire_fragments(&mut self, now_ms: u64, release: &mut dyn FnMut(Mbuf, defrag::Cause)) {
-        if self.defrag.datagrams() == 0 {
-            return;
+        if self.defrag.expire(now_ms, release) > 0 {
+            self.publish(now_ms);
         }
-        self.defrag.expire(now_ms, release);
-        self.publish(now_ms);
     }
 
-    fn publish(&mut self, now_ms: u64) {
+    /// Makes this worker's counters visible to the control side (also
+    /// after a fragment was held or dropped, which no stage call follows).
+    pub(crate) fn publish(&mut self, now_ms: u64) {
         if let Ok(mut p) = self.shared.published[self.worker].try_lock() {
             p.ct = self.ct.stats;
             p.ct.defrag = self.defrag.stats;

@@ -649,8 +649,11 @@ impl Worker<'_> {
         self.frag_released = released;
         match pushed {
             Push::Whole(m) => return Some(m),
-            Push::Held => {}
-            Push::Dropped(m, c) => self.drop_pkt(m, c.into()),
+            Push::Held => self.pipeline.publish(now_ms),
+            Push::Dropped(m, c) => {
+                self.drop_pkt(m, c.into());
+                self.pipeline.publish(now_ms);
+            }
             Push::Complete(d) => self.forward_datagram(in_port, now_ms, d),
         }
         None

@@ -192,8 +192,6 @@ pub struct Assembled {
     pub l3_offset: usize,
     /// Where the fragmentable part (the fragments' data) starts.
     pub data_offset: usize,
-    /// The frame's length.
-    pub len: usize,
 }
 
 /// A fragment given back by [`Defrag::finish`]: where its data sits in its
@@ -319,6 +317,8 @@ pub struct Defrag<H> {
     /// Bytes the held fragments cost.
     mem: usize,
     live: usize,
+    /// No datagram expires before this (the scan in `expire` waits for it).
+    next_expiry_ms: u64,
     pub stats: DefragStats,
 }
 
@@ -336,6 +336,7 @@ impl<H> Defrag<H> {
             free_frags: (0..nf as u32).rev().collect(),
             mem: 0,
             live: 0,
+            next_expiry_ms: u64::MAX,
             stats: DefragStats::default(),
         }
     }
@@ -403,10 +404,12 @@ impl<H> Defrag<H> {
         } else {
             self.limits.timeout_v4_ms
         };
+        let expires_ms = now_ms.saturating_add(timeout);
+        self.next_expiry_ms = self.next_expiry_ms.min(expires_ms);
         self.queues[q as usize] = Queue {
             key: info.key,
             live: true,
-            expires_ms: now_ms.saturating_add(timeout),
+            expires_ms,
             ..Queue::default()
         };
         self.index.insert(info.key, q);
@@ -504,12 +507,11 @@ impl<H> Defrag<H> {
         Push::Held
     }
 
-    /// A corrupt fragment: IPv4 drops its datagram too, IPv6 only it.
+    /// A corrupt fragment: IPv4 drops its datagram too, IPv6 only it (and
+    /// the queue it made, if nothing else is held).
     fn corrupt(&mut self, q: u32, h: H, release: &mut dyn FnMut(H, Cause)) -> Push<H> {
-        if !self.queues[q as usize].key.v6 {
-            self.kill(q, Cause::DatagramDropped, release);
-        } else if self.queues[q as usize].head == NIL {
-            // Nothing held: the queue the fragment made goes with it.
+        let qu = &self.queues[q as usize];
+        if !qu.key.v6 || qu.head == NIL {
             self.kill(q, Cause::DatagramDropped, release);
         }
         self.drop(h, Cause::Corrupt)
@@ -602,17 +604,27 @@ impl<H> Defrag<H> {
     }
 
     /// Drops the datagrams whose time is up (call it every few
-    /// milliseconds, packets or not).
-    pub fn expire(&mut self, now_ms: u64, release: &mut dyn FnMut(H, Cause)) {
-        if self.live == 0 {
-            return;
+    /// milliseconds, packets or not); returns how many. Looks through the
+    /// queues only when the earliest deadline has passed.
+    pub fn expire(&mut self, now_ms: u64, release: &mut dyn FnMut(H, Cause)) -> usize {
+        if self.live == 0 || now_ms < self.next_expiry_ms {
+            return 0;
         }
+        let (mut expired, mut next) = (0, u64::MAX);
         for q in 0..self.queues.len() {
             let qu = &self.queues[q];
-            if qu.live && now_ms >= qu.expires_ms {
+            if !qu.live {
+                continue;
+            }
+            if now_ms >= qu.expires_ms {
                 self.kill(q as u32, Cause::Timeout, release);
+                expired += 1;
+            } else {
+                next = next.min(qu.expires_ms);
             }
         }
+        self.next_expiry_ms = next;
+        expired
     }
 
     /// Gives up every datagram (the caller is stopping): hands each held
@@ -685,7 +697,6 @@ impl<H> Defrag<H> {
         Ok(Assembled {
             l3_offset: l3,
             data_offset: head_len,
-            len: out.len(),
         })
     }
 

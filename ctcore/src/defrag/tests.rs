@@ -333,9 +333,9 @@ fn datagrams_time_out_and_memory_is_bounded() {
         d.push(0, read(&f[2], 0), 1500, 2, &mut rel),
         Push::Dropped(2, Cause::Memory)
     ));
-    d.expire(29_999, &mut rel);
+    assert_eq!(d.expire(29_999, &mut rel), 0);
     assert!(released.borrow().is_empty());
-    d.expire(30_000, &mut rel);
+    assert_eq!(d.expire(30_000, &mut rel), 1, "one datagram");
     assert_eq!(
         *released.borrow(),
         [(0, Cause::Timeout), (1, Cause::Timeout)]
@@ -455,4 +455,35 @@ fn any_order_with_repeats_reassembles_the_datagram_exactly() {
         assert!(completes >= 1, "round {round}: {names:?}");
         assert_eq!(whole.unwrap(), dg, "round {round}");
     }
+}
+
+#[test]
+fn each_datagram_expires_at_its_own_time() {
+    // Datagrams started at 0 and at 10 s: the first goes at 30 s, the
+    // second at 40 s, not before (the scan waits for the earliest deadline).
+    let a = frag4(&udp4(3000), &[(0, 1480), (1480, 1528)]);
+    let mut b = a.clone();
+    // Another datagram id for b.
+    b[0][18..20].copy_from_slice(&[0x56, 0x78]);
+    b[0][24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&b[0][14..34]);
+    b[0][24..26].copy_from_slice(&c.to_be_bytes());
+    let mut d = Defrag::new(Limits::default());
+    let released = std::cell::RefCell::new(vec![]);
+    let mut rel = |h: usize, c: Cause| released.borrow_mut().push((h, c));
+    assert!(matches!(
+        d.push(0, read(&a[0], 0), 100, 0, &mut rel),
+        Push::Held
+    ));
+    assert!(matches!(
+        d.push(10_000, read(&b[0], 0), 100, 1, &mut rel),
+        Push::Held
+    ));
+    assert_eq!(d.datagrams(), 2);
+    assert_eq!(d.expire(29_999, &mut rel), 0);
+    assert_eq!(d.expire(30_000, &mut rel), 1);
+    assert_eq!(*released.borrow(), [(0, Cause::Timeout)]);
+    assert_eq!(d.expire(39_999, &mut rel), 0);
+    assert_eq!(d.expire(40_000, &mut rel), 1);
+    assert_eq!(d.datagrams(), 0);
 }
