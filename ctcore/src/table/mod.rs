@@ -349,11 +349,6 @@ impl Table {
         }
     }
 
-    /// Whether [`Table::reserve_helpers`] was called.
-    pub fn has_helpers(&self) -> bool {
-        !lock(&self.stripes[0]).help.is_empty()
-    }
-
     /// The live expectations of every stripe, each stripe locked while it
     /// is read (`conntrack -L expect`).
     pub fn for_each_expect(&self, now_ms: u64, mut f: impl FnMut(&crate::helper::Expect)) {
