@@ -1279,9 +1279,22 @@ mod tests {
         let expired_meanwhile = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|s| {
             for w in 0..3u32 {
-                let (table, clock, finished) = (&table, &clock, &finished);
+                let (table, clock, finished, expired_meanwhile) =
+                    (&table, &clock, &finished, &expired_meanwhile);
                 s.spawn(move || {
                     for i in 0..4000 {
+                        if i == 2000 {
+                            // Halfway, until the expirer has expired something
+                            // (bounded): expiry interleaves with the inserts
+                            // however the threads are scheduled.
+                            let until =
+                                std::time::Instant::now() + std::time::Duration::from_secs(10);
+                            while expired_meanwhile.load(Ordering::Relaxed) == 0
+                                && std::time::Instant::now() < until
+                            {
+                                std::thread::yield_now();
+                            }
+                        }
                         let id = w * 100_000 + i;
                         let now = clock.load(Ordering::Relaxed);
                         let mut g = table.guard();
