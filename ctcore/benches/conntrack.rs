@@ -59,37 +59,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// Real prefetch instructions, as the appliance issues them (ctcore itself
-/// has no unsafe code, so the platform supplies them).
-struct HwPrefetch;
-
-impl ctcore::table::Prefetch for HwPrefetch {
-    #[inline(always)]
-    fn read(p: *const u8) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint; it never faults nor reads into the
-        // program, whatever the address.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = p;
-    }
-}
+#[path = "support/platform.rs"]
+mod platform;
+use platform::{advise_huge, HwPrefetch};
 
 type BenchEngine = Engine<HwPrefetch>;
-
-/// Asks for transparent huge pages on the table's memory, as the appliance does.
-fn advise_huge(addr: usize, len: usize) {
-    const HUGE: usize = 2 << 20;
-    let start = addr.next_multiple_of(HUGE);
-    let end = (addr + len) & !(HUGE - 1);
-    if end > start {
-        // SAFETY: madvise on whole pages inside an allocation we own; it
-        // changes how the pages are backed, not their contents.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
-}
 
 const BURST: usize = 32;
 
@@ -332,7 +306,7 @@ fn new_conns(c: &mut Criterion) {
     let cap: u32 = 1_000_000;
     let batch = 4096u32;
     let t = Timeouts::default();
-    for pct in [10u32, 90] {
+    for pct in [10u32, 90, 100] {
         let fill = cap / 100 * pct;
         let pre: Vec<Vec<u8>> = (0..fill).map(|i| flow_frame(i, false)).collect();
         let fresh: Vec<Vec<u8>> = (0..batch).map(|i| flow_frame(cap * 2 + i, false)).collect();
@@ -341,22 +315,40 @@ fn new_conns(c: &mut Criterion) {
             let e = engine(cap);
             let mut w = e.worker(0);
             feed(&e, &mut w, 0, &pre);
+            // Full (100 %): fresh flows every batch, each evicting an
+            // unreplied connection through early drop, as a table that a
+            // flood (or the end-to-end bench's new-connection test) fills.
+            let mut next = cap * 2;
             g.bench_function(BenchmarkId::new("ctgate", format!("{pct}pct")), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     let mut done = 0u64;
                     while done < iters {
+                        let evicting: Vec<Vec<u8>>;
+                        let batch_frames = if pct == 100 {
+                            evicting = (next..next + batch).map(|i| flow_frame(i, false)).collect();
+                            next += batch;
+                            &evicting
+                        } else {
+                            &fresh
+                        };
                         let start = Instant::now();
-                        feed(&e, &mut w, 0, &fresh);
+                        feed(&e, &mut w, 0, batch_frames);
                         total += start.elapsed();
-                        for t in &fresh_tuples {
-                            e.delete_tuple(&mut w, 0, t);
+                        if pct != 100 {
+                            for t in &fresh_tuples {
+                                e.delete_tuple(&mut w, 0, t);
+                            }
                         }
                         done += batch as u64;
                     }
                     total.mul_f64(iters as f64 / done as f64)
                 })
             });
+        }
+        if pct == 100 {
+            // DashMap has no eviction to compare with.
+            continue;
         }
         {
             let map: DashMap<Tuple, Conn> = DashMap::with_capacity(cap as usize);

@@ -5,12 +5,22 @@
 //! each packet rewritten as the appliance does. `... new`: bursts of 32 new
 //! connections instead (deleted again one by one outside `process_burst`:
 //! read the inclusive cost of `process_burst`); `... new-snat`: the same through the
-//! masquerade rule.
-use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
+//! masquerade rule. `... new-evict` / `new-evict-snat`: a full table of
+//! unreplied connections, so that every new connection evicts one through
+//! early drop (as the bench's new-connection table does once full); prints
+//! the time per new connection.
+use ctcore::engine::{CtResult, Decision, Egress, EngineConfig, Pkt, Tunables};
 use ctcore::nat::rewrite::{apply, ChecksumMode};
 use ctcore::nat::{Action, Match, Nat, Rule};
 use ctcore::tuple::{Addr, Family};
 use ctcore::wire::build::{frame, L4Spec};
+
+#[path = "../benches/support/platform.rs"]
+mod platform;
+use platform::{advise_huge, HwPrefetch};
+
+/// The engine as the appliance runs it: real prefetches, huge pages.
+type Engine = ctcore::engine::Engine<HwPrefetch>;
 
 fn flow(i: u32, reply: bool) -> Vec<u8> {
     let c = Addr::from_v4([192, 0, 2, (i % 250) as u8 + 1]);
@@ -44,7 +54,8 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
     let mode = std::env::args().nth(3).unwrap_or_default();
-    let snat = mode == "snat" || mode == "new-snat";
+    let snat = mode.ends_with("snat");
+    let evict = mode.starts_with("new-evict");
     let nat = snat.then(|| Nat {
         rules: vec![Rule::new(
             "masq".into(),
@@ -62,13 +73,15 @@ fn main() {
         mark: None,
         helper: ctcore::helper::Helper::None,
     };
-    let e = Engine::with_nat(
+    let e = Engine::build(
         EngineConfig {
-            capacity_conns: n + n / 8,
+            capacity_conns: if evict { n } else { n + n / 8 },
             seed: 1,
             tunables: Tunables::default(),
         },
         nat,
+        1,
+        &mut advise_huge,
     );
     let mut w = e.worker(0);
     let frames: Vec<Vec<u8>> = (0..n)
@@ -107,6 +120,23 @@ fn main() {
         feed(&mut w, 1, &replies);
         feed(&mut w, 2_500, &frames);
     }
+    if evict {
+        // Fresh flows every burst: each new connection evicts an unreplied one.
+        let fresh: Vec<Vec<u8>> = (0..bursts as u32 * 32)
+            .map(|i| flow(n * 2 + i, false))
+            .collect();
+        let before = w.stats.insert;
+        let t = std::time::Instant::now();
+        measured_new(&e, &mut w, &fresh, egress);
+        let ns = t.elapsed().as_nanos() as f64 / fresh.len() as f64;
+        eprintln!(
+            "{} new connections, {:.1} ns each, early drops {}",
+            w.stats.insert - before,
+            ns,
+            w.stats.early_drop
+        );
+        return;
+    }
     if mode.starts_with("new") {
         let fresh: Vec<Vec<u8>> = (0..32).map(|i| flow(n * 2 + i, false)).collect();
         let mut w2 = e.worker(0);
@@ -133,6 +163,19 @@ fn main() {
         ns,
         w.stats.found
     );
+}
+
+/// New connections through `process_burst`, on their own for a profile
+/// (`--toggle-collect='*measured_new*'`).
+#[inline(never)]
+fn measured_new(e: &Engine, w: &mut ctcore::engine::Worker, fresh: &[Vec<u8>], egress: Egress) {
+    let mut out = [CtResult::default(); 32];
+    for ch in fresh.chunks(32) {
+        let pkts: Vec<Pkt<'_>> = ch.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+        e.process_burst(w, 1, &pkts, &mut out[..pkts.len()], |_, _| {
+            Decision::Accept(egress)
+        });
+    }
 }
 
 /// The measured loop, on its own so that a profile can collect it alone

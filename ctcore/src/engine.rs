@@ -672,11 +672,24 @@ impl<P: Prefetch> Engine<P> {
                     keys[i] = Some(k);
                 }
             }
-            for (k, r) in keys[..chunk.len()].iter().zip(out.iter()) {
+            let mut evicting = 0u64;
+            for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
                 if let Some(k) = k {
                     // TCP also reads its window state, in the third line.
                     let tcp = matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_), .. }));
-                    g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 });
+                    if g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 }) {
+                        evicting |= 1 << j;
+                    }
+                }
+            }
+            // A new connection in a full stripe evicts one: what its removal
+            // writes besides the record (loading since just above) is loaded
+            // now.
+            while evicting != 0 {
+                let j = evicting.trailing_zeros() as usize;
+                evicting &= evicting - 1;
+                if let Some(k) = keys[j] {
+                    g.prefetch_eviction::<P>(k);
                 }
             }
             for (j, pkt) in chunk.iter().enumerate() {

@@ -228,6 +228,36 @@ fn entry_word(r: Ref, dir: Dir) -> u32 {
     (((r.stripe << LOCAL_BITS) | r.local) << 1) | dir as u32
 }
 
+/// Lines of a record (`stripe::Record`: the connection and its wheel link).
+const RECORD_LINES: usize = std::mem::size_of::<Record>() / 64;
+
+/// Starts loading the first `lines` cache lines of record `local`.
+#[inline(always)]
+fn prefetch_record<P: Prefetch>(records: &[Record], local: Local, lines: usize) {
+    if let Some(rec) = records.get(local as usize) {
+        let p = rec as *const Record as *const u8;
+        for l in 0..lines {
+            P::read(p.wrapping_add(64 * l));
+        }
+    }
+}
+
+/// The first entry of `b` whose record is homed in `stripe`: the first
+/// connection early drop looks at in its home bucket.
+#[inline]
+fn first_homed(b: &Bucket, stripe: u32) -> Option<(Ref, Dir)> {
+    let mut used = !b.matches(0) & ((1 << SLOTS) - 1);
+    while used != 0 {
+        let i = used.trailing_zeros() as usize;
+        used &= used - 1;
+        let (r, dir) = entry_parts(b.entry[i]);
+        if r.stripe == stripe {
+            return Some((r, dir));
+        }
+    }
+    None
+}
+
 #[inline(always)]
 fn entry_parts(word: u32) -> (Ref, Dir) {
     let gid = word >> 1;
@@ -627,9 +657,12 @@ impl<'t> Guard<'t> {
 
     /// Starts loading the first `lines` cache lines of the record of every
     /// entry in `key`'s home bucket whose signature matches. The bucket
-    /// should be in cache by now.
+    /// should be in cache by now. Returns true when no signature matched
+    /// and the stripe is full: a new connection here will evict one (see
+    /// [`Guard::prefetch_eviction`]; the record early drop looks at first
+    /// is loaded here).
     #[inline(always)]
-    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: usize) {
+    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: usize) -> bool {
         let s = self.stripe(key.stripe);
         let n = s.buckets.len();
         let b = &s.buckets[key.bucket(n)];
@@ -639,20 +672,51 @@ impl<'t> Guard<'t> {
             // the reply tuple's bucket (without NAT, the inverted tuple's).
             let r = key.inverted(n);
             P::read(&s.buckets[r.bucket(n)] as *const Bucket as *const u8);
-            return;
+            if !s.free.is_empty() || !s.prefetch_evictions {
+                return false;
+            }
+            // A full stripe: the confirm's early drop reads (and most
+            // likely removes) the first record homed in this bucket.
+            if let Some((v, _)) = first_homed(b, key.stripe) {
+                prefetch_record::<P>(&s.records, v.local, RECORD_LINES);
+            }
+            return true;
         }
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             let (r, _) = entry_parts(b.entry[i]);
             if r.stripe == key.stripe {
-                if let Some(rec) = s.records.get(r.local as usize) {
-                    let p = rec as *const Record as *const u8;
-                    for l in 0..lines {
-                        P::read(p.wrapping_add(64 * l));
-                    }
-                }
+                prefetch_record::<P>(&s.records, r.local, lines);
             }
+        }
+        false
+    }
+
+    /// For a packet [`Guard::prefetch_records`] said will evict (the
+    /// record of the connection early drop looks at first loaded a stage
+    /// earlier: in cache or on its way), starts loading what removing that
+    /// connection writes besides its record: its neighbours in the timer
+    /// wheel and the bucket of its other direction (when in this stripe).
+    #[inline]
+    pub fn prefetch_eviction<P: Prefetch>(&mut self, key: Key) {
+        let table = self.table;
+        let s = self.stripe(key.stripe);
+        let n = s.buckets.len();
+        let Some((victim, dir)) = first_homed(&s.buckets[key.bucket(n)], key.stripe) else {
+            return;
+        };
+        let Some(rec) = s.records.get(victim.local as usize) else {
+            return;
+        };
+        for neighbour in [rec.link.prev, rec.link.next] {
+            if let Some(nr) = s.records.get(neighbour as usize) {
+                P::read(&nr.link as *const wheel::Link as *const u8);
+            }
+        }
+        let k = table.key(rec.conn.tuple(dir.other()));
+        if k.stripe == key.stripe {
+            P::read(&s.buckets[k.bucket(n)] as *const Bucket as *const u8);
         }
     }
 
@@ -1375,6 +1439,79 @@ mod tests {
             insert(&table, conn(i)).unwrap();
         }
         assert_eq!(table.len(), 500);
+    }
+
+    thread_local! {
+        static PREFETCHED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Records the addresses the table asks to prefetch.
+    struct Recorder;
+
+    impl Prefetch for Recorder {
+        fn read(p: *const u8) {
+            PREFETCHED.with(|v| v.borrow_mut().push(p as usize));
+        }
+    }
+
+    #[test]
+    fn a_full_stripes_eviction_is_prefetched_where_it_then_writes() {
+        // Records over EVICTION_PREFETCH_BYTES: evictions are prefetched.
+        let cap = 25_000;
+        let table = Table::new(cap, 1, 5);
+        for i in 0..cap {
+            insert(&table, conn(i)).unwrap();
+        }
+        let mut predicted = 0;
+        for j in 0..200 {
+            let c = conn(40_000 + j);
+            let key = table.key(&c.tuples[0]);
+            PREFETCHED.with(|v| v.borrow_mut().clear());
+            let mut g = table.guard();
+            assert!(
+                g.prefetch_records::<Recorder>(key, 2),
+                "a new connection in a full stripe evicts"
+            );
+            g.prefetch_eviction::<Recorder>(key);
+            // What the removal will write: the record, its wheel neighbours
+            // and the bucket of its other direction.
+            let s = g.stripe(0);
+            let Some((victim, dir)) = first_homed(&s.buckets[key.bucket(s.buckets.len())], 0)
+            else {
+                // An empty home bucket (a few percent): early drop looks
+                // further, unprefetched.
+                g.insert(&c, Clash::Both, true, &mut None).unwrap();
+                continue;
+            };
+            predicted += 1;
+            let rec = &s.records[victim.local as usize];
+            let mut want = vec![rec as *const Record as usize];
+            for nb in [rec.link.prev, rec.link.next] {
+                if nb != wheel::NIL {
+                    want.push(&s.records[nb as usize].link as *const wheel::Link as usize);
+                }
+            }
+            let other = table.key(rec.conn.tuple(dir.other()));
+            want.push(&s.buckets[other.bucket(s.buckets.len())] as *const Bucket as usize);
+            let victim_tuple = rec.conn.tuples[0];
+            let got = PREFETCHED.with(|v| v.borrow().clone());
+            for w in want {
+                assert!(got.contains(&w), "{w:#x} not prefetched: {got:x?}");
+            }
+            // ... and it is the connection the insert then evicts.
+            let mut evicted = None;
+            g.insert(&c, Clash::Both, true, &mut evicted).unwrap();
+            assert_eq!(evicted.unwrap().tuples[0], victim_tuple);
+        }
+        assert_eq!(table.len(), cap);
+        assert!(predicted > 150, "{predicted} of 200 evictions prefetched");
+        // A stripe that fits in the caches does not prefetch its evictions.
+        let small = Table::new(1000, 1, 5);
+        for i in 0..1000 {
+            insert(&small, conn(i)).unwrap();
+        }
+        let key = small.key(&conn(5000).tuples[0]);
+        assert!(!small.guard().prefetch_records::<Recorder>(key, 2));
     }
 
     #[test]
