@@ -6,6 +6,13 @@
 //! unconfirmed one; run the protocol tracker; derive ctinfo; then the caller's
 //! verdict (routing + policy) decides whether a new connection is confirmed into
 //! the table — a dropped first packet leaves nothing behind.
+//!
+//! A burst's way through the modules here: `burst` (stages 1 to 3), `track`
+//! for a plain packet or `general` (with `frag`) for the others, `new_conn`
+//! for a connection not found, `nat`'s hooks around the caller's verdict,
+//! then `new_conn`'s confirm; `packet` holds what goes in and comes out.
+//! Off the packet path: `dispatch` (steering between workers), `control`
+//! (expiry, listing, deletion) and `helpers` (conntrack helpers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
