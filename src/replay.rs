@@ -9,8 +9,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use appliance::config::conntrack;
 use appliance::config::Config;
-use appliance::{ctconfig, pcap};
+use appliance::pcap;
 use ctcore::conn::Listed;
 use ctcore::defrag::{self, refragment, Defrag, Push};
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
@@ -184,13 +185,13 @@ fn setup(args: &ReplayArgs) -> anyhow::Result<(Engine, Policy, [Option<ctcore::t
         Some(path) => {
             let cfg = Config::load_engine_only(path)?;
             let egress = [
-                ctconfig::port_addr(&cfg, 1, false),
-                ctconfig::port_addr(&cfg, 1, true),
+                conntrack::port_addr(&cfg, 1, false),
+                conntrack::port_addr(&cfg, 1, true),
             ];
             (
-                ctconfig::engine_config(&cfg, SEED)?,
-                ctconfig::policy(&cfg)?,
-                ctconfig::nat(&cfg)?,
+                conntrack::engine_config(&cfg, SEED)?,
+                conntrack::policy(&cfg)?,
+                conntrack::nat(&cfg)?,
                 egress,
             )
         }

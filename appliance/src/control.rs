@@ -723,7 +723,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
         let mut next_pressure_check = Instant::now();
         let mut links: Vec<bool> = ports.iter().map(|p| p.link().up).collect();
         let mut pool_watch = PoolWatch {
-            low: (worker::BURST * cfg.workers.len()) as u32,
+            low: (pipeline::BURST * cfg.workers.len()) as u32,
             dry: false,
         };
         while !term.load(Ordering::Relaxed) {

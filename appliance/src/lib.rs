@@ -1,9 +1,12 @@
-//! ctgate's DPDK application as a library: configuration, the EAL and ports
-//! (`dpdk`), the per-lcore workers (`worker`) with the pipeline slot for
-//! conntrack / policy / NAT (`pipeline`), ARP / ND (`neigh`), routing
-//! (`route`), counters (`stats`), the control side (`control`), the REST
-//! API with its metrics and event stream (`rest`), and state sync with an HA
-//! peer (`ha`).
+//! ctgate's DPDK application as a library: the configuration, every section
+//! of it (`config`, which imports nothing else of the crate), the EAL and
+//! ports (`dpdk`), the per-lcore workers (`worker`: rx, classify, then the
+//! pipeline slot for conntrack / policy / NAT in `pipeline`, then forward and
+//! tx), ARP / ND (`neigh`), routing (`route`), counters (`stats`), the
+//! control side (`control`), the workers' conntrack events fanned out
+//! (`events`), the REST API with its metrics and event stream (`rest`), and
+//! state sync with an HA peer (`ha`). Imports point one way: `config` is
+//! below everything, `control` above everything.
 //!
 //! Unsafe code is confined to `dpdk`; the rest of the crate denies it.
 #![deny(unsafe_code)]
@@ -11,9 +14,9 @@
 
 pub mod config;
 pub mod control;
-pub mod ctconfig;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod events;
 pub mod ha;
 pub mod neigh;
 pub mod net;

@@ -3,6 +3,7 @@
 //! byte slices. Forwarding needs only what is here; the full parser for the
 //! conntrack stage is `ctcore::wire`.
 
+pub use crate::config::Mac;
 use crate::stats::DropReason;
 
 pub const ETH_HLEN: usize = 14;
@@ -26,7 +27,6 @@ pub const ND_REDIRECT: u8 = 137;
 pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
 pub const ND_NEIGHBOR_ADVERT: u8 = 136;
 
-pub type Mac = [u8; 6];
 pub const BROADCAST: Mac = [0xff; 6];
 
 #[inline(always)]

@@ -3,7 +3,7 @@
 //!
 //! Contract, per worker and per burst:
 //! - [`Pipeline::process_burst`] gets the IPv4 / IPv6 packets of one RX burst
-//!   (at most [`crate::worker::BURST`]) that passed the forwarder's header
+//!   (at most [`BURST`]) that passed the forwarder's header
 //!   checks (`net::classify`), from one input port. ARP and neighbour discovery
 //!   never reach it (the forwarder answers those itself).
 //! - Per packet, in order, as the kernel's hooks would: conntrack (lookup or a
@@ -45,8 +45,10 @@ use crate::dpdk::Mbuf;
 use crate::net::Meta;
 use crate::route::{RouteId, Routes};
 use crate::stats::DropReason;
-use crate::worker::BURST;
 use ctcore::defrag::{self, Defrag};
+
+/// Packets per RX burst: the most the stage gets at once.
+pub const BURST: usize = 32;
 
 /// What the stage decided for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,9 +206,9 @@ impl Shared {
     /// reach their owners by `steering`.
     pub fn new(cfg: &Config, steering: Steering) -> Shared {
         let seed = random_seed();
-        let ecfg = crate::ctconfig::engine_config(cfg, seed).expect("validated config");
-        let nat = crate::ctconfig::nat(cfg).expect("validated config");
-        let policy = crate::ctconfig::policy(cfg).expect("validated config");
+        let ecfg = crate::config::conntrack::engine_config(cfg, seed).expect("validated config");
+        let nat = crate::config::conntrack::nat(cfg).expect("validated config");
+        let policy = crate::config::conntrack::policy(cfg).expect("validated config");
         let rules = policy.rules.len() + 1;
         Shared {
             enabled: cfg.conntrack.enabled,
@@ -243,8 +245,8 @@ impl Shared {
             port_addrs: (0..cfg.ports.len())
                 .map(|i| {
                     [
-                        crate::ctconfig::port_addr(cfg, i, false),
-                        crate::ctconfig::port_addr(cfg, i, true),
+                        crate::config::conntrack::port_addr(cfg, i, false),
+                        crate::config::conntrack::port_addr(cfg, i, true),
                     ]
                 })
                 .collect(),
@@ -262,7 +264,9 @@ impl Shared {
                 .collect(),
             events_wanted: AtomicBool::new(false),
             pool_dry: AtomicU64::new(0),
-            standby: AtomicBool::new(cfg.sync.enabled && cfg.sync.role == crate::ha::Role::Backup),
+            standby: AtomicBool::new(
+                cfg.sync.enabled && cfg.sync.role == crate::config::sync::Role::Backup,
+            ),
             announce: AtomicU64::new(0),
             clock_start_tsc: (0..cfg.workers.len()).map(|_| AtomicU64::new(0)).collect(),
             pressure: Mutex::new(Pressure::default()),

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use serde::Serialize;
 
+use crate::config::MAX_PORTS;
+
 /// Why a packet was freed instead of transmitted. Each variant is a counter
 /// and a label (`name()`). Every mbuf a worker frees is counted under one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,9 +173,6 @@ impl Counter {
         self.0.load(Ordering::Relaxed)
     }
 }
-
-/// Most ports the appliance handles.
-pub const MAX_PORTS: usize = 16;
 
 /// One worker's counters.
 #[derive(Debug, Default)]

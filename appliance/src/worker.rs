@@ -14,16 +14,15 @@ use std::sync::{Arc, Mutex};
 
 use arrayvec::ArrayVec;
 
+use crate::config::MAX_PORTS;
 use crate::dpdk::{self, Mbuf, Mempool, PortId, QueueId, RingRx, RingTx};
 use crate::neigh::{NeighKey, NeighTable};
 use crate::net::{self, Mac, Meta};
-use crate::pipeline::{self, Pipeline, Reassembled, Verdict};
+use crate::pipeline::{self, Pipeline, Reassembled, Verdict, BURST};
 use crate::route::{RouteId, Routes};
-use crate::stats::{DropReason, LcoreStats, SharedStats, MAX_PORTS};
+use crate::stats::{DropReason, LcoreStats, SharedStats};
 use ctcore::defrag::{self, refragment, Datagram, Place, Push};
 
-/// Packets per RX burst.
-pub const BURST: usize = 32;
 /// Packets buffered per TX port before a tx_burst.
 const TX_BUF: usize = 64;
 /// How often waiting packets are re-checked for expiry / re-solicitation.

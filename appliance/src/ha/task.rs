@@ -13,9 +13,10 @@ use ctcore::sync::{self, CtEvent, Endpoint, SyncConn};
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Ha, SyncMode, Takeover};
+use super::Ha;
+use crate::config::sync::{SyncMode, Takeover};
+use crate::events::Hub;
 use crate::pipeline::Shared;
-use crate::rest::events::Hub;
 
 /// How often the timers run when nothing else wakes the task.
 const TICK: Duration = Duration::from_millis(10);

@@ -31,7 +31,6 @@
 //! mode 0600, with ctgate's pid), so that the CLI sends the token only to
 //! the API this ctgate runs.
 
-pub mod events;
 pub mod filter;
 pub mod ha;
 pub mod metrics;
@@ -52,7 +51,6 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ctcore::event::Event;
 use ctcore::nat::Backend;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -60,98 +58,21 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
 use crate::config::format_mac;
+use crate::config::rest::MAX_CONNECTIONS;
+pub use crate::config::rest::{RestConfig, DEFAULT_BIND, DEFAULT_TOKEN_FILE};
 use crate::dpdk::{Mempool, Port, PortStats};
+use crate::events;
 use crate::neigh::NeighTable;
 use crate::pipeline::{Published, Shared, TopSource, TOP_SOURCES};
 use crate::stats::{SharedStats, Totals};
 use filter::{conn_json, Filter};
 use write_timeout::WriteTimeout;
 
-/// Where the token is kept when the config names neither `token` nor `token_file`.
-pub const DEFAULT_TOKEN_FILE: &str = "/run/ctgate/rest-token";
 /// At most one "too many clients" log line per this interval.
 const PRESSURE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Largest page of connections one request returns.
 pub const MAX_LIMIT: usize = 100_000;
 const DEFAULT_LIMIT: usize = 1000;
-
-/// `[rest]`: the REST API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RestConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Listen address; keep it on loopback or a management network. Default
-    /// 127.0.0.1:8080. An address ctgate cannot take is an error at start
-    /// (another process holding it would receive the CLI's token): choose
-    /// another, or set `enabled = false` to run without the API.
-    #[serde(default)]
-    pub bind: Option<String>,
-    /// The bearer token of mutating calls.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// A file holding the token (created with a random one, mode 0600, if
-    /// missing). Default when `token` is not set: /run/ctgate/rest-token.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// How many events a subscriber of /api/v1/conntrack/events may fall behind.
-    #[serde(default = "default_subscriber_queue")]
-    pub subscriber_queue: usize,
-    /// Event streams (/api/v1/conntrack/events) open at once; more get 429.
-    #[serde(default = "default_max_subscribers")]
-    pub max_subscribers: usize,
-}
-
-fn yes() -> bool {
-    true
-}
-/// The API's address when `[rest] bind` is not set.
-pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
-fn default_subscriber_queue() -> usize {
-    4096
-}
-fn default_max_subscribers() -> usize {
-    16
-}
-
-impl Default for RestConfig {
-    fn default() -> Self {
-        RestConfig {
-            enabled: true,
-            bind: None,
-            token: None,
-            token_file: None,
-            subscriber_queue: default_subscriber_queue(),
-            max_subscribers: default_max_subscribers(),
-        }
-    }
-}
-
-impl RestConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(b) = &self.bind {
-            b.parse::<SocketAddr>().map_err(|_| {
-                format!("[rest] bind = {b:?}: use ADDRESS:PORT, e.g. \"127.0.0.1:8080\"")
-            })?;
-        }
-        if self.token.as_deref().is_some_and(|t| t.trim().len() < 8) {
-            return Err("[rest] token: use at least 8 characters".into());
-        }
-        if self.token.is_some() && self.token_file.is_some() {
-            return Err("[rest]: set token or token_file, not both".into());
-        }
-        if !(1..=1 << 20).contains(&self.subscriber_queue) {
-            return Err("[rest] subscriber_queue: between 1 and 1048576".into());
-        }
-        if !(1..=MAX_CONNECTIONS / 2).contains(&self.max_subscribers) {
-            return Err(format!(
-                "[rest] max_subscribers: between 1 and {} (half the API's connections)",
-                MAX_CONNECTIONS / 2
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Why the REST API could not start; each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -532,9 +453,6 @@ pub fn start(cfg: &RestConfig, ctx: Context) -> Result<Option<RestServer>, RestE
     }))
 }
 
-/// Most client connections at once (event streams included); more are closed
-/// at accept, so a flood cannot queue up behind them.
-const MAX_CONNECTIONS: usize = 512;
 /// A client must send a request's headers within this (slow clients lose
 /// their connection instead of holding it); also how long a kept-alive
 /// connection may sit idle between requests.
@@ -1106,8 +1024,9 @@ async fn ct_events(
 fn timeouts_json(st: &State) -> Value {
     let mut tun = st.ctx.shared.engine.tunables();
     let mut m = Map::new();
-    for name in crate::ctconfig::TIMEOUT_NAMES {
-        let ms = *crate::ctconfig::timeout_slot(&mut tun.timeouts, name).expect("listed name");
+    for name in crate::config::conntrack::TIMEOUT_NAMES {
+        let ms =
+            *crate::config::conntrack::timeout_slot(&mut tun.timeouts, name).expect("listed name");
         m.insert(name.into(), json!(ms / 1000));
     }
     m.insert("checksum".into(), json!(tun.checksum as u8));
@@ -1152,10 +1071,10 @@ async fn timeouts_put(
                 tun.tcp.max_retrans = u8::try_from(n).map_err(|_| bad(format!("{k}: 0..255")))?
             }
             name => {
-                let slot = crate::ctconfig::timeout_slot(&mut tun.timeouts, name).ok_or_else(|| {
+                let slot = crate::config::conntrack::timeout_slot(&mut tun.timeouts, name).ok_or_else(|| {
                     bad(format!(
                         "unknown setting {name:?}: use {}, checksum, tcp_loose, tcp_be_liberal, tcp_max_retrans, tcp_ignore_invalid_rst",
-                        crate::ctconfig::TIMEOUT_NAMES.join(", ")
+                        crate::config::conntrack::TIMEOUT_NAMES.join(", ")
                     ))
                 })?;
                 if n == 0 || n > 100 * 365 * 86_400 {

@@ -9,7 +9,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{CtResult, Engine, Pending, Worker};
+use super::new_conn::Pending;
+use super::{CtResult, Engine, Worker};
 use crate::conn::{Conn, CtInfo, Status};
 use crate::helper::expect::{wildcard, ExpectError};
 use crate::helper::{

@@ -1,4 +1,7 @@
 //! The appliance configuration (TOML). See README.md "Configuration reference".
+//! Every section's types are here (`[conntrack]`, `[[policy]]`, `[[nat]]`,
+//! `[[pool]]` in [`conntrack`], `[rest]` in [`rest`], `[sync]` in [`sync`]):
+//! this module imports nothing else of the appliance.
 //!
 //! ```toml
 //! workers = [1]                # worker lcores, one pinned worker each
@@ -24,8 +27,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::net::Mac;
-use crate::stats::MAX_PORTS;
+pub mod conntrack;
+pub mod rest;
+pub mod sync;
+
+/// An Ethernet address.
+pub type Mac = [u8; 6];
+
+/// Most ports the appliance handles.
+pub const MAX_PORTS: usize = 16;
 
 /// A configuration problem, said in one line with what to change.
 #[derive(Debug, thiserror::Error)]
@@ -299,22 +309,22 @@ pub struct Config {
     pub neighbours: Vec<NeighbourConfig>,
     /// Connection tracking (`[conntrack]`).
     #[serde(default)]
-    pub conntrack: crate::ctconfig::ConntrackConfig,
+    pub conntrack: conntrack::ConntrackConfig,
     /// Stateful filtering rules, in order (`[[policy]]`).
     #[serde(default)]
-    pub policy: Vec<crate::ctconfig::PolicyConfig>,
+    pub policy: Vec<conntrack::PolicyConfig>,
     /// NAT rules, in order (`[[nat]]`).
     #[serde(default)]
-    pub nat: Vec<crate::ctconfig::NatConfig>,
+    pub nat: Vec<conntrack::NatConfig>,
     /// Load-balancing backend pools (`[[pool]]`).
     #[serde(default, rename = "pool")]
-    pub pools: Vec<crate::ctconfig::PoolConfig>,
+    pub pools: Vec<conntrack::PoolConfig>,
     /// The REST API (`[rest]`).
     #[serde(default)]
-    pub rest: crate::rest::RestConfig,
+    pub rest: rest::RestConfig,
     /// State sync with the other box of an HA pair (`[sync]`).
     #[serde(default)]
-    pub sync: crate::ha::SyncConfig,
+    pub sync: sync::SyncConfig,
 }
 
 fn default_workers() -> Vec<u32> {
@@ -417,7 +427,7 @@ impl Config {
             reason: e.to_string(),
         })?;
         let cfg = Config::parse_syntax(&text, &path.display().to_string())?;
-        crate::ctconfig::check(&cfg)?;
+        conntrack::check(&cfg)?;
         Ok(cfg)
     }
 
@@ -627,7 +637,7 @@ impl Config {
             }
             parse_mac(&n.mac).map_err(|e| invalid(format!("neighbour {}: {e}", n.ip)))?;
         }
-        crate::ctconfig::check(self)
+        conntrack::check(self)
     }
 
     /// The indexes of the physical ports (those with a device, not VLAN
@@ -808,7 +818,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let p = crate::ctconfig::policy(&c).unwrap();
+        let p = conntrack::policy(&c).unwrap();
         assert_eq!(p.helper(0), ctcore::helper::Helper::Ftp);
         assert_eq!(
             (p.rules[0].proto, p.rules[0].dports),
@@ -817,7 +827,7 @@ mod tests {
         assert!(p.uses_helpers());
         let c = Config::parse(&rule("helper = \"tftp\""), "t").unwrap();
         assert_eq!(
-            crate::ctconfig::policy(&c).unwrap().helper(0),
+            conntrack::policy(&c).unwrap().helper(0),
             ctcore::helper::Helper::Tftp
         );
         let e = Config::parse(&rule("helper = \"sip\""), "t")
@@ -841,7 +851,7 @@ mod tests {
         .to_string();
         assert!(e.contains("accept"), "{e}");
         let c = Config::parse(&rule(""), "t").unwrap();
-        assert!(!crate::ctconfig::policy(&c).unwrap().uses_helpers());
+        assert!(!conntrack::policy(&c).unwrap().uses_helpers());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ctcore::tuple::{
     Addr, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
 
-use crate::config::{Config, ConfigError};
+use super::{Config, ConfigError};
 
 /// `[conntrack]`: the table and the tracker switches (like the nf_conntrack sysctls).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -4,6 +4,7 @@
 //! further loses the oldest events, counted (its own stream gets a `dropped`
 //! event, and `ctgate_conntrack_events_dropped_total{stage="subscriber"}`
 //! rises); neither the workers nor the other subscribers wait for it.
+//! The REST API's stream and the HA sync both read from it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,238 @@
+//! The staged burst pipeline ([`Engine::process_burst`]): stage 1 parses
+//! and hashes every packet of a stage and prefetches its bucket, stage 2
+//! prefetches the records whose signatures match, stage 3 tracks each
+//! packet, runs the NAT hooks, asks the caller's verdict and confirms.
+
+use super::new_conn::Pending;
+use super::packet::{CtResult, Decision, Pkt};
+use super::track::{packet_tuple, simple_tuple};
+use super::{Engine, Worker};
+use crate::conn::{Conn, Ext, Status};
+use crate::event::EventKind;
+use crate::table::{Guard, Key, Prefetch};
+use crate::wire::{self, Parsed, L4};
+
+/// Packets per processing stage (a burst).
+const STAGE: usize = 32;
+
+impl<P: Prefetch> Engine<P> {
+    /// Runs conntrack over a burst. For each packet, in order, the engine looks
+    /// up / creates its connection, asks `decide(i, &result)` for the verdict
+    /// (routing and policy), and confirms a new connection only if the verdict
+    /// is `Accept`. `results[i]` gets the outcome; `ct_drop` is set if conntrack
+    /// itself had to drop an accepted packet (table full).
+    pub fn process_burst<F>(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkts: &[Pkt<'_>],
+        results: &mut [CtResult],
+        mut decide: F,
+    ) where
+        F: FnMut(usize, &CtResult) -> Decision,
+    {
+        self.refresh_tunables(w);
+        // The stripes this burst uses, locked once for the whole burst.
+        let mut g = self.table.guard();
+        let helpers = self.helpers.is_some();
+        let mut pending = Pending {
+            conn: Conn::default(),
+            ext: Ext::default(),
+            live: false,
+        };
+        for (c, chunk) in pkts.chunks(STAGE).enumerate() {
+            // Stage 1: parse and hash every packet, prefetching its bucket;
+            // stage 2: prefetch the records whose signatures match. The misses
+            // of the burst overlap instead of adding up; stage 3 then finds
+            // them in cache.
+            // Each packet is parsed straight into its result.
+            let out = &mut results[c * STAGE..c * STAGE + chunk.len()];
+            let mut keys: [Option<Key>; STAGE] = [None; STAGE];
+            for (i, pkt) in chunk.iter().enumerate() {
+                // The common frames are parsed in place, their tuple taken
+                // from the parse; the others fully, the tuple read from it.
+                let parsed = &mut out[i].parsed;
+                if parsed.is_err() {
+                    *parsed = Ok(Parsed::default());
+                }
+                let fast = match parsed {
+                    Ok(p) => wire::parse_common_into(pkt.frame, !pkt.ip_checked, p)
+                        .map(|ports| packet_tuple(p, ports, pkt.zone)),
+                    Err(_) => None,
+                };
+                let t = match fast {
+                    Some(t) => Some(t),
+                    None => {
+                        *parsed = if pkt.ip_checked {
+                            wire::parse_ip_checked(pkt.frame)
+                        } else {
+                            wire::parse(pkt.frame)
+                        };
+                        parsed.as_ref().ok().and_then(|p| simple_tuple(p, pkt.zone))
+                    }
+                };
+                if let Some(t) = t {
+                    let k = self.table.key(&t);
+                    g.prefetch_bucket::<P>(k);
+                    keys[i] = Some(k);
+                }
+            }
+            let mut evicting = 0u64;
+            for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
+                if let Some(k) = k {
+                    // TCP also reads its window state, in the third line.
+                    let tcp = matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_), .. }));
+                    if g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 }) {
+                        evicting |= 1 << j;
+                    }
+                }
+            }
+            // A new connection in a full stripe evicts one: what its removal
+            // writes besides the record (loading since just above) is loaded
+            // now.
+            while evicting != 0 {
+                let j = evicting.trailing_zeros() as usize;
+                evicting &= evicting - 1;
+                if let Some(k) = keys[j] {
+                    g.prefetch_eviction::<P>(k);
+                }
+            }
+            for (j, pkt) in chunk.iter().enumerate() {
+                let i = c * STAGE + j;
+                // Without helpers, stage 3 has no helper hook at all.
+                if helpers {
+                    self.stage3::<true, F>(
+                        &mut g,
+                        w,
+                        now_ms,
+                        pkt,
+                        keys[j],
+                        i,
+                        &mut results[i],
+                        &mut pending,
+                        &mut decide,
+                    );
+                } else {
+                    self.stage3::<false, F>(
+                        &mut g,
+                        w,
+                        now_ms,
+                        pkt,
+                        keys[j],
+                        i,
+                        &mut results[i],
+                        &mut pending,
+                        &mut decide,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stage 3 of `process_burst` for one packet: track, NAT, decide, confirm
+    /// (and, with `HELPERS`, the conntrack helpers' hooks).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn stage3<const HELPERS: bool, F>(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        key: Option<Key>,
+        i: usize,
+        out: &mut CtResult,
+        pending: &mut Pending,
+        decide: &mut F,
+    ) where
+        F: FnMut(usize, &CtResult) -> Decision,
+    {
+        // `out.parsed` is this packet's (stage 1); the rest is reset here.
+        out.reset_verdict();
+        out.zone = pkt.zone;
+        pending.clear();
+        let mut looked_up = key;
+        let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, pending);
+        if HELPERS && pending.is_some() {
+            self.expected(g, w, now_ms, pending, looked_up, out);
+        }
+        if let Some(c) = pending.get_mut() {
+            self.nat_prerouting(g, now_ms, c, pkt.in_port, out);
+        }
+        let d = decide(i, out);
+        let egress = match d {
+            Decision::Accept(e) => Some(e),
+            Decision::Local | Decision::Drop => None,
+        };
+        if d == Decision::Drop {
+            return;
+        }
+        if let Some(m) = egress.and_then(|e| e.mark) {
+            self.set_mark(g, w, now_ms, m, out, pending);
+        }
+        if HELPERS {
+            if let (Some(e), Some(c)) = (egress, pending.get_mut()) {
+                // nft `ct helper set`: on a new connection of the helper's protocol.
+                if e.helper.proto() == Some(c.tuples[0].proto) {
+                    c.helper = e.helper;
+                    c.status.set(Status::HELPER);
+                }
+            }
+        }
+        if pending.is_some() {
+            let (conn, ext) = (&mut pending.conn, &pending.ext);
+            let home = looked_up.map(|k| k.stripe);
+            if egress
+                .is_none_or(|e| self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, home, out))
+            {
+                match park {
+                    Some(slot) => {
+                        w.claimed = None;
+                        w.frags[slot].pending = Some((*conn, *ext));
+                    }
+                    None => {
+                        if conn.status.0 & (Status::SRC_NAT | Status::DST_NAT) != 0 {
+                            conn.nat_csum = crate::nat::rewrite::csum_deltas(conn);
+                        }
+                        self.confirm(g, w, now_ms, conn, ext, looked_up, out)
+                    }
+                }
+            }
+        }
+        if HELPERS && out.ct_drop.is_none() {
+            self.help(g, w, now_ms, pkt.frame, pending.is_some(), out);
+        }
+    }
+
+    /// nft `ct mark set`: on the packet's new connection before it is
+    /// confirmed, or on its known one (an UPDATE event if the mark changed,
+    /// the kernel's IPCT_MARK).
+    #[cold]
+    fn set_mark(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        mark: u32,
+        out: &mut CtResult,
+        pending: &mut Pending,
+    ) {
+        out.mark = mark;
+        if let Some(c) = pending.get_mut() {
+            c.mark = mark;
+            return;
+        }
+        let Some(h) = out.conn else { return };
+        let Some(r) = g.get(h.stripe, h.local, h.id) else {
+            return;
+        };
+        let c = g.conn_mut(r);
+        if c.mark != mark {
+            c.mark = mark;
+            if w.events.enabled() {
+                let l = g.listed(r);
+                w.events.push(EventKind::Update, now_ms, &l);
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The conntrack engine: nf_conntrack_in for bursts of frames.
+//!
+//! Per packet, as the kernel: parse (L3 errors are dropped before conntrack, as
+//! ip_rcv does), validate the L4 header and checksum (INVALID), find the
+//! connection (expired entries count as absent and are reclaimed), or build an
+//! unconfirmed one; run the protocol tracker; derive ctinfo; then the caller's
+//! verdict (routing + policy) decides whether a new connection is confirmed into
+//! the table — a dropped first packet leaves nothing behind.
+//!
+//! A burst's way through the modules here: `burst` (stages 1 to 3), `track`
+//! for a plain packet or `general` (with `frag`) for the others, `new_conn`
+//! for a connection not found, `nat`'s hooks around the caller's verdict,
+//! then `new_conn`'s confirm; `packet` holds what goes in and comes out.
+//! Off the packet path: `dispatch` (steering between workers), `control`
+//! (expiry, listing, deletion) and `helpers` (conntrack helpers).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::event::EventBuf;
+use crate::helper::{HelperStats, MasterRef};
+use crate::nat::alloc::Rng;
+use crate::nat::Nat;
+use crate::proto::tcp::TcpConfig;
+use crate::stats::CtStats;
+use crate::table::{Key, NoPrefetch, Prefetch, Table};
+use crate::timeout::Timeouts;
+
+mod burst;
+mod control;
+mod dispatch;
+mod frag;
+mod general;
+mod helpers;
+mod nat;
+mod new_conn;
+mod packet;
+mod track;
+
+pub use dispatch::{stripe_owner, ReplySteering};
+pub use helpers::expect_max;
+pub use packet::{ConnHandle, CtResult, Decision, Egress, Pkt, RxCsum};
+
+use frag::{FragEntry, FRAG_SLOTS};
+
+/// Settings that may change at runtime (like the nf_conntrack sysctls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    pub timeouts: Timeouts,
+    pub tcp: TcpConfig,
+    /// nf_conntrack_checksum: verify L4 checksums, bad ones are INVALID.
+    pub checksum: bool,
+    /// nf_conntrack_acct and nf_conntrack_timestamp: per-connection packet
+    /// and byte counters and the start time ([`crate::conn::Ext`]). Read
+    /// when the engine is built (the table reserves room for them then);
+    /// changing it later changes nothing.
+    pub accounting: bool,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Tunables {
+            timeouts: Timeouts::default(),
+            tcp: TcpConfig::default(),
+            checksum: true,
+            accounting: false,
+        }
+    }
+}
+
+/// Engine construction parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Table capacity (nf_conntrack_max).
+    pub capacity_conns: u32,
+    /// Hash seed; use a random one outside tests.
+    pub seed: u64,
+    pub tunables: Tunables,
+}
+
+/// Per-worker state: counters, events, and the fragment memory. Owned by one
+/// lcore; nothing in it is shared.
+pub struct Worker {
+    pub stats: CtStats,
+    pub events: EventBuf,
+    /// New connections dropped because NAT found no free port / id.
+    pub nat_out_of_ports: u64,
+    /// RSS steering for NAT: a reply tuple is acceptable only if this says it
+    /// reaches this worker (the appliance installs its Toeplitz key and RETA).
+    pub reply_steering: Option<ReplySteering>,
+    rng: Rng,
+    /// The key of the reply tuple source NAT just claimed for the
+    /// connection being confirmed (see [`Clash::Neither`]).
+    claimed: Option<Key>,
+    tun: Tunables,
+    tun_gen: u64,
+    frags: Box<[FragEntry]>,
+    /// Conntrack helper counters.
+    pub helpers: HelperStats,
+    /// The master of the expected connection being made, until it is confirmed.
+    helper_master: Option<MasterRef>,
+}
+
+/// The engine: the table plus the runtime tunables; shared by all workers.
+/// `P` issues the burst's prefetches (see [`crate::table::prefetch`]).
+pub struct Engine<P: Prefetch = NoPrefetch> {
+    table: Table,
+    tunables: Mutex<Tunables>,
+    tunables_gen: AtomicU64,
+    nat: Option<Nat>,
+    /// Whether a NAT rule acts before routing (destination NAT, or the
+    /// filtering of endpoint-independent mappings): worked out once, so that
+    /// new connections under source NAT alone do not walk the rules for it.
+    nat_prerouting: bool,
+    seed: u64,
+    workers: AtomicU64,
+    /// Whether the table keeps counters and start times (see `Tunables::accounting`).
+    accounting: bool,
+    /// Conntrack helpers, when on ([`Engine::with_helpers`]).
+    helpers: Option<Box<helpers::Helpers>>,
+    _prefetch: std::marker::PhantomData<fn() -> P>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine::with_nat(cfg, None)
+    }
+
+    /// An engine that also translates, by `nat`'s rules (one table stripe,
+    /// no prefetch hints: tools and tests).
+    pub fn with_nat(cfg: EngineConfig, nat: Option<Nat>) -> Engine {
+        Engine::build(cfg, nat, 1, &mut |_, _| {})
+    }
+}
+
+impl<P: Prefetch> Engine<P> {
+    /// An engine whose table has `stripes` stripes (one per worker) and whose
+    /// large allocations are first shown to `advise` (see
+    /// [`Table::with_advice`]).
+    pub fn build(
+        cfg: EngineConfig,
+        nat: Option<Nat>,
+        stripes: u32,
+        advise: &mut dyn FnMut(usize, usize),
+    ) -> Engine<P> {
+        // Endpoint-independent mappings: at most one per inside endpoint,
+        // reserved for a quarter of the table's connections.
+        let eim = match &nat {
+            Some(n) if n.has_eim() => (cfg.capacity_conns / 4).max(256),
+            _ => 0,
+        };
+        let nat_prerouting = nat.as_ref().is_some_and(|n| {
+            n.rules
+                .iter()
+                .any(|r| r.action.is_dnat() || r.endpoint_independent)
+        });
+        let table = Table::with_advice(
+            cfg.capacity_conns,
+            stripes,
+            cfg.seed,
+            eim,
+            cfg.tunables.accounting,
+            advise,
+        );
+        table.set_eim_timeout_ms(cfg.tunables.timeouts.nat_eim_ms);
+        Engine {
+            table,
+            tunables: Mutex::new(cfg.tunables),
+            tunables_gen: AtomicU64::new(0),
+            nat,
+            nat_prerouting,
+            seed: cfg.seed,
+            workers: AtomicU64::new(0),
+            accounting: cfg.tunables.accounting,
+            helpers: None,
+            _prefetch: std::marker::PhantomData,
+        }
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub fn tunables(&self) -> Tunables {
+        *self.tunables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the tunables; workers pick them up at their next burst.
+    pub fn set_tunables(&self, t: Tunables) {
+        self.table.set_eim_timeout_ms(t.timeouts.nat_eim_ms);
+        let mut cur = self.tunables.lock().unwrap_or_else(|e| e.into_inner());
+        // Accounting stays as the table was made.
+        *cur = Tunables {
+            accounting: cur.accounting,
+            ..t
+        };
+        drop(cur);
+        self.tunables_gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// A worker context with room for `event_capacity` buffered events.
+    pub fn worker(&self, event_capacity: usize) -> Worker {
+        let n = self.workers.fetch_add(1, Ordering::Relaxed);
+        Worker {
+            stats: CtStats::default(),
+            events: EventBuf::new(event_capacity),
+            nat_out_of_ports: 0,
+            reply_steering: None,
+            claimed: None,
+            rng: Rng::new(self.seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            tun: self.tunables(),
+            tun_gen: self.tunables_gen.load(Ordering::Acquire),
+            frags: vec![FragEntry::default(); FRAG_SLOTS].into_boxed_slice(),
+            helpers: HelperStats::default(),
+            helper_master: None,
+        }
+    }
+
+    fn refresh_tunables(&self, w: &mut Worker) {
+        let g = self.tunables_gen.load(Ordering::Acquire);
+        if g != w.tun_gen {
+            w.tun = self.tunables();
+            w.tun_gen = g;
+        }
+    }
+
+    pub fn nat(&self) -> Option<&Nat> {
+        self.nat.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,592 @@
+//! The NAT hooks of a new connection: destination NAT before routing
+//! (PREROUTING), source NAT after it (POSTROUTING), the port search steered
+//! to the worker the replies will reach.
+
+use std::sync::atomic::Ordering;
+
+use super::packet::{CtResult, Egress};
+use super::{Engine, Worker};
+use crate::conn::{Conn, Listed, Status};
+use crate::event::EventKind;
+use crate::nat::alloc;
+use crate::nat::rewrite::Rewrite;
+use crate::table::{Guard, Prefetch};
+use crate::tuple::{Dir, Tuple};
+
+impl<P: Prefetch> Engine<P> {
+    /// Destination NAT for a new connection (before routing).
+    pub(super) fn nat_prerouting(
+        &self,
+        g: &mut Guard<'_>,
+        now_ms: u64,
+        c: &mut Conn,
+        in_port: u16,
+        res: &mut CtResult,
+    ) {
+        let Some(nat) = &self.nat else { return };
+        if c.status.has(Status::DST_NAT_DONE) {
+            return;
+        }
+        if self.nat_prerouting {
+            nat.prerouting(g, c, in_port, now_ms);
+        }
+        c.status.set(Status::DST_NAT_DONE);
+        res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
+    }
+
+    /// Source NAT for a new connection (after routing). False if the packet must
+    /// be dropped (no free port).
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn nat_postrouting(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        c: &mut Conn,
+        in_port: u16,
+        egress: Egress,
+        home: Option<u32>,
+        res: &mut CtResult,
+    ) -> bool {
+        let Some(nat) = &self.nat else { return true };
+        if c.status.has(Status::SRC_NAT_DONE) {
+            return true;
+        }
+        c.status.set(Status::SRC_NAT_DONE);
+        let Some(rule) = nat.postrouting_rule(c, in_port, egress.port) else {
+            return true;
+        };
+        let steer = w.reply_steering.take();
+        let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
+        let (events, stats) = (&mut w.events, &mut w.stats);
+        let mut reclaimed = |dead: Listed| {
+            stats.expired += 1;
+            events.push(EventKind::Destroy, now_ms, &dead);
+        };
+        let mut search = alloc::Search {
+            table: g,
+            home,
+            now_ms,
+            rng: &mut w.rng,
+            accept: &accept,
+            reclaimed: &mut reclaimed,
+            claimed: None,
+        };
+        let r = alloc::snat(&mut search, c, rule, egress.addr);
+        w.claimed = search.claimed;
+        w.reply_steering = steer;
+        match r {
+            Ok(()) => {
+                rule.hits.fetch_add(1, Ordering::Relaxed);
+                res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
+                true
+            }
+            Err(_) => {
+                w.nat_out_of_ports += 1;
+                res.ct_drop = Some("nat_out_of_ports");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+
+    #[test]
+    fn expired_connections_free_their_nat_ports() {
+        use crate::nat::{self, Action, Nat, Rule};
+        // masquerade to :20000-20001: two ports; UDP flows unreplied live 30 s.
+        let rule = Rule::new(
+            "tiny".into(),
+            nat::Match::default(),
+            Action::Masquerade {
+                ports: Some((20000, 20001)),
+                random: false,
+            },
+        );
+        let e = Engine::with_nat(
+            EngineConfig {
+                capacity_conns: 1000,
+                seed: 1,
+                tunables: Tunables::default(),
+            },
+            Some(Nat {
+                rules: vec![rule],
+                pools: vec![],
+            }),
+        );
+        let mut w = e.worker(16);
+        let out = Decision::Accept(Egress {
+            port: 1,
+            addr: Some(Addr::from_v4([198, 51, 100, 1])),
+            mark: None,
+            helper: Helper::None,
+        });
+        let udp = udp_query;
+        for sport in [1000, 1001] {
+            let r = run(&e, &mut w, 0, &udp(sport), out);
+            assert!(r.ct_drop.is_none() && r.rewrite.is_some());
+        }
+        let r = run(&e, &mut w, 1000, &udp(1002), out);
+        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
+        // No GC ran: the two expired connections still sit in the table, and
+        // the search reclaims one as the kernel's tuple_taken does.
+        let r = run(&e, &mut w, 30_000, &udp(1003), out);
+        assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
+        let port = r.rewrite.unwrap().src.unwrap().1;
+        assert!((20000..=20001).contains(&port));
+        assert_eq!(w.stats.expired, 1);
+        assert_eq!(e.table().len(), 2);
+        assert_eq!(w.nat_out_of_ports, 1);
+    }
+
+    #[test]
+    fn a_pool_fills_to_its_last_port_and_reuses_what_leaves() {
+        use crate::nat::ports::MapKey;
+        let e = nat_engine(vec![masq_rule(Some((20000, 20499)))]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let udp = |i: u32, server: [u8; 4]| {
+            frame(
+                Family::V4,
+                Addr::from_v4([192, 0, 2, (i % 250) as u8 + 1]),
+                Addr::from_v4(server),
+                64,
+                L4Spec::Udp {
+                    src_port: 1024 + (i / 250) as u16,
+                    dst_port: 53,
+                    payload: b"q",
+                },
+            )
+        };
+        // (The table holds 1000 connections: no early drop here.) Every one
+        // of the 500 ports is handed out, the last ones as easily as the
+        // first (no search that gives up while a port is free).
+        let mut ports = std::collections::HashSet::new();
+        for i in 0..500 {
+            let r = run(&e, &mut w, 0, &udp(i, S), out(n));
+            assert!(r.ct_drop.is_none(), "connection {i}: {:?}", r.ct_drop);
+            assert!(ports.insert(r.rewrite.unwrap().src.unwrap().1));
+        }
+        assert_eq!(w.nat_out_of_ports, 0);
+        let key = MapKey {
+            family: Family::V4,
+            addr: Addr::from_v4(n),
+            proto: crate::tuple::IPPROTO_UDP,
+            zone: 0,
+        };
+        let free = |e: &Engine| {
+            let mut g = e.table().guard();
+            let m = g.ports(0).get(&key).map(|m| m.first_free(20000, 20499));
+            m.flatten()
+        };
+        assert_eq!(free(&e), None, "the bitmap has every port in use");
+        // The pool is full towards S: the next connection to S has no port.
+        let r = run(&e, &mut w, 0, &udp(500, S), out(n));
+        assert_eq!(r.ct_drop, Some("nat_out_of_ports"));
+        // Towards another server every port is still usable (only the whole
+        // reply tuple must be unique): the kernel's search finds one.
+        let r = run(&e, &mut w, 0, &udp(501, [198, 51, 100, 99]), out(n));
+        assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
+        // A connection that leaves gives its port back, and the next new
+        // connection gets exactly that port.
+        let t = Tuple {
+            src: Addr::from_v4([192, 0, 2, 18]),
+            dst: Addr::from_v4(S),
+            src_port: 1024,
+            dst_port: 53,
+            proto: crate::tuple::IPPROTO_UDP,
+            family: Family::V4,
+            zone: 0,
+        };
+        assert!(e.delete_tuple(&mut w, 0, &t));
+        let port = free(&e).expect("the deleted connection's port is free");
+        // 500 ports of the pool, and the one towards the other server, which
+        // shares one of them: still 500 ports in use, less the deleted one.
+        assert_eq!(e.table().nat_ports(0).in_use, 499);
+        let r = run(&e, &mut w, 0, &udp(502, S), out(n));
+        assert_eq!(r.rewrite.unwrap().src.unwrap().1, port);
+        assert_eq!(free(&e), None);
+        let used = e.table().nat_ports(0);
+        assert_eq!((used.in_use, used.maps, used.overflow), (500, 1, 0));
+    }
+
+    #[test]
+    fn two_zones_with_the_same_addresses_share_an_outside_port() {
+        // Like nft `ct original zone set` on two inside ports: the same
+        // client address and port in zones 1 and 2, the replies arriving on
+        // an outside port in zone 0.
+        let e = nat_engine(vec![masq_rule(None)]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let query = udp(C, S, 5000, 53);
+        let mut ports = vec![];
+        for zone in [1u16, 2] {
+            let mut res = [CtResult::default()];
+            let pkt = Pkt {
+                reply_zone: 0,
+                ..Pkt::new(&query, zone, 0)
+            };
+            e.process_burst(&mut w, 0, &[pkt], &mut res, |_, _| out(n));
+            assert_eq!((res[0].ctinfo, res[0].zone), (CtInfo::New, zone));
+            ports.push(res[0].rewrite.unwrap().src.unwrap().1);
+        }
+        assert_eq!(e.table().len(), 2, "one connection per zone");
+        assert_ne!(ports[0], ports[1], "the replies (zone 0) must differ");
+        for (zone, port) in [1u16, 2].into_iter().zip(&ports) {
+            // The reply, in zone 0, finds its connection and says its zone.
+            let reply = udp(S, n, 53, *port);
+            let r = run(&e, &mut w, 1, &reply, out(C));
+            assert_eq!((r.ctinfo, r.zone), (CtInfo::EstablishedReply, zone));
+            assert_eq!(r.rewrite.unwrap().dst, Some((Addr::from_v4(C), 5000)));
+            // And the client's next datagram, in its zone, the same one.
+            let mut res = [CtResult::default()];
+            let pkt = Pkt {
+                reply_zone: 0,
+                ..Pkt::new(&query, zone, 0)
+            };
+            e.process_burst(&mut w, 2, &[pkt], &mut res, |_, _| out(n));
+            assert_eq!((res[0].ctinfo, res[0].zone), (CtInfo::Established, zone));
+        }
+        let mut zones = vec![];
+        e.snapshot(3, |c| zones.push((c.tuples[0].zone, c.tuples[1].zone)));
+        zones.sort();
+        assert_eq!(zones, [(1, 0), (2, 0)]);
+
+        // A connection from the outside (zone 0) to an inside host: its
+        // answer, arriving in zone 1, is found by the second lookup, in
+        // the reply direction's zone.
+        let e = engine(100);
+        let mut w = e.worker(0);
+        run(
+            &e,
+            &mut w,
+            0,
+            &udp(S, C, 6000, 7000),
+            Decision::Accept(Egress::NONE),
+        );
+        let answer = udp(C, S, 7000, 6000);
+        let mut res = [CtResult::default()];
+        let pkt = Pkt {
+            reply_zone: 0,
+            ..Pkt::new(&answer, 1, 0)
+        };
+        e.process_burst(&mut w, 1, &[pkt], &mut res, |_, _| {
+            Decision::Accept(Egress::NONE)
+        });
+        assert_eq!((res[0].ctinfo, res[0].zone), (CtInfo::EstablishedReply, 0));
+        assert_eq!(e.table().len(), 1);
+    }
+
+    #[test]
+    fn masquerade_keeps_the_port_when_free_and_picks_another_on_a_clash() {
+        let e = nat_engine(vec![masq_rule(None)]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        // Two clients using the same source port to the same server.
+        let a = frame(
+            Family::V4,
+            Addr::from_v4([192, 0, 2, 10]),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
+        let b = frame(
+            Family::V4,
+            Addr::from_v4([192, 0, 2, 11]),
+            Addr::from_v4(S),
+            64,
+            L4Spec::Udp {
+                src_port: 5000,
+                dst_port: 53,
+                payload: b"q",
+            },
+        );
+        let ra = run(&e, &mut w, 0, &a, out(n));
+        let rb = run(&e, &mut w, 0, &b, out(n));
+        let pa = ra.rewrite.unwrap().src.unwrap();
+        let pb = rb.rewrite.unwrap().src.unwrap();
+        assert_eq!(pa, (Addr::from_v4(n), 5000), "the first keeps its port");
+        assert_eq!(pb.0, Addr::from_v4(n));
+        assert_ne!(pb.1, 5000, "the second gets another");
+        assert!(pb.1 >= 1024);
+        // The reply to the second comes back to it.
+        let reply = frame(
+            Family::V4,
+            Addr::from_v4(S),
+            Addr::from_v4(n),
+            64,
+            L4Spec::Udp {
+                src_port: 53,
+                dst_port: pb.1,
+                payload: b"a",
+            },
+        );
+        let r = run(&e, &mut w, 1, &reply, out(C));
+        assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
+        assert_eq!(
+            r.rewrite.unwrap().dst,
+            Some((Addr::from_v4([192, 0, 2, 11]), 5000))
+        );
+    }
+
+    #[test]
+    fn dnat_pool_sticks_to_its_backend() {
+        use crate::nat::{Action, Backend, Match, Pool, Rule};
+        let backends = (0..3)
+            .map(|i| {
+                Backend::new(
+                    Family::V4,
+                    Addr::from_v4([198, 51, 100, 10 + i]),
+                    Some(8080),
+                    1,
+                )
+            })
+            .collect();
+        let rule = Rule::new(
+            "lb".into(),
+            Match {
+                dports: Some((80, 80)),
+                ..Match::default()
+            },
+            Action::DnatPool { pool: 0 },
+        );
+        let cfg = EngineConfig {
+            capacity_conns: 10_000,
+            seed: 5,
+            tunables: Tunables::default(),
+        };
+        let e = Engine::with_nat(
+            cfg,
+            Some(Nat {
+                rules: vec![rule],
+                pools: vec![Pool::new("web".into(), backends)],
+            }),
+        );
+        let mut w = e.worker(0);
+        let vip = Addr::from_v4([203, 0, 113, 80]);
+        let mut per_backend = [0u32; 3];
+        for i in 0..3000u16 {
+            let syn = frame(
+                Family::V4,
+                Addr::from_v4(C),
+                vip,
+                64,
+                L4Spec::Tcp {
+                    src_port: 10_000 + i,
+                    dst_port: 80,
+                    seq: 1,
+                    ack: 0,
+                    flags: SYN,
+                    window: 1000,
+                    payload: b"",
+                },
+            );
+            let r = run(&e, &mut w, 0, &syn, out([192, 0, 2, 1]));
+            let (b, port) = r.rewrite.unwrap().dst.unwrap();
+            assert_eq!(port, 8080);
+            per_backend[(b.0[3] - 10) as usize] += 1;
+            // A retransmitted SYN of the same connection goes to the same backend.
+            let again = run(&e, &mut w, 1, &syn, out([192, 0, 2, 1]));
+            assert_eq!(again.rewrite.unwrap().dst.unwrap().0, b);
+        }
+        for n in per_backend {
+            assert!((800..=1200).contains(&n), "{per_backend:?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_independent_mapping_and_filtering() {
+        let mut rule = masq_rule(None);
+        rule.m.out_port = Some(1);
+        rule.endpoint_independent = true;
+        let inward = Decision::Accept(Egress {
+            port: 0,
+            addr: Some(Addr::from_v4([192, 0, 2, 1])),
+            mark: None,
+            helper: Helper::None,
+        });
+        let e = nat_engine(vec![rule]);
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let udp = |src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16| {
+            frame(
+                Family::V4,
+                Addr::from_v4(src),
+                Addr::from_v4(dst),
+                64,
+                L4Spec::Udp {
+                    src_port: sport,
+                    dst_port: dport,
+                    payload: b"x",
+                },
+            )
+        };
+        let inside_e = [192, 0, 2, 10];
+        let inside_f = [192, 0, 2, 11];
+        let r = run(
+            &e,
+            &mut w,
+            0,
+            &udp(inside_e, 5000, [198, 51, 100, 20], 53),
+            out(n),
+        );
+        assert_eq!(
+            r.rewrite.unwrap().src,
+            Some((Addr::from_v4(n), 5000)),
+            "port preserved"
+        );
+        // Another inside endpoint may not take the mapped port, even to another server.
+        let r = run(
+            &e,
+            &mut w,
+            0,
+            &udp(inside_f, 5000, [198, 51, 100, 21], 53),
+            out(n),
+        );
+        let f_port = r.rewrite.unwrap().src.unwrap().1;
+        assert_ne!(f_port, 5000);
+        // The same inside endpoint keeps its outside port for every destination.
+        let r = run(
+            &e,
+            &mut w,
+            1,
+            &udp(inside_e, 5000, [198, 51, 100, 21], 53),
+            out(n),
+        );
+        assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)));
+        // Any outside host may send to the mapping (endpoint-independent filtering).
+        let r = run(
+            &e,
+            &mut w,
+            2,
+            &udp([198, 51, 100, 99], 7777, n, 5000),
+            inward,
+        );
+        assert_eq!(r.ctinfo, CtInfo::New);
+        assert!(r.dnat());
+        assert_eq!(
+            r.rewrite.unwrap().dst,
+            Some((Addr::from_v4(inside_e), 5000))
+        );
+        // A port nobody maps stays untranslated.
+        let r = run(
+            &e,
+            &mut w,
+            2,
+            &udp([198, 51, 100, 99], 7777, n, 6000),
+            inward,
+        );
+        assert!(r.rewrite.is_none());
+        // The mapping lives while a connection through it does, however long:
+        // inside_e keeps talking to one server for longer than EIM_TIMEOUT_MS.
+        let timeout = crate::nat::EIM_TIMEOUT_MS;
+        let mut now = 2;
+        while now < timeout + 100_000 {
+            now += 20_000;
+            e.expire(&mut w, now, None, usize::MAX);
+            let r = run(
+                &e,
+                &mut w,
+                now,
+                &udp(inside_e, 5000, [198, 51, 100, 20], 53),
+                out(n),
+            );
+            assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)));
+        }
+        let r = run(
+            &e,
+            &mut w,
+            now,
+            &udp([198, 51, 100, 97], 7777, n, 5000),
+            inward,
+        );
+        assert_eq!(
+            r.rewrite.unwrap().dst,
+            Some((Addr::from_v4(inside_e), 5000)),
+            "still mapped after {now} ms: a connection holds it"
+        );
+        let held = |e: &Engine| e.table().eim_usage(0).mappings;
+        assert_eq!(
+            held(&e),
+            1,
+            "inside_e's; inside_f's lapsed EIM_TIMEOUT_MS after its one connection"
+        );
+        // Once the last connection through it is gone (expired at about
+        // now + 30 s, UDP's stream timeout), it lasts EIM_TIMEOUT_MS more.
+        let gone = now + 190_000;
+        e.expire(&mut w, gone, None, usize::MAX);
+        assert_eq!(e.table().len(), 0);
+        let r = run(
+            &e,
+            &mut w,
+            gone,
+            &udp([198, 51, 100, 96], 7777, n, 5000),
+            inward,
+        );
+        assert!(r.dnat(), "within EIM_TIMEOUT_MS of the last connection");
+        let lapsed = gone + 30_000 + timeout + 1;
+        for _ in 0..64 {
+            e.expire(&mut w, lapsed, None, usize::MAX);
+        }
+        assert_eq!(held(&e), 0, "lapsed mappings are swept");
+        let r = run(
+            &e,
+            &mut w,
+            lapsed,
+            &udp([198, 51, 100, 98], 7777, n, 5000),
+            inward,
+        );
+        assert!(r.rewrite.is_none(), "lapsed");
+        assert_eq!(e.table().eim_usage(0).full, 0);
+    }
+
+    #[test]
+    fn endpoint_independent_mappings_are_bounded() {
+        let mut rule = masq_rule(None);
+        rule.m.out_port = Some(1);
+        rule.endpoint_independent = true;
+        let e = nat_engine(vec![rule]);
+        let limit = e.table().eim_limit() as u64;
+        assert_eq!(limit, 256, "a quarter of 1000 connections, at least 256");
+        let mut w = e.worker(0);
+        let n = [203, 0, 113, 1];
+        let mut translated = 0;
+        for i in 0..400u16 {
+            let f = frame(
+                Family::V4,
+                Addr::from_v4([192, 0, 2, 10]),
+                Addr::from_v4([198, 51, 100, 20]),
+                64,
+                L4Spec::Udp {
+                    src_port: 10_000 + i,
+                    dst_port: 53,
+                    payload: b"x",
+                },
+            );
+            let r = run(&e, &mut w, 0, &f, out(n));
+            translated += u64::from(r.rewrite.is_some_and(|rw| rw.src.is_some()));
+        }
+        assert_eq!(translated, 400, "every connection is translated");
+        let u = e.table().eim_usage(0);
+        assert_eq!(u.mappings, limit);
+        assert_eq!(u.full, 400 - limit, "each refusal counted");
+        // Connections without a mapping hold none: removing all leaves the
+        // mappings idle (not negative), and they lapse.
+        e.expire(&mut w, 31_000, None, usize::MAX);
+        assert_eq!(e.table().len(), 0);
+        let later = 31_000 + crate::nat::EIM_TIMEOUT_MS;
+        for _ in 0..64 {
+            e.expire(&mut w, later, None, usize::MAX);
+        }
+        assert_eq!(e.table().eim_usage(0).mappings, 0);
+    }
+}

@@ -1,0 +1,464 @@
+//! Tracking a packet of a connection: the lookup (an expired entry counts
+//! as absent and is reclaimed), the protocol tracker and what its outcome
+//! makes of the connection and the packet's ctinfo. Plain packets (TCP / UDP,
+//! not fragments: stage 1 found their tuple) take the straight way here; the
+//! others go through [`super::general`] first.
+
+use super::new_conn::Pending;
+use super::packet::{ConnHandle, CtResult, Pkt, RxCsum, Verdict};
+use super::{Engine, Worker};
+use crate::checksum;
+use crate::conn::{Conn, CtInfo, ProtoState, Status};
+use crate::event::EventKind;
+use crate::nat::rewrite::Rewrite;
+use crate::proto::sctp::SctpOutcome;
+use crate::proto::tcp::{TcpOutcome, TcpSegment};
+use crate::proto::{generic, icmp, udp, Outcome};
+use crate::table::{Guard, Key, Prefetch, Ref};
+use crate::tuple::{Dir, Tuple, IPPROTO_GRE, IPPROTO_UDP, IPPROTO_UDPLITE};
+use crate::wire::{self, Parsed, L4};
+
+/// The tuple of packet `p` in `zone` with ports (or what stands for them)
+/// `ports`.
+#[inline(always)]
+pub(super) fn packet_tuple(p: &Parsed, (src_port, dst_port): (u16, u16), zone: u16) -> Tuple {
+    Tuple {
+        src: p.src,
+        dst: p.dst,
+        src_port,
+        dst_port,
+        proto: p.proto,
+        family: p.family,
+        zone,
+    }
+}
+
+/// The tuple of a plain (unfragmented TCP/UDP) packet, for stage 1; anything
+/// else is worked out in stage 3.
+#[inline]
+pub(super) fn simple_tuple(p: &Parsed, zone: u16) -> Option<Tuple> {
+    if p.frag.is_some() {
+        return None;
+    }
+    let ports = match p.l4 {
+        L4::Tcp(t) => (t.src_port, t.dst_port),
+        L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => (src_port, dst_port),
+        _ => return None,
+    };
+    Some(packet_tuple(p, ports, zone))
+}
+
+/// The ports of a packet's tuple (nf_ct_get_tuple): TCP / UDP / UDP-Lite /
+/// SCTP ports (DCCP is generic: 0, as in kernels without its tracker); for ICMP the echo id and `(type << 8) | code`; for
+/// GRE version 1 (PPTP) the call id as the destination key (without the
+/// helper's key map the source key is 0: gre_keymap_lookup); 0 otherwise.
+pub(super) fn tuple_ports(p: &Parsed) -> (u16, u16) {
+    match p.l4 {
+        L4::Tcp(info) => (info.src_port, info.dst_port),
+        L4::Udp { src_port, dst_port }
+        | L4::Sctp {
+            src_port, dst_port, ..
+        } => (src_port, dst_port),
+        L4::Icmp(ic) => (ic.id, ((ic.icmp_type as u16) << 8) | ic.code as u16),
+        L4::Gre {
+            version: 1,
+            call_id,
+            ..
+        } => (0, call_id),
+        L4::Gre { .. } | L4::Other | L4::None => (0, 0),
+    }
+}
+
+/// Conntrack's verdict on a packet's L4 checksum: the NIC's where it
+/// checked (counted), else `software()`, unless checking is off
+/// (nf_conntrack_checksum=0).
+#[inline(always)]
+pub(super) fn l4_checksum_verdict(
+    w: &mut Worker,
+    rx: RxCsum,
+    software: impl FnOnce() -> bool,
+) -> bool {
+    match rx {
+        RxCsum::Good => {
+            w.stats.csum_offloaded += 1;
+            true
+        }
+        RxCsum::Bad => !w.tun.checksum,
+        RxCsum::Unknown => !w.tun.checksum || software(),
+    }
+}
+
+impl<P: Prefetch> Engine<P> {
+    /// One packet: lookup or create. Fills `res` and, for a new connection,
+    /// `pending`: the unconfirmed connection to confirm if the packet is
+    /// accepted, or, for a first fragment of an incomplete datagram, to park
+    /// until the datagram completes (the slot returned). `key` comes in as
+    /// stage 1's key (plain packets) and leaves as the key of the tuple
+    /// looked up and not found under this guard (its confirm need not look
+    /// again).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn track(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        key: &mut Option<Key>,
+        res: &mut CtResult,
+        pending: &mut Pending,
+    ) -> Option<usize> {
+        // Plain packets (stage 1 found their tuple) inline; the rest apart.
+        if key.is_some() {
+            if let (Ok(p), mut v) = res.split() {
+                self.track_plain(g, w, now_ms, pkt, p, key, &mut v, pending);
+                return None;
+            }
+        }
+        self.track_other(g, w, now_ms, pkt, key, res, pending)
+    }
+
+    /// `track` for a plain packet (stage 1 found its tuple: parsed, not a
+    /// fragment, TCP or UDP): the checks that apply to it, then the lookup.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn track_plain(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        key: &mut Option<Key>,
+        res: &mut Verdict<'_>,
+        pending: &mut Pending,
+    ) {
+        if !l4_checksum_verdict(w, pkt.rx_csum, || checksum::tcp_udp_ok(pkt.frame, p)) {
+            return invalid(w, res, "bad L4 checksum");
+        }
+        let ports = match p.l4 {
+            L4::Tcp(info) if !crate::proto::tcp::tcp_error_flags_ok(info.flags) => {
+                return invalid(w, res, "tcp: invalid flag combination");
+            }
+            _ => tuple_ports(p),
+        };
+        let t = packet_tuple(p, ports, pkt.zone);
+        self.track_tuple(g, w, now_ms, pkt, p, t, key, res, pending)
+    }
+
+    /// Lookup + tracker for a packet with tuple `t`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn track_tuple(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        t: Tuple,
+        key_io: &mut Option<Key>,
+        res: &mut Verdict<'_>,
+        pending: &mut Pending,
+    ) {
+        let key = *key_io.get_or_insert_with(|| self.table.key(&t));
+        let found = match self.find_live(g, w, now_ms, key, &t) {
+            None if pkt.reply_zone != t.zone => {
+                // A directional zone: the reply direction's tuples are in
+                // the other zone (resolve_normal_ct's second lookup).
+                let t2 = Tuple {
+                    zone: pkt.reply_zone,
+                    ..t
+                };
+                self.find_live(g, w, now_ms, self.table.key(&t2), &t2)
+            }
+            found => found,
+        };
+        let Some((r, dir)) = found else {
+            self.new_conn(w, now_ms, pkt, p, t, res, pending);
+            return;
+        };
+        w.stats.found += 1;
+        if self.helpers.is_some() && g.conn(r).status.has(Status::SEQ_ADJUST) {
+            return self.track_found_seqadj(g, w, now_ms, pkt, p, t, r, dir, res, pending);
+        }
+        self.track_found(g, w, now_ms, pkt, p, t, r, dir, res, pending);
+    }
+
+    /// [`Engine::track_found`] for a connection whose sequence numbers a
+    /// helper adjusts: the tracker sees the acknowledgement and SACK edges
+    /// as the receiver's sequence space has them (seqadj). Out of the way
+    /// of every other packet.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn track_found_seqadj(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        t: Tuple,
+        r: Ref,
+        dir: Dir,
+        res: &mut Verdict<'_>,
+        pending: &mut Pending,
+    ) {
+        let (adjusted, hdr) = self.tracker_view(g, r, pkt.frame, p, dir);
+        let view = Pkt {
+            frame: &hdr,
+            ..*pkt
+        };
+        self.track_found(g, w, now_ms, &view, &adjusted, t, r, dir, res, pending);
+    }
+
+    /// The tracker and its outcome for a packet of known connection `r`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn track_found(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        t: Tuple,
+        r: Ref,
+        dir: Dir,
+        res: &mut Verdict<'_>,
+        pending: &mut Pending,
+    ) {
+        let c = g.conn_mut(r);
+        *res.mark = c.mark;
+        *res.zone = c.tuples[0].zone;
+        let before = (c.status, c.state_tag());
+        let old_deadline = c.deadline_ms;
+        let outcome = self.run_tracker(w, now_ms, pkt, p, c, dir);
+        let handle = |c: &Conn| ConnHandle {
+            stripe: r.stripe,
+            local: r.local,
+            id: c.id,
+        };
+        match outcome {
+            Tracked::Accept { timeout_ms, kill } => {
+                c.deadline_ms = now_ms + timeout_ms;
+                *res.ctinfo = ctinfo_for(c, dir);
+                *res.dir = dir;
+                if dir == Dir::Reply {
+                    c.status.set(Status::SEEN_REPLY);
+                }
+                Rewrite::write_for_packet(res.rewrite, c, dir, false);
+                let changed = (c.status, c.state_tag()) != before;
+                let shortened = c.deadline_ms < old_deadline;
+                let h = handle(c);
+                if self.accounting {
+                    g.account(r, dir, u64::from(p.l3_len));
+                }
+                if kill {
+                    if let Some(dead) = g.remove(r) {
+                        w.events.push(EventKind::Destroy, now_ms, &dead);
+                    }
+                } else {
+                    *res.conn = Some(h);
+                    if changed && w.events.enabled() {
+                        let l = g.listed(r);
+                        w.events.push(EventKind::Update, now_ms, &l);
+                    }
+                    if shortened {
+                        g.deadline_changed(r, old_deadline);
+                    }
+                }
+            }
+            Tracked::Ignore => {
+                *res.ctinfo = ctinfo_for(c, dir);
+                if dir == Dir::Reply {
+                    c.status.set(Status::SEEN_REPLY);
+                }
+                *res.dir = dir;
+                Rewrite::write_for_packet(res.rewrite, c, dir, false);
+                *res.conn = Some(handle(c));
+            }
+            Tracked::Invalid(why) => {
+                // (nf_tcp_handle_invalid may have shortened the deadline.)
+                g.deadline_changed(r, old_deadline);
+                invalid(w, res, why);
+            }
+            Tracked::Repeat => {
+                // A SYN reopening a closed connection: kill it, track as new.
+                w.stats.search_restart += 1;
+                if let Some(dead) = g.remove(r) {
+                    w.events.push(EventKind::Destroy, now_ms, &dead);
+                }
+                self.new_conn(w, now_ms, pkt, p, t, res, pending);
+            }
+        }
+    }
+
+    /// Finds a live connection; an expired one is reclaimed on the spot.
+    #[inline(always)]
+    pub(super) fn find_live(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        key: Key,
+        t: &Tuple,
+    ) -> Option<(Ref, Dir)> {
+        let (r, dir) = g.lookup(key, t)?;
+        if g.conn(r).is_expired(now_ms) {
+            if let Some(dead) = g.remove(r) {
+                w.stats.expired += 1;
+                w.events.push(EventKind::Destroy, now_ms, &dead);
+            }
+            return None;
+        }
+        Some((r, dir))
+    }
+
+    /// The protocol tracker's verdict on a packet of connection `c`.
+    #[inline(always)]
+    pub(super) fn run_tracker(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        c: &mut Conn,
+        dir: Dir,
+    ) -> Tracked {
+        let tun = &w.tun;
+        if c.status.has(Status::ASSURED)
+            && c.status.has(Status::SEEN_REPLY)
+            && matches!(c.tuples[0].proto, IPPROTO_UDP | IPPROTO_UDPLITE)
+        {
+            // An assured UDP stream: udp::packet would find `now` past
+            // stream_ts (it was when ASSURED was set, and time only moves
+            // on) and give the stream timeout. Answered without reading the
+            // protocol state, which lives in the record's third line.
+            return Tracked::Accept {
+                timeout_ms: tun.timeouts.udp_stream_ms,
+                kill: false,
+            };
+        }
+        self.run_protocol_tracker(w, now_ms, pkt, p, c, dir)
+    }
+
+    /// [`Engine::run_tracker`] past the assured-UDP shortcut: the protocol's tracker.
+    #[inline(never)]
+    fn run_protocol_tracker(
+        &self,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        p: &Parsed,
+        c: &mut Conn,
+        dir: Dir,
+    ) -> Tracked {
+        let tun = &w.tun;
+        let from = |o: Outcome| match o {
+            Outcome::Accept { timeout_ms } => Tracked::Accept {
+                timeout_ms,
+                kill: false,
+            },
+            Outcome::Invalid(why) => Tracked::Invalid(why),
+        };
+        match (&mut c.proto, p.l4) {
+            (ProtoState::Tcp(s), L4::Tcp(info)) => {
+                let seg = TcpSegment {
+                    info,
+                    options: options(pkt.frame, &info),
+                };
+                match s.packet(dir, &seg, &mut c.status, &tun.tcp, &tun.timeouts) {
+                    TcpOutcome::Accept { timeout_ms } => Tracked::Accept {
+                        timeout_ms,
+                        kill: false,
+                    },
+                    TcpOutcome::AcceptAndKill => Tracked::Accept {
+                        timeout_ms: 0,
+                        kill: true,
+                    },
+                    TcpOutcome::Ignore => Tracked::Ignore,
+                    TcpOutcome::Invalid(why) => Tracked::Invalid(why),
+                    TcpOutcome::InvalidLowerTimeout { reason, timeout_ms } => {
+                        // nf_tcp_handle_invalid: shorten a long-lived entry's life.
+                        let remaining = c.deadline_ms.saturating_sub(now_ms);
+                        if remaining >= crate::proto::tcp::INVALID_LOWER_MIN_REMAINING_MS
+                            && remaining > timeout_ms
+                        {
+                            c.deadline_ms = now_ms + timeout_ms;
+                        }
+                        Tracked::Invalid(reason)
+                    }
+                    TcpOutcome::Repeat => Tracked::Repeat,
+                }
+            }
+            (ProtoState::Stream { stream_ts_ms }, _) if c.tuples[0].proto == IPPROTO_GRE => {
+                let _ = stream_ts_ms;
+                from(generic::gre_packet(&mut c.status, &tun.timeouts))
+            }
+            (ProtoState::Stream { stream_ts_ms }, _) => from(udp::packet(
+                now_ms,
+                *stream_ts_ms,
+                &mut c.status,
+                &tun.timeouts,
+            )),
+            (ProtoState::Icmp, _) => from(icmp::packet(&c.tuples[0], &tun.timeouts)),
+            (ProtoState::Sctp(s), _) => {
+                match s.packet(dir, l4_bytes(pkt.frame, p), &mut c.status, &tun.timeouts) {
+                    SctpOutcome::Accept { timeout_ms } => Tracked::Accept {
+                        timeout_ms,
+                        kill: false,
+                    },
+                    SctpOutcome::Ignore => Tracked::Ignore,
+                    SctpOutcome::Invalid(why) => Tracked::Invalid(why),
+                }
+            }
+            (ProtoState::Generic, _) if c.tuples[0].proto == IPPROTO_GRE => {
+                from(generic::gre_packet(&mut c.status, &tun.timeouts))
+            }
+            (ProtoState::Generic, _) => from(generic::packet(&tun.timeouts)),
+            // A packet whose L4 does not fit the connection's protocol state
+            // (cannot happen: the tuple carries the protocol).
+            (ProtoState::Tcp(_), _) => Tracked::Invalid("tcp: not a tcp segment"),
+        }
+    }
+}
+
+pub(super) enum Tracked {
+    Accept { timeout_ms: u64, kill: bool },
+    Ignore,
+    Invalid(&'static str),
+    Repeat,
+}
+
+pub(super) fn invalid(w: &mut Worker, res: &mut Verdict<'_>, why: &'static str) {
+    w.stats.invalid += 1;
+    *res.ctinfo = CtInfo::Invalid;
+    *res.conn = None;
+    *res.rewrite = None;
+    *res.invalid_reason = Some(why);
+}
+
+/// The L4 header and payload of a packet, within its L3 length.
+pub(super) fn l4_bytes<'a>(frame: &'a [u8], p: &Parsed) -> &'a [u8] {
+    let end = (p.l3_offset as usize + p.l3_len as usize).min(frame.len());
+    frame.get(p.l4_offset as usize..end).unwrap_or(&[])
+}
+
+pub(super) fn options<'a>(frame: &'a [u8], info: &wire::TcpInfo) -> &'a [u8] {
+    frame
+        .get(info.options.0 as usize..info.options.1 as usize)
+        .unwrap_or(&[])
+}
+
+/// The ctinfo of a packet on a known connection (resolve_normal_ct).
+pub(super) fn ctinfo_for(c: &Conn, dir: Dir) -> CtInfo {
+    match dir {
+        Dir::Reply => CtInfo::EstablishedReply,
+        Dir::Orig if c.status.0 & (Status::SEEN_REPLY | Status::EXPECTED) == 0 => CtInfo::New,
+        Dir::Orig if c.status.has(Status::SEEN_REPLY) => CtInfo::Established,
+        // An expected connection before its reply (resolve_normal_ct).
+        Dir::Orig => CtInfo::Related,
+    }
+}
