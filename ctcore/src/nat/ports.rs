@@ -70,6 +70,9 @@ pub struct PortMap {
     free: Box<[u64]>,
     /// Bit `w` set: `free[w]` has a set bit.
     summary: [u64; SUMMARY],
+    /// Ports no connection uses (set bits of `free`): a full map answers
+    /// a search at once instead of walking its summary twice.
+    unused: u32,
 }
 
 impl Default for PortMap {
@@ -78,6 +81,7 @@ impl Default for PortMap {
             users: vec![0; PORTS].into_boxed_slice(),
             free: vec![u64::MAX; WORDS].into_boxed_slice(),
             summary: [u64::MAX; SUMMARY],
+            unused: PORTS as u32,
         }
     }
 }
@@ -97,6 +101,7 @@ impl PortMap {
         *u = u.saturating_add(1);
         let first = *u == 1;
         if first {
+            self.unused -= 1;
             let w = port as usize / 64;
             self.free[w] &= !(1u64 << (port % 64));
             if self.free[w] == 0 {
@@ -115,6 +120,7 @@ impl PortMap {
         *u -= 1;
         let last = *u == 0;
         if last {
+            self.unused += 1;
             let w = port as usize / 64;
             self.free[w] |= 1u64 << (port % 64);
             self.summary[w / 64] |= 1u64 << (w % 64);
@@ -124,7 +130,7 @@ impl PortMap {
 
     /// The first free port in `from..=hi`.
     pub fn first_free(&self, from: u16, hi: u16) -> Option<u16> {
-        if from > hi {
+        if from > hi || self.unused == 0 {
             return None;
         }
         let w = from as usize / 64;
@@ -367,8 +373,21 @@ mod tests {
         assert_eq!(m.first_free(999, 65535), Some(999));
         assert_eq!(m.first_free(1000, 5000), None);
         assert_eq!(m.first_free(65535, 65535), Some(65535));
-        let full = used(&(0..=65535).collect::<Vec<_>>());
+        let mut full = used(&(0..=65535).collect::<Vec<_>>());
         assert_eq!(full.first_free(0, 65535), None);
+        // The count of unused ports follows a release and a re-use.
+        full.release(40_000);
+        assert_eq!(full.first_free(0, 65535), Some(40_000));
+        assert_eq!(full.first_free(40_001, 65535), None);
+        full.acquire(40_000);
+        assert_eq!(full.first_free(0, 65535), None);
+        full.acquire(40_000);
+        full.release(40_000);
+        assert_eq!(
+            full.first_free(0, 65535),
+            None,
+            "a port with a user left is not free"
+        );
     }
 
     #[test]
