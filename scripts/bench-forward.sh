@@ -14,12 +14,16 @@
 # env:   BENCH_FLOWS   distinct frames in the source capture (default 64)
 #        BENCH_ROUNDS  rounds (default 3)
 #        BENCH_MODES   ctgate modes to run (default "routing conntrack snat")
+#        BENCH_STAGES  1: after the rounds, one more run of each mode with
+#                      `ctgate run --profile-stages`, and a table of cycles
+#                      per packet by stage (the rounds themselves run untimed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-6}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 FLOWS="${BENCH_FLOWS:-64}"
 MODES="${BENCH_MODES:-routing conntrack snat}"
+STAGES="${BENCH_STAGES:-0}"
 [ "$(id -u)" = 0 ] || { echo "bench: needs root: sudo $0" >&2; exit 1; }
 CTGATE=target/release/ctgate
 [ -x "$CTGATE" ] || { echo "bench: $CTGATE missing: run scripts/setup.sh" >&2; exit 1; }
@@ -139,4 +143,30 @@ for i in range(0, len(rows), 5):
           % ("ctgate " + label.get(m, m), c_pps / 1e6, c_cpp, hz / 1e9, hz / c_pps, c_pps / t_pps,
              ("(" + goal[m] + ")") if goal.get(m) else ""))
     print("  %-24s  stall-free %.1f cycles/packet (%s iterations over 100 us left out)" % ("", c_free, stalls))
+PY
+
+[ "$STAGES" = 1 ] || exit 0
+# Cycles per packet by stage: one profiled run per mode (its TSC reads cost
+# a few cycles per burst, so its total is a little above the figures above).
+for m in $MODES; do
+    "$CTGATE" run --config "$WORK/ctgate.$m.toml" --duration "$((SECS + 2))" --profile-stages \
+        --stats-json "$WORK/ctgate.$m.stages.json" --log error >"$WORK/ctgate.$m.stages.log" 2>&1
+done
+python3 - "$WORK" $MODES <<'PY'
+import json, sys
+work, modes = sys.argv[1], sys.argv[2:]
+label = {"routing": "routing only", "conntrack": "conntrack", "snat": "conntrack + SNAT"}
+rows = {}
+for m in modes:
+    t = json.load(open("%s/ctgate.%s.stages.json" % (work, m)))["totals"]
+    n = max(t["stage_packets"], 1)
+    rows[m] = {k: v / n for k, v in t["stage_cycles"].items()}
+stages = list(next(iter(rows.values())).keys()) if rows else []
+order = ["rx", "classify", "ct_parse", "ct_prefetch", "ct_track", "ct_rewrite", "forward", "tx", "other"]
+stages = [s for s in order if s in stages]
+print("cycles/packet by stage (ctgate run --profile-stages; busy iterations up to 100 us):")
+print("  %-12s" % "stage" + "".join("%18s" % label.get(m, m) for m in modes))
+for s in stages + ["total"]:
+    vals = [sum(rows[m].values()) if s == "total" else rows[m][s] for m in modes]
+    print("  %-12s" % s + "".join("%18.1f" % v for v in vals))
 PY

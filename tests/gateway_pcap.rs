@@ -134,7 +134,8 @@ struct Run {
 /// Runs ctgate with `input` arriving on port a (net_pcap) and returns what
 /// ports a and b sent. Port b's next hops 198.51.100.10 and 2001:db8:2::10
 /// are static neighbours; 203.0.113.0/24 goes via 198.51.100.20, which never answers.
-fn run_gateway(dir: &TempDir, input: &[&Vec<u8>]) -> Run {
+/// `extra`: more arguments of `ctgate run`.
+fn run_gateway(dir: &TempDir, input: &[&Vec<u8>], extra: &[&str]) -> Run {
     let mut w = pcap::Writer::new(Vec::new()).unwrap();
     for (i, f) in input.iter().enumerate() {
         w.write(i as u64 * 1000, f.len() as u32, f).unwrap();
@@ -192,7 +193,8 @@ port = "b"
             .args(["run", "--config"])
             .arg(dir.path("ctgate.toml"))
             .args(["--duration", "1.5", "--stats-json"])
-            .arg(dir.path("stats.json")),
+            .arg(dir.path("stats.json"))
+            .args(extra),
         60,
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -340,7 +342,7 @@ fn pcap_in_pcap_out() {
         out_a,
         out_b,
         stats: s,
-    } = run_gateway(&dir, &input);
+    } = run_gateway(&dir, &input, &[]);
 
     // Port B: the three routed packets, then the ARP request for the unresolved next hop.
     assert_eq!(out_b.len(), 4, "port b sent {out_b:02x?}");
@@ -479,7 +481,8 @@ fn ip_only_bursts_forward_exactly() {
         });
     }
     let refs: Vec<&Vec<u8>> = input.iter().collect();
-    let run = run_gateway(&dir, &refs);
+    // Profiled: timing the stages changes nothing of what is forwarded.
+    let run = run_gateway(&dir, &refs, &["--profile-stages"]);
     let want: Vec<Vec<u8>> = input
         .iter()
         .enumerate()
@@ -503,4 +506,42 @@ fn ip_only_bursts_forward_exactly() {
     assert_eq!(t["drops"]["ttl_exceeded"], 1);
     assert_eq!(t["drops"]["no_route"], 1);
     assert!(run.stdout.contains("(+ 0 unaccounted)"), "{}", run.stdout);
+    // The stages split the busy iterations that did not stall, exactly.
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let stages = t["stage_cycles"].as_object().unwrap();
+    let names: Vec<&str> = stages.keys().map(String::as_str).collect();
+    for want in [
+        "rx",
+        "classify",
+        "ct_parse",
+        "ct_prefetch",
+        "ct_track",
+        "ct_rewrite",
+        "forward",
+        "tx",
+        "other",
+    ] {
+        assert!(names.contains(&want), "stage {want} in {names:?}");
+    }
+    let sum: u64 = stages.values().map(n).sum();
+    assert_eq!(
+        sum,
+        n(&t["busy_cycles"]) - n(&t["stall_cycles"]),
+        "{stages:?}"
+    );
+    assert_eq!(
+        n(&t["stage_packets"]),
+        n(&t["busy_packets"]) - n(&t["stall_packets"])
+    );
+    if n(&t["stage_packets"]) > 0 {
+        assert!(
+            n(&stages["ct_track"]) > 0 && n(&stages["forward"]) > 0,
+            "{stages:?}"
+        );
+        assert!(
+            run.stdout.contains("stages, cycles/packet"),
+            "{}",
+            run.stdout
+        );
+    }
 }

@@ -58,6 +58,9 @@ pub struct RunOptions {
     pub stats_json: Option<PathBuf>,
     /// Print the ports' non-zero xstats at the end.
     pub xstats: bool,
+    /// Count the cycles of each stage of the workers' loop (a few TSC reads
+    /// per burst more): reported at the end, in the stats JSON and metrics.
+    pub profile_stages: bool,
 }
 
 /// How the packets of a connection reach one worker (logged): the
@@ -706,6 +709,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, RunError> {
             neigh_reachable_ms: cfg.neighbour_reachable_ms,
             handoff: handoff.get_mut(wi).and_then(Option::take),
             tx_locks: tx_locks.clone(),
+            profile_stages: opts.profile_stages,
         };
         match eal.launch(LcoreId(*lcore), Box::new(move || worker::run(args))) {
             Ok(()) => launched.push(*lcore),
@@ -926,6 +930,20 @@ impl Report {
                 free,
                 t.stall_iterations,
                 crate::stats::STALL_US
+            );
+        }
+        if t.stage_packets > 0 {
+            let per = |c: u64| c as f64 / t.stage_packets as f64;
+            let stages: Vec<String> = crate::stats::Stage::ALL
+                .iter()
+                .map(|st| format!("{} {:.1}", st.name(), per(t.stage_cycles[st.name()])))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  stages, cycles/packet of the stall-free busy iterations ({} packets): {}; total {:.1}",
+                t.stage_packets,
+                stages.join(", "),
+                per(t.stage_cycles.values().sum())
             );
         }
         if self.workers.len() > 1 {

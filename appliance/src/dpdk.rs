@@ -228,6 +228,11 @@ impl ctcore::table::Prefetch for HwPrefetch {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
         }
     }
+
+    #[inline(always)]
+    fn cycles() -> u64 {
+        tsc()
+    }
 }
 
 /// Asks the kernel to back `len` bytes at `addr` (reserved, not yet written)

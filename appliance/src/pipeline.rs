@@ -671,6 +671,22 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Times the engine's burst stages from now on (`ctgate run
+    /// --profile-stages`; see [`Pipeline::take_stage_cycles`]).
+    pub fn time_stages(&mut self) {
+        self.ct.stage_cycles = Some(ctcore::engine::StageCycles::default());
+    }
+
+    /// The engine's stage cycles since the last call (zero when untimed).
+    #[inline]
+    pub fn take_stage_cycles(&mut self) -> ctcore::engine::StageCycles {
+        self.ct
+            .stage_cycles
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Decides `verdicts[i]` for `pkts[i]` (see the module contract).
     /// `verdicts` arrives filled with `Verdict::Forward(None)`.
     #[inline]

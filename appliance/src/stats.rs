@@ -224,6 +224,66 @@ pub struct LcoreStats {
     /// The worker's heartbeat: one a millisecond while its loop runs (the
     /// expiry pass, packets or not). A worker that stopped polling stops it.
     pub heartbeats: Counter,
+    /// With `ctgate run --profile-stages`: the cycles of the busy
+    /// iterations up to [`STALL_US`] by [`Stage`], and those iterations'
+    /// packets (their sum is the stall-free cycles/packet).
+    pub stage_cycles: [Counter; Stage::COUNT],
+    pub stage_packets: Counter,
+}
+
+/// Where a worker's busy poll-loop iteration spends its cycles (`ctgate run
+/// --profile-stages`), in the order a packet passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The RX bursts of every port (empty polls included).
+    Rx,
+    /// The worker's classification (Ethernet, IP header checks) and the
+    /// packets that leave the fast path (ARP, ND, fragments, VLANs).
+    Classify,
+    /// Conntrack stage 1: parse, hash, the buckets' prefetch.
+    CtParse,
+    /// Conntrack stage 2: signatures, the records' prefetch.
+    CtPrefetch,
+    /// Conntrack stage 3: lookup, tracker, NAT, the policy and route
+    /// verdict, the new connections' confirm.
+    CtTrack,
+    /// The rest of the conntrack stage: results to verdicts, the NAT
+    /// rewrite, events.
+    CtRewrite,
+    /// TTL, next hop, neighbour, MACs, TX buffering.
+    Forward,
+    /// TX bursts.
+    Tx,
+    /// The loop around them: expiry, maintenance, handoff rings.
+    Other,
+}
+
+impl Stage {
+    pub const COUNT: usize = 9;
+    pub const ALL: [Stage; Stage::COUNT] = [
+        Stage::Rx,
+        Stage::Classify,
+        Stage::CtParse,
+        Stage::CtPrefetch,
+        Stage::CtTrack,
+        Stage::CtRewrite,
+        Stage::Forward,
+        Stage::Tx,
+        Stage::Other,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Rx => "rx",
+            Stage::Classify => "classify",
+            Stage::CtParse => "ct_parse",
+            Stage::CtPrefetch => "ct_prefetch",
+            Stage::CtTrack => "ct_track",
+            Stage::CtRewrite => "ct_rewrite",
+            Stage::Forward => "forward",
+            Stage::Tx => "tx",
+            Stage::Other => "other",
+        }
+    }
 }
 
 /// A busy iteration longer than this (in microseconds) counts as a stall.
@@ -334,6 +394,10 @@ pub struct Totals {
     pub stall_cycles: u64,
     pub stall_packets: u64,
     pub heartbeats: u64,
+    /// `--profile-stages`: cycles by [`Stage`] name, and the packets of
+    /// the iterations they were counted over (0: not profiled).
+    pub stage_cycles: std::collections::BTreeMap<&'static str, u64>,
+    pub stage_packets: u64,
 }
 
 impl Totals {
@@ -388,6 +452,10 @@ impl Totals {
             t.stall_cycles += s.stall_cycles.get();
             t.stall_packets += s.stall_packets.get();
             t.heartbeats += s.heartbeats.get();
+            t.stage_packets += s.stage_packets.get();
+            for st in Stage::ALL {
+                *t.stage_cycles.entry(st.name()).or_default() += s.stage_cycles[st as usize].get();
+            }
             for (a, c) in t.burst_hist.iter_mut().zip(&s.burst_hist.0) {
                 *a += c.get();
             }

@@ -20,7 +20,7 @@ use crate::neigh::{NeighKey, NeighTable};
 use crate::net::{self, Mac, Meta};
 use crate::pipeline::{self, Pipeline, Reassembled, Verdict, BURST};
 use crate::route::{RouteId, Routes};
-use crate::stats::{DropReason, LcoreStats, SharedStats};
+use crate::stats::{DropReason, LcoreStats, SharedStats, Stage};
 use ctcore::defrag::{self, refragment, Datagram, Place, Push};
 
 /// Packets buffered per TX port before a tx_burst.
@@ -79,6 +79,22 @@ pub struct WorkerArgs {
     pub handoff: Option<HandoffRings>,
     /// The locks of TX queues several workers share (see `PortCtx::tx_lock`).
     pub tx_locks: Arc<[Mutex<()>]>,
+    /// Count the cycles of each stage (`ctgate run --profile-stages`).
+    pub profile_stages: bool,
+}
+
+/// The cycles of one poll-loop iteration's stages (`--profile-stages`),
+/// added to the worker's [`Stage`] counters when the iteration turns out
+/// busy and not stalled.
+#[derive(Debug, Default)]
+struct StageClock {
+    rx: u64,
+    /// `handle_burst`, the stage and the forwarder included.
+    handled: u64,
+    /// The pipeline's stage (the engine's stages and what follows them).
+    ct: u64,
+    forward: u64,
+    tx: u64,
 }
 
 /// Slots of each handoff ring (one ring per ordered pair of workers); it
@@ -162,6 +178,8 @@ struct Worker<'a> {
     reasm: Vec<u8>,
     reasm_frags: Vec<(Mbuf, Place)>,
     frag_released: Vec<(Mbuf, defrag::Cause)>,
+    /// This iteration's stage cycles, when profiling.
+    stages: Option<StageClock>,
 }
 
 /// Rounds of gratuitous ARP / unsolicited advertisements at a takeover, one
@@ -211,7 +229,11 @@ pub fn run(args: WorkerArgs) -> i32 {
         reasm: Vec::with_capacity(65_536 + 128),
         reasm_frags: Vec::with_capacity(args.pipeline.defrag_limits.max_fragments),
         frag_released: Vec::with_capacity(args.pipeline.defrag_limits.max_fragments),
+        stages: args.profile_stages.then(StageClock::default),
     };
+    if args.profile_stages {
+        w.pipeline.time_stages();
+    }
     let mut rx: ArrayVec<Mbuf, BURST> = ArrayVec::new();
     let mut next_maintenance = start;
     let mut next_expiry = start;
@@ -236,10 +258,13 @@ pub fn run(args: WorkerArgs) -> i32 {
                 w.stats.stall_iterations.add(1);
                 w.stats.stall_cycles.add(cycles);
                 w.stats.stall_packets.add(prev_packets);
+            } else {
+                w.count_stages(cycles, prev_packets);
             }
             prev_packets = 0;
             prev_busy = false;
         }
+        w.reset_stages();
         prev = now;
         w.now = now;
         for pi in 0..w.ports.len() {
@@ -249,7 +274,11 @@ pub fn run(args: WorkerArgs) -> i32 {
             }
             let port = w.ports[pi];
             let Some(q) = port.rxq else { continue };
+            let t = w.stamp();
             let n = dpdk::rx_burst(port.id, q, &mut rx);
+            if let Some(c) = &mut w.stages {
+                c.rx += dpdk::tsc() - t;
+            }
             if n == 0 {
                 continue;
             }
@@ -273,7 +302,11 @@ pub fn run(args: WorkerArgs) -> i32 {
                 }
             }
             w.handle_burst(pi as u8, &mut rx);
+            let t = w.stamp();
             w.flush_all();
+            if let Some(c) = &mut w.stages {
+                c.tx += dpdk::tsc() - t;
+            }
         }
         if w.handoff.is_some() && w.take_handoffs(&mut rx) > 0 {
             prev_busy = true;
@@ -460,7 +493,61 @@ impl Worker<'_> {
         total
     }
 
+    /// A port's RX burst: classified, then through the stage and the
+    /// forwarder (timed as a whole when profiling).
     fn handle_burst(&mut self, in_port: u8, rx: &mut ArrayVec<Mbuf, BURST>) {
+        let t = self.stamp();
+        self.classify_and_stage(in_port, rx);
+        if let Some(c) = &mut self.stages {
+            c.handled += dpdk::tsc() - t;
+        }
+    }
+
+    /// The TSC when profiling the stages, else 0 (no read).
+    #[inline(always)]
+    fn stamp(&self) -> u64 {
+        if self.stages.is_some() {
+            dpdk::tsc()
+        } else {
+            0
+        }
+    }
+
+    /// Adds the stage cycles of a busy, unstalled iteration of `cycles`
+    /// that received `packets` to the worker's counters.
+    #[cold]
+    fn count_stages(&mut self, cycles: u64, packets: u64) {
+        let Some(c) = &self.stages else { return };
+        let e = self.pipeline.take_stage_cycles();
+        let engine = e.parse + e.prefetch + e.track;
+        let s = &self.stats.stage_cycles;
+        for (stage, v) in [
+            (Stage::Rx, c.rx),
+            (Stage::Classify, c.handled.saturating_sub(c.ct + c.forward)),
+            (Stage::CtParse, e.parse),
+            (Stage::CtPrefetch, e.prefetch),
+            (Stage::CtTrack, e.track),
+            (Stage::CtRewrite, c.ct.saturating_sub(engine)),
+            (Stage::Forward, c.forward),
+            (Stage::Tx, c.tx),
+            (Stage::Other, cycles.saturating_sub(c.rx + c.handled + c.tx)),
+        ] {
+            s[stage as usize].add(v);
+        }
+        self.stats.stage_packets.add(packets);
+    }
+
+    /// Starts a new iteration's stage cycles (what an idle or stalled one
+    /// had is dropped).
+    #[inline(always)]
+    fn reset_stages(&mut self) {
+        if let Some(c) = &mut self.stages {
+            *c = StageClock::default();
+            self.pipeline.take_stage_cycles();
+        }
+    }
+
+    fn classify_and_stage(&mut self, in_port: u8, rx: &mut ArrayVec<Mbuf, BURST>) {
         let mac = self.ports[in_port as usize].mac;
         for m in rx.iter() {
             m.prefetch();
@@ -600,8 +687,8 @@ impl Worker<'_> {
                 }
             }
             *untagged = rest;
-            // Untagged now: this handle_burst finds no tag, so goes no deeper.
-            self.handle_burst(port, &mut burst);
+            // Untagged now: this finds no tag, so goes no deeper.
+            self.classify_and_stage(port, &mut burst);
         }
     }
 
@@ -612,8 +699,10 @@ impl Worker<'_> {
         let mut verdicts = [Verdict::Forward(None); BURST];
         let n = pkts.len();
         let now_ms = self.now_ms();
+        let t0 = self.stamp();
         self.pipeline
             .process_burst(now_ms, in_port, pkts, meta, &mut verdicts[..n]);
+        let t1 = self.stamp();
         // `meta` by reference: a copy of a Meta right after the burst's
         // classification wrote it field by field is a store-forwarding stall.
         for ((m, meta), v) in pkts.drain(..).zip(meta.iter()).zip(verdicts) {
@@ -624,6 +713,10 @@ impl Worker<'_> {
                 Verdict::Forward(route) => self.forward(in_port, m, meta, route),
                 Verdict::Drop(r) => self.drop_pkt(m, r),
             }
+        }
+        if let Some(c) = &mut self.stages {
+            c.ct += t1 - t0;
+            c.forward += dpdk::tsc() - t1;
         }
     }
 

@@ -95,6 +95,16 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
         "Packets of the bursts counted in ctgate_busy_cycles_total.",
         &["lcore"],
     );
+    let stage_cycles = out.counter(
+        "ctgate_stage_cycles_total",
+        "ctgate run --profile-stages: TSC cycles of the workers' busy poll-loop iterations up to 100 us, by stage (rx, classify, ct_parse, ct_prefetch, ct_track, ct_rewrite, forward, tx, other).",
+        &["stage", "lcore"],
+    );
+    let stage_pkts = out.counter(
+        "ctgate_stage_packets_total",
+        "Packets of the iterations counted in ctgate_stage_cycles_total.",
+        &["lcore"],
+    );
     for (i, t) in snap.lcores.iter().enumerate() {
         let l = lcores[i].as_str();
         for (p, name) in names.iter().enumerate() {
@@ -131,6 +141,12 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
             .inc_by(t.neigh_failed);
         busy.with_label_values(&[l]).inc_by(t.busy_cycles);
         busy_pkts.with_label_values(&[l]).inc_by(t.busy_packets);
+        if t.stage_packets > 0 {
+            for (stage, v) in &t.stage_cycles {
+                stage_cycles.with_label_values(&[*stage, l]).inc_by(*v);
+            }
+            stage_pkts.with_label_values(&[l]).inc_by(t.stage_packets);
+        }
     }
 
     // Conntrack: the /proc/net/stat/nf_conntrack counters, per lcore.

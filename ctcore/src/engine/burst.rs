@@ -40,7 +40,11 @@ impl<P: Prefetch> Engine<P> {
             ext: Ext::default(),
             live: false,
         };
+        let timed = w.stage_cycles.is_some();
+        let stamp = || if timed { P::cycles() } else { 0 };
+        let mut t = [0u64; 4];
         for (c, chunk) in pkts.chunks(STAGE).enumerate() {
+            t[0] = stamp();
             // Stage 1: parse and hash every packet, prefetching its bucket;
             // stage 2: prefetch the records whose signatures match. The misses
             // of the burst overlap instead of adding up; stage 3 then finds
@@ -77,6 +81,7 @@ impl<P: Prefetch> Engine<P> {
                     keys[i] = Some(k);
                 }
             }
+            t[1] = stamp();
             let mut evicting = 0u64;
             for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
                 if let Some(k) = k {
@@ -97,6 +102,7 @@ impl<P: Prefetch> Engine<P> {
                     g.prefetch_eviction::<P>(k);
                 }
             }
+            t[2] = stamp();
             for (j, pkt) in chunk.iter().enumerate() {
                 let i = c * STAGE + j;
                 // Without helpers, stage 3 has no helper hook at all.
@@ -125,6 +131,12 @@ impl<P: Prefetch> Engine<P> {
                         &mut decide,
                     );
                 }
+            }
+            if let Some(sc) = &mut w.stage_cycles {
+                t[3] = P::cycles();
+                sc.parse += t[1] - t[0];
+                sc.prefetch += t[2] - t[1];
+                sc.track += t[3] - t[2];
             }
         }
     }
@@ -234,5 +246,62 @@ impl<P: Prefetch> Engine<P> {
                 w.events.push(EventKind::Update, now_ms, &l);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::super::tests::{out, udp_query};
+    use super::super::{EngineConfig, StageCycles, Tunables};
+    use super::*;
+
+    static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+    /// A clock that moves 10 cycles a read.
+    struct Ticks;
+
+    impl Prefetch for Ticks {
+        fn read(_: *const u8) {}
+        fn cycles() -> u64 {
+            CLOCK.fetch_add(10, Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn stages_are_timed_only_when_asked() {
+        let e = Engine::<Ticks>::build(
+            EngineConfig {
+                capacity_conns: 100,
+                seed: 1,
+                tunables: Tunables::default(),
+            },
+            None,
+            1,
+            &mut |_, _| {},
+        );
+        let mut w = e.worker(0);
+        let frames: Vec<Vec<u8>> = (0..40).map(|i| udp_query(1000 + i)).collect();
+        let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+        let mut res = vec![CtResult::default(); pkts.len()];
+        e.process_burst(&mut w, 0, &pkts, &mut res, |_, _| out([198, 51, 100, 1]));
+        assert_eq!(
+            CLOCK.load(Ordering::Relaxed),
+            0,
+            "no clock read while untimed"
+        );
+        w.stage_cycles = Some(StageCycles::default());
+        e.process_burst(&mut w, 0, &pkts, &mut res, |_, _| out([198, 51, 100, 1]));
+        // 40 packets: two stages of the pipeline, each stamped four times.
+        assert_eq!(
+            w.stage_cycles,
+            Some(StageCycles {
+                parse: 20,
+                prefetch: 20,
+                track: 20
+            })
+        );
+        assert_eq!(w.stats.found, 40);
     }
 }

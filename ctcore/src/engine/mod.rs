@@ -82,6 +82,10 @@ pub struct EngineConfig {
 /// lcore; nothing in it is shared.
 pub struct Worker {
     pub stats: CtStats,
+    /// Cycles spent in each stage of the burst pipeline, summed over the
+    /// bursts since the caller last took them; None (the default) times
+    /// nothing.
+    pub stage_cycles: Option<StageCycles>,
     pub events: EventBuf,
     /// New connections dropped because NAT found no free port / id.
     pub nat_out_of_ports: u64,
@@ -99,6 +103,17 @@ pub struct Worker {
     pub helpers: HelperStats,
     /// The master of the expected connection being made, until it is confirmed.
     helper_master: Option<MasterRef>,
+}
+
+/// Cycles (the platform's [`Prefetch::cycles`]) of the burst pipeline's
+/// stages: parsing and hashing with the buckets' prefetch (stage 1), the
+/// records' prefetch (stage 2), and tracking with NAT, the caller's
+/// verdict and the confirm (stage 3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageCycles {
+    pub parse: u64,
+    pub prefetch: u64,
+    pub track: u64,
 }
 
 /// The engine: the table plus the runtime tunables; shared by all workers.
@@ -207,6 +222,7 @@ impl<P: Prefetch> Engine<P> {
             nat_out_of_ports: 0,
             reply_steering: None,
             claimed: None,
+            stage_cycles: None,
             rng: Rng::new(self.seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             tun: self.tunables(),
             tun_gen: self.tunables_gen.load(Ordering::Acquire),

@@ -7,11 +7,19 @@
 //! that do not care use [`NoPrefetch`]. Monomorphised, the hint costs one
 //! instruction and no call.
 
-/// Hints that a cache line will soon be read.
+/// Hints that a cache line will soon be read, and the platform's cycle
+/// counter for timing the burst's stages ([`crate::engine::StageCycles`]).
 pub trait Prefetch: Send + Sync + 'static {
     /// Starts loading the cache line holding `p`. Must not fault whatever `p`
     /// is (a prefetch never does), and has no effect on results.
     fn read(p: *const u8);
+
+    /// A cycle count (the TSC), read only when stage timing is on; 0 where
+    /// the platform gives none.
+    #[inline(always)]
+    fn cycles() -> u64 {
+        0
+    }
 }
 
 /// No hint: the engine works the same, without the overlap of misses.
