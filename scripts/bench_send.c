@@ -1,9 +1,10 @@
 /* The Linux kernel peer's traffic source in scripts/bench.sh: replays the
  * frames of a pcap file (loaded into memory once) round and round into a
  * network interface through an AF_PACKET socket (sendmmsg, qdisc bypassed)
- * for a number of seconds, then prints how many it sent.
+ * for a number of seconds (or until FRAMES frames are out: one pass with
+ * FRAMES = the capture's), then prints how many it sent.
  *
- * usage: bench_send IFACE FILE.pcap SECONDS
+ * usage: bench_send IFACE FILE.pcap SECONDS [FRAMES]
  * build: cc -O2 -o bench_send scripts/bench_send.c
  */
 #define _GNU_SOURCE
@@ -31,11 +32,12 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s IFACE FILE.pcap SECONDS\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s IFACE FILE.pcap SECONDS [FRAMES]\n", argv[0]);
         return 2;
     }
     double secs = atof(argv[3]);
+    unsigned long long limit = argc == 5 ? strtoull(argv[4], NULL, 10) : 0;
     FILE *f = fopen(argv[2], "rb");
     if (!f) {
         perror(argv[2]);
@@ -95,7 +97,14 @@ int main(int argc, char **argv)
     for (;;) {
         if ((++iter & 63) == 0 && now() >= end)
             break;
-        for (int i = 0; i < BATCH; i++) {
+        int batch = BATCH;
+        if (limit) {
+            if (sent + failed >= limit)
+                break;
+            if (limit - sent - failed < BATCH)
+                batch = limit - sent - failed;
+        }
+        for (int i = 0; i < batch; i++) {
             iov[i].iov_base = frames[next];
             iov[i].iov_len = lens[next];
             msgs[i].msg_hdr.msg_iov = &iov[i];
@@ -103,16 +112,16 @@ int main(int argc, char **argv)
             if (++next == n)
                 next = 0;
         }
-        int r = sendmmsg(s, msgs, BATCH, 0);
+        int r = sendmmsg(s, msgs, batch, 0);
         if (r < 0) {
             if (errno != ENOBUFS && errno != EAGAIN) {
                 perror("sendmmsg");
                 return 1;
             }
-            failed += BATCH;
+            failed += batch;
         } else {
             sent += r;
-            failed += BATCH - r;
+            failed += batch - r;
         }
     }
     printf("sent %llu failed %llu seconds %.3f frames %zu\n", sent, failed, now() - start, n);
