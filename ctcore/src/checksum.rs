@@ -246,13 +246,17 @@ fn add_carry(acc: u64, w: u64) -> u64 {
     s + u64::from(carry)
 }
 
+/// Folds a one's-complement sum modulo 2^64 - 1 to 16 bits: two
+/// end-around-carry additions of halves (64 -> 32 -> 16). Each keeps the
+/// value modulo 2^16 - 1 and never turns a non-zero sum into 0, so the result
+/// is the RFC 1071 sum (0 only for an all-zero input).
+#[inline(always)]
 fn fold(acc: u64) -> u16 {
-    let mut s = (acc & 0xffff_ffff) + (acc >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
+    let (s, carry) = (acc as u32).overflowing_add((acc >> 32) as u32);
+    // With a carry, `s` is at most 2^32 - 2: adding it back cannot wrap.
+    let s = s + u32::from(carry);
+    let (t, carry) = (s as u16).overflowing_add((s >> 16) as u16);
+    t + u16::from(carry)
 }
 
 #[cfg(test)]
@@ -267,10 +271,46 @@ mod tests {
         }
 
         #[test]
+        fn fold_agrees_with_folding_by_halves(acc in any::<u64>(), low in any::<u16>(), shift in 0u32..64) {
+            for a in [acc, u64::from(low), acc >> shift, !(u64::from(low) << shift), u64::MAX - u64::from(low)] {
+                prop_assert_eq!(fold(a), fold_by_halves(a), "{:#x}", a);
+            }
+        }
+
+        #[test]
         fn four_byte_sums_and_updates_match_the_slice_versions(old in any::<[u8; 4]>(), new in any::<[u8; 4]>(), c in any::<u16>()) {
             prop_assert_eq!(sum4(old), sum(&old));
             prop_assert_eq!(update_summed(c, sum4(old), sum4(new)), update_addr(c, &old, &new));
         }
+    }
+
+    /// Folding as the code did before step 9: halves added five times over.
+    fn fold_by_halves(acc: u64) -> u16 {
+        let mut s = (acc & 0xffff_ffff) + (acc >> 32);
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s as u16
+    }
+
+    #[test]
+    fn fold_edges() {
+        for a in [
+            0,
+            1,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+            u64::MAX - 1,
+            0xffff_0000_ffff_0000,
+        ] {
+            assert_eq!(fold(a), fold_by_halves(a), "{a:#x}");
+        }
+        assert_eq!(fold(0), 0);
+        assert_eq!(fold(u64::MAX), 0xffff);
     }
 
     /// The reference: RFC 1071 word by word with a 32-bit accumulator.

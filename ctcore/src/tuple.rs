@@ -211,14 +211,11 @@ impl Tuple {
 }
 
 /// An endpoint (address + port) folded into two words.
+#[inline(always)]
 fn endpoint_word(a: &Addr, port: u16) -> (u64, u64) {
-    let w0 = u64::from_le_bytes([
-        a.0[0], a.0[1], a.0[2], a.0[3], a.0[4], a.0[5], a.0[6], a.0[7],
-    ]);
-    let w1 = u64::from_le_bytes([
-        a.0[8], a.0[9], a.0[10], a.0[11], a.0[12], a.0[13], a.0[14], a.0[15],
-    ]);
-    (w0, w1 ^ ((port as u64) << 48).rotate_left(7))
+    let (w0, w1) = a.0.split_at(8);
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
+    (word(w0), word(w1) ^ ((port as u64) << 48).rotate_left(7))
 }
 
 /// A 64-bit multiply-xorshift mixer (splitmix64's finaliser).

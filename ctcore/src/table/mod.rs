@@ -588,10 +588,13 @@ impl<'t> Guard<'t> {
     /// taken again in order (no cycle of waiting guards).
     #[inline(always)]
     fn stripe(&mut self, s: u32) -> &mut Stripe {
-        if self.held_mask & (1 << s) == 0 {
+        // (Stripe indexes are below MAX_STRIPES: the mask only spares the
+        // bounds check.) Held is one load and a test of its guard.
+        let i = s as usize & (MAX_STRIPES as usize - 1);
+        if self.held[i].is_none() {
             self.acquire(s);
         }
-        match self.held[s as usize].as_mut() {
+        match self.held[i].as_mut() {
             Some(g) => g,
             None => unreachable!("stripe {s} was just locked"),
         }
