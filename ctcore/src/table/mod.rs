@@ -588,8 +588,10 @@ impl<'t> Guard<'t> {
     /// taken again in order (no cycle of waiting guards).
     #[inline(always)]
     fn stripe(&mut self, s: u32) -> &mut Stripe {
-        // (Stripe indexes are below MAX_STRIPES: the mask only spares the
-        // bounds check.) Held is one load and a test of its guard.
+        // Held is one load and a test of its guard. Stripe indexes are
+        // below MAX_STRIPES (callers check entries naming others), so the
+        // `&` changes no index: it only spares the bounds check.
+        debug_assert!(s < MAX_STRIPES, "stripe {s}");
         let i = s as usize & (MAX_STRIPES as usize - 1);
         if self.held[i].is_none() {
             self.acquire(s);
