@@ -14,6 +14,7 @@
 # env:   BENCH_FLOWS   distinct frames in the source capture (default 64)
 #        BENCH_ROUNDS  rounds (default 3)
 #        BENCH_MODES   ctgate modes to run (default "routing conntrack snat")
+#        BENCH_CTGATE  the ctgate binary (default target/release/ctgate)
 #        BENCH_STAGES  1: after the rounds, one more run of each mode with
 #                      `ctgate run --profile-stages`, and a table of cycles
 #                      per packet by stage (the rounds themselves run untimed)
@@ -25,7 +26,7 @@ FLOWS="${BENCH_FLOWS:-64}"
 MODES="${BENCH_MODES:-routing conntrack snat}"
 STAGES="${BENCH_STAGES:-0}"
 [ "$(id -u)" = 0 ] || { echo "bench: needs root: sudo $0" >&2; exit 1; }
-CTGATE=target/release/ctgate
+CTGATE="${BENCH_CTGATE:-target/release/ctgate}"
 [ -x "$CTGATE" ] || { echo "bench: $CTGATE missing: run scripts/setup.sh" >&2; exit 1; }
 command -v dpdk-testpmd >/dev/null || { echo "bench: dpdk-testpmd missing: run scripts/setup.sh" >&2; exit 1; }
 

@@ -151,6 +151,7 @@ impl Ctx<'_> {
                 addr,
                 mark,
                 helper,
+                cache: 0,
             })
         });
         let r = &result[0];

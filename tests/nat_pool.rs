@@ -79,6 +79,7 @@ fn round(e: &Engine, w: &mut ctcore::engine::Worker, now: u64) -> Vec<usize> {
                     addr: None,
                     mark: None,
                     helper: ctcore::helper::Helper::None,
+                    cache: 0,
                 })
             });
             assert!(out[0].ct_drop.is_none(), "flow {f}: {:?}", out[0].ct_drop);

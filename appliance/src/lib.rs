@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod rest;
 pub mod route;
 pub mod stats;
+pub mod verdicts;
 pub mod worker;
 
 pub use config::Config;

@@ -45,6 +45,7 @@ use crate::dpdk::Mbuf;
 use crate::net::Meta;
 use crate::route::{RouteId, Routes};
 use crate::stats::DropReason;
+use crate::verdicts::{Cached, Tokens, VerdictCache};
 use ctcore::defrag::{self, Defrag};
 
 /// Packets per RX burst: the most the stage gets at once.
@@ -158,6 +159,9 @@ pub struct Shared {
     /// Raised to make the first worker announce the ports' addresses
     /// (gratuitous ARP, unsolicited neighbour advertisements) at a takeover.
     pub announce: AtomicU64,
+    /// What routing and policy answered established connections
+    /// (their records keep tokens for it).
+    pub verdicts: VerdictCache,
 }
 
 /// How long after early_drop / insert_failed last rose /healthz still warns.
@@ -211,6 +215,7 @@ impl Shared {
         let policy = crate::config::conntrack::policy(cfg).expect("validated config");
         let rules = policy.rules.len() + 1;
         Shared {
+            verdicts: VerdictCache::default(),
             enabled: cfg.conntrack.enabled,
             engine: {
                 // One table stripe per worker; THP on its memory.
@@ -417,11 +422,13 @@ impl Shared {
 
     /// Routing + policy for one packet (the verdict before confirmation).
     /// `policy_drop` is set when the policy (not routing) refused it.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         in_port: u8,
         r: &CtResult,
         hits: &mut [u64],
+        tokens: &mut Tokens,
         policy_drop: &mut bool,
         expiring: &mut bool,
         route: &mut Option<RouteId>,
@@ -431,6 +438,25 @@ impl Shared {
         };
         if r.ct_drop.is_some() {
             return Decision::Drop;
+        }
+        // A known connection's answer for this direction and ctinfo, cached
+        // in its record: all that differs per packet is the TTL (see
+        // `verdicts`).
+        if r.cached != 0 && p.ttl > 1 {
+            if let Some(c) = self.verdicts.get(r.cached) {
+                if c.holds(in_port, r.ctinfo, p.family) {
+                    let rule = usize::from(c.rule);
+                    hits[rule] += 1;
+                    *route = Some(c.route);
+                    return Decision::Accept(Egress {
+                        port: u16::from(c.out_port),
+                        addr: None,
+                        mark: self.policy.set_mark(rule),
+                        helper: self.policy.helper(rule),
+                        cache: r.cached,
+                    });
+                }
+            }
         }
         let dst = r.route_dst().unwrap_or(&p.dst);
         match classify_addrs(p.family, &p.src, dst, p.ttl) {
@@ -454,6 +480,7 @@ impl Shared {
                         addr: None,
                         mark: None,
                         helper: ctcore::helper::Helper::None,
+                        cache: 0,
                     });
                 }
                 self.routes
@@ -468,6 +495,7 @@ impl Shared {
                         addr: None,
                         mark: None,
                         helper: ctcore::helper::Helper::None,
+                        cache: 0,
                     });
                 }
                 self.routes
@@ -506,11 +534,26 @@ impl Shared {
                     None
                 };
                 *route = Some(id);
+                let cache = match u16::try_from(rule) {
+                    Ok(rule) if r.conn.is_some() => self.verdicts.token(
+                        tokens,
+                        Cached {
+                            in_port,
+                            ctinfo: r.ctinfo,
+                            v6: p.family == Family::V6,
+                            route: id,
+                            rule,
+                            out_port: hop.port,
+                        },
+                    ),
+                    _ => 0,
+                };
                 Decision::Accept(Egress {
                     port: hop.port as u16,
                     addr,
                     mark: self.policy.set_mark(rule),
                     helper: self.policy.helper(rule),
+                    cache,
                 })
             }
         }
@@ -555,6 +598,8 @@ pub struct Pipeline<'a> {
     pub worker: usize,
     ct: Worker,
     hits: Vec<u64>,
+    /// The cached verdicts' tokens this worker has met.
+    tokens: Tokens,
     top_sources: [TopSource; TOP_SOURCES],
     /// Events the queue had no room for.
     events_dropped: u64,
@@ -663,6 +708,7 @@ impl<'a> Pipeline<'a> {
             worker,
             ct,
             hits: vec![0; shared.policy.rules.len() + 1],
+            tokens: Tokens::default(),
             top_sources: [TopSource::default(); TOP_SOURCES],
             events_dropped: 0,
             next_gc_ms: 0,
@@ -725,6 +771,7 @@ impl<'a> Pipeline<'a> {
             });
             let shared = self.shared;
             let hits = &mut self.hits;
+            let tokens = &mut self.tokens;
             let drops = &mut policy_drop;
             let exp = &mut expiring;
             let rts = &mut routes;
@@ -733,7 +780,17 @@ impl<'a> Pipeline<'a> {
                 now_ms,
                 &frames[..n],
                 &mut results[..n],
-                |i, r| shared.decide(in_port, r, hits, &mut drops[i], &mut exp[i], &mut rts[i]),
+                |i, r| {
+                    shared.decide(
+                        in_port,
+                        r,
+                        hits,
+                        tokens,
+                        &mut drops[i],
+                        &mut exp[i],
+                        &mut rts[i],
+                    )
+                },
             );
         }
         for i in 0..n {
@@ -845,6 +902,133 @@ impl<'a> Pipeline<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    /// An Ethernet + IPv4 + UDP frame to MAC, checksums right.
+    fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
+        let mut f = ctcore::wire::build::frame(
+            Family::V4,
+            Addr::from_v4(src),
+            Addr::from_v4(dst),
+            ttl,
+            ctcore::wire::build::L4Spec::Udp {
+                src_port: sport,
+                dst_port: dport,
+                payload: &[1, 2, 3, 4],
+            },
+        );
+        f[..6].copy_from_slice(&MAC);
+        f
+    }
+
+    /// One packet through the stage: its verdict and the engine's result.
+    fn one(
+        pl: &mut Pipeline<'_>,
+        now_ms: u64,
+        in_port: u8,
+        mut f: Vec<u8>,
+    ) -> (Verdict, CtResult, Vec<u8>) {
+        let meta = [crate::net::classify(&f, &MAC).expect("a frame for us")];
+        let mut v = [Verdict::Forward(None)];
+        pl.process_burst(now_ms, in_port, &mut [Reassembled(&mut f)], &meta, &mut v);
+        (v[0], pl.results[0], f)
+    }
+
+    #[test]
+    fn an_established_direction_is_answered_from_its_cached_verdict_while_it_holds() {
+        let cfg = Config::parse(
+            r#"
+workers = [1]
+[[port]]
+name = "cli"
+devargs = "net_null0"
+ipv4 = "192.0.2.1/24"
+[[port]]
+name = "srv"
+devargs = "net_null1"
+ipv4 = "198.51.100.1/24"
+[conntrack]
+max_connections = 1024
+policy_default = "drop"
+[[policy]]
+name = "no-established-from-srv-to-srv-port-53"
+in_port = "srv"
+states = "established"
+dport = "53"
+action = "drop"
+[[policy]]
+name = "established"
+states = "established,related"
+action = "accept"
+[[policy]]
+name = "new-from-inside"
+in_port = "cli"
+states = "new"
+action = "accept"
+"#,
+            "t",
+        )
+        .expect("valid");
+        let shared = Shared::new(&cfg, Steering::Single);
+        let mut pl = Pipeline::new(&shared, 0);
+        let (cli, srv) = ([192, 0, 2, 10], [198, 51, 100, 10]);
+        let q = |ttl| udp(cli, 1000, srv, 53, ttl);
+        let forward = |v: Verdict| matches!(v, Verdict::Forward(Some(_)));
+        // The first packet: its connection is not in the table when decided.
+        let (v, r, _) = one(&mut pl, 1, 0, q(64));
+        assert!(forward(v) && r.ctinfo == CtInfo::New && r.cached == 0);
+        // Unreplied, still NEW: cached, and answered from the cache.
+        let (v, r, _) = one(&mut pl, 1, 0, q(64));
+        assert!(forward(v) && r.ctinfo == CtInfo::New && r.cached != 0);
+        let new_token = r.cached;
+        let (v, r, _) = one(&mut pl, 1, 0, q(64));
+        assert!(forward(v) && r.ctinfo == CtInfo::New && r.cached == new_token);
+        assert_eq!(pl.hits[2], 3, "new-from-inside");
+        // The reply: ESTABLISHED both ways, each direction's answer cached
+        // when first decided (the NEW one no longer holds).
+        let (v, r, _) = one(&mut pl, 2, 1, udp(srv, 53, cli, 1000, 64));
+        assert!(forward(v) && r.ctinfo == CtInfo::EstablishedReply);
+        assert_ne!(r.cached, 0, "kept as it was decided");
+        let (v, first, _) = one(&mut pl, 3, 0, q(64));
+        assert!(forward(v) && first.ctinfo == CtInfo::Established);
+        assert_ne!(first.cached, new_token);
+        assert_eq!(pl.hits[2], 3, "NEW's rule no longer answers");
+        assert_eq!(
+            shared.verdicts.entries(),
+            3,
+            "one answer per direction and ctinfo"
+        );
+        let hits = pl.hits.clone();
+        // Now from the cache: the same verdict, the rule counted.
+        for t in 4..8 {
+            let (v2, r, _) = one(&mut pl, t, 0, q(64));
+            assert_ne!(r.cached, 0);
+            assert_eq!(
+                shared.verdicts.get(r.cached).map(|c| (c.in_port, c.ctinfo)),
+                Some((0, CtInfo::Established))
+            );
+            assert!(matches!((v, v2), (Verdict::Forward(a), Verdict::Forward(b)) if a == b));
+        }
+        assert_eq!(
+            pl.hits[1],
+            hits[1] + 4,
+            "the accepting rule counts cached packets"
+        );
+        assert_eq!(shared.verdicts.entries(), 3);
+        // The TTL is the packet's: an expiring one is decided anew (the
+        // forwarder sends time exceeded).
+        let (v, r, f) = one(&mut pl, 9, 0, q(1));
+        assert_ne!(r.cached, 0);
+        assert!(matches!(v, Verdict::Forward(None)), "{v:?}");
+        assert_eq!(f, q(1), "untranslated");
+        // The same direction received on the other port: the cached answer
+        // was for the first port; the policy drops this one.
+        let (v, _, _) = one(&mut pl, 10, 1, q(64));
+        assert!(matches!(v, Verdict::Drop(DropReason::Policy)), "{v:?}");
+        let (v, _, _) = one(&mut pl, 11, 0, q(64));
+        assert!(forward(v));
+    }
 
     #[test]
     fn a_heavy_source_stays_among_many_light_ones() {

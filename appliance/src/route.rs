@@ -16,6 +16,18 @@ pub struct NextHop {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteId(u16);
 
+impl RouteId {
+    /// Its index in its family's table.
+    pub fn index(self) -> u16 {
+        self.0
+    }
+
+    /// The route at `i` (an index [`RouteId::index`] gave).
+    pub(crate) fn from_index(i: u16) -> RouteId {
+        RouteId(i)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     net: u128,

@@ -197,7 +197,8 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
                 return false;
             };
             let c = &mut *c;
-            if let Outcome::Accept { timeout_ms } = udp::packet(now, stream_ts_ms, &mut c.status, t)
+            if let Outcome::Accept { timeout_ms } =
+                udp::packet(now, stream_ts_ms.get(), &mut c.status, t)
             {
                 c.deadline_ms = now + timeout_ms;
             }
@@ -207,7 +208,7 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
             let c = Conn {
                 tuples: [key, key.invert().unwrap_or(key)],
                 proto: ProtoState::Stream {
-                    stream_ts_ms: now + 2000,
+                    stream_ts_ms: ctcore::conn::Ms4::new(now + 2000),
                 },
                 deadline_ms: now + t.udp_unreplied_ms,
                 ..Conn::default()
@@ -491,6 +492,7 @@ fn egress() -> Decision {
         addr: Some(Addr::from_v4([203, 0, 113, 1])),
         mark: None,
         helper: ctcore::helper::Helper::None,
+        cache: 0,
     })
 }
 

@@ -72,6 +72,7 @@ fn main() {
         addr: Some(Addr::from_v4([203, 0, 113, 1])),
         mark: None,
         helper: ctcore::helper::Helper::None,
+        cache: 0,
     };
     let e = Engine::build(
         EngineConfig {

@@ -143,7 +143,7 @@ impl Learnt {
             }
             (IPPROTO_ICMP | IPPROTO_ICMPV6, _) => ProtoState::Icmp,
             (IPPROTO_UDP | IPPROTO_UDPLITE, _) => ProtoState::Stream {
-                stream_ts_ms: now_ms + udp::STREAM_AFTER_MS,
+                stream_ts_ms: crate::conn::Ms4::new(now_ms + udp::STREAM_AFTER_MS),
             },
             _ => ProtoState::Generic,
         };
@@ -161,6 +161,7 @@ impl Learnt {
             mark: self.mark,
             nat_csum: None,
             helper: crate::helper::Helper::None,
+            verdicts: [0; 2],
         };
         c.nat_csum = crate::nat::rewrite::csum_deltas(&c);
         Ok(c)

@@ -116,6 +116,31 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// A time in ms (u64) aligned to 4 bytes: so that [`ProtoState`] is
+/// 4-aligned and 60 bytes (the TCP state's size, its tag in a niche) and
+/// [`Conn`] has room in its second line for the cached verdicts.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C, packed(4))]
+pub struct Ms4(u64);
+
+impl Ms4 {
+    #[inline]
+    pub fn new(ms: u64) -> Ms4 {
+        Ms4(ms)
+    }
+    #[inline]
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Ms4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0;
+        ms.fmt(f)
+    }
+}
+
 /// Protocol-private state (the kernel's `union nf_conntrack_proto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProtoState {
@@ -124,7 +149,7 @@ pub enum ProtoState {
     Tcp(TcpState),
     /// UDP / UDP-Lite / GRE: when the connection counts as a stream (first packet + 2 s).
     Stream {
-        stream_ts_ms: u64,
+        stream_ts_ms: Ms4,
     },
     Icmp,
     Sctp(crate::proto::sctp::SctpState),
@@ -157,6 +182,13 @@ pub struct Conn {
     pub nat_csum: Option<[NatCsum; 2]>,
     /// The connection's helper (nft `ct helper set`; in what was padding).
     pub helper: crate::helper::Helper,
+    /// Per direction (`Dir::index()`): the caller's cached verdict for this
+    /// connection's packets, opaque to the engine (0: none). The engine
+    /// hands it to `decide` ([`crate::engine::CtResult::cached`]), keeps
+    /// what `decide` returns ([`crate::engine::Egress::cache`]) and clears
+    /// both when the mark changes (a policy input). Beside the status in
+    /// the second line, which every packet of the connection reads.
+    pub verdicts: [u16; 2],
     pub proto: ProtoState,
 }
 

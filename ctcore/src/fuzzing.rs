@@ -123,6 +123,8 @@ pub fn engine(data: &[u8]) {
                 // Sometimes a policy sets the connection's mark.
                 mark: (ctl & 1 == 1).then_some(u32::from(ctl >> 1 & 3)),
                 helper: crate::helper::Helper::None,
+                // Sometimes it caches a verdict for the connection.
+                cache: u16::from(ctl & 8),
             }),
         };
         let zone = (ctl >> 4) as u16 & 1;
@@ -456,6 +458,7 @@ pub fn ftp(data: &[u8]) {
         addr: Some(p),
         mark: None,
         helper: Helper::Ftp,
+        cache: 0,
     });
     let mut out = [CtResult::default()];
     let mut step = |now: u64, f: Vec<u8>| {

@@ -40,6 +40,7 @@ fn out(addr: [u8; 4]) -> Decision {
         addr: Some(Addr::from_v4(addr)),
         mark: None,
         helper: crate::helper::Helper::None,
+        cache: 0,
     })
 }
 

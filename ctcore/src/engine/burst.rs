@@ -182,6 +182,11 @@ impl<P: Prefetch> Engine<P> {
         if let Some(m) = egress.and_then(|e| e.mark) {
             self.set_mark(g, w, now_ms, m, out, pending);
         }
+        if let Some(e) = egress {
+            if e.cache != out.cached && !pending.is_some() {
+                Self::cache_verdict(g, e.cache, out);
+            }
+        }
         if HELPERS {
             if let (Some(e), Some(c)) = (egress, pending.get_mut()) {
                 // nft `ct helper set`: on a new connection of the helper's protocol.
@@ -216,6 +221,18 @@ impl<P: Prefetch> Engine<P> {
         }
     }
 
+    /// Keeps `cache` as the cached verdict of the packet's direction of its
+    /// known connection (once per connection and direction: cold).
+    #[cold]
+    fn cache_verdict(g: &mut Guard<'_>, cache: u16, out: &mut CtResult) {
+        let Some(h) = out.conn else { return };
+        let Some(r) = g.get(h.stripe, h.local, h.id) else {
+            return;
+        };
+        g.conn_mut(r).verdicts[out.dir.index()] = cache;
+        out.cached = cache;
+    }
+
     /// nft `ct mark set`: on the packet's new connection before it is
     /// confirmed, or on its known one (an UPDATE event if the mark changed,
     /// the kernel's IPCT_MARK).
@@ -241,6 +258,9 @@ impl<P: Prefetch> Engine<P> {
         let c = g.conn_mut(r);
         if c.mark != mark {
             c.mark = mark;
+            // The cached verdicts were decided with the old mark.
+            c.verdicts = [0; 2];
+            out.cached = 0;
             if w.events.enabled() {
                 let l = g.listed(r);
                 w.events.push(EventKind::Update, now_ms, &l);
@@ -267,6 +287,47 @@ mod tests {
         fn cycles() -> u64 {
             CLOCK.fetch_add(10, Ordering::Relaxed)
         }
+    }
+
+    #[test]
+    fn a_cached_verdict_is_kept_per_direction_and_cleared_by_a_mark_change() {
+        use super::super::tests::{engine, udp_frame};
+        use crate::engine::{Decision, Egress};
+        let e = engine(100);
+        let mut w = e.worker(0);
+        let (c, s) = ([192, 0, 2, 1], [198, 51, 100, 1]);
+        let q = udp_frame(c, s, 1000, 53, b"q");
+        let a = udp_frame(s, c, 53, 1000, b"a");
+        // Each packet: what `decide` was handed, and what it answers.
+        let mut step = |now: u64, f: &[u8], cache: u16, mark: Option<u32>| {
+            let mut out = [CtResult::default()];
+            let mut seen = None;
+            e.process_burst(&mut w, now, &[Pkt::new(f, 0, 0)], &mut out, |_, r| {
+                seen = Some(r.cached);
+                Decision::Accept(Egress {
+                    mark,
+                    cache,
+                    ..Egress::NONE
+                })
+            });
+            (seen.expect("decided"), out[0].cached)
+        };
+        // A new connection keeps none (it is not confirmed when decided).
+        assert_eq!(step(1, &q, 9, None), (0, 0));
+        assert_eq!(step(2, &a, 5, None), (0, 5));
+        assert_eq!(step(3, &q, 9, None), (0, 9));
+        // Handed back per direction.
+        assert_eq!(step(4, &q, 9, None), (9, 9));
+        assert_eq!(step(5, &a, 5, None), (5, 5));
+        // A new mark: both directions' verdicts were decided with the old one.
+        assert_eq!(step(6, &q, 0, Some(7)), (9, 0));
+        assert_eq!(step(7, &a, 5, None), (0, 5));
+        // The same mark again changes nothing.
+        assert_eq!(step(8, &q, 9, Some(7)), (0, 9));
+        assert_eq!(step(9, &q, 9, Some(7)), (9, 9));
+        // A decider that stops caching clears it.
+        assert_eq!(step(10, &q, 0, None), (9, 0));
+        assert_eq!(step(11, &q, 0, None), (0, 0));
     }
 
     #[test]

@@ -644,6 +644,7 @@ mod tests {
             addr: Some(Addr::from_v4(P)),
             mark: None,
             helper,
+            cache: 0,
         })
     }
 
@@ -1296,6 +1297,7 @@ mod tests {
             addr: Some(p6),
             mark: None,
             helper: Helper::Ftp,
+            cache: 0,
         });
         let cl = (c6, 40000);
         let (_, f) = run(&e, &mut w, 0, &t6(cl, (s6, 21), SYN, 10, 0, b""), egress);

@@ -125,6 +125,7 @@ mod tests {
             addr: Some(Addr::from_v4([198, 51, 100, 1])),
             mark: None,
             helper: Helper::None,
+            cache: 0,
         });
         let udp = udp_query;
         for sport in [1000, 1001] {
@@ -413,6 +414,7 @@ mod tests {
             addr: Some(Addr::from_v4([192, 0, 2, 1])),
             mark: None,
             helper: Helper::None,
+            cache: 0,
         });
         let e = nat_engine(vec![rule]);
         let mut w = e.worker(0);

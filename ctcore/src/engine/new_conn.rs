@@ -122,7 +122,7 @@ impl<P: Prefetch> Engine<P> {
                 }
             },
             L4::Udp { .. } => ProtoState::Stream {
-                stream_ts_ms: now_ms + udp::STREAM_AFTER_MS,
+                stream_ts_ms: crate::conn::Ms4::new(now_ms + udp::STREAM_AFTER_MS),
             },
             L4::Icmp(_) => ProtoState::Icmp,
             L4::Sctp { .. } => match SctpState::new(l4_bytes(pkt.frame, p)) {

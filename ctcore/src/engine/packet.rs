@@ -89,6 +89,11 @@ pub struct CtResult {
     /// What a conntrack helper changes in the packet, to apply after
     /// `rewrite` ([`crate::helper::apply_fix`]).
     pub fix: Option<PacketFix>,
+    /// The verdict `decide` asked to cache for this direction of the
+    /// packet's connection ([`Egress::cache`], kept in the record; 0: none).
+    /// `decide` validates it: the engine clears it only when the mark
+    /// changes.
+    pub cached: u16,
 }
 
 impl CtResult {
@@ -103,6 +108,7 @@ impl CtResult {
         self.ct_drop = None;
         self.rewrite = None;
         self.fix = None;
+        self.cached = 0;
     }
 
     /// Whether this packet's destination is being translated in its original
@@ -137,6 +143,7 @@ pub(super) struct Verdict<'a> {
     pub(super) rewrite: &'a mut Option<Rewrite>,
     pub(super) mark: &'a mut u32,
     pub(super) zone: &'a mut u16,
+    pub(super) cached: &'a mut u16,
 }
 
 impl CtResult {
@@ -152,6 +159,7 @@ impl CtResult {
                 rewrite: &mut self.rewrite,
                 mark: &mut self.mark,
                 zone: &mut self.zone,
+                cached: &mut self.cached,
             },
         )
     }
@@ -170,6 +178,7 @@ impl Default for CtResult {
             mark: 0,
             zone: 0,
             fix: None,
+            cached: 0,
         }
     }
 }
@@ -188,6 +197,10 @@ pub struct Egress {
     /// Assign this helper to the packet's new connection (nft `ct helper
     /// set`); only when helpers are on ([`Engine::with_helpers`]).
     pub helper: Helper,
+    /// A verdict to cache for the packet's direction of its known
+    /// connection, handed back as [`CtResult::cached`] with its next
+    /// packets (0: none). Opaque to the engine.
+    pub cache: u16,
 }
 
 impl Egress {
@@ -197,6 +210,7 @@ impl Egress {
         addr: None,
         mark: None,
         helper: Helper::None,
+        cache: 0,
     };
 }
 

@@ -126,6 +126,7 @@ pub(super) fn out(addr: [u8; 4]) -> Decision {
         addr: Some(Addr::from_v4(addr)),
         mark: None,
         helper: Helper::None,
+        cache: 0,
     })
 }
 

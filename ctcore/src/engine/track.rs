@@ -245,6 +245,7 @@ impl<P: Prefetch> Engine<P> {
                 c.deadline_ms = now_ms + timeout_ms;
                 *res.ctinfo = ctinfo_for(c, dir);
                 *res.dir = dir;
+                *res.cached = c.verdicts[dir.index()];
                 if dir == Dir::Reply {
                     c.status.set(Status::SEEN_REPLY);
                 }
@@ -276,6 +277,7 @@ impl<P: Prefetch> Engine<P> {
                     c.status.set(Status::SEEN_REPLY);
                 }
                 *res.dir = dir;
+                *res.cached = c.verdicts[dir.index()];
                 Rewrite::write_for_packet(res.rewrite, c, dir, false);
                 *res.conn = Some(handle(c));
             }
@@ -399,7 +401,7 @@ impl<P: Prefetch> Engine<P> {
             }
             (ProtoState::Stream { stream_ts_ms }, _) => from(udp::packet(
                 now_ms,
-                *stream_ts_ms,
+                stream_ts_ms.get(),
                 &mut c.status,
                 &tun.timeouts,
             )),

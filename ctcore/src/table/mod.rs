@@ -1198,10 +1198,26 @@ mod tests {
         assert_eq!(std::mem::size_of::<Record>() % 64, 0);
         // What an established packet touches is in the first two lines,
         // and a record takes three.
-        let c = Conn::default();
+        // A UDP packet reads the protocol state's tag and its stream time
+        // too, and the cached verdicts: all in the second line.
+        let c = Conn {
+            proto: crate::conn::ProtoState::Stream {
+                stream_ts_ms: crate::conn::Ms4::new(1),
+            },
+            ..Conn::default()
+        };
         let base = &c as *const Conn as usize;
-        let end = &c.mark as *const _ as usize + std::mem::size_of_val(&c.mark);
-        assert!(end - base <= 128);
+        let end_of = |p: usize, size: usize| p + size - base;
+        assert!(end_of(&c.mark as *const _ as usize, 4) <= 128);
+        assert!(end_of(c.verdicts.as_ptr() as usize, 4) <= 128);
+        assert!(end_of(&c.nat_csum as *const _ as usize, 10) <= 128);
+        let crate::conn::ProtoState::Stream { stream_ts_ms } = &c.proto else {
+            unreachable!()
+        };
+        // The tag is in the TCP state's first byte (its niche), the time after it.
+        assert!(end_of(&c.proto as *const _ as usize, 1) <= 128);
+        assert!(end_of(stream_ts_ms as *const _ as usize, 8) <= 128);
+        assert_eq!(std::mem::size_of::<crate::conn::ProtoState>(), 60);
         assert_eq!(std::mem::size_of::<Record>(), 192);
     }
 

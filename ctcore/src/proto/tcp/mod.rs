@@ -252,16 +252,21 @@ impl TcpIndex {
 }
 
 /// The TCP part of a connection (`struct ip_ct_tcp`).
+///
+/// `repr(C)` with the state first: the enum's spare values are the niche
+/// that holds [`crate::conn::ProtoState`]'s tag, at its first byte, so that
+/// the other protocols' state follows it in the record's second line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
 pub struct TcpState {
     pub state: TcpConntrack,
-    /// Indexed by `Dir::index()`.
-    pub seen: [TcpPeer; 2],
     /// Direction of the last in-window (or ignored) packet, `Dir as u8`.
     pub last_dir: u8,
     /// Consecutive identical ACK-only segments (wraps like the kernel's u8).
     pub retrans: u8,
     pub last_index: TcpIndex,
+    /// Indexed by `Dir::index()`.
+    pub seen: [TcpPeer; 2],
     pub last_seq: u32,
     pub last_ack: u32,
     pub last_end: u32,

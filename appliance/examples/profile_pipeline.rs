@@ -1,0 +1,143 @@
+//! A worker's conntrack stage without DPDK, for instruction-level profiling
+//! (valgrind --tool=callgrind) and cycle counts: `Pipeline::process_burst`
+//! (ctcore, routing + policy, the NAT rewrite) over the frames
+//! `scripts/bench-forward.sh` replays (64-byte UDP, FLOWS flows from the
+//! "in" port, unreplied), in bursts of 32, with bench-forward's config.
+//!
+//! `profile_pipeline FLOWS BURSTS [conntrack|snat]` prints the TSC cycles
+//! per packet of the measured bursts (after one warm-up pass). Under
+//! callgrind, collect `--toggle-collect='*measured*'` and divide by
+//! BURSTS x 32.
+use appliance::config::Config;
+use appliance::net::classify;
+use appliance::pipeline::{Pipeline, Reassembled, Shared, Steering, Verdict};
+use ctcore::tuple::{Addr, Family};
+use ctcore::wire::build::{frame, L4Spec};
+
+const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const BURST: usize = 32;
+
+/// Flow `i` as scripts/bench_frames.py makes it (60 bytes without the FCS).
+fn flow(i: u32) -> Vec<u8> {
+    let mut f = frame(
+        Family::V4,
+        Addr::from_v4([192, 0, 2, 10 + (i % 240) as u8]),
+        Addr::from_v4([198, 51, 100, 10]),
+        64,
+        L4Spec::Udp {
+            src_port: 1024 + (i / 240) as u16,
+            dst_port: 9,
+            payload: &[0u8; 18],
+        },
+    );
+    f[..6].copy_from_slice(&GW_MAC);
+    // bench_frames.py sends them without a UDP checksum.
+    f[40..42].copy_from_slice(&[0, 0]);
+    f
+}
+
+fn config(snat: bool) -> Config {
+    let nat = if snat {
+        "[[nat]]\nname = \"masq\"\nout_port = \"out\"\naction = \"masquerade\"\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"workers = [1]
+[conntrack]
+max_connections = 262144
+
+[[port]]
+name = "in"
+devargs = "net_null0"
+ipv4 = "192.0.2.1/24"
+mac = "02:00:00:00:00:01"
+
+[[port]]
+name = "out"
+devargs = "net_null1"
+ipv4 = "198.51.100.1/24"
+
+[[neighbour]]
+ip = "198.51.100.10"
+mac = "02:00:00:00:00:0b"
+port = "out"
+
+{nat}"#
+    );
+    Config::parse(&text, "profile_pipeline").expect("a valid config")
+}
+
+/// One burst through the stage (the frames are copied fresh: SNAT rewrites
+/// them, as the appliance's mbufs).
+#[inline(never)]
+fn burst(pl: &mut Pipeline<'_>, now_ms: u64, frames: &[Vec<u8>], bufs: &mut [Vec<u8>]) -> usize {
+    for (b, f) in bufs.iter_mut().zip(frames) {
+        b.clear();
+        b.extend_from_slice(f);
+    }
+    let meta: Vec<_> = bufs
+        .iter()
+        .map(|b| classify(b, &GW_MAC).expect("a frame for the gateway"))
+        .collect();
+    let mut verdicts = [Verdict::Forward(None); BURST];
+    let n = bufs.len();
+    let mut pkts: Vec<Reassembled<'_>> = bufs.iter_mut().map(|b| Reassembled(b)).collect();
+    measured(pl, now_ms, &mut pkts, &meta, &mut verdicts[..n]);
+    verdicts[..n]
+        .iter()
+        .filter(|v| matches!(v, Verdict::Forward(_)))
+        .count()
+}
+
+/// What callgrind collects: the stage alone.
+#[inline(never)]
+fn measured(
+    pl: &mut Pipeline<'_>,
+    now_ms: u64,
+    pkts: &mut [Reassembled<'_>],
+    meta: &[appliance::net::Meta],
+    verdicts: &mut [Verdict],
+) {
+    pl.process_burst(now_ms, 0, pkts, meta, verdicts);
+}
+
+fn main() {
+    let arg = |i: usize| std::env::args().nth(i);
+    let flows: u32 = arg(1).and_then(|a| a.parse().ok()).unwrap_or(64);
+    let bursts: usize = arg(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let snat = arg(3).as_deref() == Some("snat");
+    let shared = Shared::new(&config(snat), Steering::Single);
+    let mut pl = Pipeline::new(&shared, 0);
+    let frames: Vec<Vec<u8>> = (0..flows).map(flow).collect();
+    let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|_| Vec::with_capacity(128)).collect();
+    let mut next = 0usize;
+    let mut take = || {
+        let b: Vec<Vec<u8>> = (0..BURST)
+            .map(|k| frames[(next + k) % frames.len()].clone())
+            .collect();
+        next = (next + BURST) % frames.len();
+        b
+    };
+    // Warm up: every flow's connection made.
+    for _ in 0..(flows as usize).div_ceil(BURST) + 1 {
+        let b = take();
+        burst(&mut pl, 1, &b, &mut bufs);
+    }
+    let work: Vec<Vec<Vec<u8>>> = (0..bursts.min(4096)).map(|_| take()).collect();
+    let mut forwarded = 0;
+    let t0 = appliance::dpdk::tsc();
+    for i in 0..bursts {
+        forwarded += burst(&mut pl, 2, &work[i % work.len()], &mut bufs);
+    }
+    let cycles = appliance::dpdk::tsc() - t0;
+    let pkts = bursts * BURST;
+    assert_eq!(forwarded, pkts, "every packet forwarded");
+    println!(
+        "{} flows, {}: {:.1} TSC cycles per packet over {} packets (copies and classification included)",
+        flows,
+        if snat { "conntrack + SNAT" } else { "conntrack" },
+        cycles as f64 / pkts as f64,
+        pkts
+    );
+}
