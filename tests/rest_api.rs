@@ -680,6 +680,11 @@ fn rest_api_against_the_running_appliance() {
         "{st}"
     );
     assert!(st["conntrack"]["counters"]["found"].as_u64().unwrap() > 0);
+    // Known connections' answers are cached (their second packets on).
+    let vc = &st["conntrack"]["verdict_cache"];
+    assert!(vc["entries"].as_u64().unwrap() >= 1, "{vc}");
+    assert_eq!(vc["capacity"], 65535);
+    assert_eq!(vc["full"], 0);
     assert!(st["totals"]["drops"]["policy"].as_u64().unwrap() >= 1);
     assert_eq!(st["heavy_hitters"][0]["src"], "192.0.2.2", "{st}");
     assert!(st["heavy_hitters"][0]["new_connections"].as_u64().unwrap() >= 2);
@@ -776,6 +781,8 @@ fn rest_api_against_the_running_appliance() {
     assert_eq!(sample("ctgate_conntrack_table_pressure", &[]), 0.0);
     assert_eq!(sample("ctgate_conntrack_event_subscribers", &[]), 2.0);
     assert!(sample("ctgate_policy_packets_total", &[("rule", "established")]) > 0.0);
+    assert!(sample("ctgate_verdict_cache_entries", &[]) >= 1.0);
+    assert_eq!(sample("ctgate_verdict_cache_full_total", &[]), 0.0);
     let types: HashMap<&str, &str> = body
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

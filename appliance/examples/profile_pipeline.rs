@@ -7,7 +7,9 @@
 //! `profile_pipeline FLOWS BURSTS [conntrack|snat]` prints the TSC cycles
 //! per packet of the measured bursts (after one warm-up pass). Under
 //! callgrind, collect `--toggle-collect='*measured*'` and divide by
-//! BURSTS x 32.
+//! BURSTS x 32. `... new` / `new-snat`: every packet a new flow, into a
+//! table of FLOWS connections (once full, each evicts one: the bench's
+//! new-connection cell).
 use appliance::config::Config;
 use appliance::net::classify;
 use appliance::pipeline::{Pipeline, Reassembled, Shared, Steering, Verdict};
@@ -36,7 +38,7 @@ fn flow(i: u32) -> Vec<u8> {
     f
 }
 
-fn config(snat: bool) -> Config {
+fn config(snat: bool, capacity: u32) -> Config {
     let nat = if snat {
         "[[nat]]\nname = \"masq\"\nout_port = \"out\"\naction = \"masquerade\"\n"
     } else {
@@ -45,7 +47,7 @@ fn config(snat: bool) -> Config {
     let text = format!(
         r#"workers = [1]
 [conntrack]
-max_connections = 262144
+max_connections = {capacity}
 
 [[port]]
 name = "in"
@@ -106,10 +108,22 @@ fn main() {
     let arg = |i: usize| std::env::args().nth(i);
     let flows: u32 = arg(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let bursts: usize = arg(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    let snat = arg(3).as_deref() == Some("snat");
-    let shared = Shared::new(&config(snat), Steering::Single);
+    let mode = arg(3).unwrap_or_default();
+    let snat = mode.ends_with("snat");
+    let new = mode.starts_with("new");
+    let shared = Shared::new(
+        &config(snat, if new { flows } else { 262_144 }),
+        Steering::Single,
+    );
     let mut pl = Pipeline::new(&shared, 0);
-    let frames: Vec<Vec<u8>> = (0..flows).map(flow).collect();
+    // New connections: as many distinct flows as the run's packets, after
+    // the ones that fill the table.
+    let count = if new {
+        flows + (bursts * BURST) as u32
+    } else {
+        flows
+    };
+    let frames: Vec<Vec<u8>> = (0..count).map(flow).collect();
     let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|_| Vec::with_capacity(128)).collect();
     let mut next = 0usize;
     let mut take = || {
@@ -124,7 +138,9 @@ fn main() {
         let b = take();
         burst(&mut pl, 1, &b, &mut bufs);
     }
-    let work: Vec<Vec<Vec<u8>>> = (0..bursts.min(4096)).map(|_| take()).collect();
+    let work: Vec<Vec<Vec<u8>>> = (0..if new { bursts } else { bursts.min(4096) })
+        .map(|_| take())
+        .collect();
     let mut forwarded = 0;
     let t0 = appliance::dpdk::tsc();
     for i in 0..bursts {
@@ -134,8 +150,9 @@ fn main() {
     let pkts = bursts * BURST;
     assert_eq!(forwarded, pkts, "every packet forwarded");
     println!(
-        "{} flows, {}: {:.1} TSC cycles per packet over {} packets (copies and classification included)",
+        "{} {}, {}: {:.1} TSC cycles per packet over {} packets (copies and classification included)",
         flows,
+        if new { "connections' table, new flows" } else { "flows" },
         if snat { "conntrack + SNAT" } else { "conntrack" },
         cycles as f64 / pkts as f64,
         pkts

@@ -35,7 +35,7 @@ use ctcore::wire::Family;
 use crate::route::RouteId;
 
 /// Entries the table holds (tokens 1..=CAPACITY; 0 is "none").
-const CAPACITY: usize = u16::MAX as usize;
+pub const CAPACITY: usize = u16::MAX as usize;
 
 /// What a token stands for: the answer of routing and policy for one
 /// receiving port, ctinfo (NEW, ESTABLISHED or its reply) and family.
@@ -99,6 +99,9 @@ pub struct VerdictCache {
     /// Every entry written, by value (for a worker meeting one it has not
     /// seen), and how many there are.
     index: Mutex<(HashMap<u64, u16>, usize)>,
+    /// Answers the full table had no room for (each once per worker: they
+    /// are decided per packet from then on).
+    full: AtomicU64,
 }
 
 impl Default for VerdictCache {
@@ -106,11 +109,13 @@ impl Default for VerdictCache {
         VerdictCache {
             entries: (0..CAPACITY).map(|_| AtomicU64::new(0)).collect(),
             index: Mutex::new((HashMap::new(), 0)),
+            full: AtomicU64::new(0),
         }
     }
 }
 
-/// A worker's own map of the tokens it has met.
+/// A worker's own map of the tokens it has met (0 for an answer the full
+/// table refused: the lock is not taken for it again).
 #[derive(Default)]
 pub struct Tokens(HashMap<u64, u16>);
 
@@ -149,7 +154,10 @@ impl VerdictCache {
                 index.insert(v, t);
                 t
             }
-            None => return 0,
+            None => {
+                self.full.fetch_add(1, Ordering::Relaxed);
+                0
+            }
         };
         mine.0.insert(v, t);
         t
@@ -158,6 +166,11 @@ impl VerdictCache {
     /// Entries written.
     pub fn entries(&self) -> usize {
         self.index.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Answers refused for want of room (see [`CAPACITY`]).
+    pub fn full(&self) -> u64 {
+        self.full.load(Ordering::Relaxed)
     }
 }
 
@@ -221,7 +234,12 @@ mod tests {
             let c = cached((i % 200) as u8, (i / 200) as u16, 0);
             assert_eq!(usize::from(cache.token(&mut mine, c)), i + 1);
         }
+        assert_eq!(cache.full(), 0);
         assert_eq!(cache.token(&mut mine, cached(250, 0, 1)), 0);
+        assert_eq!(cache.full(), 1);
+        // Asked again, the worker remembers the refusal (no lock, no count).
+        assert_eq!(cache.token(&mut mine, cached(250, 0, 1)), 0);
+        assert_eq!(cache.full(), 1);
         // What is in keeps its token.
         assert_eq!(cache.token(&mut Tokens::default(), cached(0, 0, 0)), 1);
     }

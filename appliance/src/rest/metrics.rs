@@ -247,6 +247,21 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     )
     .with_label_values::<&str>(&[])
     .inc_by(eim.full);
+    let verdicts = &state.ctx.shared.verdicts;
+    out.gauge(
+        "ctgate_verdict_cache_entries",
+        "Routing + policy answers cached for known connections (at most 65535).",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(verdicts.entries() as i64);
+    out.counter(
+        "ctgate_verdict_cache_full_total",
+        "Answers the verdict cache had no room for (their connections are decided per packet).",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .inc_by(verdicts.full());
     let owned = out.gauge(
         "ctgate_worker_connections",
         "Connections in the table stripes a worker owns, per lcore.",

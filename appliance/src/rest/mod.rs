@@ -852,6 +852,11 @@ async fn stats(AxState(st): St) -> Json<Value> {
                 "full": eim.full,
             },
             "gc": { "expired": s.ct_total.ct.expired },
+            "verdict_cache": {
+                "entries": st.ctx.shared.verdicts.entries(),
+                "capacity": crate::verdicts::CAPACITY,
+                "full": st.ctx.shared.verdicts.full(),
+            },
             "events": {
                 "subscribers": st.events.subscribers(),
                 "dropped_worker": s.worker_events_dropped,

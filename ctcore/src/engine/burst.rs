@@ -172,17 +172,16 @@ impl<P: Prefetch> Engine<P> {
             self.nat_prerouting(g, now_ms, c, pkt.in_port, out);
         }
         let d = decide(i, out);
-        let egress = match d {
+        // (Borrowed, not copied out of the decision.)
+        let egress = match &d {
             Decision::Accept(e) => Some(e),
-            Decision::Local | Decision::Drop => None,
+            Decision::Local => None,
+            Decision::Drop => return,
         };
-        if d == Decision::Drop {
-            return;
-        }
-        if let Some(m) = egress.and_then(|e| e.mark) {
-            self.set_mark(g, w, now_ms, m, out, pending);
-        }
         if let Some(e) = egress {
+            if let Some(m) = e.mark {
+                self.set_mark(g, w, now_ms, m, out, pending);
+            }
             if e.cache != out.cached && !pending.is_some() {
                 Self::cache_verdict(g, e.cache, out);
             }

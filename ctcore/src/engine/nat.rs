@@ -45,7 +45,7 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         c: &mut Conn,
         in_port: u16,
-        egress: Egress,
+        egress: &Egress,
         home: Option<u32>,
         res: &mut CtResult,
     ) -> bool {
