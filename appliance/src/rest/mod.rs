@@ -463,6 +463,9 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// nothing before its connection is dropped (`write_timeout`).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY: usize = 64 * 1024;
+/// Of a body over `MAX_BODY`, how much more is read and dropped before the
+/// 413 (see `read_body`).
+const DRAIN_MAX: usize = 1 << 20;
 
 /// The accept loop: one task per connection, HTTP/1.1 with a header timeout.
 async fn serve(
@@ -580,22 +583,35 @@ async fn method_not_allowed() -> ApiError {
 
 /// A request's body: at most `MAX_BODY` bytes (413), within `BODY_TIMEOUT`
 /// (408), so that a slow or endless body cannot hold a connection.
+///
+/// An oversized body is read on (and dropped), up to `DRAIN_MAX` more bytes,
+/// before the 413 goes out: a socket closed with unread data in it sends a
+/// reset, which can reach the client before the response does, and the
+/// client then sees a broken connection instead of the 413.
 async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => {
-            // (axum's LengthLimitError, behind its own error type.)
-            let too_big =
-                format!("{e} {:?}", std::error::Error::source(&e)).contains("length limit");
-            if too_big {
-                Err(ApiError(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is larger than {MAX_BODY} bytes"),
-                ))
-            } else {
-                Err(bad(format!("the body could not be read: {e}")))
+    let read = async {
+        let mut data = body.into_data_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| bad(format!("the body could not be read: {e}")))?;
+            total += chunk.len();
+            if total <= MAX_BODY {
+                buf.extend_from_slice(&chunk);
+            } else if total > MAX_BODY + DRAIN_MAX {
+                break;
             }
         }
+        if total > MAX_BODY {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {MAX_BODY} bytes"),
+            ));
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(r) => r,
         Err(_) => Err(ApiError(
             StatusCode::REQUEST_TIMEOUT,
             format!(
