@@ -685,6 +685,7 @@ fn rest_api_against_the_running_appliance() {
     assert!(vc["entries"].as_u64().unwrap() >= 1, "{vc}");
     assert_eq!(vc["capacity"], 65535);
     assert_eq!(vc["full"], 0);
+    assert!(vc["answered"].as_u64().unwrap() >= 1, "{vc}");
     assert!(st["totals"]["drops"]["policy"].as_u64().unwrap() >= 1);
     assert_eq!(st["heavy_hitters"][0]["src"], "192.0.2.2", "{st}");
     assert!(st["heavy_hitters"][0]["new_connections"].as_u64().unwrap() >= 2);
@@ -783,6 +784,7 @@ fn rest_api_against_the_running_appliance() {
     assert!(sample("ctgate_policy_packets_total", &[("rule", "established")]) > 0.0);
     assert!(sample("ctgate_verdict_cache_entries", &[]) >= 1.0);
     assert_eq!(sample("ctgate_verdict_cache_full_total", &[]), 0.0);
+    assert!(sample("ctgate_verdict_cache_answered_total", &[]) >= 1.0);
     let types: HashMap<&str, &str> = body
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -119,6 +119,8 @@ pub struct Published {
     pub frags_held: u64,
     /// Per policy rule (then the default), packets decided.
     pub policy_hits: Vec<u64>,
+    /// Of those, packets answered from a cached verdict (`verdicts`).
+    pub verdicts_answered: u64,
     pub now_ms: u64,
     /// The sources that opened the most connections on this worker since start.
     pub top_sources: [TopSource; TOP_SOURCES],
@@ -351,6 +353,7 @@ impl Shared {
             t.ct.add(&p.ct);
             t.helpers.add(&p.helpers);
             t.nat_out_of_ports += p.nat_out_of_ports;
+            t.verdicts_answered += p.verdicts_answered;
             t.frags_held += p.frags_held;
             for (a, b) in t.policy_hits.iter_mut().zip(&p.policy_hits) {
                 *a += b;
@@ -447,6 +450,7 @@ impl Shared {
                 if c.holds(in_port, r.ctinfo, p.family) {
                     let rule = usize::from(c.rule);
                     hits[rule] += 1;
+                    tokens.answered += 1;
                     *route = Some(c.route);
                     return Decision::Accept(Egress {
                         port: u16::from(c.out_port),
@@ -892,6 +896,7 @@ impl<'a> Pipeline<'a> {
             p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
             p.top_sources = self.top_sources;
             p.nat_out_of_ports = self.ct.nat_out_of_ports;
+            p.verdicts_answered = self.tokens.answered;
             p.helpers = self.ct.helpers;
             p.policy_hits.copy_from_slice(&self.hits);
             p.now_ms = now_ms;
@@ -1000,6 +1005,8 @@ action = "accept"
             "one answer per direction and ctinfo"
         );
         let hits = pl.hits.clone();
+        let answered = pl.tokens.answered;
+        assert_eq!(answered, 1, "the second NEW packet only");
         // Now from the cache: the same verdict, the rule counted.
         for t in 4..8 {
             let (v2, r, _) = one(&mut pl, t, 0, q(64));
@@ -1015,6 +1022,7 @@ action = "accept"
             hits[1] + 4,
             "the accepting rule counts cached packets"
         );
+        assert_eq!(pl.tokens.answered, answered + 4, "answered from the cache");
         assert_eq!(shared.verdicts.entries(), 3);
         // The TTL is the packet's: an expiring one is decided anew (the
         // forwarder sends time exceeded).
@@ -1022,12 +1030,17 @@ action = "accept"
         assert_ne!(r.cached, 0);
         assert!(matches!(v, Verdict::Forward(None)), "{v:?}");
         assert_eq!(f, q(1), "untranslated");
+        assert_eq!(pl.tokens.answered, answered + 4, "decided in full");
         // The same direction received on the other port: the cached answer
         // was for the first port; the policy drops this one.
         let (v, _, _) = one(&mut pl, 10, 1, q(64));
         assert!(matches!(v, Verdict::Drop(DropReason::Policy)), "{v:?}");
+        assert_eq!(pl.tokens.answered, answered + 4, "decided in full");
         let (v, _, _) = one(&mut pl, 11, 0, q(64));
         assert!(forward(v));
+        assert_eq!(pl.tokens.answered, answered + 5);
+        pl.publish(11);
+        assert_eq!(shared.totals().verdicts_answered, answered + 5);
     }
 
     #[test]

@@ -115,9 +115,13 @@ impl Default for VerdictCache {
 }
 
 /// A worker's own map of the tokens it has met (0 for an answer the full
-/// table refused: the lock is not taken for it again).
+/// table refused: the lock is not taken for it again), and how many
+/// packets it answered from tokens.
 #[derive(Default)]
-pub struct Tokens(HashMap<u64, u16>);
+pub struct Tokens {
+    met: HashMap<u64, u16>,
+    pub answered: u64,
+}
 
 impl VerdictCache {
     /// What `token` stands for (None for 0 or an unwritten one).
@@ -140,7 +144,7 @@ impl VerdictCache {
             return 0;
         }
         let v = c.pack();
-        if let Some(&t) = mine.0.get(&v) {
+        if let Some(&t) = mine.met.get(&v) {
             return t;
         }
         let mut g = self.index.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,7 +163,7 @@ impl VerdictCache {
                 0
             }
         };
-        mine.0.insert(v, t);
+        mine.met.insert(v, t);
         t
     }
 

@@ -262,6 +262,13 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     )
     .with_label_values::<&str>(&[])
     .inc_by(verdicts.full());
+    out.counter(
+        "ctgate_verdict_cache_answered_total",
+        "Packets routing and policy answered from their connection's cached verdict.",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .inc_by(snap.ct_total.verdicts_answered);
     let owned = out.gauge(
         "ctgate_worker_connections",
         "Connections in the table stripes a worker owns, per lcore.",

@@ -872,6 +872,7 @@ async fn stats(AxState(st): St) -> Json<Value> {
                 "entries": st.ctx.shared.verdicts.entries(),
                 "capacity": crate::verdicts::CAPACITY,
                 "full": st.ctx.shared.verdicts.full(),
+                "answered": s.ct_total.verdicts_answered,
             },
             "events": {
                 "subscribers": st.events.subscribers(),
