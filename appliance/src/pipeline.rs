@@ -89,14 +89,24 @@ pub struct TopSource {
 /// inherits its count, so any source that opened more than 1/len of the
 /// connections is in it. No allocation; len compares per new connection.
 pub fn note_source(top: &mut [TopSource], family: Family, addr: Addr) {
-    let mut min = 0;
-    for i in 0..top.len() {
-        let e = &mut top[i];
-        if e.new_conns > 0 && e.addr == addr && e.family == family {
+    // The first 8 bytes (all of an IPv4 address) compared as one integer
+    // first: one compare per entry that is not it.
+    let lo = |a: &Addr| {
+        u64::from_ne_bytes([
+            a.0[0], a.0[1], a.0[2], a.0[3], a.0[4], a.0[5], a.0[6], a.0[7],
+        ])
+    };
+    let key = lo(&addr);
+    for e in top.iter_mut() {
+        if lo(&e.addr) == key && e.addr == addr && e.family == family && e.new_conns > 0 {
             e.new_conns += 1;
             return;
         }
-        if e.new_conns < top[min].new_conns {
+    }
+    // Not in the summary: it takes the first of the smallest entries.
+    let mut min = 0;
+    for i in 1..top.len() {
+        if top[i].new_conns < top[min].new_conns {
             min = i;
         }
     }
@@ -754,6 +764,7 @@ impl<'a> Pipeline<'a> {
             return;
         }
         let n = pkts.len().min(BURST);
+        self.want_events();
         // The engine fills each result it is given (no clearing per burst).
         let results = &mut self.results;
         let mut policy_drop = [false; BURST];
@@ -841,6 +852,7 @@ impl<'a> Pipeline<'a> {
             return;
         }
         let shared = self.shared;
+        self.want_events();
         let (mut expired, mut more) = (0, false);
         for s in shared.stripes_of(Some(self.worker)) {
             let (n, m) = shared
@@ -857,6 +869,15 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Whole events (snapshots of the connection) only while someone
+    /// listens: otherwise the engine keeps only NEW connections' sources,
+    /// which is all `move_events` uses then.
+    #[inline]
+    fn want_events(&mut self) {
+        let wanted = self.shared.events_wanted.load(Ordering::Relaxed);
+        self.ct.events.keep_snapshots(wanted);
+    }
+
     /// Empties the burst's events: counts NEW ones by source, and queues them
     /// for the REST side while someone listens.
     fn move_events(&mut self) {
@@ -867,6 +888,9 @@ impl<'a> Pipeline<'a> {
         let queue = &self.shared.events[self.worker];
         let top = &mut self.top_sources;
         let dropped = &mut self.events_dropped;
+        self.ct
+            .events
+            .drain_sources(|family, addr| note_source(top, family, addr));
         self.ct.events.drain(|e| {
             if e.kind == EventKind::New {
                 let t = &e.conn.tuples[0];
@@ -938,6 +962,51 @@ mod tests {
         let mut v = [Verdict::Forward(None)];
         pl.process_burst(now_ms, in_port, &mut [Reassembled(&mut f)], &meta, &mut v);
         (v[0], pl.results[0], f)
+    }
+
+    #[test]
+    fn new_sources_are_counted_whether_or_not_anyone_listens_and_only_listeners_get_events() {
+        let cfg = Config::parse(
+            r#"
+workers = [1]
+[[port]]
+name = "cli"
+devargs = "net_null0"
+ipv4 = "192.0.2.1/24"
+[[port]]
+name = "srv"
+devargs = "net_null1"
+ipv4 = "198.51.100.1/24"
+[conntrack]
+max_connections = 1024
+"#,
+            "t",
+        )
+        .expect("config");
+        let shared = Shared::new(&cfg, Steering::Single);
+        let mut pl = Pipeline::new(&shared, 0);
+        let count = |pl: &Pipeline<'_>, a: [u8; 4]| {
+            pl.top_sources
+                .iter()
+                .find(|t| t.new_conns > 0 && t.addr == Addr::from_v4(a))
+                .map_or(0, |t| t.new_conns)
+        };
+        let (heavy, light) = ([192, 0, 2, 7], [192, 0, 2, 8]);
+        // Nobody listens: the engine keeps no snapshots, the sources count.
+        for port in 1000..1003 {
+            one(&mut pl, 1, 0, udp(heavy, port, [198, 51, 100, 9], 53, 64));
+        }
+        one(&mut pl, 1, 0, udp(light, 1000, [198, 51, 100, 9], 53, 64));
+        assert_eq!((count(&pl, heavy), count(&pl, light)), (3, 1));
+        assert!(shared.events[0].pop().is_none());
+        // A listener: whole events queue up, and the sources still count.
+        shared.events_wanted.store(true, Ordering::Relaxed);
+        one(&mut pl, 2, 0, udp(heavy, 1003, [198, 51, 100, 9], 53, 64));
+        assert_eq!(count(&pl, heavy), 4);
+        let e = shared.events[0].pop().expect("a NEW event");
+        assert_eq!(e.kind, EventKind::New);
+        assert_eq!(e.conn.tuples[0].src_port, 1003);
+        assert!(shared.events[0].pop().is_none());
     }
 
     #[test]

@@ -330,6 +330,63 @@ mod tests {
     }
 
     #[test]
+    fn without_snapshots_only_new_sources_are_kept_and_with_them_every_event() {
+        use super::super::tests::{engine, udp_frame};
+        use crate::tuple::{Addr, Family};
+        // A full table of 2: each further new connection evicts one.
+        let e = engine(2);
+        let mut w = e.worker(64);
+        let frame = |i: u8| udp_frame([192, 0, 2, i], [198, 51, 100, 1], 1000, 53, b"q");
+        let burst = |w: &mut Worker, now: u64, from: u8, to: u8| {
+            let frames: Vec<Vec<u8>> = (from..to).map(frame).collect();
+            let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+            let mut res = vec![CtResult::default(); pkts.len()];
+            e.process_burst(w, now, &pkts, &mut res, |_, _| out([198, 51, 100, 1]));
+            assert!(res.iter().all(|r| r.ct_drop.is_none()));
+        };
+        w.events.keep_snapshots(false);
+        assert!(!w.events.enabled());
+        burst(&mut w, 1, 1, 5);
+        assert_eq!(w.stats.insert, 4);
+        assert_eq!(w.stats.early_drop, 2);
+        // No snapshot (NEW or DESTROY), only the NEW connections' sources.
+        assert_eq!(w.events.len(), 0);
+        assert!(!w.events.is_empty());
+        let mut sources = Vec::new();
+        w.events.drain_sources(|f, a| sources.push((f, a)));
+        let want: Vec<(Family, Addr)> = (1..5)
+            .map(|i| (Family::V4, Addr::from_v4([192, 0, 2, i])))
+            .collect();
+        assert_eq!(sources, want);
+        assert!(w.events.is_empty());
+        // Snapshots on: every event whole, and no sources kept beside them.
+        w.events.keep_snapshots(true);
+        burst(&mut w, 2, 5, 7);
+        let mut kinds = Vec::new();
+        w.events
+            .drain(|ev| kinds.push((ev.kind, ev.conn.tuples[0].src)));
+        let src = |i: u8| Addr::from_v4([192, 0, 2, i]);
+        // Each NEW after the DESTROY of the connection it evicted (which
+        // one early drop picks depends on the buckets).
+        assert_eq!(kinds.len(), 4);
+        assert_eq!(
+            (kinds[1], kinds[3]),
+            ((EventKind::New, src(5)), (EventKind::New, src(6)))
+        );
+        for (kind, gone) in [kinds[0], kinds[2]] {
+            assert_eq!(kind, EventKind::Destroy);
+            assert!((1..5).any(|i| gone == src(i)), "{gone:?}");
+        }
+        w.events
+            .drain_sources(|_, _| panic!("no sources while snapshots are on"));
+        // A worker without an event buffer keeps neither.
+        let mut quiet = e.worker(0);
+        quiet.events.keep_snapshots(false);
+        burst(&mut quiet, 3, 7, 9);
+        assert!(quiet.events.is_empty());
+    }
+
+    #[test]
     fn stages_are_timed_only_when_asked() {
         let e = Engine::<Ticks>::build(
             EngineConfig {

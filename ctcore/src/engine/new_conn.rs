@@ -221,6 +221,8 @@ impl<P: Prefetch> Engine<P> {
                 if w.events.enabled() {
                     let l = g.listed(r);
                     w.events.push(EventKind::New, now_ms, &l);
+                } else {
+                    w.events.note_new(&conn.tuples[0]);
                 }
             }
             Err(InsertError::Full) => {
