@@ -60,17 +60,25 @@ impl MapKey {
     }
 }
 
-/// One address's ports: a use count per port and a two-level bitmap of the
-/// unused ones.
+/// One address's ports: a two-level bitmap of the unused ones, a bitmap of
+/// the ones several connections share, and a use count for those.
+///
+/// A port most often has no user or one, and a new connection, like the one
+/// it evicts, touches only one 16-byte pair of bitmap words (64 ports) for
+/// it: the counts (128 KiB per address, far beyond the caches when a rule
+/// has many addresses) are read and written only for shared ports.
 pub struct PortMap {
-    /// Connections using each port. Saturates: a port that reached
-    /// `u16::MAX` users stays marked used (safe: it is never offered).
+    /// Per 64 ports: `[free, shared]`. Free bit set: no connection of the
+    /// stripe uses the port. Shared bit set: two or more do, `users` counts
+    /// them.
+    bits: Box<[[u64; 2]]>,
+    /// Connections using each shared port (0 for the others: their count is
+    /// in the bits). Saturates: a port that reached `u16::MAX` users stays
+    /// marked used (safe: it is never offered).
     users: Box<[u16]>,
-    /// Bit set: no connection of the stripe uses the port.
-    free: Box<[u64]>,
-    /// Bit `w` set: `free[w]` has a set bit.
+    /// Bit `w` set: word `w` of the free bits has a set bit.
     summary: [u64; SUMMARY],
-    /// Ports no connection uses (set bits of `free`): a full map answers
+    /// Ports no connection uses (set free bits): a full map answers
     /// a search at once instead of walking its summary twice.
     unused: u32,
 }
@@ -78,8 +86,8 @@ pub struct PortMap {
 impl Default for PortMap {
     fn default() -> Self {
         PortMap {
+            bits: vec![[u64::MAX, 0]; WORDS].into_boxed_slice(),
             users: vec![0; PORTS].into_boxed_slice(),
-            free: vec![u64::MAX; WORDS].into_boxed_slice(),
             summary: [u64::MAX; SUMMARY],
             unused: PORTS as u32,
         }
@@ -88,44 +96,66 @@ impl Default for PortMap {
 
 impl PortMap {
     pub fn is_free(&self, port: u16) -> bool {
-        self.users[port as usize] == 0
+        self.users(port) == 0
     }
 
     pub fn users(&self, port: u16) -> u16 {
-        self.users[port as usize]
+        let ([free, shared], bit) = (self.bits[port as usize / 64], 1u64 << (port % 64));
+        if free & bit != 0 {
+            0
+        } else if shared & bit != 0 {
+            self.users[port as usize]
+        } else {
+            1
+        }
     }
 
     /// One more user of `port`; true if it was unused.
     fn acquire(&mut self, port: u16) -> bool {
-        let u = &mut self.users[port as usize];
-        *u = u.saturating_add(1);
-        let first = *u == 1;
-        if first {
-            self.unused -= 1;
-            let w = port as usize / 64;
-            self.free[w] &= !(1u64 << (port % 64));
-            if self.free[w] == 0 {
+        let w = port as usize / 64;
+        let bit = 1u64 << (port % 64);
+        let [free, shared] = &mut self.bits[w];
+        if *free & bit != 0 {
+            *free &= !bit;
+            if *free == 0 {
                 self.summary[w / 64] &= !(1u64 << (w % 64));
             }
+            self.unused -= 1;
+            return true;
         }
-        first
+        let u = &mut self.users[port as usize];
+        if *shared & bit == 0 {
+            *shared |= bit;
+            *u = 2;
+        } else {
+            *u = u.saturating_add(1);
+        }
+        false
     }
 
     /// One user of `port` fewer; true if it is now unused.
     fn release(&mut self, port: u16) -> bool {
-        let u = &mut self.users[port as usize];
-        if *u == 0 || *u == u16::MAX {
+        let w = port as usize / 64;
+        let bit = 1u64 << (port % 64);
+        let [free, shared] = &mut self.bits[w];
+        if *free & bit != 0 {
             return false;
         }
-        *u -= 1;
-        let last = *u == 0;
-        if last {
-            self.unused += 1;
-            let w = port as usize / 64;
-            self.free[w] |= 1u64 << (port % 64);
-            self.summary[w / 64] |= 1u64 << (w % 64);
+        if *shared & bit != 0 {
+            let u = &mut self.users[port as usize];
+            if *u != u16::MAX {
+                *u -= 1;
+                if *u == 1 {
+                    *u = 0;
+                    *shared &= !bit;
+                }
+            }
+            return false;
         }
-        last
+        *free |= bit;
+        self.summary[w / 64] |= 1u64 << (w % 64);
+        self.unused += 1;
+        true
     }
 
     /// The first free port in `from..=hi`.
@@ -134,7 +164,7 @@ impl PortMap {
             return None;
         }
         let w = from as usize / 64;
-        let bits = self.free[w] & (u64::MAX << (from % 64));
+        let bits = self.bits[w][0] & (u64::MAX << (from % 64));
         let word = if bits != 0 {
             w
         } else {
@@ -156,7 +186,7 @@ impl PortMap {
                 m = self.summary[s];
             }
         };
-        let bits = if word == w { bits } else { self.free[word] };
+        let bits = if word == w { bits } else { self.bits[word][0] };
         let port = word * 64 + bits.trailing_zeros() as usize;
         (port <= hi as usize).then_some(port as u16)
     }
@@ -410,6 +440,47 @@ mod tests {
         assert_eq!(walk(None, 0, 65535, 65535).len(), 65536);
         let mut none = PortMaps::default();
         assert!(none.get(&MapKey::of(&Tuple::default())).is_none());
+    }
+
+    #[test]
+    fn a_port_at_the_most_users_stays_used() {
+        let mut m = PortMap::default();
+        for _ in 0..u32::from(u16::MAX) + 5 {
+            m.acquire(9);
+        }
+        assert_eq!(m.users(9), u16::MAX);
+        m.release(9);
+        assert_eq!(m.users(9), u16::MAX);
+        assert!(!m.is_free(9));
+        assert_eq!(m.first_free(9, 9), None);
+    }
+
+    proptest! {
+        /// Any sequence of acquires and releases leaves each port's count,
+        /// its free bit and the count of unused ports as a plain count per
+        /// port would (released below zero: nothing happens).
+        #[test]
+        fn counts_follow_a_model(ops in proptest::collection::vec((any::<bool>(), 60u16..200), 0..600)) {
+            let mut m = PortMap::default();
+            let mut model = std::collections::HashMap::<u16, u16>::new();
+            for (add, port) in ops {
+                let n = model.entry(port).or_default();
+                if add {
+                    prop_assert_eq!(m.acquire(port), *n == 0);
+                    *n += 1;
+                } else {
+                    prop_assert_eq!(m.release(port), *n == 1);
+                    *n = n.saturating_sub(1);
+                }
+            }
+            for p in 0u16..=300 {
+                let n = model.get(&p).copied().unwrap_or(0);
+                prop_assert_eq!(m.users(p), n);
+                prop_assert_eq!(m.first_free(p, p).is_some(), n == 0);
+            }
+            let busy = model.values().filter(|&&n| n > 0).count() as u32;
+            prop_assert_eq!(m.unused, PORTS as u32 - busy);
+        }
     }
 
     proptest! {
