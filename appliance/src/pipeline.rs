@@ -89,31 +89,32 @@ pub struct TopSource {
 /// inherits its count, so any source that opened more than 1/len of the
 /// connections is in it. No allocation; len compares per new connection.
 pub fn note_source(top: &mut [TopSource], family: Family, addr: Addr) {
-    // The first 8 bytes (all of an IPv4 address) compared as one integer
-    // first: one compare per entry that is not it.
+    // One pass. The first 8 bytes (all of an IPv4 address) are compared as
+    // one integer first: one compare per entry that is not it. The smallest
+    // count so far stays in a register and is chosen without a branch: a
+    // new source among many that come alike (a scan, a flood, a bench)
+    // misses the summary, and its counts compare unpredictably.
     let lo = |a: &Addr| {
         u64::from_ne_bytes([
             a.0[0], a.0[1], a.0[2], a.0[3], a.0[4], a.0[5], a.0[6], a.0[7],
         ])
     };
     let key = lo(&addr);
-    for e in top.iter_mut() {
+    let (mut min, mut min_n) = (0, u64::MAX);
+    for (i, e) in top.iter_mut().enumerate() {
         if lo(&e.addr) == key && e.addr == addr && e.family == family && e.new_conns > 0 {
             e.new_conns += 1;
             return;
         }
+        let smaller = e.new_conns < min_n;
+        min = if smaller { i } else { min };
+        min_n = if smaller { e.new_conns } else { min_n };
     }
     // Not in the summary: it takes the first of the smallest entries.
-    let mut min = 0;
-    for i in 1..top.len() {
-        if top[i].new_conns < top[min].new_conns {
-            min = i;
-        }
-    }
     top[min] = TopSource {
         family,
         addr,
-        new_conns: top[min].new_conns + 1,
+        new_conns: min_n.saturating_add(1),
     };
 }
 

@@ -15,9 +15,6 @@
 //! reply tuple to be unique (one outside port may serve several remote
 //! endpoints).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::conn::{Conn, Status};
 use crate::tuple::{Addr, Family, Tuple};
 
@@ -251,41 +248,51 @@ impl Cursor {
     }
 }
 
-/// A multiply-rotate hasher for [`MapKey`]s: they come from the
-/// configuration (NAT addresses) and egress ports, not from packets, so a
-/// keyed hash buys nothing here and SipHash would cost more than the
-/// allocation it serves.
-#[derive(Default)]
-struct KeyHasher(u64);
+/// Slots of a stripe's bitmap index: twice [`MAX_MAPS`], a power of two.
+const INDEX_SLOTS: usize = 2 * MAX_MAPS;
 
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.0 =
-                (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// The index slot a key starts its probe at: a multiply-shift of its
+/// fields folded into one word. The keys come from the configuration (NAT
+/// addresses) and egress ports, not from packets, so a keyed hash buys
+/// nothing here; a rule's addresses are a range, and the multiply carries
+/// the bits that differ into the top ones.
+#[inline]
+fn index_slot(key: &MapKey) -> usize {
+    let a = u128::from_ne_bytes(key.addr.0);
+    let x = (a as u64)
+        ^ ((a >> 64) as u64).rotate_left(17)
+        ^ (u64::from(key.proto) << 48)
+        ^ (u64::from(key.zone) << 32)
+        ^ key.family as u64;
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - INDEX_SLOTS.trailing_zeros())) as usize
 }
 
-/// A stripe's bitmaps, made on first use of an address. Found by a hash
-/// index, with the last one used tried first (a NAT rule usually has one
-/// address, or a few).
-#[derive(Default)]
+/// A stripe's bitmaps, made on first use of an address. Found through a
+/// fixed open-addressed index (at most half full), with the last one used
+/// tried first (a NAT rule usually has one address, or a few).
 pub struct PortMaps {
     keys: Vec<MapKey>,
     maps: Vec<PortMap>,
-    index: HashMap<MapKey, usize, BuildHasherDefault<KeyHasher>>,
+    /// Per slot, 1 + the bitmap's position in `keys` / `maps`; 0: empty.
+    index: Box<[u16]>,
     last: usize,
     /// Ports (ICMP ids) in use, over all bitmaps.
     in_use: u64,
     /// Connections whose address found no room for a bitmap (`MAX_MAPS`).
     overflow: u64,
+}
+
+impl Default for PortMaps {
+    fn default() -> Self {
+        PortMaps {
+            keys: Vec::new(),
+            maps: Vec::new(),
+            index: vec![0; INDEX_SLOTS].into_boxed_slice(),
+            last: 0,
+            in_use: 0,
+            overflow: 0,
+        }
+    }
 }
 
 /// What a stripe's source NAT bitmaps hold, for statistics.
@@ -306,9 +313,15 @@ impl PortMaps {
         if self.keys.get(self.last) == Some(key) {
             return Some(self.last);
         }
-        let i = *self.index.get(key)?;
-        self.last = i;
-        Some(i)
+        let mut slot = index_slot(key);
+        loop {
+            let i = usize::from(self.index[slot]).checked_sub(1)?;
+            if self.keys[i] == *key {
+                self.last = i;
+                return Some(i);
+            }
+            slot = (slot + 1) % INDEX_SLOTS;
+        }
     }
 
     /// The bitmap in slot `i` (from [`PortMaps::find`]).
@@ -338,7 +351,12 @@ impl PortMaps {
             let mut m = PortMap::default();
             m.acquire(port);
             self.in_use += 1;
-            self.index.insert(key, self.maps.len());
+            let mut slot = index_slot(&key);
+            while self.index[slot] != 0 {
+                slot = (slot + 1) % INDEX_SLOTS;
+            }
+            // At most MAX_MAPS entries in twice as many slots: one is free.
+            self.index[slot] = (self.maps.len() + 1) as u16;
             self.keys.push(key);
             self.maps.push(m);
         } else {
@@ -440,6 +458,46 @@ mod tests {
         assert_eq!(walk(None, 0, 65535, 65535).len(), 65536);
         let mut none = PortMaps::default();
         assert!(none.get(&MapKey::of(&Tuple::default())).is_none());
+    }
+
+    #[test]
+    fn every_address_up_to_the_most_maps_is_found_again() {
+        let reply = |i: usize, port: u16| Tuple {
+            dst: Addr::from_v4([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+            dst_port: port,
+            proto: crate::tuple::IPPROTO_UDP,
+            ..Tuple::default()
+        };
+        let conn = |i: usize, port: u16| Conn {
+            tuples: [Tuple::default(), reply(i, port)],
+            status: Status(Status::SRC_NAT),
+            ..Conn::default()
+        };
+        let mut maps = PortMaps::default();
+        for i in 0..MAX_MAPS + 3 {
+            maps.conn_added(&conn(i, 1000 + i as u16));
+        }
+        assert_eq!(maps.usage().maps, MAX_MAPS);
+        assert_eq!(maps.usage().overflow, 3);
+        // In another order than they came, so the last-used shortcut does
+        // not answer.
+        for i in (0..MAX_MAPS).rev() {
+            let m = maps.get(&MapKey::of(&reply(i, 0))).expect("a bitmap");
+            assert_eq!(m.users(1000 + i as u16), 1, "address {i}");
+            assert_eq!(m.users(999), 0);
+        }
+        for i in MAX_MAPS..MAX_MAPS + 3 {
+            assert!(maps.get(&MapKey::of(&reply(i, 0))).is_none());
+        }
+        // Another protocol or zone of a known address is another bitmap.
+        let other = MapKey {
+            proto: crate::tuple::IPPROTO_TCP,
+            ..MapKey::of(&reply(0, 0))
+        };
+        assert!(maps.get(&other).is_none());
+        maps.conn_removed(&conn(7, 1007));
+        assert!(maps.get(&MapKey::of(&reply(7, 0))).unwrap().is_free(1007));
+        assert_eq!(maps.usage().in_use, MAX_MAPS as u64 - 1);
     }
 
     #[test]
