@@ -207,7 +207,10 @@ impl<P: Prefetch> Engine<P> {
                         w.frags[slot].pending = Some((*conn, *ext));
                     }
                     None => {
-                        if conn.status.0 & (Status::SRC_NAT | Status::DST_NAT) != 0 {
+                        // (Source NAT worked them out already.)
+                        if conn.status.0 & (Status::SRC_NAT | Status::DST_NAT) != 0
+                            && conn.nat_csum.is_none()
+                        {
                             conn.nat_csum = crate::nat::rewrite::csum_deltas(conn);
                         }
                         self.confirm(g, w, now_ms, conn, ext, looked_up, out)

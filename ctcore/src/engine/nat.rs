@@ -79,6 +79,9 @@ impl<P: Prefetch> Engine<P> {
         match r {
             Ok(()) => {
                 rule.hits.fetch_add(1, Ordering::Relaxed);
+                // The translation is complete: its checksum deltas serve
+                // this first packet's rewrite too (not only the next ones').
+                c.nat_csum = crate::nat::rewrite::csum_deltas(c);
                 res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
                 true
             }
