@@ -238,13 +238,7 @@ impl CtReport {
             .map(|n| {
                 n.rules
                     .iter()
-                    .map(|r| {
-                        (
-                            r.name.clone(),
-                            r.hits.load(Ordering::Relaxed),
-                            r.out_of_ports.load(Ordering::Relaxed),
-                        )
-                    })
+                    .map(|r| (r.name.clone(), r.hits.get(), r.out_of_ports.get()))
                     .collect()
             })
             .unwrap_or_default();

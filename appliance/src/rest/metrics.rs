@@ -404,11 +404,10 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
             &["rule"],
         );
         for r in &nat.rules {
-            use std::sync::atomic::Ordering::Relaxed;
             tr.with_label_values(&[r.name.as_str()])
-                .inc_by(r.hits.load(Relaxed));
+                .inc_by(r.hits.get());
             oop.with_label_values(&[r.name.as_str()])
-                .inc_by(r.out_of_ports.load(Relaxed));
+                .inc_by(r.out_of_ports.get());
         }
         let h = out.gauge(
             "ctgate_nat_backend_healthy",

@@ -754,7 +754,6 @@ pub(crate) fn backend_name(b: &Backend) -> String {
 }
 
 fn nat_json(st: &State) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
     let Some(nat) = st.ctx.shared.engine.nat() else {
         return json!({ "rules": [], "pools": [] });
     };
@@ -771,8 +770,8 @@ fn nat_json(st: &State) -> Value {
             json!({
                 "name": r.name,
                 "action": kind,
-                "translations": r.hits.load(Relaxed),
-                "out_of_ports": r.out_of_ports.load(Relaxed),
+                "translations": r.hits.get(),
+                "out_of_ports": r.out_of_ports.get(),
             })
         })
         .collect();

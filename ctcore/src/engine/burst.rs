@@ -169,7 +169,7 @@ impl<P: Prefetch> Engine<P> {
             self.expected(g, w, now_ms, pending, looked_up, out);
         }
         if let Some(c) = pending.get_mut() {
-            self.nat_prerouting(g, now_ms, c, pkt.in_port, out);
+            self.nat_prerouting(g, now_ms, c, pkt.in_port, w.slot, out);
         }
         let d = decide(i, out);
         // (Borrowed, not copied out of the decision.)

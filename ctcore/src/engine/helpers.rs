@@ -226,6 +226,7 @@ impl<P: Prefetch> Engine<P> {
                 accept: &accept,
                 reclaimed: &mut reclaimed,
                 claimed: None,
+                slot: w.slot,
             };
             let r = alloc::snat(&mut search, c, &hs.follow, Some(src_to));
             w.claimed = search.claimed;

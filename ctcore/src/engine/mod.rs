@@ -89,6 +89,8 @@ pub struct Worker {
     pub events: EventBuf,
     /// New connections dropped because NAT found no free port / id.
     pub nat_out_of_ports: u64,
+    /// This worker's slot of the shared counters (NAT rules').
+    pub(crate) slot: crate::stats::CounterSlot,
     /// RSS steering for NAT: a reply tuple is acceptable only if this says it
     /// reaches this worker (the appliance installs its Toeplitz key and RETA).
     pub reply_steering: Option<ReplySteering>,
@@ -220,6 +222,7 @@ impl<P: Prefetch> Engine<P> {
             stats: CtStats::default(),
             events: EventBuf::new(event_capacity),
             nat_out_of_ports: 0,
+            slot: crate::stats::CounterSlot::of_worker(n as usize),
             reply_steering: None,
             claimed: None,
             stage_cycles: None,

@@ -2,14 +2,13 @@
 //! (PREROUTING), source NAT after it (POSTROUTING), the port search steered
 //! to the worker the replies will reach.
 
-use std::sync::atomic::Ordering;
-
 use super::packet::{CtResult, Egress};
 use super::{Engine, Worker};
 use crate::conn::{Conn, Listed, Status};
 use crate::event::EventKind;
 use crate::nat::alloc;
 use crate::nat::rewrite::Rewrite;
+use crate::stats::CounterSlot;
 use crate::table::{Guard, Prefetch};
 use crate::tuple::{Dir, Tuple};
 
@@ -21,6 +20,7 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         c: &mut Conn,
         in_port: u16,
+        slot: CounterSlot,
         res: &mut CtResult,
     ) {
         let Some(nat) = &self.nat else { return };
@@ -28,7 +28,7 @@ impl<P: Prefetch> Engine<P> {
             return;
         }
         if self.nat_prerouting {
-            nat.prerouting(g, c, in_port, now_ms);
+            nat.prerouting(g, c, in_port, now_ms, slot);
         }
         c.status.set(Status::DST_NAT_DONE);
         res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
@@ -72,13 +72,14 @@ impl<P: Prefetch> Engine<P> {
             accept: &accept,
             reclaimed: &mut reclaimed,
             claimed: None,
+            slot: w.slot,
         };
         let r = alloc::snat(&mut search, c, rule, egress.addr);
         w.claimed = search.claimed;
         w.reply_steering = steer;
         match r {
             Ok(()) => {
-                rule.hits.fetch_add(1, Ordering::Relaxed);
+                rule.hits.add(w.slot, 1);
                 // The translation is complete: its checksum deltas serve
                 // this first packet's rewrite too (not only the next ones').
                 c.nat_csum = crate::nat::rewrite::csum_deltas(c);

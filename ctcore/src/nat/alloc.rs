@@ -7,8 +7,6 @@
 //! a bounded number of attempts, halving them in each further round — for a
 //! port that is in use but not towards this remote endpoint.
 
-use std::sync::atomic::Ordering;
-
 use super::ports::{Cursor, MapKey};
 use super::{has_ports, is_icmp_echo, Action, Endpoint, Rule};
 use crate::conn::{Conn, Status};
@@ -99,6 +97,8 @@ pub struct Search<'a, 't> {
     /// The key of the reply tuple claimed (it was looked up under the
     /// guard and found free: the confirm need not look again).
     pub claimed: Option<Key>,
+    /// The worker's slot of the rules' counters.
+    pub slot: crate::stats::CounterSlot,
 }
 
 /// Chooses the source NAT binding for a new connection `c` under `rule` and
@@ -235,7 +235,7 @@ pub fn snat(
         }
         attempts /= 2;
         if attempts < 16 {
-            rule.out_of_ports.fetch_add(1, Ordering::Relaxed);
+            rule.out_of_ports.add(s.slot, 1);
             return Err(AllocError::OutOfPorts);
         }
     }

@@ -12,9 +12,8 @@ pub mod maglev;
 pub mod ports;
 pub mod rewrite;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::conn::{Conn, Status};
+use crate::stats::{CounterSlot, SlotCounter};
 use crate::table::Guard;
 use crate::tuple::{
     Addr, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
@@ -235,9 +234,9 @@ pub struct Rule {
     /// and any outside host may send to it (see `Eim`).
     pub endpoint_independent: bool,
     /// Connections this rule translated.
-    pub hits: AtomicU64,
+    pub hits: SlotCounter,
     /// Connections dropped because no port (or id) was free.
-    pub out_of_ports: AtomicU64,
+    pub out_of_ports: SlotCounter,
 }
 
 impl Rule {
@@ -247,8 +246,8 @@ impl Rule {
             m,
             action,
             endpoint_independent: false,
-            hits: AtomicU64::new(0),
-            out_of_ports: AtomicU64::new(0),
+            hits: SlotCounter::default(),
+            out_of_ports: SlotCounter::default(),
         }
     }
 }
@@ -279,7 +278,14 @@ pub struct Nat {
 impl Nat {
     /// PREROUTING: applies the first matching destination NAT rule to a new
     /// connection. Returns whether it translated.
-    pub fn prerouting(&self, g: &mut Guard<'_>, c: &mut Conn, in_port: u16, now_ms: u64) -> bool {
+    pub fn prerouting(
+        &self,
+        g: &mut Guard<'_>,
+        c: &mut Conn,
+        in_port: u16,
+        now_ms: u64,
+        slot: CounterSlot,
+    ) -> bool {
         let orig = c.tuples[0];
         // Endpoint-independent filtering: a new UDP flow to an outside endpoint
         // of a live mapping goes to its inside endpoint, from any outside host.
@@ -326,7 +332,7 @@ impl Nat {
                 c.tuples[1].src_port = p;
             }
             c.status.set(Status::DST_NAT);
-            r.hits.fetch_add(1, Ordering::Relaxed);
+            r.hits.add(slot, 1);
             return true;
         }
         false
