@@ -227,6 +227,8 @@ impl<P: Prefetch> Engine<P> {
                 reclaimed: &mut reclaimed,
                 claimed: None,
                 slot: w.slot,
+                prefetch: P::read,
+                next: None,
             };
             let r = alloc::snat(&mut search, c, &hs.follow, Some(src_to));
             w.claimed = search.claimed;

@@ -73,6 +73,8 @@ impl<P: Prefetch> Engine<P> {
             reclaimed: &mut reclaimed,
             claimed: None,
             slot: w.slot,
+            prefetch: P::read,
+            next: None,
         };
         let r = alloc::snat(&mut search, c, rule, egress.addr);
         w.claimed = search.claimed;
@@ -147,6 +149,62 @@ mod tests {
         assert_eq!(w.stats.expired, 1);
         assert_eq!(e.table().len(), 2);
         assert_eq!(w.nat_out_of_ports, 1);
+    }
+
+    #[test]
+    fn the_next_candidate_prefetched_in_a_large_table_changes_no_choice() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PREFETCHES: AtomicU64 = AtomicU64::new(0);
+        /// Counts prefetches.
+        struct Counting;
+        impl Prefetch for Counting {
+            fn read(_: *const u8) {
+                PREFETCHES.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // 64 clients, all from source port 5000, to one server: every
+        // client after the first finds the original port taken. The same
+        // traffic through a table beyond the caches (the search prefetches
+        // its next candidate there) and through a small one (it does not)
+        // gets the same ports: the random start is peeked, not drawn.
+        fn ports<P: Prefetch>(capacity: u32) -> Vec<u16> {
+            let e = Engine::<P>::build(
+                EngineConfig {
+                    capacity_conns: capacity,
+                    seed: 5,
+                    tunables: Tunables::default(),
+                },
+                Some(crate::nat::Nat {
+                    rules: vec![masq_rule(None)],
+                    pools: vec![],
+                }),
+                1,
+                &mut |_, _| {},
+            );
+            let mut w = e.worker(0);
+            (1..=64u8)
+                .map(|i| {
+                    let f = udp_frame([192, 0, 2, i], S, 5000, 53, b"q");
+                    let mut res = [CtResult::default()];
+                    e.process_burst(&mut w, 0, &[Pkt::new(&f, 0, 0)], &mut res, |_, _| {
+                        out([198, 51, 100, 1])
+                    });
+                    assert!(res[0].ct_drop.is_none());
+                    res[0].rewrite.unwrap().src.unwrap().1
+                })
+                .collect()
+        }
+        let small = ports::<crate::table::NoPrefetch>(1000);
+        PREFETCHES.store(0, Ordering::Relaxed);
+        let large = ports::<Counting>(100_000);
+        assert_eq!(large, small);
+        assert_eq!(small[0], 5000);
+        assert!(small[1..].iter().all(|&p| p >= 1024 && p != 5000));
+        // Two per search that found the original port taken, besides the
+        // burst's bucket and record prefetches (one and up to three per
+        // packet).
+        let n = PREFETCHES.load(Ordering::Relaxed);
+        assert!(n >= 64 + 2 * 63, "{n} prefetches");
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub struct Search<'a, 't> {
     pub claimed: Option<Key>,
     /// The worker's slot of the rules' counters.
     pub slot: crate::stats::CounterSlot,
+    /// Starts loading a cache line (the platform's prefetch).
+    pub prefetch: fn(*const u8),
+    /// The candidate prefetched for the search's next step, with its key.
+    pub next: Option<(Tuple, Key)>,
 }
 
 /// Chooses the source NAT binding for a new connection `c` under `rule` and
@@ -192,21 +196,43 @@ pub fn snat(
         }
     };
     let (lo, hi) = ports.unwrap_or_else(|| default_range(orig_port, icmp));
-    if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
-        set(&mut cand, orig_port);
-        if take(s, c, cand).is_some() {
-            done(orig_port, s, c);
-            return Ok(());
-        }
-    }
     let size = hi as u32 - lo as u32 + 1;
-    // The first port no connection of the home stripe uses, from a random start.
+    // After the original port: the first port no connection of the home
+    // stripe uses, from a random start.
     let home = s.home.unwrap_or_else(|| s.table.home(&orig));
     let key = MapKey::of(&cand);
     let maps = s.table.ports(home);
     // (No bitmap yet for this address: every port is unused.)
     let slot = maps.find(&key);
-    if slot.is_some() || maps.has_space() {
+    let bitmap = slot.is_some() || maps.has_space();
+    if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
+        set(&mut cand, orig_port);
+        let first = s.table.key(&cand);
+        if bitmap && s.table.beyond_caches(home) {
+            // The original port is often taken (clients behind one address
+            // reuse source ports): the bitmap's choice, tried next, has its
+            // bucket loaded beside the original's, so that in a table beyond
+            // the caches the two misses overlap. Only a prefetch: the choice
+            // is made again below (the same start: the random source is
+            // peeked, not drawn).
+            let mut peek = *s.rng;
+            let start = (lo as u32 + peek.next_u32() % size) as u16;
+            let maps = s.table.ports(home);
+            if let Some(p) = Cursor::new(lo, hi, start).next(slot.map(|i| maps.at(i))) {
+                let mut next = cand;
+                set(&mut next, p);
+                let k = s.table.key(&next);
+                s.table.prefetch_bucket_with(k, s.prefetch);
+                s.table.prefetch_bucket_with(first, s.prefetch);
+                s.next = Some((next, k));
+            }
+        }
+        if take_keyed(s, c, cand, first).is_some() {
+            done(orig_port, s, c);
+            return Ok(());
+        }
+    }
+    if bitmap {
         let start = (lo as u32 + s.rng.next_u32() % size) as u16;
         let mut cursor = Cursor::new(lo, hi, start);
         for _ in 0..BITMAP_TRIES {
@@ -244,15 +270,29 @@ pub fn snat(
 /// Takes `cand` as the reply tuple if no live connection uses it
 /// (nf_nat_used_tuple); an expired holder is reclaimed on the spot.
 fn take(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
+    // A candidate whose key the prefetch above worked out already.
+    let key = match s.next.take() {
+        Some((t, k)) if t == cand => k,
+        _ => s.table.key(&cand),
+    };
+    take_keyed(s, c, cand, key)
+}
+
+/// [`take`] with `cand`'s key worked out.
+fn take_keyed(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple, key: Key) -> Option<()> {
     if !(s.accept)(&cand) {
         return None;
     }
-    claim(s, c, cand)
+    claim_keyed(s, c, cand, key)
 }
 
 /// [`take`] without the steering check.
 fn claim(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
     let key = s.table.key(&cand);
+    claim_keyed(s, c, cand, key)
+}
+
+fn claim_keyed(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple, key: Key) -> Option<()> {
     if s.table.taken_at(key, &cand, s.now_ms, s.reclaimed) {
         return None;
     }

@@ -652,6 +652,20 @@ impl<'t> Guard<'t> {
         self.table.counts[s as usize].store(live, Ordering::Relaxed);
     }
 
+    /// Whether `stripe`'s records outgrow the caches (where a prefetch
+    /// ahead of need pays).
+    #[inline]
+    pub fn beyond_caches(&mut self, stripe: u32) -> bool {
+        self.stripe(stripe).prefetch_evictions
+    }
+
+    /// [`Guard::prefetch_bucket`] through a function pointer.
+    #[inline]
+    pub fn prefetch_bucket_with(&mut self, key: Key, prefetch: fn(*const u8)) {
+        let s = self.stripe(key.stripe);
+        prefetch(&s.buckets[key.bucket(s.buckets.len())] as *const Bucket as *const u8);
+    }
+
     /// Starts loading the bucket `key` maps to.
     #[inline(always)]
     pub fn prefetch_bucket<P: Prefetch>(&mut self, key: Key) {
