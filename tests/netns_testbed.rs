@@ -104,12 +104,26 @@ fn start_gate(bed: &mut Bed, dir: &TempDir, config: &str) -> u32 {
 
 #[test]
 fn hosts_talk_through_ctgate() {
+    talk_through("");
+}
+
+/// The same traffic with conntrack off (a router): its IP packets take the
+/// forwarder's direct way (`Worker::forward_routed`), ARP and neighbour
+/// discovery in the same bursts the general one.
+#[test]
+fn hosts_talk_through_ctgate_routing_only() {
+    talk_through("\n[conntrack]\nenabled = false\n");
+}
+
+/// ICMP, TCP and UDP between the namespaces through ctgate and to it, both
+/// families; `tail` ends the config.
+fn talk_through(tail: &str) {
     require_root();
     let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("netns");
     let mut bed = Bed::up(P);
 
-    let pid = start_gate(&mut bed, &dir, &config("", ""));
+    let pid = start_gate(&mut bed, &dir, &config("", tail));
 
     // ICMP echo through the gateway and to the gateway, both families.
     check(
@@ -294,6 +308,9 @@ fn hosts_talk_through_ctgate() {
         n("tx") + n("dropped"),
         "every mbuf transmitted or freed: {s:#}"
     );
+    // Tracked, or (routing only) not at all.
+    let inserted = s["conntrack"]["counters"]["insert"].as_u64().unwrap_or(0);
+    assert_eq!(inserted == 0, tail.contains("enabled = false"), "{s:#}");
 }
 
 /// Neighbours age and answers are taken only when asked for: a host that

@@ -552,10 +552,13 @@ impl Worker<'_> {
         for m in rx.iter() {
             m.prefetch();
         }
+        let defrag = self.pipeline.shared.enabled;
+        if !defrag && self.forward_routed(in_port, rx) {
+            return;
+        }
         // Fast path: a burst of IP packets only (the common case) goes to the
         // stage and the forwarder as it is, without being moved.
         let mut ip_meta: ArrayVec<Meta, BURST> = ArrayVec::new();
-        let defrag = self.pipeline.shared.enabled;
         for m in rx.iter() {
             if !m.is_contiguous() {
                 break;
@@ -625,6 +628,43 @@ impl Worker<'_> {
         if !untagged.is_empty() {
             self.handle_sub_ports(&mut untagged);
         }
+    }
+
+    /// Routing only (conntrack off: no stage, no reassembly): each IP packet
+    /// goes from its classification straight to the forwarder, one at a
+    /// time, without the burst's arrays of classifications and verdicts.
+    /// The first frame of another kind (ARP, neighbour discovery, a VLAN
+    /// tag, a bad header) leaves it and the rest of the burst in `rx` for
+    /// the general path, so the order of the burst is kept. True if the
+    /// whole burst was forwarded here. (`--profile-stages` counts its
+    /// classification in `forward`.)
+    #[inline]
+    fn forward_routed(&mut self, in_port: u8, rx: &mut ArrayVec<Mbuf, BURST>) -> bool {
+        let t = self.stamp();
+        let mac = self.ports[in_port as usize].mac;
+        let mut burst = std::mem::take(rx).into_iter();
+        while let Some(m) = burst.next() {
+            let meta = if m.is_contiguous() {
+                net::classify(m.data(), &mac).ok()
+            } else {
+                None
+            };
+            match meta {
+                Some(meta @ Meta::Ipv4 { .. }) => self.forward(in_port, m, &meta, None),
+                Some(meta @ Meta::Ipv6 { .. }) if meta.nd_type(m.data()).is_none() => {
+                    self.forward(in_port, m, &meta, None)
+                }
+                _ => {
+                    rx.push(m);
+                    rx.extend(burst);
+                    break;
+                }
+            }
+        }
+        if let Some(c) = &mut self.stages {
+            c.forward += dpdk::tsc() - t;
+        }
+        rx.is_empty()
     }
 
     /// Receive counts of a burst of trunk port `pi`: each tagged frame
