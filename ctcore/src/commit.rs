@@ -22,7 +22,7 @@ use crate::proto::tcp::{TcpConntrack, TcpPeer, TcpState};
 use crate::proto::udp;
 use crate::sync::{L4State, SyncConn};
 use crate::table::prefetch::Prefetch;
-use crate::table::{Clash, InsertError};
+use crate::table::{Clash, Eviction, InsertError};
 use crate::tuple::{
     Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
@@ -209,8 +209,7 @@ impl<P: Prefetch> Engine<P> {
                 return Err(CommitError::Exists);
             }
         }
-        let mut evicted = None;
-        match g.insert(&conn, Clash::Both, false, &mut evicted) {
+        match g.insert(&conn, Clash::Both, false, &mut Eviction::default()) {
             Ok((r, id)) => {
                 w.stats.insert += 1;
                 g.set_ext(

@@ -11,7 +11,7 @@ use crate::helper::Helper;
 use crate::proto::sctp::SctpState;
 use crate::proto::tcp::{TcpSegment, TcpState};
 use crate::proto::udp;
-use crate::table::{Clash, Guard, InsertError, Key, Prefetch};
+use crate::table::{Clash, Eviction, Guard, InsertError, Key, Prefetch};
 use crate::tuple::{Dir, Tuple};
 use crate::wire::{Parsed, L4};
 
@@ -202,11 +202,17 @@ impl<P: Prefetch> Engine<P> {
             (Some(key), None) => Clash::ReplyOnly(key),
             (None, _) => Clash::Both,
         };
-        let mut evicted = None;
+        // The evicted connection is copied out only for an event.
+        let mut evicted = Eviction {
+            snapshot: w.events.enabled(),
+            ..Eviction::default()
+        };
         match g.insert(conn, clash_check, true, &mut evicted) {
             Ok((r, id)) => {
-                if let Some(dead) = evicted {
+                if evicted.evicted {
                     w.stats.early_drop += 1;
+                }
+                if let Some(dead) = evicted.dead {
                     w.events.push(EventKind::Destroy, now_ms, &dead);
                 }
                 w.stats.insert += 1;

@@ -492,7 +492,14 @@ mod tests {
             let c = conn(i);
             let inside = inside_of(&c);
             assert!(g.eim_record(inside, ext, 20_000 + i, 0));
-            let (r, _) = g.insert(&c, Clash::Both, false, &mut None).unwrap();
+            let (r, _) = g
+                .insert(
+                    &c,
+                    Clash::Both,
+                    false,
+                    &mut crate::table::Eviction::default(),
+                )
+                .unwrap();
             refs.push(r);
         }
         for i in 0..300 {

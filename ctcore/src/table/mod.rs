@@ -196,6 +196,26 @@ pub enum InsertError {
     Clash,
 }
 
+/// Early drop in [`Guard::insert`]: whether a connection was evicted to
+/// make room and, if `snapshot` was asked for, a copy of it for its DESTROY
+/// event (a few hundred bytes copied: asked only when events are kept).
+#[derive(Debug, Default)]
+pub struct Eviction {
+    pub snapshot: bool,
+    pub evicted: bool,
+    pub dead: Option<Listed>,
+}
+
+impl Eviction {
+    /// An eviction whose connection is copied out (`dead`).
+    pub fn with_snapshot() -> Eviction {
+        Eviction {
+            snapshot: true,
+            ..Eviction::default()
+        }
+    }
+}
+
 /// Which of a new connection's tuples [`Guard::insert`] checks for a clash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clash {
@@ -913,7 +933,7 @@ impl<'t> Guard<'t> {
         conn: &Conn,
         check: Clash,
         early_drop: bool,
-        evicted_out: &mut Option<Listed>,
+        eviction: &mut Eviction,
     ) -> Result<(Ref, u32), InsertError> {
         let (key0, first) = match check {
             Clash::Both => (self.table.key(&conn.tuples[0]), 0),
@@ -956,13 +976,18 @@ impl<'t> Guard<'t> {
             return Err(InsertError::Clash);
         }
         let hs = key0.stripe;
-        let mut evicted = None;
         if self.stripe(hs).free.is_empty() {
-            if early_drop {
-                evicted = self.early_drop_candidate(key0);
-            }
-            if evicted.is_none() {
-                return Err(InsertError::Full);
+            let victim = if early_drop {
+                self.early_drop_candidate(key0)
+            } else {
+                None
+            };
+            match victim.and_then(|v| self.remove_as(v, eviction.snapshot)) {
+                Some(dead) => {
+                    eviction.evicted = true;
+                    eviction.dead = dead;
+                }
+                None => return Err(InsertError::Full),
             }
         }
         let Some(local) = self.stripe(hs).free.pop() else {
@@ -1002,6 +1027,7 @@ impl<'t> Guard<'t> {
         rec.mark = conn.mark;
         rec.nat_csum = conn.nat_csum;
         rec.helper = conn.helper;
+        rec.verdicts = conn.verdicts;
         rec.status.set(Status::CONFIRMED);
         rec.status.clear(Status::DYING);
         rec.id = id;
@@ -1024,9 +1050,6 @@ impl<'t> Guard<'t> {
                 .status
                 .clear(Status::EIM);
         }
-        if evicted.is_some() {
-            *evicted_out = evicted;
-        }
         Ok((r, id))
     }
 
@@ -1043,6 +1066,13 @@ impl<'t> Guard<'t> {
     /// Takes the connection out of the table (DYING set) and returns it for
     /// its DESTROY event; None if it was already gone.
     pub fn remove(&mut self, r: Ref) -> Option<Listed> {
+        self.remove_as(r, true).flatten()
+    }
+
+    /// [`Guard::remove`], with the copy of the connection for its DESTROY
+    /// event only if `snapshot`: Some(None) when it was removed without.
+    /// (The copy is a few hundred bytes read and written, per eviction.)
+    fn remove_as(&mut self, r: Ref, snapshot: bool) -> Option<Option<Listed>> {
         let rec = &self.stripe(r.stripe).records[r.local as usize].conn;
         if !live(rec) {
             return None;
@@ -1065,23 +1095,44 @@ impl<'t> Guard<'t> {
                 return None;
             }
         }
-        let mut c = std::mem::take(&mut self.stripe(r.stripe).records[r.local as usize].conn);
         self.unplace(keys[0], entry_word(r, Dir::Orig));
         self.unplace(keys[1], entry_word(r, Dir::Reply));
         let s = self.stripe(r.stripe);
         s.unlink(r.local);
-        s.ports.conn_removed(&c);
+        let rec = &mut s.records[r.local as usize].conn;
+        s.ports.conn_removed(rec);
+        // Taken whole for the snapshot (or an endpoint-independent
+        // mapping's release); otherwise only made not live: the next
+        // insert writes every field.
+        let taken = if snapshot || status.has(Status::EIM) {
+            Some(std::mem::take(rec))
+        } else {
+            rec.status = Status::default();
+            rec.verdicts = [0; 2];
+            None
+        };
         s.free.push(r.local);
         s.live -= 1;
         // The stripe's clock: expiry has run up to here.
         let now_ms = s.wheel.next_tick * wheel::TICK_MS;
-        let ext = s.ext.get(r.local as usize).copied();
+        let ext = if snapshot {
+            s.ext.get(r.local as usize).copied()
+        } else {
+            None
+        };
         self.set_count(r.stripe);
+        let mut c = match taken {
+            Some(c) => c,
+            None => return Some(None),
+        };
         if c.status.has(Status::EIM) {
             self.eim_release(&c, now_ms.min(c.deadline_ms));
         }
+        if !snapshot {
+            return Some(None);
+        }
         c.status.set(Status::DYING);
-        Some(Listed { conn: c, ext })
+        Some(Some(Listed { conn: c, ext }))
     }
 
     /// The connection with its counters and start time (if kept).
@@ -1113,9 +1164,9 @@ impl<'t> Guard<'t> {
         }
     }
 
-    /// The kernel's early_drop: evicts a connection near `key` that is not
-    /// ASSURED (or a closing TCP one). Returns it.
-    fn early_drop_candidate(&mut self, key: Key) -> Option<Listed> {
+    /// The kernel's early_drop: a connection near `key` that is not ASSURED
+    /// (or a closing TCP one), to evict.
+    fn early_drop_candidate(&mut self, key: Key) -> Option<Ref> {
         let n = self.stripe(key.stripe).buckets.len();
         let mut b = key.bucket(n);
         for _ in 0..EVICTION_RANGE {
@@ -1127,7 +1178,7 @@ impl<'t> Guard<'t> {
                 let (r, _) = entry_parts(bucket.entry[i]);
                 // Only connections homed here free a record here.
                 if r.stripe == key.stripe && early_droppable(self.conn(r)) {
-                    return self.remove(r);
+                    return Some(r);
                 }
             }
             b = next_bucket(b, n);
@@ -1143,7 +1194,7 @@ impl<'t> Guard<'t> {
                 local: ((start + i) % n) as Local,
             };
             if early_droppable(self.conn(r)) {
-                return self.remove(r);
+                return Some(r);
             }
         }
         None
@@ -1196,7 +1247,7 @@ mod tests {
     fn insert(table: &Table, c: Conn) -> Result<Local, InsertError> {
         table
             .guard()
-            .insert(&c, Clash::Both, false, &mut None)
+            .insert(&c, Clash::Both, false, &mut Eviction::default())
             .map(|(r, _)| r.local)
     }
 
@@ -1401,7 +1452,7 @@ mod tests {
                             &natted(id, now + u64::from(i % 7) * 300),
                             Clash::Both,
                             false,
-                            &mut None,
+                            &mut Eviction::default(),
                         );
                         if i % 5 == 0 {
                             let t = tuple(id.saturating_sub(3));
@@ -1515,7 +1566,8 @@ mod tests {
             else {
                 // An empty home bucket (a few percent): early drop looks
                 // further, unprefetched.
-                g.insert(&c, Clash::Both, true, &mut None).unwrap();
+                g.insert(&c, Clash::Both, true, &mut Eviction::default())
+                    .unwrap();
                 continue;
             };
             predicted += 1;
@@ -1534,9 +1586,9 @@ mod tests {
                 assert!(got.contains(&w), "{w:#x} not prefetched: {got:x?}");
             }
             // ... and it is the connection the insert then evicts.
-            let mut evicted = None;
+            let mut evicted = Eviction::with_snapshot();
             g.insert(&c, Clash::Both, true, &mut evicted).unwrap();
-            assert_eq!(evicted.unwrap().tuples[0], victim_tuple);
+            assert_eq!(evicted.dead.unwrap().tuples[0], victim_tuple);
         }
         assert_eq!(table.len(), cap);
         assert!(predicted > 150, "{predicted} of 200 evictions prefetched");
@@ -1550,6 +1602,32 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_eviction_leaves_nothing_of_the_old_connection_behind() {
+        let table = Table::new(1, 1, 9);
+        let old = Conn {
+            verdicts: [5, 6],
+            mark: 7,
+            ..conn(1)
+        };
+        insert(&table, old).unwrap();
+        let mut ev = Eviction::default();
+        let (r, _) = table
+            .guard()
+            .insert(&conn(2), Clash::Both, true, &mut ev)
+            .unwrap();
+        assert!(ev.evicted && ev.dead.is_none());
+        assert_eq!(table.len(), 1);
+        // The slot is reused; the new connection is exactly what was inserted.
+        let (got, _) = find(&table, &conn(2).tuples[0]).expect("inserted");
+        assert_eq!(r.local, 0);
+        assert_eq!(got.verdicts, [0, 0]);
+        assert_eq!(got.mark, 0);
+        assert_eq!(got.tuples, conn(2).tuples);
+        assert!(find(&table, &old.tuples[0]).is_none());
+        assert!(find(&table, &old.tuples[1]).is_none());
+    }
+
+    #[test]
     fn early_drop_prefers_unassured() {
         let table = Table::new(2, 1, 9);
         let mut c = conn(1);
@@ -1559,7 +1637,9 @@ mod tests {
         c2.status.set(Status::ASSURED);
         insert(&table, c2).unwrap();
         assert!(matches!(
-            table.guard().insert(&conn(3), Clash::Both, true, &mut None),
+            table
+                .guard()
+                .insert(&conn(3), Clash::Both, true, &mut Eviction::default()),
             Err(InsertError::Full)
         ));
         {
@@ -1567,12 +1647,13 @@ mod tests {
             let (r, _) = g.lookup(table.key(&c2.tuples[0]), &c2.tuples[0]).unwrap();
             g.conn_mut(r).status.clear(Status::ASSURED);
         }
-        let mut evicted = None;
+        let mut evicted = Eviction::with_snapshot();
         table
             .guard()
             .insert(&conn(3), Clash::Both, true, &mut evicted)
             .unwrap();
-        assert_eq!(evicted.unwrap().tuples[0], c2.tuples[0]);
+        assert!(evicted.evicted);
+        assert_eq!(evicted.dead.unwrap().tuples[0], c2.tuples[0]);
         assert_eq!(table.len(), 2);
     }
 
@@ -1641,7 +1722,8 @@ mod tests {
                             let mut g = table.guard();
                             // Hold a high stripe first, then insert anywhere.
                             g.stripe((w + round) % 8);
-                            let _ = g.insert(&conn(id), Clash::Both, false, &mut None);
+                            let _ =
+                                g.insert(&conn(id), Clash::Both, false, &mut Eviction::default());
                             if (i + round) % 3 == 0 {
                                 let t = tuple(id);
                                 if let Some((r, _)) = g.lookup(table.key(&t), &t) {
