@@ -606,6 +606,9 @@ fn nat(c: &mut Criterion) {
                         accept: &|_| true,
                         reclaimed: &mut reclaimed,
                         claimed: None,
+                        slot: ctcore::stats::CounterSlot::of_worker(0),
+                        prefetch: <HwPrefetch as ctcore::table::Prefetch>::read,
+                        next: None,
                     };
                     failed += u64::from(snat(&mut s, &mut c, rule, Some(addr)).is_err());
                     tried += 1;
