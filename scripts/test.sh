@@ -6,7 +6,7 @@
 #      (scripts/docker.sh build) and the same demo with ctgate in a container;
 #   3. cargo test --workspace: unit tests of every crate and the integration
 #      tests in tests/ (pcap in -> pcap out, the netns test bed, the CLI),
-#      which start the real appliance.
+#      which start the real appliance; and the benches must build.
 #
 # usage: sudo scripts/test.sh
 set -euo pipefail
@@ -35,6 +35,10 @@ export CTGATE_TREX_PYTHON=$PWD/$VENV/bin/python
 
 echo "test: cargo test --workspace"
 cargo test --workspace 2>&1
+# cargo test builds the examples but not the benches (scripts/bench.sh runs
+# ctgate's engine bench): they must build too.
+echo "test: the benches build"
+cargo build --workspace --benches 2>&1
 
 echo "test: soak, 3 minutes at table capacity with churn"
 scripts/soak.sh 3
