@@ -25,7 +25,10 @@ fn main() {
             deadline_ms: 1,
             ..Conn::default()
         };
-        match t.guard().insert(&c, Clash::Both, false, &mut Default::default()) {
+        match t
+            .guard()
+            .insert(&c, Clash::Both, false, &mut Default::default())
+        {
             Ok(_) => {}
             Err(InsertError::Full) => full += 1,
             Err(InsertError::Clash) => clash += 1,
