@@ -952,6 +952,31 @@ mod tests {
         f
     }
 
+    /// Ports "cli" (192.0.2.1/24) and "srv" (198.51.100.1/24), one worker,
+    /// a table of 1024; `conntrack` goes on in the `[conntrack]` table.
+    fn two_ports(conntrack: &str) -> Config {
+        Config::parse(
+            &format!(
+                r#"
+workers = [1]
+[[port]]
+name = "cli"
+devargs = "net_null0"
+ipv4 = "192.0.2.1/24"
+[[port]]
+name = "srv"
+devargs = "net_null1"
+ipv4 = "198.51.100.1/24"
+[conntrack]
+max_connections = 1024
+{conntrack}
+"#
+            ),
+            "t",
+        )
+        .expect("a valid config")
+    }
+
     /// One packet through the stage: its verdict and the engine's result.
     fn one(
         pl: &mut Pipeline<'_>,
@@ -967,23 +992,7 @@ mod tests {
 
     #[test]
     fn new_sources_are_counted_whether_or_not_anyone_listens_and_only_listeners_get_events() {
-        let cfg = Config::parse(
-            r#"
-workers = [1]
-[[port]]
-name = "cli"
-devargs = "net_null0"
-ipv4 = "192.0.2.1/24"
-[[port]]
-name = "srv"
-devargs = "net_null1"
-ipv4 = "198.51.100.1/24"
-[conntrack]
-max_connections = 1024
-"#,
-            "t",
-        )
-        .expect("config");
+        let cfg = two_ports("");
         let shared = Shared::new(&cfg, Steering::Single);
         let mut pl = Pipeline::new(&shared, 0);
         let count = |pl: &Pipeline<'_>, a: [u8; 4]| {
@@ -1012,20 +1021,8 @@ max_connections = 1024
 
     #[test]
     fn an_established_direction_is_answered_from_its_cached_verdict_while_it_holds() {
-        let cfg = Config::parse(
-            r#"
-workers = [1]
-[[port]]
-name = "cli"
-devargs = "net_null0"
-ipv4 = "192.0.2.1/24"
-[[port]]
-name = "srv"
-devargs = "net_null1"
-ipv4 = "198.51.100.1/24"
-[conntrack]
-max_connections = 1024
-policy_default = "drop"
+        let cfg = two_ports(
+            r#"policy_default = "drop"
 [[policy]]
 name = "no-established-from-srv-to-srv-port-53"
 in_port = "srv"
@@ -1042,9 +1039,7 @@ in_port = "cli"
 states = "new"
 action = "accept"
 "#,
-            "t",
-        )
-        .expect("valid");
+        );
         let shared = Shared::new(&cfg, Steering::Single);
         let mut pl = Pipeline::new(&shared, 0);
         let (cli, srv) = ([192, 0, 2, 10], [198, 51, 100, 10]);
