@@ -106,7 +106,7 @@ pub fn classify(frame: &[u8], port_mac: &Mac) -> Result<Meta, DropReason> {
             if ihl < 20 || ip.len() < ihl || total_len < ihl || total_len > ip.len() {
                 return Err(DropReason::BadHeader);
             }
-            if !ipv4_header_checksum_ok(&ip[..ihl]) {
+            if !ctcore::checksum::ipv4_header_ok(&ip[..ihl]) {
                 return Err(DropReason::BadHeader);
             }
             Ok(Meta::Ipv4 {
@@ -193,29 +193,6 @@ pub fn ipv6_dst(frame: &[u8]) -> u128 {
     let mut a = [0u8; 16];
     a.copy_from_slice(&frame[ETH_HLEN + 24..ETH_HLEN + 40]);
     u128::from_be_bytes(a)
-}
-
-/// True if an IPv4 header (a multiple of 4 bytes) carries a correct checksum.
-/// Sums 32-bit words: folding their sum equals the RFC 1071 16-bit sum
-/// (2^16 = 1 modulo 2^16 - 1), with half the additions.
-#[inline(always)]
-pub fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
-    // Native-order words: the sum of byte-swapped words is the byte-swapped
-    // sum, and all ones (the only value checked) reads the same both ways.
-    let word = |w: &[u8]| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) as u64;
-    let acc = if let Ok(h) = <&[u8; 20]>::try_from(header) {
-        // No options (nearly every packet): five loads, no loop.
-        word(&h[0..4]) + word(&h[4..8]) + word(&h[8..12]) + word(&h[12..16]) + word(&h[16..20])
-    } else {
-        header.chunks_exact(4).map(word).sum()
-    };
-    // At most 15 words: the sum fits 36 bits, so three fixed folding steps
-    // (no loop) bring it to 16 bits.
-    let a = (acc & 0xffff_ffff) + (acc >> 32);
-    let a = (a & 0xffff) + (a >> 16);
-    let a = (a & 0xffff) + (a >> 16);
-    let a = (a & 0xffff) + (a >> 16);
-    a as u16 == 0xffff
 }
 
 /// Ones'-complement sum of `data` (RFC 1071), not folded.
@@ -686,12 +663,12 @@ mod tests {
         let c = checksum(&opts);
         opts[10..12].copy_from_slice(&c.to_be_bytes());
         for mut ip in [plain, opts] {
-            assert!(ipv4_header_checksum_ok(&ip));
+            assert!(ctcore::checksum::ipv4_header_ok(&ip));
             for i in 0..ip.len() {
                 for bit in 0..8 {
                     ip[i] ^= 1 << bit;
                     assert_eq!(
-                        ipv4_header_checksum_ok(&ip),
+                        ctcore::checksum::ipv4_header_ok(&ip),
                         checksum(&ip) == 0,
                         "{} bytes: byte {i} bit {bit}",
                         ip.len()

@@ -267,7 +267,7 @@ pub fn parse_common_into(frame: &[u8], ipv4_checksum: bool, p: &mut Parsed) -> O
             {
                 return None;
             }
-            if ipv4_checksum && crate::checksum::sum(&ip[..header_len]) != 0xffff {
+            if ipv4_checksum && !crate::checksum::ipv4_header_ok(&ip[..header_len]) {
                 return None;
             }
             // Addresses as whole 16-byte values (one store each: what is
