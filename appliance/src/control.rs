@@ -207,6 +207,8 @@ impl WorkerReport {
 /// figures, and the table in `conntrack -L -o extended` format.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CtReport {
+    /// False for a router (`[conntrack] enabled = false`): no table.
+    pub enabled: bool,
     pub counters: std::collections::BTreeMap<String, u64>,
     pub connections: u32,
     pub capacity: u32,
@@ -254,6 +256,7 @@ impl CtReport {
                 )
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            enabled: shared.enabled,
             connections: shared.engine.table().len(),
             capacity: shared.engine.table().capacity(),
             policy: shared
@@ -956,13 +959,17 @@ impl Report {
             .filter(|(_, v)| **v != 0)
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        let _ = writeln!(
-            s,
-            "  conntrack: {} of {} connections; {}",
-            ct.connections,
-            ct.capacity,
-            counters.join(", ")
-        );
+        if ct.enabled {
+            let _ = writeln!(
+                s,
+                "  conntrack: {} of {} connections; {}",
+                ct.connections,
+                ct.capacity,
+                counters.join(", ")
+            );
+        } else {
+            let _ = writeln!(s, "  conntrack: off (routing only)");
+        }
         if ct.policy.len() > 1 {
             let p: Vec<String> = ct.policy.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(s, "  policy: {}", p.join(", "));

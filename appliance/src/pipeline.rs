@@ -241,13 +241,17 @@ impl Shared {
                     // expectations are reserved now.
                     e = e.with_helpers();
                 }
-                tracing::info!(
-                    "conntrack table: {} connections, {} stripe(s), {} bytes/connection, {} MiB advised for huge pages",
-                    e.table().capacity(),
-                    e.table().stripe_count(),
-                    e.table().bytes_per_conn(),
-                    huge >> 20
-                );
+                if cfg.conntrack.enabled {
+                    tracing::info!(
+                        "conntrack table: {} connections, {} stripe(s), {} bytes/connection, {} MiB advised for huge pages",
+                        e.table().capacity(),
+                        e.table().stripe_count(),
+                        e.table().bytes_per_conn(),
+                        huge >> 20
+                    );
+                } else {
+                    tracing::info!("conntrack off ([conntrack] enabled = false): routing only, no table reserved");
+                }
                 e
             },
             policy,
@@ -988,6 +992,31 @@ max_connections = 1024
         let mut v = [Verdict::Forward(None)];
         pl.process_burst(now_ms, in_port, &mut [Reassembled(&mut f)], &meta, &mut v);
         (v[0], pl.results[0], f)
+    }
+
+    /// A router (conntrack off) reserves no table for the connections it
+    /// never tracks, and its packets pass the stage untouched.
+    #[test]
+    fn conntrack_off_reserves_no_table() {
+        let on = Shared::new(&two_ports(""), Steering::Single);
+        let off = Shared::new(&two_ports("enabled = false"), Steering::Single);
+        let bytes =
+            |s: &Shared| s.engine.table().bytes_per_conn() * s.engine.table().capacity() as usize;
+        assert_eq!(on.engine.table().capacity(), 1024);
+        assert_eq!(off.engine.table().capacity(), 1);
+        // (The timer wheel's slots, 16 KiB, are all that is left.)
+        assert!(
+            bytes(&off) < 32 << 10 && bytes(&on) > 1024 * 128,
+            "{} {}",
+            bytes(&off),
+            bytes(&on)
+        );
+        let mut pl = Pipeline::new(&off, 0);
+        let f = udp([192, 0, 2, 10], 1000, [198, 51, 100, 10], 53, 64);
+        let (v, _, out) = one(&mut pl, 1, 0, f.clone());
+        assert!(matches!(v, Verdict::Forward(None)));
+        assert_eq!(out, f);
+        assert!(off.engine.table().is_empty());
     }
 
     #[test]

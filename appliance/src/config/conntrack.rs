@@ -278,7 +278,9 @@ pub fn engine_config(cfg: &Config, seed: u64) -> Result<EngineConfig, ConfigErro
     tun.tcp.loose = c.tcp_loose;
     tun.tcp.be_liberal = c.tcp_be_liberal;
     Ok(EngineConfig {
-        capacity_conns: c.max_connections,
+        // Conntrack off: no packet is tracked, so no table is reserved for
+        // them (the smallest one stands in for the listings and counters).
+        capacity_conns: if c.enabled { c.max_connections } else { 1 },
         seed,
         tunables: tun,
     })

@@ -458,6 +458,18 @@ impl Config {
                 "[sync] runs beside the REST API (the takeover is POST /api/v1/ha/commit): set [rest] enabled = true",
             ));
         }
+        if !self.conntrack.enabled && (!self.nat.is_empty() || !self.policy.is_empty()) {
+            // Both run on conntrack (as the kernel's NAT and ct state
+            // matches do): without it they would silently not apply.
+            let what = if self.nat.is_empty() {
+                "[[policy]]"
+            } else {
+                "[[nat]]"
+            };
+            return Err(invalid(format!(
+                "{what} rules need conntrack, which [conntrack] enabled = false turns off: remove that line or the rules"
+            )));
+        }
         if self.ports.is_empty() {
             return Err(invalid(
                 "no [[port]]: add at least one (see README, Configuration reference)",
@@ -852,6 +864,31 @@ mod tests {
         assert!(e.contains("accept"), "{e}");
         let c = Config::parse(&rule(""), "t").unwrap();
         assert!(!conntrack::policy(&c).unwrap().uses_helpers());
+    }
+
+    /// NAT and policy rules run on conntrack: with it off they are an
+    /// error (they would silently not apply), and a plain router is fine.
+    #[test]
+    fn rules_need_conntrack() {
+        let base = "[[port]]\nname=\"a\"\ndevargs=\"net_null0\"\nipv4=\"192.0.2.1/24\"\n[conntrack]\nenabled = false\n";
+        let c = Config::parse(base, "t").unwrap();
+        assert!(!c.conntrack.enabled);
+        for (rules, what) in [
+            (
+                "[[nat]]\nout_port=\"a\"\naction=\"masquerade\"\n",
+                "[[nat]]",
+            ),
+            (
+                "[[policy]]\nstates=\"new\"\naction=\"drop\"\n",
+                "[[policy]]",
+            ),
+        ] {
+            let e = Config::parse(&format!("{base}{rules}"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what) && e.contains("enabled = false"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

@@ -849,6 +849,8 @@ async fn stats(AxState(st): St) -> Json<Value> {
         "lcores": lcores,
         "ports": ports,
         "conntrack": {
+            // false: a router (`[conntrack] enabled = false`), no table.
+            "enabled": st.ctx.shared.enabled,
             "counters": counters_json(&s.ct_total),
             "connections": table.len(),
             "capacity": table.capacity(),
