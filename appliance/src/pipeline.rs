@@ -27,6 +27,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use arrayvec::ArrayVec;
 use crossbeam_queue::ArrayQueue;
 
 use crossbeam_utils::CachePadded;
@@ -783,16 +784,17 @@ impl<'a> Pipeline<'a> {
             // A port's zone is directional (nft `ct original zone set`):
             // replies are in zone 0.
             let zone = self.shared.port_zone(in_port);
-            let frames: [Pkt<'_>; BURST] = std::array::from_fn(|i| match pkts.get(i) {
-                // The worker's classification checked the IPv4 header.
-                Some(m) if i < n => Pkt {
+            // Only the packets received (a burst of a few need not fill 64).
+            let frames: ArrayVec<Pkt<'_>, BURST> = pkts[..n]
+                .iter()
+                .map(|m| Pkt {
+                    // The worker's classification checked the IPv4 header.
                     rx_csum: m.rx_l4_csum(),
                     ip_checked: true,
                     reply_zone: 0,
                     ..Pkt::new(m.data(), zone, in_port as u16)
-                },
-                _ => Pkt::new(&[], 0, in_port as u16),
-            });
+                })
+                .collect();
             let shared = self.shared;
             let hits = &mut self.hits;
             let tokens = &mut self.tokens;
@@ -802,7 +804,7 @@ impl<'a> Pipeline<'a> {
             shared.engine.process_burst(
                 &mut self.ct,
                 now_ms,
-                &frames[..n],
+                &frames,
                 &mut results[..n],
                 |i, r| {
                     shared.decide(
@@ -1004,8 +1006,7 @@ max_connections = 1024
     fn conntrack_off_reserves_no_table() {
         let on = Shared::new(&two_ports(""), Steering::Single);
         let off = Shared::new(&two_ports("enabled = false"), Steering::Single);
-        let bytes =
-            |s: &Shared| s.engine.table().bytes_per_conn() * s.engine.table().capacity() as usize;
+        let bytes = |s: &Shared| s.engine.table().reserved_bytes();
         assert_eq!(on.engine.table().capacity(), 1024);
         assert_eq!(off.engine.table().capacity(), 1);
         // (The timer wheel's slots, 16 KiB, are all that is left.)

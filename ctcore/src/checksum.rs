@@ -287,6 +287,45 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Every single-bit error in a header, with and without options (the
+    /// loop, not the 20-byte path), is caught as the RFC 1071 sum catches it.
+    #[test]
+    fn ipv4_header_ok_agrees_with_rfc1071() {
+        let f = crate::wire::build::frame(
+            Family::V4,
+            Addr::from_v4([192, 0, 2, 10]),
+            Addr::from_v4([198, 51, 100, 10]),
+            64,
+            crate::wire::build::L4Spec::Udp {
+                src_port: 1000,
+                dst_port: 53,
+                payload: &[1, 2, 3, 4],
+            },
+        );
+        let plain = f[14..34].to_vec();
+        let mut opts = plain.clone();
+        opts[0] = 0x46;
+        opts.extend_from_slice(&[1, 1, 1, 0]);
+        opts[10..12].fill(0);
+        let c = checksum(&opts);
+        opts[10..12].copy_from_slice(&c.to_be_bytes());
+        for mut ip in [plain, opts] {
+            assert!(ipv4_header_ok(&ip));
+            for i in 0..ip.len() {
+                for bit in 0..8 {
+                    ip[i] ^= 1 << bit;
+                    assert_eq!(
+                        ipv4_header_ok(&ip),
+                        sum(&ip) == 0xffff,
+                        "{} bytes: byte {i} bit {bit}",
+                        ip.len()
+                    );
+                    ip[i] ^= 1 << bit;
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn combine_is_the_folded_sum(a in any::<u16>(), b in any::<u16>()) {

@@ -414,10 +414,14 @@ impl Table {
             None => 0,
         }
     }
-    /// Bytes of memory reserved per connection of capacity (records, index, free list).
+    /// Bytes of memory reserved at start (records, index, free list, timer
+    /// wheel, mappings, extensions).
+    pub fn reserved_bytes(&self) -> usize {
+        self.stripes.iter().map(|s| lock(s).reserved_bytes()).sum()
+    }
+    /// [`Table::reserved_bytes`] per connection of capacity.
     pub fn bytes_per_conn(&self) -> usize {
-        let total: usize = self.stripes.iter().map(|s| lock(s).reserved_bytes()).sum();
-        total / self.capacity as usize
+        self.reserved_bytes() / self.capacity as usize
     }
 
     /// A function giving a tuple's stripe as [`Table::key`] does, owning
