@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod rest;
 pub mod route;
 pub mod stats;
+pub mod top_sources;
 pub mod verdicts;
 pub mod worker;
 

@@ -46,6 +46,7 @@ use crate::dpdk::Mbuf;
 use crate::net::Meta;
 use crate::route::{RouteId, Routes};
 use crate::stats::DropReason;
+use crate::top_sources::{TopSource, TopSources, TOP_SOURCES};
 use crate::verdicts::{Cached, Tokens, VerdictCache};
 use ctcore::defrag::{self, Defrag};
 
@@ -77,52 +78,6 @@ pub enum Verdict {
 pub const EVENT_BUF: usize = 4 * BURST + GC_BUDGET;
 /// Events a worker's queue holds for the REST side.
 pub const EVENT_QUEUE: usize = 8192;
-/// Sources of new connections each worker keeps count of.
-pub const TOP_SOURCES: usize = 16;
-
-/// A source address and (an estimate from above of) the connections it opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TopSource {
-    pub family: Family,
-    pub addr: Addr,
-    pub new_conns: u64,
-}
-
-/// Counts `addr` in the space-saving summary `top` (Metwally, Agrawal, El
-/// Abbadi, "Efficient computation of frequent and top-k elements in data
-/// streams", 2005): a source not in the summary replaces the smallest entry and
-/// inherits its count, so any source that opened more than 1/len of the
-/// connections is in it. No allocation; len compares per new connection.
-pub fn note_source(top: &mut [TopSource], family: Family, addr: Addr) {
-    // One pass. The first 8 bytes (all of an IPv4 address) are compared as
-    // one integer first: one compare per entry that is not it. The smallest
-    // count so far stays in a register and is chosen without a branch: a
-    // new source among many that come alike (a scan, a flood, a bench)
-    // misses the summary, and its counts compare unpredictably.
-    let lo = |a: &Addr| {
-        u64::from_ne_bytes([
-            a.0[0], a.0[1], a.0[2], a.0[3], a.0[4], a.0[5], a.0[6], a.0[7],
-        ])
-    };
-    let key = lo(&addr);
-    let (mut min, mut min_n) = (0, u64::MAX);
-    for (i, e) in top.iter_mut().enumerate() {
-        if lo(&e.addr) == key && e.addr == addr && e.family == family && e.new_conns > 0 {
-            e.new_conns += 1;
-            return;
-        }
-        let smaller = e.new_conns < min_n;
-        min = if smaller { i } else { min };
-        min_n = if smaller { e.new_conns } else { min_n };
-    }
-    // Not in the summary: it takes the first of the smallest entries.
-    top[min] = TopSource {
-        family,
-        addr,
-        new_conns: min_n.saturating_add(1),
-    };
-}
-
 /// What one worker has published for the control thread.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
@@ -624,7 +579,7 @@ pub struct Pipeline<'a> {
     hits: Vec<u64>,
     /// The cached verdicts' tokens this worker has met.
     tokens: Tokens,
-    top_sources: [TopSource; TOP_SOURCES],
+    top_sources: TopSources,
     /// Events the queue had no room for.
     events_dropped: u64,
     next_gc_ms: u64,
@@ -733,7 +688,7 @@ impl<'a> Pipeline<'a> {
             ct,
             hits: vec![0; shared.policy.rules.len() + 1],
             tokens: Tokens::default(),
-            top_sources: [TopSource::default(); TOP_SOURCES],
+            top_sources: TopSources::default(),
             events_dropped: 0,
             next_gc_ms: 0,
             results: Box::new([CtResult::default(); BURST]),
@@ -901,11 +856,11 @@ impl<'a> Pipeline<'a> {
         let dropped = &mut self.events_dropped;
         self.ct
             .events
-            .drain_sources(|family, addr| note_source(top, family, addr));
+            .drain_sources(|family, addr| top.note(family, addr));
         self.ct.events.drain(|e| {
             if e.kind == EventKind::New {
                 let t = &e.conn.tuples[0];
-                note_source(top, t.family, t.src);
+                top.note(t.family, t.src);
             }
             if wanted && queue.push(e).is_err() {
                 *dropped += 1;
@@ -929,7 +884,7 @@ impl<'a> Pipeline<'a> {
             p.ct.defrag = self.defrag.stats;
             p.frags_held = self.defrag.fragments_held() as u64;
             p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
-            p.top_sources = self.top_sources;
+            p.top_sources = self.top_sources.entries();
             p.nat_out_of_ports = self.ct.nat_out_of_ports;
             p.verdicts_answered = self.tokens.answered;
             p.helpers = self.ct.helpers;
@@ -1031,6 +986,7 @@ max_connections = 1024
         let mut pl = Pipeline::new(&shared, 0);
         let count = |pl: &Pipeline<'_>, a: [u8; 4]| {
             pl.top_sources
+                .entries()
                 .iter()
                 .find(|t| t.new_conns > 0 && t.addr == Addr::from_v4(a))
                 .map_or(0, |t| t.new_conns)
@@ -1140,25 +1096,5 @@ action = "accept"
         assert_eq!(pl.tokens.answered, answered + 5);
         pl.publish(11);
         assert_eq!(shared.totals().verdicts_answered, answered + 5);
-    }
-
-    #[test]
-    fn a_heavy_source_stays_among_many_light_ones() {
-        let mut top = [TopSource::default(); TOP_SOURCES];
-        let heavy = Addr::from_v4([192, 0, 2, 66]);
-        for i in 0..10_000u32 {
-            // Every 4th new connection is from the heavy source, the rest from
-            // 7500 distinct ones.
-            if i % 4 == 0 {
-                note_source(&mut top, Family::V4, heavy);
-            } else {
-                note_source(&mut top, Family::V4, Addr::from_v4(i.to_be_bytes()));
-            }
-        }
-        let best = top.iter().max_by_key(|t| t.new_conns).unwrap();
-        assert_eq!(best.addr, heavy);
-        // Space-saving never undercounts.
-        assert!(best.new_conns >= 2500, "{best:?}");
-        assert_eq!(top.iter().map(|t| t.new_conns).sum::<u64>(), 10_000);
     }
 }

@@ -63,8 +63,9 @@ pub use crate::config::rest::{RestConfig, DEFAULT_BIND, DEFAULT_TOKEN_FILE};
 use crate::dpdk::{Mempool, Port, PortStats};
 use crate::events;
 use crate::neigh::NeighTable;
-use crate::pipeline::{Published, Shared, TopSource, TOP_SOURCES};
+use crate::pipeline::{Published, Shared};
 use crate::stats::{SharedStats, Totals};
+use crate::top_sources::{TopSource, TOP_SOURCES};
 use filter::{conn_json, Filter};
 use write_timeout::WriteTimeout;
 
@@ -1214,18 +1215,26 @@ mod tests {
 
     #[test]
     fn heavy_hitters_merge_workers() {
+        use crate::top_sources::TopSources;
         use ctcore::tuple::{Addr, Family};
-        let mut a = Published::default();
-        let mut b = Published::default();
+        let (mut ta, mut tb) = (TopSources::default(), TopSources::default());
         let x = Addr::from_v4([192, 0, 2, 2]);
         let y = Addr::from_v4([192, 0, 2, 3]);
         for _ in 0..5 {
-            crate::pipeline::note_source(&mut a.top_sources, Family::V4, x);
+            ta.note(Family::V4, x);
         }
         for _ in 0..3 {
-            crate::pipeline::note_source(&mut b.top_sources, Family::V4, x);
-            crate::pipeline::note_source(&mut b.top_sources, Family::V4, y);
+            tb.note(Family::V4, x);
+            tb.note(Family::V4, y);
         }
+        let a = Published {
+            top_sources: ta.entries(),
+            ..Published::default()
+        };
+        let b = Published {
+            top_sources: tb.entries(),
+            ..Published::default()
+        };
         let top = top_sources(&[a, b]);
         assert_eq!(top.len(), 2);
         assert_eq!((top[0].addr, top[0].new_conns), (x, 8));
