@@ -6,14 +6,34 @@
 use super::new_conn::Pending;
 use super::packet::{CtResult, Decision, Pkt};
 use super::track::{packet_tuple, simple_tuple};
-use super::{Engine, Worker};
+use super::{Engine, SnatMemo, Worker};
 use crate::conn::{Conn, Ext, Status};
 use crate::event::EventKind;
-use crate::table::{Guard, Key, Prefetch};
+use crate::nat::alloc;
+use crate::table::{Guard, Key, Prefetch, Probe};
 use crate::wire::{self, Parsed, L4};
 
 /// Packets per processing stage (a burst).
-const STAGE: usize = 32;
+pub(super) const STAGE: usize = 32;
+
+/// How many packets ahead of stage 3 a new connection's first loads are
+/// issued (in a table beyond the caches), and its second ones (which need
+/// what the first ones load): each step has the time stage 3 takes over
+/// that many packets (hundreds of cycles for a new connection) to arrive.
+const FIRST_AHEAD: usize = 4;
+const SECOND_AHEAD: usize = 2;
+
+/// A stage's new connections in a table beyond the caches, whose loads
+/// stage 3 issues ahead of itself.
+#[derive(Default)]
+struct Ahead {
+    /// Bit j: packet j most likely opens a connection.
+    new: u32,
+    /// Bit j: ... and evicts one (a full stripe).
+    evicting: u32,
+    /// The source NAT rule (index) expected, and how the last went.
+    snat: Option<(usize, SnatMemo)>,
+}
 
 impl<P: Prefetch> Engine<P> {
     /// Runs conntrack over a burst. For each packet, in order, the engine looks
@@ -82,29 +102,38 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
             t[1] = stamp();
-            let mut evicting = 0u64;
+            let mut ahead = Ahead::default();
             for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
                 if let Some(k) = k {
                     // TCP also reads its window state, in the third line.
                     let tcp = matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_), .. }));
-                    if g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 }) {
-                        evicting |= 1 << j;
+                    match g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 }) {
+                        Probe::Known | Probe::New => {}
+                        Probe::NewFar { evicts } => {
+                            ahead.new |= 1 << j;
+                            ahead.evicting |= u32::from(evicts) << j;
+                        }
                     }
                 }
             }
-            // A new connection in a full stripe evicts one: what its removal
-            // writes besides the record (loading since just above) is loaded
-            // now.
-            while evicting != 0 {
-                let j = evicting.trailing_zeros() as usize;
-                evicting &= evicting - 1;
-                if let Some(k) = keys[j] {
-                    g.prefetch_eviction::<P>(k);
+            if ahead.new != 0 {
+                ahead.snat = self.snat_guess(w);
+                for j in 0..FIRST_AHEAD {
+                    self.load_first(&mut g, w, chunk, out, &keys, &ahead, j);
+                }
+                for j in 0..SECOND_AHEAD {
+                    self.load_second(&mut g, w, &keys, &ahead, j);
                 }
             }
             t[2] = stamp();
             for (j, pkt) in chunk.iter().enumerate() {
                 let i = c * STAGE + j;
+                if ahead.new != 0 {
+                    let out = &results[c * STAGE..c * STAGE + chunk.len()];
+                    self.load_first(&mut g, w, chunk, out, &keys, &ahead, j + FIRST_AHEAD);
+                    self.load_second(&mut g, w, &keys, &ahead, j + SECOND_AHEAD);
+                    w.snat_next = w.snat_nexts[j].take();
+                }
                 // Without helpers, stage 3 has no helper hook at all.
                 if helpers {
                     self.stage3::<true, F>(
@@ -138,6 +167,85 @@ impl<P: Prefetch> Engine<P> {
                 sc.prefetch += t[2] - t[1];
                 sc.track += t[3] - t[2];
             }
+        }
+    }
+
+    /// The source NAT rule this worker's last translated connection took,
+    /// with its ingress and egress: the guess new connections' searches
+    /// are begun on (checked by the search itself, which only finds its
+    /// reads loaded).
+    #[inline]
+    fn snat_guess(&self, w: &Worker) -> Option<(usize, SnatMemo)> {
+        let memo = w.snat_memo?;
+        (memo.rule < self.nat.as_ref()?.rules.len()).then_some((memo.rule, memo))
+    }
+
+    /// The first loads for new connection `j` (if it is one), a few
+    /// packets before stage 3 tracks it: the record its eviction removes,
+    /// and either its source NAT search's first reads (the original-port
+    /// candidate's bucket and the bitmap word: [`alloc::anticipate`]) or,
+    /// without source NAT, its inverted tuple's bucket.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn load_first(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        chunk: &[Pkt<'_>],
+        out: &[CtResult],
+        keys: &[Option<Key>; STAGE],
+        ahead: &Ahead,
+        j: usize,
+    ) {
+        if j >= STAGE || ahead.new & (1 << j) == 0 {
+            return;
+        }
+        let Some(k) = keys[j] else { return };
+        let mut begun = None;
+        if let (Some((rule, memo)), Some(nat), Ok(p)) = (ahead.snat, &self.nat, &out[j].parsed) {
+            let rule = &nat.rules[rule];
+            if chunk[j].in_port == memo.in_port {
+                if let Some(t) = simple_tuple(p, chunk[j].zone) {
+                    if rule.postrouting_match(&t, memo.in_port, memo.out_port) {
+                        begun = alloc::anticipate(
+                            g,
+                            P::read,
+                            rule,
+                            memo.out_addr,
+                            &t,
+                            k.hash,
+                            k.stripe,
+                        );
+                    }
+                }
+            }
+        }
+        g.prefetch_new::<P>(k, begun.is_none(), ahead.evicting & (1 << j) != 0);
+        w.snat_begun[j] = begun;
+    }
+
+    /// The second loads for new connection `j`, what the first ones tell:
+    /// what its eviction writes besides the record
+    /// ([`Guard::prefetch_eviction`]) and the bucket of the port its search's
+    /// bitmap word offers ([`alloc::anticipate_next`], left for the search).
+    #[inline]
+    fn load_second(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        keys: &[Option<Key>; STAGE],
+        ahead: &Ahead,
+        j: usize,
+    ) {
+        if j >= STAGE || ahead.new & (1 << j) == 0 {
+            return;
+        }
+        let Some(k) = keys[j] else { return };
+        if ahead.evicting & (1 << j) != 0 {
+            g.prefetch_eviction::<P>(k);
+        }
+        if let Some(a) = w.snat_begun[j].take() {
+            w.snat_nexts[j] = alloc::anticipate_next(g, P::read, &a, k.stripe);
         }
     }
 
@@ -197,10 +305,9 @@ impl<P: Prefetch> Engine<P> {
         }
         if pending.is_some() {
             let (conn, ext) = (&mut pending.conn, &pending.ext);
-            let home = looked_up.map(|k| k.stripe);
-            if egress
-                .is_none_or(|e| self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, home, out))
-            {
+            if egress.is_none_or(|e| {
+                self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, looked_up, out)
+            }) {
                 match park {
                     Some(slot) => {
                         w.claimed = None;

@@ -229,6 +229,7 @@ impl<P: Prefetch> Engine<P> {
                 slot: w.slot,
                 prefetch: P::read,
                 next: None,
+                seed: looked_up.map(|k| k.hash),
             };
             let r = alloc::snat(&mut search, c, &hs.follow, Some(src_to));
             w.claimed = search.claimed;

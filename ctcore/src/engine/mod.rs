@@ -98,6 +98,15 @@ pub struct Worker {
     /// The key of the reply tuple source NAT just claimed for the
     /// connection being confirmed (see [`Clash::Neither`]).
     claimed: Option<Key>,
+    /// How this worker's last source NAT went: the guess stage 2 works
+    /// from to load a new connection's port search ahead.
+    snat_memo: Option<SnatMemo>,
+    /// The source NAT searches begun ahead for the stage's packets
+    /// (`burst::STAGE`), the candidates loaded for them, and the one of
+    /// the packet in stage 3's hands.
+    snat_begun: Box<[Option<crate::nat::alloc::Anticipated>]>,
+    snat_nexts: Box<[Option<(crate::tuple::Tuple, Key)>]>,
+    snat_next: Option<(crate::tuple::Tuple, Key)>,
     tun: Tunables,
     tun_gen: u64,
     frags: Box<[FragEntry]>,
@@ -105,6 +114,16 @@ pub struct Worker {
     pub helpers: HelperStats,
     /// The master of the expected connection being made, until it is confirmed.
     helper_master: Option<MasterRef>,
+}
+
+/// The source NAT rule (its index), ingress and egress of the last new
+/// connection a worker translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SnatMemo {
+    rule: usize,
+    in_port: u16,
+    out_port: u16,
+    out_addr: Option<crate::tuple::Addr>,
 }
 
 /// Cycles (the platform's [`Prefetch::cycles`]) of the burst pipeline's
@@ -225,6 +244,10 @@ impl<P: Prefetch> Engine<P> {
             slot: crate::stats::CounterSlot::of_worker(n as usize),
             reply_steering: None,
             claimed: None,
+            snat_memo: None,
+            snat_begun: vec![None; burst::STAGE].into_boxed_slice(),
+            snat_nexts: vec![None; burst::STAGE].into_boxed_slice(),
+            snat_next: None,
             stage_cycles: None,
             rng: Rng::new(self.seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             tun: self.tunables(),

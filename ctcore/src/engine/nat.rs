@@ -46,17 +46,19 @@ impl<P: Prefetch> Engine<P> {
         c: &mut Conn,
         in_port: u16,
         egress: &Egress,
-        home: Option<u32>,
+        looked_up: Option<crate::table::Key>,
         res: &mut CtResult,
     ) -> bool {
+        let (home, seed) = (looked_up.map(|k| k.stripe), looked_up.map(|k| k.hash));
         let Some(nat) = &self.nat else { return true };
         if c.status.has(Status::SRC_NAT_DONE) {
             return true;
         }
         c.status.set(Status::SRC_NAT_DONE);
-        let Some(rule) = nat.postrouting_rule(c, in_port, egress.port) else {
+        let Some(index) = nat.postrouting_index(c, in_port, egress.port) else {
             return true;
         };
+        let rule = &nat.rules[index];
         let steer = w.reply_steering.take();
         let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
         let (events, stats) = (&mut w.events, &mut w.stats);
@@ -74,7 +76,8 @@ impl<P: Prefetch> Engine<P> {
             claimed: None,
             slot: w.slot,
             prefetch: P::read,
-            next: None,
+            next: w.snat_next.take(),
+            seed,
         };
         let r = alloc::snat(&mut search, c, rule, egress.addr);
         w.claimed = search.claimed;
@@ -82,6 +85,15 @@ impl<P: Prefetch> Engine<P> {
         match r {
             Ok(()) => {
                 rule.hits.add(w.slot, 1);
+                let memo = Some(super::SnatMemo {
+                    rule: index,
+                    in_port,
+                    out_port: egress.port,
+                    out_addr: egress.addr,
+                });
+                if w.snat_memo != memo {
+                    w.snat_memo = memo;
+                }
                 // The translation is complete: its checksum deltas serve
                 // this first packet's rewrite too (not only the next ones').
                 c.nat_csum = crate::nat::rewrite::csum_deltas(c);
@@ -205,6 +217,83 @@ mod tests {
         // packet).
         let n = PREFETCHES.load(Ordering::Relaxed);
         assert!(n >= 64 + 2 * 63, "{n} prefetches");
+    }
+
+    /// What stage 3 loads ahead for a new connection's source NAT search
+    /// (`alloc::anticipate`, from the rule the last connection took) is
+    /// what the search then reads: the candidate its bitmap word offers is
+    /// the port the connection gets whenever its original port is taken.
+    /// And a burst whose new connections are all begun ahead (in two stages
+    /// of 32) gets the ports the same packets get one by one.
+    #[test]
+    fn the_searches_begun_ahead_are_the_searches_that_run() {
+        use crate::nat::alloc;
+        let build = || {
+            Engine::<crate::table::NoPrefetch>::build(
+                EngineConfig {
+                    capacity_conns: 100_000,
+                    seed: 11,
+                    tunables: Tunables::default(),
+                },
+                Some(crate::nat::Nat {
+                    rules: vec![masq_rule(None)],
+                    pools: vec![],
+                }),
+                1,
+                &mut |_, _| {},
+            )
+        };
+        let nat_addr = Addr::from_v4([198, 51, 100, 1]);
+        let frames: Vec<Vec<u8>> = (1..=64u8)
+            .map(|i| udp_frame([192, 0, 2, i], S, 5000, 53, b"q"))
+            .collect();
+        let e = build();
+        assert!(e.table().guard().beyond_caches(0));
+        let mut w = e.worker(0);
+        let mut one_by_one = Vec::new();
+        let mut foreseen = 0;
+        for (i, f) in frames.iter().enumerate() {
+            let pkt = Pkt::new(f, 0, 0);
+            let mut res = [CtResult::default()];
+            let guess = {
+                let mut g = e.table().guard();
+                let Ok(p) = crate::wire::parse(f) else {
+                    panic!()
+                };
+                let t = super::super::track::simple_tuple(&p, 0).unwrap();
+                let k = e.table().key(&t);
+                let rule = &e.nat.as_ref().unwrap().rules[0];
+                alloc::anticipate(&mut g, |_| {}, rule, Some(nat_addr), &t, k.hash, k.stripe)
+                    .and_then(|a| alloc::anticipate_next(&mut g, |_| {}, &a, k.stripe))
+            };
+            e.process_burst(&mut w, 0, &[pkt], &mut res, |_, _| out([198, 51, 100, 1]));
+            let port = res[0].rewrite.unwrap().src.unwrap().1;
+            if i > 0 {
+                // Taken by the first client: the bitmap's choice.
+                let (cand, _) = guess.expect("a bitmap once the first port is in use");
+                assert_eq!(cand.dst_port, port, "packet {i}");
+                foreseen += 1;
+            }
+            one_by_one.push(port);
+        }
+        assert_eq!(foreseen, 63);
+        let e = build();
+        let mut w = e.worker(0);
+        // The first one alone (the rule is not known before), then 63 in a
+        // burst.
+        let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+        let mut res = vec![CtResult::default(); 64];
+        e.process_burst(&mut w, 0, &pkts[..1], &mut res[..1], |_, _| {
+            out([198, 51, 100, 1])
+        });
+        e.process_burst(&mut w, 0, &pkts[1..], &mut res[1..], |_, _| {
+            out([198, 51, 100, 1])
+        });
+        let burst: Vec<u16> = res
+            .iter()
+            .map(|r| r.rewrite.unwrap().src.unwrap().1)
+            .collect();
+        assert_eq!(burst, one_by_one);
     }
 
     #[test]

@@ -103,19 +103,44 @@ pub struct Search<'a, 't> {
     pub prefetch: fn(*const u8),
     /// The candidate prefetched for the search's next step, with its key.
     pub next: Option<(Tuple, Key)>,
+    /// The hash of the connection's original tuple (its table key), when
+    /// the caller has it: the free-port search starts where it says
+    /// ([`search_start`]); without it, at a random port.
+    pub seed: Option<u64>,
 }
 
-/// Chooses the source NAT binding for a new connection `c` under `rule` and
-/// writes it into the reply tuple (setting SRC_NAT). `egress_addr` is the egress
-/// port's address (for masquerade).
-pub fn snat(
-    s: &mut Search<'_, '_>,
-    c: &mut Conn,
+/// Where the free-port search in `lo..=hi` starts for a connection whose
+/// original tuple hashed to `seed`: RFC 6056's algorithm 3 (a keyed hash of
+/// the connection, like the kernel's secure_port before it drew a random
+/// offset), so that the start is known before the search runs and the
+/// bitmap word it reads can be loaded ahead ([`anticipate`]).
+#[inline]
+pub fn search_start(lo: u16, hi: u16, seed: u64) -> u16 {
+    let size = u64::from(hi - lo) + 1;
+    let x = seed.rotate_left(23).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+    lo + (x % size) as u16
+}
+
+/// What a source NAT rule gives a connection: its address, the port range
+/// (None: the default for the original port) and whether the original
+/// port is not to be kept.
+struct Binding {
+    addr: Addr,
+    ports: Option<(u16, u16)>,
+    random: bool,
+}
+
+/// The address source NAT under `rule` gives a connection with original
+/// tuple `orig` (find_best_ips_proto: a hash of the source, and of the
+/// destination unless persistent, picks it from the range, so a client
+/// keeps its address), with the rule's port range and random flag. None:
+/// the rule is no source NAT.
+fn binding(
     rule: &Rule,
+    orig: &Tuple,
     egress_addr: Option<Addr>,
-) -> Result<(), AllocError> {
-    let orig = c.tuples[0];
-    let (addr, ports, random) = match &rule.action {
+) -> Result<Option<Binding>, AllocError> {
+    match &rule.action {
         Action::Snat {
             family,
             addrs,
@@ -126,8 +151,6 @@ pub fn snat(
             if *family != orig.family {
                 return Err(AllocError::FamilyMismatch);
             }
-            // find_best_ips_proto: a hash of the source (and destination unless
-            // persistent) picks the address, so a client keeps its address.
             let key = Tuple {
                 src: orig.src,
                 dst: if *persistent {
@@ -141,16 +164,133 @@ pub fn snat(
                 family: orig.family,
                 zone: 0,
             };
-            (
-                addr_in_range(orig.family, &addrs.0, &addrs.1, key.hash(0x5a17)),
-                *ports,
-                *random,
-            )
+            Ok(Some(Binding {
+                addr: addr_in_range(orig.family, &addrs.0, &addrs.1, key.hash(0x5a17)),
+                ports: *ports,
+                random: *random,
+            }))
         }
-        Action::Masquerade { ports, random } => {
-            (egress_addr.ok_or(AllocError::NoAddress)?, *ports, *random)
-        }
-        _ => return Ok(()),
+        Action::Masquerade { ports, random } => Ok(Some(Binding {
+            addr: egress_addr.ok_or(AllocError::NoAddress)?,
+            ports: *ports,
+            random: *random,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Sets the field source NAT chooses in reply tuple `t`: its destination
+/// port, or for ICMP echo its id.
+#[inline]
+fn set_port(t: &mut Tuple, icmp: bool, p: u16) {
+    if icmp {
+        t.src_port = p;
+    } else {
+        t.dst_port = p;
+    }
+}
+
+/// The free-port search of a connection, begun ahead of it by
+/// [`anticipate`]: its next step is [`anticipate_next`].
+#[derive(Debug, Clone, Copy)]
+pub struct Anticipated {
+    cand: Tuple,
+    icmp: bool,
+    lo: u16,
+    hi: u16,
+    start: u16,
+    map: usize,
+}
+
+/// For a packet that most likely opens a connection, a stage before its
+/// source NAT search runs: starts loading what the search reads first in a
+/// table beyond the caches, so that the misses of a burst's new connections
+/// overlap instead of each stalling its own search. That is the bucket of
+/// the candidate that keeps the original port, and the bitmap word where
+/// the free-port search starts. `orig` is the packet's tuple, `seed` its
+/// key's hash, `home` its stripe; `rule` the rule expected to translate it.
+/// Only loads: a wrong guess costs the loads, never a different choice.
+/// Endpoint-independent rules are left alone (their port comes from a
+/// mapping).
+pub fn anticipate(
+    g: &mut Guard<'_>,
+    prefetch: fn(*const u8),
+    rule: &Rule,
+    egress_addr: Option<Addr>,
+    orig: &Tuple,
+    seed: u64,
+    home: u32,
+) -> Option<Anticipated> {
+    if rule.endpoint_independent {
+        return None;
+    }
+    let Binding {
+        addr,
+        ports,
+        random,
+    } = binding(rule, orig, egress_addr).ok()??;
+    let icmp = is_icmp_echo(orig.proto);
+    if !has_ports(orig.proto) && !icmp {
+        return None;
+    }
+    let mut cand = orig.invert()?;
+    cand.zone = orig.zone;
+    cand.dst = addr;
+    let (lo, hi) = ports.unwrap_or_else(|| default_range(orig.src_port, icmp));
+    if !random && (lo..=hi).contains(&orig.src_port) {
+        set_port(&mut cand, icmp, orig.src_port);
+        let k = g.key(&cand);
+        g.prefetch_bucket_with(k, prefetch);
+    }
+    let start = search_start(lo, hi, seed);
+    let map = g.ports(home).find(&MapKey::of(&cand))?;
+    prefetch(g.ports(home).at(map).word_of(start));
+    Some(Anticipated {
+        cand,
+        icmp,
+        lo,
+        hi,
+        start,
+        map,
+    })
+}
+
+/// The next step of an anticipated search (its bitmap word loaded since):
+/// starts loading the bucket of the port the bitmap offers first, and
+/// returns that candidate with its key for the search to take up
+/// ([`Search::next`]).
+pub fn anticipate_next(
+    g: &mut Guard<'_>,
+    prefetch: fn(*const u8),
+    a: &Anticipated,
+    home: u32,
+) -> Option<(Tuple, Key)> {
+    let maps = g.ports(home);
+    let port = Cursor::new(a.lo, a.hi, a.start).next(Some(maps.at(a.map)))?;
+    let mut cand = a.cand;
+    set_port(&mut cand, a.icmp, port);
+    let k = g.key(&cand);
+    g.prefetch_bucket_with(k, prefetch);
+    Some((cand, k))
+}
+
+/// Chooses the source NAT binding for a new connection `c` under `rule` and
+/// writes it into the reply tuple (setting SRC_NAT). `egress_addr` is the egress
+/// port's address (for masquerade).
+pub fn snat(
+    s: &mut Search<'_, '_>,
+    c: &mut Conn,
+    rule: &Rule,
+    egress_addr: Option<Addr>,
+) -> Result<(), AllocError> {
+    let orig = c.tuples[0];
+    let Some(Binding {
+        addr,
+        ports,
+        random,
+    }) = binding(rule, &orig, egress_addr)?
+    else {
+        return Ok(());
     };
     let mut cand = c.tuples[1];
     cand.dst = addr;
@@ -188,13 +328,7 @@ pub fn snat(
     }
     // The field NAT changes: the destination port of the reply, or the id.
     let orig_port = orig.src_port;
-    let set = |t: &mut Tuple, p: u16| {
-        if icmp {
-            t.src_port = p;
-        } else {
-            t.dst_port = p;
-        }
-    };
+    let set = |t: &mut Tuple, p: u16| set_port(t, icmp, p);
     let (lo, hi) = ports.unwrap_or_else(|| default_range(orig_port, icmp));
     let size = hi as u32 - lo as u32 + 1;
     // After the original port: the first port no connection of the home
@@ -208,15 +342,20 @@ pub fn snat(
     if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
         set(&mut cand, orig_port);
         let first = s.table.key(&cand);
-        if bitmap && s.table.beyond_caches(home) {
+        if bitmap && s.next.is_none() && s.table.beyond_caches(home) {
             // The original port is often taken (clients behind one address
             // reuse source ports): the bitmap's choice, tried next, has its
             // bucket loaded beside the original's, so that in a table beyond
             // the caches the two misses overlap. Only a prefetch: the choice
             // is made again below (the same start: the random source is
-            // peeked, not drawn).
-            let mut peek = *s.rng;
-            let start = (lo as u32 + peek.next_u32() % size) as u16;
+            // peeked, not drawn). Not again where `anticipate` did it.
+            let start = match s.seed {
+                Some(h) => search_start(lo, hi, h),
+                None => {
+                    let mut peek = *s.rng;
+                    (lo as u32 + peek.next_u32() % size) as u16
+                }
+            };
             let maps = s.table.ports(home);
             if let Some(p) = Cursor::new(lo, hi, start).next(slot.map(|i| maps.at(i))) {
                 let mut next = cand;
@@ -233,7 +372,10 @@ pub fn snat(
         }
     }
     if bitmap {
-        let start = (lo as u32 + s.rng.next_u32() % size) as u16;
+        let start = match s.seed {
+            Some(h) => search_start(lo, hi, h),
+            None => (lo as u32 + s.rng.next_u32() % size) as u16,
+        };
         let mut cursor = Cursor::new(lo, hi, start);
         for _ in 0..BITMAP_TRIES {
             let maps = s.table.ports(home);

@@ -240,6 +240,15 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether this is a source NAT rule for a new connection whose tuple
+    /// after destination NAT is `t`, leaving by `out_port`.
+    #[inline]
+    pub fn postrouting_match(&self, t: &Tuple, in_port: u16, out_port: u16) -> bool {
+        !self.action.is_dnat()
+            && self.action.family().is_none_or(|f| f == t.family)
+            && self.m.matches(t, in_port, Some(out_port))
+    }
+
     pub fn new(name: String, m: Match, action: Action) -> Rule {
         Rule {
             name,
@@ -341,16 +350,19 @@ impl Nat {
     /// POSTROUTING: the first source NAT rule matching a new connection (on its
     /// tuple after destination NAT) leaving by `out_port`.
     pub fn postrouting_rule(&self, c: &Conn, in_port: u16, out_port: u16) -> Option<&Rule> {
+        self.postrouting_index(c, in_port, out_port)
+            .map(|i| &self.rules[i])
+    }
+
+    /// [`Nat::postrouting_rule`]'s index in `rules`.
+    pub fn postrouting_index(&self, c: &Conn, in_port: u16, out_port: u16) -> Option<usize> {
         let mut after_dnat = c.tuples[1].invert()?;
         // In the original direction's zone (a directional zone puts the
         // reply in another).
         after_dnat.zone = c.tuples[0].zone;
         self.rules
             .iter()
-            .filter(|r| {
-                !r.action.is_dnat() && r.action.family().is_none_or(|f| f == after_dnat.family)
-            })
-            .find(|r| r.m.matches(&after_dnat, in_port, Some(out_port)))
+            .position(|r| r.postrouting_match(&after_dnat, in_port, out_port))
     }
 
     /// Whether a rule makes endpoint-independent mappings.

@@ -96,6 +96,11 @@ impl PortMap {
         self.users(port) == 0
     }
 
+    /// Where the bits of `port` are (for a prefetch).
+    pub fn word_of(&self, port: u16) -> *const u8 {
+        &self.bits[port as usize / 64] as *const [u64; 2] as *const u8
+    }
+
     pub fn users(&self, port: u16) -> u16 {
         let ([free, shared], bit) = (self.bits[port as usize / 64], 1u64 << (port % 64));
         if free & bit != 0 {
@@ -361,6 +366,16 @@ impl PortMaps {
             self.maps.push(m);
         } else {
             self.overflow += 1;
+        }
+    }
+
+    /// Starts loading the bitmap word `c`'s port is in (if source NAT chose
+    /// one): its removal writes it.
+    pub fn prefetch_conn(&mut self, c: &Conn, prefetch: fn(*const u8)) {
+        if let Some((key, port)) = tracked(c) {
+            if let Some(i) = self.find(&key) {
+                prefetch(self.maps[i].word_of(port));
+            }
         }
     }
 

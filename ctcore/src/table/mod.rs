@@ -216,6 +216,22 @@ impl Eviction {
     }
 }
 
+/// What [`Guard::prefetch_records`] makes of a packet from its bucket's
+/// signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// A signature matches: most likely a known connection's packet (its
+    /// records are loading).
+    Known,
+    /// None matches: most likely a new connection, in a stripe within the
+    /// caches (the bucket of its inverted tuple is loading).
+    New,
+    /// None matches, in a stripe beyond the caches: nothing is loading yet
+    /// (see [`Guard::prefetch_new`]). `evicts`: the stripe is full, so its
+    /// confirm will evict a connection.
+    NewFar { evicts: bool },
+}
+
 /// Which of a new connection's tuples [`Guard::insert`] checks for a clash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clash {
@@ -700,30 +716,28 @@ impl<'t> Guard<'t> {
 
     /// Starts loading the first `lines` cache lines of the record of every
     /// entry in `key`'s home bucket whose signature matches. The bucket
-    /// should be in cache by now. Returns true when no signature matched
-    /// and the stripe is full: a new connection here will evict one (see
+    /// should be in cache by now. Says what the packet most likely is: of
+    /// a known connection, or opening one (and then whether the stripe is
+    /// full, so that its confirm will evict one: see
     /// [`Guard::prefetch_eviction`]; the record early drop looks at first
     /// is loaded here).
     #[inline(always)]
-    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: usize) -> bool {
+    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: usize) -> Probe {
         let s = self.stripe(key.stripe);
         let n = s.buckets.len();
         let b = &s.buckets[key.bucket(n)];
         let mut m = b.matches(key.sig());
         if m == 0 {
+            if s.prefetch_evictions {
+                return Probe::NewFar {
+                    evicts: s.free.is_empty(),
+                };
+            }
             // Most likely a new connection: its confirm will probe and fill
             // the reply tuple's bucket (without NAT, the inverted tuple's).
             let r = key.inverted(n);
             P::read(&s.buckets[r.bucket(n)] as *const Bucket as *const u8);
-            if !s.free.is_empty() || !s.prefetch_evictions {
-                return false;
-            }
-            // A full stripe: the confirm's early drop reads (and most
-            // likely removes) the first record homed in this bucket.
-            if let Some((v, _)) = first_homed(b, key.stripe) {
-                prefetch_record::<P>(&s.records, v.local, RECORD_LINES);
-            }
-            return true;
+            return Probe::New;
         }
         while m != 0 {
             let i = m.trailing_zeros() as usize;
@@ -733,14 +747,37 @@ impl<'t> Guard<'t> {
                 prefetch_record::<P>(&s.records, r.local, lines);
             }
         }
-        false
+        Probe::Known
     }
 
-    /// For a packet [`Guard::prefetch_records`] said will evict (the
-    /// record of the connection early drop looks at first loaded a stage
-    /// earlier: in cache or on its way), starts loading what removing that
+    /// For a packet [`Guard::prefetch_records`] found new in a stripe
+    /// beyond the caches (its bucket in cache by now), starts loading what
+    /// its confirm reads first: without source NAT (`reply`) the bucket of
+    /// its inverted tuple, which the reply tuple goes to; if the stripe is
+    /// full (`evicts`), the record early drop looks at first (read and most
+    /// likely removed), whose own loads follow in
+    /// [`Guard::prefetch_eviction`].
+    #[inline]
+    pub fn prefetch_new<P: Prefetch>(&mut self, key: Key, reply: bool, evicts: bool) {
+        let s = self.stripe(key.stripe);
+        let n = s.buckets.len();
+        if reply {
+            let r = key.inverted(n);
+            P::read(&s.buckets[r.bucket(n)] as *const Bucket as *const u8);
+        }
+        if evicts {
+            if let Some((v, _)) = first_homed(&s.buckets[key.bucket(n)], key.stripe) {
+                prefetch_record::<P>(&s.records, v.local, RECORD_LINES);
+            }
+        }
+    }
+
+    /// For a packet that will evict (the record of the connection early
+    /// drop looks at first loaded by [`Guard::prefetch_new`] a while
+    /// before: in cache or on its way), starts loading what removing that
     /// connection writes besides its record: its neighbours in the timer
-    /// wheel and the bucket of its other direction (when in this stripe).
+    /// wheel, the bucket of its other direction (when in this stripe) and
+    /// its source NAT port's bitmap word.
     #[inline]
     pub fn prefetch_eviction<P: Prefetch>(&mut self, key: Key) {
         let table = self.table;
@@ -761,6 +798,8 @@ impl<'t> Guard<'t> {
         if k.stripe == key.stripe {
             P::read(&s.buckets[k.bucket(n)] as *const Bucket as *const u8);
         }
+        // Its source NAT port, released in the port bitmap.
+        s.ports.prefetch_conn(&rec.conn, P::read);
     }
 
     /// Finds the live connection holding `t` (in either direction).
@@ -1558,10 +1597,12 @@ mod tests {
             let key = table.key(&c.tuples[0]);
             PREFETCHED.with(|v| v.borrow_mut().clear());
             let mut g = table.guard();
-            assert!(
+            assert_eq!(
                 g.prefetch_records::<Recorder>(key, 2),
+                Probe::NewFar { evicts: true },
                 "a new connection in a full stripe evicts"
             );
+            g.prefetch_new::<Recorder>(key, true, true);
             g.prefetch_eviction::<Recorder>(key);
             // What the removal will write: the record, its wheel neighbours
             // and the bucket of its other direction.
@@ -1602,7 +1643,10 @@ mod tests {
             insert(&small, conn(i)).unwrap();
         }
         let key = small.key(&conn(5000).tuples[0]);
-        assert!(!small.guard().prefetch_records::<Recorder>(key, 2));
+        assert_eq!(
+            small.guard().prefetch_records::<Recorder>(key, 2),
+            Probe::New
+        );
     }
 
     #[test]
