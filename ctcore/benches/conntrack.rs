@@ -598,6 +598,7 @@ fn nat(c: &mut Criterion) {
                         ..Conn::default()
                     };
                     let mut reclaimed = |_: ctcore::conn::Listed| {};
+                    let seed = u64::from(rng.next_u32()) << 32 | k as u64;
                     let mut s = Search {
                         table: &mut guard,
                         home: None,
@@ -609,6 +610,9 @@ fn nat(c: &mut Criterion) {
                         slot: ctcore::stats::CounterSlot::of_worker(0),
                         prefetch: <HwPrefetch as ctcore::table::Prefetch>::read,
                         next: None,
+                        // The worker has its key's hash at hand: here, a
+                        // random one per connection.
+                        seed: Some(seed),
                     };
                     failed += u64::from(snat(&mut s, &mut c, rule, Some(addr)).is_err());
                     tried += 1;
