@@ -609,6 +609,7 @@ fn nat(c: &mut Criterion) {
                         claimed: None,
                         slot: ctcore::stats::CounterSlot::of_worker(0),
                         prefetch: <HwPrefetch as ctcore::table::Prefetch>::read,
+                        first: None,
                         next: None,
                         // The worker has its key's hash at hand: here, a
                         // random one per connection.

@@ -132,7 +132,7 @@ impl<P: Prefetch> Engine<P> {
                     let out = &results[c * STAGE..c * STAGE + chunk.len()];
                     self.load_first(&mut g, w, chunk, out, &keys, &ahead, j + FIRST_AHEAD);
                     self.load_second(&mut g, w, &keys, &ahead, j + SECOND_AHEAD);
-                    w.snat_next = w.snat_nexts[j].take();
+                    w.snat_next = std::mem::take(&mut w.snat_nexts[j]);
                 }
                 // Without helpers, stage 3 has no helper hook at all.
                 if helpers {

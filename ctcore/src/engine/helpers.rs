@@ -228,6 +228,7 @@ impl<P: Prefetch> Engine<P> {
                 claimed: None,
                 slot: w.slot,
                 prefetch: P::read,
+                first: None,
                 next: None,
                 seed: looked_up.map(|k| k.hash),
             };

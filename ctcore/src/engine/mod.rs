@@ -105,8 +105,8 @@ pub struct Worker {
     /// (`burst::STAGE`), the candidates loaded for them, and the one of
     /// the packet in stage 3's hands.
     snat_begun: Box<[Option<crate::nat::alloc::Anticipated>]>,
-    snat_nexts: Box<[Option<(crate::tuple::Tuple, Key)>]>,
-    snat_next: Option<(crate::tuple::Tuple, Key)>,
+    snat_nexts: Box<[crate::nat::alloc::Loaded]>,
+    snat_next: crate::nat::alloc::Loaded,
     tun: Tunables,
     tun_gen: u64,
     frags: Box<[FragEntry]>,
@@ -246,8 +246,8 @@ impl<P: Prefetch> Engine<P> {
             claimed: None,
             snat_memo: None,
             snat_begun: vec![None; burst::STAGE].into_boxed_slice(),
-            snat_nexts: vec![None; burst::STAGE].into_boxed_slice(),
-            snat_next: None,
+            snat_nexts: vec![Default::default(); burst::STAGE].into_boxed_slice(),
+            snat_next: Default::default(),
             stage_cycles: None,
             rng: Rng::new(self.seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             tun: self.tunables(),

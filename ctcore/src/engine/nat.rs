@@ -76,7 +76,8 @@ impl<P: Prefetch> Engine<P> {
             claimed: None,
             slot: w.slot,
             prefetch: P::read,
-            next: w.snat_next.take(),
+            first: w.snat_next.first.take(),
+            next: w.snat_next.next.take(),
             seed,
         };
         let r = alloc::snat(&mut search, c, rule, egress.addr);
@@ -264,14 +265,20 @@ mod tests {
                 let k = e.table().key(&t);
                 let rule = &e.nat.as_ref().unwrap().rules[0];
                 alloc::anticipate(&mut g, |_| {}, rule, Some(nat_addr), &t, k.hash, k.stripe)
-                    .and_then(|a| alloc::anticipate_next(&mut g, |_| {}, &a, k.stripe))
+                    .map(|a| alloc::anticipate_next(&mut g, |_| {}, &a, k.stripe))
             };
             e.process_burst(&mut w, 0, &[pkt], &mut res, |_, _| out([198, 51, 100, 1]));
             let port = res[0].rewrite.unwrap().src.unwrap().1;
             if i > 0 {
                 // Taken by the first client: the bitmap's choice.
-                let (cand, _) = guess.expect("a bitmap once the first port is in use");
-                assert_eq!(cand.dst_port, port, "packet {i}");
+                let loaded = guess.expect("a bitmap once the first port is in use");
+                // The original port's candidate (taken), then the bitmap's.
+                assert_eq!(loaded.first.expect("the original port").0.dst_port, 5000);
+                assert_eq!(
+                    loaded.next.expect("a free port").0.dst_port,
+                    port,
+                    "packet {i}"
+                );
                 foreseen += 1;
             }
             one_by_one.push(port);

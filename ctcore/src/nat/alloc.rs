@@ -47,6 +47,23 @@ impl Rng {
     }
 }
 
+/// What picks a connection's address from a range (find_best_ips_proto
+/// hashes the same fields): its source, and unless `persistent` its
+/// destination, folded into a word and multiplied out (one 128-bit
+/// product, both halves kept: its low bits choose). Not keyed: the choice
+/// is no secret, like the kernel's.
+#[inline]
+fn addr_pick(orig: &Tuple, persistent: bool) -> u64 {
+    let fold = |a: &Addr| {
+        let x = u128::from_ne_bytes(a.0);
+        (x as u64) ^ ((x >> 64) as u64).rotate_left(32)
+    };
+    let d = if persistent { 0 } else { fold(&orig.dst) };
+    let x = fold(&orig.src) ^ d.rotate_left(17);
+    let r = u128::from(x ^ 0x5a17).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
 /// The address at `index` of an inclusive range.
 fn addr_in_range(family: Family, lo: &Addr, hi: &Addr, pick: u64) -> Addr {
     match family {
@@ -101,7 +118,10 @@ pub struct Search<'a, 't> {
     pub slot: crate::stats::CounterSlot,
     /// Starts loading a cache line (the platform's prefetch).
     pub prefetch: fn(*const u8),
-    /// The candidate prefetched for the search's next step, with its key.
+    /// The candidates loaded ahead, with their keys: the original port's
+    /// ([`anticipate`]) and the one for the search's next step (the
+    /// bitmap's first offer).
+    pub first: Option<(Tuple, Key)>,
     pub next: Option<(Tuple, Key)>,
     /// The hash of the connection's original tuple (its table key), when
     /// the caller has it: the free-port search starts where it says
@@ -151,21 +171,13 @@ fn binding(
             if *family != orig.family {
                 return Err(AllocError::FamilyMismatch);
             }
-            let key = Tuple {
-                src: orig.src,
-                dst: if *persistent {
-                    Addr::default()
-                } else {
-                    orig.dst
-                },
-                src_port: 0,
-                dst_port: 0,
-                proto: 0,
-                family: orig.family,
-                zone: 0,
-            };
             Ok(Some(Binding {
-                addr: addr_in_range(orig.family, &addrs.0, &addrs.1, key.hash(0x5a17)),
+                addr: addr_in_range(
+                    orig.family,
+                    &addrs.0,
+                    &addrs.1,
+                    addr_pick(orig, *persistent),
+                ),
                 ports: *ports,
                 random: *random,
             }))
@@ -194,6 +206,8 @@ fn set_port(t: &mut Tuple, icmp: bool, p: u16) {
 /// [`anticipate`]: its next step is [`anticipate_next`].
 #[derive(Debug, Clone, Copy)]
 pub struct Anticipated {
+    /// The original-port candidate and its key, if the rule keeps it.
+    first: Option<(Tuple, Key)>,
     cand: Tuple,
     icmp: bool,
     lo: u16,
@@ -237,15 +251,18 @@ pub fn anticipate(
     cand.zone = orig.zone;
     cand.dst = addr;
     let (lo, hi) = ports.unwrap_or_else(|| default_range(orig.src_port, icmp));
+    let mut first = None;
     if !random && (lo..=hi).contains(&orig.src_port) {
         set_port(&mut cand, icmp, orig.src_port);
         let k = g.key(&cand);
         g.prefetch_bucket_with(k, prefetch);
+        first = Some((cand, k));
     }
     let start = search_start(lo, hi, seed);
     let map = g.ports(home).find(&MapKey::of(&cand))?;
     prefetch(g.ports(home).at(map).word_of(start));
     Some(Anticipated {
+        first,
         cand,
         icmp,
         lo,
@@ -256,22 +273,36 @@ pub fn anticipate(
 }
 
 /// The next step of an anticipated search (its bitmap word loaded since):
-/// starts loading the bucket of the port the bitmap offers first, and
-/// returns that candidate with its key for the search to take up
-/// ([`Search::next`]).
+/// starts loading the bucket of the port the bitmap offers first. Returns
+/// the candidates loaded, with their keys, for the search to take up
+/// ([`Search::first`], [`Search::next`]).
 pub fn anticipate_next(
     g: &mut Guard<'_>,
     prefetch: fn(*const u8),
     a: &Anticipated,
     home: u32,
-) -> Option<(Tuple, Key)> {
+) -> Loaded {
     let maps = g.ports(home);
-    let port = Cursor::new(a.lo, a.hi, a.start).next(Some(maps.at(a.map)))?;
-    let mut cand = a.cand;
-    set_port(&mut cand, a.icmp, port);
-    let k = g.key(&cand);
-    g.prefetch_bucket_with(k, prefetch);
-    Some((cand, k))
+    let next = Cursor::new(a.lo, a.hi, a.start)
+        .next(Some(maps.at(a.map)))
+        .map(|port| {
+            let mut cand = a.cand;
+            set_port(&mut cand, a.icmp, port);
+            let k = g.key(&cand);
+            g.prefetch_bucket_with(k, prefetch);
+            (cand, k)
+        });
+    Loaded {
+        first: a.first,
+        next,
+    }
+}
+
+/// The candidates of an anticipated search, with their keys.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Loaded {
+    pub first: Option<(Tuple, Key)>,
+    pub next: Option<(Tuple, Key)>,
 }
 
 /// Chooses the source NAT binding for a new connection `c` under `rule` and
@@ -341,7 +372,10 @@ pub fn snat(
     let bitmap = slot.is_some() || maps.has_space();
     if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
         set(&mut cand, orig_port);
-        let first = s.table.key(&cand);
+        let first = match s.first.take() {
+            Some((t, k)) if t == cand => k,
+            _ => s.table.key(&cand),
+        };
         if bitmap && s.next.is_none() && s.table.beyond_caches(home) {
             // The original port is often taken (clients behind one address
             // reuse source ports): the bitmap's choice, tried next, has its
