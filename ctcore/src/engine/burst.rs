@@ -207,15 +207,8 @@ impl<P: Prefetch> Engine<P> {
             if chunk[j].in_port == memo.in_port {
                 if let Some(t) = simple_tuple(p, chunk[j].zone) {
                     if rule.postrouting_match(&t, memo.in_port, memo.out_port) {
-                        begun = alloc::anticipate(
-                            g,
-                            P::read,
-                            rule,
-                            memo.out_addr,
-                            &t,
-                            k.hash,
-                            k.stripe,
-                        );
+                        begun =
+                            alloc::anticipate::<P>(g, rule, memo.out_addr, &t, k.hash, k.stripe);
                     }
                 }
             }
@@ -245,7 +238,7 @@ impl<P: Prefetch> Engine<P> {
             g.prefetch_eviction::<P>(k);
         }
         if let Some(a) = w.snat_begun[j].take() {
-            w.snat_nexts[j] = alloc::anticipate_next(g, P::read, &a, k.stripe);
+            w.snat_nexts[j] = alloc::anticipate_next::<P>(g, &a, k.stripe);
         }
     }
 

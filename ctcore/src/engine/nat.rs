@@ -229,6 +229,7 @@ mod tests {
     #[test]
     fn the_searches_begun_ahead_are_the_searches_that_run() {
         use crate::nat::alloc;
+        use crate::table::NoPrefetch;
         let build = || {
             Engine::<crate::table::NoPrefetch>::build(
                 EngineConfig {
@@ -264,8 +265,8 @@ mod tests {
                 let t = super::super::track::simple_tuple(&p, 0).unwrap();
                 let k = e.table().key(&t);
                 let rule = &e.nat.as_ref().unwrap().rules[0];
-                alloc::anticipate(&mut g, |_| {}, rule, Some(nat_addr), &t, k.hash, k.stripe)
-                    .map(|a| alloc::anticipate_next(&mut g, |_| {}, &a, k.stripe))
+                alloc::anticipate::<NoPrefetch>(&mut g, rule, Some(nat_addr), &t, k.hash, k.stripe)
+                    .map(|a| alloc::anticipate_next::<NoPrefetch>(&mut g, &a, k.stripe))
             };
             e.process_burst(&mut w, 0, &[pkt], &mut res, |_, _| out([198, 51, 100, 1]));
             let port = res[0].rewrite.unwrap().src.unwrap().1;

@@ -10,7 +10,7 @@
 use super::ports::{Cursor, MapKey};
 use super::{has_ports, is_icmp_echo, Action, Endpoint, Rule};
 use crate::conn::{Conn, Status};
-use crate::table::{Guard, Key};
+use crate::table::{Guard, Key, Prefetch};
 use crate::tuple::{Addr, Family, Tuple, IPPROTO_UDP};
 
 /// The kernel's NF_NAT_MAX_ATTEMPTS.
@@ -226,9 +226,8 @@ pub struct Anticipated {
 /// Only loads: a wrong guess costs the loads, never a different choice.
 /// Endpoint-independent rules are left alone (their port comes from a
 /// mapping).
-pub fn anticipate(
+pub fn anticipate<P: Prefetch>(
     g: &mut Guard<'_>,
-    prefetch: fn(*const u8),
     rule: &Rule,
     egress_addr: Option<Addr>,
     orig: &Tuple,
@@ -255,12 +254,12 @@ pub fn anticipate(
     if !random && (lo..=hi).contains(&orig.src_port) {
         set_port(&mut cand, icmp, orig.src_port);
         let k = g.key(&cand);
-        g.prefetch_bucket_with(k, prefetch);
+        g.prefetch_bucket::<P>(k);
         first = Some((cand, k));
     }
     let start = search_start(lo, hi, seed);
     let map = g.ports(home).find(&MapKey::of(&cand))?;
-    prefetch(g.ports(home).at(map).word_of(start));
+    P::read(g.ports(home).at(map).word_of(start));
     Some(Anticipated {
         first,
         cand,
@@ -272,16 +271,16 @@ pub fn anticipate(
     })
 }
 
-/// The next step of an anticipated search (its bitmap word loaded since):
-/// starts loading the bucket of the port the bitmap offers first. Returns
-/// the candidates loaded, with their keys, for the search to take up
-/// ([`Search::first`], [`Search::next`]).
-pub fn anticipate_next(
-    g: &mut Guard<'_>,
-    prefetch: fn(*const u8),
-    a: &Anticipated,
-    home: u32,
-) -> Loaded {
+/// The next step of an anticipated search (its bitmap word and the
+/// original-port candidate's bucket loaded since): starts loading the
+/// records that bucket says may hold that candidate (the port is often
+/// taken: the search reads the record that has it), and the bucket of the
+/// port the bitmap offers first. Returns the candidates loaded, with their
+/// keys, for the search to take up ([`Search::first`], [`Search::next`]).
+pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u32) -> Loaded {
+    if let Some((_, k)) = a.first {
+        g.prefetch_records::<P>(k, 2);
+    }
     let maps = g.ports(home);
     let next = Cursor::new(a.lo, a.hi, a.start)
         .next(Some(maps.at(a.map)))
@@ -289,7 +288,7 @@ pub fn anticipate_next(
             let mut cand = a.cand;
             set_port(&mut cand, a.icmp, port);
             let k = g.key(&cand);
-            g.prefetch_bucket_with(k, prefetch);
+            g.prefetch_bucket::<P>(k);
             (cand, k)
         });
     Loaded {
