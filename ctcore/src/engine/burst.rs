@@ -126,36 +126,38 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
             t[2] = stamp();
-            for (j, pkt) in chunk.iter().enumerate() {
-                let i = c * STAGE + j;
-                if ahead.new != 0 {
-                    let out = &results[c * STAGE..c * STAGE + chunk.len()];
-                    self.load_first(&mut g, w, chunk, out, &keys, &ahead, j + FIRST_AHEAD);
-                    self.load_second(&mut g, w, &keys, &ahead, j + SECOND_AHEAD);
-                    w.snat_next = std::mem::take(&mut w.snat_nexts[j]);
-                }
-                // Without helpers, stage 3 has no helper hook at all.
-                if helpers {
-                    self.stage3::<true, F>(
+            if ahead.new == 0 {
+                for (j, pkt) in chunk.iter().enumerate() {
+                    let i = c * STAGE + j;
+                    self.stage3_any(
+                        helpers,
                         &mut g,
                         w,
                         now_ms,
                         pkt,
                         keys[j],
                         i,
-                        &mut results[i],
+                        results,
                         &mut pending,
                         &mut decide,
                     );
-                } else {
-                    self.stage3::<false, F>(
+                }
+            } else {
+                for (j, pkt) in chunk.iter().enumerate() {
+                    let i = c * STAGE + j;
+                    let out = &results[c * STAGE..c * STAGE + chunk.len()];
+                    self.load_first(&mut g, w, chunk, out, &keys, &ahead, j + FIRST_AHEAD);
+                    self.load_second(&mut g, w, &keys, &ahead, j + SECOND_AHEAD);
+                    w.ahead.current = std::mem::take(&mut w.ahead.loaded[j]);
+                    self.stage3_any(
+                        helpers,
                         &mut g,
                         w,
                         now_ms,
                         pkt,
                         keys[j],
                         i,
-                        &mut results[i],
+                        results,
                         &mut pending,
                         &mut decide,
                     );
@@ -176,7 +178,7 @@ impl<P: Prefetch> Engine<P> {
     /// reads loaded).
     #[inline]
     fn snat_guess(&self, w: &Worker) -> Option<(usize, SnatMemo)> {
-        let memo = w.snat_memo?;
+        let memo = w.ahead.memo?;
         (memo.rule < self.nat.as_ref()?.rules.len()).then_some((memo.rule, memo))
     }
 
@@ -214,7 +216,7 @@ impl<P: Prefetch> Engine<P> {
             }
         }
         g.prefetch_new::<P>(k, begun.is_none(), ahead.evicting & (1 << j) != 0);
-        w.snat_begun[j] = begun;
+        w.ahead.begun[j] = begun;
     }
 
     /// The second loads for new connection `j`, what the first ones tell:
@@ -237,8 +239,34 @@ impl<P: Prefetch> Engine<P> {
         if ahead.evicting & (1 << j) != 0 {
             g.prefetch_eviction::<P>(k);
         }
-        if let Some(a) = w.snat_begun[j].take() {
-            w.snat_nexts[j] = alloc::anticipate_next::<P>(g, &a, k.stripe);
+        if let Some(a) = w.ahead.begun[j].take() {
+            w.ahead.loaded[j] = alloc::anticipate_next::<P>(g, &a, k.stripe);
+        }
+    }
+
+    /// [`Engine::stage3`] for packet `i` of the burst, with the helpers'
+    /// hooks only if there are helpers.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn stage3_any<F>(
+        &self,
+        helpers: bool,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        key: Option<Key>,
+        i: usize,
+        results: &mut [CtResult],
+        pending: &mut Pending,
+        decide: &mut F,
+    ) where
+        F: FnMut(usize, &CtResult) -> Decision,
+    {
+        if helpers {
+            self.stage3::<true, F>(g, w, now_ms, pkt, key, i, &mut results[i], pending, decide);
+        } else {
+            self.stage3::<false, F>(g, w, now_ms, pkt, key, i, &mut results[i], pending, decide);
         }
     }
 

@@ -98,15 +98,9 @@ pub struct Worker {
     /// The key of the reply tuple source NAT just claimed for the
     /// connection being confirmed (see [`Clash::Neither`]).
     claimed: Option<Key>,
-    /// How this worker's last source NAT went: the guess stage 2 works
-    /// from to load a new connection's port search ahead.
-    snat_memo: Option<SnatMemo>,
-    /// The source NAT searches begun ahead for the stage's packets
-    /// (`burst::STAGE`), the candidates loaded for them, and the one of
-    /// the packet in stage 3's hands.
-    snat_begun: Box<[Option<crate::nat::alloc::Anticipated>]>,
-    snat_nexts: Box<[crate::nat::alloc::Loaded]>,
-    snat_next: crate::nat::alloc::Loaded,
+    /// New connections' source NAT searches begun ahead of stage 3 (in a
+    /// box: the packet path reads the fields around it).
+    ahead: Box<SnatAhead>,
     tun: Tunables,
     tun_gen: u64,
     frags: Box<[FragEntry]>,
@@ -114,6 +108,20 @@ pub struct Worker {
     pub helpers: HelperStats,
     /// The master of the expected connection being made, until it is confirmed.
     helper_master: Option<MasterRef>,
+}
+
+/// A worker's source NAT searches begun ahead of stage 3.
+#[derive(Default)]
+struct SnatAhead {
+    /// How this worker's last source NAT went: the guess the searches are
+    /// begun on.
+    memo: Option<SnatMemo>,
+    /// Per packet of the stage (`burst::STAGE`): the search begun, then
+    /// the candidates it loaded; and those of the packet in stage 3's
+    /// hands.
+    begun: [Option<crate::nat::alloc::Anticipated>; burst::STAGE],
+    loaded: [crate::nat::alloc::Loaded; burst::STAGE],
+    current: crate::nat::alloc::Loaded,
 }
 
 /// The source NAT rule (its index), ingress and egress of the last new
@@ -244,10 +252,7 @@ impl<P: Prefetch> Engine<P> {
             slot: crate::stats::CounterSlot::of_worker(n as usize),
             reply_steering: None,
             claimed: None,
-            snat_memo: None,
-            snat_begun: vec![None; burst::STAGE].into_boxed_slice(),
-            snat_nexts: vec![Default::default(); burst::STAGE].into_boxed_slice(),
-            snat_next: Default::default(),
+            ahead: Box::default(),
             stage_cycles: None,
             rng: Rng::new(self.seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             tun: self.tunables(),

@@ -76,8 +76,8 @@ impl<P: Prefetch> Engine<P> {
             claimed: None,
             slot: w.slot,
             prefetch: P::read,
-            first: w.snat_next.first.take(),
-            next: w.snat_next.next.take(),
+            first: w.ahead.current.first.take(),
+            next: w.ahead.current.next.take(),
             seed,
         };
         let r = alloc::snat(&mut search, c, rule, egress.addr);
@@ -92,8 +92,8 @@ impl<P: Prefetch> Engine<P> {
                     out_port: egress.port,
                     out_addr: egress.addr,
                 });
-                if w.snat_memo != memo {
-                    w.snat_memo = memo;
+                if w.ahead.memo != memo {
+                    w.ahead.memo = memo;
                 }
                 // The translation is complete: its checksum deltas serve
                 // this first packet's rewrite too (not only the next ones').

@@ -221,7 +221,8 @@ impl Eviction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     /// A signature matches: most likely a known connection's packet (its
-    /// records are loading).
+    /// records are loading). Or none does but the bucket overflowed: it
+    /// may be one (nothing loads).
     Known,
     /// None matches: most likely a new connection, in a stripe within the
     /// caches (the bucket of its inverted tuple is loading).
@@ -728,6 +729,12 @@ impl<'t> Guard<'t> {
         let b = &s.buckets[key.bucket(n)];
         let mut m = b.matches(key.sig());
         if m == 0 {
+            if b.overflow != 0 {
+                // Entries homed here went on to the next bucket: the packet
+                // may well be a known connection's (its records are found
+                // there in stage 3).
+                return Probe::Known;
+            }
             if s.prefetch_evictions {
                 return Probe::NewFar {
                     evicts: s.free.is_empty(),
@@ -1597,8 +1604,19 @@ mod tests {
             let key = table.key(&c.tuples[0]);
             PREFETCHED.with(|v| v.borrow_mut().clear());
             let mut g = table.guard();
+            let n = g.stripe(0).buckets.len();
+            let overflowed = g.stripe(0).buckets[key.bucket(n)].overflow != 0;
+            let probe = g.prefetch_records::<Recorder>(key, 2);
+            if overflowed {
+                // A bucket whose entries went on to the next one: the packet
+                // may be a known connection's, so nothing is loaded ahead.
+                assert_eq!(probe, Probe::Known);
+                g.insert(&c, Clash::Both, true, &mut Eviction::default())
+                    .unwrap();
+                continue;
+            }
             assert_eq!(
-                g.prefetch_records::<Recorder>(key, 2),
+                probe,
                 Probe::NewFar { evicts: true },
                 "a new connection in a full stripe evicts"
             );
@@ -1636,17 +1654,19 @@ mod tests {
             assert_eq!(evicted.dead.unwrap().tuples[0], victim_tuple);
         }
         assert_eq!(table.len(), cap);
-        assert!(predicted > 150, "{predicted} of 200 evictions prefetched");
+        assert!(predicted > 140, "{predicted} of 200 evictions prefetched");
         // A stripe that fits in the caches does not prefetch its evictions.
         let small = Table::new(1000, 1, 5);
         for i in 0..1000 {
             insert(&small, conn(i)).unwrap();
         }
-        let key = small.key(&conn(5000).tuples[0]);
-        assert_eq!(
-            small.guard().prefetch_records::<Recorder>(key, 2),
-            Probe::New
-        );
+        let mut g = small.guard();
+        let n = g.stripe(0).buckets.len();
+        let key = (5000..)
+            .map(|i| small.key(&conn(i).tuples[0]))
+            .find(|k| g.stripe(0).buckets[k.bucket(n)].overflow == 0)
+            .unwrap();
+        assert_eq!(g.prefetch_records::<Recorder>(key, 2), Probe::New);
     }
 
     #[test]
