@@ -273,7 +273,7 @@ impl<P: Prefetch> Engine<P> {
     /// Stage 3 of `process_burst` for one packet: track, NAT, decide, confirm
     /// (and, with `HELPERS`, the conntrack helpers' hooks).
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn stage3<const HELPERS: bool, F>(
         &self,
         g: &mut Guard<'_>,

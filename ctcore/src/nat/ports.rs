@@ -516,6 +516,43 @@ mod tests {
     }
 
     #[test]
+    fn a_leaving_connections_port_word_is_what_is_loaded_for_it() {
+        use std::cell::RefCell;
+        thread_local!(static LOADED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) });
+        fn record(p: *const u8) {
+            LOADED.with(|v| v.borrow_mut().push(p as usize));
+        }
+        let mut maps = PortMaps::default();
+        let reply = |port: u16| Tuple {
+            src: Addr::from_v4([198, 51, 100, 10]),
+            dst: Addr::from_v4([203, 0, 113, 1]),
+            src_port: 9,
+            dst_port: port,
+            proto: crate::tuple::IPPROTO_UDP,
+            family: Family::V4,
+            zone: 0,
+        };
+        let conn = |port: u16, status: u32| Conn {
+            tuples: [reply(port).invert().unwrap(), reply(port)],
+            status: Status(status),
+            ..Conn::default()
+        };
+        maps.conn_added(&conn(40_000, Status::SRC_NAT));
+        maps.prefetch_conn(&conn(40_001, Status::SRC_NAT), record);
+        let i = maps.find(&MapKey::of(&reply(40_001))).unwrap();
+        assert_eq!(
+            LOADED.with(|v| v.borrow().clone()),
+            vec![maps.at(i).word_of(40_001) as usize]
+        );
+        // Not source-NATed, or an address with no bitmap: nothing to load.
+        maps.prefetch_conn(&conn(40_001, 0), record);
+        let mut other = conn(7, Status::SRC_NAT);
+        other.tuples[1].dst = Addr::from_v4([203, 0, 113, 2]);
+        maps.prefetch_conn(&other, record);
+        assert_eq!(LOADED.with(|v| v.borrow().len()), 1);
+    }
+
+    #[test]
     fn a_port_at_the_most_users_stays_used() {
         let mut m = PortMap::default();
         for _ in 0..u32::from(u16::MAX) + 5 {
