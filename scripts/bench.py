@@ -758,6 +758,10 @@ def workers(args, res):
 
 
 # ---------------------------------------------------------- new connections --
+# Passes per new-connection cell (the median is reported).
+NEWCONN_RUNS = 3
+
+
 def new_connections(args, res):
     """Every packet a new flow: a one-pass capture of F distinct flows (net_pcap
     without infinite_rx reads the file once), into a table of capacity N."""
@@ -777,21 +781,33 @@ def new_connections(args, res):
             ctgate_config(cfg, [("in", "net_pcap0,rx_pcap=%s" % pcap, "192.0.2.1/24", GW_MAC),
                                 ("out", "net_null0,no-rx=1", "198.51.100.1/24", OUT_MAC)],
                           mode, n, 16383)
-            samples, report, _ = run_until_idle(cfg, name, f)
-            if not report:
-                out[(mode, n)] = {"error": "no report (raw/%s.log)" % name}
+            # One pass takes a second or two of work: a burst of load from
+            # elsewhere on a shared host moves it by tens of percent, so
+            # the cell is the median of NEWCONN_RUNS passes (all kept).
+            runs = []
+            for k in range(NEWCONN_RUNS):
+                samples, report, _ = run_until_idle(cfg, "%s-%d" % (name, k + 1), f)
+                if not report:
+                    runs.append({"error": "no report (raw/%s-%d.log)" % (name, k + 1)})
+                    continue
+                tot = report["totals"]
+                c = report["conntrack"]["counters"]
+                busy_s = tot["busy_cycles"] / report["tsc_hz"]
+                runs.append({
+                    "packets": tot["rx"], "new": c.get("new", 0), "insert": c.get("insert", 0),
+                    "early_drop": c.get("early_drop", 0), "drop": c.get("drop", 0),
+                    "insert_failed": c.get("insert_failed", 0), "found": c.get("found", 0),
+                    "cps": c.get("insert", 0) / busy_s if busy_s else 0,
+                    "cpp": tot["busy_cycles"] / max(1, tot["busy_packets"]),
+                    "connections": report["conntrack"]["connections"],
+                })
+            good = sorted((r for r in runs if "error" not in r), key=lambda r: r["cps"])
+            if not good:
+                out[(mode, n)] = runs[0]
                 continue
-            tot = report["totals"]
-            c = report["conntrack"]["counters"]
-            busy_s = tot["busy_cycles"] / report["tsc_hz"]
-            out[(mode, n)] = {
-                "packets": tot["rx"], "new": c.get("new", 0), "insert": c.get("insert", 0),
-                "early_drop": c.get("early_drop", 0), "drop": c.get("drop", 0),
-                "insert_failed": c.get("insert_failed", 0), "found": c.get("found", 0),
-                "cps": c.get("insert", 0) / busy_s if busy_s else 0,
-                "cpp": tot["busy_cycles"] / max(1, tot["busy_packets"]),
-                "connections": report["conntrack"]["connections"],
-            }
+            cell = dict(good[len(good) // 2])
+            cell["all_cps"] = [r["cps"] for r in good]
+            out[(mode, n)] = cell
     res["newconn"] = out
 
 
@@ -1099,10 +1115,12 @@ def write_results(args, res, mach):
         md.append("Source: one pass over a capture of %s distinct flows (net_pcap without infinite_rx, so "
                   "the file is read per packet: the source's own cost is in the figures; testpmd macswap "
                   "on the same one-pass source: %s cycles/packet). Table of capacity N: once full, every "
-                  "new connection evicts one through early drop. Rate = inserts over the worker's busy time.\n"
-                  % (human(nc.get("frames", 2 * big)), fmt(nc.get("source", {}).get("cpp"), "%.0f")))
-        md.append("| table | mode | new connections/s (per core) | cycles/packet | packets | insert | early_drop | drop | insert_failed | found |")
-        md.append("|---|---|---|---|---|---|---|---|---|---|")
+                  "new connection evicts one through early drop. Rate = inserts over the worker's busy time; "
+                  "each cell is the median of %d passes (all of them in the last column).\n"
+                  % (human(nc.get("frames", 2 * big)), fmt(nc.get("source", {}).get("cpp"), "%.0f"),
+                     NEWCONN_RUNS))
+        md.append("| table | mode | new connections/s (per core) | cycles/packet | packets | insert | early_drop | drop | insert_failed | found | passes (M/s) |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for n in args.sizes:
             for mode in ("conntrack", "snat"):
                 r = nc.get((mode, n))
@@ -1111,9 +1129,10 @@ def write_results(args, res, mach):
                 if "error" in r:
                     md.append("| %s | %s | %s |" % (human(n), mode, r["error"]))
                     continue
-                md.append("| %s | %s | %.2f M | %.0f | %d | %d | %d | %d | %d | %d |" % (
+                md.append("| %s | %s | %.2f M | %.0f | %d | %d | %d | %d | %d | %d | %s |" % (
                     human(n), MODE_LABEL[mode], r["cps"] / 1e6, r["cpp"], r["packets"], r["insert"],
-                    r["early_drop"], r["drop"], r["insert_failed"], r["found"]))
+                    r["early_drop"], r["drop"], r["insert_failed"], r["found"],
+                    " / ".join("%.2f" % (c / 1e6) for c in r.get("all_cps", [r["cps"]]))))
                 rows.append([n, mode, "ctgate-newconn", "", "%.1f" % r["cpp"], "", "", r["connections"],
                              "new connections/s %.0f" % r["cps"]])
     wk = res.get("workers")
