@@ -31,8 +31,24 @@ struct Ahead {
     new: u32,
     /// Bit j: ... and evicts one (a full stripe).
     evicting: u32,
-    /// The source NAT rule (index) expected, and how the last went.
-    snat: Option<(usize, SnatMemo)>,
+    /// How the worker's last source NAT went (its rule is in the table).
+    snat: Option<SnatMemo>,
+}
+
+impl Ahead {
+    /// Packet `j`'s key, if it is one of the stage's new connections.
+    #[inline]
+    fn new_key(&self, keys: &[Option<Key>; STAGE], j: usize) -> Option<Key> {
+        if j < STAGE && self.new & (1 << j) != 0 {
+            keys[j]
+        } else {
+            None
+        }
+    }
+
+    fn evicts(&self, j: usize) -> bool {
+        self.evicting & (1 << j) != 0
+    }
 }
 
 impl<P: Prefetch> Engine<P> {
@@ -118,6 +134,22 @@ impl<P: Prefetch> Engine<P> {
             }
             if ahead.new != 0 {
                 ahead.snat = self.snat_guess(w);
+                if ahead.snat.is_none() && ahead.evicting == 0 {
+                    // Nothing to begin ahead but each one's reply bucket:
+                    // loaded now, for the whole stage (the loads-ahead
+                    // loop costs more than it hides here).
+                    let mut m = ahead.new;
+                    while m != 0 {
+                        let j = m.trailing_zeros() as usize;
+                        m &= m - 1;
+                        if let Some(k) = keys[j] {
+                            g.prefetch_new::<P>(k, true, false);
+                        }
+                    }
+                    ahead.new = 0;
+                }
+            }
+            if ahead.new != 0 {
                 for j in 0..FIRST_AHEAD {
                     self.load_first(&mut g, w, chunk, out, &keys, &ahead, j);
                 }
@@ -177,9 +209,9 @@ impl<P: Prefetch> Engine<P> {
     /// are begun on (checked by the search itself, which only finds its
     /// reads loaded).
     #[inline]
-    fn snat_guess(&self, w: &Worker) -> Option<(usize, SnatMemo)> {
+    fn snat_guess(&self, w: &Worker) -> Option<SnatMemo> {
         let memo = w.ahead.memo?;
-        (memo.rule < self.nat.as_ref()?.rules.len()).then_some((memo.rule, memo))
+        (memo.rule < self.nat.as_ref()?.rules.len()).then_some(memo)
     }
 
     /// The first loads for new connection `j` (if it is one), a few
@@ -199,13 +231,12 @@ impl<P: Prefetch> Engine<P> {
         ahead: &Ahead,
         j: usize,
     ) {
-        if j >= STAGE || ahead.new & (1 << j) == 0 {
+        let Some(k) = ahead.new_key(keys, j) else {
             return;
-        }
-        let Some(k) = keys[j] else { return };
+        };
         let mut begun = None;
-        if let (Some((rule, memo)), Some(nat), Ok(p)) = (ahead.snat, &self.nat, &out[j].parsed) {
-            let rule = &nat.rules[rule];
+        if let (Some(memo), Some(nat), Ok(p)) = (ahead.snat, &self.nat, &out[j].parsed) {
+            let rule = &nat.rules[memo.rule];
             if chunk[j].in_port == memo.in_port {
                 if let Some(t) = simple_tuple(p, chunk[j].zone) {
                     if rule.postrouting_match(&t, memo.in_port, memo.out_port) {
@@ -215,14 +246,15 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
         }
-        g.prefetch_new::<P>(k, begun.is_none(), ahead.evicting & (1 << j) != 0);
+        g.prefetch_new::<P>(k, begun.is_none(), ahead.evicts(j));
         w.ahead.begun[j] = begun;
     }
 
     /// The second loads for new connection `j`, what the first ones tell:
     /// what its eviction writes besides the record
-    /// ([`Guard::prefetch_eviction`]) and the bucket of the port its search's
-    /// bitmap word offers ([`alloc::anticipate_next`], left for the search).
+    /// ([`Guard::prefetch_eviction`]); the record holding its search's
+    /// original-port candidate and the bucket of the port its bitmap word
+    /// offers ([`alloc::anticipate_next`], left for the search).
     #[inline]
     fn load_second(
         &self,
@@ -232,11 +264,10 @@ impl<P: Prefetch> Engine<P> {
         ahead: &Ahead,
         j: usize,
     ) {
-        if j >= STAGE || ahead.new & (1 << j) == 0 {
+        let Some(k) = ahead.new_key(keys, j) else {
             return;
-        }
-        let Some(k) = keys[j] else { return };
-        if ahead.evicting & (1 << j) != 0 {
+        };
+        if ahead.evicts(j) {
             g.prefetch_eviction::<P>(k);
         }
         if let Some(a) = w.ahead.begun[j].take() {

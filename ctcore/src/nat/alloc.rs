@@ -1,7 +1,8 @@
 //! Source NAT bindings: the address from the rule's range and a port (or ICMP
 //! id) that makes the reply tuple unique in the table — the kernel's
 //! get_unique_tuple / nf_nat_l4proto_unique_tuple: keep the original port when
-//! it is free; else the first port from a random start (RFC 6056) that the
+//! it is free; else the first port from a start a keyed hash of the
+//! connection picks (RFC 6056's algorithm 3: [`search_start`]) that the
 //! home stripe's bitmap says no connection uses ([`super::ports`]: O(1) at
 //! any pool use); and only where the bitmap has none, the kernel's search —
 //! a bounded number of attempts, halving them in each further round — for a
