@@ -92,9 +92,7 @@ impl<P: Prefetch> Engine<P> {
                     out_port: egress.port,
                     out_addr: egress.addr,
                 });
-                if w.ahead.memo != memo {
-                    w.ahead.memo = memo;
-                }
+                w.ahead.memo = memo;
                 // The translation is complete: its checksum deltas serve
                 // this first packet's rewrite too (not only the next ones').
                 c.nat_csum = crate::nat::rewrite::csum_deltas(c);
@@ -164,6 +162,23 @@ mod tests {
         assert_eq!(w.nat_out_of_ports, 1);
     }
 
+    /// An engine of `capacity` connections with one masquerade rule.
+    fn masq_engine<P: Prefetch>(capacity: u32, seed: u64) -> Engine<P> {
+        Engine::<P>::build(
+            EngineConfig {
+                capacity_conns: capacity,
+                seed,
+                tunables: Tunables::default(),
+            },
+            Some(crate::nat::Nat {
+                rules: vec![masq_rule(None)],
+                pools: vec![],
+            }),
+            1,
+            &mut |_, _| {},
+        )
+    }
+
     #[test]
     fn the_next_candidate_prefetched_in_a_large_table_changes_no_choice() {
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -179,21 +194,9 @@ mod tests {
         // client after the first finds the original port taken. The same
         // traffic through a table beyond the caches (the search prefetches
         // its next candidate there) and through a small one (it does not)
-        // gets the same ports: the random start is peeked, not drawn.
+        // gets the same ports: the search's start is the connection's hash.
         fn ports<P: Prefetch>(capacity: u32) -> Vec<u16> {
-            let e = Engine::<P>::build(
-                EngineConfig {
-                    capacity_conns: capacity,
-                    seed: 5,
-                    tunables: Tunables::default(),
-                },
-                Some(crate::nat::Nat {
-                    rules: vec![masq_rule(None)],
-                    pools: vec![],
-                }),
-                1,
-                &mut |_, _| {},
-            );
+            let e = masq_engine::<P>(capacity, 5);
             let mut w = e.worker(0);
             (1..=64u8)
                 .map(|i| {
@@ -230,21 +233,7 @@ mod tests {
     fn the_searches_begun_ahead_are_the_searches_that_run() {
         use crate::nat::alloc;
         use crate::table::NoPrefetch;
-        let build = || {
-            Engine::<crate::table::NoPrefetch>::build(
-                EngineConfig {
-                    capacity_conns: 100_000,
-                    seed: 11,
-                    tunables: Tunables::default(),
-                },
-                Some(crate::nat::Nat {
-                    rules: vec![masq_rule(None)],
-                    pools: vec![],
-                }),
-                1,
-                &mut |_, _| {},
-            )
-        };
+        let build = || masq_engine::<NoPrefetch>(100_000, 11);
         let nat_addr = Addr::from_v4([198, 51, 100, 1]);
         let frames: Vec<Vec<u8>> = (1..=64u8)
             .map(|i| udp_frame([192, 0, 2, i], S, 5000, 53, b"q"))

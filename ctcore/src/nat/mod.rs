@@ -347,14 +347,9 @@ impl Nat {
         false
     }
 
-    /// POSTROUTING: the first source NAT rule matching a new connection (on its
-    /// tuple after destination NAT) leaving by `out_port`.
-    pub fn postrouting_rule(&self, c: &Conn, in_port: u16, out_port: u16) -> Option<&Rule> {
-        self.postrouting_index(c, in_port, out_port)
-            .map(|i| &self.rules[i])
-    }
-
-    /// [`Nat::postrouting_rule`]'s index in `rules`.
+    /// POSTROUTING: the index in `rules` of the first source NAT rule
+    /// matching a new connection (on its tuple after destination NAT)
+    /// leaving by `out_port`.
     pub fn postrouting_index(&self, c: &Conn, in_port: u16, out_port: u16) -> Option<usize> {
         let mut after_dnat = c.tuples[1].invert()?;
         // In the original direction's zone (a directional zone puts the
