@@ -256,27 +256,41 @@ impl Cursor {
 /// Slots of a stripe's bitmap index: twice [`MAX_MAPS`], a power of two.
 const INDEX_SLOTS: usize = 2 * MAX_MAPS;
 
-/// The index slot a key starts its probe at: a multiply-shift of its
-/// fields folded into one word. The keys come from the configuration (NAT
-/// addresses) and egress ports, not from packets, so a keyed hash buys
-/// nothing here; a rule's addresses are a range, and the multiply carries
-/// the bits that differ into the top ones.
-#[inline]
-fn index_slot(key: &MapKey) -> usize {
-    let a = u128::from_ne_bytes(key.addr.0);
-    let x = (a as u64)
-        ^ ((a >> 64) as u64).rotate_left(17)
-        ^ (u64::from(key.proto) << 48)
-        ^ (u64::from(key.zone) << 32)
-        ^ key.family as u64;
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - INDEX_SLOTS.trailing_zeros())) as usize
+/// A key as the index compares it: the address, and the protocol, zone
+/// and family in one word (a compare of three words, not of four fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    addr: [u64; 2],
+    rest: u64,
+}
+
+impl Packed {
+    #[inline(always)]
+    fn of(key: &MapKey) -> Packed {
+        let a = u128::from_ne_bytes(key.addr.0);
+        Packed {
+            addr: [a as u64, (a >> 64) as u64],
+            rest: u64::from(key.proto) | u64::from(key.zone) << 8 | (key.family as u64) << 24,
+        }
+    }
+
+    /// The index slot the key starts its probe at: a multiply-shift of its
+    /// words folded into one. The keys come from the configuration (NAT
+    /// addresses) and egress ports, not from packets, so a keyed hash buys
+    /// nothing here; a rule's addresses are a range, and the multiply
+    /// carries the bits that differ into the top ones.
+    #[inline(always)]
+    fn slot(&self) -> usize {
+        let x = self.addr[0] ^ self.addr[1].rotate_left(17) ^ (self.rest << 32);
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - INDEX_SLOTS.trailing_zeros())) as usize
+    }
 }
 
 /// A stripe's bitmaps, made on first use of an address. Found through a
 /// fixed open-addressed index (at most half full), with the last one used
 /// tried first (a NAT rule usually has one address, or a few).
 pub struct PortMaps {
-    keys: Vec<MapKey>,
+    keys: Vec<Packed>,
     maps: Vec<PortMap>,
     /// Per slot, 1 + the bitmap's position in `keys` / `maps`; 0: empty.
     index: Box<[u16]>,
@@ -314,14 +328,20 @@ pub struct PortUse {
 
 impl PortMaps {
     /// The slot of `key`'s bitmap, if it has one.
+    #[inline]
     pub fn find(&mut self, key: &MapKey) -> Option<usize> {
-        if self.keys.get(self.last) == Some(key) {
+        let k = Packed::of(key);
+        if self.keys.get(self.last) == Some(&k) {
             return Some(self.last);
         }
-        let mut slot = index_slot(key);
+        self.probe(&k)
+    }
+
+    fn probe(&mut self, k: &Packed) -> Option<usize> {
+        let mut slot = k.slot();
         loop {
             let i = usize::from(self.index[slot]).checked_sub(1)?;
-            if self.keys[i] == *key {
+            if self.keys.get(i) == Some(k) {
                 self.last = i;
                 return Some(i);
             }
@@ -356,13 +376,14 @@ impl PortMaps {
             let mut m = PortMap::default();
             m.acquire(port);
             self.in_use += 1;
-            let mut slot = index_slot(&key);
+            let k = Packed::of(&key);
+            let mut slot = k.slot();
             while self.index[slot] != 0 {
                 slot = (slot + 1) % INDEX_SLOTS;
             }
             // At most MAX_MAPS entries in twice as many slots: one is free.
             self.index[slot] = (self.maps.len() + 1) as u16;
-            self.keys.push(key);
+            self.keys.push(k);
             self.maps.push(m);
         } else {
             self.overflow += 1;
