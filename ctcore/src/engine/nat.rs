@@ -96,7 +96,7 @@ impl<P: Prefetch> Engine<P> {
                 // The translation is complete: its checksum deltas serve
                 // this first packet's rewrite too (not only the next ones').
                 c.nat_csum = crate::nat::rewrite::csum_deltas(c);
-                res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
+                Rewrite::write_for_packet(&mut res.rewrite, c, Dir::Orig, false);
                 true
             }
             Err(_) => {

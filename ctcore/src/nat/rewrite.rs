@@ -137,47 +137,42 @@ pub fn csum_deltas(c: &Conn) -> Option<[NatCsum; 2]> {
         return None;
     }
     let (o, r) = (&c.tuples[0], &c.tuples[1]);
-    let snat = c.status.has(Status::SRC_NAT);
-    let dnat = c.status.has(Status::DST_NAT);
-    // The two ends a translation swaps: the original source (a) and the
-    // reply's destination (b) under source NAT, the original destination
-    // (cc) and the reply's source (d) under destination NAT. Each end's
-    // terms are those [`apply_v4_ports`] adds for it (its address only if
-    // it changes), so the deltas are the same sums.
-    let sum = |a: &Addr| {
-        let x = u32::from_ne_bytes(a.v4_octets());
-        (x, u32::from(combine(x as u16, (x >> 16) as u16)))
-    };
+    // The two ends a translation swaps: the original source and the
+    // reply's destination under source NAT, the original destination and
+    // the reply's source under destination NAT. Each end's terms are those
+    // [`apply_v4_ports`] adds for it (its address only if it changes), so
+    // the deltas are the same sums.
+    let word = |a: &Addr| u32::from_ne_bytes(a.v4_octets());
     let port = |p: u16| u32::from(u16::from_ne_bytes(p.to_be_bytes()));
     let not = |x: u32| u32::from(!(x as u16));
-    let (a, b) = (sum(&o.src), sum(&r.dst));
-    let (cc, d) = (sum(&o.dst), sum(&r.src));
-    let (pa, pb, pc, pd) = (
-        port(o.src_port),
-        port(r.dst_port),
-        port(o.dst_port),
-        port(r.src_port),
-    );
-    // (ip terms, port terms) of an end changing from `old` to `new`.
-    let end = |old: (u32, u32), new: (u32, u32), po: u32, pn: u32, on: bool| {
-        if !on {
-            return (0, 0);
-        }
-        let ip = if old.0 != new.0 {
-            not(old.1) + new.1
-        } else {
-            0
-        };
-        (ip, not(po) + pn)
+    let sum = |x: u32| u32::from(combine(x as u16, (x >> 16) as u16));
+    // (ip terms, port terms) of an end changing from `old` to `new`, and
+    // of the same end changing back.
+    let end = |old: (&Addr, u16), new: (&Addr, u16)| {
+        let (a, b) = (word(old.0), word(new.0));
+        let (pa, pb) = (port(old.1), port(new.1));
+        let (sa, sb) = if a != b { (sum(a), sum(b)) } else { (0, 0) };
+        let ip = |from: u32, to: u32| if a != b { not(from) + to } else { 0 };
+        ((ip(sa, sb), not(pa) + pb), (ip(sb, sa), not(pb) + pa))
+    };
+    let none = ((0, 0), (0, 0));
+    // Source NAT: the original packets' source, the replies' destination.
+    let (s_orig, s_reply) = if c.status.has(Status::SRC_NAT) {
+        end((&o.src, o.src_port), (&r.dst, r.dst_port))
+    } else {
+        none
+    };
+    // Destination NAT: the original packets' destination, the replies' source.
+    let (d_orig, d_reply) = if c.status.has(Status::DST_NAT) {
+        end((&o.dst, o.dst_port), (&r.src, r.src_port))
+    } else {
+        none
     };
     let delta = |x: (u32, u32), y: (u32, u32)| NatCsum {
         ip: fold32(x.0 + y.0),
         l4: fold32(x.0 + y.0 + x.1 + y.1),
     };
-    let out = [
-        delta(end(a, b, pa, pb, snat), end(cc, d, pc, pd, dnat)),
-        delta(end(d, cc, pd, pc, dnat), end(b, a, pb, pa, snat)),
-    ];
+    let out = [delta(s_orig, d_orig), delta(s_reply, d_reply)];
     Some(out)
 }
 
