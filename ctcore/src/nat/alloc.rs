@@ -51,8 +51,8 @@ impl Rng {
 /// What picks a connection's address from a range (find_best_ips_proto
 /// hashes the same fields): its source, and unless `persistent` its
 /// destination, folded into a word and multiplied out (one 128-bit
-/// product, both halves kept: its low bits choose). Not keyed: the choice
-/// is no secret, like the kernel's.
+/// product, both halves kept). Not keyed: the choice is no secret, like
+/// the kernel's.
 #[inline]
 fn addr_pick(orig: &Tuple, persistent: bool) -> u64 {
     let fold = |a: &Addr| {
@@ -65,7 +65,10 @@ fn addr_pick(orig: &Tuple, persistent: bool) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// The address at `index` of an inclusive range.
+/// The address `pick` chooses from an inclusive range: for IPv4 the top of
+/// `pick` times the range's size (a multiply, not a division's tens of
+/// cycles).
+#[inline]
 fn addr_in_range(family: Family, lo: &Addr, hi: &Addr, pick: u64) -> Addr {
     match family {
         Family::V4 => {
@@ -74,7 +77,8 @@ fn addr_in_range(family: Family, lo: &Addr, hi: &Addr, pick: u64) -> Addr {
                 u32::from_be_bytes(hi.v4_octets()),
             );
             let size = (b - a) as u64 + 1;
-            Addr::from_v4((a + (pick % size) as u32).to_be_bytes())
+            let index = (u128::from(pick) * u128::from(size)) >> 64;
+            Addr::from_v4((a + index as u32).to_be_bytes())
         }
         Family::V6 => {
             let (a, b) = (u128::from_be_bytes(lo.0), u128::from_be_bytes(hi.0));
@@ -138,8 +142,9 @@ pub struct Search<'a, 't> {
 #[inline]
 pub fn search_start(lo: u16, hi: u16, seed: u64) -> u16 {
     let size = u64::from(hi - lo) + 1;
+    // 32 bits of the hash scaled to the range (a multiply, not a division).
     let x = seed.rotate_left(23).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
-    lo + (x % size) as u16
+    lo + ((x * size) >> 32) as u16
 }
 
 /// What a source NAT rule gives a connection: its address, the port range
@@ -298,6 +303,53 @@ pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u3
     }
 }
 
+/// For a packet that most likely opens a connection in a table within the
+/// caches, a stage before its source NAT search runs, where the bitmaps are
+/// not ([`super::ports::PortMaps::beyond_caches`]): starts loading the
+/// bitmap words the search reads first, the original port's and the one
+/// where the free-port search starts. Arguments as for [`anticipate`].
+/// Only loads: a wrong guess costs them, never a different choice.
+pub fn prefetch_ports<P: Prefetch>(
+    g: &mut Guard<'_>,
+    rule: &Rule,
+    egress_addr: Option<Addr>,
+    orig: &Tuple,
+    seed: u64,
+    home: u32,
+) {
+    if rule.endpoint_independent {
+        return;
+    }
+    let Ok(Some(Binding {
+        addr,
+        ports,
+        random,
+    })) = binding(rule, orig, egress_addr)
+    else {
+        return;
+    };
+    let icmp = is_icmp_echo(orig.proto);
+    if !has_ports(orig.proto) && !icmp {
+        return;
+    }
+    let (lo, hi) = ports.unwrap_or_else(|| default_range(orig.src_port, icmp));
+    let key = MapKey {
+        family: orig.family,
+        addr,
+        proto: orig.proto,
+        zone: orig.zone,
+    };
+    let maps = g.ports(home);
+    let Some(map) = maps.find(&key) else {
+        return;
+    };
+    let m = maps.at(map);
+    if !random && (lo..=hi).contains(&orig.src_port) {
+        P::read(m.word_of(orig.src_port));
+    }
+    P::read(m.word_of(search_start(lo, hi, seed)));
+}
+
 /// The candidates of an anticipated search, with their keys.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Loaded {
@@ -370,6 +422,9 @@ pub fn snat(
     // (No bitmap yet for this address: every port is unused.)
     let slot = maps.find(&key);
     let bitmap = slot.is_some() || maps.has_space();
+    // Where the free-port search starts, when the connection's hash says
+    // (without it, drawn when the search runs).
+    let seeded = s.seed.map(|h| search_start(lo, hi, h));
     if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
         set(&mut cand, orig_port);
         let first = match s.first.take() {
@@ -383,13 +438,10 @@ pub fn snat(
             // the caches the two misses overlap. Only a prefetch: the choice
             // is made again below (the same start: the random source is
             // peeked, not drawn). Not again where `anticipate` did it.
-            let start = match s.seed {
-                Some(h) => search_start(lo, hi, h),
-                None => {
-                    let mut peek = *s.rng;
-                    (lo as u32 + peek.next_u32() % size) as u16
-                }
-            };
+            let start = seeded.unwrap_or_else(|| {
+                let mut peek = *s.rng;
+                (lo as u32 + peek.next_u32() % size) as u16
+            });
             let maps = s.table.ports(home);
             if let Some(p) = Cursor::new(lo, hi, start).next(slot.map(|i| maps.at(i))) {
                 let mut next = cand;
@@ -406,10 +458,7 @@ pub fn snat(
         }
     }
     if bitmap {
-        let start = match s.seed {
-            Some(h) => search_start(lo, hi, h),
-            None => (lo as u32 + s.rng.next_u32() % size) as u16,
-        };
+        let start = seeded.unwrap_or_else(|| (lo as u32 + s.rng.next_u32() % size) as u16);
         let mut cursor = Cursor::new(lo, hi, start);
         for _ in 0..BITMAP_TRIES {
             let maps = s.table.ports(home);
