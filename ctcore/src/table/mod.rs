@@ -634,10 +634,22 @@ impl<'t> Guard<'t> {
         // `&` changes no index: it only spares the bounds check.
         debug_assert!(s < MAX_STRIPES, "stripe {s}");
         let i = s as usize & (MAX_STRIPES as usize - 1);
-        if self.held[i].is_none() {
-            self.acquire(s);
+        // One load and test when held (the guard is not read twice).
+        if self.held[i].is_some() {
+            return match self.held[i].as_mut() {
+                Some(g) => g,
+                None => unreachable!(),
+            };
         }
-        match self.held[i].as_mut() {
+        self.acquired(s)
+    }
+
+    /// [`Guard::stripe`] for a stripe not held yet: takes it.
+    #[cold]
+    #[inline(never)]
+    fn acquired(&mut self, s: u32) -> &mut Stripe {
+        self.acquire(s);
+        match self.held[s as usize].as_mut() {
             Some(g) => g,
             None => unreachable!("stripe {s} was just locked"),
         }
