@@ -303,53 +303,6 @@ pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u3
     }
 }
 
-/// For a packet that most likely opens a connection in a table within the
-/// caches, a stage before its source NAT search runs, where the bitmaps are
-/// not ([`super::ports::PortMaps::beyond_caches`]): starts loading the
-/// bitmap words the search reads first, the original port's and the one
-/// where the free-port search starts. Arguments as for [`anticipate`].
-/// Only loads: a wrong guess costs them, never a different choice.
-pub fn prefetch_ports<P: Prefetch>(
-    g: &mut Guard<'_>,
-    rule: &Rule,
-    egress_addr: Option<Addr>,
-    orig: &Tuple,
-    seed: u64,
-    home: u32,
-) {
-    if rule.endpoint_independent {
-        return;
-    }
-    let Ok(Some(Binding {
-        addr,
-        ports,
-        random,
-    })) = binding(rule, orig, egress_addr)
-    else {
-        return;
-    };
-    let icmp = is_icmp_echo(orig.proto);
-    if !has_ports(orig.proto) && !icmp {
-        return;
-    }
-    let (lo, hi) = ports.unwrap_or_else(|| default_range(orig.src_port, icmp));
-    let key = MapKey {
-        family: orig.family,
-        addr,
-        proto: orig.proto,
-        zone: orig.zone,
-    };
-    let maps = g.ports(home);
-    let Some(map) = maps.find(&key) else {
-        return;
-    };
-    let m = maps.at(map);
-    if !random && (lo..=hi).contains(&orig.src_port) {
-        P::read(m.word_of(orig.src_port));
-    }
-    P::read(m.word_of(search_start(lo, hi, seed)));
-}
-
 /// The candidates of an anticipated search, with their keys.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Loaded {
