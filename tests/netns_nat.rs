@@ -1400,6 +1400,8 @@ bind = "127.0.0.1:18191"
         );
     }
     assert_eq!(balanced, 301, "the load-balanced connections");
+    // Right after them, the table had every binding the server saw.
+    assert_bindings(&listed_200, &by_client);
     // The final table has the bindings the server saw, but for connections
     // that closed with a reset and expired since (each was listed above, so
     // it existed, once; the expirations count them).
