@@ -330,18 +330,24 @@ impl<P: Prefetch> Engine<P> {
         dir: Dir,
     ) -> Tracked {
         let tun = &w.tun;
-        if c.status.has(Status::ASSURED)
-            && c.status.has(Status::SEEN_REPLY)
-            && matches!(c.tuples[0].proto, IPPROTO_UDP | IPPROTO_UDPLITE)
-        {
-            // An assured UDP stream: udp::packet would find `now` past
-            // stream_ts (it was when ASSURED was set, and time only moves
-            // on) and give the stream timeout. Answered without reading the
-            // protocol state, which lives in the record's third line.
-            return Tracked::Accept {
-                timeout_ms: tun.timeouts.udp_stream_ms,
-                kill: false,
-            };
+        if matches!(c.tuples[0].proto, IPPROTO_UDP | IPPROTO_UDPLITE) {
+            // udp::packet's two common answers, without a call and without
+            // reading the protocol state (its stream time):
+            // - unreplied: the unreplied timeout, whatever the time;
+            // - an assured stream: `now` is past stream_ts (it was when
+            //   ASSURED was set, and time only moves on): the stream timeout.
+            // A replied connection not yet assured goes the whole way.
+            let replied = c.status.has(Status::SEEN_REPLY);
+            if !replied || c.status.has(Status::ASSURED) {
+                return Tracked::Accept {
+                    timeout_ms: if replied {
+                        tun.timeouts.udp_stream_ms
+                    } else {
+                        tun.timeouts.udp_unreplied_ms
+                    },
+                    kill: false,
+                };
+            }
         }
         self.run_protocol_tracker(w, now_ms, pkt, p, c, dir)
     }
