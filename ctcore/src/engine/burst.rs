@@ -10,7 +10,7 @@ use super::{Engine, SnatMemo, Worker};
 use crate::conn::{Conn, Ext, Status};
 use crate::event::EventKind;
 use crate::nat::alloc;
-use crate::table::{Guard, Key, Prefetch, Probe};
+use crate::table::{Guard, Hint, Key, Prefetch, Probe};
 use crate::wire::{self, Parsed, L4};
 
 /// Packets per processing stage (a burst).
@@ -119,12 +119,14 @@ impl<P: Prefetch> Engine<P> {
             }
             t[1] = stamp();
             let mut ahead = Ahead::default();
+            let mut hints: [Option<Hint>; STAGE] = [None; STAGE];
             for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
                 if let Some(k) = k {
                     // TCP also reads its window state, in the third line.
                     let tcp = matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_), .. }));
                     match g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 }) {
-                        Probe::Known | Probe::New => {}
+                        Probe::Known(hint) => hints[j] = hint,
+                        Probe::New => {}
                         Probe::NewFar { evicts } => {
                             ahead.new |= 1 << j;
                             ahead.evicting |= u32::from(evicts) << j;
@@ -168,6 +170,7 @@ impl<P: Prefetch> Engine<P> {
                         now_ms,
                         pkt,
                         keys[j],
+                        hints[j],
                         i,
                         results,
                         &mut pending,
@@ -188,6 +191,7 @@ impl<P: Prefetch> Engine<P> {
                         now_ms,
                         pkt,
                         keys[j],
+                        hints[j],
                         i,
                         results,
                         &mut pending,
@@ -287,6 +291,7 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         pkt: &Pkt<'_>,
         key: Option<Key>,
+        hint: Option<Hint>,
         i: usize,
         results: &mut [CtResult],
         pending: &mut Pending,
@@ -294,10 +299,11 @@ impl<P: Prefetch> Engine<P> {
     ) where
         F: FnMut(usize, &CtResult) -> Decision,
     {
+        let out = &mut results[i];
         if helpers {
-            self.stage3::<true, F>(g, w, now_ms, pkt, key, i, &mut results[i], pending, decide);
+            self.stage3::<true, F>(g, w, now_ms, pkt, key, hint, i, out, pending, decide);
         } else {
-            self.stage3::<false, F>(g, w, now_ms, pkt, key, i, &mut results[i], pending, decide);
+            self.stage3::<false, F>(g, w, now_ms, pkt, key, hint, i, out, pending, decide);
         }
     }
 
@@ -312,6 +318,7 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         pkt: &Pkt<'_>,
         key: Option<Key>,
+        hint: Option<Hint>,
         i: usize,
         out: &mut CtResult,
         pending: &mut Pending,
@@ -324,7 +331,7 @@ impl<P: Prefetch> Engine<P> {
         out.zone = pkt.zone;
         pending.clear();
         let mut looked_up = key;
-        let park = self.track(g, w, now_ms, pkt, &mut looked_up, out, pending);
+        let park = self.track(g, w, now_ms, pkt, &mut looked_up, hint, out, pending);
         if HELPERS && pending.is_some() {
             self.expected(g, w, now_ms, pending, looked_up, out);
         }

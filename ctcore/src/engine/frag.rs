@@ -142,7 +142,7 @@ impl<P: Prefetch> Engine<P> {
             return None;
         }
         let key = self.table.key(&tuple);
-        match self.find_live(g, w, now_ms, key, &tuple) {
+        match self.find_live(g, w, now_ms, key, None, &tuple) {
             Some((r, dir)) => {
                 if self.accounting {
                     g.account(r, dir, u64::from(p.l3_len));

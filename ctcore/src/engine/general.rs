@@ -82,7 +82,7 @@ impl<P: Prefetch> Engine<P> {
             return None;
         }
         let tuple = self.tuple_of(g, w, now_ms, pkt, p, &mut v)?;
-        self.track_tuple(g, w, now_ms, pkt, p, tuple, key, &mut v, pending);
+        self.track_tuple(g, w, now_ms, pkt, p, tuple, key, None, &mut v, pending);
         if let Some((slot, _)) = frag_slot {
             if v.conn.is_some() || pending.is_some() {
                 // A first fragment: the rest of the datagram follows this connection.
@@ -154,7 +154,7 @@ impl<P: Prefetch> Engine<P> {
             return;
         };
         let key = self.table.key(&lookup);
-        let Some((r, dir)) = self.find_live(g, w, now_ms, key, &lookup) else {
+        let Some((r, dir)) = self.find_live(g, w, now_ms, key, None, &lookup) else {
             invalid(w, res, "icmp: error for no known connection");
             return;
         };

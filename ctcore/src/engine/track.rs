@@ -14,7 +14,7 @@ use crate::nat::rewrite::Rewrite;
 use crate::proto::sctp::SctpOutcome;
 use crate::proto::tcp::{TcpOutcome, TcpSegment};
 use crate::proto::{generic, icmp, udp, Outcome};
-use crate::table::{Guard, Key, Prefetch, Ref};
+use crate::table::{Guard, Hint, Key, Prefetch, Ref};
 use crate::tuple::{Dir, Tuple, IPPROTO_GRE, IPPROTO_UDP, IPPROTO_UDPLITE};
 use crate::wire::{self, Parsed, L4};
 
@@ -95,7 +95,7 @@ impl<P: Prefetch> Engine<P> {
     /// until the datagram completes (the slot returned). `key` comes in as
     /// stage 1's key (plain packets) and leaves as the key of the tuple
     /// looked up and not found under this guard (its confirm need not look
-    /// again).
+    /// again); `hint` is the entry stage 2 saw its signature name.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn track(
@@ -105,13 +105,14 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         pkt: &Pkt<'_>,
         key: &mut Option<Key>,
+        hint: Option<Hint>,
         res: &mut CtResult,
         pending: &mut Pending,
     ) -> Option<usize> {
         // Plain packets (stage 1 found their tuple) inline; the rest apart.
         if key.is_some() {
             if let (Ok(p), mut v) = res.split() {
-                self.track_plain(g, w, now_ms, pkt, p, key, &mut v, pending);
+                self.track_plain(g, w, now_ms, pkt, p, key, hint, &mut v, pending);
                 return None;
             }
         }
@@ -130,6 +131,7 @@ impl<P: Prefetch> Engine<P> {
         pkt: &Pkt<'_>,
         p: &Parsed,
         key: &mut Option<Key>,
+        hint: Option<Hint>,
         res: &mut Verdict<'_>,
         pending: &mut Pending,
     ) {
@@ -143,10 +145,11 @@ impl<P: Prefetch> Engine<P> {
             _ => tuple_ports(p),
         };
         let t = packet_tuple(p, ports, pkt.zone);
-        self.track_tuple(g, w, now_ms, pkt, p, t, key, res, pending)
+        self.track_tuple(g, w, now_ms, pkt, p, t, key, hint, res, pending)
     }
 
-    /// Lookup + tracker for a packet with tuple `t`.
+    /// Lookup + tracker for a packet with tuple `t` (`hint`: see
+    /// [`Guard::lookup_hinted`]).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn track_tuple(
@@ -158,11 +161,12 @@ impl<P: Prefetch> Engine<P> {
         p: &Parsed,
         t: Tuple,
         key_io: &mut Option<Key>,
+        hint: Option<Hint>,
         res: &mut Verdict<'_>,
         pending: &mut Pending,
     ) {
         let key = *key_io.get_or_insert_with(|| self.table.key(&t));
-        let found = match self.find_live(g, w, now_ms, key, &t) {
+        let found = match self.find_live(g, w, now_ms, key, hint, &t) {
             None if pkt.reply_zone != t.zone => {
                 // A directional zone: the reply direction's tuples are in
                 // the other zone (resolve_normal_ct's second lookup).
@@ -170,7 +174,7 @@ impl<P: Prefetch> Engine<P> {
                     zone: pkt.reply_zone,
                     ..t
                 };
-                self.find_live(g, w, now_ms, self.table.key(&t2), &t2)
+                self.find_live(g, w, now_ms, self.table.key(&t2), None, &t2)
             }
             found => found,
         };
@@ -297,7 +301,8 @@ impl<P: Prefetch> Engine<P> {
         }
     }
 
-    /// Finds a live connection; an expired one is reclaimed on the spot.
+    /// Finds a live connection (`hint`: see [`Guard::lookup_hinted`]); an
+    /// expired one is reclaimed on the spot.
     #[inline(always)]
     pub(super) fn find_live(
         &self,
@@ -305,9 +310,10 @@ impl<P: Prefetch> Engine<P> {
         w: &mut Worker,
         now_ms: u64,
         key: Key,
+        hint: Option<Hint>,
         t: &Tuple,
     ) -> Option<(Ref, Dir)> {
-        let (r, dir) = g.lookup(key, t)?;
+        let (r, dir) = g.lookup_hinted(key, t, hint)?;
         if g.conn(r).is_expired(now_ms) {
             if let Some(dead) = g.remove(r) {
                 w.stats.expired += 1;

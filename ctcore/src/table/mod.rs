@@ -221,9 +221,10 @@ impl Eviction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     /// A signature matches: most likely a known connection's packet (its
-    /// records are loading). Or none does but the bucket overflowed: it
-    /// may be one (nothing loads).
-    Known,
+    /// records are loading; the first of them homed in the stripe is the
+    /// hint [`Guard::lookup_hinted`] tries first). Or none does but the
+    /// bucket overflowed: it may be one (nothing loads, no hint).
+    Known(Option<Hint>),
     /// None matches: most likely a new connection, in a stripe within the
     /// caches (the bucket of its inverted tuple is loading).
     New,
@@ -249,6 +250,11 @@ pub enum Clash {
 
 /// A connection's index within its stripe.
 pub type Local = u32;
+
+/// The entry word of a record stage 2 found a packet's signature naming,
+/// in the packet's home stripe ([`Probe::Known`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint(u32);
 
 /// A connection in the table: its home stripe and slab index. Valid while the
 /// guard that returned it is held (and, across guards, while the
@@ -745,7 +751,7 @@ impl<'t> Guard<'t> {
                 // Entries homed here went on to the next bucket: the packet
                 // may well be a known connection's (its records are found
                 // there in stage 3).
-                return Probe::Known;
+                return Probe::Known(None);
             }
             if s.prefetch_evictions {
                 return Probe::NewFar {
@@ -758,15 +764,18 @@ impl<'t> Guard<'t> {
             P::read(&s.buckets[r.bucket(n)] as *const Bucket as *const u8);
             return Probe::New;
         }
+        let mut hint = None;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            let (r, _) = entry_parts(b.entry[i]);
+            let word = b.entry[i];
+            let (r, _) = entry_parts(word);
             if r.stripe == key.stripe {
                 prefetch_record::<P>(&s.records, r.local, lines);
+                hint = hint.or(Some(Hint(word)));
             }
         }
-        Probe::Known
+        Probe::Known(hint)
     }
 
     /// For a packet [`Guard::prefetch_records`] found new in a stripe
@@ -819,6 +828,27 @@ impl<'t> Guard<'t> {
         }
         // Its source NAT port, released in the port bitmap.
         s.ports.prefetch_conn(&rec.conn, P::read);
+    }
+
+    /// [`Guard::lookup`], trying first the entry stage 2 saw match
+    /// (`hint`, from [`Guard::prefetch_records`] under this guard): its
+    /// record, if it is live and holds `t` in the entry's direction, is
+    /// the one the lookup would find (no two live records hold a tuple),
+    /// without the bucket's second walk. Otherwise (a signature that
+    /// matched another tuple, a record removed or reused since) the
+    /// whole lookup.
+    #[inline(always)]
+    pub fn lookup_hinted(&mut self, key: Key, t: &Tuple, hint: Option<Hint>) -> Option<(Ref, Dir)> {
+        if let Some(Hint(word)) = hint {
+            let (r, dir) = entry_parts(word);
+            let s = self.stripe(key.stripe);
+            if let Some(rec) = s.records.get(r.local as usize) {
+                if live(&rec.conn) && rec.conn.tuples[dir.index()] == *t {
+                    return Some((r, dir));
+                }
+            }
+        }
+        self.lookup(key, t)
     }
 
     /// Finds the live connection holding `t` (in either direction).
@@ -1349,6 +1379,58 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_finds_what_the_lookup_finds_or_gives_way_to_it() {
+        let table = Table::new(1000, 1, 42);
+        let a = conn(1);
+        let t = a.tuples[0];
+        let key = table.key(&t);
+        insert(&table, a).unwrap();
+        let mut g = table.guard();
+        let Probe::Known(hint) = g.prefetch_records::<NoPrefetch>(key, 2) else {
+            panic!("its own signature matches");
+        };
+        assert!(hint.is_some());
+        let found = g.lookup(key, &t);
+        assert_eq!(g.lookup_hinted(key, &t, hint), found);
+        assert_eq!(found.map(|(_, d)| d), Some(Dir::Orig));
+        // The record reused (the free list is a stack) by a connection that
+        // holds the tuple the other way (its reply, as NAT can make it):
+        // the hint names the right record in the wrong direction.
+        let (r, _) = found.unwrap();
+        assert!(g.remove(r).is_some());
+        let b = Conn {
+            tuples: [tuple(2), t],
+            deadline_ms: 1000,
+            ..Default::default()
+        };
+        let (rb, _) = g
+            .insert(&b, Clash::Both, false, &mut Eviction::default())
+            .unwrap();
+        assert_eq!(rb, r, "the same record");
+        assert_eq!(g.lookup_hinted(key, &t, hint), Some((r, Dir::Reply)));
+        // Removed for good: nothing, whatever the hint.
+        assert!(g.remove(rb).is_some());
+        assert_eq!(g.lookup_hinted(key, &t, hint), None);
+        // A hint naming a record of another tuple (a signature that
+        // matched by chance) gives way to the lookup.
+        let c = conn(3);
+        insert_with(&mut g, &c);
+        let other = g.prefetch_records::<NoPrefetch>(table.key(&c.tuples[0]), 2);
+        let Probe::Known(Some(h)) = other else {
+            panic!("{other:?}")
+        };
+        insert_with(&mut g, &a);
+        let want = g.lookup(key, &t);
+        assert!(want.is_some());
+        assert_eq!(g.lookup_hinted(key, &t, Some(h)), want);
+    }
+
+    fn insert_with(g: &mut Guard<'_>, c: &Conn) {
+        g.insert(c, Clash::Both, false, &mut Eviction::default())
+            .unwrap();
+    }
+
+    #[test]
     fn both_directions_are_found() {
         let table = Table::new(10_000, 1, 42);
         for i in 0..5000 {
@@ -1622,7 +1704,7 @@ mod tests {
             if overflowed {
                 // A bucket whose entries went on to the next one: the packet
                 // may be a known connection's, so nothing is loaded ahead.
-                assert_eq!(probe, Probe::Known);
+                assert_eq!(probe, Probe::Known(None));
                 g.insert(&c, Clash::Both, true, &mut Eviction::default())
                     .unwrap();
                 continue;
