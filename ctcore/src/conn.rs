@@ -157,38 +157,41 @@ pub enum ProtoState {
 
 /// One connection (`struct nf_conn`), as the table keeps it.
 ///
-/// `repr(C)` in this order so that the table's cache-line-aligned records keep
-/// what an established packet reads and writes (both tuples, deadline, status,
-/// id, mark) in their first two lines; the protocol state follows. Packet
-/// and byte counters and the start time are not here: like the kernel's
-/// accounting and timestamp extensions they exist only when switched on
-/// (`[conntrack] accounting`), in an array beside the records ([`Ext`]).
+/// `repr(C)` in this order so that a cache-line-aligned record's first line
+/// holds all that a packet of the original direction reads and writes
+/// where the connection is neither translated nor TCP / SCTP: deadline,
+/// status, id, mark, cached verdicts and the original tuple (24 + 40
+/// bytes). The reply tuple and the translation's checksum deltas follow
+/// in the second line (a reply, or a translated packet, reads both lines),
+/// the protocol state across the second and third. Packet and byte
+/// counters and the start time are not here: like the kernel's accounting
+/// and timestamp extensions they exist only when switched on (`[conntrack]
+/// accounting`), in an array beside the records ([`Ext`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Conn {
-    /// `tuples[Dir::Orig]` and `tuples[Dir::Reply]` (the kernel's tuplehash[2]).
-    pub tuples: [Tuple; 2],
     /// When the connection expires, in the engine's clock (ms).
     pub deadline_ms: u64,
     pub status: Status,
     /// A unique id (like the kernel's ct id).
     pub id: u32,
     pub mark: u32,
+    /// Per direction (`Dir::index()`): the caller's cached verdict for this
+    /// connection's packets, opaque to the engine (0: none). The engine
+    /// hands it to `decide` ([`crate::engine::CtResult::cached`]), keeps
+    /// what `decide` returns ([`crate::engine::Egress::cache`]) and clears
+    /// both when the mark changes (a policy input).
+    pub verdicts: [u16; 2],
+    /// `tuples[Dir::Orig]` and `tuples[Dir::Reply]` (the kernel's tuplehash[2]).
+    pub tuples: [Tuple; 2],
     /// For a translated IPv4 TCP / UDP connection: per direction
     /// (`Dir::index()`), what its translation adds to the IP header's and
     /// the L4 checksum ([`crate::nat::rewrite::csum_deltas`], worked out
     /// once at confirm), so that a packet's rewrite is stores and two
     /// additions. None otherwise.
     pub nat_csum: Option<[NatCsum; 2]>,
-    /// The connection's helper (nft `ct helper set`; in what was padding).
+    /// The connection's helper (nft `ct helper set`).
     pub helper: crate::helper::Helper,
-    /// Per direction (`Dir::index()`): the caller's cached verdict for this
-    /// connection's packets, opaque to the engine (0: none). The engine
-    /// hands it to `decide` ([`crate::engine::CtResult::cached`]), keeps
-    /// what `decide` returns ([`crate::engine::Egress::cache`]) and clears
-    /// both when the mark changes (a policy input). Beside the status in
-    /// the second line, which every packet of the connection reads.
-    pub verdicts: [u16; 2],
     pub proto: ProtoState,
 }
 

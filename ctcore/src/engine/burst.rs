@@ -120,11 +120,17 @@ impl<P: Prefetch> Engine<P> {
             t[1] = stamp();
             let mut ahead = Ahead::default();
             let mut hints: [Option<Hint>; STAGE] = [None; STAGE];
+            // The record lines a packet reads, by the direction its entry
+            // has: TCP also its window state, in the second and third
+            // lines; a reply its tuple in the second; a packet of the
+            // original direction only the first, unless the connection
+            // may be translated (the reply tuple and the checksum deltas
+            // then: the second).
+            let udp_lines = if self.nat.is_some() { [2, 2] } else { [1, 2] };
             for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
                 if let Some(k) = k {
-                    // TCP also reads its window state, in the third line.
                     let tcp = matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_), .. }));
-                    match g.prefetch_records::<P>(*k, if tcp { 3 } else { 2 }) {
+                    match g.prefetch_records::<P>(*k, if tcp { [3, 3] } else { udp_lines }) {
                         Probe::Known(hint) => hints[j] = hint,
                         Probe::New => {}
                         Probe::NewFar { evicts } => {

@@ -733,15 +733,16 @@ impl<'t> Guard<'t> {
         P::read(b as *const Bucket as *const u8);
     }
 
-    /// Starts loading the first `lines` cache lines of the record of every
-    /// entry in `key`'s home bucket whose signature matches. The bucket
+    /// Starts loading the first `lines[d]` cache lines of the record of
+    /// every entry in `key`'s home bucket whose signature matches, `d` the
+    /// entry's direction (`Dir::index()`). The bucket
     /// should be in cache by now. Says what the packet most likely is: of
     /// a known connection, or opening one (and then whether the stripe is
     /// full, so that its confirm will evict one: see
     /// [`Guard::prefetch_eviction`]; the record early drop looks at first
     /// is loaded here).
     #[inline(always)]
-    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: usize) -> Probe {
+    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: [usize; 2]) -> Probe {
         let s = self.stripe(key.stripe);
         let n = s.buckets.len();
         let b = &s.buckets[key.bucket(n)];
@@ -769,9 +770,9 @@ impl<'t> Guard<'t> {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             let word = b.entry[i];
-            let (r, _) = entry_parts(word);
+            let (r, dir) = entry_parts(word);
             if r.stripe == key.stripe {
-                prefetch_record::<P>(&s.records, r.local, lines);
+                prefetch_record::<P>(&s.records, r.local, lines[dir.index()]);
                 hint = hint.or(Some(Hint(word)));
             }
         }
@@ -1353,10 +1354,9 @@ mod tests {
     fn records_are_cache_line_aligned() {
         assert_eq!(std::mem::align_of::<Record>(), 64);
         assert_eq!(std::mem::size_of::<Record>() % 64, 0);
-        // What an established packet touches is in the first two lines,
-        // and a record takes three.
-        // A UDP packet reads the protocol state's tag and its stream time
-        // too, and the cached verdicts: all in the second line.
+        // A packet of the original direction of an untranslated UDP (or
+        // ICMP, generic) connection reads and writes the first line only:
+        // deadline, status, id, mark, cached verdicts, original tuple.
         let c = Conn {
             proto: crate::conn::ProtoState::Stream {
                 stream_ts_ms: crate::conn::Ms4::new(1),
@@ -1365,8 +1365,16 @@ mod tests {
         };
         let base = &c as *const Conn as usize;
         let end_of = |p: usize, size: usize| p + size - base;
-        assert!(end_of(&c.mark as *const _ as usize, 4) <= 128);
-        assert!(end_of(c.verdicts.as_ptr() as usize, 4) <= 128);
+        assert!(end_of(&c.deadline_ms as *const _ as usize, 8) <= 64);
+        assert!(end_of(&c.status as *const _ as usize, 4) <= 64);
+        assert!(end_of(&c.id as *const _ as usize, 4) <= 64);
+        assert!(end_of(&c.mark as *const _ as usize, 4) <= 64);
+        assert!(end_of(c.verdicts.as_ptr() as usize, 4) <= 64);
+        assert!(end_of(&c.tuples[0] as *const _ as usize, 40) <= 64);
+        // A reply, or a translated packet, reads the second line too: the
+        // reply tuple, the checksum deltas; a UDP stream not yet assured
+        // its stream time.
+        assert!(end_of(&c.tuples[1] as *const _ as usize, 40) <= 128);
         assert!(end_of(&c.nat_csum as *const _ as usize, 10) <= 128);
         let crate::conn::ProtoState::Stream { stream_ts_ms } = &c.proto else {
             unreachable!()
@@ -1386,7 +1394,7 @@ mod tests {
         let key = table.key(&t);
         insert(&table, a).unwrap();
         let mut g = table.guard();
-        let Probe::Known(hint) = g.prefetch_records::<NoPrefetch>(key, 2) else {
+        let Probe::Known(hint) = g.prefetch_records::<NoPrefetch>(key, [2, 2]) else {
             panic!("its own signature matches");
         };
         assert!(hint.is_some());
@@ -1415,7 +1423,7 @@ mod tests {
         // matched by chance) gives way to the lookup.
         let c = conn(3);
         insert_with(&mut g, &c);
-        let other = g.prefetch_records::<NoPrefetch>(table.key(&c.tuples[0]), 2);
+        let other = g.prefetch_records::<NoPrefetch>(table.key(&c.tuples[0]), [2, 2]);
         let Probe::Known(Some(h)) = other else {
             panic!("{other:?}")
         };
@@ -1700,7 +1708,7 @@ mod tests {
             let mut g = table.guard();
             let n = g.stripe(0).buckets.len();
             let overflowed = g.stripe(0).buckets[key.bucket(n)].overflow != 0;
-            let probe = g.prefetch_records::<Recorder>(key, 2);
+            let probe = g.prefetch_records::<Recorder>(key, [2, 2]);
             if overflowed {
                 // A bucket whose entries went on to the next one: the packet
                 // may be a known connection's, so nothing is loaded ahead.
@@ -1760,7 +1768,7 @@ mod tests {
             .map(|i| small.key(&conn(i).tuples[0]))
             .find(|k| g.stripe(0).buckets[k.bucket(n)].overflow == 0)
             .unwrap();
-        assert_eq!(g.prefetch_records::<Recorder>(key, 2), Probe::New);
+        assert_eq!(g.prefetch_records::<Recorder>(key, [2, 2]), Probe::New);
     }
 
     #[test]
