@@ -50,6 +50,7 @@ def main():
     for b in args.binaries:
         if not os.access(b, os.X_OK):
             sys.exit("bench-newconn: %s is not an executable ctgate" % b)
+    bench.distinct_binaries(args.binaries, "bench-newconn")
     work = tempfile.mkdtemp(prefix="ctgate-newconn.")
     bench.WORK = bench.RAW = work
     try:

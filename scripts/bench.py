@@ -99,6 +99,23 @@ def capture(n, first=0, reply=False, mac=GW_MAC, tcp=False):
 
 
 # ----------------------------------------------------------------- helpers --
+def distinct_binaries(paths, tool):
+    """Exits with a message if two of `paths` are the same file content: an
+    A/B run of one binary against itself measures only the host (a build
+    with `cargo build -p appliance` leaves target/release/ctgate as it was;
+    the binary is the root package's: `cargo build --release -p ctgate`)."""
+    import hashlib
+    seen = {}
+    for p in paths:
+        with open(p, "rb") as f:
+            digest = hashlib.md5(f.read()).hexdigest()
+        if digest in seen:
+            sys.exit("%s: %s and %s are the same binary (md5 %s): build each with "
+                     "`cargo build --release -p ctgate` and copy target/release/ctgate"
+                     % (tool, seen[digest], p, digest))
+        seen[digest] = p
+
+
 def hugepages_free():
     with open("/proc/meminfo") as f:
         for line in f:
