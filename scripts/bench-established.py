@@ -20,21 +20,11 @@ go to a temporary directory (the capture of 1M flows is about 100 MB).
 import argparse
 import os
 import shutil
-import stat
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
-
-
-def wrapper(work, binary):
-    """A script that runs `binary` with --profile-stages added."""
-    path = os.path.join(work, "stages-%d" % abs(hash(binary)))
-    with open(path, "w") as f:
-        f.write('#!/bin/sh\nexec %s "$@" --profile-stages\n' % binary)
-    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
-    return path
 
 
 def stage_line(log):
@@ -59,10 +49,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench-established: needs root: sudo %s" % sys.argv[0])
-    for b in args.binaries:
-        if not os.access(b, os.X_OK):
-            sys.exit("bench-established: %s is not an executable ctgate" % b)
-    bench.distinct_binaries(args.binaries, "bench-established")
+    bench.ab_binaries(args.binaries, "bench-established")
     modes = args.modes.split(",")
     for m in modes:
         if m not in ("routing", "conntrack", "snat"):
@@ -76,7 +63,7 @@ def main():
         for rnd in range(args.rounds):
             for i, b in enumerate(args.binaries):
                 binary = os.path.abspath(b)
-                bench.CTGATE = wrapper(work, binary) if args.stages else binary
+                bench.CTGATE = bench.stages_wrapper(binary) if args.stages else binary
                 for mode in modes:
                     name = "established-%d-%s-%d" % (i, mode, rnd)
                     r = bench.ctgate_forward(pcap, args.flows, mode, args.secs, name)

@@ -19,21 +19,11 @@ go to a temporary directory (the capture, about 250 MB, is made once there).
 import argparse
 import os
 import shutil
-import stat
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
-
-
-def wrapper(work, binary):
-    """A script that runs `binary` with --profile-stages added."""
-    path = os.path.join(work, "stages-%d" % abs(hash(binary)))
-    with open(path, "w") as f:
-        f.write('#!/bin/sh\nexec %s "$@" --profile-stages\n' % binary)
-    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
-    return path
 
 
 def main():
@@ -47,17 +37,14 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench-newconn: needs root: sudo %s" % sys.argv[0])
-    for b in args.binaries:
-        if not os.access(b, os.X_OK):
-            sys.exit("bench-newconn: %s is not an executable ctgate" % b)
-    bench.distinct_binaries(args.binaries, "bench-newconn")
+    bench.ab_binaries(args.binaries, "bench-newconn")
     work = tempfile.mkdtemp(prefix="ctgate-newconn.")
     bench.WORK = bench.RAW = work
     try:
         pcap = bench.capture(2000000, first=0)
         for rnd in range(args.rounds):
             for b in args.binaries:
-                bench.CTGATE = wrapper(work, os.path.abspath(b)) if args.stages else os.path.abspath(b)
+                bench.CTGATE = bench.stages_wrapper(os.path.abspath(b)) if args.stages else os.path.abspath(b)
                 for mode in args.modes.split(","):
                     name = "newconn-%d-%s-%d" % (args.binaries.index(b), mode, rnd)
                     cfg = os.path.join(work, name + ".toml")

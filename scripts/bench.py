@@ -99,14 +99,17 @@ def capture(n, first=0, reply=False, mac=GW_MAC, tcp=False):
 
 
 # ----------------------------------------------------------------- helpers --
-def distinct_binaries(paths, tool):
-    """Exits with a message if two of `paths` are the same file content: an
-    A/B run of one binary against itself measures only the host (a build
-    with `cargo build -p appliance` leaves target/release/ctgate as it was;
-    the binary is the root package's: `cargo build --release -p ctgate`)."""
+def ab_binaries(paths, tool):
+    """For the A/B scripts: exits with a message unless every one of `paths`
+    is an executable and no two are the same file content (an A/B run of
+    one binary against itself measures only the host: a build with `cargo
+    build -p appliance` leaves target/release/ctgate as it was; the binary
+    is the root package's, `cargo build --release -p ctgate`)."""
     import hashlib
     seen = {}
     for p in paths:
+        if not os.access(p, os.X_OK):
+            sys.exit("%s: %s is not an executable ctgate" % (tool, p))
         with open(p, "rb") as f:
             digest = hashlib.md5(f.read()).hexdigest()
         if digest in seen:
@@ -114,6 +117,16 @@ def distinct_binaries(paths, tool):
                      "`cargo build --release -p ctgate` and copy target/release/ctgate"
                      % (tool, seen[digest], p, digest))
         seen[digest] = p
+
+
+def stages_wrapper(binary):
+    """A script in WORK that runs `binary` with --profile-stages added (for
+    the A/B scripts' --stages)."""
+    path = os.path.join(WORK, "stages-%d" % abs(hash(binary)))
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\nexec %s "$@" --profile-stages\n' % binary)
+    os.chmod(path, 0o755)
+    return path
 
 
 def hugepages_free():
