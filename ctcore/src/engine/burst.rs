@@ -370,8 +370,10 @@ impl<P: Prefetch> Engine<P> {
         }
         if pending.is_some() {
             let (conn, ext) = (&mut pending.conn, &pending.ext);
+            // (Without NAT rules, no call: it would accept.)
             if egress.is_none_or(|e| {
-                self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, looked_up, out)
+                self.nat.is_none()
+                    || self.nat_postrouting(g, w, now_ms, conn, pkt.in_port, e, looked_up, out)
             }) {
                 match park {
                     Some(slot) => {

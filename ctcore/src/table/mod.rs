@@ -122,10 +122,29 @@ impl Key {
     }
 }
 
-/// [`Guard::place`] in stripe `s` (which `key` names).
+/// [`Guard::place`] in stripe `s` (which `key` names). The home bucket
+/// nearly always has room: that case is inlined, the probing is not.
+#[inline(always)]
 fn place_in(s: &mut Stripe, key: Key, word: u32) -> bool {
     let sig = key.sig();
     let home = key.bucket(s.buckets.len());
+    if let Some(b) = s.buckets.get_mut(home) {
+        if let Some(i) = b.free_slot() {
+            b.set_sig(i, sig);
+            b.entry[i] = word;
+            return true;
+        }
+    }
+    place_probing(s, home, sig, word)
+}
+
+/// [`place_in`] past a full home bucket: linear probing.
+#[inline(never)]
+fn place_probing(s: &mut Stripe, home: usize, sig: u16, word: u32) -> bool {
+    let n = s.buckets.len();
+    if n == 0 {
+        return false;
+    }
     let mut b = home;
     for probe in 0..=MAX_PROBE {
         if let Some(i) = s.buckets[b].free_slot() {
@@ -133,23 +152,47 @@ fn place_in(s: &mut Stripe, key: Key, word: u32) -> bool {
             let mut m = home;
             for _ in 0..probe {
                 s.buckets[m].overflow += 1;
-                m = next_bucket(m, s.buckets.len());
+                m = next_bucket(m, n);
             }
             s.buckets[b].set_sig(i, sig);
             s.buckets[b].entry[i] = word;
             return true;
         }
-        b = next_bucket(b, s.buckets.len());
+        b = next_bucket(b, n);
     }
     false
 }
 
-/// [`Guard::unplace`] in stripe `s` (which `key` names).
+/// [`Guard::unplace`] in stripe `s` (which `key` names): the entry is
+/// nearly always in its home bucket (inlined), else further on.
+#[inline(always)]
 fn unplace_in(s: &mut Stripe, key: Key, word: u32) {
     let sig = key.sig();
     let home = key.bucket(s.buckets.len());
-    let mut b = home;
-    for probe in 0..=MAX_PROBE {
+    if let Some(bucket) = s.buckets.get_mut(home) {
+        let mut m = bucket.matches(sig);
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if bucket.entry[i] == word {
+                bucket.set_sig(i, 0);
+                bucket.entry[i] = 0;
+                return;
+            }
+        }
+    }
+    unplace_probing(s, home, sig, word)
+}
+
+/// [`unplace_in`] past the home bucket.
+#[inline(never)]
+fn unplace_probing(s: &mut Stripe, home: usize, sig: u16, word: u32) {
+    let n = s.buckets.len();
+    if n == 0 {
+        return;
+    }
+    let mut b = next_bucket(home, n);
+    for probe in 1..=MAX_PROBE {
         let bucket = &mut s.buckets[b];
         let mut m = bucket.matches(sig);
         while m != 0 {
@@ -162,12 +205,12 @@ fn unplace_in(s: &mut Stripe, key: Key, word: u32) {
                 for _ in 0..probe {
                     let ov = &mut s.buckets[o].overflow;
                     *ov = ov.saturating_sub(1);
-                    o = next_bucket(o, s.buckets.len());
+                    o = next_bucket(o, n);
                 }
                 return;
             }
         }
-        b = next_bucket(b, s.buckets.len());
+        b = next_bucket(b, n);
     }
 }
 
