@@ -74,16 +74,21 @@ pub fn l4_checksum(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &
 /// True if `segment` (checksum field included) verifies with its pseudo-header.
 /// One pass: pseudo-header and data in one accumulator, folded once.
 #[inline(always)]
+/// Summed in the machine's byte order ([`add_native`]): only whether the
+/// sum is all ones matters, which reads the same in both orders.
 pub fn verify_l4(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &[u8]) -> bool {
     let acc = match family {
         Family::V4 => {
-            u64::from(u32::from_be_bytes(src.v4_octets()))
-                + u64::from(u32::from_be_bytes(dst.v4_octets()))
+            u64::from(u32::from_ne_bytes(src.v4_octets()))
+                + u64::from(u32::from_ne_bytes(dst.v4_octets()))
         }
-        Family::V6 => add_words(add_words(0, &src.0), &dst.0),
+        Family::V6 => add_native(add_native(0, &src.0), &dst.0),
     };
-    let acc = add_carry(acc, u64::from(proto) + segment.len() as u64);
-    fold(add_words(acc, segment)) == 0xffff
+    // The pseudo-header's protocol and length are big-endian words (a
+    // segment is shorter than 2^16 bytes: its IP length field says so).
+    let words = u64::from(u16::from(proto).to_be()) + u64::from((segment.len() as u16).to_be());
+    let acc = add_carry(acc, words);
+    fold(add_native(acc, segment)) == 0xffff
 }
 
 /// RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'): the checksum after a 16-bit word
@@ -258,6 +263,40 @@ fn add_words(mut acc: u64, data: &[u8]) -> u64 {
             .iter()
             .fold(0u64, |t, &b| (t << 8) | u64::from(b))
             << (64 - 8 * r)
+    };
+    add_carry(acc, tail)
+}
+
+/// [`add_words`] in the machine's byte order: the sum of byte-swapped
+/// words is the byte-swapped sum (RFC 1071 2.(B)), so a verification that
+/// compares with all ones needs no swap. The last 0-7 bytes are padded
+/// with zeros as there.
+#[inline(always)]
+fn add_native(mut acc: u64, data: &[u8]) -> u64 {
+    let (words, rest) = data.as_chunks::<8>();
+    for w in words {
+        acc = add_carry(acc, u64::from_ne_bytes(*w));
+    }
+    let r = rest.len();
+    if r == 0 {
+        return acc;
+    }
+    let tail = match data.last_chunk::<8>() {
+        // The data's last eight bytes, of which the last `r` are the tail,
+        // moved to where a word starting at the tail would hold them.
+        Some(last) => {
+            let w = u64::from_ne_bytes(*last);
+            if cfg!(target_endian = "little") {
+                w >> (64 - 8 * r)
+            } else {
+                w << (64 - 8 * r)
+            }
+        }
+        None => rest
+            .iter()
+            .rev()
+            .fold(0u64, |t, &b| (t << 8) | u64::from(b))
+            .to_le(),
     };
     add_carry(acc, tail)
 }
