@@ -219,6 +219,111 @@ fn dashmap_packet(map: &DashMap<Tuple, Conn>, now: u64, f: &[u8], t: &Timeouts) 
     }
 }
 
+/// A table of `n` established (ASSURED) UDP connections, one per frame of
+/// `frames` (flows `order`), with a worker: what `established` measures.
+fn established_table(n: u32, order: &[u32], frames: &[Vec<u8>]) -> (BenchEngine, Worker) {
+    let e = engine(n + n / 8);
+    let mut w = e.worker(0);
+    feed(&e, &mut w, 0, frames);
+    let replies: Vec<Vec<u8>> = order
+        .iter()
+        .take(n as usize)
+        .map(|&i| flow_frame(i, true))
+        .collect();
+    feed(&e, &mut w, 1, &replies);
+    drop(replies);
+    // Established flows are past the kernel's 2 s stream mark: one
+    // more pass makes every one ASSURED, as steady traffic is.
+    feed(&e, &mut w, 2_500, frames);
+    assert_eq!(e.table().len(), n, "every flow is in the table");
+    (e, w)
+}
+
+/// One burst of `established`: the next 32 frames from `*i` (wrapping).
+#[inline]
+fn established_burst(
+    e: &BenchEngine,
+    w: &mut Worker,
+    frames: &[Vec<u8>],
+    i: &mut usize,
+    out: &mut [CtResult; BURST],
+) {
+    if *i + BURST > frames.len() {
+        *i = 0;
+    }
+    let at = *i;
+    let pkts: [Pkt<'_>; BURST] =
+        std::array::from_fn(|k| Pkt::new(&frames[at + k.min(frames.len() - 1 - at)], 0, 0));
+    e.process_burst(w, 2_600, &pkts, out, |_, _| Decision::Accept(Egress::NONE));
+    *i += BURST;
+}
+
+/// The "64K -> 16M connections" goal as one figure: `established` at a
+/// small and a large table (`CTGATE_BENCH_SCALING`, default 65536 and
+/// 16000000), both built in this process and measured in alternating
+/// rounds, so that load from elsewhere on the machine hits both alike.
+/// Prints each round's ns per packet, the medians and their ratio. Runs
+/// only when asked for by name (`cargo bench ... -- scaling`): it holds
+/// both tables at once.
+fn scaling(_c: &mut Criterion) {
+    let asked = std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && a.contains("scaling"));
+    if !asked {
+        return;
+    }
+    let sizes: Vec<u32> = std::env::var("CTGATE_BENCH_SCALING")
+        .unwrap_or_else(|_| "65536,16000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rounds: usize = std::env::var("CTGATE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    // About 0.3 s per size and round.
+    const BURSTS: usize = 100_000;
+    let mut tables: Vec<(u32, Vec<Vec<u8>>, BenchEngine, Worker, usize)> = sizes
+        .iter()
+        .map(|&n| {
+            let order = shuffled(n);
+            let frames: Vec<Vec<u8>> = order.iter().map(|&i| flow_frame(i, false)).collect();
+            let (e, w) = established_table(n, &order, &frames);
+            (n, frames, e, w, 0)
+        })
+        .collect();
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); tables.len()];
+    let mut out = [CtResult::default(); BURST];
+    // Round 0 warms every table up and is not counted.
+    for round in 0..=rounds {
+        let mut line = format!("scaling round {round}:");
+        for (k, (n, frames, e, w, i)) in tables.iter_mut().enumerate() {
+            let start = Instant::now();
+            for _ in 0..BURSTS {
+                established_burst(e, w, frames, i, &mut out);
+            }
+            let per = start.elapsed().as_nanos() as f64 / (BURSTS * BURST) as f64;
+            line += &format!(" {n}: {per:.1} ns/packet");
+            if round > 0 {
+                ns[k].push(per);
+            }
+        }
+        eprintln!("{line}{}", if round == 0 { " (warm-up)" } else { "" });
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = ns.iter_mut().map(median).collect();
+    for (k, (n, ..)) in tables.iter().enumerate() {
+        eprintln!(
+            "scaling: {n} connections: {:.1} ns/packet (median of {rounds}), {:.3}x the first size",
+            medians[k],
+            medians[k] / medians[0]
+        );
+    }
+}
+
 fn established(c: &mut Criterion) {
     if !wanted("established") {
         return;
@@ -234,37 +339,13 @@ fn established(c: &mut Criterion) {
         let frames: Vec<Vec<u8>> = order.iter().map(|&i| flow_frame(i, false)).collect();
         {
             let before = LIVE.load(Ordering::Relaxed);
-            let e = engine(n + n / 8);
-            let mut w = e.worker(0);
-            feed(&e, &mut w, 0, &frames);
-            let replies: Vec<Vec<u8>> = order
-                .iter()
-                .take(n as usize)
-                .map(|&i| flow_frame(i, true))
-                .collect();
-            feed(&e, &mut w, 1, &replies);
-            drop(replies);
-            // Established flows are past the kernel's 2 s stream mark: one
-            // more pass makes every one ASSURED, as steady traffic is.
-            feed(&e, &mut w, 2_500, &frames);
-            assert_eq!(e.table().len(), n, "every flow is in the table");
+            let (e, mut w) = established_table(n, &order, &frames);
             let bytes = LIVE.load(Ordering::Relaxed) - before;
             eprintln!("memory ctgate n={n}: {} bytes/conn allocated (table reserves {} bytes/conn of capacity)", bytes / n as usize, e.table().bytes_per_conn());
             let mut i = 0usize;
             let mut out = [CtResult::default(); BURST];
             g.bench_function(BenchmarkId::new("ctgate", n), |b| {
-                b.iter(|| {
-                    if i + BURST > frames.len() {
-                        i = 0;
-                    }
-                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| {
-                        Pkt::new(&frames[i + k.min(frames.len() - 1 - i)], 0, 0)
-                    });
-                    e.process_burst(&mut w, 2_600, &pkts, &mut out, |_, _| {
-                        Decision::Accept(Egress::NONE)
-                    });
-                    i += BURST;
-                })
+                b.iter(|| established_burst(&e, &mut w, &frames, &mut i, &mut out))
             });
         }
         {
@@ -652,5 +733,5 @@ fn nat(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, new_conns, gc, nat);
+criterion_group!(benches, established, new_conns, gc, nat, scaling);
 criterion_main!(benches);
