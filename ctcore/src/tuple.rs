@@ -203,10 +203,37 @@ impl Tuple {
     /// For ICMP only the id counts, as in [`Tuple::hash`].
     #[inline(always)]
     pub fn hash_with(&self, k: &HashKey) -> (u64, bool) {
+        if self.family == Family::V4 {
+            return self.hash_v4(k);
+        }
         let (lo, hi, tail, flip) = self.hash_input();
         let x = mum(lo.0 ^ k.0[0], hi.0 ^ k.0[1]);
         let y = mum(lo.1 ^ k.0[2], (hi.1 ^ tail.rotate_left(40)) ^ k.0[3]);
         (mum(x ^ k.0[4], y ^ k.0[5]), flip)
+    }
+}
+
+impl Tuple {
+    /// [`Tuple::hash_with`] for IPv4: an endpoint (address and port) is one
+    /// word, so two multiplies instead of three and half the words to
+    /// order. Symmetric and flipped as the general form (the smaller
+    /// endpoint first; equal endpoints do not flip).
+    #[inline(always)]
+    fn hash_v4(&self, k: &HashKey) -> (u64, bool) {
+        let dp = if self.is_icmp() {
+            self.src_port
+        } else {
+            self.dst_port
+        };
+        let word = |a: &Addr, port: u16| {
+            u64::from(u32::from_le_bytes(a.v4_octets())) | u64::from(port) << 32
+        };
+        let (a, b) = (word(&self.src, self.src_port), word(&self.dst, dp));
+        let flip = a > b;
+        let (lo, hi) = if flip { (b, a) } else { (a, b) };
+        let tail = (self.proto as u64) | ((self.family as u64) << 8) | ((self.zone as u64) << 16);
+        let x = mum(lo ^ k.0[0], hi ^ k.0[1]);
+        (mum(x ^ k.0[4], tail.rotate_left(40) ^ k.0[5]), flip)
     }
 }
 

@@ -664,6 +664,12 @@ mod tests {
             Some((Addr::from_v4(inside_e), 5000)),
             "still mapped after {now} ms: a connection holds it"
         );
+        // Each expiry sweeps SWEEP slots of the mappings: enough more
+        // calls (at this time, which keeps inside_e's connection) to pass
+        // every slot, wherever the hash put inside_f's.
+        for _ in 0..1024 {
+            e.expire(&mut w, now, None, usize::MAX);
+        }
         let held = |e: &Engine| e.table().eim_usage(0).mappings;
         assert_eq!(
             held(&e),
