@@ -61,8 +61,9 @@ def main():
                     print("%-32s %-9s round %d: %.2f M new connections/s, %.0f cycles/packet"
                           % (b, mode, rnd + 1, counters.get("insert", 0) / busy_s / 1e6,
                              tot["busy_cycles"] / max(1, tot["busy_packets"])), flush=True)
+                    # (The report has the stage counters, all zero, without --stages.)
                     st = tot.get("stage_cycles") or {}
-                    if st:
+                    if args.stages and st:
                         sp = max(1, tot.get("stage_packets", 1))
                         print("    stages: " + " ".join("%s=%.0f" % (k, v / sp) for k, v in st.items()),
                               flush=True)
