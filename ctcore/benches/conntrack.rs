@@ -283,13 +283,26 @@ fn scaling(_c: &mut Criterion) {
         .unwrap_or(9);
     // About 0.3 s per size and round.
     const BURSTS: usize = 100_000;
-    let mut tables: Vec<(u32, Vec<Vec<u8>>, BenchEngine, Worker, usize)> = sizes
+    struct Sized {
+        n: u32,
+        frames: Vec<Vec<u8>>,
+        e: BenchEngine,
+        w: Worker,
+        next: usize,
+    }
+    let mut tables: Vec<Sized> = sizes
         .iter()
         .map(|&n| {
             let order = shuffled(n);
             let frames: Vec<Vec<u8>> = order.iter().map(|&i| flow_frame(i, false)).collect();
             let (e, w) = established_table(n, &order, &frames);
-            (n, frames, e, w, 0)
+            Sized {
+                n,
+                frames,
+                e,
+                w,
+                next: 0,
+            }
         })
         .collect();
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); tables.len()];
@@ -297,10 +310,11 @@ fn scaling(_c: &mut Criterion) {
     // Round 0 warms every table up and is not counted.
     for round in 0..=rounds {
         let mut line = format!("scaling round {round}:");
-        for (k, (n, frames, e, w, i)) in tables.iter_mut().enumerate() {
+        for (k, t) in tables.iter_mut().enumerate() {
+            let n = t.n;
             let start = Instant::now();
             for _ in 0..BURSTS {
-                established_burst(e, w, frames, i, &mut out);
+                established_burst(&t.e, &mut t.w, &t.frames, &mut t.next, &mut out);
             }
             let per = start.elapsed().as_nanos() as f64 / (BURSTS * BURST) as f64;
             line += &format!(" {n}: {per:.1} ns/packet");
@@ -315,7 +329,8 @@ fn scaling(_c: &mut Criterion) {
         v[v.len() / 2]
     };
     let medians: Vec<f64> = ns.iter_mut().map(median).collect();
-    for (k, (n, ..)) in tables.iter().enumerate() {
+    for (k, t) in tables.iter().enumerate() {
+        let n = t.n;
         eprintln!(
             "scaling: {n} connections: {:.1} ns/packet (median of {rounds}), {:.3}x the first size",
             medians[k],

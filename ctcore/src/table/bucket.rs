@@ -53,6 +53,23 @@ impl Bucket {
         *w = (*w & !(0xffff << shift)) | ((sig as u64) << shift);
     }
 
+    /// Frees the slot holding entry `word` (signature `sig`); false if
+    /// this bucket has none.
+    #[inline(always)]
+    pub fn take(&mut self, sig: u16, word: u32) -> bool {
+        let mut m = self.matches(sig);
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if self.entry[i] == word {
+                self.set_sig(i, 0);
+                self.entry[i] = 0;
+                return true;
+            }
+        }
+        false
+    }
+
     /// The first free slot.
     #[inline]
     pub fn free_slot(&self) -> Option<usize> {

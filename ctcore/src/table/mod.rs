@@ -169,17 +169,8 @@ fn place_probing(s: &mut Stripe, home: usize, sig: u16, word: u32) -> bool {
 fn unplace_in(s: &mut Stripe, key: Key, word: u32) {
     let sig = key.sig();
     let home = key.bucket(s.buckets.len());
-    if let Some(bucket) = s.buckets.get_mut(home) {
-        let mut m = bucket.matches(sig);
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if bucket.entry[i] == word {
-                bucket.set_sig(i, 0);
-                bucket.entry[i] = 0;
-                return;
-            }
-        }
+    if s.buckets.get_mut(home).is_some_and(|b| b.take(sig, word)) {
+        return;
     }
     unplace_probing(s, home, sig, word)
 }
@@ -193,22 +184,14 @@ fn unplace_probing(s: &mut Stripe, home: usize, sig: u16, word: u32) {
     }
     let mut b = next_bucket(home, n);
     for probe in 1..=MAX_PROBE {
-        let bucket = &mut s.buckets[b];
-        let mut m = bucket.matches(sig);
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if bucket.entry[i] == word {
-                bucket.set_sig(i, 0);
-                bucket.entry[i] = 0;
-                let mut o = home;
-                for _ in 0..probe {
-                    let ov = &mut s.buckets[o].overflow;
-                    *ov = ov.saturating_sub(1);
-                    o = next_bucket(o, n);
-                }
-                return;
+        if s.buckets[b].take(sig, word) {
+            let mut o = home;
+            for _ in 0..probe {
+                let ov = &mut s.buckets[o].overflow;
+                *ov = ov.saturating_sub(1);
+                o = next_bucket(o, n);
             }
+            return;
         }
         b = next_bucket(b, n);
     }
