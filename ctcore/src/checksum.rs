@@ -72,10 +72,10 @@ pub fn l4_checksum(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &
 }
 
 /// True if `segment` (checksum field included) verifies with its pseudo-header.
-/// One pass: pseudo-header and data in one accumulator, folded once.
-#[inline(always)]
-/// Summed in the machine's byte order ([`add_native`]): only whether the
+/// One pass: pseudo-header and data in one accumulator, folded once,
+/// summed in the machine's byte order ([`add_native`]): only whether the
 /// sum is all ones matters, which reads the same in both orders.
+#[inline(always)]
 pub fn verify_l4(family: Family, src: &Addr, dst: &Addr, proto: u8, segment: &[u8]) -> bool {
     let acc = match family {
         Family::V4 => {

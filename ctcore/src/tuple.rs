@@ -211,9 +211,7 @@ impl Tuple {
         let y = mum(lo.1 ^ k.0[2], (hi.1 ^ tail.rotate_left(40)) ^ k.0[3]);
         (mum(x ^ k.0[4], y ^ k.0[5]), flip)
     }
-}
 
-impl Tuple {
     /// [`Tuple::hash_with`] for IPv4: an endpoint (address and port) is one
     /// word, so two multiplies instead of three and half the words to
     /// order. Symmetric and flipped as the general form (the smaller
