@@ -19,9 +19,7 @@ go to a temporary directory (the capture of 1M flows is about 100 MB).
 """
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
@@ -56,9 +54,7 @@ def main():
             sys.exit("bench-established: unknown mode %r (routing, conntrack, snat)" % m)
     if bench.hugepages_short(args.flows):
         sys.exit("bench-established: %s" % bench.hugepages_short(args.flows))
-    work = tempfile.mkdtemp(prefix="ctgate-established.")
-    bench.WORK = bench.RAW = work
-    try:
+    with bench.ab_workdir("bench-established", args.keep) as work:
         pcap = bench.capture(args.flows, first=0)
         for rnd in range(args.rounds):
             for i, b in enumerate(args.binaries):
@@ -77,11 +73,6 @@ def main():
                         line = stage_line(os.path.join(work, name + ".log"))
                         if line:
                             print("    " + line, flush=True)
-    finally:
-        if args.keep:
-            print("bench-established: work files in %s" % work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

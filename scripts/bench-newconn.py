@@ -18,9 +18,7 @@ go to a temporary directory (the capture, about 250 MB, is made once there).
 """
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
@@ -38,9 +36,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench-newconn: needs root: sudo %s" % sys.argv[0])
     bench.ab_binaries(args.binaries, "bench-newconn")
-    work = tempfile.mkdtemp(prefix="ctgate-newconn.")
-    bench.WORK = bench.RAW = work
-    try:
+    with bench.ab_workdir("bench-newconn", args.keep) as work:
         pcap = bench.capture(2000000, first=0)
         for rnd in range(args.rounds):
             for b in args.binaries:
@@ -67,11 +63,6 @@ def main():
                         sp = max(1, tot.get("stage_packets", 1))
                         print("    stages: " + " ".join("%s=%.0f" % (k, v / sp) for k, v in st.items()),
                               flush=True)
-    finally:
-        if args.keep:
-            print("bench-newconn: work files in %s" % work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ Every figure printed comes from this run's measurements; a cell that could
 not be measured says why.
 """
 import argparse
+import contextlib
 import csv
 import datetime
 import json
@@ -32,6 +33,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -117,6 +119,22 @@ def ab_binaries(paths, tool):
                      "`cargo build --release -p ctgate` and copy target/release/ctgate"
                      % (tool, seen[digest], p, digest))
         seen[digest] = p
+
+
+@contextlib.contextmanager
+def ab_workdir(tool, keep):
+    """For the A/B scripts: a temporary directory as WORK and RAW for the
+    run, removed at the end (kept, and named, with `keep`)."""
+    global WORK, RAW
+    work = tempfile.mkdtemp(prefix="ctgate-%s." % tool.split("-", 1)[-1])
+    WORK = RAW = work
+    try:
+        yield work
+    finally:
+        if keep:
+            print("%s: work files in %s" % (tool, work))
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def stages_wrapper(binary):
