@@ -17,7 +17,7 @@ use ctcore::defrag::{self, refragment, Defrag, Push};
 use ctcore::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
 use ctcore::forward::{classify_addrs, RouteClass};
 use ctcore::listing::format_conn;
-use ctcore::nat::rewrite::{apply, ChecksumMode};
+use ctcore::nat::rewrite::{apply_translation, ChecksumMode};
 use ctcore::policy::{Action, Policy};
 use ctcore::tuple::Family;
 
@@ -72,7 +72,7 @@ struct ReplayCounts {
 fn rewrite_frame(frame: &mut Vec<u8>, r: &CtResult) -> bool {
     let Ok(p) = &r.parsed else { return true };
     if let Some(rw) = &r.rewrite {
-        if apply(frame, p, rw, ChecksumMode::Incremental).is_err() {
+        if apply_translation(frame, p, rw, ChecksumMode::Incremental).is_err() {
             return false;
         }
     }

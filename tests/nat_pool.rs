@@ -83,7 +83,7 @@ fn round(e: &Engine, w: &mut ctcore::engine::Worker, now: u64) -> Vec<usize> {
                 })
             });
             assert!(out[0].ct_drop.is_none(), "flow {f}: {:?}", out[0].ct_drop);
-            let (addr, port) = out[0].rewrite.unwrap().dst.unwrap();
+            let (addr, port) = out[0].rewrite.unwrap().dst().unwrap();
             assert_eq!(port, 8080);
             pool.backends.iter().position(|b| b.addr == addr).unwrap()
         })

@@ -36,7 +36,7 @@ use ctcore::engine::{CtResult, Decision, Egress, Engine, Pkt, Worker};
 use ctcore::event::{Event, EventKind};
 use ctcore::forward::{classify_addrs, RouteClass};
 use ctcore::listing::format_conn;
-use ctcore::nat::rewrite::{apply, ChecksumMode};
+use ctcore::nat::rewrite::{apply_translation, ChecksumMode};
 use ctcore::policy::{Action, Policy};
 use ctcore::stats::CtStats;
 use ctcore::tuple::{Addr, Family};
@@ -792,7 +792,8 @@ impl<'a> Pipeline<'a> {
             }
             verdicts[i] = Verdict::Forward(routes[i]);
             if let Some(rw) = &r.rewrite {
-                if apply(pkts[i].data_mut(), p, rw, ChecksumMode::Incremental).is_err() {
+                if apply_translation(pkts[i].data_mut(), p, rw, ChecksumMode::Incremental).is_err()
+                {
                     verdicts[i] = Verdict::Drop(DropReason::BadHeader);
                     continue;
                 }

@@ -598,7 +598,7 @@ fn nat(c: &mut Criterion) {
     if !wanted("nat") {
         return;
     }
-    use ctcore::nat::rewrite::{apply, ChecksumMode};
+    use ctcore::nat::rewrite::{apply_translation, ChecksumMode};
     let mut g = c.benchmark_group("nat");
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
@@ -640,7 +640,7 @@ fn nat(c: &mut Criterion) {
                 }
                 for (k, r) in out.iter().enumerate() {
                     if let (Ok(p), Some(rw)) = (&r.parsed, &r.rewrite) {
-                        let _ = apply(&mut bufs[k], p, rw, ChecksumMode::Incremental);
+                        let _ = apply_translation(&mut bufs[k], p, rw, ChecksumMode::Incremental);
                     }
                 }
                 i += BURST;

@@ -10,7 +10,7 @@
 //! early drop (as the bench's new-connection table does once full); prints
 //! the time per new connection.
 use ctcore::engine::{CtResult, Decision, Egress, EngineConfig, Pkt, Tunables};
-use ctcore::nat::rewrite::{apply, ChecksumMode};
+use ctcore::nat::rewrite::{apply_translation, ChecksumMode};
 use ctcore::nat::{Action, Match, Nat, Rule};
 use ctcore::tuple::{Addr, Family};
 use ctcore::wire::build::{frame, L4Spec};
@@ -200,7 +200,7 @@ fn measured(
         e.process_burst(w, 2_600, &pkts, &mut out, |_, _| Decision::Accept(egress));
         for (k, r) in out.iter().enumerate() {
             if let (Ok(p), Some(rw)) = (&r.parsed, &r.rewrite) {
-                let _ = apply(&mut bufs[k], p, rw, ChecksumMode::Incremental);
+                let _ = apply_translation(&mut bufs[k], p, rw, ChecksumMode::Incremental);
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use crate::checksum;
 use crate::engine::{CtResult, Decision, Egress, Engine, EngineConfig, Pkt, Tunables};
-use crate::nat::rewrite::{apply, ChecksumMode, Rewrite};
+use crate::nat::rewrite::{apply, apply_translation, ChecksumMode, Rewrite};
 use crate::nat::{Action, Match, Nat, Rule};
 use crate::tuple::{Addr, Dir, Family};
 use crate::wire::{self, IcmpInfo, L4};
@@ -143,7 +143,7 @@ pub fn engine(data: &[u8]) {
             } else {
                 ChecksumMode::Incremental
             };
-            if apply(&mut frame, &p, &rw, mode).is_ok() {
+            if apply_translation(&mut frame, &p, &rw, mode).is_ok() {
                 assert!(
                     wire::parse(&frame).is_ok() || p.frag.is_some_and(|f| f.offset != 0),
                     "a rewritten frame no longer parses"
@@ -469,7 +469,7 @@ pub fn ftp(data: &[u8]) {
         };
         let mut f = f;
         if let Some(rw) = &r.rewrite {
-            apply(&mut f, &parsed, rw, ChecksumMode::Incremental).expect("a rewrite");
+            apply_translation(&mut f, &parsed, rw, ChecksumMode::Incremental).expect("a rewrite");
         }
         if let Some(fix) = &r.fix {
             let len = fix.frame_len(&parsed, f.len());

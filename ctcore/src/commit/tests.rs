@@ -129,18 +129,18 @@ fn a_committed_snat_connection_carries_both_directions_and_holds_its_port() {
     // translated back to the client.
     let r = run(&e, &mut w, 2000, &udp(S, N, 53, 40000), out(C));
     assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
-    assert_eq!(r.rewrite.unwrap().dst, Some((Addr::from_v4(C), 5000)));
+    assert_eq!(r.rewrite.unwrap().dst(), Some((Addr::from_v4(C), 5000)));
     // The client's next datagram leaves with the committed binding.
     let r = run(&e, &mut w, 2001, &udp(C, S, 5000, 53), out(N));
     assert_eq!(r.ctinfo, CtInfo::Established);
-    assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(N), 40000)));
+    assert_eq!(r.rewrite.unwrap().src(), Some((Addr::from_v4(N), 40000)));
 
     // Another client's connection to the same server and port may not take
     // port 40000: the pool's other port is what is left.
     let other = [192, 0, 2, 11];
     let r = run(&e, &mut w, 2002, &udp(other, S, 5000, 53), out(N));
     assert_eq!(r.ctinfo, CtInfo::New);
-    assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(N), 40001)));
+    assert_eq!(r.rewrite.unwrap().src(), Some((Addr::from_v4(N), 40001)));
     // And a third finds the pool used up rather than a clash.
     let third = [192, 0, 2, 12];
     let r = run(&e, &mut w, 2003, &udp(third, S, 5000, 53), out(N));
@@ -186,7 +186,7 @@ fn a_committed_tcp_connection_takes_segments_from_the_middle_of_the_stream() {
             out(N),
         );
         assert_eq!(r.ctinfo, CtInfo::Established, "original segment {i}: {r:?}");
-        assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(N), 40000)));
+        assert_eq!(r.rewrite.unwrap().src(), Some((Addr::from_v4(N), 40000)));
     }
     // Liberal, as conntrackd commits: a segment far outside what the
     // backup has seen since is not INVALID either (a window the active box

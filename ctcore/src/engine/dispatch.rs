@@ -169,7 +169,7 @@ mod tests {
                 let d = owner(&q);
                 used[d] += 1;
                 let r = run(&e, &mut workers[d], 0, &q, out(n));
-                let (a, port) = r.rewrite.unwrap().src.unwrap();
+                let (a, port) = r.rewrite.unwrap().src().unwrap();
                 assert_eq!(a, Addr::from_v4(n));
                 let reply = udp(S, n, 53, port);
                 assert_eq!(owner(&reply), d, "{nw} workers: port {port} steered");
@@ -189,7 +189,7 @@ mod tests {
             let d = owner(&g);
             let r = run(&e, &mut workers[d], 2, &g, out(n));
             assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
-            assert_eq!(r.rewrite.unwrap().src.unwrap().0, Addr::from_v4(n));
+            assert_eq!(r.rewrite.unwrap().src().unwrap().0, Addr::from_v4(n));
             assert_eq!(workers.iter().map(|w| w.nat_out_of_ports).sum::<u64>(), 0);
         }
     }
@@ -208,7 +208,7 @@ mod tests {
             for i in 0..50u16 {
                 let f = udp_query(3000 + queue * 100 + i);
                 let r = run(&e, &mut w, 0, &f, out([203, 0, 113, 1]));
-                let (addr, port) = r.rewrite.unwrap().src.unwrap();
+                let (addr, port) = r.rewrite.unwrap().src().unwrap();
                 let reply = Tuple {
                     src: Addr::from_v4(S),
                     dst: addr,

@@ -7,7 +7,7 @@ use super::packet::{ConnHandle, Verdict};
 use super::track::{ctinfo_for, invalid};
 use super::{Engine, Worker};
 use crate::conn::{Conn, CtInfo, Ext};
-use crate::nat::rewrite::Rewrite;
+use crate::nat::rewrite::Translation;
 use crate::table::{Guard, Prefetch};
 use crate::tuple::{Dir, Family, Tuple};
 use crate::wire::{self, Frag, Parsed};
@@ -133,7 +133,7 @@ impl<P: Prefetch> Engine<P> {
             account(&mut ext, dir, p);
             *res.ctinfo = CtInfo::New;
             *res.dir = dir;
-            *res.rewrite = Rewrite::for_packet(&conn, dir, false);
+            *res.rewrite = Translation::for_packet(&conn, dir, false);
             if e.complete() {
                 w.frags[slot].pending = None;
                 return Some((conn, ext));
@@ -151,7 +151,7 @@ impl<P: Prefetch> Engine<P> {
                 *res.mark = c.mark;
                 *res.ctinfo = ctinfo_for(c, dir);
                 *res.dir = dir;
-                Rewrite::write_for_packet(res.rewrite, c, dir, false);
+                Translation::write_for_packet(res.rewrite, c, dir, false);
                 *res.conn = Some(ConnHandle {
                     stripe: r.stripe,
                     local: r.local,

@@ -8,7 +8,7 @@ use super::track::{invalid, l4_checksum_verdict, packet_tuple, tuple_ports};
 use super::{Engine, Worker};
 use crate::checksum;
 use crate::conn::CtInfo;
-use crate::nat::rewrite::Rewrite;
+use crate::nat::rewrite::Translation;
 use crate::proto::icmp;
 use crate::table::{Guard, Key, Prefetch};
 use crate::tuple::{Dir, Family, Tuple};
@@ -172,7 +172,7 @@ impl<P: Prefetch> Engine<P> {
         };
         *res.dir = dir;
         *res.mark = c.mark;
-        *res.rewrite = Rewrite::for_packet(c, dir, true);
+        *res.rewrite = Translation::for_packet(c, dir, true);
         *res.conn = Some(ConnHandle {
             stripe: r.stripe,
             local: r.local,

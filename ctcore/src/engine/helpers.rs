@@ -17,7 +17,7 @@ use crate::helper::{
     ftp, Expect, HelpState, Helper, Mangle, MasterRef, PacketFix, SeqAdj, MANGLE_MAX,
 };
 use crate::nat::alloc;
-use crate::nat::rewrite::Rewrite;
+use crate::nat::rewrite::Translation;
 use crate::table::{Guard, Key, Prefetch, Ref};
 use crate::tuple::{Dir, Tuple, IPPROTO_TCP, IPPROTO_UDP};
 use crate::wire::{Parsed, TcpInfo, L4};
@@ -241,7 +241,7 @@ impl<P: Prefetch> Engine<P> {
                 return false;
             }
         }
-        out.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
+        out.rewrite = Translation::for_packet(c, Dir::Orig, false);
         true
     }
 
@@ -604,7 +604,7 @@ mod tests {
     use super::*;
     use crate::checksum;
     use crate::helper::apply_fix;
-    use crate::nat::rewrite::{apply, ChecksumMode};
+    use crate::nat::rewrite::{apply_translation, ChecksumMode};
     use crate::nat::Nat;
     use crate::tuple::{Addr, Family};
     use crate::wire::build::{frame, L4Spec};
@@ -701,7 +701,7 @@ mod tests {
         let mut f = f.to_vec();
         if let Ok(p) = &r.parsed {
             if let Some(rw) = &r.rewrite {
-                apply(&mut f, p, rw, ChecksumMode::Incremental).unwrap();
+                apply_translation(&mut f, p, rw, ChecksumMode::Incremental).unwrap();
             }
             if let Some(fix) = &r.fix {
                 let len = fix.frame_len(p, f.len());

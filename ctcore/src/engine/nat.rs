@@ -7,7 +7,7 @@ use super::{Engine, Worker};
 use crate::conn::{Conn, Listed, Status};
 use crate::event::EventKind;
 use crate::nat::alloc;
-use crate::nat::rewrite::Rewrite;
+use crate::nat::rewrite::Translation;
 use crate::stats::CounterSlot;
 use crate::table::{Guard, Prefetch};
 use crate::tuple::{Dir, Tuple};
@@ -31,7 +31,7 @@ impl<P: Prefetch> Engine<P> {
             nat.prerouting(g, c, in_port, now_ms, slot);
         }
         c.status.set(Status::DST_NAT_DONE);
-        res.rewrite = Rewrite::for_packet(c, Dir::Orig, false);
+        res.rewrite = Translation::for_packet(c, Dir::Orig, false);
     }
 
     /// Source NAT for a new connection (after routing). False if the packet must
@@ -96,7 +96,7 @@ impl<P: Prefetch> Engine<P> {
                 // The translation is complete: its checksum deltas serve
                 // this first packet's rewrite too (not only the next ones').
                 c.nat_csum = crate::nat::rewrite::csum_deltas(c);
-                Rewrite::write_for_packet(&mut res.rewrite, c, Dir::Orig, false);
+                Translation::write_for_packet(&mut res.rewrite, c, Dir::Orig, false);
                 true
             }
             Err(_) => {
@@ -155,7 +155,7 @@ mod tests {
         // the search reclaims one as the kernel's tuple_taken does.
         let r = run(&e, &mut w, 30_000, &udp(1003), out);
         assert!(r.ct_drop.is_none(), "{:?}", r.ct_drop);
-        let port = r.rewrite.unwrap().src.unwrap().1;
+        let port = r.rewrite.unwrap().src().unwrap().1;
         assert!((20000..=20001).contains(&port));
         assert_eq!(w.stats.expired, 1);
         assert_eq!(e.table().len(), 2);
@@ -206,7 +206,7 @@ mod tests {
                         out([198, 51, 100, 1])
                     });
                     assert!(res[0].ct_drop.is_none());
-                    res[0].rewrite.unwrap().src.unwrap().1
+                    res[0].rewrite.unwrap().src().unwrap().1
                 })
                 .collect()
         }
@@ -258,7 +258,7 @@ mod tests {
                     .map(|a| alloc::anticipate_next::<NoPrefetch>(&mut g, &a, k.stripe))
             };
             e.process_burst(&mut w, 0, &[pkt], &mut res, |_, _| out([198, 51, 100, 1]));
-            let port = res[0].rewrite.unwrap().src.unwrap().1;
+            let port = res[0].rewrite.unwrap().src().unwrap().1;
             if i > 0 {
                 // Taken by the first client: the bitmap's choice.
                 let loaded = guess.expect("a bitmap once the first port is in use");
@@ -288,7 +288,7 @@ mod tests {
         });
         let burst: Vec<u16> = res
             .iter()
-            .map(|r| r.rewrite.unwrap().src.unwrap().1)
+            .map(|r| r.rewrite.unwrap().src().unwrap().1)
             .collect();
         assert_eq!(burst, one_by_one);
     }
@@ -319,7 +319,7 @@ mod tests {
         for i in 0..500 {
             let r = run(&e, &mut w, 0, &udp(i, S), out(n));
             assert!(r.ct_drop.is_none(), "connection {i}: {:?}", r.ct_drop);
-            assert!(ports.insert(r.rewrite.unwrap().src.unwrap().1));
+            assert!(ports.insert(r.rewrite.unwrap().src().unwrap().1));
         }
         assert_eq!(w.nat_out_of_ports, 0);
         let key = MapKey {
@@ -358,7 +358,7 @@ mod tests {
         // shares one of them: still 500 ports in use, less the deleted one.
         assert_eq!(e.table().nat_ports(0).in_use, 499);
         let r = run(&e, &mut w, 0, &udp(502, S), out(n));
-        assert_eq!(r.rewrite.unwrap().src.unwrap().1, port);
+        assert_eq!(r.rewrite.unwrap().src().unwrap().1, port);
         assert_eq!(free(&e), None);
         let used = e.table().nat_ports(0);
         assert_eq!((used.in_use, used.maps, used.overflow), (500, 1, 0));
@@ -382,7 +382,7 @@ mod tests {
             };
             e.process_burst(&mut w, 0, &[pkt], &mut res, |_, _| out(n));
             assert_eq!((res[0].ctinfo, res[0].zone), (CtInfo::New, zone));
-            ports.push(res[0].rewrite.unwrap().src.unwrap().1);
+            ports.push(res[0].rewrite.unwrap().src().unwrap().1);
         }
         assert_eq!(e.table().len(), 2, "one connection per zone");
         assert_ne!(ports[0], ports[1], "the replies (zone 0) must differ");
@@ -391,7 +391,7 @@ mod tests {
             let reply = udp(S, n, 53, *port);
             let r = run(&e, &mut w, 1, &reply, out(C));
             assert_eq!((r.ctinfo, r.zone), (CtInfo::EstablishedReply, zone));
-            assert_eq!(r.rewrite.unwrap().dst, Some((Addr::from_v4(C), 5000)));
+            assert_eq!(r.rewrite.unwrap().dst(), Some((Addr::from_v4(C), 5000)));
             // And the client's next datagram, in its zone, the same one.
             let mut res = [CtResult::default()];
             let pkt = Pkt {
@@ -461,8 +461,8 @@ mod tests {
         );
         let ra = run(&e, &mut w, 0, &a, out(n));
         let rb = run(&e, &mut w, 0, &b, out(n));
-        let pa = ra.rewrite.unwrap().src.unwrap();
-        let pb = rb.rewrite.unwrap().src.unwrap();
+        let pa = ra.rewrite.unwrap().src().unwrap();
+        let pb = rb.rewrite.unwrap().src().unwrap();
         assert_eq!(pa, (Addr::from_v4(n), 5000), "the first keeps its port");
         assert_eq!(pb.0, Addr::from_v4(n));
         assert_ne!(pb.1, 5000, "the second gets another");
@@ -482,7 +482,7 @@ mod tests {
         let r = run(&e, &mut w, 1, &reply, out(C));
         assert_eq!(r.ctinfo, CtInfo::EstablishedReply);
         assert_eq!(
-            r.rewrite.unwrap().dst,
+            r.rewrite.unwrap().dst(),
             Some((Addr::from_v4([192, 0, 2, 11]), 5000))
         );
     }
@@ -540,12 +540,12 @@ mod tests {
                 },
             );
             let r = run(&e, &mut w, 0, &syn, out([192, 0, 2, 1]));
-            let (b, port) = r.rewrite.unwrap().dst.unwrap();
+            let (b, port) = r.rewrite.unwrap().dst().unwrap();
             assert_eq!(port, 8080);
             per_backend[(b.0[3] - 10) as usize] += 1;
             // A retransmitted SYN of the same connection goes to the same backend.
             let again = run(&e, &mut w, 1, &syn, out([192, 0, 2, 1]));
-            assert_eq!(again.rewrite.unwrap().dst.unwrap().0, b);
+            assert_eq!(again.rewrite.unwrap().dst().unwrap().0, b);
         }
         for n in per_backend {
             assert!((800..=1200).contains(&n), "{per_backend:?}");
@@ -590,7 +590,7 @@ mod tests {
             out(n),
         );
         assert_eq!(
-            r.rewrite.unwrap().src,
+            r.rewrite.unwrap().src(),
             Some((Addr::from_v4(n), 5000)),
             "port preserved"
         );
@@ -602,7 +602,7 @@ mod tests {
             &udp(inside_f, 5000, [198, 51, 100, 21], 53),
             out(n),
         );
-        let f_port = r.rewrite.unwrap().src.unwrap().1;
+        let f_port = r.rewrite.unwrap().src().unwrap().1;
         assert_ne!(f_port, 5000);
         // The same inside endpoint keeps its outside port for every destination.
         let r = run(
@@ -612,7 +612,7 @@ mod tests {
             &udp(inside_e, 5000, [198, 51, 100, 21], 53),
             out(n),
         );
-        assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)));
+        assert_eq!(r.rewrite.unwrap().src(), Some((Addr::from_v4(n), 5000)));
         // Any outside host may send to the mapping (endpoint-independent filtering).
         let r = run(
             &e,
@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(r.ctinfo, CtInfo::New);
         assert!(r.dnat());
         assert_eq!(
-            r.rewrite.unwrap().dst,
+            r.rewrite.unwrap().dst(),
             Some((Addr::from_v4(inside_e), 5000))
         );
         // A port nobody maps stays untranslated.
@@ -650,7 +650,7 @@ mod tests {
                 &udp(inside_e, 5000, [198, 51, 100, 20], 53),
                 out(n),
             );
-            assert_eq!(r.rewrite.unwrap().src, Some((Addr::from_v4(n), 5000)));
+            assert_eq!(r.rewrite.unwrap().src(), Some((Addr::from_v4(n), 5000)));
         }
         let r = run(
             &e,
@@ -660,7 +660,7 @@ mod tests {
             inward,
         );
         assert_eq!(
-            r.rewrite.unwrap().dst,
+            r.rewrite.unwrap().dst(),
             Some((Addr::from_v4(inside_e), 5000)),
             "still mapped after {now} ms: a connection holds it"
         );
@@ -729,7 +729,7 @@ mod tests {
                 },
             );
             let r = run(&e, &mut w, 0, &f, out(n));
-            translated += u64::from(r.rewrite.is_some_and(|rw| rw.src.is_some()));
+            translated += u64::from(r.rewrite.is_some_and(|rw| rw.src().is_some()));
         }
         assert_eq!(translated, 400, "every connection is translated");
         let u = e.table().eim_usage(0);

@@ -4,7 +4,7 @@
 
 use crate::conn::CtInfo;
 use crate::helper::{Helper, PacketFix};
-use crate::nat::rewrite::Rewrite;
+use crate::nat::rewrite::Translation;
 use crate::table::Local;
 use crate::tuple::Dir;
 use crate::wire::{self, ParseError, Parsed};
@@ -79,7 +79,7 @@ pub struct CtResult {
     /// Set when conntrack itself dropped the packet (table full, clash, no NAT port).
     pub ct_drop: Option<&'static str>,
     /// The translation to apply to this packet, if its connection is NATed.
-    pub rewrite: Option<Rewrite>,
+    pub rewrite: Option<Translation>,
     /// Its connection's mark (nft `ct mark`; 0 for a new connection and
     /// for packets without one).
     pub mark: u32,
@@ -114,7 +114,7 @@ impl CtResult {
     /// Whether this packet's destination is being translated in its original
     /// direction (nft `ct status dnat` for the policy).
     pub fn dnat(&self) -> bool {
-        self.dir == Dir::Orig && self.rewrite.is_some_and(|w| w.dst.is_some())
+        self.dir == Dir::Orig && self.rewrite.is_some_and(|w| w.dst().is_some())
     }
 
     /// The destination the packet will have after translation: what routing
@@ -122,12 +122,12 @@ impl CtResult {
     /// wrote it costs a store-forwarding stall).
     pub fn route_dst(&self) -> Option<&wire::Addr> {
         let p = self.parsed.as_ref().ok()?;
-        Some(match &self.rewrite {
-            Some(Rewrite {
-                dst: Some((a, _)), ..
-            }) => a,
-            _ => &p.dst,
-        })
+        Some(
+            self.rewrite
+                .as_ref()
+                .and_then(Translation::dst_addr)
+                .unwrap_or(&p.dst),
+        )
     }
 }
 
@@ -140,7 +140,7 @@ pub(super) struct Verdict<'a> {
     pub(super) dir: &'a mut Dir,
     pub(super) conn: &'a mut Option<ConnHandle>,
     pub(super) invalid_reason: &'a mut Option<&'static str>,
-    pub(super) rewrite: &'a mut Option<Rewrite>,
+    pub(super) rewrite: &'a mut Option<Translation>,
     pub(super) mark: &'a mut u32,
     pub(super) zone: &'a mut u16,
     pub(super) cached: &'a mut u16,

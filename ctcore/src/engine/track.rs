@@ -10,7 +10,7 @@ use super::{Engine, Worker};
 use crate::checksum;
 use crate::conn::{Conn, CtInfo, ProtoState, Status};
 use crate::event::EventKind;
-use crate::nat::rewrite::Rewrite;
+use crate::nat::rewrite::Translation;
 use crate::proto::sctp::SctpOutcome;
 use crate::proto::tcp::{TcpOutcome, TcpSegment};
 use crate::proto::{generic, icmp, udp, Outcome};
@@ -253,7 +253,7 @@ impl<P: Prefetch> Engine<P> {
                 if dir == Dir::Reply {
                     c.status.set(Status::SEEN_REPLY);
                 }
-                Rewrite::write_for_packet(res.rewrite, c, dir, false);
+                Translation::write_for_packet(res.rewrite, c, dir, false);
                 let changed = (c.status, c.state_tag()) != before;
                 let shortened = c.deadline_ms < old_deadline;
                 let h = handle(c);
@@ -282,7 +282,7 @@ impl<P: Prefetch> Engine<P> {
                 }
                 *res.dir = dir;
                 *res.cached = c.verdicts[dir.index()];
-                Rewrite::write_for_packet(res.rewrite, c, dir, false);
+                Translation::write_for_packet(res.rewrite, c, dir, false);
                 *res.conn = Some(handle(c));
             }
             Tracked::Invalid(why) => {
