@@ -527,12 +527,7 @@ fn translate_end(
 /// two).
 #[inline(always)]
 fn apply_v4_ports(f: &mut [u8], at: V4At, rw: &Rewrite) {
-    let V4At {
-        l3,
-        l4,
-        csum_off,
-        udp,
-    } = at;
+    let udp = at.udp;
     // RFC 1624 eqn. 3 for all changes at once: each checksum's complement
     // plus the terms of every change (!old, new; an address as its folded
     // sum, as update_summed takes it), folded once at the end. The same
@@ -545,7 +540,7 @@ fn apply_v4_ports(f: &mut [u8], at: V4At, rw: &Rewrite) {
     // zero and 0xffff apart), so fields are loaded and stored as words,
     // without byte swaps; only the new ports are turned to network order.
     //
-    let Some((ip, ports, csum)) = v4_fields(f, l3, l4, csum_off) else {
+    let Some((ip, ports, csum)) = v4_fields(f, at) else {
         return;
     };
     let w16 = |b: &[u8]| u16::from_ne_bytes([b[0], b[1]]);
@@ -584,17 +579,15 @@ fn apply_v4_ports(f: &mut [u8], at: V4At, rw: &Rewrite) {
 /// one bounds check each, none per field. IPv4 has l3 + 20 <= l4 and the
 /// checksum is after the ports (the caller checked csum_off + 2 <= end).
 #[inline(always)]
-fn v4_fields(
-    f: &mut [u8],
-    l3: usize,
-    l4: usize,
-    csum_off: usize,
-) -> Option<(&mut [u8], &mut [u8], &mut [u8])> {
+fn v4_fields(f: &mut [u8], at: V4At) -> Option<(&mut [u8], &mut [u8], &mut [u8])> {
+    let V4At {
+        l3, l4, csum_off, ..
+    } = at;
     let (head, tail) = f.split_at_mut_checked(l4)?;
     let ip = head.get_mut(l3..l3 + 20)?;
     let (ports, rest) = tail.split_at_mut_checked(4)?;
-    let at = csum_off.saturating_sub(l4 + 4);
-    let csum = rest.get_mut(at..at + 2)?;
+    let off = csum_off.saturating_sub(l4 + 4);
+    let csum = rest.get_mut(off..off + 2)?;
     Some((ip, ports, csum))
 }
 
@@ -603,13 +596,8 @@ fn v4_fields(
 /// with what it holds), each checksum updated by one addition.
 #[inline(always)]
 fn apply_v4_nat(f: &mut [u8], at: V4At, n: &V4Nat) {
-    let V4At {
-        l3,
-        l4,
-        csum_off,
-        udp,
-    } = at;
-    let Some((ip, ports, csum)) = v4_fields(f, l3, l4, csum_off) else {
+    let udp = at.udp;
+    let Some((ip, ports, csum)) = v4_fields(f, at) else {
         return;
     };
     ip[12..16].copy_from_slice(&n.src.0[..4]);
