@@ -621,8 +621,9 @@ fn conntrackd_to_ctgate_over(transport: Transport) {
         &dir.0,
         &gate_config(&net.gw_if("gin"), &net.gw_if("gout"), "backup", transport),
     );
-    // (Up to a minute: one CI run on a loaded host heard nothing within
-    // 20 s; not reproduced in isolation. It returns as soon as heard.)
+    // The peer may be heard before the data path is up: the line is then
+    // among those of the start, which wait_log looks at first (two CI runs
+    // failed here while it did not). It returns as soon as heard.
     gate.wait_log(&["sync: peer heard"], 60);
 
     // What ctgate learnt is what the firewall's kernel holds.

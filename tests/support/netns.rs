@@ -278,6 +278,10 @@ pub struct Gate {
     child: Option<Child>,
     pub stats_path: PathBuf,
     log: std::sync::mpsc::Receiver<String>,
+    /// The lines read while waiting for the start, not looked at yet:
+    /// what a task logs before the data path is up (an HA peer heard at
+    /// once) is among them.
+    early: std::cell::RefCell<std::collections::VecDeque<String>>,
 }
 
 /// What ctgate left when it stopped.
@@ -335,6 +339,7 @@ impl Gate {
             child: Some(child),
             stats_path,
             log: rx,
+            early: Default::default(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut log = Vec::new();
@@ -344,6 +349,7 @@ impl Gate {
                     let ready = line.contains("forwarding;");
                     log.push(line);
                     if ready {
+                        g.early = std::cell::RefCell::new(log.into());
                         break;
                     }
                 }
@@ -362,12 +368,19 @@ impl Gate {
         g
     }
 
-    /// Waits (bounded) for a log line containing every one of `words`;
-    /// returns it. The lines before it are consumed; panics with them and
-    /// the exit status if none came or ctgate stopped.
+    /// Waits (bounded) for a log line containing every one of `words`,
+    /// the lines of the start included; returns it. The lines before it
+    /// are consumed; panics with them and the exit status if none came or
+    /// ctgate stopped.
     pub fn wait_log(&mut self, words: &[&str], secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut seen = Vec::new();
+        while let Some(line) = self.early.get_mut().pop_front() {
+            if words.iter().all(|w| line.contains(w)) {
+                return line;
+            }
+            seen.push(line);
+        }
         loop {
             match self.log.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
@@ -389,9 +402,12 @@ impl Gate {
         }
     }
 
-    /// The log lines ctgate wrote since the last look.
+    /// The log lines ctgate wrote since the last look (the first look
+    /// includes those of the start).
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.try_iter().collect()
+        let mut lines: Vec<String> = self.early.borrow_mut().drain(..).collect();
+        lines.extend(self.log.try_iter());
+        lines
     }
 
     /// ctgate's exit status, if it has stopped.
