@@ -375,14 +375,12 @@ impl Gate {
     pub fn wait_log(&mut self, words: &[&str], secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut seen = Vec::new();
-        while let Some(line) = self.early.get_mut().pop_front() {
-            if words.iter().all(|w| line.contains(w)) {
-                return line;
-            }
-            seen.push(line);
-        }
         loop {
-            match self.log.recv_timeout(Duration::from_millis(100)) {
+            let next = match self.early.get_mut().pop_front() {
+                Some(line) => Ok(line),
+                None => self.log.recv_timeout(Duration::from_millis(100)),
+            };
+            match next {
                 Ok(line) => {
                     if words.iter().all(|w| line.contains(w)) {
                         return line;
