@@ -227,7 +227,8 @@ impl<P: Prefetch> Engine<P> {
     /// The first loads for new connection `j` (if it is one), a few
     /// packets before stage 3 tracks it: the record its eviction removes,
     /// and either its source NAT search's first reads (the original-port
-    /// candidate's bucket and the bitmap word: [`alloc::anticipate`]) or,
+    /// candidate's bucket and the bitmap word: [`alloc::anticipate`]; only
+    /// in a table beyond a last-level cache, [`Guard::beyond_llc`]) or,
     /// without source NAT, its inverted tuple's bucket.
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -245,7 +246,8 @@ impl<P: Prefetch> Engine<P> {
             return;
         };
         let mut begun = None;
-        if let (Some(memo), Some(nat), Ok(p)) = (ahead.snat, &self.nat, &out[j].parsed) {
+        let guess = ahead.snat.filter(|_| g.beyond_llc(k.stripe));
+        if let (Some(memo), Some(nat), Ok(p)) = (guess, &self.nat, &out[j].parsed) {
             let rule = &nat.rules[memo.rule];
             if chunk[j].in_port == memo.in_port {
                 if let Some(t) = simple_tuple(p, chunk[j].zone) {

@@ -361,6 +361,14 @@ pub struct Table {
     eim_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
+/// Record memory (the whole table's) from which new connections' source
+/// NAT searches are begun ahead of them: beyond a last-level cache. Below
+/// it the candidates' buckets are misses to that cache, which cost less
+/// than the instructions that work out their addresses ahead (at 100k
+/// connections, 19 MB of records: 1,318 -> 1,185 cycles per new source NAT
+/// connection without; at 1M, 192 MB, about 3 % more).
+const NAT_PREFETCH_BYTES: usize = 64 << 20;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A thread that panicked while holding a lock leaves the data as it was
     // between two complete operations: keep going.
@@ -402,6 +410,11 @@ impl Table {
                 )))
             })
             .collect();
+        let far =
+            per as usize * nstripes as usize * std::mem::size_of::<Record>() >= NAT_PREFETCH_BYTES;
+        for m in stripes.iter() {
+            lock(m).prefetch_nat = far;
+        }
         let buckets = lock(&stripes[0]).buckets.len();
         Table {
             stripes,
@@ -742,6 +755,13 @@ impl<'t> Guard<'t> {
     #[inline]
     pub fn beyond_caches(&mut self, stripe: u32) -> bool {
         self.stripe(stripe).prefetch_evictions
+    }
+
+    /// Whether `stripe`'s records outgrow a last-level cache (where a new
+    /// connection's source NAT search pays for being begun ahead).
+    #[inline]
+    pub fn beyond_llc(&mut self, stripe: u32) -> bool {
+        self.stripe(stripe).prefetch_nat
     }
 
     /// [`Guard::prefetch_bucket`] through a function pointer.
