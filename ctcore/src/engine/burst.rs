@@ -246,7 +246,7 @@ impl<P: Prefetch> Engine<P> {
             return;
         };
         let mut begun = None;
-        let guess = ahead.snat.filter(|_| g.beyond_llc(k.stripe));
+        let guess = ahead.snat.filter(|_| g.beyond_llc());
         if let (Some(memo), Some(nat), Ok(p)) = (guess, &self.nat, &out[j].parsed) {
             let rule = &nat.rules[memo.rule];
             if chunk[j].in_port == memo.in_port {

@@ -240,7 +240,7 @@ mod tests {
             .map(|i| udp_frame([192, 0, 2, i], S, 5000, 53, b"q"))
             .collect();
         let e = build();
-        assert!(e.table().guard().beyond_llc(0));
+        assert!(e.table().guard().beyond_llc());
         let mut w = e.worker(0);
         let mut one_by_one = Vec::new();
         let mut foreseen = 0;

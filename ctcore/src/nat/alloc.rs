@@ -224,8 +224,9 @@ pub struct Anticipated {
 
 /// For a packet that most likely opens a connection, a stage before its
 /// source NAT search runs: starts loading what the search reads first in a
-/// table beyond a last-level cache ([`Guard::beyond_llc`]), so that the misses of a burst's new connections
-/// overlap instead of each stalling its own search. That is the bucket of
+/// table beyond a last-level cache ([`Guard::beyond_llc`]), so that the
+/// misses of a burst's new connections overlap instead of each stalling
+/// its own search. That is the bucket of
 /// the candidate that keeps the original port, and the bitmap word where
 /// the free-port search starts. `orig` is the packet's tuple, `seed` its
 /// key's hash, `home` its stripe; `rule` the rule expected to translate it.
@@ -384,13 +385,14 @@ pub fn snat(
             Some((t, k)) if t == cand => k,
             _ => s.table.key(&cand),
         };
-        if bitmap && s.next.is_none() && s.table.beyond_llc(home) {
+        if bitmap && s.next.is_none() && s.table.beyond_llc() {
             // The original port is often taken (clients behind one address
             // reuse source ports): the bitmap's choice, tried next, has its
             // bucket loaded beside the original's, so that in a table beyond
-            // a last-level cache the two misses overlap. Only a prefetch: the choice
-            // is made again below (the same start: the random source is
-            // peeked, not drawn). Not again where `anticipate` did it.
+            // a last-level cache the two misses overlap. Only a prefetch:
+            // the choice is made again below (the same start: the random
+            // source is peeked, not drawn). Not again where `anticipate`
+            // did it.
             let start = seeded.unwrap_or_else(|| {
                 let mut peek = *s.rng;
                 (lo as u32 + peek.next_u32() % size) as u16

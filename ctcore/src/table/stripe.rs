@@ -36,11 +36,6 @@ pub struct Stripe {
     /// caches, since the prefetch costs ~200 instructions per new
     /// connection and saves only misses.
     pub prefetch_evictions: bool,
-    /// Whether new connections' source NAT searches are begun ahead
-    /// ([`crate::nat::alloc::anticipate`]): where the table's records
-    /// (all stripes': the last-level cache is shared) outgrow that cache.
-    /// Set by the table.
-    pub prefetch_nat: bool,
     /// Where early drop's look through the slab starts next.
     pub scan_cursor: u32,
     /// Expiry: every live record is in one of its slots.
@@ -94,7 +89,6 @@ impl Stripe {
             live: 0,
             prefetch_evictions: capacity as usize * std::mem::size_of::<Record>()
                 >= EVICTION_PREFETCH_BYTES,
-            prefetch_nat: false,
             scan_cursor: 0,
             wheel: Wheel::default(),
             ports: PortMaps::default(),
