@@ -22,6 +22,9 @@ pub(super) const STAGE: usize = 32;
 /// that many packets (hundreds of cycles for a new connection) to arrive.
 const FIRST_AHEAD: usize = 4;
 const SECOND_AHEAD: usize = 2;
+/// How many packets ahead stage 3 starts loading a TCP or SCTP record's
+/// state line (its address is in the record's hot line, loaded in stage 2).
+const STATE_AHEAD: usize = 4;
 
 /// A stage's new connections in a table beyond the caches, whose loads
 /// stage 3 issues ahead of itself.
@@ -120,17 +123,16 @@ impl<P: Prefetch> Engine<P> {
             t[1] = stamp();
             let mut ahead = Ahead::default();
             let mut hints: [Option<Hint>; STAGE] = [None; STAGE];
-            // The record lines a packet reads, by the direction its entry
-            // has: TCP also its window state, in the second and third
-            // lines; a reply its tuple in the second; a packet of the
-            // original direction only the first, unless the connection
-            // may be translated (the reply tuple and the checksum deltas
-            // then: the second).
-            let udp_lines = if self.nat.is_some() { [2, 2] } else { [1, 2] };
+            // A record's hot line is all a packet reads, but for TCP's
+            // and SCTP's state line: its loads follow once the hot lines
+            // are in (`stated`, in stage 3 a few packets ahead).
+            let mut stated = 0u32;
             for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
                 if let Some(k) = k {
-                    let tcp = matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_), .. }));
-                    match g.prefetch_records::<P>(*k, if tcp { [3, 3] } else { udp_lines }) {
+                    let stateful =
+                        matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_) | L4::Sctp { .. }, .. }));
+                    stated |= u32::from(stateful) << j;
+                    match g.prefetch_records::<P>(*k) {
                         Probe::Known(hint) => hints[j] = hint,
                         Probe::New => {}
                         Probe::NewFar { evicts } => {
@@ -166,8 +168,23 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
             t[2] = stamp();
+            let state_ahead = |g: &mut Guard<'_>, j: usize| {
+                if stated & (1 << j) != 0 {
+                    if let (Some(k), Some(h)) = (keys[j], hints[j]) {
+                        g.prefetch_state::<P>(k, h);
+                    }
+                }
+            };
+            if stated != 0 {
+                for j in 0..STATE_AHEAD.min(chunk.len()) {
+                    state_ahead(&mut g, j);
+                }
+            }
             if ahead.new == 0 {
                 for (j, pkt) in chunk.iter().enumerate() {
+                    if stated != 0 && j + STATE_AHEAD < chunk.len() {
+                        state_ahead(&mut g, j + STATE_AHEAD);
+                    }
                     let i = c * STAGE + j;
                     self.stage3_any(
                         helpers,
@@ -185,6 +202,9 @@ impl<P: Prefetch> Engine<P> {
                 }
             } else {
                 for (j, pkt) in chunk.iter().enumerate() {
+                    if stated != 0 && j + STATE_AHEAD < chunk.len() {
+                        state_ahead(&mut g, j + STATE_AHEAD);
+                    }
                     let i = c * STAGE + j;
                     let out = &results[c * STAGE..c * STAGE + chunk.len()];
                     self.load_first(&mut g, w, chunk, out, &keys, &ahead, j + FIRST_AHEAD);
@@ -407,7 +427,7 @@ impl<P: Prefetch> Engine<P> {
         let Some(r) = g.get(h.stripe, h.local, h.id) else {
             return;
         };
-        g.conn_mut(r).verdicts[out.dir.index()] = cache;
+        g.rec_mut(r).hot.verdicts[out.dir.index()] = cache;
         out.cached = cache;
     }
 
@@ -433,11 +453,11 @@ impl<P: Prefetch> Engine<P> {
         let Some(r) = g.get(h.stripe, h.local, h.id) else {
             return;
         };
-        let c = g.conn_mut(r);
-        if c.mark != mark {
-            c.mark = mark;
+        let mut c = g.rec_mut(r);
+        if c.mark() != mark {
+            c.set_mark(mark);
             // The cached verdicts were decided with the old mark.
-            c.verdicts = [0; 2];
+            c.hot.verdicts = [0; 2];
             out.cached = 0;
             if w.events.enabled() {
                 let l = g.listed(r);

@@ -14,8 +14,8 @@ impl<P: Prefetch> Engine<P> {
     pub fn with_conn<R>(&self, h: ConnHandle, f: impl FnOnce(&mut Conn) -> R) -> Option<R> {
         let mut g = self.table.guard();
         let r = g.get(h.stripe, h.local, h.id)?;
-        let old_deadline = g.conn(r).deadline_ms;
-        let out = f(g.conn_mut(r));
+        let old_deadline = g.hot(r).deadline_ms;
+        let out = g.update(r, f);
         g.deadline_changed(r, old_deadline);
         Some(out)
     }

@@ -147,11 +147,11 @@ impl<P: Prefetch> Engine<P> {
                 if self.accounting {
                     g.account(r, dir, u64::from(p.l3_len));
                 }
-                let c = g.conn_mut(r);
+                let c = g.conn(r);
                 *res.mark = c.mark;
-                *res.ctinfo = ctinfo_for(c, dir);
+                *res.ctinfo = ctinfo_for(c.status, dir);
                 *res.dir = dir;
-                Translation::write_for_packet(res.rewrite, c, dir, false);
+                Translation::write_for_packet(res.rewrite, &c, dir, false);
                 *res.conn = Some(ConnHandle {
                     stripe: r.stripe,
                     local: r.local,

@@ -172,7 +172,7 @@ impl<P: Prefetch> Engine<P> {
         };
         *res.dir = dir;
         *res.mark = c.mark;
-        *res.rewrite = Translation::for_packet(c, dir, true);
+        *res.rewrite = Translation::for_packet(&c, dir, true);
         *res.conn = Some(ConnHandle {
             stripe: r.stripe,
             local: r.local,

@@ -153,7 +153,7 @@ impl<P: Prefetch> Engine<P> {
         let Some(e) = e else { return };
         let m = e.master;
         let master = match g.get(m.stripe, m.local, m.id) {
-            Some(r) if !g.conn(r).is_expired(now_ms) => {
+            Some(r) if !g.hot(r).is_expired(now_ms) => {
                 if let Some(h) = g.help_mut(r) {
                     if h.expecting
                         .is_some_and(|x| x.stripe == stripe && x.gen == e.gen)
@@ -161,7 +161,7 @@ impl<P: Prefetch> Engine<P> {
                         h.expecting = None;
                     }
                 }
-                *g.conn(r)
+                g.conn(r)
             }
             _ => {
                 // The master is gone: its expectations went with it.
@@ -307,8 +307,8 @@ impl<P: Prefetch> Engine<P> {
             }
         }
         let (helper, status) = {
-            let c = g.conn(r);
-            (c.helper, c.status)
+            let h = g.hot(r);
+            (h.helper(), h.status)
         };
         if helper == Helper::None && !status.has(Status::SEQ_ADJUST) {
             return;
@@ -328,7 +328,7 @@ impl<P: Prefetch> Engine<P> {
             w.helpers.dropped += 1;
             return;
         }
-        if g.conn(r).status.has(Status::SEQ_ADJUST) && matches!(p.l4, L4::Tcp(_)) {
+        if g.hot(r).status.has(Status::SEQ_ADJUST) && matches!(p.l4, L4::Tcp(_)) {
             if let Some(st) = g.help_mut(r) {
                 let d = out.dir;
                 fix.seqadj = Some([st.seqadj[d.index()], st.seqadj[d.other().index()]]);
@@ -433,7 +433,7 @@ impl<P: Prefetch> Engine<P> {
         let seq = t.seq;
         let ends_in_nl = data.last() == Some(&b'\n');
         let nl_seq = seq.wrapping_add(data.len() as u32);
-        let c = *g.conn(r);
+        let c = g.conn(r);
         let at_line_start = g
             .help_mut(r)
             .is_some_and(|st| st.ftp.at_line_start(dir, seq));
@@ -544,7 +544,7 @@ impl<P: Prefetch> Engine<P> {
             if let Some(st) = g.help_mut(r) {
                 st.seqadj[dir.index()].set(seq, mangle.delta());
             }
-            g.conn_mut(r).status.set(Status::SEQ_ADJUST);
+            g.rec_mut(r).hot.status.set(Status::SEQ_ADJUST);
         }
         fix.mangle = Some(mangle);
     }
@@ -573,7 +573,7 @@ impl<P: Prefetch> Engine<P> {
         if opcode != TFTP_OPCODE_READ && opcode != TFTP_OPCODE_WRITE {
             return;
         }
-        let c = *g.conn(r);
+        let c = g.conn(r);
         let reply = &c.tuples[1];
         let natted = c.status.0 & (Status::SRC_NAT | Status::DST_NAT) != 0;
         let e = Expect {

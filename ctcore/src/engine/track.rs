@@ -8,12 +8,13 @@ use super::new_conn::Pending;
 use super::packet::{ConnHandle, CtResult, Pkt, RxCsum, Verdict};
 use super::{Engine, Worker};
 use crate::checksum;
-use crate::conn::{Conn, CtInfo, ProtoState, Status};
+use crate::conn::{Conn, CtInfo, Status};
 use crate::event::EventKind;
 use crate::nat::rewrite::Translation;
 use crate::proto::sctp::SctpOutcome;
 use crate::proto::tcp::{TcpOutcome, TcpSegment};
 use crate::proto::{generic, icmp, udp, Outcome};
+use crate::table::record::{ProtoMut, RecMut};
 use crate::table::{Guard, Hint, Key, Prefetch, Ref};
 use crate::tuple::{Dir, Tuple, IPPROTO_GRE, IPPROTO_UDP, IPPROTO_UDPLITE};
 use crate::wire::{self, Parsed, L4};
@@ -183,7 +184,7 @@ impl<P: Prefetch> Engine<P> {
             return;
         };
         w.stats.found += 1;
-        if self.helpers.is_some() && g.conn(r).status.has(Status::SEQ_ADJUST) {
+        if self.helpers.is_some() && g.hot(r).status.has(Status::SEQ_ADJUST) {
             return self.track_found_seqadj(g, w, now_ms, pkt, p, t, r, dir, res, pending);
         }
         self.track_found(g, w, now_ms, pkt, p, t, r, dir, res, pending);
@@ -233,30 +234,30 @@ impl<P: Prefetch> Engine<P> {
         res: &mut Verdict<'_>,
         pending: &mut Pending,
     ) {
-        let c = g.conn_mut(r);
-        *res.mark = c.mark;
-        *res.zone = c.tuples[0].zone;
-        let before = (c.status, c.state_tag());
-        let old_deadline = c.deadline_ms;
-        let outcome = self.run_tracker(w, now_ms, pkt, p, c, dir);
-        let handle = |c: &Conn| ConnHandle {
+        let mut c = g.rec_mut(r);
+        *res.mark = c.mark();
+        *res.zone = c.hot.tuples[0].zone();
+        let before = (c.hot.status, c.state_tag());
+        let old_deadline = c.hot.deadline_ms;
+        let outcome = self.run_tracker(w, now_ms, pkt, p, &mut c, dir);
+        let handle = |c: &RecMut<'_>| ConnHandle {
             stripe: r.stripe,
             local: r.local,
-            id: c.id,
+            id: c.hot.id,
         };
         match outcome {
             Tracked::Accept { timeout_ms, kill } => {
-                c.deadline_ms = now_ms + timeout_ms;
-                *res.ctinfo = ctinfo_for(c, dir);
+                c.hot.deadline_ms = now_ms + timeout_ms;
+                *res.ctinfo = ctinfo_for(c.hot.status, dir);
                 *res.dir = dir;
-                *res.cached = c.verdicts[dir.index()];
+                *res.cached = c.hot.verdicts[dir.index()];
                 if dir == Dir::Reply {
-                    c.status.set(Status::SEEN_REPLY);
+                    c.hot.status.set(Status::SEEN_REPLY);
                 }
-                Translation::write_for_packet(res.rewrite, c, dir, false);
-                let changed = (c.status, c.state_tag()) != before;
-                let shortened = c.deadline_ms < old_deadline;
-                let h = handle(c);
+                Translation::write_for_record(res.rewrite, &c, dir);
+                let changed = (c.hot.status, c.state_tag()) != before;
+                let shortened = c.hot.deadline_ms < old_deadline;
+                let h = handle(&c);
                 if self.accounting {
                     g.account(r, dir, u64::from(p.l3_len));
                 }
@@ -276,14 +277,14 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
             Tracked::Ignore => {
-                *res.ctinfo = ctinfo_for(c, dir);
+                *res.ctinfo = ctinfo_for(c.hot.status, dir);
                 if dir == Dir::Reply {
-                    c.status.set(Status::SEEN_REPLY);
+                    c.hot.status.set(Status::SEEN_REPLY);
                 }
                 *res.dir = dir;
-                *res.cached = c.verdicts[dir.index()];
-                Translation::write_for_packet(res.rewrite, c, dir, false);
-                *res.conn = Some(handle(c));
+                *res.cached = c.hot.verdicts[dir.index()];
+                Translation::write_for_record(res.rewrite, &c, dir);
+                *res.conn = Some(handle(&c));
             }
             Tracked::Invalid(why) => {
                 // (nf_tcp_handle_invalid may have shortened the deadline.)
@@ -314,7 +315,7 @@ impl<P: Prefetch> Engine<P> {
         t: &Tuple,
     ) -> Option<(Ref, Dir)> {
         let (r, dir) = g.lookup_hinted(key, t, hint)?;
-        if g.conn(r).is_expired(now_ms) {
+        if g.hot(r).is_expired(now_ms) {
             if let Some(dead) = g.remove(r) {
                 w.stats.expired += 1;
                 w.events.push(EventKind::Destroy, now_ms, &dead);
@@ -332,19 +333,20 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         pkt: &Pkt<'_>,
         p: &Parsed,
-        c: &mut Conn,
+        c: &mut impl Tracks,
         dir: Dir,
     ) -> Tracked {
         let tun = &w.tun;
-        if matches!(c.tuples[0].proto, IPPROTO_UDP | IPPROTO_UDPLITE) {
+        if matches!(c.proto_number(), IPPROTO_UDP | IPPROTO_UDPLITE) {
             // udp::packet's two common answers, without a call and without
             // reading the protocol state (its stream time):
             // - unreplied: the unreplied timeout, whatever the time;
             // - an assured stream: `now` is past stream_ts (it was when
             //   ASSURED was set, and time only moves on): the stream timeout.
             // A replied connection not yet assured goes the whole way.
-            let replied = c.status.has(Status::SEEN_REPLY);
-            if !replied || c.status.has(Status::ASSURED) {
+            let status = c.status();
+            let replied = status.has(Status::SEEN_REPLY);
+            if !replied || status.has(Status::ASSURED) {
                 return Tracked::Accept {
                     timeout_ms: if replied {
                         tun.timeouts.udp_stream_ms
@@ -366,10 +368,13 @@ impl<P: Prefetch> Engine<P> {
         now_ms: u64,
         pkt: &Pkt<'_>,
         p: &Parsed,
-        c: &mut Conn,
+        c: &mut impl Tracks,
         dir: Dir,
     ) -> Tracked {
         let tun = &w.tun;
+        let proto = c.proto_number();
+        let orig = c.orig();
+        let (status, deadline_ms, state) = c.parts();
         let from = |o: Outcome| match o {
             Outcome::Accept { timeout_ms } => Tracked::Accept {
                 timeout_ms,
@@ -377,13 +382,13 @@ impl<P: Prefetch> Engine<P> {
             },
             Outcome::Invalid(why) => Tracked::Invalid(why),
         };
-        match (&mut c.proto, p.l4) {
-            (ProtoState::Tcp(s), L4::Tcp(info)) => {
+        match (state, p.l4) {
+            (ProtoMut::Tcp(s), L4::Tcp(info)) => {
                 let seg = TcpSegment {
                     info,
                     options: options(pkt.frame, &info),
                 };
-                match s.packet(dir, &seg, &mut c.status, &tun.tcp, &tun.timeouts) {
+                match s.packet(dir, &seg, status, &tun.tcp, &tun.timeouts) {
                     TcpOutcome::Accept { timeout_ms } => Tracked::Accept {
                         timeout_ms,
                         kill: false,
@@ -396,30 +401,29 @@ impl<P: Prefetch> Engine<P> {
                     TcpOutcome::Invalid(why) => Tracked::Invalid(why),
                     TcpOutcome::InvalidLowerTimeout { reason, timeout_ms } => {
                         // nf_tcp_handle_invalid: shorten a long-lived entry's life.
-                        let remaining = c.deadline_ms.saturating_sub(now_ms);
+                        let remaining = deadline_ms.saturating_sub(now_ms);
                         if remaining >= crate::proto::tcp::INVALID_LOWER_MIN_REMAINING_MS
                             && remaining > timeout_ms
                         {
-                            c.deadline_ms = now_ms + timeout_ms;
+                            *deadline_ms = now_ms + timeout_ms;
                         }
                         Tracked::Invalid(reason)
                     }
                     TcpOutcome::Repeat => Tracked::Repeat,
                 }
             }
-            (ProtoState::Stream { stream_ts_ms }, _) if c.tuples[0].proto == IPPROTO_GRE => {
-                let _ = stream_ts_ms;
-                from(generic::gre_packet(&mut c.status, &tun.timeouts))
+            (ProtoMut::Stream(_), _) if proto == IPPROTO_GRE => {
+                from(generic::gre_packet(status, &tun.timeouts))
             }
-            (ProtoState::Stream { stream_ts_ms }, _) => from(udp::packet(
+            (ProtoMut::Stream(stream_ts_ms), _) => from(udp::packet(
                 now_ms,
                 stream_ts_ms.get(),
-                &mut c.status,
+                status,
                 &tun.timeouts,
             )),
-            (ProtoState::Icmp, _) => from(icmp::packet(&c.tuples[0], &tun.timeouts)),
-            (ProtoState::Sctp(s), _) => {
-                match s.packet(dir, l4_bytes(pkt.frame, p), &mut c.status, &tun.timeouts) {
+            (ProtoMut::Icmp, _) => from(icmp::packet(&orig, &tun.timeouts)),
+            (ProtoMut::Sctp(s), _) => {
+                match s.packet(dir, l4_bytes(pkt.frame, p), status, &tun.timeouts) {
                     SctpOutcome::Accept { timeout_ms } => Tracked::Accept {
                         timeout_ms,
                         kill: false,
@@ -428,14 +432,64 @@ impl<P: Prefetch> Engine<P> {
                     SctpOutcome::Invalid(why) => Tracked::Invalid(why),
                 }
             }
-            (ProtoState::Generic, _) if c.tuples[0].proto == IPPROTO_GRE => {
-                from(generic::gre_packet(&mut c.status, &tun.timeouts))
+            (ProtoMut::Generic, _) if proto == IPPROTO_GRE => {
+                from(generic::gre_packet(status, &tun.timeouts))
             }
-            (ProtoState::Generic, _) => from(generic::packet(&tun.timeouts)),
+            (ProtoMut::Generic, _) => from(generic::packet(&tun.timeouts)),
             // A packet whose L4 does not fit the connection's protocol state
             // (cannot happen: the tuple carries the protocol).
-            (ProtoState::Tcp(_), _) => Tracked::Invalid("tcp: not a tcp segment"),
+            (ProtoMut::Tcp(_), _) => Tracked::Invalid("tcp: not a tcp segment"),
         }
+    }
+}
+
+/// What the trackers read and write of a connection: a whole one (a new
+/// connection before its confirm) or a record in the table.
+pub(super) trait Tracks {
+    /// The protocol number (the original tuple's).
+    fn proto_number(&self) -> u8;
+    fn status(&self) -> Status;
+    /// The original tuple (ICMP's tracker reads its type).
+    fn orig(&self) -> Tuple;
+    /// The status, the deadline and the protocol state, borrowed together.
+    fn parts(&mut self) -> (&mut Status, &mut u64, ProtoMut<'_>);
+}
+
+impl Tracks for Conn {
+    #[inline(always)]
+    fn proto_number(&self) -> u8 {
+        self.tuples[0].proto
+    }
+    #[inline(always)]
+    fn status(&self) -> Status {
+        self.status
+    }
+    #[inline(always)]
+    fn orig(&self) -> Tuple {
+        self.tuples[0]
+    }
+    #[inline(always)]
+    fn parts(&mut self) -> (&mut Status, &mut u64, ProtoMut<'_>) {
+        (&mut self.status, &mut self.deadline_ms, ProtoMut::of(&mut self.proto))
+    }
+}
+
+impl Tracks for RecMut<'_> {
+    #[inline(always)]
+    fn proto_number(&self) -> u8 {
+        self.hot.tuples[0].proto()
+    }
+    #[inline(always)]
+    fn status(&self) -> Status {
+        self.hot.status
+    }
+    #[inline(always)]
+    fn orig(&self) -> Tuple {
+        self.tuple(Dir::Orig)
+    }
+    #[inline(always)]
+    fn parts(&mut self) -> (&mut Status, &mut u64, ProtoMut<'_>) {
+        RecMut::parts(self)
     }
 }
 
@@ -467,11 +521,11 @@ pub(super) fn options<'a>(frame: &'a [u8], info: &wire::TcpInfo) -> &'a [u8] {
 }
 
 /// The ctinfo of a packet on a known connection (resolve_normal_ct).
-pub(super) fn ctinfo_for(c: &Conn, dir: Dir) -> CtInfo {
+pub(super) fn ctinfo_for(status: Status, dir: Dir) -> CtInfo {
     match dir {
         Dir::Reply => CtInfo::EstablishedReply,
-        Dir::Orig if c.status.0 & (Status::SEEN_REPLY | Status::EXPECTED) == 0 => CtInfo::New,
-        Dir::Orig if c.status.has(Status::SEEN_REPLY) => CtInfo::Established,
+        Dir::Orig if status.0 & (Status::SEEN_REPLY | Status::EXPECTED) == 0 => CtInfo::New,
+        Dir::Orig if status.has(Status::SEEN_REPLY) => CtInfo::Established,
         // An expected connection before its reply (resolve_normal_ct).
         Dir::Orig => CtInfo::Related,
     }

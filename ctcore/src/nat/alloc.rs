@@ -286,7 +286,7 @@ pub fn anticipate<P: Prefetch>(
 /// keys, for the search to take up ([`Search::first`], [`Search::next`]).
 pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u32) -> Loaded {
     if let Some((_, k)) = a.first {
-        g.prefetch_records::<P>(k, [2, 2]);
+        g.prefetch_records::<P>(k);
     }
     let maps = g.ports(home);
     let next = Cursor::new(a.lo, a.hi, a.start)

@@ -367,7 +367,7 @@ impl PortMaps {
     /// A confirmed connection's port comes into use (if it is source-NATed
     /// with ports).
     pub fn conn_added(&mut self, c: &Conn) {
-        let Some((key, port)) = tracked(c) else {
+        let Some((key, port)) = tracked(c.status, &c.tuples[1]) else {
             return;
         };
         if let Some(i) = self.find(&key) {
@@ -390,19 +390,21 @@ impl PortMaps {
         }
     }
 
-    /// Starts loading the bitmap word `c`'s port is in (if source NAT chose
-    /// one): its removal writes it.
-    pub fn prefetch_conn(&mut self, c: &Conn, prefetch: fn(*const u8)) {
-        if let Some((key, port)) = tracked(c) {
+    /// Starts loading the bitmap word the port of a connection with
+    /// `status` and reply tuple `reply` is in (if source NAT chose one): its
+    /// removal writes it.
+    pub fn prefetch_conn(&mut self, status: Status, reply: &Tuple, prefetch: fn(*const u8)) {
+        if let Some((key, port)) = tracked(status, reply) {
             if let Some(i) = self.find(&key) {
                 prefetch(self.maps[i].word_of(port));
             }
         }
     }
 
-    /// A connection left the table: its port is released.
-    pub fn conn_removed(&mut self, c: &Conn) {
-        let Some((key, port)) = tracked(c) else {
+    /// A connection (`status`, reply tuple `reply`) left the table: its
+    /// port is released.
+    pub fn conn_removed(&mut self, status: Status, reply: &Tuple) {
+        let Some((key, port)) = tracked(status, reply) else {
             return;
         };
         if let Some(i) = self.find(&key) {
@@ -421,11 +423,10 @@ impl PortMaps {
 }
 
 /// The bitmap and port a connection occupies, if source NAT chose a port for it.
-fn tracked(c: &Conn) -> Option<(MapKey, u16)> {
-    if !c.status.has(Status::SRC_NAT) {
+fn tracked(status: Status, reply: &Tuple) -> Option<(MapKey, u16)> {
+    if !status.has(Status::SRC_NAT) {
         return None;
     }
-    let reply = &c.tuples[1];
     if !(super::has_ports(reply.proto) || super::is_icmp_echo(reply.proto)) {
         return None;
     }
@@ -531,7 +532,8 @@ mod tests {
             ..MapKey::of(&reply(0, 0))
         };
         assert!(maps.get(&other).is_none());
-        maps.conn_removed(&conn(7, 1007));
+        let c = conn(7, 1007);
+        maps.conn_removed(c.status, &c.tuples[1]);
         assert!(maps.get(&MapKey::of(&reply(7, 0))).unwrap().is_free(1007));
         assert_eq!(maps.usage().in_use, MAX_MAPS as u64 - 1);
     }
@@ -559,17 +561,19 @@ mod tests {
             ..Conn::default()
         };
         maps.conn_added(&conn(40_000, Status::SRC_NAT));
-        maps.prefetch_conn(&conn(40_001, Status::SRC_NAT), record);
+        let c = conn(40_001, Status::SRC_NAT);
+        maps.prefetch_conn(c.status, &c.tuples[1], record);
         let i = maps.find(&MapKey::of(&reply(40_001))).unwrap();
         assert_eq!(
             LOADED.with(|v| v.borrow().clone()),
             vec![maps.at(i).word_of(40_001) as usize]
         );
         // Not source-NATed, or an address with no bitmap: nothing to load.
-        maps.prefetch_conn(&conn(40_001, 0), record);
+        let c = conn(40_001, 0);
+        maps.prefetch_conn(c.status, &c.tuples[1], record);
         let mut other = conn(7, Status::SRC_NAT);
         other.tuples[1].dst = Addr::from_v4([203, 0, 113, 2]);
-        maps.prefetch_conn(&other, record);
+        maps.prefetch_conn(other.status, &other.tuples[1], record);
         assert_eq!(LOADED.with(|v| v.borrow().len()), 1);
     }
 

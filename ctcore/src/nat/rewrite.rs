@@ -4,6 +4,7 @@
 
 use crate::checksum::{checksum, combine, l4_checksum, update_addr, update_u16};
 use crate::conn::{Conn, NatCsum, Status};
+use crate::table::record::RecMut;
 use crate::tuple::{
     Addr, Dir, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     IPPROTO_UDPLITE,
@@ -80,6 +81,36 @@ impl Translation {
             return;
         }
         Translation::write_translated(out, c, dir, related);
+    }
+
+    /// [`Translation::write_for_packet`] for a packet (not related) of a
+    /// record in the table: the common translations from its hot line
+    /// alone (IPv4 addresses, ports and checksum deltas are there).
+    #[inline(always)]
+    pub fn write_for_record(out: &mut Option<Translation>, c: &RecMut<'_>, dir: Dir) {
+        let status = c.hot.status;
+        if status.0 & (Status::SRC_NAT | Status::DST_NAT) == 0 {
+            *out = None;
+            return;
+        }
+        match c.nat_csum() {
+            Some(d) => {
+                let other = &c.hot.tuples[dir.other().index()];
+                let (change_src, change_dst) = Rewrite::changes_of(status, dir);
+                let mut ports = [0u8; 4];
+                ports[..2].copy_from_slice(&other.dst_port().to_be_bytes());
+                ports[2..].copy_from_slice(&other.src_port().to_be_bytes());
+                *out = Some(Translation::V4(V4Nat {
+                    src: Addr::from_v4(other.dst_v4()),
+                    dst: Addr::from_v4(other.src_v4()),
+                    ports,
+                    csum: d[dir.index()],
+                    changes: u8::from(change_src) * CHANGES_SRC
+                        + u8::from(change_dst) * CHANGES_DST,
+                }));
+            }
+            None => Translation::write_translated(out, &c.conn(), dir, false),
+        }
     }
 
     #[inline]
@@ -175,8 +206,14 @@ impl Rewrite {
 
     /// Which endpoints a packet in `dir` has translated: (source, destination).
     fn changes(c: &Conn, dir: Dir) -> (bool, bool) {
-        let snat = c.status.has(Status::SRC_NAT);
-        let dnat = c.status.has(Status::DST_NAT);
+        Rewrite::changes_of(c.status, dir)
+    }
+
+    /// [`Rewrite::changes`] of a connection with `status`.
+    #[inline(always)]
+    fn changes_of(status: Status, dir: Dir) -> (bool, bool) {
+        let snat = status.has(Status::SRC_NAT);
+        let dnat = status.has(Status::DST_NAT);
         match dir {
             Dir::Orig => (snat, dnat),
             Dir::Reply => (dnat, snat),

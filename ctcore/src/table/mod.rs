@@ -4,8 +4,8 @@
 //! Layout (the kernel's hash of `tuplehash[2]`, arranged for DPDK-style bursts):
 //! - A power-of-two number of stripes (one per worker). A stripe owns an index
 //!   of 64-byte [`bucket::Bucket`]s (eight 16-bit signatures + eight entry
-//!   words) and a slab of cache-line-aligned [`stripe::Record`]s addressed by a
-//!   `u32`. There is no lock per connection: whoever holds the stripe's lock is
+//!   words) and a slab of records ([`record`]: a 64-byte hot line each,
+//!   the rest beside it) addressed by a `u32`. There is no lock per connection: whoever holds the stripe's lock is
 //!   the only reader and writer of its buckets and records. A worker takes it
 //!   once per burst (a [`Guard`]), the control thread between bursts (listing,
 //!   delete, flush, GC) in short slices.
@@ -32,6 +32,7 @@
 pub mod bucket;
 pub mod eim;
 pub mod prefetch;
+pub mod record;
 pub mod stripe;
 pub mod wheel;
 
@@ -44,7 +45,8 @@ use crate::conn::{Conn, Ext, Listed, Status};
 use crate::tuple::{Dir, HashKey, Tuple};
 use bucket::{Bucket, SLOTS};
 pub use prefetch::{NoPrefetch, Prefetch};
-use stripe::{Record, Stripe};
+use record::{live, Compact, Records};
+use stripe::{Stripe, RECORD_BYTES};
 
 /// Bits of a slab index within a stripe.
 const LOCAL_BITS: u32 = 25;
@@ -58,6 +60,10 @@ pub const MAX_STRIPES: u32 = 64;
 const MAX_PROBE: usize = 16;
 /// Buckets early drop looks at (the kernel's NF_CT_EVICTION_RANGE).
 const EVICTION_RANGE: usize = 8;
+/// Index bytes per connection (two entries, buckets half full when the
+/// table is).
+const INDEX_BYTES: usize = 32;
+
 /// Records the control thread visits per stripe lock (listing, delete, GC),
 /// so that a worker waits at most this long for its stripe.
 const SLICE: usize = 1024;
@@ -297,17 +303,11 @@ fn entry_word(r: Ref, dir: Dir) -> u32 {
     (((r.stripe << LOCAL_BITS) | r.local) << 1) | dir as u32
 }
 
-/// Lines of a record (`stripe::Record`: the connection and its wheel link).
-const RECORD_LINES: usize = std::mem::size_of::<Record>() / 64;
-
-/// Starts loading the first `lines` cache lines of record `local`.
+/// Starts loading record `local`'s hot line.
 #[inline(always)]
-fn prefetch_record<P: Prefetch>(records: &[Record], local: Local, lines: usize) {
-    if let Some(rec) = records.get(local as usize) {
-        let p = rec as *const Record as *const u8;
-        for l in 0..lines {
-            P::read(p.wrapping_add(64 * l));
-        }
+fn prefetch_record<P: Prefetch>(records: &Records, local: Local) {
+    if let Some(p) = records.hot_addr(local) {
+        P::read(p);
     }
 }
 
@@ -340,10 +340,6 @@ fn entry_parts(word: u32) -> (Ref, Dir) {
     )
 }
 
-#[inline(always)]
-fn live(c: &Conn) -> bool {
-    c.status.has(Status::CONFIRMED) && !c.status.has(Status::DYING)
-}
 
 /// The connection table, shared by all workers and the control thread.
 pub struct Table {
@@ -365,13 +361,14 @@ pub struct Table {
     prefetch_nat: bool,
 }
 
-/// Record memory (the whole table's) from which new connections' source
-/// NAT searches are begun ahead of them: beyond a last-level cache. Below
-/// it the candidates' buckets are misses to that cache, which cost less
-/// than the instructions that work out their addresses ahead (at 100k
-/// connections, 19 MB of records: 1,318 -> 1,185 cycles per new source NAT
-/// connection without them; at 1M, 192 MB, they save about 8 %).
-const NAT_PREFETCH_BYTES: usize = 64 << 20;
+/// Record and index memory (the whole table's) from which new
+/// connections' source NAT searches are begun ahead of them: beyond a
+/// last-level cache. Below it the candidates' buckets are misses to that
+/// cache, which cost less than the instructions that work out their
+/// addresses ahead (at 100k connections: 1,318 -> 1,185 cycles per new
+/// source NAT connection without them; at 1M they save about 8 %).
+/// About 340k connections.
+const NAT_PREFETCH_BYTES: usize = 40 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A thread that panicked while holding a lock leaves the data as it was
@@ -424,7 +421,7 @@ impl Table {
             capacity,
             eim_limit,
             eim_timeout_ms: crate::nat::EIM_TIMEOUT_MS.into(),
-            prefetch_nat: per as usize * nstripes as usize * std::mem::size_of::<Record>()
+            prefetch_nat: per as usize * nstripes as usize * (RECORD_BYTES + INDEX_BYTES)
                 >= NAT_PREFETCH_BYTES,
         }
     }
@@ -477,8 +474,9 @@ impl Table {
             None => 0,
         }
     }
-    /// Bytes of memory reserved at start (records, index, free list, timer
-    /// wheel, mappings, extensions).
+    /// Bytes of memory in use: reserved at start (records, index, timer
+    /// wheel, mappings, extensions) and the state lines and IPv6 addresses
+    /// handed out.
     pub fn reserved_bytes(&self) -> usize {
         self.stripes.iter().map(|s| lock(s).reserved_bytes()).sum()
     }
@@ -552,8 +550,10 @@ impl Table {
                 }
                 visited += 1;
                 let s = g.stripe(stripe);
-                let rec = &s.records[cur as usize];
-                let (next, deadline) = (rec.link.next, rec.conn.deadline_ms);
+                let (next, deadline) = (
+                    s.records.cold[cur as usize].link.next,
+                    s.records.hot[cur as usize].deadline_ms,
+                );
                 if now_ms >= deadline {
                     let backoffs = g.backoffs;
                     if let Some(dead) = g.remove(Ref { stripe, local: cur }) {
@@ -598,22 +598,22 @@ impl Table {
             for (slot, &head) in s.wheel.heads.iter().enumerate() {
                 let (mut prev, mut cur) = (wheel::NIL, head);
                 while cur != wheel::NIL {
-                    let rec = &s.records[cur as usize];
+                    let link = s.records.cold[cur as usize].link;
                     if seen[cur as usize] {
                         return Err(format!("stripe {si}: record {cur} in two lists or a loop"));
                     }
                     seen[cur as usize] = true;
-                    if !live(&rec.conn) {
+                    if !s.records.live(cur) {
                         return Err(format!("stripe {si}: free record {cur} in slot {slot}"));
                     }
-                    if wheel::slot_of(rec.link.tick) != slot || rec.link.prev != prev {
+                    if link.slot as usize != slot || link.prev != prev {
                         return Err(format!(
                             "stripe {si}: record {cur} badly linked in slot {slot}"
                         ));
                     }
                     linked += 1;
                     prev = cur;
-                    cur = rec.link.next;
+                    cur = link.next;
                 }
             }
             if linked != s.live {
@@ -634,11 +634,10 @@ impl Table {
         loop {
             let g = lock(&self.stripes[stripe as usize]);
             let end = (start + SLICE).min(g.records.len());
-            for (i, r) in g.records[start..end].iter().enumerate() {
-                if live(&r.conn) {
-                    let local = start + i;
+            for local in start..end {
+                if g.records.live(local as Local) {
                     let l = Listed {
-                        conn: r.conn,
+                        conn: g.records.conn(local as Local),
                         ext: g.ext.get(local).copied(),
                     };
                     f(local as Local, &l);
@@ -774,16 +773,16 @@ impl<'t> Guard<'t> {
         P::read(b as *const Bucket as *const u8);
     }
 
-    /// Starts loading the first `lines[d]` cache lines of the record of
-    /// every entry in `key`'s home bucket whose signature matches, `d` the
-    /// entry's direction (`Dir::index()`). The bucket
+    /// Starts loading the hot line of the record of every entry in `key`'s
+    /// home bucket whose signature matches (a TCP or SCTP record's state
+    /// line follows from it: [`Guard::prefetch_state`]). The bucket
     /// should be in cache by now. Says what the packet most likely is: of
     /// a known connection, or opening one (and then whether the stripe is
     /// full, so that its confirm will evict one: see
     /// [`Guard::prefetch_eviction`]; the record early drop looks at first
     /// is loaded here).
     #[inline(always)]
-    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key, lines: [usize; 2]) -> Probe {
+    pub fn prefetch_records<P: Prefetch>(&mut self, key: Key) -> Probe {
         let s = self.stripe(key.stripe);
         let n = s.buckets.len();
         let b = &s.buckets[key.bucket(n)];
@@ -797,7 +796,7 @@ impl<'t> Guard<'t> {
             }
             if s.prefetch_evictions {
                 return Probe::NewFar {
-                    evicts: s.free.is_empty(),
+                    evicts: s.records.is_full(),
                 };
             }
             // Most likely a new connection: its confirm will probe and fill
@@ -811,9 +810,9 @@ impl<'t> Guard<'t> {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             let word = b.entry[i];
-            let (r, dir) = entry_parts(word);
+            let (r, _) = entry_parts(word);
             if r.stripe == key.stripe {
-                prefetch_record::<P>(&s.records, r.local, lines[dir.index()]);
+                prefetch_record::<P>(&s.records, r.local);
                 hint = hint.or(Some(Hint(word)));
             }
         }
@@ -837,7 +836,10 @@ impl<'t> Guard<'t> {
         }
         if evicts {
             if let Some((v, _)) = first_homed(&s.buckets[key.bucket(n)], key.stripe) {
-                prefetch_record::<P>(&s.records, v.local, RECORD_LINES);
+                prefetch_record::<P>(&s.records, v.local);
+                if let Some(p) = s.records.cold_addr(v.local) {
+                    P::read(p);
+                }
             }
         }
     }
@@ -856,20 +858,27 @@ impl<'t> Guard<'t> {
         let Some((victim, dir)) = first_homed(&s.buckets[key.bucket(n)], key.stripe) else {
             return;
         };
-        let Some(rec) = s.records.get(victim.local as usize) else {
+        if !s.records.live(victim.local) {
             return;
-        };
-        for neighbour in [rec.link.prev, rec.link.next] {
-            if let Some(nr) = s.records.get(neighbour as usize) {
-                P::read(&nr.link as *const wheel::Link as *const u8);
+        }
+        let link = s.records.cold[victim.local as usize].link;
+        for neighbour in [link.prev, link.next] {
+            if let Some(p) = s.records.cold_addr(neighbour) {
+                P::read(p);
             }
         }
-        let k = table.key(rec.conn.tuple(dir.other()));
+        let other = s.records.tuple(victim.local, dir.other());
+        let k = table.key(&other);
         if k.stripe == key.stripe {
             P::read(&s.buckets[k.bucket(n)] as *const Bucket as *const u8);
         }
         // Its source NAT port, released in the port bitmap.
-        s.ports.prefetch_conn(&rec.conn, P::read);
+        let reply = match dir {
+            Dir::Orig => other,
+            Dir::Reply => s.records.tuple(victim.local, Dir::Reply),
+        };
+        let status = s.records.hot[victim.local as usize].status;
+        s.ports.prefetch_conn(status, &reply, P::read);
     }
 
     /// [`Guard::lookup`], trying first the entry stage 2 saw match
@@ -884,10 +893,8 @@ impl<'t> Guard<'t> {
         if let Some(Hint(word)) = hint {
             let (r, dir) = entry_parts(word);
             let s = self.stripe(key.stripe);
-            if let Some(rec) = s.records.get(r.local as usize) {
-                if live(&rec.conn) && rec.conn.tuples[dir.index()] == *t {
-                    return Some((r, dir));
-                }
+            if s.records.holds(r.local, dir, t, &Compact::of(t)) {
+                return Some((r, dir));
             }
         }
         self.lookup(key, t)
@@ -906,6 +913,7 @@ impl<'t> Guard<'t> {
         // here; if one names another stripe's record (a NAT reply tuple whose
         // hash fell in this stripe), those are checked after, under theirs.
         let mut elsewhere = false;
+        let ct = Compact::of(t);
         for _ in 0..=MAX_PROBE {
             let bucket = &s.buckets[b];
             let mut m = bucket.matches(sig);
@@ -917,10 +925,7 @@ impl<'t> Guard<'t> {
                     elsewhere |= r.stripe <= stripe_mask;
                     continue;
                 }
-                let Some(rec) = s.records.get(r.local as usize) else {
-                    continue;
-                };
-                if live(&rec.conn) && rec.conn.tuples[dir.index()] == *t {
+                if s.records.holds(r.local, dir, t, &ct) {
                     return Some((r, dir));
                 }
             }
@@ -943,6 +948,7 @@ impl<'t> Guard<'t> {
         let sig = key.sig();
         let n = self.stripe(key.stripe).buckets.len();
         let mut b = key.bucket(n);
+        let ct = Compact::of(t);
         for _ in 0..=MAX_PROBE {
             let bucket = self.stripe(key.stripe).buckets[b];
             let mut m = bucket.matches(sig);
@@ -953,10 +959,7 @@ impl<'t> Guard<'t> {
                 if r.stripe == key.stripe || r.stripe > self.table.stripe_mask {
                     continue;
                 }
-                let Some(rec) = self.stripe(r.stripe).records.get(r.local as usize) else {
-                    continue;
-                };
-                if live(&rec.conn) && rec.conn.tuples[dir.index()] == *t {
+                if self.stripe(r.stripe).records.holds(r.local, dir, t, &ct) {
                     return Some((r, dir));
                 }
             }
@@ -968,15 +971,45 @@ impl<'t> Guard<'t> {
         None
     }
 
-    /// The connection at `r` (which a lookup or insert of this guard returned).
-    #[inline(always)]
-    pub fn conn(&mut self, r: Ref) -> &Conn {
-        &self.stripe(r.stripe).records[r.local as usize].conn
+    /// The connection at `r` (which a lookup or insert of this guard
+    /// returned), copied out whole.
+    #[inline]
+    pub fn conn(&mut self, r: Ref) -> Conn {
+        self.stripe(r.stripe).records.conn(r.local)
     }
 
+    /// The hot line of the connection at `r`: its tuples (compact),
+    /// deadline, status (with private bits: see [`record::PRIVATE`]), id and
+    /// cached verdicts.
     #[inline(always)]
-    pub fn conn_mut(&mut self, r: Ref) -> &mut Conn {
-        &mut self.stripe(r.stripe).records[r.local as usize].conn
+    pub fn hot(&mut self, r: Ref) -> &record::Hot {
+        &self.stripe(r.stripe).records.hot[r.local as usize]
+    }
+
+    /// The connection at `r`, borrowed for a packet's update.
+    #[inline(always)]
+    pub fn rec_mut(&mut self, r: Ref) -> record::RecMut<'_> {
+        self.stripe(r.stripe).records.view(r.local)
+    }
+
+    /// Changes the connection at `r` through `f` on a copy, written back:
+    /// for the uncommon paths (its tuples and protocol must stay).
+    pub fn update<R>(&mut self, r: Ref, f: impl FnOnce(&mut Conn) -> R) -> R {
+        let s = self.stripe(r.stripe);
+        let mut c = s.records.conn(r.local);
+        let out = f(&mut c);
+        s.records.update(r.local, &c);
+        out
+    }
+
+    /// Starts loading the state line of the connection stage 2 found for
+    /// a packet (`hint`), once its hot line is in.
+    #[inline(always)]
+    pub fn prefetch_state<P: Prefetch>(&mut self, key: Key, hint: Hint) {
+        let (r, _) = entry_parts(hint.0);
+        if let Some(p) = self.stripe(key.stripe).records.side_addr(r.local) {
+            P::read(p);
+        }
     }
 
     /// The helper data of the connection at `r` (None when helpers are off).
@@ -995,8 +1028,8 @@ impl<'t> Guard<'t> {
         if stripe > self.table.stripe_mask {
             return None;
         }
-        let c = &self.stripe(stripe).records.get(local as usize)?.conn;
-        (live(c) && c.id == id).then_some(Ref { stripe, local })
+        let h = self.stripe(stripe).records.hot.get(local as usize)?;
+        (live(h.status) && h.id == id).then_some(Ref { stripe, local })
     }
 
     /// After a packet changed a connection's deadline from `old_deadline_ms`:
@@ -1004,9 +1037,12 @@ impl<'t> Guard<'t> {
     /// slot (a later deadline is seen when the slot comes due).
     pub fn deadline_changed(&mut self, r: Ref, old_deadline_ms: u64) {
         let s = self.stripe(r.stripe);
-        let rec = &s.records[r.local as usize];
-        let d = rec.conn.deadline_ms;
-        if d < old_deadline_ms && rec.link.is_linked() && s.wheel.place(d) < rec.link.tick {
+        let d = s.records.hot[r.local as usize].deadline_ms;
+        let link = s.records.cold[r.local as usize].link;
+        if d < old_deadline_ms
+            && link.is_linked()
+            && s.wheel.place(d) < s.wheel.tick_of_slot(link.slot)
+        {
             s.unlink(r.local);
             s.link(r.local, d);
         }
@@ -1110,7 +1146,7 @@ impl<'t> Guard<'t> {
             return Err(InsertError::Clash);
         }
         let hs = key0.stripe;
-        if self.stripe(hs).free.is_empty() {
+        if self.stripe(hs).records.is_full() {
             let victim = if early_drop {
                 self.early_drop_candidate(key0)
             } else {
@@ -1129,7 +1165,7 @@ impl<'t> Guard<'t> {
                 None => return Err(InsertError::Full),
             }
         }
-        let Some(local) = self.stripe(hs).free.pop() else {
+        let Some(local) = self.stripe(hs).records.alloc() else {
             return Err(InsertError::Full);
         };
         let r = Ref { stripe: hs, local };
@@ -1151,41 +1187,30 @@ impl<'t> Guard<'t> {
             both
         };
         if !placed {
-            self.stripe(hs).free.push(local);
+            self.stripe(hs).records.free(local);
             return Err(InsertError::Full);
         }
         let s = self.stripe(hs);
         let id = s.next_id();
-        let rec = &mut s.records[local as usize].conn;
-        // Field by field: each move is inlined (one 176-byte assignment is a
-        // call to memcpy).
-        rec.tuples = conn.tuples;
-        rec.deadline_ms = conn.deadline_ms;
-        rec.status = conn.status;
-        rec.proto = conn.proto;
-        rec.mark = conn.mark;
-        rec.nat_csum = conn.nat_csum;
-        rec.helper = conn.helper;
-        rec.verdicts = conn.verdicts;
-        rec.status.set(Status::CONFIRMED);
-        rec.status.clear(Status::DYING);
-        rec.id = id;
+        s.records.put(local, conn, id);
+        let status = &mut s.records.hot[local as usize].status;
+        status.set(Status::CONFIRMED);
+        status.clear(Status::DYING);
         debug_assert_eq!(
-            *rec,
+            s.records.conn(local),
             Conn {
-                status: rec.status,
+                status: Status((conn.status.0 | Status::CONFIRMED) & !Status::DYING),
                 id,
                 ..*conn
             },
-            "every field copied"
+            "every field kept"
         );
         s.link(local, conn.deadline_ms);
         s.ports.conn_added(conn);
         s.live += 1;
         self.set_count(hs);
         if conn.status.has(Status::EIM) && !self.eim_hold(conn) {
-            self.stripe(hs).records[local as usize]
-                .conn
+            self.stripe(hs).records.hot[local as usize]
                 .status
                 .clear(Status::EIM);
         }
@@ -1212,11 +1237,13 @@ impl<'t> Guard<'t> {
     /// event only if `snapshot`: Some(None) when it was removed without.
     /// (The copy is a few hundred bytes read and written, per eviction.)
     fn remove_as(&mut self, r: Ref, snapshot: bool) -> Option<Option<Listed>> {
-        let rec = &self.stripe(r.stripe).records[r.local as usize].conn;
-        if !live(rec) {
+        let recs = &self.stripe(r.stripe).records;
+        if !recs.live(r.local) {
             return None;
         }
-        let (id, tuples, status) = (rec.id, rec.tuples, rec.status);
+        let status = recs.hot[r.local as usize].status;
+        let id = recs.hot[r.local as usize].id;
+        let tuples = [recs.tuple(r.local, Dir::Orig), recs.tuple(r.local, Dir::Reply)];
         let eim = self.eim_stripe(status, &tuples);
         let table = self.table;
         let keys = [table.key(&tuples[0]), table.key(&tuples[1])];
@@ -1229,8 +1256,8 @@ impl<'t> Guard<'t> {
         if !held {
             // The stripe was let go and taken again: the record may have
             // changed hands meanwhile.
-            let rec = &self.stripe(r.stripe).records[r.local as usize].conn;
-            if !live(rec) || rec.id != id {
+            let h = &self.stripe(r.stripe).records.hot[r.local as usize];
+            if !live(h.status) || h.id != id {
                 return None;
             }
         }
@@ -1238,19 +1265,13 @@ impl<'t> Guard<'t> {
         self.unplace(keys[1], entry_word(r, Dir::Reply));
         let s = self.stripe(r.stripe);
         s.unlink(r.local);
-        let rec = &mut s.records[r.local as usize].conn;
-        s.ports.conn_removed(rec);
-        // Taken whole for the snapshot (or an endpoint-independent
-        // mapping's release); otherwise only made not live: the next
-        // insert writes every field.
-        let taken = if snapshot || status.has(Status::EIM) {
-            Some(std::mem::take(rec))
-        } else {
-            rec.status = Status::default();
-            rec.verdicts = [0; 2];
-            None
-        };
-        s.free.push(r.local);
+        s.ports.conn_removed(status, &tuples[1]);
+        // Copied out whole for the snapshot (or an endpoint-independent
+        // mapping's release); then made not live: the next insert writes
+        // every field.
+        let taken = (snapshot || status.has(Status::EIM)).then(|| s.records.conn(r.local));
+        s.records.clear(r.local);
+        s.records.free(r.local);
         s.live -= 1;
         // The stripe's clock: expiry has run up to here.
         let now_ms = s.wheel.next_tick * wheel::TICK_MS;
@@ -1278,7 +1299,7 @@ impl<'t> Guard<'t> {
     pub fn listed(&mut self, r: Ref) -> Listed {
         let s = self.stripe(r.stripe);
         Listed {
-            conn: s.records[r.local as usize].conn,
+            conn: s.records.conn(r.local),
             ext: s.ext.get(r.local as usize).copied(),
         }
     }
@@ -1316,7 +1337,7 @@ impl<'t> Guard<'t> {
                 }
                 let (r, _) = entry_parts(bucket.entry[i]);
                 // Only connections homed here free a record here.
-                if r.stripe == key.stripe && early_droppable(self.conn(r)) {
+                if r.stripe == key.stripe && self.early_droppable(r) {
                     return Some(r);
                 }
             }
@@ -1332,28 +1353,33 @@ impl<'t> Guard<'t> {
                 stripe: key.stripe,
                 local: ((start + i) % n) as Local,
             };
-            if early_droppable(self.conn(r)) {
+            if self.early_droppable(r) {
                 return Some(r);
             }
         }
         None
     }
-}
 
-fn early_droppable(c: &Conn) -> bool {
-    use crate::conn::ProtoState;
-    use crate::proto::tcp::TcpConntrack;
-    if !live(c) {
-        return false;
+    /// Whether early drop may evict the connection at `r`: live and not
+    /// ASSURED, or a closing TCP one (tcp_can_early_drop).
+    fn early_droppable(&mut self, r: Ref) -> bool {
+        use crate::conn::ProtoState;
+        use crate::proto::tcp::TcpConntrack;
+        let recs = &self.stripe(r.stripe).records;
+        let Some(h) = recs.hot.get(r.local as usize) else {
+            return false;
+        };
+        if !live(h.status) {
+            return false;
+        }
+        if !h.status.has(Status::ASSURED) {
+            return true;
+        }
+        matches!(
+            recs.proto(r.local),
+            ProtoState::Tcp(t) if matches!(t.state, TcpConntrack::FinWait | TcpConntrack::LastAck | TcpConntrack::TimeWait | TcpConntrack::Close | TcpConntrack::CloseWait)
+        )
     }
-    if !c.status.has(Status::ASSURED) {
-        return true;
-    }
-    // tcp_can_early_drop: closing states may go even when assured.
-    matches!(
-        c.proto,
-        ProtoState::Tcp(t) if matches!(t.state, TcpConntrack::FinWait | TcpConntrack::LastAck | TcpConntrack::TimeWait | TcpConntrack::Close | TcpConntrack::CloseWait)
-    )
 }
 
 #[cfg(test)]
@@ -1393,43 +1419,19 @@ mod tests {
     fn find(table: &Table, t: &Tuple) -> Option<(Conn, Dir)> {
         let mut g = table.guard();
         let (r, d) = g.lookup(table.key(t), t)?;
-        Some((*g.conn(r), d))
+        Some((g.conn(r), d))
     }
 
     #[test]
-    fn records_are_cache_line_aligned() {
-        assert_eq!(std::mem::align_of::<Record>(), 64);
-        assert_eq!(std::mem::size_of::<Record>() % 64, 0);
-        // A packet of the original direction of an untranslated UDP (or
-        // ICMP, generic) connection reads and writes the first line only:
-        // deadline, status, id, mark, cached verdicts, original tuple.
-        let c = Conn {
-            proto: crate::conn::ProtoState::Stream {
-                stream_ts_ms: crate::conn::Ms4::new(1),
-            },
-            ..Conn::default()
-        };
-        let base = &c as *const Conn as usize;
-        let end_of = |p: usize, size: usize| p + size - base;
-        assert!(end_of(&c.deadline_ms as *const _ as usize, 8) <= 64);
-        assert!(end_of(&c.status as *const _ as usize, 4) <= 64);
-        assert!(end_of(&c.id as *const _ as usize, 4) <= 64);
-        assert!(end_of(&c.mark as *const _ as usize, 4) <= 64);
-        assert!(end_of(c.verdicts.as_ptr() as usize, 4) <= 64);
-        assert!(end_of(&c.tuples[0] as *const _ as usize, 40) <= 64);
-        // A reply, or a translated packet, reads the second line too: the
-        // reply tuple, the checksum deltas; a UDP stream not yet assured
-        // its stream time.
-        assert!(end_of(&c.tuples[1] as *const _ as usize, 40) <= 128);
-        assert!(end_of(&c.nat_csum as *const _ as usize, 10) <= 128);
-        let crate::conn::ProtoState::Stream { stream_ts_ms } = &c.proto else {
-            unreachable!()
-        };
-        // The tag is in the TCP state's first byte (its niche), the time after it.
-        assert!(end_of(&c.proto as *const _ as usize, 1) <= 128);
-        assert!(end_of(stream_ts_ms as *const _ as usize, 8) <= 128);
-        assert_eq!(std::mem::size_of::<crate::conn::ProtoState>(), 60);
-        assert_eq!(std::mem::size_of::<Record>(), 192);
+    fn a_record_is_a_hot_line_and_28_bytes_beside_it() {
+        assert_eq!(std::mem::align_of::<record::Hot>(), 64);
+        assert_eq!(std::mem::size_of::<record::Hot>(), 64);
+        assert_eq!(RECORD_BYTES, 92);
+        // With its two index entries: within 128 bytes for a connection
+        // without a state line (UDP, ICMP, generic), 192 with one (TCP, SCTP).
+        let table = Table::new(100_000, 1, 3);
+        let fixed = table.bytes_per_conn();
+        assert!(fixed <= 126, "{fixed} bytes per connection");
     }
 
     #[test]
@@ -1440,7 +1442,7 @@ mod tests {
         let key = table.key(&t);
         insert(&table, a).unwrap();
         let mut g = table.guard();
-        let Probe::Known(hint) = g.prefetch_records::<NoPrefetch>(key, [2, 2]) else {
+        let Probe::Known(hint) = g.prefetch_records::<NoPrefetch>(key) else {
             panic!("its own signature matches");
         };
         assert!(hint.is_some());
@@ -1469,7 +1471,7 @@ mod tests {
         // matched by chance) gives way to the lookup.
         let c = conn(3);
         insert_with(&mut g, &c);
-        let other = g.prefetch_records::<NoPrefetch>(table.key(&c.tuples[0]), [2, 2]);
+        let other = g.prefetch_records::<NoPrefetch>(table.key(&c.tuples[0]));
         let Probe::Known(Some(h)) = other else {
             panic!("{other:?}")
         };
@@ -1575,9 +1577,9 @@ mod tests {
                     model.remove(&i);
                     continue;
                 }
-                let old = g.conn(r).deadline_ms;
+                let old = g.hot(r).deadline_ms;
                 let new = now + rnd(2 * turn);
-                g.conn_mut(r).deadline_ms = new;
+                g.update(r, |c| c.deadline_ms = new);
                 g.deadline_changed(r, old);
                 model.insert(i, new);
             }
@@ -1754,7 +1756,7 @@ mod tests {
             let mut g = table.guard();
             let n = g.stripe(0).buckets.len();
             let overflowed = g.stripe(0).buckets[key.bucket(n)].overflow != 0;
-            let probe = g.prefetch_records::<Recorder>(key, [2, 2]);
+            let probe = g.prefetch_records::<Recorder>(key);
             if overflowed {
                 // A bucket whose entries went on to the next one: the packet
                 // may be a known connection's, so nothing is loaded ahead.
@@ -1782,16 +1784,19 @@ mod tests {
                 continue;
             };
             predicted += 1;
-            let rec = &s.records[victim.local as usize];
-            let mut want = vec![rec as *const Record as usize];
-            for nb in [rec.link.prev, rec.link.next] {
+            let link = s.records.cold[victim.local as usize].link;
+            let mut want = vec![
+                s.records.hot_addr(victim.local).unwrap() as usize,
+                s.records.cold_addr(victim.local).unwrap() as usize,
+            ];
+            for nb in [link.prev, link.next] {
                 if nb != wheel::NIL {
-                    want.push(&s.records[nb as usize].link as *const wheel::Link as usize);
+                    want.push(s.records.cold_addr(nb).unwrap() as usize);
                 }
             }
-            let other = table.key(rec.conn.tuple(dir.other()));
+            let other = table.key(&s.records.tuple(victim.local, dir.other()));
             want.push(&s.buckets[other.bucket(s.buckets.len())] as *const Bucket as usize);
-            let victim_tuple = rec.conn.tuples[0];
+            let victim_tuple = s.records.tuple(victim.local, Dir::Orig);
             let got = PREFETCHED.with(|v| v.borrow().clone());
             for w in want {
                 assert!(got.contains(&w), "{w:#x} not prefetched: {got:x?}");
@@ -1814,7 +1819,7 @@ mod tests {
             .map(|i| small.key(&conn(i).tuples[0]))
             .find(|k| g.stripe(0).buckets[k.bucket(n)].overflow == 0)
             .unwrap();
-        assert_eq!(g.prefetch_records::<Recorder>(key, [2, 2]), Probe::New);
+        assert_eq!(g.prefetch_records::<Recorder>(key), Probe::New);
     }
 
     #[test]
@@ -1861,7 +1866,7 @@ mod tests {
         {
             let mut g = table.guard();
             let (r, _) = g.lookup(table.key(&c2.tuples[0]), &c2.tuples[0]).unwrap();
-            g.conn_mut(r).status.clear(Status::ASSURED);
+            g.update(r, |c| c.status.clear(Status::ASSURED));
         }
         let mut evicted = Eviction::with_snapshot();
         table

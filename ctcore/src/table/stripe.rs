@@ -4,32 +4,24 @@
 use super::bucket::Bucket;
 use super::eim::EimMaps;
 use super::wheel::{slot_of, Link, Wheel, NIL};
-use crate::conn::{Conn, Ext};
+use super::record::Records;
+use crate::conn::Ext;
 use crate::nat::ports::PortMaps;
-
-/// A connection record, aligned to a cache line: three lines. `Conn`'s field
-/// order puts the tuples, deadline, status, id and mark in the first two
-/// (what an established packet reads and writes), protocol state after.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(64))]
-pub struct Record {
-    pub conn: Conn,
-    /// Its place in the stripe's timer wheel (while live).
-    pub link: Link,
-}
 
 /// Record memory from which evictions are prefetched (about an L2 cache and
 /// a share of L3: below it the records stay cached).
-const EVICTION_PREFETCH_BYTES: usize = 4 << 20;
+const EVICTION_PREFETCH_BYTES: usize = 2 << 20;
+
+/// A record's hot line and cold part.
+pub const RECORD_BYTES: usize =
+    std::mem::size_of::<super::record::Hot>() + std::mem::size_of::<super::record::Cold>();
 
 pub struct Stripe {
     pub buckets: Box<[Bucket]>,
-    pub records: Box<[Record]>,
+    pub records: Records,
     /// Each record's counters and start time, when accounting is on (else
     /// empty).
     pub ext: Box<[Ext]>,
-    /// Free slab indexes (a stack: recently freed, likely cached, first).
-    pub free: Vec<u32>,
     pub live: u32,
     /// Whether a full stripe's evictions are prefetched a stage ahead
     /// (`Guard::prefetch_eviction`): only where the records outgrow the
@@ -83,12 +75,10 @@ impl Stripe {
         let nbuckets = (capacity as usize / 2).max(2);
         Stripe {
             buckets: reserve(nbuckets, advise),
-            records: reserve(capacity as usize, advise),
+            records: Records::new(capacity, advise),
             ext: reserve(if extensions { capacity as usize } else { 0 }, advise),
-            free: (0..capacity).rev().collect(),
             live: 0,
-            prefetch_evictions: capacity as usize * std::mem::size_of::<Record>()
-                >= EVICTION_PREFETCH_BYTES,
+            prefetch_evictions: capacity as usize * RECORD_BYTES >= EVICTION_PREFETCH_BYTES,
             scan_cursor: 0,
             wheel: Wheel::default(),
             ports: PortMaps::default(),
@@ -115,36 +105,43 @@ impl Stripe {
         let tick = self.wheel.place(deadline_ms);
         let slot = slot_of(tick);
         let head = self.wheel.heads[slot];
-        self.records[local as usize].link = Link {
+        let cold = &mut self.records.cold;
+        cold[local as usize].link = Link {
             next: head,
             prev: NIL,
-            tick,
+            slot: slot as u32,
         };
         if head != NIL {
-            self.records[head as usize].link.prev = local;
+            cold[head as usize].link.prev = local;
         }
         self.wheel.heads[slot] = local;
     }
 
     /// Takes record `local` out of the wheel (if it is in).
     pub fn unlink(&mut self, local: u32) {
-        let l = self.records[local as usize].link;
+        let cold = &mut self.records.cold;
+        let l = cold[local as usize].link;
         if !l.is_linked() {
             return;
         }
         if l.prev != NIL {
-            self.records[l.prev as usize].link.next = l.next;
+            cold[l.prev as usize].link.next = l.next;
         } else {
-            self.wheel.heads[slot_of(l.tick)] = l.next;
+            self.wheel.heads[l.slot as usize] = l.next;
         }
         if l.next != NIL {
-            self.records[l.next as usize].link.prev = l.prev;
+            cold[l.next as usize].link.prev = l.prev;
         }
-        self.records[local as usize].link = Link::default();
+        cold[local as usize].link = Link::default();
     }
 
+    /// Bytes of the stripe's memory in use: what was reserved at start
+    /// (records, index, wheel, mappings, extensions) and the state lines and
+    /// IPv6 addresses handed out (their pools' memory is touched only as
+    /// they are).
     pub fn reserved_bytes(&self) -> usize {
-        self.records.len() * (std::mem::size_of::<Record>() + 4)
+        self.records.reserved_bytes()
+            + self.records.pool_bytes()
             + self.ext.len() * std::mem::size_of::<Ext>()
             + self.buckets.len() * std::mem::size_of::<Bucket>()
             + self.wheel.heads.len() * 4

@@ -18,16 +18,15 @@ pub const TICK_MS: u64 = 64;
 pub const SLOTS: usize = 4096;
 /// No record (end of a list).
 pub const NIL: u32 = u32::MAX;
-/// The tick of a record not in the wheel.
-const UNLINKED: u64 = u64::MAX;
-
 /// A record's place in its slot's list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
     pub next: u32,
     pub prev: u32,
-    /// The tick whose slot holds the record.
-    pub tick: u64,
+    /// The slot that holds the record (NIL: none). Its tick is the one
+    /// of the turn ahead with that slot ([`Wheel::tick_of_slot`]): a
+    /// record's tick is never one already fired.
+    pub slot: u32,
 }
 
 impl Default for Link {
@@ -35,14 +34,14 @@ impl Default for Link {
         Link {
             next: NIL,
             prev: NIL,
-            tick: UNLINKED,
+            slot: NIL,
         }
     }
 }
 
 impl Link {
     pub fn is_linked(&self) -> bool {
-        self.tick != UNLINKED
+        self.slot != NIL
     }
 }
 
@@ -77,6 +76,13 @@ impl Wheel {
         tick_of(deadline_ms).clamp(self.next_tick, self.next_tick + SLOTS as u64 - 1)
     }
 
+    /// The tick a linked record in `slot` waits for: the first not yet
+    /// fired with that slot.
+    pub fn tick_of_slot(&self, slot: u32) -> u64 {
+        let ahead = (slot as u64).wrapping_sub(self.next_tick) % SLOTS as u64;
+        self.next_tick + ahead
+    }
+
     /// Catching up after a long pause: the ticks more than a turn back hold
     /// nothing a later tick's slot does not (a slot is reused every turn), so
     /// firing starts at most one turn before `now_tick`.
@@ -106,5 +112,9 @@ mod tests {
             slot_of(w.next_tick + SLOTS as u64 - 1),
             slot_of(w.next_tick - 1)
         );
+        for ahead in [0, 1, 77, SLOTS as u64 - 1] {
+            let t = w.next_tick + ahead;
+            assert_eq!(w.tick_of_slot(slot_of(t) as u32), t);
+        }
     }
 }
