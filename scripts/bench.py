@@ -931,31 +931,35 @@ def rss_of(name_pat):
 
 def memory(args, res):
     """ctgate: resident memory growth from a table of 1k to a full table of N
-    connections (the table lives in ordinary memory, the packet pool in
-    hugepages); the kernel: the nf_conntrack slab object plus its hash bucket."""
+    connections, once with UDP flows and once with TCP ones (a TCP
+    connection has a state line more; the table lives in ordinary memory,
+    the packet pool in hugepages); the kernel: the nf_conntrack slab object
+    plus its hash bucket."""
     out = {}
     n = max(side_sizes(args))
-    pcap = capture(n)
-    rss = {}
-    for cap in (1000, n):
-        name = "ctgate-memory-%d" % cap
-        cfg = os.path.join(WORK, name + ".toml")
-        ctgate_config(cfg, [("in", "net_pcap0,rx_pcap=%s,infinite_rx=1" % pcap, "192.0.2.1/24", GW_MAC),
-                            ("out", "net_null0,no-rx=1", "198.51.100.1/24", OUT_MAC)],
-                      "snat", cap, mbufs_for(n))
-        got = {}
+    for proto in ("udp", "tcp"):
+        pcap = capture(n, tcp=proto == "tcp")
+        rss = {}
+        for cap in (1000, n):
+            name = "ctgate-memory-%s-%d" % (proto, cap)
+            cfg = os.path.join(WORK, name + ".toml")
+            ctgate_config(cfg, [("in", "net_pcap0,rx_pcap=%s,infinite_rx=1" % pcap, "192.0.2.1/24", GW_MAC),
+                                ("out", "net_null0,no-rx=1", "198.51.100.1/24", OUT_MAC)],
+                          "snat", cap, mbufs_for(n))
+            got = {}
 
-        def on_sample(d, got=got, cap=cap):
-            if d["connections"] >= min(cap, n) * 0.99 and "rss" not in got:
-                got["rss"] = rss_of("ctgate run --config %s" % cfg)
-                got["conns"] = d["connections"]
+            def on_sample(d, got=got, cap=cap, cfg=cfg):
+                if d["connections"] >= min(cap, n) * 0.99 and "rss" not in got:
+                    got["rss"] = rss_of("ctgate run --config %s" % cfg)
+                    got["conns"] = d["connections"]
 
-        run_ctgate(cfg, name, 4, 120, on_sample=on_sample)
-        rss[cap] = got
-    if rss[1000].get("rss") and rss[n].get("rss"):
-        out["ctgate"] = {"bytes": (rss[n]["rss"] - rss[1000]["rss"]) / (rss[n]["conns"] - rss[1000]["conns"]),
-                         "how": "VmRSS at %s connections minus VmRSS at %s, per connection"
-                                % (rss[n]["conns"], rss[1000]["conns"])}
+            run_ctgate(cfg, name, 4, 120, on_sample=on_sample)
+            rss[cap] = got
+        if rss[1000].get("rss") and rss[n].get("rss"):
+            out["ctgate-" + proto] = {
+                "bytes": (rss[n]["rss"] - rss[1000]["rss"]) / (rss[n]["conns"] - rss[1000]["conns"]),
+                "how": "%s flows: VmRSS at %s connections minus VmRSS at %s, per connection"
+                       % (proto.upper(), rss[n]["conns"], rss[1000]["conns"])}
     for m in sorted((k for k in res["cells"] if k[0] == "ovs" and k[1] == "conntrack"), key=lambda k: -k[2]):
         r = res["cells"][m]
         if r.get("rss_growth_per_conn", 0) > 0:
@@ -1153,9 +1157,19 @@ def write_results(args, res, mach):
         v = nc.get(("snat", n), {}).get("cps")
         if v is not None:
             goals.append(("new connections >= 2M/s per core (SNAT, table of %s)" % human(n), v / 1e6, 2))
+    mem = res.get("memory", {})
+    lows = []
+    for proto, want in (("udp", 128), ("tcp", 192)):
+        r = mem.get("ctgate-" + proto, {})
+        lows.append(("memory per connection with its index (%s) <= %d B" % (proto.upper(), want),
+                     r.get("bytes"), want))
     for g, v, want in goals:
         md.append("| %s | %s | %s |" % (g, "-" if v is None else "%.2f" % v,
                                         "not measured" if v is None else ("yes" if v >= want else "**no**")))
+    for g, v, want in lows:
+        md.append("| %s | %s | %s |" % (g, "-" if v is None else "%.0f" % v,
+                                        "not measured" if v is None else ("yes" if v <= want else "**no**")))
+    goals += lows
     res["goals_md"] = "\n".join(md[-(len(goals) + 2):])
     # New connections.
     if nc:
@@ -1223,7 +1237,8 @@ def write_results(args, res, mach):
         md.append("\n## Memory per connection\n")
         md.append("| contender | bytes per connection | how |")
         md.append("|---|---|---|")
-        for who, label in (("ctgate", "ctgate"), ("kernel", "Linux kernel"), ("ovs", "OVS-DPDK")):
+        for who, label in (("ctgate-udp", "ctgate (UDP)"), ("ctgate-tcp", "ctgate (TCP)"),
+                           ("kernel", "Linux kernel"), ("ovs", "OVS-DPDK")):
             r = mem.get(who)
             if not r:
                 continue

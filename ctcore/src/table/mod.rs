@@ -402,7 +402,7 @@ impl Table {
     ) -> Table {
         let capacity = capacity_conns.max(1);
         let nstripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
-        let per = capacity.div_ceil(nstripes).min(1 << LOCAL_BITS);
+        let per = capacity.div_ceil(nstripes).min(wheel::MAX_INDEX + 1);
         let eim_limit = eim_mappings.div_ceil(nstripes);
         let stripes: Box<[_]> = (0..nstripes)
             .map(|i| {
@@ -551,7 +551,7 @@ impl Table {
                 visited += 1;
                 let s = g.stripe(stripe);
                 let (next, deadline) = (
-                    s.records.cold[cur as usize].link.next,
+                    s.records.cold[cur as usize].link.next(),
                     s.records.hot[cur as usize].deadline_ms,
                 );
                 if now_ms >= deadline {
@@ -606,14 +606,14 @@ impl Table {
                     if !s.records.live(cur) {
                         return Err(format!("stripe {si}: free record {cur} in slot {slot}"));
                     }
-                    if link.slot as usize != slot || link.prev != prev {
+                    if link.slot() != Some(slot) || link.prev() != prev {
                         return Err(format!(
                             "stripe {si}: record {cur} badly linked in slot {slot}"
                         ));
                     }
                     linked += 1;
                     prev = cur;
-                    cur = link.next;
+                    cur = link.next();
                 }
             }
             if linked != s.live {
@@ -862,7 +862,7 @@ impl<'t> Guard<'t> {
             return;
         }
         let link = s.records.cold[victim.local as usize].link;
-        for neighbour in [link.prev, link.next] {
+        for neighbour in [link.prev(), link.next()] {
             if let Some(p) = s.records.cold_addr(neighbour) {
                 P::read(p);
             }
@@ -1040,8 +1040,9 @@ impl<'t> Guard<'t> {
         let d = s.records.hot[r.local as usize].deadline_ms;
         let link = s.records.cold[r.local as usize].link;
         if d < old_deadline_ms
-            && link.is_linked()
-            && s.wheel.place(d) < s.wheel.tick_of_slot(link.slot)
+            && link
+                .slot()
+                .is_some_and(|slot| s.wheel.place(d) < s.wheel.tick_of_slot(slot))
         {
             s.unlink(r.local);
             s.link(r.local, d);
@@ -1080,7 +1081,7 @@ impl<'t> Guard<'t> {
     ) -> bool {
         match self.lookup(key, t) {
             None => false,
-            Some((r, _)) if self.conn(r).is_expired(now_ms) => {
+            Some((r, _)) if self.hot(r).is_expired(now_ms) => {
                 if let Some(dead) = self.remove(r) {
                     reclaimed(dead);
                 }
@@ -1426,12 +1427,12 @@ mod tests {
     fn a_record_is_a_hot_line_and_28_bytes_beside_it() {
         assert_eq!(std::mem::align_of::<record::Hot>(), 64);
         assert_eq!(std::mem::size_of::<record::Hot>(), 64);
-        assert_eq!(RECORD_BYTES, 92);
+        assert_eq!(RECORD_BYTES, 88);
         // With its two index entries: within 128 bytes for a connection
         // without a state line (UDP, ICMP, generic), 192 with one (TCP, SCTP).
         let table = Table::new(100_000, 1, 3);
         let fixed = table.bytes_per_conn();
-        assert!(fixed <= 126, "{fixed} bytes per connection");
+        assert!(fixed <= 121, "{fixed} bytes per connection");
     }
 
     #[test]
@@ -1789,7 +1790,7 @@ mod tests {
                 s.records.hot_addr(victim.local).unwrap() as usize,
                 s.records.cold_addr(victim.local).unwrap() as usize,
             ];
-            for nb in [link.prev, link.next] {
+            for nb in [link.prev(), link.next()] {
                 if nb != wheel::NIL {
                     want.push(s.records.cold_addr(nb).unwrap() as usize);
                 }

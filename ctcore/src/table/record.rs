@@ -6,7 +6,7 @@
 //!   status, id, cached verdicts, the translation's checksum deltas and
 //!   the index of the protocol state's line. A UDP, ICMP or generic
 //!   packet, translated or not, reads and writes this line only.
-//! - [`Cold`] (28 bytes): the timer wheel's link, the mark (read only when
+//! - [`Cold`] (24 bytes): the timer wheel's link, the mark (read only when
 //!   the status says there is one), the IPv6 addresses' index and UDP's
 //!   stream time (read until the connection is an assured stream).
 //! - A TCP or SCTP connection's state in a line of its own ([`Side`]),
@@ -14,7 +14,7 @@
 //!   its memory touched only when used); an IPv6 connection's four
 //!   addresses likewise.
 //!
-//! So a UDP connection takes 64 + 28 bytes and a TCP one 64 + 28 + 64,
+//! So a UDP connection takes 64 + 24 bytes and a TCP one 64 + 24 + 64,
 //! plus its two index entries (32 bytes). Free records are chained through
 //! their wheel links, free state lines through themselves: no free list
 //! beside them.
@@ -180,7 +180,7 @@ pub struct Cold {
     pub stream_ts_ms: Ms4,
 }
 
-const _: () = assert!(std::mem::size_of::<Cold>() == 28);
+const _: () = assert!(std::mem::size_of::<Cold>() == 24);
 
 /// A TCP or SCTP connection's state: one line, chained through `next` when free.
 #[derive(Debug, Clone, Copy, Default)]
@@ -256,7 +256,7 @@ impl Records {
         let n = capacity as usize;
         let mut cold: Box<[Cold]> = super::stripe::reserve(n, advise);
         for (i, c) in cold.iter_mut().enumerate() {
-            c.link.next = if i + 1 < n { i as u32 + 1 } else { NIL };
+            c.link.set_next(if i + 1 < n { i as u32 + 1 } else { NIL });
             c.v6 = NIL;
         }
         let side: Vec<Side> = Vec::with_capacity(n);
@@ -287,8 +287,8 @@ impl Records {
     pub fn alloc(&mut self) -> Option<u32> {
         let i = self.free;
         let c = self.cold.get_mut(i as usize)?;
-        self.free = c.link.next;
-        c.link.next = NIL;
+        self.free = c.link.next();
+        c.link.set_next(NIL);
         Some(i)
     }
 
@@ -296,7 +296,7 @@ impl Records {
     #[inline]
     pub fn free(&mut self, i: u32) {
         let c = &mut self.cold[i as usize];
-        c.link.next = self.free;
+        c.link.set_next(self.free);
         self.free = i;
     }
 

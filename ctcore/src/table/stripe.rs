@@ -106,13 +106,9 @@ impl Stripe {
         let slot = slot_of(tick);
         let head = self.wheel.heads[slot];
         let cold = &mut self.records.cold;
-        cold[local as usize].link = Link {
-            next: head,
-            prev: NIL,
-            slot: slot as u32,
-        };
+        cold[local as usize].link = Link::new(head, NIL, slot);
         if head != NIL {
-            cold[head as usize].link.prev = local;
+            cold[head as usize].link.set_prev(local);
         }
         self.wheel.heads[slot] = local;
     }
@@ -121,16 +117,16 @@ impl Stripe {
     pub fn unlink(&mut self, local: u32) {
         let cold = &mut self.records.cold;
         let l = cold[local as usize].link;
-        if !l.is_linked() {
+        let Some(slot) = l.slot() else {
             return;
-        }
-        if l.prev != NIL {
-            cold[l.prev as usize].link.next = l.next;
+        };
+        if l.prev() != NIL {
+            cold[l.prev() as usize].link.set_next(l.next());
         } else {
-            self.wheel.heads[l.slot as usize] = l.next;
+            self.wheel.heads[slot] = l.next();
         }
-        if l.next != NIL {
-            cold[l.next as usize].link.prev = l.prev;
+        if l.next() != NIL {
+            cold[l.next() as usize].link.set_prev(l.prev());
         }
         cold[local as usize].link = Link::default();
     }

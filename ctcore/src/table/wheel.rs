@@ -18,30 +18,79 @@ pub const TICK_MS: u64 = 64;
 pub const SLOTS: usize = 4096;
 /// No record (end of a list).
 pub const NIL: u32 = u32::MAX;
-/// A record's place in its slot's list.
+/// A record's place in its slot's list, in one word: the next and the
+/// previous record (25 bits each: a stripe's slab index), and the slot that
+/// holds it (13 bits). Its tick is the one of the turn ahead with that slot
+/// ([`Wheel::tick_of_slot`]): a record's tick is never one already fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Link {
-    pub next: u32,
-    pub prev: u32,
-    /// The slot that holds the record (NIL: none). Its tick is the one
-    /// of the turn ahead with that slot ([`Wheel::tick_of_slot`]): a
-    /// record's tick is never one already fired.
-    pub slot: u32,
+pub struct Link(u64);
+
+/// Bits of a record index in a link (a stripe's slab index:
+/// `LOCAL_BITS`); all ones is NIL there.
+const INDEX_BITS: u32 = 25;
+const INDEX_NIL: u64 = (1 << INDEX_BITS) - 1;
+/// Bits of a slot in a link; all ones: not in the wheel.
+const SLOT_NIL: u64 = (1 << 13) - 1;
+const _: () = assert!(SLOTS as u64 <= SLOT_NIL);
+
+/// The largest record index a link holds (a stripe's capacity is below it).
+pub const MAX_INDEX: u32 = INDEX_NIL as u32 - 1;
+
+#[inline(always)]
+fn pack_index(i: u32) -> u64 {
+    if i == NIL {
+        INDEX_NIL
+    } else {
+        debug_assert!(i <= MAX_INDEX, "record index {i}");
+        u64::from(i)
+    }
+}
+
+#[inline(always)]
+fn unpack_index(v: u64) -> u32 {
+    let v = v & INDEX_NIL;
+    if v == INDEX_NIL {
+        NIL
+    } else {
+        v as u32
+    }
 }
 
 impl Default for Link {
     fn default() -> Self {
-        Link {
-            next: NIL,
-            prev: NIL,
-            slot: NIL,
-        }
+        Link(INDEX_NIL | INDEX_NIL << INDEX_BITS | SLOT_NIL << (2 * INDEX_BITS))
     }
 }
 
 impl Link {
-    pub fn is_linked(&self) -> bool {
-        self.slot != NIL
+    /// A link into `slot` between `prev` and `next` (NIL: none).
+    pub fn new(next: u32, prev: u32, slot: usize) -> Link {
+        Link(pack_index(next) | pack_index(prev) << INDEX_BITS | (slot as u64) << (2 * INDEX_BITS))
+    }
+    #[inline(always)]
+    pub fn next(self) -> u32 {
+        unpack_index(self.0)
+    }
+    #[inline(always)]
+    pub fn prev(self) -> u32 {
+        unpack_index(self.0 >> INDEX_BITS)
+    }
+    /// The slot holding the record (None: not in the wheel).
+    #[inline(always)]
+    pub fn slot(self) -> Option<usize> {
+        let s = self.0 >> (2 * INDEX_BITS);
+        (s != SLOT_NIL).then_some(s as usize)
+    }
+    #[inline(always)]
+    pub fn set_next(&mut self, next: u32) {
+        self.0 = (self.0 & !INDEX_NIL) | pack_index(next);
+    }
+    #[inline(always)]
+    pub fn set_prev(&mut self, prev: u32) {
+        self.0 = (self.0 & !(INDEX_NIL << INDEX_BITS)) | pack_index(prev) << INDEX_BITS;
+    }
+    pub fn is_linked(self) -> bool {
+        self.slot().is_some()
     }
 }
 
@@ -78,7 +127,7 @@ impl Wheel {
 
     /// The tick a linked record in `slot` waits for: the first not yet
     /// fired with that slot.
-    pub fn tick_of_slot(&self, slot: u32) -> u64 {
+    pub fn tick_of_slot(&self, slot: usize) -> u64 {
         let ahead = (slot as u64).wrapping_sub(self.next_tick) % SLOTS as u64;
         self.next_tick + ahead
     }
@@ -114,7 +163,14 @@ mod tests {
         );
         for ahead in [0, 1, 77, SLOTS as u64 - 1] {
             let t = w.next_tick + ahead;
-            assert_eq!(w.tick_of_slot(slot_of(t) as u32), t);
+            assert_eq!(w.tick_of_slot(slot_of(t)), t);
         }
+        let mut l = Link::new(MAX_INDEX, NIL, SLOTS - 1);
+        assert_eq!((l.next(), l.prev(), l.slot()), (MAX_INDEX, NIL, Some(SLOTS - 1)));
+        l.set_prev(0);
+        l.set_next(NIL);
+        assert_eq!((l.next(), l.prev(), l.slot()), (NIL, 0, Some(SLOTS - 1)));
+        assert!(!Link::default().is_linked());
+        assert_eq!(Link::default().next(), NIL);
     }
 }
