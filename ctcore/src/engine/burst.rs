@@ -129,8 +129,13 @@ impl<P: Prefetch> Engine<P> {
             let mut stated = 0u32;
             for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
                 if let Some(k) = k {
-                    let stateful =
-                        matches!(r.parsed, Ok(Parsed { l4: L4::Tcp(_) | L4::Sctp { .. }, .. }));
+                    let stateful = matches!(
+                        r.parsed,
+                        Ok(Parsed {
+                            l4: L4::Tcp(_) | L4::Sctp { .. },
+                            ..
+                        })
+                    );
                     stated |= u32::from(stateful) << j;
                     match g.prefetch_records::<P>(*k) {
                         Probe::Known(hint) => hints[j] = hint,

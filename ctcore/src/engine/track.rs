@@ -470,7 +470,11 @@ impl Tracks for Conn {
     }
     #[inline(always)]
     fn parts(&mut self) -> (&mut Status, &mut u64, ProtoMut<'_>) {
-        (&mut self.status, &mut self.deadline_ms, ProtoMut::of(&mut self.proto))
+        (
+            &mut self.status,
+            &mut self.deadline_ms,
+            ProtoMut::of(&mut self.proto),
+        )
     }
 }
 

@@ -340,7 +340,6 @@ fn entry_parts(word: u32) -> (Ref, Dir) {
     )
 }
 
-
 /// The connection table, shared by all workers and the control thread.
 pub struct Table {
     stripes: Box<[CachePadded<Mutex<Stripe>>]>,
@@ -1244,7 +1243,10 @@ impl<'t> Guard<'t> {
         }
         let status = recs.hot[r.local as usize].status;
         let id = recs.hot[r.local as usize].id;
-        let tuples = [recs.tuple(r.local, Dir::Orig), recs.tuple(r.local, Dir::Reply)];
+        let tuples = [
+            recs.tuple(r.local, Dir::Orig),
+            recs.tuple(r.local, Dir::Reply),
+        ];
         let eim = self.eim_stripe(status, &tuples);
         let table = self.table;
         let keys = [table.key(&tuples[0]), table.key(&tuples[1])];

@@ -276,6 +276,10 @@ impl Records {
         self.hot.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.hot.is_empty()
+    }
+
     /// No free record left.
     #[inline(always)]
     pub fn is_full(&self) -> bool {
@@ -303,8 +307,7 @@ impl Records {
     /// Bytes reserved: records, and the pools at their full capacity (of
     /// which only what is used is ever touched).
     pub fn reserved_bytes(&self) -> usize {
-        self.hot.len() * std::mem::size_of::<Hot>()
-            + self.cold.len() * std::mem::size_of::<Cold>()
+        self.hot.len() * std::mem::size_of::<Hot>() + self.cold.len() * std::mem::size_of::<Cold>()
     }
 
     /// Bytes the pools use now (lines handed out so far).
@@ -323,11 +326,20 @@ impl Records {
             let i = self.side_free;
             let s = &mut self.side[i as usize];
             self.side_free = s.next;
-            *s = Side { proto: p, next: NIL };
+            *s = Side {
+                proto: p,
+                next: NIL,
+            };
             return i;
         }
-        debug_assert!(self.side.len() < self.side.capacity(), "more state lines than records");
-        self.side.push(Side { proto: p, next: NIL });
+        debug_assert!(
+            self.side.len() < self.side.capacity(),
+            "more state lines than records"
+        );
+        self.side.push(Side {
+            proto: p,
+            next: NIL,
+        });
         self.side.len() as u32 - 1
     }
 
@@ -475,9 +487,16 @@ impl Records {
     /// Writes back what may change on a live record `i` from `c` (its
     /// tuples and protocol kind are the record's).
     pub fn update(&mut self, i: u32, c: &Conn) {
-        debug_assert_eq!(c.tuples, [self.tuple(i, Dir::Orig), self.tuple(i, Dir::Reply)]);
+        debug_assert_eq!(
+            c.tuples,
+            [self.tuple(i, Dir::Orig), self.tuple(i, Dir::Reply)]
+        );
         let h = &mut self.hot[i as usize];
-        debug_assert_eq!(kind_of(&c.proto), kind(h.status), "the protocol state kind is kept");
+        debug_assert_eq!(
+            kind_of(&c.proto),
+            kind(h.status),
+            "the protocol state kind is kept"
+        );
         let mut status = (c.status.0 & !PRIVATE) | (h.status.0 & (7 << KIND_SHIFT));
         status |= (c.helper as u32) << HELPER_SHIFT;
         if c.nat_csum.is_some() {
@@ -511,7 +530,8 @@ impl Records {
     pub fn view(&mut self, i: u32) -> RecMut<'_> {
         RecMut {
             hot: &mut self.hot[i as usize],
-            cold: &mut self.cold[i as usize],
+            i: i as usize,
+            cold: &mut self.cold,
             side: &mut self.side,
             v6: &self.v6,
         }
@@ -521,7 +541,9 @@ impl Records {
     /// its state line if it has one (known only once the hot line is in).
     #[inline(always)]
     pub fn hot_addr(&self, i: u32) -> Option<*const u8> {
-        self.hot.get(i as usize).map(|h| h as *const Hot as *const u8)
+        self.hot
+            .get(i as usize)
+            .map(|h| h as *const Hot as *const u8)
     }
 
     /// The address of record `i`'s state line (None without one).
@@ -536,7 +558,9 @@ impl Records {
     /// The address of record `i`'s cold part (for loads ahead).
     #[inline(always)]
     pub fn cold_addr(&self, i: u32) -> Option<*const u8> {
-        self.cold.get(i as usize).map(|c| c as *const Cold as *const u8)
+        self.cold
+            .get(i as usize)
+            .map(|c| c as *const Cold as *const u8)
     }
 }
 
@@ -552,7 +576,10 @@ fn helper_of(status: Status) -> Helper {
 /// only when needed.
 pub struct RecMut<'a> {
     pub hot: &'a mut Hot,
-    cold: &'a mut Cold,
+    /// The record's index: its cold part is `cold[i]` (not worked out
+    /// until it is needed).
+    i: usize,
+    cold: &'a mut [Cold],
     side: &'a mut [Side],
     v6: &'a [[Addr; 4]],
 }
@@ -562,14 +589,14 @@ impl RecMut<'_> {
     #[inline(always)]
     pub fn mark(&self) -> u32 {
         if self.hot.status.0 & MARKED != 0 {
-            self.cold.mark
+            self.cold.get(self.i).map_or(0, |c| c.mark)
         } else {
             0
         }
     }
 
     pub fn set_mark(&mut self, mark: u32) {
-        self.cold.mark = mark;
+        self.cold[self.i].mark = mark;
         if mark != 0 {
             self.hot.status.0 |= MARKED;
         } else {
@@ -595,7 +622,11 @@ impl RecMut<'_> {
         let c = &self.hot.tuples[dir.index()];
         if c.is_v6() {
             let d = 2 * dir.index();
-            c.tuple(self.v6.get(self.cold.v6 as usize).map(|a| &a[d..d + 2]))
+            c.tuple(
+                self.v6
+                    .get(self.cold[self.i].v6 as usize)
+                    .map(|a| &a[d..d + 2]),
+            )
         } else {
             c.tuple(None)
         }
@@ -615,24 +646,20 @@ impl RecMut<'_> {
                 Some(ProtoState::Sctp(s)) => ProtoMut::Sctp(s),
                 _ => ProtoMut::Generic,
             },
-            KIND_STREAM => ProtoMut::Stream(&mut self.cold.stream_ts_ms),
+            KIND_STREAM => ProtoMut::Stream(&mut self.cold[self.i].stream_ts_ms),
             KIND_ICMP => ProtoMut::Icmp,
             _ => ProtoMut::Generic,
         };
         (&mut h.status, &mut h.deadline_ms, p)
     }
 
-    /// `Conn::state_tag`: the TCP or SCTP state + 1, else 0 (a stateless
-    /// protocol's packet reads no state line for it).
+    /// `Conn::state_tag`: the TCP or SCTP state + 1, else 0 (a record
+    /// without a state line: one compare).
     #[inline(always)]
     pub fn state_tag(&self) -> u8 {
-        let h = &*self.hot;
-        match kind(h.status) {
-            KIND_TCP | KIND_SCTP => match self.side.get(h.side as usize).map(|s| &s.proto) {
-                Some(ProtoState::Tcp(t)) => t.state as u8 + 1,
-                Some(ProtoState::Sctp(s)) => s.state as u8 + 1,
-                _ => 0,
-            },
+        match self.side.get(self.hot.side as usize).map(|s| &s.proto) {
+            Some(ProtoState::Tcp(t)) => t.state as u8 + 1,
+            Some(ProtoState::Sctp(s)) => s.state as u8 + 1,
             _ => 0,
         }
     }
@@ -647,7 +674,7 @@ impl RecMut<'_> {
                 .map(|s| s.proto)
                 .unwrap_or_default(),
             KIND_STREAM => ProtoState::Stream {
-                stream_ts_ms: self.cold.stream_ts_ms,
+                stream_ts_ms: self.cold[self.i].stream_ts_ms,
             },
             KIND_ICMP => ProtoState::Icmp,
             _ => ProtoState::Generic,
@@ -703,8 +730,10 @@ mod tests {
     #[test]
     fn a_record_gives_back_the_connection_put_in() {
         let mut r = Records::new(4, &mut |_, _| {});
-        let mut tcp = TcpState::default();
-        tcp.state = TcpConntrack::Established;
+        let tcp = TcpState {
+            state: TcpConntrack::Established,
+            ..TcpState::default()
+        };
         let conns = [
             Conn {
                 tuples: [v4(1, IPPROTO_UDP), v4(1, IPPROTO_UDP).invert().unwrap()],
@@ -758,7 +787,9 @@ mod tests {
         // A changed mark and state are written back; freed lines are reused.
         let mut c = r.conn(at[1]);
         c.mark = 5;
-        let ProtoState::Tcp(t) = &mut c.proto else { panic!() };
+        let ProtoState::Tcp(t) = &mut c.proto else {
+            panic!()
+        };
         t.state = TcpConntrack::TimeWait;
         r.update(at[1], &c);
         assert_eq!(r.conn(at[1]), c);
@@ -769,7 +800,11 @@ mod tests {
         let i = r.alloc().unwrap();
         assert_eq!(i, at[1]);
         r.put(i, &conns[1], 8);
-        assert_eq!(r.pool_bytes(), used, "the state line and addresses were reused");
+        assert_eq!(
+            r.pool_bytes(),
+            used,
+            "the state line and addresses were reused"
+        );
         assert!(r.alloc().is_some());
         assert!(r.alloc().is_none());
         assert!(r.is_full());

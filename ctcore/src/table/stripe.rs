@@ -3,8 +3,8 @@
 
 use super::bucket::Bucket;
 use super::eim::EimMaps;
-use super::wheel::{slot_of, Link, Wheel, NIL};
 use super::record::Records;
+use super::wheel::{slot_of, Link, Wheel, NIL};
 use crate::conn::Ext;
 use crate::nat::ports::PortMaps;
 

@@ -166,7 +166,10 @@ mod tests {
             assert_eq!(w.tick_of_slot(slot_of(t)), t);
         }
         let mut l = Link::new(MAX_INDEX, NIL, SLOTS - 1);
-        assert_eq!((l.next(), l.prev(), l.slot()), (MAX_INDEX, NIL, Some(SLOTS - 1)));
+        assert_eq!(
+            (l.next(), l.prev(), l.slot()),
+            (MAX_INDEX, NIL, Some(SLOTS - 1))
+        );
         l.set_prev(0);
         l.set_next(NIL);
         assert_eq!((l.next(), l.prev(), l.slot()), (NIL, 0, Some(SLOTS - 1)));
