@@ -641,11 +641,120 @@ fn egress() -> Decision {
 
 /// NAT: established SNAT forwarding (lookup + rewrite) beside the same traffic
 /// without NAT, and new SNAT connections at 10/90/99% of a port pool.
+/// One burst of the NAT cells: the frames copied into the packet buffers
+/// (as a receive ring fills them), tracked, and rewritten where translated.
+fn nat_burst(
+    e: &BenchEngine,
+    w: &mut Worker,
+    frames: &Frames,
+    bufs: &mut [Vec<u8>],
+    out: &mut [CtResult; BURST],
+    i: &mut usize,
+) {
+    use ctcore::nat::rewrite::{apply_translation, ChecksumMode};
+    if *i + BURST > frames.len() {
+        *i = 0;
+    }
+    for (k, buf) in bufs.iter_mut().enumerate() {
+        buf.clear();
+        buf.extend_from_slice(frames.get(*i + k));
+    }
+    {
+        let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt::new(&bufs[k], 0, 0));
+        e.process_burst(w, 1, &pkts, out, |_, _| egress());
+    }
+    for (k, r) in out.iter().enumerate() {
+        if let (Ok(p), Some(rw)) = (&r.parsed, &r.rewrite) {
+            let _ = apply_translation(&mut bufs[k], p, rw, ChecksumMode::Incremental);
+        }
+    }
+    *i += BURST;
+}
+
+/// The "SNAT on established <= +10 ns" goal as one figure: the NAT cells'
+/// established burst without and with source NAT, both tables
+/// (`CTGATE_BENCH_NAT_CONNS`, default 1M) built in this process and
+/// measured in alternating rounds (`CTGATE_BENCH_ROUNDS`, default 9), so
+/// that load from elsewhere on the machine hits both alike. Prints each
+/// round's ns per packet and their difference, and the median difference.
+/// Runs only when asked for by name (`cargo bench ... -- snat-cost`).
+fn snat_cost(_c: &mut Criterion) {
+    let asked = std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && a.contains("snat-cost"));
+    if !asked {
+        return;
+    }
+    let n: u32 = std::env::var("CTGATE_BENCH_NAT_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rounds: usize = std::env::var("CTGATE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    const BURSTS: usize = 100_000;
+    let order = shuffled(n);
+    let frames = Frames::of(order.iter().copied(), false);
+    let mut out = [CtResult::default(); BURST];
+    let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|k| frames.get(k).to_vec()).collect();
+    let engines: Vec<BenchEngine> = [false, true]
+        .iter()
+        .map(|&with_nat| {
+            let e = if with_nat {
+                snat_engine(n + n / 8, None)
+            } else {
+                engine(n + n / 8)
+            };
+            let mut w = e.worker(0);
+            let mut i = 0;
+            for _ in 0..(n as usize).div_ceil(BURST) {
+                nat_burst(&e, &mut w, &frames, &mut bufs, &mut out, &mut i);
+            }
+            // What is measured: every packet translated with NAT, none without.
+            nat_burst(&e, &mut w, &frames, &mut bufs, &mut out, &mut i);
+            assert!(
+                out.iter().all(|r| r.rewrite.is_some() == with_nat),
+                "with NAT {with_nat}: {:?}",
+                out.iter().map(|r| r.rewrite.is_some()).collect::<Vec<_>>()
+            );
+            e
+        })
+        .collect();
+    let mut workers: Vec<(Worker, usize)> = engines.iter().map(|e| (e.worker(0), 0)).collect();
+    let mut diffs = Vec::new();
+    for round in 0..=rounds {
+        let mut per = [0f64; 2];
+        for (k, e) in engines.iter().enumerate() {
+            let (w, i) = &mut workers[k];
+            let start = Instant::now();
+            for _ in 0..BURSTS {
+                nat_burst(e, w, &frames, &mut bufs, &mut out, i);
+            }
+            per[k] = start.elapsed().as_nanos() as f64 / (BURSTS * BURST) as f64;
+        }
+        eprintln!(
+            "snat-cost round {round}: no NAT {:.1} ns/packet, SNAT {:.1}: {:+.1}{}",
+            per[0],
+            per[1],
+            per[1] - per[0],
+            if round == 0 { " (warm-up)" } else { "" }
+        );
+        if round > 0 {
+            diffs.push(per[1] - per[0]);
+        }
+    }
+    diffs.sort_by(f64::total_cmp);
+    eprintln!(
+        "snat-cost: {n} connections: SNAT adds {:+.1} ns/packet (median of {rounds} rounds' differences)",
+        diffs[diffs.len() / 2]
+    );
+}
+
 fn nat(c: &mut Criterion) {
     if !wanted("nat") {
         return;
     }
-    use ctcore::nat::rewrite::{apply_translation, ChecksumMode};
     let mut g = c.benchmark_group("nat");
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
@@ -675,25 +784,7 @@ fn nat(c: &mut Criterion) {
         let mut i = 0usize;
         let name = if with_nat { "snat" } else { "no-nat" };
         g.bench_function(BenchmarkId::new(format!("established-{name}"), n), |b| {
-            b.iter(|| {
-                if i + BURST > frames.len() {
-                    i = 0;
-                }
-                for (k, buf) in bufs.iter_mut().enumerate() {
-                    buf.clear();
-                    buf.extend_from_slice(frames.get(i + k));
-                }
-                {
-                    let pkts: [Pkt<'_>; BURST] = std::array::from_fn(|k| Pkt::new(&bufs[k], 0, 0));
-                    e.process_burst(&mut w, 1, &pkts, &mut out, |_, _| egress());
-                }
-                for (k, r) in out.iter().enumerate() {
-                    if let (Ok(p), Some(rw)) = (&r.parsed, &r.rewrite) {
-                        let _ = apply_translation(&mut bufs[k], p, rw, ChecksumMode::Incremental);
-                    }
-                }
-                i += BURST;
-            })
+            b.iter(|| nat_burst(&e, &mut w, &frames, &mut bufs, &mut out, &mut i))
         });
     }
     // New connections with a pool of 10000 ports to one server, at a fill level.
@@ -797,5 +888,5 @@ fn nat(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, new_conns, gc, nat, scaling);
+criterion_group!(benches, established, new_conns, gc, nat, scaling, snat_cost);
 criterion_main!(benches);
