@@ -441,47 +441,22 @@ impl Records {
     /// Record `i`'s tuple of direction `dir`.
     #[inline]
     pub fn tuple(&self, i: u32, dir: Dir) -> Tuple {
-        let c = &self.hot[i as usize].tuples[dir.index()];
-        if c.is_v6() {
-            let d = 2 * dir.index();
-            c.tuple(self.v6_of(i).map(|a| &a[d..d + 2]))
-        } else {
-            c.tuple(None)
-        }
+        tuple_of(&self.hot[i as usize], &self.cold[i as usize], &self.v6, dir)
     }
 
     /// Record `i`'s protocol state, as a [`Conn`] holds it.
     pub fn proto(&self, i: u32) -> ProtoState {
-        let h = &self.hot[i as usize];
-        match kind(h.status) {
-            KIND_TCP | KIND_SCTP => self
-                .side
-                .get(h.side as usize)
-                .map(|s| s.proto)
-                .unwrap_or_default(),
-            KIND_STREAM => ProtoState::Stream {
-                stream_ts_ms: self.cold[i as usize].stream_ts_ms,
-            },
-            KIND_ICMP => ProtoState::Icmp,
-            _ => ProtoState::Generic,
-        }
+        proto_of(&self.hot[i as usize], &self.cold[i as usize], &self.side)
     }
 
     /// Record `i` as a [`Conn`] (private bits off).
     pub fn conn(&self, i: u32) -> Conn {
-        let h = &self.hot[i as usize];
-        let c = &self.cold[i as usize];
-        Conn {
-            deadline_ms: h.deadline_ms,
-            status: Status(h.status.0 & !PRIVATE),
-            id: h.id,
-            mark: c.mark,
-            verdicts: h.verdicts,
-            tuples: [self.tuple(i, Dir::Orig), self.tuple(i, Dir::Reply)],
-            nat_csum: (h.status.0 & CSUM != 0).then_some(h.nat_csum),
-            helper: helper_of(h.status),
-            proto: self.proto(i),
-        }
+        assemble(
+            &self.hot[i as usize],
+            &self.cold[i as usize],
+            &self.side,
+            &self.v6,
+        )
     }
 
     /// Writes back what may change on a live record `i` from `c` (its
@@ -616,17 +591,12 @@ impl RecMut<'_> {
         (self.hot.status.0 & CSUM != 0).then_some(self.hot.nat_csum)
     }
 
-    /// The original direction's tuple.
+    /// The tuple of direction `dir`.
     #[inline]
     pub fn tuple(&self, dir: Dir) -> Tuple {
         let c = &self.hot.tuples[dir.index()];
         if c.is_v6() {
-            let d = 2 * dir.index();
-            c.tuple(
-                self.v6
-                    .get(self.cold[self.i].v6 as usize)
-                    .map(|a| &a[d..d + 2]),
-            )
+            tuple_of(self.hot, &self.cold[self.i], self.v6, dir)
         } else {
             c.tuple(None)
         }
@@ -666,30 +636,47 @@ impl RecMut<'_> {
 
     /// The whole connection (for the uncommon paths: IPv6 NAT, related packets).
     pub fn conn(&self) -> Conn {
-        let h = &*self.hot;
-        let proto = match kind(h.status) {
-            KIND_TCP | KIND_SCTP => self
-                .side
-                .get(h.side as usize)
-                .map(|s| s.proto)
-                .unwrap_or_default(),
-            KIND_STREAM => ProtoState::Stream {
-                stream_ts_ms: self.cold[self.i].stream_ts_ms,
-            },
-            KIND_ICMP => ProtoState::Icmp,
-            _ => ProtoState::Generic,
-        };
-        Conn {
-            deadline_ms: h.deadline_ms,
-            status: Status(h.status.0 & !PRIVATE),
-            id: h.id,
-            mark: self.mark(),
-            verdicts: h.verdicts,
-            tuples: [self.tuple(Dir::Orig), self.tuple(Dir::Reply)],
-            nat_csum: self.nat_csum(),
-            helper: self.helper(),
-            proto,
-        }
+        assemble(self.hot, &self.cold[self.i], self.side, self.v6)
+    }
+}
+
+/// A record's tuple of direction `dir` (IPv6 addresses from `v6`).
+#[inline]
+fn tuple_of(h: &Hot, c: &Cold, v6: &[[Addr; 4]], dir: Dir) -> Tuple {
+    let d = 2 * dir.index();
+    h.tuples[dir.index()].tuple(v6.get(c.v6 as usize).map(|a| &a[d..d + 2]))
+}
+
+/// A record's protocol state, as a [`Conn`] holds it.
+fn proto_of(h: &Hot, c: &Cold, side: &[Side]) -> ProtoState {
+    match kind(h.status) {
+        KIND_TCP | KIND_SCTP => side
+            .get(h.side as usize)
+            .map(|s| s.proto)
+            .unwrap_or_default(),
+        KIND_STREAM => ProtoState::Stream {
+            stream_ts_ms: c.stream_ts_ms,
+        },
+        KIND_ICMP => ProtoState::Icmp,
+        _ => ProtoState::Generic,
+    }
+}
+
+/// A record as a [`Conn`], from its parts (private bits off).
+fn assemble(h: &Hot, c: &Cold, side: &[Side], v6: &[[Addr; 4]]) -> Conn {
+    Conn {
+        deadline_ms: h.deadline_ms,
+        status: Status(h.status.0 & !PRIVATE),
+        id: h.id,
+        mark: c.mark,
+        verdicts: h.verdicts,
+        tuples: [
+            tuple_of(h, c, v6, Dir::Orig),
+            tuple_of(h, c, v6, Dir::Reply),
+        ],
+        nat_csum: (h.status.0 & CSUM != 0).then_some(h.nat_csum),
+        helper: helper_of(h.status),
+        proto: proto_of(h, c, side),
     }
 }
 
