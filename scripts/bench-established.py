@@ -10,7 +10,10 @@ Prints Mpps and cycles per packet (raw and stall-free) per run, and with
 `--stages` the cycles of each stage (`ctgate run --profile-stages`).
 
 usage: sudo scripts/bench-established.py [--flows N] [--modes routing,conntrack,snat]
-                                          [--rounds R] [--secs S] [--stages] BINARY...
+                                          [--rounds R] [--secs S] [--stages] [--tcp] BINARY...
+
+With --tcp the flows are TCP (one ACK per flow, picked up mid-stream: each
+connection has its TCP state, which a UDP one has not).
 e.g.   sudo scripts/bench-established.py --flows 1000000 --modes conntrack,snat \\
            --rounds 3 /tmp/ctgate-before target/release/ctgate
 
@@ -44,6 +47,7 @@ def main():
     ap.add_argument("--secs", type=int, default=6, help="seconds measured per run (default 6)")
     ap.add_argument("--stages", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--tcp", action="store_true", help="TCP flows (ACKs) instead of UDP")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench-established: needs root: sudo %s" % sys.argv[0])
@@ -55,7 +59,7 @@ def main():
     if bench.hugepages_short(args.flows):
         sys.exit("bench-established: %s" % bench.hugepages_short(args.flows))
     with bench.ab_workdir("bench-established", args.keep) as work:
-        pcap = bench.capture(args.flows, first=0)
+        pcap = bench.capture(args.flows, first=0, tcp=args.tcp)
         for rnd in range(args.rounds):
             for i, b in enumerate(args.binaries):
                 binary = os.path.abspath(b)

@@ -1378,6 +1378,10 @@ impl<'t> Guard<'t> {
         if !h.status.has(Status::ASSURED) {
             return true;
         }
+        if h.side == wheel::NIL {
+            // No state line: not TCP (its protocol state is not read).
+            return false;
+        }
         matches!(
             recs.proto(r.local),
             ProtoState::Tcp(t) if matches!(t.state, TcpConntrack::FinWait | TcpConntrack::LastAck | TcpConntrack::TimeWait | TcpConntrack::Close | TcpConntrack::CloseWait)
