@@ -117,8 +117,8 @@ pub struct Counter {
 }
 
 /// A time in ms (u64) aligned to 4 bytes: so that [`ProtoState`] is
-/// 4-aligned and 60 bytes (the TCP state's size, its tag in a niche) and
-/// [`Conn`] has room in its second line for the cached verdicts.
+/// 4-aligned and 60 bytes (the TCP state's size, its tag in a niche), and
+/// a record's state line holds it with its free-list link.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C, packed(4))]
 pub struct Ms4(u64);
@@ -155,18 +155,14 @@ pub enum ProtoState {
     Sctp(crate::proto::sctp::SctpState),
 }
 
-/// One connection (`struct nf_conn`), as the table keeps it.
-///
-/// `repr(C)` in this order so that a cache-line-aligned record's first line
-/// holds all that a packet of the original direction reads and writes
-/// where the connection is neither translated nor TCP / SCTP: deadline,
-/// status, id, mark, cached verdicts and the original tuple (24 + 40
-/// bytes). The reply tuple and the translation's checksum deltas follow
-/// in the second line (a reply, or a translated packet, reads both lines),
-/// the protocol state across the second and third. Packet and byte
-/// counters and the start time are not here: like the kernel's accounting
-/// and timestamp extensions they exist only when switched on (`[conntrack]
-/// accounting`), in an array beside the records ([`Ext`]).
+/// One connection (`struct nf_conn`), as the table hands it out (listings,
+/// events, snapshots, sync) and as a new connection is built before its
+/// confirm. The table keeps it in another form (`table::record`: a 64-byte
+/// hot line, a cold part, a state line for TCP / SCTP) and assembles a
+/// `Conn` on demand. Packet and byte counters and the start time are not
+/// here: like the kernel's accounting and timestamp extensions they exist
+/// only when switched on (`[conntrack] accounting`), in an array beside the
+/// records ([`Ext`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Conn {

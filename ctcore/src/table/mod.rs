@@ -50,6 +50,8 @@ use stripe::{Stripe, RECORD_BYTES};
 
 /// Bits of a slab index within a stripe.
 const LOCAL_BITS: u32 = 25;
+// A wheel link holds any slab index (and its NIL beside them).
+const _: () = assert!(wheel::MAX_INDEX < 1 << LOCAL_BITS);
 /// Most stripes a table has (6 bits of an entry word).
 pub const MAX_STRIPES: u32 = 64;
 /// Buckets probed past the home bucket when it is full. Only a bound: a
@@ -749,9 +751,9 @@ impl<'t> Guard<'t> {
         self.table.counts[s as usize].store(live, Ordering::Relaxed);
     }
 
-    /// Whether the table's records outgrow a last-level cache (where a new
-    /// connection's source NAT search pays for being begun ahead:
-    /// 64 MB of records).
+    /// Whether the table's records and index outgrow a last-level cache
+    /// (where a new connection's source NAT search pays for being begun
+    /// ahead: [`NAT_PREFETCH_BYTES`]).
     #[inline]
     pub fn beyond_llc(&self) -> bool {
         self.table.prefetch_nat

@@ -304,8 +304,8 @@ impl Records {
         self.free = i;
     }
 
-    /// Bytes reserved: records, and the pools at their full capacity (of
-    /// which only what is used is ever touched).
+    /// Bytes of the records (hot lines and cold parts), all written at
+    /// start; the pools are in [`Records::pool_bytes`].
     pub fn reserved_bytes(&self) -> usize {
         self.hot.len() * std::mem::size_of::<Hot>() + self.cold.len() * std::mem::size_of::<Cold>()
     }
@@ -367,18 +367,10 @@ impl Records {
         } else {
             NIL
         };
-        let mut status = c.status.0 & !PRIVATE;
-        status |= k << KIND_SHIFT | (c.helper as u32) << HELPER_SHIFT;
-        if c.nat_csum.is_some() {
-            status |= CSUM;
-        }
-        if c.mark != 0 {
-            status |= MARKED;
-        }
         let h = &mut self.hot[i as usize];
         h.tuples = [Compact::of(&c.tuples[0]), Compact::of(&c.tuples[1])];
         h.deadline_ms = c.deadline_ms;
-        h.status = Status(status);
+        h.status = record_status(c, k);
         h.id = id;
         h.verdicts = c.verdicts;
         h.side = side;
@@ -472,15 +464,7 @@ impl Records {
             kind(h.status),
             "the protocol state kind is kept"
         );
-        let mut status = (c.status.0 & !PRIVATE) | (h.status.0 & (7 << KIND_SHIFT));
-        status |= (c.helper as u32) << HELPER_SHIFT;
-        if c.nat_csum.is_some() {
-            status |= CSUM;
-        }
-        if c.mark != 0 {
-            status |= MARKED;
-        }
-        h.status = Status(status);
+        h.status = record_status(c, kind(h.status));
         h.deadline_ms = c.deadline_ms;
         h.id = c.id;
         h.verdicts = c.verdicts;
@@ -512,8 +496,7 @@ impl Records {
         }
     }
 
-    /// Where record `i`'s lines are, for loads ahead: its hot line, and
-    /// its state line if it has one (known only once the hot line is in).
+    /// The address of record `i`'s hot line (for loads ahead).
     #[inline(always)]
     pub fn hot_addr(&self, i: u32) -> Option<*const u8> {
         self.hot
@@ -537,6 +520,21 @@ impl Records {
             .get(i as usize)
             .map(|c| c as *const Cold as *const u8)
     }
+}
+
+/// `c`'s status as a record with protocol state kind `kind` keeps it:
+/// the kernel's bits, and the private ones for the kind, helper, deltas
+/// and mark.
+fn record_status(c: &Conn, kind: u32) -> Status {
+    let mut status = c.status.0 & !PRIVATE;
+    status |= kind << KIND_SHIFT | (c.helper as u32) << HELPER_SHIFT;
+    if c.nat_csum.is_some() {
+        status |= CSUM;
+    }
+    if c.mark != 0 {
+        status |= MARKED;
+    }
+    Status(status)
 }
 
 fn helper_of(status: Status) -> Helper {

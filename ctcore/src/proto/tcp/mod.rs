@@ -255,7 +255,8 @@ impl TcpIndex {
 ///
 /// `repr(C)` with the state first: the enum's spare values are the niche
 /// that holds [`crate::conn::ProtoState`]'s tag, at its first byte, so that
-/// the other protocols' state follows it in the record's second line.
+/// a `ProtoState` is 60 bytes and fits a record's state line with its
+/// free-list link (`table::record`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct TcpState {
