@@ -359,10 +359,26 @@ impl<P: Prefetch> Engine<P> {
     ) where
         F: FnMut(usize, &CtResult) -> Decision,
     {
+        pending.clear();
+        if !HELPERS {
+            if let (Some(k), Some(h)) = (key, hint) {
+                if self.express(g, w, now_ms, pkt, k, h, out) {
+                    let d = decide(i, out);
+                    if let Decision::Accept(e) = &d {
+                        if let Some(m) = e.mark {
+                            self.set_mark(g, w, now_ms, m, out, pending);
+                        }
+                        if e.cache != out.cached {
+                            Self::cache_verdict(g, e.cache, out);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
         // `out.parsed` is this packet's (stage 1); the rest is reset here.
         out.reset_verdict();
         out.zone = pkt.zone;
-        pending.clear();
         let mut looked_up = key;
         let park = self.track(g, w, now_ms, pkt, &mut looked_up, hint, out, pending);
         if HELPERS && pending.is_some() {

@@ -14,9 +14,9 @@ use crate::nat::rewrite::Translation;
 use crate::proto::sctp::SctpOutcome;
 use crate::proto::tcp::{TcpOutcome, TcpSegment};
 use crate::proto::{generic, icmp, udp, Outcome};
-use crate::table::record::{ProtoMut, RecMut};
+use crate::table::record::{self, Compact, ProtoMut, RecMut};
 use crate::table::{Guard, Hint, Key, Prefetch, Ref};
-use crate::tuple::{Dir, Tuple, IPPROTO_GRE, IPPROTO_UDP, IPPROTO_UDPLITE};
+use crate::tuple::{Dir, Family, Tuple, IPPROTO_GRE, IPPROTO_UDP, IPPROTO_UDPLITE};
 use crate::wire::{self, Parsed, L4};
 
 /// The tuple of packet `p` in `zone` with ports (or what stands for them)
@@ -118,6 +118,81 @@ impl<P: Prefetch> Engine<P> {
             }
         }
         self.track_other(g, w, now_ms, pkt, key, res, pending)
+    }
+
+    /// The express way for a packet of a settled IPv4 UDP connection:
+    /// stage 2's hint names its record, the connection is live, replied
+    /// and assured (or unreplied and the packet goes its original way),
+    /// without a mark, accounting or helpers. Such a packet changes
+    /// nothing but the connection's deadline ([`Engine::run_tracker`]'s
+    /// UDP shortcut), so it is tracked here from the hot line alone, with
+    /// the result the whole way gives. False (nothing changed, `res`
+    /// untouched but for stage 1's parse) for every other packet: the
+    /// whole way then tracks it.
+    #[inline(always)]
+    pub(super) fn express(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        key: Key,
+        hint: Hint,
+        res: &mut CtResult,
+    ) -> bool {
+        let Ok(p) = &res.parsed else { return false };
+        let L4::Udp { src_port, dst_port } = p.l4 else {
+            return false;
+        };
+        if p.family != Family::V4 || p.proto != IPPROTO_UDP || self.accounting {
+            return false;
+        }
+        let ct = Compact::of_v4(&p.src, &p.dst, (src_port, dst_port), IPPROTO_UDP, pkt.zone);
+        let Some((r, dir)) = g.hinted_v4(key, &ct, hint) else {
+            return false;
+        };
+        let timeouts = &w.tun.timeouts;
+        let hot = g.hot_mut(r);
+        let status = hot.status;
+        let timeout_ms = if status.0 & (Status::SEEN_REPLY | Status::ASSURED)
+            == Status::SEEN_REPLY | Status::ASSURED
+        {
+            timeouts.udp_stream_ms
+        } else if status.0 & Status::SEEN_REPLY == 0 && dir == Dir::Orig {
+            timeouts.udp_unreplied_ms
+        } else {
+            return false;
+        };
+        let deadline = now_ms + timeout_ms;
+        if status.0 & (record::MARKED | Status::SEQ_ADJUST) != 0
+            || hot.is_expired(now_ms)
+            || deadline < hot.deadline_ms
+        {
+            return false;
+        }
+        if !Translation::write_for_hot(&mut res.rewrite, hot, dir) {
+            return false;
+        }
+        if !l4_checksum_verdict(w, pkt.rx_csum, || checksum::tcp_udp_ok(pkt.frame, p)) {
+            // (The whole way finds it INVALID.)
+            return false;
+        }
+        hot.deadline_ms = deadline;
+        res.ctinfo = ctinfo_for(status, dir);
+        res.dir = dir;
+        res.conn = Some(ConnHandle {
+            stripe: r.stripe,
+            local: r.local,
+            id: hot.id,
+        });
+        res.cached = hot.verdicts[dir.index()];
+        res.zone = hot.tuples[0].zone();
+        res.mark = 0;
+        res.invalid_reason = None;
+        res.ct_drop = None;
+        res.fix = None;
+        w.stats.found += 1;
+        true
     }
 
     /// `track` for a plain packet (stage 1 found its tuple: parsed, not a

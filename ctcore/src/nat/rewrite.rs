@@ -4,7 +4,7 @@
 
 use crate::checksum::{checksum, combine, l4_checksum, update_addr, update_u16};
 use crate::conn::{Conn, NatCsum, Status};
-use crate::table::record::RecMut;
+use crate::table::record::{self, Hot, RecMut};
 use crate::tuple::{
     Addr, Dir, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     IPPROTO_UDPLITE,
@@ -88,29 +88,37 @@ impl Translation {
     /// alone (IPv4 addresses, ports and checksum deltas are there).
     #[inline(always)]
     pub fn write_for_record(out: &mut Option<Translation>, c: &RecMut<'_>, dir: Dir) {
-        let status = c.hot.status;
+        if !Self::write_for_hot(out, c.hot, dir) {
+            Translation::write_translated(out, &c.conn(), dir, false);
+        }
+    }
+
+    /// [`Translation::write_for_record`] from the record's hot line alone:
+    /// false (nothing written) for a translated connection without
+    /// checksum deltas, whose translation needs the whole connection.
+    #[inline(always)]
+    pub fn write_for_hot(out: &mut Option<Translation>, hot: &Hot, dir: Dir) -> bool {
+        let status = hot.status;
         if status.0 & (Status::SRC_NAT | Status::DST_NAT) == 0 {
             *out = None;
-            return;
+            return true;
         }
-        match c.nat_csum() {
-            Some(d) => {
-                let other = &c.hot.tuples[dir.other().index()];
-                let (change_src, change_dst) = Rewrite::changes_of(status, dir);
-                let mut ports = [0u8; 4];
-                ports[..2].copy_from_slice(&other.dst_port().to_be_bytes());
-                ports[2..].copy_from_slice(&other.src_port().to_be_bytes());
-                *out = Some(Translation::V4(V4Nat {
-                    src: Addr::from_v4(other.dst_v4()),
-                    dst: Addr::from_v4(other.src_v4()),
-                    ports,
-                    csum: d[dir.index()],
-                    changes: u8::from(change_src) * CHANGES_SRC
-                        + u8::from(change_dst) * CHANGES_DST,
-                }));
-            }
-            None => Translation::write_translated(out, &c.conn(), dir, false),
+        if status.0 & record::CSUM == 0 {
+            return false;
         }
+        let other = &hot.tuples[dir.other().index()];
+        let (change_src, change_dst) = Rewrite::changes_of(status, dir);
+        let mut ports = [0u8; 4];
+        ports[..2].copy_from_slice(&other.dst_port().to_be_bytes());
+        ports[2..].copy_from_slice(&other.src_port().to_be_bytes());
+        *out = Some(Translation::V4(V4Nat {
+            src: Addr::from_v4(other.dst_v4()),
+            dst: Addr::from_v4(other.src_v4()),
+            ports,
+            csum: hot.nat_csum[dir.index()],
+            changes: u8::from(change_src) * CHANGES_SRC + u8::from(change_dst) * CHANGES_DST,
+        }));
+        true
     }
 
     #[inline]

@@ -83,6 +83,18 @@ impl Compact {
                 | u64::from(t.zone) << 48,
         }
     }
+    /// [`Compact::of`] for an IPv4 tuple, from its parts.
+    #[inline(always)]
+    pub fn of_v4(src: &Addr, dst: &Addr, ports: (u16, u16), proto: u8, zone: u16) -> Compact {
+        Compact {
+            addrs: u64::from(word(src, 0)) | u64::from(word(dst, 0)) << 32,
+            rest: u64::from(ports.0)
+                | u64::from(ports.1) << 16
+                | u64::from(proto) << 32
+                | (Family::V4 as u64) << 40
+                | u64::from(zone) << 48,
+        }
+    }
     #[inline(always)]
     pub fn src_v4(&self) -> [u8; 4] {
         (self.addrs as u32).to_ne_bytes()
