@@ -360,7 +360,7 @@ impl<P: Prefetch> Engine<P> {
         F: FnMut(usize, &CtResult) -> Decision,
     {
         pending.clear();
-        if !HELPERS {
+        if !HELPERS && self.express {
             if let (Some(k), Some(h)) = (key, hint) {
                 if self.express(g, w, now_ms, pkt, k, h, out) {
                     let d = decide(i, out);

@@ -162,6 +162,9 @@ pub struct Engine<P: Prefetch = NoPrefetch> {
     accounting: bool,
     /// Conntrack helpers, when on ([`Engine::with_helpers`]).
     helpers: Option<Box<helpers::Helpers>>,
+    /// Whether settled connections' packets take the express way
+    /// ([`Engine::set_express`]).
+    express: bool,
     _prefetch: std::marker::PhantomData<fn() -> P>,
 }
 
@@ -217,8 +220,16 @@ impl<P: Prefetch> Engine<P> {
             workers: AtomicU64::new(0),
             accounting: cfg.tunables.accounting,
             helpers: None,
+            express: true,
             _prefetch: std::marker::PhantomData,
         }
+    }
+
+    /// Whether packets of settled IPv4 UDP connections take the express
+    /// way (on by default): tracked from their record's hot line, with
+    /// the result the whole way gives (the differential tests run both).
+    pub fn set_express(&mut self, on: bool) {
+        self.express = on;
     }
 
     pub fn table(&self) -> &Table {

@@ -123,7 +123,7 @@ impl<P: Prefetch> Engine<P> {
     /// The express way for a packet of a settled IPv4 UDP connection:
     /// stage 2's hint names its record, the connection is live, replied
     /// and assured (or unreplied and the packet goes its original way),
-    /// without a mark, accounting or helpers. Such a packet changes
+    /// without a mark or helpers. Such a packet changes
     /// nothing but the connection's deadline ([`Engine::run_tracker`]'s
     /// UDP shortcut), so it is tracked here from the hot line alone, with
     /// the result the whole way gives. False (nothing changed, `res`
@@ -144,7 +144,7 @@ impl<P: Prefetch> Engine<P> {
         let L4::Udp { src_port, dst_port } = p.l4 else {
             return false;
         };
-        if p.family != Family::V4 || p.proto != IPPROTO_UDP || self.accounting {
+        if p.family != Family::V4 || p.proto != IPPROTO_UDP {
             return false;
         }
         let ct = Compact::of_v4(&p.src, &p.dst, (src_port, dst_port), IPPROTO_UDP, pkt.zone);
@@ -192,6 +192,9 @@ impl<P: Prefetch> Engine<P> {
         res.ct_drop = None;
         res.fix = None;
         w.stats.found += 1;
+        if self.accounting {
+            g.account(r, dir, u64::from(p.l3_len));
+        }
         true
     }
 
