@@ -9,7 +9,9 @@
 //! callgrind, collect `--toggle-collect='*measured*'` and divide by
 //! BURSTS x 32. `... new` / `new-snat`: every packet a new flow, into a
 //! table of FLOWS connections (once full, each evicts one: the bench's
-//! new-connection cell, with its source NAT to 64 addresses).
+//! new-connection cell, with its source NAT to 64 addresses). `tcp` /
+//! `tcp-snat`: the flows are TCP, one ACK segment each, picked up
+//! mid-stream (as `bench-established.py --tcp` sends them).
 use appliance::config::Config;
 use appliance::net::classify;
 use appliance::pipeline::{Pipeline, Reassembled, Shared, Steering, Verdict};
@@ -19,22 +21,39 @@ use ctcore::wire::build::{frame, L4Spec};
 const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const BURST: usize = 32;
 
-/// Flow `i` as scripts/bench_frames.py makes it (60 bytes without the FCS).
-fn flow(i: u32) -> Vec<u8> {
+/// Flow `i` as scripts/bench_frames.py makes it (60 bytes without the
+/// FCS): UDP, or with `tcp` one TCP ACK segment.
+fn flow(i: u32, tcp: bool) -> Vec<u8> {
+    let (src_port, dst_port) = (1024 + (i / 240) as u16, 9);
+    let l4 = if tcp {
+        L4Spec::Tcp {
+            src_port,
+            dst_port,
+            seq: 1000,
+            ack: 2000,
+            flags: 0x10,
+            window: 8192,
+            payload: &[0u8; 6],
+        }
+    } else {
+        L4Spec::Udp {
+            src_port,
+            dst_port,
+            payload: &[0u8; 18],
+        }
+    };
     let mut f = frame(
         Family::V4,
         Addr::from_v4([192, 0, 2, 10 + (i % 240) as u8]),
         Addr::from_v4([198, 51, 100, 10]),
         64,
-        L4Spec::Udp {
-            src_port: 1024 + (i / 240) as u16,
-            dst_port: 9,
-            payload: &[0u8; 18],
-        },
+        l4,
     );
     f[..6].copy_from_slice(&GW_MAC);
-    // bench_frames.py sends them without a UDP checksum.
-    f[40..42].copy_from_slice(&[0, 0]);
+    if !tcp {
+        // bench_frames.py sends them without a UDP checksum.
+        f[40..42].copy_from_slice(&[0, 0]);
+    }
     f
 }
 
@@ -141,6 +160,7 @@ fn main() {
     let mode = arg(3).unwrap_or_default();
     let snat = mode.ends_with("snat");
     let new = mode.starts_with("new");
+    let tcp = mode.starts_with("tcp");
     let shared = Shared::new(
         &config(snat, new, if new { flows } else { 262_144 }),
         Steering::Single,
@@ -153,7 +173,7 @@ fn main() {
     } else {
         flows
     };
-    let frames: Vec<Vec<u8>> = (0..count).map(flow).collect();
+    let frames: Vec<Vec<u8>> = (0..count).map(|i| flow(i, tcp)).collect();
     let mut bufs: Vec<Vec<u8>> = (0..BURST).map(|_| Vec::with_capacity(128)).collect();
     let mut next = 0usize;
     let mut take = || {
@@ -186,7 +206,12 @@ fn main() {
         "{} {}, {}: {:.1} TSC cycles per packet over {} packets (copies and classification included)",
         flows,
         if new { "connections' table, new flows" } else { "flows" },
-        if snat { "conntrack + SNAT" } else { "conntrack" },
+        match (tcp, snat) {
+            (false, false) => "conntrack",
+            (false, true) => "conntrack + SNAT",
+            (true, false) => "conntrack, TCP",
+            (true, true) => "conntrack + SNAT, TCP",
+        },
         cycles as f64 / pkts as f64,
         pkts
     );

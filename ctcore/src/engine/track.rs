@@ -6,7 +6,7 @@
 
 use super::new_conn::Pending;
 use super::packet::{ConnHandle, CtResult, Pkt, RxCsum, Verdict};
-use super::{Engine, Worker};
+use super::{Engine, Tunables, Worker};
 use crate::checksum;
 use crate::conn::{Conn, CtInfo, Status};
 use crate::event::EventKind;
@@ -79,13 +79,25 @@ pub(super) fn l4_checksum_verdict(
     rx: RxCsum,
     software: impl FnOnce() -> bool,
 ) -> bool {
+    count_checksum(w, rx);
+    l4_checksum_ok(&w.tun, rx, software)
+}
+
+/// [`l4_checksum_verdict`] without counting.
+#[inline(always)]
+fn l4_checksum_ok(tun: &Tunables, rx: RxCsum, software: impl FnOnce() -> bool) -> bool {
     match rx {
-        RxCsum::Good => {
-            w.stats.csum_offloaded += 1;
-            true
-        }
-        RxCsum::Bad => !w.tun.checksum,
-        RxCsum::Unknown => !w.tun.checksum || software(),
+        RxCsum::Good => true,
+        RxCsum::Bad => !tun.checksum,
+        RxCsum::Unknown => !tun.checksum || software(),
+    }
+}
+
+/// Counts a checksum the NIC verified.
+#[inline(always)]
+fn count_checksum(w: &mut Worker, rx: RxCsum) {
+    if rx == RxCsum::Good {
+        w.stats.csum_offloaded += 1;
     }
 }
 
@@ -120,15 +132,17 @@ impl<P: Prefetch> Engine<P> {
         self.track_other(g, w, now_ms, pkt, key, res, pending)
     }
 
-    /// The express way for a packet of a settled IPv4 UDP connection:
-    /// stage 2's hint names its record, the connection is live, replied
-    /// and assured (or unreplied and the packet goes its original way),
-    /// without a mark or helpers. Such a packet changes
-    /// nothing but the connection's deadline ([`Engine::run_tracker`]'s
-    /// UDP shortcut), so it is tracked here from the hot line alone, with
-    /// the result the whole way gives. False (nothing changed, `res`
-    /// untouched but for stage 1's parse) for every other packet: the
-    /// whole way then tracks it.
+    /// The express way for a packet of a settled IPv4 connection, UDP or
+    /// TCP, whose record stage 2's hint names: live, without a mark or
+    /// helpers, and whose packet changes nothing but the deadline (and
+    /// TCP's window edges): an assured UDP stream, or an unreplied one in
+    /// its original direction ([`Engine::run_tracker`]'s UDP shortcut); a
+    /// TCP segment the tracker accepts without changing the state or the
+    /// status. It is tracked from the hot line (and TCP's state line),
+    /// with the result the whole way gives. False for every other packet,
+    /// with nothing changed (TCP's tracker ran on a copy): the whole way
+    /// then tracks it.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn express(
         &self,
@@ -141,42 +155,82 @@ impl<P: Prefetch> Engine<P> {
         res: &mut CtResult,
     ) -> bool {
         let Ok(p) = &res.parsed else { return false };
-        let L4::Udp { src_port, dst_port } = p.l4 else {
-            return false;
+        let (ports, tcp) = match p.l4 {
+            L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => ((src_port, dst_port), None),
+            L4::Tcp(info) if crate::proto::tcp::tcp_error_flags_ok(info.flags) => {
+                ((info.src_port, info.dst_port), Some(info))
+            }
+            _ => return false,
         };
-        if p.family != Family::V4 || p.proto != IPPROTO_UDP {
+        if p.family != Family::V4 {
             return false;
         }
-        let ct = Compact::of_v4(&p.src, &p.dst, (src_port, dst_port), IPPROTO_UDP, pkt.zone);
+        let ct = Compact::of_v4(&p.src, &p.dst, ports, p.proto, pkt.zone);
         let Some((r, dir)) = g.hinted_v4(key, &ct, hint) else {
             return false;
         };
-        let timeouts = &w.tun.timeouts;
-        let hot = g.hot_mut(r);
-        let status = hot.status;
-        let timeout_ms = if status.0 & (Status::SEEN_REPLY | Status::ASSURED)
+        let tun = &w.tun;
+        let mut c = g.rec_mut(r);
+        let status = c.hot.status;
+        if status.0 & (record::MARKED | Status::SEQ_ADJUST) != 0
+            || c.hot.is_expired(now_ms)
+            // (A reply's first packet sets SEEN_REPLY: a change.)
+            || (dir == Dir::Reply && status.0 & Status::SEEN_REPLY == 0)
+        {
+            return false;
+        }
+        let udp_timeout = if status.0 & (Status::SEEN_REPLY | Status::ASSURED)
             == Status::SEEN_REPLY | Status::ASSURED
         {
-            timeouts.udp_stream_ms
-        } else if status.0 & Status::SEEN_REPLY == 0 && dir == Dir::Orig {
-            timeouts.udp_unreplied_ms
+            tun.timeouts.udp_stream_ms
         } else {
-            return false;
+            tun.timeouts.udp_unreplied_ms
         };
-        let deadline = now_ms + timeout_ms;
-        if status.0 & (record::MARKED | Status::SEQ_ADJUST) != 0
-            || hot.is_expired(now_ms)
-            || deadline < hot.deadline_ms
+        if tcp.is_none() && status.0 & (Status::SEEN_REPLY | Status::ASSURED) == Status::SEEN_REPLY
         {
+            // Replied, not yet assured: udp::packet reads the stream time.
             return false;
         }
-        if !Translation::write_for_hot(&mut res.rewrite, hot, dir) {
+        if !Translation::write_for_hot(&mut res.rewrite, c.hot, dir) {
             return false;
         }
-        if !l4_checksum_verdict(w, pkt.rx_csum, || checksum::tcp_udp_ok(pkt.frame, p)) {
+        if !l4_checksum_ok(tun, pkt.rx_csum, || checksum::tcp_udp_ok(pkt.frame, p)) {
             // (The whole way finds it INVALID.)
             return false;
         }
+        let timeout_ms = match tcp {
+            None => udp_timeout,
+            Some(info) => {
+                let old_deadline = c.hot.deadline_ms;
+                let Some(st) = c.tcp() else { return false };
+                let saved = *st;
+                let mut after = status;
+                let seg = TcpSegment {
+                    info,
+                    options: options(pkt.frame, &info),
+                };
+                match st.packet(dir, &seg, &mut after, &tun.tcp, &tun.timeouts) {
+                    TcpOutcome::Accept { timeout_ms }
+                        if after == status
+                            && st.state == saved.state
+                            && now_ms + timeout_ms >= old_deadline =>
+                    {
+                        timeout_ms
+                    }
+                    _ => {
+                        *st = saved;
+                        return false;
+                    }
+                }
+            }
+        };
+        let deadline = now_ms + timeout_ms;
+        if deadline < c.hot.deadline_ms {
+            // Shortened (the tunables changed): the wheel must hear of it.
+            // (TCP's tracker checked this before it kept its changes.)
+            return false;
+        }
+        let hot = &mut *c.hot;
         hot.deadline_ms = deadline;
         res.ctinfo = ctinfo_for(status, dir);
         res.dir = dir;
@@ -191,6 +245,7 @@ impl<P: Prefetch> Engine<P> {
         res.invalid_reason = None;
         res.ct_drop = None;
         res.fix = None;
+        count_checksum(w, pkt.rx_csum);
         w.stats.found += 1;
         if self.accounting {
             g.account(r, dir, u64::from(p.l3_len));

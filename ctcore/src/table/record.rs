@@ -633,6 +633,18 @@ impl RecMut<'_> {
         (&mut h.status, &mut h.deadline_ms, p)
     }
 
+    /// The TCP state (of a TCP record with its state line).
+    #[inline(always)]
+    pub fn tcp(&mut self) -> Option<&mut TcpState> {
+        if kind(self.hot.status) != KIND_TCP {
+            return None;
+        }
+        match self.side.get_mut(self.hot.side as usize).map(|s| &mut s.proto) {
+            Some(ProtoState::Tcp(t)) => Some(t),
+            _ => None,
+        }
+    }
+
     /// `Conn::state_tag`: the TCP or SCTP state + 1, else 0 (a record
     /// without a state line: one compare).
     #[inline(always)]
