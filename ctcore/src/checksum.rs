@@ -156,7 +156,7 @@ pub fn l4_checksum_ok_conntrack(frame: &[u8], p: &Parsed) -> bool {
 
 /// [`l4_checksum_ok_conntrack`] for an unfragmented TCP or UDP packet (the
 /// engine's plain packets): the same answer without the dispatch.
-#[inline]
+#[inline(always)]
 pub fn tcp_udp_ok(frame: &[u8], p: &Parsed) -> bool {
     let l3_end = usize::from(p.l3_offset) + usize::from(p.l3_len);
     let Some(seg) = frame.get(usize::from(p.l4_offset)..l3_end) else {
@@ -170,6 +170,13 @@ pub fn tcp_udp_ok(frame: &[u8], p: &Parsed) -> bool {
             Some(_) => {}
         }
     }
+    segment_ok(p, seg)
+}
+
+/// The sum of [`tcp_udp_ok`] (out of line: the rest of it is a few
+/// compares, inlined where it is called).
+#[inline(never)]
+fn segment_ok(p: &Parsed, seg: &[u8]) -> bool {
     verify_l4(p.family, &p.src, &p.dst, p.proto, seg)
 }
 

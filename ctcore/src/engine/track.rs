@@ -155,8 +155,8 @@ impl<P: Prefetch> Engine<P> {
         res: &mut CtResult,
     ) -> bool {
         let Ok(p) = &res.parsed else { return false };
-        let (ports, tcp) = match p.l4 {
-            L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => ((src_port, dst_port), None),
+        let (ports, tcp) = match &p.l4 {
+            L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => ((*src_port, *dst_port), None),
             L4::Tcp(info) if crate::proto::tcp::tcp_error_flags_ok(info.flags) => {
                 ((info.src_port, info.dst_port), Some(info))
             }
@@ -166,71 +166,51 @@ impl<P: Prefetch> Engine<P> {
             return false;
         }
         let ct = Compact::of_v4(&p.src, &p.dst, ports, p.proto, pkt.zone);
-        let Some((r, dir)) = g.hinted_v4(key, &ct, hint) else {
+        let Some((r, dir, hot)) = g.hinted_v4(key, &ct, hint) else {
             return false;
         };
         let tun = &w.tun;
-        let mut c = g.rec_mut(r);
-        let status = c.hot.status;
+        let status = hot.status;
+        let old_deadline = hot.deadline_ms;
         if status.0 & (record::MARKED | Status::SEQ_ADJUST) != 0
-            || c.hot.is_expired(now_ms)
+            || hot.is_expired(now_ms)
             // (A reply's first packet sets SEEN_REPLY: a change.)
             || (dir == Dir::Reply && status.0 & Status::SEEN_REPLY == 0)
         {
             return false;
         }
-        let udp_timeout = if status.0 & (Status::SEEN_REPLY | Status::ASSURED)
-            == Status::SEEN_REPLY | Status::ASSURED
-        {
-            tun.timeouts.udp_stream_ms
-        } else {
-            tun.timeouts.udp_unreplied_ms
-        };
-        if tcp.is_none() && status.0 & (Status::SEEN_REPLY | Status::ASSURED) == Status::SEEN_REPLY
-        {
+        let replied = status.0 & Status::SEEN_REPLY != 0;
+        if tcp.is_none() && replied && status.0 & Status::ASSURED == 0 {
             // Replied, not yet assured: udp::packet reads the stream time.
             return false;
         }
-        if !Translation::write_for_hot(&mut res.rewrite, c.hot, dir) {
+        if !Translation::write_for_hot(&mut res.rewrite, hot, dir) {
             return false;
         }
         if !l4_checksum_ok(tun, pkt.rx_csum, || checksum::tcp_udp_ok(pkt.frame, p)) {
             // (The whole way finds it INVALID.)
             return false;
         }
-        let timeout_ms = match tcp {
-            None => udp_timeout,
+        let (hot, timeout_ms) = match tcp {
+            None if replied => (hot, tun.timeouts.udp_stream_ms),
+            None => (hot, tun.timeouts.udp_unreplied_ms),
             Some(info) => {
-                let old_deadline = c.hot.deadline_ms;
-                let Some(st) = c.tcp() else { return false };
-                let saved = *st;
-                let mut after = status;
                 let seg = TcpSegment {
-                    info,
-                    options: options(pkt.frame, &info),
+                    info: *info,
+                    options: options(pkt.frame, info),
                 };
-                match st.packet(dir, &seg, &mut after, &tun.tcp, &tun.timeouts) {
-                    TcpOutcome::Accept { timeout_ms }
-                        if after == status
-                            && st.state == saved.state
-                            && now_ms + timeout_ms >= old_deadline =>
-                    {
-                        timeout_ms
-                    }
-                    _ => {
-                        *st = saved;
-                        return false;
-                    }
+                match express_tcp(&mut g.rec_mut(r), tun, now_ms, dir, &seg) {
+                    Some(t) => (g.hot_mut(r), t),
+                    None => return false,
                 }
             }
         };
         let deadline = now_ms + timeout_ms;
-        if deadline < c.hot.deadline_ms {
+        if deadline < old_deadline {
             // Shortened (the tunables changed): the wheel must hear of it.
             // (TCP's tracker checked this before it kept its changes.)
             return false;
         }
-        let hot = &mut *c.hot;
         hot.deadline_ms = deadline;
         res.ctinfo = ctinfo_for(status, dir);
         res.dir = dir;
@@ -635,6 +615,33 @@ pub(super) enum Tracked {
     Ignore,
     Invalid(&'static str),
     Repeat,
+}
+
+/// The express way's TCP tracking ([`Engine::express`]): the tracker on a
+/// copy of the state and status; the copy kept, and the timeout returned,
+/// only if the segment is accepted without a change of state or status and
+/// without shortening the deadline. None: nothing changed.
+#[inline]
+fn express_tcp(
+    c: &mut RecMut<'_>,
+    tun: &Tunables,
+    now_ms: u64,
+    dir: Dir,
+    seg: &TcpSegment<'_>,
+) -> Option<u64> {
+    let (status, old_deadline) = (c.hot.status, c.hot.deadline_ms);
+    let st = c.tcp()?;
+    let mut copy = *st;
+    let mut after = status;
+    match copy.packet(dir, seg, &mut after, &tun.tcp, &tun.timeouts) {
+        TcpOutcome::Accept { timeout_ms }
+            if after == status && copy.state == st.state && now_ms + timeout_ms >= old_deadline =>
+        {
+            *st = copy;
+            Some(timeout_ms)
+        }
+        _ => None,
+    }
 }
 
 pub(super) fn invalid(w: &mut Worker, res: &mut Verdict<'_>, why: &'static str) {

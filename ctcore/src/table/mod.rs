@@ -904,15 +904,21 @@ impl<'t> Guard<'t> {
     /// The entry stage 2 saw match (`hint`, from
     /// [`Guard::prefetch_records`] under this guard) if its record is live
     /// and holds the IPv4 tuple `ct` in the entry's direction (an IPv4
-    /// compact tuple is the whole tuple); None says nothing (the hint may
-    /// have named another tuple's record: [`Guard::lookup`] decides).
+    /// compact tuple is the whole tuple), with its hot line; None says
+    /// nothing (the hint may have named another tuple's record:
+    /// [`Guard::lookup`] decides).
     #[inline(always)]
-    pub fn hinted_v4(&mut self, key: Key, ct: &Compact, hint: Hint) -> Option<(Ref, Dir)> {
+    pub fn hinted_v4(
+        &mut self,
+        key: Key,
+        ct: &Compact,
+        hint: Hint,
+    ) -> Option<(Ref, Dir, &mut record::Hot)> {
         let (r, dir) = entry_parts(hint.0);
         debug_assert!(!ct.is_v6());
-        let h = self.stripe(key.stripe).records.hot.get(r.local as usize)?;
+        let h = self.stripe(key.stripe).records.hot.get_mut(r.local as usize)?;
         (r.stripe == key.stripe && record::live(h.status) && h.tuples[dir.index()] == *ct)
-            .then_some((r, dir))
+            .then_some((r, dir, h))
     }
 
     /// The hot line of the connection at `r`, for a packet's update that
