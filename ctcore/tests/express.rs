@@ -127,7 +127,11 @@ impl Pair {
     fn finish(&self, now_ms: u64) {
         let [a, b] = &self.sides;
         assert_eq!(a.worker.stats, b.worker.stats, "counters differ");
-        assert_eq!(self.table(0, now_ms), self.table(1, now_ms), "tables differ");
+        assert_eq!(
+            self.table(0, now_ms),
+            self.table(1, now_ms),
+            "tables differ"
+        );
     }
 }
 
@@ -146,7 +150,11 @@ fn verdict(seed: u64, i: usize) -> Decision {
         _ => Decision::Accept(Egress {
             port: 1,
             addr: Some(Addr::from_v4([203, 0, 113, 1])),
-            cache: if x % 4 == 0 { 0 } else { 1 + (x >> 4) as u16 % 3 },
+            cache: if x % 4 == 0 {
+                0
+            } else {
+                1 + (x >> 4) as u16 % 3
+            },
             ..Egress::NONE
         }),
     }
@@ -324,6 +332,134 @@ fn generated_udp_traffic_gives_the_same_results_both_ways() {
         }
         pair.finish(now);
         let found = pair.sides[0].worker.stats.found;
-        assert!(found > 5_000, "the traffic had settled connections: {found} found");
+        assert!(
+            found > 5_000,
+            "the traffic had settled connections: {found} found"
+        );
+    }
+}
+
+/// A generated TCP connection: its client port, the next sequence number
+/// each side sends, and how far its life has gone.
+struct TcpFlow {
+    f: u32,
+    seq: [u32; 2],
+    step: u32,
+}
+
+#[test]
+fn generated_tcp_traffic_gives_the_same_results_both_ways() {
+    use ctcore::wire::tcp_flags::{ACK, FIN, PSH, RST, SYN};
+    for (nat, accounting) in [(false, false), (true, true)] {
+        let mut pair = Pair::new(nat, accounting);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(nat);
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut flows: Vec<TcpFlow> = (0..24)
+            .map(|f| TcpFlow {
+                f,
+                seq: [1000 * f, 7_000_000 + 1000 * f],
+                step: 0,
+            })
+            .collect();
+        let mut now = 0u64;
+        for b in 0..500usize {
+            now += next() % 400;
+            let table = pair.table(1, now);
+            let n = 1 + next() as usize % BURST;
+            let mut frames = Vec::new();
+            for _ in 0..n {
+                let x = next();
+                let fl = &mut flows[(x % 24) as usize];
+                let (src, sport) = (
+                    Addr::from_v4([192, 0, 2, 20 + (fl.f % 8) as u8]),
+                    30_000 + fl.f as u16,
+                );
+                let (dst, dport) = (Addr::from_v4([198, 51, 100, 10 + (fl.f % 3) as u8]), 80);
+                // Which side sends, with what flags and how many bytes.
+                let (side, flags, len) = match fl.step {
+                    0 => (0, SYN, 0),
+                    1 => (1, SYN | ACK, 0),
+                    2 => (0, ACK, 0),
+                    s if s < 60 => match x >> 8 & 7 {
+                        0 | 1 | 2 => (0, ACK | PSH, 1 + (x >> 12) as u16 % 200),
+                        3 | 4 => (1, ACK | PSH, 1 + (x >> 12) as u16 % 200),
+                        5 => (1, ACK, 0),
+                        6 => (0, ACK, 0),
+                        _ => (0, ACK | PSH, 0),
+                    },
+                    60 => (0, FIN | ACK, 0),
+                    61 => (1, FIN | ACK, 0),
+                    62 => (0, ACK, 0),
+                    _ => (0, if x >> 20 & 1 == 0 { SYN } else { RST }, 0),
+                };
+                // Now and then a retransmission (an old sequence number) or
+                // a segment far out of the window.
+                let skew = match x >> 24 & 31 {
+                    0 => 0u32.wrapping_sub(300),
+                    1 => 3_000_000,
+                    _ => 0,
+                };
+                let seq = fl.seq[side].wrapping_add(skew);
+                let ack = if flags & ACK != 0 {
+                    fl.seq[1 - side]
+                } else {
+                    0
+                };
+                let advance = u32::from(len) + u32::from(flags & (SYN | FIN) != 0);
+                fl.seq[side] = fl.seq[side].wrapping_add(advance);
+                fl.step = if fl.step >= 63 { 0 } else { fl.step + 1 };
+                let payload = vec![0x5a; len as usize];
+                let reply = table
+                    .iter()
+                    .find(|c| {
+                        let t = &c.tuples[Dir::Orig.index()];
+                        t.src == src && t.src_port == sport
+                    })
+                    .map(|c| c.tuples[Dir::Reply.index()]);
+                let (s, sp, d, dp) = match (side, reply) {
+                    (1, Some(r)) => (r.src, r.src_port, r.dst, r.dst_port),
+                    (1, None) => (dst, dport, src, sport),
+                    _ => (src, sport, dst, dport),
+                };
+                frames.push(frame(
+                    Family::V4,
+                    s,
+                    d,
+                    64,
+                    L4Spec::Tcp {
+                        src_port: sp,
+                        dst_port: dp,
+                        seq,
+                        ack,
+                        flags,
+                        window: 4096 + (x >> 32) as u16 % 60_000,
+                        payload: &payload,
+                    },
+                ));
+            }
+            let pkts: Vec<Pkt<'_>> = frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Pkt {
+                    rx_csum: [RxCsum::Unknown, RxCsum::Good][(i + b) % 2],
+                    ..Pkt::new(f, 0, 0)
+                })
+                .collect();
+            pair.burst(now, &pkts, |i| verdict(b as u64 ^ 0x55, i));
+            if b % 8 == 7 {
+                pair.expire(now);
+            }
+        }
+        pair.finish(now);
+        let found = pair.sides[0].worker.stats.found;
+        assert!(
+            found > 2_000,
+            "the traffic had known connections: {found} found"
+        );
     }
 }

@@ -156,7 +156,9 @@ impl<P: Prefetch> Engine<P> {
     ) -> bool {
         let Ok(p) = &res.parsed else { return false };
         let (ports, tcp) = match &p.l4 {
-            L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => ((*src_port, *dst_port), None),
+            L4::Udp { src_port, dst_port } if p.proto == IPPROTO_UDP => {
+                ((*src_port, *dst_port), None)
+            }
             L4::Tcp(info) if crate::proto::tcp::tcp_error_flags_ok(info.flags) => {
                 ((info.src_port, info.dst_port), Some(info))
             }

@@ -916,7 +916,11 @@ impl<'t> Guard<'t> {
     ) -> Option<(Ref, Dir, &mut record::Hot)> {
         let (r, dir) = entry_parts(hint.0);
         debug_assert!(!ct.is_v6());
-        let h = self.stripe(key.stripe).records.hot.get_mut(r.local as usize)?;
+        let h = self
+            .stripe(key.stripe)
+            .records
+            .hot
+            .get_mut(r.local as usize)?;
         (r.stripe == key.stripe && record::live(h.status) && h.tuples[dir.index()] == *ct)
             .then_some((r, dir, h))
     }

@@ -639,7 +639,11 @@ impl RecMut<'_> {
         if kind(self.hot.status) != KIND_TCP {
             return None;
         }
-        match self.side.get_mut(self.hot.side as usize).map(|s| &mut s.proto) {
+        match self
+            .side
+            .get_mut(self.hot.side as usize)
+            .map(|s| &mut s.proto)
+        {
             Some(ProtoState::Tcp(t)) => Some(t),
             _ => None,
         }
