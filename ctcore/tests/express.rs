@@ -150,7 +150,7 @@ fn verdict(seed: u64, i: usize) -> Decision {
         _ => Decision::Accept(Egress {
             port: 1,
             addr: Some(Addr::from_v4([203, 0, 113, 1])),
-            cache: if x % 4 == 0 {
+            cache: if x.is_multiple_of(4) {
                 0
             } else {
                 1 + (x >> 4) as u16 % 3
@@ -234,7 +234,11 @@ fn every_capture_gives_the_same_results_both_ways() {
 
 /// UDP flow `f` of the generated traffic: its original endpoints.
 fn endpoints(f: u32) -> (Addr, u16, Addr, u16) {
-    let dst = if f % 5 == 0 { 7 } else { 10 + (f % 3) as u8 };
+    let dst = if f.is_multiple_of(5) {
+        7
+    } else {
+        10 + (f % 3) as u8
+    };
     (
         Addr::from_v4([192, 0, 2, 10 + (f % 40) as u8]),
         1024 + f as u16,
@@ -386,8 +390,8 @@ fn generated_tcp_traffic_gives_the_same_results_both_ways() {
                     1 => (1, SYN | ACK, 0),
                     2 => (0, ACK, 0),
                     s if s < 60 => match x >> 8 & 7 {
-                        0 | 1 | 2 => (0, ACK | PSH, 1 + (x >> 12) as u16 % 200),
-                        3 | 4 => (1, ACK | PSH, 1 + (x >> 12) as u16 % 200),
+                        0..=2 => (0, ACK | PSH, 1 + (x >> 12) as u16 % 200),
+                        3..=4 => (1, ACK | PSH, 1 + (x >> 12) as u16 % 200),
                         5 => (1, ACK, 0),
                         6 => (0, ACK, 0),
                         _ => (0, ACK | PSH, 0),
