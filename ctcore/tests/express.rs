@@ -105,6 +105,28 @@ impl Pair {
         self.packets += pkts.len() as u64;
     }
 
+    /// `frames` as one burst (the NIC's checksum verdicts taken in turn
+    /// from `csum`, starting at burst `b`'s place), with [`verdict`]'s
+    /// answers from `seed`.
+    fn frames<F: AsRef<[u8]>>(
+        &mut self,
+        now_ms: u64,
+        frames: &[F],
+        b: usize,
+        csum: &[RxCsum],
+        seed: u64,
+    ) {
+        let pkts: Vec<Pkt<'_>> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Pkt {
+                rx_csum: csum[(i + b) % csum.len()],
+                ..Pkt::new(f.as_ref(), 0, 0)
+            })
+            .collect();
+        self.burst(now_ms, &pkts, |i| verdict(seed, b * BURST + i));
+    }
+
     fn expire(&mut self, now_ms: u64) {
         for s in &mut self.sides {
             s.engine.expire(&mut s.worker, now_ms, None, 64);
@@ -157,6 +179,16 @@ fn verdict(seed: u64, i: usize) -> Decision {
             },
             ..Egress::NONE
         }),
+    }
+}
+
+/// A xorshift generator from `seed` (not 0).
+fn rng(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
     }
 }
 
@@ -217,15 +249,8 @@ fn every_capture_gives_the_same_results_both_ways() {
             let mut now = 0;
             for (b, chunk) in frames.chunks(BURST).enumerate() {
                 now = chunk[0].0.saturating_sub(t0);
-                let pkts: Vec<Pkt<'_>> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, f))| Pkt {
-                        rx_csum: [RxCsum::Unknown, RxCsum::Good][(i + b) % 2],
-                        ..Pkt::new(f, 0, 0)
-                    })
-                    .collect();
-                pair.burst(now, &pkts, |i| verdict(k as u64, b * BURST + i));
+                let burst: Vec<&[u8]> = chunk.iter().map(|(_, f)| f.as_slice()).collect();
+                pair.frames(now, &burst, b, &[RxCsum::Unknown, RxCsum::Good], k as u64);
             }
             pair.finish(now);
         }
@@ -270,13 +295,7 @@ fn udp(src: Addr, sport: u16, dst: Addr, dport: u16, bad_sum: bool) -> Vec<u8> {
 fn generated_udp_traffic_gives_the_same_results_both_ways() {
     for (nat, accounting) in [(false, false), (true, false), (false, true), (true, true)] {
         let mut pair = Pair::new(nat, accounting);
-        let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(nat) ^ u64::from(accounting) << 1;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = rng(0x2545_f491_4f6c_dd1du64 ^ u64::from(nat) ^ u64::from(accounting) << 1);
         let mut now = 0u64;
         for b in 0..600usize {
             // Mostly small steps; now and then past the unreplied timeout
@@ -321,15 +340,8 @@ fn generated_udp_traffic_gives_the_same_results_both_ways() {
                     }
                 })
                 .collect();
-            let pkts: Vec<Pkt<'_>> = frames
-                .iter()
-                .enumerate()
-                .map(|(i, f)| Pkt {
-                    rx_csum: [RxCsum::Unknown, RxCsum::Good, RxCsum::Unknown][(i + b) % 3],
-                    ..Pkt::new(f, 0, 0)
-                })
-                .collect();
-            pair.burst(now, &pkts, |i| verdict(b as u64, i));
+            let csum = [RxCsum::Unknown, RxCsum::Good, RxCsum::Unknown];
+            pair.frames(now, &frames, b, &csum, b as u64);
             if b % 4 == 3 {
                 pair.expire(now);
             }
@@ -356,13 +368,7 @@ fn generated_tcp_traffic_gives_the_same_results_both_ways() {
     use ctcore::wire::tcp_flags::{ACK, FIN, PSH, RST, SYN};
     for (nat, accounting) in [(false, false), (true, true)] {
         let mut pair = Pair::new(nat, accounting);
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(nat);
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = rng(0x9e37_79b9_7f4a_7c15u64 ^ u64::from(nat));
         let mut flows: Vec<TcpFlow> = (0..24)
             .map(|f| TcpFlow {
                 f,
@@ -446,15 +452,8 @@ fn generated_tcp_traffic_gives_the_same_results_both_ways() {
                     },
                 ));
             }
-            let pkts: Vec<Pkt<'_>> = frames
-                .iter()
-                .enumerate()
-                .map(|(i, f)| Pkt {
-                    rx_csum: [RxCsum::Unknown, RxCsum::Good][(i + b) % 2],
-                    ..Pkt::new(f, 0, 0)
-                })
-                .collect();
-            pair.burst(now, &pkts, |i| verdict(b as u64 ^ 0x55, i));
+            let csum = [RxCsum::Unknown, RxCsum::Good];
+            pair.frames(now, &frames, b, &csum, b as u64 ^ 0x55);
             if b % 8 == 7 {
                 pair.expire(now);
             }
