@@ -225,9 +225,10 @@ impl<P: Prefetch> Engine<P> {
         }
     }
 
-    /// Whether packets of settled IPv4 UDP connections take the express
-    /// way (on by default): tracked from their record's hot line, with
-    /// the result the whole way gives (the differential tests run both).
+    /// Whether packets of settled IPv4 UDP and TCP connections take the
+    /// express way (on by default): tracked from their record's hot line
+    /// (and TCP's state line), with the result the whole way gives (the
+    /// differential tests run both).
     pub fn set_express(&mut self, on: bool) {
         self.express = on;
     }

@@ -2,7 +2,10 @@
 //! as absent and is reclaimed), the protocol tracker and what its outcome
 //! makes of the connection and the packet's ctinfo. Plain packets (TCP / UDP,
 //! not fragments: stage 1 found their tuple) take the straight way here; the
-//! others go through [`super::general`] first.
+//! others go through [`super::general`] first. Before either, a packet of a
+//! settled IPv4 connection that its packet leaves as it is (but for the
+//! deadline and TCP's window) takes the express way ([`Engine::express`]):
+//! the same result from the record's hot line alone.
 
 use super::new_conn::Pending;
 use super::packet::{ConnHandle, CtResult, Pkt, RxCsum, Verdict};
