@@ -921,8 +921,7 @@ impl<'t> Guard<'t> {
             .records
             .hot
             .get_mut(r.local as usize)?;
-        (r.stripe == key.stripe && record::live(h.status) && h.tuples[dir.index()] == *ct)
-            .then_some((r, dir, h))
+        (r.stripe == key.stripe && record::holds_compact(h, dir, ct)).then_some((r, dir, h))
     }
 
     /// The hot line of the connection at `r`, for a packet's update that

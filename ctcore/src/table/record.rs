@@ -63,6 +63,16 @@ fn word(a: &Addr, i: usize) -> u32 {
     u32::from_ne_bytes([a.0[i], a.0[i + 1], a.0[i + 2], a.0[i + 3]])
 }
 
+/// A compact tuple's second word: ports, protocol, family, zone.
+#[inline(always)]
+fn rest((src_port, dst_port): (u16, u16), proto: u8, family: Family, zone: u16) -> u64 {
+    u64::from(src_port)
+        | u64::from(dst_port) << 16
+        | u64::from(proto) << 32
+        | (family as u64) << 40
+        | u64::from(zone) << 48
+}
+
 #[inline(always)]
 fn fold(a: &Addr, family: Family) -> u32 {
     match family {
@@ -76,11 +86,7 @@ impl Compact {
     pub fn of(t: &Tuple) -> Compact {
         Compact {
             addrs: u64::from(fold(&t.src, t.family)) | u64::from(fold(&t.dst, t.family)) << 32,
-            rest: u64::from(t.src_port)
-                | u64::from(t.dst_port) << 16
-                | u64::from(t.proto) << 32
-                | (t.family as u64) << 40
-                | u64::from(t.zone) << 48,
+            rest: rest((t.src_port, t.dst_port), t.proto, t.family, t.zone),
         }
     }
     /// [`Compact::of`] for an IPv4 tuple, from its parts.
@@ -88,11 +94,7 @@ impl Compact {
     pub fn of_v4(src: &Addr, dst: &Addr, ports: (u16, u16), proto: u8, zone: u16) -> Compact {
         Compact {
             addrs: u64::from(word(src, 0)) | u64::from(word(dst, 0)) << 32,
-            rest: u64::from(ports.0)
-                | u64::from(ports.1) << 16
-                | u64::from(proto) << 32
-                | (Family::V4 as u64) << 40
-                | u64::from(zone) << 48,
+            rest: rest(ports, proto, Family::V4, zone),
         }
     }
     #[inline(always)]
@@ -426,13 +428,10 @@ impl Records {
     /// Whether record `i` holds `t` (compact: `ct`) in direction `dir`.
     #[inline(always)]
     pub fn holds(&self, i: u32, dir: Dir, t: &Tuple, ct: &Compact) -> bool {
-        let Some(h) = self.hot.get(i as usize) else {
-            return false;
-        };
-        if !live(h.status) || h.tuples[dir.index()] != *ct {
-            return false;
-        }
-        !ct.is_v6() || self.v6_holds(i, dir, t)
+        self.hot
+            .get(i as usize)
+            .is_some_and(|h| holds_compact(h, dir, ct))
+            && (!ct.is_v6() || self.v6_holds(i, dir, t))
     }
 
     #[cold]
@@ -532,6 +531,13 @@ impl Records {
             .get(i as usize)
             .map(|c| c as *const Cold as *const u8)
     }
+}
+
+/// Whether the live record of hot line `h` has the compact tuple `ct` in
+/// direction `dir` (for an IPv4 tuple: holds it).
+#[inline(always)]
+pub fn holds_compact(h: &Hot, dir: Dir, ct: &Compact) -> bool {
+    live(h.status) && h.tuples[dir.index()] == *ct
 }
 
 /// `c`'s status as a record with protocol state kind `kind` keeps it:
