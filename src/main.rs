@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use appliance::dpdk::huge::HugeAlloc;
 use appliance::{Config, RunOptions};
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
@@ -14,7 +15,7 @@ mod client;
 mod replay;
 
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: HugeAlloc<MiMalloc> = HugeAlloc(MiMalloc);
 
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

@@ -213,7 +213,7 @@ fn setup(args: &ReplayArgs) -> anyhow::Result<(Engine, Policy, [Option<ctcore::t
     if args.no_checksum {
         ecfg.tunables.checksum = false;
     }
-    let mut engine = Engine::build(ecfg, nat, args.workers.next_power_of_two(), &mut |_, _| {});
+    let mut engine = Engine::build(ecfg, nat, args.workers.next_power_of_two(), &mut ());
     if policy.uses_helpers() {
         engine = engine.with_helpers();
     }

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrayvec::ArrayVec;
 use dpdk_sys as sys;
 
+pub mod huge;
+
 /// A DPDK ethdev port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortId(pub u16);
@@ -233,23 +235,6 @@ impl ctcore::table::Prefetch for HwPrefetch {
     fn cycles() -> u64 {
         tsc()
     }
-}
-
-/// Asks the kernel to back `len` bytes at `addr` (reserved, not yet written)
-/// with transparent huge pages, so the connection table's random accesses do
-/// not each walk the page tables. Best effort: where THP is off, nothing
-/// changes. Returns whether the advice was taken.
-pub fn advise_huge(addr: usize, len: usize) -> bool {
-    const HUGE: usize = 2 << 20;
-    let start = addr.next_multiple_of(HUGE);
-    let end = (addr + len) & !(HUGE - 1);
-    if end <= start {
-        return false;
-    }
-    // SAFETY: madvise over whole pages inside an allocation the caller owns
-    // and has not handed out; MADV_HUGEPAGE changes how the pages are backed,
-    // not their contents.
-    unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_HUGEPAGE) == 0 }
 }
 
 /// The EAL lcore id of the calling thread (`u32::MAX` off EAL threads).

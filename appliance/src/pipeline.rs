@@ -191,11 +191,10 @@ impl Shared {
             verdicts: VerdictCache::default(),
             enabled: cfg.conntrack.enabled,
             engine: {
-                // One table stripe per worker; THP on its memory.
-                let mut huge = 0usize;
-                let mut e = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut |a, l| {
-                    huge += crate::dpdk::advise_huge(a, l) as usize * l;
-                });
+                // One table stripe per worker, its large regions on the
+                // hugetlb pool's pages unless DPDK runs without them.
+                let mut pages = crate::dpdk::huge::TablePages::new(!cfg.no_huge());
+                let mut e = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut pages);
                 if policy.uses_helpers() {
                     // A rule assigns conntrack helpers: their data and
                     // expectations are reserved now.
@@ -203,12 +202,20 @@ impl Shared {
                 }
                 if cfg.conntrack.enabled {
                     tracing::info!(
-                        "conntrack table: {} connections, {} stripe(s), {} bytes/connection, {} MiB advised for huge pages",
+                        "conntrack table: {} connections, {} stripe(s), {} bytes/connection; {} MiB on 1 GiB pages, {} MiB on 2 MiB pages, {} MiB advised for transparent huge pages",
                         e.table().capacity(),
                         e.table().stripe_count(),
                         e.table().bytes_per_conn(),
-                        huge >> 20
+                        pages.on_1g >> 20,
+                        pages.on_2m >> 20,
+                        pages.transparent >> 20
                     );
+                    if pages.refused > 0 {
+                        tracing::warn!(
+                            "conntrack table: the hugetlb pool had no room for {} of its regions (transparent huge pages instead, slower): reserve more hugepages (scripts/setup.sh)",
+                            pages.refused
+                        );
+                    }
                 } else {
                     tracing::info!("conntrack off ([conntrack] enabled = false): routing only, no table reserved");
                 }

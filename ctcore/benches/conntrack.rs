@@ -36,32 +36,36 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size(), Ordering::Relaxed);
         // SAFETY: forwarding the caller's layout to the system allocator.
-        unsafe { System.alloc(l) }
+        unsafe { HUGE.alloc(l) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size(), Ordering::Relaxed);
         // SAFETY: as above.
-        unsafe { System.alloc_zeroed(l) }
+        unsafe { HUGE.alloc_zeroed(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size(), Ordering::Relaxed);
         // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
+        unsafe { HUGE.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         LIVE.fetch_add(new, Ordering::Relaxed);
         LIVE.fetch_sub(l.size(), Ordering::Relaxed);
         // SAFETY: `p` came from `alloc` with layout `l`.
-        unsafe { System.realloc(p, l, new) }
+        unsafe { HUGE.realloc(p, l, new) }
     }
 }
+
+/// The table's regions on reserved huge pages, as in the appliance.
+static HUGE: HugeAlloc<System> = HugeAlloc(System);
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
 #[path = "support/platform.rs"]
 mod platform;
-use platform::{advise_huge, HwPrefetch};
+use platform::huge::{HugeAlloc, TablePages};
+use platform::HwPrefetch;
 
 type BenchEngine = Engine<HwPrefetch>;
 
@@ -196,7 +200,8 @@ fn engine(cap: u32) -> BenchEngine {
         checksum: true,
         ..Tunables::default()
     };
-    Engine::build(
+    let mut pages = table_pages();
+    let e = Engine::build(
         EngineConfig {
             capacity_conns: cap,
             seed: 0x000b_e7c4,
@@ -204,8 +209,35 @@ fn engine(cap: u32) -> BenchEngine {
         },
         None,
         1,
-        &mut advise_huge,
-    )
+        &mut pages,
+    );
+    report_pages(cap, &pages);
+    e
+}
+
+/// The table's pages: the hugetlb pools', as in the appliance, or with
+/// `CTGATE_BENCH_PAGES=transparent` transparent huge pages only (the
+/// appliance with `--no-huge`, and before step 21).
+fn table_pages() -> TablePages {
+    TablePages::new(std::env::var("CTGATE_BENCH_PAGES").as_deref() != Ok("transparent"))
+}
+
+/// Where the table went (the figures depend on it: a table beyond the
+/// hugetlb pools' room is on transparent huge pages, and slower).
+fn report_pages(cap: u32, p: &TablePages) {
+    if p.on_1g + p.on_2m + p.refused > 0 {
+        eprintln!(
+            "table of {cap}: {} MiB on 1 GiB pages, {} MiB on 2 MiB pages, {} MiB on transparent huge pages{}",
+            p.on_1g >> 20,
+            p.on_2m >> 20,
+            p.transparent >> 20,
+            if p.refused > 0 {
+                " (the hugetlb pools had no room for the rest: scripts/setup.sh)"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 fn feed<F: AsRef<[u8]>>(e: &BenchEngine, w: &mut Worker, now: u64, frames: &[F]) {
@@ -625,7 +657,7 @@ fn snat_engine(cap: u32, ports: Option<(u16, u16)>) -> BenchEngine {
             pools: vec![],
         }),
         1,
-        &mut advise_huge,
+        &mut table_pages(),
     )
 }
 

@@ -17,7 +17,8 @@ use ctcore::wire::build::{frame, L4Spec};
 
 #[path = "../benches/support/platform.rs"]
 mod platform;
-use platform::{advise_huge, HwPrefetch};
+use platform::huge::TablePages;
+use platform::HwPrefetch;
 
 /// The engine as the appliance runs it: real prefetches, huge pages.
 type Engine = ctcore::engine::Engine<HwPrefetch>;
@@ -82,7 +83,7 @@ fn main() {
         },
         nat,
         1,
-        &mut advise_huge,
+        &mut TablePages::new(false),
     );
     let mut w = e.worker(0);
     let frames: Vec<Vec<u8>> = (0..n)

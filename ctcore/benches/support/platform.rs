@@ -1,6 +1,6 @@
 //! What the appliance's platform gives the engine, for the bench and the
-//! profiling example: real prefetch instructions and transparent huge
-//! pages on the table's memory (ctcore itself has no unsafe code).
+//! profiling example: real prefetch instructions and huge pages for the
+//! table's memory (ctcore itself has no unsafe code).
 
 /// Real prefetch instructions, as the appliance issues them (ctcore itself
 /// has no unsafe code, so the platform supplies them).
@@ -20,14 +20,10 @@ impl ctcore::table::Prefetch for HwPrefetch {
     }
 }
 
-/// Asks for transparent huge pages on the table's memory, as the appliance does.
-pub fn advise_huge(addr: usize, len: usize) {
-    const HUGE: usize = 2 << 20;
-    let start = addr.next_multiple_of(HUGE);
-    let end = (addr + len) & !(HUGE - 1);
-    if end > start {
-        // SAFETY: madvise on whole pages inside an allocation we own; it
-        // changes how the pages are backed, not their contents.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
-}
+/// The table's memory as the appliance places it: regions of 32 MiB and
+/// more on the hugetlb pool's 1 GiB / 2 MiB pages (when the process has
+/// `huge::HugeAlloc` as its global allocator and the pools have room),
+/// the rest on transparent huge pages. The appliance's own code.
+#[path = "../../../appliance/src/dpdk/huge.rs"]
+#[allow(dead_code)]
+pub mod huge;

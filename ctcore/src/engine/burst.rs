@@ -618,7 +618,7 @@ mod tests {
             },
             None,
             1,
-            &mut |_, _| {},
+            &mut (),
         );
         let mut w = e.worker(0);
         let frames: Vec<Vec<u8>> = (0..40).map(|i| udp_query(1000 + i)).collect();

@@ -87,7 +87,7 @@ mod tests {
             },
             None,
             4,
-            &mut |_, _| {},
+            &mut (),
         );
         let mut used = [0; 4];
         for sport in 1000..1200u16 {
@@ -151,7 +151,7 @@ mod tests {
                     pools: vec![],
                 }),
                 nw,
-                &mut |_, _| {},
+                &mut (),
             );
             assert_eq!(e.table().stripe_count(), 4);
             let mut workers: Vec<Worker> = (0..nw)

@@ -66,7 +66,7 @@ impl<P: Prefetch> Engine<P> {
     /// helpers through [`super::Egress::helper`].
     pub fn with_helpers(mut self) -> Self {
         self.table
-            .reserve_helpers(expect_max(self.table.capacity()), &mut |_, _| {});
+            .reserve_helpers(expect_max(self.table.capacity()), &mut ());
         self.helpers = Some(Box::new(Helpers {
             live: AtomicU64::new(0),
             follow: crate::nat::Rule::new(

@@ -176,7 +176,7 @@ impl Engine {
     /// An engine that also translates, by `nat`'s rules (one table stripe,
     /// no prefetch hints: tools and tests).
     pub fn with_nat(cfg: EngineConfig, nat: Option<Nat>) -> Engine {
-        Engine::build(cfg, nat, 1, &mut |_, _| {})
+        Engine::build(cfg, nat, 1, &mut ())
     }
 }
 
@@ -188,7 +188,7 @@ impl<P: Prefetch> Engine<P> {
         cfg: EngineConfig,
         nat: Option<Nat>,
         stripes: u32,
-        advise: &mut dyn FnMut(usize, usize),
+        advise: &mut dyn crate::table::Memory,
     ) -> Engine<P> {
         // Endpoint-independent mappings: at most one per inside endpoint,
         // reserved for a quarter of the table's connections.

@@ -175,7 +175,7 @@ mod tests {
                 pools: vec![],
             }),
             1,
-            &mut |_, _| {},
+            &mut (),
         )
     }
 

@@ -58,7 +58,7 @@ pub struct FixedMap<K, V> {
 
 impl<K: Copy + Eq, V: Copy> FixedMap<K, V> {
     /// Room for `limit` entries in twice as many slots (none when 0).
-    pub fn new(limit: u32, advise: &mut dyn FnMut(usize, usize)) -> Self {
+    pub fn new(limit: u32, advise: &mut dyn super::Memory) -> Self {
         let n = if limit == 0 {
             0
         } else {
@@ -192,7 +192,7 @@ pub struct EimMaps {
 }
 
 impl EimMaps {
-    pub fn new(limit: u32, advise: &mut dyn FnMut(usize, usize)) -> EimMaps {
+    pub fn new(limit: u32, advise: &mut dyn super::Memory) -> EimMaps {
         EimMaps {
             out: FixedMap::new(limit, advise),
             back: FixedMap::new(limit, advise),
@@ -464,7 +464,7 @@ mod tests {
     /// spread over different stripes, so holds and releases cross them.
     #[test]
     fn mappings_live_with_their_connections_across_stripes() {
-        let table = Table::with_advice(4000, 4, 11, 1000, false, &mut |_, _| {});
+        let table = Table::with_advice(4000, 4, 11, 1000, false, &mut ());
         let ext = Addr::from_v4([203, 0, 113, 1]);
         let conn = |i: u16| {
             let orig = Tuple {
@@ -557,7 +557,7 @@ mod tests {
     }
 
     fn map(limit: u32) -> FixedMap<u32, u32> {
-        FixedMap::new(limit, &mut |_, _| {})
+        FixedMap::new(limit, &mut ())
     }
 
     #[test]

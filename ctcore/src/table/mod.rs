@@ -31,6 +31,7 @@
 
 pub mod bucket;
 pub mod eim;
+pub mod memory;
 pub mod prefetch;
 pub mod record;
 pub mod stripe;
@@ -44,6 +45,7 @@ use crossbeam_utils::CachePadded;
 use crate::conn::{Conn, Ext, Listed, Status};
 use crate::tuple::{Dir, HashKey, Tuple};
 use bucket::{Bucket, SLOTS};
+pub use memory::Memory;
 pub use prefetch::{NoPrefetch, Prefetch};
 use record::{live, Compact, Records};
 use stripe::{Stripe, RECORD_BYTES};
@@ -383,23 +385,23 @@ impl Table {
     /// [`MAX_STRIPES`]), with all memory reserved now. `seed` keys the hash
     /// (use a random one).
     pub fn new(capacity_conns: u32, stripes: u32, seed: u64) -> Table {
-        Table::with_advice(capacity_conns, stripes, seed, 0, false, &mut |_, _| {})
+        Table::with_advice(capacity_conns, stripes, seed, 0, false, &mut ())
     }
 
     /// As [`Table::new`], with room for `eim_mappings` endpoint-independent
     /// NAT mappings ([`eim`]; 0 when no rule makes them) and, with
     /// `extensions`, each connection's counters and start time
-    /// ([`crate::conn::Ext`]). `advise(addr, len)`
-    /// is called on each large region after it is reserved and before it is
-    /// first written, so the caller can ask for huge pages (madvise
-    /// MADV_HUGEPAGE) where ctcore cannot.
+    /// ([`crate::conn::Ext`]). `advise` is told of each large region
+    /// before and after it is reserved, before it is first written, so
+    /// that the caller can place it on huge pages where ctcore cannot
+    /// ([`Memory`]).
     pub fn with_advice(
         capacity_conns: u32,
         stripes: u32,
         seed: u64,
         eim_mappings: u32,
         extensions: bool,
-        advise: &mut dyn FnMut(usize, usize),
+        advise: &mut dyn Memory,
     ) -> Table {
         let capacity = capacity_conns.max(1);
         let nstripes = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
@@ -448,7 +450,7 @@ impl Table {
     /// Reserves what conntrack helpers need: helper data beside every
     /// record, and room for `expectations` expectations over the stripes
     /// (see [`crate::helper::expect`]). Called once, before traffic.
-    pub fn reserve_helpers(&self, expectations: u32, advise: &mut dyn FnMut(usize, usize)) {
+    pub fn reserve_helpers(&self, expectations: u32, advise: &mut dyn Memory) {
         let per = expectations.div_ceil(self.stripe_count()).max(1) as usize;
         for m in self.stripes.iter() {
             let mut s = lock(m);

@@ -266,15 +266,16 @@ pub fn live(status: Status) -> bool {
 
 impl Records {
     /// Room for `capacity` records; `advise` sees the memory reserved.
-    pub fn new(capacity: u32, advise: &mut dyn FnMut(usize, usize)) -> Records {
+    pub fn new(capacity: u32, advise: &mut dyn super::Memory) -> Records {
         let n = capacity as usize;
         let mut cold: Box<[Cold]> = super::stripe::reserve(n, advise);
         for (i, c) in cold.iter_mut().enumerate() {
             c.link.set_next(if i + 1 < n { i as u32 + 1 } else { NIL });
             c.v6 = NIL;
         }
+        advise.placing(n * std::mem::size_of::<Side>());
         let side: Vec<Side> = Vec::with_capacity(n);
-        advise(side.as_ptr() as usize, n * std::mem::size_of::<Side>());
+        advise.reserved(side.as_ptr() as usize, n * std::mem::size_of::<Side>());
         Records {
             hot: super::stripe::reserve(n, advise),
             cold,
@@ -748,7 +749,7 @@ mod tests {
 
     #[test]
     fn a_record_gives_back_the_connection_put_in() {
-        let mut r = Records::new(4, &mut |_, _| {});
+        let mut r = Records::new(4, &mut ());
         let tcp = TcpState {
             state: TcpConntrack::Established,
             ..TcpState::default()

@@ -46,14 +46,14 @@ pub struct Stripe {
     index: u32,
 }
 
-/// A boxed slice of `n` default values, its memory first shown to `advise`
-/// (reserved, not yet written: the first writes fault the pages in).
-pub(super) fn reserve<T: Default + Clone>(
-    n: usize,
-    advise: &mut dyn FnMut(usize, usize),
-) -> Box<[T]> {
+/// A boxed slice of `n` default values, its memory placed by `advise`
+/// (told before it is reserved, and after, before the first writes fault
+/// the pages in).
+pub(super) fn reserve<T: Default + Clone>(n: usize, advise: &mut dyn super::Memory) -> Box<[T]> {
+    let len = n * std::mem::size_of::<T>();
+    advise.placing(len);
     let mut v: Vec<T> = Vec::with_capacity(n);
-    advise(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+    advise.reserved(v.as_ptr() as usize, len);
     v.resize(n, T::default());
     v.into_boxed_slice()
 }
@@ -66,7 +66,7 @@ impl Stripe {
         capacity: u32,
         eim_limit: u32,
         extensions: bool,
-        advise: &mut dyn FnMut(usize, usize),
+        advise: &mut dyn super::Memory,
     ) -> Stripe {
         // Two entries per connection, 8 per bucket: at most 50% of the slots
         // in use when full (short probe chains), at least 2 buckets. Any
