@@ -53,7 +53,9 @@ FLOOD=$(( 2 * SIDE + 2 * STEADY ))
 case ",$SKIP," in *,attack,*) FLOOD=0 ;; esac
 MBUFS=$(( (MAX > FLOOD ? MAX : FLOOD) + 24575 ))
 HP=/sys/kernel/mm/hugepages/hugepages-2048kB
-WANT=$(( MBUFS * 2560 / 2097152 + 600 ))
+# The mempool, 1.2 GiB for the EAL and the other contenders, and ctgate's
+# largest table (its large regions go on hugepages: about 300 B a flow).
+WANT=$(( MBUFS * 2560 / 2097152 + 600 + MAX * 300 / 2097152 ))
 ORIG=$(cat "$HP/nr_hugepages")
 FREE=$(cat "$HP/free_hugepages")
 restore() { [ "$(cat "$HP/nr_hugepages")" = "$ORIG" ] || echo "$ORIG" >"$HP/nr_hugepages" || true; }

@@ -407,8 +407,49 @@ impl Shared {
 
     /// Routing + policy for one packet (the verdict before confirmation).
     /// `policy_drop` is set when the policy (not routing) refused it.
+    /// A known connection's answer for this direction and ctinfo is cached
+    /// in its record (all that differs per packet is the TTL, see
+    /// `verdicts`): read here, in the engine's stage; everything else is
+    /// worked out in [`Shared::decide_anew`].
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn decide(
+        &self,
+        in_port: u8,
+        r: &CtResult,
+        hits: &mut [u64],
+        tokens: &mut Tokens,
+        policy_drop: &mut bool,
+        expiring: &mut bool,
+        route: &mut Option<RouteId>,
+    ) -> Decision {
+        if r.cached != 0 && r.ct_drop.is_none() {
+            if let Ok(p) = &r.parsed {
+                let cached = (p.ttl > 1)
+                    .then(|| self.verdicts.answer(r.cached, in_port, r.ctinfo, p.family))
+                    .flatten();
+                if let Some(c) = cached {
+                    let rule = usize::from(c.rule);
+                    hits[rule] += 1;
+                    tokens.answered += 1;
+                    *route = Some(c.route);
+                    return Decision::Accept(Egress {
+                        port: u16::from(c.out_port),
+                        addr: None,
+                        mark: self.policy.set_mark(rule),
+                        helper: self.policy.helper(rule),
+                        cache: r.cached,
+                    });
+                }
+            }
+        }
+        self.decide_anew(in_port, r, hits, tokens, policy_drop, expiring, route)
+    }
+
+    /// [`Shared::decide`] without a cached answer.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn decide_anew(
         &self,
         in_port: u8,
         r: &CtResult,
@@ -423,26 +464,6 @@ impl Shared {
         };
         if r.ct_drop.is_some() {
             return Decision::Drop;
-        }
-        // A known connection's answer for this direction and ctinfo, cached
-        // in its record: all that differs per packet is the TTL (see
-        // `verdicts`).
-        if r.cached != 0 && p.ttl > 1 {
-            if let Some(c) = self.verdicts.get(r.cached) {
-                if c.holds(in_port, r.ctinfo, p.family) {
-                    let rule = usize::from(c.rule);
-                    hits[rule] += 1;
-                    tokens.answered += 1;
-                    *route = Some(c.route);
-                    return Decision::Accept(Egress {
-                        port: u16::from(c.out_port),
-                        addr: None,
-                        mark: self.policy.set_mark(rule),
-                        helper: self.policy.helper(rule),
-                        cache: r.cached,
-                    });
-                }
-            }
         }
         let dst = r.route_dst().unwrap_or(&p.dst);
         match classify_addrs(p.family, &p.src, dst, p.ttl) {
@@ -768,6 +789,7 @@ impl<'a> Pipeline<'a> {
                 now_ms,
                 &frames,
                 &mut results[..n],
+                #[inline(always)]
                 |i, r| {
                     shared.decide(
                         in_port,

@@ -132,6 +132,38 @@ impl VerdictCache {
         Cached::unpack(e.load(Ordering::Acquire))
     }
 
+    /// What `token` stands for if it holds for a packet of `family` with
+    /// `ctinfo` received on `in_port` ([`VerdictCache::get`] and
+    /// [`Cached::holds`] in one compare of the packed entry).
+    #[inline(always)]
+    pub fn answer(
+        &self,
+        token: u16,
+        in_port: u8,
+        ctinfo: CtInfo,
+        family: Family,
+    ) -> Option<Cached> {
+        // Token 0 wraps to an index past the end.
+        let e = self.entries.get(usize::from(token).wrapping_sub(1))?;
+        // Acquire: pairs with the Release that wrote it (another worker's).
+        let v = e.load(Ordering::Acquire);
+        let v6 = family == Family::V6;
+        let want =
+            WRITTEN | u64::from(in_port) | u64::from(ctinfo as u8) << 8 | u64::from(v6) << 16;
+        // Only the ctinfos `unpack` accepts are ever written (`token`).
+        if v & (WRITTEN | 0xff_ffff) != want {
+            return None;
+        }
+        Some(Cached {
+            in_port,
+            ctinfo,
+            v6,
+            route: RouteId::from_index((v >> 24) as u16),
+            rule: (v >> 40) as u16,
+            out_port: (v >> 56) as u8 & 0x7f,
+        })
+    }
+
     /// The token for `c`, the answer for a packet of a known connection:
     /// from the worker's own map, else from the table (written now if
     /// new). 0 when the table is full or `c` is RELATED (never cached).
@@ -212,6 +244,47 @@ mod tests {
         assert!(!c.holds(2, CtInfo::EstablishedReply, Family::V6));
         assert!(!c.holds(1, CtInfo::Established, Family::V6));
         assert!(!c.holds(1, CtInfo::EstablishedReply, Family::V4));
+    }
+
+    /// `answer` is `get` then `holds`, for every token of a few answers
+    /// (and none, and tokens not written) against every packet kind.
+    #[test]
+    fn an_answer_is_what_get_and_holds_give() {
+        let cache = VerdictCache::default();
+        let mut mine = Tokens::default();
+        let ctinfos = [
+            CtInfo::Established,
+            CtInfo::Related,
+            CtInfo::New,
+            CtInfo::EstablishedReply,
+            CtInfo::RelatedReply,
+            CtInfo::Invalid,
+        ];
+        let mut tokens = vec![0, 1, 17, u16::MAX];
+        for (i, &ctinfo) in ctinfos.iter().enumerate() {
+            for v6 in [false, true] {
+                let c = Cached {
+                    ctinfo,
+                    v6,
+                    out_port: 0x7f,
+                    ..cached(i as u8 * 50, 65535, u16::MAX)
+                };
+                tokens.push(cache.token(&mut mine, c));
+            }
+        }
+        for t in tokens {
+            for in_port in [0, 50, 100, 150, 200, 250] {
+                for ctinfo in ctinfos {
+                    for family in [Family::V4, Family::V6] {
+                        assert_eq!(
+                            cache.answer(t, in_port, ctinfo, family),
+                            cache.get(t).filter(|c| c.holds(in_port, ctinfo, family)),
+                            "token {t}, port {in_port}, {ctinfo:?}, {family:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

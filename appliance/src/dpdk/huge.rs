@@ -308,3 +308,80 @@ impl ctcore::table::Memory for TablePages {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctcore::table::Memory;
+
+    /// The kernel's page size for the mapping holding `addr`, in KiB
+    /// (/proc/self/smaps).
+    fn page_kib(addr: usize) -> Option<usize> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = (a..b).contains(&addr);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(v) = line.strip_prefix("KernelPageSize:") {
+                    return v.trim().trim_end_matches("kB").trim().parse().ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// A region announced to `TablePages` comes from the 2 MiB pool when
+    /// the pool has room (and goes back to it when freed), and from the
+    /// wrapped allocator when it has not; anything not announced always
+    /// comes from the wrapped allocator.
+    #[test]
+    fn an_announced_region_is_on_the_pool_when_it_has_room() {
+        let a = HugeAlloc(std::alloc::System);
+        let len = MIN_REGION + PAGE_2M / 2;
+        let l = Layout::from_size_align(len, 64).unwrap();
+        // Not announced: the system allocator's.
+        // SAFETY: a valid layout; freed below with it.
+        let p = unsafe { a.alloc(l) };
+        assert!(mapping(p as usize).is_none());
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(p, l) };
+
+        let mut pages = TablePages::new(true);
+        let room = pool_free(2048) >= len.div_ceil(PAGE_2M) + KEEP_FREE_2M;
+        pages.placing(len);
+        // SAFETY: as above.
+        let p = unsafe { a.alloc(l) };
+        assert!(!p.is_null());
+        pages.reserved(p as usize, len);
+        // SAFETY: `len` bytes at `p` are ours until the dealloc below.
+        unsafe { std::ptr::write_bytes(p, 0xa5, len) };
+        if room {
+            assert_eq!(page_kib(p as usize), Some(2048), "on 2 MiB pages");
+            assert_eq!(
+                (pages.on_2m, pages.refused),
+                (len.next_multiple_of(PAGE_2M), 0)
+            );
+            assert_eq!(pages.transparent, 0);
+        } else {
+            assert_eq!((pages.on_2m, pages.refused), (0, 1));
+            assert!(mapping(p as usize).is_none());
+        }
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(p, l) };
+        assert!(mapping(p as usize).is_none(), "unmapped");
+        assert_ne!(page_kib(p as usize), Some(2048), "unmapped");
+        // The plan was used: the next allocation of that size is the system's.
+        // SAFETY: as above.
+        let q = unsafe { a.alloc(l) };
+        assert!(mapping(q as usize).is_none());
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(q, l) };
+    }
+}
