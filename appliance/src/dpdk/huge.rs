@@ -4,9 +4,10 @@
 //! reservation: the kernel backs what it can, when it can, and a table of
 //! gigabytes ends up partly on 4 KiB pages, where each random access also
 //! walks page tables (on a VM, nested ones). So the table's large regions
-//! are mapped from the hugetlb pool instead, as DPDK's memory is: 1 GiB
-//! pages for each whole GiB of a region when the pool has them, 2 MiB pages
-//! for the rest, transparent huge pages only when neither pool has room.
+//! are mapped from the hugetlb pools instead, as DPDK's memory is: packed
+//! into 1 GiB pages when that pool has free pages (a machine set up with
+//! `hugepagesz=1G`), else each on 2 MiB pages, and on transparent huge
+//! pages only when neither pool has room.
 //!
 //! ctcore cannot map memory (it has no unsafe code) and reserves its
 //! regions with the global allocator; [`TablePages`] is told of each
@@ -20,42 +21,89 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 const GIB: usize = 1 << 30;
 const PAGE_2M: usize = 2 << 20;
 /// Smaller regions stay with the allocator (and transparent huge pages):
 /// a table of a few hundred thousand connections does not take pages from
-/// the pool DPDK's buffers come from.
+/// the pools DPDK's buffers come from.
 pub const MIN_REGION: usize = 32 << 20;
 /// 2 MiB pages left in the pool for DPDK's later allocations.
 const KEEP_FREE_2M: usize = 64;
 
-thread_local! {
-    /// The next allocation this thread makes, if planned: its size and how
-    /// many GiB of it go on 1 GiB pages (the rest on 2 MiB pages).
-    static PLAN: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+/// Where a planned region goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Into the current run of 1 GiB pages, or a new one.
+    Gib,
+    /// Onto a mapping of its own on 2 MiB pages.
+    Own2M,
 }
 
-/// The hugetlb mappings made, for `dealloc`: their addresses, lengths and
-/// GiB on 1 GiB pages (0: free slot). A table has a handful of regions
-/// per stripe; a mapping that finds no slot is not made.
-const SLOTS: usize = 512;
-static STARTS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-static LENS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-static GIBS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-/// Bytes mapped now on 1 GiB and on 2 MiB pages.
-static ON_1G: AtomicUsize = AtomicUsize::new(0);
-static ON_2M: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// The next allocation this thread makes, if planned: its size and
+    /// where it goes.
+    static PLAN: Cell<Option<(usize, Route)>> = const { Cell::new(None) };
+}
+
+/// One hugetlb mapping: a region's own on 2 MiB pages, or a run of 1 GiB
+/// pages that regions are packed into (`users`: regions in it not freed).
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    start: usize,
+    len: usize,
+    gib_pages: bool,
+    users: usize,
+}
+
+/// A table has a handful of regions per stripe; a region that finds no
+/// free slot is not placed.
+const SLOTS: usize = 256;
+
+struct Mappings {
+    slots: [Option<Mapping>; SLOTS],
+    /// The 1 GiB run being filled: its slot and the offset of its free end.
+    filling: Option<(usize, usize)>,
+}
+
+static MAPPINGS: Mutex<Mappings> = Mutex::new(Mappings {
+    slots: [None; SLOTS],
+    filling: None,
+});
+
+fn mappings() -> MutexGuard<'static, Mappings> {
+    // A panic cannot leave the slots half-written (each is one store).
+    MAPPINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Mappings {
+    /// The slot of the mapping holding `addr`.
+    fn holding(&self, addr: usize) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|m| m.is_some_and(|m| (m.start..m.start + m.len).contains(&addr)))
+    }
+
+    /// Room for `len` bytes aligned to `align` in the 1 GiB run being
+    /// filled: the address.
+    fn room(&self, len: usize, align: usize) -> Option<usize> {
+        let (slot, used) = self.filling?;
+        let m = self.slots[slot]?;
+        let at = (m.start + used).next_multiple_of(align);
+        (at + len <= m.start + m.len).then_some(at)
+    }
+}
 
 /// A global allocator that serves the table's planned regions from hugetlb
 /// mappings and everything else from `A`.
 pub struct HugeAlloc<A>(pub A);
 
 // SAFETY: every pointer handed out is either `A`'s (with `A`'s contract)
-// or the start of a fresh private mapping at least `l.size()` long and
-// 2 MiB aligned (any layout's alignment that `MIN_REGION` allocations
-// have), owned by the caller until `dealloc`/`realloc` unmaps it.
+// or inside a private hugetlb mapping of this module, `l.size()` bytes at
+// `l.align()` that no other allocation overlaps, the caller's until
+// `dealloc`/`realloc` gives it back (a mapping is unmapped once none of
+// its allocations is live).
 unsafe impl<A: GlobalAlloc> GlobalAlloc for HugeAlloc<A> {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         if let Some(p) = planned(l) {
@@ -66,7 +114,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for HugeAlloc<A> {
     }
 
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        // Fresh hugetlb pages read as zero.
+        // Fresh hugetlb pages read as zero, and a region is placed once in
+        // a run's unused part.
         if let Some(p) = planned(l) {
             return p;
         }
@@ -75,7 +124,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for HugeAlloc<A> {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        if l.size() >= MIN_REGION && unmap(p as usize) {
+        if l.size() >= MIN_REGION && release(p as usize) {
             return;
         }
         // SAFETY: not one of ours, so `A` allocated it with this layout.
@@ -83,7 +132,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for HugeAlloc<A> {
     }
 
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if l.size() >= MIN_REGION && mapping(p as usize).is_some() {
+        if l.size() >= MIN_REGION && mappings().holding(p as usize).is_some() {
             // A region is not resized; should it be, it moves to `A`.
             // SAFETY: `new` with `l`'s alignment is a valid layout (the
             // caller's contract for realloc).
@@ -95,7 +144,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for HugeAlloc<A> {
                 // SAFETY: both are valid for the shorter length and are
                 // distinct allocations.
                 unsafe { std::ptr::copy_nonoverlapping(p, q, l.size().min(new)) };
-                unmap(p as usize);
+                release(p as usize);
             }
             return q;
         }
@@ -105,123 +154,112 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for HugeAlloc<A> {
 }
 
 /// Serves `l` from a hugetlb mapping if it is the allocation this thread
-/// planned (the plan is used up either way).
+/// planned (the plan is used up either way). A 1 GiB run that cannot be
+/// had falls back to 2 MiB pages, and those to the wrapped allocator.
 fn planned(l: Layout) -> Option<*mut u8> {
     if l.size() < MIN_REGION || l.align() > PAGE_2M {
         return None;
     }
-    let (len, gib) = PLAN.try_with(|p| p.get()).ok()?;
+    let (len, route) = PLAN.try_with(|p| p.get()).ok()??;
     if len != l.size() {
         return None;
     }
-    let _ = PLAN.try_with(|p| p.set((0, 0)));
-    // Should another process have taken the 1 GiB pages meanwhile, the
-    // region goes on 2 MiB pages.
-    map(len, gib)
-        .or_else(|| if gib > 0 { map(len, 0) } else { None })
-        .map(|a| a as *mut u8)
+    let _ = PLAN.try_with(|p| p.set(None));
+    let mut ms = mappings();
+    let free = ms.slots.iter().position(Option::is_none)?;
+    if route == Route::Gib {
+        let align = l.align().max(64);
+        let mut at = ms.room(len, align);
+        if at.is_none() {
+            let run = len.next_multiple_of(GIB);
+            if let Some(start) = map(run, 30) {
+                ms.slots[free] = Some(Mapping {
+                    start,
+                    len: run,
+                    gib_pages: true,
+                    users: 0,
+                });
+                ms.filling = Some((free, 0));
+                at = Some(start);
+            }
+        }
+        if let (Some(at), Some((slot, _))) = (at, ms.filling) {
+            let m = ms.slots[slot].as_mut()?;
+            m.users += 1;
+            let used = at + len - m.start;
+            ms.filling = Some((slot, used));
+            return Some(at as *mut u8);
+        }
+    }
+    let start = map(len.next_multiple_of(PAGE_2M), 21)?;
+    ms.slots[free] = Some(Mapping {
+        start,
+        len: len.next_multiple_of(PAGE_2M),
+        gib_pages: false,
+        users: 1,
+    });
+    Some(start as *mut u8)
 }
 
-/// Maps `len` bytes: `gib` GiB on 1 GiB pages, the rest on 2 MiB pages,
-/// one range of addresses. None (nothing left mapped) if a pool refuses.
-fn map(len: usize, gib: usize) -> Option<usize> {
-    let on_1g = gib * GIB;
-    let rest = (len - on_1g.min(len)).next_multiple_of(PAGE_2M);
-    let total = on_1g + rest;
-    let align = if gib > 0 { GIB } else { PAGE_2M };
-    let slot = STARTS.iter().position(|s| s.load(Ordering::Relaxed) == 0)?;
-    // SAFETY: a new private anonymous mapping that reserves addresses only
-    // (no access, no memory); nothing else refers to it.
-    let room = unsafe {
+/// A new private mapping of `len` bytes on pages of `1 << shift` bytes
+/// (the kernel aligns it to them); None if the pool has no room.
+fn map(len: usize, shift: i32) -> Option<usize> {
+    // SAFETY: a new private anonymous mapping; nothing else refers to it.
+    let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            total + align,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_HUGETLB
+                | (shift << libc::MAP_HUGE_SHIFT),
             -1,
             0,
         )
     };
-    if room == libc::MAP_FAILED {
-        return None;
-    }
-    let room = room as usize;
-    let base = room.next_multiple_of(align);
-    let parts = [(base, on_1g, 30), (base + on_1g, rest, 21)];
-    for &(at, n, shift) in &parts {
-        if n == 0 {
-            continue;
-        }
-        // SAFETY: `at .. at + n` lies inside the reservation above, which
-        // this function owns: MAP_FIXED replaces only those addresses.
-        let p = unsafe {
-            libc::mmap(
-                at as *mut libc::c_void,
-                n,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE
-                    | libc::MAP_ANONYMOUS
-                    | libc::MAP_FIXED
-                    | libc::MAP_HUGETLB
-                    | (shift << libc::MAP_HUGE_SHIFT),
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            // SAFETY: the whole reservation (and what replaced parts of
-            // it) is this function's; nothing points into it.
-            unsafe { libc::munmap(room as *mut libc::c_void, total + align) };
-            return None;
-        }
-    }
-    // The reservation's unused ends go back.
-    let (head, tail) = (base - room, room + total + align - (base + total));
-    // SAFETY: the unused ends of this function's own reservation.
-    unsafe {
-        if head > 0 {
-            libc::munmap(room as *mut libc::c_void, head);
-        }
-        if tail > 0 {
-            libc::munmap((base + total) as *mut libc::c_void, tail);
-        }
-    }
-    STARTS[slot].store(base, Ordering::Relaxed);
-    LENS[slot].store(total, Ordering::Relaxed);
-    GIBS[slot].store(gib, Ordering::Relaxed);
-    ON_1G.fetch_add(on_1g, Ordering::Relaxed);
-    ON_2M.fetch_add(rest, Ordering::Relaxed);
-    Some(base)
+    (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
-/// The slot of the mapping starting at `addr`, if it is one of ours.
-fn mapping(addr: usize) -> Option<usize> {
-    STARTS
-        .iter()
-        .position(|s| s.load(Ordering::Relaxed) == addr)
-        .filter(|_| addr != 0)
-}
-
-/// Unmaps the mapping starting at `addr`; false if it is not one of ours.
-fn unmap(addr: usize) -> bool {
-    let Some(slot) = mapping(addr) else {
+/// Gives back the region at `addr`; its mapping is unmapped once none of
+/// its regions is live. False if `addr` is not in one of ours.
+fn release(addr: usize) -> bool {
+    let mut ms = mappings();
+    let Some(slot) = ms.holding(addr) else {
         return false;
     };
-    let (len, gib) = (
-        LENS[slot].load(Ordering::Relaxed),
-        GIBS[slot].load(Ordering::Relaxed),
-    );
-    // SAFETY: our own mapping, given back by its owner.
-    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
-    STARTS[slot].store(0, Ordering::Relaxed);
-    ON_1G.fetch_sub(gib * GIB, Ordering::Relaxed);
-    ON_2M.fetch_sub(len - gib * GIB, Ordering::Relaxed);
+    let Some(m) = ms.slots[slot].as_mut() else {
+        return false;
+    };
+    m.users -= 1;
+    if m.users == 0 {
+        let (start, len) = (m.start, m.len);
+        ms.slots[slot] = None;
+        if ms.filling.is_some_and(|(s, _)| s == slot) {
+            ms.filling = None;
+        }
+        // SAFETY: our own mapping, none of whose regions is live.
+        unsafe { libc::munmap(start as *mut libc::c_void, len) };
+    }
     true
 }
 
 /// Bytes mapped now on 1 GiB and on 2 MiB pages (all tables' regions).
 pub fn mapped() -> (usize, usize) {
-    (ON_1G.load(Ordering::Relaxed), ON_2M.load(Ordering::Relaxed))
+    mappings().slots.iter().flatten().fold((0, 0), |(g, m), x| {
+        if x.gib_pages {
+            (g + x.len, m)
+        } else {
+            (g, m + x.len)
+        }
+    })
+}
+
+/// The size of the pages under `addr`, if it is in one of our mappings.
+fn page_size(addr: usize) -> Option<usize> {
+    let ms = mappings();
+    let m = ms.slots[ms.holding(addr)?]?;
+    Some(if m.gib_pages { GIB } else { PAGE_2M })
 }
 
 /// Asks for transparent huge pages on `addr .. addr + len` (whole 2 MiB
@@ -255,7 +293,7 @@ fn pool_free(size_kb: usize) -> usize {
 
 /// Places the table's regions ([`ctcore::table::Memory`]): on reserved
 /// huge pages when `reserved` is set (the process has [`HugeAlloc`] as its
-/// global allocator and uses the hugetlb pool), else, and when the pools
+/// global allocator and uses the hugetlb pools), else, and when the pools
 /// have no room, on transparent huge pages. Counts where they went.
 #[derive(Debug, Default)]
 pub struct TablePages {
@@ -268,7 +306,6 @@ pub struct TablePages {
     pub transparent: usize,
     /// Regions of at least `MIN_REGION` the pools had no room for.
     pub refused: usize,
-    before: (usize, usize),
 }
 
 impl TablePages {
@@ -286,25 +323,32 @@ impl ctcore::table::Memory for TablePages {
         if !self.reserved || len < MIN_REGION {
             return;
         }
-        let gib = (len / GIB).min(pool_free(1_048_576));
-        let rest = (len - gib * GIB).div_ceil(PAGE_2M);
-        if rest + KEEP_FREE_2M > pool_free(2048) {
+        let route = if mappings().room(len, PAGE_2M).is_some()
+            || pool_free(1_048_576) >= len.div_ceil(GIB)
+        {
+            Route::Gib
+        } else if pool_free(2048) >= len.div_ceil(PAGE_2M) + KEEP_FREE_2M {
+            Route::Own2M
+        } else {
             self.refused += 1;
             return;
-        }
-        self.before = mapped();
-        let _ = PLAN.try_with(|p| p.set((len, gib)));
+        };
+        let _ = PLAN.try_with(|p| p.set(Some((len, route))));
     }
 
     fn reserved(&mut self, addr: usize, len: usize) {
-        // A plan the allocator did not use (not `HugeAlloc`) ends here.
-        let _ = PLAN.try_with(|p| p.set((0, 0)));
-        if len >= MIN_REGION && mapping(addr).is_some() {
-            let (g, m) = mapped();
-            self.on_1g += g - self.before.0;
-            self.on_2m += m - self.before.1;
-        } else if advise_transparent(addr, len) {
-            self.transparent += len;
+        // A plan the allocator did not use (not `HugeAlloc`, or the pool
+        // ran out meanwhile) ends here.
+        let planned = PLAN.try_with(|p| p.take()).ok().flatten().is_some();
+        match page_size(addr) {
+            Some(GIB) => self.on_1g += len,
+            Some(_) => self.on_2m += len,
+            None => {
+                self.refused += usize::from(planned && len >= MIN_REGION);
+                if advise_transparent(addr, len) {
+                    self.transparent += len;
+                }
+            }
         }
     }
 }
@@ -337,50 +381,73 @@ mod tests {
         None
     }
 
-    /// A region announced to `TablePages` comes from the 2 MiB pool when
-    /// the pool has room (and goes back to it when freed), and from the
-    /// wrapped allocator when it has not; anything not announced always
-    /// comes from the wrapped allocator.
+    /// Regions announced to `TablePages` come from the hugetlb pools when
+    /// they have room: packed into a run of 1 GiB pages when that pool has
+    /// free pages, else each on 2 MiB pages; from the wrapped allocator
+    /// when neither has room, and always when not announced. Freed, they
+    /// go back.
     #[test]
-    fn an_announced_region_is_on_the_pool_when_it_has_room() {
+    fn announced_regions_are_on_the_pools_when_they_have_room() {
         let a = HugeAlloc(std::alloc::System);
         let len = MIN_REGION + PAGE_2M / 2;
         let l = Layout::from_size_align(len, 64).unwrap();
         // Not announced: the system allocator's.
         // SAFETY: a valid layout; freed below with it.
         let p = unsafe { a.alloc(l) };
-        assert!(mapping(p as usize).is_none());
+        assert_eq!(page_size(p as usize), None);
         // SAFETY: allocated above with `l`.
         unsafe { a.dealloc(p, l) };
 
+        let gib = pool_free(1_048_576) >= 1;
+        let room_2m = pool_free(2048) >= 2 * len.div_ceil(PAGE_2M) + KEEP_FREE_2M;
         let mut pages = TablePages::new(true);
-        let room = pool_free(2048) >= len.div_ceil(PAGE_2M) + KEEP_FREE_2M;
-        pages.placing(len);
-        // SAFETY: as above.
-        let p = unsafe { a.alloc(l) };
-        assert!(!p.is_null());
-        pages.reserved(p as usize, len);
-        // SAFETY: `len` bytes at `p` are ours until the dealloc below.
-        unsafe { std::ptr::write_bytes(p, 0xa5, len) };
-        if room {
-            assert_eq!(page_kib(p as usize), Some(2048), "on 2 MiB pages");
-            assert_eq!(
-                (pages.on_2m, pages.refused),
-                (len.next_multiple_of(PAGE_2M), 0)
-            );
-            assert_eq!(pages.transparent, 0);
-        } else {
-            assert_eq!((pages.on_2m, pages.refused), (0, 1));
-            assert!(mapping(p as usize).is_none());
+        let mut regions = Vec::new();
+        for _ in 0..2 {
+            pages.placing(len);
+            // SAFETY: as above.
+            let p = unsafe { a.alloc(l) };
+            assert!(!p.is_null());
+            pages.reserved(p as usize, len);
+            // SAFETY: `len` bytes at `p` are ours until the dealloc below.
+            unsafe { std::ptr::write_bytes(p, 0xa5, len) };
+            regions.push(p);
         }
-        // SAFETY: allocated above with `l`.
-        unsafe { a.dealloc(p, l) };
-        assert!(mapping(p as usize).is_none(), "unmapped");
-        assert_ne!(page_kib(p as usize), Some(2048), "unmapped");
-        // The plan was used: the next allocation of that size is the system's.
+        let kib = regions
+            .iter()
+            .map(|&p| page_kib(p as usize))
+            .collect::<Vec<_>>();
+        if gib {
+            assert_eq!(kib, [Some(1 << 20); 2], "on 1 GiB pages");
+            assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (2 * len, 0, 0));
+            let ms = mappings();
+            assert_eq!(
+                ms.holding(regions[0] as usize),
+                ms.holding(regions[1] as usize),
+                "packed into one run"
+            );
+        } else if room_2m {
+            assert_eq!(kib, [Some(2048); 2], "on 2 MiB pages");
+            assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (0, 2 * len, 0));
+        } else {
+            assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (0, 0, 2));
+            assert!(regions.iter().all(|&p| page_size(p as usize).is_none()));
+        }
+        assert_eq!(pages.transparent, 0);
+        for &p in &regions {
+            // SAFETY: allocated above with `l`.
+            unsafe { a.dealloc(p, l) };
+        }
+        for &p in &regions {
+            assert_eq!(page_size(p as usize), None, "given back");
+            assert!(
+                !matches!(page_kib(p as usize), Some(2048) | Some(1_048_576)),
+                "unmapped"
+            );
+        }
+        // The plans were used: the next allocation of that size is the system's.
         // SAFETY: as above.
         let q = unsafe { a.alloc(l) };
-        assert!(mapping(q as usize).is_none());
+        assert_eq!(page_size(q as usize), None);
         // SAFETY: allocated above with `l`.
         unsafe { a.dealloc(q, l) };
     }

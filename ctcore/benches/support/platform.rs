@@ -25,5 +25,6 @@ impl ctcore::table::Prefetch for HwPrefetch {
 /// `huge::HugeAlloc` as its global allocator and the pools have room),
 /// the rest on transparent huge pages. The appliance's own code.
 #[path = "../../../appliance/src/dpdk/huge.rs"]
-#[allow(dead_code)]
+// Its unit tests are the appliance's (not run from here).
+#[allow(dead_code, unused_imports)]
 pub mod huge;
