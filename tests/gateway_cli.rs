@@ -127,3 +127,83 @@ fn a_pool_the_rx_rings_take_whole_is_refused_in_one_line() {
         "{line}"
     );
 }
+
+/// The free pages of the 2 MiB hugetlb pool, less those reserved.
+fn pool_2m_free() -> u64 {
+    let read = |f: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{f}"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    read("free_hugepages").saturating_sub(read("resv_hugepages"))
+}
+
+/// A table of a million connections has its large regions on the hugetlb
+/// pools (2 MiB pages here, or 1 GiB ones where that pool has free pages),
+/// as the startup log says; with `--no-huge` they are on transparent huge
+/// pages.
+#[test]
+fn a_large_table_is_on_hugepages_unless_dpdk_runs_without_them() {
+    require_root();
+    let _serial = APPLIANCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("cli-table-pages");
+    let eal = eal_args_toml();
+    if eal.contains("--no-huge") {
+        eprintln!("no hugepages on this machine: nothing to place the table on");
+        return;
+    }
+    // The table (about 180 MB) and the EAL's own, beside what the pool has.
+    let nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+    let before: u64 = std::fs::read_to_string(nr).unwrap().trim().parse().unwrap();
+    let want = 400;
+    if pool_2m_free() < want {
+        let _ = std::fs::write(nr, format!("{}", before + want - pool_2m_free()));
+    }
+    let run = |eal: &str| {
+        let config = format!(
+            "workers = [1]\n{eal}\nmempool_mbufs = 8191\n\
+             [[port]]\nname = \"a\"\ndevargs = \"net_null0\"\nipv4 = \"192.0.2.1/24\"\n\
+             [conntrack]\nmax_connections = 1000000\n"
+        );
+        std::fs::write(dir.path("c.toml"), config).unwrap();
+        let out = run_for(
+            Command::new(ctgate())
+                .args(["run", "--log", "info", "--duration", "2", "--config"])
+                .arg(dir.path("c.toml")),
+            60,
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let line = text
+            .lines()
+            .find(|l| l.contains("conntrack table:"))
+            .unwrap_or_else(|| panic!("no table line in:\n{text}"))
+            .to_owned();
+        // "... N MiB on 1 GiB pages, M MiB on 2 MiB pages, T MiB advised ..."
+        let mib = |what: &str| -> u64 {
+            let end = line.find(what).unwrap_or_else(|| panic!("{what}: {line}"));
+            line[..end]
+                .split_whitespace()
+                .next_back()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (
+            mib(" MiB on 1 GiB pages") + mib(" MiB on 2 MiB pages"),
+            mib(" MiB advised"),
+            line,
+        )
+    };
+    // Regions of 32 MiB and more are placed: the records' hot lines (64
+    // bytes each, 61 MiB) and their cold ones at least.
+    let (pools, transparent, line) = run(&eal);
+    assert!(pools >= 120, "on the pools: {line}");
+    // (--no-huge is DPDK's legacy memory mode, which --in-memory refuses.)
+    let no_huge = r#"eal_args = ["--no-huge", "-m", "256", "--file-prefix=ctgt-pages"]"#;
+    let (none, all, line) = run(no_huge);
+    assert_eq!(none, 0, "{line}");
+    assert!(all >= pools + transparent, "{line}");
+    let _ = std::fs::write(nr, format!("{before}"));
+}

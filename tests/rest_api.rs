@@ -765,6 +765,15 @@ fn rest_api_against_the_running_appliance() {
         sample("ctgate_conntrack_capacity_connections", &[]),
         65536.0
     );
+    // A table this small keeps its regions off the hugetlb pools.
+    assert_eq!(
+        sample("ctgate_conntrack_table_bytes", &[("pages", "1g")]),
+        0.0
+    );
+    assert_eq!(
+        sample("ctgate_conntrack_table_bytes", &[("pages", "2m")]),
+        0.0
+    );
     assert!(
         sample(
             "ctgate_nat_translations_total",

@@ -135,6 +135,9 @@ pub struct Shared {
     /// What routing and policy answered established connections
     /// (their records keep tokens for it).
     pub verdicts: VerdictCache,
+    /// Where the table's memory went (hugetlb pools or transparent huge
+    /// pages; `dpdk::huge`).
+    pub table_memory: crate::dpdk::huge::TablePages,
 }
 
 /// How long after early_drop / insert_failed last rose /healthz still warns.
@@ -187,40 +190,41 @@ impl Shared {
         let nat = crate::config::conntrack::nat(cfg).expect("validated config");
         let policy = crate::config::conntrack::policy(cfg).expect("validated config");
         let rules = policy.rules.len() + 1;
+        // One table stripe per worker, its large regions on the
+        // hugetlb pool's pages unless DPDK runs without them.
+        let mut pages = crate::dpdk::huge::TablePages::new(!cfg.no_huge());
+        let mut engine = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut pages);
+        if policy.uses_helpers() {
+            // A rule assigns conntrack helpers: their data and
+            // expectations are reserved now.
+            engine = engine.with_helpers();
+        }
+        if cfg.conntrack.enabled {
+            tracing::info!(
+                    "conntrack table: {} connections, {} stripe(s), {} bytes/connection; {} MiB on 1 GiB pages, {} MiB on 2 MiB pages, {} MiB advised for transparent huge pages",
+                    engine.table().capacity(),
+                    engine.table().stripe_count(),
+                    engine.table().bytes_per_conn(),
+                    pages.on_1g >> 20,
+                    pages.on_2m >> 20,
+                    pages.transparent >> 20
+                );
+            if pages.refused > 0 {
+                tracing::warn!(
+                        "conntrack table: the hugetlb pool had no room for {} of its regions (transparent huge pages instead, slower): reserve more hugepages (scripts/setup.sh)",
+                        pages.refused
+                    );
+            }
+        } else {
+            tracing::info!(
+                "conntrack off ([conntrack] enabled = false): routing only, no table reserved"
+            );
+        }
         Shared {
             verdicts: VerdictCache::default(),
             enabled: cfg.conntrack.enabled,
-            engine: {
-                // One table stripe per worker, its large regions on the
-                // hugetlb pool's pages unless DPDK runs without them.
-                let mut pages = crate::dpdk::huge::TablePages::new(!cfg.no_huge());
-                let mut e = Engine::build(ecfg, nat, cfg.workers.len() as u32, &mut pages);
-                if policy.uses_helpers() {
-                    // A rule assigns conntrack helpers: their data and
-                    // expectations are reserved now.
-                    e = e.with_helpers();
-                }
-                if cfg.conntrack.enabled {
-                    tracing::info!(
-                        "conntrack table: {} connections, {} stripe(s), {} bytes/connection; {} MiB on 1 GiB pages, {} MiB on 2 MiB pages, {} MiB advised for transparent huge pages",
-                        e.table().capacity(),
-                        e.table().stripe_count(),
-                        e.table().bytes_per_conn(),
-                        pages.on_1g >> 20,
-                        pages.on_2m >> 20,
-                        pages.transparent >> 20
-                    );
-                    if pages.refused > 0 {
-                        tracing::warn!(
-                            "conntrack table: the hugetlb pool had no room for {} of its regions (transparent huge pages instead, slower): reserve more hugepages (scripts/setup.sh)",
-                            pages.refused
-                        );
-                    }
-                } else {
-                    tracing::info!("conntrack off ([conntrack] enabled = false): routing only, no table reserved");
-                }
-                e
-            },
+            engine,
+            table_memory: pages,
             policy,
             routes: Routes::from_config(cfg),
             port_zones: cfg.ports.iter().map(|p| p.zone).collect(),

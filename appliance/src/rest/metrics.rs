@@ -220,6 +220,19 @@ pub fn render(state: &State, snap: &Snapshot) -> String {
     )
     .with_label_values::<&str>(&[])
     .set(table.capacity() as i64);
+    let mem = out.gauge(
+        "ctgate_conntrack_table_bytes",
+        "The table's large regions by the pages they are on: 1g and 2m (hugetlb pools), transparent (transparent huge pages advised).",
+        &["pages"],
+    );
+    let placed = &state.ctx.shared.table_memory;
+    for (pages, bytes) in [
+        ("1g", placed.on_1g),
+        ("2m", placed.on_2m),
+        ("transparent", placed.transparent),
+    ] {
+        mem.with_label_values(&[pages]).set(bytes as i64);
+    }
     let ports = out.gauge(
         "ctgate_nat_ports_in_use",
         "Source NAT ports (and ICMP ids) some connection uses, per lcore (its table stripes).",

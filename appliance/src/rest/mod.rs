@@ -857,6 +857,14 @@ async fn stats(AxState(st): St) -> Json<Value> {
             "capacity": table.capacity(),
             "table_fill_ratio": table.len() as f64 / table.capacity().max(1) as f64,
             "table_pressure_recent": s.pressure_recent,
+            // Where the table's large regions are (`dpdk::huge`): regions
+            // the hugetlb pools had no room for are on transparent pages.
+            "table_memory": {
+                "on_1g_pages_bytes": st.ctx.shared.table_memory.on_1g,
+                "on_2m_pages_bytes": st.ctx.shared.table_memory.on_2m,
+                "transparent_bytes": st.ctx.shared.table_memory.transparent,
+                "regions_refused": st.ctx.shared.table_memory.refused,
+            },
             "nat_out_of_ports": s.ct_total.nat_out_of_ports,
             "fragments_held": s.ct_total.frags_held,
             "nat_ports": {
