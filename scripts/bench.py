@@ -919,21 +919,26 @@ def testpmd_onepass(pcap, name):
 
 # ------------------------------------------------------------------ memory --
 def rss_of(name_pat):
+    """Resident memory: VmRSS plus the hugetlb pages mapped (a large table's
+    regions are on them, which VmRSS does not count)."""
     out = sh(["pgrep", "-n", "-f", name_pat], check=False).strip()
     if not out:
         return None
+    total, seen = 0, False
     with open("/proc/%s/status" % out.split()[0]) as f:
         for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) * 1024
-    return None
+            if line.startswith("VmRSS") or line.startswith("HugetlbPages"):
+                total += int(line.split()[1]) * 1024
+                seen = seen or line.startswith("VmRSS")
+    return total if seen else None
 
 
 def memory(args, res):
     """ctgate: resident memory growth from a table of 1k to a full table of N
     connections, once with UDP flows and once with TCP ones (a TCP
-    connection has a state line more; the table lives in ordinary memory,
-    the packet pool in hugepages); the kernel: the nf_conntrack slab object
+    connection has a state line more; resident memory counts the hugetlb
+    pages a large table's regions are on, and the packet pool, alike at
+    both sizes, cancels out); the kernel: the nf_conntrack slab object
     plus its hash bucket. Conntrack without NAT (a source NAT connection's
     translation is in its record too; the bench's NAT pool holds fewer
     than 4M), at the largest size whose source the hugepages hold: what
@@ -964,7 +969,8 @@ def memory(args, res):
         if rss[1000].get("rss") and rss[n].get("rss"):
             out["ctgate-" + proto] = {
                 "bytes": (rss[n]["rss"] - rss[1000]["rss"]) / (rss[n]["conns"] - rss[1000]["conns"]),
-                "how": "%s flows, conntrack: VmRSS at %s connections minus VmRSS at %s, per connection"
+                "how": "%s flows, conntrack: resident memory (VmRSS + HugetlbPages) at %s connections minus "
+                       "at %s, per connection"
                        % (proto.upper(), rss[n]["conns"], rss[1000]["conns"])}
     for m in sorted((k for k in res["cells"] if k[0] == "ovs" and k[1] == "conntrack"), key=lambda k: -k[2]):
         r = res["cells"][m]

@@ -58,15 +58,7 @@ HP=/sys/kernel/mm/hugepages/hugepages-2048kB
 WANT=$(( MBUFS * 2560 / 2097152 + 600 + MAX * 300 / 2097152 ))
 ORIG=$(cat "$HP/nr_hugepages")
 FREE=$(cat "$HP/free_hugepages")
-# ctgate packs its table into 1 GiB pages when that pool has free ones
-# (appliance/src/dpdk/huge.rs): asked for, best effort (a running kernel
-# seldom has whole free GiBs), and given back at the end.
-GP=/sys/kernel/mm/hugepages/hugepages-1048576kB
-GORIG=$( [ -d "$GP" ] && cat "$GP/nr_hugepages" || echo 0)
-restore() {
-    [ "$(cat "$HP/nr_hugepages")" = "$ORIG" ] || echo "$ORIG" >"$HP/nr_hugepages" || true
-    [ ! -d "$GP" ] || [ "$(cat "$GP/nr_hugepages")" = "$GORIG" ] || echo "$GORIG" >"$GP/nr_hugepages" || true
-}
+restore() { [ "$(cat "$HP/nr_hugepages")" = "$ORIG" ] || echo "$ORIG" >"$HP/nr_hugepages" || true; }
 trap restore EXIT
 if [ "$FREE" -lt "$WANT" ]; then
     AVAIL_KB=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
@@ -83,14 +75,6 @@ if [ "$FREE" -lt "$WANT" ]; then
         export BENCH_HUGEPAGES_NOTE="the kernel gave bench.sh $GOT of the $WANT pages it asked for"
     fi
     echo "bench: hugepages: $GOT x 2 MiB free (wanted $WANT; given back at the end)${BENCH_HUGEPAGES_NOTE:+: $BENCH_HUGEPAGES_NOTE}"
-fi
-if [ -d "$GP" ]; then
-    GWANT=$(( (MAX * 300 + (1 << 30) - 1) / (1 << 30) ))
-    GFREE=$(cat "$GP/free_hugepages")
-    if [ "$GFREE" -lt "$GWANT" ]; then
-        echo $((GORIG + GWANT - GFREE)) >"$GP/nr_hugepages" 2>/dev/null || true
-    fi
-    echo "bench: 1 GiB hugepages for ctgate's table: $(cat "$GP/free_hugepages") free (wanted $GWANT; else its 2 MiB pages)"
 fi
 MEM_FREE_GIB=$(awk '/^MemAvailable:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
 echo "bench: memory available beside the hugepages: $MEM_FREE_GIB GiB"

@@ -206,4 +206,5 @@ fn a_large_table_is_on_hugepages_unless_dpdk_runs_without_them() {
     assert_eq!(none, 0, "{line}");
     assert!(all >= pools + transparent, "{line}");
     let _ = std::fs::write(nr, format!("{before}"));
+    let _ = std::fs::remove_dir_all("/var/run/dpdk/ctgt-pages");
 }

@@ -54,6 +54,18 @@ fn topology() -> Net {
         &["192.0.2.2/28", "192.0.2.3/28", "2001:db8:1::2/64"],
         inside_routes,
     );
+    // `masquerade_200` binds these source ports: no earlier client takes
+    // one as its ephemeral port (a connection of it still closing makes
+    // the bind fail with "address in use").
+    net.check(
+        "cli",
+        &[
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_local_reserved_ports=41000-41099",
+        ],
+        10,
+    );
     for (i, h) in ["be1", "be2", "be3"].iter().enumerate() {
         let gw = format!("192.0.2.{}", 17 + 16 * i);
         let me = format!("192.0.2.{}/28", 18 + 16 * i);

@@ -1106,7 +1106,7 @@ fn telemetry_and_dumpcap() {
     let prefix = format!("ctgate-tooling-{}", std::process::id());
     let mut eal: Vec<String> = eal_args()
         .into_iter()
-        .filter(|a| a != "--in-memory")
+        .filter(|a| a != "--in-memory" && !a.starts_with("--file-prefix"))
         .collect();
     eal.extend(["--file-prefix".to_string(), prefix.clone()]);
     let eal_toml: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();

@@ -5,7 +5,7 @@
 //! "in" port, unreplied), in bursts of 32, with bench-forward's config.
 //!
 //! `profile_pipeline FLOWS BURSTS [conntrack|snat]` prints the TSC cycles
-//! per packet of the measured bursts (after one warm-up pass). Under
+//! per packet of the measured bursts (after two warm-up passes). Under
 //! callgrind, collect `--toggle-collect='*measured*'` and divide by
 //! BURSTS x 32. `... new` / `new-snat`: every packet a new flow, into a
 //! table of FLOWS connections (once full, each evicts one: the bench's
@@ -17,6 +17,11 @@ use appliance::net::classify;
 use appliance::pipeline::{Pipeline, Reassembled, Shared, Steering, Verdict};
 use ctcore::tuple::{Addr, Family};
 use ctcore::wire::build::{frame, L4Spec};
+
+/// The table's large regions on the hugetlb pools, as in `ctgate`.
+#[global_allocator]
+static ALLOC: appliance::dpdk::huge::HugeAlloc<std::alloc::System> =
+    appliance::dpdk::huge::HugeAlloc(std::alloc::System);
 
 const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const BURST: usize = 32;

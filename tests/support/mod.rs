@@ -79,14 +79,18 @@ pub fn eal_args() -> Vec<String> {
         .unwrap()
         .lines()
         .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
-    if mounted && free_hugepages() >= 128 {
+    if mounted && free_hugepages() >= 128 && std::env::var_os("CTGATE_TEST_NO_HUGE").is_none() {
         vec!["--in-memory".into()]
     } else {
+        // --no-huge is DPDK's legacy memory mode, which --in-memory refuses:
+        // the run's files go under a prefix of its own instead.
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         vec![
-            "--in-memory".into(),
             "--no-huge".into(),
             "-m".into(),
             "256".into(),
+            format!("--file-prefix=ctgt-{}-{run}", std::process::id()),
         ]
     }
 }
