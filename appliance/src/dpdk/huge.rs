@@ -244,17 +244,6 @@ fn release(addr: usize) -> bool {
     true
 }
 
-/// Bytes mapped now on 1 GiB and on 2 MiB pages (all tables' regions).
-pub fn mapped() -> (usize, usize) {
-    mappings().slots.iter().flatten().fold((0, 0), |(g, m), x| {
-        if x.gib_pages {
-            (g + x.len, m)
-        } else {
-            (g, m + x.len)
-        }
-    })
-}
-
 /// The size of the pages under `addr`, if it is in one of our mappings.
 fn page_size(addr: usize) -> Option<usize> {
     let ms = mappings();
