@@ -32,19 +32,20 @@ pub const MIN_REGION: usize = 32 << 20;
 /// 2 MiB pages left in the pool for DPDK's later allocations.
 const KEEP_FREE_2M: usize = 64;
 
-/// Where a planned region goes.
+/// Where a planned region may go, tried in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    /// Into the current run of 1 GiB pages, or a new one.
-    Gib,
-    /// Onto a mapping of its own on 2 MiB pages.
-    Own2M,
+struct Plan {
+    len: usize,
+    /// Into the run of 1 GiB pages being filled, or a new one.
+    gib: bool,
+    /// Onto a mapping of its own on 2 MiB pages (the pool had room for it
+    /// and the pages left for DPDK when the plan was made).
+    own_2m: bool,
 }
 
 thread_local! {
-    /// The next allocation this thread makes, if planned: its size and
-    /// where it goes.
-    static PLAN: Cell<Option<(usize, Route)>> = const { Cell::new(None) };
+    /// The next allocation this thread makes, if planned.
+    static PLAN: Cell<Option<Plan>> = const { Cell::new(None) };
 }
 
 /// One hugetlb mapping: a region's own on 2 MiB pages, or a run of 1 GiB
@@ -57,9 +58,9 @@ struct Mapping {
     users: usize,
 }
 
-/// A table has a handful of regions per stripe; a region that finds no
-/// free slot is not placed.
-const SLOTS: usize = 256;
+/// A table has a handful of regions per stripe (up to 64 stripes); a
+/// region that needs a new mapping and finds no free slot is not placed.
+const SLOTS: usize = 1024;
 
 struct Mappings {
     slots: [Option<Mapping>; SLOTS],
@@ -160,19 +161,19 @@ fn planned(l: Layout) -> Option<*mut u8> {
     if l.size() < MIN_REGION || l.align() > PAGE_2M {
         return None;
     }
-    let (len, route) = PLAN.try_with(|p| p.get()).ok()??;
-    if len != l.size() {
+    let plan = PLAN.try_with(|p| p.get()).ok()??;
+    if plan.len != l.size() {
         return None;
     }
     let _ = PLAN.try_with(|p| p.set(None));
+    let len = plan.len;
     let mut ms = mappings();
-    let free = ms.slots.iter().position(Option::is_none)?;
-    if route == Route::Gib {
-        let align = l.align().max(64);
-        let mut at = ms.room(len, align);
+    if plan.gib {
+        let mut at = ms.room(len, l.align().max(64));
         if at.is_none() {
+            let free = ms.slots.iter().position(Option::is_none);
             let run = len.next_multiple_of(GIB);
-            if let Some(start) = map(run, 30) {
+            if let (Some(free), Some(start)) = (free, free.and_then(|_| map(run, 30))) {
                 ms.slots[free] = Some(Mapping {
                     start,
                     len: run,
@@ -191,6 +192,10 @@ fn planned(l: Layout) -> Option<*mut u8> {
             return Some(at as *mut u8);
         }
     }
+    if !plan.own_2m {
+        return None;
+    }
+    let free = ms.slots.iter().position(Option::is_none)?;
     let start = map(len.next_multiple_of(PAGE_2M), 21)?;
     ms.slots[free] = Some(Mapping {
         start,
@@ -295,6 +300,8 @@ pub struct TablePages {
     pub transparent: usize,
     /// Regions of at least `MIN_REGION` the pools had no room for.
     pub refused: usize,
+    /// The size of the region planned and not reserved yet.
+    pending: Option<usize>,
 }
 
 impl TablePages {
@@ -312,28 +319,29 @@ impl ctcore::table::Memory for TablePages {
         if !self.reserved || len < MIN_REGION {
             return;
         }
-        let route = if mappings().room(len, PAGE_2M).is_some()
-            || pool_free(1_048_576) >= len.div_ceil(GIB)
-        {
-            Route::Gib
-        } else if pool_free(2048) >= len.div_ceil(PAGE_2M) + KEEP_FREE_2M {
-            Route::Own2M
-        } else {
-            self.refused += 1;
-            return;
+        // Read apart from the lock (the pools' files are read below).
+        let fits = mappings().room(len, 64).is_some();
+        let plan = Plan {
+            len,
+            gib: fits || pool_free(1_048_576) >= len.div_ceil(GIB),
+            own_2m: pool_free(2048) >= len.div_ceil(PAGE_2M) + KEEP_FREE_2M,
         };
-        let _ = PLAN.try_with(|p| p.set(Some((len, route))));
+        self.pending = Some(len);
+        if plan.gib || plan.own_2m {
+            let _ = PLAN.try_with(|p| p.set(Some(plan)));
+        }
     }
 
     fn reserved(&mut self, addr: usize, len: usize) {
-        // A plan the allocator did not use (not `HugeAlloc`, or the pool
-        // ran out meanwhile) ends here.
-        let planned = PLAN.try_with(|p| p.take()).ok().flatten().is_some();
+        // A plan the allocator did not use (not `HugeAlloc`) ends here.
+        let _ = PLAN.try_with(|p| p.set(None));
+        let planned = self.pending.take() == Some(len);
         match page_size(addr) {
             Some(GIB) => self.on_1g += len,
             Some(_) => self.on_2m += len,
             None => {
-                self.refused += usize::from(planned && len >= MIN_REGION);
+                // No room in the pools, when planned or since.
+                self.refused += usize::from(planned);
                 if advise_transparent(addr, len) {
                     self.transparent += len;
                 }
@@ -370,16 +378,40 @@ mod tests {
         None
     }
 
-    /// Regions announced to `TablePages` come from the hugetlb pools when
-    /// they have room: packed into a run of 1 GiB pages when that pool has
-    /// free pages, else each on 2 MiB pages; from the wrapped allocator
-    /// when neither has room, and always when not announced. Freed, they
-    /// go back.
+    const LEN: usize = MIN_REGION + PAGE_2M / 2;
+
+    fn layout() -> Layout {
+        Layout::from_size_align(LEN, 64).unwrap()
+    }
+
+    /// Without reserved pages (`--no-huge`), an announced region is the
+    /// wrapped allocator's, with transparent huge pages advised.
+    #[test]
+    fn regions_are_on_transparent_pages_without_reserved_ones() {
+        let a = HugeAlloc(std::alloc::System);
+        let mut pages = TablePages::new(false);
+        pages.placing(LEN);
+        // SAFETY: a valid layout; freed below with it.
+        let p = unsafe { a.alloc(layout()) };
+        assert!(!p.is_null());
+        pages.reserved(p as usize, LEN);
+        assert_eq!(page_size(p as usize), None);
+        assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (0, 0, 0));
+        assert_eq!(pages.transparent, LEN, "madvise(MADV_HUGEPAGE) taken");
+        // SAFETY: allocated above with this layout.
+        unsafe { a.dealloc(p, layout()) };
+    }
+
+    /// Regions announced to `TablePages` come from the hugetlb pools:
+    /// packed into a run of 1 GiB pages when that pool has free pages,
+    /// else each on 2 MiB pages; they do not overlap, the zeroed one reads
+    /// zero, a region grown moves to the wrapped allocator with its bytes,
+    /// and freed ones go back. Without clear room in the pools (other
+    /// processes use them too) there is nothing to check.
     #[test]
     fn announced_regions_are_on_the_pools_when_they_have_room() {
         let a = HugeAlloc(std::alloc::System);
-        let len = MIN_REGION + PAGE_2M / 2;
-        let l = Layout::from_size_align(len, 64).unwrap();
+        let l = layout();
         // Not announced: the system allocator's.
         // SAFETY: a valid layout; freed below with it.
         let p = unsafe { a.alloc(l) };
@@ -388,48 +420,74 @@ mod tests {
         unsafe { a.dealloc(p, l) };
 
         let gib = pool_free(1_048_576) >= 1;
-        let room_2m = pool_free(2048) >= 2 * len.div_ceil(PAGE_2M) + KEEP_FREE_2M;
+        let room_2m = pool_free(2048) >= 2 * LEN.div_ceil(PAGE_2M) + KEEP_FREE_2M + 32;
         let mut pages = TablePages::new(true);
-        let mut regions = Vec::new();
-        for _ in 0..2 {
-            pages.placing(len);
-            // SAFETY: as above.
-            let p = unsafe { a.alloc(l) };
-            assert!(!p.is_null());
-            pages.reserved(p as usize, len);
-            // SAFETY: `len` bytes at `p` are ours until the dealloc below.
-            unsafe { std::ptr::write_bytes(p, 0xa5, len) };
-            regions.push(p);
+        if !gib && !room_2m {
+            if pool_free(2048) < LEN.div_ceil(PAGE_2M) + KEEP_FREE_2M {
+                // No room at all: the system allocator's, counted refused.
+                pages.placing(LEN);
+                // SAFETY: as above.
+                let p = unsafe { a.alloc(l) };
+                pages.reserved(p as usize, LEN);
+                assert_eq!(page_size(p as usize), None);
+                assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (0, 0, 1));
+                assert_eq!(pages.transparent, LEN);
+                // SAFETY: allocated above with `l`.
+                unsafe { a.dealloc(p, l) };
+            } else {
+                eprintln!("the hugetlb pools are nearly full: not enough room to check both ways");
+            }
+            return;
         }
-        let kib = regions
-            .iter()
-            .map(|&p| page_kib(p as usize))
-            .collect::<Vec<_>>();
+        pages.placing(LEN);
+        // SAFETY: as above.
+        let r0 = unsafe { a.alloc(l) };
+        pages.reserved(r0 as usize, LEN);
+        pages.placing(LEN);
+        // SAFETY: as above.
+        let r1 = unsafe { a.alloc_zeroed(l) };
+        pages.reserved(r1 as usize, LEN);
+        assert!(!r0.is_null() && !r1.is_null());
+        let (x, y) = (r0 as usize, r1 as usize);
+        assert!(x % 64 == 0 && y % 64 == 0);
+        assert!(x + LEN <= y || y + LEN <= x, "disjoint");
+        // SAFETY: `LEN` bytes at each are ours until freed below.
+        unsafe {
+            std::ptr::write_bytes(r0, 0xa5, LEN);
+            assert!([0, LEN / 2, LEN - 1].iter().all(|&i| *r1.add(i) == 0));
+            std::ptr::write_bytes(r1, 0x5a, LEN);
+        }
+        let kib = [page_kib(x), page_kib(y)];
         if gib {
             assert_eq!(kib, [Some(1 << 20); 2], "on 1 GiB pages");
-            assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (2 * len, 0, 0));
+            assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (2 * LEN, 0, 0));
             let ms = mappings();
-            assert_eq!(
-                ms.holding(regions[0] as usize),
-                ms.holding(regions[1] as usize),
-                "packed into one run"
-            );
-        } else if room_2m {
-            assert_eq!(kib, [Some(2048); 2], "on 2 MiB pages");
-            assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (0, 2 * len, 0));
+            assert_eq!(ms.holding(x), ms.holding(y), "packed into one run");
         } else {
-            assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (0, 0, 2));
-            assert!(regions.iter().all(|&p| page_size(p as usize).is_none()));
+            assert_eq!(kib, [Some(2048); 2], "on 2 MiB pages");
+            assert_eq!((pages.on_1g, pages.on_2m, pages.refused), (0, 2 * LEN, 0));
         }
         assert_eq!(pages.transparent, 0);
-        for &p in &regions {
-            // SAFETY: allocated above with `l`.
-            unsafe { a.dealloc(p, l) };
+        // Grown: moved to the system allocator, its bytes with it.
+        // SAFETY: `r0` is ours with layout `l`; the new size is valid.
+        let q = unsafe { a.realloc(r0, l, LEN + PAGE_2M) };
+        assert!(!q.is_null());
+        assert_eq!(page_size(q as usize), None);
+        // SAFETY: `q` holds `LEN + PAGE_2M` bytes, the first `LEN` copied.
+        assert!(unsafe { [0, LEN - 1].iter().all(|&i| *q.add(i) == 0xa5) });
+        if !gib {
+            assert_eq!(page_size(x), None, "its own mapping unmapped");
         }
-        for &p in &regions {
-            assert_eq!(page_size(p as usize), None, "given back");
+        assert!(page_size(y).is_some(), "the other region untouched");
+        // SAFETY: `q` from realloc with this size; `r1` with `l`.
+        unsafe {
+            a.dealloc(q, Layout::from_size_align(LEN + PAGE_2M, 64).unwrap());
+            a.dealloc(r1, l);
+        }
+        for addr in [x, y] {
+            assert_eq!(page_size(addr), None, "given back");
             assert!(
-                !matches!(page_kib(p as usize), Some(2048) | Some(1_048_576)),
+                !matches!(page_kib(addr), Some(2048) | Some(1_048_576)),
                 "unmapped"
             );
         }
