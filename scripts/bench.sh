@@ -54,8 +54,9 @@ case ",$SKIP," in *,attack,*) FLOOD=0 ;; esac
 MBUFS=$(( (MAX > FLOOD ? MAX : FLOOD) + 24575 ))
 HP=/sys/kernel/mm/hugepages/hugepages-2048kB
 # The mempool, 1.2 GiB for the EAL and the other contenders, and ctgate's
-# largest table (its large regions go on hugepages: about 300 B a flow).
-WANT=$(( MBUFS * 2560 / 2097152 + 600 + MAX * 300 / 2097152 ))
+# largest table (its large regions go on hugepages: a table of 2N
+# connections, about 184 B each, so 368 B a flow).
+WANT=$(( MBUFS * 2560 / 2097152 + 600 + MAX * 368 / 2097152 ))
 ORIG=$(cat "$HP/nr_hugepages")
 FREE=$(cat "$HP/free_hugepages")
 restore() { [ "$(cat "$HP/nr_hugepages")" = "$ORIG" ] || echo "$ORIG" >"$HP/nr_hugepages" || true; }

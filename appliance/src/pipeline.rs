@@ -201,19 +201,19 @@ impl Shared {
         }
         if cfg.conntrack.enabled {
             tracing::info!(
-                    "conntrack table: {} connections, {} stripe(s), {} bytes/connection; {} MiB on 1 GiB pages, {} MiB on 2 MiB pages, {} MiB advised for transparent huge pages",
-                    engine.table().capacity(),
-                    engine.table().stripe_count(),
-                    engine.table().bytes_per_conn(),
-                    pages.on_1g >> 20,
-                    pages.on_2m >> 20,
-                    pages.transparent >> 20
-                );
+                "conntrack table: {} connections, {} stripe(s), {} bytes/connection; {} MiB on 1 GiB pages, {} MiB on 2 MiB pages, {} MiB advised for transparent huge pages",
+                engine.table().capacity(),
+                engine.table().stripe_count(),
+                engine.table().bytes_per_conn(),
+                pages.on_1g >> 20,
+                pages.on_2m >> 20,
+                pages.transparent >> 20
+            );
             if pages.refused > 0 {
                 tracing::warn!(
-                        "conntrack table: the hugetlb pool had no room for {} of its regions (transparent huge pages instead, slower): reserve more hugepages (scripts/setup.sh)",
-                        pages.refused
-                    );
+                    "conntrack table: the hugetlb pool had no room for {} of its regions (transparent huge pages instead, slower): reserve more hugepages (scripts/setup.sh)",
+                    pages.refused
+                );
             }
         } else {
             tracing::info!(

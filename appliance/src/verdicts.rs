@@ -64,6 +64,10 @@ impl Cached {
             | u64::from(self.out_port) << 56
     }
 
+    /// The entry `pack` wrote (the packet path reads it through
+    /// [`VerdictCache::answer`]; this whole form is what tests check
+    /// against).
+    #[cfg(test)]
     fn unpack(v: u64) -> Option<Cached> {
         if v & WRITTEN == 0 {
             return None;
@@ -86,8 +90,8 @@ impl Cached {
     }
 
     /// Whether this answer holds for a packet of `family` with `ctinfo`
-    /// received on `in_port`.
-    #[inline]
+    /// received on `in_port` (what `answer` compares in packed form).
+    #[cfg(test)]
     pub fn holds(&self, in_port: u8, ctinfo: CtInfo, family: Family) -> bool {
         self.in_port == in_port && self.ctinfo == ctinfo && self.v6 == (family == Family::V6)
     }
@@ -125,7 +129,7 @@ pub struct Tokens {
 
 impl VerdictCache {
     /// What `token` stands for (None for 0 or an unwritten one).
-    #[inline]
+    #[cfg(test)]
     pub fn get(&self, token: u16) -> Option<Cached> {
         let e = self.entries.get(usize::from(token).checked_sub(1)?)?;
         // Acquire: pairs with the Release that wrote it (another worker's).
