@@ -265,9 +265,10 @@ pub fn live(status: Status) -> bool {
 }
 
 impl Records {
-    /// Room for `capacity` records; `advise` sees the memory reserved.
-    pub fn new(capacity: u32, advise: &mut dyn super::Memory) -> Records {
-        let n = capacity as usize;
+    /// Room for as many records as `hot` has lines (reserved by the
+    /// caller, see `Stripe::new`); `advise` sees the rest reserved.
+    pub fn new(hot: Box<[Hot]>, advise: &mut dyn super::Memory) -> Records {
+        let n = hot.len();
         let mut cold: Box<[Cold]> = super::stripe::reserve(n, advise);
         for (i, c) in cold.iter_mut().enumerate() {
             c.link.set_next(if i + 1 < n { i as u32 + 1 } else { NIL });
@@ -277,7 +278,7 @@ impl Records {
         let side: Vec<Side> = Vec::with_capacity(n);
         advise.reserved(side.as_ptr() as usize, n * std::mem::size_of::<Side>());
         Records {
-            hot: super::stripe::reserve(n, advise),
+            hot,
             cold,
             side,
             side_free: NIL,
@@ -749,7 +750,7 @@ mod tests {
 
     #[test]
     fn a_record_gives_back_the_connection_put_in() {
-        let mut r = Records::new(4, &mut ());
+        let mut r = Records::new(crate::table::stripe::reserve(4, &mut ()), &mut ());
         let tcp = TcpState {
             state: TcpConntrack::Established,
             ..TcpState::default()

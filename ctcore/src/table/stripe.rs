@@ -73,9 +73,15 @@ impl Stripe {
         // count (buckets are chosen by multiply-shift): 32 bytes of index
         // per connection, not up to 64 after rounding to a power of two.
         let nbuckets = (capacity as usize / 2).max(2);
+        // What every packet reads (the records' hot lines and the buckets)
+        // is reserved first: where only part of the table fits on 1 GiB
+        // pages, it is these regions that get them.
+        let hot = reserve(capacity as usize, advise);
+        let buckets = reserve(nbuckets, advise);
+        let records = Records::new(hot, advise);
         Stripe {
-            buckets: reserve(nbuckets, advise),
-            records: Records::new(capacity, advise),
+            buckets,
+            records,
             ext: reserve(if extensions { capacity as usize } else { 0 }, advise),
             live: 0,
             prefetch_evictions: capacity as usize * RECORD_BYTES >= EVICTION_PREFETCH_BYTES,
