@@ -1,0 +1,108 @@
+//! What one random access into a table of a given size costs on this
+//! machine, by the pages under it: a chase of dependent loads through a
+//! random cycle of cache lines, over working sets from 4 MiB to the
+//! largest size asked for, on the hugetlb pools (1 GiB pages where that
+//! pool has free ones, else 2 MiB: as `ctgate` places its table), on
+//! transparent huge pages, and on 4 KiB pages.
+//!
+//! `memory_latency [MAX_MIB]` (default 2048). The growth of the latency
+//! beyond the last-level cache is the page walks' share: where it does not
+//! shrink with the guest's page size, the walks are the host's (a virtual
+//! machine whose memory the hypervisor maps with small pages).
+use appliance::dpdk::huge::{HugeAlloc, TablePages};
+use ctcore::table::Memory;
+use std::time::Instant;
+
+/// The placement of `ctgate`'s table, for the "reserved" runs.
+#[global_allocator]
+static ALLOC: HugeAlloc<std::alloc::System> = HugeAlloc(std::alloc::System);
+
+/// u64s per 64-byte line: the chase reads the first of each line.
+const LINE: usize = 8;
+const LOADS: usize = 4_000_000;
+
+/// A region of `len` bytes placed by `pages` (None: plain 4 KiB pages).
+fn region(len: usize, pages: Option<&mut TablePages>) -> (Vec<u64>, String) {
+    let n = len / 8;
+    let Some(pages) = pages else {
+        return (vec![0; n], "4 KiB pages".into());
+    };
+    pages.placing(len);
+    let mut v: Vec<u64> = Vec::with_capacity(n);
+    pages.reserved(v.as_ptr() as usize, len);
+    v.resize(n, 0);
+    let kind = if pages.on_1g > 0 {
+        "1 GiB pages (reserved)"
+    } else if pages.on_2m > 0 {
+        "2 MiB pages (reserved)"
+    } else if pages.transparent > 0 {
+        "transparent huge pages"
+    } else {
+        "4 KiB pages (no huge pages to be had)"
+    };
+    (v, kind.into())
+}
+
+/// Nanoseconds per dependent load through a random cycle over the first
+/// `lines` lines of `v`.
+fn chase(v: &mut [u64], lines: usize, rng: &mut u64) -> f64 {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    // Sattolo's algorithm: one cycle through every line.
+    let mut order: Vec<u32> = (0..lines as u32).collect();
+    for i in (1..lines).rev() {
+        let j = (next() % i as u64) as usize;
+        order.swap(i, j);
+    }
+    for k in 0..lines {
+        v[order[k] as usize * LINE] = u64::from(order[(k + 1) % lines]) * LINE as u64;
+    }
+    let mut at = order[0] as usize * LINE;
+    for _ in 0..LOADS / 10 {
+        at = v[at] as usize;
+    }
+    let start = Instant::now();
+    for _ in 0..LOADS {
+        at = v[at] as usize;
+    }
+    let ns = start.elapsed().as_nanos() as f64 / LOADS as f64;
+    std::hint::black_box(at);
+    ns
+}
+
+fn main() {
+    let max_mib: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2048)
+        .max(4);
+    let len = max_mib << 20;
+    let mut sizes = vec![4usize];
+    while sizes[sizes.len() - 1] * 4 <= max_mib {
+        sizes.push(sizes[sizes.len() - 1] * 4);
+    }
+    if sizes[sizes.len() - 1] != max_mib {
+        sizes.push(max_mib);
+    }
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut reserved = TablePages::new(true);
+    let mut transparent = TablePages::new(false);
+    for pages in [Some(&mut reserved), Some(&mut transparent), None] {
+        let (mut v, kind) = region(len, pages);
+        let row: Vec<String> = sizes
+            .iter()
+            .map(|&mib| {
+                let ns = chase(&mut v, (mib << 20) / 64, &mut rng);
+                format!("{mib} MiB {ns:.1}")
+            })
+            .collect();
+        println!(
+            "{kind}: ns per random access, by working set: {}",
+            row.join(", ")
+        );
+    }
+}
