@@ -5,6 +5,9 @@
 //! pool has free ones, else 2 MiB: as `ctgate` places its table), on
 //! transparent huge pages, and on 4 KiB pages.
 //!
+//! Then two dependent accesses at a time (as a packet reads its bucket,
+//! then its record), in one 4 KiB page or in two random ones.
+//!
 //! `memory_latency [MAX_MIB]` (default 2048). The growth of the latency
 //! beyond the last-level cache is the page walks' share: where it does not
 //! shrink with the guest's page size, the walks are the host's (a virtual
@@ -74,6 +77,51 @@ fn chase(v: &mut [u64], lines: usize, rng: &mut u64) -> f64 {
     ns
 }
 
+/// Nanoseconds per step of a chase where each step reads two dependent
+/// lines, as a packet reads its bucket and then its record: the second in
+/// the same 4 KiB page as the first (`near`), or in a random one. The
+/// cycle runs through the first line of each page; the second line is the
+/// page's last (near) or that of the page `pages / 2` further on.
+fn chase_pairs(v: &mut [u64], pages: usize, near: bool, rng: &mut u64) -> f64 {
+    const PAGE: usize = 4096 / 8;
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let mut order: Vec<u32> = (0..pages as u32).collect();
+    for i in (1..pages).rev() {
+        let j = (next() % i as u64) as usize;
+        order.swap(i, j);
+    }
+    let second = |p: usize| {
+        if near {
+            p * PAGE + PAGE - LINE
+        } else {
+            ((p + pages / 2) % pages) * PAGE + PAGE - LINE
+        }
+    };
+    for k in 0..pages {
+        let (p, q) = (order[k] as usize, order[(k + 1) % pages] as usize);
+        // The first line names the second; the second names the next
+        // step's first.
+        v[p * PAGE] = second(p) as u64;
+        v[second(p)] = (q * PAGE) as u64;
+    }
+    let mut at = order[0] as usize * PAGE;
+    for _ in 0..LOADS / 10 {
+        at = v[v[at] as usize] as usize;
+    }
+    let start = Instant::now();
+    for _ in 0..LOADS / 2 {
+        at = v[v[at] as usize] as usize;
+    }
+    let ns = start.elapsed().as_nanos() as f64 / (LOADS / 2) as f64;
+    std::hint::black_box(at);
+    ns
+}
+
 fn main() {
     let max_mib: usize = std::env::args()
         .nth(1)
@@ -103,6 +151,13 @@ fn main() {
         println!(
             "{kind}: ns per random access, by working set: {}",
             row.join(", ")
+        );
+        let pages = len / 4096;
+        let near = chase_pairs(&mut v, pages, true, &mut rng);
+        let far = chase_pairs(&mut v, pages, false, &mut rng);
+        println!(
+            "{kind}: ns per two dependent accesses over {max_mib} MiB: \
+             {near:.1} in one 4 KiB page, {far:.1} in two"
         );
     }
 }
