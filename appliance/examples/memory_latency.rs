@@ -5,7 +5,8 @@
 //! pool has free ones, else 2 MiB: as `ctgate` places its table), on
 //! transparent huge pages, and on 4 KiB pages.
 //!
-//! Then two dependent accesses at a time (as a packet reads its bucket,
+//! Then independent accesses (the memory system's throughput for random
+//! lines), and two dependent accesses at a time (as a packet reads its bucket,
 //! then its record), in one 4 KiB page or in two random ones.
 //!
 //! `memory_latency [MAX_MIB]` (default 2048). The growth of the latency
@@ -122,6 +123,28 @@ fn chase_pairs(v: &mut [u64], pages: usize, near: bool, rng: &mut u64) -> f64 {
     ns
 }
 
+/// Nanoseconds per line read when the reads do not depend on each other
+/// (as a burst's bucket loads): the memory system's throughput for random
+/// lines over the first `lines` lines of `v`, with as many misses in
+/// flight as the core keeps.
+fn independent(v: &[u64], lines: usize, rng: &mut u64) -> f64 {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let at: Vec<u32> = (0..LOADS).map(|_| (next() % lines as u64) as u32).collect();
+    let mut sum = 0u64;
+    let start = Instant::now();
+    for &a in &at {
+        sum = sum.wrapping_add(v[a as usize * LINE]);
+    }
+    let ns = start.elapsed().as_nanos() as f64 / LOADS as f64;
+    std::hint::black_box(sum);
+    ns
+}
+
 fn main() {
     let max_mib: usize = std::env::args()
         .nth(1)
@@ -150,6 +173,17 @@ fn main() {
             .collect();
         println!(
             "{kind}: ns per random access, by working set: {}",
+            row.join(", ")
+        );
+        let row: Vec<String> = sizes
+            .iter()
+            .map(|&mib| {
+                let ns = independent(&v, (mib << 20) / 64, &mut rng);
+                format!("{mib} MiB {ns:.1}")
+            })
+            .collect();
+        println!(
+            "{kind}: ns per independent random access, by working set: {}",
             row.join(", ")
         );
         let pages = len / 4096;
