@@ -6,7 +6,10 @@
 //! transparent huge pages, and on 4 KiB pages.
 //!
 //! Then independent accesses (the memory system's throughput for random
-//! lines), and two dependent accesses at a time (as a packet reads its bucket,
+//! lines); a model of the engine's burst (stage 1 prefetching each
+//! packet's bucket line, stage 2 its record line, stage 3 reading it and
+//! working), with two lines per packet and with one; and two dependent
+//! accesses at a time (as a packet reads its bucket,
 //! then its record), in one 4 KiB page or in two random ones.
 //!
 //! `memory_latency [MAX_MIB]` (default 2048). The growth of the latency
@@ -145,6 +148,73 @@ fn independent(v: &[u64], lines: usize, rng: &mut u64) -> f64 {
     ns
 }
 
+/// A model of the engine's burst at a table of `lines` lines (the first
+/// half buckets, the second records), in nanoseconds per packet: bursts
+/// of 32 random packets; with `two` lines per packet, stage 1 prefetches
+/// each packet's bucket line, stage 2 reads it (it names a record line)
+/// and prefetches that, stage 3 reads the record; with one line, stage 1
+/// prefetches the record line itself (found from the hash) and stage 2
+/// has nothing to do. Each stage does `work[stage]` dependent multiply
+/// steps per packet besides, standing for the parse and hash (stage 1),
+/// the signature match (stage 2) and the tracking (stage 3).
+fn burst_model(v: &mut [u64], lines: usize, two: bool, work: [u32; 3], rng: &mut u64) -> f64 {
+    use appliance::dpdk::HwPrefetch;
+    use ctcore::table::Prefetch;
+    const BURST: usize = 32;
+    let half = lines / 2;
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    for b in 0..half {
+        v[b * LINE] = ((half + (next() % half as u64) as usize) * LINE) as u64;
+    }
+    let at: Vec<u32> = (0..LOADS / 2)
+        .map(|_| {
+            let r = (next() % half as u64) as u32;
+            if two {
+                r
+            } else {
+                r + half as u32
+            }
+        })
+        .collect();
+    let line = |v: &[u64], i: usize| &v[i] as *const u64 as *const u8;
+    let spin = |mut x: u64, steps: u32| {
+        for _ in 0..steps {
+            x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7);
+        }
+        x
+    };
+    let mut acc = 0u64;
+    let start = Instant::now();
+    for burst in at.chunks(BURST) {
+        for &a in burst {
+            acc ^= spin(u64::from(a) | 1, work[0]);
+            HwPrefetch::read(line(v, a as usize * LINE));
+        }
+        let mut rec = [0usize; BURST];
+        for (k, &a) in burst.iter().enumerate() {
+            acc ^= spin(u64::from(a) | 3, work[1]);
+            rec[k] = if two {
+                let r = v[a as usize * LINE] as usize;
+                HwPrefetch::read(line(v, r));
+                r
+            } else {
+                a as usize * LINE
+            };
+        }
+        for &r in &rec[..burst.len()] {
+            acc ^= spin(v[r] | 1, work[2]);
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / at.len() as f64;
+    std::hint::black_box(acc);
+    ns
+}
+
 fn main() {
     let max_mib: usize = std::env::args()
         .nth(1)
@@ -186,6 +256,27 @@ fn main() {
             "{kind}: ns per independent random access, by working set: {}",
             row.join(", ")
         );
+        // The engine's burst, modelled: the in-cache figure and the whole
+        // region's, with two lines per packet and with one.
+        for work in [[0, 0, 0], [20, 15, 45]] {
+            let small = (4 << 20) / 64;
+            let cells: Vec<String> = [true, false]
+                .iter()
+                .map(|&two| {
+                    let a = burst_model(&mut v, small, two, work, &mut rng);
+                    let b = burst_model(&mut v, len / 64, two, work, &mut rng);
+                    format!(
+                        "{} line(s) {a:.1} -> {b:.1} ({:.2}x)",
+                        if two { 2 } else { 1 },
+                        b / a
+                    )
+                })
+                .collect();
+            println!(
+                "{kind}: bursts of 32, {work:?} steps of work a packet by stage, ns per packet at 4 MiB -> {max_mib} MiB: {}",
+                cells.join(", ")
+            );
+        }
         let pages = len / 4096;
         let near = chase_pairs(&mut v, pages, true, &mut rng);
         let far = chase_pairs(&mut v, pages, false, &mut rng);
