@@ -9,13 +9,14 @@
 //! lines); a model of the engine's burst (stage 1 prefetching each
 //! packet's bucket line, stage 2 its record line, stage 3 reading it and
 //! working), with two lines per packet and with one; and two dependent
-//! accesses at a time (as a packet reads its bucket,
-//! then its record), in one 4 KiB page or in two random ones.
+//! accesses at a time (as a packet reads its bucket, then its record), in
+//! one 4 KiB page or in two random ones.
 //!
-//! `memory_latency [MAX_MIB]` (default 2048). The growth of the latency
-//! beyond the last-level cache is the page walks' share: where it does not
-//! shrink with the guest's page size, the walks are the host's (a virtual
-//! machine whose memory the hypervisor maps with small pages).
+//! `memory_latency [MAX_MIB]` (default 2048). What the two accesses in one
+//! page save is the page walks' share of an access (on a virtual machine,
+//! the host's walks remain whatever the guest's pages); the rest of the
+//! growth beyond the last-level cache is the memory's own latency
+//! (docs/performance.md, step 22).
 use appliance::dpdk::huge::{HugeAlloc, TablePages};
 use ctcore::table::Memory;
 use std::time::Instant;
