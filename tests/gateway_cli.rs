@@ -128,17 +128,6 @@ fn a_pool_the_rx_rings_take_whole_is_refused_in_one_line() {
     );
 }
 
-/// The free pages of the 2 MiB hugetlb pool, less those reserved.
-fn pool_2m_free() -> u64 {
-    let read = |f: &str| -> u64 {
-        std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{f}"))
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    read("free_hugepages").saturating_sub(read("resv_hugepages"))
-}
-
 /// A table of a million connections has its large regions on the hugetlb
 /// pools (2 MiB pages here, or 1 GiB ones where that pool has free pages),
 /// as the startup log says; with `--no-huge` they are on transparent huge
@@ -157,8 +146,8 @@ fn a_large_table_is_on_hugepages_unless_dpdk_runs_without_them() {
     let nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
     let before: u64 = std::fs::read_to_string(nr).unwrap().trim().parse().unwrap();
     let want = 400;
-    if pool_2m_free() < want {
-        let _ = std::fs::write(nr, format!("{}", before + want - pool_2m_free()));
+    if free_hugepages() < want {
+        let _ = std::fs::write(nr, format!("{}", before + want - free_hugepages()));
     }
     let run = |eal: &str| {
         let config = format!(

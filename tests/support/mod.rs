@@ -39,12 +39,17 @@ pub fn require_root() {
     );
 }
 
-fn free_hugepages() -> u64 {
-    let m = std::fs::read_to_string("/proc/meminfo").unwrap();
-    m.lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+/// The pages of the 2 MiB hugetlb pool (the one the tests' DPDK and
+/// `eal_args` use) a new mapping can still have: free, less those other
+/// mappings have reserved and not touched yet.
+pub fn free_hugepages() -> u64 {
+    let read = |f: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{f}"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    read("free_hugepages").saturating_sub(read("resv_hugepages"))
 }
 
 /// EAL arguments for a test run: `--in-memory` on hugepages, mounting
