@@ -223,16 +223,36 @@ impl Tuple {
         } else {
             self.dst_port
         };
-        let word = |a: &Addr, port: u16| {
-            u64::from(u32::from_le_bytes(a.v4_octets())) | u64::from(port) << 32
-        };
-        let (a, b) = (word(&self.src, self.src_port), word(&self.dst, dp));
-        let flip = a > b;
-        let (lo, hi) = if flip { (b, a) } else { (a, b) };
-        let tail = (self.proto as u64) | ((self.family as u64) << 8) | ((self.zone as u64) << 16);
-        let x = mum(lo ^ k.0[0], hi ^ k.0[1]);
-        (mum(x ^ k.0[4], tail.rotate_left(40) ^ k.0[5]), flip)
+        let addr = |a: &Addr| u32::from_le_bytes(a.v4_octets());
+        hash_v4_parts(
+            (addr(&self.src), self.src_port),
+            (addr(&self.dst), dp),
+            self.proto,
+            self.zone,
+            k,
+        )
     }
+}
+
+/// [`Tuple::hash_with`] of an IPv4 tuple given as its endpoints (address
+/// as a little-endian word, port; for ICMP the destination's port is the
+/// id, as the source's), protocol and zone: what a record's compact tuple
+/// holds, so that it is hashed without building the whole tuple.
+#[inline(always)]
+pub fn hash_v4_parts(
+    src: (u32, u16),
+    dst: (u32, u16),
+    proto: u8,
+    zone: u16,
+    k: &HashKey,
+) -> (u64, bool) {
+    let word = |(a, port): (u32, u16)| u64::from(a) | u64::from(port) << 32;
+    let (a, b) = (word(src), word(dst));
+    let flip = a > b;
+    let (lo, hi) = if flip { (b, a) } else { (a, b) };
+    let tail = (proto as u64) | ((Family::V4 as u64) << 8) | ((zone as u64) << 16);
+    let x = mum(lo ^ k.0[0], hi ^ k.0[1]);
+    (mum(x ^ k.0[4], tail.rotate_left(40) ^ k.0[5]), flip)
 }
 
 /// An endpoint (address + port) folded into two words.

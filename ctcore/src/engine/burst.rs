@@ -165,6 +165,8 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
             if ahead.new != 0 {
+                w.ahead.matched = 0;
+                w.ahead.guess = ahead.snat;
                 for j in 0..FIRST_AHEAD {
                     self.load_first(&mut g, w, chunk, out, &keys, &ahead, j);
                 }
@@ -214,7 +216,7 @@ impl<P: Prefetch> Engine<P> {
                     let out = &results[c * STAGE..c * STAGE + chunk.len()];
                     self.load_first(&mut g, w, chunk, out, &keys, &ahead, j + FIRST_AHEAD);
                     self.load_second(&mut g, w, &keys, &ahead, j + SECOND_AHEAD);
-                    w.ahead.current = std::mem::take(&mut w.ahead.loaded[j]);
+                    w.ahead.current = Some(j);
                     self.stage3_any(
                         helpers,
                         &mut g,
@@ -229,6 +231,7 @@ impl<P: Prefetch> Engine<P> {
                         &mut decide,
                     );
                 }
+                w.ahead.current = None;
             }
             if let Some(sc) = &mut w.stage_cycles {
                 t[3] = P::cycles();
@@ -273,10 +276,17 @@ impl<P: Prefetch> Engine<P> {
         let mut begun = None;
         let guess = ahead.snat.filter(|_| g.beyond_llc());
         if let (Some(memo), Some(nat), Ok(p)) = (guess, &self.nat, &out[j].parsed) {
-            let rule = &nat.rules[memo.rule];
             if chunk[j].in_port == memo.in_port {
                 if let Some(t) = simple_tuple(p, chunk[j].zone) {
-                    if rule.postrouting_match(&t, memo.in_port, memo.out_port) {
+                    // The first rule it matches (the guess's ingress and
+                    // egress) is the guess's: POSTROUTING will find it.
+                    let rule = &nat.rules[memo.rule];
+                    let matches =
+                        |r: &crate::nat::Rule| r.postrouting_match(&t, memo.in_port, memo.out_port);
+                    if matches(rule) {
+                        if memo.rule == 0 || !nat.rules[..memo.rule].iter().any(matches) {
+                            w.ahead.matched |= 1 << j;
+                        }
                         begun =
                             alloc::anticipate::<P>(g, rule, memo.out_addr, &t, k.hash, k.stripe);
                     }
@@ -307,9 +317,12 @@ impl<P: Prefetch> Engine<P> {
         if ahead.evicts(j) {
             g.prefetch_eviction::<P>(k);
         }
-        if let Some(a) = w.ahead.begun[j].take() {
-            w.ahead.loaded[j] = alloc::anticipate_next::<P>(g, &a, k.stripe);
-        }
+        // (Written whether begun or not: what an earlier stage left here
+        // is not this packet's.)
+        w.ahead.loaded[j] = match w.ahead.begun[j].take() {
+            Some(a) => alloc::anticipate_next::<P>(g, &a, k.stripe),
+            None => alloc::Loaded::default(),
+        };
     }
 
     /// [`Engine::stage3`] for packet `i` of the burst, with the helpers'

@@ -228,8 +228,7 @@ impl<P: Prefetch> Engine<P> {
                 claimed: None,
                 slot: w.slot,
                 prefetch: P::read,
-                first: None,
-                next: None,
+                ahead: &mut alloc::Loaded::default(),
                 seed: looked_up.map(|k| k.hash),
             };
             let r = alloc::snat(&mut search, c, &hs.follow, Some(src_to));

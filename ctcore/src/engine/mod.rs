@@ -116,12 +116,30 @@ struct SnatAhead {
     /// How this worker's last source NAT went: the guess the searches are
     /// begun on.
     memo: Option<SnatMemo>,
+    /// The guess the stage's searches were begun on (`memo` when it began).
+    guess: Option<SnatMemo>,
     /// Per packet of the stage (`burst::STAGE`): the search begun, then
-    /// the candidates it loaded; and those of the packet in stage 3's
-    /// hands.
+    /// the candidates it loaded.
     begun: [Option<crate::nat::alloc::Anticipated>; burst::STAGE],
     loaded: [crate::nat::alloc::Loaded; burst::STAGE],
-    current: crate::nat::alloc::Loaded,
+    /// Bit j: the guess's rule is the first source NAT rule packet j's
+    /// tuple matches (from the guess's ingress to its egress).
+    matched: u32,
+    /// The packet in stage 3's hands (its index in the stage), while its
+    /// loads were begun ahead.
+    current: Option<usize>,
+}
+
+impl SnatAhead {
+    /// The candidates loaded for the packet in stage 3's hands, and the
+    /// guess if its rule is the first that packet's tuple matches (the
+    /// rule its POSTROUTING search finds, when the egress is the guess's
+    /// and no destination NAT changed the tuple). Taken: once per packet.
+    fn take_current(&mut self) -> Option<(&mut crate::nat::alloc::Loaded, Option<SnatMemo>)> {
+        let j = self.current.take()?;
+        let guess = self.guess.filter(|_| self.matched & (1 << j) != 0);
+        Some((self.loaded.get_mut(j)?, guess))
+    }
 }
 
 /// The source NAT rule (its index), ingress and egress of the last new

@@ -55,9 +55,32 @@ impl<P: Prefetch> Engine<P> {
             return true;
         }
         c.status.set(Status::SRC_NAT_DONE);
-        let Some(index) = nat.postrouting_index(c, in_port, egress.port) else {
-            return true;
+        // The rule the loads ahead found first for this packet's tuple, if
+        // the tuple and ports are the ones they matched; and its binding,
+        // if the egress address is the one it bound.
+        let mut none = alloc::Loaded::default();
+        let (ahead, matched) = match w.ahead.take_current() {
+            Some((l, guess)) => {
+                let matched = guess.filter(|m| {
+                    m.in_port == in_port
+                        && m.out_port == egress.port
+                        && !c.status.has(Status::DST_NAT)
+                });
+                if matched.is_none_or(|m| m.out_addr != egress.addr) {
+                    l.bound = None;
+                }
+                (l, matched)
+            }
+            None => (&mut none, None),
         };
+        let index = match matched {
+            Some(m) => m.rule,
+            None => match nat.postrouting_index(c, in_port, egress.port) {
+                Some(i) => i,
+                None => return true,
+            },
+        };
+        debug_assert_eq!(Some(index), nat.postrouting_index(c, in_port, egress.port));
         let rule = &nat.rules[index];
         let steer = w.reply_steering.take();
         let accept = |t: &Tuple| steer.as_ref().is_none_or(|f| f(t));
@@ -76,8 +99,7 @@ impl<P: Prefetch> Engine<P> {
             claimed: None,
             slot: w.slot,
             prefetch: P::read,
-            first: w.ahead.current.first.take(),
-            next: w.ahead.current.next.take(),
+            ahead,
             seed,
         };
         let r = alloc::snat(&mut search, c, rule, egress.addr);

@@ -123,15 +123,26 @@ pub struct Search<'a, 't> {
     pub slot: crate::stats::CounterSlot,
     /// Starts loading a cache line (the platform's prefetch).
     pub prefetch: fn(*const u8),
-    /// The candidates loaded ahead, with their keys: the original port's
-    /// ([`anticipate`]) and the one for the search's next step (the
-    /// bitmap's first offer).
-    pub first: Option<(Tuple, Key)>,
-    pub next: Option<(Tuple, Key)>,
+    /// What was loaded ahead ([`anticipate`], [`anticipate_next`]): the
+    /// candidates with their keys, and the binding if the caller vouches
+    /// for its rule and egress address (taken from here as used; in place,
+    /// not copied in and out).
+    pub ahead: &'a mut Loaded,
     /// The hash of the connection's original tuple (its table key), when
     /// the caller has it: the free-port search starts where it says
     /// ([`search_start`]); without it, at a random port.
     pub seed: Option<u64>,
+}
+
+/// A connection's binding as [`anticipate`] found it: the address, the
+/// port range, and the home stripe's bitmap of that address.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    addr: Addr,
+    lo: u16,
+    hi: u16,
+    map: usize,
+    random: bool,
 }
 
 /// Where the free-port search in `lo..=hi` starts for a connection whose
@@ -220,6 +231,7 @@ pub struct Anticipated {
     hi: u16,
     start: u16,
     map: usize,
+    random: bool,
 }
 
 /// For a packet that most likely opens a connection, a stage before its
@@ -275,6 +287,7 @@ pub fn anticipate<P: Prefetch>(
         hi,
         start,
         map,
+        random,
     })
 }
 
@@ -301,14 +314,25 @@ pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u3
     Loaded {
         first: a.first,
         next,
+        bound: Some(Bound {
+            addr: a.cand.dst,
+            lo: a.lo,
+            hi: a.hi,
+            map: a.map,
+            random: a.random,
+        }),
     }
 }
 
-/// The candidates of an anticipated search, with their keys.
+/// The candidates of an anticipated search, with their keys: the
+/// original port's and the one for the search's next step (the bitmap's
+/// first offer); and the search's binding.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Loaded {
     pub first: Option<(Tuple, Key)>,
     pub next: Option<(Tuple, Key)>,
+    /// The search's binding (for [`Search::bound`]).
+    pub bound: Option<Bound>,
 }
 
 /// Chooses the source NAT binding for a new connection `c` under `rule` and
@@ -321,14 +345,31 @@ pub fn snat(
     egress_addr: Option<Addr>,
 ) -> Result<(), AllocError> {
     let orig = c.tuples[0];
-    let Some(Binding {
-        addr,
-        ports,
-        random,
-    }) = binding(rule, &orig, egress_addr)?
-    else {
-        return Ok(());
+    // (`anticipate` begins no endpoint-independent rule's search.)
+    let bound = s.ahead.bound.take();
+    let (addr, ports, random) = match bound {
+        Some(b) => (b.addr, Some((b.lo, b.hi)), b.random),
+        None => match binding(rule, &orig, egress_addr)? {
+            Some(Binding {
+                addr,
+                ports,
+                random,
+            }) => (addr, ports, random),
+            None => return Ok(()),
+        },
     };
+    debug_assert!(bound.is_none_or(|b| {
+        let Ok(Some(fresh)) = binding(rule, &orig, egress_addr) else {
+            return false;
+        };
+        let icmp = is_icmp_echo(orig.proto);
+        fresh.addr == b.addr
+            && fresh.random == b.random
+            && fresh
+                .ports
+                .unwrap_or_else(|| default_range(orig.src_port, icmp))
+                == (b.lo, b.hi)
+    }));
     let mut cand = c.tuples[1];
     cand.dst = addr;
     // Endpoint-independent mapping: reuse the inside endpoint's outside port,
@@ -371,21 +412,25 @@ pub fn snat(
     // After the original port: the first port no connection of the home
     // stripe uses, from a random start.
     let home = s.home.unwrap_or_else(|| s.table.home(&orig));
-    let key = MapKey::of(&cand);
     let maps = s.table.ports(home);
-    // (No bitmap yet for this address: every port is unused.)
-    let slot = maps.find(&key);
+    // (No bitmap yet for this address: every port is unused. Bitmaps
+    // are never taken away, so the one `anticipate` found is it.)
+    let slot = match bound {
+        Some(b) => Some(b.map),
+        None => maps.find(&MapKey::of(&cand)),
+    };
+    debug_assert_eq!(slot, maps.find(&MapKey::of(&cand)));
     let bitmap = slot.is_some() || maps.has_space();
     // Where the free-port search starts, when the connection's hash says
     // (without it, drawn when the search runs).
     let seeded = s.seed.map(|h| search_start(lo, hi, h));
     if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
         set(&mut cand, orig_port);
-        let first = match s.first.take() {
+        let first = match s.ahead.first.take() {
             Some((t, k)) if t == cand => k,
             _ => s.table.key(&cand),
         };
-        if bitmap && s.next.is_none() && s.table.beyond_llc() {
+        if bitmap && s.ahead.next.is_none() && s.table.beyond_llc() {
             // The original port is often taken (clients behind one address
             // reuse source ports): the bitmap's choice, tried next, has its
             // bucket loaded beside the original's, so that in a table beyond
@@ -404,7 +449,7 @@ pub fn snat(
                 let k = s.table.key(&next);
                 s.table.prefetch_bucket_with(k, s.prefetch);
                 s.table.prefetch_bucket_with(first, s.prefetch);
-                s.next = Some((next, k));
+                s.ahead.next = Some((next, k));
             }
         }
         if take_keyed(s, c, cand, first).is_some() {
@@ -451,7 +496,7 @@ pub fn snat(
 /// (nf_nat_used_tuple); an expired holder is reclaimed on the spot.
 fn take(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
     // A candidate whose key the prefetch above worked out already.
-    let key = match s.next.take() {
+    let key = match s.ahead.next.take() {
         Some((t, k)) if t == cand => k,
         _ => s.table.key(&cand),
     };

@@ -395,19 +395,29 @@ impl PortMaps {
     /// removal writes it.
     pub fn prefetch_conn(&mut self, status: Status, reply: &Tuple, prefetch: fn(*const u8)) {
         if let Some((key, port)) = tracked(status, reply) {
-            if let Some(i) = self.find(&key) {
-                prefetch(self.maps[i].word_of(port));
-            }
+            self.prefetch_port(&key, port, prefetch);
+        }
+    }
+
+    /// [`PortMaps::prefetch_conn`] of the port [`tracked`] found.
+    pub fn prefetch_port(&mut self, key: &MapKey, port: u16, prefetch: fn(*const u8)) {
+        if let Some(i) = self.find(key) {
+            prefetch(self.maps[i].word_of(port));
         }
     }
 
     /// A connection (`status`, reply tuple `reply`) left the table: its
     /// port is released.
     pub fn conn_removed(&mut self, status: Status, reply: &Tuple) {
-        let Some((key, port)) = tracked(status, reply) else {
-            return;
-        };
-        if let Some(i) = self.find(&key) {
+        if let Some((key, port)) = tracked(status, reply) {
+            self.release(&key, port);
+        }
+    }
+
+    /// [`PortMaps::conn_removed`] of the port [`tracked`] found: `key`'s
+    /// bitmap, `port`.
+    pub fn release(&mut self, key: &MapKey, port: u16) {
+        if let Some(i) = self.find(key) {
             self.in_use -= u64::from(self.maps[i].release(port));
         }
     }
@@ -423,14 +433,23 @@ impl PortMaps {
 }
 
 /// The bitmap and port a connection occupies, if source NAT chose a port for it.
-fn tracked(status: Status, reply: &Tuple) -> Option<(MapKey, u16)> {
+pub fn tracked(status: Status, reply: &Tuple) -> Option<(MapKey, u16)> {
+    tracked_parts(status, MapKey::of(reply), (reply.src_port, reply.dst_port))
+}
+
+/// [`tracked`] of a reply tuple given as its bitmap's key and its ports
+/// (source, destination).
+#[inline]
+pub fn tracked_parts(status: Status, key: MapKey, ports: (u16, u16)) -> Option<(MapKey, u16)> {
     if !status.has(Status::SRC_NAT) {
         return None;
     }
-    if !(super::has_ports(reply.proto) || super::is_icmp_echo(reply.proto)) {
+    let icmp = super::is_icmp_echo(key.proto);
+    if !(super::has_ports(key.proto) || icmp) {
         return None;
     }
-    Some((MapKey::of(reply), nat_port(reply)))
+    // (The id of an ICMP echo is its tuples' source port.)
+    Some((key, if icmp { ports.0 } else { ports.1 }))
 }
 
 #[cfg(test)]

@@ -497,7 +497,28 @@ impl Table {
 
     #[inline(always)]
     pub fn key(&self, t: &Tuple) -> Key {
-        let (hash, flip) = t.hash_with(&self.hash_key);
+        self.key_of_hash(t.hash_with(&self.hash_key))
+    }
+
+    /// The key of record `i`'s tuple of direction `dir` in `recs`: an
+    /// IPv4 one hashed from its compact form, as stored (no whole tuple
+    /// built to hash it).
+    #[inline]
+    fn record_key(&self, recs: &Records, i: u32, dir: Dir) -> Key {
+        match recs.hot[i as usize].tuples[dir.index()].v4_hash_parts() {
+            Some((src, dst, proto, zone)) => self.key_of_hash(crate::tuple::hash_v4_parts(
+                src,
+                dst,
+                proto,
+                zone,
+                &self.hash_key,
+            )),
+            None => self.key(&recs.tuple(i, dir)),
+        }
+    }
+
+    #[inline(always)]
+    fn key_of_hash(&self, (hash, flip): (u64, bool)) -> Key {
         Key {
             hash,
             stripe: stripe_of_hash(hash, self.stripe_mask),
@@ -870,18 +891,15 @@ impl<'t> Guard<'t> {
                 P::read(p);
             }
         }
-        let other = s.records.tuple(victim.local, dir.other());
-        let k = table.key(&other);
+        let k = table.record_key(&s.records, victim.local, dir.other());
         if k.stripe == key.stripe {
             P::read(&s.buckets[k.bucket(n)] as *const Bucket as *const u8);
         }
         // Its source NAT port, released in the port bitmap.
-        let reply = match dir {
-            Dir::Orig => other,
-            Dir::Reply => s.records.tuple(victim.local, Dir::Reply),
-        };
         let status = s.records.hot[victim.local as usize].status;
-        s.ports.prefetch_conn(status, &reply, P::read);
+        if let Some((map, port)) = s.records.nat_port(victim.local, status) {
+            s.ports.prefetch_port(&map, port, P::read);
+        }
     }
 
     /// [`Guard::lookup`], trying first the entry stage 2 saw match
@@ -1271,19 +1289,24 @@ impl<'t> Guard<'t> {
     /// event only if `snapshot`: Some(None) when it was removed without.
     /// (The copy is a few hundred bytes read and written, per eviction.)
     fn remove_as(&mut self, r: Ref, snapshot: bool) -> Option<Option<Listed>> {
+        let table = self.table;
         let recs = &self.stripe(r.stripe).records;
         if !recs.live(r.local) {
             return None;
         }
         let status = recs.hot[r.local as usize].status;
         let id = recs.hot[r.local as usize].id;
-        let tuples = [
-            recs.tuple(r.local, Dir::Orig),
-            recs.tuple(r.local, Dir::Reply),
+        // Hashed from the compact tuples; the whole ones only where they
+        // are needed.
+        let keys = [
+            table.record_key(recs, r.local, Dir::Orig),
+            table.record_key(recs, r.local, Dir::Reply),
         ];
-        let eim = self.eim_stripe(status, &tuples);
-        let table = self.table;
-        let keys = [table.key(&tuples[0]), table.key(&tuples[1])];
+        let tuples = || [Dir::Orig, Dir::Reply].map(|d| recs.tuple(r.local, d));
+        debug_assert_eq!(keys, tuples().map(|t| table.key(&t)));
+        let nat_port = recs.nat_port(r.local, status);
+        let eim_tuples = status.has(Status::EIM).then(tuples);
+        let eim = eim_tuples.and_then(|t| self.eim_stripe(status, &t));
         let mut held = self.hold_both(r.stripe, keys[1].stripe);
         if let Some(es) = eim {
             let backoffs = self.backoffs;
@@ -1302,7 +1325,9 @@ impl<'t> Guard<'t> {
         self.unplace(keys[1], entry_word(r, Dir::Reply));
         let s = self.stripe(r.stripe);
         s.unlink(r.local);
-        s.ports.conn_removed(status, &tuples[1]);
+        if let Some((map, port)) = &nat_port {
+            s.ports.release(map, *port);
+        }
         // Copied out whole for the snapshot (or an endpoint-independent
         // mapping's release); then made not live: the next insert writes
         // every field.

@@ -26,6 +26,7 @@
 use super::wheel::{Link, NIL};
 use crate::conn::{Conn, Ms4, NatCsum, ProtoState, Status};
 use crate::helper::Helper;
+use crate::nat::ports::{self, MapKey};
 use crate::proto::sctp::SctpState;
 use crate::proto::tcp::TcpState;
 use crate::tuple::{Addr, Dir, Family, Tuple};
@@ -120,6 +121,29 @@ impl Compact {
     #[inline(always)]
     pub fn zone(&self) -> u16 {
         (self.rest >> 48) as u16
+    }
+    /// What [`crate::tuple::hash_v4_parts`] hashes, of an IPv4 compact
+    /// tuple (the address words as the whole tuple's hash reads them); None
+    /// for IPv6.
+    #[inline(always)]
+    pub fn v4_hash_parts(&self) -> Option<((u32, u16), (u32, u16), u8, u16)> {
+        if self.is_v6() {
+            return None;
+        }
+        let proto = self.proto();
+        // ICMP: only the id counts (the source port), in both endpoints.
+        let icmp = proto == crate::tuple::IPPROTO_ICMP || proto == crate::tuple::IPPROTO_ICMPV6;
+        let dp = if icmp {
+            self.src_port()
+        } else {
+            self.dst_port()
+        };
+        Some((
+            (u32::from_le_bytes(self.src_v4()), self.src_port()),
+            (u32::from_le_bytes(self.dst_v4()), dp),
+            proto,
+            self.zone(),
+        ))
     }
     #[inline(always)]
     pub fn is_v6(&self) -> bool {
@@ -447,6 +471,27 @@ impl Records {
     #[inline]
     pub fn tuple(&self, i: u32, dir: Dir) -> Tuple {
         tuple_of(&self.hot[i as usize], &self.cold[i as usize], &self.v6, dir)
+    }
+
+    /// The source NAT port record `i` (with `status`, its own) holds in
+    /// its bitmap ([`crate::nat::ports::tracked`]), from its compact reply
+    /// tuple where that is the whole tuple.
+    #[inline]
+    pub fn nat_port(&self, i: u32, status: Status) -> Option<(MapKey, u16)> {
+        if !status.has(Status::SRC_NAT) {
+            return None;
+        }
+        let c = &self.hot[i as usize].tuples[Dir::Reply.index()];
+        if c.is_v6() {
+            return ports::tracked(status, &self.tuple(i, Dir::Reply));
+        }
+        let key = MapKey {
+            family: Family::V4,
+            addr: Addr::from_v4(c.dst_v4()),
+            proto: c.proto(),
+            zone: c.zone(),
+        };
+        ports::tracked_parts(status, key, (c.src_port(), c.dst_port()))
     }
 
     /// Record `i`'s protocol state, as a [`Conn`] holds it.
