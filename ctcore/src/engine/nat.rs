@@ -316,6 +316,108 @@ mod tests {
         assert_eq!(burst, one_by_one);
     }
 
+    /// Two source NAT rules, the first for part of the clients: a burst
+    /// whose new connections alternate between them, through a table
+    /// beyond a last-level cache (their searches begun ahead on the last
+    /// connection's rule, the rule and binding taken up from there when
+    /// that rule is the first the packet matches) gets each connection the
+    /// address and port it gets one by one in a small table.
+    #[test]
+    fn searches_begun_on_another_rule_take_their_own() {
+        use crate::nat::{Action, Match, Prefix, Rule};
+        use crate::table::NoPrefetch;
+        let build = |capacity: u32| {
+            let low = Rule::new(
+                "low".into(),
+                Match {
+                    src: Some(Prefix::parse("192.0.2.0/26").unwrap()),
+                    ..Match::default()
+                },
+                Action::Snat {
+                    family: Family::V4,
+                    addrs: (
+                        Addr::from_v4([203, 0, 113, 1]),
+                        Addr::from_v4([203, 0, 113, 1]),
+                    ),
+                    ports: None,
+                    random: false,
+                    persistent: false,
+                },
+            );
+            Engine::<NoPrefetch>::build(
+                EngineConfig {
+                    capacity_conns: capacity,
+                    seed: 3,
+                    tunables: Tunables::default(),
+                },
+                Some(crate::nat::Nat {
+                    rules: vec![low, masq_rule(None)],
+                    pools: vec![],
+                }),
+                1,
+                &mut (),
+            )
+        };
+        // Even packets from 192.0.2.1-32 (the first rule), odd ones from
+        // 192.0.2.101-132 (only the second); all from port 5000.
+        let frames: Vec<Vec<u8>> = (0..64u8)
+            .map(|i| {
+                let c = if i % 2 == 0 { 1 + i / 2 } else { 101 + i / 2 };
+                udp_frame([192, 0, 2, c], S, 5000, 53, b"q")
+            })
+            .collect();
+        let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+        let bound = |r: &CtResult| r.rewrite.unwrap().src().unwrap();
+        let small = build(1000);
+        let mut w = small.worker(0);
+        let one_by_one: Vec<(Addr, u16)> = pkts
+            .iter()
+            .map(|p| {
+                let mut res = [CtResult::default()];
+                small.process_burst(&mut w, 0, std::slice::from_ref(p), &mut res, |_, _| {
+                    out([198, 51, 100, 1])
+                });
+                bound(&res[0])
+            })
+            .collect();
+        for (i, (addr, _)) in one_by_one.iter().enumerate() {
+            let want = if i % 2 == 0 {
+                [203, 0, 113, 1]
+            } else {
+                [198, 51, 100, 1]
+            };
+            assert_eq!(*addr, Addr::from_v4(want), "packet {i}");
+        }
+        let large = build(400_000);
+        assert!(large.table().guard().beyond_llc());
+        let mut w = large.worker(0);
+        // Packet 1 (the second rule) first, so that the burst's guess is
+        // that rule; then the others in a burst.
+        let mut res = [CtResult::default()];
+        large.process_burst(&mut w, 0, &pkts[1..2], &mut res, |_, _| {
+            out([198, 51, 100, 1])
+        });
+        let mut burst = vec![bound(&res[0]); 64];
+        let order: Vec<usize> = [0].into_iter().chain(2..64).collect();
+        let rest: Vec<Pkt<'_>> = order.iter().map(|&i| pkts[i]).collect();
+        let mut res = vec![CtResult::default(); rest.len()];
+        large.process_burst(&mut w, 0, &rest, &mut res, |_, _| out([198, 51, 100, 1]));
+        for (&i, r) in order.iter().zip(&res) {
+            burst[i] = bound(r);
+        }
+        // Each gets its own rule's address; the ports are the free ones in
+        // the order the connections came (the burst's order differs by the
+        // one packet sent first).
+        let wrong: Vec<usize> = (0..64).filter(|&i| burst[i].0 != one_by_one[i].0).collect();
+        assert!(wrong.is_empty(), "{wrong:?}");
+        let ports = |v: &[(Addr, u16)]| {
+            let mut p: Vec<(Addr, u16)> = v.to_vec();
+            p.sort();
+            p
+        };
+        assert_eq!(ports(&burst), ports(&one_by_one));
+    }
+
     #[test]
     fn a_pool_fills_to_its_last_port_and_reuses_what_leaves() {
         use crate::nat::ports::MapKey;
