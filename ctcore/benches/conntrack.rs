@@ -875,10 +875,10 @@ fn nat(c: &mut Criterion) {
                         accept: &|_| true,
                         reclaimed: &mut reclaimed,
                         claimed: None,
+                        map: None,
                         slot: ctcore::stats::CounterSlot::of_worker(0),
                         prefetch: <HwPrefetch as ctcore::table::Prefetch>::read,
-                        first: None,
-                        next: None,
+                        ahead: &mut Default::default(),
                         // The worker has its key's hash at hand: here, a
                         // random one per connection.
                         seed: Some(seed),

@@ -224,35 +224,41 @@ impl Tuple {
             self.dst_port
         };
         let addr = |a: &Addr| u32::from_le_bytes(a.v4_octets());
-        hash_v4_parts(
-            (addr(&self.src), self.src_port),
-            (addr(&self.dst), dp),
-            self.proto,
-            self.zone,
-            k,
-        )
+        V4Parts {
+            src: (addr(&self.src), self.src_port),
+            dst: (addr(&self.dst), dp),
+            proto: self.proto,
+            zone: self.zone,
+        }
+        .hash_with(k)
     }
 }
 
-/// [`Tuple::hash_with`] of an IPv4 tuple given as its endpoints (address
-/// as a little-endian word, port; for ICMP the destination's port is the
-/// id, as the source's), protocol and zone: what a record's compact tuple
-/// holds, so that it is hashed without building the whole tuple.
-#[inline(always)]
-pub fn hash_v4_parts(
-    src: (u32, u16),
-    dst: (u32, u16),
-    proto: u8,
-    zone: u16,
-    k: &HashKey,
-) -> (u64, bool) {
-    let word = |(a, port): (u32, u16)| u64::from(a) | u64::from(port) << 32;
-    let (a, b) = (word(src), word(dst));
-    let flip = a > b;
-    let (lo, hi) = if flip { (b, a) } else { (a, b) };
-    let tail = (proto as u64) | ((Family::V4 as u64) << 8) | ((zone as u64) << 16);
-    let x = mum(lo ^ k.0[0], hi ^ k.0[1]);
-    (mum(x ^ k.0[4], tail.rotate_left(40) ^ k.0[5]), flip)
+/// What [`Tuple::hash_with`] hashes of an IPv4 tuple: its endpoints
+/// (address as a little-endian word, port; for ICMP the destination's
+/// port is the id, as the source's), protocol and zone. A record's
+/// compact tuple holds them, so it is hashed without building the whole
+/// tuple.
+#[derive(Debug, Clone, Copy)]
+pub struct V4Parts {
+    pub src: (u32, u16),
+    pub dst: (u32, u16),
+    pub proto: u8,
+    pub zone: u16,
+}
+
+impl V4Parts {
+    /// [`Tuple::hash_with`] of the tuple these are of.
+    #[inline(always)]
+    pub fn hash_with(&self, k: &HashKey) -> (u64, bool) {
+        let word = |(a, port): (u32, u16)| u64::from(a) | u64::from(port) << 32;
+        let (a, b) = (word(self.src), word(self.dst));
+        let flip = a > b;
+        let (lo, hi) = if flip { (b, a) } else { (a, b) };
+        let tail = (self.proto as u64) | ((Family::V4 as u64) << 8) | ((self.zone as u64) << 16);
+        let x = mum(lo ^ k.0[0], hi ^ k.0[1]);
+        (mum(x ^ k.0[4], tail.rotate_left(40) ^ k.0[5]), flip)
+    }
 }
 
 /// An endpoint (address + port) folded into two words.

@@ -226,6 +226,7 @@ impl<P: Prefetch> Engine<P> {
                 accept: &accept,
                 reclaimed: &mut reclaimed,
                 claimed: None,
+                map: None,
                 slot: w.slot,
                 prefetch: P::read,
                 ahead: &mut alloc::Loaded::default(),

@@ -23,7 +23,7 @@ use crate::nat::alloc::Rng;
 use crate::nat::Nat;
 use crate::proto::tcp::TcpConfig;
 use crate::stats::CtStats;
-use crate::table::{Key, NoPrefetch, Prefetch, Table};
+use crate::table::{Claimed, NoPrefetch, Prefetch, Table};
 use crate::timeout::Timeouts;
 
 mod burst;
@@ -97,7 +97,7 @@ pub struct Worker {
     rng: Rng,
     /// The key of the reply tuple source NAT just claimed for the
     /// connection being confirmed (see [`Clash::Neither`]).
-    claimed: Option<Key>,
+    claimed: Option<Claimed>,
     /// New connections' source NAT searches begun ahead of stage 3 (in a
     /// box: the packet path reads the fields around it).
     ahead: Box<SnatAhead>,

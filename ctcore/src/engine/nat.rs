@@ -66,8 +66,12 @@ impl<P: Prefetch> Engine<P> {
                         && m.out_port == egress.port
                         && !c.status.has(Status::DST_NAT)
                 });
-                if matched.is_none_or(|m| m.out_addr != egress.addr) {
-                    l.bound = None;
+                // The candidates' keys are of the reply tuple with the
+                // original's zone (a directional zone gives it another).
+                if matched.is_none_or(|m| m.out_addr != egress.addr)
+                    || c.tuples[1].zone != c.tuples[0].zone
+                {
+                    *l = alloc::Loaded::default();
                 }
                 (l, matched)
             }
@@ -97,6 +101,7 @@ impl<P: Prefetch> Engine<P> {
             accept: &accept,
             reclaimed: &mut reclaimed,
             claimed: None,
+            map: None,
             slot: w.slot,
             prefetch: P::read,
             ahead,
@@ -285,13 +290,22 @@ mod tests {
             if i > 0 {
                 // Taken by the first client: the bitmap's choice.
                 let loaded = guess.expect("a bitmap once the first port is in use");
-                // The original port's candidate (taken), then the bitmap's.
-                assert_eq!(loaded.first.expect("the original port").0.dst_port, 5000);
-                assert_eq!(
-                    loaded.next.expect("a free port").0.dst_port,
-                    port,
-                    "packet {i}"
-                );
+                // The original port's candidate (taken), then the bitmap's:
+                // their keys are those of the reply tuple with those ports.
+                let mut reply = crate::tuple::Tuple {
+                    dst: nat_addr,
+                    ..super::super::track::simple_tuple(&crate::wire::parse(f).unwrap(), 0)
+                        .unwrap()
+                        .invert()
+                        .unwrap()
+                };
+                reply.dst_port = 5000;
+                let first = loaded.first.expect("the original port");
+                assert_eq!(first, e.table().key(&reply));
+                let (next, key) = loaded.next.expect("a free port");
+                assert_eq!(next, port, "packet {i}");
+                reply.dst_port = port;
+                assert_eq!(key, e.table().key(&reply));
                 foreseen += 1;
             }
             one_by_one.push(port);

@@ -8,10 +8,10 @@
 //! a bounded number of attempts, halving them in each further round — for a
 //! port that is in use but not towards this remote endpoint.
 
-use super::ports::{Cursor, MapKey};
+use super::ports::{nat_port, Cursor, MapKey};
 use super::{has_ports, is_icmp_echo, Action, Endpoint, Rule};
 use crate::conn::{Conn, Status};
-use crate::table::{Guard, Key, Prefetch};
+use crate::table::{Claimed, Guard, Key, Prefetch};
 use crate::tuple::{Addr, Family, Tuple, IPPROTO_UDP};
 
 /// The kernel's NF_NAT_MAX_ATTEMPTS.
@@ -116,9 +116,12 @@ pub struct Search<'a, 't> {
     pub rng: &'a mut Rng,
     pub accept: &'a dyn Fn(&Tuple) -> bool,
     pub reclaimed: &'a mut dyn FnMut(crate::conn::Listed),
-    /// The key of the reply tuple claimed (it was looked up under the
-    /// guard and found free: the confirm need not look again).
-    pub claimed: Option<Key>,
+    /// The reply tuple claimed (it was looked up under the guard and
+    /// found free: the confirm need not look again), with its bitmap.
+    pub claimed: Option<Claimed>,
+    /// The home stripe's bitmap of the reply tuples searched, once the
+    /// search has found it.
+    pub map: Option<usize>,
     /// The worker's slot of the rules' counters.
     pub slot: crate::stats::CounterSlot,
     /// Starts loading a cache line (the platform's prefetch).
@@ -223,8 +226,8 @@ fn set_port(t: &mut Tuple, icmp: bool, p: u16) {
 /// [`anticipate`]: its next step is [`anticipate_next`].
 #[derive(Debug, Clone, Copy)]
 pub struct Anticipated {
-    /// The original-port candidate and its key, if the rule keeps it.
-    first: Option<(Tuple, Key)>,
+    /// The original-port candidate's key, if the rule keeps that port.
+    first: Option<Key>,
     cand: Tuple,
     icmp: bool,
     lo: u16,
@@ -274,7 +277,7 @@ pub fn anticipate<P: Prefetch>(
         set_port(&mut cand, icmp, orig.src_port);
         let k = g.key(&cand);
         g.prefetch_bucket::<P>(k);
-        first = Some((cand, k));
+        first = Some(k);
     }
     let start = search_start(lo, hi, seed);
     let map = g.ports(home).find(&MapKey::of(&cand))?;
@@ -298,7 +301,7 @@ pub fn anticipate<P: Prefetch>(
 /// port the bitmap offers first. Returns the candidates loaded, with their
 /// keys, for the search to take up ([`Search::first`], [`Search::next`]).
 pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u32) -> Loaded {
-    if let Some((_, k)) = a.first {
+    if let Some(k) = a.first {
         g.prefetch_records::<P>(k);
     }
     let maps = g.ports(home);
@@ -309,7 +312,7 @@ pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u3
             set_port(&mut cand, a.icmp, port);
             let k = g.key(&cand);
             g.prefetch_bucket::<P>(k);
-            (cand, k)
+            (port, k)
         });
     Loaded {
         first: a.first,
@@ -324,13 +327,15 @@ pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u3
     }
 }
 
-/// The candidates of an anticipated search, with their keys: the
-/// original port's and the one for the search's next step (the bitmap's
-/// first offer); and the search's binding.
+/// The candidates of an anticipated search, by their keys (and the next
+/// one's port): the original port's and the one for the search's next
+/// step (the bitmap's first offer); and the search's binding. The keys
+/// are of the connection's reply tuple with the binding's address and
+/// those ports: whoever hands them to a search vouches for that.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Loaded {
-    pub first: Option<(Tuple, Key)>,
-    pub next: Option<(Tuple, Key)>,
+    pub first: Option<Key>,
+    pub next: Option<(u16, Key)>,
     /// The search's binding (for [`Search::bound`]).
     pub bound: Option<Bound>,
 }
@@ -420,6 +425,7 @@ pub fn snat(
         None => maps.find(&MapKey::of(&cand)),
     };
     debug_assert_eq!(slot, maps.find(&MapKey::of(&cand)));
+    s.map = slot;
     let bitmap = slot.is_some() || maps.has_space();
     // Where the free-port search starts, when the connection's hash says
     // (without it, drawn when the search runs).
@@ -427,9 +433,10 @@ pub fn snat(
     if !random && (lo..=hi).contains(&orig_port) && !held(orig_port, s) {
         set(&mut cand, orig_port);
         let first = match s.ahead.first.take() {
-            Some((t, k)) if t == cand => k,
-            _ => s.table.key(&cand),
+            Some(k) => k,
+            None => s.table.key(&cand),
         };
+        debug_assert_eq!(first, s.table.key(&cand));
         if bitmap && s.ahead.next.is_none() && s.table.beyond_llc() {
             // The original port is often taken (clients behind one address
             // reuse source ports): the bitmap's choice, tried next, has its
@@ -449,7 +456,7 @@ pub fn snat(
                 let k = s.table.key(&next);
                 s.table.prefetch_bucket_with(k, s.prefetch);
                 s.table.prefetch_bucket_with(first, s.prefetch);
-                s.ahead.next = Some((next, k));
+                s.ahead.next = Some((p, k));
             }
         }
         if take_keyed(s, c, cand, first).is_some() {
@@ -495,11 +502,13 @@ pub fn snat(
 /// Takes `cand` as the reply tuple if no live connection uses it
 /// (nf_nat_used_tuple); an expired holder is reclaimed on the spot.
 fn take(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
-    // A candidate whose key the prefetch above worked out already.
+    // A candidate whose key was worked out ahead (the same tuple but
+    // for the port).
     let key = match s.ahead.next.take() {
-        Some((t, k)) if t == cand => k,
+        Some((p, k)) if p == nat_port(&cand) => k,
         _ => s.table.key(&cand),
     };
+    debug_assert_eq!(key, s.table.key(&cand));
     take_keyed(s, c, cand, key)
 }
 
@@ -523,6 +532,6 @@ fn claim_keyed(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple, key: Key) -> O
     }
     c.tuples[1] = cand;
     c.status.set(Status::SRC_NAT);
-    s.claimed = Some(key);
+    s.claimed = Some(Claimed { key, map: s.map });
     Some(())
 }

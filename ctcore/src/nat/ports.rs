@@ -365,12 +365,13 @@ impl PortMaps {
     }
 
     /// A confirmed connection's port comes into use (if it is source-NATed
-    /// with ports).
-    pub fn conn_added(&mut self, c: &Conn) {
+    /// with ports). `map`: the slot of its bitmap, if its search found it.
+    pub fn conn_added(&mut self, c: &Conn, map: Option<usize>) {
         let Some((key, port)) = tracked(c.status, &c.tuples[1]) else {
             return;
         };
-        if let Some(i) = self.find(&key) {
+        debug_assert!(map.is_none_or(|m| self.find(&key) == Some(m)));
+        if let Some(i) = map.or_else(|| self.find(&key)) {
             self.in_use += u64::from(self.maps[i].acquire(port));
         } else if self.has_space() {
             let mut m = PortMap::default();
@@ -390,20 +391,18 @@ impl PortMaps {
         }
     }
 
-    /// Starts loading the bitmap word the port of a connection with
-    /// `status` and reply tuple `reply` is in (if source NAT chose one): its
-    /// removal writes it.
-    pub fn prefetch_conn(&mut self, status: Status, reply: &Tuple, prefetch: fn(*const u8)) {
-        if let Some((key, port)) = tracked(status, reply) {
-            self.prefetch_port(&key, port, prefetch);
-        }
-    }
-
-    /// [`PortMaps::prefetch_conn`] of the port [`tracked`] found.
-    pub fn prefetch_port(&mut self, key: &MapKey, port: u16, prefetch: fn(*const u8)) {
-        if let Some(i) = self.find(key) {
-            prefetch(self.maps[i].word_of(port));
-        }
+    /// Starts loading the bitmap word of `port` in `key`'s bitmap (a
+    /// connection's, as [`tracked`] finds them: its removal writes it);
+    /// the slot of that bitmap (bitmaps are never taken away: it holds).
+    pub fn prefetch_port(
+        &mut self,
+        key: &MapKey,
+        port: u16,
+        prefetch: fn(*const u8),
+    ) -> Option<usize> {
+        let i = self.find(key)?;
+        prefetch(self.maps[i].word_of(port));
+        Some(i)
     }
 
     /// A connection (`status`, reply tuple `reply`) left the table: its
@@ -418,7 +417,15 @@ impl PortMaps {
     /// bitmap, `port`.
     pub fn release(&mut self, key: &MapKey, port: u16) {
         if let Some(i) = self.find(key) {
-            self.in_use -= u64::from(self.maps[i].release(port));
+            self.release_at(i, port);
+        }
+    }
+
+    /// [`PortMaps::release`] in the bitmap at `slot` (as
+    /// [`PortMaps::prefetch_port`] found it).
+    pub fn release_at(&mut self, slot: usize, port: u16) {
+        if let Some(m) = self.maps.get_mut(slot) {
+            self.in_use -= u64::from(m.release(port));
         }
     }
 
@@ -531,7 +538,7 @@ mod tests {
         };
         let mut maps = PortMaps::default();
         for i in 0..MAX_MAPS + 3 {
-            maps.conn_added(&conn(i, 1000 + i as u16));
+            maps.conn_added(&conn(i, 1000 + i as u16), None);
         }
         assert_eq!(maps.usage().maps, MAX_MAPS);
         assert_eq!(maps.usage().overflow, 3);
@@ -564,6 +571,12 @@ mod tests {
         fn record(p: *const u8) {
             LOADED.with(|v| v.borrow_mut().push(p as usize));
         }
+        // What an eviction loads of the connection it will remove.
+        fn prefetch_conn(maps: &mut PortMaps, c: &Conn) {
+            if let Some((key, port)) = tracked(c.status, &c.tuples[1]) {
+                maps.prefetch_port(&key, port, record);
+            }
+        }
         let mut maps = PortMaps::default();
         let reply = |port: u16| Tuple {
             src: Addr::from_v4([198, 51, 100, 10]),
@@ -579,9 +592,9 @@ mod tests {
             status: Status(status),
             ..Conn::default()
         };
-        maps.conn_added(&conn(40_000, Status::SRC_NAT));
+        maps.conn_added(&conn(40_000, Status::SRC_NAT), None);
         let c = conn(40_001, Status::SRC_NAT);
-        maps.prefetch_conn(c.status, &c.tuples[1], record);
+        prefetch_conn(&mut maps, &c);
         let i = maps.find(&MapKey::of(&reply(40_001))).unwrap();
         assert_eq!(
             LOADED.with(|v| v.borrow().clone()),
@@ -589,10 +602,10 @@ mod tests {
         );
         // Not source-NATed, or an address with no bitmap: nothing to load.
         let c = conn(40_001, 0);
-        maps.prefetch_conn(c.status, &c.tuples[1], record);
+        prefetch_conn(&mut maps, &c);
         let mut other = conn(7, Status::SRC_NAT);
         other.tuples[1].dst = Addr::from_v4([203, 0, 113, 2]);
-        maps.prefetch_conn(other.status, &other.tuples[1], record);
+        prefetch_conn(&mut maps, &other);
         assert_eq!(LOADED.with(|v| v.borrow().len()), 1);
     }
 

@@ -280,8 +280,18 @@ pub enum Clash {
     /// (a packet's lookup followed by its confirm).
     ReplyOnly(Key),
     /// Neither: as `ReplyOnly`, and the reply tuple too was looked up under
-    /// this guard with the second key (source NAT's port search).
-    Neither(Key, Key),
+    /// this guard (source NAT's port search claimed it).
+    Neither(Key, Claimed),
+}
+
+/// A reply tuple source NAT's port search claimed under a guard: its key,
+/// and the slot of its port's bitmap in the home stripe, if the search
+/// found one ([`crate::nat::ports::PortMaps::find`]: bitmaps are never
+/// taken away, so the slot holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub key: Key,
+    pub map: Option<usize>,
 }
 
 /// A connection's index within its stripe.
@@ -505,14 +515,8 @@ impl Table {
     /// built to hash it).
     #[inline]
     fn record_key(&self, recs: &Records, i: u32, dir: Dir) -> Key {
-        match recs.hot[i as usize].tuples[dir.index()].v4_hash_parts() {
-            Some((src, dst, proto, zone)) => self.key_of_hash(crate::tuple::hash_v4_parts(
-                src,
-                dst,
-                proto,
-                zone,
-                &self.hash_key,
-            )),
+        match recs.hot[i as usize].tuples[dir.index()].v4_parts() {
+            Some(v4) => self.key_of_hash(v4.hash_with(&self.hash_key)),
             None => self.key(&recs.tuple(i, dir)),
         }
     }
@@ -534,6 +538,8 @@ impl Table {
             held: std::array::from_fn(|_| None),
             held_mask: 0,
             backoffs: 0,
+            plans: [None; PLANS],
+            next_plan: 0,
         }
     }
 
@@ -690,6 +696,36 @@ pub struct Guard<'t> {
     held_mask: u64,
     /// Times this guard let go of stripes to take a lower one in order.
     backoffs: u32,
+    /// What [`Guard::prefetch_eviction`] worked out about the connections
+    /// the next few new ones will most likely evict (a ring: the last
+    /// [`PLANS`]), for [`Guard::remove_as`] to take up.
+    plans: [Option<Plan>; PLANS],
+    next_plan: usize,
+}
+
+/// How many evictions ahead of their confirm [`Guard::prefetch_eviction`]
+/// may run (the burst's loads ahead run two packets ahead).
+const PLANS: usize = 4;
+
+/// An eviction worked out ahead: the connection (its record and id, so
+/// that a record reused since is not taken for it), the key of one of its
+/// tuples, and its source NAT port (the bitmap's slot and the port). A
+/// live record's tuples do not change, and bitmaps are never taken away:
+/// while the id holds, so does the rest.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    r: Ref,
+    id: u32,
+    dir: Dir,
+    key: Key,
+    port: Option<(usize, u16)>,
+}
+
+/// An evicted connection's source NAT port: found ahead (its bitmap's
+/// slot), or to be found (its bitmap's key).
+enum Port {
+    Slot((usize, u16)),
+    Key((crate::nat::ports::MapKey, u16)),
 }
 
 impl<'t> Guard<'t> {
@@ -896,10 +932,20 @@ impl<'t> Guard<'t> {
             P::read(&s.buckets[k.bucket(n)] as *const Bucket as *const u8);
         }
         // Its source NAT port, released in the port bitmap.
-        let status = s.records.hot[victim.local as usize].status;
-        if let Some((map, port)) = s.records.nat_port(victim.local, status) {
-            s.ports.prefetch_port(&map, port, P::read);
-        }
+        let hot = &s.records.hot[victim.local as usize];
+        let (status, id) = (hot.status, hot.id);
+        let port = s
+            .records
+            .nat_port(victim.local, status)
+            .and_then(|(map, port)| Some((s.ports.prefetch_port(&map, port, P::read)?, port)));
+        self.plans[self.next_plan] = Some(Plan {
+            r: victim,
+            id,
+            dir: dir.other(),
+            key: k,
+            port,
+        });
+        self.next_plan = (self.next_plan + 1) % PLANS;
     }
 
     /// [`Guard::lookup`], trying first the entry stage 2 saw match
@@ -1171,8 +1217,8 @@ impl<'t> Guard<'t> {
             && (orig.src, orig.src_port) != (orig.dst, orig.dst_port)
             && reply.zone == orig.zone
             && !orig.is_icmp();
-        let (key1, reply_checked) = if let Clash::Neither(_, key) = check {
-            (key, true)
+        let (key1, reply_checked) = if let Clash::Neither(_, claimed) = check {
+            (claimed.key, true)
         } else if inverted {
             (key0.inverted(self.table.buckets), false)
         } else {
@@ -1258,7 +1304,11 @@ impl<'t> Guard<'t> {
             "every field kept"
         );
         s.link(local, conn.deadline_ms);
-        s.ports.conn_added(conn);
+        let map = match check {
+            Clash::Neither(_, claimed) => claimed.map,
+            _ => None,
+        };
+        s.ports.conn_added(conn, map);
         s.live += 1;
         self.set_count(hs);
         if conn.status.has(Status::EIM) && !self.eim_hold(conn) {
@@ -1296,15 +1346,26 @@ impl<'t> Guard<'t> {
         }
         let status = recs.hot[r.local as usize].status;
         let id = recs.hot[r.local as usize].id;
-        // Hashed from the compact tuples; the whole ones only where they
-        // are needed.
-        let keys = [
-            table.record_key(recs, r.local, Dir::Orig),
-            table.record_key(recs, r.local, Dir::Reply),
-        ];
+        // What `prefetch_eviction` worked out, if it was about this
+        // connection; the rest hashed from the compact tuples (the whole
+        // ones only where they are needed).
+        let plan = self
+            .plans
+            .iter_mut()
+            .find(|p| p.is_some_and(|p| p.r == r && p.id == id))
+            .and_then(Option::take);
+        let recs = &self.stripe(r.stripe).records;
+        let key = |d: Dir| match plan {
+            Some(p) if p.dir == d => p.key,
+            _ => table.record_key(recs, r.local, d),
+        };
+        let keys = [key(Dir::Orig), key(Dir::Reply)];
         let tuples = || [Dir::Orig, Dir::Reply].map(|d| recs.tuple(r.local, d));
         debug_assert_eq!(keys, tuples().map(|t| table.key(&t)));
-        let nat_port = recs.nat_port(r.local, status);
+        let nat_port = match plan {
+            Some(p) => p.port.map(Port::Slot),
+            None => recs.nat_port(r.local, status).map(Port::Key),
+        };
         let eim_tuples = status.has(Status::EIM).then(tuples);
         let eim = eim_tuples.and_then(|t| self.eim_stripe(status, &t));
         let mut held = self.hold_both(r.stripe, keys[1].stripe);
@@ -1325,8 +1386,10 @@ impl<'t> Guard<'t> {
         self.unplace(keys[1], entry_word(r, Dir::Reply));
         let s = self.stripe(r.stripe);
         s.unlink(r.local);
-        if let Some((map, port)) = &nat_port {
-            s.ports.release(map, *port);
+        match nat_port {
+            Some(Port::Slot((slot, port))) => s.ports.release_at(slot, port),
+            Some(Port::Key((map, port))) => s.ports.release(&map, port),
+            None => {}
         }
         // Copied out whole for the snapshot (or an endpoint-independent
         // mapping's release); then made not live: the next insert writes
@@ -1550,6 +1613,79 @@ mod tests {
     fn insert_with(g: &mut Guard<'_>, c: &Conn) {
         g.insert(c, Clash::Both, false, &mut Eviction::default())
             .unwrap();
+    }
+
+    /// A record's keys and source NAT port worked out from its compact
+    /// tuples are those of its whole tuples: IPv4 and IPv6, UDP, TCP and
+    /// ICMP (whose id counts in both endpoints), zoned, translated or not.
+    #[test]
+    fn a_records_keys_and_port_from_its_compact_tuples_are_its_tuples() {
+        use crate::nat::ports::tracked;
+        let table = Table::new(1000, 1, 9);
+        let v6 = |last: u8| {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            a[15] = last;
+            Addr(a)
+        };
+        let mut conns = Vec::new();
+        for (i, proto) in [17u8, 6, 1, 58].into_iter().enumerate() {
+            for zone in [0u16, 7] {
+                let mut t = tuple(i as u32 * 10 + u32::from(zone));
+                t.proto = proto;
+                t.zone = zone;
+                if proto == 1 || proto == 58 {
+                    // An echo request: type 8 (128 for ICMPv6), id 0x1234.
+                    t.src_port = 0x1234;
+                    t.dst_port = if proto == 1 { 8 << 8 } else { 128 << 8 };
+                }
+                if proto == 58 {
+                    (t.family, t.src, t.dst) = (Family::V6, v6(1), v6(2 + zone as u8));
+                }
+                let plain = Conn {
+                    tuples: [t, t.invert().unwrap()],
+                    deadline_ms: 1000,
+                    ..Default::default()
+                };
+                // Source NAT: the reply to 203.0.113.9 (or an IPv6 one), port 40000.
+                let mut nat = plain;
+                nat.tuples[0].src_port ^= 0x100;
+                nat.tuples[1].dst = if proto == 58 {
+                    v6(9)
+                } else {
+                    Addr::from_v4([203, 0, 113, 9])
+                };
+                if proto == 1 || proto == 58 {
+                    nat.tuples[1].src_port = 40_000;
+                } else {
+                    nat.tuples[1].dst_port = 40_000;
+                }
+                nat.status.set(Status::SRC_NAT);
+                conns.extend([plain, nat]);
+            }
+        }
+        let mut g = table.guard();
+        for c in &conns {
+            let (r, _) = g
+                .insert(c, Clash::Both, false, &mut Eviction::default())
+                .unwrap();
+            let recs = &g.stripe(r.stripe).records;
+            for d in [Dir::Orig, Dir::Reply] {
+                assert_eq!(
+                    table.record_key(recs, r.local, d),
+                    table.key(&c.tuples[d.index()]),
+                    "{c:?} {d:?}"
+                );
+            }
+            let status = recs.hot[r.local as usize].status;
+            assert_eq!(
+                recs.nat_port(r.local, status),
+                tracked(c.status, &c.tuples[1])
+            );
+            if c.status.has(Status::SRC_NAT) && c.tuples[0].proto != 58 {
+                assert_eq!(recs.nat_port(r.local, status).map(|(_, p)| p), Some(40_000));
+            }
+        }
     }
 
     #[test]

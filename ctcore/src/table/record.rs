@@ -29,7 +29,7 @@ use crate::helper::Helper;
 use crate::nat::ports::{self, MapKey};
 use crate::proto::sctp::SctpState;
 use crate::proto::tcp::TcpState;
-use crate::tuple::{Addr, Dir, Family, Tuple};
+use crate::tuple::{Addr, Dir, Family, Tuple, V4Parts};
 
 /// The private status bits: protocol state kind (3), helper (2), checksum
 /// deltas held (1), a mark set (1).
@@ -122,11 +122,10 @@ impl Compact {
     pub fn zone(&self) -> u16 {
         (self.rest >> 48) as u16
     }
-    /// What [`crate::tuple::hash_v4_parts`] hashes, of an IPv4 compact
-    /// tuple (the address words as the whole tuple's hash reads them); None
-    /// for IPv6.
+    /// What the table's hash reads of an IPv4 compact tuple (as of the
+    /// whole tuple); None for IPv6.
     #[inline(always)]
-    pub fn v4_hash_parts(&self) -> Option<((u32, u16), (u32, u16), u8, u16)> {
+    pub fn v4_parts(&self) -> Option<V4Parts> {
         if self.is_v6() {
             return None;
         }
@@ -138,12 +137,12 @@ impl Compact {
         } else {
             self.dst_port()
         };
-        Some((
-            (u32::from_le_bytes(self.src_v4()), self.src_port()),
-            (u32::from_le_bytes(self.dst_v4()), dp),
+        Some(V4Parts {
+            src: (u32::from_le_bytes(self.src_v4()), self.src_port()),
+            dst: (u32::from_le_bytes(self.dst_v4()), dp),
             proto,
-            self.zone(),
-        ))
+            zone: self.zone(),
+        })
     }
     #[inline(always)]
     pub fn is_v6(&self) -> bool {
