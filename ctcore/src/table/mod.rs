@@ -934,18 +934,23 @@ impl<'t> Guard<'t> {
         // Its source NAT port, released in the port bitmap.
         let hot = &s.records.hot[victim.local as usize];
         let (status, id) = (hot.status, hot.id);
-        let port = s
-            .records
-            .nat_port(victim.local, status)
-            .and_then(|(map, port)| Some((s.ports.prefetch_port(&map, port, P::read)?, port)));
-        self.plans[self.next_plan] = Some(Plan {
-            r: victim,
-            id,
-            dir: dir.other(),
-            key: k,
-            port,
-        });
-        self.next_plan = (self.next_plan + 1) % PLANS;
+        // A translated connection's removal hashes both tuples and finds
+        // its port's bitmap: kept for it. (An untranslated one's second
+        // key is its first flipped.)
+        if let Some((map, port)) = s.records.nat_port(victim.local, status) {
+            let port = s
+                .ports
+                .prefetch_port(&map, port, P::read)
+                .map(|slot| (slot, port));
+            self.plans[self.next_plan] = Some(Plan {
+                r: victim,
+                id,
+                dir: dir.other(),
+                key: k,
+                port,
+            });
+            self.next_plan = (self.next_plan + 1) % PLANS;
+        }
     }
 
     /// [`Guard::lookup`], trying first the entry stage 2 saw match
@@ -1359,7 +1364,16 @@ impl<'t> Guard<'t> {
             Some(p) if p.dir == d => p.key,
             _ => table.record_key(recs, r.local, d),
         };
-        let keys = [key(Dir::Orig), key(Dir::Reply)];
+        let orig = key(Dir::Orig);
+        // An untranslated connection's reply key is its original key
+        // flipped (as `insert` worked it out).
+        let [o, rp] = &recs.hot[r.local as usize].tuples;
+        let reply = match plan {
+            Some(p) if p.dir == Dir::Reply => p.key,
+            _ if o.inverts_v4(rp) => orig.inverted(table.buckets),
+            _ => key(Dir::Reply),
+        };
+        let keys = [orig, reply];
         let tuples = || [Dir::Orig, Dir::Reply].map(|d| recs.tuple(r.local, d));
         debug_assert_eq!(keys, tuples().map(|t| table.key(&t)));
         let nat_port = match plan {

@@ -122,6 +122,26 @@ impl Compact {
     pub fn zone(&self) -> u16 {
         (self.rest >> 48) as u16
     }
+    /// Whether `other` is this IPv4 tuple inverted (not ICMP, whose
+    /// inversion changes the type; endpoints that differ): then its key
+    /// is this one's with the endpoints' order flipped (`Key::inverted`).
+    #[inline(always)]
+    pub fn inverts_v4(&self, other: &Compact) -> bool {
+        let proto = self.proto();
+        !self.is_v6()
+            && proto != crate::tuple::IPPROTO_ICMP
+            && proto != crate::tuple::IPPROTO_ICMPV6
+            && self.addrs.rotate_left(32) == other.addrs
+            && other.rest
+                == rest(
+                    (self.dst_port(), self.src_port()),
+                    proto,
+                    Family::V4,
+                    self.zone(),
+                )
+            && (self.addrs as u32, self.src_port()) != ((self.addrs >> 32) as u32, self.dst_port())
+    }
+
     /// What the table's hash reads of an IPv4 compact tuple (as of the
     /// whole tuple); None for IPv6.
     #[inline(always)]
