@@ -1691,6 +1691,15 @@ mod tests {
                     "{c:?} {d:?}"
                 );
             }
+            // Only an untranslated IPv4 connection of ports is its own
+            // inversion; its reply key is then its original key flipped.
+            let [o, rp] = &recs.hot[r.local as usize].tuples;
+            let plain_v4 = !c.status.has(Status::SRC_NAT) && matches!(c.tuples[0].proto, 6 | 17);
+            assert_eq!(o.inverts_v4(rp), plain_v4, "{c:?}");
+            if plain_v4 {
+                let k = table.key(&c.tuples[0]);
+                assert_eq!(k.inverted(table.buckets), table.key(&c.tuples[1]));
+            }
             let status = recs.hot[r.local as usize].status;
             assert_eq!(
                 recs.nat_port(r.local, status),
