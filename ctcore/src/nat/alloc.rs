@@ -138,7 +138,8 @@ pub struct Search<'a, 't> {
 }
 
 /// A connection's binding as [`anticipate`] found it: the address, the
-/// port range, and the home stripe's bitmap of that address.
+/// port range and random flag, and the home stripe's bitmap of that
+/// address.
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
     addr: Addr,
@@ -299,7 +300,7 @@ pub fn anticipate<P: Prefetch>(
 /// records that bucket says may hold that candidate (the port is often
 /// taken: the search reads the record that has it), and the bucket of the
 /// port the bitmap offers first. Returns the candidates loaded, with their
-/// keys, for the search to take up ([`Search::first`], [`Search::next`]).
+/// keys, and the binding, for the search to take up ([`Search::ahead`]).
 pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u32) -> Loaded {
     if let Some(k) = a.first {
         g.prefetch_records::<P>(k);
@@ -336,7 +337,8 @@ pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u3
 pub struct Loaded {
     pub first: Option<Key>,
     pub next: Option<(u16, Key)>,
-    /// The search's binding (for [`Search::bound`]).
+    /// The search's binding: the address, port range and random flag its
+    /// rule gives the connection, and its bitmap's slot.
     pub bound: Option<Bound>,
 }
 
