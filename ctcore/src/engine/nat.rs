@@ -432,6 +432,113 @@ mod tests {
         assert_eq!(ports(&burst), ports(&one_by_one));
     }
 
+    /// Destination NAT before the source NAT rules: a connection whose
+    /// destination PREROUTING changed is matched by POSTROUTING on its new
+    /// destination, not on the tuple the loads ahead matched. A burst
+    /// beyond a last-level cache whose new connections alternate between a
+    /// forwarded address and a plain server gets each the rule and
+    /// address it gets one by one in a small table.
+    #[test]
+    fn a_destination_translated_connection_is_matched_on_its_new_destination() {
+        use crate::nat::{Action, Match, Prefix, Rule};
+        use crate::table::NoPrefetch;
+        const VIP: [u8; 4] = [198, 51, 100, 80];
+        const BACKEND: [u8; 4] = [198, 51, 100, 200];
+        let build = |capacity: u32| {
+            let fwd = Rule::new(
+                "fwd".into(),
+                Match {
+                    dst: Some(Prefix::parse("198.51.100.80/32").unwrap()),
+                    ..Match::default()
+                },
+                Action::Dnat {
+                    family: Family::V4,
+                    addr: Addr::from_v4(BACKEND),
+                    port: None,
+                },
+            );
+            // Only what goes to the backend (after destination NAT).
+            let backend = Rule::new(
+                "backend".into(),
+                Match {
+                    dst: Some(Prefix::parse("198.51.100.200/32").unwrap()),
+                    ..Match::default()
+                },
+                Action::Snat {
+                    family: Family::V4,
+                    addrs: (
+                        Addr::from_v4([203, 0, 113, 5]),
+                        Addr::from_v4([203, 0, 113, 5]),
+                    ),
+                    ports: None,
+                    random: false,
+                    persistent: false,
+                },
+            );
+            Engine::<NoPrefetch>::build(
+                EngineConfig {
+                    capacity_conns: capacity,
+                    seed: 4,
+                    tunables: Tunables::default(),
+                },
+                Some(crate::nat::Nat {
+                    rules: vec![fwd, backend, masq_rule(None)],
+                    pools: vec![],
+                }),
+                1,
+                &mut (),
+            )
+        };
+        // Even packets to the forwarded address, odd ones to S.
+        let frames: Vec<Vec<u8>> = (0..64u8)
+            .map(|i| {
+                let server = if i % 2 == 0 { VIP } else { S };
+                udp_frame([192, 0, 2, 1 + i], server, 5000, 53, b"q")
+            })
+            .collect();
+        let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+        let source = |r: &CtResult| r.rewrite.unwrap().src().unwrap();
+        let small = build(1000);
+        let mut w = small.worker(0);
+        let one_by_one: Vec<(Addr, u16)> = pkts
+            .iter()
+            .map(|p| {
+                let mut res = [CtResult::default()];
+                small.process_burst(&mut w, 0, std::slice::from_ref(p), &mut res, |_, _| {
+                    out([198, 51, 100, 1])
+                });
+                source(&res[0])
+            })
+            .collect();
+        for (i, (addr, _)) in one_by_one.iter().enumerate() {
+            let want = if i % 2 == 0 {
+                [203, 0, 113, 5]
+            } else {
+                [198, 51, 100, 1]
+            };
+            assert_eq!(*addr, Addr::from_v4(want), "packet {i}");
+        }
+        let large = build(400_000);
+        assert!(large.table().guard().beyond_llc());
+        let mut w = large.worker(0);
+        // Packet 1 (to S: the masquerade rule) first, so that the burst's
+        // guess is that rule, which every packet's own tuple matches.
+        let mut res = [CtResult::default()];
+        large.process_burst(&mut w, 0, &pkts[1..2], &mut res, |_, _| {
+            out([198, 51, 100, 1])
+        });
+        let mut burst = vec![source(&res[0]); 64];
+        let order: Vec<usize> = [0].into_iter().chain(2..64).collect();
+        let rest: Vec<Pkt<'_>> = order.iter().map(|&i| pkts[i]).collect();
+        let mut res = vec![CtResult::default(); rest.len()];
+        large.process_burst(&mut w, 0, &rest, &mut res, |_, _| out([198, 51, 100, 1]));
+        for (&i, r) in order.iter().zip(&res) {
+            burst[i] = source(r);
+        }
+        let wrong: Vec<usize> = (0..64).filter(|&i| burst[i].0 != one_by_one[i].0).collect();
+        assert!(wrong.is_empty(), "{wrong:?}");
+    }
+
     #[test]
     fn a_pool_fills_to_its_last_port_and_reuses_what_leaves() {
         use crate::nat::ports::MapKey;
