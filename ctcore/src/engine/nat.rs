@@ -539,6 +539,62 @@ mod tests {
         assert!(wrong.is_empty(), "{wrong:?}");
     }
 
+    /// A directional zone (the original direction in zone 5, replies in
+    /// zone 0) beside an undirected one (both in zone 5): the searches of
+    /// the first begun ahead in the original's zone find the second's
+    /// bitmap and key their candidates there, while the search's are in
+    /// the reply's zone. Through a table beyond a last-level cache, every
+    /// connection still gets a binding of its own, which its replies reach.
+    #[test]
+    fn searches_begun_ahead_in_a_directional_zone_claim_findable_replies() {
+        use crate::table::NoPrefetch;
+        let e = masq_engine::<NoPrefetch>(400_000, 13);
+        assert!(e.table().guard().beyond_llc());
+        let mut w = e.worker(0);
+        // All from port 5000: every one after the first searches.
+        let frames: Vec<Vec<u8>> = (1..=33u8)
+            .map(|i| udp_frame([192, 0, 2, i], S, 5000, 53, b"q"))
+            .collect();
+        let mut res = vec![CtResult::default(); 33];
+        // The first in zone 5 both ways (a bitmap of zone 5, and the rule
+        // to begin the others on), then a burst in zone 5 replied in 0.
+        let first = Pkt::new(&frames[0], 5, 0);
+        e.process_burst(&mut w, 0, &[first], &mut res[..1], |_, _| {
+            out([198, 51, 100, 1])
+        });
+        let pkts: Vec<Pkt<'_>> = frames[1..]
+            .iter()
+            .map(|f| Pkt {
+                reply_zone: 0,
+                ..Pkt::new(f, 5, 0)
+            })
+            .collect();
+        e.process_burst(&mut w, 0, &pkts, &mut res[1..], |_, _| {
+            out([198, 51, 100, 1])
+        });
+        let mut bindings = std::collections::HashSet::new();
+        for (i, r) in res.iter().enumerate().skip(1) {
+            let (addr, port) = r.rewrite.unwrap().src().unwrap();
+            assert!(
+                bindings.insert((addr, port)),
+                "packet {i}: {addr:?}:{port} twice"
+            );
+            // The reply reaches its own connection: back to its client.
+            let reply = udp_frame(S, addr.v4_octets(), 53, port, b"a");
+            let mut back = [CtResult::default()];
+            e.process_burst(&mut w, 1, &[Pkt::new(&reply, 0, 1)], &mut back, |_, _| {
+                out([192, 0, 2, 1])
+            });
+            assert_eq!(back[0].ctinfo, CtInfo::EstablishedReply, "packet {i}");
+            let client = Addr::from_v4([192, 0, 2, i as u8 + 1]);
+            assert_eq!(
+                back[0].rewrite.unwrap().dst(),
+                Some((client, 5000)),
+                "packet {i}"
+            );
+        }
+    }
+
     #[test]
     fn a_pool_fills_to_its_last_port_and_reuses_what_leaves() {
         use crate::nat::ports::MapKey;
