@@ -338,38 +338,16 @@ mod tests {
     /// address and port it gets one by one in a small table.
     #[test]
     fn searches_begun_on_another_rule_take_their_own() {
-        use crate::nat::{Action, Match, Prefix, Rule};
-        use crate::table::NoPrefetch;
+        use crate::nat::{Match, Prefix};
+        let low = Match {
+            src: Some(Prefix::parse("192.0.2.0/26").unwrap()),
+            ..Match::default()
+        };
         let build = |capacity: u32| {
-            let low = Rule::new(
-                "low".into(),
-                Match {
-                    src: Some(Prefix::parse("192.0.2.0/26").unwrap()),
-                    ..Match::default()
-                },
-                Action::Snat {
-                    family: Family::V4,
-                    addrs: (
-                        Addr::from_v4([203, 0, 113, 1]),
-                        Addr::from_v4([203, 0, 113, 1]),
-                    ),
-                    ports: None,
-                    random: false,
-                    persistent: false,
-                },
-            );
-            Engine::<NoPrefetch>::build(
-                EngineConfig {
-                    capacity_conns: capacity,
-                    seed: 3,
-                    tunables: Tunables::default(),
-                },
-                Some(crate::nat::Nat {
-                    rules: vec![low, masq_rule(None)],
-                    pools: vec![],
-                }),
-                1,
-                &mut (),
+            rules_engine(
+                vec![snat_rule(low.clone(), [203, 0, 113, 1]), masq_rule(None)],
+                capacity,
+                3,
             )
         };
         // Even packets from 192.0.2.1-32 (the first rule), odd ones from
@@ -380,20 +358,7 @@ mod tests {
                 udp_frame([192, 0, 2, c], S, 5000, 53, b"q")
             })
             .collect();
-        let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
-        let bound = |r: &CtResult| r.rewrite.unwrap().src().unwrap();
-        let small = build(1000);
-        let mut w = small.worker(0);
-        let one_by_one: Vec<(Addr, u16)> = pkts
-            .iter()
-            .map(|p| {
-                let mut res = [CtResult::default()];
-                small.process_burst(&mut w, 0, std::slice::from_ref(p), &mut res, |_, _| {
-                    out([198, 51, 100, 1])
-                });
-                bound(&res[0])
-            })
-            .collect();
+        let (one_by_one, burst) = one_by_one_and_begun_ahead(&build, &frames);
         for (i, (addr, _)) in one_by_one.iter().enumerate() {
             let want = if i % 2 == 0 {
                 [203, 0, 113, 1]
@@ -401,23 +366,6 @@ mod tests {
                 [198, 51, 100, 1]
             };
             assert_eq!(*addr, Addr::from_v4(want), "packet {i}");
-        }
-        let large = build(400_000);
-        assert!(large.table().guard().beyond_llc());
-        let mut w = large.worker(0);
-        // Packet 1 (the second rule) first, so that the burst's guess is
-        // that rule; then the others in a burst.
-        let mut res = [CtResult::default()];
-        large.process_burst(&mut w, 0, &pkts[1..2], &mut res, |_, _| {
-            out([198, 51, 100, 1])
-        });
-        let mut burst = vec![bound(&res[0]); 64];
-        let order: Vec<usize> = [0].into_iter().chain(2..64).collect();
-        let rest: Vec<Pkt<'_>> = order.iter().map(|&i| pkts[i]).collect();
-        let mut res = vec![CtResult::default(); rest.len()];
-        large.process_burst(&mut w, 0, &rest, &mut res, |_, _| out([198, 51, 100, 1]));
-        for (&i, r) in order.iter().zip(&res) {
-            burst[i] = bound(r);
         }
         // Each gets its own rule's address; the ports are the free ones in
         // the order the connections came (the burst's order differs by the
@@ -432,6 +380,86 @@ mod tests {
         assert_eq!(ports(&burst), ports(&one_by_one));
     }
 
+    /// `snat to ADDR` for what `m` matches.
+    fn snat_rule(m: crate::nat::Match, addr: [u8; 4]) -> crate::nat::Rule {
+        crate::nat::Rule::new(
+            "snat".into(),
+            m,
+            crate::nat::Action::Snat {
+                family: Family::V4,
+                addrs: (Addr::from_v4(addr), Addr::from_v4(addr)),
+                ports: None,
+                random: false,
+                persistent: false,
+            },
+        )
+    }
+
+    /// An engine of `capacity` connections with `rules`.
+    fn rules_engine(
+        rules: Vec<crate::nat::Rule>,
+        capacity: u32,
+        seed: u64,
+    ) -> Engine<crate::table::NoPrefetch> {
+        Engine::build(
+            EngineConfig {
+                capacity_conns: capacity,
+                seed,
+                tunables: Tunables::default(),
+            },
+            Some(crate::nat::Nat {
+                rules,
+                pools: vec![],
+            }),
+            1,
+            &mut (),
+        )
+    }
+
+    /// Source bindings, one per packet: (address, port).
+    type Bindings = Vec<(Addr, u16)>;
+
+    /// The source bindings `frames` (new UDP connections from the "in"
+    /// port) get one by one in a table of 1,000 built by `build`, and in a
+    /// table of 400,000 (beyond a last-level cache: their searches begun
+    /// ahead), where frame 1 goes first, alone (its rule is then the
+    /// guess), and the others after it in one burst.
+    fn one_by_one_and_begun_ahead(
+        build: &dyn Fn(u32) -> Engine<crate::table::NoPrefetch>,
+        frames: &[Vec<u8>],
+    ) -> (Bindings, Bindings) {
+        let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+        let bound = |r: &CtResult| r.rewrite.unwrap().src().unwrap();
+        let small = build(1000);
+        let mut w = small.worker(0);
+        let one_by_one: Vec<(Addr, u16)> = pkts
+            .iter()
+            .map(|p| {
+                let mut res = [CtResult::default()];
+                small.process_burst(&mut w, 0, std::slice::from_ref(p), &mut res, |_, _| {
+                    out([198, 51, 100, 1])
+                });
+                bound(&res[0])
+            })
+            .collect();
+        let large = build(400_000);
+        assert!(large.table().guard().beyond_llc());
+        let mut w = large.worker(0);
+        let mut res = [CtResult::default()];
+        large.process_burst(&mut w, 0, &pkts[1..2], &mut res, |_, _| {
+            out([198, 51, 100, 1])
+        });
+        let mut burst = vec![bound(&res[0]); pkts.len()];
+        let order: Vec<usize> = [0].into_iter().chain(2..pkts.len()).collect();
+        let rest: Vec<Pkt<'_>> = order.iter().map(|&i| pkts[i]).collect();
+        let mut res = vec![CtResult::default(); rest.len()];
+        large.process_burst(&mut w, 0, &rest, &mut res, |_, _| out([198, 51, 100, 1]));
+        for (&i, r) in order.iter().zip(&res) {
+            burst[i] = bound(r);
+        }
+        (one_by_one, burst)
+    }
+
     /// Destination NAT before the source NAT rules: a connection whose
     /// destination PREROUTING changed is matched by POSTROUTING on its new
     /// destination, not on the tuple the loads ahead matched. A burst
@@ -441,7 +469,6 @@ mod tests {
     #[test]
     fn a_destination_translated_connection_is_matched_on_its_new_destination() {
         use crate::nat::{Action, Match, Prefix, Rule};
-        use crate::table::NoPrefetch;
         const VIP: [u8; 4] = [198, 51, 100, 80];
         const BACKEND: [u8; 4] = [198, 51, 100, 200];
         let build = |capacity: u32| {
@@ -458,35 +485,14 @@ mod tests {
                 },
             );
             // Only what goes to the backend (after destination NAT).
-            let backend = Rule::new(
-                "backend".into(),
-                Match {
-                    dst: Some(Prefix::parse("198.51.100.200/32").unwrap()),
-                    ..Match::default()
-                },
-                Action::Snat {
-                    family: Family::V4,
-                    addrs: (
-                        Addr::from_v4([203, 0, 113, 5]),
-                        Addr::from_v4([203, 0, 113, 5]),
-                    ),
-                    ports: None,
-                    random: false,
-                    persistent: false,
-                },
-            );
-            Engine::<NoPrefetch>::build(
-                EngineConfig {
-                    capacity_conns: capacity,
-                    seed: 4,
-                    tunables: Tunables::default(),
-                },
-                Some(crate::nat::Nat {
-                    rules: vec![fwd, backend, masq_rule(None)],
-                    pools: vec![],
-                }),
-                1,
-                &mut (),
+            let backend = Match {
+                dst: Some(Prefix::parse("198.51.100.200/32").unwrap()),
+                ..Match::default()
+            };
+            rules_engine(
+                vec![fwd, snat_rule(backend, [203, 0, 113, 5]), masq_rule(None)],
+                capacity,
+                4,
             )
         };
         // Even packets to the forwarded address, odd ones to S.
@@ -496,20 +502,7 @@ mod tests {
                 udp_frame([192, 0, 2, 1 + i], server, 5000, 53, b"q")
             })
             .collect();
-        let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
-        let source = |r: &CtResult| r.rewrite.unwrap().src().unwrap();
-        let small = build(1000);
-        let mut w = small.worker(0);
-        let one_by_one: Vec<(Addr, u16)> = pkts
-            .iter()
-            .map(|p| {
-                let mut res = [CtResult::default()];
-                small.process_burst(&mut w, 0, std::slice::from_ref(p), &mut res, |_, _| {
-                    out([198, 51, 100, 1])
-                });
-                source(&res[0])
-            })
-            .collect();
+        let (one_by_one, burst) = one_by_one_and_begun_ahead(&build, &frames);
         for (i, (addr, _)) in one_by_one.iter().enumerate() {
             let want = if i % 2 == 0 {
                 [203, 0, 113, 5]
@@ -518,23 +511,8 @@ mod tests {
             };
             assert_eq!(*addr, Addr::from_v4(want), "packet {i}");
         }
-        let large = build(400_000);
-        assert!(large.table().guard().beyond_llc());
-        let mut w = large.worker(0);
-        // Packet 1 (to S: the masquerade rule) first, so that the burst's
-        // guess is that rule, which every packet's own tuple matches.
-        let mut res = [CtResult::default()];
-        large.process_burst(&mut w, 0, &pkts[1..2], &mut res, |_, _| {
-            out([198, 51, 100, 1])
-        });
-        let mut burst = vec![source(&res[0]); 64];
-        let order: Vec<usize> = [0].into_iter().chain(2..64).collect();
-        let rest: Vec<Pkt<'_>> = order.iter().map(|&i| pkts[i]).collect();
-        let mut res = vec![CtResult::default(); rest.len()];
-        large.process_burst(&mut w, 0, &rest, &mut res, |_, _| out([198, 51, 100, 1]));
-        for (&i, r) in order.iter().zip(&res) {
-            burst[i] = source(r);
-        }
+        // (Packet 1, to S, goes first: the burst's guess is the
+        // masquerade rule, which every packet's own tuple matches.)
         let wrong: Vec<usize> = (0..64).filter(|&i| burst[i].0 != one_by_one[i].0).collect();
         assert!(wrong.is_empty(), "{wrong:?}");
     }
