@@ -51,15 +51,19 @@ fn region(len: usize, pages: Option<&mut TablePages>) -> (Vec<u64>, String) {
     (v, kind.into())
 }
 
+/// The next value of an xorshift64 sequence (the access patterns' random
+/// source).
+fn xorshift(rng: &mut u64) -> u64 {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    *rng
+}
+
 /// Nanoseconds per dependent load through a random cycle over the first
 /// `lines` lines of `v`.
 fn chase(v: &mut [u64], lines: usize, rng: &mut u64) -> f64 {
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
+    let mut next = || xorshift(rng);
     // Sattolo's algorithm: one cycle through every line.
     let mut order: Vec<u32> = (0..lines as u32).collect();
     for i in (1..lines).rev() {
@@ -89,12 +93,7 @@ fn chase(v: &mut [u64], lines: usize, rng: &mut u64) -> f64 {
 /// page's last (near) or that of the page `pages / 2` further on.
 fn chase_pairs(v: &mut [u64], pages: usize, near: bool, rng: &mut u64) -> f64 {
     const PAGE: usize = 4096 / 8;
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
+    let mut next = || xorshift(rng);
     let mut order: Vec<u32> = (0..pages as u32).collect();
     for i in (1..pages).rev() {
         let j = (next() % i as u64) as usize;
@@ -132,12 +131,7 @@ fn chase_pairs(v: &mut [u64], pages: usize, near: bool, rng: &mut u64) -> f64 {
 /// lines over the first `lines` lines of `v`, with as many misses in
 /// flight as the core keeps.
 fn independent(v: &[u64], lines: usize, rng: &mut u64) -> f64 {
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
+    let mut next = || xorshift(rng);
     let at: Vec<u32> = (0..LOADS).map(|_| (next() % lines as u64) as u32).collect();
     let mut sum = 0u64;
     let start = Instant::now();
@@ -163,12 +157,7 @@ fn burst_model(v: &mut [u64], lines: usize, two: bool, work: [u32; 3], rng: &mut
     use ctcore::table::Prefetch;
     const BURST: usize = 32;
     let half = lines / 2;
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
+    let mut next = || xorshift(rng);
     for b in 0..half {
         v[b * LINE] = ((half + (next() % half as u64) as usize) * LINE) as u64;
     }

@@ -112,9 +112,16 @@ fn icmp_reply_type(family: Family, t: u8) -> Option<u8> {
     }
 }
 
+/// ICMP or ICMPv6: a tuple of either has the echo id and type where
+/// others have ports.
+#[inline(always)]
+pub fn is_icmp_proto(proto: u8) -> bool {
+    proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6
+}
+
 impl Tuple {
     pub fn is_icmp(&self) -> bool {
-        self.proto == IPPROTO_ICMP || self.proto == IPPROTO_ICMPV6
+        is_icmp_proto(self.proto)
     }
     pub fn icmp_type(&self) -> u8 {
         (self.dst_port >> 8) as u8

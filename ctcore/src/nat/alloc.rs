@@ -9,10 +9,10 @@
 //! port that is in use but not towards this remote endpoint.
 
 use super::ports::{nat_port, Cursor, MapKey};
-use super::{has_ports, is_icmp_echo, Action, Endpoint, Rule};
+use super::{has_ports, Action, Endpoint, Rule};
 use crate::conn::{Conn, Status};
 use crate::table::{Claimed, Guard, Key, Prefetch};
-use crate::tuple::{Addr, Family, Tuple, IPPROTO_UDP};
+use crate::tuple::{is_icmp_proto, Addr, Family, Tuple, IPPROTO_UDP};
 
 /// The kernel's NF_NAT_MAX_ATTEMPTS.
 pub const MAX_PORT_ATTEMPTS: u32 = 128;
@@ -265,7 +265,7 @@ pub fn anticipate<P: Prefetch>(
         ports,
         random,
     } = binding(rule, orig, egress_addr).ok()??;
-    let icmp = is_icmp_echo(orig.proto);
+    let icmp = is_icmp_proto(orig.proto);
     if !has_ports(orig.proto) && !icmp {
         return None;
     }
@@ -369,7 +369,7 @@ pub fn snat(
         let Ok(Some(fresh)) = binding(rule, &orig, egress_addr) else {
             return false;
         };
-        let icmp = is_icmp_echo(orig.proto);
+        let icmp = is_icmp_proto(orig.proto);
         fresh.addr == b.addr
             && fresh.random == b.random
             && fresh
@@ -404,7 +404,7 @@ pub fn snat(
             .table
             .eim_held_by_other(orig.family, addr, p, &inside, s.now_ms)
     };
-    let icmp = is_icmp_echo(orig.proto);
+    let icmp = is_icmp_proto(orig.proto);
     if !has_ports(orig.proto) && !icmp {
         // Address-only translation (GRE, generic protocols): there is
         // nothing to choose, so nothing to steer either (its replies reach

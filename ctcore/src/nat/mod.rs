@@ -15,10 +15,7 @@ pub mod rewrite;
 use crate::conn::{Conn, Status};
 use crate::stats::{CounterSlot, SlotCounter};
 use crate::table::Guard;
-use crate::tuple::{
-    Addr, Family, Tuple, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
-    IPPROTO_UDPLITE,
-};
+use crate::tuple::{Addr, Family, Tuple, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE};
 pub use maglev::{Backend, Pool};
 
 /// An address prefix (`192.0.2.0/24`, `2001:db8::/32`).
@@ -368,10 +365,6 @@ impl Nat {
     pub fn pool_by_name(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|p| p.name == name)
     }
-}
-
-pub(crate) fn is_icmp_echo(proto: u8) -> bool {
-    proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6
 }
 
 #[cfg(test)]

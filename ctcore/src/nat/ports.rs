@@ -451,7 +451,7 @@ pub fn tracked_parts(status: Status, key: MapKey, ports: (u16, u16)) -> Option<(
     if !status.has(Status::SRC_NAT) {
         return None;
     }
-    let icmp = super::is_icmp_echo(key.proto);
+    let icmp = crate::tuple::is_icmp_proto(key.proto);
     if !(super::has_ports(key.proto) || icmp) {
         return None;
     }

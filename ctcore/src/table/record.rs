@@ -29,7 +29,7 @@ use crate::helper::Helper;
 use crate::nat::ports::{self, MapKey};
 use crate::proto::sctp::SctpState;
 use crate::proto::tcp::TcpState;
-use crate::tuple::{Addr, Dir, Family, Tuple, V4Parts};
+use crate::tuple::{is_icmp_proto, Addr, Dir, Family, Tuple, V4Parts};
 
 /// The private status bits: protocol state kind (3), helper (2), checksum
 /// deltas held (1), a mark set (1).
@@ -129,8 +129,7 @@ impl Compact {
     pub fn inverts_v4(&self, other: &Compact) -> bool {
         let proto = self.proto();
         !self.is_v6()
-            && proto != crate::tuple::IPPROTO_ICMP
-            && proto != crate::tuple::IPPROTO_ICMPV6
+            && !is_icmp_proto(proto)
             && self.addrs.rotate_left(32) == other.addrs
             && other.rest
                 == rest(
@@ -151,8 +150,7 @@ impl Compact {
         }
         let proto = self.proto();
         // ICMP: only the id counts (the source port), in both endpoints.
-        let icmp = proto == crate::tuple::IPPROTO_ICMP || proto == crate::tuple::IPPROTO_ICMPV6;
-        let dp = if icmp {
+        let dp = if is_icmp_proto(proto) {
             self.src_port()
         } else {
             self.dst_port()
