@@ -205,6 +205,56 @@ fn burst_model(v: &mut [u64], lines: usize, two: bool, work: [u32; 3], rng: &mut
     ns
 }
 
+/// The same work as [`burst_model`] with two lines per packet, as a
+/// rolling pipeline over the stream of packets instead of bursts in three
+/// stages: at each step, packet `j + 2d` is parsed and its bucket
+/// prefetched, packet `j + d`'s bucket is read and its record prefetched,
+/// and packet `j` is tracked. Each line has `d` packets' work to arrive,
+/// and the loads in flight stay at about `2d` instead of a burst's 32.
+fn rolling_model(v: &mut [u64], lines: usize, work: [u32; 3], d: usize, rng: &mut u64) -> f64 {
+    use appliance::dpdk::HwPrefetch;
+    use ctcore::table::Prefetch;
+    let half = lines / 2;
+    let mut next = || xorshift(rng);
+    for b in 0..half {
+        v[b * LINE] = ((half + (next() % half as u64) as usize) * LINE) as u64;
+    }
+    let at: Vec<u32> = (0..LOADS / 2)
+        .map(|_| (next() % half as u64) as u32)
+        .collect();
+    let line = |v: &[u64], i: usize| &v[i] as *const u64 as *const u8;
+    let spin = |mut x: u64, steps: u32| {
+        for _ in 0..steps {
+            x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7);
+        }
+        x
+    };
+    let n = at.len();
+    let mut rec = vec![0usize; n];
+    let mut acc = 0u64;
+    let start = Instant::now();
+    for j in 0..n + 2 * d {
+        if j < n {
+            let a = at[j];
+            acc ^= spin(u64::from(a) | 1, work[0]);
+            HwPrefetch::read(line(v, a as usize * LINE));
+        }
+        if j >= d && j - d < n {
+            let a = at[j - d];
+            acc ^= spin(u64::from(a) | 3, work[1]);
+            let r = v[a as usize * LINE] as usize;
+            HwPrefetch::read(line(v, r));
+            rec[j - d] = r;
+        }
+        if j >= 2 * d {
+            acc ^= spin(v[rec[j - 2 * d]] | 1, work[2]);
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / n as f64;
+    std::hint::black_box(acc);
+    ns
+}
+
 fn main() {
     let max_mib: usize = std::env::args()
         .nth(1)
@@ -221,6 +271,30 @@ fn main() {
     }
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut reserved = TablePages::new(true);
+    if std::env::args().nth(2).as_deref() == Some("rolling") {
+        // The burst in three stages against the rolling pipeline, by
+        // lookahead, on the reserved pages, in alternating rounds.
+        let (mut v, kind) = region(len, Some(&mut reserved));
+        let work = [20, 15, 45];
+        for round in 0..3 {
+            let b = burst_model(&mut v, len / 64, true, work, &mut rng);
+            let cells: Vec<String> = [2, 4, 6, 8, 12]
+                .iter()
+                .map(|&d| {
+                    let r = rolling_model(&mut v, len / 64, work, d, &mut rng);
+                    format!("d={d} {r:.1}")
+                })
+                .collect();
+            let small = (4 << 20) / 64;
+            let bs = burst_model(&mut v, small, true, work, &mut rng);
+            let rs = rolling_model(&mut v, small, work, 4, &mut rng);
+            println!(
+                "{kind}, round {round}: {work:?}, ns per packet over {max_mib} MiB: bursts {b:.1}, rolling {} (4 MiB: bursts {bs:.1}, rolling d=4 {rs:.1})",
+                cells.join(", ")
+            );
+        }
+        return;
+    }
     let mut transparent = TablePages::new(false);
     for pages in [Some(&mut reserved), Some(&mut transparent), None] {
         let (mut v, kind) = region(len, pages);

@@ -521,6 +521,81 @@ mod tests {
         }
     }
 
+    /// A call of several stages tracks each packet as one by one does: a
+    /// packet whose connection an earlier stage creates, answers or evicts
+    /// finds what it finds one by one. UDP queries, their
+    /// replies and repeats, and a TCP handshake straddling the stages, in a
+    /// table whose stripes fill (early drops), one of room, and one beyond
+    /// a last-level cache (new connections' loads begun ahead).
+    #[test]
+    fn a_burst_of_several_stages_is_tracked_as_its_packets_one_by_one() {
+        use super::super::tests::{tcp, udp_frame};
+        use crate::wire::tcp_flags::{ACK, SYN};
+        let (c, s) = ([192, 0, 2, 1], [198, 51, 100, 1]);
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        for i in 0..40 {
+            frames.push(udp_frame(c, s, 2000 + i, 53, b"q"));
+            if i == 28 {
+                frames.push(tcp(true, SYN, 100, 0, b""));
+            }
+            if i == 31 {
+                frames.push(tcp(false, SYN | ACK, 500, 101, b""));
+            }
+            if i == 35 {
+                frames.push(tcp(true, ACK, 101, 501, b""));
+            }
+        }
+        for i in (0..40).rev() {
+            frames.push(udp_frame(s, c, 53, 2000 + i, b"a"));
+        }
+        for i in 0..40 {
+            frames.push(udp_frame(c, s, 2000 + i, 53, b"q"));
+        }
+        let pkts: Vec<Pkt<'_>> = frames.iter().map(|f| Pkt::new(f, 0, 0)).collect();
+        let seen = |r: &CtResult| {
+            (
+                r.ctinfo,
+                r.dir,
+                r.invalid_reason,
+                r.ct_drop,
+                r.conn.is_some(),
+            )
+        };
+        for cap in [24, 1000, 400_000] {
+            let build = || {
+                Engine::<crate::table::NoPrefetch>::build(
+                    EngineConfig {
+                        capacity_conns: cap,
+                        seed: 1,
+                        tunables: Tunables::default(),
+                    },
+                    None,
+                    1,
+                    &mut (),
+                )
+            };
+            let (one, burst) = (build(), build());
+            assert_eq!(burst.table().guard().beyond_llc(), cap == 400_000);
+            let mut w = one.worker(0);
+            let one_by_one: Vec<_> = pkts
+                .iter()
+                .map(|p| {
+                    let mut res = [CtResult::default()];
+                    one.process_burst(&mut w, 0, std::slice::from_ref(p), &mut res, |_, _| out(s));
+                    seen(&res[0])
+                })
+                .collect();
+            let mut w = burst.worker(0);
+            let mut res = vec![CtResult::default(); pkts.len()];
+            burst.process_burst(&mut w, 0, &pkts, &mut res, |_, _| out(s));
+            let in_burst: Vec<_> = res.iter().map(seen).collect();
+            for (i, (a, b)) in one_by_one.iter().zip(&in_burst).enumerate() {
+                assert_eq!(a, b, "capacity {cap}, packet {i}");
+            }
+            assert_eq!(one.table().len(), burst.table().len(), "capacity {cap}");
+        }
+    }
+
     #[test]
     fn a_cached_verdict_is_kept_per_direction_and_cleared_by_a_mark_change() {
         use super::super::tests::{engine, udp_frame};
