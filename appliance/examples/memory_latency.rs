@@ -16,7 +16,9 @@
 //! page save is the page walks' share of an access (on a virtual machine,
 //! the host's walks remain whatever the guest's pages); the rest of the
 //! growth beyond the last-level cache is the memory's own latency
-//! (docs/performance.md, step 22).
+//! (docs/performance.md, step 22). `memory_latency MAX_MIB rolling`
+//! compares the burst model with a rolling pipeline over the stream of
+//! packets, by lookahead (docs/performance.md, step 24).
 use appliance::dpdk::huge::{HugeAlloc, TablePages};
 use ctcore::table::Memory;
 use std::time::Instant;
