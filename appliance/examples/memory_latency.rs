@@ -145,6 +145,22 @@ fn independent(v: &[u64], lines: usize, rng: &mut u64) -> f64 {
     ns
 }
 
+/// The models' buckets: line `b` of the first `half` lines names a random
+/// record line of the second half.
+fn link_buckets(v: &mut [u64], half: usize, rng: &mut u64) {
+    for b in 0..half {
+        v[b * LINE] = ((half + (xorshift(rng) % half as u64) as usize) * LINE) as u64;
+    }
+}
+
+/// The models' work: `steps` dependent multiply steps.
+fn spin(mut x: u64, steps: u32) -> u64 {
+    for _ in 0..steps {
+        x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7);
+    }
+    x
+}
+
 /// A model of the engine's burst at a table of `lines` lines (the first
 /// half buckets, the second records), in nanoseconds per packet: bursts
 /// of 32 random packets; with `two` lines per packet, stage 1 prefetches
@@ -159,10 +175,8 @@ fn burst_model(v: &mut [u64], lines: usize, two: bool, work: [u32; 3], rng: &mut
     use ctcore::table::Prefetch;
     const BURST: usize = 32;
     let half = lines / 2;
+    link_buckets(v, half, rng);
     let mut next = || xorshift(rng);
-    for b in 0..half {
-        v[b * LINE] = ((half + (next() % half as u64) as usize) * LINE) as u64;
-    }
     let at: Vec<u32> = (0..LOADS / 2)
         .map(|_| {
             let r = (next() % half as u64) as u32;
@@ -174,12 +188,6 @@ fn burst_model(v: &mut [u64], lines: usize, two: bool, work: [u32; 3], rng: &mut
         })
         .collect();
     let line = |v: &[u64], i: usize| &v[i] as *const u64 as *const u8;
-    let spin = |mut x: u64, steps: u32| {
-        for _ in 0..steps {
-            x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7);
-        }
-        x
-    };
     let mut acc = 0u64;
     let start = Instant::now();
     for burst in at.chunks(BURST) {
@@ -217,20 +225,12 @@ fn rolling_model(v: &mut [u64], lines: usize, work: [u32; 3], d: usize, rng: &mu
     use appliance::dpdk::HwPrefetch;
     use ctcore::table::Prefetch;
     let half = lines / 2;
+    link_buckets(v, half, rng);
     let mut next = || xorshift(rng);
-    for b in 0..half {
-        v[b * LINE] = ((half + (next() % half as u64) as usize) * LINE) as u64;
-    }
     let at: Vec<u32> = (0..LOADS / 2)
         .map(|_| (next() % half as u64) as u32)
         .collect();
     let line = |v: &[u64], i: usize| &v[i] as *const u64 as *const u8;
-    let spin = |mut x: u64, steps: u32| {
-        for _ in 0..steps {
-            x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7);
-        }
-        x
-    };
     let n = at.len();
     let mut rec = vec![0usize; n];
     let mut acc = 0u64;

@@ -529,7 +529,7 @@ mod tests {
     /// a last-level cache (new connections' loads begun ahead).
     #[test]
     fn a_burst_of_several_stages_is_tracked_as_its_packets_one_by_one() {
-        use super::super::tests::{tcp, udp_frame};
+        use super::super::tests::{engine, tcp, udp_frame};
         use crate::wire::tcp_flags::{ACK, SYN};
         let (c, s) = ([192, 0, 2, 1], [198, 51, 100, 1]);
         let mut frames: Vec<Vec<u8>> = Vec::new();
@@ -562,19 +562,7 @@ mod tests {
             )
         };
         for cap in [24, 1000, 400_000] {
-            let build = || {
-                Engine::<crate::table::NoPrefetch>::build(
-                    EngineConfig {
-                        capacity_conns: cap,
-                        seed: 1,
-                        tunables: Tunables::default(),
-                    },
-                    None,
-                    1,
-                    &mut (),
-                )
-            };
-            let (one, burst) = (build(), build());
+            let (one, burst) = (engine(cap), engine(cap));
             assert_eq!(burst.table().guard().beyond_llc(), cap == 400_000);
             let mut w = one.worker(0);
             let one_by_one: Vec<_> = pkts

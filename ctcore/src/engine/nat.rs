@@ -359,19 +359,10 @@ mod tests {
             })
             .collect();
         let (one_by_one, burst) = one_by_one_and_begun_ahead(&build, &frames);
-        for (i, (addr, _)) in one_by_one.iter().enumerate() {
-            let want = if i % 2 == 0 {
-                [203, 0, 113, 1]
-            } else {
-                [198, 51, 100, 1]
-            };
-            assert_eq!(*addr, Addr::from_v4(want), "packet {i}");
-        }
         // Each gets its own rule's address; the ports are the free ones in
         // the order the connections came (the burst's order differs by the
         // one packet sent first).
-        let wrong: Vec<usize> = (0..64).filter(|&i| burst[i].0 != one_by_one[i].0).collect();
-        assert!(wrong.is_empty(), "{wrong:?}");
+        assert_alternating(&one_by_one, &burst, [203, 0, 113, 1], [198, 51, 100, 1]);
         let ports = |v: &[(Addr, u16)]| {
             let mut p: Vec<(Addr, u16)> = v.to_vec();
             p.sort();
@@ -418,6 +409,19 @@ mod tests {
 
     /// Source bindings, one per packet: (address, port).
     type Bindings = Vec<(Addr, u16)>;
+
+    /// One by one, the even packets are bound to `even` and the odd ones to
+    /// `odd`; in the burst, each packet to the address it got one by one.
+    fn assert_alternating(one_by_one: &Bindings, burst: &Bindings, even: [u8; 4], odd: [u8; 4]) {
+        for (i, (addr, _)) in one_by_one.iter().enumerate() {
+            let want = if i % 2 == 0 { even } else { odd };
+            assert_eq!(*addr, Addr::from_v4(want), "packet {i}");
+        }
+        let wrong: Vec<usize> = (0..one_by_one.len())
+            .filter(|&i| burst[i].0 != one_by_one[i].0)
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:?}");
+    }
 
     /// The source bindings `frames` (new UDP connections from the "in"
     /// port) get one by one in a table of 1,000 built by `build`, and in a
@@ -503,18 +507,9 @@ mod tests {
             })
             .collect();
         let (one_by_one, burst) = one_by_one_and_begun_ahead(&build, &frames);
-        for (i, (addr, _)) in one_by_one.iter().enumerate() {
-            let want = if i % 2 == 0 {
-                [203, 0, 113, 5]
-            } else {
-                [198, 51, 100, 1]
-            };
-            assert_eq!(*addr, Addr::from_v4(want), "packet {i}");
-        }
         // (Packet 1, to S, goes first: the burst's guess is the
         // masquerade rule, which every packet's own tuple matches.)
-        let wrong: Vec<usize> = (0..64).filter(|&i| burst[i].0 != one_by_one[i].0).collect();
-        assert!(wrong.is_empty(), "{wrong:?}");
+        assert_alternating(&one_by_one, &burst, [203, 0, 113, 5], [198, 51, 100, 1]);
     }
 
     /// A directional zone (the original direction in zone 5, replies in
