@@ -389,6 +389,28 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
         }
+        self.stage3_general::<HELPERS, F>(g, w, now_ms, pkt, key, hint, i, out, pending, decide);
+    }
+
+    /// Stage 3 for a packet the express way did not take: out of line, so
+    /// that the express way's loop keeps its registers.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn stage3_general<const HELPERS: bool, F>(
+        &self,
+        g: &mut Guard<'_>,
+        w: &mut Worker,
+        now_ms: u64,
+        pkt: &Pkt<'_>,
+        key: Option<Key>,
+        hint: Option<Hint>,
+        i: usize,
+        out: &mut CtResult,
+        pending: &mut Pending,
+        decide: &mut F,
+    ) where
+        F: FnMut(usize, &CtResult) -> Decision,
+    {
         // `out.parsed` is this packet's (stage 1); the rest is reset here.
         out.reset_verdict();
         out.zone = pkt.zone;
