@@ -325,7 +325,8 @@ impl<P: Prefetch> Engine<P> {
         };
     }
 
-    /// [`Engine::stage3`] for packet `i` of the burst, with the helpers'
+    /// Stage 3 for packet `i` of the burst: the express way for a known
+    /// connection's packet, else [`Engine::stage3`], with the helpers'
     /// hooks only if there are helpers.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -346,34 +347,8 @@ impl<P: Prefetch> Engine<P> {
         F: FnMut(usize, &CtResult) -> Decision,
     {
         let out = &mut results[i];
-        if helpers {
-            self.stage3::<true, F>(g, w, now_ms, pkt, key, hint, i, out, pending, decide);
-        } else {
-            self.stage3::<false, F>(g, w, now_ms, pkt, key, hint, i, out, pending, decide);
-        }
-    }
-
-    /// Stage 3 of `process_burst` for one packet: track, NAT, decide, confirm
-    /// (and, with `HELPERS`, the conntrack helpers' hooks).
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn stage3<const HELPERS: bool, F>(
-        &self,
-        g: &mut Guard<'_>,
-        w: &mut Worker,
-        now_ms: u64,
-        pkt: &Pkt<'_>,
-        key: Option<Key>,
-        hint: Option<Hint>,
-        i: usize,
-        out: &mut CtResult,
-        pending: &mut Pending,
-        decide: &mut F,
-    ) where
-        F: FnMut(usize, &CtResult) -> Decision,
-    {
         pending.clear();
-        if !HELPERS && self.express {
+        if !helpers && self.express {
             if let (Some(k), Some(h)) = (key, hint) {
                 if self.express(g, w, now_ms, pkt, k, h, out) {
                     let d = decide(i, out);
@@ -389,14 +364,20 @@ impl<P: Prefetch> Engine<P> {
                 }
             }
         }
-        self.stage3_general::<HELPERS, F>(g, w, now_ms, pkt, key, hint, i, out, pending, decide);
+        if helpers {
+            self.stage3::<true, F>(g, w, now_ms, pkt, key, hint, i, out, pending, decide);
+        } else {
+            self.stage3::<false, F>(g, w, now_ms, pkt, key, hint, i, out, pending, decide);
+        }
     }
 
-    /// Stage 3 for a packet the express way did not take: out of line, so
-    /// that the express way's loop keeps its registers.
+    /// Stage 3 of `process_burst` for one packet the express way did not
+    /// take: track, NAT, decide, confirm (and, with `HELPERS`, the
+    /// conntrack helpers' hooks). Out of line, so that the express way's
+    /// loop keeps its registers.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
-    fn stage3_general<const HELPERS: bool, F>(
+    fn stage3<const HELPERS: bool, F>(
         &self,
         g: &mut Guard<'_>,
         w: &mut Worker,
