@@ -17,7 +17,10 @@
 //! - Nothing here allocates, blocks or makes system calls on the packet path:
 //!   the table is lock-striped and preallocated; the counters a worker
 //!   publishes for the control thread sit behind a per-worker lock taken with
-//!   `try_lock` (a busy reader only delays the copy to the next burst).
+//!   `try_lock` (a busy reader only delays the copy). A burst only marks them
+//!   changed: [`Pipeline::maintain`], about once a millisecond, publishes
+//!   them, so the control thread sees counters at most about a millisecond
+//!   old and the packet path pays no copy per burst.
 //! - Connection events (NEW / UPDATE / DESTROY) collect in the worker's
 //!   preallocated `EventBuf`; after each burst they feed the worker's top
 //!   sources of new connections and, while someone subscribes, move into the
@@ -52,7 +55,7 @@ use ctcore::defrag::{self, Defrag};
 
 /// Packets per RX burst: the most the stage gets at once. A queue that is
 /// backlogged hands over this many at a time, so the per-burst costs (the
-/// poll, the stripe lock, publishing the counters) are shared by twice the
+/// poll, the stripe lock, the burst's arrays) are shared by twice the
 /// packets of DPDK's usual 32; conntrack works them in stages of 32
 /// (`ctcore::engine::process_burst`). An idle queue gives what it has.
 pub const BURST: usize = 64;
@@ -614,6 +617,8 @@ pub struct Pipeline<'a> {
     top_sources: TopSources,
     /// Events the queue had no room for.
     events_dropped: u64,
+    /// Counters changed since they were last published.
+    unpublished: bool,
     next_gc_ms: u64,
     /// The engine's results for the burst in hand.
     results: Box<[CtResult; BURST]>,
@@ -722,6 +727,7 @@ impl<'a> Pipeline<'a> {
             tokens: Tokens::default(),
             top_sources: TopSources::default(),
             events_dropped: 0,
+            unpublished: false,
             next_gc_ms: 0,
             results: Box::new([CtResult::default(); BURST]),
             defrag: Defrag::new(shared.defrag_limits),
@@ -771,17 +777,19 @@ impl<'a> Pipeline<'a> {
             // A port's zone is directional (nft `ct original zone set`):
             // replies are in zone 0.
             let zone = self.shared.port_zone(in_port);
-            // Only the packets received (a burst of a few need not fill 64).
-            let frames: ArrayVec<Pkt<'_>, BURST> = pkts[..n]
-                .iter()
-                .map(|m| Pkt {
+            // Only the packets received (a burst of a few need not fill
+            // 64), pushed in place (collected, the whole array would be
+            // copied out of the iterator).
+            let mut frames: ArrayVec<Pkt<'_>, BURST> = ArrayVec::new();
+            for m in &pkts[..n] {
+                frames.push(Pkt {
                     // The worker's classification checked the IPv4 header.
                     rx_csum: m.rx_l4_csum(),
                     ip_checked: true,
                     reply_zone: 0,
                     ..Pkt::new(m.data(), zone, in_port as u16)
-                })
-                .collect();
+                });
+            }
             let shared = self.shared;
             let hits = &mut self.hits;
             let tokens = &mut self.tokens;
@@ -838,7 +846,7 @@ impl<'a> Pipeline<'a> {
             }
         }
         self.move_events();
-        self.publish(now_ms);
+        self.unpublished = true;
     }
 
     /// Between bursts, whether packets came or not (the worker calls it
@@ -846,8 +854,12 @@ impl<'a> Pipeline<'a> {
     /// this worker's stripes ([`Shared::stripes_of`]) whose deadline passed
     /// are removed (the kernel's gc worker; lookups and NAT port searches
     /// reclaim expired ones too), so every stripe expires on time even when
-    /// no packet comes.
+    /// no packet comes. First, it publishes the counters if a burst
+    /// changed them.
     pub fn maintain(&mut self, now_ms: u64) {
+        if self.unpublished {
+            self.publish(now_ms);
+        }
         if now_ms < self.next_gc_ms {
             return;
         }
@@ -910,21 +922,35 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Makes this worker's counters visible to the control side (also
-    /// after a fragment was held or dropped, which no stage call follows).
+    /// Makes this worker's counters visible to the control side (from
+    /// `maintain`, and after a fragment was held or dropped). A reader
+    /// holding the lock leaves them unpublished until the next call.
     pub(crate) fn publish(&mut self, now_ms: u64) {
         if let Ok(mut p) = self.shared.published[self.worker].try_lock() {
-            p.ct = self.ct.stats;
-            p.ct.defrag = self.defrag.stats;
-            p.frags_held = self.defrag.fragments_held() as u64;
-            p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
-            p.top_sources = self.top_sources.entries();
-            p.nat_out_of_ports = self.ct.nat_out_of_ports;
-            p.verdicts_answered = self.tokens.answered;
-            p.helpers = self.ct.helpers;
-            p.policy_hits.copy_from_slice(&self.hits);
-            p.now_ms = now_ms;
+            self.publish_into(&mut p, now_ms);
         }
+    }
+
+    /// `publish` for the last time, when the worker stops: waits for a
+    /// reader, so that the final counters are all there.
+    pub(crate) fn publish_last(&mut self, now_ms: u64) {
+        let lock = &self.shared.published[self.worker];
+        let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.publish_into(&mut p, now_ms);
+    }
+
+    fn publish_into(&mut self, p: &mut Published, now_ms: u64) {
+        self.unpublished = false;
+        p.ct = self.ct.stats;
+        p.ct.defrag = self.defrag.stats;
+        p.frags_held = self.defrag.fragments_held() as u64;
+        p.ct.events_dropped += self.ct.events.dropped + self.events_dropped;
+        p.top_sources = self.top_sources.entries();
+        p.nat_out_of_ports = self.ct.nat_out_of_ports;
+        p.verdicts_answered = self.tokens.answered;
+        p.helpers = self.ct.helpers;
+        p.policy_hits.copy_from_slice(&self.hits);
+        p.now_ms = now_ms;
     }
 }
 

@@ -368,6 +368,8 @@ pub fn run(args: WorkerArgs) -> i32 {
         stats.drop(DropReason::Shutdown);
         drop(m);
     });
+    let now_ms = w.now_ms();
+    w.pipeline.publish_last(now_ms);
     0
 }
 
