@@ -1039,6 +1039,39 @@ max_connections = 1024
         assert!(off.engine.table().is_empty());
     }
 
+    /// A burst's counters reach the control side with the next `maintain`
+    /// (about a millisecond later), not from the burst itself; a reader
+    /// holding the lock delays them to the call after.
+    #[test]
+    fn counters_are_published_by_maintain_and_a_busy_reader_only_delays_them() {
+        let shared = Shared::new(&two_ports(""), Steering::Single);
+        let mut pl = Pipeline::new(&shared, 0);
+        let q = |sport| udp([192, 0, 2, 10], sport, [198, 51, 100, 10], 53, 64);
+        one(&mut pl, 1, 0, q(1000));
+        one(&mut pl, 1, 0, q(1001));
+        assert_eq!(shared.totals().ct.insert, 0, "not published by the burst");
+        pl.maintain(1);
+        let t = shared.totals();
+        assert_eq!((t.ct.insert, t.now_ms), (2, 1));
+        assert_eq!(t.policy_hits.iter().sum::<u64>(), 2);
+        // A reader holds the lock: the next maintain leaves them for later.
+        one(&mut pl, 2, 0, q(1002));
+        {
+            let _reader = shared.published[0].lock().expect("the lock");
+            pl.maintain(2);
+        }
+        assert_eq!(shared.totals().ct.insert, 2);
+        pl.maintain(3);
+        assert_eq!(shared.totals().ct.insert, 3);
+        // Nothing new: nothing published (the clock it shows stays).
+        pl.maintain(4);
+        assert_eq!(shared.totals().now_ms, 3);
+        // The worker's last publish waits for the reader instead.
+        one(&mut pl, 5, 0, q(1003));
+        pl.publish_last(5);
+        assert_eq!(shared.totals().ct.insert, 4);
+    }
+
     #[test]
     fn new_sources_are_counted_whether_or_not_anyone_listens_and_only_listeners_get_events() {
         let cfg = two_ports("");
