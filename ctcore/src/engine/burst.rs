@@ -11,7 +11,8 @@ use crate::conn::{Conn, Ext, Status};
 use crate::event::EventKind;
 use crate::nat::alloc;
 use crate::table::{Guard, Hint, Key, Prefetch, Probe};
-use crate::wire::{self, Parsed, L4};
+use crate::tuple::{IPPROTO_SCTP, IPPROTO_TCP};
+use crate::wire::{self, Parsed};
 
 /// Packets per processing stage (a burst).
 pub(super) const STAGE: usize = 32;
@@ -74,6 +75,9 @@ impl<P: Prefetch> Engine<P> {
         // The stripes this burst uses, locked once for the whole burst.
         let mut g = self.table.guard();
         let helpers = self.helpers.is_some();
+        // (Read once: the engine's fields are behind shared references the
+        // loop's stores could alias.)
+        let express = !helpers && self.express;
         let mut pending = Pending {
             conn: Conn::default(),
             ext: Ext::default(),
@@ -91,6 +95,10 @@ impl<P: Prefetch> Engine<P> {
             // Each packet is parsed straight into its result.
             let out = &mut results[c * STAGE..c * STAGE + chunk.len()];
             let mut keys: [Option<Key>; STAGE] = [None; STAGE];
+            // A record's hot line is all a packet reads, but for TCP's
+            // and SCTP's state line: its loads follow once the hot lines
+            // are in (`stated`, in stage 3 a few packets ahead).
+            let mut stated = 0u32;
             for (i, pkt) in chunk.iter().enumerate() {
                 // The common frames are parsed in place, their tuple taken
                 // from the parse; the others fully, the tuple read from it.
@@ -118,25 +126,14 @@ impl<P: Prefetch> Engine<P> {
                     let k = self.table.key(&t);
                     g.prefetch_bucket::<P>(k);
                     keys[i] = Some(k);
+                    stated |= u32::from(matches!(t.proto, IPPROTO_TCP | IPPROTO_SCTP)) << i;
                 }
             }
             t[1] = stamp();
             let mut ahead = Ahead::default();
             let mut hints: [Option<Hint>; STAGE] = [None; STAGE];
-            // A record's hot line is all a packet reads, but for TCP's
-            // and SCTP's state line: its loads follow once the hot lines
-            // are in (`stated`, in stage 3 a few packets ahead).
-            let mut stated = 0u32;
-            for (j, (k, r)) in keys[..chunk.len()].iter().zip(out.iter()).enumerate() {
+            for (j, k) in keys[..chunk.len()].iter().enumerate() {
                 if let Some(k) = k {
-                    let stateful = matches!(
-                        r.parsed,
-                        Ok(Parsed {
-                            l4: L4::Tcp(_) | L4::Sctp { .. },
-                            ..
-                        })
-                    );
-                    stated |= u32::from(stateful) << j;
                     match g.prefetch_records::<P>(*k) {
                         Probe::Known(hint) => hints[j] = hint,
                         Probe::New => {}
@@ -194,6 +191,7 @@ impl<P: Prefetch> Engine<P> {
                     }
                     let i = c * STAGE + j;
                     self.stage3_any(
+                        express,
                         helpers,
                         &mut g,
                         w,
@@ -218,6 +216,7 @@ impl<P: Prefetch> Engine<P> {
                     self.load_second(&mut g, w, &keys, &ahead, j + SECOND_AHEAD);
                     w.ahead.current = Some(j);
                     self.stage3_any(
+                        express,
                         helpers,
                         &mut g,
                         w,
@@ -326,12 +325,14 @@ impl<P: Prefetch> Engine<P> {
     }
 
     /// Stage 3 for packet `i` of the burst: the express way for a known
-    /// connection's packet, else [`Engine::stage3`], with the helpers'
-    /// hooks only if there are helpers.
+    /// connection's packet (if `express`: the engine takes it and there
+    /// are no helpers), else [`Engine::stage3`], with the helpers' hooks
+    /// only if there are helpers.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn stage3_any<F>(
         &self,
+        express: bool,
         helpers: bool,
         g: &mut Guard<'_>,
         w: &mut Worker,
@@ -348,7 +349,7 @@ impl<P: Prefetch> Engine<P> {
     {
         let out = &mut results[i];
         pending.clear();
-        if !helpers && self.express {
+        if express {
             if let (Some(k), Some(h)) = (key, hint) {
                 if self.express(g, w, now_ms, pkt, k, h, out) {
                     let d = decide(i, out);
