@@ -273,7 +273,9 @@ impl<P: Prefetch> Engine<P> {
             return;
         };
         let mut begun = None;
-        let guess = ahead.snat.filter(|_| g.beyond_llc());
+        // (By reference: a copy of the memo, whose fields lie at odd
+        // offsets, was a store-forwarding stall per new connection.)
+        let guess = ahead.snat.as_ref().filter(|_| g.beyond_llc());
         if let (Some(memo), Some(nat), Ok(p)) = (guess, &self.nat, &out[j].parsed) {
             if chunk[j].in_port == memo.in_port {
                 if let Some(t) = simple_tuple(p, chunk[j].zone) {
