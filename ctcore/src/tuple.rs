@@ -51,6 +51,17 @@ impl Addr {
         a[..4].copy_from_slice(&octets);
         Addr(a)
     }
+    /// [`Addr::from_v4`] made as one 16-byte value, stored whole (not 16
+    /// zero bytes and then 4 written over them): for an address copied
+    /// right after it is made, since a 16-byte load of an address stored
+    /// in parts is not forwarded from those stores (a stall of a dozen
+    /// cycles or more). Where only its first 4 bytes are read again (the
+    /// established packets' translation), `from_v4` takes fewer
+    /// instructions.
+    #[inline(always)]
+    pub fn from_v4_whole(octets: [u8; 4]) -> Addr {
+        Addr(u128::from(u32::from_le_bytes(octets)).to_le_bytes())
+    }
     pub fn v4_octets(&self) -> [u8; 4] {
         [self.0[0], self.0[1], self.0[2], self.0[3]]
     }

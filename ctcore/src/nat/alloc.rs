@@ -78,7 +78,8 @@ fn addr_in_range(family: Family, lo: &Addr, hi: &Addr, pick: u64) -> Addr {
             );
             let size = (b - a) as u64 + 1;
             let index = (u128::from(pick) * u128::from(size)) >> 64;
-            Addr::from_v4((a + index as u32).to_be_bytes())
+            // (Copied into the binding and the candidate tuple next.)
+            Addr::from_v4_whole((a + index as u32).to_be_bytes())
         }
         Family::V6 => {
             let (a, b) = (u128::from_be_bytes(lo.0), u128::from_be_bytes(hi.0));

@@ -137,8 +137,8 @@ impl Translation {
                 *out = Some(Translation::V4(V4Nat {
                     // The IPv4 words alone: copying the tuples' 16-byte
                     // addresses whole measured slower (a stall at the load).
-                    src: Addr::from_v4(other.dst.v4_octets()),
-                    dst: Addr::from_v4(other.src.v4_octets()),
+                    src: Addr::from_v4_whole(other.dst.v4_octets()),
+                    dst: Addr::from_v4_whole(other.src.v4_octets()),
                     ports,
                     csum: d[dir.index()],
                     changes: u8::from(change_src) * CHANGES_SRC
@@ -269,6 +269,9 @@ impl Rewrite {
 /// The checksum deltas of a translated IPv4 TCP / UDP connection, per
 /// direction (what [`apply`]'s common case would add up for each packet:
 /// the same terms, so the same checksums); None for anything else.
+/// (Inlined: its result, written in parts by a call, was read back as one
+/// word: a store-forwarding stall per new translated connection.)
+#[inline]
 pub fn csum_deltas(c: &Conn) -> Option<[NatCsum; 2]> {
     let o = &c.tuples[0];
     if o.family != Family::V4
