@@ -319,11 +319,14 @@ impl<P: Prefetch> Engine<P> {
             g.prefetch_eviction::<P>(k);
         }
         // (Written whether begun or not: what an earlier stage left here
-        // is not this packet's.)
-        w.ahead.loaded[j] = match w.ahead.begun[j].take() {
-            Some(a) => alloc::anticipate_next::<P>(g, &a, k.stripe),
+        // is not this packet's. The search begun is read in place: moved
+        // out, its copy, in parts at odd offsets, was read back with
+        // store-forwarding stalls.)
+        w.ahead.loaded[j] = match &w.ahead.begun[j] {
+            Some(a) => alloc::anticipate_next::<P>(g, a, k.stripe),
             None => alloc::Loaded::default(),
         };
+        w.ahead.begun[j] = None;
     }
 
     /// Stage 3 for packet `i` of the burst: the express way for a known
