@@ -135,9 +135,11 @@ impl SnatAhead {
     /// guess if its rule is the first that packet's tuple matches (the
     /// rule its POSTROUTING search finds, when the egress is the guess's
     /// and no destination NAT changed the tuple). Taken: once per packet.
-    fn take_current(&mut self) -> Option<(&mut crate::nat::alloc::Loaded, Option<SnatMemo>)> {
+    /// (The guess by reference: a copy of it, whose fields lie at odd
+    /// offsets, was read back with store-forwarding stalls.)
+    fn take_current(&mut self) -> Option<(&mut crate::nat::alloc::Loaded, Option<&SnatMemo>)> {
         let j = self.current.take()?;
-        let guess = self.guess.filter(|_| self.matched & (1 << j) != 0);
+        let guess = self.guess.as_ref().filter(|_| self.matched & (1 << j) != 0);
         Some((self.loaded.get_mut(j)?, guess))
     }
 }

@@ -302,7 +302,7 @@ mod tests {
                 reply.dst_port = 5000;
                 let first = loaded.first.expect("the original port");
                 assert_eq!(first, e.table().key(&reply));
-                let (next, key) = loaded.next.expect("a free port");
+                let (next, key) = (loaded.next_port, loaded.next.expect("a free port"));
                 assert_eq!(next, port, "packet {i}");
                 reply.dst_port = port;
                 assert_eq!(key, e.table().key(&reply));

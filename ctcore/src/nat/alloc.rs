@@ -307,18 +307,20 @@ pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u3
         g.prefetch_records::<P>(k);
     }
     let maps = g.ports(home);
-    let next = Cursor::new(a.lo, a.hi, a.start)
-        .next(Some(maps.at(a.map)))
-        .map(|port| {
+    let (next, next_port) = match Cursor::new(a.lo, a.hi, a.start).next(Some(maps.at(a.map))) {
+        Some(port) => {
             let mut cand = a.cand;
             set_port(&mut cand, a.icmp, port);
             let k = g.key(&cand);
             g.prefetch_bucket::<P>(k);
-            (port, k)
-        });
+            (Some(k), port)
+        }
+        None => (None, 0),
+    };
     Loaded {
         first: a.first,
         next,
+        next_port,
         bound: Some(Bound {
             addr: a.cand.dst,
             lo: a.lo,
@@ -337,7 +339,11 @@ pub fn anticipate_next<P: Prefetch>(g: &mut Guard<'_>, a: &Anticipated, home: u3
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Loaded {
     pub first: Option<Key>,
-    pub next: Option<(u16, Key)>,
+    /// The next candidate's key, and (`next_port`) its port. (Apart, not
+    /// as an `Option<(u16, Key)>`: that one was built through the stack
+    /// at odd offsets and read back with store-forwarding stalls.)
+    pub next: Option<Key>,
+    pub next_port: u16,
     /// The search's binding: the address, port range and random flag its
     /// rule gives the connection, and its bitmap's slot.
     pub bound: Option<Bound>,
@@ -459,7 +465,8 @@ pub fn snat(
                 let k = s.table.key(&next);
                 s.table.prefetch_bucket_with(k, s.prefetch);
                 s.table.prefetch_bucket_with(first, s.prefetch);
-                s.ahead.next = Some((p, k));
+                s.ahead.next = Some(k);
+                s.ahead.next_port = p;
             }
         }
         if take_keyed(s, c, cand, first).is_some() {
@@ -508,7 +515,7 @@ fn take(s: &mut Search<'_, '_>, c: &mut Conn, cand: Tuple) -> Option<()> {
     // A candidate whose key was worked out ahead (the same tuple but
     // for the port).
     let key = match s.ahead.next.take() {
-        Some((p, k)) if p == nat_port(&cand) => k,
+        Some(k) if s.ahead.next_port == nat_port(&cand) => k,
         _ => s.table.key(&cand),
     };
     debug_assert_eq!(key, s.table.key(&cand));
