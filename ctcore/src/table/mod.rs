@@ -37,8 +37,8 @@ pub mod record;
 pub mod stripe;
 pub mod wheel;
 
-use std::sync::atomic::Ordering;
 use std::mem::ManuallyDrop;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crossbeam_utils::CachePadded;
