@@ -351,6 +351,19 @@ mod tests {
             })
     }
 
+    #[test]
+    fn an_ipv4_address_made_whole_is_the_same_address() {
+        for octets in [
+            [0, 0, 0, 0],
+            [192, 0, 2, 1],
+            [203, 0, 113, 64],
+            [255, 1, 128, 7],
+        ] {
+            assert_eq!(Addr::from_v4_whole(octets), Addr::from_v4(octets));
+            assert_eq!(Addr::from_v4_whole(octets).v4_octets(), octets);
+        }
+    }
+
     proptest! {
         #[test]
         fn invert_is_an_involution(t in arb_tuple()) {
