@@ -269,9 +269,6 @@ impl Rewrite {
 /// The checksum deltas of a translated IPv4 TCP / UDP connection, per
 /// direction (what [`apply`]'s common case would add up for each packet:
 /// the same terms, so the same checksums); None for anything else.
-/// (Inlined: its result, written in parts by a call, was read back as one
-/// word: a store-forwarding stall per new translated connection.)
-#[inline]
 pub fn csum_deltas(c: &Conn) -> Option<[NatCsum; 2]> {
     let o = &c.tuples[0];
     if o.family != Family::V4

@@ -272,10 +272,7 @@ pub fn parse_common_into(frame: &[u8], ipv4_checksum: bool, p: &mut Parsed) -> O
             }
             // Addresses as whole 16-byte values (one store each: what is
             // written here is read back at once for the tuple).
-            let v4 = |o: usize| {
-                let a = u32::from_ne_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
-                Addr(u128::from(a).to_le_bytes())
-            };
+            let v4 = |o: usize| Addr::from_v4_whole([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]);
             (
                 Family::V4,
                 v4(12),
